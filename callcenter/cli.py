@@ -1,0 +1,235 @@
+"""``callcenter`` command line: demo, serve, replay, pbx-sim, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from callcenter import logs
+from callcenter.config import ConfigError, Settings, load
+
+
+class CliError(Exception):
+    """A one-line message for the user; exit code 2."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load(getattr(args, "config", None))
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from acd.state import QueueConfig
+    from callcenter.replay import TraceError, replay
+
+    s = _settings(args)
+    try:
+        result = replay(args.trace, s.queues, args.servicelevel,
+                        QueueConfig(s.servicelevel, 0), args.short_abandon)
+    except TraceError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    for q, f in result["queues"].items():  # type: ignore[union-attr]
+        print(f"queue {q}: offered {f['offered']}  answered {f['answered']}  "
+              f"abandoned {f['abandoned']}  in SL {f['answered_within_sl']}")
+        print(f"  接通率 connection rate {f['connection_rate']:.2f}%   "
+              f"15秒接通率 {f['answer_rate_sl']:.2f}%   ServicelevelPerf "
+              f"{f['servicelevel_perf']:.2f}%   ServicelevelPerf2 {f['servicelevel_perf2']:.2f}%")
+        print(f"  ASA {f['asa_s']:.2f}s  AHT {f['aht_s']:.2f}s  "
+              f"Asterisk Holdtime {f['asterisk_holdtime']}  TalkTime {f['asterisk_talktime']}")
+    for name, a in result["agents"].items():  # type: ignore[union-attr]
+        print(f"agent {name}: answered {a['answered']}  ring-no-answer {a['ring_no_answer']}  "
+              f"paused {a['paused_s']:.1f}s  talk {a['talk_s']:.0f}s")
+    return 0
+
+
+# --------------------------------------------------------------------------- service
+
+
+async def _run_until_signalled(*stoppers: object) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+
+
+async def _serve(settings: Settings, host: str, port: int, banner: str = "") -> None:
+    from aiohttp import web
+
+    from agent_console.server import make_app
+    from callcenter.service import Service
+
+    service = Service(settings)
+    await service.start()
+    runner = web.AppRunner(make_app(service), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await service.stop()
+        await runner.cleanup()
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    print(f"hotline is running at http://{host}:{port}/{banner}", flush=True)
+    try:
+        await _run_until_signalled()
+    finally:
+        await runner.cleanup()
+        await service.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    asyncio.run(_serve(s, args.host or s.web_host, args.port or s.web_port))
+    return 0
+
+
+def cmd_check_ami(args: argparse.Namespace) -> int:
+    from callcenter.ami import AmiError, AmiLink
+
+    s = _settings(args)
+    a = s.ami
+
+    async def run() -> None:
+        link = AmiLink(a.host, a.port, a.username, a.secret, events="off",
+                       on_event=lambda h, t: None, action_timeout=a.action_timeout)
+        try:
+            await link.connect_once()
+            answer = await link.action({"Action": "QueueSummary"}, idempotent=True)
+            print(f"AMI link to {a.host}:{a.port} OK; "
+                  f"{sum(1 for h in answer if h.get('Event') == 'QueueSummary')} queues")
+        except AmiError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            await link.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from callcenter.demo import run_demo
+
+    s = _settings(args)
+    asyncio.run(run_demo(s, host="127.0.0.1", port=args.port, seed=args.seed, speed=args.speed,
+                         agents=args.agents, db=args.db, rate=args.rate))
+    return 0
+
+
+def cmd_pbx_sim(args: argparse.Namespace) -> int:
+    from callcenter.pbxsim import main_from_args
+
+    asyncio.run(main_from_args(args))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from acd.metrics import by_interval, queue_json
+    from callcenter.db import Store
+
+    s = _settings(args)
+    try:
+        day = datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=s.tz) if args.day else (
+            datetime.now(s.tz).replace(hour=0, minute=0, second=0, microsecond=0))
+    except ValueError:
+        raise CliError(f"--day {args.day!r} is not a date like 2026-11-23") from None
+    width = {"15m": 900, "hour": 3600, "day": 86400}[args.interval]
+
+    async def run() -> dict[str, object]:
+        store = Store(s.database_url)
+        try:
+            await store.open()
+            rows = await store.calls_between(day.timestamp(),
+                                             (day + timedelta(days=1)).timestamp())
+        finally:
+            await store.close()
+        out: dict[str, object] = {}
+        for start, (per, overall) in by_interval(rows, width, s.tz, s.servicelevel_for,
+                                                  s.short_abandon_s).items():
+            out[start.isoformat()] = {"queues": {q: queue_json(f) for q, f in per.items()},
+                                      "overall": queue_json(overall)}
+        return out
+
+    print(json.dumps(asyncio.run(run()), ensure_ascii=False, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callcenter", description="12345 hotline call center")
+    p.add_argument("--config", help="TOML file read over config/callcenter.toml")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("replay", help="replay a recorded AMI trace and print the figures")
+    r.add_argument("trace")
+    r.add_argument("--json", action="store_true", help="print the figures as JSON")
+    r.add_argument("--servicelevel", type=int, help="service level threshold in seconds")
+    r.add_argument("--short-abandon", type=int, default=0,
+                   help="report abandons shorter than this (s) separately (default 0)")
+    r.set_defaults(func=cmd_replay)
+
+    d = sub.add_parser("demo", help="PBX simulator + service + web on the embedded default")
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--seed", type=int, default=12345)
+    d.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
+    d.add_argument("--agents", type=int, default=8)
+    d.add_argument("--rate", type=float, default=None, help="calls per second (constant)")
+    d.add_argument("--db", default=None, help="database URL (default var/demo.db)")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("serve", help="run the service against the PBX in the config")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check-ami", help="connect and log in once; print OK or why not")
+    c.set_defaults(func=cmd_check_ami)
+
+    rep = sub.add_parser("report", help="figures from the database for one day")
+    rep.add_argument("--day", help="YYYY-MM-DD (default today)")
+    rep.add_argument("--interval", choices=["15m", "hour", "day"], default="day")
+    rep.set_defaults(func=cmd_report)
+
+    try:
+        from callcenter.pbxsim import add_arguments
+    except ImportError:  # pragma: no cover - during development only
+        add_arguments = None
+    if add_arguments is not None:
+        sim = sub.add_parser("pbx-sim", help="run the AMI-speaking PBX simulator alone")
+        add_arguments(sim)
+        sim.set_defaults(func=cmd_pbx_sim)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ConfigError) as exc:
+        print(f"callcenter: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Service configuration: ``config/callcenter.toml`` defaults, a user file over them."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from acd.state import QueueConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = ROOT / "config" / "callcenter.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(slots=True)
+class AmiSettings:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "hotline"
+    secret: str = "hotline"
+    events: str = "agent,call,system"
+    ping_interval: float = 5.0
+    action_timeout: float = 10.0
+    backoff_max: float = 30.0
+
+
+@dataclass(slots=True)
+class Settings:
+    ami: AmiSettings = field(default_factory=AmiSettings)
+    database_url: str = "sqlite+aiosqlite:///var/hotline.db"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    timezone: str = "Asia/Shanghai"
+    short_abandon_s: int = 5
+    servicelevel: int = 15
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
+    queue_titles: dict[str, str] = field(default_factory=dict)
+    pause_reasons: list[str] = field(default_factory=list)
+    alerts: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def servicelevel_for(self, queue: str) -> int:
+        q = self.queues.get(queue)
+        return q.servicelevel if q else self.servicelevel
+
+    def default_queue_config(self) -> QueueConfig:
+        return QueueConfig(servicelevel=self.servicelevel, wrapuptime=0)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def _typed(section: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = section.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}.{key} must be {kind.__name__}, not {value!r}")
+    return value
+
+
+def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -> Settings:
+    """Defaults from the shipped file, then ``path`` over them, then the environment."""
+    env = dict(os.environ) if env is None else env
+    data = _read(DEFAULT_FILE)
+    if path is not None:
+        data = _merge(data, _read(Path(path)))
+    ami = data.get("ami", {})
+    s = Settings(raw=data)
+    s.ami = AmiSettings(
+        host=_typed(ami, "host", str, "127.0.0.1", "ami"),
+        port=_typed(ami, "port", int, 5038, "ami"),
+        username=_typed(ami, "username", str, "hotline", "ami"),
+        secret=env.get("HOTLINE_AMI_SECRET") or _typed(ami, "secret", str, "hotline", "ami"),
+        events=_typed(ami, "events", str, "agent,call,system", "ami"),
+        ping_interval=_typed(ami, "ping_interval", float, 5.0, "ami"),
+        action_timeout=_typed(ami, "action_timeout", float, 10.0, "ami"),
+        backoff_max=_typed(ami, "backoff_max", float, 30.0, "ami"),
+    )
+    db = data.get("database", {})
+    s.database_url = env.get("HOTLINE_DATABASE_URL") or _typed(db, "url", str, s.database_url,
+                                                               "database")
+    web = data.get("web", {})
+    s.web_host = _typed(web, "host", str, "127.0.0.1", "web")
+    s.web_port = _typed(web, "port", int, 8080, "web")
+    m = data.get("metrics", {})
+    s.timezone = _typed(m, "timezone", str, "Asia/Shanghai", "metrics")
+    try:
+        ZoneInfo(s.timezone)
+    except Exception:
+        raise ConfigError(f"metrics.timezone {s.timezone!r} is not a known time zone") from None
+    s.short_abandon_s = _typed(m, "short_abandon_s", int, 5, "metrics")
+    s.servicelevel = _typed(m, "servicelevel", int, 15, "metrics")
+    for name, q in data.get("queues", {}).items():
+        if not isinstance(q, dict):
+            raise ConfigError(f"queues.{name} must be a table")
+        where = f"queues.{name}"
+        s.queues[name] = QueueConfig(
+            servicelevel=_typed(q, "servicelevel", int, s.servicelevel, where),
+            wrapuptime=_typed(q, "wrapuptime", int, 0, where),
+        )
+        s.queue_titles[name] = _typed(q, "title", str, name, where)
+    s.pause_reasons = list(data.get("agents", {}).get("pause_reasons", []))
+    s.alerts = {k: float(v) for k, v in data.get("alerts", {}).items()}
+    return s

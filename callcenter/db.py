@@ -1,0 +1,193 @@
+"""Persistence: SQLAlchemy 2 async models and the store the service writes through.
+
+SQLite (WAL) is the embedded default; PostgreSQL by URL.  The schema is owned by
+Alembic (``callcenter/migrations``); :func:`migrate` brings any database to head
+at start-up.  Rows are only ever inserted or updated, never deleted: the agent
+state log and the audit log are append-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON, Boolean, Float, Index, Integer, String, Text, event, select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+log = structlog.get_logger(__name__)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CallRow(Base):
+    """One caller's visit to one queue (the record every metric is computed from)."""
+
+    __tablename__ = "calls"
+    uniqueid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(80), index=True)
+    joined_at: Mapped[float] = mapped_column(Float, index=True)
+    caller_num: Mapped[str] = mapped_column(String(40), default="")
+    caller_name: Mapped[str] = mapped_column(String(120), default="")
+    hotline: Mapped[str] = mapped_column(String(20), default="")
+    category: Mapped[str] = mapped_column(String(60), default="")
+    ivr_path: Mapped[str] = mapped_column(String(60), default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    left_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    answered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hold_time: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agent: Mapped[str] = mapped_column(String(80), default="")
+    interface: Mapped[str] = mapped_column(String(120), default="")
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    talk_time: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    wrap_s: Mapped[float] = mapped_column(Float, default=0.0)
+    rings: Mapped[int] = mapped_column(Integer, default=0)
+    ring_no_answer: Mapped[int] = mapped_column(Integer, default=0)
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AgentStateRow(Base):
+    """Append-only log of every agent state change: who, when, from, to, why."""
+
+    __tablename__ = "agent_states"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    agent: Mapped[str] = mapped_column(String(80))
+    interface: Mapped[str] = mapped_column(String(120))
+    old: Mapped[str] = mapped_column(String(16))
+    new: Mapped[str] = mapped_column(String(16))
+    step: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str] = mapped_column(String(80), default="")
+    cause: Mapped[str] = mapped_column(String(80), default="")
+    __table_args__ = (Index("ix_agent_states_agent_at", "agent", "at"),)
+
+
+class AuditRow(Base):
+    """Append-only audit log for actions taken by people (and the system)."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(24))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(120), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+CALL_COLUMNS = [c.name for c in CallRow.__table__.columns]
+
+
+def sync_url(url: str) -> str:
+    """The synchronous driver URL Alembic uses for the same database."""
+    u = make_url(url)
+    driver = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}.get(
+        u.drivername, u.drivername)
+    return u.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the database to the newest schema (Alembic ``upgrade head``)."""
+    def run(connection: Any) -> None:
+        cfg = alembic_config(str(engine.url))
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+def make_engine(url: str) -> AsyncEngine:
+    ensure_sqlite_dir(url)
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+    return engine
+
+
+class Store:
+    """The service's window on the database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def open(self) -> None:
+        await migrate(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def _upsert(self, rows: list[dict[str, Any]]) -> Any:
+        dialect = self.engine.dialect.name
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CallRow)
+        update = {c: getattr(ins.excluded, c) for c in CALL_COLUMNS if c != "uniqueid"}
+        return ins.values(rows).on_conflict_do_update(index_elements=["uniqueid"], set_=update)
+
+    async def save_calls(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or update call records (one statement per chunk)."""
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            for i in range(0, len(rows), 500):
+                await conn.execute(self._upsert(list(rows[i:i + 500])))
+
+    async def append_agent_states(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            async with self.engine.begin() as conn:
+                await conn.execute(AgentStateRow.__table__.insert(), rows)
+
+    async def audit(self, *, at: float, actor: str, role: str, action: str, target: str = "",
+                    reason: str = "", data: dict[str, Any] | None = None) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(AuditRow.__table__.insert(), [{
+                "at": at, "actor": actor, "role": role, "action": action, "target": target,
+                "reason": reason, "data": data or {}}])
+
+    async def calls_between(self, start: float, end: float) -> list[CallRow]:
+        """Call records that joined a queue in [start, end)."""
+        async with self.sessions() as s:
+            res = await s.scalars(
+                select(CallRow).where(CallRow.joined_at >= start, CallRow.joined_at < end)
+                .order_by(CallRow.joined_at))
+            return list(res)
+
+    async def agent_states(self, agent: str | None = None, limit: int = 1000) -> list[AgentStateRow]:
+        async with self.sessions() as s:
+            q = select(AgentStateRow).order_by(AgentStateRow.id.desc()).limit(limit)
+            if agent:
+                q = q.where(AgentStateRow.agent == agent)
+            return list(await s.scalars(q))

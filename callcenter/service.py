@@ -1,0 +1,267 @@
+"""The composition root: builds the service and wires event -> handler in one place.
+
+Theory of operation
+-------------------
+::
+
+    AMI bytes -> AmiLink (guarded panoramisk) -> on_event() enqueues (headers, at)
+      -> one consumer: to_event() -> CallCenter.apply() -> [Change]
+      -> CHANGE_HANDLERS: metrics book, database batch, push hub, alerts
+
+The AMI callback only enqueues; a single consumer applies events in wire order,
+so there are no locks.  Database writes are batched and flushed every half
+second (a call's record is upserted, agent state changes are appended).  A
+ticker feeds :class:`~acd.events.Tick` so wrap-up timers fire without sleeping
+in the core.  On every (re)connect the link asks the PBX for its full picture
+(QueueStatus + CoreShowChannels) and feeds it as one :class:`~acd.events.Resync`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from acd import events as ev
+from acd.metrics import MetricsBook, queue_json
+from acd.state import (
+    AgentChanged, Anomaly, CallCenter, CallChanged, Change, LinkStateChanged, QueueChanged,
+)
+from callcenter.ami import AmiLink
+from callcenter.config import Settings
+from callcenter.db import Store
+
+log = structlog.get_logger(__name__)
+
+
+def mask_number(num: str) -> str:
+    """Never log a full caller number: keep the last four digits."""
+    return ("*" * max(0, len(num) - 4) + num[-4:]) if num else ""
+
+
+class Service:
+    """AMI link + state + metrics + persistence + push, for one PBX."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.centre = CallCenter(settings.queues, settings.default_queue_config())
+        self.book = MetricsBook(settings.servicelevel_for, settings.short_abandon_s)
+        self.store = Store(settings.database_url)
+        self.inbox: asyncio.Queue[tuple[dict[str, str] | None, Any]] = asyncio.Queue()
+        self.subscribers: list[Callable[[list[Change]], None]] = []
+        self.events_applied = 0
+        self.events_skipped = 0
+        self._dirty_calls: dict[str, dict[str, Any]] = {}
+        self._agent_rows: list[dict[str, Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        a = settings.ami
+        self.link = AmiLink(
+            a.host, a.port, a.username, a.secret, events=a.events,
+            on_event=self._on_ami_event, on_link=self._on_link, on_connected=self._resync,
+            ping_interval=a.ping_interval, action_timeout=a.action_timeout,
+            backoff_max=a.backoff_max, clock=clock,
+        )
+        self.CHANGE_HANDLERS: dict[type, Callable[[Any], None]] = {
+            CallChanged: self._call_changed,
+            AgentChanged: self._agent_changed,
+            Anomaly: self._anomaly,
+            LinkStateChanged: self._link_state,
+            QueueChanged: lambda c: None,
+        }
+
+    # ---- lifecycle
+
+    async def start(self, *, load_days: int = 1) -> None:
+        await self.store.open()
+        await self._load_recent(load_days)
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="consumer"),
+            asyncio.create_task(self._flush_loop(), name="db-flush"),
+            asyncio.create_task(self._tick_loop(), name="ticker"),
+        ]
+        await self.link.start()
+
+    async def stop(self) -> None:
+        await self.link.stop()
+        await self.drain()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.flush()
+        await self.store.close()
+
+    async def drain(self) -> None:
+        """Wait until every enqueued event has been applied."""
+        await self.inbox.join()
+
+    async def _load_recent(self, days: int) -> None:
+        """Today's (and recent) records from the database: figures survive restarts."""
+        start = self.day_start(self.clock()) - (days - 1) * 86400
+        rows = await self.store.calls_between(start, float("inf"))
+        for row in rows:
+            self.book.put(row)
+        log.info("loaded call records", count=len(rows))
+
+    # ---- the AMI edge (synchronous: only enqueue)
+
+    def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+        self.inbox.put_nowait((headers, at))
+
+    def _on_link(self, up: bool, reason: str) -> None:
+        if not up:
+            self.inbox.put_nowait((None, ev.LinkChanged(self.clock(), False, reason)))
+
+    async def _resync(self, link: AmiLink) -> None:
+        at = self.clock()
+        status = await link.action({"Action": "QueueStatus"}, idempotent=True)
+        channels = await link.action({"Action": "CoreShowChannels"}, idempotent=True)
+        snapshot = ev.resync_from(at, _as_list(status), _as_list(channels))
+        self.inbox.put_nowait((None, snapshot))
+        log.info("resynchronised with the PBX", members=len(snapshot.members),
+                 waiting=len(snapshot.waiting), channels=len(snapshot.channels))
+
+    # ---- the one consumer
+
+    async def _consume(self) -> None:
+        while True:
+            headers, payload = await self.inbox.get()
+            try:
+                if headers is None:
+                    event: ev.Event | None = payload
+                else:
+                    event = ev.to_event(headers, payload)
+                if event is not None:
+                    self.dispatch(self.centre.apply(event))
+                    self.events_applied += 1
+            except ev.MalformedEvent as exc:
+                self.events_skipped += 1
+                log.warning("malformed AMI event skipped", error=str(exc))
+            except Exception:  # one bad event must never stop the consumer
+                self.events_skipped += 1
+                log.exception("event failed", event=(headers or {}).get("Event"))
+            finally:
+                self.inbox.task_done()
+
+    def dispatch(self, changes: list[Change]) -> None:
+        for change in changes:
+            self.CHANGE_HANDLERS[type(change)](change)
+        if changes:
+            for notify in self.subscribers:
+                notify(changes)
+
+    def _call_changed(self, c: CallChanged) -> None:
+        self.book.put(c.call)
+        self._dirty_calls[c.call.uniqueid] = c.call.to_row()
+
+    def _agent_changed(self, c: AgentChanged) -> None:
+        self._agent_rows.append({
+            "at": c.at, "agent": c.agent.name, "interface": c.agent.interface,
+            "old": c.old.value, "new": c.new.value, "step": c.step, "reason": c.reason,
+            "cause": c.cause,
+        })
+
+    def _anomaly(self, c: Anomaly) -> None:
+        log.warning("PBX event did not fit", what=c.what)
+
+    def _link_state(self, c: LinkStateChanged) -> None:
+        log.info("PBX link " + ("up" if c.up else "down"), reason=c.reason)
+
+    # ---- background
+
+    async def flush(self) -> None:
+        calls, self._dirty_calls = list(self._dirty_calls.values()), {}
+        agents, self._agent_rows = self._agent_rows, []
+        try:
+            await self.store.save_calls(calls)
+            await self.store.append_agent_states(agents)
+        except Exception:
+            # Keep them for the next flush: nothing is lost while the database is away.
+            for row in calls:
+                self._dirty_calls.setdefault(row["uniqueid"], row)
+            self._agent_rows[:0] = agents
+            log.exception("database write failed; will retry", calls=len(calls))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self.flush()
+            self.centre.collect_finished()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.inbox.put_nowait((None, ev.Tick(self.clock())))
+
+    # ---- views
+
+    def day_start(self, ts: float) -> float:
+        local = datetime.fromtimestamp(ts, self.settings.tz)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+    def metrics_json(self, start: float | None = None, end: float | None = None) -> dict[str, Any]:
+        """The ``callcenter replay --json`` shape for live state (today by default)."""
+        now = self.clock()
+        start = self.day_start(now) if start is None else start
+        end = now + 1 if end is None else end
+        per, overall = self.book.figures(start, end)
+        agents = {
+            a.name: {"answered": a.answered, "ring_no_answer": a.ring_no_answer,
+                     "paused_s": round(a.paused_total(now), 2), "talk_s": round(a.talk_s, 2)}
+            for a in sorted(self.centre.agents.values(), key=lambda a: a.name)
+        }
+        return {"queues": {q: queue_json(f) for q, f in per.items()},
+                "overall": queue_json(overall), "agents": agents,
+                "link_up": self.centre.link_up}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a live page needs, as plain JSON."""
+        now = self.clock()
+        today = self.day_start(now)
+        last15 = self.book.bucket(now)
+        per_today, all_today = self.book.figures(today, now + 1)
+        per_15, all_15 = self.book.figures(last15, now + 1)
+        queues = []
+        for q in sorted(set(self.centre.queues()) | set(per_today)):
+            waiting = self.centre.waiting_in(q)
+            queues.append({
+                "queue": q,
+                "title": self.settings.queue_titles.get(q, q),
+                "servicelevel": self.settings.servicelevel_for(q),
+                "waiting": len(waiting),
+                "longest_wait_s": round(self.centre.longest_wait(q, now), 1),
+                "callers": [{"uniqueid": c.uniqueid, "caller": mask_number(c.caller_num),
+                             "name": c.caller_name, "hotline": c.hotline,
+                             "waited_s": round(now - c.joined_at, 1)} for c in waiting[:50]],
+                "today": queue_json(per_today[q]) if q in per_today else None,
+                "last_15min": queue_json(per_15[q]) if q in per_15 else None,
+                "agents_logged_in": sum(1 for a in self.centre.agents.values()
+                                        if q in a.memberships),
+            })
+        trend = [{"start": b, "connection_rate": f.connection_rate,
+                  "answer_rate_sl": f.answer_rate_sl, "offered": f.offered}
+                 for b, f in self.book.series(now - 8 * 3600, now + 1)]
+        return {
+            "at": now,
+            "link": {"up": self.centre.link_up, "reason": self.centre.link_reason},
+            "queues": queues,
+            "today": queue_json(all_today),
+            "last_15min": queue_json(all_15),
+            "agents": [a.snapshot(now) for a in sorted(self.centre.agents.values(),
+                                                       key=lambda a: a.name)],
+            "trend": trend,
+            "interval_start": datetime.fromtimestamp(last15, self.settings.tz).isoformat(),
+            "day": datetime.fromtimestamp(today, self.settings.tz).date().isoformat(),
+            "events_applied": self.events_applied,
+        }
+
+
+def _as_list(answer: Any) -> list[dict[str, str]]:
+    if isinstance(answer, list):
+        return answer
+    return [answer] if isinstance(answer, dict) else []
+

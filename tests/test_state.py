@@ -1,0 +1,258 @@
+"""Agent and call state machines, fed typed events with no IO."""
+
+from __future__ import annotations
+
+import pytest
+
+from acd import events as ev
+from acd.state import (
+    AGENT_TRANSITIONS, Agent, AgentChanged, AgentState, Anomaly, CallCenter, IllegalTransition,
+    Outcome, QueueConfig,
+)
+
+S = AgentState
+Q = "hotline"
+IFACE = "Local/1001@agents/n"
+
+
+def member(paused: bool = False, reason: str = "", queue: str = Q, iface: str = IFACE,
+           name: str = "agent1001", in_call: bool = False) -> ev.MemberInfo:
+    return ev.MemberInfo(queue, name, iface, paused, reason, in_call, 1, 0)
+
+
+def centre(wrap: int = 3) -> CallCenter:
+    c = CallCenter({Q: QueueConfig(15, wrap)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    return c
+
+
+def join(c: CallCenter, uid: str, at: float, num: str = "13800001111") -> None:
+    c.apply(ev.CallerJoined(at, Q, uid, "Local/s@inbound-1;2", num, "王五", 1,
+                            {"HOTLINE": "12345", "CATEGORY": "housing"}))
+
+
+def ring(c: CallCenter, uid: str, at: float, iface: str = IFACE, name: str = "agent1001") -> None:
+    c.apply(ev.AgentRung(at, Q, uid, iface, name, "13800001111", "王五"))
+
+
+def answer(c: CallCenter, uid: str, at: float, hold: int, iface: str = IFACE,
+           name: str = "agent1001") -> None:
+    c.apply(ev.CallerLeft(at, Q, uid))
+    c.apply(ev.AgentAnswered(at, Q, uid, iface, name, hold, 2))
+
+
+def complete(c: CallCenter, at: float, hold: int, talk: int, uid: str | None = None,
+             iface: str = IFACE, name: str = "agent1001") -> list:
+    return c.apply(ev.AgentCompleted(at, Q, uid, iface, name, hold, talk, "caller"))
+
+
+def agent(c: CallCenter) -> Agent:
+    return c.agents[IFACE]
+
+
+# ---- the table itself
+
+
+@pytest.mark.parametrize("state,step,expected", sorted(
+    ((s, st, n) for (s, st), n in AGENT_TRANSITIONS.items()), key=str))
+def test_every_listed_transition(state: AgentState, step: str, expected: AgentState) -> None:
+    a = Agent("x", "x", state=state)
+    assert a.step(step) is expected
+
+
+@pytest.mark.parametrize("state,step", [
+    (S.LOGGED_OUT, "ring"), (S.LOGGED_OUT, "answer"), (S.READY, "answer"),
+    (S.READY, "hangup"), (S.PAUSED, "answer"), (S.WRAP_UP, "answer"), (S.ON_CALL, "ring"),
+])
+def test_illegal_transitions_raise_and_name_the_state(state: AgentState, step: str) -> None:
+    a = Agent("x", "agent9", state=state)
+    with pytest.raises(IllegalTransition, match=f"{step!r} from state {state.value!r}"):
+        a.step(step)
+    assert a.state is state
+
+
+# ---- agents through events
+
+
+def test_full_agent_cycle_with_wrap_up_timer() -> None:
+    c = centre(wrap=3)
+    assert agent(c).state is S.READY
+    join(c, "u1", 10.0)
+    ring(c, "u1", 10.5)
+    assert agent(c).state is S.RINGING
+    answer(c, "u1", 14.0, hold=4)
+    assert agent(c).state is S.ON_CALL
+    complete(c, 40.0, hold=4, talk=26)
+    assert agent(c).state is S.WRAP_UP
+    c.apply(ev.Tick(42.0))
+    assert agent(c).state is S.WRAP_UP
+    changes = c.apply(ev.Tick(43.5))
+    assert agent(c).state is S.READY
+    wrap_end = [ch for ch in changes if isinstance(ch, AgentChanged)][0]
+    assert wrap_end.at == 43.0 and wrap_end.step == "wrap_end"
+    assert c.calls["u1"].wrap_s == pytest.approx(3.0)
+    assert agent(c).time_in["on_call"] == pytest.approx(26.0)
+    assert agent(c).time_in["ringing"] == pytest.approx(3.5)
+
+
+def test_pause_with_reason_is_tracked_with_duration() -> None:
+    c = centre()
+    changes = c.apply(ev.MemberPaused(100.0, member(True, "busy")))
+    a = agent(c)
+    assert a.state is S.PAUSED and a.reason == "busy"
+    moved = [ch for ch in changes if isinstance(ch, AgentChanged)]
+    assert moved[0].reason == "busy" and moved[0].cause == "QueueMemberPause"
+    c.apply(ev.MemberPaused(160.0, member(True, "meal")))  # reason changes while paused
+    assert a.reason == "meal" and a.since == 160.0
+    c.apply(ev.MemberPaused(200.0, member(False)))
+    assert a.state is S.READY and a.paused_s == pytest.approx(100.0)
+
+
+def test_pause_during_call_takes_effect_at_hang_up() -> None:
+    c = centre()
+    join(c, "u1", 10.0)
+    ring(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.MemberPaused(20.0, member(True, "meal")))
+    assert agent(c).state is S.ON_CALL and agent(c).paused
+    complete(c, 30.0, hold=2, talk=18)
+    assert agent(c).state is S.PAUSED and agent(c).reason == "meal"
+    assert agent(c).paused_total(40.0) == pytest.approx(20.0)
+
+
+def test_ring_no_answer_counts_and_returns_to_ready() -> None:
+    c = centre()
+    join(c, "u1", 10.0)
+    ring(c, "u1", 10.0)
+    c.apply(ev.AgentRingNoAnswer(20.0, Q, "u1", IFACE, "agent1001", 10000))
+    assert agent(c).state is S.READY and agent(c).ring_no_answer == 1
+    assert c.calls["u1"].ring_no_answer == 1
+
+
+def test_removed_mid_call_stays_on_call_then_logs_out() -> None:
+    c = centre()
+    join(c, "u1", 10.0)
+    ring(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.MemberRemoved(15.0, member(in_call=True)))
+    assert agent(c).state is S.ON_CALL
+    complete(c, 30.0, hold=2, talk=18)
+    assert agent(c).state is S.LOGGED_OUT
+
+
+def test_member_paused_in_one_queue_only_is_not_paused() -> None:
+    c = centre()
+    c.apply(ev.MemberAdded(1.0, member(queue="other")))
+    c.apply(ev.MemberPaused(2.0, member(True, "busy")))
+    assert agent(c).state is S.READY and not agent(c).paused
+    c.apply(ev.MemberPaused(3.0, member(True, "busy", queue="other")))
+    assert agent(c).state is S.PAUSED
+
+
+def test_event_that_does_not_fit_is_an_anomaly_not_a_crash() -> None:
+    c = CallCenter()
+    changes = c.apply(ev.MemberPaused(1.0, member(True, "busy")))
+    assert any(isinstance(ch, Anomaly) for ch in changes)
+
+
+# ---- calls
+
+
+def test_call_lifecycle_and_counters() -> None:
+    c = centre()
+    join(c, "u1", 10.0)
+    call = c.calls["u1"]
+    assert call.hotline == "12345" and call.category == "housing"
+    assert [x.uniqueid for x in c.waiting_in(Q)] == ["u1"]
+    assert c.longest_wait(Q, 25.0) == 15.0
+    ring(c, "u1", 11.0)
+    answer(c, "u1", 30.0, hold=20)
+    assert call.outcome is Outcome.ANSWERED and c.waiting_in(Q) == []
+    assert c.observed[Q].completed == 0  # Asterisk counts completion at hang-up
+    complete(c, 60.0, hold=20, talk=30)
+    assert call.outcome is Outcome.COMPLETED and call.talk_time == 30
+    assert c.observed[Q].completed == 1 and c.observed[Q].completed_in_sl == 0
+
+
+def test_completion_without_uniqueid_matched_on_queue_and_interface() -> None:
+    c = centre()
+    join(c, "u1", 10.0)
+    ring(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    complete(c, 30.0, hold=2, talk=18, uid=None)
+    assert c.calls["u1"].outcome is Outcome.COMPLETED
+
+
+def test_abandon_and_exit() -> None:
+    c = centre()
+    join(c, "u1", 10.0)
+    join(c, "u2", 11.0)
+    ring(c, "u1", 10.0)
+    c.apply(ev.CallerAbandoned(20.0, Q, "u1", 10, 1))
+    c.apply(ev.CallerLeft(20.0, Q, "u1"))
+    assert c.calls["u1"].outcome is Outcome.ABANDONED
+    assert agent(c).state is S.READY  # stopped ringing for a caller who left
+    c.apply(ev.CallerLeft(30.0, Q, "u2"))  # exit by key: left without abandon or answer
+    c.apply(ev.ChannelHungup(31.0, "u2", "", "16"))
+    assert c.calls["u2"].outcome is Outcome.EXITED
+    assert c.observed[Q].abandoned == 1 and c.observed[Q].abandoned_in_sl == 1
+
+
+def test_duplicate_join_is_not_counted_twice() -> None:
+    c = centre()
+    join(c, "u1", 10.0)
+    assert c.apply(ev.CallerJoined(10.5, Q, "u1", "", "", "", 1)) == []
+    assert len(c.waiting_in(Q)) == 1
+
+
+# ---- resync after the link was down
+
+
+def counters(completed: int, abandoned: int, perf: float = 0.0, perf2: float = 0.0
+             ) -> ev.QueueCounters:
+    return ev.QueueCounters(Q, completed, abandoned, 15, perf, perf2)
+
+
+def test_resync_settles_lost_calls_from_asterisk_counters() -> None:
+    c = centre()
+    c.apply(ev.Resync(0.5, (counters(0, 0),), (member(),), (), ()))
+    join(c, "u1", 10.0)
+    join(c, "u2", 11.0)
+    ring(c, "u1", 11.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.LinkChanged(20.0, False, "connection lost"))
+    assert not c.link_up
+    # While down: u1's call ended; u2 abandoned; one more call came and was answered
+    # and completed within the service level, all unseen.  Asterisk's counters say so.
+    c.apply(ev.Resync(60.0, (counters(2, 1, 100.0, 66.7),), (member(),), (), ()))
+    assert c.link_up
+    assert c.calls["u1"].outcome is Outcome.COMPLETED and c.calls["u1"].estimated
+    assert c.calls["u2"].outcome is Outcome.ABANDONED
+    assert c.observed[Q].completed == 2 and c.observed[Q].abandoned == 1
+    assert c.observed[Q].completed_in_sl == 2
+    assert agent(c).state is S.READY
+    # A second resync with no change adds nothing.
+    c.apply(ev.Resync(70.0, (counters(2, 1, 100.0, 66.7),), (member(),), (), ()))
+    assert c.observed[Q].completed == 2 and c.observed[Q].abandoned == 1
+
+
+def test_resync_keeps_waiting_and_adopts_unknown_waiting_callers() -> None:
+    c = centre()
+    c.apply(ev.Resync(0.5, (counters(0, 0),), (member(),), (), ()))
+    join(c, "u1", 10.0)
+    waiting = (ev.WaitingEntry(Q, "u1", "ch1", "138", "", 1, 20),
+               ev.WaitingEntry(Q, "u9", "ch9", "139", "", 2, 5))
+    c.apply(ev.Resync(30.0, (counters(0, 0),), (member(),), waiting, ()))
+    assert [x.uniqueid for x in c.waiting_in(Q)] == ["u1", "u9"]
+    assert c.calls["u9"].joined_at == 25.0
+    join(c, "u9", 31.0)  # a late duplicate join is not a second offer
+    assert len(c.waiting_in(Q)) == 2
+
+
+def test_resync_marks_bridged_caller_answered() -> None:
+    c = centre()
+    c.apply(ev.Resync(0.5, (counters(0, 0),), (member(),), (), ()))
+    join(c, "u1", 10.0)
+    chans = (ev.ActiveChannel("u1", "ch1", "Queue", True),)
+    c.apply(ev.Resync(30.0, (counters(0, 0),), (member(in_call=True),), (), chans))
+    assert c.calls["u1"].outcome is Outcome.ANSWERED
