@@ -307,7 +307,8 @@ class FrameBuffer:
             return
         last = tail.rfind(EOL)
         start = last + 2 if last >= 0 else 0
-        if len(tail) - start > self.max_line:
+        line_length = len(tail) - start - (1 if tail.endswith(b"\r") else 0)  # "\r" of CRLF?
+        if line_length > self.max_line:
             self._start_skip(EOL, tail[:last] if last >= 0 else b"", tail[start:])
         else:
             self._tail = tail

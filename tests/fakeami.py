@@ -40,6 +40,7 @@ class FakeAmi:
         self.handlers: dict[str, Handler] = {}
         self.ignore: set[str] = set()
         self.mute = False  # stop answering on the current connection (reset on connect)
+        self.mute_after_login = False  # accept the login, then never answer again
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -107,6 +108,7 @@ class FakeAmi:
             writer.write(reply(action, Message="Authentication accepted"))
             writer.write(frame("Event: FullyBooted", "Privilege: system,all",
                                "Status: Fully Booted"))
+            self.mute = self.mute_after_login
         elif name == "Ping":
             writer.write(reply(action, Ping="Pong", Timestamp="1700000000.000000"))
         elif name in self.handlers:

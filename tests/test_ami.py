@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -152,6 +152,41 @@ def test_frame_buffer_reassembles_any_chunking(cuts: list[int]) -> None:
     assert buffer.banner == "Asterisk Call Manager/11.0.0"
     assert frames == [CALLER_FRAME[:-4]] * 3
     assert buffer.pending == 0
+
+
+LONG = 24
+
+
+@given(frames=st.lists(st.lists(st.tuples(st.integers(0, 2 * LONG), st.booleans()),
+                                min_size=1, max_size=5), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30))
+@example(frames=[[(19, True)]], cuts=[25])  # a line of exactly LONG bytes, cut inside its CRLF
+@example(frames=[[(20, False)]], cuts=[25])
+def test_frame_buffer_drops_exactly_the_overlong_lines(
+        frames: list[list[tuple[int, bool]]], cuts: list[int]) -> None:
+    wire = [[f"K{i}: ".encode() + b"v" * n + (b"\r" if cr else b"") for i, (n, cr) in
+             enumerate(lines)] for lines in frames]
+    stream = b"".join(b"\r\n".join(lines) + b"\r\n\r\n" for lines in wire)
+    expected = [parse_frame(b"\r\n".join(x for x in lines if len(x) <= LONG)) for lines in wire]
+    buffer = FrameBuffer(max_line=LONG)
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    got = [parse_frame(f) for a, b in itertools.pairwise(bounds) for f in buffer.feed(stream[a:b])]
+    assert [f for f in got if f] == [f for f in expected if f]
+    assert buffer.pending == 0
+
+
+def test_frame_buffer_holds_little_of_an_endless_line_or_frame() -> None:
+    buffer = FrameBuffer(max_line=1024, max_frame=8192)
+    assert buffer.feed(b"Event: Big\r\nData: ") == []
+    for _ in range(100):
+        assert buffer.feed(b"x" * 500) == []
+        assert buffer.pending <= 1024
+    assert buffer.feed(b"\r\nTail: kept\r\n\r\nEvent: Next\r\n\r\n") == [
+        b"Event: Big\r\nTail: kept", b"Event: Next"]
+    for _ in range(1000):  # 18 kB of short lines: the frame outgrows max_frame
+        assert buffer.feed(b"Line: 0123456789\r\n") == []
+        assert buffer.pending <= 8192
+    assert buffer.feed(b"Line: end\r\n\r\nEvent: After\r\n\r\n") == [b"Event: After"]
 
 
 # ------------------------------------------------------------ nothing bad goes out
@@ -381,6 +416,17 @@ async def test_silent_dead_link_is_noticed_within_three_pings_and_reconnected(
     assert server.connections == 2
     await link.stop()
     assert rec.links[-1] == (False, "stopped")
+
+
+async def test_link_that_never_answers_a_ping_goes_down(server: FakeAmi) -> None:
+    rec = Recorder()
+    server.mute_after_login = True
+    link = make_link(server.port, rec, ping_interval=0.05, backoff_initial=1.0)
+    await link.start()
+    await until(lambda: rec.links[:1] == [(True, "logged in")])
+    await until(lambda: len(rec.links) == 2, timeout=0.15 + 0.1)
+    assert rec.links[1] == (False, "no Ping reply within 0.15 s")
+    await link.stop()
 
 
 # ------------------------------------------------------------ connecting
