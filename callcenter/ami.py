@@ -419,6 +419,7 @@ class _AmiProtocol(AMIProtocol):
         self.frames = FrameBuffer(banner=True)
         self.session: _Session | None = None
         self.transport: asyncio.Transport | None = None
+        self.version: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -431,7 +432,7 @@ class _AmiProtocol(AMIProtocol):
         frames = self.frames.feed(data)
         if self.version is None and self.frames.banner is not None:
             self.version = self.frames.banner.partition("/")[2]
-            log.info("ami.banner", version=self.version)
+            log.debug("ami.banner", version=self.version)
         if frames:
             try:
                 self._link._on_frames(frames)
@@ -538,7 +539,10 @@ class AmiLink:
         return self._up
 
     async def start(self) -> None:
-        """Begin connecting in the background; reconnect forever until ``stop()``."""
+        """Begin connecting in the background; reconnect forever until ``stop()``.
+
+        Also takes over a session opened by ``connect_once()``.
+        """
         if self._runner is None or self._runner.done():
             self._stopping = False
             self._runner = asyncio.create_task(self._run(), name=f"ami-link {self.where}")
@@ -550,6 +554,8 @@ class AmiLink:
         message such as ``AMI login to 127.0.0.1:5038 failed: Authentication
         failed``. A later drop is not repaired (actions then raise ``LinkDown``).
         """
+        if self._session is not None:
+            return
         self._stopping = False
         session = await self._open_session()
         await self._connected(session)
@@ -739,18 +745,26 @@ class AmiLink:
     # ------------------------------------------------------------ connection life
 
     async def _run(self) -> None:
+        """Connect, log in, resync, wait for the drop, back off; until ``stop()``.
+
+        The backoff grows with each failed attempt and starts again from
+        ``backoff_initial`` once a session has stayed up for ``backoff_max``
+        seconds, so a link that flaps right after login does not hammer Asterisk.
+        """
         attempt = 0
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            try:
-                session = await self._open_session()
-            except AmiError as exc:
-                delay = self._backoff(attempt)
-                attempt += 1
-                log.warning("ami.connect_failed", error=str(exc), retry_in_s=round(delay, 2))
-                await asyncio.sleep(delay)
-                continue
-            await self._connected(session)
+            session = self._session  # already up after connect_once()?
+            if session is None:
+                try:
+                    session = await self._open_session()
+                except AmiError as exc:
+                    delay = self._backoff(attempt)
+                    attempt += 1
+                    log.warning("ami.connect_failed", error=str(exc), retry_in_s=round(delay, 2))
+                    await asyncio.sleep(delay)
+                    continue
+                await self._connected(session)
             reason = await session.lost
             if loop.time() - session.up_since >= self.backoff_max:
                 attempt = 0
@@ -864,7 +878,8 @@ class AmiLink:
             log.debug("ami.pending_failed", action=item.name, action_id=action_id)
         was_up, self._up = self._up, False
         if was_up:
-            log.warning("ami.link_down", where=self.where, reason=reason)
+            level = log.info if reason == "stopped" else log.warning
+            level("ami.link_down", where=self.where, reason=reason)
             self._notify_link(False, reason)
         if not session.lost.done():
             session.lost.set_result(reason)

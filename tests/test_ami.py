@@ -432,6 +432,16 @@ async def test_link_that_never_answers_a_ping_goes_down(server: FakeAmi) -> None
 # ------------------------------------------------------------ connecting
 
 
+async def test_login_sends_username_secret_and_event_classes(server: FakeAmi) -> None:
+    link = make_link(server.port, Recorder(), events="agent,call")
+    await link.connect_once()
+    await link.stop()
+    (login,) = [a for a in server.actions if a["Action"] == "Login"]
+    assert (login["Username"], login["Secret"], login["Events"]) == (
+        "hotline", "s3cret", "agent,call")
+    assert login["ActionID"]
+
+
 async def test_wrong_secret_fails_fast_with_one_line(server: FakeAmi) -> None:
     link = make_link(server.port, Recorder(), secret="wrong")
     with pytest.raises(AuthenticationFailed) as info:
@@ -474,6 +484,20 @@ async def test_unreachable_port_is_one_line_then_retried_until_it_listens() -> N
     finally:
         await link.stop()
         await late.close()
+
+
+async def test_start_after_connect_once_takes_over_the_session(
+        server: FakeAmi, rec: Recorder) -> None:
+    link = make_link(server.port, rec)
+    await link.connect_once()
+    await link.connect_once()  # already up: no second session
+    await link.start()
+    await asyncio.sleep(0.05)
+    assert server.connections == 1 and rec.connected == 1
+    server.drop()
+    await until(lambda: link.up and rec.connected == 2)
+    assert server.connections == 2
+    await link.stop()
 
 
 async def test_on_connected_may_resync_with_list_actions(server: FakeAmi) -> None:
@@ -580,3 +604,13 @@ def test_excerpt_is_bounded_for_a_huge_frame() -> None:
     text = ami.excerpt(b"Event: X\r\nData: " + b"y" * 10_000)
     assert len(text) < 200 and text.endswith("[10016 bytes]") and "\\r\\n" in text
 
+
+
+async def test_panoramisk_testing_line_ending_change_does_not_matter(
+        server: FakeAmi, link: AmiLink, rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import panoramisk.utils
+
+    monkeypatch.setattr(panoramisk.utils, "EOL", "\n")  # what importing panoramisk.testing does
+    await server.send(CALLER_FRAME)
+    await until(lambda: bool(rec.named("QueueCallerJoin")))
+    assert (await link.action({"Action": "Ping"}))["Ping"] == "Pong"
