@@ -251,7 +251,7 @@ class MetricsBook:
 
     def put(self, call: CallLike) -> None:
         b = self.bucket(call.joined_at)
-        self._calls[b][getattr(call, "uniqueid")] = call
+        self._calls[b][call.uniqueid] = call
         self._cache.pop(b, None)
 
     def _bucket_figures(self, b: int) -> dict[str, Figures]:

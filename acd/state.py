@@ -325,8 +325,7 @@ class CallCenter:
 
     def advance(self, at: float) -> list[Change]:
         """Move the clock to ``at`` and fire the wrap-up timers that are due."""
-        if at > self.now:
-            self.now = at
+        self.now = max(self.now, at)
         changes: list[Change] = []
         for agent in self.agents.values():
             if agent.wrap_until is not None and agent.wrap_until <= self.now:

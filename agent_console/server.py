@@ -1,141 +1,734 @@
-"""HTTP and websocket side of the console and wallboard (aiohttp).
+"""The operator console and the supervisor wallboard on aiohttp: pages, JSON API, ``/ws``.
 
-The page subscribes to ``/ws``: on connect it gets a full snapshot, then a new
-snapshot, numbered, whenever something changed (at most a few per second).  A
-slow client never delays the event consumer or the other clients: each client
-has a bounded queue; when it overflows the client is told to resync and only
-the newest snapshot is kept.
+Theory of operation
+-------------------
+Pages are static files; everything they show comes from ``/ws`` (see
+:mod:`agent_console.hub`: a snapshot, then numbered updates, resumable) and
+everything they do goes through the JSON API below.  The API never changes an
+agent's state itself: it sends the AMI action (QueueAdd, QueuePause,
+QueueRemove, Hangup, Redirect) and the screen moves when the PBX's events come
+back through the service's consumer.
+
+Routes (JSON unless said)::
+
+    GET  /  /login  /console  /wallboard        pages (HTML)
+    POST /api/login  {username, password}      -> {csrf, role, home, ...}; sets the cookie
+    POST /api/logout                            GET /api/me
+    GET  /api/live                              the caller's view (wallboard or own console)
+    GET  /api/metrics                           supervisor: ``callcenter replay --json`` shape
+    POST /api/agent/signin {queues?}  /api/agent/ready  /api/agent/pause {reason}
+    POST /api/agent/signout
+    POST /api/call/hangup {uniqueid}  /api/call/transfer {uniqueid, kind, target}
+    GET  /api/calls/{uniqueid}/history          the caller's earlier calls and work orders
+    GET  /api/drafts   POST /api/drafts {call_uniqueid?}
+    GET|PUT /api/drafts/{id}   POST /api/drafts/{id}/submit   GET /api/work-orders/{id}
+    POST /api/supervisor/agents/{name}/ready|signout {reason}   (audited)
+    GET  /ws?stream=ID&seq=N                    live updates (session required)
+
+Every POST/PUT needs the session's CSRF token in ``X-CSRF-Token`` (login aside,
+which needs a JSON body and a same-origin request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 
+from agent_console.alerts import Thresholds
+from agent_console.auth import (
+    SESSION_MAX_S,
+    LoginThrottle,
+    Passwords,
+    Session,
+    User,
+    Users,
+)
+from agent_console.http import (
+    ApiError,
+    int_param,
+    json_errors,
+    list_field,
+    read_json,
+    same_origin,
+    security_headers,
+    text_field,
+)
+from agent_console.hub import Client, Hub, dumps
+from agent_console.models import Role
+from agent_console.orders import CallerHistory, DraftError, Orders, draft_json, order_json
+from agent_console.views import (
+    Tracker,
+    call_belongs_to,
+    operator_agent,
+    operator_view,
+    wall_view,
+)
+from callcenter.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
+from callcenter.config import Settings
 from callcenter.service import Service
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-SERVICE = web.AppKey("service", Service)
-HUB = web.AppKey("hub", "Hub")
+COOKIE = "hotline_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+DEFAULT_PAUSE_REASONS = ["meal", "training", "acw", "meeting", "toilet", "busy"]
+DEFAULT_DEPARTMENTS = [
+    {"number": "8101", "name": "住房和城乡建设局"},
+    {"number": "8102", "name": "市场监督管理局"},
+    {"number": "8103", "name": "生态环境局"},
+    {"number": "8104", "name": "交通运输局"},
+]
 
 
-class Hub:
-    """Numbered snapshots fanned out to websocket clients through bounded queues."""
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """What the console offers, from the service settings (``[agents]``, ``[alerts]``,
+    ``[queues.*]`` and an optional ``[console]`` table: ``transfer_context``,
+    ``departments = [{number, name}, ...]``)."""
 
-    def __init__(self, service: Service, *, interval: float = 0.5, max_queue: int = 8) -> None:
-        self.service = service
-        self.interval = interval
-        self.max_queue = max_queue
-        self.seq = 0
-        self.clients: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.dirty = asyncio.Event()
-        self.last: dict[str, Any] | None = None
-        service.subscribers.append(lambda changes: self.dirty.set())
+    pause_reasons: tuple[str, ...]
+    queues: tuple[tuple[str, str], ...]  # (name, title)
+    thresholds: Thresholds
+    transfer_context: str = "transfer"
+    departments: tuple[tuple[str, str], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.max_queue)
-        self.clients.add(q)
-        return q
+    @classmethod
+    def from_settings(cls, s: Settings) -> ConsoleConfig:
+        console = s.raw.get("console", {}) if isinstance(s.raw.get("console"), dict) else {}
+        departments = console.get("departments", DEFAULT_DEPARTMENTS)
+        queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
+        return cls(
+            pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
+            queues=queues,
+            thresholds=Thresholds.from_settings(s.alerts),
+            transfer_context=str(console.get("transfer_context", "transfer")),
+            departments=tuple((str(d["number"]), str(d.get("name", d["number"])))
+                              for d in departments if isinstance(d, dict) and "number" in d),
+        )
 
-    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
-        self.clients.discard(q)
-
-    def current(self) -> dict[str, Any]:
-        self.seq += 1
-        self.last = {"type": "snapshot", "seq": self.seq, "data": self.service.snapshot()}
-        return self.last
-
-    def publish(self, message: dict[str, Any]) -> None:
-        for q in list(self.clients):
-            if q.full():  # a laggard: drop what it has not read, keep the newest
-                while not q.empty():
-                    q.get_nowait()
-                log.info("slow websocket client resynced")
-            q.put_nowait(message)
-
-    async def run(self) -> None:
-        """Push at most every ``interval`` seconds, and at least every 2 s (clocks move)."""
-        while True:
-            try:
-                await asyncio.wait_for(self.dirty.wait(), timeout=2.0)
-            except TimeoutError:
-                pass
-            self.dirty.clear()
-            if self.clients:
-                self.publish(self.current())
-            await asyncio.sleep(self.interval)
+    def public(self) -> dict[str, Any]:
+        return {"pause_reasons": list(self.pause_reasons),
+                "queues": [{"queue": q, "title": t} for q, t in self.queues],
+                "departments": [{"number": n, "name": t} for n, t in self.departments],
+                "thresholds": {k: getattr(self.thresholds, k) for k in (
+                    "paused_while_waiting_s", "paused_share_pct", "ring_no_answer_count",
+                    "longest_wait_s")}}
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "live.html")
+@dataclass(slots=True)
+class Console:
+    """Everything the handlers share (one per app)."""
+
+    service: Service
+    users: Users
+    orders: Orders
+    hub: Hub
+    tracker: Tracker
+    config: ConsoleConfig
+    throttle: LoginThrottle
+    caller_history: CallerHistory
+    failure_delay: float
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    _snap: tuple[float, dict[str, Any]] | None = None
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The service snapshot, shared by every view built for the same refresh."""
+        if self._snap is None or self._snap[0] != now:
+            self._snap = (now, self.service.snapshot())
+        return self._snap[1]
+
+    def wall(self, now: float) -> dict[str, Any]:
+        return wall_view(self.snapshot(now), self.service.centre, self.tracker,
+                         self.config.thresholds, now)
+
+    def operator(self, user: User) -> Callable[[float], dict[str, Any]]:
+        return lambda now: operator_view(self.snapshot(now), self.service.centre,
+                                         self.tracker, user)
+
+    def now(self) -> float:
+        return self.service.clock()
+
+
+CONSOLE = web.AppKey("console", Console)
+SESSION = "hotline.session"  # request-local cache key
+
+# --------------------------------------------------------------------------- sessions
+
+
+async def current_session(request: web.Request) -> Session | None:
+    if SESSION not in request:
+        request[SESSION] = await request.app[CONSOLE].users.session(request.cookies.get(COOKIE))
+    return request[SESSION]
+
+
+async def need_session(request: web.Request, *roles: Role) -> Session:
+    session = await current_session(request)
+    if session is None:
+        raise ApiError(401, "sign in first")
+    if roles and session.user.role not in roles:
+        raise ApiError(403, "your role may not do this")
+    return session
+
+
+async def need_operator(request: web.Request) -> tuple[Session, User]:
+    session = await need_session(request, Role.OPERATOR, Role.ADMIN)
+    if not session.user.interface:
+        raise ApiError(409, "this account is not mapped to a queue member")
+    return session, session.user
+
+
+def home_for(user: User) -> str:
+    if user.is_supervisor:
+        return "/wallboard"
+    if user.role is Role.OPERATOR:
+        return "/console"
+    return "/login?none=1"
+
+
+@web.middleware
+async def csrf_guard(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+    """Every state-changing request: same origin, and the session's CSRF token."""
+    if request.method not in SAFE_METHODS:
+        if not same_origin(request):
+            raise ApiError(403, "cross-site request refused")
+        if request.path != "/api/login":
+            session = await current_session(request)
+            if session is None:
+                raise ApiError(401, "sign in first")
+            token = request.headers.get("X-CSRF-Token", "")
+            if not hmac.compare_digest(token.encode(), session.csrf.encode()):
+                raise ApiError(403, "missing or wrong CSRF token (X-CSRF-Token)")
+    return await handler(request)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def page(name: str, allowed: Callable[[User], bool] | None) -> Callable[
+        [web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if allowed is not None:
+            session = await current_session(request)
+            if session is None:
+                raise web.HTTPFound(f"/login?next={request.path}")
+            if not allowed(session.user):
+                raise web.HTTPFound(home_for(session.user))
+        return web.FileResponse(STATIC / name)
+    return handler
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    session = await current_session(request)
+    raise web.HTTPFound(home_for(session.user) if session else "/login")
+
+
+# --------------------------------------------------------------------------- login
+
+
+async def api_login(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    data = await read_json(request, 4096)
+    username = text_field(data, "username", max_len=64)
+    password = text_field(data, "password", max_len=256, strip=False)
+    ip = request.remote or ""
+    now = c.now()
+    wait = c.throttle.retry_after(username, ip, now)
+    if wait > 0:
+        log.warning("login refused: too many failures", username=username, ip=ip)
+        raise ApiError(429, "too many failed sign-ins; wait and try again",
+                       retry_after=math.ceil(wait))
+    user = await c.users.authenticate(username, password)
+    if user is None:
+        failures = c.throttle.failed(username, ip, now)
+        log.warning("login failed", username=username, ip=ip, failures=failures)
+        await c.service.store.audit(at=now, actor=username, role="", action="login_failed",
+                                    data={"ip": ip, "failures": failures})
+        if c.failure_delay:
+            await asyncio.sleep(c.failure_delay)
+        raise ApiError(401, "wrong username or password")
+    c.throttle.succeeded(username)
+    token, session = await c.users.open_session(user, ip)
+    await c.service.store.audit(at=now, actor=user.username, role=user.role.value,
+                                action="login", data={"ip": ip})
+    log.info("signed in", username=user.username, role=user.role.value)
+    resp = web.json_response({"csrf": session.csrf, "role": user.role.value,
+                              "username": user.username, "display_name": user.display_name,
+                              "home": home_for(user)})
+    resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.secure,
+                    path="/", max_age=SESSION_MAX_S)
+    return resp
+
+
+async def api_logout(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    session = await need_session(request)
+    await c.users.close_session(session)
+    await c.service.store.audit(at=c.now(), actor=session.user.username,
+                                role=session.user.role.value, action="logout")
+    resp = web.json_response({"ok": True})
+    resp.del_cookie(COOKIE, path="/")
+    return resp
+
+
+async def api_me(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    session = await need_session(request)
+    return web.json_response({"user": session.user.public(), "csrf": session.csrf,
+                              "home": home_for(session.user), "config": c.config.public()},
+                             dumps=dumps)
 
 
 async def api_live(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICE].snapshot(), dumps=_dumps)
+    c = request.app[CONSOLE]
+    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    now = c.now()
+    doc = c.wall(now) if session.user.is_supervisor else c.operator(session.user)(now)
+    return web.json_response({"at": now, "data": doc}, dumps=dumps)
 
 
 async def api_metrics(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICE].metrics_json(), dumps=_dumps)
+    c = request.app[CONSOLE]
+    await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    return web.json_response(c.service.metrics_json(), dumps=dumps)
+
+
+# --------------------------------------------------------------------------- AMI actions
+
+
+async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
+              ) -> dict[str, str]:
+    """Send one AMI action; its reply, or ApiError saying what the PBX said."""
+    name = action["Action"]
+    try:
+        reply = await c.service.link.action(action)
+    except LinkDown:
+        raise ApiError(503, "the PBX link is down; nothing was sent") from None
+    except ActionTimeout:
+        raise ApiError(504, f"the PBX did not answer {name} in time") from None
+    except ActionRefused as exc:
+        raise ApiError(400, str(exc)) from None
+    except AmiError as exc:
+        raise ApiError(502, str(exc)) from None
+    first = reply[0] if isinstance(reply, list) and reply else reply
+    if not isinstance(first, dict):
+        raise ApiError(502, f"the PBX gave no answer to {name}")
+    if first.get("Response") == "Error":
+        message = first.get("Message", "")
+        if any(part.lower() in message.lower() for part in ignore):
+            return first
+        raise ApiError(502, f"the PBX refused {name}: {message}")
+    return first
+
+
+async def api_agent_signin(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    data = await read_json(request)
+    offered = [q for q, _ in c.config.queues]
+    wanted = list_field(data, "queues", max_items=50, max_len=80) or list(user.queues) or offered
+    unknown = sorted(set(wanted) - set(offered))
+    if unknown:
+        raise ApiError(400, f"unknown queue {unknown[0]}")
+    agent = operator_agent(c.service.centre, user)
+    already = set(agent.memberships) if agent else set()
+    sent = []
+    for queue in wanted:
+        if queue in already:
+            continue
+        await pbx(c, {"Action": "QueueAdd", "Queue": queue, "Interface": user.interface,
+                      "MemberName": user.member_name or user.username, "Paused": "false"},
+                  ignore=("already there",))
+        sent.append(queue)
+    return web.json_response({"ok": True, "queues": sent})
+
+
+async def api_agent_ready(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    _signed_in(c, user)
+    await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "false"})
+    return web.json_response({"ok": True})
+
+
+async def api_agent_pause(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    data = await read_json(request)
+    reason = text_field(data, "reason", max_len=40)
+    if reason not in c.config.pause_reasons:
+        raise ApiError(400, f"unknown pause reason {reason!r}")
+    _signed_in(c, user)
+    await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "true",
+                  "Reason": reason})
+    return web.json_response({"ok": True})
+
+
+async def api_agent_signout(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    agent = _signed_in(c, user)
+    for queue in sorted(agent.memberships):
+        await pbx(c, {"Action": "QueueRemove", "Queue": queue, "Interface": agent.interface},
+                  ignore=("not there",))
+    return web.json_response({"ok": True})
+
+
+def _signed_in(c: Console, user: User) -> Any:
+    agent = operator_agent(c.service.centre, user)
+    if agent is None or not agent.memberships:
+        raise ApiError(409, "not signed in to any queue")
+    return agent
+
+
+def _my_live_call(c: Console, user: User, data: dict[str, Any]) -> Any:
+    uniqueid = text_field(data, "uniqueid", max_len=64)
+    agent = operator_agent(c.service.centre, user)
+    call = c.service.centre.calls.get(uniqueid)
+    if agent is None or call is None or agent.call != uniqueid:
+        raise ApiError(409, "that call is not connected to you")
+    if not call.channel:
+        raise ApiError(409, "the caller's channel is not known")
+    return call
+
+
+async def api_call_hangup(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    call = _my_live_call(c, user, await read_json(request))
+    await pbx(c, {"Action": "Hangup", "Channel": call.channel})
+    await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
+                                action="hangup", target=call.uniqueid)
+    return web.json_response({"ok": True})
+
+
+async def api_call_transfer(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    data = await read_json(request)
+    call = _my_live_call(c, user, data)
+    kind = text_field(data, "kind", max_len=20)
+    target = text_field(data, "target", max_len=80)
+    if kind == "queue":
+        allowed = {q for q, _ in c.config.queues}
+    elif kind == "department":
+        allowed = {n for n, _ in c.config.departments}
+    else:
+        raise ApiError(400, "'kind' must be 'queue' or 'department'")
+    if target not in allowed:
+        raise ApiError(400, f"unknown {kind} {target!r}")
+    await pbx(c, {"Action": "Redirect", "Channel": call.channel,
+                  "Context": c.config.transfer_context, "Exten": target, "Priority": "1"})
+    await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
+                                action="transfer", target=call.uniqueid,
+                                data={"kind": kind, "to": target})
+    return web.json_response({"ok": True})
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+async def _supervise(request: web.Request, action: str) -> web.Response:
+    c = request.app[CONSOLE]
+    session = await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    name = request.match_info["name"]
+    data = await read_json(request)
+    reason = text_field(data, "reason", max_len=500)
+    agent = c.service.centre.agent_by_name(name)
+    if agent is None:
+        raise ApiError(404, f"no agent {name}")
+    if not agent.memberships:
+        raise ApiError(409, f"agent {name} is not signed in")
+    result = "ok"
+    try:
+        if action == "force_ready":
+            await pbx(c, {"Action": "QueuePause", "Interface": agent.interface,
+                          "Paused": "false"})
+        else:
+            for queue in sorted(agent.memberships):
+                await pbx(c, {"Action": "QueueRemove", "Queue": queue,
+                              "Interface": agent.interface}, ignore=("not there",))
+    except ApiError as exc:
+        result = exc.message
+        raise
+    finally:
+        await c.service.store.audit(at=c.now(), actor=session.user.username,
+                                    role=session.user.role.value, action=action,
+                                    target=name, reason=reason,
+                                    data={"interface": agent.interface, "result": result})
+        log.info("supervisor action", action=action, agent=name, by=session.user.username,
+                 result=result)
+    return web.json_response({"ok": True})
+
+
+async def api_force_ready(request: web.Request) -> web.Response:
+    return await _supervise(request, "force_ready")
+
+
+async def api_force_signout(request: web.Request) -> web.Response:
+    return await _supervise(request, "force_signout")
+
+
+# --------------------------------------------------------------------------- history, drafts
+
+
+async def api_history(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    uniqueid = request.match_info["uniqueid"]
+    if len(uniqueid) > 64:
+        raise ApiError(404, "no such call")
+    if session.user.is_supervisor:
+        call = c.service.centre.calls.get(uniqueid)
+    else:
+        call = call_belongs_to(c.service.centre, session.user, uniqueid)
+    if call is None:
+        raise ApiError(404, "no such call of yours")
+    history = await c.caller_history(call.caller_num)
+    history["calls"] = [h for h in history.get("calls", []) if h.get("uniqueid") != uniqueid]
+    return web.json_response({"caller": call.caller_num, **history}, dumps=dumps)
+
+
+async def api_drafts(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    drafts = await c.orders.open_drafts(user.username)
+    return web.json_response({"drafts": [draft_json(d) for d in drafts]}, dumps=dumps)
+
+
+async def api_draft_open(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    data = await read_json(request)
+    uniqueid = text_field(data, "call_uniqueid", max_len=64, required=False) or None
+    if uniqueid is None:
+        draft = await c.orders.open_draft(user.username)
+    else:
+        call = call_belongs_to(c.service.centre, user, uniqueid)
+        if call is None:
+            raise ApiError(404, "no such call of yours")
+        draft = await c.orders.open_draft(user.username, uniqueid, caller=call.caller_num,
+                                          category=call.category)
+    return web.json_response(draft_json(draft), dumps=dumps)
+
+
+async def _my_draft_id(request: web.Request) -> tuple[Console, User, int]:
+    c = request.app[CONSOLE]
+    _, user = await need_operator(request)
+    return c, user, int_param(request.match_info["id"], "draft")
+
+
+async def api_draft_get(request: web.Request) -> web.Response:
+    c, user, draft_id = await _my_draft_id(request)
+    draft = await c.orders.draft(user.username, draft_id)
+    if draft is None:
+        raise ApiError(404, "no such draft of yours")
+    return web.json_response(draft_json(draft), dumps=dumps)
+
+
+async def api_draft_save(request: web.Request) -> web.Response:
+    c, user, draft_id = await _my_draft_id(request)
+    data = await read_json(request)
+    fields = {}
+    for key, max_len in (("caller", 40), ("category", 60), ("text", 20000)):
+        if key in data:
+            fields[key] = text_field(data, key, max_len=max_len, required=False,
+                                     strip=key != "text")
+    try:
+        draft = await c.orders.save_draft(user.username, draft_id, fields)
+    except LookupError:
+        raise ApiError(404, "no such draft of yours") from None
+    except DraftError as exc:
+        raise ApiError(409, str(exc)) from None
+    return web.json_response(draft_json(draft), dumps=dumps)
+
+
+async def api_draft_submit(request: web.Request) -> web.Response:
+    c, user, draft_id = await _my_draft_id(request)
+    try:
+        order = await c.orders.submit(user.username, draft_id)
+    except LookupError:
+        raise ApiError(404, "no such draft of yours") from None
+    except DraftError as exc:
+        raise ApiError(409, str(exc)) from None
+    log.info("work order accepted", number=order.number, by=user.username)
+    return web.json_response(order_json(order), dumps=dumps)
+
+
+async def api_work_order(request: web.Request) -> web.Response:
+    c = request.app[CONSOLE]
+    session = await need_session(request)
+    order = await c.orders.work_order(int_param(request.match_info["id"], "work order"))
+    if order is None or not (session.user.is_supervisor
+                             or order.created_by == session.user.username):
+        raise ApiError(404, "no such work order")
+    return web.json_response(order_json(order), dumps=dumps)
+
+
+# --------------------------------------------------------------------------- websocket
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=20)
-    await ws.prepare(request)
-    hub = request.app[HUB]
-    q = hub.subscribe()
+    c = request.app[CONSOLE]
+    if not same_origin(request):
+        raise ApiError(403, "cross-site websocket refused")
+    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    user = session.user
+    stream_id = request.query.get("stream")
     try:
-        await ws.send_str(_dumps(hub.current()))
-        sender = asyncio.create_task(_pump(ws, q))
+        seq: int | None = int(request.query["seq"]) if "seq" in request.query else None
+    except ValueError:
+        seq = None
+    if stream_id is not None and len(stream_id) > 40:
+        stream_id = None
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024)
+    await ws.prepare(request)
+    if user.is_supervisor:
+        client = c.hub.attach("wall", c.wall, stream_id, seq)
+    else:
+        client = c.hub.attach(f"op:{user.username}:{user.interface}", c.operator(user),
+                              stream_id, seq)
+    c.sockets.add(ws)
+    sender = asyncio.create_task(_pump(c, ws, client))
+    watcher = asyncio.create_task(_watch_session(c, ws, request.cookies.get(COOKIE)))
+    try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                try:
-                    data = json.loads(msg.data)
-                    kind = data.get("type") if isinstance(data, dict) else None
-                except ValueError:
-                    kind = None
-                if kind == "resync":
-                    await ws.send_str(_dumps(hub.current()))
-                else:
-                    await ws.send_str(_dumps({"type": "error", "error": "unknown message"}))
+                _on_message(c, client, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                c.hub.reply(client, {"type": "error", "error": "binary messages are not accepted"})
             elif msg.type == WSMsgType.ERROR:
                 break
-        sender.cancel()
     finally:
-        hub.unsubscribe(q)
+        sender.cancel()
+        watcher.cancel()
+        await asyncio.gather(sender, watcher, return_exceptions=True)
+        c.hub.detach(client)
+        c.sockets.discard(ws)
     return ws
 
 
-async def _pump(ws: web.WebSocketResponse, q: asyncio.Queue[dict[str, Any]]) -> None:
+def _on_message(c: Console, client: Client, text: str) -> None:
+    """A client message: ``ping`` or ``resync``; anything else is answered with an error."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        c.hub.reply(client, {"type": "error", "error": "message is not JSON"})
+        return
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "ping":
+        c.hub.reply(client, {"type": "pong", "at": c.now()})
+    elif kind == "resync":
+        c.hub.resync(client)
+    else:
+        c.hub.reply(client, {"type": "error", "error": "unknown message type"})
+
+
+async def _pump(c: Console, ws: web.WebSocketResponse, client: Client,
+                send_timeout: float = 10.0) -> None:
+    """This client's sender: a slow socket stalls only this task; a dead one is closed."""
+    try:
+        while not ws.closed:
+            item = await client.queue.get()
+            text = c.hub.next_message(client, item)
+            if text is None:
+                continue
+            await asyncio.wait_for(ws.send_str(text), timeout=send_timeout)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        log.info("websocket client too slow or gone; closing")
+        await ws.close()
+
+
+async def _watch_session(c: Console, ws: web.WebSocketResponse, token: str | None,
+                         every: float = 30.0) -> None:
+    """Close the socket when its session ends (signed out, disabled, expired)."""
     while not ws.closed:
-        message = await q.get()
-        await ws.send_str(_dumps(message))
+        await asyncio.sleep(every)
+        if await c.users.session(token) is None:
+            await ws.close(code=4401, message=b"session ended")
+            return
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+# --------------------------------------------------------------------------- the app
 
 
-async def _hub_ctx(app: web.Application) -> Any:
-    task = asyncio.create_task(app[HUB].run())
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    c = app[CONSOLE]
+    task = asyncio.create_task(c.hub.run(), name="console-hub")
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
-def make_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
-    app[SERVICE] = service
-    app[HUB] = Hub(service)
+async def _close_sockets(app: web.Application) -> None:
+    for ws in list(app[CONSOLE].sockets):
+        await ws.close(code=1001, message=b"server shutdown")
+
+
+def make_app(service: Service, *, passwords: Passwords | None = None,
+             throttle: LoginThrottle | None = None, failure_delay: float = 0.5,
+             caller_history: CallerHistory | None = None, hub: Hub | None = None
+             ) -> web.Application:
+    """The web app for one service: pages, JSON API and ``/ws``.
+
+    ``caller_history`` is the hook for the screen pop's history (default: calls
+    and the minimal work orders from the database).
+    """
+    engine = service.store.engine
+    orders = Orders(engine, service.settings.tz, clock=service.clock)
+    hub = hub or Hub(clock=service.clock)
+    tracker = Tracker()
+    hub.listeners.append(tracker.feed)
+    service.subscribers.append(hub.changed)
+    console = Console(
+        service=service, users=Users(engine, passwords, clock=service.clock), orders=orders,
+        hub=hub, tracker=tracker, config=ConsoleConfig.from_settings(service.settings),
+        throttle=throttle or LoginThrottle(), caller_history=caller_history or
+        orders.caller_history, failure_delay=failure_delay,
+    )
+    app = web.Application(middlewares=[json_errors, csrf_guard], client_max_size=256 * 1024)
+    app[CONSOLE] = console
+    app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_hub_ctx)
-    app.router.add_get("/", index)
-    app.router.add_get("/api/live", api_live)
-    app.router.add_get("/api/metrics", api_metrics)
-    app.router.add_get("/ws", websocket)
-    app.router.add_static("/static", STATIC)
+    app.on_shutdown.append(_close_sockets)
+    r = app.router
+    r.add_get("/", root)
+    r.add_get("/login", page("login.html", None))
+    r.add_get("/console", page("console.html", lambda u: bool(u.interface) and u.role in (
+        Role.OPERATOR, Role.ADMIN)))
+    r.add_get("/wallboard", page("wallboard.html", lambda u: u.is_supervisor))
+    r.add_post("/api/login", api_login)
+    r.add_post("/api/logout", api_logout)
+    r.add_get("/api/me", api_me)
+    r.add_get("/api/live", api_live)
+    r.add_get("/api/metrics", api_metrics)
+    r.add_post("/api/agent/signin", api_agent_signin)
+    r.add_post("/api/agent/ready", api_agent_ready)
+    r.add_post("/api/agent/pause", api_agent_pause)
+    r.add_post("/api/agent/signout", api_agent_signout)
+    r.add_post("/api/call/hangup", api_call_hangup)
+    r.add_post("/api/call/transfer", api_call_transfer)
+    r.add_get("/api/calls/{uniqueid}/history", api_history)
+    r.add_get("/api/drafts", api_drafts)
+    r.add_post("/api/drafts", api_draft_open)
+    r.add_get("/api/drafts/{id}", api_draft_get)
+    r.add_put("/api/drafts/{id}", api_draft_save)
+    r.add_post("/api/drafts/{id}/submit", api_draft_submit)
+    r.add_get("/api/work-orders/{id}", api_work_order)
+    r.add_post("/api/supervisor/agents/{name}/ready", api_force_ready)
+    r.add_post("/api/supervisor/agents/{name}/signout", api_force_signout)
+    r.add_get("/ws", websocket)
+    r.add_static("/static", STATIC, follow_symlinks=False)
     return app

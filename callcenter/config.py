@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from acd.state import QueueConfig
 
@@ -115,7 +115,7 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
     s.timezone = _typed(m, "timezone", str, "Asia/Shanghai", "metrics")
     try:
         ZoneInfo(s.timezone)
-    except Exception:
+    except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"metrics.timezone {s.timezone!r} is not a known time zone") from None
     s.short_abandon_s = _typed(m, "short_abandon_s", int, 5, "metrics")
     s.servicelevel = _typed(m, "servicelevel", int, 15, "metrics")

@@ -16,7 +16,15 @@ import structlog
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
-    JSON, Boolean, Float, Index, Integer, String, Text, event, select,
+    JSON,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    event,
+    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url

@@ -42,7 +42,7 @@ def parse_raw(raw: str) -> dict[str, str]:
         key, sep, value = line.partition(":")
         if not sep or not key:
             continue
-        headers.setdefault(key.strip(), value[1:] if value.startswith(" ") else value)
+        headers.setdefault(key.strip(), value.removeprefix(" "))
     return headers
 
 

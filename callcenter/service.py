@@ -29,7 +29,13 @@ import structlog
 from acd import events as ev
 from acd.metrics import MetricsBook, queue_json
 from acd.state import (
-    AgentChanged, Anomaly, CallCenter, CallChanged, Change, LinkStateChanged, QueueChanged,
+    AgentChanged,
+    Anomaly,
+    CallCenter,
+    CallChanged,
+    Change,
+    LinkStateChanged,
+    QueueChanged,
 )
 from callcenter.ami import AmiLink
 from callcenter.config import Settings

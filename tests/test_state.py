@@ -6,8 +6,15 @@ import pytest
 
 from acd import events as ev
 from acd.state import (
-    AGENT_TRANSITIONS, Agent, AgentChanged, AgentState, Anomaly, CallCenter, IllegalTransition,
-    Outcome, QueueConfig,
+    AGENT_TRANSITIONS,
+    Agent,
+    AgentChanged,
+    AgentState,
+    Anomaly,
+    CallCenter,
+    IllegalTransition,
+    Outcome,
+    QueueConfig,
 )
 
 S = AgentState
@@ -88,7 +95,7 @@ def test_full_agent_cycle_with_wrap_up_timer() -> None:
     assert agent(c).state is S.WRAP_UP
     changes = c.apply(ev.Tick(43.5))
     assert agent(c).state is S.READY
-    wrap_end = [ch for ch in changes if isinstance(ch, AgentChanged)][0]
+    wrap_end = next(ch for ch in changes if isinstance(ch, AgentChanged))
     assert wrap_end.at == 43.0 and wrap_end.step == "wrap_end"
     assert c.calls["u1"].wrap_s == pytest.approx(3.0)
     assert agent(c).time_in["on_call"] == pytest.approx(26.0)

@@ -1,0 +1,167 @@
+"""The whole service over real TCP: a recorded trace streamed by a fake Asterisk
+through the guarded link, the consumer, the state, the database and back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from acd.metrics import by_queue
+from acd.state import QueueConfig
+from callcenter.config import load
+from callcenter.db import Store
+from callcenter.replay import parse_raw, read_trace
+from callcenter.service import Service
+from tests.conftest import trace_dirs
+from tests.fakeami import FakeAmi, frame, reply
+from tests.test_replay import truth
+
+TRACE_DIRS = trace_dirs()
+pytestmark = pytest.mark.skipif(not TRACE_DIRS, reason="no traces in ../shared/ami-traces")
+
+
+def list_answer(action: dict[str, str], complete: str) -> list[bytes]:
+    return [reply(action, EventList="start", Message="follows"),
+            frame(f"Event: {complete}", f"ActionID: {action.get('ActionID', '')}",
+                  "EventList: Complete", "ListItems: 0")]
+
+
+def event_bytes(trace: Path) -> bytes:
+    """The PBX's unsolicited event frames of a trace, as they were on the wire."""
+    out = bytearray()
+    for f in read_trace(trace):
+        if f.direction == "in" and f.raw.startswith("Event:") and "ActionID" not in parse_raw(
+                f.raw):
+            out += f.raw.encode("utf-8")
+    return bytes(out)
+
+
+async def start_service(fake: FakeAmi, db_url: str) -> Service:
+    settings = load()
+    settings.ami.port = fake.port
+    settings.ami.secret = fake.secret
+    settings.ami.ping_interval = 1.0
+    settings.database_url = db_url
+    settings.queues = {"hotline": QueueConfig(15, 3)}
+    service = Service(settings)
+    await service.start()
+    for _ in range(200):
+        if service.centre.link_up:
+            break
+        await asyncio.sleep(0.02)
+    assert service.centre.link_up
+    return service
+
+
+async def test_trace_streamed_over_tcp_gives_asterisk_counters(tmp_db: str) -> None:
+    trace_dir = TRACE_DIRS[0]
+    params, _ = truth(trace_dir)
+    fake = FakeAmi()
+    fake.handlers["QueueStatus"] = lambda a: list_answer(a, "QueueStatusComplete")
+    fake.handlers["CoreShowChannels"] = lambda a: list_answer(a, "CoreShowChannelsComplete")
+    await fake.start()
+    service = await start_service(fake, tmp_db)
+    try:
+        data = event_bytes(trace_dir / "trace.jsonl")
+        rng = random.Random(7)
+        i = 0
+        while i < len(data):  # cut anywhere, Chinese names included
+            n = rng.randint(1, 700)
+            await fake.send(data[i:i + n])
+            i += n
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            await service.drain()
+            if sum(c.completed for c in service.centre.observed.values()) >= 26:
+                break
+        await service.flush()
+        live = service.metrics_json(0, 2**40)["queues"]["hotline"]
+    finally:
+        await service.stop()
+        await fake.close()
+    p = params["hotline"]
+    assert live["completed"] == int(p["Completed"])
+    assert live["abandoned"] == int(p["Abandoned"])
+    assert round(live["servicelevel_perf"], 1) == float(p["ServicelevelPerf"])
+    assert round(live["servicelevel_perf2"], 1) == float(p["ServicelevelPerf2"])
+    # Chinese caller names survived every cut, byte-exact.
+    store = Store(tmp_db)
+    rows = await store.calls_between(0, 2**40)
+    await store.close()
+    names = {r.caller_name for r in rows}
+    scenario = json.loads((trace_dir / "scenario.json").read_text(encoding="utf-8"))
+    assert names == {c["name"] for c in scenario}
+    # The figures come back from the database alone (a restart loses nothing).
+    per, _ = by_queue(rows, lambda q: 15)
+    assert per["hotline"].completed == int(p["Completed"])
+    assert per["hotline"].servicelevel_perf2 == live["servicelevel_perf2"]
+
+
+async def test_figures_survive_a_restart(tmp_db: str) -> None:
+    trace_dir = TRACE_DIRS[0]
+    fake = FakeAmi()
+    fake.handlers["QueueStatus"] = lambda a: list_answer(a, "QueueStatusComplete")
+    fake.handlers["CoreShowChannels"] = lambda a: list_answer(a, "CoreShowChannelsComplete")
+    await fake.start()
+    service = await start_service(fake, tmp_db)
+    await fake.send(event_bytes(trace_dir / "trace.jsonl"))
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        await service.drain()
+        if sum(c.completed for c in service.centre.observed.values()) >= 26:
+            break
+    before = service.metrics_json()["queues"]["hotline"]
+    await service.stop()
+    again = await start_service(fake, tmp_db)
+    try:
+        after = again.metrics_json()["queues"]["hotline"]
+    finally:
+        await again.stop()
+        await fake.close()
+    assert after["offered"] == before["offered"] == 36
+    assert after == before
+
+
+async def test_link_down_is_visible_and_states_are_audited(tmp_db: str) -> None:
+    fake = FakeAmi()
+    fake.handlers["QueueStatus"] = lambda a: list_answer(a, "QueueStatusComplete")
+    fake.handlers["CoreShowChannels"] = lambda a: list_answer(a, "CoreShowChannelsComplete")
+    await fake.start()
+    service = await start_service(fake, tmp_db)
+    try:
+        await fake.send(frame(
+            "Event: QueueMemberAdded", "Privilege: agent,all", "Queue: hotline",
+            "MemberName: agent1001", "Interface: Local/1001@agents/n", "Paused: 0", "Status: 1"))
+        await fake.send(frame(
+            "Event: QueueMemberPause", "Privilege: agent,all", "Queue: hotline",
+            "MemberName: agent1001", "Interface: Local/1001@agents/n", "Paused: 1",
+            "PausedReason: busy", "Status: 1"))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if service.centre.agents.get("Local/1001@agents/n") and service.centre.agents[
+                    "Local/1001@agents/n"].state == "paused":
+                break
+        fake.drop()
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if not service.snapshot()["link"]["up"]:
+                break
+        assert service.snapshot()["link"]["up"] is False
+        await service.flush()
+        rows = await service.store.agent_states("agent1001")
+        steps = [(r.old, r.new, r.reason, r.cause) for r in reversed(rows)]
+        assert ("logged_out", "ready", "", "QueueMemberAdded") in steps
+        assert ("ready", "paused", "busy", "QueueMemberPause") in steps
+        # The link comes back by itself and the state says so again.
+        for _ in range(300):
+            await asyncio.sleep(0.02)
+            if service.snapshot()["link"]["up"]:
+                break
+        assert service.snapshot()["link"]["up"] is True
+    finally:
+        await service.stop()
+        await fake.close()
