@@ -161,7 +161,8 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
-SESSION = "hotline.session"  # request-local cache key
+# The request's session, looked up once (aiohttp < 3.12 has no RequestKey).
+SESSION: Any = web.RequestKey("session", object) if hasattr(web, "RequestKey") else "session"
 
 # --------------------------------------------------------------------------- sessions
 
@@ -540,7 +541,7 @@ async def api_draft_get(request: web.Request) -> web.Response:
 
 async def api_draft_save(request: web.Request) -> web.Response:
     c, user, draft_id = await _my_draft_id(request)
-    data = await read_json(request)
+    data = await read_json(request, 200_000)  # 20,000 characters, escaped
     fields = {}
     for key, max_len in (("caller", 40), ("category", 60), ("text", 20000)):
         if key in data:

@@ -1,0 +1,126 @@
+"""Alert rules for the supervisor's wallboard: a pure function of the live picture.
+
+``evaluate(snapshot, thresholds, now)`` reads the wallboard's view of the centre
+and returns the alerts that hold at ``now``, most urgent first.  It never reads
+a clock or does IO, so a test states a picture and a time and checks the list.
+
+The rules a 12345 centre acts on:
+
+* ``link_down`` — the PBX link is down: every figure on the screen is stale.
+* ``longest_wait`` — a caller has waited in a queue longer than ``longest_wait_s``
+  (critical from twice the threshold).
+* ``paused_while_waiting`` — an agent has been paused (示忙, any reason, "busy"
+  included) longer than ``paused_while_waiting_s`` while callers wait in one of
+  the agent's queues.
+* ``paused_share`` — paused time is more than ``paused_share_pct`` % of the agent's
+  logged-in time today (judged once ``paused_share_min_s`` of logged-in time has passed).
+* ``ring_no_answer`` — ``ring_no_answer_count`` rings in a row not answered.
+
+Input shape (what :mod:`agent_console.views` builds; only these keys are read)::
+
+    {"link": {"up": bool, "since": float | None},
+     "queues": {name: {"waiting": int, "oldest_joined_at": float | None}},
+     "agents": {name: {"state": str, "since": float, "reason": str, "queues": [str],
+                       "paused_s": float, "paused_since": float | None,
+                       "logged_in_s": float, "ring_no_answer_streak": int}}}
+
+``paused_s`` and ``logged_in_s`` are closed totals: the running pause and the
+running state are added here from ``paused_since`` and ``since``.  ``queues`` and
+``agents`` may also be lists of dicts carrying ``queue`` / ``name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+CRITICAL, WARNING = "critical", "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    paused_while_waiting_s: float = 300.0
+    paused_share_pct: float = 20.0
+    paused_share_min_s: float = 1800.0
+    ring_no_answer_count: int = 3
+    longest_wait_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, alerts: Mapping[str, float]) -> Thresholds:
+        """From ``settings.alerts`` (the ``[alerts]`` table); unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in alerts.items():
+            if key in known:
+                kwargs[key] = int(value) if key == "ring_no_answer_count" else float(value)
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    kind: str
+    subject: str  # the queue, the agent, or "pbx"
+    severity: str
+    since: float | None  # when the condition began, if known
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "kind": self.kind, "subject": self.subject,
+                "severity": self.severity, "since": self.since, "detail": dict(self.detail)}
+
+
+def _named(items: Mapping[str, Any] | Iterable[Mapping[str, Any]], key: str
+           ) -> dict[str, Mapping[str, Any]]:
+    if isinstance(items, Mapping):
+        return dict(items)
+    return {item[key]: item for item in items}
+
+
+def _live(total: float, running_since: float | None, now: float) -> float:
+    return total + (max(0.0, now - running_since) if running_since is not None else 0.0)
+
+
+def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) -> list[Alert]:
+    """The alerts that hold at ``now``: critical first, then by kind and subject."""
+    t = thresholds
+    out: list[Alert] = []
+    link = snapshot.get("link") or {}
+    if not link.get("up", False):
+        out.append(Alert("link_down", "pbx", CRITICAL, link.get("since"),
+                         {"reason": str(link.get("reason", ""))}))
+    queues = _named(snapshot.get("queues") or {}, "queue")
+    for name, q in queues.items():
+        oldest = q.get("oldest_joined_at")
+        if q.get("waiting", 0) and oldest is not None and now - oldest > t.longest_wait_s:
+            severity = CRITICAL if now - oldest > 2 * t.longest_wait_s else WARNING
+            out.append(Alert("longest_wait", name, severity, oldest,
+                             {"waiting": int(q["waiting"])}))
+    waiting_queues = {n for n, q in queues.items() if q.get("waiting", 0)}
+    for name, a in _named(snapshot.get("agents") or {}, "name").items():
+        state = a.get("state")
+        since = float(a.get("since") or 0.0)
+        if state == "paused" and now - since > t.paused_while_waiting_s:
+            busy_queues = sorted(waiting_queues & set(a.get("queues") or ()))
+            if busy_queues:
+                out.append(Alert("paused_while_waiting", name, WARNING, since,
+                                 {"reason": a.get("reason", ""), "queues": busy_queues}))
+        if state != "logged_out" or a.get("logged_in_s", 0):
+            running = since if state != "logged_out" else None
+            logged_in = _live(float(a.get("logged_in_s") or 0.0), running, now)
+            paused = _live(float(a.get("paused_s") or 0.0), a.get("paused_since"), now)
+            if logged_in >= t.paused_share_min_s and logged_in > 0:
+                share = 100.0 * paused / logged_in
+                if share > t.paused_share_pct:
+                    out.append(Alert("paused_share", name, WARNING, None,
+                                     {"pct": int(share)}))
+        streak = int(a.get("ring_no_answer_streak") or 0)
+        if t.ring_no_answer_count > 0 and streak >= t.ring_no_answer_count:
+            out.append(Alert("ring_no_answer", name, WARNING, None, {"count": streak}))
+    order = {CRITICAL: 0, WARNING: 1}
+    out.sort(key=lambda a: (order.get(a.severity, 9), a.kind, a.subject))
+    return out

@@ -1,0 +1,329 @@
+"""Accounts, passwords, web sessions and the failed-login brake.
+
+* Passwords are hashed with Argon2id (argon2-cffi), a memory-hard function; the
+  hashing runs in a worker thread so a login never stalls the event loop.
+* A session is a random token in an HttpOnly, SameSite=Strict cookie; the
+  database keeps only its SHA-256 and a per-session CSRF token that every
+  state-changing request must echo in the ``X-CSRF-Token`` header.
+* :class:`LoginThrottle` is pure (the clock is passed in): after a few failures
+  for one account or one address, each further attempt must wait longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from agent_console.models import Role, SessionRow, UserRow
+from callcenter.db import Store
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+OPERATOR_NAME = re.compile(r"^op(\d+)$")
+MIN_PASSWORD = 4
+SESSION_MAX_S = 14 * 3600  # a shift and a half
+SESSION_IDLE_S = 4 * 3600
+DEMO_PASSWORD = "demo"
+
+
+class UserError(ValueError):
+    """A user cannot be created or changed as asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    disabled: bool
+    member_name: str
+    interface: str
+    queues: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: UserRow) -> User:
+        return cls(row.id, row.username, row.display_name or row.username, Role(row.role),
+                   row.disabled, row.member_name, row.interface,
+                   tuple(q for q in row.queues.split(",") if q))
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.role in (Role.SUPERVISOR, Role.ADMIN)
+
+    def public(self) -> dict[str, object]:
+        return {"username": self.username, "display_name": self.display_name,
+                "role": self.role.value, "member": self.member_name,
+                "interface": self.interface, "queues": list(self.queues)}
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token_hash: str
+    user: User
+    csrf: str
+    expires_at: float
+
+
+def default_member(username: str) -> tuple[str, str]:
+    """The demo mapping: operator ``opN`` is member ``agent(1000+N)`` on ``Local/(1000+N)@agents/n``."""
+    m = OPERATOR_NAME.match(username)
+    if not m:
+        return "", ""
+    ext = 1000 + int(m.group(1))
+    return f"agent{ext}", f"Local/{ext}@agents/n"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+class Passwords:
+    """Argon2id hashing and checking, off the event loop."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self.hasher = hasher or PasswordHasher()
+        self._dummy: str | None = None
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """True when ``password`` matches; a missing account costs the same time."""
+        if stored is None:
+            if self._dummy is None:
+                self._dummy = await self.hash(secrets.token_hex(8))
+            stored = self._dummy
+            password = password + "\x00never"
+        try:
+            return await asyncio.to_thread(self.hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self.hasher.check_needs_rehash(stored)
+        except InvalidHashError:
+            return True
+
+
+# --------------------------------------------------------------------------- throttle
+
+
+@dataclass(slots=True)
+class _Failures:
+    times: list[float] = field(default_factory=list)
+
+
+class LoginThrottle:
+    """Failed logins per account and per address; the wait grows with each failure.
+
+    ``free`` failures inside ``window_s`` cost nothing; after that an attempt is
+    refused until ``base_s * 2**(extra-1)`` seconds (at most ``max_s``) have
+    passed since the last failure.
+    """
+
+    def __init__(self, *, free: int = 3, free_per_ip: int = 10, window_s: float = 900.0,
+                 base_s: float = 2.0, max_s: float = 300.0) -> None:
+        self.free, self.free_per_ip = free, free_per_ip
+        self.window_s, self.base_s, self.max_s = window_s, base_s, max_s
+        self._by_key: dict[str, _Failures] = {}
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        f = self._by_key.get(key)
+        if f is None:
+            return []
+        f.times = [t for t in f.times if now - t < self.window_s]
+        if not f.times:
+            del self._by_key[key]
+            return []
+        return f.times
+
+    def _wait(self, times: list[float], free: int, now: float) -> float:
+        extra = len(times) - free
+        if extra <= 0:
+            return 0.0
+        wait = min(self.max_s, self.base_s * 2 ** (extra - 1))
+        return max(0.0, times[-1] + wait - now)
+
+    def retry_after(self, username: str, ip: str, now: float) -> float:
+        """Seconds before another attempt for this account from this address is allowed."""
+        return max(self._wait(self._recent("u:" + username.lower(), now), self.free, now),
+                   self._wait(self._recent("ip:" + ip, now), self.free_per_ip, now))
+
+    def failed(self, username: str, ip: str, now: float) -> int:
+        """Record a failure; return the account's failures inside the window."""
+        for key in ("u:" + username.lower(), "ip:" + ip):
+            self._recent(key, now)
+            self._by_key.setdefault(key, _Failures()).times.append(now)
+        return len(self._by_key["u:" + username.lower()].times)
+
+    def succeeded(self, username: str) -> None:
+        self._by_key.pop("u:" + username.lower(), None)
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+class Users:
+    """Accounts and sessions in the database (tables of migration 0002)."""
+
+    def __init__(self, engine: AsyncEngine, passwords: Passwords | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.passwords = passwords or Passwords()
+        self.clock = clock
+
+    # ---- accounts
+
+    async def get(self, username: str) -> UserRow | None:
+        async with self.sessions() as s:
+            return await s.scalar(select(UserRow).where(UserRow.username == username))
+
+    async def all(self) -> list[User]:
+        async with self.sessions() as s:
+            rows = await s.scalars(select(UserRow).order_by(UserRow.username))
+            return [User.from_row(r) for r in rows]
+
+    async def add(self, username: str, password: str, role: Role | str, *,
+                  display_name: str = "", member_name: str | None = None,
+                  interface: str | None = None, queues: list[str] | None = None) -> User:
+        if not USERNAME.match(username):
+            raise UserError("a username is 1-64 letters, digits, '_', '.' or '-'")
+        try:
+            role = Role(role)
+        except ValueError:
+            raise UserError(f"role must be one of {', '.join(r.value for r in Role)}") from None
+        _check_password(password)
+        default_name, default_iface = default_member(username)
+        member_name = default_name if member_name is None else member_name
+        interface = default_iface if interface is None else interface
+        if role is Role.OPERATOR and not (member_name and interface):
+            raise UserError(f"operator {username} needs --member and --interface "
+                            "(no default for names other than opN)")
+        if await self.get(username) is not None:
+            raise UserError(f"user {username} already exists")
+        now = self.clock()
+        row = UserRow(username=username, display_name=display_name or username, role=role.value,
+                      password_hash=await self.passwords.hash(password), disabled=False,
+                      member_name=member_name or "", interface=interface or "",
+                      queues=",".join(queues or []), created_at=now, updated_at=now)
+        async with self.sessions() as s, s.begin():
+            s.add(row)
+        return User.from_row(row)
+
+    async def change(self, username: str, *, password: str | None = None,
+                     disabled: bool | None = None, member_name: str | None = None,
+                     interface: str | None = None, queues: list[str] | None = None,
+                     role: Role | str | None = None) -> User:
+        """Change an account; a new password or disabling ends its open sessions."""
+        values: dict[str, object] = {"updated_at": self.clock()}
+        if password is not None:
+            _check_password(password)
+            values["password_hash"] = await self.passwords.hash(password)
+        if disabled is not None:
+            values["disabled"] = disabled
+        if member_name is not None:
+            values["member_name"] = member_name
+        if interface is not None:
+            values["interface"] = interface
+        if queues is not None:
+            values["queues"] = ",".join(queues)
+        if role is not None:
+            try:
+                values["role"] = Role(role).value
+            except ValueError:
+                raise UserError(f"role must be one of {', '.join(r.value for r in Role)}"
+                                ) from None
+        async with self.sessions() as s, s.begin():
+            row = await s.scalar(select(UserRow).where(UserRow.username == username))
+            if row is None:
+                raise UserError(f"no user {username}")
+            for k, v in values.items():
+                setattr(row, k, v)
+            if password is not None or disabled:
+                await s.execute(delete(SessionRow).where(SessionRow.user_id == row.id))
+        return User.from_row(row)
+
+    async def authenticate(self, username: str, password: str) -> User | None:
+        """The account if the password matches and it is enabled, else None."""
+        row = await self.get(username) if USERNAME.match(username) else None
+        ok = await self.passwords.verify(row.password_hash if row else None, password)
+        if not ok or row is None or row.disabled:
+            return None
+        if self.passwords.needs_rehash(row.password_hash):
+            await self.change(username, password=password)
+        return User.from_row(row)
+
+    # ---- sessions
+
+    async def open_session(self, user: User, ip: str = "") -> tuple[str, Session]:
+        """A new session: (cookie token, session).  Only the token's hash is stored."""
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        session = Session(token_hash(token), user, secrets.token_urlsafe(32), now + SESSION_MAX_S)
+        async with self.sessions() as s, s.begin():
+            s.add(SessionRow(token_hash=session.token_hash, user_id=user.id,
+                             csrf_token=session.csrf, created_at=now, last_seen=now,
+                             expires_at=session.expires_at, ip=ip[:64]))
+        return token, session
+
+    async def session(self, token: str | None) -> Session | None:
+        """The live session for a cookie token (enabled user, not expired, not idle)."""
+        if not token or len(token) > 100:
+            return None
+        h = token_hash(token)
+        now = self.clock()
+        async with self.sessions() as s:
+            found = (await s.execute(
+                select(SessionRow, UserRow).join(UserRow, UserRow.id == SessionRow.user_id)
+                .where(SessionRow.token_hash == h))).first()
+            if found is None:
+                return None
+            srow, urow = found
+            if urow.disabled or srow.expires_at <= now or now - srow.last_seen > SESSION_IDLE_S:
+                return None
+            if now - srow.last_seen > 60:
+                await s.execute(update(SessionRow).where(SessionRow.token_hash == h)
+                                .values(last_seen=now))
+                await s.commit()
+            return Session(h, User.from_row(urow), srow.csrf_token, srow.expires_at)
+
+    async def close_session(self, session: Session) -> None:
+        async with self.sessions() as s, s.begin():
+            await s.execute(delete(SessionRow).where(SessionRow.token_hash == session.token_hash))
+
+
+def _check_password(password: str) -> None:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD or len(password) > 256:
+        raise UserError(f"a password is {MIN_PASSWORD} to 256 characters")
+
+
+async def seed_demo_users(store: Store, *, passwords: Passwords | None = None) -> list[str]:
+    """The demo's accounts (password ``demo``): ``sup1`` and operators ``op1``…``op8``.
+
+    Creates only those missing; returns the names created.  The demo binds to
+    loopback only: never call this for a service reachable from a network.
+    """
+    users = Users(store.engine, passwords)
+    wanted = [("sup1", Role.SUPERVISOR, "值班长 1")] + [
+        (f"op{n}", Role.OPERATOR, f"话务员 {n}") for n in range(1, 9)]
+    created = []
+    for name, role, display in wanted:
+        if await users.get(name) is None:
+            await users.add(name, DEMO_PASSWORD, role, display_name=display)
+            created.append(name)
+    return created

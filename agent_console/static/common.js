@@ -1,0 +1,144 @@
+// Shared by the console and the wallboard: the JSON API, DOM helpers that only
+// ever set text (never markup), and the live connection to /ws.
+
+let csrf = "";
+
+export function setCsrf(token) { csrf = token; }
+
+export class ApiFailure extends Error {
+  constructor(status, message, data) { super(message); this.status = status; this.data = data; }
+}
+
+export async function api(method, path, body, {redirectOn401 = true} = {}) {
+  const headers = {"Accept": "application/json"};
+  const init = {method, headers, credentials: "same-origin"};
+  if (method !== "GET") {
+    headers["Content-Type"] = "application/json";
+    headers["X-CSRF-Token"] = csrf;
+    init.body = JSON.stringify(body ?? {});
+  }
+  const r = await fetch(path, init);
+  let data = null;
+  try { data = await r.json(); } catch { data = null; }
+  if (r.status === 401 && redirectOn401) {
+    location.href = "/login?next=" + encodeURIComponent(location.pathname);
+  }
+  if (!r.ok) throw new ApiFailure(r.status, (data && data.error) || r.statusText, data);
+  return data;
+}
+
+// Build an element; text is always set as text, so caller-supplied data cannot
+// become markup.
+export function el(tag, opts = {}, ...children) {
+  const e = document.createElement(tag);
+  if (opts.cls) e.className = opts.cls;
+  if (opts.text !== undefined && opts.text !== null) e.textContent = String(opts.text);
+  if (opts.data) for (const [k, v] of Object.entries(opts.data)) e.dataset[k] = String(v);
+  if (opts.attrs) for (const [k, v] of Object.entries(opts.attrs)) e.setAttribute(k, String(v));
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+export function byId(id) { return document.getElementById(id); }
+
+export function setText(id, text) {
+  const e = typeof id === "string" ? byId(id) : id;
+  if (e && e.textContent !== String(text)) e.textContent = String(text);
+}
+
+export function pct(v) { return (typeof v === "number" ? v : 0).toFixed(2) + "%"; }
+
+export function clockTime(epochSeconds) {
+  return new Date(epochSeconds * 1000).toLocaleTimeString(document.documentElement.lang, {hour12: false});
+}
+
+export function dateTime(epochSeconds) {
+  return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, {hour12: false});
+}
+
+// Apply the server's patch operations (agent_console/hub.py apply_ops).
+export function applyOps(doc, ops) {
+  for (const [kind, path, value] of ops) {
+    let target = doc;
+    for (const part of path.slice(0, -1)) {
+      if (typeof target[part] !== "object" || target[part] === null) target[part] = {};
+      target = target[part];
+    }
+    const last = path[path.length - 1];
+    if (kind === "set") target[last] = value;
+    else if (kind === "del") delete target[last];
+  }
+  return doc;
+}
+
+// The live picture: a snapshot, then numbered updates.  On a reconnect the
+// stream id and last number are sent, so the server replays what was missed
+// (or sends a fresh snapshot).  A gap in the numbers asks for a resync.
+export class Live {
+  constructor(onDoc, onStatus) {
+    this.onDoc = onDoc;
+    this.onStatus = onStatus;
+    this.doc = null;
+    this.stream = null;
+    this.seq = null;
+    this.offset = 0;  // server clock minus local clock, seconds
+    this.backoff = 500;
+    this.ws = null;
+    this.lastPong = 0;
+  }
+
+  now() { return Date.now() / 1000 + this.offset; }
+
+  connect() {
+    const q = this.stream ? `?stream=${encodeURIComponent(this.stream)}&seq=${this.seq}` : "";
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" + q);
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => { opened = true; this.backoff = 500; this.lastPong = Date.now(); this.onStatus("open"); };
+    ws.onmessage = (m) => this.receive(m.data);
+    ws.onclose = async (ev) => {
+      if (this.ws !== ws) return;
+      this.onStatus("closed");
+      if (ev.code === 4401 || !opened) {
+        try { await api("GET", "/api/me"); } catch { return; }  // 401 goes to the login page
+      }
+      setTimeout(() => this.connect(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, 10000);
+    };
+  }
+
+  send(obj) { if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(obj)); }
+
+  receive(text) {
+    let msg;
+    try { msg = JSON.parse(text); } catch { return; }
+    if (typeof msg.at === "number") this.offset = msg.at - Date.now() / 1000;
+    if (msg.type === "snapshot") {
+      this.doc = msg.data; this.stream = msg.stream; this.seq = msg.seq;
+      this.onDoc(this.doc, true);
+    } else if (msg.type === "update") {
+      if (msg.stream !== this.stream || msg.seq !== this.seq + 1) {
+        if (msg.stream === this.stream && msg.seq <= this.seq) return;  // already applied
+        this.send({type: "resync"});
+        return;
+      }
+      applyOps(this.doc, msg.ops);
+      this.seq = msg.seq;
+      this.onDoc(this.doc, false);
+    } else if (msg.type === "pong") {
+      this.lastPong = Date.now();
+    } else if (msg.type === "error") {
+      console.warn("server:", msg.error);
+    }
+  }
+
+  // Keep the connection honest: a ping every 15 s; no answer in 40 s means a dead
+  // link, so close and reconnect (resuming from the last number).
+  keepAlive() {
+    setInterval(() => {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+      if (Date.now() - this.lastPong > 40000) { this.ws.close(); return; }
+      this.send({type: "ping"});
+    }, 15000);
+  }
+}

@@ -1,0 +1,224 @@
+// The supervisor's wallboard: queues, figures, trend, agents and alerts, live
+// from /ws.  Supervisor actions (force ready, force sign-out) need a reason and
+// are audited by the server.
+
+import {api, byId, clockTime, el, Live, pct, setCsrf, setText} from "/static/common.js";
+import {applyI18n, duration, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+let live = null;
+let view = null;
+let dialogAgent = null;
+
+async function boot() {
+  applyI18n();
+  wireLangToggle();
+  let who;
+  try { who = await api("GET", "/api/me"); } catch { return; }
+  setCsrf(who.csrf);
+  setText("me", who.user.display_name);
+  byId("web-signout").addEventListener("click", async () => {
+    try { await api("POST", "/api/logout"); } finally { location.href = "/login"; }
+  });
+  byId("agent-cancel").addEventListener("click", () => byId("agent-dialog").close());
+  byId("force-ready").addEventListener("click", () => supervise("ready"));
+  byId("force-signout").addEventListener("click", () => supervise("signout"));
+  onLangChange(render);
+  live = new Live((doc) => { view = doc; render(); }, (status) => {
+    if (status !== "open") { byId("link").className = "pill down"; setText("link", t("link.reconnecting")); }
+    else render();
+  });
+  live.connect();
+  live.keepAlive();
+  setInterval(tick, 1000);
+}
+
+function render() {
+  if (!view) return;
+  const link = byId("link");
+  link.className = "pill " + (view.link.up ? "up" : "down");
+  setText(link, t(view.link.up ? "link.up" : "link.down"));
+  byId("stale").hidden = view.link.up;
+  renderQueues();
+  renderTrend();
+  renderAgents();
+  tick();
+}
+
+// --------------------------------------------------------------------------- queues
+
+function figureRow(period, label, f) {
+  f = f || {offered: 0, answered: 0, abandoned: 0, connection_rate: 0, answer_rate_sl: 0};
+  return el("tr", {data: {period}},
+    el("td", {text: label}),
+    el("td", {text: f.offered, data: {figure: "offered"}}),
+    el("td", {text: f.answered, data: {figure: "answered"}}),
+    el("td", {text: f.abandoned, data: {figure: "abandoned"}}),
+    el("td", {cls: "rate", text: pct(f.connection_rate), data: {figure: "connection_rate"}}),
+    el("td", {cls: "rate", text: pct(f.answer_rate_sl), data: {figure: "answer_rate_sl"}}));
+}
+
+function queueCard(key, title, sub, waiting, oldest, today, last15) {
+  const card = el("article", {cls: "panel qcard", data: {queue: key}},
+    el("h2", {}, el("span", {text: title}), el("span", {cls: "muted", text: sub})),
+    el("div", {cls: "big"},
+      el("div", {cls: "cell" + (waiting ? " hot" : "")},
+        el("div", {cls: "label", text: t("wall.waiting")}),
+        el("div", {cls: "value", text: waiting, data: {figure: "waiting"}})),
+      el("div", {cls: "cell"},
+        el("div", {cls: "label", text: t("wall.longest")}),
+        el("div", {cls: "value", text: "—", data: {figure: "longest", oldest: oldest ?? ""}}))),
+    el("table", {cls: "figs"},
+      el("thead", {}, el("tr", {},
+        el("th", {text: ""}), el("th", {text: t("wall.offered")}), el("th", {text: t("wall.answered")}),
+        el("th", {text: t("wall.abandoned")}), el("th", {text: t("wall.connection_rate")}),
+        el("th", {text: t("wall.answer_rate_sl")}))),
+      el("tbody", {}, figureRow("today", t("wall.today"), today), figureRow("last_15min", t("wall.last15"), last15))));
+  return card;
+}
+
+function renderQueues() {
+  const box = byId("queue-cards");
+  const cards = [];
+  const queues = Object.values(view.queues);
+  const waiting = queues.reduce((n, q) => n + q.waiting, 0);
+  const oldest = queues.map((q) => q.oldest_joined_at).filter((x) => x !== null);
+  cards.push(queueCard("__all__", t("wall.all_queues"), "", waiting,
+    oldest.length ? Math.min(...oldest) : null, view.today, view.last_15min));
+  for (const q of queues) {
+    cards.push(queueCard(q.queue, q.title, t("wall.logged_in", {n: q.agents_logged_in}),
+      q.waiting, q.oldest_joined_at, q.today, q.last_15min));
+  }
+  box.replaceChildren(...cards);
+}
+
+// --------------------------------------------------------------------------- trend
+
+function svg(tag, attrs = {}, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = String(text);
+  return e;
+}
+
+function renderTrend() {
+  const W = 640, H = 240, L = 40, R = 12, T = 26, B = 26;
+  const pts = view.trend || [];
+  const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": t("wall.trend")});
+  const x = (i) => L + (pts.length <= 1 ? 0 : (i * (W - L - R)) / (pts.length - 1));
+  const y = (v) => T + (1 - v / 100) * (H - T - B);
+  for (const v of [0, 50, 100]) {
+    root.append(svg("line", {class: "axis", x1: L, x2: W - R, y1: y(v), y2: y(v)}));
+    root.append(svg("text", {class: "tick", x: L - 6, y: y(v) + 4, "text-anchor": "end"}, v + "%"));
+  }
+  const maxOffered = Math.max(1, ...pts.map((p) => p.offered));
+  const barW = Math.max(2, (W - L - R) / Math.max(1, pts.length) - 3);
+  pts.forEach((p, i) => {
+    if (p.offered) {
+      const h = (p.offered / maxOffered) * (H - T - B) * 0.4;
+      root.append(svg("rect", {class: "bar", x: x(i) - barW / 2, y: H - B - h, width: barW, height: h}));
+    }
+    const start = new Date(p.start * 1000);
+    if (start.getMinutes() === 0 && start.getHours() % 2 === 0) {
+      root.append(svg("text", {class: "tick", x: x(i), y: H - 8, "text-anchor": "middle"},
+        String(start.getHours()).padStart(2, "0") + ":00"));
+    }
+  });
+  for (const [key, cls] of [["connection_rate", "line-cr"], ["answer_rate_sl", "line-sl"]]) {
+    let d = "";
+    let pen = false;
+    pts.forEach((p, i) => {
+      if (!p.offered) { pen = false; return; }
+      d += (pen ? "L" : "M") + x(i).toFixed(1) + " " + y(p[key]).toFixed(1) + " ";
+      pen = true;
+    });
+    if (d) root.append(svg("path", {class: cls, d}));
+  }
+  const legend = svg("g", {class: "legend"});
+  legend.append(svg("rect", {class: "cr", x: L, y: 6, width: 14, height: 4}));
+  legend.append(svg("text", {class: "tick", x: L + 20, y: 12}, t("wall.connection_rate")));
+  legend.append(svg("rect", {class: "sl", x: L + 150, y: 6, width: 14, height: 4}));
+  legend.append(svg("text", {class: "tick", x: L + 170, y: 12}, t("wall.answer_rate_sl")));
+  root.append(legend);
+  byId("trend").replaceChildren(root);
+}
+
+// --------------------------------------------------------------------------- agents
+
+function renderAgents() {
+  const box = byId("agents");
+  const alerting = new Set(Object.values(view.alerts).map((a) => a.subject));
+  const tiles = [];
+  const agents = Object.values(view.agents);
+  const order = {ringing: 0, on_call: 1, wrap_up: 2, ready: 3, paused: 4, logged_out: 5};
+  agents.sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.name.localeCompare(b.name));
+  for (const a of agents) {
+    const tile = el("button", {cls: `tile st-${a.state}` + (alerting.has(a.name) ? " alerting" : ""),
+      attrs: {type: "button"}, data: {agent: a.name, since: a.since}},
+      el("span", {cls: "name", text: a.name}),
+      el("span", {text: stateLabel(a.state) + (a.paused && a.reason ? " · " + reasonLabel(a.reason) : "")}),
+      el("span", {cls: "time", text: ""}),
+      el("span", {cls: "muted-on-tile", text: t("wall.answered_n", {n: a.answered})}));
+    tile.addEventListener("click", () => openAgent(a.name));
+    tiles.push(tile);
+  }
+  box.replaceChildren(...tiles);
+  setText("agent-count", `(${agents.filter((a) => a.state !== "logged_out").length}/${agents.length})`);
+}
+
+function openAgent(name) {
+  dialogAgent = name;
+  const a = view.agents[name];
+  setText("agent-dialog-title", t("wall.actions_for", {name}));
+  setText("agent-dialog-state", a ? stateLabel(a.state) + (a.reason ? " · " + reasonLabel(a.reason) : "") : "");
+  byId("agent-reason").value = "";
+  byId("agent-dialog-message").textContent = "";
+  byId("agent-dialog").showModal();
+  byId("agent-reason").focus();
+}
+
+async function supervise(kind) {
+  const reason = byId("agent-reason").value.trim();
+  const msg = byId("agent-dialog-message");
+  if (!reason) { msg.className = "message error"; msg.textContent = t("wall.reason"); byId("agent-reason").focus(); return; }
+  try {
+    await api("POST", `/api/supervisor/agents/${encodeURIComponent(dialogAgent)}/${kind}`, {reason});
+    byId("agent-dialog").close();
+  } catch (e) {
+    msg.className = "message error";
+    msg.textContent = t("error.generic", {e: e.message});
+  }
+}
+
+// --------------------------------------------------------------------------- clock-driven
+
+function alertText(a, now) {
+  let subject = a.subject;
+  if (a.kind === "longest_wait" && view.queues[a.subject]) subject = view.queues[a.subject].title;
+  const d = a.since ? duration(now - a.since) : "";
+  return t("alert." + a.kind, {subject, d, waiting: a.detail.waiting ?? "",
+    reason: reasonLabel(a.detail.reason || ""), pct: a.detail.pct ?? "", count: a.detail.count ?? ""});
+}
+
+function tick() {
+  if (!view || !live) return;
+  const now = live.now();
+  setText("clock", clockTime(now));
+  for (const cell of document.querySelectorAll("[data-figure=longest]")) {
+    const oldest = cell.dataset.oldest;
+    setText(cell, oldest ? duration(now - Number(oldest)) : "—");
+  }
+  for (const tile of document.querySelectorAll(".tile")) {
+    const a = view.agents[tile.dataset.agent];
+    if (a) setText(tile.querySelector(".time"), a.state === "logged_out" ? "" : duration(now - a.since));
+  }
+  const list = byId("alerts");
+  const alerts = Object.values(view.alerts);
+  const order = {critical: 0, warning: 1};
+  alerts.sort((a, b) => (order[a.severity] ?? 9) - (order[b.severity] ?? 9) || a.key.localeCompare(b.key));
+  const items = alerts.map((a) => el("li", {cls: a.severity, text: alertText(a, now), data: {alert: a.key}}));
+  if (!items.length) items.push(el("li", {cls: "none", text: t("wall.no_alerts")}));
+  list.replaceChildren(...items);
+}
+
+boot();

@@ -1,0 +1,159 @@
+"""What each kind of screen is shown: the supervisor's wallboard and one operator's console.
+
+A view is plain JSON built from the service's snapshot and the live
+:class:`~acd.state.CallCenter`.  Views hold only values that change when
+something happens (state, ``since`` timestamps, closed totals), never values
+that grow with the clock (``in_state_s``): the browser adds the running part
+itself, so an idle centre sends nothing and a diff is small.
+
+An operator's view carries their own agent and their own call only (the full
+caller number, for the screen pop); the wallboard sees every agent and masked
+numbers of the callers waiting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from acd.state import Agent, AgentChanged, AgentState, Call, CallCenter, Change, LinkStateChanged
+from agent_console.alerts import Thresholds, evaluate
+from agent_console.auth import User
+from callcenter.service import mask_number
+
+
+class Tracker:
+    """What the views need beyond the core's state, kept from the stream of changes.
+
+    * consecutive unanswered rings per agent (the core counts them all; an
+      answer or a new login starts the count again);
+    * when the PBX link last changed.
+    """
+
+    def __init__(self) -> None:
+        self.rna_base: dict[str, int] = {}
+        self.link_since: float | None = None
+
+    def feed(self, changes: list[Change]) -> None:
+        for c in changes:
+            if isinstance(c, AgentChanged) and c.step in ("answer", "login", "login_paused"):
+                self.rna_base[c.agent.name] = c.agent.ring_no_answer
+            elif isinstance(c, LinkStateChanged):
+                self.link_since = c.at
+
+    def rna_streak(self, agent: Agent) -> int:
+        return max(0, agent.ring_no_answer - self.rna_base.get(agent.name, 0))
+
+
+def agent_json(a: Agent, tracker: Tracker) -> dict[str, Any]:
+    return {
+        "name": a.name, "interface": a.interface, "state": a.state.value, "reason": a.reason,
+        "paused": a.paused, "since": a.since, "queues": sorted(a.memberships),
+        "answered": a.answered, "ring_no_answer": a.ring_no_answer,
+        "ring_no_answer_streak": tracker.rna_streak(a),
+        "paused_s": round(a.paused_s, 1), "paused_since": a.paused_since,
+        "logged_in_s": round(sum(v for k, v in a.time_in.items()
+                                 if k != AgentState.LOGGED_OUT.value), 1),
+        "talk_s": a.talk_s, "calls_taken": a.calls_taken, "call": a.call,
+        "wrap_until": a.wrap_until,
+    }
+
+
+def call_json(c: Call, title: str) -> dict[str, Any]:
+    """One call as its operator sees it: the full caller number, for the screen pop."""
+    return {
+        "uniqueid": c.uniqueid, "queue": c.queue, "queue_title": title,
+        "caller_num": c.caller_num, "caller_name": c.caller_name, "hotline": c.hotline,
+        "category": c.category, "ivr_path": c.ivr_path, "joined_at": c.joined_at,
+        "answered_at": c.answered_at, "hold_time": c.hold_time, "outcome": c.outcome.value,
+        "rings": c.rings,
+    }
+
+
+def _oldest(centre: CallCenter, queue: str) -> float | None:
+    waiting = centre.waiting_in(queue)
+    return min(c.joined_at for c in waiting) if waiting else None
+
+
+def _link(snap: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
+    return {"up": snap["link"]["up"], "reason": snap["link"]["reason"],
+            "since": tracker.link_since}
+
+
+def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
+              thresholds: Thresholds, now: float) -> dict[str, Any]:
+    """The supervisor's picture: every queue and agent, figures, trend and alerts."""
+    queues: dict[str, Any] = {}
+    for q in snap["queues"]:
+        name = q["queue"]
+        queues[name] = {
+            "queue": name, "title": q["title"], "servicelevel": q["servicelevel"],
+            "waiting": q["waiting"], "oldest_joined_at": _oldest(centre, name),
+            "today": q["today"], "last_15min": q["last_15min"],
+            "agents_logged_in": q["agents_logged_in"],
+            "callers": [{"uniqueid": c.uniqueid, "caller": mask_number(c.caller_num),
+                         "name": c.caller_name, "hotline": c.hotline, "joined_at": c.joined_at}
+                        for c in centre.waiting_in(name)[:20]],
+        }
+    doc: dict[str, Any] = {
+        "link": _link(snap, tracker),
+        "queues": queues,
+        "today": snap["today"],
+        "last_15min": snap["last_15min"],
+        "agents": {a.name: agent_json(a, tracker)
+                   for a in sorted(centre.agents.values(), key=lambda a: a.name)},
+        "trend": snap["trend"],
+        "interval_start": snap["interval_start"],
+        "day": snap["day"],
+        "thresholds": asdict(thresholds),
+    }
+    doc["alerts"] = {a.key: a.as_dict() for a in evaluate(doc, thresholds, now)}
+    return doc
+
+
+def operator_agent(centre: CallCenter, user: User) -> Agent | None:
+    """The queue member this operator account is (by interface, else by member name)."""
+    agent = centre.agents.get(user.interface) if user.interface else None
+    if agent is None and user.member_name:
+        agent = centre.agent_by_name(user.member_name)
+    return agent
+
+
+def operator_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
+                  user: User) -> dict[str, Any]:
+    """One operator's picture: their agent, their call, how busy the queues are."""
+    agent = operator_agent(centre, user)
+    titles = {q["queue"]: q["title"] for q in snap["queues"]}
+    call = last = None
+    if agent is not None:
+        if agent.call and agent.call in centre.calls:
+            c = centre.calls[agent.call]
+            call = call_json(c, titles.get(c.queue, c.queue))
+        if agent.last_call and agent.last_call != agent.call and agent.last_call in centre.calls:
+            c = centre.calls[agent.last_call]
+            last = call_json(c, titles.get(c.queue, c.queue))
+    return {
+        "me": user.public(),
+        "link": _link(snap, tracker),
+        "agent": agent_json(agent, tracker) if agent is not None else None,
+        "call": call,
+        "last_call": last,
+        "queues": {q["queue"]: {"queue": q["queue"], "title": q["title"],
+                                "waiting": q["waiting"],
+                                "oldest_joined_at": _oldest(centre, q["queue"])}
+                   for q in snap["queues"]},
+    }
+
+
+def call_belongs_to(centre: CallCenter, user: User, uniqueid: str) -> Call | None:
+    """The call if it is (or was, recently) this operator's, else None."""
+    call = centre.calls.get(uniqueid)
+    if call is None:
+        return None
+    agent = operator_agent(centre, user)
+    mine = {user.member_name, user.interface} - {""}
+    if call.agent in mine or call.interface in mine:
+        return call
+    if agent is not None and uniqueid in (agent.call, agent.last_call):
+        return call
+    return None

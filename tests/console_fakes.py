@@ -1,0 +1,214 @@
+"""A hand-written stand-in for the PBX link, for the console's tests.
+
+:class:`FakePbx` replaces ``service.link``: it answers the AMI actions the
+console sends (QueueAdd, QueuePause, QueueRemove, Hangup, Redirect) the way
+Asterisk does, and feeds back the events Asterisk would send, in its header
+format (see ../shared/ami-traces), through ``service.inbox``.  Helpers play the
+caller's side: join a queue, ring an operator, connect, complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from acd import events as ev
+from callcenter.ami import LinkDown
+from callcenter.service import Service
+
+
+@dataclass(slots=True)
+class _Member:
+    name: str
+    paused: bool = False
+    reason: str = ""
+    calls_taken: int = 0
+    in_call: bool = False
+
+
+class FakePbx:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.actions: list[dict[str, str]] = []
+        self.link_up = True
+        self.members: dict[tuple[str, str], _Member] = {}  # (queue, interface)
+        self.channels: dict[str, tuple[str, str, str]] = {}  # uniqueid -> (queue, channel, caller)
+        self.connected: dict[str, tuple[str, str]] = {}  # uniqueid -> (interface, member)
+        self.answered_at: dict[str, float] = {}
+        self.joined_at: dict[str, float] = {}
+        self.refuse: dict[str, str] = {}  # action name -> error message
+        self.silent = False  # answer actions but send no events (a PBX that lags)
+        self.held: list[tuple[dict[str, str], float]] = []
+
+    # ---- the link's interface
+
+    @property
+    def up(self) -> bool:
+        return self.link_up
+
+    async def start(self) -> None:
+        self.service.inbox.put_nowait((None, ev.LinkChanged(time.time(), True, "fake PBX")))
+
+    async def stop(self) -> None:
+        return None
+
+    async def action(self, action: Mapping[str, Any], *, idempotent: bool | None = None,
+                     timeout: float | None = None) -> dict[str, str]:
+        act = {k: str(v) for k, v in action.items()}
+        name = act["Action"]
+        if not self.link_up:
+            raise LinkDown(f"AMI link is down; {name} not sent", action=name, sent=False,
+                           idempotent=bool(idempotent))
+        self.actions.append(act)
+        if name in self.refuse:
+            return {"Response": "Error", "Message": self.refuse[name]}
+        handler = getattr(self, "_" + name.lower(), None)
+        if handler is None:
+            return {"Response": "Error", "Message": "Invalid/unknown command"}
+        return handler(act)
+
+    def count(self, name: str) -> int:
+        return sum(1 for a in self.actions if a["Action"] == name)
+
+    # ---- actions
+
+    def _queueadd(self, a: dict[str, str]) -> dict[str, str]:
+        key = (a["Queue"], a["Interface"])
+        if key in self.members:
+            return {"Response": "Error", "Message": "Unable to add interface: Already there"}
+        m = self.members[key] = _Member(a.get("MemberName", a["Interface"]),
+                                        a.get("Paused", "false") == "true")
+        self.emit(self._member_headers("QueueMemberAdded", key, m))
+        return {"Response": "Success", "Message": "Added interface to queue"}
+
+    def _queuepause(self, a: dict[str, str]) -> dict[str, str]:
+        paused = a["Paused"].lower() in ("true", "1", "yes")
+        keys = [k for k in self.members if k[1] == a["Interface"]
+                and ("Queue" not in a or k[0] == a["Queue"])]
+        if not keys:
+            return {"Response": "Error", "Message": "Interface not found"}
+        for key in keys:
+            m = self.members[key]
+            m.paused, m.reason = paused, a.get("Reason", "") if paused else ""
+            self.emit(self._member_headers("QueueMemberPause", key, m))
+        return {"Response": "Success",
+                "Message": "Interface paused successfully" if paused else
+                "Interface unpaused successfully"}
+
+    def _queueremove(self, a: dict[str, str]) -> dict[str, str]:
+        key = (a["Queue"], a["Interface"])
+        m = self.members.pop(key, None)
+        if m is None:
+            return {"Response": "Error", "Message": "Unable to remove interface: Not there"}
+        self.emit(self._member_headers("QueueMemberRemoved", key, m))
+        return {"Response": "Success", "Message": "Removed interface from queue"}
+
+    def _hangup(self, a: dict[str, str]) -> dict[str, str]:
+        uid = next((u for u, (_, chan, _) in self.channels.items() if chan == a["Channel"]), None)
+        if uid is None:
+            return {"Response": "Error", "Message": "No such channel"}
+        if uid in self.connected:
+            self.complete(uid, reason="agent")
+        return {"Response": "Success", "Message": "Channel Hungup"}
+
+    def _redirect(self, a: dict[str, str]) -> dict[str, str]:
+        uid = next((u for u, (_, chan, _) in self.channels.items() if chan == a["Channel"]), None)
+        if uid is None:
+            return {"Response": "Error", "Message": "Channel does not exist"}
+        if uid in self.connected:
+            self.complete(uid, reason="transfer")
+        return {"Response": "Success", "Message": "Redirect successful"}
+
+    # ---- the caller's side
+
+    def emit(self, headers: dict[str, str], at: float | None = None) -> None:
+        item = (headers, time.time() if at is None else at)
+        if self.silent and headers.get("Event", "").startswith("QueueMember"):
+            self.held.append(item)
+            return
+        self.service.inbox.put_nowait(item)
+
+    def release(self) -> None:
+        """Send the member events held back while ``silent``."""
+        self.silent = False
+        for item in self.held:
+            self.service.inbox.put_nowait(item)
+        self.held.clear()
+
+    def caller_joins(self, uid: str, caller: str, name: str = "", *, queue: str = "hotline",
+                     hotline: str = "12345", category: str = "general", ivr_path: str = "",
+                     at: float | None = None) -> None:
+        channel = f"Local/s@inbound-{uid.replace('.', '')};2"
+        self.channels[uid] = (queue, channel, caller)
+        self.joined_at[uid] = time.time() if at is None else at
+        waiting = sum(1 for u, c in self.channels.items() if c[0] == queue
+                      and u not in self.connected)
+        self.emit({"Event": "QueueCallerJoin", "Channel": channel, "CallerIDNum": caller,
+                   "CallerIDName": name, "Uniqueid": uid, "Queue": queue,
+                   "Position": str(waiting), "Count": str(waiting),
+                   "ChanVariable(HOTLINE)": hotline, "ChanVariable(CATEGORY)": category,
+                   "ChanVariable(IVR_PATH)": ivr_path}, at)
+
+    def _call_headers(self, uid: str, interface: str, member: str) -> dict[str, str]:
+        queue, channel, caller = self.channels[uid]
+        return {"Channel": channel, "CallerIDNum": caller, "Uniqueid": uid, "Queue": queue,
+                "Interface": interface, "MemberName": member}
+
+    def _member_of(self, interface: str) -> str:
+        return next(m.name for (q, i), m in self.members.items() if i == interface)
+
+    def ring(self, uid: str, interface: str, at: float | None = None) -> None:
+        self.emit({"Event": "AgentCalled",
+                   **self._call_headers(uid, interface, self._member_of(interface))}, at)
+
+    def ring_no_answer(self, uid: str, interface: str, at: float | None = None) -> None:
+        self.emit({"Event": "AgentRingNoAnswer", "RingTime": "10000",
+                   **self._call_headers(uid, interface, self._member_of(interface))}, at)
+
+    def answer(self, uid: str, interface: str, at: float | None = None) -> None:
+        now = time.time() if at is None else at
+        member = self._member_of(interface)
+        queue = self.channels[uid][0]
+        self.connected[uid] = (interface, member)
+        self.answered_at[uid] = now
+        for key, m in self.members.items():
+            if key[1] == interface:
+                m.in_call = True
+        self.emit({"Event": "QueueCallerLeave", "Queue": queue, "Uniqueid": uid,
+                   "Channel": self.channels[uid][1]}, now)
+        hold = int(now - self.joined_at[uid])
+        self.emit({"Event": "AgentConnect", **self._call_headers(uid, interface, member),
+                   "HoldTime": str(hold), "RingTime": "2"}, now)
+
+    def complete(self, uid: str, *, reason: str = "caller", at: float | None = None) -> None:
+        now = time.time() if at is None else at
+        interface, member = self.connected.pop(uid)
+        for key, m in self.members.items():
+            if key[1] == interface:
+                m.in_call = False
+                if key[0] == self.channels[uid][0]:
+                    m.calls_taken += 1
+        hold = int(self.answered_at[uid] - self.joined_at[uid])
+        self.emit({"Event": "AgentComplete", **self._call_headers(uid, interface, member),
+                   "HoldTime": str(hold), "TalkTime": str(int(now - self.answered_at[uid])),
+                   "Reason": reason}, now)
+        self.channels.pop(uid)
+
+    def abandon(self, uid: str, at: float | None = None) -> None:
+        now = time.time() if at is None else at
+        queue, channel, _ = self.channels.pop(uid)
+        self.emit({"Event": "QueueCallerAbandon", "Queue": queue, "Uniqueid": uid,
+                   "Position": "1", "OriginalPosition": "1",
+                   "HoldTime": str(int(now - self.joined_at[uid]))}, now)
+        self.emit({"Event": "QueueCallerLeave", "Queue": queue, "Uniqueid": uid,
+                   "Channel": channel}, now)
+
+    def _member_headers(self, event: str, key: tuple[str, str], m: _Member) -> dict[str, str]:
+        queue, interface = key
+        return {"Event": event, "Queue": queue, "MemberName": m.name, "Interface": interface,
+                "StateInterface": interface, "Membership": "dynamic", "Penalty": "0",
+                "CallsTaken": str(m.calls_taken), "InCall": "1" if m.in_call else "0",
+                "Status": "1", "Paused": "1" if m.paused else "0", "PausedReason": m.reason,
+                "Ringinuse": "0", "Wrapuptime": "0"}

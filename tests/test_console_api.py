@@ -1,0 +1,811 @@
+"""The console's HTTP API, sessions, CSRF, roles and the resumable websocket.
+
+A real :class:`~callcenter.service.Service` (its consumer, database and metrics)
+runs behind aiohttp's test server; the PBX is :class:`tests.console_fakes.FakePbx`,
+which answers the console's AMI actions and sends back the events Asterisk would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from argon2 import PasswordHasher
+from sqlalchemy import select
+
+from acd.state import AgentState, Outcome
+from agent_console.auth import LoginThrottle, Passwords, Users, seed_demo_users
+from agent_console.http import CSP
+from agent_console.hub import RESYNC, Hub, apply_ops, diff
+from agent_console.models import DraftRow, WorkOrderRow
+from agent_console.server import CONSOLE, STATIC, make_app
+from agent_console.users_cli import add_arguments, main_from_args
+from callcenter.config import load
+from callcenter.db import AuditRow
+from callcenter.service import Service
+from tests.console_fakes import FakePbx
+
+CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+OP1 = "Local/1001@agents/n"
+OP2 = "Local/1002@agents/n"
+
+
+class Person:
+    """One browser: its own cookie jar and CSRF token."""
+
+    def __init__(self, server: TestServer) -> None:
+        self.server = server
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def login(self, username: str, password: str = "demo") -> tuple[int, Any]:
+        status, body = await self.call("POST", "/api/login",
+                                       {"username": username, "password": password})
+        if status == 200:
+            self.csrf = body["csrf"]
+        return status, body
+
+    async def call(self, method: str, path: str, body: Any = None, *, csrf: bool = True,
+                   headers: dict[str, str] | None = None, raw: bytes | None = None
+                   ) -> tuple[int, Any]:
+        h = dict(headers or {})
+        if csrf and self.csrf:
+            h.setdefault("X-CSRF-Token", self.csrf)
+        kwargs: dict[str, Any] = {"headers": h}
+        if raw is not None:
+            kwargs["data"] = raw
+            h.setdefault("Content-Type", "application/json")
+        elif method != "GET":
+            kwargs["json"] = {} if body is None else body
+        async with self.http.request(method, self.url(path), **kwargs) as r:
+            text = await r.text()
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                return r.status, text
+
+    async def ws(self, query: str = "") -> aiohttp.ClientWebSocketResponse:
+        return await self.http.ws_connect(self.url("/ws" + query))
+
+
+class Rig:
+    def __init__(self, service: Service, pbx: FakePbx, server: TestServer) -> None:
+        self.service, self.pbx, self.server = service, pbx, server
+        self.people: list[Person] = []
+
+    def person(self) -> Person:
+        p = Person(self.server)
+        self.people.append(p)
+        return p
+
+    async def as_user(self, username: str) -> Person:
+        p = self.person()
+        status, _ = await p.login(username)
+        assert status == 200
+        return p
+
+    async def settle(self) -> None:
+        """Every event applied and the hub has pushed what changed."""
+        await self.service.drain()
+        self.service.subscribers[-1]([])  # wake the hub at once
+        await asyncio.sleep(0.15)
+
+    def view_agent(self, interface: str) -> Any:
+        return self.service.centre.agents.get(interface)
+
+
+@pytest.fixture
+async def rig(tmp_db: str) -> AsyncIterator[Rig]:
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    pbx = FakePbx(service)
+    service.link = pbx  # type: ignore[assignment]
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    app = make_app(service, passwords=CHEAP, failure_delay=0,
+                   throttle=LoginThrottle(free=3, free_per_ip=50, base_s=30))
+    server = TestServer(app)
+    await server.start_server()
+    r = Rig(service, pbx, server)
+    await r.settle()
+    try:
+        yield r
+    finally:
+        for p in r.people:
+            await p.http.close()
+        await server.close()
+        await service.stop()
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str | None = None,
+                  timeout: float = 3.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await ws.receive_json(timeout=max(0.01, deadline - time.monotonic()))
+        if kind is None or msg["type"] == kind:
+            return msg
+
+
+async def until(pred: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- login
+
+
+async def test_login_sets_a_strict_httponly_cookie_and_returns_csrf(rig: Rig) -> None:
+    p = rig.person()
+    async with p.http.post(p.url("/api/login"), json={"username": "op1", "password": "demo"}
+                           ) as r:
+        assert r.status == 200
+        body = await r.json()
+        cookie = r.headers["Set-Cookie"]
+    assert body["role"] == "operator" and body["home"] == "/console" and len(body["csrf"]) > 30
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    p.csrf = body["csrf"]
+    status, me = await p.call("GET", "/api/me")
+    assert status == 200 and me["csrf"] == body["csrf"]
+    assert me["user"]["member"] == "agent1001" and me["user"]["interface"] == OP1
+    assert me["config"]["pause_reasons"] == ["meal", "training", "acw", "meeting", "toilet",
+                                             "busy"]
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(rig: Rig) -> None:
+    p = rig.person()
+    assert await p.login("op1", "wrong") == (401, {"error": "wrong username or password"})
+    assert await p.login("nobody", "demo") == (401, {"error": "wrong username or password"})
+    assert (await p.call("GET", "/api/me"))[0] == 401
+
+
+async def test_repeated_failed_logins_are_slowed_and_audited(rig: Rig) -> None:
+    p = rig.person()
+    for _ in range(4):  # three free failures, then each one costs a wait
+        assert (await p.login("op2", "guess"))[0] == 401
+    status, body = await p.login("op2", "demo")  # even the right password must wait
+    assert status == 429 and body["retry_after"] >= 1
+    assert (await p.login("op3", "demo"))[0] == 200  # other accounts are not locked out
+    async with rig.service.store.sessions() as s:
+        rows = list(await s.scalars(select(AuditRow).where(AuditRow.action == "login_failed")))
+    assert [r.actor for r in rows] == ["op2"] * 4
+    assert rows[-1].data["failures"] == 4
+
+
+async def test_logout_ends_the_session(rig: Rig) -> None:
+    p = await rig.as_user("sup1")
+    assert (await p.call("POST", "/api/logout"))[0] == 200
+    assert (await p.call("GET", "/api/metrics"))[0] == 401
+
+
+async def test_demo_users_are_seeded_once(rig: Rig) -> None:
+    assert await seed_demo_users(rig.service.store, passwords=CHEAP) == []
+    names = [u.username for u in await Users(rig.service.store.engine, CHEAP).all()]
+    assert names == ["op1", "op2", "op3", "op4", "op5", "op6", "op7", "op8", "sup1"]
+
+
+# --------------------------------------------------------------------------- CSRF and roles
+
+
+async def test_state_changes_need_the_csrf_token(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    status, body = await p.call("POST", "/api/agent/signin", csrf=False)
+    assert status == 403 and "CSRF" in body["error"]
+    status, _ = await p.call("POST", "/api/agent/signin", headers={"X-CSRF-Token": "x" * 43})
+    assert status == 403
+    assert rig.pbx.count("QueueAdd") == 0  # nothing reached the PBX
+    assert (await p.call("POST", "/api/agent/signin"))[0] == 200
+    assert rig.pbx.count("QueueAdd") == 2
+
+
+async def test_cross_site_requests_are_refused(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    status, body = await p.call("POST", "/api/agent/signin",
+                                headers={"Origin": "http://evil.example"})
+    assert status == 403 and "cross-site" in body["error"]
+    status, _ = await p.call("POST", "/api/login", {"username": "op1", "password": "demo"},
+                             headers={"Origin": "http://evil.example"})
+    assert status == 403
+
+
+async def test_without_a_session_the_api_answers_401(rig: Rig) -> None:
+    p = rig.person()
+    for method, path in [("GET", "/api/metrics"), ("GET", "/api/live"), ("GET", "/api/drafts"),
+                         ("POST", "/api/agent/ready"), ("POST", "/api/logout")]:
+        status, body = await p.call(method, path)
+        assert status == 401 and body == {"error": "sign in first"}, path
+
+
+async def test_wrong_role_is_refused(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    sup = await rig.as_user("sup1")
+    assert await op.call("GET", "/api/metrics") == (403, {"error": "your role may not do this"})
+    status, _ = await op.call("POST", "/api/supervisor/agents/agent1002/ready", {"reason": "x"})
+    assert status == 403
+    assert (await sup.call("POST", "/api/agent/ready"))[0] == 403
+    assert (await sup.call("GET", "/api/drafts"))[0] == 403
+
+
+async def test_pages_send_people_to_their_own_screen(rig: Rig) -> None:
+    anon, op, sup = rig.person(), await rig.as_user("op1"), await rig.as_user("sup1")
+    for who, path, where in [(anon, "/console", "/login?next=/console"),
+                             (anon, "/", "/login"), (op, "/", "/console"),
+                             (op, "/wallboard", "/console"), (sup, "/console", "/wallboard")]:
+        async with who.http.get(who.url(path), allow_redirects=False) as r:
+            assert r.status == 302 and r.headers["Location"] == where, (path, where)
+    async with sup.http.get(sup.url("/wallboard")) as r:
+        assert r.status == 200 and "wallboard.js" in await r.text()
+
+
+async def test_metrics_api_is_the_replay_shape_for_the_live_state(rig: Rig) -> None:
+    rig.pbx.caller_joins("1.1", "13800000001", "甲")
+    rig.pbx.abandon("1.1")
+    await rig.settle()
+    sup = await rig.as_user("sup1")
+    status, body = await sup.call("GET", "/api/metrics")
+    assert status == 200
+    assert body == json.loads(json.dumps(rig.service.metrics_json()))
+    assert body["queues"]["hotline"]["offered"] == 1
+    assert body["queues"]["hotline"]["abandoned"] == 1
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+async def test_bad_json_is_answered_with_json_errors(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    cases = [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b'"text"', 400, "JSON object"),
+        (json.dumps({"reason": 5}).encode(), 400, "'reason' must be a string"),
+        (json.dumps({"reason": ""}).encode(), 400, "must not be empty"),
+        (json.dumps({"reason": "x" * 41}).encode(), 400, "too long"),
+        (json.dumps({"reason": "sleeping"}).encode(), 400, "unknown pause reason"),
+        (b"{}", 400, "'reason' is required"),
+        (b"\xff\xfe", 400, "not valid JSON"),
+    ]
+    for raw, status, words in cases:
+        got, body = await p.call("POST", "/api/agent/pause", raw=raw)
+        assert (got, words in body["error"]) == (status, True), raw
+    got, body = await p.call("POST", "/api/agent/pause", raw=b"x" * 70_000)
+    assert got == 413 and "too large" in body["error"]
+    got, body = await p.call("POST", "/api/agent/pause", raw=b'{"reason": "meal"}',
+                             headers={"Content-Type": "text/plain"})
+    assert got == 400 and "application/json" in body["error"]
+
+
+async def test_unknown_routes_and_ids_are_json_404(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    assert await p.call("GET", "/api/nothing-here") == (404, {"error": "no such API route"})
+    assert (await p.call("GET", "/api/drafts/abc"))[0] == 404
+    assert (await p.call("GET", "/api/drafts/99999999999999999999999"))[0] == 404
+    assert (await p.call("GET", "/api/drafts/12345"))[0] == 404
+    assert (await p.call("GET", "/api/calls/nope/history"))[0] == 404
+    status, body = await p.call("DELETE", "/api/drafts/1")
+    assert status == 405 and body == {"error": "method not allowed"}
+
+
+async def test_draft_text_size_is_limited(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    _, draft = await p.call("POST", "/api/drafts", {})
+    status, body = await p.call("PUT", f"/api/drafts/{draft['id']}", {"text": "字" * 20000})
+    assert status == 200 and len(body["text"]) == 20000  # escaped, that is 120 kB of JSON
+    status, body = await p.call("PUT", f"/api/drafts/{draft['id']}", {"text": "a" * 20001})
+    assert status == 413 and "too long" in body["error"]
+    status, body = await p.call("PUT", f"/api/drafts/{draft['id']}", {"text": "a" * 300_000})
+    assert status == 413 and "too large" in body["error"]
+    status, body = await p.call("PUT", f"/api/drafts/{draft['id']}", {"text": ["a"]})
+    assert status == 400
+
+
+# --------------------------------------------------------------------------- agent actions
+
+
+async def test_agent_state_moves_only_when_the_pbx_says_so(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    rig.pbx.silent = True  # the PBX accepts the action but its events are late
+    assert await p.call("POST", "/api/agent/signin") == (200, {"ok": True,
+                                                               "queues": ["hotline",
+                                                                          "hotline-en"]})
+    await rig.settle()
+    _, live = await p.call("GET", "/api/live")
+    assert live["data"]["agent"] is None  # not faked locally
+    rig.pbx.release()
+    await rig.settle()
+    _, live = await p.call("GET", "/api/live")
+    assert live["data"]["agent"]["state"] == "ready"
+    assert live["data"]["agent"]["queues"] == ["hotline", "hotline-en"]
+    assert [a["Action"] for a in rig.pbx.actions] == ["QueueAdd", "QueueAdd"]
+    assert rig.pbx.actions[0] == {"Action": "QueueAdd", "Queue": "hotline", "Interface": OP1,
+                                  "MemberName": "agent1001", "Paused": "false"}
+
+
+async def test_pause_ready_and_signout_are_ami_actions(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    assert (await p.call("POST", "/api/agent/ready"))[0] == 409  # not signed in yet
+    await p.call("POST", "/api/agent/signin")
+    await rig.settle()
+    assert (await p.call("POST", "/api/agent/pause", {"reason": "meal"}))[0] == 200
+    await rig.settle()
+    agent = rig.view_agent(OP1)
+    assert (agent.state.value, agent.reason) == ("paused", "meal")
+    assert rig.pbx.actions[-1] == {"Action": "QueuePause", "Interface": OP1, "Paused": "true",
+                                   "Reason": "meal"}
+    assert (await p.call("POST", "/api/agent/ready"))[0] == 200
+    await rig.settle()
+    assert rig.view_agent(OP1).state.value == "ready"
+    assert (await p.call("POST", "/api/agent/signout"))[0] == 200
+    await rig.settle()
+    assert rig.view_agent(OP1).state.value == "logged_out"
+    assert [a["Action"] for a in rig.pbx.actions[-2:]] == ["QueueRemove", "QueueRemove"]
+
+
+async def test_pbx_refusals_and_a_down_link_are_reported(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    rig.pbx.refuse["QueueAdd"] = "Unable to add interface to queue: Not there"
+    status, body = await p.call("POST", "/api/agent/signin")
+    assert status == 502 and "Not there" in body["error"]
+    rig.pbx.link_up = False
+    status, body = await p.call("POST", "/api/agent/signin")
+    assert status == 503 and "link is down" in body["error"]
+
+
+async def test_hangup_and_transfer_act_on_the_operators_own_call(rig: Rig) -> None:
+    op1 = await rig.as_user("op1")
+    op2 = await rig.as_user("op2")
+    await op1.call("POST", "/api/agent/signin")
+    await op2.call("POST", "/api/agent/signin")
+    await rig.settle()
+    rig.pbx.caller_joins("5.1", "13900000001", "乙")
+    rig.pbx.ring("5.1", OP1)
+    rig.pbx.answer("5.1", OP1)
+    await rig.settle()
+    channel = rig.service.centre.calls["5.1"].channel
+    assert (await op2.call("POST", "/api/call/hangup", {"uniqueid": "5.1"}))[0] == 409
+    status, body = await op1.call("POST", "/api/call/transfer",
+                                  {"uniqueid": "5.1", "kind": "department", "target": "9999"})
+    assert status == 400 and "unknown department" in body["error"]
+    status, _ = await op1.call("POST", "/api/call/transfer",
+                               {"uniqueid": "5.1", "kind": "department", "target": "8102"})
+    assert status == 200
+    assert rig.pbx.actions[-1] == {"Action": "Redirect", "Channel": channel,
+                                   "Context": "transfer", "Exten": "8102", "Priority": "1"}
+    await rig.settle()
+    assert rig.service.centre.calls["5.1"].outcome.value == "completed"
+    rig.pbx.caller_joins("5.2", "13900000002", "丙")
+    rig.pbx.ring("5.2", OP1)
+    rig.pbx.answer("5.2", OP1)
+    await rig.settle()
+    assert (await op1.call("POST", "/api/call/hangup", {"uniqueid": "5.2"}))[0] == 200
+    assert rig.pbx.actions[-1]["Action"] == "Hangup"
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+async def test_supervisor_actions_need_a_reason_and_are_audited(rig: Rig) -> None:
+    op = await rig.as_user("op2")
+    sup = await rig.as_user("sup1")
+    await op.call("POST", "/api/agent/signin")
+    await rig.settle()
+    await op.call("POST", "/api/agent/pause", {"reason": "busy"})
+    await rig.settle()
+    url = "/api/supervisor/agents/agent1002/ready"
+    assert (await sup.call("POST", url, {}))[0] == 400
+    assert (await sup.call("POST", url, {"reason": "   "}))[0] == 400
+    assert (await sup.call("POST", "/api/supervisor/agents/agent9999/ready",
+                           {"reason": "x"}))[0] == 404
+    assert (await sup.call("POST", url, {"reason": "3 callers waiting"}))[0] == 200
+    await rig.settle()
+    assert rig.view_agent(OP2).state.value == "ready"
+    assert (await sup.call("POST", "/api/supervisor/agents/agent1002/signout",
+                           {"reason": "end of shift"}))[0] == 200
+    await rig.settle()
+    assert rig.view_agent(OP2).state.value == "logged_out"
+    async with rig.service.store.sessions() as s:
+        rows = list(await s.scalars(select(AuditRow).where(
+            AuditRow.action.in_(["force_ready", "force_signout"])).order_by(AuditRow.id)))
+    assert [(r.actor, r.role, r.action, r.target, r.reason) for r in rows] == [
+        ("sup1", "supervisor", "force_ready", "agent1002", "3 callers waiting"),
+        ("sup1", "supervisor", "force_signout", "agent1002", "end of shift")]
+
+
+# --------------------------------------------------------------------------- drafts and work orders
+
+
+async def test_draft_on_answer_then_work_order(rig: Rig) -> None:
+    op1 = await rig.as_user("op1")
+    op2 = await rig.as_user("op2")
+    await op1.call("POST", "/api/agent/signin")
+    await rig.settle()
+    rig.pbx.caller_joins("7.1", "13700000007", "丁", category="complaint", ivr_path="2-1")
+    rig.pbx.ring("7.1", OP1)
+    rig.pbx.answer("7.1", OP1)
+    await rig.settle()
+    assert (await op2.call("POST", "/api/drafts", {"call_uniqueid": "7.1"}))[0] == 404
+    status, d = await op1.call("POST", "/api/drafts", {"call_uniqueid": "7.1"})
+    assert status == 200
+    assert (d["caller"], d["category"], d["call_uniqueid"], d["text"]) == (
+        "13700000007", "complaint", "7.1", "")
+    again = await op1.call("POST", "/api/drafts", {"call_uniqueid": "7.1"})
+    assert again[1]["id"] == d["id"]  # one draft per call
+    status, body = await op1.call("POST", f"/api/drafts/{d['id']}/submit")
+    assert status == 409 and "empty" in body["error"]
+    status, saved = await op1.call("PUT", f"/api/drafts/{d['id']}",
+                                   {"text": "路灯不亮 <script>alert(1)</script>"})
+    assert status == 200 and saved["version"] == 2
+    assert (await op2.call("GET", f"/api/drafts/{d['id']}"))[0] == 404
+    assert (await op2.call("PUT", f"/api/drafts/{d['id']}", {"text": "x"}))[0] == 404
+    _, mine = await op1.call("GET", "/api/drafts")
+    assert [x["id"] for x in mine["drafts"]] == [d["id"]]
+    assert (await op2.call("GET", "/api/drafts"))[1] == {"drafts": []}
+    status, order = await op1.call("POST", f"/api/drafts/{d['id']}/submit")
+    assert status == 200
+    day = datetime.now(rig.service.settings.tz).strftime("%Y%m%d")
+    assert order["number"] == f"{day}-000001"
+    assert (order["caller"], order["call_uniqueid"], order["status"], order["created_by"]) == (
+        "13700000007", "7.1", "accepted", "op1")
+    assert (await op1.call("POST", f"/api/drafts/{d['id']}/submit"))[1]["id"] == order["id"]
+    assert (await op1.call("PUT", f"/api/drafts/{d['id']}", {"text": "late"}))[0] == 409
+    _, second = await op1.call("POST", "/api/drafts", {})
+    await op1.call("PUT", f"/api/drafts/{second['id']}", {"text": "另一件"})
+    assert (await op1.call("POST", f"/api/drafts/{second['id']}/submit"))[1]["number"] == \
+        f"{day}-000002"
+    async with rig.service.store.sessions() as s:
+        orders = list(await s.scalars(select(WorkOrderRow).order_by(WorkOrderRow.id)))
+        drafts = list(await s.scalars(select(DraftRow)))
+    assert [o.text for o in orders] == ["路灯不亮 <script>alert(1)</script>", "另一件"]
+    assert {d.status for d in drafts} == {"submitted"}
+    assert (await op2.call("GET", f"/api/work-orders/{order['id']}"))[0] == 404
+    assert (await op1.call("GET", f"/api/work-orders/{order['id']}"))[0] == 200
+
+
+async def test_caller_history_for_the_screen_pop(rig: Rig) -> None:
+    earlier = time.time() - 86400
+    await rig.service.store.save_calls([{
+        "uniqueid": "old.1", "queue": "hotline", "joined_at": earlier, "caller_num": "13600000006",
+        "caller_name": "戊", "hotline": "12345", "category": "general", "ivr_path": "",
+        "outcome": "completed", "left_at": earlier + 5, "answered_at": earlier + 5,
+        "hold_time": 5, "agent": "agent1003", "interface": "Local/1003@agents/n",
+        "ended_at": earlier + 65, "talk_time": 60, "wrap_s": 0.0, "rings": 1,
+        "ring_no_answer": 0, "estimated": False}])
+    op1 = await rig.as_user("op1")
+    op2 = await rig.as_user("op2")
+    await op1.call("POST", "/api/agent/signin")
+    await rig.settle()
+    rig.pbx.caller_joins("8.1", "13600000006", "戊")
+    rig.pbx.ring("8.1", OP1)
+    await rig.settle()
+    status, h = await op1.call("GET", "/api/calls/8.1/history")
+    assert status == 200 and h["caller"] == "13600000006"
+    assert [c["uniqueid"] for c in h["calls"]] == ["old.1"]
+    assert h["work_orders"] == []
+    assert (await op2.call("GET", "/api/calls/8.1/history"))[0] == 404
+
+
+async def test_caller_history_hook_can_be_replaced(tmp_db: str) -> None:
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    service.link = FakePbx(service)  # type: ignore[assignment]
+
+    async def history(caller: str) -> dict[str, list[dict[str, Any]]]:
+        return {"calls": [], "work_orders": [{"number": "X-" + caller}]}
+
+    app = make_app(service, passwords=CHEAP, caller_history=history)
+    assert app[CONSOLE].caller_history is history
+
+
+# --------------------------------------------------------------------------- websocket
+
+
+async def test_websocket_needs_a_session(rig: Rig) -> None:
+    p = rig.person()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await p.ws()
+    assert err.value.status == 401
+
+
+async def test_websocket_answers_bad_messages_and_keeps_going(rig: Rig) -> None:
+    p = await rig.as_user("op1")
+    ws = await p.ws()
+    assert (await receive(ws))["type"] == "snapshot"
+    await ws.send_str("not json {")
+    assert await receive(ws) == {"type": "error", "error": "message is not JSON"}
+    await ws.send_json({"type": "make-coffee"})
+    assert await receive(ws) == {"type": "error", "error": "unknown message type"}
+    await ws.send_json([1, 2, 3])
+    assert (await receive(ws))["type"] == "error"
+    await ws.send_bytes(b"\x00\x01")
+    assert await receive(ws) == {"type": "error", "error": "binary messages are not accepted"}
+    await ws.send_json({"type": "ping"})
+    assert (await receive(ws))["type"] == "pong"
+    await ws.send_json({"type": "resync"})
+    assert (await receive(ws))["type"] == "snapshot"
+    await ws.close()
+
+
+async def test_operator_sees_only_their_own_agent_and_call(rig: Rig) -> None:
+    op1 = await rig.as_user("op1")
+    op2 = await rig.as_user("op2")
+    await op1.call("POST", "/api/agent/signin")
+    await op2.call("POST", "/api/agent/signin")
+    await rig.settle()
+    rig.pbx.caller_joins("9.1", "13500000009", "己")
+    rig.pbx.ring("9.1", OP2)
+    await rig.settle()
+    ws1, ws2 = await op1.ws(), await op2.ws()
+    doc1, doc2 = (await receive(ws1, "snapshot"))["data"], (await receive(ws2, "snapshot"))["data"]
+    assert doc1["agent"]["name"] == "agent1001" and doc1["call"] is None
+    assert doc2["agent"]["state"] == "ringing"
+    assert doc2["call"]["caller_num"] == "13500000009"  # the full number, for the pop
+    assert "13500000009" not in json.dumps(doc1, ensure_ascii=False)
+    assert "agents" not in doc1
+    sup = await rig.as_user("sup1")
+    ws3 = await sup.ws()
+    wall = (await receive(ws3, "snapshot"))["data"]
+    assert set(wall["agents"]) == {"agent1001", "agent1002"}
+    assert wall["queues"]["hotline"]["callers"][0]["caller"] == "*******0009"
+    for ws in (ws1, ws2, ws3):
+        await ws.close()
+
+
+async def test_websocket_resume_after_a_dropped_connection(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    other_tab = await rig.as_user("op1")
+    await op.call("POST", "/api/agent/signin")
+    await rig.settle()
+    ws = await op.ws()
+    first = await receive(ws, "snapshot")
+    doc, stream, seq = first["data"], first["stream"], first["seq"]
+    keeper = await other_tab.ws()  # keeps the stream moving while the first one is away
+    await receive(keeper, "snapshot")
+    rig.pbx.caller_joins("3.1", "13300000003", "庚", hotline="12345", ivr_path="1")
+    rig.pbx.ring("3.1", OP1)
+    await rig.settle()
+    update = await receive(ws, "update")
+    assert update["stream"] == stream and update["seq"] == seq + 1
+    apply_ops(doc, update["ops"])
+    seq = update["seq"]
+    assert doc["agent"]["state"] == "ringing" and doc["call"]["uniqueid"] == "3.1"
+    await ws.close()  # the network drops; the call goes on meanwhile
+    rig.pbx.answer("3.1", OP1)
+    await rig.settle()
+    rig.pbx.complete("3.1")
+    await rig.settle()
+
+    ws = await op.ws(f"?stream={stream}&seq={seq}")
+    missed = []
+    while True:  # the updates it missed, in order, and no snapshot
+        msg = await receive(ws)
+        assert msg["type"] == "update"
+        missed.append(msg["seq"])
+        apply_ops(doc, msg["ops"])
+        if doc["agent"]["state"] != "on_call" and doc["call"] is None:
+            break
+    assert missed == list(range(seq + 1, seq + 1 + len(missed))) and len(missed) >= 2
+    fresh = await op.ws()
+    assert (await receive(fresh, "snapshot"))["data"] == doc
+    # A number it cannot have, or a stream from before a restart: a fresh snapshot.
+    for query in (f"?stream={stream}&seq={missed[-1] + 50}", f"?stream=other.1&seq={seq}",
+                  "?stream=x&seq=notanumber"):
+        again = await op.ws(query)
+        assert (await receive(again))["type"] == "snapshot", query
+        await again.close()
+    for w in (ws, keeper, fresh):
+        await w.close()
+
+
+async def test_resume_while_nobody_watched_gets_the_change_as_the_next_update(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    await op.call("POST", "/api/agent/signin")
+    await rig.settle()
+    ws = await op.ws()
+    first = await receive(ws, "snapshot")
+    await ws.close()
+    await rig.settle()
+    await op.call("POST", "/api/agent/pause", {"reason": "training"})
+    await rig.settle()
+    ws = await op.ws(f"?stream={first['stream']}&seq={first['seq']}")
+    msg = await receive(ws)
+    assert msg["type"] == "update" and msg["seq"] == first["seq"] + 1
+    doc = apply_ops(first["data"], msg["ops"])
+    assert (doc["agent"]["state"], doc["agent"]["reason"]) == ("paused", "training")
+    await ws.close()
+
+
+async def test_the_wallboard_stream_carries_alerts(rig: Rig) -> None:
+    sup = await rig.as_user("sup1")
+    ws = await sup.ws()
+    doc = (await receive(ws, "snapshot"))["data"]
+    assert doc["alerts"] == {}
+    rig.pbx.caller_joins("4.1", "13400000004", "辛", at=time.time() - 130)
+    await rig.settle()
+    update = await receive(ws, "update")
+    doc = apply_ops(doc, update["ops"])
+    assert doc["alerts"]["longest_wait:hotline"]["severity"] == "critical"
+    await ws.close()
+
+
+# --------------------------------------------------------------------------- the hub alone
+
+
+def test_diff_and_apply_round_trip() -> None:
+    old = {"agents": {"a": {"state": "ready"}, "b": {"state": "paused"}}, "link": {"up": True},
+           "call": None, "gone": 1}
+    new = {"agents": {"a": {"state": "ringing"}, "c": {"state": "ready"}}, "link": {"up": True},
+           "call": {"uniqueid": "1"}}
+    ops = diff(old, new)
+    assert ["del", ["gone"]] in ops and ["del", ["agents", "b"]] in ops
+    assert ["set", ["agents", "a"], {"state": "ringing"}] in ops
+    assert not any(op[1] == ["link"] for op in ops)
+    assert apply_ops(json.loads(json.dumps(old)), ops) == new
+    assert diff(new, new) == []
+
+
+async def test_a_slow_client_is_resynced_and_never_holds_up_the_others() -> None:
+    hub = Hub(clock=lambda: 1000.0, max_queue=4)
+    state = {"n": 0}
+    fast = hub.attach("wall", lambda now: {"n": state["n"]})
+    slow = hub.attach("wall", lambda now: {"n": state["n"]})
+    seen: list[int] = []
+
+    def read(client: Any) -> list[dict[str, Any]]:
+        out = []
+        while not client.queue.empty():
+            text = hub.next_message(client, client.queue.get_nowait())
+            if text is not None:
+                out.append(json.loads(text))
+        return out
+
+    assert [m["type"] for m in read(fast)] == ["snapshot"]
+    for n in range(1, 21):
+        state["n"] = n
+        assert hub.refresh() == 1  # synchronous: never waits for any socket
+        seen += [m["seq"] for m in read(fast)]
+    assert seen == list(range(1, 21))  # the reader got every update, in order
+    assert slow.queue.qsize() <= 4 and slow.resyncs >= 1
+    got = read(slow)
+    assert got[0]["type"] == "snapshot" and got[0]["seq"] == 20 and got[0]["data"] == {"n": 20}
+    assert [m for m in got[1:] if m["type"] == "update"] == []  # older updates are skipped
+
+
+def test_missed_updates_come_from_the_buffer_or_not_at_all() -> None:
+    hub = Hub(clock=lambda: 1.0, max_queue=64)
+    state = {"n": 0}
+    c = hub.attach("s", lambda now: {"n": state["n"]})
+    stream = c.stream
+    for n in range(1, 301):
+        state["n"] = n
+        hub.refresh()
+        while not c.queue.empty():
+            c.queue.get_nowait()
+    assert stream.seq == 300 and stream.updates[0][0] == 45  # 256 kept
+    assert [n for n, _ in stream.missed(stream.id, 290) or []] == list(range(291, 301))
+    assert stream.missed(stream.id, 300) == []
+    assert stream.missed(stream.id, 10) is None  # gone: a snapshot instead
+    assert stream.missed("other", 290) is None
+    late = hub.attach("s", lambda now: {}, stream.id, 200)
+    assert late.queue.get_nowait() is RESYNC  # 100 missed is more than its queue holds
+
+
+# --------------------------------------------------------------------------- headers and pages
+
+
+async def test_strict_security_headers_everywhere(rig: Rig) -> None:
+    p = rig.person()
+    for path in ("/login", "/static/console.js", "/api/me"):
+        async with p.http.get(p.url(path)) as r:
+            assert r.headers["Content-Security-Policy"] == CSP, path
+            assert "default-src 'self'" in CSP and "unsafe-inline" not in CSP
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            assert r.headers["X-Frame-Options"] == "DENY"
+    async with p.http.get(p.url("/api/me")) as r:
+        assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_pages_have_no_inline_script_or_handlers() -> None:
+    for page in STATIC.glob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        for tag in re.findall(r"<script\b[^>]*>", html):
+            assert 'src="/static/' in tag, (page.name, tag)
+        assert all(not body.strip() for body in re.findall(
+            r"<script\b[^>]*>(.*?)</script>", html, re.DOTALL)), page.name
+        assert re.search(r"\son[a-z]+\s*=", html) is None, page.name
+        assert "style=" not in html, page.name
+    for script in STATIC.glob("*.js"):
+        js = script.read_text(encoding="utf-8")
+        assert "innerHTML" not in js and "insertAdjacentHTML" not in js, script.name
+        assert "eval(" not in js and "document.write" not in js, script.name
+
+
+def test_every_ui_string_exists_in_both_languages() -> None:
+    js = (STATIC / "i18n.js").read_text(encoding="utf-8")
+    zh, en = js.split('"en": {')
+    keys_zh = set(re.findall(r'^\s+"([a-z_0-9.]+)":', zh, re.MULTILINE))
+    keys_en = set(re.findall(r'^\s+"([a-z_0-9.]+)":', en, re.MULTILINE))
+    assert keys_zh == keys_en and len(keys_zh) > 100
+    used: set[str] = set()
+    for f in STATIC.glob("*.*"):
+        if f.name != "i18n.js":
+            text = f.read_text(encoding="utf-8")
+            used |= set(re.findall(r'data-i18n(?:-\w+)?="([a-z_0-9.]+)"', text))
+            used |= set(re.findall(r'\bt\("([a-z_0-9.]+)"', text))
+    dynamic = {p for p in used if p.endswith(".")}  # t("state." + state) and the like
+    assert dynamic == {"outcome.", "alert."}  # states and reasons go through i18n.js
+    used |= {f"state.{s.value}" for s in AgentState} | {f"outcome.{o.value}" for o in Outcome}
+    used |= {f"alert.{kind}" for kind in ("link_down", "longest_wait", "paused_while_waiting",
+                                          "paused_share", "ring_no_answer")}
+    used |= {f"reason.{r}" for r in load(env={}).pause_reasons}
+    assert used - dynamic <= keys_zh, used - dynamic - keys_zh
+
+
+# --------------------------------------------------------------------------- users CLI
+
+
+def test_users_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'users.db'}"
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", url)
+    parser = argparse.ArgumentParser(prog="callcenter users")
+    add_arguments(parser)
+
+    def run(*argv: str, stdin: str = "") -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        return main_from_args(parser.parse_args(argv))
+
+    assert run("add", "op12", "--role", "operator", "--password-stdin", stdin="s3cret!\n") == 0
+    assert "agent1012" in capsys.readouterr().out
+    assert run("add", "op12", "--role", "operator", "--password-stdin", stdin="x1234\n") == 2
+    assert "already exists" in capsys.readouterr().err
+    assert run("add", "alice", "--role", "operator", "--password-stdin", stdin="abcd\n") == 2
+    assert "--member" in capsys.readouterr().err
+    assert run("add", "bob", "--role", "handler", "--password-stdin", stdin="ab\n") == 2
+    assert run("add", "alice", "--role", "operator", "--member", "agent2001",
+               "--interface", "PJSIP/2001", "--queues", "hotline", "--password-stdin",
+               stdin="abcd\n") == 0
+    assert run("set", "op12", "--interface", "Local/2012@agents/n", "--member",
+               "agent2012") == 0
+    assert run("passwd", "op12", "--password-stdin", stdin="n3w-pass\n") == 0
+    assert run("add", "sam", "--role", "supervisor") == 2  # no terminal to ask
+    capsys.readouterr()
+    assert run("list") == 0
+    listing = capsys.readouterr().out
+    assert "alice" in listing and "PJSIP/2001" in listing and "queues hotline" in listing
+    assert "Local/2012@agents/n" in listing
+
+    async def check() -> tuple[bool, bool, bool]:
+        from callcenter.db import Store
+        store = Store(url)
+        try:
+            users = Users(store.engine)
+            new_ok = await users.authenticate("op12", "n3w-pass") is not None
+            old_ok = await users.authenticate("op12", "s3cret!") is not None
+            return new_ok, old_ok, (await users.get("op12")).password_hash.startswith(
+                "$argon2id$")
+        finally:
+            await store.close()
+
+    assert asyncio.run(check()) == (True, False, True)
+    assert run("disable", "op12") == 0
+    assert asyncio.run(check())[0] is False  # a disabled account cannot sign in
+    assert run("enable", "op12") == 0
+    assert asyncio.run(check())[0] is True
+    assert run("disable", "nobody") == 2
