@@ -165,6 +165,9 @@ class LoginThrottle:
 
     def failed(self, username: str, ip: str, now: float) -> int:
         """Record a failure; return the account's failures inside the window."""
+        if len(self._by_key) > 10_000:  # many names tried: forget what has expired
+            for old in list(self._by_key):
+                self._recent(old, now)
         for key in ("u:" + username.lower(), "ip:" + ip):
             self._recent(key, now)
             self._by_key.setdefault(key, _Failures()).times.append(now)

@@ -11,8 +11,8 @@ patch operations turning document ``seq-1`` into document ``seq``::
 
 The service calls :meth:`Hub.changed` from its one consumer; that only sets a
 flag, so the consumer is never delayed.  The hub's own task rebuilds the views
-(at most every ``min_interval``, and once a second for alerts that depend on
-the clock), diffs them and hands the serialised update to each client's
+(at most every ``min_interval``, at once for an *urgent* change such as a phone
+starting to ring, and once a second for alerts that depend on the clock), diffs them and hands the serialised update to each client's
 bounded queue.  Each client has its own sender task: a slow socket stalls only
 itself.  When a client's queue is full it is emptied and the client is sent a
 fresh snapshot instead (a *resync*), so a laggard costs memory of at most
@@ -137,8 +137,8 @@ class Hub:
     """Streams of numbered view updates, fanned out through bounded per-client queues."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, min_interval: float = 0.1,
-                 max_queue: int = 32, refresh_every: float = 1.0, keep_idle_s: float = 900.0
-                 ) -> None:
+                 max_queue: int = 32, refresh_every: float = 1.0, keep_idle_s: float = 900.0,
+                 urgent: Callable[[list[Change]], bool] | None = None) -> None:
         self.clock = clock
         self.min_interval = min_interval
         self.max_queue = max_queue
@@ -147,6 +147,8 @@ class Hub:
         self.id = secrets.token_hex(4)
         self.streams: dict[str, Stream] = {}
         self.dirty = asyncio.Event()
+        self.hurry = asyncio.Event()
+        self.urgent = urgent
         self.listeners: list[Callable[[list[Change]], None]] = []
         self._count = 0
         self.refreshes = 0
@@ -157,6 +159,8 @@ class Hub:
         for listen in self.listeners:
             listen(changes)
         self.dirty.set()
+        if self.urgent is not None and self.urgent(changes):
+            self.hurry.set()
 
     # ---- clients
 
@@ -257,8 +261,12 @@ class Hub:
             except TimeoutError:
                 pass
             self.dirty.clear()
+            self.hurry.clear()
             try:
                 self.refresh()
             except Exception:  # a view that fails must not stop the pushes for good
                 log.exception("view refresh failed")
-            await asyncio.sleep(self.min_interval)
+            try:  # at most one refresh per min_interval, unless something is urgent
+                await asyncio.wait_for(self.hurry.wait(), timeout=self.min_interval)
+            except TimeoutError:
+                pass

@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from acd.state import AgentChanged, AgentState, Change
 from agent_console.alerts import Thresholds
 from agent_console.auth import (
     SESSION_MAX_S,
@@ -140,6 +141,7 @@ class Console:
     caller_history: CallerHistory
     failure_delay: float
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    names: dict[str, str] = field(default_factory=dict)  # member name -> display name
     _snap: tuple[float, dict[str, Any]] | None = None
 
     def snapshot(self, now: float) -> dict[str, Any]:
@@ -150,7 +152,11 @@ class Console:
 
     def wall(self, now: float) -> dict[str, Any]:
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,
-                         self.config.thresholds, now)
+                         self.config.thresholds, now, self.names)
+
+    async def load_names(self) -> None:
+        self.names = {u.member_name: u.display_name for u in await self.users.all()
+                      if u.member_name}
 
     def operator(self, user: User) -> Callable[[float], dict[str, Any]]:
         return lambda now: operator_view(self.snapshot(now), self.service.centre,
@@ -261,6 +267,8 @@ async def api_login(request: web.Request) -> web.Response:
             await asyncio.sleep(c.failure_delay)
         raise ApiError(401, "wrong username or password")
     c.throttle.succeeded(username)
+    if user.member_name:
+        c.names[user.member_name] = user.display_name
     token, session = await c.users.open_session(user, ip)
     await c.service.store.audit(at=now, actor=user.username, role=user.role.value,
                                 action="login", data={"ip": ip})
@@ -665,12 +673,30 @@ async def _watch_session(c: Console, ws: web.WebSocketResponse, token: str | Non
 # --------------------------------------------------------------------------- the app
 
 
+def rings_or_connects(changes: list[Change]) -> bool:
+    """Changes an operator must see at once (the screen pop), not at the next refresh."""
+    return any(isinstance(c, AgentChanged) and c.new in (AgentState.RINGING, AgentState.ON_CALL)
+               for c in changes)
+
+
+async def _names_loop(c: Console, every: float = 60.0) -> None:
+    """Operators' display names for the wallboard (accounts change from the CLI too)."""
+    while True:
+        try:
+            await c.load_names()
+        except Exception:
+            log.exception("could not read the accounts")
+        await asyncio.sleep(every)
+
+
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     c = app[CONSOLE]
-    task = asyncio.create_task(c.hub.run(), name="console-hub")
+    tasks = [asyncio.create_task(c.hub.run(), name="console-hub"),
+             asyncio.create_task(_names_loop(c), name="console-names")]
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -689,7 +715,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     """
     engine = service.store.engine
     orders = Orders(engine, service.settings.tz, clock=service.clock)
-    hub = hub or Hub(clock=service.clock)
+    hub = hub or Hub(clock=service.clock, urgent=rings_or_connects)
     tracker = Tracker()
     hub.listeners.append(tracker.feed)
     service.subscribers.append(hub.changed)

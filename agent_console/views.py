@@ -13,6 +13,7 @@ numbers of the callers waiting.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -81,8 +82,13 @@ def _link(snap: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
 
 
 def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
-              thresholds: Thresholds, now: float) -> dict[str, Any]:
-    """The supervisor's picture: every queue and agent, figures, trend and alerts."""
+              thresholds: Thresholds, now: float, names: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
+    """The supervisor's picture: every queue and agent, figures, trend and alerts.
+
+    ``names`` maps a queue member name to the operator's display name.
+    """
+    names = names or {}
     queues: dict[str, Any] = {}
     for q in snap["queues"]:
         name = q["queue"]
@@ -100,7 +106,7 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
         "queues": queues,
         "today": snap["today"],
         "last_15min": snap["last_15min"],
-        "agents": {a.name: agent_json(a, tracker)
+        "agents": {a.name: agent_json(a, tracker) | {"operator": names.get(a.name, "")}
                    for a in sorted(centre.agents.values(), key=lambda a: a.name)},
         "trend": snap["trend"],
         "interval_start": snap["interval_start"],

@@ -188,6 +188,27 @@ async def test_repeated_failed_logins_are_slowed_and_audited(rig: Rig) -> None:
     assert rows[-1].data["failures"] == 4
 
 
+def test_login_throttle_waits_grow_then_expire() -> None:
+    th = LoginThrottle(free=3, free_per_ip=5, window_s=900, base_s=2, max_s=60)
+    for t in (100, 101, 102):
+        th.failed("op1", "10.0.0.1", t)
+    assert th.retry_after("op1", "10.0.0.1", 102) == 0  # three free failures
+    th.failed("op1", "10.0.0.1", 103)
+    assert th.retry_after("op1", "10.0.0.1", 104) == 1  # 2 s after the 4th failure
+    th.failed("op1", "10.0.0.1", 105)
+    assert th.retry_after("op1", "10.0.0.1", 105) == 4  # then 4 s, 8 s, ...
+    assert th.retry_after("op2", "10.0.0.2", 105) == 0  # other accounts, other addresses
+    assert th.retry_after("op2", "10.0.0.1", 105) == 0  # 5 from this address are free
+    th.failed("op3", "10.0.0.1", 106)
+    assert th.retry_after("op2", "10.0.0.1", 106) == 2  # the address is slowed too
+    for t in range(107, 120):
+        th.failed("op1", "10.0.0.9", t)
+    assert th.retry_after("op1", "10.0.0.9", 119) == 60  # capped
+    assert th.retry_after("op1", "10.0.0.9", 119 + 900) == 0  # the window forgets
+    th.succeeded("op1")
+    assert th.retry_after("op1", "10.0.0.3", 120) == 0
+
+
 async def test_logout_ends_the_session(rig: Rig) -> None:
     p = await rig.as_user("sup1")
     assert (await p.call("POST", "/api/logout"))[0] == 200

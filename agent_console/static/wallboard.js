@@ -133,6 +133,9 @@ function renderTrend() {
       pen = true;
     });
     if (d) root.append(svg("path", {class: cls, d}));
+    pts.forEach((p, i) => {
+      if (p.offered) root.append(svg("circle", {class: cls.replace("line", "dot"), cx: x(i), cy: y(p[key]), r: 3}));
+    });
   }
   const legend = svg("g", {class: "legend"});
   legend.append(svg("rect", {class: "cr", x: L, y: 6, width: 14, height: 4}));
@@ -155,7 +158,8 @@ function renderAgents() {
   for (const a of agents) {
     const tile = el("button", {cls: `tile st-${a.state}` + (alerting.has(a.name) ? " alerting" : ""),
       attrs: {type: "button"}, data: {agent: a.name, since: a.since}},
-      el("span", {cls: "name", text: a.name}),
+      el("span", {cls: "name", text: a.operator || a.name}),
+      a.operator ? el("span", {cls: "who", text: a.name}) : null,
       el("span", {text: stateLabel(a.state) + (a.paused && a.reason ? " · " + reasonLabel(a.reason) : "")}),
       el("span", {cls: "time", text: ""}),
       el("span", {cls: "muted-on-tile", text: t("wall.answered_n", {n: a.answered})}));
@@ -169,7 +173,7 @@ function renderAgents() {
 function openAgent(name) {
   dialogAgent = name;
   const a = view.agents[name];
-  setText("agent-dialog-title", t("wall.actions_for", {name}));
+  setText("agent-dialog-title", t("wall.actions_for", {name: a && a.operator ? `${a.operator} (${name})` : name}));
   setText("agent-dialog-state", a ? stateLabel(a.state) + (a.reason ? " · " + reasonLabel(a.reason) : "") : "");
   byId("agent-reason").value = "";
   byId("agent-dialog-message").textContent = "";
@@ -195,6 +199,8 @@ async function supervise(kind) {
 function alertText(a, now) {
   let subject = a.subject;
   if (a.kind === "longest_wait" && view.queues[a.subject]) subject = view.queues[a.subject].title;
+  const agent = view.agents[a.subject];
+  if (agent && agent.operator) subject = `${agent.operator} (${a.subject})`;
   const d = a.since ? duration(now - a.since) : "";
   return t("alert." + a.kind, {subject, d, waiting: a.detail.waiting ?? "",
     reason: reasonLabel(a.detail.reason || ""), pct: a.detail.pct ?? "", count: a.detail.count ?? ""});

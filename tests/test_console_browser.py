@@ -1,0 +1,345 @@
+"""End to end in headless Chromium: the operator console and the supervisor wallboard.
+
+The real service, database and web app run on a loopback port; the PBX side is
+:class:`tests.console_fakes.FakePbx`, which feeds the service Asterisk's event
+headers (as in ../shared/ami-traces) and answers the console's AMI actions.
+
+Screenshots go to ``$HOTLINE_SCREENSHOTS`` when set (``docs/screenshots`` holds
+the committed ones), else to the test's temporary folder.  The time from an
+``AgentCalled`` event entering the service to the screen pop is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from argon2 import PasswordHasher
+from sqlalchemy import select
+
+from agent_console.auth import Passwords, seed_demo_users
+from agent_console.models import DraftRow, WorkOrderRow
+from agent_console.server import CONSOLE, make_app
+from callcenter.config import load
+from callcenter.db import AuditRow
+from callcenter.service import Service
+from tests.console_fakes import FakePbx
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+HOSTILE = "<img src=x onerror=window.__pwned=1>"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium"),
+]
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+
+class Site:
+    def __init__(self, service: Service, pbx: FakePbx, url: str, app: web.Application) -> None:
+        self.service, self.pbx, self.url, self.app = service, pbx, url, app
+
+    async def rows(self, model: Any) -> list[Any]:
+        async with self.service.store.sessions() as s:
+            return list(await s.scalars(select(model)))
+
+
+@pytest.fixture
+async def site(tmp_db: str) -> AsyncIterator[Site]:
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    pbx = FakePbx(service)
+    service.link = pbx  # type: ignore[assignment]
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    app = make_app(service, passwords=CHEAP, failure_delay=0)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield Site(service, pbx, f"http://127.0.0.1:{port}", app)
+    finally:
+        await runner.cleanup()
+        await service.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("HOTLINE_SCREENSHOTS") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+async def open_page(browser: Any, site: Site, user: str, width: int, height: int
+                    ) -> tuple[Any, list[str]]:
+    """A signed-in page; the list collects console errors and page errors (CSP included)."""
+    context = await browser.new_context(viewport={"width": width, "height": height},
+                                        locale="zh-CN")
+    context.set_default_timeout(8000)
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.goto(site.url + "/login")
+    await page.fill("#username", user)
+    await page.fill("#password", "demo")
+    await page.press("#password", "Enter")
+    await page.wait_for_url("**/" + ("wallboard" if user.startswith("sup") else "console"))
+    return page, problems
+
+
+async def text_is(page: Any, selector: str, text: str, timeout: float = 3000) -> None:
+    await page.wait_for_function(
+        "([s, t]) => { const e = document.querySelector(s); return e && e.textContent.trim() === t; }",
+        arg=[selector, text], timeout=timeout)
+
+
+OP1 = "Local/1001@agents/n"
+
+
+async def test_operator_takes_a_call_from_ring_to_work_order(
+        site: Site, browser: Any, shots: Path) -> None:
+    earlier = time.time() - 3 * 86400
+    await site.service.store.save_calls([{
+        "uniqueid": "old.7", "queue": "hotline", "joined_at": earlier, "caller_num": "13812345678",
+        "caller_name": "王五", "hotline": "12345", "category": "general", "ivr_path": "",
+        "outcome": "completed", "left_at": earlier + 4, "answered_at": earlier + 4,
+        "hold_time": 4, "agent": "agent1003", "interface": "Local/1003@agents/n",
+        "ended_at": earlier + 95, "talk_time": 91, "wrap_s": 3.0, "rings": 1,
+        "ring_no_answer": 0, "estimated": False}])
+    page, problems = await open_page(browser, site, "op1", 1440, 900)
+    await text_is(page, "#state-label", "未签入")
+
+    # Sign in, pause with a reason (F3, then 1), ready again (F2): each an AMI action.
+    await page.click("#btn-signin")
+    await text_is(page, "#state-label", "空闲")
+    await page.keyboard.press("F3")
+    await page.wait_for_selector("#pause-menu:not([hidden])")
+    await page.keyboard.press("1")
+    await text_is(page, "#state-label", "示忙")
+    await text_is(page, "#state-reason", "用餐")
+    await page.keyboard.press("F2")
+    await text_is(page, "#state-label", "空闲")
+    assert [a["Action"] for a in site.pbx.actions] == [
+        "QueueAdd", "QueueAdd", "QueuePause", "QueuePause"]
+
+    # Ring: the screen pop appears at once.  Measured over a few rings.
+    latencies = []
+    for n in range(4):
+        uid = f"1795000000.{n}"
+        site.pbx.caller_joins(uid, "13812345678", HOSTILE, hotline="12345", ivr_path="1-2",
+                              category="complaint")
+        await site.service.drain()
+        entered = time.time()
+        site.pbx.ring(uid, OP1)
+        await page.wait_for_selector(f"#pop[data-uniqueid='{uid}']:not([hidden])")
+        shown = int(await page.get_attribute("#pop", "data-shown-at"))
+        latencies.append(shown / 1000 - entered)
+        if n < 3:
+            site.pbx.ring_no_answer(uid, OP1)
+            await text_is(page, "#state-label", "空闲")
+    print(f"\nring-to-pop latency: median {statistics.median(latencies) * 1000:.0f} ms, "
+          f"max {max(latencies) * 1000:.0f} ms over {len(latencies)} rings")
+    assert max(latencies) < 1.0
+
+    await text_is(page, "#pop-status", "来电振铃")
+    await text_is(page, "#pop-caller", "13812345678")
+    await text_is(page, "#pop-name", HOSTILE)  # shown as text, never as markup
+    await text_is(page, "#pop-hotline", "12345")
+    await text_is(page, "#pop-ivr", "1-2")
+    await text_is(page, "#pop-category", "complaint")
+    await page.wait_for_selector("#history li")
+    assert "王五" not in await page.inner_text("#history")  # only what the API gives
+    assert "已完成" in await page.inner_text("#history")
+    assert await page.evaluate("window.__pwned") is None
+    assert await page.locator("#pop img").count() == 0
+
+    # Answer: a draft opens prefilled with caller, call and category.
+    site.pbx.answer(uid, OP1)
+    await text_is(page, "#state-label", "通话中")
+    await page.wait_for_selector("#draft-form:not([hidden])")
+    assert await page.input_value("#draft-caller") == "13812345678"
+    assert await page.input_value("#draft-category") == "complaint"
+    await text_is(page, "#draft-call", f"通话 {uid}")
+    await page.keyboard.press("F4")
+    assert await page.evaluate("document.activeElement.id") == "draft-text"
+    text = "小区路灯三天不亮 <script>window.__pwned=2</script>"
+    await page.keyboard.type(text)
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-status').textContent.startsWith('已自动保存')")
+    drafts = await site.rows(DraftRow)
+    assert [(d.call_uniqueid, d.text) for d in drafts] == [(uid, text)]
+    if shots:
+        await page.screenshot(path=str(shots / "console-zh-CN.png"))
+
+    # A reload keeps the draft (from the server) ...
+    await page.reload()
+    await page.wait_for_selector("#draft-form:not([hidden])")
+    assert await page.input_value("#draft-text") == text
+    # ... and text typed just before a reload is not lost either (kept in the browser).
+    await page.focus("#draft-text")
+    await page.keyboard.press("End")
+    await page.keyboard.type("，已多次反映")
+    await page.reload()
+    await page.wait_for_selector("#draft-form:not([hidden])")
+    assert await page.input_value("#draft-text") == text + "，已多次反映"
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-status').textContent.startsWith('已自动保存')")
+    assert [d.text for d in await site.rows(DraftRow)] == [text + "，已多次反映"]
+
+    # A network blip: the server drops the socket; the page resumes and misses nothing.
+    for ws in list(site.app[CONSOLE].sockets):
+        await ws.close()
+    site.pbx.complete(uid)
+    await text_is(page, "#state-label", "话后整理")
+    await page.wait_for_selector("#wrap:not([hidden])")
+    assert "话后整理剩余" in await page.inner_text("#wrap")
+
+    # Ctrl+S saves the work order.
+    await page.keyboard.press("Control+s")
+    await page.wait_for_selector("#draft-message[data-number]")
+    number = await page.get_attribute("#draft-message", "data-number")
+    orders = await site.rows(WorkOrderRow)
+    assert [(o.number, o.caller, o.call_uniqueid, o.category, o.text, o.created_by, o.status)
+            for o in orders] == [(number, "13812345678", uid, "complaint",
+                                  text + "，已多次反映", "op1", "accepted")]
+    assert await page.evaluate("window.__pwned") is None
+
+    # English is one click away, and stays chosen.
+    await text_is(page, "#state-label", "空闲", timeout=6000)  # wrap-up (3 s) is over
+    site.pbx.caller_joins("1795000001.9", "13900001111", "李四", hotline="12345",
+                          ivr_path="3", category="consult")
+    site.pbx.ring("1795000001.9", OP1)
+    site.pbx.answer("1795000001.9", OP1)
+    await text_is(page, "#state-label", "通话中")
+    await page.wait_for_selector("#draft-form:not([hidden])")
+    await page.click("[data-lang-toggle]")
+    await text_is(page, "#state-label", "On call")
+    await page.focus("#draft-text")
+    await page.keyboard.type("Asks how to renew a residence permit.")
+    await page.reload()
+    await text_is(page, "#state-label", "On call")
+    await text_is(page, "#btn-signin span", "Sign in")
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-status').textContent.startsWith('Autosaved')")
+    if shots:
+        await page.screenshot(path=str(shots / "console-en.png"))
+    assert problems == []
+
+
+async def test_wallboard_figures_equal_the_metrics_api(
+        site: Site, browser: Any, shots: Path) -> None:
+    pbx = site.pbx
+    now = time.time()
+    for n in range(1, 7):
+        await pbx.action({"Action": "QueueAdd", "Queue": "hotline",
+                          "Interface": f"Local/100{n}@agents/n", "MemberName": f"agent100{n}"})
+    await pbx.action({"Action": "QueueAdd", "Queue": "hotline-en",
+                      "Interface": "Local/1006@agents/n", "MemberName": "agent1006"})
+    await site.service.drain()
+    # Five answered (one after 20 s: outside 15 s), one abandoned, two waiting now.
+    for n, (wait, talk) in enumerate([(3, 60), (8, 45), (20, 30), (5, 50), (2, 40)]):
+        uid = f"1795001000.{n}"
+        start = now - 900 + n * 100
+        agent = f"Local/100{n + 1}@agents/n"
+        pbx.caller_joins(uid, f"1370000000{n}", f"市民{n}", at=start)
+        pbx.ring(uid, agent, at=start + wait - 1)
+        pbx.answer(uid, agent, at=start + wait)
+        pbx.complete(uid, at=start + wait + talk)
+    pbx.caller_joins("1795001000.8", "13700000008", "市民8", at=now - 200)
+    pbx.abandon("1795001000.8", at=now - 170)
+    pbx.caller_joins("1795001000.9", "13700000009", HOSTILE, queue="hotline-en", at=now - 30)
+    pbx.caller_joins("1795001001.0", "13700000010", "市民10", at=now - 95)
+    for n in range(3):  # agent1002 lets the phone ring out three times in a row
+        pbx.ring("1795001001.0", "Local/1002@agents/n", at=now - 90 + n * 11)
+        pbx.ring_no_answer("1795001001.0", "Local/1002@agents/n", at=now - 80 + n * 11)
+    await site.service.drain()
+    await pbx.action({"Action": "QueuePause", "Interface": "Local/1003@agents/n",
+                      "Paused": "true", "Reason": "busy"})
+    await site.service.drain()
+    site.service.centre.agents["Local/1003@agents/n"].since = now - 420  # paused 7 minutes
+
+    page, problems = await open_page(browser, site, "sup1", 1600, 1000)
+    await page.wait_for_selector("[data-queue='hotline'] [data-figure='offered']")
+    await page.wait_for_selector("#alerts li[data-alert='paused_while_waiting:agent1003']")
+    metrics = await page.evaluate(
+        "fetch('/api/metrics', {headers: {Accept: 'application/json'}}).then(r => r.json())")
+    live = json.loads(json.dumps(site.service.metrics_json()))
+    assert (metrics["queues"], metrics["overall"]) == (live["queues"], live["overall"])
+    shown: dict[str, dict[str, str]] = await page.evaluate("""() => {
+        const out = {};
+        for (const card of document.querySelectorAll('[data-queue]')) {
+          const row = card.querySelector('tr[data-period=today]');
+          const figs = {};
+          for (const cell of row.querySelectorAll('[data-figure]')) figs[cell.dataset.figure] = cell.textContent;
+          out[card.dataset.queue] = figs;
+        }
+        return out;
+    }""")
+    expected = {"__all__": metrics["overall"], **metrics["queues"]}
+    assert set(shown) == set(expected) == {"__all__", "hotline", "hotline-en"}
+    for queue, figs in expected.items():
+        assert shown[queue] == {
+            "offered": str(figs["offered"]), "answered": str(figs["answered"]),
+            "abandoned": str(figs["abandoned"]),
+            "connection_rate": f"{figs['connection_rate']:.2f}%",
+            "answer_rate_sl": f"{figs['answer_rate_sl']:.2f}%"}, queue
+    assert metrics["queues"]["hotline"]["offered"] == 7
+    assert metrics["queues"]["hotline"]["answered"] == 5
+    assert metrics["queues"]["hotline"]["answer_rate_sl"] == 80.0
+    await text_is(page, "[data-queue='hotline'] [data-figure='waiting']", "1")
+    alerts = await page.eval_on_selector_all("#alerts li", "els => els.map(e => e.dataset.alert)")
+    assert alerts == ["longest_wait:hotline", "paused_while_waiting:agent1003",
+                      "ring_no_answer:agent1002"]
+    assert await page.locator("svg path.line-cr").count() == 1
+    if shots:
+        await page.screenshot(path=str(shots / "wallboard-zh-CN.png"))
+
+    # Force ready needs a reason; it is audited with who and why.
+    await page.click(".tile[data-agent='agent1003']")
+    await page.wait_for_selector("#agent-dialog[open]")
+    await page.click("#force-ready")
+    assert "原因" in await page.inner_text("#agent-dialog-message")
+    await page.fill("#agent-reason", "有市民排队，请回到就绪")
+    await page.click("#force-ready")
+    await page.wait_for_function("() => !document.querySelector('#agent-dialog').open")
+    await page.wait_for_function("() => !document.querySelector("
+                                 "\"#alerts li[data-alert='paused_while_waiting:agent1003']\")")
+    audit = [a for a in await site.rows(AuditRow) if a.action == "force_ready"]
+    assert [(a.actor, a.target, a.reason) for a in audit] == [
+        ("sup1", "agent1003", "有市民排队，请回到就绪")]
+    assert await page.evaluate("window.__pwned") is None
+
+    await page.click("[data-lang-toggle]")
+    await page.wait_for_function(
+        "() => document.querySelector('#alerts li').textContent.includes('waited')")
+    await page.reload()
+    await page.wait_for_selector("[data-queue='hotline'] [data-figure='offered']")
+    assert "Offered" in await page.inner_text("[data-queue='hotline'] thead")
+    await text_is(page, ".tile[data-agent='agent1002'] .name", "话务员 2")  # display name
+    if shots:
+        await page.screenshot(path=str(shots / "wallboard-en.png"))
+    assert problems == []
