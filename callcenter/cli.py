@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8080)
     d.add_argument("--seed", type=int, default=12345)
     d.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
-    d.add_argument("--agents", type=int, default=8)
+    d.add_argument("--agents", type=int, default=6,
+                   help="simulated background operators (the demo logins op1-op8 come on top)")
     d.add_argument("--rate", type=float, default=None, help="calls per second (constant)")
     d.add_argument("--db", default=None, help="database URL (default var/demo.db)")
     d.set_defaults(func=cmd_demo)

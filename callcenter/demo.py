@@ -1,0 +1,123 @@
+"""``callcenter demo``: the PBX simulator, the service and the web console in one process.
+
+Everything runs on the embedded default (SQLite under ``var/``) and binds to
+loopback only.  The simulator plays the citizens and a few background operators
+(extensions 2001+); the demo accounts ``op1``…``op8`` are the phones
+``Local/1001@agents/n``…``1008``, which join the queue when their operator signs
+in from the console.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from callcenter.config import Settings
+from callcenter.pbxsim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbxsim import QueueConfig as SimQueue
+from callcenter.service import Service
+from callcenter.traffic import RandomTraffic, TrafficConfig
+
+log = structlog.get_logger(__name__)
+DEMO_DB = "sqlite+aiosqlite:///var/demo.db"
+
+
+class DemoError(Exception):
+    """The demo cannot start; the message says why in one line."""
+
+
+@dataclass(slots=True)
+class Demo:
+    """Handles on the running pieces (for tests and the benchmark)."""
+
+    sim: PbxSimServer
+    service: Service
+    runner: web.AppRunner
+    url: str
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.service.stop()
+        await self.sim.stop()
+
+
+def build_sim_pbx(settings: Settings, *, seed: int, agents: int, rate: float | None,
+                  peak_calls_per_hour: float, start_time: float | None = None) -> Pbx:
+    queues = tuple(
+        SimQueue(name=name, servicelevel=q.servicelevel, wrapuptime=q.wrapuptime)
+        for name, q in (settings.queues or {}).items()
+    ) or (SimQueue(),)
+    t0 = time.time() if start_time is None else start_time
+    local = time.localtime(t0)
+    traffic = RandomTraffic(
+        TrafficConfig(rate=rate, peak_calls_per_hour=peak_calls_per_hour,
+                      start_hour=local.tm_hour + local.tm_min / 60),
+        seed=seed, origin=t0)
+    config = PbxConfig(queues=queues[:1], agents=agents, first_extension=2001,
+                       channelvars=("HOTLINE", "IVR_PATH", "CATEGORY"))
+    return Pbx(config, traffic, start_time=t0, seed=seed)
+
+
+async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
+                     seed: int = 12345, speed: float = 1.0, agents: int = 6,
+                     db: str | None = None, rate: float | None = None,
+                     peak_calls_per_hour: float = 100.0, seed_users: bool = True) -> Demo:
+    """Start simulator, service and web server; return handles (port 0 picks one)."""
+    from agent_console.auth import seed_demo_users
+    from agent_console.server import make_app
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise DemoError("the demo has well-known passwords and binds to loopback only")
+    secret = secrets.token_hex(12)
+    pbx = build_sim_pbx(settings, seed=seed, agents=agents, rate=rate,
+                        peak_calls_per_hour=peak_calls_per_hour)
+    sim = PbxSimServer(pbx, host="127.0.0.1", port=0, users={"hotline": secret}, speed=speed)
+    await sim.start()
+    settings.ami.host, settings.ami.port = "127.0.0.1", sim.port
+    settings.ami.username, settings.ami.secret = "hotline", secret
+    settings.database_url = db or DEMO_DB
+    service = Service(settings)
+    try:
+        await service.start()
+        if seed_users:
+            await seed_demo_users(service.store)
+        runner = web.AppRunner(make_app(service), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except OSError as exc:
+        await service.stop()
+        await sim.stop()
+        raise DemoError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    return Demo(sim, service, runner, f"http://{host}:{bound}/")
+
+
+async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
+                   seed: int = 12345, speed: float = 1.0, agents: int = 6,
+                   db: str | None = None, rate: float | None = None) -> None:
+    from callcenter.cli import CliError, _run_until_signalled
+
+    try:
+        demo = await start_demo(settings, host=host, port=port, seed=seed, speed=speed,
+                                agents=agents, db=db, rate=rate)
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"\nhotline demo is running: {demo.url}\n"
+        f"  wallboard (supervisor): {demo.url}wallboard   login sup1 / demo\n"
+        f"  operator console:       {demo.url}console     logins op1 … op8 / demo\n"
+        f"  PBX simulator (AMI):    127.0.0.1:{demo.sim.port}, seed {seed}, speed {speed:g}x, "
+        f"{agents} simulated operators\n"
+        f"  database:               {settings.database_url}\n"
+        "Press Ctrl+C to stop.\n", flush=True)
+    try:
+        await _run_until_signalled()
+    finally:
+        await demo.stop()
+
+
