@@ -436,11 +436,15 @@ function maybeOpenDraftForCall() {
     .finally(() => { openingFor = null; });
 }
 
+// F4: to the work-order text; without a draft, open one (for the call on screen if any).
 async function focusForm() {
   if (!draft) {
     const call = view && (view.call || view.last_call);
-    try { await openDraft(call ? call.uniqueid : null); } catch (e) {
-      try { await openDraft(null); } catch { setMessage("draft-message", t("error.generic", {e: e.message}), "error"); return; }
+    try {
+      await openDraft(call ? call.uniqueid : null);
+    } catch (e) {
+      setMessage("draft-message", t("error.generic", {e: e.message}), "error");
+      return;
     }
   }
   byId("draft-text").focus();
