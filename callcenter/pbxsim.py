@@ -332,6 +332,7 @@ class Member:
     __slots__ = (
         "calls",
         "custom",
+        "custom_state",
         "in_call",
         "interface",
         "last_call",
@@ -357,13 +358,14 @@ class Member:
         self.reason = ""
         self.phone = phone
         self.custom: dict[str, int] = {}
+        self.custom_state = state_interface.startswith("Custom:")
 
     @property
     def status(self) -> int:
         """The state of ``StateInterface``: a ``Custom:`` device if set so, else the phone."""
-        if self.state_interface.startswith("Custom:"):
+        if self.custom_state:
             return self.custom.get(self.state_interface, 0)
-        return self.phone.status
+        return INUSE if self.phone.state == TALKING else NOT_INUSE
 
 
 class Queue:
@@ -379,7 +381,9 @@ class Queue:
         "holdtime",
         "idle",
         "members",
+        "mixed_penalties",
         "name",
+        "order",
         "ringing",
         "rrpos",
         "talktime",
@@ -389,6 +393,8 @@ class Queue:
         self.cfg, self.name = cfg, cfg.name
         self.members: dict[str, Member] = {}
         self.callers: list[Call] = []
+        self.order: list[Member] = []  # members in queue order (Member.qpos)
+        self.mixed_penalties = False
         self.idle: dict[str, Member] = {}  # unpaused members whose phone is idle
         self.ringing: set[Call] = set()  # callers with a member ringing right now
         self.rrpos = 0
@@ -594,13 +600,19 @@ class Pbx:
 
     # ------------------------------------------------------------------ clock and output
 
-    def advance(self, to_time: float) -> list[Frame]:
-        """Run every timed event due up to ``to_time``; return the frames produced since last."""
+    def advance(self, to_time: float, max_frames: int = 0) -> list[Frame]:
+        """Run every timed event due up to ``to_time``; return the frames produced since last.
+
+        With ``max_frames`` it stops early (``now`` stays at the last event run) once that
+        many frames are pending, so an IO edge can write between slices.
+        """
         heap = self._heap
         while heap and heap[0][0] <= to_time:
             when, _, fn, arg = heapq.heappop(heap)
             self.now = when
             fn(arg)
+            if max_frames and len(self._out) >= max_frames:
+                return self.drain()
         self.now = max(self.now, to_time)
         return self.drain()
 
@@ -738,6 +750,8 @@ class Pbx:
         m.custom = self._custom
         m.qpos = len(q.members)
         q.members[interface] = m
+        q.order.append(m)
+        q.mixed_penalties = len({o.penalty for o in q.order}) > 1
         phone.memberships[q.name] = m
         if paused:
             m.paused, m.reason, m.last_pause = True, reason, int(self.now)
@@ -758,8 +772,10 @@ class Pbx:
             return "Unable to remove interface: Not there"
         m.removed = True
         self._refresh_idle(m)
-        for i, other in enumerate(q.members.values()):
+        q.order = list(q.members.values())
+        for i, other in enumerate(q.order):
             other.qpos = i
+        q.mixed_penalties = len({o.penalty for o in q.order}) > 1
         if m.phone.memberships.get(q.name) is m:
             del m.phone.memberships[q.name]
         self._emit("QueueMemberRemoved", AGENT, self._member_body(m))
@@ -802,11 +818,22 @@ class Pbx:
                 m.calls = m.last_call = 0
         return ""
 
-    def _available(self, q: Queue) -> list[Member]:
+    def _available(self, q: Queue, m: Member) -> bool:
         """is_member_available() with ringinuse=no: idle phone, not paused, out of wrap-up."""
-        wrap, now_i = q.cfg.wrapuptime, int(self.now)
-        return [m for m in q.idle.values() if m.status <= NOT_INUSE
-                and not (wrap and m.last_call and now_i - wrap < m.last_call)]
+        if m.interface not in q.idle or m.status > NOT_INUSE:
+            return False
+        wrap = q.cfg.wrapuptime
+        return not (wrap and m.last_call and int(self.now) - wrap < m.last_call)
+
+    def _count_available(self, q: Queue, enough: int) -> int:
+        """How many members are available, counting no further than ``enough``."""
+        n = 0
+        for m in q.idle.values():
+            if self._available(q, m):
+                n += 1
+                if n >= enough:
+                    break
+        return n
 
     # ------------------------------------------------------------------ traffic and breaks
 
@@ -977,26 +1004,35 @@ class Pbx:
         if q.cfg.maxwait and now_i >= call.start + q.cfg.maxwait:
             self._exit_queue(call, "timeout")
             return
-        avl = self._available(q) if q.idle else []
-        if not avl:
+        if not q.idle:
             our_turn = False
         elif q.cfg.autofill and q.cfg.strategy != "ringall":
             ahead = call.pos - 1 - sum(1 for other in q.ringing if other.pos < call.pos)
-            our_turn = ahead < len(avl)
+            our_turn = self._count_available(q, ahead + 1) > ahead
         else:
-            our_turn = call.pos == 1
+            our_turn = call.pos == 1 and self._count_available(q, 1) > 0
         if not our_turn:
             self._schedule_turn(call, RECHECK)
             return
-        chosen = self._choose(q, avl)
+        chosen = self._choose(q)
         self._move(call, "ring")
         call.attempts = [self._dial(call, m) for m in chosen]
 
-    def _choose(self, q: Queue, avl: list[Member]) -> list[Member]:
+    def _choose(self, q: Queue) -> list[Member]:
         """The strategy's pick among the available members (lowest penalty first)."""
+        strategy = q.cfg.strategy
+        if strategy in ("rrmemory", "linear") and not q.mixed_penalties:
+            n = len(q.order)  # the first available member in (cyclic) queue order
+            start = q.rrpos if strategy == "rrmemory" else 0
+            for i in range(n):
+                m = q.order[(start + i) % n]
+                if self._available(q, m):
+                    if strategy == "rrmemory":
+                        q.rrpos = m.qpos + 1
+                    return [m]
+        avl = [m for m in q.idle.values() if self._available(q, m)]
         best_penalty = min(m.penalty for m in avl)
         avl = [m for m in avl if m.penalty == best_penalty]
-        strategy = q.cfg.strategy
         if strategy == "ringall":
             return avl
         if strategy == "leastrecent":
@@ -1644,7 +1680,8 @@ class Pbx:
             lines = [f"System uptime: {up} seconds", f"Last reload: {up} seconds"]
         else:
             cmd = " ".join(words)
-            lines = [f"No such command '{cmd}' (type 'core show help {cmd}' for others)"]
+            more = f"(type 'core show help {cmd}' for other possible commands)"
+            lines = [f"No such command '{cmd}' {more}"]
         body = "".join(f"Output: {line}\r\n" for line in lines)
         head = _response(aid, Message="Command output follows")[:-2]
         return f"{head}{body}\r\n"
@@ -1722,8 +1759,8 @@ class Pbx:
                 patience=num("PATIENCE"), patience_from_arrival=True, ring=num("RINGDELAY"),
                 talk=num("TALK"), kind="originate")
             response = _response(aid, Message="Originate successfully queued")
-            log.info("pbx_sim.call_injected", caller=mask_number(spec.number),
-                     queue=self._queue_for(spec).name)
+            log.debug("pbx_sim.call_injected", caller=mask_number(spec.number),
+                      queue=self._queue_for(spec).name)
             self._at(self.now, lambda s: self.inject_call(s, aid), spec)
             return response
         phone = self.phones.get(f"Local/{parts[0]}@{parts[1]}") if parts else self.phones.get(
@@ -1871,7 +1908,7 @@ class PbxSimServer:
 
     def __init__(self, pbx: Pbx, *, host: str = "127.0.0.1", port: int = 5038,
                  users: Mapping[str, str] | None = None, speed: float = 1.0,
-                 max_client_buffer: int = 4 << 20, tick: float = 0.005,
+                 max_client_buffer: int = 4 << 20, tick: float = 0.005, batch: int = 2000,
                  sndbuf: int | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -1882,10 +1919,12 @@ class PbxSimServer:
         self.speed = speed
         self.max_client_buffer = max_client_buffer
         self.tick = tick
+        self.batch = batch
         self.sndbuf = sndbuf
+        self._lagging = False
         self.clients: set[_Client] = set()
         self._server: asyncio.Server | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._timer_at = 0.0
         self._v0 = pbx.now
         self._m0 = 0.0
@@ -1922,9 +1961,17 @@ class PbxSimServer:
     def virtual_now(self) -> float:
         return self._v0 + (asyncio.get_running_loop().time() - self._m0) * self.speed
 
-    def sync(self) -> None:
-        """Advance the core to the virtual time of the wall clock (frames wait for flush)."""
-        self._pending.extend(self.pbx.advance(self.virtual_now()))
+    def sync(self) -> bool:
+        """Advance the core towards the wall clock's virtual time, one slice of at most
+        ``batch`` frames (they wait for flush); True when it is not there yet."""
+        target = self.virtual_now()
+        self._pending.extend(self.pbx.advance(target, self.batch))
+        nxt = self.pbx.next_event_time()
+        behind = nxt is not None and nxt <= target
+        if behind and target - self.pbx.now > 2 * self.speed and not self._lagging:
+            log.warning("pbx_sim.behind_real_time", lag_pbx_seconds=round(target - self.pbx.now))
+        self._lagging = behind
+        return behind
 
     def flush(self) -> None:
         """Write every pending frame to each logged-in client its mask allows."""
@@ -1947,9 +1994,14 @@ class PbxSimServer:
 
     def _tick(self) -> None:
         self._timer = None
-        self.sync()
+        behind = self.sync()
         self.flush()
-        self.reschedule()
+        if behind:  # let the sockets drain and actions in, then go on at once
+            loop = asyncio.get_running_loop()
+            self._timer_at = loop.time()
+            self._timer = loop.call_soon(self._tick)
+        else:
+            self.reschedule()
 
     def reschedule(self) -> None:
         """Arm the timer for the core's next event (at most every ``tick`` seconds)."""
