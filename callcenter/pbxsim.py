@@ -300,7 +300,6 @@ class Phone:
 
     __slots__ = (
         "attempt",
-        "autonomous",
         "call",
         "context",
         "device",
@@ -311,13 +310,12 @@ class Phone:
         "state",
     )
 
-    def __init__(self, device: str, ext: str, context: str, local: bool, autonomous: bool) -> None:
+    def __init__(self, device: str, ext: str, context: str, local: bool) -> None:
         self.device, self.ext, self.context, self.local = device, ext, context, local
         self.state = IDLE
         self.attempt: Attempt | None = None
         self.call: Call | AgentCall | None = None
         self.memberships: dict[str, Member] = {}
-        self.autonomous = autonomous
         self.on_break = ""
 
     @property
@@ -585,7 +583,7 @@ class Pbx:
         self._custom: dict[str, int] = {}
         self.script_responses: list[str] = []
         c = self.config
-        own = [self._phone(f"Local/{c.first_extension + i}@{c.agent_context}/n", autonomous=True)
+        own = [self._phone(f"Local/{c.first_extension + i}@{c.agent_context}/n")
                for i in range(c.agents)]
         if c.autologin:
             for q in self.queues.values():
@@ -678,16 +676,16 @@ class Pbx:
 
     # ------------------------------------------------------------------ phones and members
 
-    def _phone(self, interface: str, autonomous: bool = False) -> Phone:
+    def _phone(self, interface: str) -> Phone:
         parts = _local_parts(interface)
         device = f"Local/{parts[0]}@{parts[1]}" if parts else interface
         phone = self.phones.get(device)
         if phone is None:
             if parts:
-                phone = Phone(device, parts[0], parts[1], True, autonomous)
+                phone = Phone(device, parts[0], parts[1], True)
             else:
                 phone = Phone(device, interface.partition("/")[2] or interface,
-                              self.config.agent_context, False, autonomous)
+                              self.config.agent_context, False)
             self.phones[device] = phone
         return phone
 
@@ -807,15 +805,22 @@ class Pbx:
         return ""
 
     def reset_queue(self, queue: str = "") -> str:
-        """QueueReset: forget a queue's (or every queue's) counters, as clear_queue() does."""
+        """QueueReset: forget a queue's (or every queue's) counters, as clear_queue() does.
+
+        Members lose calls/lastcall and their call start, so a call in progress is never
+        counted as completed afterwards.
+        """
         targets = [self.queues[queue]] if queue in self.queues else (
             [] if queue else list(self.queues.values()))
         if not targets:
-            return "Invalid queue specified"
+            return "Error encountered while resetting queue stats"
         for q in targets:
             q.reset()
             for m in q.members.values():
                 m.calls = m.last_call = 0
+                call = m.phone.call
+                if isinstance(call, Call) and call.member is m:
+                    call.counted = True
         return ""
 
     def _available(self, q: Queue, m: Member) -> bool:

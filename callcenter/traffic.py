@@ -31,7 +31,7 @@ import json
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -207,7 +207,6 @@ class TrafficConfig:
     partial_complete: float = 0.01
     hotlines: tuple[tuple[str, float], ...] = HOTLINES
     categories: tuple[tuple[str, float], ...] = CATEGORIES
-    hotline_queues: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.profile) != 24 or max(self.profile) <= 0 or min(self.profile) < 0:
@@ -297,7 +296,6 @@ class RandomTraffic:
             hotline=hotline,
             category=_weighted(rng, c.categories),
             ivr_path=f"{menu}-{rng.randint(1, 5)}" if rng.random() < 0.7 else str(menu),
-            queue=c.hotline_queues.get(hotline),
             patience=max(1.0, patience),
             exit_key_after=key,
         )

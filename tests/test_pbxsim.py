@@ -439,6 +439,51 @@ def test_pause_without_queue_pauses_every_queue_once_each() -> None:
         {"Action": "QueuePause", "Interface": "Local/9999@agents/n", "Paused": "false"})
 
 
+def test_ringall_sip_phones_queue_timeout_and_calls_to_operators() -> None:
+    ringall = Pbx(PbxConfig(queues=(QueueConfig(strategy="ringall"),), agents=3,
+                            agent_breaks=False),
+                  ScriptedTraffic([caller(0, "13800000011", ring=2, talk=10)], origin=T0),
+                  start_time=T0)
+    frames = ringall.advance(T0 + 30)
+    assert [f.name for f in frames].count("AgentCalled") == 3
+    assert sorted(f.headers()["DialStatus"] for f in frames  # the queue's dials only
+                  if f.name == "DialEnd" and "Channel" in f.headers()) == [
+        "ANSWER", "CANCEL", "CANCEL"]
+    assert ringall.counters("hotline")["completed"] == 1 and not ringall.channels
+
+    sip = Pbx(PbxConfig(agents=0, agent_breaks=False),
+              ScriptedTraffic([caller(1, "13800000012", ring=2, talk=10)], origin=T0),
+              start_time=T0)
+    sip.handle_action({"Action": "QueueAdd", "Queue": "hotline", "Interface": "PJSIP/2001",
+                       "MemberName": "张工"})
+    frames = sip.advance(T0 + 30)
+    legs = {f.headers()["Channel"] for f in frames if f.name == "Newchannel"}
+    assert "PJSIP/2001-00000001" in legs and len(legs) == 3
+    done = next(f.headers() for f in frames if f.name == "AgentComplete")
+    assert (done["Interface"], done["MemberName"], done["Reason"]) == ("PJSIP/2001", "张工",
+                                                                       "agent")
+
+    patient = Pbx(PbxConfig(queues=(QueueConfig(maxwait=30),), agents=0, agent_breaks=False),
+                  ScriptedTraffic([CallSpec(at=0, number="13800000013", name="丙")], origin=T0),
+                  start_time=T0)
+    frames = patient.advance(T0 + 60)
+    gave_up = next(f.headers() for f in frames if f.name == "QueueCallerAbandon")
+    assert gave_up["HoldTime"] == "30" and patient.counters("hotline")["abandoned"] == 1
+
+    outbound = Pbx(PbxConfig(agents=2, agent_breaks=False), start_time=T0)
+    outbound.drain()
+    outbound.handle_action({"Action": "Originate", "ActionID": "cb", "Async": "true",
+                            "Channel": "Local/1001@agents", "Context": "callback",
+                            "Exten": "13800000014", "Priority": "1", "Variable": "TALK=20"})
+    frames = outbound.advance(T0 + 5)
+    assert next(f.headers() for f in frames if f.name == "OriginateResponse")["ActionID"] == "cb"
+    assert [f.headers()["Status"] for f in frames if f.name == "QueueMemberStatus"] == ["2"]
+    outbound.inject_call(caller(T0 + 5, "13800000015", ring=1))
+    frames = outbound.advance(T0 + 10)  # the busy operator is not rung
+    rung = [f.headers()["MemberName"] for f in frames if f.name == "AgentCalled"]
+    assert rung == ["agent1002"]
+
+
 # --------------------------------------------------------------------------- over TCP
 
 
@@ -565,6 +610,15 @@ async def test_event_masks_filter_by_privilege_class(server: PbxSimServer) -> No
     assert all("Privilege: agent,all" in f for f in agent_frames)
     assert all("Privilege: call,all" in f for f in call_frames)
     assert any("CallerIDName: 张三" in f for f in call_frames)
+    call_only.send(("Action", "Events"), ("ActionID", "ev"), ("EventMask", "off"))
+    assert (await call_only.until("ActionID: ev"))[-1] == (
+        "Response: Success\r\nActionID: ev\r\nEvents: Off\r\n\r\n")
+    channel = next(frame_dict(f)["Channel"] for f in call_frames if "Event: NewCallerid" in f)
+    driver.send(("Action", "Hangup"), ("ActionID", "h"), ("Channel", channel))
+    await driver.until("ActionID: h")
+    await agent_only.until("QueueCallerAbandon")
+    with pytest.raises(asyncio.TimeoutError):  # nothing more for the muted client
+        await call_only.frame(timeout=0.3)
     for ami in (agent_only, call_only, driver):
         await ami.close()
 
