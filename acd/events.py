@@ -248,11 +248,23 @@ def _req(h: Headers, key: str) -> str:
 
 
 def channel_variables(h: Headers) -> dict[str, str]:
-    """``ChanVariable(NAME): value`` headers (manager.conf ``channelvars``) as a dict."""
+    """Channel variables from manager.conf ``channelvars``, as a dict.
+
+    Asterisk 12+ repeats ``ChanVariable: NAME=value`` (one header per variable;
+    the link's frames keep every value, see ``Frame.getall``); Asterisk 1.8 sent
+    ``ChanVariable(NAME): value``.  Both are understood.
+    """
     out: dict[str, str] = {}
+    getall = getattr(h, "getall", None)
+    values = getall("ChanVariable") if getall is not None else (
+        [h["ChanVariable"]] if "ChanVariable" in h else [])
+    for item in values:
+        name, sep, value = item.partition("=")
+        if sep and name:
+            out.setdefault(name, value)
     for key, value in h.items():
         if key.startswith("ChanVariable(") and key.endswith(")"):
-            out[key[13:-1]] = value
+            out.setdefault(key[13:-1], value)
     return out
 
 

@@ -290,6 +290,7 @@ class CallCenter:
         self.now = 0.0
         self.keep_finished = keep_finished
         self._baseline: dict[str, tuple[ev.QueueCounters, Counters]] = {}
+        self._down_at: float | None = None
         self._synthetic = 0
         self._handlers = {
             ev.CallerJoined: self._caller_joined,
@@ -556,8 +557,8 @@ class CallCenter:
         call.outcome = Outcome.COMPLETED
         call.ended_at = e.at
         call.talk_time = e.talk_time
-        if call.hold_time is None:
-            call.hold_time = e.hold_time
+        if call.hold_time is None or call.estimated:
+            call.hold_time = e.hold_time  # the PBX's own figure beats our guess
         counters = self._counters(e.queue)
         counters.completed += 1
         if (call.hold_time or 0) <= self.config(e.queue).servicelevel:
@@ -664,6 +665,8 @@ class CallCenter:
     def _link_changed(self, e: ev.LinkChanged) -> list[Change]:
         self.link_up = e.up
         self.link_reason = e.reason
+        if not e.up and self._down_at is None:
+            self._down_at = e.at
         return [LinkStateChanged(e.up, e.reason, e.at)]
 
     def _resync(self, e: ev.Resync) -> list[Change]:
@@ -700,16 +703,18 @@ class CallCenter:
             self.calls[w.uniqueid] = call
             self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
             changes.append(CallChanged(call, "joined"))
-        # 3. Connected calls whose channel is gone ended while we were away.
-        members_in_call = {m.interface for m in e.members if m.in_call}
-        for key, uid in list(self.connected.items()):
-            call = self.calls.get(uid)
-            if call is None:
-                self.connected.pop(key)
+        # 3. Answered calls whose caller is no longer bridged ended while we were away.
+        forced: dict[str, list[Call]] = {}
+        for call in [c for c in self.calls.values() if c.outcome is Outcome.ANSWERED]:
+            if call.answered_at is not None and call.answered_at > at:
                 continue
-            if uid in channels or key[1] in members_in_call:
+            chan = channels.get(call.uniqueid)
+            if chan is not None and chan.bridged:
                 continue
-            self.connected.pop(key)
+            self.connected.pop((call.queue, call.interface), None)
+            if call.estimated:  # its wait is a guess: let the counters place it
+                forced.setdefault(call.queue, []).append(call)
+                continue
             call.outcome = Outcome.COMPLETED
             call.ended_at = at
             call.talk_time = int(at - (call.answered_at or at))
@@ -722,36 +727,55 @@ class CallCenter:
             changes.append(CallChanged(call, "completed"))
         # 4. Asterisk's counters settle what began and ended while we were away.
         for qc in e.counters:
-            changes += self._reconcile(qc, vanished.pop(qc.queue, []), at)
+            changes += self._reconcile(qc, vanished.pop(qc.queue, []),
+                                       forced.pop(qc.queue, []), at)
+        for calls in forced.values():  # queue without counters
+            for call in calls:
+                changes += self._settle(call, Outcome.COMPLETED, (call.hold_time or 0) <= (
+                    self.config(call.queue).servicelevel), at)
         for calls in vanished.values():  # queue without counters: assume abandoned
             for call in calls:
-                changes += self._settle_vanished(call, Outcome.ABANDONED, at)
+                changes += self._settle(call, Outcome.ABANDONED,
+                                        at - call.joined_at <= self.config(call.queue).servicelevel,
+                                        at)
         # 5. Agents: membership and pause as the PBX has them.
         changes += self._resync_agents(e.members, at)
+        self._down_at = None
         changes.append(LinkStateChanged(True, "resynchronised", at))
         changes += [QueueChanged(q) for q in self.queues()]
         return changes
 
-    def _settle_vanished(self, call: Call, outcome: Outcome, at: float) -> list[Change]:
+    def _settle(self, call: Call, outcome: Outcome, in_sl: bool, at: float) -> list[Change]:
+        """Close a call we lost sight of, as the PBX's counters say it ended."""
+        sl = self.config(call.queue).servicelevel
+        seen_wait = max(0, int(at - call.joined_at))
         call.estimated = True
         call.left_at = call.ended_at = at
-        hold = int(at - call.joined_at)
-        call.hold_time = hold
+        call.hold_time = min(seen_wait, sl) if in_sl else max(seen_wait, sl + 1)
         counters = self._counters(call.queue)
-        sl = self.config(call.queue).servicelevel
         if outcome is Outcome.ABANDONED:
             counters.abandoned += 1
-            counters.abandoned_in_sl += hold <= sl
+            counters.abandoned_in_sl += in_sl
         elif outcome is Outcome.COMPLETED:
             call.answered_at = at
             call.talk_time = 0
             counters.completed += 1
-            counters.completed_in_sl += hold <= sl
+            counters.completed_in_sl += in_sl
         call.outcome = outcome
         self._finish(call)
         return [CallChanged(call, outcome.value)]
 
-    def _reconcile(self, qc: ev.QueueCounters, vanished: list[Call], at: float) -> list[Change]:
+    def _reconcile(self, qc: ev.QueueCounters, vanished: list[Call], completed: list[Call],
+                   at: float) -> list[Change]:
+        """Settle lost calls so that our counts move exactly as Asterisk's did.
+
+        The differences between Asterisk's counters now and at the previous
+        resync, less what we observed in between, are the calls we missed:
+        first the callers we saw waiting whose channels are gone, then records
+        for calls that began and ended while the link was down.  The in-SL
+        counts come from ServicelevelPerf/ServicelevelPerf2 (one decimal:
+        exact while fewer than 1,000 calls are settled at once).
+        """
         mine = self._counters(qc.queue)
         base = self._baseline.get(qc.queue)
         changes: list[Change] = []
@@ -759,61 +783,70 @@ class CallCenter:
             # First sight of this PBX, or its counters were reset: nothing to compare with.
             if base is not None:
                 changes.append(Anomaly(at, f"queue {qc.queue}: PBX counters were reset"))
+            sl = self.config(qc.queue).servicelevel
             for call in vanished:
-                changes += self._settle_vanished(call, Outcome.ABANDONED, at)
+                changes += self._settle(call, Outcome.ABANDONED, at - call.joined_at <= sl, at)
+            for call in completed:
+                changes += self._settle(call, Outcome.COMPLETED, (call.hold_time or 0) <= sl, at)
         else:
             ast0, mine0 = base
-            missing_completed = (qc.completed - ast0.completed) - (mine.completed - mine0.completed)
-            missing_abandoned = (qc.abandoned - ast0.abandoned) - (mine.abandoned - mine0.abandoned)
-            for call in vanished:
-                if missing_abandoned > 0:
-                    missing_abandoned -= 1
-                    changes += self._settle_vanished(call, Outcome.ABANDONED, at)
-                elif missing_completed > 0:
-                    missing_completed -= 1
-                    changes += self._settle_vanished(call, Outcome.COMPLETED, at)
-                else:
-                    changes += self._settle_vanished(call, Outcome.EXITED, at)
-            changes += self._unseen_calls(qc, base, missing_completed, missing_abandoned, at)
-        self._baseline[qc.queue] = (qc, Counters(**{
-            k: getattr(mine, k) for k in ("completed", "completed_in_sl", "abandoned",
-                                          "abandoned_in_sl")}))
+            ast_in_sl = round(qc.sl_perf * qc.completed / 100)
+            ast0_in_sl = round(ast0.sl_perf * ast0.completed / 100)
+            ast_both = round(qc.sl_perf2 * (qc.completed + qc.abandoned) / 100)
+            ast0_both = round(ast0.sl_perf2 * (ast0.completed + ast0.abandoned) / 100)
+            miss = {
+                Outcome.COMPLETED: (qc.completed - ast0.completed) - (
+                    mine.completed - mine0.completed),
+                Outcome.ABANDONED: (qc.abandoned - ast0.abandoned) - (
+                    mine.abandoned - mine0.abandoned),
+            }
+            miss_sl = {Outcome.COMPLETED: (ast_in_sl - ast0_in_sl) - (
+                mine.completed_in_sl - mine0.completed_in_sl)}
+            miss_sl[Outcome.ABANDONED] = (ast_both - ast0_both) - (
+                mine.completed_in_sl + mine.abandoned_in_sl
+                - mine0.completed_in_sl - mine0.abandoned_in_sl) - miss_sl[Outcome.COMPLETED]
+            sl = self.config(qc.queue).servicelevel
+            # A caller who had waited beyond SL before the link went down cannot be
+            # in SL: settle those first, each with the outcome whose quota fits best.
+            down = self._down_at if self._down_at is not None else at
+            for call in completed:  # answered while away, ended while away
+                in_sl = miss_sl[Outcome.COMPLETED] > 0 and down - call.joined_at <= sl
+                miss[Outcome.COMPLETED] -= 1
+                miss_sl[Outcome.COMPLETED] -= in_sl
+                changes += self._settle(call, Outcome.COMPLETED, in_sl, at)
+            for call in sorted(vanished, key=lambda c: (down - c.joined_at <= sl, c.joined_at)):
+                can_be_in_sl = down - call.joined_at <= sl
+                fits = [o for o in (Outcome.ABANDONED, Outcome.COMPLETED) if miss[o] > 0 and (
+                    miss_sl[o] > 0 if can_be_in_sl else miss[o] > miss_sl[o])]
+                left = [o for o in (Outcome.ABANDONED, Outcome.COMPLETED) if miss[o] > 0]
+                outcome = (fits or left or [Outcome.EXITED])[0]
+                in_sl = False
+                if outcome is not Outcome.EXITED:
+                    in_sl = can_be_in_sl and miss_sl[outcome] > 0
+                    miss[outcome] -= 1
+                    miss_sl[outcome] -= in_sl
+                changes += self._settle(call, outcome, in_sl, at)
+            changes += self._unseen_calls(qc.queue, miss, miss_sl, at)
+        self._baseline[qc.queue] = (qc, Counters(
+            mine.completed, mine.completed_in_sl, mine.abandoned, mine.abandoned_in_sl))
         return changes
 
-    def _unseen_calls(
-        self, qc: ev.QueueCounters, base: tuple[ev.QueueCounters, Counters],
-        completed: int, abandoned: int, at: float,
-    ) -> list[Change]:
+    def _unseen_calls(self, queue: str, miss: dict[Outcome, int], miss_sl: dict[Outcome, int],
+                      at: float) -> list[Change]:
         """Records for calls that began and ended entirely while the link was down."""
-        if completed <= 0 and abandoned <= 0:
-            return []
-        mine = self._counters(qc.queue)
-        ast0, mine0 = base
-        sl = self.config(qc.queue).servicelevel
-        # ServicelevelPerf has one decimal: exact for fewer than 1,000 calls in the gap.
-        in_sl_now = round(qc.sl_perf * qc.completed / 100)
-        in_sl_then = round(ast0.sl_perf * ast0.completed / 100)
-        missing_in_sl = (in_sl_now - in_sl_then) - (mine.completed_in_sl - mine0.completed_in_sl)
-        both_now = round(qc.sl_perf2 * (qc.completed + qc.abandoned) / 100)
-        both_then = round(ast0.sl_perf2 * (ast0.completed + ast0.abandoned) / 100)
-        missing_ab_in_sl = (both_now - both_then) - (
-            mine.completed_in_sl + mine.abandoned_in_sl
-            - mine0.completed_in_sl - mine0.abandoned_in_sl) - missing_in_sl
-        changes: list[Change] = [Anomaly(
-            at, f"queue {qc.queue}: {max(completed, 0)} completed and {max(abandoned, 0)} "
-                "abandoned calls happened while the PBX link was down; counted from its counters")]
-        for kind, count, in_sl in (
-            (Outcome.COMPLETED, completed, missing_in_sl),
-            (Outcome.ABANDONED, abandoned, missing_ab_in_sl),
-        ):
-            for i in range(max(count, 0)):
+        changes: list[Change] = []
+        if miss[Outcome.COMPLETED] > 0 or miss[Outcome.ABANDONED] > 0:
+            changes.append(Anomaly(
+                at, f"queue {queue}: {max(miss[Outcome.COMPLETED], 0)} completed and "
+                f"{max(miss[Outcome.ABANDONED], 0)} abandoned calls happened while the PBX "
+                "link was down; counted from its counters"))
+        for outcome in (Outcome.COMPLETED, Outcome.ABANDONED):
+            for i in range(max(miss[outcome], 0)):
                 self._synthetic += 1
-                hold = 0 if i < in_sl else sl + 1
-                call = Call(uniqueid=f"unseen-{self._synthetic}", queue=qc.queue,
-                            joined_at=at - hold, estimated=True)
+                call = Call(uniqueid=f"unseen-{self._synthetic}", queue=queue, joined_at=at,
+                            estimated=True)
                 self.calls[call.uniqueid] = call
-                changes += self._settle_vanished(call, kind, at)
-                call.hold_time = hold
+                changes += self._settle(call, outcome, i < miss_sl[outcome], at)
         return changes
 
     def _resync_agents(self, members: Iterable[ev.MemberInfo], at: float) -> list[Change]:

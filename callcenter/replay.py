@@ -19,6 +19,7 @@ import structlog
 from acd import events as ev
 from acd.metrics import by_queue, queue_json
 from acd.state import CallCenter, QueueConfig
+from callcenter.ami import parse_frame
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +101,7 @@ def replay(
         if frame.direction != "in":
             continue
         last = max(last, frame.t)
-        headers = parse_raw(frame.raw)
+        headers = parse_frame(frame.raw.encode("utf-8"))
         if "Event" not in headers or "ActionID" in headers:
             continue
         try:
