@@ -91,6 +91,7 @@ RING_SCALE = 1.001  # the operators' Wait(RINGDELAY) took ring * 1.001 s
 AGENT_SETTLE = 0.517  # operator hangs up ~0.517 s after the talk time (Answer + Wait)
 HANGUP_LAG = 0.003  # caller's Wait(PATIENCE) ends ~3 ms late
 TIMER_LAG = 0.001  # ring timeout and retry fire ~1 ms late
+DEFAULT_RING, DEFAULT_TALK = 2.0, 60.0  # an operator's phone when no traffic model drives it
 
 # manager.h EVENT_FLAG_* bits and their names, as in manager.conf read=/Events:.
 EVENT_FLAGS: dict[str, int] = {
@@ -422,6 +423,7 @@ CALLER_TRANSITIONS: dict[tuple[str, str], str] = {
     (DIALPLAN, "join"): WAITING,
     (DIALPLAN, "hangup"): GONE,
     (DIALPLAN, "redirect"): DIALPLAN,
+    (DIALPLAN, "leave"): AFTER,
     (WAITING, "ring"): RINGING_CALLER,
     (WAITING, "hangup"): GONE,
     (WAITING, "leave"): AFTER,
@@ -907,12 +909,12 @@ class Pbx:
                                          variables, call)
         self._chan("Newchannel", c1)
         self._chan("Newchannel", c2)
-        c1.set(cid_num=spec.number, cid_name=spec.name)
+        num, name = spec.number or UNKNOWN, spec.name or UNKNOWN
+        c1.set(cid_num=num, cid_name=name)
         self._chan("NewCallerid", c1, CID_PRES)
-        c1.set(conn_num=spec.number, conn_name=spec.name)
+        c1.set(conn_num=num, conn_name=name)
         self._chan("NewConnectedLine", c1)
-        c2.set(cid_num=spec.number, cid_name=spec.name, conn_num=spec.number,
-               conn_name=spec.name)
+        c2.set(cid_num=num, cid_name=name, conn_num=num, conn_name=name)
         self._chan("NewCallerid", c2, CID_PRES)
         self._chan("NewConnectedLine", c2)
         self._local_bridge(c1, c2, c.inbound_context, "s", "Yes")
@@ -1057,6 +1059,7 @@ class Pbx:
     def _dial(self, call: Call, m: Member) -> Attempt:
         phone = m.phone
         c2, spec = call.c2, call.spec
+        num, name = c2.cid_num, c2.cid_name
         link = call.c1.uniqueid
         ctx, ext = phone.context, phone.ext
         vars_ = call.c1.vars
@@ -1066,10 +1069,9 @@ class Pbx:
             a2: Channel | None = self._new_channel(base + ";2", 4, ctx, ext, link, vars_, call)
             self._chan("Newchannel", a1)
             self._chan("Newchannel", a2)
-            a1.set(cid_num=spec.number, cid_name=spec.name)
+            a1.set(cid_num=num, cid_name=name)
             self._chan("NewCallerid", a1, CID_PRES)
-            a2.set(cid_num=spec.number, cid_name=spec.name, conn_num=spec.number,
-                   conn_name=spec.name)
+            a2.set(cid_num=num, cid_name=name, conn_num=num, conn_name=name)
             self._chan("NewCallerid", a2, CID_PRES)
             self._chan("NewConnectedLine", a2)
             self._local_bridge(a1, a2, ctx, ext, "No")
@@ -1078,10 +1080,10 @@ class Pbx:
                                    vars_, call)
             a2 = None
             self._chan("Newchannel", a1)
-            a1.set(cid_num=spec.number, cid_name=spec.name)
+            a1.set(cid_num=num, cid_name=name)
             self._chan("NewCallerid", a1, CID_PRES)
         before = a1.dsnap()
-        a1.set(exten="s", conn_num=spec.number, conn_name=spec.name, app="AppQueue",
+        a1.set(exten="s", conn_num=num, conn_name=name, app="AppQueue",
                appdata="(Outgoing Line)")
         q = call.queue
         who = f"Queue: {q.name}\r\nInterface: {m.interface}\r\nMemberName: {m.name}\r\n"
@@ -1093,7 +1095,10 @@ class Pbx:
         att = Attempt(call, m, a1, a2, self.now)
         self._set_phone(phone, RINGING)
         phone.attempt = att
-        ring = self.traffic.ring_delay(spec) if self.traffic is not None else spec.ring
+        if self.traffic is not None:
+            ring = self.traffic.ring_delay(spec)
+        else:
+            ring = DEFAULT_RING if spec.ring is None else spec.ring
         if a2 is not None:
             a2.set(app="Wait", appdata=_num(ring))
         timeout = q.cfg.timeout
@@ -1190,7 +1195,10 @@ class Pbx:
         self._bridge_event("BridgeEnter", call.bridge, 1, a1)
         self._bridge_event("BridgeEnter", call.bridge, 2, c2)
         spec = call.spec
-        talk = self.traffic.talk_time(spec) if self.traffic is not None else (spec.talk or 60.0)
+        if self.traffic is not None:
+            talk = self.traffic.talk_time(spec)
+        else:
+            talk = DEFAULT_TALK if spec.talk is None else spec.talk
         if a2 is not None:
             a2.set(priority=3, appdata=_num(talk))
         caller_ends = (not spec.patience_from_arrival and self.traffic is not None
@@ -1393,7 +1401,7 @@ class Pbx:
         if target is not None:
             self._enter_queue(call, target)
         else:
-            call.state = AFTER
+            self._move(call, "leave")
             call.c2.set(app="Playback", appdata="")
             self._at(self.now + self.config.after_queue_hold, self._caller_gone, call)
         return True
@@ -1448,7 +1456,7 @@ class Pbx:
                    f"{a1.dsnap()}DialString: {phone.ext}@{phone.context}/n\r\n")
         self._set_phone(phone, RINGING)
         phone.call = call
-        delay = ring if ring is not None else 2.0
+        delay = ring if ring is not None else DEFAULT_RING
         self._at(self.now + delay * RING_SCALE, self._agent_call_up, (call, talk))
 
     def _agent_call_up(self, arg: tuple[AgentCall, float | None]) -> None:
@@ -1472,7 +1480,7 @@ class Pbx:
         self._member_statuses(phone)
         for m in list(phone.memberships.values()):
             self._update_avail(m.queue)
-        length = talk if talk is not None else 60.0
+        length = talk if talk is not None else DEFAULT_TALK
         a2.set(priority=3, app="Wait", appdata=_num(length))
         self._at(self.now + AGENT_SETTLE + length, self._agent_call_down, call)
 
@@ -1757,7 +1765,7 @@ class Pbx:
             exten = parts[0]
             hotline = variables.get("HOTLINE") or (exten if exten.isdigit() else "12345")
             spec = CallSpec(
-                at=self.now, number=number or "anonymous", name=name, hotline=hotline,
+                at=self.now, number=number, name=name, hotline=hotline,
                 category=variables.get("CATEGORY", "consult"),
                 ivr_path=variables.get("IVR_PATH", "1"),
                 queue=variables.get("QUEUE") or (exten if exten in self.queues else None),
@@ -1768,9 +1776,8 @@ class Pbx:
                       queue=self._queue_for(spec).name)
             self._at(self.now, lambda s: self.inject_call(s, aid), spec)
             return response
-        phone = self.phones.get(f"Local/{parts[0]}@{parts[1]}") if parts else self.phones.get(
-            target)
-        if phone is None:
+        phone = self.phones.get(f"Local/{parts[0]}@{parts[1]}") if parts else None
+        if phone is None:  # only the simulated Local operator phones can be called
             return _error(aid, "Originate failed")
         self._at(self.now, lambda _: self.originate_agent(
             phone, aid, f.get("context") or "default", f.get("exten") or "s", num("TALK"),
