@@ -167,6 +167,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from agent_console.users_cli import main_from_args
+
+    return main_from_args(args)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -207,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--day", help="YYYY-MM-DD (default today)")
     rep.add_argument("--interval", choices=["15m", "hour", "day"], default="day")
     rep.set_defaults(func=cmd_report)
+
+    from agent_console.users_cli import add_arguments as users_arguments
+
+    us = sub.add_parser("users", help="accounts: add, passwd, disable, enable, set, list")
+    users_arguments(us)
+    us.set_defaults(func=cmd_users)
 
     try:
         from callcenter.pbxsim import add_arguments
