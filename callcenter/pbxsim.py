@@ -20,9 +20,9 @@ the recorded Asterisk 22 trace (``ami-traces/scenario-a``):
   sits in the ``caller`` context, ``;2`` answers (Answer() waits ~0.5 s for
   media) and enters ``Queue()``: QueueCallerJoin, start = ``int(now)``.
 * ``wait_our_turn``: a waiting caller checks once a second (RECHECK) whether it
-  may ring somebody: with ``autofill=no`` only the head caller may, with
-  ``autofill=yes`` the n-th waiting caller may when at least n members are
-  available.  A member is available when not paused, not ringing or talking
+  may ring somebody: with ``autofill=no`` only the head caller may (the trace
+  behaves so: one caller rings at a time), with ``autofill=yes`` (the default
+  here) the n-th waiting caller may when at least n members are available.  A member is available when not paused, not ringing or talking
   (``ringinuse=no``) and out of wrap-up (``int(now) - wrapuptime >= lastcall``).
 * ``try_calling``: the strategy picks the member(s) (rrmemory rings the next
   member after the last one rung, leastrecent the one idle longest, ringall
@@ -50,9 +50,11 @@ frame is a handful of string joins.
 
 *The IO edge* (:class:`PbxSimServer`) is a thin asyncio TCP server: banner,
 per-connection :class:`AmiSession` (login, event mask, ping, logoff), a timer
-that advances the core to ``v0 + (monotonic - m0) * speed`` and writes each
-client the frames its mask allows, in one write per tick.  A client whose
-unsent bytes exceed a bound is dropped instead of stalling the others.
+that advances the core to ``v0 + (monotonic - m0) * speed`` in slices of at
+most ``batch`` frames and writes each client the frames its mask allows, one
+write per slice.  A core too busy to keep up lags behind the wall clock rather
+than bursting; a client whose unsent bytes exceed a bound is dropped instead of
+stalling the others.
 """
 
 from __future__ import annotations
