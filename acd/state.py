@@ -508,7 +508,10 @@ class CallCenter:
         agent.call = e.uniqueid
         if agent.state is S.RINGING:
             return []
-        return self._move(agent, "ring", e.at, "AgentCalled")
+        changes: list[Change] = []
+        if agent.state is S.LOGGED_OUT:  # rung before we saw them join (e.g. at connect)
+            changes += self._move(agent, "login", e.at, "AgentCalled before membership")
+        return changes + self._move(agent, "ring", e.at, "AgentCalled")
 
     def _agent_answered(self, e: ev.AgentAnswered) -> list[Change]:
         call = self.calls.get(e.uniqueid)
@@ -527,6 +530,8 @@ class CallCenter:
         agent.call = agent.last_call = e.uniqueid
         agent.answered += 1
         changes: list[Change] = [CallChanged(call, "answered"), QueueChanged(e.queue)]
+        if agent.state is S.LOGGED_OUT:
+            changes += self._move(agent, "login", e.at, "AgentConnect before membership")
         if agent.state is not S.RINGING:  # a ring we missed: go through it
             changes += self._move(agent, "ring", e.at, "AgentConnect")
         changes += self._move(agent, "answer", e.at, "AgentConnect")
@@ -868,7 +873,7 @@ class CallCenter:
             if not members_list:
                 target = S.ON_CALL if in_call and agent.state is S.ON_CALL else S.LOGGED_OUT
             elif in_call:
-                target = S.ON_CALL if agent.state is S.ON_CALL else agent.state
+                target = S.ON_CALL
             elif paused:
                 target = S.PAUSED
             elif agent.state in (S.WRAP_UP, S.RINGING):

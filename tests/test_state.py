@@ -279,3 +279,18 @@ def test_channel_variables_in_both_wire_forms() -> None:
     old = {"Event": "QueueCallerJoin", "Queue": "q", "Uniqueid": "1.2",
            "ChanVariable(HOTLINE)": "12345"}
     assert ev.to_event(old, 1.0).variables == {"HOTLINE": "12345"}  # type: ignore[union-attr]
+
+
+def test_rung_before_membership_seen_logs_the_agent_in() -> None:
+    """At connect, AgentCalled can arrive before the resync shows the member."""
+    c = CallCenter({Q: QueueConfig(15, 0)})
+    join(c, "u1", 1.0)
+    changes = c.apply(ev.AgentRung(2.0, Q, "u1", IFACE, "agent1001", "", ""))
+    assert not any(isinstance(ch, Anomaly) for ch in changes)
+    assert agent(c).state is S.RINGING
+    c.apply(ev.Resync(2.5, (), (member(in_call=False),), (), ()))
+    answer(c, "u1", 3.0, hold=2)
+    assert agent(c).state is S.ON_CALL
+    c.apply(ev.Resync(4.0, (), (member(in_call=True),),
+                      (), (ev.ActiveChannel("u1", "c", "Queue", True),)))
+    assert agent(c).state is S.ON_CALL
