@@ -758,4 +758,6 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_post("/api/supervisor/agents/{name}/signout", api_force_signout)
     r.add_get("/ws", websocket)
     r.add_static("/static", STATIC, follow_symlinks=False)
+    from agent_console.orders_api import setup_orders  # work orders: /orders, /api/orders...
+    setup_orders(app)
     return app

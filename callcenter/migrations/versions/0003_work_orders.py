@@ -13,25 +13,27 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-NEW_COLUMNS = (
-    sa.Column("urgency", sa.String(16), nullable=False, server_default="normal"),
-    sa.Column("confidential", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("owner_unit", sa.String(64), nullable=False, server_default=""),
-    sa.Column("lead_department", sa.String(64)),
-    sa.Column("co_handlers", sa.String(400), nullable=False, server_default=""),
-    sa.Column("caller_name", sa.String(120), nullable=False, server_default=""),
-    sa.Column("location", sa.String(400), nullable=False, server_default=""),
-    sa.Column("updated_at", sa.Float),
-    sa.Column("handling_due", sa.Float),
-    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
-    sa.Column("snapshot", sa.JSON),
-)
+def _new_columns() -> tuple[sa.Column, ...]:
+    """Fresh Column objects (a Column belongs to one table once added)."""
+    return (
+        sa.Column("urgency", sa.String(16), nullable=False, server_default="normal"),
+        sa.Column("confidential", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("owner_unit", sa.String(64), nullable=False, server_default=""),
+        sa.Column("lead_department", sa.String(64)),
+        sa.Column("co_handlers", sa.String(400), nullable=False, server_default=""),
+        sa.Column("caller_name", sa.String(120), nullable=False, server_default=""),
+        sa.Column("location", sa.String(400), nullable=False, server_default=""),
+        sa.Column("updated_at", sa.Float),
+        sa.Column("handling_due", sa.Float),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("snapshot", sa.JSON),
+    )
 
 
 def upgrade() -> None:
     with op.batch_alter_table("work_orders") as batch:
-        for column in NEW_COLUMNS:
-            batch.add_column(column.copy())
+        for column in _new_columns():
+            batch.add_column(column)
         batch.create_index("ix_work_orders_status", ["status"])
         batch.create_index("ix_work_orders_lead_department", ["lead_department"])
     op.create_table(
@@ -94,5 +96,5 @@ def downgrade() -> None:
     with op.batch_alter_table("work_orders") as batch:
         batch.drop_index("ix_work_orders_lead_department")
         batch.drop_index("ix_work_orders_status")
-        for column in reversed(NEW_COLUMNS):
+        for column in reversed(_new_columns()):
             batch.drop_column(column.name)

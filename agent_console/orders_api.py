@@ -1,0 +1,558 @@
+"""The work-order API: create, list, read, step, supervise, report (JSON; CSV reports).
+
+Theory of operation
+-------------------
+Each handler checks the input's types and sizes, turns the signed-in account into
+the core's :class:`~callcenter.orders.Actor` (a handler account acts for the
+department in ``department_handlers``) and calls :class:`~callcenter.workorders.WorkOrders`.
+Whether a step is allowed is decided by the pure core alone; its refusals map to
+HTTP as: unknown order 404, wrong role or department 403 (``NotAllowed``), step
+that does not fit the order's state 409, bad data 400 (``IllegalStep``), someone
+else changed the order first 409.  Everything that leaves goes through
+:func:`~callcenter.orders.redact` for the reader's role.
+
+Routes::
+
+    GET  /orders                               the work-order page (HTML)
+    POST /api/orders                           operator: accept an order from a call
+    GET  /api/orders?state=&department=&page=&per_page=
+    GET  /api/orders/{id}                      the order, its audit trail and dispatches
+    POST /api/orders/{id}/steps {step, reason?, ...data}
+    GET  /api/supervision/anomalies?kind=      supervisor: every detector's findings
+    GET  /api/departments                      the directory
+    GET  /api/departments/suggest?text=        where to dispatch
+    GET  /api/reports/orders?from=&to=&period=day|week&format=json|csv
+    GET  /api/openapi.json                     this API, as OpenAPI 3.1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from agent_console.http import ApiError, list_field, read_json, text_field
+from agent_console.models import Role as AccountRole
+from agent_console.server import CONSOLE, need_session, page
+from callcenter.orders import (
+    TRANSITIONS,
+    Caller,
+    IllegalStep,
+    NotAllowed,
+    Order,
+    Role,
+    State,
+    Step,
+    Urgency,
+    answer_step,
+    order_view,
+    redact,
+    suggest_departments,
+)
+from callcenter.workorders import (
+    OrderConflict,
+    OrderNotFound,
+    WorkOrders,
+    account_actor,
+    encode_plain,
+    record_json,
+)
+
+log = structlog.get_logger(__name__)
+
+WORK_ORDERS = web.AppKey("work_orders", WorkOrders)
+TIMER_EVERY = web.AppKey("work_order_timer_every", float)
+
+MAX_TEXT = 20_000
+MAX_BODY = 200_000  # MAX_TEXT characters, JSON-escaped
+CENTRE_ROLES = (AccountRole.OPERATOR, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+STAFF_ROLES = (*CENTRE_ROLES, AccountRole.HANDLER)
+TIME_KEYS = ("deadline", "handling_due")
+DEPARTMENT_KEYS = ("department",)
+STEP_NAMES = sorted({str(s) for s in Step if s is not Step.ACCEPT} | {"answer"})
+
+
+def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
+                 timer_every: float = 60.0) -> WorkOrders:
+    """Add the work-order routes to the console's app (called once from make_app).
+
+    Also takes over the screen pop's ``caller_history`` (unless make_app was given
+    its own) and runs :meth:`WorkOrders.fire_due` every ``timer_every`` seconds.
+    """
+    c = app[CONSOLE]
+    wo = work_orders or WorkOrders(c.service.store.engine, tz=c.service.settings.tz,
+                                   clock=c.service.clock)
+    app[WORK_ORDERS] = wo
+    app[TIMER_EVERY] = timer_every
+    if c.caller_history == c.orders.caller_history:
+        c.caller_history = wo.caller_history
+    app.cleanup_ctx.append(_timers_ctx)
+    r = app.router
+    r.add_get("/orders", page("orders.html", lambda u: u.role in STAFF_ROLES))
+    r.add_post("/api/orders", api_create)
+    r.add_get("/api/orders", api_list)
+    r.add_get("/api/orders/{id}", api_get)
+    r.add_post("/api/orders/{id}/steps", api_step)
+    r.add_get("/api/supervision/anomalies", api_anomalies)
+    r.add_get("/api/departments", api_departments)
+    r.add_get("/api/departments/suggest", api_suggest)
+    r.add_get("/api/reports/orders", api_report)
+    r.add_get("/api/openapi.json", api_openapi)
+    return wo
+
+
+async def _timers_ctx(app: web.Application) -> AsyncIterator[None]:
+    wo, every = app[WORK_ORDERS], app[TIMER_EVERY]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                fired = await wo.fire_due()
+                if fired:
+                    log.info("work-order deadlines flagged", count=len(fired))
+            except Exception:
+                log.exception("work-order timers failed")
+
+    task = asyncio.create_task(loop(), name="work-order-timers")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Reader:
+    """The signed-in account as the core sees it."""
+
+    def __init__(self, username: str, role: Role, unit: str, account_role: AccountRole) -> None:
+        self.username, self.role, self.unit, self.account_role = (
+            username, role, unit, account_role)
+
+    @property
+    def department(self) -> str | None:
+        return self.unit if self.role is Role.DEPARTMENT else None
+
+
+async def _reader(request: web.Request, *roles: AccountRole) -> tuple[WorkOrders, Reader]:
+    wo = request.app[WORK_ORDERS]
+    session = await need_session(request, *(roles or STAFF_ROLES))
+    user = session.user
+    department = None
+    if user.role is AccountRole.HANDLER:
+        department = await wo.department_of(user.username)
+        if not department:
+            raise ApiError(403, "this handler account is not assigned to a department")
+    actor = account_actor(user.username, user.role.value, department,
+                          wo.config.directory.centre.id)
+    return wo, Reader(user.username, actor.role, actor.unit, user.role)
+
+
+def _actor(wo: WorkOrders, reader: Reader) -> Any:
+    return account_actor(reader.username, reader.account_role.value, reader.department,
+                         wo.config.directory.centre.id)
+
+
+def _sees(order: Order, reader: Reader) -> bool:
+    """A department handler sees the orders its department handles or has handled."""
+    if reader.department is None:
+        return True
+    return reader.department in order.handling_units or any(
+        d.department == reader.department for d in order.dispatch_history)
+
+
+def view(order: Order, reader: Reader) -> dict[str, Any]:
+    """The order for this reader: identity redacted, replies and pending return added."""
+    doc = redact(order_view(order), reader.role)
+    def masked(text: str) -> str:
+        return redact({"text": text, "confidential": order.confidential}, reader.role)["text"]
+
+    doc["replies"] = [{"department": r.department, "text": masked(r.text),
+                       "at": r.at.isoformat(), "lead": r.lead} for r in order.replies]
+    pending = order.pending_return
+    doc["pending_return"] = None if pending is None else {
+        "department": pending.department, "reason": pending.reason,
+        "at": pending.at.isoformat()}
+    doc["evaluations"] = [{"source": str(e.source), "resolved": e.resolved,
+                           "satisfaction_operator": e.satisfaction_operator,
+                           "satisfaction_department": e.satisfaction_department,
+                           "at": e.at.isoformat()} for e in order.evaluations]
+    doc["on_call_answer"] = order.on_call_answer
+    doc["steps"] = sorted(str(step) for (state, step) in TRANSITIONS
+                          if state is order.state and step is not Step.FLAG_OVERDUE)
+    return doc
+
+
+def _record(record: Any, order: Order, reader: Reader) -> dict[str, Any]:
+    doc = record_json(record)
+    data = dict(doc["data"])
+    had = "confidential" in data
+    data.setdefault("confidential", order.confidential)
+    data = redact(data, reader.role)
+    if not had:
+        data.pop("confidential", None)
+    doc["data"] = data
+    return doc
+
+
+def _int_query(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"'{key}' must be a whole number") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"'{key}' must be between {low} and {high}")
+    return value
+
+
+def _bool_field(data: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"'{key}' must be true or false")
+    return value
+
+
+def _department(wo: WorkOrders, value: Any, key: str) -> str:
+    if not isinstance(value, str) or not wo.config.knows(value):
+        raise ApiError(400, f"'{key}' must be a known department id")
+    return value
+
+
+def _time(value: Any, key: str) -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise ApiError(400, f"'{key}' must be an ISO 8601 date-time with its offset")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, f"'{key}' must be an ISO 8601 date-time with its offset") from None
+    if moment.tzinfo is None:
+        raise ApiError(400, f"'{key}' needs a time zone offset")
+    return moment
+
+
+async def _load(wo: WorkOrders, request: web.Request, reader: Reader) -> Order:
+    try:
+        order = await wo.get(request.match_info["id"])
+    except OrderNotFound:
+        raise ApiError(404, "no such work order") from None
+    if not _sees(order, reader):
+        raise ApiError(404, "no such work order")
+    return order
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.json_response(doc, status=status,
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False, default=str))
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def api_create(request: web.Request) -> web.Response:
+    wo, reader = await _reader(request, *CENTRE_ROLES)
+    data = await read_json(request, MAX_BODY)
+    text = text_field(data, "text", max_len=MAX_TEXT)
+    caller = Caller(
+        name=text_field(data, "caller_name", max_len=120, required=False),
+        number=text_field(data, "caller", max_len=40, required=False),
+        address=text_field(data, "address", max_len=400, required=False),
+    )
+    urgency = text_field(data, "urgency", max_len=16, required=False, default="normal")
+    if urgency not in tuple(Urgency):
+        raise ApiError(400, f"'urgency' must be one of {', '.join(Urgency)}")
+    try:
+        order, _ = await wo.create(
+            _actor(wo, reader), caller=caller,
+            category=text_field(data, "category", max_len=60, required=False),
+            text=text, urgency=Urgency(urgency),
+            confidential=_bool_field(data, "confidential"),
+            location=text_field(data, "location", max_len=400, required=False),
+            call_uniqueid=text_field(data, "call_uniqueid", max_len=64, required=False) or None)
+    except IllegalStep as exc:
+        raise ApiError(400, str(exc)) from None
+    except NotAllowed as exc:
+        raise ApiError(403, str(exc)) from None
+    except OrderConflict as exc:
+        raise ApiError(409, str(exc)) from None
+    log.info("work order accepted", number=order.number, by=reader.username)
+    return _json({"order": view(order, reader)}, 201)
+
+
+async def api_list(request: web.Request) -> web.Response:
+    wo, reader = await _reader(request)
+    state = request.query.get("state") or None
+    if state is not None and state not in tuple(State):
+        raise ApiError(400, f"'state' must be one of {', '.join(State)}")
+    department = request.query.get("department") or None
+    if department is not None and not wo.config.knows(department):
+        raise ApiError(400, "'department' must be a known department id")
+    if reader.department is not None:
+        if department not in (None, reader.department):
+            raise ApiError(403, "a department sees only its own orders")
+        department = reader.department
+    page_no = _int_query(request, "page", 1, 1, 100_000)
+    per_page = _int_query(request, "per_page", 20, 1, 100)
+    orders, total = await wo.list(state=state, department=department, page=page_no,
+                                  per_page=per_page)
+    return _json({"orders": [view(o, reader) for o in orders], "page": page_no,
+                  "per_page": per_page, "total": total})
+
+
+async def api_get(request: web.Request) -> web.Response:
+    wo, reader = await _reader(request)
+    order = await _load(wo, request, reader)
+    history = await wo.history(order.id)
+    dispatches = [{"department": d.department, "lead": d.lead, "seq": d.seq,
+                   "at": datetime.fromtimestamp(d.at, wo.tz).isoformat()}
+                  for d in await wo.dispatches(order.id)]
+    return _json({"order": view(order, reader),
+                  "history": [_record(r, order, reader) for r in history],
+                  "dispatches": dispatches})
+
+
+async def api_step(request: web.Request) -> web.Response:
+    wo, reader = await _reader(request)
+    order = await _load(wo, request, reader)
+    data = await read_json(request, MAX_BODY)
+    step = data.pop("step", None)
+    if not isinstance(step, str) or step not in STEP_NAMES:
+        raise ApiError(400, f"'step' must be one of {', '.join(STEP_NAMES)}")
+    reason = data.pop("reason", None)
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+        raise ApiError(400, "'reason' must be a string of at most 2000 characters")
+    for key in ("text", "answer"):
+        if key in data:
+            data[key] = text_field(data, key, max_len=MAX_TEXT, strip=False)
+    for key in TIME_KEYS:
+        if key in data:
+            data[key] = _time(data[key], key)
+    for key in DEPARTMENT_KEYS:
+        if key in data:
+            data[key] = _department(wo, data[key], key)
+    if "co_handlers" in data:
+        named = list_field(data, "co_handlers", max_items=20, max_len=64) or []
+        data["co_handlers"] = [_department(wo, d, "co_handlers") for d in named]
+    if "call_id" in data and data["call_id"] is not None:
+        data["call_id"] = text_field(data, "call_id", max_len=64)
+    if step == "answer":  # a citizen's answer heard on a recorded call
+        resolved = data.get("resolved")
+        if not isinstance(resolved, bool):
+            raise ApiError(400, "'resolved' must be true or false")
+        data.setdefault("source", "operator_call")
+        step = str(answer_step(order, resolved))
+    if not wo.transition_known(order, step):
+        raise ApiError(409, f"cannot '{step}' an order in state '{order.state}'")
+    try:
+        new, record = await wo.step(order.id, step, _actor(wo, reader), reason=reason, **data)
+    except OrderNotFound:
+        raise ApiError(404, "no such work order") from None
+    except NotAllowed as exc:
+        raise ApiError(403, str(exc)) from None
+    except IllegalStep as exc:
+        raise ApiError(400, str(exc)) from None
+    except OrderConflict:
+        raise ApiError(409, "the order was changed by someone else; reload it") from None
+    log.info("work order step", number=new.number, step=step, by=reader.username)
+    return _json({"order": view(new, reader), "record": _record(record, new, reader)})
+
+
+async def api_anomalies(request: web.Request) -> web.Response:
+    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    kind = request.query.get("kind") or None
+    found = await wo.anomalies()
+    if kind is not None:
+        found = [a for a in found if a.kind == kind]
+    counts: dict[str, int] = {}
+    for a in found:
+        counts[a.kind] = counts.get(a.kind, 0) + 1
+    return _json({
+        "anomalies": [{"kind": a.kind, "order_ids": list(a.order_ids), "at": a.at.isoformat(),
+                       "evidence": encode_plain(a.evidence)} for a in reversed(found)],
+        "counts": counts,
+    })
+
+
+async def api_departments(request: web.Request) -> web.Response:
+    wo, _ = await _reader(request)
+    directory = wo.config.directory
+    return _json({"centre": {"id": directory.centre.id, "name": directory.centre.name,
+                             "name_en": directory.centre.name_en},
+                  "departments": [{"id": d.id, "name": d.name, "name_en": d.name_en,
+                                   "categories": list(d.categories)}
+                                  for d in directory.departments]})
+
+
+async def api_suggest(request: web.Request) -> web.Response:
+    wo, _ = await _reader(request)
+    text = request.query.get("text", "")
+    if len(text) > MAX_TEXT:
+        raise ApiError(413, f"'text' is too long (at most {MAX_TEXT} characters)")
+    found = suggest_departments(text, wo.config.directory)
+    return _json({"suggestions": [{"id": s.department.id, "name": s.department.name,
+                                   "name_en": s.department.name_en, "score": s.score,
+                                   "matched": list(s.matched)} for s in found]})
+
+
+REPORT_COLUMNS = (
+    "period", "start", "orders", "answered_calls", "acceptance_rate", "resolved_on_call_rate",
+    "first_time_resolution_rate", "on_time_rate", "resolution_rate",
+    "satisfaction_operator_answers", "satisfaction_operator_mean",
+    "satisfaction_operator_satisfied_share", "satisfaction_department_answers",
+    "satisfaction_department_mean", "satisfaction_department_satisfied_share",
+    "returns_by_department",
+)
+
+
+def _day(request: web.Request, key: str, default: date) -> date:
+    raw = request.query.get(key)
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"'{key}' must be a date YYYY-MM-DD") from None
+
+
+async def api_report(request: web.Request) -> web.Response:
+    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    today = wo.now().date()
+    end = _day(request, "to", today)
+    start = _day(request, "from", end - timedelta(days=6))
+    if start > end or (end - start).days > 366:
+        raise ApiError(400, "'from' must be on or before 'to', at most 366 days apart")
+    period = request.query.get("period", "day")
+    if period not in ("day", "week"):
+        raise ApiError(400, "'period' must be 'day' or 'week'")
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiError(400, "'format' must be 'json' or 'csv'")
+    rows = await wo.report(start, end, period)
+    if fmt == "json":
+        return _json({"from": start.isoformat(), "to": end.isoformat(), "period": period,
+                      "rows": rows})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for row in rows:
+        flat = dict(row)
+        for side in ("operator", "department"):
+            sat = flat.pop(f"satisfaction_{side}")
+            for k, v in sat.items():
+                flat[f"satisfaction_{side}_{k}"] = v
+        flat["returns_by_department"] = ";".join(
+            f"{k}={v}" for k, v in row["returns_by_department"].items())
+        writer.writerow(["" if flat.get(c) is None else flat[c] for c in REPORT_COLUMNS])
+    return web.Response(
+        text=out.getvalue(), content_type="text/csv", charset="utf-8",
+        headers={"Content-Disposition":
+                 f'attachment; filename="orders-{start}-{end}-{period}.csv"'})
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def _op(summary: str, roles: str, *, params: tuple[tuple[str, str, str], ...] = (),
+        body: dict[str, Any] | None = None, errors: tuple[int, ...] = (401, 403),
+        ok: int = 200, csrf: bool = False) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Roles: {roles}." + (" Needs X-CSRF-Token." if csrf else ""),
+        "parameters": [{"name": n, "in": where, "required": where == "path",
+                        "schema": {"type": t}} for n, where, t in params],
+        "responses": {str(ok): {"description": "OK", "content": {"application/json": {
+            "schema": {"type": "object"}}}}} | {
+            str(code): {"$ref": "#/components/responses/Error"} for code in errors},
+    }
+    if csrf:
+        doc["parameters"].append({"name": "X-CSRF-Token", "in": "header", "required": True,
+                                  "schema": {"type": "string"}})
+    if body is not None:
+        doc["requestBody"] = {"required": True,
+                              "content": {"application/json": {"schema": body}}}
+    return doc
+
+
+def openapi() -> dict[str, Any]:
+    """This API as an OpenAPI 3.1 document."""
+    page_params = (("page", "query", "integer"), ("per_page", "query", "integer"))
+    order_id = (("id", "path", "integer"),)
+    create = {"type": "object", "required": ["text"], "properties": {
+        "caller": {"type": "string", "maxLength": 40},
+        "caller_name": {"type": "string", "maxLength": 120},
+        "address": {"type": "string", "maxLength": 400},
+        "call_uniqueid": {"type": "string", "maxLength": 64},
+        "category": {"type": "string", "maxLength": 60},
+        "text": {"type": "string", "maxLength": MAX_TEXT},
+        "location": {"type": "string", "maxLength": 400},
+        "urgency": {"enum": [str(u) for u in Urgency]},
+        "confidential": {"type": "boolean"}}}
+    step = {"type": "object", "required": ["step"], "properties": {
+        "step": {"enum": STEP_NAMES}, "reason": {"type": "string", "maxLength": 2000},
+        "department": {"type": "string"}, "co_handlers": {"type": "array",
+                                                          "items": {"type": "string"}},
+        "text": {"type": "string"}, "answer": {"type": "string"},
+        "deadline": {"type": "string", "format": "date-time"},
+        "source": {"enum": ["citizen_keys", "operator_call"]},
+        "resolved": {"type": "boolean"},
+        "satisfaction_operator": {"enum": [1, 2, 3, None]},
+        "satisfaction_department": {"enum": [1, 2, 3, None]},
+        "call_id": {"type": "string", "maxLength": 64}}}
+    staff = "operator, supervisor, admin, handler (own department)"
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hotline work orders", "version": "1",
+                 "description": "12345 work orders: lifecycle steps are checked by the "
+                                "pure core (callcenter.orders); errors are {\"error\": ...}."},
+        "components": {
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
+                                            "name": "hotline_session"}},
+            "responses": {"Error": {"description": "error", "content": {"application/json": {
+                "schema": {"type": "object", "required": ["error"],
+                           "properties": {"error": {"type": "string"}}}}}}},
+        },
+        "security": [{"session": []}],
+        "paths": {
+            "/api/orders": {
+                "post": _op("Accept a work order from a call", "operator, supervisor, admin",
+                            body=create, errors=(400, 401, 403, 409, 413), ok=201, csrf=True),
+                "get": _op("List work orders, newest first", staff, params=(
+                    ("state", "query", "string"), ("department", "query", "string"),
+                    *page_params), errors=(400, 401, 403)),
+            },
+            "/api/orders/{id}": {"get": _op("A work order with its audit trail", staff,
+                                            params=order_id, errors=(401, 403, 404))},
+            "/api/orders/{id}/steps": {"post": _op(
+                "Take one lifecycle step ('answer' records a citizen's answer heard on a "
+                "recorded call)", "as the core allows", params=order_id, body=step,
+                errors=(400, 401, 403, 404, 409, 413), csrf=True)},
+            "/api/supervision/anomalies": {"get": _op(
+                "Anomalies with kind and evidence", "supervisor, admin",
+                params=(("kind", "query", "string"),))},
+            "/api/departments": {"get": _op("The department directory", staff)},
+            "/api/departments/suggest": {"get": _op(
+                "Departments suggested for a text", staff, params=(("text", "query",
+                                                                    "string"),))},
+            "/api/reports/orders": {"get": _op(
+                "Work-order figures per day or week (JSON or CSV)", "supervisor, admin",
+                params=(("from", "query", "string"), ("to", "query", "string"),
+                        ("period", "query", "string"), ("format", "query", "string")),
+                errors=(400, 401, 403))},
+            "/api/openapi.json": {"get": {"summary": "This document", "security": [],
+                                          "responses": {"200": {"description": "OK"}}}},
+        },
+    }
+
+
+async def api_openapi(request: web.Request) -> web.Response:
+    return _json(openapi())
