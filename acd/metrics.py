@@ -78,6 +78,9 @@ class Figures:
     asterisk_holdtime: int = 0
     asterisk_talktime: int = 0
     estimated: int = 0
+    wait_total_s: float = 0.0  # sums behind the averages, so figures can be combined
+    talk_total_s: float = 0.0
+    handle_total_s: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -123,16 +126,8 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
             f.exited += 1
         elif outcome == "waiting":
             f.waiting += 1
-    f.connection_rate = pct(f.answered, f.offered)
-    f.connection_rate_excl_short = pct(f.answered, f.offered - f.short_abandons)
-    f.answer_rate_sl = pct(f.answered_within_sl, f.answered)
-    f.servicelevel_perf = pct(f.completed_in_sl, f.completed)
-    f.servicelevel_perf2 = pct(f.completed_in_sl + f.abandoned_in_sl, f.completed + f.abandoned)
-    f.inclusive_sl = pct(f.answered_within_sl, f.offered)
-    f.abandon_rate = pct(f.abandoned, f.offered)
-    f.asa_s = round(waits / f.answered, 2) if f.answered else 0.0
-    f.aht_s = round(handle / f.completed, 2) if f.completed else 0.0
-    f.avg_talk_s = round(talk / f.completed, 2) if f.completed else 0.0
+    f.wait_total_s, f.talk_total_s, f.handle_total_s = float(waits), float(talk), handle
+    _rates(f)
     f.asterisk_holdtime = smoothed(h for _, h in sorted(answered_order))
     f.asterisk_talktime = smoothed(t for _, t in sorted(completed_order))
     return f
@@ -162,18 +157,21 @@ def by_queue(
 def combine(parts: Iterable[Figures]) -> Figures:
     """Overall figures from per-queue figures (counts add, rates recomputed)."""
     f = Figures()
-    wait_sum = 0.0
-    handle_sum = 0.0
-    talk_sum = 0.0
     for p in parts:
-        for name in ("offered", "answered", "completed", "abandoned", "exited", "waiting",
-                     "answered_within_sl", "completed_in_sl", "abandoned_in_sl",
-                     "short_abandons", "estimated"):
+        for name in _ADDITIVE:
             setattr(f, name, getattr(f, name) + getattr(p, name))
-        wait_sum += p.asa_s * p.answered
-        handle_sum += p.aht_s * p.completed
-        talk_sum += p.avg_talk_s * p.completed
         f.max_wait_s = max(f.max_wait_s, p.max_wait_s)
+    _rates(f)
+    return f
+
+
+_ADDITIVE = ("offered", "answered", "completed", "abandoned", "exited", "waiting",
+             "answered_within_sl", "completed_in_sl", "abandoned_in_sl", "short_abandons",
+             "estimated", "wait_total_s", "talk_total_s", "handle_total_s")
+
+
+def _rates(f: Figures) -> None:
+    """Every rate and average from the counts and totals (see the module docstring)."""
     f.connection_rate = pct(f.answered, f.offered)
     f.connection_rate_excl_short = pct(f.answered, f.offered - f.short_abandons)
     f.answer_rate_sl = pct(f.answered_within_sl, f.answered)
@@ -181,10 +179,9 @@ def combine(parts: Iterable[Figures]) -> Figures:
     f.servicelevel_perf2 = pct(f.completed_in_sl + f.abandoned_in_sl, f.completed + f.abandoned)
     f.inclusive_sl = pct(f.answered_within_sl, f.offered)
     f.abandon_rate = pct(f.abandoned, f.offered)
-    f.asa_s = round(wait_sum / f.answered, 2) if f.answered else 0.0
-    f.aht_s = round(handle_sum / f.completed, 2) if f.completed else 0.0
-    f.avg_talk_s = round(talk_sum / f.completed, 2) if f.completed else 0.0
-    return f
+    f.asa_s = round(f.wait_total_s / f.answered, 2) if f.answered else 0.0
+    f.aht_s = round(f.handle_total_s / f.completed, 2) if f.completed else 0.0
+    f.avg_talk_s = round(f.talk_total_s / f.completed, 2) if f.completed else 0.0
 
 
 def interval_start(ts: float, width_s: int, tz: tzinfo) -> datetime:

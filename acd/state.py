@@ -212,7 +212,7 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class CallChanged:
     call: Call
-    what: str  # joined | rung | answered | completed | abandoned | exited | resync
+    what: str  # joined | answered | completed | abandoned | exited | wrap_up | resync
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,10 +395,12 @@ class CallCenter:
         if new is old and not (new is S.PAUSED and step == "pause"):
             return []  # e.g. paused while talking: the flag moved, the state did not
         agent.time_in[old.value] = agent.time_in.get(old.value, 0.0) + max(0.0, at - agent.since)
+        changes: list[Change] = []
         if old is S.WRAP_UP and agent.last_call:
             last = self.calls.get(agent.last_call)
-            if last is not None:
+            if last is not None:  # wrap-up is part of the call's handle time: store it
                 last.wrap_s += max(0.0, at - agent.since)
+                changes.append(CallChanged(last, "wrap_up"))
         agent.state = new
         agent.since = at
         if new is S.WRAP_UP:
@@ -407,7 +409,8 @@ class CallCenter:
             agent.wrap_until = at + wrap
         else:
             agent.wrap_until = None
-        return [AgentChanged(agent, at, old, new, step, reason, cause)]
+        changes.append(AgentChanged(agent, at, old, new, step, reason, cause))
+        return changes
 
     def _set_pause(self, agent: Agent, paused: bool, reason: str, at: float) -> None:
         if paused and not agent.paused:
