@@ -1,0 +1,348 @@
+// Work orders: a department's own orders (accept, return with a reason, reply,
+// complete), the centre's review of returns, and the supervision board of
+// anomalies with their evidence.  Every rule is the server's; this page only
+// offers the steps the order's state has and shows the answer.  Text is only
+// ever set with textContent (see common.js el()).
+
+import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
+import {applyI18n, currentLang, onLangChange, wireLangToggle} from "/static/i18n.js";
+
+const STRINGS = {
+  "zh-CN": {
+    "orders.title": "工单", "tab.orders": "工单", "tab.returns": "退单审核", "tab.board": "督办看板",
+    "filter.state": "状态", "filter.all": "全部", "col.number": "编号", "col.state": "状态",
+    "col.category": "类别", "col.text": "诉求", "col.department": "承办单位", "col.due": "办理时限",
+    "page.prev": "上一页", "page.next": "下一页", "page.of": "第 {p} 页 · 共 {n} 件",
+    "detail.replies": "答复", "detail.history": "办理记录", "detail.none": "无",
+    "board.title": "异常工单", "board.none": "暂无异常",
+    "field.caller": "来电人", "field.number": "来电号码", "field.urgency": "紧急程度",
+    "field.location": "地点", "field.lead": "主办单位", "field.co": "协办单位",
+    "field.accepted": "受理时间", "field.due": "办理时限", "field.returns": "退单次数",
+    "field.pending": "待审核退单", "field.confidential": "保密", "field.answer": "直接答复",
+    "hidden": "（已隐藏）", "yes": "是",
+    "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容",
+    "in.deadline": "督办期限", "in.department": "承办单位",
+    "done": "已完成：{s}", "failed": "未成功：{e}",
+    "state.accepted": "已受理", "state.dispatched": "已派单", "state.in_progress": "办理中",
+    "state.replied": "已答复", "state.completed": "已办结", "state.return_visit": "回访中",
+    "state.evaluated": "已评价", "state.resolved_on_call": "直接答复", "state.returned": "已退单",
+    "step.accept": "受理", "step.dispatch": "派单", "step.redispatch": "改派", "step.add_co_handler": "加派协办",
+    "step.accept_handling": "签收", "step.return": "退单", "step.accept_return": "同意退单并改派",
+    "step.refuse_return": "驳回退单", "step.co_reply": "协办意见", "step.reply": "答复",
+    "step.complete": "办结", "step.reject_completion": "退回重办", "step.start_return_visit": "开始回访",
+    "step.visit_unreachable": "回访未接通", "step.evaluate": "评价（已解决）", "step.reopen": "重新办理",
+    "step.reopen_at_centre": "中心重新办理", "step.supervise": "督办", "step.flag_overdue": "超时",
+    "step.resolve_on_call": "直接答复",
+    "urgency.emergency": "紧急", "urgency.urgent": "加急", "urgency.normal": "一般",
+    "kind.ping_pong": "推诿（多次退单）", "kind.dispatch_cycle": "来回派单", "kind.false_completion": "假办结",
+    "kind.template_reply": "模板答复", "kind.overdue": "超时", "kind.repeat_after_completion": "办结后重复来电",
+    "kind.staff_entered_satisfaction": "代填满意度",
+  },
+  "en": {
+    "orders.title": "Work orders", "tab.orders": "Orders", "tab.returns": "Returns to review",
+    "tab.board": "Supervision board", "filter.state": "State", "filter.all": "All",
+    "col.number": "Number", "col.state": "State", "col.category": "Category", "col.text": "Request",
+    "col.department": "Department", "col.due": "Due", "page.prev": "Previous", "page.next": "Next",
+    "page.of": "page {p} · {n} orders", "detail.replies": "Replies", "detail.history": "History",
+    "detail.none": "none", "board.title": "Anomalies", "board.none": "No anomalies",
+    "field.caller": "Caller", "field.number": "Number", "field.urgency": "Urgency",
+    "field.location": "Place", "field.lead": "Lead department", "field.co": "Co-handlers",
+    "field.accepted": "Accepted", "field.due": "Handling due", "field.returns": "Returns",
+    "field.pending": "Return to review", "field.confidential": "Confidential",
+    "field.answer": "Answered on the call", "hidden": "(hidden)", "yes": "yes",
+    "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer",
+    "in.deadline": "Deadline", "in.department": "Department",
+    "done": "Done: {s}", "failed": "Not done: {e}",
+    "state.accepted": "Accepted", "state.dispatched": "Dispatched", "state.in_progress": "In progress",
+    "state.replied": "Replied", "state.completed": "Completed", "state.return_visit": "Return visit",
+    "state.evaluated": "Evaluated", "state.resolved_on_call": "Resolved on the call",
+    "state.returned": "Returned",
+    "step.accept": "Accept", "step.dispatch": "Dispatch", "step.redispatch": "Re-dispatch",
+    "step.add_co_handler": "Add co-handler", "step.accept_handling": "Sign for it",
+    "step.return": "Return", "step.accept_return": "Accept return and re-dispatch",
+    "step.refuse_return": "Refuse return", "step.co_reply": "Co-handler opinion", "step.reply": "Reply",
+    "step.complete": "Complete", "step.reject_completion": "Send completion back",
+    "step.start_return_visit": "Start return visit", "step.visit_unreachable": "Visit unreachable",
+    "step.evaluate": "Evaluate (solved)", "step.reopen": "Reopen", "step.reopen_at_centre": "Reopen at centre",
+    "step.supervise": "Supervise", "step.flag_overdue": "Overdue", "step.resolve_on_call": "Resolve on the call",
+    "urgency.emergency": "Emergency", "urgency.urgent": "Urgent", "urgency.normal": "Normal",
+    "kind.ping_pong": "Ping-pong (returned again and again)", "kind.dispatch_cycle": "Dispatch cycle",
+    "kind.false_completion": "False completion", "kind.template_reply": "Template replies",
+    "kind.overdue": "Overdue", "kind.repeat_after_completion": "Caller back after completion",
+    "kind.staff_entered_satisfaction": "Staff entered satisfaction",
+  },
+};
+
+function t(key, params) {
+  let s = STRINGS[currentLang()]?.[key] ?? STRINGS["zh-CN"][key] ?? key;
+  if (params) for (const [k, v] of Object.entries(params)) s = s.split("{" + k + "}").join(String(v));
+  return s;
+}
+
+function applyOwn() {
+  for (const e of document.querySelectorAll("[data-o18n]")) e.textContent = t(e.dataset.o18n);
+}
+
+const STATES = ["accepted", "dispatched", "in_progress", "returned", "replied", "completed",
+  "return_visit", "evaluated", "resolved_on_call"];
+const HANDLER_STEPS = ["accept_handling", "return", "reply", "co_reply", "complete"];
+const CENTRE_STEPS = ["dispatch", "redispatch", "add_co_handler", "accept_return", "refuse_return",
+  "reject_completion", "start_return_visit", "visit_unreachable", "resolve_on_call"];
+const STEP_FIELDS = {
+  dispatch: ["department"], redispatch: ["department", "reason"],
+  add_co_handler: ["department", "reason"], accept_return: ["department", "reason"],
+  refuse_return: ["reason"], reject_completion: ["reason"], return: ["reason"], reply: ["text"],
+  co_reply: ["text"], resolve_on_call: ["answer"], supervise: ["reason", "deadline"],
+};
+
+let me = null;
+let departments = [];
+let tab = "orders";
+let pageNo = 1;
+let chosen = null;
+let lastList = null;
+
+function deptName(id) {
+  const d = departments.find((x) => x.id === id);
+  if (!d) return id || "";
+  return currentLang() === "en" ? d.name_en : d.name;
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString(document.documentElement.lang, {hour12: false}) : "";
+}
+
+function allowedSteps() {
+  if (me.role === "handler") return HANDLER_STEPS;
+  const steps = [...CENTRE_STEPS];
+  if (me.role === "supervisor" || me.role === "admin") steps.push("supervise");
+  return steps;
+}
+
+async function boot() {
+  applyI18n();
+  applyOwn();
+  wireLangToggle();
+  let who;
+  try { who = await api("GET", "/api/me"); } catch { return; }
+  setCsrf(who.csrf);
+  me = who.user;
+  setText("me", me.display_name);
+  byId("web-signout").addEventListener("click", async () => {
+    try { await api("POST", "/api/logout"); } finally { location.href = "/login"; }
+  });
+  const select = byId("state-filter");
+  for (const s of STATES) select.append(el("option", {text: t("state." + s), attrs: {value: s}}));
+  select.addEventListener("change", () => { pageNo = 1; loadList(); });
+  byId("prev").addEventListener("click", () => { if (pageNo > 1) { pageNo -= 1; loadList(); } });
+  byId("next").addEventListener("click", () => { pageNo += 1; loadList(); });
+  const central = me.role !== "handler";
+  document.querySelector('[data-tab="returns"]').hidden = !central;
+  document.querySelector('[data-tab="board"]').hidden = !(me.role === "supervisor" || me.role === "admin");
+  for (const b of document.querySelectorAll("[data-tab]")) {
+    b.addEventListener("click", () => showTab(b.dataset.tab));
+  }
+  onLangChange(() => { applyOwn(); relabelStates(); if (lastList) renderList(lastList); if (chosen) openOrder(chosen); if (tab === "board") loadBoard(); });
+  try { departments = (await api("GET", "/api/departments")).departments; } catch { departments = []; }
+  showTab("orders");
+}
+
+function relabelStates() {
+  for (const o of byId("state-filter").options) if (o.value) o.textContent = t("state." + o.value);
+}
+
+function showTab(name) {
+  tab = name;
+  for (const b of document.querySelectorAll("[data-tab]")) b.classList.toggle("active", b.dataset.tab === name);
+  byId("board").hidden = name !== "board";
+  byId("list-panel").hidden = name === "board";
+  byId("detail").hidden = name === "board" || !chosen;
+  if (name === "board") { loadBoard(); return; }
+  byId("state-filter").value = name === "returns" ? "returned" : "";
+  byId("state-filter").disabled = name === "returns";
+  pageNo = 1;
+  loadList();
+}
+
+async function loadList() {
+  const q = new URLSearchParams({page: String(pageNo), per_page: "20"});
+  const state = byId("state-filter").value;
+  if (state) q.set("state", state);
+  try {
+    lastList = await api("GET", "/api/orders?" + q);
+    renderList(lastList);
+  } catch (e) {
+    byId("orders").replaceChildren(el("tr", {}, el("td", {text: e.message, attrs: {colspan: 6}})));
+  }
+}
+
+function renderList(doc) {
+  const body = byId("orders");
+  body.replaceChildren();
+  for (const o of doc.orders) {
+    const late = o.overdue.length > 0;
+    const row = el("tr", {data: {id: o.id}},
+      el("td", {text: o.number}),
+      el("td", {text: t("state." + o.state)}),
+      el("td", {text: o.category}),
+      el("td", {cls: "text", text: o.text}),
+      el("td", {text: deptName(o.lead_department)}),
+      el("td", {cls: late ? "overdue" : "", text: when(o.handling_due)}));
+    if (o.id === chosen) row.classList.add("chosen");
+    row.addEventListener("click", () => openOrder(o.id));
+    body.append(row);
+  }
+  const pages = Math.max(1, Math.ceil(doc.total / doc.per_page));
+  setText("page", t("page.of", {p: `${doc.page}/${pages}`, n: doc.total}));
+  setText("list-count", "");
+  byId("prev").disabled = doc.page <= 1;
+  byId("next").disabled = doc.page >= pages;
+}
+
+async function openOrder(id) {
+  chosen = id;
+  for (const tr of byId("orders").children) tr.classList.toggle("chosen", tr.dataset.id === id);
+  let doc;
+  try { doc = await api("GET", `/api/orders/${encodeURIComponent(id)}`); } catch (e) {
+    setText("action-message", t("failed", {e: e.message}));
+    return;
+  }
+  renderDetail(doc);
+}
+
+function renderDetail(doc) {
+  const o = doc.order;
+  byId("detail").hidden = tab === "board";
+  setText("detail-title", `${o.number} · ${t("state." + o.state)}`);
+  const fields = byId("detail-fields");
+  fields.replaceChildren();
+  const add = (key, value) => {
+    if (value === "" || value === undefined) return;
+    fields.append(el("dt", {text: t(key)}), el("dd", {text: value === null ? t("hidden") : value}));
+  };
+  add("field.caller", o.caller_name);
+  add("field.number", o.caller_number);
+  add("field.urgency", t("urgency." + o.urgency));
+  add("col.category", o.category);
+  add("col.text", o.text);
+  add("field.location", o.location);
+  add("field.accepted", when(o.accepted_at));
+  add("field.due", when(o.handling_due));
+  add("field.lead", o.lead_department ? deptName(o.lead_department) : "");
+  add("field.co", o.co_handlers.map(deptName).join("、"));
+  if (o.return_count) add("field.returns", String(o.return_count));
+  if (o.confidential) add("field.confidential", t("yes"));
+  if (o.on_call_answer) add("field.answer", o.on_call_answer);
+  if (o.pending_return) add("field.pending", `${deptName(o.pending_return.department)}：${o.pending_return.reason}`);
+  renderActions(o);
+  const replies = byId("replies");
+  replies.replaceChildren();
+  for (const r of o.replies) {
+    replies.append(el("li", {}, el("span", {cls: "when", text: when(r.at)}),
+      el("strong", {text: deptName(r.department) + " "}), el("span", {text: r.text})));
+  }
+  if (!o.replies.length) replies.append(el("li", {cls: "muted", text: t("detail.none")}));
+  const history = byId("history");
+  history.replaceChildren();
+  for (const h of doc.history) {
+    const bits = [h.actor_id, h.unit && h.unit !== "centre" ? deptName(h.unit) : ""].filter(Boolean).join(" · ");
+    const extra = h.data.department && h.step !== "accept_handling" ? " → " + deptName(h.data.department) : "";
+    history.append(el("li", {},
+      el("span", {cls: "when", text: when(h.at)}),
+      el("strong", {text: t("step." + h.step) + extra}),
+      el("span", {cls: "muted", text: " " + bits}),
+      h.reason ? el("div", {text: h.reason}) : null));
+  }
+}
+
+function departmentSelect(order) {
+  const select = el("select", {data: {field: "department"}});
+  for (const d of departments) {
+    if (d.id === order.lead_department && order.state !== "accepted") continue;
+    select.append(el("option", {text: currentLang() === "en" ? d.name_en : d.name, attrs: {value: d.id}}));
+  }
+  api("GET", "/api/departments/suggest?text=" + encodeURIComponent(order.text.slice(0, 500)))
+    .then((s) => {
+      const best = s.suggestions.find((x) => x.id !== order.lead_department);
+      if (best) select.value = best.id;
+    }).catch(() => {});
+  return select;
+}
+
+function renderActions(order) {
+  const box = byId("actions");
+  box.replaceChildren();
+  setText("action-message", "");
+  const offered = allowedSteps().filter((s) => order.steps.includes(s));
+  for (const step of offered) {
+    const row = el("div", {cls: "row"});
+    const inputs = [];
+    for (const field of STEP_FIELDS[step] || []) {
+      let input;
+      if (field === "department") input = departmentSelect(order);
+      else if (field === "deadline") input = el("input", {data: {field}, attrs: {type: "datetime-local", "aria-label": t("in.deadline")}});
+      else if (field === "reason") input = el("input", {data: {field}, attrs: {maxlength: 2000, placeholder: t("in.reason")}});
+      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: t("in." + field)}});
+      inputs.push(input);
+      row.append(input);
+    }
+    const button = el("button", {cls: step === "return" || step === "reject_completion" ? "danger" : "primary",
+      text: t("step." + step), attrs: {type: "button"}});
+    button.addEventListener("click", () => takeStep(order, step, inputs, button));
+    row.append(button);
+    box.append(row);
+  }
+}
+
+async function takeStep(order, step, inputs, button) {
+  const body = {step};
+  for (const input of inputs) {
+    const field = input.dataset.field;
+    if (field === "deadline") {
+      if (input.value) body.deadline = new Date(input.value).toISOString();
+    } else if (input.value.trim()) {
+      body[field] = input.value;
+    }
+  }
+  button.disabled = true;
+  const message = byId("action-message");
+  try {
+    await api("POST", `/api/orders/${encodeURIComponent(order.id)}/steps`, body);
+    message.className = "message ok";
+    message.textContent = t("done", {s: t("step." + step)});
+    await loadList();
+    await openOrder(order.id);
+    message.className = "message ok";
+    message.textContent = t("done", {s: t("step." + step)});
+  } catch (e) {
+    message.className = "message error";
+    message.textContent = t("failed", {e: e instanceof ApiFailure ? e.message : String(e)});
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function loadBoard() {
+  const list = byId("anomalies");
+  let doc;
+  try { doc = await api("GET", "/api/supervision/anomalies"); } catch (e) {
+    list.replaceChildren(el("li", {text: e.message}));
+    return;
+  }
+  const counts = byId("board-counts");
+  counts.replaceChildren();
+  for (const [kind, n] of Object.entries(doc.counts)) {
+    counts.append(el("span", {cls: "count", text: `${t("kind." + kind)} ${n}`}));
+  }
+  list.replaceChildren();
+  if (!doc.anomalies.length) list.append(el("li", {cls: "muted", text: t("board.none")}));
+  for (const a of doc.anomalies) {
+    const item = el("li", {data: {kind: a.kind}},
+      el("span", {cls: "kind", text: t("kind." + a.kind)}),
+      el("span", {cls: "muted", text: when(a.at) + " · #" + a.order_ids.join(", #")}),
+      el("pre", {text: JSON.stringify(a.evidence, null, 2)}));
+    list.append(item);
+  }
+}
+
+boot();

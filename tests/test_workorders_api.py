@@ -1,0 +1,380 @@
+"""The work-order API (agent_console.orders_api) behind the console's real app.
+
+A real Service (database, migrations) runs behind aiohttp's test server with the
+hand-written FakePbx as its link; people sign in with their own cookie jars.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from argon2 import PasswordHasher
+
+from agent_console.auth import LoginThrottle, Passwords, seed_demo_users
+from agent_console.orders_api import WORK_ORDERS
+from agent_console.server import CONSOLE, make_app
+from callcenter.config import load
+from callcenter.seed_orders import seed_handlers
+from callcenter.service import Service
+from callcenter.workorders import WorkOrders
+from tests.console_fakes import FakePbx
+
+CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+
+
+class Person:
+    """One browser: its cookie jar and CSRF token."""
+
+    def __init__(self, server: TestServer) -> None:
+        self.server = server
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+
+    async def login(self, username: str) -> None:
+        status, body = await self.call("POST", "/api/login",
+                                       {"username": username, "password": "demo"})
+        assert status == 200, body
+        self.csrf = body["csrf"]
+
+    async def call(self, method: str, path: str, body: Any = None, *, csrf: bool = True,
+                   raw: bytes | None = None) -> tuple[int, Any]:
+        headers = {"X-CSRF-Token": self.csrf} if csrf and self.csrf else {}
+        kwargs: dict[str, Any] = {"headers": headers}
+        if raw is not None:
+            kwargs["data"] = raw
+            headers["Content-Type"] = "application/json"
+        elif method != "GET":
+            kwargs["json"] = {} if body is None else body
+        async with self.http.request(method, str(self.server.make_url(path)), **kwargs) as r:
+            text = await r.text()
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                return r.status, text
+
+
+class Rig:
+    def __init__(self, service: Service, server: TestServer, wo: WorkOrders) -> None:
+        self.service, self.server, self.wo = service, server, wo
+        self.people: list[Person] = []
+
+    async def as_user(self, username: str) -> Person:
+        p = Person(self.server)
+        self.people.append(p)
+        await p.login(username)
+        return p
+
+
+@pytest.fixture
+async def rig(tmp_db: str) -> AsyncIterator[Rig]:
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    service.link = FakePbx(service)  # type: ignore[assignment]
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    app = make_app(service, passwords=CHEAP, failure_delay=0,
+                   throttle=LoginThrottle(free=50, free_per_ip=500))
+    wo = app[WORK_ORDERS]
+    await seed_handlers(service.store, wo, passwords=CHEAP)
+    server = TestServer(app)
+    await server.start_server()
+    r = Rig(service, server, wo)
+    try:
+        yield r
+    finally:
+        for p in r.people:
+            await p.http.close()
+        await server.close()
+        await service.stop()
+
+
+NEW = {"caller": "13812345678", "caller_name": "张三", "call_uniqueid": "1700000000.1",
+       "category": "占道经营", "text": "菜市场门口流动摊贩占道经营，联系电话13912345678。",
+       "urgency": "normal", "confidential": False}
+
+
+async def create(op: Person, **over: Any) -> dict[str, Any]:
+    status, body = await op.call("POST", "/api/orders", NEW | over)
+    assert status == 201, body
+    return body["order"]
+
+
+async def step(p: Person, order_id: str, expect: int = 200, **body: Any) -> Any:
+    status, doc = await p.call("POST", f"/api/orders/{order_id}/steps", body)
+    assert status == expect, doc
+    return doc
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+async def test_full_lifecycle_from_call_to_citizen_evaluation(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    dept = await rig.as_user("dept1")
+    sup = await rig.as_user("sup1")
+    order = await create(op)
+    assert order["state"] == "accepted" and order["number"].endswith("-000001")
+    assert order["caller_number"] == "13812345678"  # the operator sees the full number
+    oid = order["id"]
+    counts = [await rig.wo.event_count()]
+
+    async def take(p: Person, **body: Any) -> dict[str, Any]:
+        doc = await step(p, oid, **body)
+        counts.append(await rig.wo.event_count())
+        assert counts[-1] == counts[-2] + 1  # exactly one audit row per successful step
+        return doc["order"]
+
+    assert (await take(op, step="dispatch", department="urban_management",
+                       co_handlers=["housing"]))["state"] == "dispatched"
+    assert (await take(dept, step="accept_handling"))["state"] == "in_progress"
+    assert (await take(dept, step="reply", text="已清理占道摊贩，并安排巡查。"))["state"] == \
+        "replied"
+    assert (await take(dept, step="complete"))["state"] == "completed"
+    assert (await take(sup, step="start_return_visit"))["state"] == "return_visit"
+    done, record = await rig.wo.record_citizen_keys(oid, True, 3, 2, "ivr-77")
+    assert done.state == "evaluated" and record.data["source"] == "citizen_keys"
+    status, doc = await sup.call("GET", f"/api/orders/{oid}")
+    assert status == 200
+    steps = [h["step"] for h in doc["history"]]
+    assert steps == ["accept", "dispatch", "accept_handling", "reply", "complete",
+                     "start_return_visit", "evaluate"]
+    assert [h["seq"] for h in doc["history"]] == list(range(1, 8))
+    assert doc["order"]["evaluations"][0]["satisfaction_department"] == 2
+    assert [d["department"] for d in doc["dispatches"]] == ["urban_management", "housing"]
+    # The accepting record's caller identity follows the reader's role.
+    status, doc = await dept.call("GET", f"/api/orders/{oid}")
+    assert status == 200 and doc["history"][0]["data"]["caller_number"] == "13812345678"
+
+
+async def test_operator_records_an_answer_heard_on_a_recorded_call(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    order = await create(op)
+    await step(op, order["id"], step="resolve_on_call", answer="已告知办理流程。")
+    await step(op, order["id"], step="start_return_visit")
+    await step(op, order["id"], 403, step="answer", resolved=True, satisfaction_operator=3)
+    doc = await step(op, order["id"], step="answer", resolved=True, satisfaction_operator=3,
+                     call_id="1700000100.5")
+    assert doc["order"]["state"] == "evaluated"
+    assert doc["record"]["data"]["source"] == "operator_call"
+
+
+async def test_staff_cannot_record_satisfaction_and_the_attempt_is_flagged(rig: Rig) -> None:
+    op, dept, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
+                     await rig.as_user("sup1"))
+    oid = (await create(op))["id"]
+    await step(op, oid, step="dispatch", department="urban_management")
+    await step(dept, oid, step="accept_handling")
+    await step(dept, oid, step="reply", text="已处理。")
+    await step(dept, oid, step="complete")
+    await step(sup, oid, step="start_return_visit")
+    before = await rig.wo.event_count()
+    # A department entering the citizen's verdict, and an operator faking key presses.
+    await step(dept, oid, 403, step="evaluate", source="citizen_keys", resolved=True,
+               satisfaction_department=3)
+    await step(op, oid, 403, step="evaluate", source="citizen_keys", resolved=True,
+               satisfaction_operator=3)
+    assert await rig.wo.event_count() == before
+    status, doc = await sup.call("GET", "/api/supervision/anomalies?kind=staff_entered_satisfaction")
+    assert status == 200
+    assert doc["counts"] == {"staff_entered_satisfaction": 2}
+    assert {a["evidence"]["actor_id"] for a in doc["anomalies"]} == {"dept1", "op1"}
+    assert all(a["order_ids"] == [oid] for a in doc["anomalies"])
+
+
+async def test_ping_pong_is_flagged_with_its_evidence(rig: Rig) -> None:
+    op, urban, housing, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
+                               await rig.as_user("dept2"), await rig.as_user("sup1"))
+    oid = (await create(op, text="楼顶违章搭建彩钢房。"))["id"]
+    await step(op, oid, step="dispatch", department="urban_management")
+    await step(urban, oid, step="return", reason="小区内违建应由住建部门处理。")
+    await step(sup, oid, step="accept_return", reason="改派住建局", department="housing")
+    await step(housing, oid, step="return", reason="违建查处属城管职责。")
+    await step(sup, oid, step="accept_return", reason="改派回城管局", department="urban_management")
+    status, doc = await sup.call("GET", "/api/supervision/anomalies")
+    assert status == 200
+    kinds = {a["kind"]: a for a in doc["anomalies"]}
+    assert kinds["ping_pong"]["order_ids"] == [oid]
+    assert kinds["ping_pong"]["evidence"]["returns"] == 2
+    assert [s["department"] for s in kinds["ping_pong"]["evidence"]["steps"]] == [
+        "urban_management", "housing"]
+    assert kinds["dispatch_cycle"]["evidence"]["lead_path"] == [
+        "urban_management", "housing", "urban_management"]
+    assert (await op.call("GET", "/api/supervision/anomalies"))[0] == 403
+
+
+async def test_return_needs_a_reason_and_only_the_lead_department_may_return(rig: Rig) -> None:
+    op, urban, housing = (await rig.as_user("op1"), await rig.as_user("dept1"),
+                          await rig.as_user("dept2"))
+    oid = (await create(op))["id"]
+    await step(op, oid, step="dispatch", department="urban_management")
+    await step(urban, oid, 400, step="return", reason="   ")
+    await step(housing, oid, 404, step="return", reason="不是我们的")  # not theirs: unseen
+    await step(urban, oid, step="return", reason="不属本部门职责")
+    await step(urban, oid, 409, step="accept_handling")  # returned: not now
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+async def test_bad_input_gets_clear_json_errors(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    assert (await op.call("POST", "/api/orders", NEW | {"confidential": "yes"}))[0] == 400
+    assert (await op.call("POST", "/api/orders", NEW | {"text": 123}))[0] == 400
+    assert (await op.call("POST", "/api/orders", NEW | {"urgency": "asap"}))[0] == 400
+    assert (await op.call("POST", "/api/orders", NEW | {"text": "  "}))[0] == 400
+    status, body = await op.call("POST", "/api/orders", NEW | {"text": "长" * 20_001})
+    assert status == 413 and "error" in body
+    status, body = await op.call("POST", "/api/orders", raw=b'{"text": "x"' + b" " * 300_000
+                                 + b"}")
+    assert status == 413
+    assert (await op.call("POST", "/api/orders", raw=b"[1, 2]"))[0] == 400
+    assert (await op.call("POST", "/api/orders", raw=b"{not json"))[0] == 400
+    oid = (await create(op))["id"]
+    assert (await op.call("GET", "/api/orders/999999"))[0] == 404
+    assert (await op.call("GET", "/api/orders/abc"))[0] == 404
+    await step(op, "999999", 404, step="dispatch", department="housing")
+    await step(op, oid, 400, step="fly")
+    await step(op, oid, 400, step="dispatch", department="nowhere")
+    await step(op, oid, 400, step="dispatch", department="housing", co_handlers="water_group")
+    await step(op, oid, 400, step="dispatch", department="housing", colour="red")
+    await step(op, oid, 409, step="complete")
+    status, body = await op.call("GET", "/api/orders?state=flying")
+    assert status == 400 and body["error"].startswith("'state'")
+    assert (await op.call("GET", "/api/orders?page=0"))[0] == 400
+    assert (await op.call("GET", "/api/orders?per_page=1000"))[0] == 400
+    assert (await op.call("GET", "/api/reports/orders"))[0] == 403
+
+
+async def test_roles_csrf_and_sign_in_are_enforced(rig: Rig) -> None:
+    op, dept, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
+                     await rig.as_user("sup1"))
+    assert (await dept.call("POST", "/api/orders", NEW))[0] == 403  # handlers do not accept
+    oid = (await create(op))["id"]
+    status, body = await op.call("POST", f"/api/orders/{oid}/steps",
+                                 {"step": "dispatch", "department": "housing"}, csrf=False)
+    assert status == 403 and "CSRF" in body["error"]
+    await step(op, oid, 403, step="supervise", reason="催办",
+               deadline=(datetime.now().astimezone() + timedelta(days=1)).isoformat())
+    await step(sup, oid, 400, step="supervise", reason="催办", deadline="tomorrow")
+    await step(sup, oid, step="supervise", reason="催办",
+               deadline=(datetime.now().astimezone() + timedelta(days=1)).isoformat())
+    anonymous = Person(rig.server)
+    rig.people.append(anonymous)
+    assert (await anonymous.call("GET", "/api/orders"))[0] == 401
+    assert (await anonymous.call("POST", "/api/orders", NEW))[0] == 401
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def test_departments_see_their_own_orders_and_confidential_callers_are_hidden(
+        rig: Rig) -> None:
+    op, urban, housing, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
+                               await rig.as_user("dept2"), await rig.as_user("sup1"))
+    mine = (await create(op))["id"]
+    secret = (await create(op, confidential=True))["id"]
+    other = (await create(op))["id"]
+    await step(op, mine, step="dispatch", department="urban_management")
+    await step(op, secret, step="dispatch", department="urban_management")
+    await step(op, other, step="dispatch", department="housing")
+    status, doc = await urban.call("GET", "/api/orders")
+    assert status == 200 and {o["id"] for o in doc["orders"]} == {mine, secret}
+    shown = {o["id"]: o for o in doc["orders"]}
+    assert shown[mine]["caller_number"] == "13812345678"
+    assert shown[secret]["caller_number"] is None and shown[secret]["caller_name"] is None
+    assert "13912345678" not in shown[secret]["text"]  # numbers in the text are masked
+    assert (await urban.call("GET", f"/api/orders/{other}"))[0] == 404
+    assert (await urban.call("GET", "/api/orders?department=housing"))[0] == 403
+    status, doc = await housing.call("GET", "/api/orders")
+    assert [o["id"] for o in doc["orders"]] == [other]
+    status, doc = await op.call("GET", f"/api/orders/{secret}")
+    assert doc["order"]["caller_number"] == "138****5678"  # operators: masked
+    assert doc["history"][0]["data"]["caller_number"] == "138****5678"
+    status, doc = await sup.call("GET", f"/api/orders/{secret}")
+    assert doc["order"]["caller_number"] == "13812345678"  # supervisors: full
+
+
+async def test_list_pages_and_filters(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    ids = [(await create(op, text=f"第{i}件诉求"))["id"] for i in range(5)]
+    await step(op, ids[0], step="dispatch", department="housing")
+    status, doc = await op.call("GET", "/api/orders?per_page=2&page=2")
+    assert status == 200 and doc["total"] == 5 and doc["page"] == 2
+    assert [o["id"] for o in doc["orders"]] == [ids[2], ids[1]]  # newest first
+    status, doc = await op.call("GET", "/api/orders?state=dispatched")
+    assert [o["id"] for o in doc["orders"]] == [ids[0]]
+    status, doc = await op.call("GET", "/api/orders?department=housing")
+    assert [o["id"] for o in doc["orders"]] == [ids[0]]
+    numbers = sorted(int(o["number"].split("-")[1]) for o in
+                     (await op.call("GET", "/api/orders"))[1]["orders"])
+    assert numbers == [1, 2, 3, 4, 5]
+
+
+async def test_suggest_departments_and_directory(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    status, doc = await op.call("GET", "/api/departments/suggest?text=小区电梯坏了物业不管")
+    assert status == 200 and doc["suggestions"][0]["id"] == "housing"
+    assert "电梯" in doc["suggestions"][0]["matched"]
+    status, doc = await op.call("GET", "/api/departments")
+    assert status == 200 and any(d["id"] == "urban_management" for d in doc["departments"])
+
+
+async def test_reports_in_json_and_csv(rig: Rig) -> None:
+    op, sup, dept = (await rig.as_user("op1"), await rig.as_user("sup1"),
+                     await rig.as_user("dept1"))
+    a = (await create(op))["id"]
+    b = (await create(op))["id"]
+    await step(op, a, step="resolve_on_call", answer="已答复")
+    await step(op, b, step="dispatch", department="urban_management")
+    await step(dept, b, step="return", reason="不属本部门")
+    today = rig.wo.now().date().isoformat()
+    status, doc = await sup.call("GET", f"/api/reports/orders?from={today}&to={today}")
+    assert status == 200
+    [row] = doc["rows"]
+    assert row["orders"] == 2 and row["resolved_on_call_rate"] == 0.5
+    assert row["returns_by_department"] == {"urban_management": 1}
+    assert row["satisfaction_operator"]["answers"] == 0
+    status, text = await sup.call("GET", f"/api/reports/orders?from={today}&to={today}"
+                                  "&format=csv&period=week")
+    assert status == 200
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("period,start,orders") and lines[1].startswith("week,")
+    assert "urban_management=1" in lines[1]
+    assert (await sup.call("GET", "/api/reports/orders?from=2026-13-01"))[0] == 400
+    assert (await sup.call("GET", "/api/reports/orders?format=xml"))[0] == 400
+
+
+async def test_openapi_describes_the_routes(rig: Rig) -> None:
+    p = Person(rig.server)
+    rig.people.append(p)
+    status, doc = await p.call("GET", "/api/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    for path in ("/api/orders", "/api/orders/{id}", "/api/orders/{id}/steps",
+                 "/api/supervision/anomalies", "/api/departments/suggest",
+                 "/api/reports/orders"):
+        assert path in doc["paths"]
+    assert "answer" in doc["paths"]["/api/orders/{id}/steps"]["post"]["requestBody"][
+        "content"]["application/json"]["schema"]["properties"]["step"]["enum"]
+
+
+async def test_screen_pop_history_shows_the_callers_open_orders(rig: Rig) -> None:
+    op = await rig.as_user("op1")
+    await create(op)
+    console = rig.server.app[CONSOLE]
+    assert console.caller_history == rig.wo.caller_history
+    history = await console.caller_history("13812345678")
+    [entry] = history["work_orders"]
+    assert entry["open"] is True and entry["status"] == "accepted"
+
+
+async def test_orders_page_is_served_to_handlers(rig: Rig) -> None:
+    dept = await rig.as_user("dept1")
+    status, text = await dept.call("GET", "/orders")
+    assert status == 200 and "orders.js" in text and "<script>" not in text
