@@ -1,0 +1,306 @@
+"""IVR: the pure menu machine, and the FastAGI scripts over real TCP with a fake Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ivr.fastagi import CallbackRequest, HotlineAgi, last4, start_agi_server
+from ivr.menus import (
+    Answered,
+    CallbackRequested,
+    Collect,
+    EnterQueue,
+    IvrConfigError,
+    IvrSession,
+    NoAnswer,
+    Play,
+    SetVar,
+    load_config,
+    parse_config,
+    return_visit,
+)
+
+CONFIG = load_config()
+
+HOTLINES = {"12345": "consult", "12349": "civil_affairs", "12315": "market_regulation",
+            "12369": "environment", "12333": "social_security", "12319": "urban_construction",
+            "12320": "health"}
+
+
+def with_menus(**over: Any) -> Any:
+    """The shipped config with the language menu and the main DTMF menu switched on."""
+    import tomllib
+
+    from ivr.menus import DEFAULT_CONFIG
+    data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    data["language"]["enabled"] = True
+    data["hotlines"]["12345"]["menu"] = "main"
+    data.update(over)
+    return parse_config(data)
+
+
+def variables(commands: Sequence[Any]) -> dict[str, str]:
+    return {c.name: c.value for c in commands if isinstance(c, SetVar)}
+
+
+# -- the pure core --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("number", "category"), sorted(HOTLINES.items()))
+def test_number_dialled_picks_category_and_goes_straight_to_the_queue(number: str,
+                                                                       category: str) -> None:
+    out = IvrSession(CONFIG, number).start()
+    assert out[0] == Play("hotline/welcome")
+    assert not any(isinstance(c, Collect) for c in out)
+    assert variables(out) == {"HOTLINE": number, "CATEGORY": category, "IVR_PATH": "direct",
+                              "LANG": "zh"}
+    assert out[-1] == EnterQueue("hotline")
+
+
+def test_unknown_number_is_treated_as_12345() -> None:
+    out = IvrSession(CONFIG, "8001").start()
+    assert variables(out)["HOTLINE"] == "12345"
+
+
+def test_language_then_menu_then_submenu() -> None:
+    s = IvrSession(with_menus(), "12345")
+    assert s.start()[-1] == Collect("hotline/choose-language", 4000)
+    assert s.on_digits("2") == [Collect("hotline/main-menu", 5000)]
+    assert s.on_digits("2") == [Collect("hotline/complaint-menu", 5000)]
+    out = s.on_digits("1")
+    assert variables(out) == {"HOTLINE": "12345", "CATEGORY": "market_regulation",
+                              "IVR_PATH": "2-2-1", "LANG": "en"}
+    assert out[-1] == EnterQueue("hotline-en")
+    with pytest.raises(RuntimeError):
+        s.on_digits("1")
+
+
+def test_invalid_keys_and_timeouts_retry_then_queue_with_defaults() -> None:
+    s = IvrSession(with_menus(), "12345")
+    s.start()
+    assert s.on_timeout() == [Collect("hotline/choose-language", 4000)]  # 1 retry
+    assert s.on_digits("9") == [Collect("hotline/main-menu", 5000)]  # gave up: default zh
+    assert s.on_digits("7") == [Play("hotline/invalid"), Collect("hotline/main-menu", 5000)]
+    assert s.on_digits("") == [Play("hotline/no-input"), Collect("hotline/main-menu", 5000)]
+    out = s.on_timeout()  # retries exhausted: never dropped
+    assert variables(out) == {"HOTLINE": "12345", "CATEGORY": "consult", "IVR_PATH": "direct",
+                              "LANG": "zh"}
+    assert out[-1] == EnterQueue("hotline")
+
+
+def test_callback_offered_only_when_the_wait_is_long() -> None:
+    assert IvrSession(CONFIG, "12345", expected_wait={"hotline": 119}).start()[-1] \
+        == EnterQueue("hotline")
+    s = IvrSession(CONFIG, "12315", expected_wait={"hotline": 120})
+    assert s.start()[-1] == Collect("hotline/callback-offer", 5000)
+    out = s.on_digits("1")
+    assert CallbackRequested("hotline", "12315", "market_regulation", "zh", "1") in out
+    assert not any(isinstance(c, EnterQueue) for c in out)
+    s = IvrSession(CONFIG, "12315", expected_wait={"hotline": 300})
+    s.start()
+    assert s.on_timeout()[-1] == EnterQueue("hotline")  # silence: keep waiting in the queue
+
+
+def test_bad_config_is_refused() -> None:
+    with pytest.raises(IvrConfigError):
+        with_menus(default_hotline="110")
+    with pytest.raises(IvrConfigError):
+        parse_config({"hotlines": {"12345": {"category": "c", "queue": "q", "menu": "nope"}}})
+
+
+def test_return_visit_questionnaire() -> None:
+    q = return_visit()
+    assert q.start() == [Collect("hotline/rv-resolved", 6000)]
+    assert q.on_digits("5") == [Play("hotline/invalid"), Collect("hotline/rv-resolved", 6000)]
+    assert q.on_digits("2") == [Collect("hotline/rv-sat-operator", 6000)]
+    q.on_digits("3")
+    assert q.on_digits("1") == [Answered({"resolved": False, "sat_operator": 3,
+                                          "sat_department": 1})]
+    q = return_visit()
+    q.start()
+    q.on_timeout()
+    q.on_timeout()
+    assert q.on_timeout() == [NoAnswer({})]
+
+
+def test_last4() -> None:
+    assert last4("13800138000") == "*******8000"
+    assert last4("110") == "110"
+
+
+# -- FastAGI over TCP -------------------------------------------------------------------------
+
+@dataclass
+class FakeAsterisk:
+    """Asterisk's side of a FastAGI connection, scripted.
+
+    ``keys`` answer each GET DATA in turn: digits, "" for a timeout, "HANGUP"
+    for a caller hanging up (``200 result=-1``).  Every other command gets
+    ``200 result=0``; GET VARIABLE answers from ``channel_vars``.
+    """
+    port: int
+    script: str
+    headers: dict[str, str] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+    channel_vars: dict[str, str] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    async def run(self) -> list[str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = {"agi_network": "yes", "agi_network_script": self.script,
+                "agi_request": f"agi://127.0.0.1/{self.script}", "agi_channel": "PJSIP/trunk-1",
+                "agi_language": "zh", "agi_uniqueid": "1700000000.42",
+                "agi_callerid": "13800138000", "agi_calleridname": "unknown",
+                "agi_dnid": "12345", "agi_extension": "12345", "agi_context": "inbound",
+                "agi_priority": "2", **self.headers}
+        writer.write("".join(f"{k}: {v}\n" for k, v in head.items()).encode() + b"\n")
+        await writer.drain()
+        while line := await asyncio.wait_for(reader.readline(), 5):
+            command = line.decode().rstrip("\n")
+            self.commands.append(command)
+            writer.write((self.answer(command) + "\n").encode())
+            await writer.drain()
+        writer.close()
+        return self.commands
+
+    def answer(self, command: str) -> str:
+        if command.startswith("GET DATA"):
+            key = self.keys.pop(0) if self.keys else ""
+            if key == "HANGUP":
+                return "200 result=-1"
+            return f"200 result={key} (timeout)" if key == "" else f"200 result={key}"
+        if command.startswith("GET VARIABLE"):
+            value = self.channel_vars.get(command.split()[2])
+            return f"200 result=1 ({value})" if value is not None else "200 result=0"
+        return "200 result=0"
+
+
+@dataclass
+class Recorder:
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __call__(self, *args: Any) -> None:
+        self.calls.append(args)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Any]:
+    servers: list[asyncio.Server] = []
+
+    async def start(agi: HotlineAgi) -> int:
+        server = await start_agi_server(agi, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for s in servers:
+        s.close()
+        await s.wait_closed()
+
+
+def set_vars(commands: list[str]) -> dict[str, str]:
+    out = {}
+    for c in commands:
+        if c.startswith("SET VARIABLE "):
+            _, _, name, value = c.split(" ", 3)
+            out[name] = value.strip('"')
+    return out
+
+
+async def test_hotline_direct_path_sets_variables_and_queues(serve: Any) -> None:
+    port = await serve(HotlineAgi(CONFIG))
+    cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "12369",
+                                                "agi_extension": "12369"}).run()
+    assert cmds[0] == "ANSWER"
+    assert 'STREAM FILE hotline/welcome ""' in cmds
+    assert set_vars(cmds) == {"HOTLINE": "12369", "CATEGORY": "environment",
+                              "IVR_PATH": "direct", "LANG": "zh"}
+    assert cmds[-1] == "EXEC Queue hotline,t,,,3600"
+
+
+async def test_hotline_menus_with_bad_key_and_timeout(serve: Any) -> None:
+    port = await serve(HotlineAgi(with_menus()))
+    fake = FakeAsterisk(port, "hotline", keys=["2", "8", "", "3"])
+    cmds = await fake.run()
+    assert cmds.count("GET DATA hotline/main-menu 5000 1") == 3
+    assert 'STREAM FILE hotline/invalid ""' in cmds
+    assert 'STREAM FILE hotline/no-input ""' in cmds
+    assert set_vars(cmds) == {"HOTLINE": "12345", "CATEGORY": "suggestion", "IVR_PATH": "2-3",
+                              "LANG": "en"}
+    assert cmds[-1] == "EXEC Queue hotline-en,t,,,3600"
+
+
+async def test_hotline_caller_hangs_up_in_a_menu(serve: Any) -> None:
+    port = await serve(HotlineAgi(with_menus()))
+    cmds = await FakeAsterisk(port, "hotline", keys=["1", "HANGUP"]).run()
+    assert cmds[-1] == "GET DATA hotline/main-menu 5000 1"
+    assert not any(c.startswith(("SET VARIABLE", "EXEC Queue")) for c in cmds)
+
+
+async def test_hotline_callback_request(serve: Any) -> None:
+    got = Recorder()
+    agi = HotlineAgi(CONFIG, expected_wait=lambda: {"hotline": 600.0}, on_callback=got)
+    port = await serve(agi)
+    cmds = await FakeAsterisk(port, "hotline", keys=["1"]).run()
+    assert got.calls == [(CallbackRequest("1700000000.42", "13800138000", "hotline", "12345",
+                                          "consult", "zh", "1"),)]
+    assert cmds[-2:] == ['STREAM FILE hotline/callback-confirm ""', "HANGUP"]
+    assert not any(c.startswith("EXEC Queue") for c in cmds)
+
+
+async def test_selfservice_looks_up_the_order(serve: Any) -> None:
+    looked: list[str] = []
+
+    async def lookup(number: str) -> str | None:
+        looked.append(number)
+        return "processing" if number == "20260001" else None
+
+    port = await serve(HotlineAgi(CONFIG, lookup_order=lookup))
+    cmds = await FakeAsterisk(port, "selfservice", keys=["", "999", "20260001#"]).run()
+    assert looked == ["999", "20260001"]
+    assert 'STREAM FILE hotline/order-not-found ""' in cmds
+    assert set_vars(cmds) == {"ORDER_STATUS": "processing"}
+    assert cmds[-2:] == ['STREAM FILE hotline/order-status-processing ""', "HANGUP"]
+
+
+async def test_survey_stores_the_key(serve: Any) -> None:
+    got = Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_survey=got))
+    await FakeAsterisk(port, "survey", {"agi_arg_1": "1700000000.7"}, keys=["4", "3"]).run()
+    assert got.calls == [("1700000000.7", 3)]
+    await FakeAsterisk(port, "survey", keys=["", "", ""]).run()
+    assert got.calls[-1] == ("1700000000.42", None)
+
+
+async def test_returnvisit_records_the_citizens_keys(serve: Any) -> None:
+    answers, silent = Recorder(), Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_answer=answers, on_no_answer=silent))
+    cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-1"},
+                              keys=["1", "9", "3", "2"]).run()
+    assert answers.calls == [("WO-1", True, 3, 2, "1700000000.42")]
+    assert set_vars(cmds) == {"RETURNVISIT_RESULT": "answered"}
+    assert "GET DATA hotline/rv-sat-department 6000 1" in cmds
+    assert silent.calls == []
+
+
+async def test_returnvisit_order_from_channel_variable_and_not_solved(serve: Any) -> None:
+    answers = Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_answer=answers))
+    await FakeAsterisk(port, "returnvisit", channel_vars={"ORDER_ID": "WO-9"},
+                       keys=["2", "HANGUP"]).run()
+    assert answers.calls == [("WO-9", False, None, None, "1700000000.42")]
+
+
+@pytest.mark.parametrize("keys", [["", "", ""], ["HANGUP"], ["7", "", "8"]])
+async def test_returnvisit_no_answer(serve: Any, keys: list[str]) -> None:
+    answers, silent = Recorder(), Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_answer=answers, on_no_answer=silent))
+    cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-2"}, keys=keys).run()
+    assert answers.calls == []
+    assert silent.calls == [("WO-2", "1700000000.42")]
+    if keys != ["HANGUP"]:
+        assert set_vars(cmds) == {"RETURNVISIT_RESULT": "no_answer"}
