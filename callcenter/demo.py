@@ -69,6 +69,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """Start simulator, service and web server; return handles (port 0 picks one)."""
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
+    from callcenter.seed_orders import seed_demo_orders
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise DemoError("the demo has well-known passwords and binds to loopback only")
@@ -85,6 +86,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         await service.start()
         if seed_users:
             await seed_demo_users(service.store)
+            await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
         runner = web.AppRunner(make_app(service), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)

@@ -7,6 +7,7 @@ hand-written FakePbx as its link; people sign in with their own cookie jars.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,8 +19,9 @@ from argon2 import PasswordHasher
 
 from agent_console.auth import LoginThrottle, Passwords, seed_demo_users
 from agent_console.orders_api import WORK_ORDERS
-from agent_console.server import CONSOLE, make_app
+from agent_console.server import CONSOLE, STATIC, make_app
 from callcenter.config import load
+from callcenter.orders import State, Step, Urgency
 from callcenter.seed_orders import seed_handlers
 from callcenter.service import Service
 from callcenter.workorders import WorkOrders
@@ -378,3 +380,23 @@ async def test_orders_page_is_served_to_handlers(rig: Rig) -> None:
     dept = await rig.as_user("dept1")
     status, text = await dept.call("GET", "/orders")
     assert status == 200 and "orders.js" in text and "<script>" not in text
+
+
+def test_the_order_page_strings_exist_in_both_languages() -> None:
+    js = (STATIC / "orders.js").read_text(encoding="utf-8")
+    table = js[js.index("const STRINGS = {"):js.index("function tr(")]
+    zh, en = table.split('"en": {')
+    keys_zh = set(re.findall(r'"([a-z_0-9.]+)":', zh))
+    keys_en = set(re.findall(r'"([a-z_0-9.]+)":', en))
+    assert keys_zh == keys_en and len(keys_zh) >= 80
+    html = (STATIC / "orders.html").read_text(encoding="utf-8")
+    used = set(re.findall(r'\btr\("([a-z_0-9.]+)"', js)) | set(
+        re.findall(r'data-o18n="([a-z_0-9.]+)"', html))
+    dynamic = {k for k in used if k.endswith(".")}
+    assert dynamic == {"state.", "step.", "urgency.", "kind.", "in."}
+    used |= {f"state.{s}" for s in State} | {f"step.{s}" for s in Step}
+    used |= {f"urgency.{u}" for u in Urgency} | {f"in.{f}" for f in ("text", "answer")}
+    used |= {f"kind.{k}" for k in ("ping_pong", "dispatch_cycle", "false_completion",
+                                   "template_reply", "overdue", "repeat_after_completion",
+                                   "staff_entered_satisfaction")}
+    assert used - dynamic <= keys_zh, used - dynamic - keys_zh

@@ -73,14 +73,14 @@ const STRINGS = {
   },
 };
 
-function t(key, params) {
+function tr(key, params) {
   let s = STRINGS[currentLang()]?.[key] ?? STRINGS["zh-CN"][key] ?? key;
   if (params) for (const [k, v] of Object.entries(params)) s = s.split("{" + k + "}").join(String(v));
   return s;
 }
 
 function applyOwn() {
-  for (const e of document.querySelectorAll("[data-o18n]")) e.textContent = t(e.dataset.o18n);
+  for (const e of document.querySelectorAll("[data-o18n]")) e.textContent = tr(e.dataset.o18n);
 }
 
 const STATES = ["accepted", "dispatched", "in_progress", "returned", "replied", "completed",
@@ -132,7 +132,7 @@ async function boot() {
     try { await api("POST", "/api/logout"); } finally { location.href = "/login"; }
   });
   const select = byId("state-filter");
-  for (const s of STATES) select.append(el("option", {text: t("state." + s), attrs: {value: s}}));
+  for (const s of STATES) select.append(el("option", {text: tr("state." + s), attrs: {value: s}}));
   select.addEventListener("change", () => { pageNo = 1; loadList(); });
   byId("prev").addEventListener("click", () => { if (pageNo > 1) { pageNo -= 1; loadList(); } });
   byId("next").addEventListener("click", () => { pageNo += 1; loadList(); });
@@ -148,7 +148,7 @@ async function boot() {
 }
 
 function relabelStates() {
-  for (const o of byId("state-filter").options) if (o.value) o.textContent = t("state." + o.value);
+  for (const o of byId("state-filter").options) if (o.value) o.textContent = tr("state." + o.value);
 }
 
 function showTab(name) {
@@ -183,7 +183,7 @@ function renderList(doc) {
     const late = o.overdue.length > 0;
     const row = el("tr", {data: {id: o.id}},
       el("td", {text: o.number}),
-      el("td", {text: t("state." + o.state)}),
+      el("td", {text: tr("state." + o.state)}),
       el("td", {text: o.category}),
       el("td", {cls: "text", text: o.text}),
       el("td", {text: deptName(o.lead_department)}),
@@ -193,7 +193,7 @@ function renderList(doc) {
     body.append(row);
   }
   const pages = Math.max(1, Math.ceil(doc.total / doc.per_page));
-  setText("page", t("page.of", {p: `${doc.page}/${pages}`, n: doc.total}));
+  setText("page", tr("page.of", {p: `${doc.page}/${pages}`, n: doc.total}));
   setText("list-count", "");
   byId("prev").disabled = doc.page <= 1;
   byId("next").disabled = doc.page >= pages;
@@ -204,7 +204,7 @@ async function openOrder(id) {
   for (const tr of byId("orders").children) tr.classList.toggle("chosen", tr.dataset.id === id);
   let doc;
   try { doc = await api("GET", `/api/orders/${encodeURIComponent(id)}`); } catch (e) {
-    setText("action-message", t("failed", {e: e.message}));
+    setText("action-message", tr("failed", {e: e.message}));
     return;
   }
   renderDetail(doc);
@@ -213,16 +213,16 @@ async function openOrder(id) {
 function renderDetail(doc) {
   const o = doc.order;
   byId("detail").hidden = tab === "board";
-  setText("detail-title", `${o.number} · ${t("state." + o.state)}`);
+  setText("detail-title", `${o.number} · ${tr("state." + o.state)}`);
   const fields = byId("detail-fields");
   fields.replaceChildren();
   const add = (key, value) => {
     if (value === "" || value === undefined) return;
-    fields.append(el("dt", {text: t(key)}), el("dd", {text: value === null ? t("hidden") : value}));
+    fields.append(el("dt", {text: tr(key)}), el("dd", {text: value === null ? tr("hidden") : value}));
   };
   add("field.caller", o.caller_name);
   add("field.number", o.caller_number);
-  add("field.urgency", t("urgency." + o.urgency));
+  add("field.urgency", tr("urgency." + o.urgency));
   add("col.category", o.category);
   add("col.text", o.text);
   add("field.location", o.location);
@@ -231,7 +231,7 @@ function renderDetail(doc) {
   add("field.lead", o.lead_department ? deptName(o.lead_department) : "");
   add("field.co", o.co_handlers.map(deptName).join("、"));
   if (o.return_count) add("field.returns", String(o.return_count));
-  if (o.confidential) add("field.confidential", t("yes"));
+  if (o.confidential) add("field.confidential", tr("yes"));
   if (o.on_call_answer) add("field.answer", o.on_call_answer);
   if (o.pending_return) add("field.pending", `${deptName(o.pending_return.department)}：${o.pending_return.reason}`);
   renderActions(o);
@@ -241,7 +241,7 @@ function renderDetail(doc) {
     replies.append(el("li", {}, el("span", {cls: "when", text: when(r.at)}),
       el("strong", {text: deptName(r.department) + " "}), el("span", {text: r.text})));
   }
-  if (!o.replies.length) replies.append(el("li", {cls: "muted", text: t("detail.none")}));
+  if (!o.replies.length) replies.append(el("li", {cls: "muted", text: tr("detail.none")}));
   const history = byId("history");
   history.replaceChildren();
   for (const h of doc.history) {
@@ -249,7 +249,7 @@ function renderDetail(doc) {
     const extra = h.data.department && h.step !== "accept_handling" ? " → " + deptName(h.data.department) : "";
     history.append(el("li", {},
       el("span", {cls: "when", text: when(h.at)}),
-      el("strong", {text: t("step." + h.step) + extra}),
+      el("strong", {text: tr("step." + h.step) + extra}),
       el("span", {cls: "muted", text: " " + bits}),
       h.reason ? el("div", {text: h.reason}) : null));
   }
@@ -280,14 +280,14 @@ function renderActions(order) {
     for (const field of STEP_FIELDS[step] || []) {
       let input;
       if (field === "department") input = departmentSelect(order);
-      else if (field === "deadline") input = el("input", {data: {field}, attrs: {type: "datetime-local", "aria-label": t("in.deadline")}});
-      else if (field === "reason") input = el("input", {data: {field}, attrs: {maxlength: 2000, placeholder: t("in.reason")}});
-      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: t("in." + field)}});
+      else if (field === "deadline") input = el("input", {data: {field}, attrs: {type: "datetime-local", "aria-label": tr("in.deadline")}});
+      else if (field === "reason") input = el("input", {data: {field}, attrs: {maxlength: 2000, placeholder: tr("in.reason")}});
+      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: tr("in." + field)}});
       inputs.push(input);
       row.append(input);
     }
     const button = el("button", {cls: step === "return" || step === "reject_completion" ? "danger" : "primary",
-      text: t("step." + step), attrs: {type: "button"}});
+      text: tr("step." + step), attrs: {type: "button"}});
     button.addEventListener("click", () => takeStep(order, step, inputs, button));
     row.append(button);
     box.append(row);
@@ -309,14 +309,14 @@ async function takeStep(order, step, inputs, button) {
   try {
     await api("POST", `/api/orders/${encodeURIComponent(order.id)}/steps`, body);
     message.className = "message ok";
-    message.textContent = t("done", {s: t("step." + step)});
+    message.textContent = tr("done", {s: tr("step." + step)});
     await loadList();
     await openOrder(order.id);
     message.className = "message ok";
-    message.textContent = t("done", {s: t("step." + step)});
+    message.textContent = tr("done", {s: tr("step." + step)});
   } catch (e) {
     message.className = "message error";
-    message.textContent = t("failed", {e: e instanceof ApiFailure ? e.message : String(e)});
+    message.textContent = tr("failed", {e: e instanceof ApiFailure ? e.message : String(e)});
   } finally {
     button.disabled = false;
   }
@@ -332,13 +332,13 @@ async function loadBoard() {
   const counts = byId("board-counts");
   counts.replaceChildren();
   for (const [kind, n] of Object.entries(doc.counts)) {
-    counts.append(el("span", {cls: "count", text: `${t("kind." + kind)} ${n}`}));
+    counts.append(el("span", {cls: "count", text: `${tr("kind." + kind)} ${n}`}));
   }
   list.replaceChildren();
-  if (!doc.anomalies.length) list.append(el("li", {cls: "muted", text: t("board.none")}));
+  if (!doc.anomalies.length) list.append(el("li", {cls: "muted", text: tr("board.none")}));
   for (const a of doc.anomalies) {
     const item = el("li", {data: {kind: a.kind}},
-      el("span", {cls: "kind", text: t("kind." + a.kind)}),
+      el("span", {cls: "kind", text: tr("kind." + a.kind)}),
       el("span", {cls: "muted", text: when(a.at) + " · #" + a.order_ids.join(", #")}),
       el("pre", {text: JSON.stringify(a.evidence, null, 2)}));
     list.append(item);
