@@ -1,0 +1,133 @@
+"""The work-order page in headless Chromium: a department signs for an order and
+returns another with a reason; the supervisor reviews the return and reads the
+anomaly board.  The demo orders (callcenter.seed_orders) are the data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from argon2 import PasswordHasher
+
+from agent_console.auth import Passwords, seed_demo_users
+from agent_console.orders_api import WORK_ORDERS
+from agent_console.server import make_app
+from callcenter.config import load
+from callcenter.orders import Actor, Caller, Role
+from callcenter.seed_orders import seed_demo_orders
+from callcenter.service import Service
+from callcenter.workorders import WorkOrders
+from tests.console_fakes import FakePbx
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+HOSTILE = "<img src=x onerror=window.__pwned=1>"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium"),
+]
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+
+@pytest.fixture
+async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    service.link = FakePbx(service)  # type: ignore[assignment]
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    await seed_demo_orders(service.store, tz=settings.tz, passwords=CHEAP)
+    app = make_app(service, passwords=CHEAP, failure_delay=0)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
+    finally:
+        await runner.cleanup()
+        await service.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def signed_in(browser: Any, url: str, user: str) -> tuple[Any, list[str]]:
+    context = await browser.new_context(viewport={"width": 1400, "height": 900},
+                                        locale="zh-CN")
+    context.set_default_timeout(8000)
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.goto(url + "/login")
+    await page.fill("#username", user)
+    await page.fill("#password", "demo")
+    await page.press("#password", "Enter")
+    await page.wait_for_url(lambda u: "/login" not in u or "none=1" in u or "/login?" in u)
+    await page.goto(url + "/orders")
+    await page.wait_for_selector("#orders tr")
+    return page, problems
+
+
+async def test_department_signs_for_and_returns_supervisor_reviews(
+        site: tuple[str, WorkOrders], browser: Any, tmp_path: Path) -> None:
+    url, wo = site
+    hostile, _ = await wo.create(Actor("op1", Role.OPERATOR, "centre"),
+                                 caller=Caller(HOSTILE, "13700000001"), category=HOSTILE,
+                                 text=HOSTILE)
+    await wo.step(hostile.id, "dispatch", Actor("op1", Role.OPERATOR, "centre"),
+                  department="urban_management")
+
+    page, problems = await signed_in(browser, url, "dept1")
+    rows = page.locator("#orders tr")
+    assert await rows.count() >= 5
+    await page.locator("#orders tr", has_text="菜市场门口").first.click()
+    await page.wait_for_selector("#actions button")
+    await page.locator("#actions button", has_text="签收").click()
+    await page.wait_for_selector("#detail-title:has-text('办理中')")
+    # Return the hostile one, with a reason; its text stays text.
+    await page.locator("#orders tr", has_text=HOSTILE).first.click()
+    await page.wait_for_selector("#detail-title:has-text('" + hostile.number + "')")
+    row = page.locator("#actions .row", has=page.locator("button", has_text="退单"))
+    await row.locator("input").fill("不属本部门职责")
+    await row.locator("button").click()
+    await page.wait_for_selector("#detail-title:has-text('已退单')")
+    assert await page.evaluate("window.__pwned") is None
+    await page.screenshot(path=str(tmp_path / "orders-department.png"))
+    assert problems == []
+
+    page, problems = await signed_in(browser, url, "sup1")
+    await page.click("[data-tab=returns]")
+    await page.locator("#orders tr", has_text=hostile.number).click()
+    row = page.locator("#actions .row", has=page.locator("button", has_text="驳回退单"))
+    await row.locator("input").fill("占道经营属城管职责")
+    await row.locator("button").click()
+    await page.wait_for_selector("#detail-title:has-text('办理中')")
+    await page.click("[data-tab=board]")
+    await page.wait_for_selector("#anomalies li[data-kind=ping_pong]")
+    kinds = set(await page.locator("#anomalies li").evaluate_all(
+        "items => items.map(i => i.dataset.kind)"))
+    assert {"ping_pong", "dispatch_cycle", "false_completion", "template_reply", "overdue",
+            "repeat_after_completion", "staff_entered_satisfaction"} <= kinds
+    await page.click("[data-lang-toggle]")
+    await page.wait_for_selector("text=Supervision board")
+    await page.screenshot(path=str(tmp_path / "orders-board.png"))
+    assert problems == []
+    assert [str(r.step) for r in await wo.history(hostile.id)][-2:] == ["return",
+                                                                       "refuse_return"]
