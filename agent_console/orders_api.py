@@ -185,7 +185,7 @@ def view(order: Order, reader: Reader) -> dict[str, Any]:
                            "satisfaction_operator": e.satisfaction_operator,
                            "satisfaction_department": e.satisfaction_department,
                            "at": e.at.isoformat()} for e in order.evaluations]
-    doc["on_call_answer"] = order.on_call_answer
+    doc["on_call_answer"] = masked(order.on_call_answer) if order.on_call_answer else None
     doc["steps"] = sorted(str(step) for (state, step) in TRANSITIONS
                           if state is order.state and step is not Step.FLAG_OVERDUE)
     return doc

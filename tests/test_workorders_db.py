@@ -11,14 +11,17 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from alembic import command
 from argon2 import PasswordHasher
+from sqlalchemy import create_engine, inspect
 
 from agent_console.auth import Passwords
 from agent_console.orders import Orders
-from callcenter.db import Store
+from callcenter.db import Store, alembic_config
 from callcenter.orders import (
     Actor,
     Caller,
@@ -259,3 +262,17 @@ async def test_throughput_of_create_and_dispatch_on_sqlite(wo: WorkOrders,
         print(f"\nwork orders created+dispatched on SQLite: {rate:.0f}/s")
     assert rate > 20
     assert await wo.event_count() == 2 * n
+
+
+def test_migration_0003_downgrades_and_upgrades_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'migrate.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "head")
+    assert "work_order_events" in inspect(create_engine(url)).get_table_names()
+    command.downgrade(cfg, "0002")
+    engine = create_engine(url)
+    assert "work_order_events" not in inspect(engine).get_table_names()
+    assert "snapshot" not in {c["name"] for c in inspect(engine).get_columns("work_orders")}
+    command.upgrade(cfg, "head")
+    columns = {c["name"] for c in inspect(create_engine(url)).get_columns("work_orders")}
+    assert {"snapshot", "version", "lead_department", "urgency"} <= columns
