@@ -351,16 +351,14 @@ async def api_step(request: web.Request) -> web.Response:
             raise ApiError(400, "'resolved' must be true or false")
         data.setdefault("source", "operator_call")
         step = str(answer_step(order, resolved))
-    if not wo.transition_known(order, step):
-        raise ApiError(409, f"cannot '{step}' an order in state '{order.state}'")
-    try:
+    try:  # even a step that does not fit goes to the core, which keeps the attempt
         new, record = await wo.step(order.id, step, _actor(wo, reader), reason=reason, **data)
     except OrderNotFound:
         raise ApiError(404, "no such work order") from None
     except NotAllowed as exc:
         raise ApiError(403, str(exc)) from None
     except IllegalStep as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400 if wo.transition_known(order, step) else 409, str(exc)) from None
     except OrderConflict:
         raise ApiError(409, "the order was changed by someone else; reload it") from None
     log.info("work order step", number=new.number, step=step, by=reader.username)

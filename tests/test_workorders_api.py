@@ -175,6 +175,8 @@ async def test_staff_cannot_record_satisfaction_and_the_attempt_is_flagged(rig: 
     await step(dept, oid, step="accept_handling")
     await step(dept, oid, step="reply", text="已处理。")
     await step(dept, oid, step="complete")
+    await step(dept, oid, 409, step="evaluate", source="citizen_keys", resolved=True,
+               satisfaction_department=3)  # not even in a return visit yet
     await step(sup, oid, step="start_return_visit")
     before = await rig.wo.event_count()
     # A department entering the citizen's verdict, and an operator faking key presses.
@@ -185,7 +187,7 @@ async def test_staff_cannot_record_satisfaction_and_the_attempt_is_flagged(rig: 
     assert await rig.wo.event_count() == before
     status, doc = await sup.call("GET", "/api/supervision/anomalies?kind=staff_entered_satisfaction")
     assert status == 200
-    assert doc["counts"] == {"staff_entered_satisfaction": 2}
+    assert doc["counts"] == {"staff_entered_satisfaction": 3}
     assert {a["evidence"]["actor_id"] for a in doc["anomalies"]} == {"dept1", "op1"}
     assert all(a["order_ids"] == [oid] for a in doc["anomalies"])
 
