@@ -197,6 +197,9 @@ def _record(record: Any, order: Order, reader: Reader) -> dict[str, Any]:
     had = "confidential" in data
     data.setdefault("confidential", order.confidential)
     data = redact(data, reader.role)
+    if isinstance(data.get("answer"), str):  # an on-call answer may quote a number too
+        data["answer"] = redact({"text": data["answer"], "confidential": order.confidential},
+                                reader.role)["text"]
     if not had:
         data.pop("confidential", None)
     doc["data"] = data

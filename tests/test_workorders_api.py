@@ -402,3 +402,14 @@ def test_the_order_page_strings_exist_in_both_languages() -> None:
                                    "template_reply", "overdue", "repeat_after_completion",
                                    "staff_entered_satisfaction")}
     assert used - dynamic <= keys_zh, used - dynamic - keys_zh
+
+
+async def test_numbers_quoted_in_an_on_call_answer_are_masked_for_operators(rig: Rig) -> None:
+    op, sup = await rig.as_user("op1"), await rig.as_user("sup1")
+    oid = (await create(op, confidential=True))["id"]
+    await step(op, oid, step="resolve_on_call", answer="请拨打13912345678联系街道。")
+    status, doc = await op.call("GET", f"/api/orders/{oid}")
+    assert status == 200 and "13912345678" not in json.dumps(doc, ensure_ascii=False)
+    assert "139****5678" in doc["order"]["on_call_answer"]
+    status, doc = await sup.call("GET", f"/api/orders/{oid}")
+    assert doc["history"][-1]["data"]["answer"] == "请拨打13912345678联系街道。"
