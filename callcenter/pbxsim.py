@@ -54,7 +54,10 @@ that advances the core to ``v0 + (monotonic - m0) * speed`` in slices of at
 most ``batch`` frames and writes each client the frames its mask allows, one
 write per slice.  A core too busy to keep up lags behind the wall clock rather
 than bursting; a client whose unsent bytes exceed a bound is dropped instead of
-stalling the others.
+stalling the others.  Opt-in (``agi_url``, ``--agi-url``): the core holds each
+arrival (``hold_arrivals``) and the edge first runs it through the FastAGI IVR
+as Asterisk's ``AGI()`` would (:func:`run_agi`), the caller pressing the digits
+of its ``ivr_path``; the call then joins the queue the script chose.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -569,9 +572,14 @@ class Pbx:
     """The sans-IO simulated Asterisk (see the module docstring)."""
 
     def __init__(self, config: PbxConfig | None = None, traffic: CallSource | None = None, *,
-                 start_time: float = 1_795_000_000.0, seed: int = 0) -> None:
+                 start_time: float = 1_795_000_000.0, seed: int = 0,
+                 hold_arrivals: bool = False) -> None:
         self.config = config or PbxConfig()
         self.traffic = traffic
+        # With hold_arrivals the traffic model's callers wait in held_arrivals for the
+        # IO edge (a FastAGI IVR run) to inject them; otherwise they join at once.
+        self.hold_arrivals = hold_arrivals
+        self.held_arrivals: list[CallSpec] = []
         self.now = self.started = start_time
         self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._seq = 0
@@ -855,6 +863,9 @@ class Pbx:
     def _arrival(self, spec: CallSpec) -> None:
         self._plan_arrival()
         self._originated += 1
+        if self.hold_arrivals:
+            self.held_arrivals.append(spec)
+            return
         self.inject_call(spec, action_id=f"sim-{self._originated}")
 
     def _plan_break(self, phone: Phone) -> None:
@@ -1917,16 +1928,76 @@ class _Client(asyncio.Protocol):
             self.transport.abort()
 
 
+class AgiOutcome(NamedTuple):
+    """What a FastAGI script did with a call: variables set, the queue entered (if any)."""
+    variables: dict[str, str]
+    queue: str | None
+    commands: list[str]
+
+
+async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
+                  timeout: float = 10.0) -> AgiOutcome:
+    """Play Asterisk's side of ``AGI(agi://host:port/script)``: send the agi_ headers,
+    answer each command, press ``keys`` one per GET DATA (then time out), stop at
+    ``EXEC Queue`` or when the script hangs up."""
+    rest = url.removeprefix("agi://")
+    hostport, _, script = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host or "127.0.0.1", int(port or 4573)), timeout)
+    variables: dict[str, str] = {}
+    queue: str | None = None
+    commands: list[str] = []
+    pending = list(keys)
+    try:
+        head = {"agi_network": "yes", "agi_network_script": script, "agi_request": url,
+                **headers}
+        writer.write("".join(f"{k}: {v}\n" for k, v in head.items()).encode() + b"\n")
+        await writer.drain()
+        while line := await asyncio.wait_for(reader.readline(), timeout):
+            command = line.decode().strip()
+            commands.append(command)
+            reply = "200 result=0"
+            if command.startswith("GET DATA"):
+                key = pending.pop(0) if pending else ""
+                reply = f"200 result={key}" if key else "200 result= (timeout)"
+            elif command.startswith("SET VARIABLE "):
+                _, _, name, value = (command + " ").split(" ", 3)
+                variables[name] = value.strip().strip('"')
+            elif command.startswith("EXEC Queue "):
+                queue = command.split(" ", 2)[2].split(",", 1)[0]
+                break  # the caller is in Queue(); the script's part is over
+            elif command == "HANGUP":
+                reply = "200 result=1"
+            writer.write(f"{reply}\n".encode())
+            await writer.drain()
+    finally:
+        writer.close()
+    return AgiOutcome(variables, queue, commands)
+
+
 class PbxSimServer:
-    """The asyncio TCP server around a :class:`Pbx`, paced at ``speed`` PBX seconds per second."""
+    """The asyncio TCP server around a :class:`Pbx`, paced at ``speed`` PBX seconds per second.
+
+    With ``agi_url`` (and a core built with ``hold_arrivals=True``) every caller of
+    the traffic model first runs that FastAGI script as Asterisk would, pressing the
+    digits of its ``ivr_path``; the variables the script sets and the queue it
+    enters go on the call.  A caller whose script ends without a queue (a
+    call-back request) never joins; an unreachable script lets the call join as is.
+    """
 
     def __init__(self, pbx: Pbx, *, host: str = "127.0.0.1", port: int = 5038,
                  users: Mapping[str, str] | None = None, speed: float = 1.0,
                  max_client_buffer: int = 4 << 20, tick: float = 0.005, batch: int = 2000,
-                 sndbuf: int | None = None) -> None:
+                 sndbuf: int | None = None, agi_url: str | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
+        if agi_url is not None and not pbx.hold_arrivals:
+            raise ValueError("agi_url needs a Pbx built with hold_arrivals=True")
         self.pbx = pbx
+        self.agi_url = agi_url
+        self._agi_tasks: set[asyncio.Task[None]] = set()
+        self._agi_seq = 0
         self.host = host
         self._port = port
         self.users = dict(users or {"hotline": "hotline"})
@@ -1962,6 +2033,8 @@ class PbxSimServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for task in list(self._agi_tasks):
+            task.cancel()
         if self._server is not None:
             self._server.close()
         for client in list(self.clients):
@@ -2006,9 +2079,46 @@ class PbxSimServer:
             if data:
                 client.send(data)
 
+    def _start_ivr(self) -> None:
+        """Hand each held arrival to the FastAGI script (one task per caller)."""
+        for spec in self.pbx.held_arrivals:
+            task = asyncio.get_running_loop().create_task(self._ivr_call(spec))
+            self._agi_tasks.add(task)
+            task.add_done_callback(self._agi_tasks.discard)
+        self.pbx.held_arrivals.clear()
+
+    async def _ivr_call(self, spec: CallSpec) -> None:
+        assert self.agi_url is not None
+        self._agi_seq += 1
+        headers = {"agi_channel": f"Local/s@{self.pbx.config.inbound_context}",
+                   "agi_uniqueid": f"{int(self.pbx.now)}.ivr{self._agi_seq}",
+                   "agi_callerid": spec.number or "unknown", "agi_calleridname": spec.name,
+                   "agi_dnid": spec.hotline, "agi_extension": spec.hotline,
+                   "agi_context": self.pbx.config.inbound_context, "agi_language": "zh"}
+        keys = [k for k in spec.ivr_path if k in "0123456789*#"]
+        try:
+            out = await run_agi(self.agi_url, headers, keys)
+        except (TimeoutError, OSError, ValueError) as exc:
+            log.warning("pbx_sim.agi_failed", error=str(exc), caller=mask_number(spec.number))
+            self.pbx.inject_call(replace(spec, at=self.pbx.now))
+        else:
+            if out.queue is None:
+                log.info("pbx_sim.ivr_left", caller=mask_number(spec.number))
+                return
+            v = out.variables
+            self.pbx.inject_call(replace(
+                spec, at=self.pbx.now, hotline=v.get("HOTLINE", spec.hotline),
+                category=v.get("CATEGORY", spec.category),
+                ivr_path=v.get("IVR_PATH", spec.ivr_path),
+                queue=out.queue if out.queue in self.pbx.queues else spec.queue))
+        self.flush()
+        self.reschedule()
+
     def _tick(self) -> None:
         self._timer = None
         behind = self.sync()
+        if self.agi_url is not None and self.pbx.held_arrivals:
+            self._start_ivr()
         self.flush()
         if behind:  # let the sockets drain and actions in, then go on at once
             loop = asyncio.get_running_loop()
@@ -2039,7 +2149,8 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
               rate: float | None = None, scenario: str | Path | None = None,
               start_time: float | None = None, start_hour: float = 9.5,
               peak_calls_per_hour: float = 120.0,
-              channelvars: Sequence[str] = ("HOTLINE", "IVR_PATH", "CATEGORY")) -> Pbx:
+              channelvars: Sequence[str] = ("HOTLINE", "IVR_PATH", "CATEGORY"),
+              hold_arrivals: bool = False) -> Pbx:
     """A Pbx with random (or constant-rate, or scripted) traffic, ready to advance."""
     qcfgs = tuple(q if isinstance(q, QueueConfig) else QueueConfig(name=q)
                   for q in (queues or [QueueConfig()]))
@@ -2053,7 +2164,7 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
                                 seed=seed, origin=t0)
     config = PbxConfig(queues=qcfgs, agents=agents, channelvars=tuple(channelvars),
                        agent_breaks=scenario is None)
-    return Pbx(config, traffic, start_time=t0, seed=seed)
+    return Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
 
 
 def pregenerate(pbx: Pbx, seconds: float, step: float = 1.0) -> list[Frame]:
@@ -2072,11 +2183,13 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
                       users: Mapping[str, str], rate: float | None = None,
                       scenario: str | Path | None = None, start_hour: float = 9.5,
                       peak_calls_per_hour: float = 120.0,
-                      ready: Callable[[PbxSimServer], None] | None = None) -> None:
+                      ready: Callable[[PbxSimServer], None] | None = None,
+                      agi_url: str | None = None) -> None:
     """Serve a simulated Asterisk on ``host:port`` until cancelled."""
     pbx = build_pbx(seed=seed, agents=agents, queues=queues, rate=rate, scenario=scenario,
-                    start_hour=start_hour, peak_calls_per_hour=peak_calls_per_hour)
-    server = PbxSimServer(pbx, host=host, port=port, users=users, speed=speed)
+                    start_hour=start_hour, peak_calls_per_hour=peak_calls_per_hour,
+                    hold_arrivals=agi_url is not None)
+    server = PbxSimServer(pbx, host=host, port=port, users=users, speed=speed, agi_url=agi_url)
     await server.start()
     user, secret = next(iter(users.items()))
     print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
@@ -2109,6 +2222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default=None, help="scenario.json to replay")
     parser.add_argument("--username", default="hotline")
     parser.add_argument("--secret", default="hotline")
+    parser.add_argument("--agi-url", default=None,
+                        help="run each caller through this FastAGI script first, "
+                             "e.g. agi://127.0.0.1:4573/hotline")
 
 
 async def main_from_args(args: argparse.Namespace) -> None:
@@ -2117,11 +2233,11 @@ async def main_from_args(args: argparse.Namespace) -> None:
                       agents=args.agents, queues=args.queues,
                       users={args.username: args.secret}, rate=args.rate,
                       scenario=args.scenario, start_hour=args.start_hour,
-                      peak_calls_per_hour=args.peak)
+                      peak_calls_per_hour=args.peak, agi_url=args.agi_url)
 
 
 __all__ = [
-    "ALL_EVENTS", "EVENT_FLAGS", "AmiSession", "Frame", "Pbx", "PbxConfig", "PbxSimServer",
+    "ALL_EVENTS", "EVENT_FLAGS", "AgiOutcome", "AmiSession", "Frame", "Pbx", "PbxConfig", "PbxSimServer",
     "QueueConfig", "add_arguments", "build_pbx", "event_mask", "frame_dict", "main_from_args",
-    "mask_number", "parse_frame", "pregenerate", "run_pbx_sim",
+    "mask_number", "parse_frame", "pregenerate", "run_agi", "run_pbx_sim",
 ]

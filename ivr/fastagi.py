@@ -214,7 +214,10 @@ class HotlineAgi:
                 case Collect(prompt, timeout_ms, max_digits):
                     return await agi.collect(prompt, timeout_ms, max_digits)
                 case EnterQueue(queue):
-                    await agi.send(f"EXEC Queue {queue},{QUEUE_OPTIONS}")
+                    try:  # Queue() returns when the call has left the queue
+                        await agi.send(f"EXEC Queue {queue},{QUEUE_OPTIONS}")
+                    except CallerHungUp:
+                        pass  # a hang-up in the queue ends the path normally
                 case CallbackRequested():
                     await _call(self.on_callback, CallbackRequest(
                         uniqueid, callerid, cmd.queue, cmd.hotline, cmd.category, cmd.lang,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from callcenter.pbxsim import Pbx, PbxConfig, PbxSimServer, QueueConfig
+from callcenter.traffic import CallSpec, ScriptedTraffic
 from ivr.fastagi import CallbackRequest, HotlineAgi, last4, start_agi_server
 from ivr.menus import (
+    DEFAULT_CONFIG,
     Answered,
     CallbackRequested,
     Collect,
@@ -34,9 +38,6 @@ HOTLINES = {"12345": "consult", "12349": "civil_affairs", "12315": "market_regul
 
 def with_menus(**over: Any) -> Any:
     """The shipped config with the language menu and the main DTMF menu switched on."""
-    import tomllib
-
-    from ivr.menus import DEFAULT_CONFIG
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
     data["language"]["enabled"] = True
     data["hotlines"]["12345"]["menu"] = "main"
@@ -304,3 +305,42 @@ async def test_returnvisit_no_answer(serve: Any, keys: list[str]) -> None:
     assert silent.calls == [("WO-2", "1700000000.42")]
     if keys != ["HANGUP"]:
         assert set_vars(cmds) == {"RETURNVISIT_RESULT": "no_answer"}
+
+
+# -- the PBX simulator as Asterisk's FastAGI client -----------------------------------------------
+
+async def test_pbx_simulator_runs_callers_through_the_fastagi_ivr(serve: Any) -> None:
+    callbacks = Recorder()
+    port = await serve(HotlineAgi(with_menus(), expected_wait=lambda: {"hotline-en": 999.0},
+                                  on_callback=callbacks))
+    calls = [CallSpec(1.0, "13800001111", "A", hotline="12315", ivr_path="1"),
+             CallSpec(2.0, "13800002222", "B", hotline="12345", ivr_path="2-3"),
+             CallSpec(3.0, "13800003333", "C", hotline="12345", ivr_path="2-1-1")]
+    t0 = 1_795_000_000.0
+    pbx = Pbx(PbxConfig(queues=(QueueConfig("hotline", maxwait=0),
+                                QueueConfig("hotline-en", maxwait=0)),
+                        agents=0, agent_breaks=False),
+              ScriptedTraffic(calls, origin=t0), start_time=t0, hold_arrivals=True)
+    sim = PbxSimServer(pbx, port=0, speed=50.0, agi_url=f"agi://127.0.0.1:{port}/hotline")
+    await sim.start()
+    try:
+        for _ in range(200):
+            if len(pbx.queues["hotline"].callers) + len(pbx.queues["hotline-en"].callers) == 2 \
+                    and callbacks.calls:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await sim.stop()
+    [a] = pbx.queues["hotline"].callers
+    [b] = pbx.queues["hotline-en"].callers
+    assert (a.spec.hotline, a.spec.category, a.spec.ivr_path) == ("12315", "market_regulation",
+                                                                  "1")  # chose Chinese
+    assert (b.spec.hotline, b.spec.category, b.spec.ivr_path) == ("12345", "suggestion", "2-3")
+    [(request,)] = callbacks.calls
+    assert (request.callerid, request.queue, request.category) == ("13800003333", "hotline-en",
+                                                                   "consult")
+
+
+def test_agi_url_needs_held_arrivals() -> None:
+    with pytest.raises(ValueError):
+        PbxSimServer(Pbx(), agi_url="agi://127.0.0.1:4573/hotline")
