@@ -296,6 +296,10 @@ class HotlineAgi:
         cfg: Mapping[str, Any] = self.config.extras.get("returnvisit", {})
         try:
             order_id = h.get("agi_arg_1") or await agi.get_var("ORDER_ID")
+            if not order_id:
+                log.warning("return_visit_without_order", call_id=call_id)
+                await agi.hangup()
+                return
             await agi.send("ANSWER")
             await agi.play(cfg.get("intro_prompt", "hotline/rv-intro"))
         except CallerHungUp:

@@ -256,7 +256,7 @@ class IvrSession:
         if self._stage == "language":
             lang = self.config.language.options.get(key)
             if lang is None:
-                return self._retry_language("invalid")
+                return self._retry_language()
             self.keys.append(key)
             self.lang = lang.code
             if lang.queue:
@@ -282,7 +282,7 @@ class IvrSession:
 
     def on_timeout(self) -> list[Command]:
         if self._stage == "language":
-            return self._retry_language("timeout")
+            return self._retry_language()
         if self._stage.startswith("menu:"):
             return self._retry_menu(self.config.menus[self._stage[5:]], "timeout")
         if self._stage == "callback":
@@ -296,7 +296,7 @@ class IvrSession:
         lm = self.config.language
         return [Collect(lm.prompt, int(lm.timeout_s * 1000))]
 
-    def _retry_language(self, why: str) -> list[Command]:
+    def _retry_language(self) -> list[Command]:
         lm = self.config.language
         self._tries += 1
         if self._tries > lm.retries:

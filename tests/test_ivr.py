@@ -344,3 +344,11 @@ async def test_pbx_simulator_runs_callers_through_the_fastagi_ivr(serve: Any) ->
 def test_agi_url_needs_held_arrivals() -> None:
     with pytest.raises(ValueError):
         PbxSimServer(Pbx(), agi_url="agi://127.0.0.1:4573/hotline")
+
+
+async def test_returnvisit_without_an_order_hangs_up(serve: Any) -> None:
+    answers, silent = Recorder(), Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_answer=answers, on_no_answer=silent))
+    cmds = await FakeAsterisk(port, "returnvisit", keys=["1"]).run()
+    assert cmds == ["GET VARIABLE ORDER_ID", "HANGUP"]
+    assert answers.calls == silent.calls == []

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recordings.http import RangeNotSatisfiable, parse_range, recording_handler
 from recordings.store import RecordingStore, UnsafePath, path_for, write_wav
@@ -200,3 +202,30 @@ async def test_a_recording_swapped_for_an_escaping_symlink_is_refused(
     target.symlink_to(tmp_path / "secret.wav")
     r = await c.get(f"/api/recordings/{NEW}", headers=BOSS)
     assert r.status == 404 and audited == []
+
+
+@given(st.integers(min_value=1, max_value=10_000), st.text(max_size=20))
+def test_parse_range_never_leaves_the_file(size: int, spec: str) -> None:
+    try:
+        got = parse_range(f"bytes={spec}", size)
+    except RangeNotSatisfiable:
+        return
+    if got is not None:
+        first, last = got
+        assert 0 <= first <= last < size
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(st.lists(st.sampled_from(["..", ".", "a", "2026-01-01", "x.wav", "/", "\\", "\x00",
+                                 "%2e", "~", "outside", "link"]), max_size=6))
+def test_resolve_stays_inside_the_root(tmp_path: Path, parts: list[str]) -> None:
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    if not (root / "link").is_symlink():
+        (root / "link").symlink_to(tmp_path)
+    store = RecordingStore(root)
+    try:
+        path = store.resolve("/".join(parts).replace("//", "/"))
+    except UnsafePath:
+        return
+    assert path.is_relative_to(store.root) and path != store.root
