@@ -200,6 +200,8 @@ def home_for(user: User) -> str:
         return "/wallboard"
     if user.role is Role.OPERATOR:
         return "/console"
+    if user.role is Role.HANDLER:
+        return "/orders"
     return "/login?none=1"
 
 

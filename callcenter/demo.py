@@ -113,6 +113,8 @@ async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8
         f"\nhotline demo is running: {demo.url}\n"
         f"  wallboard (supervisor): {demo.url}wallboard   login sup1 / demo\n"
         f"  operator console:       {demo.url}console     logins op1 … op8 / demo\n"
+        f"  work orders:            {demo.url}orders      logins dept1, dept2 (departments), "
+        "sup1 / demo\n"
         f"  PBX simulator (AMI):    127.0.0.1:{demo.sim.port}, seed {seed}, speed {speed:g}x, "
         f"{agents} simulated operators\n"
         f"  database:               {settings.database_url}\n"
