@@ -1,0 +1,750 @@
+"""``callcenter bench``: how fast, how prompt and how lean the service is under load.
+
+Theory of operation
+-------------------
+Two processes, one core each.  *This* process is the system under test: the
+:class:`~callcenter.service.Service` and the console's web app, exactly as
+``callcenter serve`` builds them, on a temporary SQLite database.  A spawned
+*load* process plays everybody else:
+
+* the PBX: a :class:`~callcenter.pbxsim.Pbx` (one queue, ``agents`` members
+  ``Local/<1000+i>@agents/n``, constant call rate that keeps them busy) behind
+  an AMI socket.  Its frames are paced by *count* (``--rate`` events per second),
+  not by PBX time, so the wire rate is exactly what was asked for; a *blast*
+  writes a pregenerated slice of the same stream as fast as the socket takes;
+* the browsers: ``operators`` accounts ``op1``… (mapped to those members by
+  :func:`agent_console.auth.default_member`) and ``wallboards`` supervisors
+  ``sup1``…, each signed in through ``POST /api/login`` and holding a ``/ws``
+  websocket (the ``websockets`` library).
+
+The ring-to-screen-pop latency is measured in the load process alone (one
+clock): the moment the frame carrying ``AgentCalled`` for an operator's member
+was written to the AMI socket, to the moment that operator's websocket document
+first shows the call.  Phases, in order:
+
+1. *sustained*: ``--rate`` events/s for ``--duration`` s; pop latencies, RSS
+   samples (``/proc/self/status``), CPU seconds (``time.process_time``);
+2. *max*: a pregenerated slice blasted at once; the rate the consumer drains
+   it at is the most the service takes before its backlog grows;
+3. *baseline*: the same trace through bare panoramisk parsing
+   (``AMIProtocol.data_received`` with a no-op ``handle_message``);
+4. *work orders*: draft, save, submit through :class:`agent_console.orders.Orders`;
+5. *day rebuild*: ``--day-calls`` synthetic records saved with
+   :meth:`Store.save_calls`, then ``calls_between`` + ``by_interval`` + ``by_queue``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent_console.hub import Hub
+from callcenter import logs
+from callcenter.pbxsim import BANNER, AmiSession, Frame, Pbx, build_pbx
+from callcenter.service import Service
+
+log = structlog.get_logger(__name__)
+
+PASSWORD = "bench-pass"
+AMI_USER, AMI_SECRET = "bench", "bench-secret"
+START_TIME = 1_795_000_000.0  # PBX clock origin: the trace is the same on every run
+TALK_PLUS_RING_S = 200.0  # median talk 180 s + ring + settle (traffic.TrafficConfig)
+
+
+def progress(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def bench_pbx(seed: int, agents: int) -> Pbx:
+    """The benchmark's PBX: calls arrive about as fast as ``agents`` members can take them."""
+    return build_pbx(seed=seed, agents=agents, rate=max(0.05, 0.95 * agents / TALK_PLUS_RING_S),
+                     start_time=START_TIME)
+
+
+class FrameStream:
+    """The PBX's frames in order, produced on demand one PBX second at a time."""
+
+    def __init__(self, pbx: Pbx) -> None:
+        self.pbx = pbx
+        self.buffered: deque[Frame] = deque(pbx.drain())
+
+    def take(self, n: int) -> list[Frame]:
+        while len(self.buffered) < n:
+            self.buffered.extend(self.pbx.advance(self.pbx.now + 1.0))
+        return [self.buffered.popleft() for _ in range(n)]
+
+
+def trace_sample(seed: int, agents: int, events: int) -> list[bytes]:
+    """The first ``events`` frames of the benchmark trace, encoded as on the wire."""
+    return [f.text.encode() for f in FrameStream(bench_pbx(seed, agents)).take(events)]
+
+
+# =========================================================================== load process
+
+
+class _AmiPeer(asyncio.Protocol):
+    """The simulated Asterisk's end of the service's AMI connection."""
+
+    def __init__(self, load: _Load) -> None:
+        self.load = load
+        self.session = AmiSession(load.stream.pbx, {AMI_USER: AMI_SECRET})
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(BANNER.encode())
+        self.load.peer = self
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        for action in self.session.feed(data):
+            self.transport.write(self.session.handle(action).encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.load.peer is self:
+            self.load.peer = None
+
+
+@dataclass
+class _Browser:
+    """One signed-in websocket client; operators remember when each call first showed."""
+
+    username: str
+    interface: str
+    seen: dict[str, float] = field(default_factory=dict)
+    messages: int = 0
+    bytes: int = 0
+
+
+class _Load:
+    """Everything outside the service: the PBX end of AMI and the browsers."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.stream = FrameStream(bench_pbx(cfg["seed"], cfg["agents"]))
+        self.peer: _AmiPeer | None = None
+        self.sent = 0
+        self.rung: dict[tuple[str, str], float] = {}  # (interface, uniqueid) -> written at
+        self.watched: set[str] = set()
+        self.browsers: list[_Browser] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.blast_data: list[bytes] = []
+        self.blast_count = 0
+
+    # ---- AMI
+
+    def _encode(self, frames: list[Frame]) -> tuple[bytes, int, list[tuple[str, str]]]:
+        assert self.peer is not None
+        mask = self.peer.session.mask
+        wanted = [f for f in frames if f.mask & mask]
+        rings = []
+        for f in wanted:
+            if f.name == "AgentCalled":
+                h = f.headers()
+                if h.get("Interface") in self.watched:
+                    rings.append((h["Interface"], h.get("Uniqueid", "")))
+        return "".join(f.text for f in wanted).encode(), len(wanted), rings
+
+    def _write(self, data: bytes, count: int) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+        self.sent += count
+
+    async def pace(self, rate: float, seconds: float) -> int:
+        """Write ``rate`` events per second for ``seconds``; return the total written so far."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        done = 0
+        while (now := loop.time()) - t0 < seconds:
+            due = int(rate * (now - t0)) - done
+            if due > 0:
+                data, count, rings = self._encode(self.stream.take(due))
+                self._write(data, count)
+                written = time.time()
+                for key in rings:
+                    self.rung.setdefault(key, written)
+                done += due
+            await asyncio.sleep(0.002)
+        return self.sent
+
+    def prepare_blast(self, events: int) -> int:
+        frames = self.stream.take(events)
+        self.blast_data, self.blast_count = [], 0
+        for i in range(0, len(frames), 2000):  # whole frames: replies go in between
+            data, count, _ = self._encode(frames[i:i + 2000])
+            self.blast_data.append(data)
+            self.blast_count += count
+        return self.blast_count
+
+    async def blast(self) -> int:
+        assert self.peer is not None and self.peer.transport is not None
+        for chunk in self.blast_data:
+            self.peer.transport.write(chunk)
+            while self.peer.transport.get_write_buffer_size() > (8 << 20):
+                await asyncio.sleep(0.001)
+        self.sent += self.blast_count
+        self.blast_data = []
+        return self.sent
+
+    # ---- browsers
+
+    async def sign_in(self, url: str, operators: list[str], wallboards: list[str]) -> dict[str, int]:
+        import aiohttp
+
+        from agent_console.auth import default_member
+        from agent_console.server import COOKIE
+
+        ready = asyncio.Semaphore(32)
+        connected: list[asyncio.Future[None]] = []
+        failures = 0
+
+        async def one(session: aiohttp.ClientSession, name: str) -> None:
+            nonlocal failures
+            iface = default_member(name)[1]
+            browser = _Browser(name, iface)
+            first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            connected.append(first)
+            async with ready:
+                try:
+                    async with session.post(url + "api/login",
+                                            json={"username": name, "password": PASSWORD}) as r:
+                        r.raise_for_status()
+                        token = r.cookies[COOKIE].value
+                except Exception as exc:  # noqa: BLE001 - counted and reported
+                    failures += 1
+                    first.set_exception(exc)
+                    return
+            if iface:
+                self.watched.add(iface)
+            self.browsers.append(browser)
+            self.tasks.append(asyncio.create_task(self._browse(url, token, browser, first)))
+
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(one(session, n) for n in operators + wallboards))
+        results = await asyncio.gather(*connected, return_exceptions=True)
+        failures = sum(1 for r in results if isinstance(r, BaseException))
+        return {"connected": len(results) - failures, "failed": failures}
+
+    async def _browse(self, url: str, token: str, browser: _Browser,
+                      first: asyncio.Future[None]) -> None:
+        from websockets.asyncio.client import connect
+
+        from agent_console.hub import apply_ops
+        from agent_console.server import COOKIE
+
+        ws_url = "ws" + url[len("http"):] + "ws"
+        origin = url.rstrip("/")
+        doc: dict[str, Any] = {}
+        operator = bool(browser.interface)
+        try:
+            async with connect(ws_url, additional_headers={"Cookie": f"{COOKIE}={token}"},
+                               origin=origin, max_size=None,  # type: ignore[arg-type]
+                               open_timeout=60) as ws:
+                async for text in ws:
+                    at = time.time()
+                    browser.messages += 1
+                    browser.bytes += len(text)
+                    if not first.done():
+                        first.set_result(None)
+                    if not operator:
+                        continue
+                    msg = json.loads(text)
+                    if msg.get("type") == "snapshot":
+                        doc = msg["data"]
+                    elif msg.get("type") == "update":
+                        apply_ops(doc, msg["ops"])
+                    for uid in _calls_shown(doc):
+                        browser.seen.setdefault(uid, at)
+        except Exception as exc:  # noqa: BLE001 - a failed client is counted, not fatal
+            if not first.done():
+                first.set_exception(exc)
+
+    def pops(self) -> dict[str, Any]:
+        """Ring-to-screen-pop latencies for the rings written since the last call."""
+        by_iface = {b.interface: b for b in self.browsers if b.interface}
+        latencies, missed = [], 0
+        for (iface, uid), written in self.rung.items():
+            shown = by_iface[iface].seen.get(uid)
+            if shown is None:
+                missed += 1
+            else:
+                latencies.append((shown - written) * 1000.0)
+        self.rung = {}
+        return {"latencies_ms": latencies, "missed": missed}
+
+    async def stop(self) -> dict[str, int]:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        return {"messages": sum(b.messages for b in self.browsers),
+                "bytes": sum(b.bytes for b in self.browsers)}
+
+
+def _calls_shown(doc: dict[str, Any]) -> list[str]:
+    out = []
+    call = doc.get("call")
+    if isinstance(call, dict) and call.get("uniqueid"):
+        out.append(call["uniqueid"])
+    agent = doc.get("agent")
+    if isinstance(agent, dict) and agent.get("call"):
+        out.append(agent["call"])
+    return out
+
+
+async def _load_loop(conn: Connection, cfg: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    load = _Load(cfg)
+    server = await loop.create_server(lambda: _AmiPeer(load), "127.0.0.1", 0)
+    conn.send({"port": server.sockets[0].getsockname()[1]})
+    try:
+        while True:
+            cmd = await loop.run_in_executor(None, conn.recv)
+            op = cmd["op"]
+            if op == "sign_in":
+                conn.send(await load.sign_in(cmd["url"], cmd["operators"], cmd["wallboards"]))
+            elif op == "pace":
+                conn.send({"sent": await load.pace(cmd["rate"], cmd["seconds"])})
+            elif op == "pops":
+                conn.send(load.pops())
+            elif op == "prepare_blast":
+                conn.send({"events": load.prepare_blast(cmd["events"])})
+            elif op == "blast":
+                conn.send({"sent": await load.blast()})
+            elif op == "stop":
+                conn.send(await load.stop())
+                return
+    finally:
+        server.close()
+
+
+def _load_main(conn: Connection, cfg: dict[str, Any]) -> None:
+    """Entry point of the spawned load process."""
+    logs.setup("warning", "console")
+    _raise_fd_limit()
+    asyncio.run(_load_loop(conn, cfg))
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# =========================================================================== measurements
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB, from /proc/self/status."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                fields[key] = int(value.split()[0]) / 1024.0
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def hub_buffered_mb(hub: Hub) -> float:
+    """Memory held by the hub's per-stream buffers of recent updates (for reconnects)."""
+    return sum(sys.getsizeof(text) for stream in hub.streams.values()
+               for _, text in stream.updates) / 1e6
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100.0 * len(ordered)) - 1))]
+
+
+def panoramisk_rate(frames: list[bytes], chunk: int = 65536) -> float:
+    """Events per second through bare panoramisk parsing (no-op dispatch)."""
+    from panoramisk.ami_protocol import AMIProtocol
+
+    class _NullTransport(asyncio.Transport):
+        def write(self, data: Any) -> None:
+            pass
+
+    seen = 0
+
+    def count(message: Any) -> None:
+        nonlocal seen
+        seen += 1
+
+    proto = AMIProtocol()
+    proto.connection_made(_NullTransport())
+    proto.handle_message = count  # type: ignore[method-assign]
+    data = BANNER.encode() + b"".join(frames)
+    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    t0 = time.perf_counter()
+    for c in chunks:
+        proto.data_received(c)
+    elapsed = time.perf_counter() - t0
+    return seen / elapsed if elapsed > 0 else 0.0
+
+
+async def orders_rate(url: str, count: int) -> float:
+    """Work orders per second: open a draft for a call, write it, submit it."""
+    from agent_console.orders import Orders
+    from callcenter.config import Settings
+    from callcenter.db import Store
+
+    store = Store(url)
+    await store.open()
+    try:
+        orders = Orders(store.engine, Settings().tz)
+        t0 = time.perf_counter()
+        for i in range(count):
+            owner = f"op{i % 50 + 1}"
+            d = await orders.open_draft(owner, f"{START_TIME:.0f}.{i}", caller="13800138000",
+                                        category="consult")
+            await orders.save_draft(owner, d.id, {"text": f"市民来电反映问题 {i}"})
+            await orders.submit(owner, d.id)
+        return count / (time.perf_counter() - t0)
+    finally:
+        await store.close()
+
+
+def synthetic_day(day_start: float, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` call records spread over one day, in the calls table's shape."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        joined = day_start + rng.random() * 86399
+        wait = rng.expovariate(1 / 20.0)
+        answered = rng.random() < 0.9
+        talk = int(rng.lognormvariate(math.log(180), 0.6)) if answered else None
+        rows.append({
+            "uniqueid": f"{joined:.0f}.{i}", "queue": ("hotline", "hotline-en")[i % 7 == 0],
+            "joined_at": joined, "caller_num": f"138{rng.randrange(10**8):08d}",
+            "caller_name": "", "hotline": "12345", "category": "consult", "ivr_path": "1",
+            "outcome": "completed" if answered else "abandoned", "left_at": joined + wait,
+            "answered_at": joined + wait if answered else None,
+            "hold_time": int(wait) if answered else None,
+            "agent": f"agent{1001 + i % 200}" if answered else "",
+            "interface": f"Local/{1001 + i % 200}@agents/n" if answered else "",
+            "ended_at": joined + wait + talk if talk is not None else joined + wait,
+            "talk_time": talk, "wrap_s": 0.0, "rings": 1 if answered else 0,
+            "ring_no_answer": 0, "estimated": False,
+        })
+    return rows
+
+
+async def day_rebuild(url: str, count: int, seed: int) -> tuple[float, float]:
+    """(seconds to save, seconds to rebuild) a day of ``count`` calls."""
+    from datetime import datetime
+
+    from acd.metrics import by_interval, by_queue
+    from callcenter.config import Settings
+    from callcenter.db import Store
+
+    settings = Settings()
+    tz = settings.tz
+    day = datetime.fromtimestamp(START_TIME, tz).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0).timestamp()
+    rows = synthetic_day(day, count, seed)
+    store = Store(url)
+    await store.open()
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), 10_000):
+            await store.save_calls(rows[i:i + 10_000])
+        saved = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        calls = await store.calls_between(day, day + 86400)
+        by_interval(calls, 900, tz, settings.servicelevel_for, settings.short_abandon_s)
+        by_queue(calls, settings.servicelevel_for, settings.short_abandon_s)
+        return saved, time.perf_counter() - t0
+    finally:
+        await store.close()
+
+
+# =========================================================================== the run
+
+
+@dataclass
+class Plan:
+    operators: int
+    wallboards: int
+    rate: float
+    duration: float
+    seed: int
+    blast_events: int
+    orders: int
+    day_calls: int
+    progress_every: float
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    quick = args.quick
+    pick: Callable[[Any, Any, Any], Any] = lambda v, q, full: v if v is not None else (
+        q if quick else full)
+    rate = pick(args.rate, 500.0, 1000.0)
+    return Plan(
+        operators=pick(args.operators, 50, 1000), wallboards=pick(args.wallboards, 5, 100),
+        rate=rate, duration=pick(args.duration, 5.0, 600.0), seed=args.seed,
+        blast_events=pick(args.blast_events, 20_000, 60_000),
+        orders=pick(args.orders, 200, 2000), day_calls=pick(args.day_calls, 10_000, 100_000),
+        progress_every=2.0 if quick else 10.0,
+    )
+
+
+class CountingService(Service):
+    """The service, counting the AMI events it takes off the socket."""
+
+    events_in = 0
+
+    def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+        self.events_in += 1
+        super()._on_ami_event(headers, at)
+
+
+async def _ask(conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+    conn.send(msg)
+    answer: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+    return answer
+
+
+class BenchError(Exception):
+    """The run cannot go on; the message says why."""
+
+
+async def _until_taken(service: CountingService, target: int, stall_s: float = 10.0) -> None:
+    """Wait until ``target`` events were taken off the socket and applied."""
+    last, since = service.events_in, time.perf_counter()
+    while service.events_in < target:
+        await asyncio.sleep(0.002)
+        if service.events_in != last:
+            last, since = service.events_in, time.perf_counter()
+        elif time.perf_counter() - since > stall_s or not service.link.up:
+            raise BenchError(f"the service stopped taking events ({service.events_in} of "
+                             f"{target}; AMI link {'up' if service.link.up else 'down'})")
+    await service.drain()
+
+
+async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
+    from aiohttp import web
+    from argon2 import PasswordHasher
+
+    from agent_console.auth import Passwords, Role, Users
+    from agent_console.server import CONSOLE, make_app
+    from callcenter.config import Settings
+
+    agents = max(plan.operators, 10)
+    ctx = mp.get_context("spawn")
+    conn, child_end = ctx.Pipe()
+    child = ctx.Process(target=_load_main, name="bench-load",
+                        args=(child_end, {"seed": plan.seed, "agents": agents}))
+    child.start()
+    result: dict[str, Any] = {"operators": plan.operators, "wallboards": plan.wallboards,
+                              "agents": agents, "rate": plan.rate, "duration_s": plan.duration}
+    try:
+        port = (await asyncio.get_running_loop().run_in_executor(None, conn.recv))["port"]
+        settings = Settings()
+        settings.database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        settings.ami.host, settings.ami.port = "127.0.0.1", port
+        settings.ami.username, settings.ami.secret = AMI_USER, AMI_SECRET
+        service = CountingService(settings)
+        await service.start()
+        passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        users = Users(service.store.engine, passwords)
+        operators = [f"op{i}" for i in range(1, plan.operators + 1)]
+        wallboards = [f"sup{i}" for i in range(1, plan.wallboards + 1)]
+        progress(f"creating {len(operators)} operator and {len(wallboards)} wallboard accounts")
+        for name in operators:
+            await users.add(name, PASSWORD, Role.OPERATOR)
+        for name in wallboards:
+            await users.add(name, PASSWORD, Role.SUPERVISOR)
+        app = make_app(service, passwords=passwords)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        running = True
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+        try:
+            progress("signing in and opening the websockets")
+            signed = await _ask(conn, {"op": "sign_in", "url": url, "operators": operators,
+                                       "wallboards": wallboards})
+            result["websockets_connected"] = signed["connected"]
+            result["websockets_failed"] = signed["failed"]
+            progress(f"{signed['connected']} websockets open, {signed['failed']} failed")
+            await _sustained(plan, conn, service, result)
+            result["hub_buffered_mb"] = round(hub_buffered_mb(app[CONSOLE].hub), 1)
+            await _max_rate(plan, conn, service, result)
+            await runner.cleanup()  # the server closes the sockets, then the clients stop
+            running = False
+            traffic = await _ask(conn, {"op": "stop"})
+            result["ws_messages"] = traffic["messages"]
+            result["ws_mb"] = round(traffic["bytes"] / 1e6, 1)
+            result["events_skipped"] = service.events_skipped
+        finally:
+            if running:
+                await runner.cleanup()
+            await service.stop()
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.terminate()
+    progress("baseline: the same trace through bare panoramisk")
+    sample = trace_sample(plan.seed, agents, plan.blast_events)
+    result["baseline_panoramisk_events_per_s"] = round(panoramisk_rate(sample))
+    del sample
+    result["ratio_to_baseline"] = round(
+        result["max_events_per_s"] / result["baseline_panoramisk_events_per_s"], 3)
+    progress(f"work orders: {plan.orders} drafts written and submitted")
+    result["orders_per_s"] = round(await orders_rate(
+        f"sqlite+aiosqlite:///{workdir / 'orders.db'}", plan.orders), 1)
+    progress(f"day rebuild: {plan.day_calls} calls")
+    saved, rebuilt = await day_rebuild(f"sqlite+aiosqlite:///{workdir / 'day.db'}",
+                                       plan.day_calls, plan.seed)
+    result["day_calls"] = plan.day_calls
+    result["day_save_s"] = round(saved, 2)
+    result["day_rebuild_s"] = round(rebuilt, 2)
+    return result
+
+
+async def _sustained(plan: Plan, conn: Connection, service: CountingService,
+                     result: dict[str, Any]) -> None:
+    progress(f"sustained: {plan.rate:g} events/s for {plan.duration:g} s")
+    warmup = min(60.0, plan.duration * 0.2)
+    samples: list[tuple[float, float]] = []
+    t0 = time.perf_counter()
+    cpu0, in0 = time.process_time(), service.events_in
+
+    async def sample() -> None:
+        last = t0
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.perf_counter()
+            samples.append((now - t0, rss_mb()[0]))
+            if now - last >= plan.progress_every:
+                last = now
+                progress(f"  {now - t0:5.0f} s  taken {service.events_in - in0}  "
+                         f"backlog {service.inbox.qsize()}  rss {samples[-1][1]:.0f} MB")
+
+    sampler = asyncio.create_task(sample())
+    try:
+        sent = (await _ask(conn, {"op": "pace", "rate": plan.rate,
+                                  "seconds": plan.duration}))["sent"]
+        await _until_taken(service, sent)
+    finally:
+        sampler.cancel()
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    taken = service.events_in - in0
+    await asyncio.sleep(0.5)  # the last pops
+    pops = await _ask(conn, {"op": "pops"})
+    lat = pops["latencies_ms"]
+    rss_now, peak = rss_mb()
+    after_warmup = [r for t, r in samples if t >= warmup] or [rss_now]
+    result["events_per_s"] = round(taken / elapsed, 1)
+    result["events_sustained"] = taken
+    result["pop_latency_ms"] = {"p50": round(percentile(lat, 50), 1),
+                                "p99": round(percentile(lat, 99), 1),
+                                "max": round(max(lat, default=0.0), 1)}
+    result["pops"] = len(lat)
+    result["pops_missed"] = pops["missed"]
+    result["cpu_s_per_1000_events"] = round(cpu / taken * 1000, 4) if taken else 0.0
+    result["cpu_utilisation"] = round(cpu / elapsed, 3)
+    result["rss_mb_after_warmup"] = round(after_warmup[0], 1)
+    result["rss_mb_end"] = round(rss_now, 1)
+    result["rss_growth_pct"] = round((rss_now - after_warmup[0]) / after_warmup[0] * 100, 1)
+    result["rss_mb_peak"] = round(peak, 1)
+
+
+async def _max_rate(plan: Plan, conn: Connection, service: CountingService,
+                    result: dict[str, Any]) -> None:
+    progress(f"max: blasting {plan.blast_events} events")
+    await _ask(conn, {"op": "prepare_blast", "events": plan.blast_events})
+    in0 = service.events_in
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    conn.send({"op": "blast"})
+    answer = asyncio.get_running_loop().run_in_executor(None, conn.recv)
+    while service.events_in < in0 + 1:
+        await asyncio.sleep(0.001)
+    sent = (await answer)["sent"]
+    await _until_taken(service, sent)
+    elapsed = time.perf_counter() - t0
+    taken = service.events_in - in0
+    result["max_events_per_s"] = round(taken / elapsed, 1)
+    result["max_cpu_utilisation"] = round((time.process_time() - cpu0) / elapsed, 3)
+    result["rss_mb_peak"] = round(max(result["rss_mb_peak"], rss_mb()[1]), 1)
+
+
+# =========================================================================== CLI
+
+
+TABLE = [
+    ("operators / wallboards connected", lambda r: f"{r['operators']} / {r['wallboards']}"
+     f" ({r['websockets_connected']} open, {r['websockets_failed']} failed)"),
+    ("AMI events/s sustained (asked)", lambda r: f"{r['events_per_s']:,.0f} ({r['rate']:g})"),
+    ("AMI events/s max (drain rate)", lambda r: f"{r['max_events_per_s']:,.0f}"),
+    ("bare panoramisk parsing events/s", lambda r: f"{r['baseline_panoramisk_events_per_s']:,}"),
+    ("ratio to baseline", lambda r: f"{r['ratio_to_baseline'] * 100:.1f} %"),
+    ("ring-to-pop ms p50 / p99 / max", lambda r: "{p50} / {p99} / {max}".format(
+        **r["pop_latency_ms"]) + f"  ({r['pops']} pops, {r['pops_missed']} missed)"),
+    ("RSS MB peak / after warm-up / end", lambda r: f"{r['rss_mb_peak']} / "
+     f"{r['rss_mb_after_warmup']} / {r['rss_mb_end']} ({r['rss_growth_pct']:+} %)"),
+    ("  of which hub update buffers MB", lambda r: f"{r['hub_buffered_mb']}"),
+    ("CPU s per 1,000 events", lambda r: f"{r['cpu_s_per_1000_events']:.4f}"),
+    ("work orders/s (SQLite)", lambda r: f"{r['orders_per_s']:,.1f}"),
+    ("day rebuild s (calls)", lambda r: f"{r['day_rebuild_s']} ({r['day_calls']:,})"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``callcenter bench`` options (defaults: the full run; --quick: under 30 s)."""
+    parser.add_argument("--operators", type=int, help="operator websockets (default 1000)")
+    parser.add_argument("--wallboards", type=int, help="wallboard websockets (default 100)")
+    parser.add_argument("--rate", type=float, help="AMI events/s, sustained phase (1000)")
+    parser.add_argument("--duration", type=float, help="sustained phase, seconds (600)")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--blast-events", type=int, help="events in the max phase (60000)")
+    parser.add_argument("--orders", type=int, help="work orders created (2000)")
+    parser.add_argument("--day-calls", type=int, help="calls in the day rebuilt (100000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small defaults: 50 operators, 5 wallboards, 5 s")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    logs.setup("warning", "console")
+    _raise_fd_limit()
+    plan = _plan(args)
+    with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:
+        try:
+            result = asyncio.run(run(plan, Path(tmp)))
+        except BenchError as exc:
+            print(f"callcenter bench: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        for label, fmt in TABLE:
+            print(f"{label:<36} {fmt(result)}")
+    return 0
+
+
+__all__ = ["add_arguments", "main_from_args", "panoramisk_rate", "percentile", "rss_mb",
+           "synthetic_day"]
