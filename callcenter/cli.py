@@ -125,7 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     asyncio.run(run_demo(s, host="127.0.0.1", port=args.port, seed=args.seed, speed=args.speed,
-                         agents=args.agents, db=args.db, rate=args.rate))
+                         agents=args.agents, db=args.db, rate=args.rate,
+                         agi_port=args.agi_port))
     return 0
 
 
@@ -167,6 +168,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from callcenter.bench import main_from_args
+
+    return main_from_args(args)
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from agent_console.users_cli import main_from_args
 
@@ -199,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated background operators (the demo logins op1-op8 come on top)")
     d.add_argument("--rate", type=float, default=None, help="calls per second (constant)")
     d.add_argument("--db", default=None, help="database URL (default var/demo.db)")
+    d.add_argument("--agi-port", type=int, default=4573,
+                   help="FastAGI IVR port the simulated callers go through (0 picks one)")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("serve", help="run the service against the PBX in the config")
@@ -219,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     us = sub.add_parser("users", help="accounts: add, passwd, disable, enable, set, list")
     users_arguments(us)
     us.set_defaults(func=cmd_users)
+
+    from callcenter.bench import add_arguments as bench_arguments
+
+    b = sub.add_parser("bench", help="load the service: AMI events/s, screen-pop latency, memory")
+    bench_arguments(b)
+    b.set_defaults(func=cmd_bench)
 
     try:
         from callcenter.pbxsim import add_arguments
