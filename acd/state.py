@@ -292,6 +292,9 @@ class CallCenter:
         self._baseline: dict[str, tuple[ev.QueueCounters, Counters]] = {}
         self._down_at: float | None = None
         self._synthetic = 0
+        # Indexes so that one event does not visit every agent (keyed by id(agent)):
+        self._ringing: dict[int, Agent] = {}  # agents in RINGING (an answer stops the others)
+        self._wrapping: dict[int, Agent] = {}  # agents with a wrap-up timer set
         self._handlers = {
             ev.CallerJoined: self._caller_joined,
             ev.CallerLeft: self._caller_left,
@@ -327,11 +330,15 @@ class CallCenter:
     def advance(self, at: float) -> list[Change]:
         """Move the clock to ``at`` and fire the wrap-up timers that are due."""
         self.now = max(self.now, at)
+        if not any(a.wrap_until is not None and a.wrap_until <= self.now
+                   for a in self._wrapping.values()):
+            return []
         changes: list[Change] = []
         for agent in self.agents.values():
             if agent.wrap_until is not None and agent.wrap_until <= self.now:
                 end = agent.wrap_until
                 agent.wrap_until = None
+                self._wrapping.pop(id(agent), None)
                 if agent.state is S.WRAP_UP:
                     changes += self._move(agent, "wrap_end", end, "wrap-up over")
         return changes
@@ -403,12 +410,18 @@ class CallCenter:
                 changes.append(CallChanged(last, "wrap_up"))
         agent.state = new
         agent.since = at
+        if new is S.RINGING:
+            self._ringing[id(agent)] = agent
+        else:
+            self._ringing.pop(id(agent), None)
         if new is S.WRAP_UP:
             wrap = self.config(self.calls[agent.last_call].queue).wrapuptime if (
                 agent.last_call in self.calls) else 0
             agent.wrap_until = at + wrap
+            self._wrapping[id(agent)] = agent
         else:
             agent.wrap_until = None
+            self._wrapping.pop(id(agent), None)
         changes.append(AgentChanged(agent, at, old, new, step, reason, cause))
         return changes
 
@@ -539,11 +552,14 @@ class CallCenter:
             changes += self._move(agent, "ring", e.at, "AgentConnect")
         changes += self._move(agent, "answer", e.at, "AgentConnect")
         # Other members rung for the same caller (ringall) stop ringing.
-        for other in self.agents.values():
-            if other is not agent and other.state is S.RINGING and other.call == e.uniqueid:
-                other.call = None
-                step = "ring_end_paused" if other.paused else "ring_end"
-                changes += self._move(other, step, e.at, "answered elsewhere")
+        others = [o for o in self._ringing.values() if o is not agent and o.call == e.uniqueid]
+        if len(others) > 1:  # in the agents' order, as a scan of all agents would give
+            order = {id(a): i for i, a in enumerate(self.agents.values())}
+            others.sort(key=lambda a: order[id(a)])
+        for other in others:
+            other.call = None
+            step = "ring_end_paused" if other.paused else "ring_end"
+            changes += self._move(other, step, e.at, "answered elsewhere")
         return changes
 
     def _agent_completed(self, e: ev.AgentCompleted) -> list[Change]:
