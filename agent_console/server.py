@@ -76,6 +76,8 @@ from agent_console.views import (
 from callcenter.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.config import Settings
 from callcenter.service import Service
+from recordings.http import recording_handler
+from recordings.store import RecordingStore
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -706,10 +708,32 @@ async def _close_sockets(app: web.Application) -> None:
         await ws.close(code=1001, message=b"server shutdown")
 
 
+RECORDINGS = web.AppKey("recordings", RecordingStore)
+
+
+def _scanned(store: RecordingStore) -> RecordingStore:
+    store.scan()
+    return store
+
+
+async def _recording_actor(request: web.Request) -> User | None:
+    session = await current_session(request)
+    return None if session is None else session.user
+
+
+def _recording_audit(service: Service) -> Callable[[User, str], Awaitable[None]]:
+    async def audit(user: User, uniqueid: str) -> None:
+        await service.store.audit(at=service.clock(), actor=user.username,
+                                  role=user.role.value, action="recording_played",
+                                  target=uniqueid)
+
+    return audit
+
+
 def make_app(service: Service, *, passwords: Passwords | None = None,
              throttle: LoginThrottle | None = None, failure_delay: float = 0.5,
-             caller_history: CallerHistory | None = None, hub: Hub | None = None
-             ) -> web.Application:
+             caller_history: CallerHistory | None = None, hub: Hub | None = None,
+             recordings: RecordingStore | None = None) -> web.Application:
     """The web app for one service: pages, JSON API and ``/ws``.
 
     ``caller_history`` is the hook for the screen pop's history (default: calls
@@ -759,6 +783,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_post("/api/supervisor/agents/{name}/ready", api_force_ready)
     r.add_post("/api/supervisor/agents/{name}/signout", api_force_signout)
     r.add_get("/ws", websocket)
+    app[RECORDINGS] = recordings or _scanned(RecordingStore(service.settings.recordings_root))
+    r.add_get("/api/recordings/{uniqueid}", recording_handler(
+        app[RECORDINGS], authorize=_recording_actor, audit=_recording_audit(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
     from agent_console.orders_api import setup_orders  # work orders: /orders, /api/orders...
     setup_orders(app)

@@ -174,6 +174,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return main_from_args(args)
 
 
+def cmd_recordings(args: argparse.Namespace) -> int:
+    from recordings.cli import main_from_args
+
+    return main_from_args(args, _settings(args))
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from agent_console.users_cli import main_from_args
 
@@ -228,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     us = sub.add_parser("users", help="accounts: add, passwd, disable, enable, set, list")
     users_arguments(us)
     us.set_defaults(func=cmd_users)
+
+    from recordings.cli import add_arguments as recordings_arguments
+
+    rec = sub.add_parser("recordings", help="call recordings: retention report / removal")
+    recordings_arguments(rec)
+    rec.set_defaults(func=cmd_recordings)
 
     from callcenter.bench import add_arguments as bench_arguments
 

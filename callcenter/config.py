@@ -44,6 +44,8 @@ class Settings:
     queue_titles: dict[str, str] = field(default_factory=dict)
     pause_reasons: list[str] = field(default_factory=list)
     alerts: dict[str, float] = field(default_factory=dict)
+    recordings_root: Path = ROOT / "var" / "recordings"
+    recordings_retention_days: int = 180
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -130,4 +132,10 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
         s.queue_titles[name] = _typed(q, "title", str, name, where)
     s.pause_reasons = list(data.get("agents", {}).get("pause_reasons", []))
     s.alerts = {k: float(v) for k, v in data.get("alerts", {}).items()}
+    rec = data.get("recordings", {})
+    root = Path(_typed(rec, "root", str, "var/recordings", "recordings"))
+    s.recordings_root = root if root.is_absolute() else ROOT / root
+    s.recordings_retention_days = _typed(rec, "retention_days", int, 180, "recordings")
+    if s.recordings_retention_days < 1:
+        raise ConfigError("recordings.retention_days must be at least 1")
     return s
