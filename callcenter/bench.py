@@ -28,7 +28,7 @@ first shows the call.  Phases, in order:
    it at is the most the service takes before its backlog grows;
 3. *baseline*: the same trace through bare panoramisk parsing
    (``AMIProtocol.data_received`` with a no-op ``handle_message``);
-4. *work orders*: draft, save, submit through :class:`agent_console.orders.Orders`;
+4. *work orders*: created (受理) through :class:`callcenter.workorders.WorkOrders`;
 5. *day rebuild*: ``--day-calls`` synthetic records saved with
    :meth:`Store.save_calls`, then ``calls_between`` + ``by_interval`` + ``by_queue``.
 """
@@ -401,22 +401,21 @@ def panoramisk_rate(frames: list[bytes], chunk: int = 65536) -> float:
 
 
 async def orders_rate(url: str, count: int) -> float:
-    """Work orders per second: open a draft for a call, write it, submit it."""
-    from agent_console.orders import Orders
+    """Work orders created (受理) per second through :class:`callcenter.workorders.WorkOrders`."""
     from callcenter.config import Settings
     from callcenter.db import Store
+    from callcenter.orders import Actor, Caller, Role
+    from callcenter.workorders import WorkOrders
 
     store = Store(url)
     await store.open()
     try:
-        orders = Orders(store.engine, Settings().tz)
+        orders = WorkOrders(store.engine, tz=Settings().tz)
         t0 = time.perf_counter()
         for i in range(count):
-            owner = f"op{i % 50 + 1}"
-            d = await orders.open_draft(owner, f"{START_TIME:.0f}.{i}", caller="13800138000",
-                                        category="consult")
-            await orders.save_draft(owner, d.id, {"text": f"市民来电反映问题 {i}"})
-            await orders.submit(owner, d.id)
+            await orders.create(Actor(f"op{i % 50 + 1}", Role.OPERATOR, "centre"),
+                                caller=Caller(number=f"138{i:08d}"), category="consult",
+                                text=f"市民来电反映问题 {i}", call_uniqueid=f"{START_TIME:.0f}.{i}")
         return count / (time.perf_counter() - t0)
     finally:
         await store.close()
@@ -611,7 +610,7 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
     del sample
     result["ratio_to_baseline"] = round(
         result["max_events_per_s"] / result["baseline_panoramisk_events_per_s"], 3)
-    progress(f"work orders: {plan.orders} drafts written and submitted")
+    progress(f"work orders: creating {plan.orders}")
     result["orders_per_s"] = round(await orders_rate(
         f"sqlite+aiosqlite:///{workdir / 'orders.db'}", plan.orders), 1)
     progress(f"day rebuild: {plan.day_calls} calls")
