@@ -40,7 +40,7 @@ from aiohttp import web
 
 from agent_console.http import ApiError, list_field, read_json, text_field
 from agent_console.models import Role as AccountRole
-from agent_console.server import CONSOLE, need_session, page
+from agent_console.server import CONSOLE, RECORDINGS, need_session, page
 from callcenter.orders import (
     TRANSITIONS,
     Caller,
@@ -319,9 +319,14 @@ async def api_get(request: web.Request) -> web.Response:
     dispatches = [{"department": d.department, "lead": d.lead, "seq": d.seq,
                    "at": datetime.fromtimestamp(d.at, wo.tz).isoformat()}
                   for d in await wo.dispatches(order.id)]
+    recording = None  # only for roles that may play it, only when it is on disk
+    if reader.account_role in (AccountRole.SUPERVISOR, AccountRole.ADMIN):
+        uniqueid = await wo.call_uniqueid(order.id)
+        if uniqueid and RECORDINGS in request.app and request.app[RECORDINGS].get(uniqueid):
+            recording = f"/api/recordings/{uniqueid}"
     return _json({"order": view(order, reader),
                   "history": [_record(r, order, reader) for r in history],
-                  "dispatches": dispatches})
+                  "dispatches": dispatches, "recording": recording})
 
 
 async def api_step(request: web.Request) -> web.Response:

@@ -456,6 +456,11 @@ class WorkOrders:
             text=row.text if row.text.strip() else "-", deadlines=deadlines)
         return order, record
 
+    async def call_uniqueid(self, order_id: str) -> str | None:
+        """The uniqueid of the call the order was taken on, None when there was none."""
+        async with self.sessions() as s:
+            return (await self._row(s, order_id)).call_uniqueid or None
+
     async def history(self, order_id: str) -> list[AuditRecord]:
         async with self.sessions() as s:
             row = await self._row(s, order_id)

@@ -86,5 +86,19 @@ async def test_demo_recordings_play_for_supervisors_only_and_are_audited(
                 AuditRow.action == "recording_played"))).all()
         assert [(row.actor, row.role, row.target) for row in rows] == [
             ("sup1", "supervisor", uniqueid)] * 2
+        # The order taken on that call offers the recording on its page, to supervisors.
+        async with _browser() as sup:
+            csrf = await _login(sup, demo.url, "sup1")
+            async with sup.post(demo.url + "api/orders", headers={"X-CSRF-Token": csrf},
+                                json={"text": "路灯不亮", "caller": "13800001111",
+                                      "category": "consult", "call_uniqueid": uniqueid}) as r:
+                assert r.status == 201, await r.text()
+                order_id = (await r.json())["order"]["id"]
+            async with sup.get(f"{demo.url}api/orders/{order_id}") as r:
+                assert (await r.json())["recording"] == f"/api/recordings/{uniqueid}"
+        async with _browser() as op:
+            await _login(op, demo.url, "op1")
+            async with op.get(f"{demo.url}api/orders/{order_id}") as r:
+                assert r.status == 200 and (await r.json())["recording"] is None
     finally:
         await demo.stop()

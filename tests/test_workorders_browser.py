@@ -131,3 +131,58 @@ async def test_department_signs_for_and_returns_supervisor_reviews(
     assert problems == []
     assert [str(r.step) for r in await wo.history(hostile.id)][-2:] == ["return",
                                                                        "refuse_return"]
+
+
+CALL = "1795434000.7"
+
+
+@pytest.fixture
+async def recorded_site(tmp_db: str, tmp_path: Path) -> AsyncIterator[tuple[str, WorkOrders]]:
+    """The site with one recorded call (under tmp_path) and an order taken on it."""
+    from recordings.store import RecordingStore, write_wav
+
+    store = RecordingStore(tmp_path / "recordings")
+    write_wav(store.root / "2026-11-17" / f"{CALL}.wav", 2)
+    store.scan()
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    service.link = FakePbx(service)  # type: ignore[assignment]
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    await seed_demo_orders(service.store, tz=settings.tz, passwords=CHEAP)
+    app = make_app(service, passwords=CHEAP, failure_delay=0, recordings=store)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
+    finally:
+        await runner.cleanup()
+        await service.stop()
+
+
+async def test_supervisor_plays_the_recording_of_the_orders_call(
+        recorded_site: tuple[str, WorkOrders], browser: Any) -> None:
+    url, wo = recorded_site
+    order, _ = await wo.create(Actor("op1", Role.OPERATOR, "centre"),
+                               caller=Caller("张三", "13700000002"), category="consult",
+                               text="录音测试工单", call_uniqueid=CALL)
+    page, problems = await signed_in(browser, url, "sup1")
+    await page.locator("#orders tr", has_text=order.number).first.click()
+    audio = page.locator("#detail-fields audio")
+    await audio.wait_for()
+    src = await audio.get_attribute("src")
+    assert src == f"/api/recordings/{CALL}" and await audio.get_attribute("controls") == ""
+    status = await page.evaluate(
+        "src => fetch(src, {headers: {Range: 'bytes=0-99'}}).then(r => r.status)", src)
+    assert status == 206
+    assert problems == []
+
+    page, problems = await signed_in(browser, url, "op1")
+    await page.locator("#orders tr", has_text=order.number).first.click()
+    await page.wait_for_selector(f"#detail-title:has-text('{order.number}')")
+    assert await page.locator("#detail-fields audio").count() == 0
+    assert problems == []

@@ -18,7 +18,7 @@ const STRINGS = {
     "field.caller": "来电人", "field.number": "来电号码", "field.urgency": "紧急程度",
     "field.location": "地点", "field.lead": "主办单位", "field.co": "协办单位",
     "field.accepted": "受理时间", "field.due": "办理时限", "field.returns": "退单次数",
-    "field.pending": "待审核退单", "field.confidential": "保密", "field.answer": "直接答复",
+    "field.pending": "待审核退单", "field.confidential": "保密", "field.answer": "直接答复", "field.recording": "通话录音",
     "hidden": "（已隐藏）", "yes": "是",
     "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容",
     "in.deadline": "督办期限", "in.department": "承办单位",
@@ -49,7 +49,7 @@ const STRINGS = {
     "field.location": "Place", "field.lead": "Lead department", "field.co": "Co-handlers",
     "field.accepted": "Accepted", "field.due": "Handling due", "field.returns": "Returns",
     "field.pending": "Return to review", "field.confidential": "Confidential",
-    "field.answer": "Answered on the call", "hidden": "(hidden)", "yes": "yes",
+    "field.answer": "Answered on the call", "field.recording": "Call recording", "hidden": "(hidden)", "yes": "yes",
     "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer",
     "in.deadline": "Deadline", "in.department": "Department",
     "done": "Done: {s}", "failed": "Not done: {e}",
@@ -234,6 +234,10 @@ function renderDetail(doc) {
   if (o.confidential) add("field.confidential", tr("yes"));
   if (o.on_call_answer) add("field.answer", o.on_call_answer);
   if (o.pending_return) add("field.pending", `${deptName(o.pending_return.department)}：${o.pending_return.reason}`);
+  if (doc.recording) {  // supervisors: the order's call, played with Range requests
+    fields.append(el("dt", {text: tr("field.recording")}), el("dd", {},
+      el("audio", {attrs: {controls: "", preload: "none", src: doc.recording}})));
+  }
   renderActions(o);
   const replies = byId("replies");
   replies.replaceChildren();
