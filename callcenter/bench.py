@@ -548,6 +548,7 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
     from agent_console.server import CONSOLE, make_app
     from callcenter.config import Settings
 
+    asyncio.get_running_loop().set_exception_handler(_quiet_resets)
     agents = max(plan.operators, 10)
     ctx = mp.get_context("spawn")
     conn, child_end = ctx.Pipe()
@@ -620,6 +621,12 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
     result["day_save_s"] = round(saved, 2)
     result["day_rebuild_s"] = round(rebuilt, 2)
     return result
+
+
+def _quiet_resets(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Leave out aiohttp's compressed-send tasks failing on sockets closed at shutdown."""
+    if not isinstance(context.get("exception"), ConnectionResetError):
+        loop.default_exception_handler(context)
 
 
 async def _sustained(plan: Plan, conn: Connection, service: CountingService,
