@@ -221,6 +221,11 @@ class Resync(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint(Event):
+    """Marks where, in the event stream, the PBX answered QueueStatus (see Resync)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Tick(Event):
     """Time passes: lets timers (wrap-up end, alert thresholds) fire without sleeping."""
 

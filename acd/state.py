@@ -259,6 +259,13 @@ class Counters:
     abandoned_in_sl: int = 0
 
 
+_COUNTER_FIELDS = ("completed", "completed_in_sl", "abandoned", "abandoned_in_sl")
+
+
+def _copy(c: Counters) -> Counters:
+    return Counters(c.completed, c.completed_in_sl, c.abandoned, c.abandoned_in_sl)
+
+
 @dataclass(slots=True)
 class QueueConfig:
     servicelevel: int = 15
@@ -291,6 +298,8 @@ class CallCenter:
         self.keep_finished = keep_finished
         self._baseline: dict[str, tuple[ev.QueueCounters, Counters]] = {}
         self._down_at: float | None = None
+        self._checkpoint: dict[str, Counters] | None = None
+        self._before_resync: dict[str, Counters] = {}
         self._synthetic = 0
         # Indexes so that one event does not visit every agent (keyed by id(agent)):
         self._ringing: dict[int, Agent] = {}  # agents in RINGING (an answer stops the others)
@@ -311,6 +320,7 @@ class CallCenter:
             ev.ChannelHungup: self._channel_hungup,
             ev.LinkChanged: self._link_changed,
             ev.Resync: self._resync,
+            ev.Checkpoint: self._take_checkpoint,
             ev.Tick: lambda e: [],
         }
 
@@ -693,9 +703,25 @@ class CallCenter:
             self._down_at = e.at
         return [LinkStateChanged(e.up, e.reason, e.at)]
 
+    def _take_checkpoint(self, e: ev.Checkpoint) -> list[Change]:
+        """Our counters at the point in the event stream where the PBX answered QueueStatus."""
+        self._checkpoint = {q: _copy(c) for q, c in self.observed.items()}
+        return []
+
+    def _mine_at_answer(self, queue: str) -> Counters:
+        """Our counters as of the PBX's answer, plus what this resync has settled so far."""
+        now = self._counters(queue)
+        if self._checkpoint is None:
+            return _copy(now)
+        snap = self._checkpoint.get(queue, Counters())
+        before = self._before_resync.get(queue, Counters())
+        return Counters(*(getattr(snap, k) + getattr(now, k) - getattr(before, k)
+                          for k in _COUNTER_FIELDS))
+
     def _resync(self, e: ev.Resync) -> list[Change]:
         at = e.at
         changes: list[Change] = []
+        self._before_resync = {q: _copy(c) for q, c in self.observed.items()}
         self.link_up = True
         self.link_reason = "resynchronised"
         channels = {c.uniqueid: c for c in e.channels}
@@ -705,8 +731,8 @@ class CallCenter:
         vanished: dict[str, list[Call]] = {}
         for queue in list(self.waiting):
             for call in list(self.waiting[queue].values()):
-                if call.uniqueid in waiting_now:
-                    continue
+                if call.uniqueid in waiting_now or call.joined_at >= at:
+                    continue  # still waiting, or joined after the PBX's picture was asked for
                 self._unwait(call)
                 chan = channels.get(call.uniqueid)
                 if chan is not None and chan.bridged:
@@ -765,6 +791,7 @@ class CallCenter:
         # 5. Agents: membership and pause as the PBX has them.
         changes += self._resync_agents(e.members, at)
         self._down_at = None
+        self._checkpoint = None
         changes.append(LinkStateChanged(True, "resynchronised", at))
         changes += [QueueChanged(q) for q in self.queues()]
         return changes
@@ -800,7 +827,7 @@ class CallCenter:
         counts come from ServicelevelPerf/ServicelevelPerf2 (one decimal:
         exact while fewer than 1,000 calls are settled at once).
         """
-        mine = self._counters(qc.queue)
+        mine = self._mine_at_answer(qc.queue)
         base = self._baseline.get(qc.queue)
         changes: list[Change] = []
         if base is None or qc.completed < base[0].completed or qc.abandoned < base[0].abandoned:
@@ -851,8 +878,7 @@ class CallCenter:
                     miss_sl[outcome] -= in_sl
                 changes += self._settle(call, outcome, in_sl, at)
             changes += self._unseen_calls(qc.queue, miss, miss_sl, at)
-        self._baseline[qc.queue] = (qc, Counters(
-            mine.completed, mine.completed_in_sl, mine.abandoned, mine.abandoned_in_sl))
+        self._baseline[qc.queue] = (qc, self._mine_at_answer(qc.queue))
         return changes
 
     def _unseen_calls(self, queue: str, miss: dict[Outcome, int], miss_sl: dict[Outcome, int],

@@ -505,6 +505,7 @@ class AmiLink:
                  on_event: Callable[[dict[str, str], float], None],
                  on_link: Callable[[bool, str], None] | None = None,
                  on_connected: Callable[[AmiLink], Awaitable[None]] | None = None,
+                 on_list: Callable[[str, list[Frame], float], None] | None = None,
                  ping_interval: float = 5.0, action_timeout: float = 10.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
@@ -516,6 +517,9 @@ class AmiLink:
         self._on_event = on_event
         self._on_link = on_link
         self._on_connected = on_connected
+        # Called synchronously when a list answer completes, at its place in the
+        # event stream (e.g. to mark where a QueueStatus snapshot was taken).
+        self._on_list = on_list
         self.ping_interval = ping_interval
         self.action_timeout = action_timeout
         self.backoff_initial = backoff_initial
@@ -740,6 +744,12 @@ class AmiLink:
         items.append(frame)
         if frame.get("EventList", "").lower() == "complete" or frame["Event"].endswith("Complete"):
             self._finish(action_id, pending, items)
+            if self._on_list is not None:  # in wire order, before any later frame
+                try:
+                    self._on_list(pending.name, items, self._clock())
+                except Exception as exc:  # noqa: BLE001 - a consumer bug must not drop the link
+                    log.error("ami.on_list_failed", action=pending.name,
+                              error=_one_line(repr(exc)))
         return True
 
     # ------------------------------------------------------------ connection life

@@ -69,6 +69,7 @@ class Service:
         self.link = AmiLink(
             a.host, a.port, a.username, a.secret, events=a.events,
             on_event=self._on_ami_event, on_link=self._on_link, on_connected=self._resync,
+            on_list=self._on_list_answer,
             ping_interval=a.ping_interval, action_timeout=a.action_timeout,
             backoff_max=a.backoff_max, clock=clock,
         )
@@ -121,6 +122,10 @@ class Service:
     def _on_link(self, up: bool, reason: str) -> None:
         if not up:
             self.inbox.put_nowait((None, ev.LinkChanged(self.clock(), False, reason)))
+
+    def _on_list_answer(self, action: str, items: list[Any], at: float) -> None:
+        if action == "QueueStatus":  # where, in the stream, the PBX's counters were read
+            self.inbox.put_nowait((None, ev.Checkpoint(at)))
 
     async def _resync(self, link: AmiLink) -> None:
         at = self.clock()
