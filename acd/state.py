@@ -517,12 +517,19 @@ class CallCenter:
 
     def _stop_ringing_for(self, call: Call, at: float) -> list[Change]:
         changes: list[Change] = []
-        for agent in self.agents.values():
-            if agent.state is S.RINGING and agent.call == call.uniqueid:
-                agent.call = None
-                step = "ring_end_paused" if agent.paused else "ring_end"
-                changes += self._move(agent, step, at, "caller gone")
+        for agent in self._ringing_for(call.uniqueid):
+            agent.call = None
+            step = "ring_end_paused" if agent.paused else "ring_end"
+            changes += self._move(agent, step, at, "caller gone")
         return changes
+
+    def _ringing_for(self, uniqueid: str) -> list[Agent]:
+        """The agents whose phone rings for this call, in the agents' order."""
+        found = [a for a in self._ringing.values() if a.call == uniqueid]
+        if len(found) > 1:
+            order = {id(a): i for i, a in enumerate(self.agents.values())}
+            found.sort(key=lambda a: order[id(a)])
+        return found
 
     # ---- agents and calls
 
@@ -562,11 +569,9 @@ class CallCenter:
             changes += self._move(agent, "ring", e.at, "AgentConnect")
         changes += self._move(agent, "answer", e.at, "AgentConnect")
         # Other members rung for the same caller (ringall) stop ringing.
-        others = [o for o in self._ringing.values() if o is not agent and o.call == e.uniqueid]
-        if len(others) > 1:  # in the agents' order, as a scan of all agents would give
-            order = {id(a): i for i, a in enumerate(self.agents.values())}
-            others.sort(key=lambda a: order[id(a)])
-        for other in others:
+        for other in self._ringing_for(e.uniqueid):
+            if other is agent:
+                continue
             other.call = None
             step = "ring_end_paused" if other.paused else "ring_end"
             changes += self._move(other, step, e.at, "answered elsewhere")
