@@ -20,6 +20,15 @@ def mask_numbers(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, A
     return event
 
 
+class _Stderr:
+    """Writes each line to whatever ``sys.stderr`` is *now* (test runners swap it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
 def setup(level: str = "info", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
@@ -36,6 +45,6 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _Stderr(),
         cache_logger_on_first_use=False,
     )
