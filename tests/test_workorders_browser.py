@@ -186,3 +186,26 @@ async def test_supervisor_plays_the_recording_of_the_orders_call(
     await page.wait_for_selector(f"#detail-title:has-text('{order.number}')")
     assert await page.locator("#detail-fields audio").count() == 0
     assert problems == []
+
+
+async def test_operator_records_the_citizens_answer_on_a_return_visit(
+        site: tuple[str, WorkOrders], browser: Any) -> None:
+    """Return visit -> evaluation in the browser: only with the call's id, as the citizen's."""
+    url, wo = site
+    orders, _ = await wo.list(state="return_visit", per_page=100)
+    order = orders[0]
+    page, problems = await signed_in(browser, url, "sup1")
+    await page.locator("#orders tr", has_text=order.number).first.click()
+    row = page.locator("#actions .row", has=page.locator("button", has_text="记录市民回答"))
+    await row.locator("button").click()  # no call id: refused, nothing recorded
+    await page.wait_for_selector("#action-message.error")
+    assert (await wo.get(order.id)).state == "return_visit"
+    await row.locator("select[data-field=satisfaction_operator]").select_option("3")
+    await row.locator("select[data-field=satisfaction_department]").select_option("2")
+    await row.locator("input[data-field=call_id]").fill("1795000000.42")
+    await row.locator("button").click()
+    await page.wait_for_selector("#detail-title:has-text('已评价')")
+    done = await wo.get(order.id)
+    assert done.state == "evaluated"
+    # The refused first attempt is the only error the page saw (the 400 itself).
+    assert [p for p in problems if "status of 400" not in p] == []

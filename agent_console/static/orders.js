@@ -21,6 +21,9 @@ const STRINGS = {
     "field.pending": "待审核退单", "field.confidential": "保密", "field.answer": "直接答复", "field.recording": "通话录音",
     "hidden": "（已隐藏）", "yes": "是",
     "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容",
+    "citizen.title": "记录市民在回访通话中的回答（须有通话编号）", "citizen.solved": "市民说已解决",
+    "citizen.unsolved": "市民说未解决", "citizen.sat_op": "对话务员满意度", "citizen.sat_dep": "对承办单位满意度",
+    "citizen.call": "回访通话编号", "citizen.none": "未回答", "step.answer": "记录市民回答",
     "in.deadline": "督办期限", "in.department": "承办单位",
     "done": "已完成：{s}", "failed": "未成功：{e}",
     "state.accepted": "已受理", "state.dispatched": "已派单", "state.in_progress": "办理中",
@@ -51,6 +54,10 @@ const STRINGS = {
     "field.pending": "Return to review", "field.confidential": "Confidential",
     "field.answer": "Answered on the call", "field.recording": "Call recording", "hidden": "(hidden)", "yes": "yes",
     "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer",
+    "citizen.title": "Record the citizen's answers on the return-visit call (call id required)",
+    "citizen.solved": "Citizen says solved", "citizen.unsolved": "Citizen says not solved",
+    "citizen.sat_op": "Satisfaction with the operator", "citizen.sat_dep": "Satisfaction with the department",
+    "citizen.call": "Return-visit call id", "citizen.none": "No answer", "step.answer": "Record citizen's answer",
     "in.deadline": "Deadline", "in.department": "Department",
     "done": "Done: {s}", "failed": "Not done: {e}",
     "state.accepted": "Accepted", "state.dispatched": "Dispatched", "state.in_progress": "In progress",
@@ -296,6 +303,33 @@ function renderActions(order) {
     row.append(button);
     box.append(row);
   }
+  if (order.state === "return_visit" && me.role !== "handler") box.append(citizenAnswerRow(order));
+}
+
+// An operator records what the citizen said on a recorded return-visit call; the
+// server accepts it only with the call's id, as the citizen's own answer.
+function citizenAnswerRow(order) {
+  const choice = (field, label, options) => {
+    const select = el("select", {data: {field}, attrs: {"aria-label": label}});
+    for (const [value, label] of options) select.append(el("option", {text: label, attrs: {value}}));
+    return select;
+  };
+  const scale = [["", tr("citizen.none")], ["3", "3 满意 satisfied"], ["2", "2 基本满意"], ["1", "1 不满意"]];
+  const resolved = choice("resolved", tr("citizen.title"),
+    [["true", tr("citizen.solved")], ["false", tr("citizen.unsolved")]]);
+  const satOp = choice("satisfaction_operator", tr("citizen.sat_op"), scale);
+  const satDep = choice("satisfaction_department", tr("citizen.sat_dep"), scale);
+  const call = el("input", {data: {field: "call_id"}, attrs: {maxlength: 64, placeholder: tr("citizen.call")}});
+  const button = el("button", {cls: "primary", text: tr("step.answer"), attrs: {type: "button"}});
+  const row = el("div", {cls: "row"}, el("div", {cls: "muted", text: tr("citizen.title")}),
+    resolved, satOp, satDep, call, button);
+  button.addEventListener("click", () => {
+    const body = {step: "answer", resolved: resolved.value === "true", call_id: call.value.trim()};
+    if (satOp.value) body.satisfaction_operator = Number(satOp.value);
+    if (satDep.value) body.satisfaction_department = Number(satDep.value);
+    postStep(order, "answer", body, button);
+  });
+  return row;
 }
 
 async function takeStep(order, step, inputs, button) {
@@ -308,6 +342,10 @@ async function takeStep(order, step, inputs, button) {
       body[field] = input.value;
     }
   }
+  await postStep(order, step, body, button);
+}
+
+async function postStep(order, step, body, button) {
   button.disabled = true;
   const message = byId("action-message");
   try {
