@@ -405,6 +405,7 @@ class _Session:
     watchdog: asyncio.TimerHandle | None = None
     dead: bool = False
     up_since: float = 0.0
+    last_rx: float = 0.0  # loop time of the last bytes received: any frame proves life
 
 
 class _AmiProtocol(AMIProtocol):
@@ -429,6 +430,7 @@ class _AmiProtocol(AMIProtocol):
         session = self.session
         if session is None or session.dead:
             return
+        session.last_rx = asyncio.get_running_loop().time()
         frames = self.frames.feed(data)
         if self.version is None and self.frames.banner is not None:
             self.version = self.frames.banner.partition("/")[2]
@@ -844,6 +846,17 @@ class AmiLink:
         window = 3 * self.ping_interval
         payload_head = b"Action: Ping\r\nActionID: "
 
+        def expire() -> None:
+            # A Pong stuck behind a long burst of events is no sign of death: anything
+            # received within the window keeps the link, silence for the window drops it.
+            quiet = loop.time() - session.last_rx
+            if session.dead:
+                return
+            if quiet < window:
+                session.watchdog = loop.call_later(window - quiet, expire)
+                return
+            self._drop(session, f"no Ping reply within {window:g} s")
+
         def alive(_: asyncio.Future[Any] | None = None) -> None:
             if _ is not None and (_.cancelled() or _.exception() is not None):
                 return
@@ -851,8 +864,7 @@ class AmiLink:
                 return
             if session.watchdog is not None:
                 session.watchdog.cancel()
-            session.watchdog = loop.call_later(
-                window, self._drop, session, f"no Ping reply within {window:g} s")
+            session.watchdog = loop.call_later(window, expire)
 
         alive()
         while not session.dead:

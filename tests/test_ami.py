@@ -429,6 +429,22 @@ async def test_link_that_never_answers_a_ping_goes_down(server: FakeAmi) -> None
     await link.stop()
 
 
+
+async def test_pong_stuck_behind_a_burst_of_events_keeps_the_link(server: FakeAmi) -> None:
+    """A peer that keeps sending is alive, even if its Pong is late (a long backlog)."""
+    rec = Recorder()
+    link = make_link(server.port, rec, ping_interval=0.05)
+    await link.start()
+    await until(lambda: link.up)
+    server.ignore.add("Ping")  # Pongs never come...
+    for i in range(30):  # ...but events keep flowing for 0.45 s = 3 windows
+        await server.send(frame("Event: QueueMemberStatus", f"Queue: q{i}"), pause=0.015)
+    assert rec.links == [(True, "logged in")] and server.connections == 1
+    await until(lambda: not link.up, timeout=0.15 + 0.1)  # then silence: down
+    assert rec.links[1] == (False, "no Ping reply within 0.15 s")
+    await link.stop()
+
+
 # ------------------------------------------------------------ connecting
 
 
