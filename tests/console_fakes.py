@@ -14,8 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from argon2 import PasswordHasher
+
 from acd import events as ev
+from agent_console.auth import Passwords, seed_demo_users
 from callcenter.ami import LinkDown
+from callcenter.config import load
 from callcenter.service import Service
 
 
@@ -212,3 +216,19 @@ class FakePbx:
                 "CallsTaken": str(m.calls_taken), "InCall": "1" if m.in_call else "0",
                 "Status": "1", "Paused": "1" if m.paused else "0", "PausedReason": m.reason,
                 "Ringinuse": "0", "Wrapuptime": "0"}
+
+
+# Argon2 at its cheapest: the tests sign in hundreds of times.
+CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+
+
+async def started_service(db_url: str) -> tuple[Service, FakePbx]:
+    """A real Service on ``db_url`` with :class:`FakePbx` as its link and the demo accounts."""
+    settings = load(env={})
+    settings.database_url = db_url
+    service = Service(settings)
+    pbx = FakePbx(service)
+    service.link = pbx  # type: ignore[assignment]
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    return service, pbx

@@ -21,11 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from acd.state import AgentState, Outcome
-from agent_console.auth import LoginThrottle, Passwords, Users, seed_demo_users
+from agent_console.auth import LoginThrottle, Users, seed_demo_users
 from agent_console.http import CSP
 from agent_console.hub import RESYNC, Hub, apply_ops, diff
 from agent_console.models import DraftRow, WorkOrderRow
@@ -34,9 +33,8 @@ from agent_console.users_cli import add_arguments, main_from_args
 from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.console_fakes import FakePbx
+from tests.console_fakes import CHEAP, FakePbx, started_service
 
-CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
 OP1 = "Local/1001@agents/n"
 OP2 = "Local/1002@agents/n"
 
@@ -110,13 +108,7 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
-    settings = load(env={})
-    settings.database_url = tmp_db
-    service = Service(settings)
-    pbx = FakePbx(service)
-    service.link = pbx  # type: ignore[assignment]
-    await service.start()
-    await seed_demo_users(service.store, passwords=CHEAP)
+    service, pbx = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
                    throttle=LoginThrottle(free=3, free_per_ip=50, base_s=30))
     server = TestServer(app)

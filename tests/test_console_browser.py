@@ -22,28 +22,20 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from agent_console.auth import Passwords, seed_demo_users
+from agent_console.auth import seed_demo_users
 from agent_console.models import DraftRow, WorkOrderRow
 from agent_console.server import CONSOLE, make_app
 from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.console_fakes import FakePbx
+from tests.conftest import BROWSER_MARKS
+from tests.console_fakes import CHEAP, FakePbx, started_service
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium"),
-]
-
-playwright_api = pytest.importorskip("playwright.async_api")
+pytestmark = BROWSER_MARKS
 
 
 class Site:
@@ -57,13 +49,7 @@ class Site:
 
 @pytest.fixture
 async def site(tmp_db: str) -> AsyncIterator[Site]:
-    settings = load(env={})
-    settings.database_url = tmp_db
-    service = Service(settings)
-    pbx = FakePbx(service)
-    service.link = pbx  # type: ignore[assignment]
-    await service.start()
-    await seed_demo_users(service.store, passwords=CHEAP)
+    service, pbx = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -75,16 +61,6 @@ async def site(tmp_db: str) -> AsyncIterator[Site]:
     finally:
         await runner.cleanup()
         await service.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.fixture

@@ -15,19 +15,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from argon2 import PasswordHasher
 
-from agent_console.auth import LoginThrottle, Passwords, seed_demo_users
+from agent_console.auth import LoginThrottle
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import CONSOLE, STATIC, make_app
-from callcenter.config import load
 from callcenter.orders import State, Step, Urgency
 from callcenter.seed_orders import seed_handlers
 from callcenter.service import Service
 from callcenter.workorders import WorkOrders
-from tests.console_fakes import FakePbx
-
-CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+from tests.console_fakes import CHEAP, started_service
 
 
 class Person:
@@ -75,12 +71,7 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
-    settings = load(env={})
-    settings.database_url = tmp_db
-    service = Service(settings)
-    service.link = FakePbx(service)  # type: ignore[assignment]
-    await service.start()
-    await seed_demo_users(service.store, passwords=CHEAP)
+    service, _ = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
                    throttle=LoginThrottle(free=50, free_per_ip=500))
     wo = app[WORK_ORDERS]

@@ -10,40 +10,24 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from argon2 import PasswordHasher
 
-from agent_console.auth import Passwords, seed_demo_users
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import make_app
-from callcenter.config import load
 from callcenter.orders import Actor, Caller, Role
 from callcenter.seed_orders import seed_demo_orders
-from callcenter.service import Service
 from callcenter.workorders import WorkOrders
-from tests.console_fakes import FakePbx
+from tests.conftest import BROWSER_MARKS
+from tests.console_fakes import CHEAP, started_service
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-CHEAP = Passwords(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium"),
-]
-
-playwright_api = pytest.importorskip("playwright.async_api")
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
 async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
-    settings = load(env={})
-    settings.database_url = tmp_db
-    service = Service(settings)
-    service.link = FakePbx(service)  # type: ignore[assignment]
-    await service.start()
-    await seed_demo_users(service.store, passwords=CHEAP)
-    await seed_demo_orders(service.store, tz=settings.tz, passwords=CHEAP)
+    service, _ = await started_service(tmp_db)
+    await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -55,16 +39,6 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
     finally:
         await runner.cleanup()
         await service.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def signed_in(browser: Any, url: str, user: str) -> tuple[Any, list[str]]:
@@ -144,13 +118,8 @@ async def recorded_site(tmp_db: str, tmp_path: Path) -> AsyncIterator[tuple[str,
     store = RecordingStore(tmp_path / "recordings")
     write_wav(store.root / "2026-11-17" / f"{CALL}.wav", 2)
     store.scan()
-    settings = load(env={})
-    settings.database_url = tmp_db
-    service = Service(settings)
-    service.link = FakePbx(service)  # type: ignore[assignment]
-    await service.start()
-    await seed_demo_users(service.store, passwords=CHEAP)
-    await seed_demo_orders(service.store, tz=settings.tz, passwords=CHEAP)
+    service, _ = await started_service(tmp_db)
+    await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0, recordings=store)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
