@@ -60,7 +60,8 @@ from ivr.menus import (
 log = structlog.get_logger("ivr.fastagi")
 
 DEFAULT_PORT = 4573
-QUEUE_OPTIONS = "t,,,3600"  # t: the operator may transfer; Queue() timeout one hour
+QUEUE_OPTIONS = "tc,,,3600"  # t: the operator may transfer; c: the caller goes on in the
+# dialplan (here: this script) when the operator hangs up; Queue() timeout one hour
 
 
 def last4(number: str) -> str:
@@ -217,7 +218,9 @@ class HotlineAgi:
                     try:  # Queue() returns when the call has left the queue
                         await agi.send(f"EXEC Queue {queue},{QUEUE_OPTIONS}")
                     except CallerHungUp:
-                        pass  # a hang-up in the queue ends the path normally
+                        return None  # a hang-up in the queue ends the path normally
+                    await self._after_queue(agi, uniqueid)
+                    return None
                 case CallbackRequested():
                     await _call(self.on_callback, CallbackRequest(
                         uniqueid, callerid, cmd.queue, cmd.hotline, cmd.category, cmd.lang,
@@ -225,6 +228,28 @@ class HotlineAgi:
                 case Hangup():
                     await agi.hangup()
         return None
+
+    async def _after_queue(self, agi: AgiChannel, uniqueid: str) -> None:
+        """The operator hung up and the caller is still here: the after-call survey.
+
+        app_queue sets ``MEMBERINTERFACE`` on the caller's channel when an operator
+        answered (``setinterfacevar=yes`` in queues.conf); without it the caller left
+        the queue unanswered and is not asked.
+        """
+        cfg: Mapping[str, Any] = self.config.extras.get("survey", {})
+        if not cfg.get("after_call", True):
+            await agi.hangup()
+            return
+        if not await agi.get_var("MEMBERINTERFACE"):
+            await agi.hangup()
+            return
+        outcome = await self._ask(agi, survey(cfg.get("prompt", "hotline/survey")))
+        score = outcome.answers.get("satisfaction")
+        await _call(self.on_survey, uniqueid, score)
+        log.info("survey_answer", call_id=uniqueid, satisfaction=score, after_call=True)
+        if isinstance(outcome, Answered):
+            await agi.play(cfg.get("thanks_prompt", "hotline/thanks"))
+        await agi.hangup()
 
     # selfservice
 

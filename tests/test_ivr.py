@@ -149,6 +149,7 @@ class FakeAsterisk:
     keys: list[str] = field(default_factory=list)
     channel_vars: dict[str, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
+    queue_result: str = "0"  # "-1": the caller hung up while in Queue()
 
     async def run(self) -> list[str]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -174,6 +175,8 @@ class FakeAsterisk:
             if key == "HANGUP":
                 return "200 result=-1"
             return f"200 result={key} (timeout)" if key == "" else f"200 result={key}"
+        if command.startswith("EXEC Queue"):
+            return f"200 result={self.queue_result}"
         if command.startswith("GET VARIABLE"):
             value = self.channel_vars.get(command.split()[2])
             return f"200 result=1 ({value})" if value is not None else "200 result=0"
@@ -220,7 +223,40 @@ async def test_hotline_direct_path_sets_variables_and_queues(serve: Any) -> None
     assert 'STREAM FILE hotline/welcome ""' in cmds
     assert set_vars(cmds) == {"HOTLINE": "12369", "CATEGORY": "environment",
                               "IVR_PATH": "direct", "LANG": "zh"}
-    assert cmds[-1] == "EXEC Queue hotline,t,,,3600"
+    # Queue() returned unanswered (no MEMBERINTERFACE): no survey, the script hangs up.
+    assert cmds[-3:] == ["EXEC Queue hotline,tc,,,3600", "GET VARIABLE MEMBERINTERFACE",
+                         "HANGUP"]
+
+
+async def test_after_call_survey_on_the_same_channel(serve: Any) -> None:
+    surveys = Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_survey=surveys))
+    fake = FakeAsterisk(port, "hotline", keys=["9", "2"],
+                        channel_vars={"MEMBERINTERFACE": "Local/1001@agents"})
+    cmds = await fake.run()
+    i = cmds.index("EXEC Queue hotline,tc,,,3600")
+    assert cmds[i + 1] == "GET VARIABLE MEMBERINTERFACE"
+    assert cmds[i + 2:].count("GET DATA hotline/survey 6000 1") == 2  # "9" is not a score
+    assert surveys.calls == [("1700000000.42", 2)]
+    assert cmds[-2:] == ['STREAM FILE hotline/thanks ""', "HANGUP"]
+
+
+async def test_no_survey_when_the_caller_hung_up_in_the_queue(serve: Any) -> None:
+    surveys = Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_survey=surveys))
+    fake = FakeAsterisk(port, "hotline", channel_vars={"MEMBERINTERFACE": "Local/1001@agents"},
+                        queue_result="-1")
+    cmds = await fake.run()
+    assert cmds[-1] == "EXEC Queue hotline,tc,,,3600"
+    assert surveys.calls == []
+
+
+async def test_survey_silence_is_stored_as_no_score(serve: Any) -> None:
+    surveys = Recorder()
+    port = await serve(HotlineAgi(CONFIG, on_survey=surveys))
+    await FakeAsterisk(port, "hotline", keys=["", "", "", ""],
+                       channel_vars={"MEMBERINTERFACE": "Local/1001@agents"}).run()
+    assert surveys.calls == [("1700000000.42", None)]
 
 
 async def test_hotline_menus_with_bad_key_and_timeout(serve: Any) -> None:
@@ -232,7 +268,7 @@ async def test_hotline_menus_with_bad_key_and_timeout(serve: Any) -> None:
     assert 'STREAM FILE hotline/no-input ""' in cmds
     assert set_vars(cmds) == {"HOTLINE": "12345", "CATEGORY": "suggestion", "IVR_PATH": "2-3",
                               "LANG": "en"}
-    assert cmds[-1] == "EXEC Queue hotline-en,t,,,3600"
+    assert "EXEC Queue hotline-en,tc,,,3600" in cmds
 
 
 async def test_hotline_caller_hangs_up_in_a_menu(serve: Any) -> None:
