@@ -23,6 +23,7 @@ Routes::
     GET  /api/departments/suggest?text=        where to dispatch
     GET  /api/reports/orders?from=&to=&period=day|week&format=json|csv
     GET  /api/openapi.json                     this API, as OpenAPI 3.1
+    GET  /api/outbound?status=&kind=           supervisor: call-backs and return visits
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from aiohttp import web
 from agent_console.http import ApiError, list_field, read_json, text_field
 from agent_console.models import Role as AccountRole
 from agent_console.server import CONSOLE, RECORDINGS, need_session, page
+from ivr.dialer import STATUSES, outbound_list, return_visit_of, survey_of
 from callcenter.orders import (
     TRANSITIONS,
     Caller,
@@ -105,6 +107,7 @@ def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
     r.add_get("/api/departments/suggest", api_suggest)
     r.add_get("/api/reports/orders", api_report)
     r.add_get("/api/openapi.json", api_openapi)
+    r.add_get("/api/outbound", api_outbound)
     return wo
 
 
@@ -320,13 +323,36 @@ async def api_get(request: web.Request) -> web.Response:
                    "at": datetime.fromtimestamp(d.at, wo.tz).isoformat()}
                   for d in await wo.dispatches(order.id)]
     recording = None  # only for roles that may play it, only when it is on disk
+    uniqueid = await wo.call_uniqueid(order.id)
     if reader.account_role in (AccountRole.SUPERVISOR, AccountRole.ADMIN):
-        uniqueid = await wo.call_uniqueid(order.id)
         if uniqueid and RECORDINGS in request.app and request.app[RECORDINGS].get(uniqueid):
             recording = f"/api/recordings/{uniqueid}"
+    survey = await survey_of(wo.engine, uniqueid) if uniqueid else None
+    visit = await return_visit_of(wo.engine, order.id)
+    if visit is not None:
+        visit = {k: visit[k] for k in ("status", "attempts", "next_at", "result", "updated_at")}
     return _json({"order": view(order, reader),
                   "history": [_record(r, order, reader) for r in history],
-                  "dispatches": dispatches, "recording": recording})
+                  "dispatches": dispatches, "recording": recording,
+                  "call_survey": None if survey is None else {
+                      "score": survey["score"], "at": survey["at"], "source": survey["source"]},
+                  "return_visit": visit})
+
+
+async def api_outbound(request: web.Request) -> web.Response:
+    """Call-backs and automatic return visits; ``status=manual`` is the operators' to-do."""
+    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    status = request.query.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"'status' must be one of {', '.join(STATUSES)}")
+    kind = request.query.get("kind") or None
+    if kind is not None and kind not in ("callback", "return_visit"):
+        raise ApiError(400, "'kind' must be 'callback' or 'return_visit'")
+    rows = await outbound_list(wo.engine, status=status, kind=kind)
+    for row in rows:  # the list is for follow-up; the order shows the full number
+        number = row["number"]
+        row["number"] = "*" * max(0, len(number) - 4) + number[-4:]
+    return _json({"outbound": rows})
 
 
 async def api_step(request: web.Request) -> web.Response:
@@ -553,6 +579,11 @@ def openapi() -> dict[str, Any]:
                 "Work-order figures per day or week (JSON or CSV)", "supervisor, admin",
                 params=(("from", "query", "string"), ("to", "query", "string"),
                         ("period", "query", "string"), ("format", "query", "string")),
+                errors=(400, 401, 403))},
+            "/api/outbound": {"get": _op(
+                "Call-backs and automatic return visits (status=manual: for an operator)",
+                "supervisor, admin", params=(("status", "query", "string"),
+                                             ("kind", "query", "string")),
                 errors=(400, 401, 403))},
             "/api/openapi.json": {"get": {"summary": "This document", "security": [],
                                           "responses": {"200": {"description": "OK"}}}},

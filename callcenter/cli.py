@@ -66,34 +66,46 @@ async def _run_until_signalled(*stoppers: object) -> None:
     await stop.wait()
 
 
-async def _serve(settings: Settings, host: str, port: int, banner: str = "") -> None:
+async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
+                 agi_host: str = "127.0.0.1", agi_port: int = 4573) -> None:
     from aiohttp import web
 
     from agent_console.server import make_app
     from callcenter.service import Service
+    from callcenter.telephony import TelephonyError, start_telephony
 
     service = Service(settings)
     await service.start()
-    runner = web.AppRunner(make_app(service), access_log=None)
+    app = make_app(service)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
+    telephony = None
     try:
+        telephony = await start_telephony(service, app, agi_host=agi_host, agi_port=agi_port)
         await site.start()
-    except OSError as exc:
-        await service.stop()
+    except (OSError, TelephonyError) as exc:
+        if telephony is not None:
+            await telephony.stop()
         await runner.cleanup()
+        await service.stop()
+        if isinstance(exc, TelephonyError):
+            raise CliError(str(exc)) from None
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    print(f"hotline is running at http://{host}:{port}/{banner}", flush=True)
+    print(f"hotline is running at http://{host}:{port}/{banner}\n"
+          f"  FastAGI IVR: agi://{agi_host}:{telephony.agi_port}/hotline", flush=True)
     try:
         await _run_until_signalled()
     finally:
+        await telephony.stop()
         await runner.cleanup()
         await service.stop()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     s = _settings(args)
-    asyncio.run(_serve(s, args.host or s.web_host, args.port or s.web_port))
+    asyncio.run(_serve(s, args.host or s.web_host, args.port or s.web_port,
+                       agi_host=args.agi_host, agi_port=args.agi_port))
     return 0
 
 
@@ -219,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the service against the PBX in the config")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument("--agi-host", default="127.0.0.1",
+                   help="address the FastAGI IVR listens on (Asterisk's AGI(agi://...))")
+    s.add_argument("--agi-port", type=int, default=4573, help="FastAGI port (default 4573)")
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("check-ami", help="connect and log in once; print OK or why not")

@@ -60,6 +60,9 @@ class Service:
         self.store = Store(settings.database_url)
         self.inbox: asyncio.Queue[tuple[dict[str, str] | None, Any]] = asyncio.Queue()
         self.subscribers: list[Callable[[list[Change]], None]] = []
+        #: Raw AMI events the state does not model, by name (OriginateResponse,
+        #: MixMonitorStop ...): for the dialer and the recorder.  Called on receipt.
+        self.raw_listeners: dict[str, list[Callable[[dict[str, str], float], None]]] = {}
         self.events_applied = 0
         self.events_skipped = 0
         self._dirty_calls: dict[str, dict[str, Any]] = {}
@@ -118,6 +121,16 @@ class Service:
 
     def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
         self.inbox.put_nowait((headers, at))
+        if self.raw_listeners:
+            for listener in self.raw_listeners.get(headers.get("Event", ""), ()):
+                try:
+                    listener(headers, at)
+                except Exception:  # a listener's bug must not stop the link
+                    log.exception("raw event listener failed", event=headers.get("Event"))
+
+    def listen(self, event: str, listener: Callable[[dict[str, str], float], None]) -> None:
+        """Call ``listener(headers, at)`` for every AMI event named ``event``."""
+        self.raw_listeners.setdefault(event, []).append(listener)
 
     def _on_link(self, up: bool, reason: str) -> None:
         if not up:
@@ -229,8 +242,13 @@ class Service:
                 "overall": queue_json(overall), "agents": agents,
                 "link_up": self.centre.link_up}
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything a live page needs, as plain JSON."""
+    def snapshot(self, *, agents: bool = True) -> dict[str, Any]:
+        """Everything a live page needs, as plain JSON.
+
+        ``agents=False`` leaves out the per-agent list (``"agents": []``): the
+        console's views read the agents from the live centre, and building 1,000
+        agent snapshots each refresh is most of this method's cost.
+        """
         now = self.clock()
         today = self.day_start(now)
         last15 = self.book.bucket(now)
@@ -263,7 +281,7 @@ class Service:
             "today": queue_json(all_today),
             "last_15min": queue_json(all_15),
             "agents": [a.snapshot(now) for a in sorted(self.centre.agents.values(),
-                                                       key=lambda a: a.name)],
+                                                       key=lambda a: a.name)] if agents else [],
             "trend": trend,
             "interval_start": datetime.fromtimestamp(last15, self.settings.tz).isoformat(),
             "day": datetime.fromtimestamp(today, self.settings.tz).date().isoformat(),

@@ -110,6 +110,19 @@ class CallbackQueue:
         """The citizen was reached: the request is done."""
         self._entries.pop(id, None)
 
+    def release(self, id: str) -> None:
+        """The call-back was never placed (the PBX link was down): not an attempt."""
+        e = self._entries.get(id)
+        if e is not None and e.in_flight:
+            self._entries[id] = replace(e, in_flight=False, attempts=max(0, e.attempts - 1))
+
+    def restore(self, entry: CallbackEntry) -> None:
+        """Put back a request saved before a restart (a call in flight is retried)."""
+        self._entries[entry.id] = replace(entry, in_flight=False)
+
+    def get(self, id: str) -> CallbackEntry | None:
+        return self._entries.get(id)
+
     def failed(self, id: str, at: float) -> list[CallbackGaveUp]:
         """The call-back did not reach the citizen: retry later at the same place, or give up."""
         e = self._entries.get(id)
@@ -215,3 +228,17 @@ class ReturnVisitScheduler:
 
     def get(self, order_id: str) -> ReturnVisit | None:
         return self._visits.get(order_id)
+
+    def release(self, order_id: str) -> None:
+        """The call was never placed (the PBX link was down): not an attempt."""
+        v = self._visits.get(order_id)
+        if v is not None and v.in_flight:
+            self._visits[order_id] = replace(v, in_flight=False,
+                                             attempts=max(0, v.attempts - 1))
+
+    def restore(self, visit: ReturnVisit) -> None:
+        """Put back a visit saved before a restart (a call in flight is retried)."""
+        self._visits[visit.order_id] = replace(visit, in_flight=False)
+
+    def __len__(self) -> int:
+        return len(self._visits)

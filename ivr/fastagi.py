@@ -18,7 +18,8 @@ Scripts (``agi_network_script``):
 ``returnvisit``
     The return visit 回访 for a completed order (``agi_arg_1`` or the channel
     variable ``ORDER_ID``): solved 1/2, then satisfaction with the operator and
-    with the department 1-3.  ``on_answer(order_id, resolved, sat_operator,
+    with the department 1-3 (not asked when ``asks_department(order_id)`` is
+    false).  ``on_answer(order_id, resolved, sat_operator,
     sat_department, call_id)`` receives the citizen's own keys; silence or a
     hang-up before "solved" is answered gives ``on_no_answer(order_id, call_id)``.
     ``RETURNVISIT_RESULT`` is set to ``answered`` or ``no_answer``.
@@ -155,6 +156,7 @@ class HotlineAgi:
         on_survey: Callable[[str, int | None], Maybe] | None = None,
         on_answer: Callable[[str, bool, int | None, int | None, str], Maybe] | None = None,
         on_no_answer: Callable[[str, str], Maybe] | None = None,
+        asks_department: Callable[[str], Maybe] | None = None,
     ) -> None:
         self.config = config
         self.expected_wait = expected_wait
@@ -163,6 +165,7 @@ class HotlineAgi:
         self.on_survey = on_survey
         self.on_answer = on_answer
         self.on_no_answer = on_no_answer
+        self.asks_department = asks_department
 
     def application(self) -> Application:
         """A panoramisk FastAGI application with the four scripts (call in a running loop)."""
@@ -330,8 +333,14 @@ class HotlineAgi:
         except CallerHungUp:
             await _call(self.on_no_answer, h.get("agi_arg_1", ""), call_id)
             return
+        department = True
+        if self.asks_department is not None:  # no department handled it: don't ask
+            try:
+                department = bool(await _call(self.asks_department, order_id))
+            except Exception:
+                log.exception("return_visit_order_lookup_failed", order_id=order_id)
         q = return_visit({k: cfg[f"{k}_prompt"] for k in ("resolved", "operator", "department")
-                          if f"{k}_prompt" in cfg})
+                          if f"{k}_prompt" in cfg}, department=department)
         outcome = await self._ask(agi, q)
         a = outcome.answers
         bound = log.bind(order_id=order_id, call_id=call_id)

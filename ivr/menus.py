@@ -442,16 +442,22 @@ def survey(prompt: str = "hotline/survey") -> Questionnaire:
     return Questionnaire([Question("satisfaction", prompt, SATISFACTION)])
 
 
-def return_visit(prompts: Mapping[str, str] | None = None) -> Questionnaire:
+def return_visit(prompts: Mapping[str, str] | None = None, *,
+                 department: bool = True) -> Questionnaire:
     """The return visit 回访 for a completed order: solved? then satisfaction twice.
 
     Only "solved" is required: a citizen who answers it and hangs up has still
-    answered; the satisfaction scores are then left empty.
+    answered; the satisfaction scores are then left empty.  ``department=False``
+    (an order no department handled, e.g. resolved on the call) leaves out the
+    question about the department.
     """
     p = {"resolved": "hotline/rv-resolved", "operator": "hotline/rv-sat-operator",
          "department": "hotline/rv-sat-department", **(prompts or {})}
-    return Questionnaire([
+    questions = [
         Question("resolved", p["resolved"], {"1": True, "2": False}),
         Question("sat_operator", p["operator"], SATISFACTION, required=False),
-        Question("sat_department", p["department"], SATISFACTION, required=False),
-    ])
+    ]
+    if department:
+        questions.append(Question("sat_department", p["department"], SATISFACTION,
+                                  required=False))
+    return Questionnaire(questions)

@@ -1,0 +1,127 @@
+"""Wiring the telephony edges to a running service: the FastAGI IVR, the dialer
+(call-backs, return visits, surveys) and the call recorder.
+
+``callcenter serve`` and ``callcenter demo`` both call :func:`start_telephony`
+after building the web app (the work orders and the recordings index are the
+app's).  Everything here is IO glue; the decisions are in ``ivr/`` and ``acd/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from callcenter.service import Service
+from ivr.dialer import Dialer, OutboundSettings
+from ivr.fastagi import HotlineAgi, start_agi_server
+from recordings.monitor import CallRecorder
+
+log = structlog.get_logger(__name__)
+
+
+class TelephonyError(Exception):
+    """An edge could not start; the message says why in one line."""
+
+
+@dataclass(slots=True)
+class Telephony:
+    agi: HotlineAgi
+    agi_server: asyncio.Server | None
+    agi_port: int
+    dialer: Dialer | None
+    recorder: CallRecorder | None
+
+    async def stop(self) -> None:
+        if self.dialer is not None:
+            await self.dialer.stop()
+        if self.recorder is not None:
+            await self.recorder.stop()
+        if self.agi_server is not None:
+            self.agi_server.close()
+            try:
+                await asyncio.wait_for(self.agi_server.wait_closed(), 2.0)
+            except TimeoutError:
+                pass
+
+
+def expected_wait(service: Service) -> Callable[[], dict[str, float]]:
+    """Per queue, the longest current wait (what the IVR's call-back offer looks at)."""
+
+    def waits() -> dict[str, float]:
+        now = service.clock()
+        return {q: service.centre.longest_wait(q, now) for q in service.centre.queues()}
+
+    return waits
+
+
+def order_status(work_orders: Any) -> Callable[[str], Any]:
+    """Self-service: the state of the order keyed as digits (YYYYMMDDNNNNNN), None if unknown."""
+
+    async def lookup(keyed: str) -> str | None:
+        from sqlalchemy import select
+
+        from callcenter.workorders import OrderRow
+
+        digits = keyed.strip()
+        number = f"{digits[:8]}-{digits[8:]}" if len(digits) == 14 and digits.isdigit() \
+            else digits
+        async with work_orders.sessions() as s:
+            row = await s.scalar(select(OrderRow).where(OrderRow.number == number))
+        return None if row is None else str(row.status)
+
+    return lookup
+
+
+async def start_telephony(service: Service, app: web.Application, *,
+                          agi_host: str = "127.0.0.1", agi_port: int | None = 4573,
+                          outbound: OutboundSettings | None = None,
+                          record_calls: bool = True) -> Telephony:
+    """Start the FastAGI server (``agi_port`` None: none), the dialer and the recorder.
+
+    Port 0 picks a free port; ``outbound.agi_url`` is then pointed at it.
+    """
+    from agent_console.orders_api import WORK_ORDERS
+    from agent_console.server import RECORDINGS
+    from ivr.menus import load_config as load_ivr_config
+
+    work_orders = app[WORK_ORDERS]
+    outbound = outbound or OutboundSettings.from_raw(service.settings.raw)
+    dialer: Dialer | None = None
+    if outbound.enabled:
+        dialer = Dialer(engine=service.store.engine, send=service.link.action,
+                        orders=work_orders, centre=service.centre, settings=outbound,
+                        clock=service.clock, tz=service.settings.tz)
+    agi = HotlineAgi(
+        load_ivr_config(), expected_wait=expected_wait(service),
+        lookup_order=order_status(work_orders),
+        on_callback=dialer.callback_requested if dialer else None,
+        on_survey=dialer.survey_answered if dialer else None,
+        on_answer=dialer.visit_answered if dialer else work_orders.record_citizen_keys,
+        on_no_answer=dialer.visit_no_answer if dialer else None,
+        asks_department=dialer.asks_department if dialer else None)
+    server: asyncio.Server | None = None
+    bound = 0
+    if agi_port is not None:
+        try:
+            server = await start_agi_server(agi, agi_host, agi_port)
+        except OSError as exc:
+            raise TelephonyError(f"cannot listen for FastAGI on {agi_host}:{agi_port}: "
+                                 f"{exc.strerror}") from None
+        bound = int(server.sockets[0].getsockname()[1])
+        if agi_port == 0:
+            outbound.agi_url = f"agi://{agi_host}:{bound}"
+    recorder: CallRecorder | None = None
+    if record_calls:
+        recorder = CallRecorder(app[RECORDINGS], service.link.action)
+        service.subscribers.append(recorder.changed)
+        service.listen("MixMonitorStop", recorder.on_ami_event)
+    if dialer is not None:
+        service.subscribers.append(dialer.changed)
+        service.listen("OriginateResponse", dialer.on_ami_event)
+        await dialer.start()
+    return Telephony(agi, server, bound, dialer, recorder)

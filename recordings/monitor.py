@@ -1,0 +1,122 @@
+"""Recording every answered call through AMI ``MixMonitor``, and indexing the file.
+
+When an operator answers (the call's ``answered`` change) the recorder asks
+Asterisk to record the caller's channel::
+
+    Action: MixMonitor
+    Channel: <the caller's channel>
+    File: YYYY-MM-DD/<uniqueid>.wav      (relative: Asterisk's monitor directory)
+    Options: b                           (only while bridged)
+
+``recordings.root`` must be that directory as this host sees it (the same disk,
+or a mount of it).  When Asterisk reports ``MixMonitorStop`` for the channel
+(or the call completes), the file is indexed under the call's uniqueid once it
+is on disk; a file that never appears is logged, not invented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+
+from acd.state import CallChanged, Change, Outcome
+from recordings.store import RecordingStore, path_for
+
+log = structlog.get_logger("recordings.monitor")
+
+Send = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class CallRecorder:
+    def __init__(self, store: RecordingStore, send: Send, *, wait_s: float = 10.0,
+                 poll_s: float = 0.25) -> None:
+        self.store = store
+        self.send = send
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+        self.started: dict[str, str] = {}  # caller channel -> uniqueid being recorded
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.recorded = 0
+        self.failed = 0
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # ---- inputs
+
+    def changed(self, changes: list[Change]) -> None:
+        """A service subscriber: start recording on answer, index on completion."""
+        for c in changes:
+            if not isinstance(c, CallChanged):
+                continue
+            call = c.call
+            if c.what == "answered" and call.channel and call.uniqueid not in \
+                    self.started.values():
+                self._spawn(self._start(call.uniqueid, call.channel))
+            elif c.what == "completed" and call.outcome is Outcome.COMPLETED \
+                    and call.uniqueid in self.started.values():
+                self._spawn(self._index(call.uniqueid))
+
+    def on_ami_event(self, headers: Mapping[str, str], at: float) -> None:
+        if headers.get("Event") == "MixMonitorStop":
+            uniqueid = self.started.get(headers.get("Channel", ""))
+            if uniqueid is not None:
+                self._spawn(self._index(uniqueid))
+
+    # ---- work
+
+    async def _start(self, uniqueid: str, channel: str) -> None:
+        from callcenter.ami import AmiError
+
+        try:
+            rel = path_for(uniqueid)
+        except ValueError:
+            log.warning("recording_skipped", call=uniqueid, why="not an Asterisk uniqueid")
+            return
+        self.started[channel] = uniqueid
+        try:
+            reply = await self.send({"Action": "MixMonitor", "Channel": channel, "File": rel,
+                                     "Options": "b"})
+        except AmiError as exc:
+            self.failed += 1
+            self.started.pop(channel, None)
+            log.warning("recording_not_started", call=uniqueid, error=str(exc))
+            return
+        if isinstance(reply, Mapping) and str(reply.get("Response", "")).lower() == "error":
+            self.failed += 1
+            self.started.pop(channel, None)
+            log.warning("recording_refused", call=uniqueid, message=reply.get("Message", ""))
+
+    async def _index(self, uniqueid: str) -> None:
+        if self.store.get(uniqueid) is not None:
+            return
+        rel = path_for(uniqueid)
+        path = self.store.root / rel
+        waited = 0.0
+        while not path.is_file():
+            if waited >= self.wait_s:
+                self.failed += 1
+                log.warning("recording_missing", call=uniqueid, path=rel)
+                self._forget(uniqueid)
+                return
+            await asyncio.sleep(self.poll_s)
+            waited += self.poll_s
+        if self.store.get(uniqueid) is None:
+            self.store.add(uniqueid, rel)
+            self.recorded += 1
+        self._forget(uniqueid)
+
+    def _forget(self, uniqueid: str) -> None:
+        for channel, uid in list(self.started.items()):
+            if uid == uniqueid:
+                del self.started[channel]
+
+    async def stop(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*list(self.tasks), return_exceptions=True)
