@@ -66,6 +66,7 @@ import argparse
 import asyncio
 import heapq
 import random
+import re
 import socket
 import time
 import uuid
@@ -79,6 +80,7 @@ import structlog
 from callcenter.traffic import (
     CallSource,
     CallSpec,
+    CitizenModel,
     RandomTraffic,
     ScriptedTraffic,
     TrafficConfig,
@@ -97,6 +99,10 @@ AGENT_SETTLE = 0.517  # operator hangs up ~0.517 s after the talk time (Answer +
 HANGUP_LAG = 0.003  # caller's Wait(PATIENCE) ends ~3 ms late
 TIMER_LAG = 0.001  # ring timeout and retry fire ~1 ms late
 DEFAULT_RING, DEFAULT_TALK = 2.0, 60.0  # an operator's phone when no traffic model drives it
+SPY_RING = 1.0  # a supervisor phone rings this long before it answers a ChanSpy originate
+SPY_WAIT = 5.0  # ChanSpy with nothing to spy on: the sim's spyer hangs up after this
+CAUSE_TEXT = {0: "Unknown", 16: "Normal Clearing", 17: "User busy",
+              19: "User alerting, no answer"}
 
 # manager.h EVENT_FLAG_* bits and their names, as in manager.conf read=/Events:.
 EVENT_FLAGS: dict[str, int] = {
@@ -222,6 +228,13 @@ class PbxConfig:
     agent_context: str = "agents"
     hotline_queues: Mapping[str, str] = field(default_factory=dict)
     after_queue_hold: float = 20.0
+    # Outbound calls to citizens (return visit, call-back) and supervisor phones (ChanSpy).
+    outbound_context: str = "hotline-outbound"
+    callback_context: str = "hotline-callback"
+    queue_context: str = "hotline-queue"
+    supervisors: tuple[str, ...] = ("1901", "1902", "1903", "1904")
+    spy_ring: float = SPY_RING
+    spy_wait: float = SPY_WAIT
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -470,10 +483,12 @@ class Call:
         "start",
         "state",
         "turn_gen",
+        "watched",
     )
 
     def __init__(self, spec: CallSpec, queue: Queue) -> None:
         self.spec, self.queue = spec, queue
+        self.watched = False  # the IO edge waits for its end (an AGI session in Queue())
         self.state = DIALPLAN
         self.start = self.pos = self.orig_pos = self.connect_int = self.hold = self.turn_gen = 0
         self.attempts: list[Attempt] = []
@@ -511,6 +526,81 @@ class AgentCall:
         self.live = True
 
 
+class CitizenCall:
+    """An Originate to a citizen's number (``Local/<n>@hotline-outbound`` or ``-callback``).
+
+    ``app`` set: the answered channel runs that application (AGI: the IO edge runs the
+    FastAGI script, see :attr:`Pbx.agi_runs`).  Otherwise it goes to ``context``/``exten``
+    (a queue name in ``hotline-queue``: it joins that queue as a caller).
+    """
+
+    __slots__ = ("a1", "a2", "action_id", "app", "appdata", "cid_name", "cid_num", "context",
+                 "dial_context", "exten", "live", "number", "timeout", "up", "variables")
+
+    def __init__(self, number: str, dial_context: str, action_id: str, app: str, appdata: str,
+                 context: str, exten: str, cid: tuple[str, str], timeout: float,
+                 variables: dict[str, str]) -> None:
+        self.number, self.dial_context, self.action_id = number, dial_context, action_id
+        self.app, self.appdata, self.context, self.exten = app, appdata, context, exten
+        self.cid_num, self.cid_name = cid
+        self.timeout, self.variables = timeout, variables
+        self.a1: Channel | None = None
+        self.a2: Channel | None = None
+        self.live = True
+        self.up = False
+
+
+class SpyCall:
+    """A supervisor phone originated into ChanSpy(<prefix>,<options>)."""
+
+    __slots__ = ("a1", "a2", "action_id", "cid_name", "cid_num", "data", "deadline", "ext",
+                 "live", "mode", "options", "prefix", "spyee")
+
+    def __init__(self, ext: str, action_id: str, data: str, cid: tuple[str, str]) -> None:
+        self.ext, self.action_id, self.data = ext, action_id, data
+        self.prefix, _, self.options = data.partition(",")
+        self.mode = "barge" if "B" in self.options else (
+            "whisper" if "w" in self.options else "listen")
+        self.cid_num, self.cid_name = cid
+        self.a1: Channel | None = None
+        self.a2: Channel | None = None
+        self.spyee: Channel | None = None
+        self.live = True
+        self.deadline = 0.0
+
+
+class AgiRun(NamedTuple):
+    """A channel that reached ``AGI(url,args)``: the IO edge runs the FastAGI script on it."""
+
+    channel: str
+    uniqueid: str
+    url: str  # agi://host:port/script
+    args: tuple[str, ...]
+    callerid: str
+    calleridname: str
+    context: str
+    exten: str
+    variables: dict[str, str]
+
+
+class Recording(NamedTuple):
+    """A MixMonitor that stopped: ``file`` as given in the action, ``seconds`` recorded."""
+
+    file: str
+    seconds: float
+    channel: str
+    uniqueid: str
+
+
+class Reservation(NamedTuple):
+    """Channel names and uniqueids allocated ahead for a caller (the IVR runs on ``;2``)."""
+
+    name1: str
+    uid1: str
+    name2: str
+    uid2: str
+
+
 Action = Sequence[tuple[str, str]]
 
 
@@ -525,8 +615,8 @@ class _Fields:
         self.variables: list[str] = []
         for key, value in pairs:
             k = key.strip().lower()
-            if k == "variable":
-                self.variables.extend(v for v in value.split("|") if v)
+            if k == "variable":  # several headers and/or a comma (or |) separated list
+                self.variables.extend(v.strip() for v in re.split(r"[|,]", value) if v.strip())
             self.d.setdefault(k, value.strip())
 
     def get(self, key: str, default: str = "") -> str:
@@ -573,9 +663,19 @@ class Pbx:
 
     def __init__(self, config: PbxConfig | None = None, traffic: CallSource | None = None, *,
                  start_time: float = 1_795_000_000.0, seed: int = 0,
-                 hold_arrivals: bool = False) -> None:
+                 hold_arrivals: bool = False, citizen: CitizenModel | None = None) -> None:
         self.config = config or PbxConfig()
         self.traffic = traffic
+        # Citizens called back or visited: answer or not, keys pressed (own RNG).
+        self.citizen = citizen or CitizenModel(seed=seed)
+        # What the IO edge must do (the core stays sans-IO): FastAGI scripts to run on
+        # answered channels, recordings to write, watched queue calls that ended
+        # (call, "agent" | "caller" | "left").
+        self.agi_runs: list[AgiRun] = []
+        self.recordings: list[Recording] = []
+        self.queue_exits: list[tuple[Call, str]] = []
+        self._mixmon: dict[str, tuple[str, float, str]] = {}
+        self._spied: dict[str, list[SpyCall]] = {}
         # With hold_arrivals the traffic model's callers wait in held_arrivals for the
         # IO edge (a FastAGI IVR run) to inject them; otherwise they join at once.
         self.hold_arrivals = hold_arrivals
@@ -595,6 +695,7 @@ class Pbx:
         self._custom: dict[str, int] = {}
         self.script_responses: list[str] = []
         c = self.config
+        self.supervisors = {f"Local/{ext}@{c.agent_context}": ext for ext in c.supervisors}
         own = [self._phone(f"Local/{c.first_extension + i}@{c.agent_context}/n")
                for i in range(c.agents)]
         if c.autologin:
@@ -654,7 +755,13 @@ class Pbx:
         self._chan("SoftHangupRequest" if soft else "HangupRequest", ch, f"Cause: {cause}\r\n")
 
     def _hangup(self, ch: Channel, cause: int = 16) -> None:
-        text = "Normal Clearing" if cause == 16 else "Unknown"
+        if self._spied and ch.name in self._spied:
+            self._spyee_gone(ch)
+        if self._mixmon and ch.name in self._mixmon:
+            file, start, _ = self._mixmon.pop(ch.name)
+            self._chan("MixMonitorStop", ch)
+            self.recordings.append(Recording(file, self.now - start, ch.name, ch.uniqueid))
+        text = CAUSE_TEXT.get(cause, "Unknown")
         self._chan("Hangup", ch, f"Cause: {cause}\r\nCause-txt: {text}\r\n")
         self.channels.pop(ch.name, None)
 
@@ -679,8 +786,8 @@ class Pbx:
         return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
 
     def _new_channel(self, name: str, state: int, context: str, exten: str, linkedid: str,
-                     variables: Mapping[str, str], owner: Any) -> Channel:
-        uid = self._uniqueid()
+                     variables: Mapping[str, str], owner: Any, uid: str = "") -> Channel:
+        uid = uid or self._uniqueid()
         ch = Channel(name, state, context, exten, uid, linkedid or uid, self.now, variables,
                      self.config.channelvars, owner)
         self.channels[name] = ch
@@ -910,16 +1017,25 @@ class Pbx:
         name = spec.queue or self.config.hotline_queues.get(spec.hotline, "")
         return self.queues.get(name) or next(iter(self.queues.values()))
 
-    def inject_call(self, spec: CallSpec, action_id: str = "") -> Call:
+    def reserve_caller(self) -> Reservation:
+        """Allocate now the channel names and uniqueids of a caller that joins later
+        (:meth:`inject_call` with ``reserved``): an IVR runs on ``;2`` before it exists here."""
+        base = f"Local/s@{self.config.inbound_context}-{self._next_local():08x}"
+        uid1 = self._uniqueid()
+        return Reservation(base + ";1", uid1, base + ";2", self._uniqueid())
+
+    def inject_call(self, spec: CallSpec, action_id: str = "",
+                    reserved: Reservation | None = None) -> Call:
         """A caller arrives now (as Originate of ``Local/s@inbound`` does): channels, then join."""
         c = self.config
         call = Call(spec, self._queue_for(spec))
         variables = spec.variables()
-        base = f"Local/s@{c.inbound_context}-{self._next_local():08x}"
-        c1 = call.c1 = self._new_channel(base + ";1", 0, c.inbound_context, "s", "", variables,
-                                         call)
-        c2 = call.c2 = self._new_channel(base + ";2", 4, c.inbound_context, "s", c1.uniqueid,
-                                         variables, call)
+        if reserved is None:
+            reserved = self.reserve_caller()
+        c1 = call.c1 = self._new_channel(reserved.name1, 0, c.inbound_context, "s", "",
+                                         variables, call, reserved.uid1)
+        c2 = call.c2 = self._new_channel(reserved.name2, 4, c.inbound_context, "s", c1.uniqueid,
+                                         variables, call, reserved.uid2)
         self._chan("Newchannel", c1)
         self._chan("Newchannel", c2)
         num, name = spec.number or UNKNOWN, spec.name or UNKNOWN
@@ -1312,6 +1428,8 @@ class Pbx:
         self._move(call, "hangup")
         self._phone_free(call.member.phone)
         self._caller_devices()
+        if call.watched:
+            self._queue_exit(call, "agent")
 
     def _patience_over(self, call: Call) -> None:
         if call.spec.patience_from_arrival:
@@ -1368,6 +1486,8 @@ class Pbx:
                 self._legs_down_second(att)
             self._move(call, "hangup")
         self._caller_devices()
+        if call.watched:
+            self._queue_exit(call, "caller")
 
     def _drop_attempts(self, call: Call) -> None:
         for att in call.attempts:
@@ -1384,6 +1504,8 @@ class Pbx:
             self._drop_attempts(call)
         self._leave_queue(call, abandon=why == "timeout")
         self._move(call, "leave")
+        if call.watched:
+            self._queue_exit(call, "left")
         call.c2.set(priority=3, app="VoiceMail" if why == "key" else "Playback", appdata="")
         self._at(self.now + (self.config.after_queue_hold if why == "key" else 1.0),
                  self._caller_gone, call)
@@ -1417,7 +1539,14 @@ class Pbx:
             self._move(call, "leave")
             call.c2.set(app="Playback", appdata="")
             self._at(self.now + self.config.after_queue_hold, self._caller_gone, call)
+            if call.watched:
+                self._queue_exit(call, "left")
         return True
+
+    def _queue_exit(self, call: Call, how: str) -> None:
+        """A watched caller's Queue() is over: tell the IO edge once (``queue_exits``)."""
+        call.watched = False
+        self.queue_exits.append((call, how))
 
     def set_device_state(self, device: str, state: str) -> str:
         """``Setvar DEVICE_STATE(Custom:x)=STATE``: members watching that device follow it.
@@ -1521,6 +1650,10 @@ class Pbx:
         owner = ch.owner
         if isinstance(owner, AgentCall):
             self._agent_call_down(owner)
+        elif isinstance(owner, CitizenCall):
+            self._citizen_down(owner)
+        elif isinstance(owner, SpyCall):
+            self._spy_down(owner)
         elif isinstance(owner, Call):
             if ch is owner.c1 or ch is owner.c2:
                 self.caller_hangup(owner)
@@ -1553,7 +1686,22 @@ class Pbx:
             "originate": self._act_originate, "hangup": self._act_hangup,
             "redirect": self._act_redirect, "coreshowchannels": self._act_core_show_channels,
             "command": self._act_command, "setvar": self._act_setvar,
+            "mixmonitor": self._act_mixmonitor,
         }
+
+    def _act_mixmonitor(self, f: _Fields, aid: str) -> str:
+        """app_mixmonitor's manager action: MixMonitorStart now, MixMonitorStop at hang-up."""
+        name = f.get("channel")
+        if not name:
+            return _error(aid, "No channel specified")
+        ch = self.channels.get(name)
+        if ch is None:
+            return _error(aid, "No such channel")
+        file = f.get("file") or f"{ch.uniqueid}.wav"
+        if name not in self._mixmon:
+            self._mixmon[name] = (file, self.now, f.get("options"))
+            self._chan("MixMonitorStart", ch)
+        return _response(aid)
 
     def _act_queue_add(self, f: _Fields, aid: str) -> str:
         queue, interface = f.get("queue"), f.get("interface")
@@ -1767,6 +1915,15 @@ class Pbx:
             variables[key.lstrip("_").upper()] = value
         parts = _local_parts(target)
         number, name = _parse_callerid(f.get("callerid"))
+        c = self.config
+        if parts and parts[1] in (c.outbound_context, c.callback_context):
+            return self._originate_citizen(f, aid, parts[0], parts[1], variables, (number, name))
+        if parts and f"Local/{parts[0]}@{parts[1]}" in self.supervisors:
+            if f.get("application").lower() != "chanspy" or not f.get("data"):
+                return _error(aid, "Originate failed")
+            spy = SpyCall(parts[0], aid, f.get("data"), (number, name))
+            self._at(self.now, self._spy_dial, spy)
+            return _response(aid, Message="Originate successfully queued")
 
         def num(key: str) -> float | None:
             try:
@@ -1796,6 +1953,236 @@ class Pbx:
             phone, aid, f.get("context") or "default", f.get("exten") or "s", num("TALK"),
             num("RINGDELAY")), None)
         return _response(aid, Message="Originate successfully queued")
+
+    # ------------------------------------------------------------------ calls to citizens
+
+    def _originate_citizen(self, f: _Fields, aid: str, number: str, context: str,
+                           variables: dict[str, str], cid: tuple[str, str]) -> str:
+        if not number:
+            return _error(aid, "Originate failed")
+        try:
+            timeout = float(f.get("timeout") or 30000) / 1000.0
+        except ValueError:
+            timeout = 30.0
+        app = f.get("application")
+        cc = CitizenCall(number, context, aid, app, f.get("data") if app else "",
+                         "" if app else (f.get("context") or "default"),
+                         "" if app else (f.get("exten") or "s"),
+                         (cid[0] or UNKNOWN, cid[1] or UNKNOWN), timeout, variables)
+        log.debug("pbx_sim.citizen_originate", number=mask_number(number), context=context,
+                  app=app or f"{cc.context},{cc.exten}")
+        self._at(self.now, self._citizen_dial, cc)
+        return _response(aid, Message="Originate successfully queued")
+
+    def _citizen_dial(self, cc: CitizenCall) -> None:
+        """The Local pair towards the citizen: ``;2`` dials out the trunk, ``;1`` rings."""
+        base = f"Local/{cc.number}@{cc.dial_context}-{self._next_local():08x}"
+        vars_ = dict(cc.variables)
+        a1 = cc.a1 = self._new_channel(base + ";1", 0, cc.dial_context, cc.number, "", vars_, cc)
+        a2 = cc.a2 = self._new_channel(base + ";2", 4, cc.dial_context, cc.number, a1.uniqueid,
+                                       vars_, cc)
+        self._chan("Newchannel", a1)
+        self._chan("Newchannel", a2)
+        a1.set(cid_num=cc.cid_num, cid_name=cc.cid_name)
+        self._chan("NewCallerid", a1, CID_PRES)
+        self._local_bridge(a1, a2, cc.dial_context, cc.number, "No")
+        a2.set(app="Dial", appdata=f"PJSIP/{cc.number}@trunk,{int(cc.timeout)}")
+        citizen = self.citizen
+        if citizen.answers():
+            ring = citizen.ring_time()
+            if ring < cc.timeout:
+                a1.set(state=5)
+                self._chan("Newstate", a1)
+                self._at(self.now + ring, self._citizen_up, cc)
+                return
+            reason = 3
+        else:
+            reason = citizen.no_answer_reason()
+        if reason == 5:  # busy at once
+            self._at(self.now + 1.0, self._citizen_fail, (cc, 5))
+        else:  # rings until the originate's Timeout (or the model's ring-out)
+            a1.set(state=5)
+            self._chan("Newstate", a1)
+            self._at(self.now + min(cc.timeout, citizen.no_answer_ring), self._citizen_fail,
+                     (cc, 3))
+
+    def _originate_response(self, cc: CitizenCall | SpyCall, ok: bool, reason: int,
+                            channel: str, uniqueid: str) -> None:
+        """manager.c's OriginateResponse: Application/Data or Context/Exten variant."""
+        if isinstance(cc, SpyCall):
+            where = f"Application: ChanSpy\r\nData: {cc.data}\r\n"
+        elif cc.app:
+            where = f"Application: {cc.app}\r\nData: {cc.appdata}\r\n"
+        else:
+            where = f"Context: {cc.context}\r\nExten: {cc.exten}\r\n"
+        self._emit("OriginateResponse", CALL,
+                   (f"ActionID: {cc.action_id}\r\n" if cc.action_id else "")
+                   + f"Response: {'Success' if ok else 'Failure'}\r\nChannel: {channel}\r\n"
+                   f"{where}Reason: {reason}\r\nUniqueid: {uniqueid}\r\n"
+                   f"CallerIDNum: {cc.cid_num}\r\nCallerIDName: {cc.cid_name}\r\n")
+
+    def _citizen_fail(self, arg: tuple[CitizenCall, int]) -> None:
+        cc, reason = arg
+        if not cc.live:
+            return
+        cc.live = False
+        a1, a2 = cc.a1, cc.a2
+        assert a1 is not None and a2 is not None
+        cause = 17 if reason == 5 else 19
+        self._hangup(a2, cause)
+        self._hangup(a1, cause)
+        self._originate_response(cc, False, reason, f"Local/{cc.number}@{cc.dial_context}",
+                                 "<null>")
+
+    def _citizen_up(self, cc: CitizenCall) -> None:
+        """The citizen answers: OriginateResponse Success, then the application or the queue."""
+        if not cc.live:
+            return
+        a1, a2 = cc.a1, cc.a2
+        assert a1 is not None and a2 is not None
+        cc.up = True
+        a2.set(state=6, priority=2)
+        self._chan("Newstate", a2)
+        a1.set(state=6)
+        self._chan("Newstate", a1)
+        self._originate_response(cc, True, 4, a1.name, a1.uniqueid)
+        queue = self.queues.get(cc.exten) if not cc.app else None
+        if cc.app:
+            a1.set(app=cc.app, appdata=cc.appdata)
+            if cc.app.lower() == "agi":
+                url, *args = [p.strip() for p in cc.appdata.split(",")]
+                self.agi_runs.append(AgiRun(a1.name, a1.uniqueid, url, tuple(args), cc.number,
+                                            UNKNOWN, cc.dial_context, cc.number,
+                                            dict(a1.vars)))
+            else:  # nothing else is simulated: the application ends at once
+                self._at(self.now + 1.0, self._citizen_down, cc)
+        elif queue is not None and cc.context == self.config.queue_context:
+            self._callback_join(cc, queue)
+        else:
+            self._at(self.now + 1.0, self._citizen_down, cc)
+
+    def _callback_join(self, cc: CitizenCall, queue: Queue) -> None:
+        """``;1`` runs ``hotline-queue,<queue>,1``: Queue() as a caller with the call's variables."""
+        a1, a2 = cc.a1, cc.a2
+        assert a1 is not None and a2 is not None
+        v = cc.variables
+        spec = CallSpec(at=self.now, number=cc.number, name="", queue=queue.name,
+                        hotline=v.get("HOTLINE", "12345"), category=v.get("CATEGORY", "consult"),
+                        ivr_path=v.get("IVR_PATH", ""), kind="callback")
+        call = Call(spec, queue)
+        call.c2, call.c1 = a1, a2  # c2: the channel in the queue; c1: the leg to the citizen
+        a1.owner = a2.owner = call
+        a1.set(context=self.config.queue_context, exten=queue.name, cid_num=cc.number)
+        self._chan("NewCallerid", a1, CID_PRES)
+        a1.set(app="Answer", appdata="")
+        self._at(self.now + JOIN_DELAY, self._join, call)
+
+    def _citizen_down(self, cc: CitizenCall) -> None:
+        if not cc.live:
+            return
+        cc.live = False
+        a1, a2 = cc.a1, cc.a2
+        assert a1 is not None and a2 is not None
+        if not cc.up:  # hung up while ringing (Hangup action): no answer
+            self._hangup(a2, 16)
+            self._hangup(a1, 16)
+            self._originate_response(cc, False, 3, f"Local/{cc.number}@{cc.dial_context}",
+                                     "<null>")
+            return
+        self._hangup_req(a1, soft=False)
+        self._hangup(a1)
+        self._hangup_req(a2, soft=True)
+        self._hangup(a2)
+
+    def agi_done(self, channel: str) -> None:
+        """The IO edge's FastAGI script on ``channel`` ended: the channel hangs up."""
+        ch = self.channels.get(channel)
+        if ch is not None and isinstance(ch.owner, CitizenCall):
+            self._citizen_down(ch.owner)
+
+    # ------------------------------------------------------------------ ChanSpy
+
+    def _spy_dial(self, spy: SpyCall) -> None:
+        ctx = self.config.agent_context
+        base = f"Local/{spy.ext}@{ctx}-{self._next_local():08x}"
+        a1 = spy.a1 = self._new_channel(base + ";1", 0, ctx, spy.ext, "", {}, spy)
+        a2 = spy.a2 = self._new_channel(base + ";2", 4, ctx, spy.ext, a1.uniqueid, {}, spy)
+        self._chan("Newchannel", a1)
+        self._chan("Newchannel", a2)
+        a1.set(cid_num=spy.cid_num or UNKNOWN, cid_name=spy.cid_name or UNKNOWN)
+        self._chan("NewCallerid", a1, CID_PRES)
+        self._local_bridge(a1, a2, ctx, spy.ext, "No")
+        self._emit("DialBegin", CALL, f"{a1.dsnap()}DialString: {spy.ext}@{ctx}\r\n")
+        self._at(self.now + self.config.spy_ring * RING_SCALE, self._spy_up, spy)
+
+    def _spy_up(self, spy: SpyCall) -> None:
+        if not spy.live:
+            return
+        a1, a2 = spy.a1, spy.a2
+        assert a1 is not None and a2 is not None
+        a2.set(state=6, priority=2)
+        self._chan("Newstate", a2)
+        a1.set(state=6, app="ChanSpy", appdata=spy.data)
+        self._chan("Newstate", a1)
+        self._emit("DialEnd", CALL, f"{a1.dsnap()}DialStatus: ANSWER\r\n")
+        self._originate_response(spy, True, 4, a1.name, a1.uniqueid)
+        log.debug("pbx_sim.chanspy", spyer=a1.name, prefix=spy.prefix, mode=spy.mode,
+                  options=spy.options)
+        spy.deadline = self.now + self.config.spy_wait
+        self._spy_scan(spy)
+
+    def _spy_scan(self, spy: SpyCall) -> None:
+        """ChanSpy's channel scan: the first bridged channel whose name starts with the prefix."""
+        if not spy.live or spy.spyee is not None:
+            return
+        prefix = spy.prefix.lower()
+        target = next((ch for ch in self.channels.values()
+                       if ch.bridge and ch.owner is not spy and ch.name.lower().startswith(prefix)),
+                      None) if prefix else None
+        if target is None:
+            if self.now >= spy.deadline:
+                self._spy_down(spy)
+            else:
+                self._at(self.now + 1.0, self._spy_scan, spy)
+            return
+        assert spy.a1 is not None
+        spy.spyee = target
+        self._spied.setdefault(target.name, []).append(spy)
+        self._emit("ChanSpyStart", CALL, f"{spy.a1.render('Spyer')}{target.render('Spyee')}")
+
+    def _spy_stop(self, spy: SpyCall) -> None:
+        target = spy.spyee
+        if target is None or spy.a1 is None:
+            return
+        spy.spyee = None
+        spies = self._spied.get(target.name, [])
+        if spy in spies:
+            spies.remove(spy)
+        if not spies:
+            self._spied.pop(target.name, None)
+        self._emit("ChanSpyStop", CALL, f"{spy.a1.render('Spyer')}{target.render('Spyee')}")
+
+    def _spyee_gone(self, ch: Channel) -> None:
+        """The spied-on channel hangs up: ChanSpyStop; option E ends the spyer, else it scans."""
+        for spy in list(self._spied.get(ch.name, [])):
+            self._spy_stop(spy)
+            if "E" in spy.options:
+                self._at(self.now, self._spy_down, spy)
+            else:
+                spy.deadline = self.now + self.config.spy_wait
+                self._at(self.now + 1.0, self._spy_scan, spy)
+
+    def _spy_down(self, spy: SpyCall) -> None:
+        if not spy.live:
+            return
+        spy.live = False
+        self._spy_stop(spy)
+        a1, a2 = spy.a1, spy.a2
+        assert a1 is not None and a2 is not None
+        self._hangup_req(a1, soft=False)
+        self._hangup(a1)
+        self._hangup_req(a2, soft=True)
+        self._hangup(a2)
 
     # ------------------------------------------------------------------ introspection
 
@@ -1912,6 +2299,7 @@ class _Client(asyncio.Protocol):
             self.server.flush()
             reply = self.session.handle(action)
             self.transport.write(reply.encode())
+            self.server.service()
             self.server.flush()
             if self.session.closing:
                 self.transport.close()
@@ -1935,17 +2323,34 @@ class AgiOutcome(NamedTuple):
     commands: list[str]
 
 
+class QueueEnd(NamedTuple):
+    """How an ``EXEC Queue`` ended for :func:`run_agi`'s ``on_queue``: the result to reply
+    (0: the caller is still on the line, -1: hung up), channel variables app_queue set
+    (``MEMBERINTERFACE``) and the keys the caller presses from then on."""
+    result: int
+    variables: dict[str, str]
+    keys: list[str]
+
+
 async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
-                  timeout: float = 10.0) -> AgiOutcome:
+                  timeout: float = 10.0, variables: Mapping[str, str] | None = None,
+                  on_queue: Callable[[str, dict[str, str]], Any] | None = None) -> AgiOutcome:
     """Play Asterisk's side of ``AGI(agi://host:port/script)``: send the agi_ headers,
-    answer each command, press ``keys`` one per GET DATA (then time out), stop at
-    ``EXEC Queue`` or when the script hangs up."""
+    answer each command, press ``keys`` one per GET DATA (then time out).
+
+    ``GET VARIABLE`` answers from ``variables`` and what the script set.  ``EXEC Queue``
+    ends the conversation unless ``on_queue(queue, variables)`` is given: it is awaited
+    (the caller is in Queue()) and its :class:`QueueEnd` is the reply; on 0 the script
+    goes on (``GET VARIABLE MEMBERINTERFACE``, the survey's GET DATA ...), on -1 the
+    channel is gone.  Ends at ``HANGUP`` (after its reply) or when the script closes.
+    """
     rest = url.removeprefix("agi://")
     hostport, _, script = rest.partition("/")
     host, _, port = hostport.partition(":")
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host or "127.0.0.1", int(port or 4573)), timeout)
-    variables: dict[str, str] = {}
+    chan_vars: dict[str, str] = dict(variables or {})
+    set_vars: dict[str, str] = {}
     queue: str | None = None
     commands: list[str] = []
     pending = list(keys)
@@ -1956,24 +2361,41 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
         await writer.drain()
         while line := await asyncio.wait_for(reader.readline(), timeout):
             command = line.decode().strip()
+            if not command:
+                continue
             commands.append(command)
             reply = "200 result=0"
+            done = False
             if command.startswith("GET DATA"):
                 key = pending.pop(0) if pending else ""
                 reply = f"200 result={key}" if key else "200 result= (timeout)"
             elif command.startswith("SET VARIABLE "):
                 _, _, name, value = (command + " ").split(" ", 3)
-                variables[name] = value.strip().strip('"')
+                set_vars[name] = chan_vars[name] = value.strip().strip('"')
+            elif command.startswith("GET VARIABLE "):
+                name = command.split(" ", 2)[2].strip()
+                value = chan_vars.get(name)
+                reply = f"200 result=1 ({value})" if value is not None else "200 result=0"
             elif command.startswith("EXEC Queue "):
-                queue = command.split(" ", 2)[2].split(",", 1)[0]
-                break  # the caller is in Queue(); the script's part is over
+                queue = command.split(" ", 2)[2].split(",", 1)[0].strip().strip('"')
+                if on_queue is None:
+                    break  # the caller is in Queue(); the script's part is over
+                end: QueueEnd = await on_queue(queue, dict(set_vars))
+                reply = f"200 result={end.result}"
+                chan_vars.update(end.variables)
+                pending = list(end.keys)
+                done = end.result < 0
             elif command == "HANGUP":
-                reply = "200 result=1"
+                reply, done = "200 result=1", True
             writer.write(f"{reply}\n".encode())
             await writer.drain()
+            if done:
+                break
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass  # the script closed the connection: it is done
     finally:
         writer.close()
-    return AgiOutcome(variables, queue, commands)
+    return AgiOutcome(set_vars, queue, commands)
 
 
 class PbxSimServer:
@@ -1984,17 +2406,39 @@ class PbxSimServer:
     digits of its ``ivr_path``; the variables the script sets and the queue it
     enters go on the call.  A caller whose script ends without a queue (a
     call-back request) never joins; an unreachable script lets the call join as is.
+    The AGI session stays open while the caller is in Queue() (``agi_uniqueid`` and
+    ``agi_channel`` are those of the caller's ``;2`` channel in the queue events):
+    when the operator hangs up first, ``EXEC Queue`` returns ``200 result=0``,
+    ``GET VARIABLE MEMBERINTERFACE`` gives the member's interface and the survey's
+    ``GET DATA`` the citizen model's key; otherwise it returns ``200 result=-1``.  The
+    core still emits the caller's Hangup when the bridge ends (as the trace does),
+    so the survey conversation finishes after that Hangup event.
+
+    Channels answered into ``AGI(url,args)`` (a return-visit Originate) run that
+    FastAGI script the same way (``agi_arg_N``, ``GET VARIABLE`` from the channel's
+    variables, keys from ``citizen``); the channel hangs up when the script ends.
+    With ``recordings_root`` every MixMonitor that stops writes a small tone WAV
+    (length = time recorded, at most 20 s) to ``recordings_root / File``; absolute
+    paths and ``..`` are refused (nothing written, a warning logged).
     """
 
     def __init__(self, pbx: Pbx, *, host: str = "127.0.0.1", port: int = 5038,
                  users: Mapping[str, str] | None = None, speed: float = 1.0,
                  max_client_buffer: int = 4 << 20, tick: float = 0.005, batch: int = 2000,
-                 sndbuf: int | None = None, agi_url: str | None = None) -> None:
+                 sndbuf: int | None = None, agi_url: str | None = None,
+                 citizen: CitizenModel | None = None,
+                 recordings_root: Path | str | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         if agi_url is not None and not pbx.hold_arrivals:
             raise ValueError("agi_url needs a Pbx built with hold_arrivals=True")
         self.pbx = pbx
+        if citizen is not None:
+            pbx.citizen = citizen
+        self.recordings_root = Path(recordings_root) if recordings_root is not None else None
+        self.recordings_written: list[Path] = []
+        self._queue_waiters: dict[Call, asyncio.Future[tuple[str, str]]] = {}
+        self._write_tasks: set[asyncio.Future[Any]] = set()
         self.agi_url = agi_url
         self._agi_tasks: set[asyncio.Task[None]] = set()
         self._agi_seq = 0
@@ -2035,6 +2479,11 @@ class PbxSimServer:
             self._timer = None
         for task in list(self._agi_tasks):
             task.cancel()
+        for fut in self._queue_waiters.values():
+            fut.cancel()
+        self._queue_waiters.clear()
+        if self._write_tasks:
+            await asyncio.gather(*self._write_tasks, return_exceptions=True)
         if self._server is not None:
             self._server.close()
         for client in list(self.clients):
@@ -2079,46 +2528,136 @@ class PbxSimServer:
             if data:
                 client.send(data)
 
+    def _task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._agi_tasks.add(task)
+        task.add_done_callback(self._agi_tasks.discard)
+
     def _start_ivr(self) -> None:
         """Hand each held arrival to the FastAGI script (one task per caller)."""
         for spec in self.pbx.held_arrivals:
-            task = asyncio.get_running_loop().create_task(self._ivr_call(spec))
-            self._agi_tasks.add(task)
-            task.add_done_callback(self._agi_tasks.discard)
+            self._task(self._ivr_call(spec))
         self.pbx.held_arrivals.clear()
+
+    def service(self) -> None:
+        """Do what the core asks of the IO edge: AGI scripts on answered channels, the
+        ends of watched queue calls, recordings to write."""
+        pbx = self.pbx
+        if self.agi_url is not None and pbx.held_arrivals:
+            self._start_ivr()
+        if pbx.agi_runs:
+            runs, pbx.agi_runs = pbx.agi_runs, []
+            for run in runs:
+                self._task(self._channel_agi(run))
+        if pbx.queue_exits:
+            exits, pbx.queue_exits = pbx.queue_exits, []
+            for call, how in exits:
+                fut = self._queue_waiters.pop(call, None)
+                if fut is not None and not fut.done():
+                    member = call.member.interface if call.member is not None else ""
+                    fut.set_result((how, member))
+        if pbx.recordings:
+            recs, pbx.recordings = pbx.recordings, []
+            for rec in recs:
+                self._write_recording(rec)
+
+    def _write_recording(self, rec: Recording) -> None:
+        root = self.recordings_root
+        if root is None:
+            return
+        rel = Path(rec.file)
+        if not rec.file or rel.is_absolute() or ".." in rel.parts or rec.file.startswith("\\"):
+            log.warning("pbx_sim.recording_refused", file=rec.file, channel=rec.channel)
+            return
+        path = root / rel
+        seconds = min(max(rec.seconds, 0.0), 20.0)
+        freq = 300.0 + (sum(map(ord, rec.uniqueid)) % 8) * 60.0
+
+        def write() -> None:
+            from recordings.store import write_wav
+            write_wav(path, seconds, freq)
+            self.recordings_written.append(path)
+
+        fut = asyncio.get_running_loop().run_in_executor(None, write)
+        self._write_tasks.add(fut)
+        fut.add_done_callback(self._write_tasks.discard)
+
+    async def wait_recordings(self) -> None:
+        """Until every recording handed to a thread so far is written (tests)."""
+        while self._write_tasks:
+            await asyncio.gather(*list(self._write_tasks), return_exceptions=True)
+
+    async def _channel_agi(self, run: AgiRun) -> None:
+        """``AGI(agi://.../script,args)`` on an answered originated channel."""
+        script = run.url.removeprefix("agi://").partition("/")[2]
+        headers = {"agi_channel": run.channel, "agi_language": "en", "agi_type": "Local",
+                   "agi_uniqueid": run.uniqueid, "agi_version": "22.0.0",
+                   "agi_callerid": run.callerid, "agi_calleridname": run.calleridname,
+                   "agi_callingpres": "0", "agi_callingani2": "0", "agi_callington": "0",
+                   "agi_callingtns": "0", "agi_dnid": "unknown", "agi_rdnis": "unknown",
+                   "agi_context": run.context, "agi_extension": run.exten,
+                   "agi_priority": "1", "agi_enhanced": "0.0", "agi_accountcode": "",
+                   "agi_threadid": str(140000000000000 + self._agi_seq)}
+        self._agi_seq += 1
+        for i, arg in enumerate(run.args, 1):
+            headers[f"agi_arg_{i}"] = arg
+        keys = self.pbx.citizen.keys_for(script)
+        try:
+            await run_agi(run.url, headers, keys, variables=run.variables, timeout=30.0)
+        except (TimeoutError, OSError, ValueError) as exc:
+            log.warning("pbx_sim.agi_failed", error=str(exc), channel=run.channel,
+                        script=script)
+        self.pbx.agi_done(run.channel)
+        self.service()
+        self.flush()
+        self.reschedule()
 
     async def _ivr_call(self, spec: CallSpec) -> None:
         assert self.agi_url is not None
         self._agi_seq += 1
-        headers = {"agi_channel": f"Local/s@{self.pbx.config.inbound_context}",
-                   "agi_uniqueid": f"{int(self.pbx.now)}.ivr{self._agi_seq}",
+        res = self.pbx.reserve_caller()
+        headers = {"agi_channel": res.name2, "agi_uniqueid": res.uid2,
                    "agi_callerid": spec.number or "unknown", "agi_calleridname": spec.name,
                    "agi_dnid": spec.hotline, "agi_extension": spec.hotline,
                    "agi_context": self.pbx.config.inbound_context, "agi_language": "zh"}
         keys = [k for k in spec.ivr_path if k in "0123456789*#"]
+        joined: list[Call] = []
+
+        async def on_queue(queue: str, v: dict[str, str]) -> QueueEnd:
+            call = self.pbx.inject_call(replace(
+                spec, at=self.pbx.now, hotline=v.get("HOTLINE", spec.hotline),
+                category=v.get("CATEGORY", spec.category),
+                ivr_path=v.get("IVR_PATH", spec.ivr_path),
+                queue=queue if queue in self.pbx.queues else spec.queue), reserved=res)
+            call.watched = True
+            joined.append(call)
+            fut: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+            self._queue_waiters[call] = fut
+            self.flush()
+            self.reschedule()
+            how, member = await fut
+            if how == "agent":
+                return QueueEnd(0, {"MEMBERINTERFACE": member},
+                                self.pbx.citizen.keys_for("survey"))
+            return QueueEnd(-1, {}, [])
+
         try:
-            out = await run_agi(self.agi_url, headers, keys)
+            out = await run_agi(self.agi_url, headers, keys, on_queue=on_queue)
         except (TimeoutError, OSError, ValueError) as exc:
             log.warning("pbx_sim.agi_failed", error=str(exc), caller=mask_number(spec.number))
-            self.pbx.inject_call(replace(spec, at=self.pbx.now))
+            if not joined:
+                self.pbx.inject_call(replace(spec, at=self.pbx.now), reserved=res)
         else:
             if out.queue is None:
                 log.info("pbx_sim.ivr_left", caller=mask_number(spec.number))
                 return
-            v = out.variables
-            self.pbx.inject_call(replace(
-                spec, at=self.pbx.now, hotline=v.get("HOTLINE", spec.hotline),
-                category=v.get("CATEGORY", spec.category),
-                ivr_path=v.get("IVR_PATH", spec.ivr_path),
-                queue=out.queue if out.queue in self.pbx.queues else spec.queue))
         self.flush()
         self.reschedule()
 
     def _tick(self) -> None:
         self._timer = None
         behind = self.sync()
-        if self.agi_url is not None and self.pbx.held_arrivals:
-            self._start_ivr()
+        self.service()
         self.flush()
         if behind:  # let the sockets drain and actions in, then go on at once
             loop = asyncio.get_running_loop()

@@ -369,6 +369,65 @@ class ScriptedTraffic:
         return ""
 
 
+class CitizenModel:
+    """A citizen the hotline calls (return visit 回访, call-back): answers or not, and keys.
+
+    Seeded and independent of the traffic model, so outbound calls never change the
+    inbound stream.  ``answer_rate`` is the share of calls answered; an unanswered
+    call is busy (``busy_rate`` of them) or rings out.  ``keys`` fixes the keys per
+    script name for tests (``{"returnvisit": ["1", "3", "2"], "survey": ["3"]}``);
+    ``""`` in a key list is a timeout.  Otherwise a return visit gets "solved"
+    1 with ``resolved_rate`` (else 2) and two satisfaction keys 1-3, the after-call
+    survey one satisfaction key; each key is left out (a timeout) with
+    ``silence_rate``.
+    """
+
+    def __init__(self, answer_rate: float = 0.85, resolved_rate: float = 0.75, *,
+                 busy_rate: float = 0.2, silence_rate: float = 0.05,
+                 satisfaction: Sequence[float] = (0.7, 0.2, 0.1),
+                 ring_min: float = 3.0, ring_max: float = 12.0, no_answer_ring: float = 30.0,
+                 keys: Mapping[str, Sequence[str]] | None = None, seed: int = 0) -> None:
+        for name, rate in (("answer_rate", answer_rate), ("resolved_rate", resolved_rate),
+                           ("busy_rate", busy_rate), ("silence_rate", silence_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be within 0..1")
+        if len(satisfaction) != 3 or sum(satisfaction) <= 0:
+            raise ValueError("satisfaction needs three weights (keys 1, 2, 3)")
+        self.answer_rate, self.resolved_rate = answer_rate, resolved_rate
+        self.busy_rate, self.silence_rate = busy_rate, silence_rate
+        self.satisfaction = tuple(("123"[i], float(w)) for i, w in enumerate(satisfaction))
+        self.ring_min, self.ring_max, self.no_answer_ring = ring_min, ring_max, no_answer_ring
+        self.fixed = {k: list(v) for k, v in (keys or {}).items()}
+        self.rng = random.Random(f"citizen-{seed}")
+
+    def answers(self) -> bool:
+        """Whether the citizen picks up this call."""
+        return self.answer_rate >= 1.0 or self.rng.random() < self.answer_rate
+
+    def ring_time(self) -> float:
+        """Seconds the citizen's phone rings before being picked up."""
+        return self.rng.uniform(self.ring_min, self.ring_max)
+
+    def no_answer_reason(self) -> int:
+        """OriginateResponse Reason of an unanswered call: 5 busy, 3 rang out."""
+        return 5 if self.busy_rate and self.rng.random() < self.busy_rate else 3
+
+    def _key(self, key: str) -> str:
+        return "" if self.silence_rate and self.rng.random() < self.silence_rate else key
+
+    def keys_for(self, script: str) -> list[str]:
+        """The keys pressed for each ``GET DATA`` of ``script`` in order (``""`` = timeout)."""
+        if script in self.fixed:
+            return list(self.fixed[script])
+        if script == "returnvisit":
+            solved = "1" if self.rng.random() < self.resolved_rate else "2"
+            return [self._key(solved), self._key(_weighted(self.rng, self.satisfaction)),
+                    self._key(_weighted(self.rng, self.satisfaction))]
+        if script == "survey":
+            return [self._key(_weighted(self.rng, self.satisfaction))]
+        return []
+
+
 def scenario_calls(items: Iterable[Mapping[str, Any]]) -> list[CallSpec]:
     """Calls from ``scenario.json`` items: at, kind, talk, ring, patience, num, name.
 
