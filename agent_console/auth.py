@@ -318,15 +318,23 @@ def _check_password(password: str) -> None:
 async def seed_demo_users(store: Store, *, passwords: Passwords | None = None) -> list[str]:
     """The demo's accounts (password ``demo``): ``sup1`` and operators ``op1``…``op8``.
 
-    Creates only those missing; returns the names created.  The demo binds to
-    loopback only: never call this for a service reachable from a network.
+    Creates only those missing; returns the names created.  Supervisor ``supN``
+    has the phone ``Local/(1900+N)@agents`` (the PBX simulator's supervisor
+    phones, used to listen in on calls); a ``supN`` left from an older demo
+    database without a phone is given it.  The demo binds to loopback only:
+    never call this for a service reachable from a network.
     """
     users = Users(store.engine, passwords)
     wanted = [("sup1", Role.SUPERVISOR, "值班长 1")] + [
         (f"op{n}", Role.OPERATOR, f"话务员 {n}") for n in range(1, 9)]
     created = []
     for name, role, display in wanted:
-        if await users.get(name) is None:
-            await users.add(name, DEMO_PASSWORD, role, display_name=display)
+        phone = (f"Local/{1900 + int(name[3:])}@agents"
+                 if role is Role.SUPERVISOR and name[3:].isdigit() else None)
+        row = await users.get(name)
+        if row is None:
+            await users.add(name, DEMO_PASSWORD, role, display_name=display, interface=phone)
             created.append(name)
+        elif phone and not row.interface:
+            await users.change(name, interface=phone)
     return created

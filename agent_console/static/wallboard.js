@@ -1,6 +1,6 @@
 // The supervisor's wallboard: queues, figures, trend, agents and alerts, live
-// from /ws.  Supervisor actions (force ready, force sign-out) need a reason and
-// are audited by the server.
+// from /ws.  Supervisor actions (force ready, force sign-out, and listen /
+// whisper / barge on a live call) need a reason and are audited by the server.
 
 import {api, byId, clockTime, el, Live, pct, setCsrf, setText} from "/static/common.js";
 import {applyI18n, duration, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
@@ -9,6 +9,9 @@ const SVG = "http://www.w3.org/2000/svg";
 let live = null;
 let view = null;
 let dialogAgent = null;
+let myPhone = "";
+let spy = null;       // the spy call started from this tab: {agent, mode, phone}
+let spyPick = null;   // the mode chosen, waiting for confirmation
 
 async function boot() {
   applyI18n();
@@ -17,12 +20,20 @@ async function boot() {
   try { who = await api("GET", "/api/me"); } catch { return; }
   setCsrf(who.csrf);
   setText("me", who.user.display_name);
+  myPhone = who.user.interface || "";
   byId("web-signout").addEventListener("click", async () => {
     try { await api("POST", "/api/logout"); } finally { location.href = "/login"; }
   });
   byId("agent-cancel").addEventListener("click", () => byId("agent-dialog").close());
   byId("force-ready").addEventListener("click", () => supervise("ready"));
   byId("force-signout").addEventListener("click", () => supervise("signout"));
+  for (const b of document.querySelectorAll("[data-spy]")) {
+    b.addEventListener("click", () => pickSpy(b.dataset.spy));
+  }
+  byId("spy-back").addEventListener("click", () => { spyPick = null; renderSpySection(); });
+  byId("spy-go").addEventListener("click", startSpy);
+  byId("spy-stop").addEventListener("click", stopSpy);
+  restoreSpy();
   onLangChange(render);
   live = new Live((doc) => { view = doc; render(); }, (status) => {
     if (status !== "open") { byId("link").className = "pill down"; setText("link", t("link.reconnecting")); }
@@ -42,6 +53,7 @@ function render() {
   renderQueues();
   renderTrend();
   renderAgents();
+  renderSpy();
   tick();
 }
 
@@ -156,7 +168,8 @@ function renderAgents() {
   const order = {ringing: 0, on_call: 1, wrap_up: 2, ready: 3, paused: 4, logged_out: 5};
   agents.sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.name.localeCompare(b.name));
   for (const a of agents) {
-    const tile = el("button", {cls: `tile st-${a.state}` + (alerting.has(a.name) ? " alerting" : ""),
+    const tile = el("button", {cls: `tile st-${a.state}` + (alerting.has(a.name) ? " alerting" : "")
+      + (spy && spy.agent === a.name ? " spied" : ""),
       attrs: {type: "button"}, data: {agent: a.name, since: a.since}},
       el("span", {cls: "name", text: a.operator || a.name}),
       a.operator ? el("span", {cls: "who", text: a.name}) : null,
@@ -177,6 +190,8 @@ function openAgent(name) {
   setText("agent-dialog-state", a ? stateLabel(a.state) + (a.reason ? " · " + reasonLabel(a.reason) : "") : "");
   byId("agent-reason").value = "";
   byId("agent-dialog-message").textContent = "";
+  spyPick = null;
+  renderSpySection();
   byId("agent-dialog").showModal();
   byId("agent-reason").focus();
 }
@@ -192,6 +207,130 @@ async function supervise(kind) {
     msg.className = "message error";
     msg.textContent = t("error.generic", {e: e.message});
   }
+}
+
+// --------------------------------------------------------------------------- listen in
+
+const SPY_KEY = "hotline.spy";  // this tab's spy call, kept across a reload
+
+function modeLabel(mode) {
+  return {listen: t("wall.spy.listen"), whisper: t("wall.spy.whisper"), barge: t("wall.spy.barge")}[mode] || mode;
+}
+
+function keepSpy(value) {
+  spy = value;
+  try {
+    if (spy) sessionStorage.setItem(SPY_KEY, JSON.stringify({agent: spy.agent, mode: spy.mode, phone: spy.phone}));
+    else sessionStorage.removeItem(SPY_KEY);
+  } catch { /* storage off: the bar just does not survive a reload */ }
+}
+
+function restoreSpy() {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(SPY_KEY) || "null");
+    if (s && typeof s.agent === "string" && typeof s.mode === "string") spy = s;
+  } catch { spy = null; }
+}
+
+function agentLabel(name) {
+  const a = view && view.agents[name];
+  return a && a.operator ? `${a.operator} (${name})` : name;
+}
+
+function dialogError(text) {
+  const msg = byId("agent-dialog-message");
+  msg.className = "message error";
+  msg.textContent = text;
+}
+
+// The spy part of the agent dialog: the three modes while the agent is on a
+// call, then a confirmation naming the agent and the mode.
+function renderSpySection() {
+  if (!dialogAgent || !view) return;
+  const a = view.agents[dialogAgent];
+  const onCall = !!a && a.state === "on_call";
+  let hint = t("wall.spy.hint", {phone: myPhone});
+  if (!onCall) hint = t("wall.spy.not_on_call");
+  else if (spy) hint = t("wall.spy.busy", {name: agentLabel(spy.agent)});
+  else if (!myPhone) hint = t("wall.spy.no_phone");
+  setText("spy-hint", hint);
+  const can = onCall && !spy;
+  for (const b of document.querySelectorAll("[data-spy]")) b.disabled = !can;
+  if (!can) spyPick = null;
+  byId("spy-modes").hidden = spyPick !== null;
+  byId("spy-confirm").hidden = spyPick === null;
+  if (spyPick !== null) {
+    setText("spy-confirm-text", t("wall.spy.confirm",
+      {mode: modeLabel(spyPick), name: agentLabel(dialogAgent), phone: myPhone || "—"}));
+  }
+}
+
+function pickSpy(mode) {
+  if (!byId("agent-reason").value.trim()) {
+    dialogError(t("wall.reason"));
+    byId("agent-reason").focus();
+    return;
+  }
+  byId("agent-dialog-message").textContent = "";
+  spyPick = mode;
+  renderSpySection();
+  byId("spy-go").focus();
+}
+
+async function startSpy() {
+  const mode = spyPick;
+  const reason = byId("agent-reason").value.trim();
+  if (!mode || !dialogAgent) return;
+  byId("spy-go").disabled = true;
+  try {
+    const r = await api("POST", `/api/supervise/${encodeURIComponent(dialogAgent)}/spy`, {mode, reason});
+    keepSpy(r.spy);
+    spyPick = null;
+    byId("agent-dialog").close();
+    render();
+    barMessage(t("wall.spy.ringing", {phone: spy.phone}), "ok");
+  } catch (e) {
+    spyPick = null;
+    renderSpySection();
+    dialogError(t("error.generic", {e: e.message}));
+  } finally {
+    byId("spy-go").disabled = false;
+  }
+}
+
+async function stopSpy() {
+  byId("spy-stop").disabled = true;
+  try {
+    await api("POST", "/api/supervise/spy/stop", {});
+    keepSpy(null);
+    render();
+  } catch (e) {
+    barMessage(t("error.generic", {e: e.message}), "error");
+  } finally {
+    byId("spy-stop").disabled = false;
+  }
+}
+
+function barMessage(text, kind) {
+  const msg = byId("spy-bar-message");
+  msg.className = "message " + kind;
+  msg.textContent = text;
+}
+
+// The bar under the top bar while this supervisor is on a spy call, with Stop.
+// The spy call ends with the agent's call (ChanSpy's E option): so does the bar.
+function renderSpy() {
+  if (spy && view && !(view.agents[spy.agent] && view.agents[spy.agent].state === "on_call")) keepSpy(null);
+  const bar = byId("spy-bar");
+  if (!spy) {
+    if (!bar.hidden) { bar.hidden = true; barMessage("", ""); }
+  } else {
+    setText("spy-bar-text", t("wall.spy.active", {mode: modeLabel(spy.mode), name: agentLabel(spy.agent)}));
+    bar.dataset.agent = spy.agent;
+    bar.dataset.mode = spy.mode;
+    bar.hidden = false;
+  }
+  if (byId("agent-dialog").open) renderSpySection();
 }
 
 // --------------------------------------------------------------------------- clock-driven
