@@ -57,7 +57,54 @@ than bursting; a client whose unsent bytes exceed a bound is dropped instead of
 stalling the others.  Opt-in (``agi_url``, ``--agi-url``): the core holds each
 arrival (``hold_arrivals``) and the edge first runs it through the FastAGI IVR
 as Asterisk's ``AGI()`` would (:func:`run_agi`), the caller pressing the digits
-of its ``ivr_path``; the call then joins the queue the script chose.
+of its ``ivr_path``; the call then joins the queue the script chose.  The AGI
+session stays open while the caller is in Queue(): ``agi_uniqueid``/``agi_channel``
+are the ``;2`` channel's (allocated ahead, :meth:`Pbx.reserve_caller`) that the
+queue events carry.  When the operator hangs up first ``EXEC Queue`` gets
+``200 result=0`` and the script may ``GET VARIABLE MEMBERINTERFACE`` (``200 result=1
+(Local/1001@agents/n)``) and play the survey (``GET DATA`` answered with the
+citizen model's key); a caller who hangs up, abandons or leaves the queue gets
+``200 result=-1``.  The core emits the caller's Hangup at the end of the bridge as
+the trace shows, so the survey conversation finishes after that Hangup event.
+
+Outbound and supervision (all additive: nothing happens unless the action is sent)
+------------------------------------------------------------------------------
+* ``Originate`` of ``Local/<number>@hotline-outbound`` / ``@hotline-callback``
+  (a citizen; :class:`~callcenter.traffic.CitizenModel` decides answer, ring time,
+  keys): Newchannel ``;1`` (Down), Newchannel ``;2`` (Ring), NewCallerid ``;1``
+  (the Originate's CallerID), LocalBridge, Newstate ``;1`` Ringing.  Not answered:
+  Hangup ``;2``, Hangup ``;1`` (cause 19, or 17 busy), then ``OriginateResponse``
+  ``Response: Failure``, ``Channel: Local/<number>@<context>``, ``Reason: 3`` (rang
+  out at the model's ring-out or the ``Timeout``) or ``5`` (busy, after 1 s),
+  ``Uniqueid: <null>``.  Answered: Newstate ``;2`` Up, Newstate ``;1`` Up,
+  ``OriginateResponse`` ``Success``, ``Channel``/``Uniqueid`` of ``;1``, ``Reason: 4``.
+  Header order is manager.c's: ``ActionID, Response, Channel, Application, Data``
+  (or ``Context, Exten``) ``, Reason, Uniqueid, CallerIDNum, CallerIDName``.  The
+  trunk leg ``;2`` dials is not modelled as a channel.
+  - ``Application: AGI`` / ``Data: agi://host:port/script,arg1,...``: the IO edge
+    runs the script on ``;1`` (:attr:`Pbx.agi_runs`); when it ends ``;1`` and ``;2``
+    hang up (HangupRequest, Hangup ``;1``, SoftHangupRequest, Hangup ``;2``).
+  - ``Context: hotline-queue`` / ``Exten: <queue>``: ``;1`` (caller ID set to the
+    citizen's number: NewCallerid) joins the queue as an ordinary caller with the
+    Originate's variables as channel variables (QueueCallerJoin, AgentCalled ...).
+* ``Originate`` of a supervisor phone (``Local/1901@agents`` ... 1904) with
+  ``Application: ChanSpy`` / ``Data: <prefix>,<options>``: Newchannel x2,
+  NewCallerid, LocalBridge, DialBegin; ~1 s later Newstate x2 Up, DialEnd ANSWER,
+  OriginateResponse Success (``Application: ChanSpy``, ``Data``, ``Reason: 4``);
+  then ``ChanSpyStart`` (``Spyer*`` then ``Spyee*`` channel snapshots) on the first
+  bridged channel whose name starts with the prefix.  When it hangs up:
+  ``ChanSpyStop`` (same fields) just before its Hangup, and with option ``E`` the
+  supervisor's channels hang up; without ``E`` the scan resumes.  A Hangup action on
+  the spyer ends it (ChanSpyStop first).  Real ChanSpy with nothing to spy on keeps
+  scanning (beeping) until the spyer hangs up; the sim scans once a second for
+  ``spy_wait`` (5 s) and then hangs the spyer up.  Listen/whisper/barge (``w``,
+  ``B``) only change audio in Asterisk; the sim logs the mode.  Any other phone:
+  ``Response: Error`` ``Message: Originate failed``.
+* ``MixMonitor`` (``Channel``, ``File``, ``Options``): unknown channel ``Response:
+  Error`` / ``Message: No such channel`` (app_mixmonitor's text), else ``Response:
+  Success`` (ActionID only) and ``MixMonitorStart`` (the channel's snapshot); when
+  the channel hangs up ``MixMonitorStop`` (snapshot) just before its Hangup, and a
+  :class:`Recording` in :attr:`Pbx.recordings` for the IO edge to write.
 """
 
 from __future__ import annotations
@@ -2334,7 +2381,8 @@ class QueueEnd(NamedTuple):
 
 async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
                   timeout: float = 10.0, variables: Mapping[str, str] | None = None,
-                  on_queue: Callable[[str, dict[str, str]], Any] | None = None) -> AgiOutcome:
+                  on_queue: Callable[[str, dict[str, str]], Any] | None = None,
+                  alive: Callable[[], bool] | None = None) -> AgiOutcome:
     """Play Asterisk's side of ``AGI(agi://host:port/script)``: send the agi_ headers,
     answer each command, press ``keys`` one per GET DATA (then time out).
 
@@ -2342,7 +2390,9 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
     ends the conversation unless ``on_queue(queue, variables)`` is given: it is awaited
     (the caller is in Queue()) and its :class:`QueueEnd` is the reply; on 0 the script
     goes on (``GET VARIABLE MEMBERINTERFACE``, the survey's GET DATA ...), on -1 the
-    channel is gone.  Ends at ``HANGUP`` (after its reply) or when the script closes.
+    channel is gone.  Ends at ``HANGUP`` (after its reply) or when the script closes;
+    once ``alive()`` is false (the channel was hung up) the next command gets
+    ``200 result=-1`` and the connection is closed.
     """
     rest = url.removeprefix("agi://")
     hostport, _, script = rest.partition("/")
@@ -2366,7 +2416,9 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
             commands.append(command)
             reply = "200 result=0"
             done = False
-            if command.startswith("GET DATA"):
+            if alive is not None and not alive():
+                reply, done = "200 result=-1", True
+            elif command.startswith("GET DATA"):
                 key = pending.pop(0) if pending else ""
                 reply = f"200 result={key}" if key else "200 result= (timeout)"
             elif command.startswith("SET VARIABLE "):
@@ -2603,7 +2655,8 @@ class PbxSimServer:
             headers[f"agi_arg_{i}"] = arg
         keys = self.pbx.citizen.keys_for(script)
         try:
-            await run_agi(run.url, headers, keys, variables=run.variables, timeout=30.0)
+            await run_agi(run.url, headers, keys, variables=run.variables, timeout=30.0,
+                          alive=lambda: run.channel in self.pbx.channels)
         except (TimeoutError, OSError, ValueError) as exc:
             log.warning("pbx_sim.agi_failed", error=str(exc), channel=run.channel,
                         script=script)
@@ -2723,12 +2776,14 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
                       scenario: str | Path | None = None, start_hour: float = 9.5,
                       peak_calls_per_hour: float = 120.0,
                       ready: Callable[[PbxSimServer], None] | None = None,
-                      agi_url: str | None = None) -> None:
+                      agi_url: str | None = None,
+                      recordings_root: str | Path | None = None) -> None:
     """Serve a simulated Asterisk on ``host:port`` until cancelled."""
     pbx = build_pbx(seed=seed, agents=agents, queues=queues, rate=rate, scenario=scenario,
                     start_hour=start_hour, peak_calls_per_hour=peak_calls_per_hour,
                     hold_arrivals=agi_url is not None)
-    server = PbxSimServer(pbx, host=host, port=port, users=users, speed=speed, agi_url=agi_url)
+    server = PbxSimServer(pbx, host=host, port=port, users=users, speed=speed, agi_url=agi_url,
+                          recordings_root=recordings_root)
     await server.start()
     user, secret = next(iter(users.items()))
     print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
@@ -2764,6 +2819,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agi-url", default=None,
                         help="run each caller through this FastAGI script first, "
                              "e.g. agi://127.0.0.1:4573/hotline")
+    parser.add_argument("--recordings-root", default=None,
+                        help="write a tone WAV here for every MixMonitor that stops")
 
 
 async def main_from_args(args: argparse.Namespace) -> None:
@@ -2772,11 +2829,13 @@ async def main_from_args(args: argparse.Namespace) -> None:
                       agents=args.agents, queues=args.queues,
                       users={args.username: args.secret}, rate=args.rate,
                       scenario=args.scenario, start_hour=args.start_hour,
-                      peak_calls_per_hour=args.peak, agi_url=args.agi_url)
+                      peak_calls_per_hour=args.peak, agi_url=args.agi_url,
+                      recordings_root=getattr(args, "recordings_root", None))
 
 
 __all__ = [
-    "ALL_EVENTS", "EVENT_FLAGS", "AgiOutcome", "AmiSession", "Frame", "Pbx", "PbxConfig", "PbxSimServer",
-    "QueueConfig", "add_arguments", "build_pbx", "event_mask", "frame_dict", "main_from_args",
+    "ALL_EVENTS", "EVENT_FLAGS", "AgiOutcome", "AgiRun", "AmiSession", "CitizenCall", "Frame",
+    "Pbx", "PbxConfig", "PbxSimServer", "QueueConfig", "QueueEnd", "Recording", "Reservation",
+    "SpyCall", "add_arguments", "build_pbx", "event_mask", "frame_dict", "main_from_args",
     "mask_number", "parse_frame", "pregenerate", "run_agi", "run_pbx_sim",
 ]

@@ -432,6 +432,35 @@ async def test_return_visit_over_tcp_agi_headers_and_keys() -> None:
                                        "200 result=0", "200 result=1"]
 
 
+async def test_return_visit_hung_up_mid_script_gets_minus_one() -> None:
+    replies: list[str] = []
+    hung_up = asyncio.Event()
+
+    async def returnvisit(headers: dict[str, str], send: Callable[[str], Awaitable[str]]) -> None:
+        replies.append(await send("ANSWER"))
+        await hung_up.wait()
+        replies.append(await send("GET DATA hotline/rv-resolved 6000"))
+
+    agi, _ = await fastagi(returnvisit)
+    agi_port = port_of(agi)
+    sim = PbxSimServer(pbx(), port=0, speed=20.0)
+    await sim.start()
+    try:
+        ami = await Ami.login(sim.port)
+        ami.send(rv_originate(port=agi_port))
+        resp = await ami.until(lambda f: f.get("Event") == "OriginateResponse")
+        await wait_for(lambda: bool(replies))
+        ami.send([("Action", "Hangup"), ("ActionID", "h1"), ("Channel", resp["Channel"])])
+        await ami.until(lambda f: f.get("ActionID") == "h1")
+        hung_up.set()
+        await wait_for(lambda: len(replies) == 2)
+        await ami.close()
+    finally:
+        await sim.stop()
+        agi.close()
+    assert replies == ["200 result=0", "200 result=-1"]
+
+
 async def test_return_visit_not_answered_over_tcp() -> None:
     p = pbx(answer=0.0)
     sim = PbxSimServer(p, port=0, speed=50.0)
