@@ -18,6 +18,11 @@ and when simulated operators take a break.  Two sources exist:
   the recorded traces): arrival offset, patience, ring delay, talk time,
   number and name per call, and nothing random.
 
+A third, independent model, :class:`CitizenModel`, plays the citizens the hotline
+calls out to (return visits 回访, call-backs) and the callers answering the
+after-call survey: whether they pick up (or are busy), how long their phone rings,
+and the keys they press for each FastAGI script (``returnvisit``, ``survey``).
+
 All times are PBX seconds on the simulator's virtual clock; nothing here reads
 a clock.  The same seed and the same sequence of questions give the same
 answers, so the simulator's event stream is reproducible.  Caller numbers are
