@@ -19,6 +19,10 @@ const STRINGS = {
     "field.location": "地点", "field.lead": "主办单位", "field.co": "协办单位",
     "field.accepted": "受理时间", "field.due": "办理时限", "field.returns": "退单次数",
     "field.pending": "待审核退单", "field.confidential": "保密", "field.answer": "直接答复", "field.recording": "通话录音",
+    "field.survey": "通话满意度（市民按键）", "field.visit": "自动回访",
+    "survey.1": "不满意", "survey.2": "基本满意", "survey.3": "满意", "survey.none": "未按键",
+    "visit.waiting": "等待拨打", "visit.done": "已完成", "visit.manual": "转人工回访",
+    "visit.gave_up": "放弃", "visit.cancelled": "已取消", "visit.attempts": "第 {n} 次",
     "hidden": "（已隐藏）", "yes": "是",
     "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容",
     "citizen.title": "记录市民在回访通话中的回答（须有通话编号）", "citizen.solved": "市民说已解决",
@@ -53,6 +57,11 @@ const STRINGS = {
     "field.accepted": "Accepted", "field.due": "Handling due", "field.returns": "Returns",
     "field.pending": "Return to review", "field.confidential": "Confidential",
     "field.answer": "Answered on the call", "field.recording": "Call recording", "hidden": "(hidden)", "yes": "yes",
+    "field.survey": "Call satisfaction (citizen's key)", "field.visit": "Automatic return visit",
+    "survey.1": "dissatisfied", "survey.2": "basically satisfied", "survey.3": "satisfied",
+    "survey.none": "no key pressed", "visit.waiting": "waiting to dial", "visit.done": "done",
+    "visit.manual": "handed to an operator", "visit.gave_up": "given up",
+    "visit.cancelled": "cancelled", "visit.attempts": "attempt {n}",
     "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer",
     "citizen.title": "Record the citizen's answers on the return-visit call (call id required)",
     "citizen.solved": "Citizen says solved", "citizen.unsolved": "Citizen says not solved",
@@ -241,6 +250,15 @@ function renderDetail(doc) {
   if (o.confidential) add("field.confidential", tr("yes"));
   if (o.on_call_answer) add("field.answer", o.on_call_answer);
   if (o.pending_return) add("field.pending", `${deptName(o.pending_return.department)}：${o.pending_return.reason}`);
+  if (doc.call_survey) {
+    add("field.survey", doc.call_survey.score ? `${doc.call_survey.score} · ${tr("survey." + doc.call_survey.score)}`
+      : tr("survey.none"));
+  }
+  if (doc.return_visit) {
+    const v = doc.return_visit;
+    add("field.visit", [tr("visit." + v.status), v.attempts ? tr("visit.attempts", {n: v.attempts}) : "",
+      v.result].filter(Boolean).join(" · "));
+  }
   if (doc.recording) {  // supervisors: the order's call, played with Range requests
     fields.append(el("dt", {text: tr("field.recording")}), el("dd", {},
       el("audio", {attrs: {controls: "", preload: "none", src: doc.recording}})));
