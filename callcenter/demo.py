@@ -9,23 +9,21 @@ in from the console.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from acd.state import CallChanged, Change, Outcome
 from callcenter.config import Settings
 from callcenter.pbxsim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbxsim import QueueConfig as SimQueue
 from callcenter.service import Service
+from callcenter.telephony import Telephony
 from callcenter.traffic import RandomTraffic, TrafficConfig
-from recordings.store import RecordingStore, path_for, write_wav
+from ivr.dialer import OutboundSettings
 
 log = structlog.get_logger(__name__)
 DEMO_DB = "sqlite+aiosqlite:///var/demo.db"
@@ -44,101 +42,17 @@ class Demo:
     service: Service
     runner: web.AppRunner
     url: str
-    agi: asyncio.Server | None = None
-    agi_port: int = 0
-    recorder: DemoRecorder | None = None
+    telephony: Telephony
+
+    @property
+    def agi_port(self) -> int:
+        return self.telephony.agi_port
 
     async def stop(self) -> None:
-        if self.recorder is not None:
-            await self.recorder.stop()
+        await self.telephony.stop()
         await self.runner.cleanup()
         await self.service.stop()
         await self.sim.stop()
-        if self.agi is not None:
-            self.agi.close()
-            try:
-                await asyncio.wait_for(self.agi.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
-
-
-class DemoRecorder:
-    """Stands in for MixMonitor: a short tone WAV for every completed call, indexed."""
-
-    def __init__(self, store: RecordingStore) -> None:
-        self.store = store
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def changed(self, changes: list[Change]) -> None:
-        for c in changes:
-            if isinstance(c, CallChanged) and c.what == "completed" \
-                    and c.call.outcome is Outcome.COMPLETED:
-                self._record(c.call.uniqueid, c.call.talk_time or 0)
-
-    def _record(self, uniqueid: str, talk_time: int) -> None:
-        try:
-            rel = path_for(uniqueid)
-        except ValueError:  # not an Asterisk uniqueid: nothing to name the file by
-            return
-        seconds = max(1, min(talk_time, 20))
-
-        async def write() -> None:
-            await asyncio.to_thread(write_wav, self.store.root / rel, seconds, 440)
-            self.store.add(uniqueid, rel)
-
-        task = asyncio.get_running_loop().create_task(write())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def stop(self) -> None:
-        await asyncio.gather(*list(self.tasks), return_exceptions=True)
-
-
-def _expected_wait(ctx: dict[str, Any]) -> Callable[[], dict[str, float]]:
-    """Per queue, the longest current wait (what the IVR's call-back offer looks at)."""
-
-    def waits() -> dict[str, float]:
-        service: Service | None = ctx.get("service")
-        if service is None:
-            return {}
-        now = service.clock()
-        return {q: service.centre.longest_wait(q, now) for q in service.centre.queues()}
-
-    return waits
-
-
-def _lookup_order(ctx: dict[str, Any]) -> Callable[[str], Any]:
-    """Self-service: the state of the order keyed as digits (YYYYMMDDNNNNNN), None if unknown."""
-
-    async def lookup(keyed: str) -> str | None:
-        from sqlalchemy import select
-
-        from callcenter.workorders import OrderRow
-
-        wo = ctx.get("work_orders")
-        if wo is None:
-            return None
-        digits = keyed.strip()
-        number = f"{digits[:8]}-{digits[8:]}" if len(digits) == 14 and digits.isdigit() \
-            else digits
-        async with wo.sessions() as s:
-            row = await s.scalar(select(OrderRow).where(OrderRow.number == number))
-        return None if row is None else str(row.status)
-
-    return lookup
-
-
-def _on_answer(ctx: dict[str, Any]) -> Callable[..., Any]:
-    """Return visit by keys: the citizen's answers go to the order (WorkOrders)."""
-
-    async def answer(order_id: str, resolved: bool, sat_operator: int | None,
-                     sat_department: int | None, call_id: str) -> None:
-        wo = ctx.get("work_orders")
-        if wo is not None:
-            await wo.record_citizen_keys(order_id, resolved, sat_operator, sat_department,
-                                         call_id)
-
-    return answer
 
 
 def build_sim_pbx(settings: Settings, *, seed: int, agents: int, rate: float | None,
@@ -159,65 +73,78 @@ def build_sim_pbx(settings: Settings, *, seed: int, agents: int, rate: float | N
     return Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
 
 
+def demo_outbound(settings: Settings, agi_url: str) -> OutboundSettings:
+    """The demo's outbound timing: return visits 20 s after completion, at any hour,
+    retried after 1 and 2 minutes; call-backs retried after a minute."""
+    out = OutboundSettings.from_raw(settings.raw)
+    out.agi_url = agi_url
+    out.poll_s = 2.0
+    out.visit_delay_s = 20.0
+    out.visit_hours = (0, 24)
+    out.visit_retry_s = (60.0, 120.0)
+    out.visit_result_timeout_s = 120.0
+    out.callback_retry_s = 60.0
+    return out
+
+
 async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
                      seed: int = 12345, speed: float = 1.0, agents: int = 6,
                      db: str | None = None, rate: float | None = None,
                      peak_calls_per_hour: float = 100.0, seed_users: bool = True,
-                     agi_port: int = DEFAULT_AGI_PORT) -> Demo:
+                     agi_port: int = DEFAULT_AGI_PORT, outbound: OutboundSettings | None = None,
+                     citizen: Any = None) -> Demo:
     """Start the FastAGI IVR, simulator, service and web server; return handles.
 
     Port 0 (web or ``agi_port``) picks a free one.  The simulated citizens run the
-    ``hotline`` FastAGI script before they join the queue.
+    ``hotline`` FastAGI script before they join the queue, answer return-visit
+    calls with their keys, and the simulator records every answered call.
+    ``outbound`` replaces the demo's dialer timing and ``citizen`` the simulated
+    citizens' behaviour (tests).
     """
     from agent_console.auth import seed_demo_users
-    from agent_console.orders_api import WORK_ORDERS
-    from agent_console.server import RECORDINGS, make_app
+    from agent_console.server import make_app
     from callcenter.seed_orders import seed_demo_orders
-    from ivr.fastagi import HotlineAgi, start_agi_server
-    from ivr.menus import load_config as load_ivr_config
+    from callcenter.telephony import TelephonyError, start_telephony
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise DemoError("the demo has well-known passwords and binds to loopback only")
     secret = secrets.token_hex(12)
-    ctx: dict[str, Any] = {}
-    agi = HotlineAgi(load_ivr_config(), expected_wait=_expected_wait(ctx),
-                     lookup_order=_lookup_order(ctx), on_answer=_on_answer(ctx))
-    try:
-        agi_server = await start_agi_server(agi, "127.0.0.1", agi_port)
-    except OSError as exc:
-        raise DemoError(f"cannot listen for FastAGI on 127.0.0.1:{agi_port}: "
-                        f"{exc.strerror}") from None
-    agi_bound = agi_server.sockets[0].getsockname()[1]
     pbx = build_sim_pbx(settings, seed=seed, agents=agents, rate=rate,
                         peak_calls_per_hour=peak_calls_per_hour, hold_arrivals=True)
+    # Callers are held until the IVR's address is known (set below, before any is due).
+    extra: dict[str, Any] = {} if citizen is None else {"citizen": citizen}
     sim = PbxSimServer(pbx, host="127.0.0.1", port=0, users={"hotline": secret}, speed=speed,
-                       agi_url=f"agi://127.0.0.1:{agi_bound}/hotline")
+                       recordings_root=settings.recordings_root, **extra)
     await sim.start()
     settings.ami.host, settings.ami.port = "127.0.0.1", sim.port
     settings.ami.username, settings.ami.secret = "hotline", secret
     settings.database_url = db or DEMO_DB
     service = Service(settings)
+    runner: web.AppRunner | None = None
     try:
         await service.start()
         if seed_users:
             await seed_demo_users(service.store)
             await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
         app = make_app(service)
-        ctx["service"], ctx["work_orders"] = service, app[WORK_ORDERS]
-        recorder = DemoRecorder(app[RECORDINGS])
-        service.subscribers.append(recorder.changed)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        telephony = await start_telephony(
+            service, app, agi_port=agi_port,
+            outbound=outbound or demo_outbound(settings, f"agi://127.0.0.1:{agi_port}"))
+        sim.agi_url = f"agi://127.0.0.1:{telephony.agi_port}/hotline"
         site = web.TCPSite(runner, host, port)
         await site.start()
-    except OSError as exc:
+    except (OSError, TelephonyError) as exc:
+        if runner is not None:
+            await runner.cleanup()
         await service.stop()
         await sim.stop()
-        agi_server.close()
+        if isinstance(exc, TelephonyError):
+            raise DemoError(str(exc)) from None
         raise DemoError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
-    return Demo(sim, service, runner, f"http://{host}:{bound}/", agi_server, agi_bound,
-                recorder)
+    return Demo(sim, service, runner, f"http://{host}:{bound}/", telephony)
 
 
 async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,

@@ -55,8 +55,9 @@ async def test_demo_recordings_play_for_supervisors_only_and_are_audited(
     demo = await start_demo(settings, port=0, agi_port=0, db=tmp_db, rate=1.0, speed=60.0,
                             agents=4)
     try:
-        assert demo.recorder is not None
-        store = demo.recorder.store
+        recorder = demo.telephony.recorder
+        assert recorder is not None  # MixMonitor through AMI; the simulator writes the WAV
+        store = recorder.store
         for _ in range(600):
             if len(store):
                 break
