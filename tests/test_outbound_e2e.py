@@ -23,7 +23,7 @@ from callcenter.demo import Demo, start_demo
 from callcenter.orders import Actor, Caller, Role, State
 from callcenter.traffic import CitizenModel
 from callcenter.workorders import WorkOrders
-from ivr.dialer import OutboundSettings, SurveyRow, return_visit_of
+from ivr.dialer import OutboundSettings, SurveyRow, outbound_list, return_visit_of
 
 OP = Actor("op1", Role.OPERATOR, "centre")
 
@@ -140,5 +140,36 @@ async def test_after_call_survey_is_stored_under_the_queue_calls_uniqueid(
             call = await s.get(CallRow, rows[0].call_uniqueid)
         assert call is not None and call.outcome == "completed", \
             "the survey's call id is not the queue call's uniqueid"
+    finally:
+        await demo.stop()
+
+
+async def test_a_callback_is_placed_when_an_operator_is_free_and_joins_the_queue(
+        tmp_db: str, tmp_path: Path) -> None:
+    from ivr.fastagi import CallbackRequest
+
+    citizen = CitizenModel(answer_rate=1.0, ring_min=1.0, ring_max=1.0, seed=6)
+    demo = await demo_with(tmp_db, tmp_path, citizen, agents=2, seed_users=False)
+    try:
+        telephony = demo.telephony
+        assert telephony.dialer is not None
+        centre = demo.service.centre
+
+        async def operators_ready() -> bool:
+            return any(a.state.value == "ready" for a in centre.agents.values())
+
+        assert await until(operators_ready)
+        await telephony.dialer.callback_requested(CallbackRequest(
+            "1763863000.77", "13912340003", "hotline", "12345", "consult", "zh", "direct"))
+
+        async def called_back() -> Any:
+            return next((c for c in centre.calls.values()
+                         if c.caller_num == "13912340003" and c.answered_at), None)
+
+        call = await until(called_back)
+        assert call is not None, "the call-back never reached an operator"
+        assert call.queue == "hotline" and call.category == "consult"
+        listed = await outbound_list(demo.service.store.engine, kind="callback")
+        assert [(r["status"], r["attempts"]) for r in listed] == [("done", 1)]
     finally:
         await demo.stop()
