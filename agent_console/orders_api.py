@@ -42,7 +42,6 @@ from aiohttp import web
 from agent_console.http import ApiError, list_field, read_json, text_field
 from agent_console.models import Role as AccountRole
 from agent_console.server import CONSOLE, RECORDINGS, need_session, page
-from ivr.dialer import STATUSES, outbound_list, return_visit_of, survey_of
 from callcenter.orders import (
     TRANSITIONS,
     Caller,
@@ -66,6 +65,7 @@ from callcenter.workorders import (
     encode_plain,
     record_json,
 )
+from ivr.dialer import STATUSES, outbound_list, return_visit_of, survey_of
 
 log = structlog.get_logger(__name__)
 
@@ -324,9 +324,9 @@ async def api_get(request: web.Request) -> web.Response:
                   for d in await wo.dispatches(order.id)]
     recording = None  # only for roles that may play it, only when it is on disk
     uniqueid = await wo.call_uniqueid(order.id)
-    if reader.account_role in (AccountRole.SUPERVISOR, AccountRole.ADMIN):
-        if uniqueid and RECORDINGS in request.app and request.app[RECORDINGS].get(uniqueid):
-            recording = f"/api/recordings/{uniqueid}"
+    if reader.account_role in (AccountRole.SUPERVISOR, AccountRole.ADMIN) and uniqueid \
+            and RECORDINGS in request.app and request.app[RECORDINGS].get(uniqueid):
+        recording = f"/api/recordings/{uniqueid}"
     survey = await survey_of(wo.engine, uniqueid) if uniqueid else None
     visit = await return_visit_of(wo.engine, order.id)
     if visit is not None:

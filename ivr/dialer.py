@@ -299,9 +299,11 @@ class Dialer:
 
     async def asks_department(self, order_id: str) -> bool:
         """The IVR's ``asks_department``: only an order a department handled has one to rate."""
+        from callcenter.workorders import OrderNotFound
+
         try:
             return (await self.orders.get(order_id)).lead_department is not None
-        except Exception:
+        except OrderNotFound:
             return True
 
     async def visit_no_answer(self, order_id: str, call_id: str) -> None:
