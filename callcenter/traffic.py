@@ -383,13 +383,14 @@ class CitizenModel:
     script name for tests (``{"returnvisit": ["1", "3", "2"], "survey": ["3"]}``);
     ``""`` in a key list is a timeout.  Otherwise a return visit gets "solved"
     1 with ``resolved_rate`` (else 2) and two satisfaction keys 1-3, the after-call
-    survey one satisfaction key; each key is left out (a timeout) with
+    survey one satisfaction key (weights for keys 1 dissatisfied, 2 basically
+    satisfied, 3 satisfied, as the prompts say); each key is left out (a timeout) with
     ``silence_rate``.
     """
 
     def __init__(self, answer_rate: float = 0.85, resolved_rate: float = 0.75, *,
                  busy_rate: float = 0.2, silence_rate: float = 0.05,
-                 satisfaction: Sequence[float] = (0.7, 0.2, 0.1),
+                 satisfaction: Sequence[float] = (0.1, 0.2, 0.7),
                  ring_min: float = 3.0, ring_max: float = 12.0, no_answer_ring: float = 30.0,
                  keys: Mapping[str, Sequence[str]] | None = None, seed: int = 0) -> None:
         for name, rate in (("answer_rate", answer_rate), ("resolved_rate", resolved_rate),

@@ -20,10 +20,10 @@ from agent_console.auth import LoginThrottle
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import CONSOLE, STATIC, make_app
 from callcenter.orders import State, Step, Urgency
-from ivr.dialer import STATUSES
 from callcenter.seed_orders import seed_handlers
 from callcenter.service import Service
 from callcenter.workorders import WorkOrders
+from ivr.dialer import STATUSES
 from tests.console_fakes import CHEAP, started_service
 
 
@@ -380,18 +380,21 @@ def test_the_order_page_strings_exist_in_both_languages() -> None:
     js = (STATIC / "orders.js").read_text(encoding="utf-8")
     table = js[js.index("const STRINGS = {"):js.index("function tr(")]
     zh, en = table.split('"en": {')
-    keys_zh = set(re.findall(r'"([a-z_0-9.]+)":', zh))
-    keys_en = set(re.findall(r'"([a-z_0-9.]+)":', en))
+    keys_zh = set(re.findall(r'"([a-z_0-9. ]+)":', zh))
+    keys_en = set(re.findall(r'"([a-z_0-9. ]+)":', en))
     assert keys_zh == keys_en and len(keys_zh) >= 80
     html = (STATIC / "orders.html").read_text(encoding="utf-8")
     used = set(re.findall(r'\btr\("([a-z_0-9.]+)"', js)) | set(
         re.findall(r'data-o18n="([a-z_0-9.]+)"', html))
     dynamic = {k for k in used if k.endswith(".")}
-    assert dynamic == {"state.", "step.", "urgency.", "kind.", "in.", "survey.", "visit."}
+    assert dynamic == {"state.", "step.", "urgency.", "kind.", "in.", "survey.", "visit.",
+                       "followup."}
     used |= {f"state.{s}" for s in State} | {f"step.{s}" for s in Step}
     used |= {f"urgency.{u}" for u in Urgency} | {f"in.{f}" for f in ("text", "answer")}
     used |= {f"survey.{n}" for n in ("1", "2", "3", "none")}
     used |= {f"visit.{s}" for s in (*STATUSES, "attempts")}
+    used |= {f"followup.{k}" for k in ("return_visit", "callback")}
+    used |= {f"visit.result.{r}" for r in ("resolved", "not resolved")}
     used |= {f"kind.{k}" for k in ("ping_pong", "dispatch_cycle", "false_completion",
                                    "template_reply", "overdue", "repeat_after_completion",
                                    "staff_entered_satisfaction")}

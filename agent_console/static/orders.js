@@ -15,6 +15,8 @@ const STRINGS = {
     "page.prev": "上一页", "page.next": "下一页", "page.of": "第 {p} 页 · 共 {n} 件",
     "detail.replies": "答复", "detail.history": "办理记录", "detail.none": "无",
     "board.title": "异常工单", "board.none": "暂无异常",
+    "followup.title": "待人工跟进的外呼", "followup.none": "暂无",
+    "followup.return_visit": "回访未接通，转人工回访", "followup.callback": "回拨未接通",
     "field.caller": "来电人", "field.number": "来电号码", "field.urgency": "紧急程度",
     "field.location": "地点", "field.lead": "主办单位", "field.co": "协办单位",
     "field.accepted": "受理时间", "field.due": "办理时限", "field.returns": "退单次数",
@@ -23,6 +25,7 @@ const STRINGS = {
     "survey.1": "不满意", "survey.2": "基本满意", "survey.3": "满意", "survey.none": "未按键",
     "visit.waiting": "等待拨打", "visit.done": "已完成", "visit.manual": "转人工回访",
     "visit.gave_up": "放弃", "visit.cancelled": "已取消", "visit.attempts": "第 {n} 次",
+    "visit.result.resolved": "市民按键：已解决", "visit.result.not resolved": "市民按键：未解决",
     "hidden": "（已隐藏）", "yes": "是",
     "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容",
     "citizen.title": "记录市民在回访通话中的回答（须有通话编号）", "citizen.solved": "市民说已解决",
@@ -52,6 +55,9 @@ const STRINGS = {
     "col.department": "Department", "col.due": "Due", "page.prev": "Previous", "page.next": "Next",
     "page.of": "page {p} · {n} orders", "detail.replies": "Replies", "detail.history": "History",
     "detail.none": "none", "board.title": "Anomalies", "board.none": "No anomalies",
+    "followup.title": "Outbound calls for an operator to follow up", "followup.none": "none",
+    "followup.return_visit": "Return visit not reached: make it by hand",
+    "followup.callback": "Call-back not reached",
     "field.caller": "Caller", "field.number": "Number", "field.urgency": "Urgency",
     "field.location": "Place", "field.lead": "Lead department", "field.co": "Co-handlers",
     "field.accepted": "Accepted", "field.due": "Handling due", "field.returns": "Returns",
@@ -62,6 +68,7 @@ const STRINGS = {
     "survey.none": "no key pressed", "visit.waiting": "waiting to dial", "visit.done": "done",
     "visit.manual": "handed to an operator", "visit.gave_up": "given up",
     "visit.cancelled": "cancelled", "visit.attempts": "attempt {n}",
+    "visit.result.resolved": "citizen keyed: solved", "visit.result.not resolved": "citizen keyed: not solved",
     "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer",
     "citizen.title": "Record the citizen's answers on the return-visit call (call id required)",
     "citizen.solved": "Citizen says solved", "citizen.unsolved": "Citizen says not solved",
@@ -257,7 +264,7 @@ function renderDetail(doc) {
   if (doc.return_visit) {
     const v = doc.return_visit;
     add("field.visit", [tr("visit." + v.status), v.attempts ? tr("visit.attempts", {n: v.attempts}) : "",
-      v.result].filter(Boolean).join(" · "));
+      visitResult(v.result)].filter(Boolean).join(" · "));
   }
   if (doc.recording) {  // supervisors: the order's call, played with Range requests
     fields.append(el("dt", {text: tr("field.recording")}), el("dd", {},
@@ -401,6 +408,36 @@ async function loadBoard() {
       el("span", {cls: "kind", text: tr("kind." + a.kind)}),
       el("span", {cls: "muted", text: when(a.at) + " · #" + a.order_ids.join(", #")}),
       el("pre", {text: JSON.stringify(a.evidence, null, 2)}));
+    list.append(item);
+  }
+  loadFollowups();
+}
+
+function visitResult(text) {  // the dialer's own results are translated, others shown as sent
+  const key = "visit.result." + text;
+  return STRINGS["zh-CN"][key] ? tr(key) : text;
+}
+
+async function loadFollowups() {  // return visits handed to an operator, call-backs given up
+  const list = byId("followups");
+  let manual, gaveUp;
+  try {
+    [manual, gaveUp] = await Promise.all([api("GET", "/api/outbound?status=manual"),
+      api("GET", "/api/outbound?status=gave_up")]);
+  } catch (e) {
+    list.replaceChildren(el("li", {text: e.message}));
+    return;
+  }
+  const rows = [...manual.outbound, ...gaveUp.outbound];
+  list.replaceChildren();
+  if (!rows.length) list.append(el("li", {cls: "muted", text: tr("followup.none")}));
+  for (const r of rows) {
+    const item = el("li", {data: {kind: r.kind}},
+      el("span", {cls: "kind", text: tr("followup." + r.kind)}),
+      el("span", {cls: "muted", text: [when(new Date(r.updated_at * 1000).toISOString()),
+        r.kind === "return_visit" ? "#" + r.key : "", r.number, tr("visit.attempts", {n: r.attempts}),
+        r.result].filter(Boolean).join(" · ")}));
+    if (r.kind === "return_visit") item.addEventListener("click", () => openOrder(r.key));
     list.append(item);
   }
 }
