@@ -123,6 +123,10 @@ class CallbackQueue:
     def get(self, id: str) -> CallbackEntry | None:
         return self._entries.get(id)
 
+    def queues(self) -> list[str]:
+        """The queues with call-backs waiting, sorted."""
+        return sorted({e.queue for e in self._entries.values()})
+
     def failed(self, id: str, at: float) -> list[CallbackGaveUp]:
         """The call-back did not reach the citizen: retry later at the same place, or give up."""
         e = self._entries.get(id)

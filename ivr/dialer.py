@@ -377,6 +377,9 @@ class Dialer:
                 self._waiting_result.pop(key, None)
                 await self._save_visit(key, status="cancelled",
                                        result="the order moved on without the IVR")
+        # Only open orders are remembered: an order reopened and completed again later
+        # gets a new return visit (its row is reused), and memory stays bounded.
+        self._seen_visits &= open_ids
 
     async def _dial_visit(self, order_id: str, number: str, attempt: int) -> None:
         from callcenter.orders import OrderError, State, Step
@@ -455,8 +458,7 @@ class Dialer:
     async def _try_callbacks(self, now: float) -> None:
         if not len(self.callbacks):
             return
-        queues = {e.queue for e in self.callbacks._entries.values()}
-        for queue in sorted(queues):
+        for queue in self.callbacks.queues():
             ready = [a for a in self.centre.agents.values()
                      if a.state is AgentState.READY and queue in a.memberships
                      and not a.paused]

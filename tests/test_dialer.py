@@ -363,3 +363,20 @@ def test_outbound_settings_are_checked() -> None:
                 {"outbound": {"callback": {"max_attempts": 0}}}):
         with pytest.raises(ConfigError):
             OutboundSettings.from_raw(bad)
+
+
+async def test_an_order_completed_again_after_a_reopen_gets_a_new_visit(rig: Rig) -> None:
+    oid = await resolved_order(rig)
+    await rig.dialer.step()
+    rig.clock.now += 61
+    await rig.dialer.step()
+    await rig.dialer.visit_answered(oid, False, 1, None, "1763863200.8")  # not solved
+    assert (await rig.orders.get(oid)).state is State.ACCEPTED  # back to the centre
+    await rig.dialer.step()
+    await rig.orders.step(oid, "resolve_on_call", OP, answer="再次答复：已联系街道处理")
+    await rig.dialer.step()
+    rig.clock.now += 61
+    await rig.dialer.step()
+    assert [a["ActionID"] for a in rig.link.sent] == [f"rv-{oid}-1", f"rv-{oid}-1"]
+    row = await return_visit_of(rig.store.engine, oid)
+    assert row["status"] == "waiting" and row["attempts"] == 1
