@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from agent_console.models import Role, SessionRow, UserRow
@@ -33,6 +35,8 @@ MIN_PASSWORD = 4
 SESSION_MAX_S = 14 * 3600  # a shift and a half
 SESSION_IDLE_S = 4 * 3600
 DEMO_PASSWORD = "demo"
+
+log = structlog.get_logger(__name__)
 
 
 class UserError(ValueError):
@@ -184,11 +188,16 @@ class Users:
     """Accounts and sessions in the database (tables of migration 0002)."""
 
     def __init__(self, engine: AsyncEngine, passwords: Passwords | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, seen_every: float = 30.0) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.passwords = passwords or Passwords()
         self.clock = clock
+        # Sessions' last_seen, batched: kept here, written in one statement at most
+        # every ``seen_every`` s (with jitter), not one write per request or socket.
+        self.seen_every = seen_every
+        self._seen: dict[str, float] = {}  # token hash -> last seen, not yet written
+        self._flush_at = 0.0
 
     # ---- accounts
 
@@ -294,16 +303,71 @@ class Users:
             found = (await s.execute(
                 select(SessionRow, UserRow).join(UserRow, UserRow.id == SessionRow.user_id)
                 .where(SessionRow.token_hash == h))).first()
-            if found is None:
-                return None
-            srow, urow = found
-            if urow.disabled or srow.expires_at <= now or now - srow.last_seen > SESSION_IDLE_S:
-                return None
-            if now - srow.last_seen > 60:
-                await s.execute(update(SessionRow).where(SessionRow.token_hash == h)
-                                .values(last_seen=now))
-                await s.commit()
-            return Session(h, User.from_row(urow), srow.csrf_token, srow.expires_at)
+        if found is None:
+            return None
+        srow, urow = found
+        if not self._live(h, urow.disabled, srow.expires_at, srow.last_seen, now):
+            return None
+        await self._flush_seen_if_due(now)
+        return Session(h, User.from_row(urow), srow.csrf_token, srow.expires_at)
+
+    async def alive(self, hashes: Iterable[str]) -> set[str]:
+        """Of these session token hashes, the live ones (each is seen now).
+
+        One query for all of them: what the open websockets check every half
+        minute, instead of a query (and a write) per socket.
+        """
+        wanted = list(set(hashes))
+        now = self.clock()
+        live: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            async with self.sessions() as s:
+                rows = (await s.execute(
+                    select(SessionRow.token_hash, SessionRow.expires_at, SessionRow.last_seen,
+                           UserRow.disabled)
+                    .join(UserRow, UserRow.id == SessionRow.user_id)
+                    .where(SessionRow.token_hash.in_(wanted[i:i + 500])))).all()
+            for h, expires_at, last_seen, disabled in rows:
+                if self._live(h, disabled, expires_at, last_seen, now):
+                    live.add(h)
+        await self._flush_seen_if_due(now)
+        return live
+
+    def _live(self, h: str, disabled: bool, expires_at: float, last_seen: float,
+              now: float) -> bool:
+        """The validity rules; a live session is noted as seen now (written later)."""
+        last_seen = max(last_seen, self._seen.get(h, 0.0))
+        if disabled or expires_at <= now or now - last_seen > SESSION_IDLE_S:
+            self._seen.pop(h, None)
+            return False
+        if now - last_seen > 60:
+            self._seen[h] = now
+        return True
+
+    async def _flush_seen_if_due(self, now: float) -> None:
+        if self._seen and now >= self._flush_at:
+            self._flush_at = now + self.seen_every * (1.0 + 0.25 * random.random())
+            try:
+                await self.flush_seen()
+            except Exception:  # kept, written at the next flush
+                log.warning("could not write sessions' last_seen; will retry", exc_info=True)
+
+    async def flush_seen(self) -> None:
+        """Write the sessions' pending last_seen times, in one statement."""
+        pending, self._seen = self._seen, {}
+        if not pending:
+            return
+        table = SessionRow.__table__
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(table).where(table.c.token_hash == bindparam("h"))
+                    .values(last_seen=bindparam("t")),
+                    [{"h": h, "t": t} for h, t in pending.items()])
+        except Exception:  # keep them for the next time; a session is never lost for this
+            for h, t in pending.items():
+                self._seen.setdefault(h, t)
+            raise
 
     async def close_session(self, session: Session) -> None:
         async with self.sessions() as s, s.begin():

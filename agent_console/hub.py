@@ -9,14 +9,29 @@ patch operations turning document ``seq-1`` into document ``seq``::
 
     ["set", ["agents", "agent1001"], {...}]      ["del", ["alerts", "longest_wait:hotline"]]
 
-The service calls :meth:`Hub.changed` from its one consumer; that only sets a
-flag, so the consumer is never delayed.  The hub's own task rebuilds the views
-(at most every ``min_interval``, at once for an *urgent* change such as a phone
-starting to ring, and once a second for alerts that depend on the clock), diffs them and hands the serialised update to each client's
-bounded queue.  Each client has its own sender task: a slow socket stalls only
-itself.  When a client's queue is full it is emptied and the client is sent a
-fresh snapshot instead (a *resync*), so a laggard costs memory of at most
-``max_queue`` messages.
+The service calls :meth:`Hub.changed` from its one consumer; that only notes
+what changed, so the consumer is never delayed.  The hub's own task rebuilds the
+views, diffs them and hands the serialised update to each client's bounded queue.
+
+Streams are *wide* (the wallboard: any change may show on it) or *narrow* (an
+operator's console: only changes routed to its key by ``route`` show on it).
+Three cadences:
+
+* *urgent* (a phone starts to ring or connects): at once, only the narrow
+  streams the change was routed to: a ring costs one or two screens, not 1,100;
+* *normal*: at most every ``min_interval`` while something changed: the narrow
+  streams routed to since the last refresh, and the wide streams (at most every
+  ``wide_interval``: 100 wallboards share one stream, but each update is
+  sent 100 times);
+* *full*: every ``refresh_every``: every stream (alerts that depend on the
+  clock, figures shared by all screens, anything a route missed).  A full
+  refresh is done in slices, so an urgent one can go in between.
+
+Each client has its own sender task: a slow socket stalls only itself.  When a
+client's queue is full it is emptied and the client is sent a fresh snapshot
+instead (a *resync*), so a laggard costs memory of at most ``max_queue``
+messages.  The document a stream keeps shares every unchanged part with the
+one before (:func:`patched`).
 
 A client that reconnects names its stream id and the last ``seq`` it applied;
 it gets the updates it missed from the stream's buffer, or a fresh snapshot
@@ -30,7 +45,7 @@ import json
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +100,36 @@ def apply_ops(doc: Doc, ops: list[Op]) -> Doc:
     return doc
 
 
+def patched(old: Doc, ops: list[Op]) -> Doc:
+    """``old`` with ``ops`` applied, as a new document sharing every unchanged part.
+
+    The stream keeps this rather than the freshly built view: values that did
+    not change stay the (old, long-lived) objects they were, and the new
+    duplicates die young, so a refresh promotes little for the garbage
+    collector to scan.
+    """
+    doc = dict(old)
+    copied: set[str] = set()
+    for op in ops:
+        kind, path = op[0], op[1]
+        key = path[0]
+        if len(path) == 1:
+            if kind == "set":
+                doc[key] = op[2]
+            else:
+                doc.pop(key, None)
+            continue
+        if key not in copied:
+            inner = doc.get(key)
+            doc[key] = dict(inner) if isinstance(inner, dict) else {}
+            copied.add(key)
+        if kind == "set":
+            doc[key][path[1]] = op[2]
+        else:
+            doc[key].pop(path[1], None)
+    return doc
+
+
 _MISSING = object()
 RESYNC = object()  # in a client's queue: "send a fresh snapshot now"
 
@@ -117,6 +162,7 @@ class Stream:
     updates: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=256))
     clients: set[Client] = field(default_factory=set)
     idle_since: float | None = None
+    narrow: bool = False  # rebuilt only when a change is routed to it (or on a full refresh)
 
     def snapshot_message(self) -> str:
         return dumps({"type": "snapshot", "stream": self.id, "seq": self.seq, "at": self.at,
@@ -138,41 +184,73 @@ class Hub:
 
     def __init__(self, *, clock: Callable[[], float] = time.time, min_interval: float = 0.1,
                  max_queue: int = 32, refresh_every: float = 1.0, keep_idle_s: float = 900.0,
-                 urgent: Callable[[list[Change]], bool] | None = None) -> None:
+                 urgent: Callable[[list[Change]], bool] | None = None,
+                 route: Callable[[list[Change]], Iterable[str] | None] | None = None,
+                 keep_updates: int = 256, keep_updates_narrow: int = 16,
+                 slice_size: int = 100, wide_interval: float | None = None) -> None:
         self.clock = clock
         self.min_interval = min_interval
+        self.wide_interval = min_interval if wide_interval is None else wide_interval
         self.max_queue = max_queue
         self.refresh_every = refresh_every
         self.keep_idle_s = keep_idle_s
+        self.keep_updates = keep_updates
+        self.keep_updates_narrow = keep_updates_narrow
+        self.slice_size = slice_size
         self.id = secrets.token_hex(4)
         self.streams: dict[str, Stream] = {}
         self.dirty = asyncio.Event()
         self.hurry = asyncio.Event()
         self.urgent = urgent
+        self.route = route
         self.listeners: list[Callable[[list[Change]], None]] = []
         self._count = 0
         self.refreshes = 0
+        self.full = False  # True while a full refresh builds (views may refresh shared parts)
+        self.full_refreshes = 0
+        self._pending: set[str] = set()  # narrow streams routed to since their last rebuild
+        self._urgent: set[str] = set()  # of those, the ones an urgent change was routed to
+        self._everything = False  # a change no route could place: rebuild every stream
 
     # ---- called by the service's consumer: cheap and synchronous
 
     def changed(self, changes: list[Change]) -> None:
         for listen in self.listeners:
             listen(changes)
+        urgent = bool(changes) and self.urgent is not None and self.urgent(changes)
+        keys = self.route(changes) if self.route is not None and changes else None
+        if keys is None:  # no routing (or a bare wake-up): rebuild every stream
+            self._everything = True
+        else:
+            keys = set(keys)
+            self._pending |= keys
+            if urgent:
+                self._urgent |= keys
         self.dirty.set()
-        if self.urgent is not None and self.urgent(changes):
+        if urgent:
             self.hurry.set()
 
     # ---- clients
 
     def attach(self, key: str, build: Callable[[float], Doc], stream_id: str | None = None,
-               seq: int | None = None) -> Client:
-        """A new client of stream ``key``; queued: what it missed, or a snapshot."""
+               seq: int | None = None, *, narrow: bool = False) -> Client:
+        """A new client of stream ``key``; queued: what it missed, or a snapshot.
+
+        A *narrow* stream is rebuilt only for changes routed to ``key`` (and on
+        the full refresh); it keeps ``keep_updates_narrow`` updates for resuming.
+        """
         stream = self.streams.get(key)
         if stream is None:
             self._count += 1
             now = self.clock()
-            stream = Stream(key, f"{self.id}.{self._count}", build, build(now), at=now)
+            keep = self.keep_updates_narrow if narrow else self.keep_updates
+            stream = Stream(key, f"{self.id}.{self._count}", build, build(now), at=now,
+                            updates=deque(maxlen=keep), narrow=narrow)
             self.streams[key] = stream
+        elif not stream.clients and stream.narrow:
+            # Nobody watched it, so refreshes skipped it: bring it up to date soon.
+            self._pending.add(key)
+            self.dirty.set()
         client = Client(stream, asyncio.Queue(self.max_queue))
         missed = stream.missed(stream_id, seq) if stream_id is not None and seq is not None \
             else None
@@ -229,21 +307,35 @@ class Hub:
 
     # ---- the hub's own task
 
-    def refresh(self) -> int:
-        """Rebuild every watched stream; queue the updates.  Returns updates made."""
+    def refresh(self, only: Iterable[str] | None = None, *, wide: bool = True) -> int:
+        """Rebuild watched streams; queue the updates.  Returns updates made.
+
+        ``only=None``: every stream.  Otherwise the streams named in ``only``,
+        and (``wide=True``) every wide stream.
+        """
         now = self.clock()
         self.refreshes += 1
+        if only is None:
+            streams = list(self.streams.values())
+        else:  # by key, not by a walk over 1,100 streams: urgent refreshes come often
+            found = {k: st for k in only if (st := self.streams.get(k)) is not None}
+            if wide:
+                found.update((st.key, st) for st in self.streams.values() if not st.narrow)
+            streams = list(found.values())
+        return self._rebuild(streams, now)
+
+    def _rebuild(self, streams: list[Stream], now: float) -> int:
         made = 0
-        for key, stream in list(self.streams.items()):
+        for stream in streams:
             if not stream.clients:
-                if stream.idle_since is not None and now - stream.idle_since > self.keep_idle_s:
-                    del self.streams[key]
+                if (stream.idle_since is not None and now - stream.idle_since > self.keep_idle_s
+                        and self.streams.get(stream.key) is stream):
+                    del self.streams[stream.key]
                 continue
-            new = stream.build(now)
-            ops = diff(stream.doc, new)
+            ops = diff(stream.doc, stream.build(now))
             if not ops:
                 continue
-            stream.doc = new
+            stream.doc = patched(stream.doc, ops)
             stream.seq += 1
             stream.at = now
             text = dumps({"type": "update", "stream": stream.id, "seq": stream.seq, "at": now,
@@ -254,19 +346,73 @@ class Hub:
             made += 1
         return made
 
+    def _take_urgent(self) -> set[str]:
+        keys, self._urgent = self._urgent, set()
+        self._pending -= keys
+        return keys
+
+    async def _full_refresh(self) -> int:
+        """Every stream, a slice at a time; urgent changes go in between slices."""
+        self._everything = False
+        self._pending.clear()
+        self._urgent.clear()
+        self.refreshes += 1
+        self.full_refreshes += 1
+        streams = list(self.streams.values())
+        made = 0
+        for i in range(0, len(streams), self.slice_size):
+            now = self.clock()
+            self.full = True
+            try:
+                made += self._rebuild(streams[i:i + self.slice_size], now)
+            finally:
+                self.full = False
+            if i + self.slice_size < len(streams):
+                await asyncio.sleep(0)  # let the sockets and the consumer run
+                if self._urgent:
+                    self.refresh(self._take_urgent(), wide=False)
+        return made
+
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_full = last_normal = last_wide = loop.time()
+        wide_due = False  # something changed since the wide streams were last rebuilt
         while True:
             try:
-                await asyncio.wait_for(self.dirty.wait(), timeout=self.refresh_every)
+                await asyncio.wait_for(self.dirty.wait(),
+                                       timeout=max(0.0, last_full + self.refresh_every
+                                                   - loop.time()))
             except TimeoutError:
                 pass
+            changed = self.dirty.is_set()
             self.dirty.clear()
             self.hurry.clear()
+            t = loop.time()
             try:
-                self.refresh()
+                if self._everything or t - last_full >= self.refresh_every:
+                    last_full = last_normal = last_wide = t
+                    wide_due = False
+                    await self._full_refresh()
+                elif t - last_normal >= self.min_interval:
+                    last_normal = t
+                    wide_due = wide_due or changed
+                    wide = wide_due and t - last_wide >= self.wide_interval
+                    if wide:
+                        last_wide, wide_due = t, False
+                    self._urgent.clear()
+                    keys, self._pending = self._pending, set()
+                    self.refresh(keys, wide=wide)
+                else:  # an urgent change inside min_interval: only its screens now
+                    wide_due = wide_due or changed
+                    self.refresh(self._take_urgent(), wide=False)
+                if wide_due or self._pending:
+                    self.dirty.set()  # the rest at the next normal refresh
             except Exception:  # a view that fails must not stop the pushes for good
                 log.exception("view refresh failed")
-            try:  # at most one refresh per min_interval, unless something is urgent
-                await asyncio.wait_for(self.hurry.wait(), timeout=self.min_interval)
-            except TimeoutError:
-                pass
+            # at most one normal refresh per min_interval, unless something is urgent
+            wait = last_normal + self.min_interval - loop.time()
+            if wait > 0 and not self._urgent:
+                try:
+                    await asyncio.wait_for(self.hurry.wait(), timeout=wait)
+                except TimeoutError:
+                    pass

@@ -32,6 +32,7 @@ which needs a JSON body and a same-origin request).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import math
@@ -43,7 +44,7 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
-from acd.state import AgentChanged, AgentState, Change
+from acd.state import AgentChanged, AgentState, CallChanged, Change, LinkStateChanged
 from agent_console.alerts import Thresholds
 from agent_console.auth import (
     SESSION_MAX_S,
@@ -70,7 +71,10 @@ from agent_console.views import (
     Tracker,
     call_belongs_to,
     operator_agent,
+    operator_queues,
     operator_view,
+    wall_agent,
+    wall_agents,
     wall_view,
 )
 from callcenter.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
@@ -143,26 +147,98 @@ class Console:
     caller_history: CallerHistory
     failure_delay: float
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    socket_sessions: dict[web.WebSocketResponse, str] = field(default_factory=dict)  # token hash
     names: dict[str, str] = field(default_factory=dict)  # member name -> display name
+    # queue member (interface or member name) -> keys of the operator streams showing it
+    watching: dict[str, set[str]] = field(default_factory=dict)
     _snap: tuple[float, dict[str, Any]] | None = None
+    _op_queues: tuple[int, dict[str, Any]] | None = None  # (full refresh number, figures)
+    _wall_agents: dict[str, Any] | None = None
+    _wall_gen: int = -1
+    _wall_changed: set[str] = field(default_factory=set)  # interfaces
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """The service snapshot, shared by every view built for the same refresh."""
+        """The service snapshot, shared by every view built for the same refresh.
+
+        Views read the agents from the live centre, so the snapshot's own list of
+        agents (1,000 of them) is not built.
+        """
         if self._snap is None or self._snap[0] != now:
-            self._snap = (now, self.service.snapshot())
+            self._snap = (now, self.service.snapshot(agents=False))
         return self._snap[1]
 
     def wall(self, now: float) -> dict[str, Any]:
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,
-                         self.config.thresholds, now, self.names)
+                         self.config.thresholds, now, self.names, self.wall_agents())
+
+    def wall_agents(self) -> dict[str, Any]:
+        """The wallboard's agents: only those that changed are rebuilt (all, once a
+        full refresh).  A new dict each time: the stream diffs it against the old."""
+        centre = self.service.centre
+        cached = self._wall_agents
+        changed, self._wall_changed = self._wall_changed, set()
+        if (cached is None or len(cached) != len(centre.agents)
+                or (self.hub.full and self._wall_gen != self.hub.full_refreshes)):
+            self._wall_gen = self.hub.full_refreshes
+            self._wall_agents = wall_agents(centre, self.tracker, self.names)
+            return self._wall_agents
+        agents = dict(cached)
+        for iface in changed:
+            a = centre.agents.get(iface)
+            if a is None or a.name not in agents:  # gone or renamed: build them all
+                self._wall_agents = wall_agents(centre, self.tracker, self.names)
+                return self._wall_agents
+            agents[a.name] = wall_agent(a, self.tracker, self.names)
+        self._wall_agents = agents
+        return agents
+
+    def note_changes(self, changes: list[Change]) -> None:
+        """(A hub listener) which agents the wallboard must rebuild."""
+        for c in changes:
+            if isinstance(c, AgentChanged):
+                self._wall_changed.add(c.agent.interface)
 
     async def load_names(self) -> None:
         self.names = {u.member_name: u.display_name for u in await self.users.all()
                       if u.member_name}
 
+    def operator_queues(self, now: float) -> dict[str, Any]:
+        """The queue figures on operator screens: built once per full refresh, shared."""
+        gen = self.hub.full_refreshes
+        if self._op_queues is None or (self.hub.full and self._op_queues[0] != gen):
+            self._op_queues = (gen, operator_queues(self.snapshot(now), self.service.centre))
+        return self._op_queues[1]
+
     def operator(self, user: User) -> Callable[[float], dict[str, Any]]:
-        return lambda now: operator_view(self.snapshot(now), self.service.centre,
-                                         self.tracker, user)
+        return lambda now: operator_view(self.service.centre, self.tracker, user,
+                                         self.operator_queues(now))
+
+    def operator_key(self, user: User) -> str:
+        """The operator's stream, registered under the queue member it shows."""
+        key = f"op:{user.username}:{user.interface}"
+        for member in (user.interface, user.member_name):
+            if member:
+                self.watching.setdefault(member, set()).add(key)
+        return key
+
+    def route(self, changes: list[Change]) -> set[str] | None:
+        """The operator streams a batch of changes shows on (None: every stream)."""
+        keys: set[str] = set()
+        watching = self.watching
+        for c in changes:
+            if isinstance(c, AgentChanged):
+                members: tuple[str, ...] = (c.agent.interface, c.agent.name)
+            elif isinstance(c, CallChanged):
+                members = (c.call.interface, c.call.agent)
+            elif isinstance(c, LinkStateChanged):
+                return None
+            else:
+                continue
+            for m in members:
+                found = watching.get(m)
+                if found:
+                    keys |= found
+        return keys
 
     def now(self) -> float:
         return self.service.clock()
@@ -606,16 +682,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         seq = None
     if stream_id is not None and len(stream_id) > 40:
         stream_id = None
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024)
+    # No per-message deflate: with 1,000 sockets compressing each small update
+    # costs more CPU than the bytes it saves on a LAN.
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024, compress=False)
     await ws.prepare(request)
     if user.is_supervisor:
         client = c.hub.attach("wall", c.wall, stream_id, seq)
     else:
-        client = c.hub.attach(f"op:{user.username}:{user.interface}", c.operator(user),
-                              stream_id, seq)
+        client = c.hub.attach(c.operator_key(user), c.operator(user), stream_id, seq,
+                              narrow=True)
     c.sockets.add(ws)
+    c.socket_sessions[ws] = session.token_hash  # checked by _sessions_loop
     sender = asyncio.create_task(_pump(c, ws, client))
-    watcher = asyncio.create_task(_watch_session(c, ws, request.cookies.get(COOKIE)))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -626,10 +704,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 break
     finally:
         sender.cancel()
-        watcher.cancel()
-        await asyncio.gather(sender, watcher, return_exceptions=True)
+        await asyncio.gather(sender, return_exceptions=True)
         c.hub.detach(client)
         c.sockets.discard(ws)
+        c.socket_sessions.pop(ws, None)
     return ws
 
 
@@ -658,20 +736,31 @@ async def _pump(c: Console, ws: web.WebSocketResponse, client: Client,
             text = c.hub.next_message(client, item)
             if text is None:
                 continue
-            await asyncio.wait_for(ws.send_str(text), timeout=send_timeout)
+            async with asyncio.timeout(send_timeout):  # no task per send, as wait_for makes
+                await ws.send_str(text)
     except (TimeoutError, ConnectionError, RuntimeError):
         log.info("websocket client too slow or gone; closing")
         await ws.close()
 
 
-async def _watch_session(c: Console, ws: web.WebSocketResponse, token: str | None,
-                         every: float = 30.0) -> None:
-    """Close the socket when its session ends (signed out, disabled, expired)."""
-    while not ws.closed:
+async def _sessions_loop(c: Console, every: float = 30.0) -> None:
+    """Close the sockets whose session ended (signed out, disabled, expired, idle).
+
+    One query for every open socket each ``every`` s (it also keeps their
+    sessions seen), instead of one query per socket.
+    """
+    while True:
         await asyncio.sleep(every)
-        if await c.users.session(token) is None:
-            await ws.close(code=4401, message=b"session ended")
-            return
+        try:
+            open_now = [(ws, h) for ws, h in c.socket_sessions.items() if not ws.closed]
+            if not open_now:
+                continue
+            alive = await c.users.alive(h for _, h in open_now)
+            ended = [ws for ws, h in open_now if h not in alive]
+            await asyncio.gather(*(ws.close(code=4401, message=b"session ended")
+                                   for ws in ended), return_exceptions=True)
+        except Exception:
+            log.exception("could not check the websockets' sessions")
 
 
 # --------------------------------------------------------------------------- the app
@@ -695,12 +784,21 @@ async def _names_loop(c: Console, every: float = 60.0) -> None:
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     c = app[CONSOLE]
+    # What exists once the app starts (modules, classes, the service) lives for
+    # good: take it out of the cyclic collector's full scans, which otherwise
+    # stand the loop still for 100 ms and more with 1,000 sockets open.
+    gc.freeze()
     tasks = [asyncio.create_task(c.hub.run(), name="console-hub"),
-             asyncio.create_task(_names_loop(c), name="console-names")]
+             asyncio.create_task(_names_loop(c), name="console-names"),
+             asyncio.create_task(_sessions_loop(c), name="console-sessions")]
     yield
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await c.users.flush_seen()
+    except Exception:
+        log.exception("could not write the sessions' last_seen")
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -741,7 +839,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     """
     engine = service.store.engine
     orders = Orders(engine, service.settings.tz, clock=service.clock)
-    hub = hub or Hub(clock=service.clock, urgent=rings_or_connects)
+    # The wallboards' stream at most 4 times a second; operators' screens at once
+    # for a ring, else at most 10 times a second.
+    hub = hub or Hub(clock=service.clock, urgent=rings_or_connects, wide_interval=0.25)
     tracker = Tracker()
     hub.listeners.append(tracker.feed)
     service.subscribers.append(hub.changed)
@@ -751,6 +851,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         throttle=throttle or LoginThrottle(), caller_history=caller_history or
         orders.caller_history, failure_delay=failure_delay,
     )
+    if hub.route is None:  # a ring refreshes the screens of its agent, not all 1,100
+        hub.route = console.route
+    hub.listeners.append(console.note_changes)
     app = web.Application(middlewares=[json_errors, csrf_guard], client_max_size=256 * 1024)
     app[CONSOLE] = console
     app.on_response_prepare.append(security_headers)
@@ -789,4 +892,6 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_static("/static", STATIC, follow_symlinks=False)
     from agent_console.orders_api import setup_orders  # work orders: /orders, /api/orders...
     setup_orders(app)
+    from agent_console.spy import setup_spy  # listen / whisper / barge: /api/supervise/...
+    setup_spy(app)
     return app

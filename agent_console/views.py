@@ -81,12 +81,24 @@ def _link(snap: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
             "since": tracker.link_since}
 
 
+def wall_agent(a: Agent, tracker: Tracker, names: Mapping[str, str]) -> dict[str, Any]:
+    """One agent as the wallboard shows it."""
+    return agent_json(a, tracker) | {"operator": names.get(a.name, "")}
+
+
+def wall_agents(centre: CallCenter, tracker: Tracker, names: Mapping[str, str]
+                ) -> dict[str, Any]:
+    return {a.name: wall_agent(a, tracker, names)
+            for a in sorted(centre.agents.values(), key=lambda a: a.name)}
+
+
 def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
-              thresholds: Thresholds, now: float, names: Mapping[str, str] | None = None
-              ) -> dict[str, Any]:
+              thresholds: Thresholds, now: float, names: Mapping[str, str] | None = None,
+              agents: dict[str, Any] | None = None) -> dict[str, Any]:
     """The supervisor's picture: every queue and agent, figures, trend and alerts.
 
-    ``names`` maps a queue member name to the operator's display name.
+    ``names`` maps a queue member name to the operator's display name;
+    ``agents`` is :func:`wall_agents` when the caller keeps it up to date itself.
     """
     names = names or {}
     queues: dict[str, Any] = {}
@@ -106,8 +118,7 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
         "queues": queues,
         "today": snap["today"],
         "last_15min": snap["last_15min"],
-        "agents": {a.name: agent_json(a, tracker) | {"operator": names.get(a.name, "")}
-                   for a in sorted(centre.agents.values(), key=lambda a: a.name)},
+        "agents": agents if agents is not None else wall_agents(centre, tracker, names),
         "trend": snap["trend"],
         "interval_start": snap["interval_start"],
         "day": snap["day"],
@@ -125,30 +136,46 @@ def operator_agent(centre: CallCenter, user: User) -> Agent | None:
     return agent
 
 
-def operator_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
-                  user: User) -> dict[str, Any]:
-    """One operator's picture: their agent, their call, how busy the queues are."""
+def operator_queues(snap: dict[str, Any], centre: CallCenter) -> dict[str, Any]:
+    """How busy the queues are, as every operator's screen shows it.
+
+    Built once and shared by every operator view (the console refreshes it at
+    most once a second, so a caller joining does not change 1,000 screens).
+    """
+    return {q["queue"]: {"queue": q["queue"], "title": q["title"], "waiting": q["waiting"],
+                         "oldest_joined_at": _oldest(centre, q["queue"])}
+            for q in snap["queues"]}
+
+
+def operator_view(centre: CallCenter, tracker: Tracker, user: User,
+                  queues: dict[str, Any]) -> dict[str, Any]:
+    """One operator's picture: their agent, their call, how busy the queues are.
+
+    ``queues`` is :func:`operator_queues`, shared by every operator.
+    """
     agent = operator_agent(centre, user)
-    titles = {q["queue"]: q["title"] for q in snap["queues"]}
     call = last = None
     if agent is not None:
         if agent.call and agent.call in centre.calls:
             c = centre.calls[agent.call]
-            call = call_json(c, titles.get(c.queue, c.queue))
+            call = call_json(c, _title(queues, c.queue))
         if agent.last_call and agent.last_call != agent.call and agent.last_call in centre.calls:
             c = centre.calls[agent.last_call]
-            last = call_json(c, titles.get(c.queue, c.queue))
+            last = call_json(c, _title(queues, c.queue))
     return {
         "me": user.public(),
-        "link": _link(snap, tracker),
+        "link": {"up": centre.link_up, "reason": centre.link_reason,
+                 "since": tracker.link_since},
         "agent": agent_json(agent, tracker) if agent is not None else None,
         "call": call,
         "last_call": last,
-        "queues": {q["queue"]: {"queue": q["queue"], "title": q["title"],
-                                "waiting": q["waiting"],
-                                "oldest_joined_at": _oldest(centre, q["queue"])}
-                   for q in snap["queues"]},
+        "queues": queues,
     }
+
+
+def _title(queues: dict[str, Any], queue: str) -> str:
+    q = queues.get(queue)
+    return q["title"] if q else queue
 
 
 def call_belongs_to(centre: CallCenter, user: User, uniqueid: str) -> Call | None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import multiprocessing as mp
@@ -649,12 +650,15 @@ async def _sustained(plan: Plan, conn: Connection, service: CountingService,
                          f"backlog {service.inbox.qsize()}  rss {samples[-1][1]:.0f} MB")
 
     sampler = asyncio.create_task(sample())
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     try:
         sent = (await _ask(conn, {"op": "pace", "rate": plan.rate,
                                   "seconds": plan.duration}))["sent"]
         await _until_taken(service, sent)
     finally:
         sampler.cancel()
+        gc.callbacks.remove(pauses)
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     taken = service.events_in - in0
@@ -676,6 +680,25 @@ async def _sustained(plan: Plan, conn: Connection, service: CountingService,
     result["rss_mb_end"] = round(rss_now, 1)
     result["rss_growth_pct"] = round((rss_now - after_warmup[0]) / after_warmup[0] * 100, 1)
     result["rss_mb_peak"] = round(peak, 1)
+    result["gc_pause_ms_max"] = round(pauses.longest * 1000.0, 1)
+    result["gc_full_collections"] = pauses.full
+
+
+class GcPauses:
+    """A ``gc.callbacks`` entry: the longest collection (the loop stands still) and
+    how many were of the oldest generation."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.longest = 0.0
+        self.full = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self.started)
+            self.full += info.get("generation") == 2
 
 
 async def _max_rate(plan: Plan, conn: Connection, service: CountingService,
@@ -713,6 +736,8 @@ TABLE = [
     ("RSS MB peak / after warm-up / end", lambda r: f"{r['rss_mb_peak']} / "
      f"{r['rss_mb_after_warmup']} / {r['rss_mb_end']} ({r['rss_growth_pct']:+} %)"),
     ("  of which hub update buffers MB", lambda r: f"{r['hub_buffered_mb']}"),
+    ("longest GC pause ms (full GCs)", lambda r: f"{r['gc_pause_ms_max']}"
+     f" ({r['gc_full_collections']})"),
     ("CPU s per 1,000 events", lambda r: f"{r['cpu_s_per_1000_events']:.4f}"),
     ("work orders/s (SQLite)", lambda r: f"{r['orders_per_s']:,.1f}"),
     ("day rebuild s (calls)", lambda r: f"{r['day_rebuild_s']} ({r['day_calls']:,})"),

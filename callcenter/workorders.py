@@ -41,12 +41,18 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    insert,
     or_,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.db import CallRow
@@ -362,6 +368,7 @@ class WorkOrders:
         self.config = config or OrderConfig.load()
         self.tz = tz or self.config.calendar.tz
         self.clock = clock
+        self._numbers: dict[date, int] = {}  # local day -> last order number given (create)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), self.tz)
@@ -398,29 +405,56 @@ class WorkOrders:
             order_id="0", number="", actor=actor, at=at, caller=caller, category=category,
             text=text, deadlines=deadlines, urgency=urgency, location=location,
             confidential=confidential)
-        for _ in range(8):
+        day = at.astimezone(self.tz).date()
+        for attempt in range(8):
+            number = ""
             try:
-                async with self.sessions() as s, s.begin():
-                    number = await self._next_number(s, at)
-                    row = OrderRow(number=number, caller=caller.number,
-                                   call_uniqueid=call_uniqueid, created_by=actor.id,
-                                   created_at=at.timestamp(), version=1)
-                    s.add(row)
-                    await s.flush()
-                    done = replace(order, id=str(row.id), number=number)
-                    rec = replace(record, order_id=str(row.id))
-                    self._fill(row, done)
-                    s.add(_event_row(rec))
+                async with self.engine.begin() as conn:  # Core: no ORM unit of work
+                    number = await self._next_number(conn, at, reread=attempt > 0)
+                    # Three statements: the row with every column, its snapshot (which
+                    # carries the id the insert gave), the record.
+                    columns = _columns(replace(order, number=number))
+                    del columns["snapshot"]
+                    result = await conn.execute(insert(OrderRow).values(
+                        number=number, call_uniqueid=call_uniqueid, created_by=actor.id,
+                        created_at=at.timestamp(), **columns))
+                    key = result.inserted_primary_key[0]
+                    done = replace(order, id=str(key), number=number)
+                    rec = replace(record, order_id=str(key))
+                    await conn.execute(update(OrderRow).where(OrderRow.id == key)
+                                       .values(snapshot=order_to_json(done)))
+                    event = _event_row(rec)
+                    await conn.execute(insert(OrderEventRow).values(
+                        {c.key: getattr(event, c.key) for c in OrderEventRow.__table__.columns
+                         if c.key != "id"}))
                 return done, rec
-            except IntegrityError:  # the same number taken at once: take the next
+            except IntegrityError:  # the number was taken (another writer): re-read max()
                 continue
+            except BaseException:  # nothing written: give the number back if still ours
+                if number and self._numbers.get(day) == int(number.split("-")[1]):
+                    self._numbers[day] -= 1
+                raise
         raise OrderConflict("could not number the work order; try again")
 
-    async def _next_number(self, s: AsyncSession, at: datetime) -> str:
+    async def _next_number(self, s: AsyncSession | AsyncConnection, at: datetime, *,
+                           reread: bool = False) -> str:
+        """The day's next number, from a per-day counter in memory.
+
+        The counter starts from ``max(number)`` the first time a day is numbered
+        (and again with ``reread``, after the unique constraint refused a number
+        another writer took), so a create costs no extra query.
+        """
         day = at.astimezone(self.tz).date()
-        last = await s.scalar(select(func.max(OrderRow.number))
-                              .where(OrderRow.number.like(f"{day:%Y%m%d}-%")))
-        return order_number(day, int(last.split("-")[1]) + 1 if last else 1)
+        last = self._numbers.get(day)
+        if last is None or reread:
+            found = await s.scalar(select(func.max(OrderRow.number))
+                                   .where(OrderRow.number.like(f"{day:%Y%m%d}-%")))
+            last = max(int(found.split("-")[1]) if found else 0,
+                       last if last is not None and not reread else 0)
+            if len(self._numbers) > 7:  # only recent days are numbered
+                self._numbers.clear()
+        self._numbers[day] = last + 1
+        return order_number(day, last + 1)
 
     def _fill(self, row: OrderRow, o: Order) -> None:
         for key, value in _columns(o).items():

@@ -1,0 +1,156 @@
+"""The push hub alone (agent_console.hub): narrow streams, routed and urgent refreshes.
+
+With 1,000 operators connected, a ring must rebuild the ringing operator's
+screen, not all 1,100; these tests count the builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from agent_console.hub import Hub, diff, patched
+
+
+class Views:
+    """Builders that count how often each stream was built."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, int] = {}
+        self.built: dict[str, int] = {}
+
+    def build(self, key: str) -> Any:
+        self.state.setdefault(key, 0)
+        self.built.setdefault(key, 0)
+
+        def view(now: float) -> dict[str, Any]:
+            self.built[key] += 1
+            return {"n": self.state[key]}
+        return view
+
+    def reset(self) -> None:
+        self.built = dict.fromkeys(self.built, 0)
+
+
+def updates(client: Any, hub: Hub) -> list[dict[str, Any]]:
+    out = []
+    while not client.queue.empty():
+        text = hub.next_message(client, client.queue.get_nowait())
+        if text is not None:
+            out.append(json.loads(text))
+    return out
+
+
+def test_a_routed_refresh_rebuilds_the_named_narrow_streams_and_the_wide_ones() -> None:
+    views = Views()
+    hub = Hub(clock=lambda: 1.0)
+    a = hub.attach("op:a", views.build("op:a"), narrow=True)
+    b = hub.attach("op:b", views.build("op:b"), narrow=True)
+    wall = hub.attach("wall", views.build("wall"))
+    for c in (a, b, wall):
+        updates(c, hub)
+    views.reset()
+    views.state.update({"op:a": 1, "op:b": 1, "wall": 1})
+    assert hub.refresh({"op:a"}) == 2
+    assert views.built == {"op:a": 1, "op:b": 0, "wall": 1}
+    assert [m["type"] for m in updates(a, hub)] == ["update"] and updates(b, hub) == []
+    views.reset()
+    assert hub.refresh({"op:b"}, wide=False) == 1  # urgent: that screen alone
+    assert views.built == {"op:a": 0, "op:b": 1, "wall": 0}
+    views.reset()
+    hub.refresh()  # full: every stream
+    assert views.built == {"op:a": 1, "op:b": 1, "wall": 1}
+
+
+def test_narrow_streams_keep_fewer_updates_for_resuming() -> None:
+    hub = Hub(clock=lambda: 1.0)
+    op = hub.attach("op:a", lambda now: {}, narrow=True)
+    wall = hub.attach("wall", lambda now: {})
+    assert op.stream.updates.maxlen == 16 and wall.stream.updates.maxlen == 256
+    n = {"v": 0}
+    op.stream.build = lambda now: {"n": n["v"]}
+    for i in range(1, 41):
+        n["v"] = i
+        hub.refresh()
+        updates(op, hub)
+    assert op.stream.seq == 40 and [s for s, _ in op.stream.updates] == list(range(25, 41))
+    assert op.stream.missed(op.stream.id, 30) is not None
+    assert op.stream.missed(op.stream.id, 10) is None  # gone: a snapshot instead
+
+
+async def test_an_urgent_change_refreshes_only_the_screens_it_is_routed_to() -> None:
+    views = Views()
+    hub = Hub(clock=lambda: 1.0, min_interval=5.0, refresh_every=60.0,
+              urgent=lambda changes: "ring" in changes,
+              route=lambda changes: {c for c in changes if c.startswith("op:")})
+    clients = [hub.attach(k, views.build(k), narrow=k != "wall")
+               for k in ("op:a", "op:b", "wall")]
+    task = asyncio.create_task(hub.run())
+    try:
+        await asyncio.sleep(0.05)
+        for c in clients:
+            updates(c, hub)
+        views.reset()
+        views.state.update({"op:a": 1, "op:b": 1, "wall": 1})
+        hub.changed(["op:a", "ring"])  # type: ignore[list-item]
+        await asyncio.sleep(0.05)
+        assert views.built == {"op:a": 1, "op:b": 0, "wall": 0}  # at once, that screen alone
+        assert [m["ops"] for m in updates(clients[0], hub)] == [[["set", ["n"], 1]]]
+        hub.changed(["op:b"])  # type: ignore[list-item]  # not urgent: the normal cadence
+        await asyncio.sleep(0.05)
+        assert views.built["op:b"] == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_change_no_route_can_place_rebuilds_everything() -> None:
+    views = Views()
+    hub = Hub(clock=lambda: 1.0, min_interval=0.01, refresh_every=60.0,
+              route=lambda changes: None)
+    for k in ("op:a", "op:b"):
+        hub.attach(k, views.build(k), narrow=True)
+    task = asyncio.create_task(hub.run())
+    try:
+        await asyncio.sleep(0.05)
+        views.reset()
+        hub.changed(["link down"])  # type: ignore[list-item]
+        await asyncio.sleep(0.05)
+        assert views.built == {"op:a": 1, "op:b": 1}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_narrow_stream_nobody_watched_is_brought_up_to_date_on_return() -> None:
+    views = Views()
+    hub = Hub(clock=lambda: 1.0, min_interval=0.01, refresh_every=60.0,
+              route=lambda changes: set())
+    first = hub.attach("op:a", views.build("op:a"), narrow=True)
+    snap = updates(first, hub)[0]
+    hub.detach(first)
+    views.state["op:a"] = 7  # changed while nobody watched; no route named it
+    task = asyncio.create_task(hub.run())
+    try:
+        again = hub.attach("op:a", views.build("op:a"), snap["stream"], snap["seq"],
+                           narrow=True)
+        await asyncio.sleep(0.05)
+        got = updates(again, hub)
+        assert [(m["type"], m["seq"]) for m in got] == [("update", snap["seq"] + 1)]
+        assert got[0]["ops"] == [["set", ["n"], 7]]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_the_kept_document_shares_what_did_not_change() -> None:
+    old = {"me": {"u": 1}, "agent": {"state": "ready"}, "queues": {"a": {"w": 1}, "b": {"w": 0}},
+           "gone": 1}
+    new = {"me": {"u": 1}, "agent": {"state": "ringing"}, "queues": {"a": {"w": 2}, "b": {"w": 0}},
+           "call": {"id": "1"}}
+    kept = patched(old, diff(old, new))
+    assert kept == new
+    assert kept["me"] is old["me"] and kept["queues"]["b"] is old["queues"]["b"]
+    assert old["queues"]["a"] == {"w": 1} and "gone" in old  # the old one is untouched
+    assert patched(new, diff(new, old)) == old
