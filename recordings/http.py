@@ -71,17 +71,24 @@ def recording_handler(
     authorize: Callable[[web.Request], Any],
     audit: Callable[[Any, str], Any],
     roles: Collection[str] = ("supervisor", "admin"),
+    own_call: Callable[[Any, str], Any] | None = None,
     content_type: str = "audio/wav",
 ) -> Handler:
-    """An aiohttp handler streaming ``store``'s recording of ``match_info['uniqueid']``."""
+    """An aiohttp handler streaming ``store``'s recording of ``match_info['uniqueid']``.
+
+    ``roles`` may play any recording; with ``own_call(actor, uniqueid)`` another
+    actor (an operator) may play the calls it returns True for (their own).
+    """
 
     async def handler(request: web.Request) -> web.StreamResponse:
         actor = await _maybe(authorize(request))
         if actor is None:
             raise web.HTTPUnauthorized(text="log in to play recordings")
-        if str(getattr(actor, "role", "")) not in roles:
-            raise web.HTTPForbidden(text="your role may not play recordings")
         uniqueid = request.match_info.get("uniqueid", "")
+        if str(getattr(actor, "role", "")) not in roles and not (
+                own_call is not None and UNIQUEID.match(uniqueid)
+                and await _maybe(own_call(actor, uniqueid))):
+            raise web.HTTPForbidden(text="your role may not play this recording")
         if not UNIQUEID.match(uniqueid):
             raise web.HTTPNotFound(text="no such recording")
         try:

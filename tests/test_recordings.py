@@ -229,3 +229,26 @@ def test_resolve_stays_inside_the_root(tmp_path: Path, parts: list[str]) -> None
     except UnsafePath:
         return
     assert path.is_relative_to(store.root) and path != store.root
+
+
+async def test_an_operator_plays_only_their_own_calls(store: RecordingStore) -> None:
+    audited: list[tuple[str, str]] = []
+    owner = {NEW: "op1"}
+
+    async def authorize(request: web.Request) -> Actor | None:
+        return TOKENS.get(request.headers.get("X-Token", ""))
+
+    async def own_call(actor: Actor, uniqueid: str) -> bool:
+        return owner.get(uniqueid) == actor.username
+
+    app = web.Application()
+    app.router.add_get("/api/recordings/{uniqueid}", recording_handler(
+        store, authorize=authorize, audit=lambda a, u: audited.append((a.username, u)),
+        own_call=own_call))
+    async with TestClient(TestServer(app)) as c:
+        op = {"X-Token": "op"}
+        assert (await c.get(f"/api/recordings/{NEW}", headers=op)).status == 200
+        assert (await c.get(f"/api/recordings/{OLD}", headers=op)).status == 403
+        assert (await c.get(f"/api/recordings/{OLD}", headers=BOSS)).status == 200
+        assert (await c.get("/api/recordings/..%2Fx", headers=op)).status == 403
+    assert audited == [("op1", NEW), ("boss", OLD)]

@@ -206,7 +206,9 @@ function renderHistory(h) {
   for (const c of h.calls) {
     ul.append(el("li", {},
       el("span", {cls: "when", text: dateTime(c.joined_at)}),
-      el("span", {text: [t("outcome." + c.outcome), c.agent, c.hotline].filter(Boolean).join(" · ")})));
+      el("span", {text: [t("outcome." + c.outcome), c.agent, c.hotline].filter(Boolean).join(" · ")}),
+      // The server offers a recording only to those who may hear it (an operator: their own calls).
+      c.recording ? el("audio", {attrs: {controls: "", preload: "none", src: c.recording}}) : null));
   }
   box.append(ul);
 }
