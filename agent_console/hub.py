@@ -30,8 +30,8 @@ Three cadences:
 Each client has its own sender task: a slow socket stalls only itself.  When a
 client's queue is full it is emptied and the client is sent a fresh snapshot
 instead (a *resync*), so a laggard costs memory of at most ``max_queue``
-messages.  The document a stream keeps shares every unchanged part with the
-one before (:func:`patched`).
+messages.  A stream's document is brought up to date in place, value by
+value (:func:`adopt`).
 
 A client that reconnects names its stream id and the last ``seq`` it applied;
 it gets the updates it missed from the stream's buffer, or a fresh snapshot
@@ -100,33 +100,21 @@ def apply_ops(doc: Doc, ops: list[Op]) -> Doc:
     return doc
 
 
-def patched(old: Doc, ops: list[Op]) -> Doc:
-    """``old`` with ``ops`` applied, as a new document sharing every unchanged part.
+def adopt(doc: Doc, new: Doc, ops: list[Op]) -> Doc:
+    """Bring a stream's kept document ``doc`` up to ``new`` in place; return it.
 
-    The stream keeps this rather than the freshly built view: values that did
-    not change stay the (old, long-lived) objects they were, and the new
-    duplicates die young, so a refresh promotes little for the garbage
-    collector to scan.
+    Only the top-level values the ``ops`` touch are taken from ``new`` (objects
+    a view may share between streams, such as the operators' queue figures:
+    never changed afterwards); everything else stays the object it was.  So a
+    refresh allocates no new long-lived document per screen, and the cyclic
+    garbage collector has little new to scan (its full scans are what stands
+    the loop still).
     """
-    doc = dict(old)
-    copied: set[str] = set()
-    for op in ops:
-        kind, path = op[0], op[1]
-        key = path[0]
-        if len(path) == 1:
-            if kind == "set":
-                doc[key] = op[2]
-            else:
-                doc.pop(key, None)
-            continue
-        if key not in copied:
-            inner = doc.get(key)
-            doc[key] = dict(inner) if isinstance(inner, dict) else {}
-            copied.add(key)
-        if kind == "set":
-            doc[key][path[1]] = op[2]
+    for key in {op[1][0] for op in ops}:
+        if key in new:
+            doc[key] = new[key]
         else:
-            doc[key].pop(path[1], None)
+            doc.pop(key, None)
     return doc
 
 
@@ -332,10 +320,11 @@ class Hub:
                         and self.streams.get(stream.key) is stream):
                     del self.streams[stream.key]
                 continue
-            ops = diff(stream.doc, stream.build(now))
+            new = stream.build(now)
+            ops = diff(stream.doc, new)
             if not ops:
                 continue
-            stream.doc = patched(stream.doc, ops)
+            adopt(stream.doc, new, ops)
             stream.seq += 1
             stream.at = now
             text = dumps({"type": "update", "stream": stream.id, "seq": stream.seq, "at": now,

@@ -79,6 +79,7 @@ from agent_console.views import (
 )
 from callcenter.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.config import Settings
+from callcenter.db import CallRow
 from callcenter.service import Service
 from recordings.http import recording_handler
 from recordings.store import RecordingStore
@@ -148,6 +149,8 @@ class Console:
     failure_delay: float
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     socket_sessions: dict[web.WebSocketResponse, str] = field(default_factory=dict)  # token hash
+    senders: dict[web.WebSocketResponse, asyncio.Task[None]] = field(default_factory=dict)
+    sending: dict[web.WebSocketResponse, float] = field(default_factory=dict)  # send began at
     names: dict[str, str] = field(default_factory=dict)  # member name -> display name
     # queue member (interface or member name) -> keys of the operator streams showing it
     watching: dict[str, set[str]] = field(default_factory=dict)
@@ -587,6 +590,12 @@ async def api_history(request: web.Request) -> web.Response:
         raise ApiError(404, "no such call of yours")
     history = await c.caller_history(call.caller_num)
     history["calls"] = [h for h in history.get("calls", []) if h.get("uniqueid") != uniqueid]
+    store = request.app.get(RECORDINGS)
+    user = session.user
+    for h in history["calls"]:  # playable: supervisors any, an operator their own calls
+        if store is not None and store.get(str(h.get("uniqueid", ""))) is not None and (
+                user.is_supervisor or h.get("agent") and h.get("agent") == user.member_name):
+            h["recording"] = f"/api/recordings/{h['uniqueid']}"
     return web.json_response({"caller": call.caller_num, **history}, dumps=dumps)
 
 
@@ -693,7 +702,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                               narrow=True)
     c.sockets.add(ws)
     c.socket_sessions[ws] = session.token_hash  # checked by _sessions_loop
-    sender = asyncio.create_task(_pump(c, ws, client))
+    sender = c.senders[ws] = asyncio.create_task(_pump(c, ws, client))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -708,6 +717,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         c.hub.detach(client)
         c.sockets.discard(ws)
         c.socket_sessions.pop(ws, None)
+        c.senders.pop(ws, None)
     return ws
 
 
@@ -727,20 +737,45 @@ def _on_message(c: Console, client: Client, text: str) -> None:
         c.hub.reply(client, {"type": "error", "error": "unknown message type"})
 
 
-async def _pump(c: Console, ws: web.WebSocketResponse, client: Client,
-                send_timeout: float = 10.0) -> None:
-    """This client's sender: a slow socket stalls only this task; a dead one is closed."""
+async def _pump(c: Console, ws: web.WebSocketResponse, client: Client) -> None:
+    """This client's sender: a slow socket stalls only this task; a dead one is closed.
+
+    A send stuck on a client that stopped reading is ended by
+    :func:`_send_watchdog` (one timer for every socket: a timeout per message,
+    2,000 a second, would leave as many timer handles for the collector).
+    """
+    loop = asyncio.get_running_loop()
     try:
         while not ws.closed:
             item = await client.queue.get()
             text = c.hub.next_message(client, item)
             if text is None:
                 continue
-            async with asyncio.timeout(send_timeout):  # no task per send, as wait_for makes
-                await ws.send_str(text)
-    except (TimeoutError, ConnectionError, RuntimeError):
-        log.info("websocket client too slow or gone; closing")
+            c.sending[ws] = loop.time()
+            await ws.send_str(text)
+            del c.sending[ws]
+    except (ConnectionError, RuntimeError):
+        log.info("websocket client gone; closing")
         await ws.close()
+    finally:
+        c.sending.pop(ws, None)
+
+
+async def _send_watchdog(c: Console, every: float = 1.0, limit: float = 10.0) -> None:
+    """Close the sockets a send has been stuck on for more than ``limit`` s."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        now = loop.time()
+        stuck = [ws for ws, since in c.sending.items() if now - since > limit]
+        for ws in stuck:
+            log.info("websocket client too slow; closing")
+            c.sending.pop(ws, None)
+            sender = c.senders.get(ws)
+            if sender is not None:
+                sender.cancel()
+        if stuck:
+            await asyncio.gather(*(ws.close() for ws in stuck), return_exceptions=True)
 
 
 async def _sessions_loop(c: Console, every: float = 30.0) -> None:
@@ -790,7 +825,8 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     gc.freeze()
     tasks = [asyncio.create_task(c.hub.run(), name="console-hub"),
              asyncio.create_task(_names_loop(c), name="console-names"),
-             asyncio.create_task(_sessions_loop(c), name="console-sessions")]
+             asyncio.create_task(_sessions_loop(c), name="console-sessions"),
+             asyncio.create_task(_send_watchdog(c), name="console-send-watchdog")]
     yield
     for task in tasks:
         task.cancel()
@@ -817,6 +853,20 @@ def _scanned(store: RecordingStore) -> RecordingStore:
 async def _recording_actor(request: web.Request) -> User | None:
     session = await current_session(request)
     return None if session is None else session.user
+
+
+def _own_call(service: Service) -> Callable[[User, str], Awaitable[bool]]:
+    """An operator may play the recordings of the calls they answered themselves."""
+
+    async def own(user: User, uniqueid: str) -> bool:
+        if user.role is not Role.OPERATOR or not user.interface:
+            return False
+        async with service.store.sessions() as s:
+            row = await s.get(CallRow, uniqueid)
+        return row is not None and (row.interface == user.interface or bool(
+            user.member_name) and row.agent == user.member_name)
+
+    return own
 
 
 def _recording_audit(service: Service) -> Callable[[User, str], Awaitable[None]]:
@@ -888,7 +938,8 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_get("/ws", websocket)
     app[RECORDINGS] = recordings or _scanned(RecordingStore(service.settings.recordings_root))
     r.add_get("/api/recordings/{uniqueid}", recording_handler(
-        app[RECORDINGS], authorize=_recording_actor, audit=_recording_audit(service)))
+        app[RECORDINGS], authorize=_recording_actor, audit=_recording_audit(service),
+        own_call=_own_call(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
     from agent_console.orders_api import setup_orders  # work orders: /orders, /api/orders...
     setup_orders(app)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any
 
-from agent_console.hub import Hub, diff, patched
+from agent_console.hub import Hub, adopt, diff
+from agent_console.server import _pump, _send_watchdog
 
 
 class Views:
@@ -144,13 +146,40 @@ async def test_a_narrow_stream_nobody_watched_is_brought_up_to_date_on_return() 
         await asyncio.gather(task, return_exceptions=True)
 
 
-def test_the_kept_document_shares_what_did_not_change() -> None:
+def test_the_kept_document_takes_only_the_values_that_changed() -> None:
+    shared = {"a": {"w": 2}, "b": {"w": 0}}  # e.g. the queue figures every operator shows
     old = {"me": {"u": 1}, "agent": {"state": "ready"}, "queues": {"a": {"w": 1}, "b": {"w": 0}},
            "gone": 1}
-    new = {"me": {"u": 1}, "agent": {"state": "ringing"}, "queues": {"a": {"w": 2}, "b": {"w": 0}},
-           "call": {"id": "1"}}
-    kept = patched(old, diff(old, new))
-    assert kept == new
-    assert kept["me"] is old["me"] and kept["queues"]["b"] is old["queues"]["b"]
-    assert old["queues"]["a"] == {"w": 1} and "gone" in old  # the old one is untouched
-    assert patched(new, diff(new, old)) == old
+    me = old["me"]
+    new = {"me": {"u": 1}, "agent": {"state": "ringing"}, "queues": shared, "call": {"id": "1"}}
+    kept = adopt(old, new, diff(old, new))
+    assert kept is old and kept == new
+    assert kept["me"] is me and kept["queues"] is shared
+    assert shared == {"a": {"w": 2}, "b": {"w": 0}}  # never changed by the hub
+
+
+async def test_a_send_stuck_on_a_client_that_stopped_reading_is_ended() -> None:
+    hub = Hub(clock=lambda: 1.0)
+    client = hub.attach("wall", lambda now: {"n": 1})
+
+    class StuckSocket:
+        closed = False
+
+        async def send_str(self, text: str) -> None:
+            await asyncio.Event().wait()  # the client's window is full: never returns
+
+        async def close(self, **_: Any) -> None:
+            self.closed = True
+
+    ws = StuckSocket()
+    c = SimpleNamespace(hub=hub, sending={}, senders={})
+    c.senders[ws] = asyncio.create_task(_pump(c, ws, client))  # type: ignore[arg-type]
+    dog = asyncio.create_task(_send_watchdog(c, every=0.01, limit=0.05))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0.03)
+        assert ws in c.sending and not ws.closed  # sending the snapshot, not yet too long
+        await asyncio.sleep(0.2)
+        assert ws.closed and c.senders[ws].cancelled() and c.sending == {}
+    finally:
+        dog.cancel()
+        await asyncio.gather(dog, return_exceptions=True)
