@@ -155,7 +155,7 @@ class Console:
     # queue member (interface or member name) -> keys of the operator streams showing it
     watching: dict[str, set[str]] = field(default_factory=dict)
     _snap: tuple[float, dict[str, Any]] | None = None
-    _op_queues: tuple[int, dict[str, Any]] | None = None  # (full refresh number, figures)
+    _op_queues: tuple[int, float, dict[str, Any]] | None = None  # (full refresh, at, figures)
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
     _wall_changed: set[str] = field(default_factory=set)  # interfaces
@@ -206,11 +206,16 @@ class Console:
                       if u.member_name}
 
     def operator_queues(self, now: float) -> dict[str, Any]:
-        """The queue figures on operator screens: built once per full refresh, shared."""
+        """The queue figures on operator screens: built once per full refresh, shared
+        (and never older than two refresh periods, for ``/api/live`` when no
+        operator screen is open)."""
         gen = self.hub.full_refreshes
-        if self._op_queues is None or (self.hub.full and self._op_queues[0] != gen):
-            self._op_queues = (gen, operator_queues(self.snapshot(now), self.service.centre))
-        return self._op_queues[1]
+        cached = self._op_queues
+        if (cached is None or (self.hub.full and cached[0] != gen)
+                or abs(now - cached[1]) > 2 * self.hub.refresh_every):
+            cached = self._op_queues = (
+                gen, now, operator_queues(self.snapshot(now), self.service.centre))
+        return cached[2]
 
     def operator(self, user: User) -> Callable[[float], dict[str, Any]]:
         return lambda now: operator_view(self.service.centre, self.tracker, user,
@@ -387,7 +392,11 @@ async def api_live(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
     now = c.now()
-    doc = c.wall(now) if session.user.is_supervisor else c.operator(session.user)(now)
+    if session.user.is_supervisor:
+        doc = c.wall(now)
+    else:  # the queue figures as they are now, not as operator screens last got them
+        doc = operator_view(c.service.centre, c.tracker, session.user,
+                            operator_queues(c.snapshot(now), c.service.centre))
     return web.json_response({"at": now, "data": doc}, dumps=dumps)
 
 
