@@ -822,3 +822,45 @@ def test_users_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert run("enable", "op12") == 0
     assert asyncio.run(check())[0] is True
     assert run("disable", "nobody") == 2
+
+
+async def test_an_operator_hears_the_recordings_of_their_own_calls_only(rig: Rig) -> None:
+    from agent_console.server import RECORDINGS
+    from recordings.store import path_for, write_wav
+
+    earlier = int(time.time() - 86400)
+    mine, theirs = f"{earlier}.11", f"{earlier + 60}.12"
+    store = rig.server.app[RECORDINGS]
+    rows = []
+    for uid, agent, interface in ((mine, "agent1001", "Local/1001@agents/n"),
+                                  (theirs, "agent1003", "Local/1003@agents/n")):
+        write_wav(store.root / path_for(uid), 0.2, 440)
+        store.add(uid, path_for(uid))
+        rows.append({
+            "uniqueid": uid, "queue": "hotline", "joined_at": float(uid.split(".")[0]),
+            "caller_num": "13600000007", "caller_name": "己", "hotline": "12345",
+            "category": "general", "ivr_path": "", "outcome": "completed", "left_at": None,
+            "answered_at": None, "hold_time": 5, "agent": agent, "interface": interface,
+            "ended_at": None, "talk_time": 30, "wrap_s": 0.0, "rings": 1,
+            "ring_no_answer": 0, "estimated": False})
+    await rig.service.store.save_calls(rows)
+    op1 = await rig.as_user("op1")
+    await op1.call("POST", "/api/agent/signin")
+    await rig.settle()
+    rig.pbx.caller_joins("9.1", "13600000007", "己")
+    rig.pbx.ring("9.1", OP1)
+    await rig.settle()
+    status, h = await op1.call("GET", "/api/calls/9.1/history")
+    assert status == 200
+    offered = {c["uniqueid"]: c.get("recording") for c in h["calls"]}
+    assert offered == {mine: f"/api/recordings/{mine}", theirs: None}
+
+    async def play(person: Person, uid: str) -> int:
+        async with person.http.get(person.url(f"/api/recordings/{uid}")) as r:
+            body = await r.read()
+            assert r.status != 200 or body[:4] == b"RIFF"
+            return r.status
+
+    assert await play(op1, mine) == 200
+    assert await play(op1, theirs) == 403
+    assert await play(await rig.as_user("sup1"), theirs) == 200
