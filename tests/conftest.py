@@ -21,6 +21,19 @@ def tmp_db(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
 
 
+@pytest.fixture
+async def store(tmp_db: str) -> AsyncIterator[Any]:
+    """A migrated database on a fresh SQLite file (callcenter.db.Store), closed after."""
+    from callcenter.db import Store
+
+    s = Store(tmp_db)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; never a downloaded browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking"]

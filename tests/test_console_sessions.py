@@ -4,9 +4,6 @@ checked with one query (``Users.alive``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import select
 
 from agent_console.auth import SESSION_IDLE_S, Role, Users
@@ -21,16 +18,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def store(tmp_db: str) -> AsyncIterator[Store]:
-    s = Store(tmp_db)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def stored_last_seen(store: Store) -> dict[str, float]:

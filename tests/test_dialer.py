@@ -8,7 +8,6 @@ Time is a settable clock; ``Dialer.step()`` is called instead of waiting.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,16 +67,6 @@ def settings(**over: Any) -> OutboundSettings:
     for k, v in over.items():
         setattr(s, k, v)
     return s
-
-
-@pytest.fixture
-async def store(tmp_db: str) -> AsyncIterator[Store]:
-    s = Store(tmp_db)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -57,16 +56,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.at.timestamp()
-
-
-@pytest.fixture
-async def store(tmp_db: str) -> AsyncIterator[Store]:
-    s = Store(tmp_db)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

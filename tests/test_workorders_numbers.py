@@ -7,11 +7,9 @@ took meanwhile is refused by the unique constraint and the counter re-reads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 from sqlalchemy import func, select
 
 from callcenter.db import Store
@@ -21,16 +19,6 @@ from callcenter.workorders import OrderEventRow, OrderRow, WorkOrders
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=TZ)
 OP = Actor("op1", Role.OPERATOR, "centre")
-
-
-@pytest.fixture
-async def store(tmp_db: str) -> AsyncIterator[Store]:
-    s = Store(tmp_db)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def create(wo: WorkOrders, at: datetime = T0) -> str:
