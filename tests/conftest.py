@@ -53,3 +53,21 @@ async def browser() -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
+
+
+async def sign_in(browser: Any, base_url: str, user: str, *, width: int = 1400,
+                  height: int = 900) -> tuple[Any, list[str]]:
+    """A page signed in as ``user`` (password ``demo``) at ``base_url`` (no trailing /),
+    left where the login sent it; the list collects console and page errors (CSP too)."""
+    context = await browser.new_context(viewport={"width": width, "height": height},
+                                        locale="zh-CN")
+    context.set_default_timeout(8000)
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.goto(base_url + "/login")
+    await page.fill("#username", user)
+    await page.fill("#password", "demo")
+    await page.press("#password", "Enter")
+    return page, problems

@@ -30,7 +30,7 @@ from agent_console.server import CONSOLE, make_app
 from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.conftest import BROWSER_MARKS
+from tests.conftest import BROWSER_MARKS, sign_in
 from tests.console_fakes import CHEAP, FakePbx, started_service
 
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
@@ -73,17 +73,7 @@ def shots(tmp_path: Path) -> Path:
 async def open_page(browser: Any, site: Site, user: str, width: int, height: int
                     ) -> tuple[Any, list[str]]:
     """A signed-in page; the list collects console errors and page errors (CSP included)."""
-    context = await browser.new_context(viewport={"width": width, "height": height},
-                                        locale="zh-CN")
-    context.set_default_timeout(8000)
-    page = await context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    await page.goto(site.url + "/login")
-    await page.fill("#username", user)
-    await page.fill("#password", "demo")
-    await page.press("#password", "Enter")
+    page, problems = await sign_in(browser, site.url, user, width=width, height=height)
     await page.wait_for_url("**/" + ("wallboard" if user.startswith("sup") else "console"))
     return page, problems
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.conftest import BROWSER_MARKS
+from tests.conftest import BROWSER_MARKS, sign_in
 from tests.console_fakes import FakePbx, started_service
 from tests.test_spy import OP1, SUP_PHONE, spy_app, spy_support
 
@@ -50,17 +50,7 @@ async def site(tmp_db: str) -> AsyncIterator[Site]:
 
 
 async def wallboard(browser: Any, site: Site) -> tuple[Any, list[str]]:
-    context = await browser.new_context(viewport={"width": 1600, "height": 1000},
-                                        locale="zh-CN")
-    context.set_default_timeout(8000)
-    page = await context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    await page.goto(site.url + "/login")
-    await page.fill("#username", "sup1")
-    await page.fill("#password", "demo")
-    await page.press("#password", "Enter")
+    page, problems = await sign_in(browser, site.url, "sup1", width=1600, height=1000)
     await page.wait_for_url("**/wallboard")
     return page, problems
 

@@ -16,7 +16,7 @@ from agent_console.server import make_app
 from callcenter.orders import Actor, Caller, Role
 from callcenter.seed_orders import seed_demo_orders
 from callcenter.workorders import WorkOrders
-from tests.conftest import BROWSER_MARKS
+from tests.conftest import BROWSER_MARKS, sign_in
 from tests.console_fakes import CHEAP, started_service
 
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
@@ -42,17 +42,7 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
 
 
 async def signed_in(browser: Any, url: str, user: str) -> tuple[Any, list[str]]:
-    context = await browser.new_context(viewport={"width": 1400, "height": 900},
-                                        locale="zh-CN")
-    context.set_default_timeout(8000)
-    page = await context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    await page.goto(url + "/login")
-    await page.fill("#username", user)
-    await page.fill("#password", "demo")
-    await page.press("#password", "Enter")
+    page, problems = await sign_in(browser, url, user)
     await page.wait_for_url(lambda u: "/login" not in u or "none=1" in u or "/login?" in u)
     await page.goto(url + "/orders")
     await page.wait_for_selector("#orders tr")
