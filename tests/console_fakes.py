@@ -9,11 +9,14 @@ caller's side: join a queue, ring an operator, connect, complete.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from aiohttp.test_utils import TestServer
 from argon2 import PasswordHasher
 
 from acd import events as ev
@@ -232,3 +235,44 @@ async def started_service(db_url: str) -> tuple[Service, FakePbx]:
     await service.start()
     await seed_demo_users(service.store, passwords=CHEAP)
     return service, pbx
+
+
+class Person:
+    """One browser: its own cookie jar and CSRF token."""
+
+    def __init__(self, server: TestServer) -> None:
+        self.server = server
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def login(self, username: str, password: str = "demo") -> tuple[int, Any]:
+        status, body = await self.call("POST", "/api/login",
+                                       {"username": username, "password": password})
+        if status == 200:
+            self.csrf = body["csrf"]
+        return status, body
+
+    async def call(self, method: str, path: str, body: Any = None, *, csrf: bool = True,
+                   headers: dict[str, str] | None = None, raw: bytes | None = None
+                   ) -> tuple[int, Any]:
+        h = dict(headers or {})
+        if csrf and self.csrf:
+            h.setdefault("X-CSRF-Token", self.csrf)
+        kwargs: dict[str, Any] = {"headers": h}
+        if raw is not None:
+            kwargs["data"] = raw
+            h.setdefault("Content-Type", "application/json")
+        elif method != "GET":
+            kwargs["json"] = {} if body is None else body
+        async with self.http.request(method, self.url(path), **kwargs) as r:
+            text = await r.text()
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                return r.status, text
+
+    async def ws(self, query: str = "") -> aiohttp.ClientWebSocketResponse:
+        return await self.http.ws_connect(self.url("/ws" + query))

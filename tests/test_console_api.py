@@ -33,51 +33,10 @@ from agent_console.users_cli import add_arguments, main_from_args
 from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.console_fakes import CHEAP, FakePbx, started_service
+from tests.console_fakes import CHEAP, FakePbx, Person, started_service
 
 OP1 = "Local/1001@agents/n"
 OP2 = "Local/1002@agents/n"
-
-
-class Person:
-    """One browser: its own cookie jar and CSRF token."""
-
-    def __init__(self, server: TestServer) -> None:
-        self.server = server
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        self.csrf = ""
-
-    def url(self, path: str) -> str:
-        return str(self.server.make_url(path))
-
-    async def login(self, username: str, password: str = "demo") -> tuple[int, Any]:
-        status, body = await self.call("POST", "/api/login",
-                                       {"username": username, "password": password})
-        if status == 200:
-            self.csrf = body["csrf"]
-        return status, body
-
-    async def call(self, method: str, path: str, body: Any = None, *, csrf: bool = True,
-                   headers: dict[str, str] | None = None, raw: bytes | None = None
-                   ) -> tuple[int, Any]:
-        h = dict(headers or {})
-        if csrf and self.csrf:
-            h.setdefault("X-CSRF-Token", self.csrf)
-        kwargs: dict[str, Any] = {"headers": h}
-        if raw is not None:
-            kwargs["data"] = raw
-            h.setdefault("Content-Type", "application/json")
-        elif method != "GET":
-            kwargs["json"] = {} if body is None else body
-        async with self.http.request(method, self.url(path), **kwargs) as r:
-            text = await r.text()
-            try:
-                return r.status, json.loads(text)
-            except ValueError:
-                return r.status, text
-
-    async def ws(self, query: str = "") -> aiohttp.ClientWebSocketResponse:
-        return await self.http.ws_connect(self.url("/ws" + query))
 
 
 class Rig:

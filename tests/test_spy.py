@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -26,7 +24,7 @@ from agent_console.server import make_app
 from agent_console.spy import SPY_DESK, setup_spy, spy_channels, spy_target
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.console_fakes import CHEAP, FakePbx, started_service
+from tests.console_fakes import CHEAP, FakePbx, Person, started_service
 
 OP1 = "Local/1001@agents/n"
 OP2 = "Local/1002@agents/n"
@@ -80,31 +78,6 @@ def spy_app(service: Service) -> web.Application:
                for r in app.router.routes()):
         setup_spy(app)
     return app
-
-
-class Person:
-    """One browser: its own cookie jar and CSRF token."""
-
-    def __init__(self, server: TestServer) -> None:
-        self.server = server
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        self.csrf = ""
-
-    async def call(self, method: str, path: str, body: Any = None, *, csrf: bool = True,
-                   raw: bytes | None = None) -> tuple[int, Any]:
-        headers = {"X-CSRF-Token": self.csrf} if csrf and self.csrf else {}
-        kwargs: dict[str, Any] = {"headers": headers}
-        if raw is not None:
-            kwargs["data"] = raw
-            headers["Content-Type"] = "application/json"
-        elif method != "GET":
-            kwargs["json"] = {} if body is None else body
-        async with self.http.request(method, str(self.server.make_url(path)), **kwargs) as r:
-            text = await r.text()
-            try:
-                return r.status, json.loads(text)
-            except ValueError:
-                return r.status, text
 
 
 class Rig:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -24,38 +23,7 @@ from callcenter.seed_orders import seed_handlers
 from callcenter.service import Service
 from callcenter.workorders import WorkOrders
 from ivr.dialer import STATUSES
-from tests.console_fakes import CHEAP, started_service
-
-
-class Person:
-    """One browser: its cookie jar and CSRF token."""
-
-    def __init__(self, server: TestServer) -> None:
-        self.server = server
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        self.csrf = ""
-
-    async def login(self, username: str) -> None:
-        status, body = await self.call("POST", "/api/login",
-                                       {"username": username, "password": "demo"})
-        assert status == 200, body
-        self.csrf = body["csrf"]
-
-    async def call(self, method: str, path: str, body: Any = None, *, csrf: bool = True,
-                   raw: bytes | None = None) -> tuple[int, Any]:
-        headers = {"X-CSRF-Token": self.csrf} if csrf and self.csrf else {}
-        kwargs: dict[str, Any] = {"headers": headers}
-        if raw is not None:
-            kwargs["data"] = raw
-            headers["Content-Type"] = "application/json"
-        elif method != "GET":
-            kwargs["json"] = {} if body is None else body
-        async with self.http.request(method, str(self.server.make_url(path)), **kwargs) as r:
-            text = await r.text()
-            try:
-                return r.status, json.loads(text)
-            except ValueError:
-                return r.status, text
+from tests.console_fakes import CHEAP, Person, started_service
 
 
 class Rig:
@@ -66,7 +34,8 @@ class Rig:
     async def as_user(self, username: str) -> Person:
         p = Person(self.server)
         self.people.append(p)
-        await p.login(username)
+        status, body = await p.login(username)
+        assert status == 200, body
         return p
 
 
