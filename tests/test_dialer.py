@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from alembic import command
+from sqlalchemy import create_engine, inspect, select
 
 from acd import events as ev
 from acd.state import CallCenter, QueueConfig
 from callcenter.ami import LinkDown
-from callcenter.db import Store
+from callcenter.db import Store, alembic_config
 from callcenter.orders import Actor, Caller, Role, State
 from callcenter.workorders import WorkOrders
 from ivr.dialer import (
@@ -369,3 +371,17 @@ async def test_an_order_completed_again_after_a_reopen_gets_a_new_visit(rig: Rig
     assert [a["ActionID"] for a in rig.link.sent] == [f"rv-{oid}-1", f"rv-{oid}-1"]
     row = await return_visit_of(rig.store.engine, oid)
     assert row["status"] == "waiting" and row["attempts"] == 1
+
+
+def test_migration_0004_downgrades_and_upgrades_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'migrate.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "head")
+    assert {"outbound_calls", "call_surveys"} <= set(
+        inspect(create_engine(url)).get_table_names())
+    command.downgrade(cfg, "0003")
+    assert not {"outbound_calls", "call_surveys"} & set(
+        inspect(create_engine(url)).get_table_names())
+    command.upgrade(cfg, "head")
+    columns = {c["name"] for c in inspect(create_engine(url)).get_columns("outbound_calls")}
+    assert {"kind", "key", "attempts", "next_at", "status", "result"} <= columns
