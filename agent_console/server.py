@@ -154,21 +154,25 @@ class Console:
     names: dict[str, str] = field(default_factory=dict)  # member name -> display name
     # queue member (interface or member name) -> keys of the operator streams showing it
     watching: dict[str, set[str]] = field(default_factory=dict)
-    _snap: tuple[float, dict[str, Any]] | None = None
+    _snap: tuple[float, int, dict[str, Any]] | None = None  # (at, full refresh, snapshot)
     _op_queues: tuple[int, float, dict[str, Any]] | None = None  # (full refresh, at, figures)
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
     _wall_changed: set[str] = field(default_factory=set)  # interfaces
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """The service snapshot, shared by every view built for the same refresh.
-
-        Views read the agents from the live centre, so the snapshot's own list of
-        agents (1,000 of them) is not built.
+        """The service snapshot (figures of today, the last 15 minutes, the trend),
+        shared by every view: built once per full refresh and never older than a
+        refresh period.  What must be live (agents, callers waiting, the link)
+        views read from the centre, so the snapshot's own list of 1,000 agents
+        is not built either.
         """
-        if self._snap is None or self._snap[0] != now:
-            self._snap = (now, self.service.snapshot(agents=False))
-        return self._snap[1]
+        snap = self._snap
+        gen = self.hub.full_refreshes
+        if (snap is None or (self.hub.full and snap[1] != gen)
+                or abs(now - snap[0]) >= self.hub.refresh_every):
+            snap = self._snap = (now, gen, self.service.snapshot(agents=False))
+        return snap[2]
 
     def wall(self, now: float) -> dict[str, Any]:
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,

@@ -76,9 +76,9 @@ def _oldest(centre: CallCenter, queue: str) -> float | None:
     return min(c.joined_at for c in waiting) if waiting else None
 
 
-def _link(snap: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
-    return {"up": snap["link"]["up"], "reason": snap["link"]["reason"],
-            "since": tracker.link_since}
+def _link(centre: CallCenter, tracker: Tracker) -> dict[str, Any]:
+    """The PBX link as it is now (not as the snapshot, which may be a second old, saw it)."""
+    return {"up": centre.link_up, "reason": centre.link_reason, "since": tracker.link_since}
 
 
 def wall_agent(a: Agent, tracker: Tracker, names: Mapping[str, str]) -> dict[str, Any]:
@@ -99,22 +99,25 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
 
     ``names`` maps a queue member name to the operator's display name;
     ``agents`` is :func:`wall_agents` when the caller keeps it up to date itself.
+    The callers waiting, the link and the agents are read live; the figures come
+    from ``snap`` (the console refreshes it about once a second).
     """
     names = names or {}
     queues: dict[str, Any] = {}
     for q in snap["queues"]:
         name = q["queue"]
+        waiting = centre.waiting_in(name)
         queues[name] = {
             "queue": name, "title": q["title"], "servicelevel": q["servicelevel"],
-            "waiting": q["waiting"], "oldest_joined_at": _oldest(centre, name),
+            "waiting": len(waiting), "oldest_joined_at": _oldest(centre, name),
             "today": q["today"], "last_15min": q["last_15min"],
             "agents_logged_in": q["agents_logged_in"],
             "callers": [{"uniqueid": c.uniqueid, "caller": mask_number(c.caller_num),
                          "name": c.caller_name, "hotline": c.hotline, "joined_at": c.joined_at}
-                        for c in centre.waiting_in(name)[:20]],
+                        for c in waiting[:20]],
         }
     doc: dict[str, Any] = {
-        "link": _link(snap, tracker),
+        "link": _link(centre, tracker),
         "queues": queues,
         "today": snap["today"],
         "last_15min": snap["last_15min"],
@@ -142,7 +145,8 @@ def operator_queues(snap: dict[str, Any], centre: CallCenter) -> dict[str, Any]:
     Built once and shared by every operator view (the console refreshes it at
     most once a second, so a caller joining does not change 1,000 screens).
     """
-    return {q["queue"]: {"queue": q["queue"], "title": q["title"], "waiting": q["waiting"],
+    return {q["queue"]: {"queue": q["queue"], "title": q["title"],
+                         "waiting": len(centre.waiting_in(q["queue"])),
                          "oldest_joined_at": _oldest(centre, q["queue"])}
             for q in snap["queues"]}
 
