@@ -182,6 +182,13 @@ class _Load:
                     self.rung.setdefault(key, written)
                 done += due
             await asyncio.sleep(0.002)
+        rest = int(rate * seconds) - done  # a late last turn: still exactly rate x seconds
+        if rest > 0:
+            data, count, rings = self._encode(self.stream.take(rest))
+            self._write(data, count)
+            written = time.time()
+            for key in rings:
+                self.rung.setdefault(key, written)
         return self.sent
 
     def prepare_blast(self, events: int) -> int:
