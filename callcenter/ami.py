@@ -158,21 +158,37 @@ class Frame(dict[str, str]):
 def parse_frame(raw: bytes) -> Frame:
     """Parse one complete frame (without its closing blank line).
 
-    The fast path is one decode, one split and one dict build; anything unusual
-    (a line without ``": "``, a repeated header, NUL, a bare LF, invalid UTF-8,
-    blank lines) falls through to a careful path that sanitizes and records ``problems``.
+    The fast path is one decode, one split and one pass of ``str.partition``
+    (strings only: no per-line lists for the garbage collector to track);
+    repeated headers, such as one ``ChanVariable`` per channel variable, go to
+    ``multi`` on the way.  Anything unusual (a line without ``": "``, NUL, a bare
+    LF, invalid UTF-8, blank lines) falls through to a careful path that
+    sanitizes and records ``problems``.
     """
     try:
         text = raw.decode()
     except UnicodeDecodeError:
         return _parse_careful(raw)
     lines = text.split("\r\n")
-    try:
-        frame = Frame([line.split(": ", 1) for line in lines])
-    except ValueError:
-        return _parse_careful(raw)
-    if len(frame) != len(lines) or "\x00" in text or text.count("\n") >= len(lines):
-        return _parse_careful(raw)  # repeated key, NUL, or a bare LF (legacy Command body)
+    if "\x00" in text or text.count("\n") >= len(lines):
+        return _parse_careful(raw)  # NUL, or a bare LF (legacy Command body)
+    frame = Frame()
+    multi: dict[str, list[str]] | None = None
+    for line in lines:
+        key, sep, value = line.partition(": ")
+        if not key or not sep:
+            return _parse_careful(raw)
+        if key in frame:
+            if multi is None:
+                multi = {}
+            multi.setdefault(key, [frame[key]]).append(value)
+        else:
+            frame[key] = value
+    if multi is not None:
+        frame.multi = multi
+        merged = [k for k in ("Event", "Response", "ActionID") if k in multi]
+        if merged:
+            frame.problems = ("repeated " + "/".join(merged) + " (merged or cut frame)",)
     return frame
 
 

@@ -630,3 +630,21 @@ async def test_panoramisk_testing_line_ending_change_does_not_matter(
     await server.send(CALLER_FRAME)
     await until(lambda: bool(rec.named("QueueCallerJoin")))
     assert (await link.action({"Action": "Ping"}))["Ping"] == "Pong"
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(["Event", "ChanVariable", "Uniqueid", "ActionID",
+                                           "DestChanVariable", "Queue", "X-Y"]),
+                          st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                                         blacklist_characters="\r\n\x00"),
+                                  max_size=12)),
+                min_size=1, max_size=12))
+def test_fast_path_with_repeated_keys_equals_the_careful_path(
+        headers: list[tuple[str, str]]) -> None:
+    from callcenter.ami import _parse_careful
+
+    raw = "\r\n".join(f"{k}: {v}" for k, v in headers).encode()
+    fast, careful = parse_frame(raw), _parse_careful(raw)
+    assert dict(fast) == dict(careful)
+    assert dict(fast.multi) == dict(careful.multi)
+    assert fast.problems == careful.problems and fast.loose == careful.loose
