@@ -151,6 +151,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._upsert_stmt: Any = None
 
     async def open(self) -> None:
         await migrate(self.engine)
@@ -158,19 +159,24 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    def _upsert(self, rows: list[dict[str, Any]]) -> Any:
-        dialect = self.engine.dialect.name
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CallRow)
-        update = {c: getattr(ins.excluded, c) for c in CALL_COLUMNS if c != "uniqueid"}
-        return ins.values(rows).on_conflict_do_update(index_elements=["uniqueid"], set_=update)
+    def _upsert(self) -> Any:
+        """INSERT ... ON CONFLICT (uniqueid) DO UPDATE, built once and executed with
+        many parameter sets (a statement built around 500 rows of literals per flush
+        cost more than the writing)."""
+        if self._upsert_stmt is None:
+            dialect = self.engine.dialect.name
+            ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CallRow)
+            update = {c: getattr(ins.excluded, c) for c in CALL_COLUMNS if c != "uniqueid"}
+            self._upsert_stmt = ins.on_conflict_do_update(index_elements=["uniqueid"],
+                                                          set_=update)
+        return self._upsert_stmt
 
     async def save_calls(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert or update call records (one statement per chunk)."""
+        """Insert or update call records (one statement, many parameter sets)."""
         if not rows:
             return
         async with self.engine.begin() as conn:
-            for i in range(0, len(rows), 500):
-                await conn.execute(self._upsert(list(rows[i:i + 500])))
+            await conn.execute(self._upsert(), [dict(r) for r in rows])
 
     async def append_agent_states(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
