@@ -69,6 +69,7 @@ from agent_console.models import Role
 from agent_console.orders import CallerHistory, DraftError, Orders, draft_json, order_json
 from agent_console.views import (
     Tracker,
+    answered_by,
     call_belongs_to,
     operator_agent,
     operator_queues,
@@ -607,7 +608,7 @@ async def api_history(request: web.Request) -> web.Response:
     user = session.user
     for h in history["calls"]:  # playable: supervisors any, an operator their own calls
         if store is not None and store.get(str(h.get("uniqueid", ""))) is not None and (
-                user.is_supervisor or h.get("agent") and h.get("agent") == user.member_name):
+                user.is_supervisor or answered_by(user, h.get("agent"), h.get("interface"))):
             h["recording"] = f"/api/recordings/{h['uniqueid']}"
     return web.json_response({"caller": call.caller_num, **history}, dumps=dumps)
 
@@ -881,8 +882,7 @@ def _own_call(service: Service) -> Callable[[User, str], Awaitable[bool]]:
             return False
         async with service.store.sessions() as s:
             row = await s.get(CallRow, uniqueid)
-        return row is not None and (row.interface == user.interface or bool(
-            user.member_name) and row.agent == user.member_name)
+        return row is not None and answered_by(user, row.agent, row.interface)
 
     return own
 

@@ -182,14 +182,19 @@ def _title(queues: dict[str, Any], queue: str) -> str:
     return q["title"] if q else queue
 
 
+def answered_by(user: User, agent: str | None, interface: str | None) -> bool:
+    """Whether a call taken by member ``agent`` on ``interface`` was this user's."""
+    mine = {user.member_name, user.interface} - {""}
+    return agent in mine or interface in mine
+
+
 def call_belongs_to(centre: CallCenter, user: User, uniqueid: str) -> Call | None:
     """The call if it is (or was, recently) this operator's, else None."""
     call = centre.calls.get(uniqueid)
     if call is None:
         return None
     agent = operator_agent(centre, user)
-    mine = {user.member_name, user.interface} - {""}
-    if call.agent in mine or call.interface in mine:
+    if answered_by(user, call.agent, call.interface):
         return call
     if agent is not None and uniqueid in (agent.call, agent.last_call):
         return call

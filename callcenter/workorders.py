@@ -731,7 +731,8 @@ class WorkOrders:
         rows.sort(key=lambda r: (r.status in final, -r.created_at))
         return {
             "calls": [{"uniqueid": c.uniqueid, "queue": c.queue, "joined_at": c.joined_at,
-                       "outcome": c.outcome, "agent": c.agent, "hotline": c.hotline,
+                       "outcome": c.outcome, "agent": c.agent, "interface": c.interface,
+                       "hotline": c.hotline,
                        "category": c.category, "hold_time": c.hold_time,
                        "talk_time": c.talk_time} for c in calls],
             "work_orders": [{"id": r.id, "number": r.number, "caller": r.caller,
