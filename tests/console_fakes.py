@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,3 +277,19 @@ class Person:
 
     async def ws(self, query: str = "") -> aiohttp.ClientWebSocketResponse:
         return await self.http.ws_connect(self.url("/ws" + query))
+
+
+@asynccontextmanager
+async def serving(service: Service, app: Any) -> AsyncIterator[tuple[TestServer, list[Person]]]:
+    """``app`` on a test server; on the way out the browsers opened (the list),
+    the server and ``service`` are closed, in that order."""
+    server = TestServer(app)
+    await server.start_server()
+    people: list[Person] = []
+    try:
+        yield server, people
+    finally:
+        for p in people:
+            await p.http.close()
+        await server.close()
+        await service.stop()

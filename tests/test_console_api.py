@@ -33,7 +33,7 @@ from agent_console.users_cli import add_arguments, main_from_args
 from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.console_fakes import CHEAP, FakePbx, Person, started_service
+from tests.console_fakes import CHEAP, FakePbx, Person, serving, started_service
 
 OP1 = "Local/1001@agents/n"
 OP2 = "Local/1002@agents/n"
@@ -70,17 +70,11 @@ async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, pbx = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
                    throttle=LoginThrottle(free=3, free_per_ip=50, base_s=30))
-    server = TestServer(app)
-    await server.start_server()
-    r = Rig(service, pbx, server)
-    await r.settle()
-    try:
+    async with serving(service, app) as (server, people):
+        r = Rig(service, pbx, server)
+        r.people = people
+        await r.settle()
         yield r
-    finally:
-        for p in r.people:
-            await p.http.close()
-        await server.close()
-        await service.stop()
 
 
 async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str | None = None,

@@ -24,7 +24,7 @@ from agent_console.server import make_app
 from agent_console.spy import SPY_DESK, setup_spy, spy_channels, spy_target
 from callcenter.db import AuditRow
 from callcenter.service import Service
-from tests.console_fakes import CHEAP, FakePbx, Person, started_service
+from tests.console_fakes import CHEAP, FakePbx, Person, serving, started_service
 
 OP1 = "Local/1001@agents/n"
 OP2 = "Local/1002@agents/n"
@@ -123,17 +123,11 @@ class Rig:
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, pbx = await started_service(tmp_db)
     app = spy_app(service)
-    server = TestServer(app)
-    await server.start_server()
-    r = Rig(service, pbx, server, app)
-    await r.settle()
-    try:
+    async with serving(service, app) as (server, people):
+        r = Rig(service, pbx, server, app)
+        r.people = people
+        await r.settle()
         yield r
-    finally:
-        for p in r.people:
-            await p.http.close()
-        await server.close()
-        await service.stop()
 
 
 URL = "/api/supervise/agent1001/spy"

@@ -23,7 +23,7 @@ from callcenter.seed_orders import seed_handlers
 from callcenter.service import Service
 from callcenter.workorders import WorkOrders
 from ivr.dialer import STATUSES
-from tests.console_fakes import CHEAP, Person, started_service
+from tests.console_fakes import CHEAP, Person, serving, started_service
 
 
 class Rig:
@@ -46,16 +46,10 @@ async def rig(tmp_db: str) -> AsyncIterator[Rig]:
                    throttle=LoginThrottle(free=50, free_per_ip=500))
     wo = app[WORK_ORDERS]
     await seed_handlers(service.store, wo, passwords=CHEAP)
-    server = TestServer(app)
-    await server.start_server()
-    r = Rig(service, server, wo)
-    try:
+    async with serving(service, app) as (server, people):
+        r = Rig(service, server, wo)
+        r.people = people
         yield r
-    finally:
-        for p in r.people:
-            await p.http.close()
-        await server.close()
-        await service.stop()
 
 
 NEW = {"caller": "13812345678", "caller_name": "张三", "call_uniqueid": "1700000000.1",
