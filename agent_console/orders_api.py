@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Each handler checks the input's types and sizes, turns the signed-in account into
 the core's :class:`~callcenter.orders.Actor` (a handler account acts for the
-department in ``department_handlers``) and calls :class:`~callcenter.workorders.WorkOrders`.
+department in ``department_handlers``) and calls :class:`~callcenter.orders.store.WorkOrders`.
 Whether a step is allowed is decided by the pure core alone; its refusals map to
 HTTP as: unknown order 404, wrong role or department 403 (``NotAllowed``), step
 that does not fit the order's state 409, bad data 400 (``IllegalStep``), someone
@@ -42,7 +42,7 @@ from aiohttp import web
 from agent_console.http import ApiError, list_field, read_json, text_field
 from agent_console.models import Role as AccountRole
 from agent_console.server import CONSOLE, RECORDINGS, need_session, page
-from callcenter.orders import (
+from callcenter.orders.lifecycle import (
     TRANSITIONS,
     Caller,
     IllegalStep,
@@ -57,7 +57,7 @@ from callcenter.orders import (
     redact,
     suggest_departments,
 )
-from callcenter.workorders import (
+from callcenter.orders.store import (
     OrderConflict,
     OrderNotFound,
     WorkOrders,
@@ -545,7 +545,7 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "hotline work orders", "version": "1",
                  "description": "12345 work orders: lifecycle steps are checked by the "
-                                "pure core (callcenter.orders); errors are {\"error\": ...}."},
+                                "pure core (callcenter.orders.lifecycle); errors are {\"error\": ...}."},
         "components": {
             "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
                                             "name": "hotline_session"}},

@@ -78,9 +78,9 @@ from agent_console.views import (
     wall_agents,
     wall_view,
 )
-from callcenter.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.config import Settings
 from callcenter.db import CallRow
+from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.service import Service
 from recordings.http import recording_handler
 from recordings.store import RecordingStore

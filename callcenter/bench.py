@@ -7,7 +7,7 @@ Two processes, one core each.  *This* process is the system under test: the
 ``callcenter serve`` builds them, on a temporary SQLite database.  A spawned
 *load* process plays everybody else:
 
-* the PBX: a :class:`~callcenter.pbxsim.Pbx` (one queue, ``agents`` members
+* the PBX: a :class:`~callcenter.pbx.sim.Pbx` (one queue, ``agents`` members
   ``Local/<1000+i>@agents/n``, constant call rate that keeps them busy) behind
   an AMI socket.  Its frames are paced by *count* (``--rate`` events per second),
   not by PBX time, so the wire rate is exactly what was asked for; a *blast*
@@ -28,7 +28,7 @@ first shows the call.  Phases, in order:
    it at is the most the service takes before its backlog grows;
 3. *baseline*: the same trace through bare panoramisk parsing
    (``AMIProtocol.data_received`` with a no-op ``handle_message``);
-4. *work orders*: created (受理) through :class:`callcenter.workorders.WorkOrders`;
+4. *work orders*: created (受理) through :class:`callcenter.orders.store.WorkOrders`;
 5. *day rebuild*: ``--day-calls`` synthetic records saved with
    :meth:`Store.save_calls`, then ``calls_between`` + ``by_interval`` + ``by_queue``.
 """
@@ -56,7 +56,7 @@ import structlog
 
 from agent_console.hub import Hub
 from callcenter import logs
-from callcenter.pbxsim import BANNER, AmiSession, Frame, Pbx, build_pbx
+from callcenter.pbx.sim import BANNER, AmiSession, Frame, Pbx, build_pbx
 from callcenter.service import Service
 
 log = structlog.get_logger(__name__)
@@ -409,11 +409,11 @@ def panoramisk_rate(frames: list[bytes], chunk: int = 65536) -> float:
 
 
 async def orders_rate(url: str, count: int) -> float:
-    """Work orders created (受理) per second through :class:`callcenter.workorders.WorkOrders`."""
+    """Work orders created (受理) per second through :class:`callcenter.orders.store.WorkOrders`."""
     from callcenter.config import Settings
     from callcenter.db import Store
-    from callcenter.orders import Actor, Caller, Role
-    from callcenter.workorders import WorkOrders
+    from callcenter.orders.lifecycle import Actor, Caller, Role
+    from callcenter.orders.store import WorkOrders
 
     store = Store(url)
     await store.open()

@@ -27,7 +27,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from acd.state import QueueConfig
-    from callcenter.replay import TraceError, replay
+    from callcenter.pbx.replay import TraceError, replay
 
     s = _settings(args)
     try:
@@ -110,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_ami(args: argparse.Namespace) -> int:
-    from callcenter.ami import AmiError, AmiLink
+    from callcenter.pbx.ami import AmiError, AmiLink
 
     s = _settings(args)
     a = s.ami
@@ -143,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pbx_sim(args: argparse.Namespace) -> int:
-    from callcenter.pbxsim import main_from_args
+    from callcenter.pbx.sim import main_from_args
 
     asyncio.run(main_from_args(args))
     return 0
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     try:
-        from callcenter.pbxsim import add_arguments
+        from callcenter.pbx.sim import add_arguments
     except ImportError:  # pragma: no cover - during development only
         add_arguments = None
     if add_arguments is not None:

@@ -18,11 +18,11 @@ import structlog
 from aiohttp import web
 
 from callcenter.config import Settings
-from callcenter.pbxsim import Pbx, PbxConfig, PbxSimServer
-from callcenter.pbxsim import QueueConfig as SimQueue
+from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import QueueConfig as SimQueue
+from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
 from callcenter.service import Service
 from callcenter.telephony import Telephony
-from callcenter.traffic import RandomTraffic, TrafficConfig
 from ivr.dialer import OutboundSettings
 
 log = structlog.get_logger(__name__)
@@ -103,7 +103,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
-    from callcenter.seed_orders import seed_demo_orders
+    from callcenter.orders.demo_seed import seed_demo_orders
     from callcenter.telephony import TelephonyError, start_telephony
 
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -37,9 +37,9 @@ from acd.state import (
     LinkStateChanged,
     QueueChanged,
 )
-from callcenter.ami import AmiLink
 from callcenter.config import Settings
 from callcenter.db import Store
+from callcenter.pbx.ami import AmiLink
 
 log = structlog.get_logger(__name__)
 

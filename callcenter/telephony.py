@@ -65,7 +65,7 @@ def order_status(work_orders: Any) -> Callable[[str], Any]:
     async def lookup(keyed: str) -> str | None:
         from sqlalchemy import select
 
-        from callcenter.workorders import OrderRow
+        from callcenter.orders.store import OrderRow
 
         digits = keyed.strip()
         number = f"{digits[:8]}-{digits[8:]}" if len(digits) == 14 and digits.isdigit() \

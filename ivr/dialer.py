@@ -193,7 +193,7 @@ class Dialer:
 
     engine: AsyncEngine
     send: Send  # AmiLink.action
-    orders: Any  # callcenter.workorders.WorkOrders
+    orders: Any  # callcenter.orders.store.WorkOrders
     centre: CallCenter
     settings: OutboundSettings
     clock: Callable[[], float]
@@ -279,8 +279,8 @@ class Dialer:
     async def visit_answered(self, order_id: str, resolved: bool, sat_operator: int | None,
                              sat_department: int | None, call_id: str) -> None:
         """The IVR's ``on_answer``: the citizen's keys go on the order (the only source)."""
-        from callcenter.orders import OrderError
-        from callcenter.workorders import OrderConflict, OrderNotFound
+        from callcenter.orders.lifecycle import OrderError
+        from callcenter.orders.store import OrderConflict, OrderNotFound
 
         keys = f"resolved={resolved} operator={sat_operator} department={sat_department}"
         try:
@@ -299,7 +299,7 @@ class Dialer:
 
     async def asks_department(self, order_id: str) -> bool:
         """The IVR's ``asks_department``: only an order a department handled has one to rate."""
-        from callcenter.workorders import OrderNotFound
+        from callcenter.orders.store import OrderNotFound
 
         try:
             return (await self.orders.get(order_id)).lead_department is not None
@@ -348,7 +348,7 @@ class Dialer:
     # ---- return visits
 
     async def _schedule_completed(self, now: float) -> None:
-        from callcenter.workorders import OrderRow  # the order tables' owner
+        from callcenter.orders.store import OrderRow  # the order tables' owner
 
         async with self.sessions() as s:
             rows = (await s.execute(select(OrderRow.id, OrderRow.caller, OrderRow.status)
@@ -382,8 +382,8 @@ class Dialer:
         self._seen_visits &= open_ids
 
     async def _dial_visit(self, order_id: str, number: str, attempt: int) -> None:
-        from callcenter.orders import OrderError, State, Step
-        from callcenter.workorders import SYSTEM, OrderConflict, OrderNotFound
+        from callcenter.orders.lifecycle import OrderError, State, Step
+        from callcenter.orders.store import SYSTEM, OrderConflict, OrderNotFound
 
         try:
             order = await self.orders.get(order_id)
@@ -413,8 +413,8 @@ class Dialer:
         log.info("return_visit_dialled", order=order_id, attempt=attempt)
 
     async def _visit_failed(self, order_id: str, why: str) -> None:
-        from callcenter.orders import OrderError, Step
-        from callcenter.workorders import SYSTEM, OrderConflict, OrderNotFound
+        from callcenter.orders.lifecycle import OrderError, Step
+        from callcenter.orders.store import SYSTEM, OrderConflict, OrderNotFound
 
         self._waiting_result.pop(order_id, None)
         if self.visits.get(order_id) is None:
@@ -492,7 +492,7 @@ class Dialer:
 
     async def _originate(self, action: dict[str, Any], what: str) -> bool:
         """Send an Originate; False when it could not be placed (retried later)."""
-        from callcenter.ami import AmiError
+        from callcenter.pbx.ami import AmiError
 
         try:
             reply = await self.send(action)

@@ -434,7 +434,7 @@ class Questionnaire:
 
 
 SATISFACTION = {"1": 1, "2": 2, "3": 3}
-"""Key = score as in callcenter.orders: 3 满意 satisfied, 2 基本满意, 1 不满意 dissatisfied."""
+"""Key = score as in callcenter.orders.lifecycle: 3 满意 satisfied, 2 基本满意, 1 不满意 dissatisfied."""
 
 
 def survey(prompt: str = "hotline/survey") -> Questionnaire:

@@ -29,7 +29,7 @@ async def _open_order_calls(settings: Settings) -> dict[str, str]:
     from sqlalchemy import select
 
     from callcenter.db import Store
-    from callcenter.workorders import OrderRow
+    from callcenter.orders.store import OrderRow
 
     store = Store(settings.database_url)
     try:

@@ -71,7 +71,7 @@ class CallRecorder:
     # ---- work
 
     async def _start(self, uniqueid: str, channel: str) -> None:
-        from callcenter.ami import AmiError
+        from callcenter.pbx.ami import AmiError
 
         try:
             rel = path_for(uniqueid)

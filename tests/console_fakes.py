@@ -22,8 +22,8 @@ from argon2 import PasswordHasher
 
 from acd import events as ev
 from agent_console.auth import Passwords, seed_demo_users
-from callcenter.ami import LinkDown
 from callcenter.config import load
+from callcenter.pbx.ami import LinkDown
 from callcenter.service import Service
 
 

@@ -317,8 +317,8 @@ async def test_wallboard_figures_equal_the_metrics_api(
 
 @pytest.fixture
 async def sim_site(tmp_db: str) -> AsyncIterator[tuple[Site, Any, Any]]:
-    """The service connected over AMI/TCP to callcenter.pbxsim, no simulated operators."""
-    pbxsim = pytest.importorskip("callcenter.pbxsim")
+    """The service connected over AMI/TCP to callcenter.pbx.sim, no simulated operators."""
+    pbxsim = pytest.importorskip("callcenter.pbx.sim")
     pbx = pbxsim.Pbx(pbxsim.PbxConfig(
         queues=(pbxsim.QueueConfig(name="hotline"), pbxsim.QueueConfig(name="hotline-en")),
         agents=0, autologin=False, agent_breaks=False), None, start_time=time.time())
@@ -360,7 +360,7 @@ async def sim_site(tmp_db: str) -> AsyncIterator[tuple[Site, Any, Any]]:
 
 async def test_console_against_the_pbx_simulator(sim_site: tuple[Site, Any, Any],
                                                  browser: Any) -> None:
-    from callcenter.traffic import CallSpec
+    from callcenter.pbx.traffic import CallSpec
 
     site, sim, entered = sim_site
     page, problems = await open_page(browser, site, "op1", 1440, 900)

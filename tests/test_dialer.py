@@ -20,10 +20,10 @@ from sqlalchemy import create_engine, inspect, select
 
 from acd import events as ev
 from acd.state import CallCenter, QueueConfig
-from callcenter.ami import LinkDown
 from callcenter.db import Store, alembic_config
-from callcenter.orders import Actor, Caller, Role, State
-from callcenter.workorders import WorkOrders
+from callcenter.orders.lifecycle import Actor, Caller, Role, State
+from callcenter.orders.store import WorkOrders
+from callcenter.pbx.ami import LinkDown
 from ivr.dialer import (
     ConfigError,
     Dialer,

@@ -16,10 +16,10 @@ import pytest
 
 from acd.state import QueueConfig
 from callcenter.config import load
-from callcenter.pbxsim import Pbx, PbxConfig, PbxSimServer
-from callcenter.pbxsim import QueueConfig as SimQueue
+from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import QueueConfig as SimQueue
+from callcenter.pbx.traffic import CallSpec, RandomTraffic, TrafficConfig
 from callcenter.service import Service
-from callcenter.traffic import CallSpec, RandomTraffic, TrafficConfig
 
 T0 = 1_795_000_000.0
 

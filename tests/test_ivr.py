@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from callcenter.pbxsim import Pbx, PbxConfig, PbxSimServer, QueueConfig
-from callcenter.traffic import CallSpec, ScriptedTraffic
+from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer, QueueConfig
+from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
 from ivr.fastagi import CallbackRequest, HotlineAgi, last4, start_agi_server
 from ivr.menus import (
     DEFAULT_CONFIG,

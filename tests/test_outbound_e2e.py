@@ -20,9 +20,9 @@ from agent_console.orders_api import WORK_ORDERS
 from callcenter.config import load
 from callcenter.db import CallRow
 from callcenter.demo import Demo, start_demo
-from callcenter.orders import Actor, Caller, Role, State
-from callcenter.traffic import CitizenModel
-from callcenter.workorders import WorkOrders
+from callcenter.orders.lifecycle import Actor, Caller, Role, State
+from callcenter.orders.store import WorkOrders
+from callcenter.pbx.traffic import CitizenModel
 from ivr.dialer import OutboundSettings, SurveyRow, outbound_list, return_visit_of
 
 OP = Actor("op1", Role.OPERATOR, "centre")

@@ -10,7 +10,7 @@ from sqlalchemy import insert
 
 from callcenter.cli import build_parser
 from callcenter.db import Store
-from callcenter.workorders import OrderRow
+from callcenter.orders.store import OrderRow
 from recordings.store import write_wav
 
 OLD, HELD, NEW = "1577836800.1", "1577836800.2", "1795434000.3"

@@ -14,11 +14,11 @@ from acd.metrics import by_queue
 from acd.state import QueueConfig
 from callcenter.config import load
 from callcenter.db import Store
-from callcenter.replay import parse_raw, read_trace
+from callcenter.pbx.replay import parse_raw, read_trace
 from callcenter.service import Service
 from tests.conftest import trace_dirs
 from tests.fakeami import FakeAmi, frame, reply
-from tests.test_replay import truth
+from tests.pbx.test_replay import truth
 
 TRACE_DIRS = trace_dirs()
 pytestmark = pytest.mark.skipif(not TRACE_DIRS, reason="no traces in ../shared/ami-traces")

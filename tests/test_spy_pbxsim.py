@@ -21,7 +21,7 @@ from agent_console.server import make_app
 from agent_console.spy import setup_spy, spy_target
 from callcenter.config import load
 from callcenter.demo import build_sim_pbx
-from callcenter.pbxsim import PbxSimServer
+from callcenter.pbx.sim import PbxSimServer
 from callcenter.service import Service
 from tests.console_fakes import CHEAP
 

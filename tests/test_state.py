@@ -268,7 +268,7 @@ def test_resync_marks_bridged_caller_answered() -> None:
 
 
 def test_channel_variables_in_both_wire_forms() -> None:
-    from callcenter.ami import parse_frame
+    from callcenter.pbx.ami import parse_frame
 
     raw = (b"Event: QueueCallerJoin\r\nQueue: hotline\r\nUniqueid: 1.1\r\nCallerIDNum: 138\r\n"
            b"ChanVariable: HOTLINE=12315\r\nChanVariable: IVR_PATH=2-1\r\n"

@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestServer
 from agent_console.auth import LoginThrottle
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import CONSOLE, STATIC, make_app
-from callcenter.orders import State, Step, Urgency
-from callcenter.seed_orders import seed_handlers
+from callcenter.orders.demo_seed import seed_handlers
+from callcenter.orders.lifecycle import State, Step, Urgency
+from callcenter.orders.store import WorkOrders
 from callcenter.service import Service
-from callcenter.workorders import WorkOrders
 from ivr.dialer import STATUSES
 from tests.console_fakes import CHEAP, Person, serving, started_service
 

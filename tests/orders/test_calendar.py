@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callcenter.workcalendar import WorkCalendar
+from callcenter.orders.calendar import WorkCalendar
 
 TZ = ZoneInfo("Asia/Shanghai")
-CONFIG = Path(__file__).resolve().parent.parent / "config" / "calendar.toml"
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "calendar.toml"
 SHIPPED = WorkCalendar.from_toml(CONFIG.read_text(encoding="utf-8"))
 SHIPPED_OFFICE_HOURS = WorkCalendar.from_toml(
     CONFIG.read_text(encoding="utf-8").replace("# office_hours", "office_hours")

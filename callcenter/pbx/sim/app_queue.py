@@ -70,7 +70,7 @@ the trace shows, so the survey conversation finishes after that Hangup event.
 Outbound and supervision (all additive: nothing happens unless the action is sent)
 ------------------------------------------------------------------------------
 * ``Originate`` of ``Local/<number>@hotline-outbound`` / ``@hotline-callback``
-  (a citizen; :class:`~callcenter.traffic.CitizenModel` decides answer, ring time,
+  (a citizen; :class:`~callcenter.pbx.traffic.CitizenModel` decides answer, ring time,
   keys): Newchannel ``;1`` (Down), Newchannel ``;2`` (Ring), NewCallerid ``;1``
   (the Originate's CallerID), LocalBridge, Newstate ``;1`` Ringing.  Not answered:
   Hangup ``;2``, Hangup ``;1`` (cause 19, or 17 busy), then ``OriginateResponse``
@@ -124,7 +124,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from callcenter.traffic import (
+from callcenter.pbx.traffic import (
     CallSource,
     CallSpec,
     CitizenModel,

@@ -19,7 +19,7 @@ from functools import cache
 
 import pytest
 
-from callcenter.pbxsim import (
+from callcenter.pbx.sim import (
     Frame,
     Pbx,
     PbxConfig,
@@ -31,7 +31,7 @@ from callcenter.pbxsim import (
     mask_number,
     parse_frame,
 )
-from callcenter.traffic import (
+from callcenter.pbx.traffic import (
     CallSpec,
     RandomTraffic,
     ScriptedTraffic,

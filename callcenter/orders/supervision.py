@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from callcenter.orders import (
+from callcenter.orders.lifecycle import (
     ANSWER_KEYS,
     AnswerSource,
     Attempt,

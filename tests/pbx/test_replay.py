@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from acd.state import QueueConfig
-from callcenter.replay import TraceError, parse_raw, read_trace, replay
+from callcenter.pbx.replay import TraceError, parse_raw, read_trace, replay
 from tests.conftest import ROOT, trace_dirs
 
 TRACE_DIRS = trace_dirs()

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter import supervision
-from callcenter.orders import (
+from callcenter.orders import supervision
+from callcenter.orders.lifecycle import (
     Actor,
     AuditRecord,
     Caller,
@@ -24,8 +24,8 @@ from callcenter.orders import (
     apply,
     open_order,
 )
-from callcenter.orders import Attempt as RefusedAttempt
-from callcenter.supervision import (
+from callcenter.orders.lifecycle import Attempt as RefusedAttempt
+from callcenter.orders.supervision import (
     SupervisionConfig,
     detect_all,
     dispatch_cycle,

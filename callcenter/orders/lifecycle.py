@@ -74,7 +74,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from callcenter.workcalendar import WorkCalendar
+from callcenter.orders.calendar import WorkCalendar
 
 __all__ = [
     "ALLOWED_ROLES",
@@ -1059,7 +1059,7 @@ def deadlines_for(
 
     The first response is calendar time (departments keep a duty roster); handling is
     calendar hours for emergencies and whole working days otherwise (see
-    :mod:`callcenter.workcalendar`).  Pass ``order=None`` when accepting a new order;
+    :mod:`callcenter.orders.calendar`).  Pass ``order=None`` when accepting a new order;
     pass the order (with the reopening time as ``accepted_at``) to compute a fresh
     handling period for ``reopen``, and the result then also carries its 督办 deadline.
     """

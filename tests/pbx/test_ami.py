@@ -13,8 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from callcenter import ami
-from callcenter.ami import (
+from callcenter.pbx import ami
+from callcenter.pbx.ami import (
     ActionRefused,
     ActionTimeout,
     AmiLink,
@@ -641,7 +641,7 @@ async def test_panoramisk_testing_line_ending_change_does_not_matter(
                 min_size=1, max_size=12))
 def test_fast_path_with_repeated_keys_equals_the_careful_path(
         headers: list[tuple[str, str]]) -> None:
-    from callcenter.ami import _parse_careful
+    from callcenter.pbx.ami import _parse_careful
 
     raw = "\r\n".join(f"{k}: {v}" for k, v in headers).encode()
     fast, careful = parse_frame(raw), _parse_careful(raw)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from callcenter.pbxsim import (
+from callcenter.pbx.sim import (
     Frame,
     Pbx,
     PbxConfig,
@@ -24,7 +24,7 @@ from callcenter.pbxsim import (
     frame_dict,
     parse_frame,
 )
-from callcenter.traffic import CallSpec, CitizenModel, ScriptedTraffic
+from callcenter.pbx.traffic import CallSpec, CitizenModel, ScriptedTraffic
 
 T0 = 1_795_000_000.0
 NUMBER = "13912345678"

@@ -19,7 +19,7 @@ import structlog
 from acd import events as ev
 from acd.metrics import by_queue, queue_json
 from acd.state import CallCenter, QueueConfig
-from callcenter.ami import parse_frame
+from callcenter.pbx.ami import parse_frame
 
 log = structlog.get_logger(__name__)
 

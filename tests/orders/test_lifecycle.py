@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from callcenter.orders import (
+from callcenter.orders.calendar import WorkCalendar
+from callcenter.orders.lifecycle import (
     TRANSITIONS,
     Actor,
     AnswerSource,
@@ -46,10 +47,9 @@ from callcenter.orders import (
     suggest_departments,
     work_order_figures,
 )
-from callcenter.workcalendar import WorkCalendar
 
 TZ = ZoneInfo("Asia/Shanghai")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=TZ)
 
 OPERATOR = Actor("op-07", Role.OPERATOR, "centre")

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The simulator core (:mod:`callcenter.pbxsim`) asks a *call source* for the next
+The simulator core (:mod:`callcenter.pbx.sim`) asks a *call source* for the next
 call and, while the call lives, for the few random decisions Asterisk itself
 cannot make: how long an operator's phone rings before it is answered (or
 whether it is answered at all), how long the conversation lasts, who hangs up,

@@ -1,4 +1,4 @@
-"""Work orders at rest: the database edge around the pure core :mod:`callcenter.orders`.
+"""Work orders at rest: the database edge around the pure core :mod:`callcenter.orders.lifecycle`.
 
 Theory of operation
 -------------------
@@ -56,7 +56,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.db import CallRow
-from callcenter.orders import (
+from callcenter.orders.calendar import WorkCalendar
+from callcenter.orders.lifecycle import (
     TIMED_STATES,
     TRANSITIONS,
     Actor,
@@ -86,8 +87,7 @@ from callcenter.orders import (
     order_number,
     work_order_figures,
 )
-from callcenter.supervision import Anomaly, detect_all
-from callcenter.workcalendar import WorkCalendar
+from callcenter.orders.supervision import Anomaly, detect_all
 
 log = structlog.get_logger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -644,7 +644,7 @@ class WorkOrders:
 
     async def anomalies(self, now: datetime | None = None, *, days: int = 180
                         ) -> list[Anomaly]:
-        """Every detector of :mod:`callcenter.supervision` over recent orders."""
+        """Every detector of :mod:`callcenter.orders.supervision` over recent orders."""
         now = now or self.now()
         cutoff = (now - timedelta(days=days)).timestamp()
         async with self.sessions() as s:

@@ -1,7 +1,7 @@
 """Demo work orders: a realistic set in every state, so every board has something true.
 
 Each story below is what happens to one citizen's request, step by step, through
-:class:`~callcenter.workorders.WorkOrders` (so the pure core checks every step and
+:class:`~callcenter.orders.store.WorkOrders` (so the pure core checks every step and
 the audit trail is real).  Among them: an order returned back and forth between
 two bureaus (推诿 ping-pong and a dispatch cycle), replies copied from a template
 (复读机), a completion the citizen contradicted and one nobody checked (假办结),
@@ -23,8 +23,8 @@ from typing import Any
 from agent_console.auth import DEMO_PASSWORD, Passwords, Users
 from agent_console.models import Role as AccountRole
 from callcenter.db import Store
-from callcenter.orders import Actor, Caller, OrderError, Role, Step, Urgency
-from callcenter.workorders import WorkOrders
+from callcenter.orders.lifecycle import Actor, Caller, OrderError, Role, Step, Urgency
+from callcenter.orders.store import WorkOrders
 
 HANDLERS = (("dept1", "urban_management", "城管局承办人"), ("dept2", "housing", "住建局承办人"))
 

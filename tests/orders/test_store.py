@@ -1,4 +1,4 @@
-"""WorkOrders (callcenter.workorders): the pure core's steps, persisted.
+"""WorkOrders (callcenter.orders.store): the pure core's steps, persisted.
 
 Each test runs migrations on a fresh SQLite file; times are given explicitly
 (``at=`` and ``fire_due(now)``), never slept for.
@@ -21,7 +21,8 @@ from sqlalchemy import create_engine, inspect
 from agent_console.auth import Passwords
 from agent_console.orders import Orders
 from callcenter.db import Store, alembic_config
-from callcenter.orders import (
+from callcenter.orders.demo_seed import seed_demo_orders
+from callcenter.orders.lifecycle import (
     Actor,
     Caller,
     IllegalStep,
@@ -32,8 +33,7 @@ from callcenter.orders import (
     TimerKind,
     Urgency,
 )
-from callcenter.seed_orders import seed_demo_orders
-from callcenter.workorders import (
+from callcenter.orders.store import (
     OrderConflict,
     OrderNotFound,
     WorkOrders,

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from callcenter.db import Store
-from callcenter.orders import Actor, Caller, Role
-from callcenter.workorders import OrderEventRow, OrderRow, WorkOrders
+from callcenter.orders.lifecycle import Actor, Caller, Role
+from callcenter.orders.store import OrderEventRow, OrderRow, WorkOrders
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=TZ)
