@@ -41,7 +41,7 @@ from aiohttp import web
 
 from agent_console.http import ApiError, list_field, read_json, text_field
 from agent_console.models import Role as AccountRole
-from agent_console.server import CONSOLE, RECORDINGS, need_session, page
+from agent_console.session import CONSOLE, RECORDINGS, need_session, page
 from callcenter.orders.lifecycle import (
     TRANSITIONS,
     Caller,

@@ -58,7 +58,7 @@ from aiohttp import web
 from acd.state import AgentChanged, AgentState, Change
 from agent_console.http import ApiError, read_json, text_field
 from agent_console.models import Role
-from agent_console.server import CONSOLE, Console, need_session, pbx
+from agent_console.session import CONSOLE, Console, need_session, pbx
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 
 log = structlog.get_logger(__name__)

@@ -216,7 +216,7 @@ class _Load:
         import aiohttp
 
         from agent_console.auth import default_member
-        from agent_console.server import COOKIE
+        from agent_console.session import COOKIE
 
         ready = asyncio.Semaphore(32)
         connected: list[asyncio.Future[None]] = []
@@ -254,7 +254,7 @@ class _Load:
         from websockets.asyncio.client import connect
 
         from agent_console.hub import apply_ops
-        from agent_console.server import COOKIE
+        from agent_console.session import COOKIE
 
         ws_url = "ws" + url[len("http"):] + "ws"
         origin = url.rstrip("/")
@@ -553,7 +553,8 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
     from argon2 import PasswordHasher
 
     from agent_console.auth import Passwords, Role, Users
-    from agent_console.server import CONSOLE, make_app
+    from agent_console.server import make_app
+    from agent_console.session import CONSOLE
     from callcenter.config import Settings
 
     asyncio.get_running_loop().set_exception_handler(_quiet_resets)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from callcenter import logs
 from callcenter.config import ConfigError, Settings, load
-
-
-class CliError(Exception):
-    """A one-line message for the user; exit code 2."""
+from callcenter.runtime import CliError, run_until_signalled
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -55,17 +51,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- service
 
 
-async def _run_until_signalled(*stoppers: object) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    await stop.wait()
-
-
 async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
                  agi_host: str = "127.0.0.1", agi_port: int = 4573) -> None:
     from aiohttp import web
@@ -95,7 +80,7 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     print(f"hotline is running at http://{host}:{port}/{banner}\n"
           f"  FastAGI IVR: agi://{agi_host}:{telephony.agi_port}/hotline", flush=True)
     try:
-        await _run_until_signalled()
+        await run_until_signalled()
     finally:
         await telephony.stop()
         await runner.cleanup()

@@ -103,7 +103,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
-    from callcenter.orders.demo_seed import seed_demo_orders
+    from callcenter.demo_orders import seed_demo_orders
     from callcenter.telephony import TelephonyError, start_telephony
 
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -151,7 +151,7 @@ async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8
                    seed: int = 12345, speed: float = 1.0, agents: int = 6,
                    db: str | None = None, rate: float | None = None,
                    agi_port: int = DEFAULT_AGI_PORT) -> None:
-    from callcenter.cli import CliError, _run_until_signalled
+    from callcenter.runtime import CliError, run_until_signalled
 
     try:
         demo = await start_demo(settings, host=host, port=port, seed=seed, speed=speed,
@@ -173,7 +173,7 @@ async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8
         f"(GET {demo.url}api/recordings/<uniqueid>, supervisors)\n"
         "Press Ctrl+C to stop.\n", flush=True)
     try:
-        await _run_until_signalled()
+        await run_until_signalled()
     finally:
         await demo.stop()
 

@@ -86,7 +86,7 @@ async def start_telephony(service: Service, app: web.Application, *,
     Port 0 picks a free port; ``outbound.agi_url`` is then pointed at it.
     """
     from agent_console.orders_api import WORK_ORDERS
-    from agent_console.server import RECORDINGS
+    from agent_console.session import RECORDINGS
     from ivr.menus import load_config as load_ivr_config
 
     work_orders = app[WORK_ORDERS]

@@ -58,7 +58,7 @@ def retention(settings: Settings, *, apply: bool, days: int | None = None,
 def main_from_args(args: argparse.Namespace, settings: Settings) -> int:
     days = args.days or settings.recordings_retention_days
     if days < 1:
-        from callcenter.cli import CliError
+        from callcenter.runtime import CliError
 
         raise CliError("--days must be at least 1")
     found, report = retention(settings, apply=args.apply, days=days)

@@ -28,7 +28,8 @@ from agent_console.auth import LoginThrottle, Users, seed_demo_users
 from agent_console.http import CSP
 from agent_console.hub import RESYNC, Hub, apply_ops, diff
 from agent_console.models import DraftRow, WorkOrderRow
-from agent_console.server import CONSOLE, STATIC, make_app
+from agent_console.server import make_app
+from agent_console.session import CONSOLE, STATIC
 from agent_console.users_cli import add_arguments, main_from_args
 from callcenter.config import load
 from callcenter.db import AuditRow
@@ -778,7 +779,7 @@ def test_users_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 async def test_an_operator_hears_the_recordings_of_their_own_calls_only(rig: Rig) -> None:
-    from agent_console.server import RECORDINGS
+    from agent_console.session import RECORDINGS
     from recordings.store import path_for, write_wav
 
     earlier = int(time.time() - 86400)

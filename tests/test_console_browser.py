@@ -26,7 +26,8 @@ from sqlalchemy import select
 
 from agent_console.auth import seed_demo_users
 from agent_console.models import DraftRow, WorkOrderRow
-from agent_console.server import CONSOLE, make_app
+from agent_console.server import make_app
+from agent_console.session import CONSOLE
 from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service

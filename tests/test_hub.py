@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from agent_console.hub import Hub, adopt, diff
-from agent_console.server import _pump, _send_watchdog
+from agent_console.live import _pump, _send_watchdog
 
 
 class Views:

@@ -17,8 +17,9 @@ from aiohttp.test_utils import TestServer
 
 from agent_console.auth import LoginThrottle
 from agent_console.orders_api import WORK_ORDERS
-from agent_console.server import CONSOLE, STATIC, make_app
-from callcenter.orders.demo_seed import seed_handlers
+from agent_console.server import make_app
+from agent_console.session import CONSOLE, STATIC
+from callcenter.demo_orders import seed_handlers
 from callcenter.orders.lifecycle import State, Step, Urgency
 from callcenter.orders.store import WorkOrders
 from callcenter.service import Service

@@ -1,6 +1,6 @@
 """The work-order page in headless Chromium: a department signs for an order and
 returns another with a reason; the supervisor reviews the return and reads the
-anomaly board.  The demo orders (callcenter.orders.demo_seed) are the data."""
+anomaly board.  The demo orders (callcenter.demo_orders) are the data."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aiohttp import web
 
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import make_app
-from callcenter.orders.demo_seed import seed_demo_orders
+from callcenter.demo_orders import seed_demo_orders
 from callcenter.orders.lifecycle import Actor, Caller, Role
 from callcenter.orders.store import WorkOrders
 from tests.conftest import BROWSER_MARKS, sign_in

@@ -90,7 +90,7 @@ from callcenter.orders.lifecycle import (
 from callcenter.orders.supervision import Anomaly, detect_all
 
 log = structlog.get_logger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 SYSTEM = Actor("timers", Role.SYSTEM, "system")
 IVR = Actor("ivr", Role.CITIZEN, "")

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, inspect
 from agent_console.auth import Passwords
 from agent_console.orders import Orders
 from callcenter.db import Store, alembic_config
-from callcenter.orders.demo_seed import seed_demo_orders
+from callcenter.demo_orders import seed_demo_orders
 from callcenter.orders.lifecycle import (
     Actor,
     Caller,

@@ -1,0 +1,322 @@
+"""What every console handler shares: the ``Console`` (one per app), sessions and roles,
+the CSRF guard, pages, and ``pbx()`` which sends one AMI action and turns the PBX's
+answer into an ``ApiError``.
+
+Imported by the route modules (``console_api``, ``live``, ``orders_api``, ``spy``) and by
+``server``; imports none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
+from agent_console.alerts import Thresholds
+from agent_console.auth import (
+    LoginThrottle,
+    Session,
+    User,
+    Users,
+)
+from agent_console.http import (
+    ApiError,
+    same_origin,
+)
+from agent_console.hub import Hub
+from agent_console.models import Role
+from agent_console.orders import CallerHistory, Orders
+from agent_console.views import (
+    Tracker,
+    operator_queues,
+    operator_view,
+    wall_agent,
+    wall_agents,
+    wall_view,
+)
+from callcenter.config import Settings
+from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
+from callcenter.service import Service
+from recordings.store import RecordingStore
+
+log = structlog.get_logger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE = "hotline_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+DEFAULT_PAUSE_REASONS = ["meal", "training", "acw", "meeting", "toilet", "busy"]
+DEFAULT_DEPARTMENTS = [
+    {"number": "8101", "name": "住房和城乡建设局"},
+    {"number": "8102", "name": "市场监督管理局"},
+    {"number": "8103", "name": "生态环境局"},
+    {"number": "8104", "name": "交通运输局"},
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """What the console offers, from the service settings (``[agents]``, ``[alerts]``,
+    ``[queues.*]`` and an optional ``[console]`` table: ``transfer_context``,
+    ``departments = [{number, name}, ...]``)."""
+
+    pause_reasons: tuple[str, ...]
+    queues: tuple[tuple[str, str], ...]  # (name, title)
+    thresholds: Thresholds
+    transfer_context: str = "transfer"
+    departments: tuple[tuple[str, str], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ConsoleConfig:
+        console = s.raw.get("console", {}) if isinstance(s.raw.get("console"), dict) else {}
+        departments = console.get("departments", DEFAULT_DEPARTMENTS)
+        queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
+        return cls(
+            pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
+            queues=queues,
+            thresholds=Thresholds.from_settings(s.alerts),
+            transfer_context=str(console.get("transfer_context", "transfer")),
+            departments=tuple((str(d["number"]), str(d.get("name", d["number"])))
+                              for d in departments if isinstance(d, dict) and "number" in d),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {"pause_reasons": list(self.pause_reasons),
+                "queues": [{"queue": q, "title": t} for q, t in self.queues],
+                "departments": [{"number": n, "name": t} for n, t in self.departments],
+                "thresholds": {k: getattr(self.thresholds, k) for k in (
+                    "paused_while_waiting_s", "paused_share_pct", "ring_no_answer_count",
+                    "longest_wait_s")}}
+
+
+@dataclass(slots=True)
+class Console:
+    """Everything the handlers share (one per app)."""
+
+    service: Service
+    users: Users
+    orders: Orders
+    hub: Hub
+    tracker: Tracker
+    config: ConsoleConfig
+    throttle: LoginThrottle
+    caller_history: CallerHistory
+    failure_delay: float
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    socket_sessions: dict[web.WebSocketResponse, str] = field(default_factory=dict)  # token hash
+    senders: dict[web.WebSocketResponse, asyncio.Task[None]] = field(default_factory=dict)
+    sending: dict[web.WebSocketResponse, float] = field(default_factory=dict)  # send began at
+    names: dict[str, str] = field(default_factory=dict)  # member name -> display name
+    # queue member (interface or member name) -> keys of the operator streams showing it
+    watching: dict[str, set[str]] = field(default_factory=dict)
+    _snap: tuple[float, int, dict[str, Any]] | None = None  # (at, full refresh, snapshot)
+    _op_queues: tuple[int, float, dict[str, Any]] | None = None  # (full refresh, at, figures)
+    _wall_agents: dict[str, Any] | None = None
+    _wall_gen: int = -1
+    _wall_changed: set[str] = field(default_factory=set)  # interfaces
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The service snapshot (figures of today, the last 15 minutes, the trend),
+        shared by every view: built once per full refresh and never older than a
+        refresh period.  What must be live (agents, callers waiting, the link)
+        views read from the centre, so the snapshot's own list of 1,000 agents
+        is not built either.
+        """
+        snap = self._snap
+        gen = self.hub.full_refreshes
+        if (snap is None or (self.hub.full and snap[1] != gen)
+                or abs(now - snap[0]) >= self.hub.refresh_every):
+            snap = self._snap = (now, gen, self.service.snapshot(agents=False))
+        return snap[2]
+
+    def wall(self, now: float) -> dict[str, Any]:
+        return wall_view(self.snapshot(now), self.service.centre, self.tracker,
+                         self.config.thresholds, now, self.names, self.wall_agents())
+
+    def wall_agents(self) -> dict[str, Any]:
+        """The wallboard's agents: only those that changed are rebuilt (all, once a
+        full refresh).  A new dict each time: the stream diffs it against the old."""
+        centre = self.service.centre
+        cached = self._wall_agents
+        changed, self._wall_changed = self._wall_changed, set()
+        if (cached is None or len(cached) != len(centre.agents)
+                or (self.hub.full and self._wall_gen != self.hub.full_refreshes)):
+            self._wall_gen = self.hub.full_refreshes
+            self._wall_agents = wall_agents(centre, self.tracker, self.names)
+            return self._wall_agents
+        agents = dict(cached)
+        for iface in changed:
+            a = centre.agents.get(iface)
+            if a is None or a.name not in agents:  # gone or renamed: build them all
+                self._wall_agents = wall_agents(centre, self.tracker, self.names)
+                return self._wall_agents
+            agents[a.name] = wall_agent(a, self.tracker, self.names)
+        self._wall_agents = agents
+        return agents
+
+    def note_changes(self, changes: list[Change]) -> None:
+        """(A hub listener) which agents the wallboard must rebuild."""
+        for c in changes:
+            if isinstance(c, AgentChanged):
+                self._wall_changed.add(c.agent.interface)
+
+    async def load_names(self) -> None:
+        self.names = {u.member_name: u.display_name for u in await self.users.all()
+                      if u.member_name}
+
+    def operator_queues(self, now: float) -> dict[str, Any]:
+        """The queue figures on operator screens: built once per full refresh, shared
+        (and never older than two refresh periods, for ``/api/live`` when no
+        operator screen is open)."""
+        gen = self.hub.full_refreshes
+        cached = self._op_queues
+        if (cached is None or (self.hub.full and cached[0] != gen)
+                or abs(now - cached[1]) > 2 * self.hub.refresh_every):
+            cached = self._op_queues = (
+                gen, now, operator_queues(self.snapshot(now), self.service.centre))
+        return cached[2]
+
+    def operator(self, user: User) -> Callable[[float], dict[str, Any]]:
+        return lambda now: operator_view(self.service.centre, self.tracker, user,
+                                         self.operator_queues(now))
+
+    def operator_key(self, user: User) -> str:
+        """The operator's stream, registered under the queue member it shows."""
+        key = f"op:{user.username}:{user.interface}"
+        for member in (user.interface, user.member_name):
+            if member:
+                self.watching.setdefault(member, set()).add(key)
+        return key
+
+    def route(self, changes: list[Change]) -> set[str] | None:
+        """The operator streams a batch of changes shows on (None: every stream)."""
+        keys: set[str] = set()
+        watching = self.watching
+        for c in changes:
+            if isinstance(c, AgentChanged):
+                members: tuple[str, ...] = (c.agent.interface, c.agent.name)
+            elif isinstance(c, CallChanged):
+                members = (c.call.interface, c.call.agent)
+            elif isinstance(c, LinkStateChanged):
+                return None
+            else:
+                continue
+            for m in members:
+                found = watching.get(m)
+                if found:
+                    keys |= found
+        return keys
+
+    def now(self) -> float:
+        return self.service.clock()
+
+
+CONSOLE = web.AppKey("console", Console)
+# The request's session, looked up once (aiohttp < 3.12 has no RequestKey).
+SESSION: Any = web.RequestKey("session", object) if hasattr(web, "RequestKey") else "session"
+
+# --------------------------------------------------------------------------- sessions
+
+
+async def current_session(request: web.Request) -> Session | None:
+    if SESSION not in request:
+        request[SESSION] = await request.app[CONSOLE].users.session(request.cookies.get(COOKIE))
+    return request[SESSION]
+
+
+async def need_session(request: web.Request, *roles: Role) -> Session:
+    session = await current_session(request)
+    if session is None:
+        raise ApiError(401, "sign in first")
+    if roles and session.user.role not in roles:
+        raise ApiError(403, "your role may not do this")
+    return session
+
+
+async def need_operator(request: web.Request) -> tuple[Session, User]:
+    session = await need_session(request, Role.OPERATOR, Role.ADMIN)
+    if not session.user.interface:
+        raise ApiError(409, "this account is not mapped to a queue member")
+    return session, session.user
+
+
+def home_for(user: User) -> str:
+    if user.is_supervisor:
+        return "/wallboard"
+    if user.role is Role.OPERATOR:
+        return "/console"
+    if user.role is Role.HANDLER:
+        return "/orders"
+    return "/login?none=1"
+
+
+@web.middleware
+async def csrf_guard(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+    """Every state-changing request: same origin, and the session's CSRF token."""
+    if request.method not in SAFE_METHODS:
+        if not same_origin(request):
+            raise ApiError(403, "cross-site request refused")
+        if request.path != "/api/login":
+            session = await current_session(request)
+            if session is None:
+                raise ApiError(401, "sign in first")
+            token = request.headers.get("X-CSRF-Token", "")
+            if not hmac.compare_digest(token.encode(), session.csrf.encode()):
+                raise ApiError(403, "missing or wrong CSRF token (X-CSRF-Token)")
+    return await handler(request)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def page(name: str, allowed: Callable[[User], bool] | None) -> Callable[
+        [web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if allowed is not None:
+            session = await current_session(request)
+            if session is None:
+                raise web.HTTPFound(f"/login?next={request.path}")
+            if not allowed(session.user):
+                raise web.HTTPFound(home_for(session.user))
+        return web.FileResponse(STATIC / name)
+    return handler
+
+
+# --------------------------------------------------------------------------- AMI actions
+
+
+async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
+              ) -> dict[str, str]:
+    """Send one AMI action; its reply, or ApiError saying what the PBX said."""
+    name = action["Action"]
+    try:
+        reply = await c.service.link.action(action)
+    except LinkDown:
+        raise ApiError(503, "the PBX link is down; nothing was sent") from None
+    except ActionTimeout:
+        raise ApiError(504, f"the PBX did not answer {name} in time") from None
+    except ActionRefused as exc:
+        raise ApiError(400, str(exc)) from None
+    except AmiError as exc:
+        raise ApiError(502, str(exc)) from None
+    first = reply[0] if isinstance(reply, list) and reply else reply
+    if not isinstance(first, dict):
+        raise ApiError(502, f"the PBX gave no answer to {name}")
+    if first.get("Response") == "Error":
+        message = first.get("Message", "")
+        if any(part.lower() in message.lower() for part in ignore):
+            return first
+        raise ApiError(502, f"the PBX refused {name}: {message}")
+    return first
+
+
+RECORDINGS = web.AppKey("recordings", RecordingStore)
