@@ -214,71 +214,103 @@ def _label(defs: Mapping[str, Any], key: str) -> str:
     return d["zh"] + ("（%）" if d["unit"] == "%" else "（秒）" if d["unit"] == "s" else "")
 
 
-def tables(report: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[list[Any]]]]:
-    """Every table of a report as ``(key, Chinese title, headers, rows)``, in page order."""
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table of a report: ``columns`` are the figure keys (for their definitions),
+    ``headers`` the Chinese column names of files and the page."""
+
+    key: str
+    title: str
+    columns: list[str]
+    headers: list[str]
+    rows: list[list[Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "title": self.title, "columns": self.columns,
+                "headers": self.headers, "rows": self.rows}
+
+
+LABELS = {"scope": "范围", "start": "时段起", "queue": "队列", "title": "名称",
+          "hotline": "热线号码", "entry": "进线方式", "hour": "小时", "wait": "等待",
+          "agent": "话务员", "shift": "班次", "rank": "排名", "name": "名称",
+          "department": "承办单位", "this_week": "本周", "last_week": "上周",
+          "last_year": "去年同周", "change": "环比变化"}
+ENTRY_NAMES = {"direct": "直拨", "menu": "IVR 菜单"}
+DEPARTMENT_COLUMNS = ["received", "response_rate", "on_time_rate", "resolution_rate",
+                      "satisfaction_rate", "return_rate", "redispatch_rate", "reopen_rate",
+                      "overdue", "supervised"]
+
+
+def tables(report: Mapping[str, Any]) -> list[Table]:
+    """Every table of a report, in page order (the files have the same ones)."""
     defs = report["definitions"]
-    out: list[tuple[str, str, list[str], list[list[Any]]]] = []
+    out: list[Table] = []
+    labels = dict(LABELS)
+
+    def add(key: str, title: str, first: list[str], cols: Sequence[str],
+            rows: list[list[Any]]) -> None:
+        out.append(Table(key, title, first + list(cols),
+                         [labels.get(f, f) for f in first] + [labels.get(c) or _label(defs, c) for c in cols],
+                         rows))
+
     calls = report.get("calls")
     if calls:
-        cols = list(rp.CALL_COLUMNS)
-        heads = [_label(defs, c) for c in cols]
-        out.append(("overall", "总体", ["范围"] + heads,
-                    [["全部"] + [calls["overall"][c] for c in cols]]))
-        out.append(("intervals", "分时段", ["时段起"] + heads,
-                    [[r["start"]] + [r[c] for c in cols] for r in calls["intervals"]]))
-        out.append(("queues", "按队列", ["队列", "名称"] + heads,
-                    [[r["queue"], r["title"]] + [r[c] for c in cols] for r in calls["queues"]]))
-        out.append(("hotlines", "按热线号码", ["热线号码"] + heads,
-                    [[r["hotline"]] + [r[c] for c in cols] for r in calls["hotlines"]]))
-        out.append(("entries", "按进线方式", ["进线方式"] + heads,
-                    [[{"direct": "直拨", "menu": "IVR 菜单"}.get(r["entry"], r["entry"])]
-                     + [r[c] for c in cols] for r in calls["entries"]]))
-        out.append(("hours", "24小时话务分布", ["小时", "呼入量", "接通量", "放弃量"],
-                    [[h["hour"], h["offered"], h["answered"], h["abandoned"]]
-                     for h in calls["hours"]]))
-        out.append(("abandon_times", "放弃等待时长分布", ["等待", "放弃量"],
-                    [[a["wait"], a["abandoned"]] for a in calls["abandon_times"]]))
+        cols = rp.CALL_COLUMNS
+        add("overall", "总体", ["scope"], cols, [["全部"] + [calls["overall"][c] for c in cols]])
+        add("intervals", "分时段", ["start"], cols,
+            [[r["start"][:16].replace("T", " ")] + [r[c] for c in cols]
+             for r in calls["intervals"]])
+        add("queues", "按队列", ["queue", "title"], cols,
+            [[r["queue"], r["title"]] + [r[c] for c in cols] for r in calls["queues"]])
+        add("hotlines", "按热线号码", ["hotline"], cols,
+            [[r["hotline"]] + [r[c] for c in cols] for r in calls["hotlines"]])
+        add("entries", "按进线方式", ["entry"], cols,
+            [[ENTRY_NAMES.get(r["entry"], r["entry"])] + [r[c] for c in cols]
+             for r in calls["entries"]])
+        add("hours", "24小时话务分布", ["hour"], ["offered", "answered", "abandoned"],
+            [[h["hour"], h["offered"], h["answered"], h["abandoned"]] for h in calls["hours"]])
+        add("abandon_times", "放弃等待时长分布", ["wait"], ["abandoned"],
+            [[a["wait"], a["abandoned"]] for a in calls["abandon_times"]])
     if "agents" in report:
-        cols = list(rp.AGENT_COLUMNS)
+        cols = rp.AGENT_COLUMNS
         reasons = sorted({r for a in report["agents"] for r in a["paused_by_reason"]}
                          | {r for a in report.get("shifts", []) for r in a["paused_by_reason"]})
-        heads = [_label(defs, c) for c in cols] + [f"示忙·{r}（秒）" for r in reasons]
 
         def agent_row(a: Mapping[str, Any]) -> list[Any]:
-            return ([a[c] for c in cols]
+            return ([a[c] if a[c] is not None else "—" for c in cols]
                     + [a["paused_by_reason"].get(r, 0) for r in reasons])
 
-        out.append(("agents", "话务员", ["话务员"] + heads,
-                    [[a["agent"]] + agent_row(a) for a in report["agents"]]))
+        extra = [f"paused:{r}" for r in reasons]
+        labels.update({f"paused:{r}": f"示忙·{r}（秒）" for r in reasons})
+        add("agents", "话务员", ["agent"], [*cols, *extra],
+            [[a["agent"]] + agent_row(a) for a in report["agents"]])
         if "shifts" in report:
-            out.append(("shifts", "话务员·按班次", ["班次", "话务员"] + heads,
-                        [[a["shift"], a["agent"]] + agent_row(a) for a in report["shifts"]]))
+            add("shifts", "话务员·按班次", ["shift", "agent"], [*cols, *extra],
+                [[a["shift"], a["agent"]] + agent_row(a) for a in report["shifts"]])
     if "departments" in report:
-        cols = ["received", "response_rate", "on_time_rate", "resolution_rate",
-                "satisfaction_rate", "return_rate", "redispatch_rate", "reopen_rate",
-                "overdue", "supervised"]
-        out.append(("departments", "承办单位考核", ["排名", "承办单位"]
-                    + [_label(defs, c) for c in cols],
-                    [[d["rank"] if d["rank"] is not None else "—", d["name"]]
-                     + [d[c] if d[c] is not None else "—" for c in cols]
-                     for d in report["departments"]]))
+        add("departments", "承办单位考核", ["rank", "department"], DEPARTMENT_COLUMNS,
+            [[d["rank"] if d["rank"] is not None else "—", d["name"]]
+             + [d[c] if d[c] is not None else "—" for c in DEPARTMENT_COLUMNS]
+             for d in report["departments"]])
     if "hotspots" in report:
         for key, title in (("categories", "热点·诉求分类"), ("streets", "热点·街道"),
                            ("keywords", "热点·关键词")):
-            out.append((f"hot_{key}", title, ["名称", "本周", "上周", "去年同周", "环比变化"],
-                        [[h["name"], h["this_week"], h["last_week"], h["last_year"], h["change"]]
-                         for h in report["hotspots"][key]]))
+            out.append(Table(f"hot_{key}", title,
+                             ["name", "this_week", "last_week", "last_year", "change"],
+                             ["名称", "本周", "上周", "去年同周", "环比变化"],
+                             [[h["name"], h["this_week"], h["last_week"], h["last_year"],
+                               h["change"]] for h in report["hotspots"][key]]))
     return out
 
 
 def to_csv(report: Mapping[str, Any], table: str) -> bytes:
     """One table as CSV: UTF-8 with BOM (Excel reads Chinese), Chinese headers."""
-    for key, title, heads, rows in tables(report):
-        if key == table:
+    for tb in tables(report):
+        if tb.key == table:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\r\n")
-            w.writerow(heads)
-            w.writerows(rows)
+            w.writerow(tb.headers)
+            w.writerows(tb.rows)
             return ("\ufeff" + buf.getvalue()).encode("utf-8")
     raise KeyError(table)
 
@@ -298,12 +330,12 @@ def to_xlsx(report: Mapping[str, Any]) -> bytes:
     for d in report["definitions"].values():
         cover.append([d["zh"], d["rule"]])
     cover["A1"].font = Font(bold=True, size=14)
-    for key, title, heads, rows in tables(report):
-        ws = wb.create_sheet(title[:31])
-        ws.append(heads)
+    for tb in tables(report):
+        ws = wb.create_sheet(tb.title[:31])
+        ws.append(tb.headers)
         for cell in ws[1]:
             cell.font = Font(bold=True)
-        for row in rows:
+        for row in tb.rows:
             ws.append(row)
         ws.freeze_panes = "A2"
     buf = io.BytesIO()

@@ -134,7 +134,7 @@ async def _report(request: web.Request) -> dict[str, Any]:
                              request.app[REPORT_CONFIG], now=c.service.clock(), **args)
     rep["queues_known"] = [{"queue": q, "title": t} for q, t in c.config.queues]
     rep["departments_known"] = [{"id": k, "name": v} for k, v in args["names"].items()]
-    rep["tables"] = [{"key": k, "title": t} for k, t, _, _ in tables(rep)]
+    rep["tables"] = [tb.as_dict() for tb in tables(rep)]
     return rep
 
 

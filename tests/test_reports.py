@@ -4,11 +4,13 @@ interval, hour and abandon time; operators' times from the state log; shifts; co
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import openpyxl
 import pytest
 
 from acd import events as ev
@@ -16,6 +18,7 @@ from acd import reports as rp
 from acd.metrics import by_queue
 from acd.state import Call, Outcome, QueueConfig
 from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
+from callcenter.cli import main
 from callcenter.config import load
 from callcenter.pbx.ami import parse_frame
 from callcenter.pbx.replay import read_trace, replay
@@ -157,7 +160,7 @@ KEYS = rp.CALL_COLUMNS + ("completed", "answered_within_sl")
 @pytest.mark.skipif(not TRACES, reason="no recorded traces")
 @pytest.mark.parametrize("trace_dir", TRACES, ids=lambda p: p.name)
 async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
-        trace_dir: Path, tmp_db: str) -> None:
+        trace_dir: Path, tmp_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trace = trace_dir / "trace.jsonl"
     settings = load()
     settings.database_url = tmp_db
@@ -204,10 +207,18 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
         assert {n: a["answered"] for n, a in replayed["agents"].items() if a["answered"]} == {
             n: v for n, v in taken.items() if v}
     # The files carry the same numbers.
-    sheet = dict((k, (h, rows)) for k, _, h, rows in tables(report))
-    assert sheet["overall"][1][0][1] == overall["offered"]
+    sheet = {tb.key: tb for tb in tables(report)}
+    assert sheet["overall"].rows[0][1] == overall["offered"]
     assert to_csv(report, "queues").startswith("\ufeff队列".encode())
     assert to_xlsx(report)[:2] == b"PK"
+    # `callcenter report --xlsx` (cron) writes the same tables: read it back.
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", tmp_db)
+    out = tmp_path / "day.xlsx"
+    assert await asyncio.to_thread(main, ["report", "--day", day.isoformat(), "--xlsx",
+                                          str(out)]) == 0
+    book = openpyxl.load_workbook(out)
+    assert book["总体"]["B1"].value == "呼入量" and book["总体"]["B2"].value == overall["offered"]
+    assert book["按队列"].max_row == 1 + len(report["calls"]["queues"])
     # by_queue over the stored rows is the third spelling of the same sum
     per, _ = by_queue(await _rows(tmp_db), settings.servicelevel_for, settings.short_abandon_s)
     assert sum(f.offered for f in per.values()) == overall["offered"]
