@@ -3,7 +3,7 @@
 // whisper / barge on a live call) need a reason and are audited by the server.
 
 import {api, byId, clockTime, el, Live, pct, setCsrf, setText} from "/static/common.js";
-import {applyI18n, currentLang, duration, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, currentLang, duration, errorText, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let live = null;
 let view = null;
@@ -218,7 +218,7 @@ async function supervise(kind) {
     byId("agent-dialog").close();
   } catch (e) {
     msg.className = "message error";
-    msg.textContent = t("error.generic", {e: e.message});
+    msg.textContent = errorText(e);
   }
 }
 
@@ -305,7 +305,7 @@ async function startSpy() {
   } catch (e) {
     spyPick = null;
     renderSpySection();
-    dialogError(t("error.generic", {e: e.message}));
+    dialogError(errorText(e));
   } finally {
     byId("spy-go").disabled = false;
   }
@@ -318,7 +318,7 @@ async function stopSpy() {
     keepSpy(null);
     render();
   } catch (e) {
-    barMessage(t("error.generic", {e: e.message}), "error");
+    barMessage(errorText(e), "error");
   } finally {
     byId("spy-stop").disabled = false;
   }
