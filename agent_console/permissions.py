@@ -59,6 +59,7 @@ SUPERVISORS = frozenset({S, A})
 STAFF = frozenset({O, S, H, A})
 OPERATORS = frozenset({O, A})  # a console with a queue member behind it
 HANDLERS = frozenset({H})
+READERS = frozenset({S, A, H})  # the reports: the centre's supervisors and departments
 SIGNED_IN = STAFF
 
 
@@ -122,6 +123,13 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/departments/suggest"): Access(STAFF),
     ("GET", "/api/reports/orders"): Access(SUPERVISORS),
     ("GET", "/api/outbound"): Access(SUPERVISORS),
+    # reports (agent_console/reports_api.py)
+    ("GET", "/reports"): Access(READERS, page=True),
+    ("GET", "/reports/print"): Access(READERS, page=True),
+    ("GET", "/api/reports/summary"): Access(READERS, "handlers: own department"),
+    ("GET", "/api/reports/export.csv"): Access(READERS, "handlers: own department"),
+    ("GET", "/api/reports/export.xlsx"): Access(READERS, "handlers: own department"),
+    ("GET", "/api/reports/bursts"): Access(SUPERVISORS),
 }
 """(method, route path as registered) -> who may use it.  HEAD follows GET."""
 
