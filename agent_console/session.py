@@ -294,28 +294,55 @@ def page(name: str, allowed: Callable[[User], bool] | None) -> Callable[
 # --------------------------------------------------------------------------- AMI actions
 
 
+#: Asterisk's refusal texts (``Message:``) the console explains: substring -> code.
+#: The browser shows ``apierr.<code>`` in the operator's language with what to do.
+PBX_REFUSALS = (
+    ("no such queue", "pbx.no_queue"),
+    ("not there", "pbx.not_member"),
+    ("interface not found", "pbx.not_member"),
+    ("no such channel", "pbx.no_channel"),
+    ("channel not specified", "pbx.no_channel"),
+)
+
+
+def pbx_refusal(name: str, action: dict[str, str], message: str) -> ApiError:
+    """A 502 for the PBX's refusal of ``name``: English text plus a ``code`` to translate."""
+    lowered = message.lower()
+    code = next((c for part, c in PBX_REFUSALS if part in lowered), "pbx.refused")
+    return ApiError(502, f"the PBX refused {name}: {message}", code=code, action=name,
+                    queue=action.get("Queue", ""), pbx_message=message[:200])
+
+
 async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
               ) -> dict[str, str]:
-    """Send one AMI action; its reply, or ApiError saying what the PBX said."""
+    """Send one AMI action; its reply, or ApiError saying what the PBX said.
+
+    Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
+    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``) for the browser to explain.
+    """
     name = action["Action"]
     try:
         reply = await c.service.link.action(action)
     except LinkDown:
-        raise ApiError(503, "the PBX link is down; nothing was sent") from None
+        raise ApiError(503, "the PBX link is down; nothing was sent", code="pbx.down",
+                       action=name) from None
     except ActionTimeout:
-        raise ApiError(504, f"the PBX did not answer {name} in time") from None
+        raise ApiError(504, f"the PBX did not answer {name} in time", code="pbx.timeout",
+                       action=name) from None
     except ActionRefused as exc:
         raise ApiError(400, str(exc)) from None
     except AmiError as exc:
-        raise ApiError(502, str(exc)) from None
+        raise ApiError(502, str(exc), code="pbx.refused", action=name,
+                       pbx_message=str(exc)[:200]) from None
     first = reply[0] if isinstance(reply, list) and reply else reply
     if not isinstance(first, dict):
-        raise ApiError(502, f"the PBX gave no answer to {name}")
+        raise ApiError(502, f"the PBX gave no answer to {name}", code="pbx.timeout",
+                       action=name)
     if first.get("Response") == "Error":
         message = first.get("Message", "")
         if any(part.lower() in message.lower() for part in ignore):
             return first
-        raise ApiError(502, f"the PBX refused {name}: {message}")
+        raise pbx_refusal(name, action, message)
     return first
 
 

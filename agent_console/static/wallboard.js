@@ -3,7 +3,7 @@
 // whisper / barge on a live call) need a reason and are audited by the server.
 
 import {api, byId, clockTime, el, Live, pct, setCsrf, setText} from "/static/common.js";
-import {applyI18n, duration, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, duration, errorText, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 let live = null;
@@ -205,7 +205,7 @@ async function supervise(kind) {
     byId("agent-dialog").close();
   } catch (e) {
     msg.className = "message error";
-    msg.textContent = t("error.generic", {e: e.message});
+    msg.textContent = errorText(e);
   }
 }
 
@@ -292,7 +292,7 @@ async function startSpy() {
   } catch (e) {
     spyPick = null;
     renderSpySection();
-    dialogError(t("error.generic", {e: e.message}));
+    dialogError(errorText(e));
   } finally {
     byId("spy-go").disabled = false;
   }
@@ -305,7 +305,7 @@ async function stopSpy() {
     keepSpy(null);
     render();
   } catch (e) {
-    barMessage(t("error.generic", {e: e.message}), "error");
+    barMessage(errorText(e), "error");
   } finally {
     byId("spy-stop").disabled = false;
   }
