@@ -40,6 +40,7 @@ import structlog
 from aiohttp import web
 
 from agent_console.http import ApiError, list_field, read_json, text_field
+from agent_console.knowledge_api import ARTICLE_SCHEMA, KNOWLEDGE, openapi_paths
 from agent_console.models import Role as AccountRole
 from agent_console.permissions import order_visible
 from agent_console.session import CONSOLE, RECORDINGS, need_session, page
@@ -101,6 +102,7 @@ def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
     r.add_get("/api/orders", api_list)
     r.add_get("/api/orders/{id}", api_get)
     r.add_post("/api/orders/{id}/steps", api_step)
+    r.add_post("/api/orders/{id}/knowledge", api_link_article)
     r.add_get("/api/supervision/anomalies", api_anomalies)
     r.add_get("/api/departments", api_departments)
     r.add_get("/api/departments/suggest", api_suggest)
@@ -378,6 +380,7 @@ async def api_step(request: web.Request) -> web.Response:
         data["co_handlers"] = [_department(wo, d, "co_handlers") for d in named]
     if "call_id" in data and data["call_id"] is not None:
         data["call_id"] = text_field(data, "call_id", max_len=64)
+    article_id = await _article_of(request, data.pop("article_id", None), step)
     if step == "answer":  # a citizen's answer heard on a recorded call
         resolved = data.get("resolved")
         if not isinstance(resolved, bool):
@@ -395,7 +398,41 @@ async def api_step(request: web.Request) -> web.Response:
     except OrderConflict:
         raise ApiError(409, "the order was changed by someone else; reload it") from None
     log.info("work order step", number=new.number, step=step, by=reader.username)
+    if article_id is not None:  # 直接答复 from a knowledge-base article
+        await request.app[KNOWLEDGE].record_use(article_id, int(new.id), reader.username)
     return _json({"order": view(new, reader), "record": _record(record, new, reader)})
+
+
+async def _article_of(request: web.Request, raw: Any, step: str) -> int | None:
+    """``article_id`` of a 直接答复: an existing article, only on ``resolve_on_call``."""
+    if raw is None:
+        return None
+    if step != str(Step.RESOLVE_ON_CALL):
+        raise ApiError(400, "'article_id' goes with the resolve_on_call step")
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    try:
+        await request.app[KNOWLEDGE].get(raw)
+    except LookupError:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id") from None
+    return raw
+
+
+async def api_link_article(request: web.Request) -> web.Response:
+    """Link an order to the knowledge-base article it was answered from."""
+    wo, reader = await _reader(request, *CENTRE_ROLES)
+    order = await _load(wo, request, reader)
+    data = await read_json(request)
+    raw = data.get("article_id")
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    kb = request.app[KNOWLEDGE]
+    try:
+        linked = await kb.record_use(raw, int(order.id), reader.username)
+    except LookupError:
+        raise ApiError(404, "no such article") from None
+    return _json({"order_id": order.id, "article_id": raw, "linked": linked,
+                  "articles": await kb.uses_of_order(int(order.id))})
 
 
 async def api_anomalies(request: web.Request) -> web.Response:
@@ -538,7 +575,10 @@ def openapi() -> dict[str, Any]:
         "resolved": {"type": "boolean"},
         "satisfaction_operator": {"enum": [1, 2, 3, None]},
         "satisfaction_department": {"enum": [1, 2, 3, None]},
-        "call_id": {"type": "string", "maxLength": 64}}}
+        "call_id": {"type": "string", "maxLength": 64},
+        "article_id": {"type": "integer", "description":
+                       "resolve_on_call only: the knowledge-base article the answer came "
+                       "from (counted in /api/knowledge/stats)"}}}
     staff = "operator, supervisor, admin, handler (own department)"
     return {
         "openapi": "3.1.0",
@@ -551,6 +591,7 @@ def openapi() -> dict[str, Any]:
             "responses": {"Error": {"description": "error", "content": {"application/json": {
                 "schema": {"type": "object", "required": ["error"],
                            "properties": {"error": {"type": "string"}}}}}}},
+            "schemas": {"ArticleWrite": ARTICLE_SCHEMA},
         },
         "security": [{"session": []}],
         "paths": {
@@ -584,8 +625,15 @@ def openapi() -> dict[str, Any]:
                 "supervisor, admin", params=(("status", "query", "string"),
                                              ("kind", "query", "string")),
                 errors=(400, 401, 403))},
+            "/api/orders/{id}/knowledge": {"post": _op(
+                "Link the order to the knowledge-base article it was answered from: "
+                "{article_id}", "operator, supervisor, admin", params=order_id,
+                body={"type": "object", "required": ["article_id"],
+                      "properties": {"article_id": {"type": "integer"}}},
+                errors=(400, 401, 403, 404), csrf=True)},
             "/api/openapi.json": {"get": {"summary": "This document", "security": [],
                                           "responses": {"200": {"description": "OK"}}}},
+            **openapi_paths(),
         },
     }
 

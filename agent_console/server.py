@@ -43,6 +43,7 @@ from agent_console.http import (
     security_headers,
 )
 from agent_console.hub import Hub
+from agent_console.knowledge_api import setup_knowledge
 from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websocket
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
@@ -168,6 +169,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         own_call=_own_call(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
     setup_orders(app)  # work orders: /orders, /api/orders...
+    setup_knowledge(app)  # knowledge base: /knowledge, /api/knowledge/...
     setup_reports(app)  # reports: /reports, /api/reports/summary, exports, bursts
     setup_spy(app)  # listen / whisper / barge: /api/supervise/...
     return app

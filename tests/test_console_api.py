@@ -15,7 +15,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -751,9 +750,9 @@ def test_every_ui_string_exists_in_both_languages() -> None:
 # --------------------------------------------------------------------------- users CLI
 
 
-def test_users_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_users_command_line(tmp_db: str, monkeypatch: pytest.MonkeyPatch,
                             capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'users.db'}"
+    url = tmp_db
     monkeypatch.setenv("HOTLINE_DATABASE_URL", url)
     parser = argparse.ArgumentParser(prog="callcenter users")
     add_arguments(parser)
