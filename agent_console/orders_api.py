@@ -420,11 +420,11 @@ async def _article_of(request: web.Request, raw: Any, step: str) -> int | None:
 
 async def api_link_article(request: web.Request) -> web.Response:
     """Link an order to the knowledge-base article it was answered from."""
-    wo, reader = await _reader(request, *CENTRE_ROLES)
+    wo, reader = await _reader(request)
     order = await _load(wo, request, reader)
     data = await read_json(request)
     raw = data.get("article_id")
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw < 2**62:
         raise ApiError(400, "'article_id' must be a knowledge-base article id")
     kb = request.app[KNOWLEDGE]
     try:

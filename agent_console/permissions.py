@@ -118,6 +118,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/orders"): Access(STAFF, "handlers: own department"),
     ("GET", "/api/orders/{id}"): Access(STAFF, "order_visible"),
     ("POST", "/api/orders/{id}/steps"): Access(STAFF, "order_visible, then STEPS"),
+    ("POST", "/api/orders/{id}/knowledge"): Access(CENTRE, "order_visible"),
     ("GET", "/api/supervision/anomalies"): Access(SUPERVISORS),
     ("GET", "/api/departments"): Access(STAFF),
     ("GET", "/api/departments/suggest"): Access(STAFF),
@@ -130,6 +131,18 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/reports/export.csv"): Access(READERS, "handlers: own department"),
     ("GET", "/api/reports/export.xlsx"): Access(READERS, "handlers: own department"),
     ("GET", "/api/reports/bursts"): Access(SUPERVISORS),
+    # knowledge base (agent_console/knowledge_api.py)
+    ("GET", "/knowledge"): Access(STAFF, page=True),
+    ("GET", "/api/knowledge/search"): Access(STAFF),
+    ("GET", "/api/knowledge/categories"): Access(STAFF),
+    ("GET", "/api/knowledge/articles"): Access(STAFF),
+    ("POST", "/api/knowledge/articles"): Access(SUPERVISORS),
+    ("GET", "/api/knowledge/articles/{id}"): Access(STAFF),
+    ("PUT", "/api/knowledge/articles/{id}"): Access(SUPERVISORS),
+    ("POST", "/api/knowledge/articles/{id}/retire"): Access(SUPERVISORS),
+    ("POST", "/api/knowledge/articles/{id}/restore"): Access(SUPERVISORS),
+    ("GET", "/api/knowledge/articles/{id}/versions/{version}"): Access(STAFF),
+    ("GET", "/api/knowledge/stats"): Access(SUPERVISORS),
 }
 """(method, route path as registered) -> who may use it.  HEAD follows GET."""
 

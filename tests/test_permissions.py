@@ -46,7 +46,7 @@ def concrete(path: str) -> str:
     """A path with placeholder values: ids are 1 (the first order), names agent1001."""
     if path == "/static":
         return "/static/common.js"
-    return (path.replace("{id}", "1").replace("{name}", "agent1001")
+    return (path.replace("{id}", "1").replace("{version}", "1").replace("{name}", "agent1001")
             .replace("{uniqueid}", "1700000000.1"))
 
 
