@@ -55,13 +55,17 @@ from agent_console.http import (
 )
 from agent_console.hub import dumps
 from agent_console.intake import IntakeError, clean_fields, order_parts, problems_for_submit
+from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import Role
 from agent_console.orders import DraftError, draft_fields, draft_json, order_json
+from agent_console.orders_api import WORK_ORDERS
+from agent_console.permissions import order_visible
 from agent_console.session import (
     CONSOLE,
     COOKIE,
     RECORDINGS,
     Console,
+    audited,
     current_session,
     home_for,
     need_operator,
@@ -107,7 +111,7 @@ async def api_login(request: web.Request) -> web.Response:
                                     data={"ip": ip, "failures": failures})
         if c.failure_delay:
             await asyncio.sleep(c.failure_delay)
-        raise ApiError(401, "wrong username or password")
+        raise ApiError(401, "wrong username or password", zh="用户名或密码错误")
     c.throttle.succeeded(username)
     if user.member_name:
         c.names[user.member_name] = user.display_name
@@ -144,7 +148,7 @@ async def api_me(request: web.Request) -> web.Response:
 
 async def api_live(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
-    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     now = c.now()
     if session.user.is_supervisor:
         doc = c.wall(now)
@@ -156,7 +160,7 @@ async def api_live(request: web.Request) -> web.Response:
 
 async def api_metrics(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
-    await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    await need_session(request)
     return web.json_response(c.service.metrics_json(), dumps=dumps)
 
 
@@ -171,14 +175,17 @@ async def api_agent_signin(request: web.Request) -> web.Response:
         raise ApiError(400, f"unknown queue {unknown[0]}")
     agent = operator_agent(c.service.centre, user)
     already = set(agent.memberships) if agent else set()
-    sent = []
-    for queue in wanted:
-        if queue in already:
-            continue
-        await pbx(c, {"Action": "QueueAdd", "Queue": queue, "Interface": user.interface,
-                      "MemberName": user.member_name or user.username, "Paused": "false"},
-                  ignore=("already there",))
-        sent.append(queue)
+    sent: list[str] = []
+    async with audited(c, user, "agent_signin", target=user.member_name or user.username,
+                       data={"interface": user.interface, "queues": wanted,
+                             "sent": sent}):
+        for queue in wanted:
+            if queue in already:
+                continue
+            await pbx(c, {"Action": "QueueAdd", "Queue": queue, "Interface": user.interface,
+                          "MemberName": user.member_name or user.username,
+                          "Paused": "false"}, ignore=("already there",))
+            sent.append(queue)
     return web.json_response({"ok": True, "queues": sent})
 
 
@@ -186,7 +193,9 @@ async def api_agent_ready(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     _signed_in(c, user)
-    await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "false"})
+    async with audited(c, user, "agent_ready", target=user.member_name or user.username,
+                       data={"interface": user.interface}):
+        await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "false"})
     return web.json_response({"ok": True})
 
 
@@ -198,8 +207,10 @@ async def api_agent_pause(request: web.Request) -> web.Response:
     if reason not in c.config.pause_reasons:
         raise ApiError(400, f"unknown pause reason {reason!r}")
     _signed_in(c, user)
-    await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "true",
-                  "Reason": reason})
+    async with audited(c, user, "agent_pause", target=user.member_name or user.username,
+                       reason=reason, data={"interface": user.interface}):
+        await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "true",
+                      "Reason": reason})
     return web.json_response({"ok": True})
 
 
@@ -207,9 +218,12 @@ async def api_agent_signout(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     agent = _signed_in(c, user)
-    for queue in sorted(agent.memberships):
-        await pbx(c, {"Action": "QueueRemove", "Queue": queue, "Interface": agent.interface},
-                  ignore=("not there",))
+    queues = sorted(agent.memberships)
+    async with audited(c, user, "agent_signout", target=user.member_name or user.username,
+                       data={"interface": agent.interface, "queues": queues}):
+        for queue in queues:
+            await pbx(c, {"Action": "QueueRemove", "Queue": queue,
+                          "Interface": agent.interface}, ignore=("not there",))
     return web.json_response({"ok": True})
 
 
@@ -235,9 +249,8 @@ async def api_call_hangup(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     call = _my_live_call(c, user, await read_json(request))
-    await pbx(c, {"Action": "Hangup", "Channel": call.channel})
-    await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
-                                action="hangup", target=call.uniqueid)
+    async with audited(c, user, "hangup", target=call.uniqueid):
+        await pbx(c, {"Action": "Hangup", "Channel": call.channel})
     return web.json_response({"ok": True})
 
 
@@ -256,11 +269,10 @@ async def api_call_transfer(request: web.Request) -> web.Response:
         raise ApiError(400, "'kind' must be 'queue' or 'department'")
     if target not in allowed:
         raise ApiError(400, f"unknown {kind} {target!r}")
-    await pbx(c, {"Action": "Redirect", "Channel": call.channel,
-                  "Context": c.config.transfer_context, "Exten": target, "Priority": "1"})
-    await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
-                                action="transfer", target=call.uniqueid,
-                                data={"kind": kind, "to": target})
+    async with audited(c, user, "transfer", target=call.uniqueid,
+                       data={"kind": kind, "to": target}):
+        await pbx(c, {"Action": "Redirect", "Channel": call.channel,
+                      "Context": c.config.transfer_context, "Exten": target, "Priority": "1"})
     return web.json_response({"ok": True})
 
 
@@ -269,7 +281,7 @@ async def api_call_transfer(request: web.Request) -> web.Response:
 
 async def _supervise(request: web.Request, action: str) -> web.Response:
     c = request.app[CONSOLE]
-    session = await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     name = request.match_info["name"]
     data = await read_json(request)
     reason = text_field(data, "reason", max_len=500)
@@ -278,8 +290,8 @@ async def _supervise(request: web.Request, action: str) -> web.Response:
         raise ApiError(404, f"no agent {name}")
     if not agent.memberships:
         raise ApiError(409, f"agent {name} is not signed in")
-    result = "ok"
-    try:
+    async with audited(c, session.user, action, target=name, reason=reason,
+                       data={"interface": agent.interface}):
         if action == "force_ready":
             await pbx(c, {"Action": "QueuePause", "Interface": agent.interface,
                           "Paused": "false"})
@@ -287,16 +299,6 @@ async def _supervise(request: web.Request, action: str) -> web.Response:
             for queue in sorted(agent.memberships):
                 await pbx(c, {"Action": "QueueRemove", "Queue": queue,
                               "Interface": agent.interface}, ignore=("not there",))
-    except ApiError as exc:
-        result = exc.message
-        raise
-    finally:
-        await c.service.store.audit(at=c.now(), actor=session.user.username,
-                                    role=session.user.role.value, action=action,
-                                    target=name, reason=reason,
-                                    data={"interface": agent.interface, "result": result})
-        log.info("supervisor action", action=action, agent=name, by=session.user.username,
-                 result=result)
     return web.json_response({"ok": True})
 
 
@@ -313,7 +315,7 @@ async def api_force_signout(request: web.Request) -> web.Response:
 
 async def api_history(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
-    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     uniqueid = request.match_info["uniqueid"]
     if len(uniqueid) > 64:
         raise ApiError(404, "no such call")
@@ -409,7 +411,6 @@ async def api_draft_submit(request: web.Request) -> web.Response:
     """受理 the draft as a work order: kept at the centre (accept), answered on the call
     (直接答复 / 当场办结, with the answer and optionally the knowledge-base article), or
     dispatched at once to a department.  Submitting twice returns the same order."""
-    from agent_console.orders_api import WORK_ORDERS
     from callcenter.orders.lifecycle import IllegalStep, NotAllowed, Step, order_view, redact
     from callcenter.orders.store import OrderConflict, account_actor
 
@@ -419,11 +420,11 @@ async def api_draft_submit(request: web.Request) -> web.Response:
     if outcome not in SUBMIT_OUTCOMES:
         raise ApiError(400, f"'outcome' must be one of {', '.join(SUBMIT_OUTCOMES)}")
     answer = text_field(data, "answer", max_len=4000, required=False)
-    article_id = text_field(data, "article_id", max_len=64, required=False)
     department = text_field(data, "department", max_len=64, required=False)
     wo = request.app[WORK_ORDERS]
     if outcome == "answer" and not answer:
         raise ApiError(400, "an answer on the call needs the answer given", missing=["answer"])
+    article_id = await _article_for_answer(request, data.get("article_id"), outcome)
     if outcome == "dispatch" and not wo.config.knows(department):
         raise ApiError(400, "dispatch needs a known department", missing=["department"])
     draft = await c.orders.draft(user.username, draft_id)
@@ -438,13 +439,17 @@ async def api_draft_submit(request: web.Request) -> web.Response:
     missing = problems_for_submit(fields, draft.text, draft.caller)
     if missing:
         raise ApiError(400, "the order is not complete: " + ", ".join(missing), missing=missing)
-    parts = order_parts(fields, draft.caller, article_id if outcome == "answer" else "")
+    parts = order_parts(fields, draft.caller, str(article_id or ""))
     try:
         order, _ = await wo.create(actor, text=draft.text.strip(),
                                    call_uniqueid=draft.call_uniqueid, **parts)
-        await c.orders.mark_submitted(user.username, draft_id, int(order.id))
+        await c.orders.mark_submitted(user.username, draft_id, int(order.id), user.role.value,
+                                      order.number)
         if outcome == "answer":
             order, _ = await wo.step(order.id, Step.RESOLVE_ON_CALL, actor, answer=answer)
+            if article_id is not None:  # which article answers the calls (the statistics)
+                await request.app[KNOWLEDGE].record_use(article_id, int(order.id),
+                                                        user.username)
         elif outcome == "dispatch":
             order, _ = await wo.step(order.id, Step.DISPATCH, actor, department=department)
     except IllegalStep as exc:
@@ -460,10 +465,23 @@ async def api_draft_submit(request: web.Request) -> web.Response:
                               "number": order.number, "id": order.id}, dumps=dumps)
 
 
+async def _article_for_answer(request: web.Request, raw: Any, outcome: str) -> int | None:
+    """The knowledge-base article a 直接答复 came from: an existing article id, or None."""
+    if raw is None:
+        return None
+    if outcome != "answer":
+        raise ApiError(400, "'article_id' goes with an answer on the call")
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw < 2**62:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    try:
+        await request.app[KNOWLEDGE].get(raw)
+    except LookupError:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id") from None
+    return raw
+
+
 async def api_intake(request: web.Request) -> web.Response:
     """The intake form's lists: 诉求类型, 回复方式, the category tree, districts."""
-    from agent_console.orders_api import WORK_ORDERS
-
     c = request.app[CONSOLE]
     await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
     lists = c.intake.public(request.app[WORK_ORDERS].config.directory)
@@ -491,8 +509,14 @@ async def api_caller_lookup(request: web.Request) -> web.Response:
 async def api_work_order(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     session = await need_session(request)
-    order = await c.orders.work_order(int_param(request.match_info["id"], "work order"))
-    if order is None or not (session.user.is_supervisor
-                             or order.created_by == session.user.username):
-        raise ApiError(404, "no such work order")
+    order_id = int_param(request.match_info["id"], "work order")
+    order = await c.orders.work_order(order_id)
+    user = session.user
+    full, department = None, None
+    if order is not None and user.role is Role.HANDLER:  # the same rule as /api/orders/{id}
+        wo = request.app[WORK_ORDERS]
+        department = await wo.department_of(user.username)
+        full = await wo.get(str(order_id))
+    if order is None or not order_visible(user.role, department, full):
+        raise ApiError(404, "no such work order", zh="未找到该工单")
     return web.json_response(order_json(order), dumps=dumps)

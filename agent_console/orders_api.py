@@ -40,7 +40,9 @@ import structlog
 from aiohttp import web
 
 from agent_console.http import ApiError, list_field, read_json, text_field
+from agent_console.knowledge_api import ARTICLE_SCHEMA, KNOWLEDGE, openapi_paths
 from agent_console.models import Role as AccountRole
+from agent_console.permissions import order_visible
 from agent_console.session import CONSOLE, RECORDINGS, need_session, page
 from callcenter.orders.lifecycle import (
     TRANSITIONS,
@@ -74,8 +76,6 @@ TIMER_EVERY = web.AppKey("work_order_timer_every", float)
 
 MAX_TEXT = 20_000
 MAX_BODY = 200_000  # MAX_TEXT characters, JSON-escaped
-CENTRE_ROLES = (AccountRole.OPERATOR, AccountRole.SUPERVISOR, AccountRole.ADMIN)
-STAFF_ROLES = (*CENTRE_ROLES, AccountRole.HANDLER)
 TIME_KEYS = ("deadline", "handling_due")
 DEPARTMENT_KEYS = ("department",)
 STEP_NAMES = sorted({str(s) for s in Step if s is not Step.ACCEPT} | {"answer"})
@@ -97,11 +97,12 @@ def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
         c.caller_history = wo.caller_history
     app.cleanup_ctx.append(_timers_ctx)
     r = app.router
-    r.add_get("/orders", page("orders.html", lambda u: u.role in STAFF_ROLES))
+    r.add_get("/orders", page("orders.html", None))
     r.add_post("/api/orders", api_create)
     r.add_get("/api/orders", api_list)
     r.add_get("/api/orders/{id}", api_get)
     r.add_post("/api/orders/{id}/steps", api_step)
+    r.add_post("/api/orders/{id}/knowledge", api_link_article)
     r.add_get("/api/supervision/anomalies", api_anomalies)
     r.add_get("/api/departments", api_departments)
     r.add_get("/api/departments/suggest", api_suggest)
@@ -146,8 +147,10 @@ class Reader:
 
 
 async def _reader(request: web.Request, *roles: AccountRole) -> tuple[WorkOrders, Reader]:
+    """The work orders and the signed-in reader.  Who may use a route is decided by
+    :data:`agent_console.permissions.ROUTES` before the handler runs."""
     wo = request.app[WORK_ORDERS]
-    session = await need_session(request, *(roles or STAFF_ROLES))
+    session = await need_session(request, *roles)
     user = session.user
     department = None
     if user.role is AccountRole.HANDLER:
@@ -165,11 +168,8 @@ def _actor(wo: WorkOrders, reader: Reader) -> Any:
 
 
 def _sees(order: Order, reader: Reader) -> bool:
-    """A department handler sees the orders its department handles or has handled."""
-    if reader.department is None:
-        return True
-    return reader.department in order.handling_units or any(
-        d.department == reader.department for d in order.dispatch_history)
+    """The one department/ownership rule (:func:`agent_console.permissions.order_visible`)."""
+    return order_visible(reader.account_role, reader.department, order)
 
 
 def view(order: Order, reader: Reader) -> dict[str, Any]:
@@ -266,7 +266,7 @@ def _json(doc: Any, status: int = 200) -> web.Response:
 
 
 async def api_create(request: web.Request) -> web.Response:
-    wo, reader = await _reader(request, *CENTRE_ROLES)
+    wo, reader = await _reader(request)
     data = await read_json(request, MAX_BODY)
     text = text_field(data, "text", max_len=MAX_TEXT)
     caller = Caller(
@@ -341,7 +341,7 @@ async def api_get(request: web.Request) -> web.Response:
 
 async def api_outbound(request: web.Request) -> web.Response:
     """Call-backs and automatic return visits; ``status=manual`` is the operators' to-do."""
-    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    wo, _ = await _reader(request)
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise ApiError(400, f"'status' must be one of {', '.join(STATUSES)}")
@@ -361,7 +361,8 @@ async def api_step(request: web.Request) -> web.Response:
     data = await read_json(request, MAX_BODY)
     step = data.pop("step", None)
     if not isinstance(step, str) or step not in STEP_NAMES:
-        raise ApiError(400, f"'step' must be one of {', '.join(STEP_NAMES)}")
+        raise ApiError(400, f"'step' must be one of {', '.join(STEP_NAMES)}",
+                       zh="未知的工单步骤")
     reason = data.pop("reason", None)
     if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
         raise ApiError(400, "'reason' must be a string of at most 2000 characters")
@@ -379,6 +380,7 @@ async def api_step(request: web.Request) -> web.Response:
         data["co_handlers"] = [_department(wo, d, "co_handlers") for d in named]
     if "call_id" in data and data["call_id"] is not None:
         data["call_id"] = text_field(data, "call_id", max_len=64)
+    article_id = await _article_of(request, data.pop("article_id", None), step)
     if step == "answer":  # a citizen's answer heard on a recorded call
         resolved = data.get("resolved")
         if not isinstance(resolved, bool):
@@ -396,11 +398,45 @@ async def api_step(request: web.Request) -> web.Response:
     except OrderConflict:
         raise ApiError(409, "the order was changed by someone else; reload it") from None
     log.info("work order step", number=new.number, step=step, by=reader.username)
+    if article_id is not None:  # 直接答复 from a knowledge-base article
+        await request.app[KNOWLEDGE].record_use(article_id, int(new.id), reader.username)
     return _json({"order": view(new, reader), "record": _record(record, new, reader)})
 
 
+async def _article_of(request: web.Request, raw: Any, step: str) -> int | None:
+    """``article_id`` of a 直接答复: an existing article, only on ``resolve_on_call``."""
+    if raw is None:
+        return None
+    if step != str(Step.RESOLVE_ON_CALL):
+        raise ApiError(400, "'article_id' goes with the resolve_on_call step")
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    try:
+        await request.app[KNOWLEDGE].get(raw)
+    except LookupError:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id") from None
+    return raw
+
+
+async def api_link_article(request: web.Request) -> web.Response:
+    """Link an order to the knowledge-base article it was answered from."""
+    wo, reader = await _reader(request)
+    order = await _load(wo, request, reader)
+    data = await read_json(request)
+    raw = data.get("article_id")
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw < 2**62:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    kb = request.app[KNOWLEDGE]
+    try:
+        linked = await kb.record_use(raw, int(order.id), reader.username)
+    except LookupError:
+        raise ApiError(404, "no such article") from None
+    return _json({"order_id": order.id, "article_id": raw, "linked": linked,
+                  "articles": await kb.uses_of_order(int(order.id))})
+
+
 async def api_anomalies(request: web.Request) -> web.Response:
-    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    wo, _ = await _reader(request)
     kind = request.query.get("kind") or None
     found = await wo.anomalies()
     if kind is not None:
@@ -457,7 +493,7 @@ def _day(request: web.Request, key: str, default: date) -> date:
 
 
 async def api_report(request: web.Request) -> web.Response:
-    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    wo, _ = await _reader(request)
     today = wo.now().date()
     end = _day(request, "to", today)
     start = _day(request, "from", end - timedelta(days=6))
@@ -539,7 +575,10 @@ def openapi() -> dict[str, Any]:
         "resolved": {"type": "boolean"},
         "satisfaction_operator": {"enum": [1, 2, 3, None]},
         "satisfaction_department": {"enum": [1, 2, 3, None]},
-        "call_id": {"type": "string", "maxLength": 64}}}
+        "call_id": {"type": "string", "maxLength": 64},
+        "article_id": {"type": "integer", "description":
+                       "resolve_on_call only: the knowledge-base article the answer came "
+                       "from (counted in /api/knowledge/stats)"}}}
     staff = "operator, supervisor, admin, handler (own department)"
     return {
         "openapi": "3.1.0",
@@ -552,6 +591,7 @@ def openapi() -> dict[str, Any]:
             "responses": {"Error": {"description": "error", "content": {"application/json": {
                 "schema": {"type": "object", "required": ["error"],
                            "properties": {"error": {"type": "string"}}}}}}},
+            "schemas": {"ArticleWrite": ARTICLE_SCHEMA},
         },
         "security": [{"session": []}],
         "paths": {
@@ -585,8 +625,15 @@ def openapi() -> dict[str, Any]:
                 "supervisor, admin", params=(("status", "query", "string"),
                                              ("kind", "query", "string")),
                 errors=(400, 401, 403))},
+            "/api/orders/{id}/knowledge": {"post": _op(
+                "Link the order to the knowledge-base article it was answered from: "
+                "{article_id}", "operator, supervisor, admin", params=order_id,
+                body={"type": "object", "required": ["article_id"],
+                      "properties": {"article_id": {"type": "integer"}}},
+                errors=(400, 401, 403, 404), csrf=True)},
             "/api/openapi.json": {"get": {"summary": "This document", "security": [],
                                           "responses": {"200": {"description": "OK"}}}},
+            **openapi_paths(),
         },
     }
 

@@ -162,6 +162,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             datetime.now(s.tz).replace(hour=0, minute=0, second=0, microsecond=0))
     except ValueError:
         raise CliError(f"--day {args.day!r} is not a date like 2026-11-23") from None
+    if args.xlsx or args.csv:
+        return _report_files(args, s, day)
     width = {"15m": 900, "hour": 3600, "day": 86400}[args.interval]
     url = args.db or s.database_url
 
@@ -191,6 +193,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_files(args: argparse.Namespace, s: Settings, day: datetime) -> int:
+    """The reports page's content as files (for cron): XLSX with every table, or one CSV."""
+    import time
+
+    from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
+    from callcenter.db import Store
+    from callcenter.orders.store import OrderConfig
+
+    names = {d.id: d.name for d in OrderConfig.load().directory.departments}
+
+    async def run() -> dict[str, object]:
+        store = Store(args.db or s.database_url)
+        try:
+            await store.open()
+            return await build_report(store.engine, s, ReportConfig.from_settings(s),
+                                      period=args.period, day=day.date(), now=time.time(),
+                                      queue=args.queue, names=names)
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    try:
+        if args.xlsx:
+            Path(args.xlsx).write_bytes(to_xlsx(report))
+            print(f"wrote {args.xlsx}: {report['title']} {report['start'][:10]}")
+        if args.csv:
+            table, _, path = args.csv.partition("=")
+            known = [tb.key for tb in tables(report)]
+            if table not in known or not path:
+                raise CliError(f"--csv TABLE=FILE, TABLE one of {', '.join(known)}")
+            Path(path).write_bytes(to_csv(report, table))
+            print(f"wrote {path}: {table}")
+    except OSError as exc:
+        raise CliError(f"cannot write the report: {exc.strerror}") from None
+    return 0
+
+
 def _shown(url: str) -> str:
     """A database URL without its password, for messages."""
     head, sep, tail = url.rpartition("@")
@@ -216,6 +255,12 @@ def cmd_users(args: argparse.Namespace) -> int:
     from agent_console.users_cli import main_from_args
 
     return main_from_args(args)
+
+
+def cmd_knowledge(args: argparse.Namespace) -> int:
+    from callcenter.desk_cli import knowledge_main
+
+    return knowledge_main(args, _settings(args))
 
 
 # --------------------------------------------------------------------------- parser
@@ -262,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="figures from the database for one day")
     rep.add_argument("--day", help="YYYY-MM-DD (default today)")
     rep.add_argument("--interval", choices=["15m", "hour", "day"], default="day")
+    rep.add_argument("--period", choices=["day", "week", "month"], default="day",
+                     help="with --xlsx/--csv: the 日报, 周报 or 月报 holding --day")
+    rep.add_argument("--queue", default=None, help="with --xlsx/--csv: one queue only")
+    rep.add_argument("--xlsx", metavar="FILE", help="write the whole report as XLSX (for cron)")
+    rep.add_argument("--csv", metavar="TABLE=FILE", help="write one table as CSV (UTF-8, BOM)")
     rep.add_argument("--db", default=None,
                      help=f"database URL (default: the configuration's; the demo's is {DEMO_DB})")
     rep.set_defaults(func=cmd_report)
@@ -271,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     us = sub.add_parser("users", help="accounts: add, passwd, disable, enable, set, list")
     users_arguments(us)
     us.set_defaults(func=cmd_users)
+
+    from callcenter.desk_cli import add_knowledge_arguments
+
+    kn = sub.add_parser("knowledge", help="knowledge base: import FILE (.csv/.md), stats")
+    add_knowledge_arguments(kn)
+    kn.set_defaults(func=cmd_knowledge)
 
     from recordings.cli import add_arguments as recordings_arguments
 

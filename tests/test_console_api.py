@@ -15,7 +15,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +26,7 @@ from acd.state import AgentState, Outcome
 from agent_console.auth import LoginThrottle, Users, seed_demo_users
 from agent_console.http import CSP
 from agent_console.hub import RESYNC, Hub, apply_ops, diff
+from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import DraftRow, WorkOrderRow
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import make_app
@@ -118,8 +118,10 @@ async def test_login_sets_a_strict_httponly_cookie_and_returns_csrf(rig: Rig) ->
 
 async def test_wrong_password_and_unknown_user_look_the_same(rig: Rig) -> None:
     p = rig.person()
-    assert await p.login("op1", "wrong") == (401, {"error": "wrong username or password"})
-    assert await p.login("nobody", "demo") == (401, {"error": "wrong username or password"})
+    assert await p.login("op1", "wrong") == (401, {"error": "wrong username or password",
+                                                         "error_zh": "用户名或密码错误"})
+    assert await p.login("nobody", "demo") == (401, {"error": "wrong username or password",
+                                                         "error_zh": "用户名或密码错误"})
     assert (await p.call("GET", "/api/me"))[0] == 401
 
 
@@ -198,13 +200,14 @@ async def test_without_a_session_the_api_answers_401(rig: Rig) -> None:
     for method, path in [("GET", "/api/metrics"), ("GET", "/api/live"), ("GET", "/api/drafts"),
                          ("POST", "/api/agent/ready"), ("POST", "/api/logout")]:
         status, body = await p.call(method, path)
-        assert status == 401 and body == {"error": "sign in first"}, path
+        assert status == 401 and body == {"error": "sign in first", "error_zh": "请先登录"}, path
 
 
 async def test_wrong_role_is_refused(rig: Rig) -> None:
     op = await rig.as_user("op1")
     sup = await rig.as_user("sup1")
-    assert await op.call("GET", "/api/metrics") == (403, {"error": "your role may not do this"})
+    assert await op.call("GET", "/api/metrics") == (403, {"error": "your role may not do this",
+                                                                "error_zh": "您的角色无权执行此操作"})
     status, _ = await op.call("POST", "/api/supervisor/agents/agent1002/ready", {"reason": "x"})
     assert status == 403
     assert (await sup.call("POST", "/api/agent/ready"))[0] == 403
@@ -262,13 +265,14 @@ async def test_bad_json_is_answered_with_json_errors(rig: Rig) -> None:
 
 async def test_unknown_routes_and_ids_are_json_404(rig: Rig) -> None:
     p = await rig.as_user("op1")
-    assert await p.call("GET", "/api/nothing-here") == (404, {"error": "no such API route"})
+    assert await p.call("GET", "/api/nothing-here") == (404, {"error": "no such API route",
+                                                                     "error_zh": "未找到"})
     assert (await p.call("GET", "/api/drafts/abc"))[0] == 404
     assert (await p.call("GET", "/api/drafts/99999999999999999999999"))[0] == 404
     assert (await p.call("GET", "/api/drafts/12345"))[0] == 404
     assert (await p.call("GET", "/api/calls/nope/history"))[0] == 404
     status, body = await p.call("DELETE", "/api/drafts/1")
-    assert status == 405 and body == {"error": "method not allowed"}
+    assert status == 405 and body == {"error": "method not allowed", "error_zh": "不支持此方法"}
 
 
 async def test_draft_text_size_is_limited(rig: Rig) -> None:
@@ -495,6 +499,9 @@ async def test_draft_on_answer_then_work_order(rig: Rig) -> None:
     assert [o.text for o in orders] == ["路灯不亮 <script>alert(1)</script>", "举报小区内违章搭建"]
     assert [o.status for o in orders] == ["resolved_on_call", "dispatched"]
     assert {d.status for d in drafts} == {"submitted"}
+    # the centre is one unit (the rule of /api/orders/{id}, agent_console.permissions)
+    assert (await op2.call("GET", f"/api/work-orders/{done['id']}"))[0] == 200
+    assert (await op1.call("GET", f"/api/work-orders/{done['id']}"))[0] == 200
     wo = rig.server.app[WORK_ORDERS]
     confidential = await wo.get(sent["id"])
     as_department = redact(order_view(confidential), "department")
@@ -513,6 +520,30 @@ async def test_draft_on_answer_then_work_order(rig: Rig) -> None:
     lamps = [leaf for top in lists["categories"] for mid in top["children"]
              for leaf in mid["children"] if leaf["label"] == "市政设施/路灯"]
     assert lamps and lamps[0]["departments"][0]["id"] == "urban_management"
+
+
+async def test_an_answer_on_the_call_from_a_knowledge_base_article(rig: Rig) -> None:
+    kb = rig.server.app[KNOWLEDGE]
+    article = await kb.create({"title": "社保卡丢失补办", "body": "可到就近社保网点或通过官方App补办。",
+                               "category": "社会保险"}, "sup1")
+    op1 = await rig.as_user("op1")
+    _, d = await op1.call("POST", "/api/drafts", {})
+    await op1.call("PUT", f"/api/drafts/{d['id']}", {
+        "caller": "13700000011", "text": "社保卡丢了怎么补办",
+        "fields": {"request_type": "consult", "category": "社会保险"}})
+    for bad in (0, "1", True, article.id + 1000):
+        status, _ = await op1.call("POST", f"/api/drafts/{d['id']}/submit", {
+            "outcome": "answer", "answer": "x", "article_id": bad})
+        assert status == 400, bad
+    status, _body = await op1.call("POST", f"/api/drafts/{d['id']}/submit", {
+        "outcome": "dispatch", "department": "human_resources", "article_id": article.id})
+    assert status == 400  # an article goes with an answer, not a dispatch
+    status, done = await op1.call("POST", f"/api/drafts/{d['id']}/submit", {
+        "outcome": "answer", "answer": "可到就近社保网点补办。", "article_id": article.id})
+    assert status == 200, done
+    assert (done["order"]["state"], done["order"]["article_id"]) == (
+        "resolved_on_call", str(article.id))
+    assert await kb.uses_of_order(int(done["id"])) == [article.id]
 
 
 def test_the_shipped_intake_configuration_is_consistent() -> None:
@@ -820,9 +851,9 @@ def test_every_ui_string_exists_in_both_languages() -> None:
 # --------------------------------------------------------------------------- users CLI
 
 
-def test_users_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_users_command_line(tmp_db: str, monkeypatch: pytest.MonkeyPatch,
                             capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'users.db'}"
+    url = tmp_db
     monkeypatch.setenv("HOTLINE_DATABASE_URL", url)
     parser = argparse.ArgumentParser(prog="callcenter users")
     add_arguments(parser)

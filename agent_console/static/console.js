@@ -466,25 +466,28 @@ async function kbSearch() {
   const q = byId("kb-query").value.trim();
   const ul = byId("kb-results");
   if (!q) { ul.replaceChildren(); return; }
-  const leaf = chosenCategory();
-  const params = new URLSearchParams({q});
-  if (leaf) params.set("category", leaf.label);
+  const params = new URLSearchParams({q, limit: "6"});
   let found;
   try { found = await api("GET", "/api/knowledge/search?" + params); } catch (e) { ul.replaceChildren(el("li", {cls: "muted", text: errorText(e)})); return; }
-  const items = found.articles || found.results || [];
-  if (!items.length) { ul.replaceChildren(el("li", {cls: "muted", text: t("kb.none")})); return; }
-  ul.replaceChildren(...items.slice(0, 6).map((a) => {
-    const b = el("button", {cls: "link-button", attrs: {type: "button"}, text: a.title});
+  if (byId("kb-query").value.trim() !== q) return;  // typed on meanwhile
+  const hits = found.hits || [];
+  if (!hits.length) { ul.replaceChildren(el("li", {cls: "muted", text: t("kb.none")})); return; }
+  ul.replaceChildren(...hits.map((a) => {
+    const b = el("button", {cls: "link-button", attrs: {type: "button"}, data: {article: String(a.id)}, text: a.title});
     b.addEventListener("click", () => useArticle(a));
-    return el("li", {}, b, el("span", {cls: "muted", text: " " + (a.snippet || a.summary || "").slice(0, 80)}));
+    return el("li", {}, b, el("div", {cls: "muted excerpt", text: (a.excerpt || "").slice(0, 120)}));
   }));
 }
 
-function useArticle(a) {
-  chosenArticle = {id: String(a.id), title: a.title};
-  const answer = byId("draft-answer");
-  if (!answer.value.trim()) answer.value = (a.answer || a.summary || a.body || "").slice(0, 4000);
+// "Answered from this article": the answer is prefilled from it, the order will link it.
+async function useArticle(a) {
+  chosenArticle = {id: a.id, title: a.title};
   byId("kb-chosen").textContent = t("kb.chosen", {title: a.title});
+  const answer = byId("draft-answer");
+  if (answer.value.trim()) return;
+  let body = a.excerpt || "";
+  try { body = (await api("GET", `/api/knowledge/articles/${encodeURIComponent(a.id)}`)).article.body || body; } catch { /* the excerpt will do */ }
+  if (!answer.value.trim()) answer.value = body.slice(0, 4000);
 }
 
 // --------------------------------------------------------------------------- drafts
