@@ -43,6 +43,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from agent_console.http import ApiError, list_field, read_json, text_field
+from agent_console.intake_api import openapi_paths as intake_paths
 from agent_console.knowledge_api import ARTICLE_SCHEMA, KNOWLEDGE, openapi_paths
 from agent_console.models import Role as AccountRole
 from agent_console.session import CONSOLE, RECORDINGS, need_session, page
@@ -809,7 +810,9 @@ def openapi() -> dict[str, Any]:
                                 "pure core (callcenter.orders.lifecycle); errors are {\"error\": ...}."},
         "components": {
             "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
-                                            "name": "hotline_session"}},
+                                            "name": "hotline_session"},
+                                "intakeKey": {"type": "apiKey", "in": "header",
+                                              "name": "X-Api-Key"}},
             "responses": {"Error": {"description": "error", "content": {"application/json": {
                 "schema": {"type": "object", "required": ["error"],
                            "properties": {"error": {"type": "string"}}}}}}},
@@ -892,6 +895,7 @@ def openapi() -> dict[str, Any]:
             "/api/openapi.json": {"get": {"summary": "This document", "security": [],
                                           "responses": {"200": {"description": "OK"}}}},
             **openapi_paths(),
+            **intake_paths(),
         },
     }
 
