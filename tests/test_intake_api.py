@@ -55,7 +55,6 @@ async def test_a_channel_files_once_per_idempotency_key(rig: Any) -> None:
         assert status == 200 and doc["order"]["number"] == first["number"]
     # Two retries racing each other still file once.
     results = await asyncio.gather(*(post(BODY, idem="race") for _ in range(5)))
-    assert sorted(s for s, _ in results if s in (200, 201))[-1] in (200, 201)
     numbers = {d["order"]["number"] for s, d in results if s in (200, 201)}
     assert len(numbers) == 1 and all(s in (200, 201, 409) for s, _ in results)
     assert [s for s, _ in results].count(201) == 1
