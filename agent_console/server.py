@@ -49,6 +49,7 @@ from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websoc
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
+from agent_console.permissions import permission_guard
 from agent_console.reports_api import setup_reports
 from agent_console.session import (
     CONSOLE,
@@ -130,7 +131,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     if hub.route is None:  # a ring refreshes the screens of its agent, not all 1,100
         hub.route = console.route
     hub.listeners.append(console.note_changes)
-    app = web.Application(middlewares=[json_errors, csrf_guard], client_max_size=256 * 1024)
+    # Errors as JSON; then who may use the route (agent_console.permissions.ROUTES); then CSRF.
+    app = web.Application(middlewares=[json_errors, permission_guard(current_session),
+                                       csrf_guard], client_max_size=256 * 1024)
     app[CONSOLE] = console
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(hub_ctx)
@@ -138,9 +141,8 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r = app.router
     r.add_get("/", root)
     r.add_get("/login", page("login.html", None))
-    r.add_get("/console", page("console.html", lambda u: bool(u.interface) and u.role in (
-        Role.OPERATOR, Role.ADMIN)))
-    r.add_get("/wallboard", page("wallboard.html", lambda u: u.is_supervisor))
+    r.add_get("/console", page("console.html", lambda u: bool(u.interface)))
+    r.add_get("/wallboard", page("wallboard.html", None))
     r.add_post("/api/login", api_login)
     r.add_post("/api/logout", api_logout)
     r.add_get("/api/me", api_me)
