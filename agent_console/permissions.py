@@ -106,7 +106,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/drafts/{id}"): Access(OPERATORS, "own drafts"),
     ("PUT", "/api/drafts/{id}"): Access(OPERATORS, "own drafts"),
     ("POST", "/api/drafts/{id}/submit"): Access(OPERATORS, "own drafts"),
-    ("GET", "/api/intake"): Access(CENTRE),  # the intake form's lists (config/intake.toml)
+    ("GET", "/api/intake-form"): Access(CENTRE),  # the intake form's lists (config/intake.toml)
     ("GET", "/api/callers"): Access(CENTRE),  # lookup by phone number: calls and orders
     ("GET", "/api/work-orders/{id}"): Access(STAFF, "order_visible"),
     # supervisors acting on agents and calls
@@ -145,6 +145,13 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/knowledge/articles/{id}/restore"): Access(SUPERVISORS),
     ("GET", "/api/knowledge/articles/{id}/versions/{version}"): Access(STAFF),
     ("GET", "/api/knowledge/stats"): Access(SUPERVISORS),
+    # finding, duplicates and merging (agent_console/orders_api.py, callcenter/orders/merge.py)
+    ("GET", "/api/orders/duplicates"): Access(CENTRE),
+    ("GET", "/api/orders/{id}/duplicates"): Access(CENTRE, "order_visible"),
+    ("POST", "/api/orders/{id}/merge"): Access(SUPERVISORS, "并案: open orders only"),
+    ("POST", "/api/orders/{id}/unmerge"): Access(SUPERVISORS),
+    # channels filing orders (agent_console/intake_api.py): no session, a channel's API key
+    ("POST", "/api/intake/orders"): Access(None, "X-Api-Key of a channel, rate-limited"),
 }
 """(method, route path as registered) -> who may use it.  HEAD follows GET."""
 

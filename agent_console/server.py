@@ -46,6 +46,7 @@ from agent_console.http import (
 )
 from agent_console.hub import Hub
 from agent_console.intake import IntakeConfig
+from agent_console.intake_api import setup_intake
 from agent_console.knowledge_api import setup_knowledge
 from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websocket
 from agent_console.models import Role
@@ -173,9 +174,10 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_static("/static", STATIC, follow_symlinks=False)
     work_orders = setup_orders(app)  # work orders: /orders, /api/orders...
     console.intake = IntakeConfig.load(work_orders.config.directory)
-    r.add_get("/api/intake", api_intake)
+    r.add_get("/api/intake-form", api_intake)
     r.add_get("/api/callers", api_caller_lookup)
     setup_knowledge(app)  # knowledge base: /knowledge, /api/knowledge/...
+    setup_intake(app, work_orders)  # channels filing orders: /api/intake/orders (API key)
     setup_reports(app)  # reports: /reports, /api/reports/summary, exports, bursts
     setup_spy(app)  # listen / whisper / barge: /api/supervise/...
     return app

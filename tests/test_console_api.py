@@ -514,7 +514,7 @@ async def test_draft_on_answer_then_work_order(rig: Rig) -> None:
     assert found["work_orders"][0]["handling_due"] > 0
     for bad in ("", "abc", "1" * 41, "1;DROP"):
         assert (await op1.call("GET", "/api/callers?number=" + bad))[0] == 400
-    status, lists = await op1.call("GET", "/api/intake")
+    status, lists = await op1.call("GET", "/api/intake-form")
     assert status == 200 and [t["name"] for t in lists["request_types"]] == [
         "咨询", "求助", "投诉", "举报", "建议", "表扬", "其他"]
     lamps = [leaf for top in lists["categories"] for mid in top["children"]

@@ -344,7 +344,7 @@ function nameOf(item) { return currentLang() === "en" ? (item.name_en || item.na
 
 async function loadIntake() {
   try {
-    intake = await api("GET", "/api/intake");
+    intake = await api("GET", "/api/intake-form");
     departments = (await api("GET", "/api/departments")).departments;
   } catch (e) {
     setMessage("draft-message", errorText(e), "error");
