@@ -107,7 +107,7 @@ def test_operator_times_from_the_state_log_clipped_to_the_window() -> None:
     ]
     c = call("1", at(8, 1), "completed", hold=50, talk=100, agent="a")
     c.answered_at = t0 + 110
-    got = rp.agent_report(states, [c], t0, t0 + 3600)["a"]
+    got = rp.agent_report(states, rp.calls_by_agent([c], t0, t0 + 3600), t0, t0 + 3600)["a"]
     assert got.signed_in_s == 1000 and got.ring_no_answer == 1
     assert got.calls_taken == 1 and got.talk_s == 100 and got.wrap_s == 30
     assert got.paused_s == 600 and got.paused_by_reason == {"meal": 600}
