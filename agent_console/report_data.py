@@ -33,12 +33,15 @@ CALL_FIELDS = (CallRow.uniqueid, CallRow.queue, CallRow.joined_at, CallRow.hotli
                CallRow.estimated)
 
 
+DEFAULT_CENTRE = "12345政务服务便民热线"
+
+
 @dataclass(frozen=True, slots=True)
 class ReportConfig:
     """``[reports]`` in the config: the centre's name on printed reports, the shifts,
     the wallboard's colour bounds, hotspot keywords and the burst alert."""
 
-    centre_name: str = "12345政务服务便民热线"
+    centre_name: str = DEFAULT_CENTRE
     shifts: tuple[rp.Shift, ...] = rp.DEFAULT_SHIFTS
     colours: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: dict(rp.DEFAULT_COLOURS))
@@ -58,7 +61,7 @@ class ReportConfig:
                 colours[key] = {k: float(v) for k, v in bounds.items()}
         burst = raw.get("burst") or {}
         return cls(
-            centre_name=str(raw.get("centre_name", cls.centre_name)),
+            centre_name=str(raw.get("centre_name", DEFAULT_CENTRE)),
             shifts=rp.parse_shifts(raw["shifts"]) if raw.get("shifts") else rp.DEFAULT_SHIFTS,
             colours=colours,
             keywords=tuple(str(k) for k in raw.get("keywords", ())) or asm.DEFAULT_KEYWORDS,

@@ -504,13 +504,14 @@ def _t(ts: float, tz: Any) -> dict[str, str]:
 
 
 def synthetic_month(start: float, end: float, *, calls: int, orders: int, agents: int,
-                    seed: int, tz: Any, now: float | None = None
+                    seed: int, tz: Any, now: float | None = None, order_id_from: int = 1
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(call records, agent state log, work-order audit records) of a centre over
     ``[start, end)``: ``calls`` calls, ``orders`` orders with their steps (dispatch,
     sign-for, returns, re-dispatch, replies, completion, return visits keyed by the
     citizen or entered by staff, reopenings, overdue flags, supervision), ``agents``
-    operators signing in and pausing each day.  Nothing after ``now``."""
+    operators signing in and pausing each day.  Nothing after ``now``; orders are
+    numbered from ``order_id_from``."""
     import random
 
     rng = random.Random(seed)
@@ -565,7 +566,7 @@ def synthetic_month(start: float, end: float, *, calls: int, orders: int, agents
                     if new == "paused" else step_s
     events: list[dict[str, Any]] = []
     for i in range(orders):
-        oid = i + 1
+        oid = order_id_from + i
         t = start + rng.random() * span
         category, text = rng.choice(TOPICS)
         street = rng.choice(STREETS)

@@ -166,7 +166,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
-    from callcenter.demo_orders import demo_callers, seed_demo_orders
+    from callcenter.demo_orders import demo_callers, seed_demo_orders, seed_report_history
     from callcenter.telephony import TelephonyError, start_telephony
 
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -193,6 +193,8 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         if seed_users:
             await seed_demo_users(service.store)
             await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
+            await seed_report_history(service.store, tz=service.settings.tz,
+                                      clock=service.clock)
         app = make_app(service)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
