@@ -253,6 +253,7 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
     out: dict[str, Any] = {
         "centre": cfg.centre_name, "period": period, "title": PERIOD_NAMES[period],
         "day": day.isoformat(), "start": start.isoformat(), "end": end.isoformat(),
+        "last_day": (end - timedelta(days=1)).date().isoformat(),
         "queue": queue, "department": department, "interval": rp.interval_for(period),
         "definitions": {k: {"zh": d.zh, "en": d.en, "rule": d.rule, "unit": d.unit}
                         for k, d in rp.DEFINITIONS.items()}
@@ -431,7 +432,7 @@ def to_xlsx(report: Mapping[str, Any]) -> bytes:
     cover = wb.active
     cover.title = "说明"
     cover.append([report["centre"]])
-    cover.append([f"{report['title']}  {report['start'][:10]} — {report['end'][:10]}（不含）"])
+    cover.append([f"{report['title']}  {report['start'][:10]} — {report['last_day']}"])
     cover.append([])
     cover.append(["指标", "定义"])
     for d in report["definitions"].values():

@@ -81,7 +81,8 @@ function render() {
   byId("xlsx").href = "/api/reports/export.xlsx?" + query();
   byId("print").href = "/reports/print?" + query();
   setText("print", t(state.period === "month" ? "rep.print_month" : state.period === "week" ? "rep.print_week" : "rep.print_day"));
-  const range = `${report.start.slice(0, 10)} — ${report.end.slice(0, 10)}`;
+  const first = report.start.slice(0, 10);
+  const range = first === report.last_day ? first : `${first} — ${report.last_day}`;
   if (printing) {
     setText("print-centre", report.centre);
     setText("print-title", `${report.title} · ${range}`);
