@@ -143,6 +143,13 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/knowledge/articles/{id}/restore"): Access(SUPERVISORS),
     ("GET", "/api/knowledge/articles/{id}/versions/{version}"): Access(STAFF),
     ("GET", "/api/knowledge/stats"): Access(SUPERVISORS),
+    # finding, duplicates and merging (agent_console/orders_api.py, callcenter/orders/merge.py)
+    ("GET", "/api/orders/duplicates"): Access(CENTRE),
+    ("GET", "/api/orders/{id}/duplicates"): Access(CENTRE, "order_visible"),
+    ("POST", "/api/orders/{id}/merge"): Access(SUPERVISORS, "并案: open orders only"),
+    ("POST", "/api/orders/{id}/unmerge"): Access(SUPERVISORS),
+    # channels filing orders (agent_console/intake_api.py): no session, a channel's API key
+    ("POST", "/api/intake/orders"): Access(None, "X-Api-Key of a channel, rate-limited"),
 }
 """(method, route path as registered) -> who may use it.  HEAD follows GET."""
 

@@ -43,6 +43,7 @@ from agent_console.http import (
     security_headers,
 )
 from agent_console.hub import Hub
+from agent_console.intake_api import setup_intake
 from agent_console.knowledge_api import setup_knowledge
 from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websocket
 from agent_console.models import Role
@@ -168,8 +169,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         app[RECORDINGS], authorize=_recording_actor, audit=_recording_audit(service),
         own_call=_own_call(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
-    setup_orders(app)  # work orders: /orders, /api/orders...
+    work_orders = setup_orders(app)  # work orders: /orders, /api/orders...
     setup_knowledge(app)  # knowledge base: /knowledge, /api/knowledge/...
+    setup_intake(app, work_orders)  # channels filing orders: /api/intake/orders (API key)
     setup_reports(app)  # reports: /reports, /api/reports/summary, exports, bursts
     setup_spy(app)  # listen / whisper / barge: /api/supervise/...
     return app

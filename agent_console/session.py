@@ -54,6 +54,8 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "hotline_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+API_KEY_PATHS = ("/api/intake/",)
+"""Routes authenticated by an API key, not a session (agent_console.intake_api)."""
 
 DEFAULT_PAUSE_REASONS = ["meal", "training", "acw", "meeting", "toilet", "busy"]
 DEFAULT_DEPARTMENTS = [
@@ -289,7 +291,7 @@ async def csrf_guard(request: web.Request,
     if request.method not in SAFE_METHODS:
         if not same_origin(request):
             raise ApiError(403, "cross-site request refused")
-        if request.path != "/api/login":
+        if request.path != "/api/login" and not request.path.startswith(API_KEY_PATHS):
             session = await current_session(request)
             if session is None:
                 raise ApiError(401, "sign in first")

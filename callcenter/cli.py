@@ -263,6 +263,12 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
     return knowledge_main(args, _settings(args))
 
 
+def cmd_intake_keys(args: argparse.Namespace) -> int:
+    from callcenter.desk_cli import intake_main
+
+    return intake_main(args, _settings(args))
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -327,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     kn = sub.add_parser("knowledge", help="knowledge base: import FILE (.csv/.md), stats")
     add_knowledge_arguments(kn)
     kn.set_defaults(func=cmd_knowledge)
+
+    from callcenter.desk_cli import add_intake_arguments
+
+    ik = sub.add_parser("intake-keys", help="API keys of the channels filing orders: "
+                                            "create CHANNEL, list, revoke ID")
+    add_intake_arguments(ik)
+    ik.set_defaults(func=cmd_intake_keys)
 
     from recordings.cli import add_arguments as recordings_arguments
 

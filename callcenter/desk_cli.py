@@ -58,3 +58,45 @@ def knowledge_main(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
+
+
+def add_intake_arguments(parser: argparse.ArgumentParser) -> None:
+    from callcenter.orders.intake import ONLINE
+
+    sub = parser.add_subparsers(dest="intake_cmd", required=True)
+    create = sub.add_parser("create", help="a new key for a channel (printed once)")
+    create.add_argument("channel", choices=ONLINE)
+    create.add_argument("--label", default="", help="whose key it is, e.g. the portal's name")
+    sub.add_parser("list", help="the keys (never the keys themselves)")
+    revoke = sub.add_parser("revoke", help="stop a key at once")
+    revoke.add_argument("id", type=int)
+
+
+def intake_main(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.orders.intake import Intake
+    from callcenter.orders.store import WorkOrders
+
+    async def run() -> Any:
+        store = Store(settings.database_url)
+        try:
+            await store.open()
+            intake = Intake(WorkOrders(store.engine, tz=settings.tz))
+            if args.intake_cmd == "create":
+                return await intake.create_key(args.channel, args.label)
+            if args.intake_cmd == "revoke":
+                return await intake.revoke(args.id)
+            return await intake.keys()
+        finally:
+            await store.close()
+
+    result = asyncio.run(run())
+    if args.intake_cmd == "create":
+        key_id, key = result
+        print(f"key {key_id} for channel {args.channel} (shown once, store it now):\n{key}")
+    elif args.intake_cmd == "revoke":
+        if not result:
+            raise CliError(f"no active key {args.id}")
+        print(f"key {args.id} revoked")
+    else:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0

@@ -2,36 +2,35 @@
 
 Theory of operation
 -------------------
-The words of an order (its request text, category and 事发地址 location) are indexed
-as CJK bigrams: ``"路灯不亮"`` is stored as ``"路灯 灯不 不亮"``, Latin letters and
-digits as whole lower-case words.  A query is cut the same way and its bigrams must
-appear as a phrase, so any substring of two characters or more is found (names of
-streets and estates that no dictionary knows included), with no segmenter at
-write time.  SQLite keeps the tokens in the FTS5 table ``work_orders_fts``
-(triggers on ``search_text``); PostgreSQL in a GIN index over
+The words of an order (request text, category, 事发地址 location) are indexed as CJK
+bigrams (:mod:`callcenter.orders.words`): SQLite keeps them in the FTS5 table
+``work_orders_fts`` (triggers on ``search_text``), PostgreSQL in a GIN index over
 ``to_tsvector('simple', search_text)`` queried with ``<->`` phrases.  The caller's
-name, number and address are never in ``search_text``: they are matched through
-their own columns, and only for readers who may see them (a department never
-finds a confidential order by its caller).
+name and number are never in ``search_text``: they are matched through their own
+columns, and for a reader who may not see them (a department) never on a
+confidential order, so a search cannot reveal who called.
 
 :func:`parse_query` reads the search box: an order number (``20261123-000123`` or
 its leading part) goes to the number, a phone number (7 digits or more) to the
-caller's number, anything else to the words (and, for the centre, to the caller's
-name).  The filters are the literal :data:`FILTERS` table; the sort keys
-:data:`SORTS`.  Totals are counted up to :data:`COUNT_CAP` (a bookmarkable filter
-must answer fast even when half a million orders match).
+caller's number, anything else to the words (and, for the centre, to the start of
+the caller's name).  :func:`conditions` turns the box and the filters into WHERE
+clauses, each served by an index of migration 0008; :data:`SORTS` are the sortable
+columns.  Totals are counted up to :data:`COUNT_CAP`, so a bookmarked filter that
+matches half a million orders still answers at once.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
-CHANNELS = ("phone", "web", "wechat", "app", "letter", "email", "mayor_mailbox")
-"""一号对外: where a request came in (``work_orders.channel``)."""
+from sqlalchemy import Select, and_, false, func, literal_column, or_, select, text
+
+from callcenter.orders.lifecycle import TIMED_STATES, Order, Urgency
+from callcenter.orders.store import OrderRow, WorkOrders
+from callcenter.orders.words import fts5_match, tokens, ts_match
 
 SORTS = {
     "created": "created_at", "due": "handling_due", "number": "number",
@@ -44,41 +43,8 @@ COUNT_CAP = 10_000
 DUE_SOON_S = 24 * 3600
 """An open order whose handling deadline is this close is 'due soon'."""
 
-_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[0-9A-Za-z]+")
-_NUMBER = re.compile(r"^\d{8}-?\d{0,6}$")
+_NUMBER = re.compile(r"^(19|20)\d{6}(-\d{0,6})?$|^(19|20)\d{12}$")
 _PHONE = re.compile(r"^\+?\d[\d\s-]{5,18}\d$")
-
-
-def _bigrams(run: str) -> list[str]:
-    return [run] if len(run) < 2 else [run[i:i + 2] for i in range(len(run) - 1)]
-
-
-def tokens(text: str) -> list[list[str]]:
-    """The text's words, each a list of tokens that form a phrase:
-    ``tokens("路灯不亮 LED") -> [["路灯", "灯不", "不亮"], ["led"]]``."""
-    out = []
-    for word in _WORD.findall(text):
-        if word[0].isascii():
-            out.append([word.lower()])
-        else:
-            out.append(_bigrams(word))
-    return out
-
-
-def order_search_text(text: str, category: str = "", location: str = "") -> str:
-    """What ``work_orders.search_text`` holds for an order (no caller identity)."""
-    return " ".join(t for part in (category, location, text)
-                    for word in tokens(part) for t in word)
-
-
-def fts5_match(words: Iterable[list[str]]) -> str:
-    """FTS5: each word a quoted phrase, all required (tokens hold only letters/digits)."""
-    return " AND ".join('"' + " ".join(w) + '"' for w in words)
-
-
-def ts_match(words: Iterable[list[str]]) -> str:
-    """PostgreSQL ``to_tsquery('simple', ...)``: ``('路灯' <-> '灯不') & 'led'``."""
-    return " & ".join("(" + " <-> ".join(f"'{t}'" for t in w) + ")" for w in words)
 
 
 @dataclass
@@ -115,7 +81,7 @@ def parse_query(q: str) -> Query:
     if not q:
         return query
     if _NUMBER.match(q):
-        query.number = q if "-" in q or len(q) <= 8 else q[:8] + "-" + q[8:]
+        query.number = q if len(q) != 14 else q[:8] + "-" + q[8:]
         return query
     if _PHONE.match(q):
         digits = re.sub(r"\D", "", q)
@@ -134,3 +100,117 @@ def csv_safe(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+# --------------------------------------------------------------------------- the query
+
+
+@dataclass(frozen=True)
+class Found:
+    """One order of a result page, with the columns the lifecycle does not carry."""
+
+    order: Order
+    channel: str
+    merged_into: int | None
+    created_by: str
+
+
+def _prefix(column: Any, value: str) -> Any:
+    """``column`` starts with ``value`` (a range, so the column's index serves it)."""
+    return and_(column >= value, column < value + "\U0010ffff")
+
+
+def _day_start(day: date, tz: Any) -> float:
+    return datetime.combine(day, time.min, tz).timestamp()
+
+
+def conditions(query: Query, wo: WorkOrders, *, department: str | None, sees_identity: bool,
+               username: str, now: float) -> list[Any]:
+    """The WHERE clauses for ``query`` as read by one reader.
+
+    ``department``: a department handler's own (they only ever see its orders);
+    ``sees_identity`` False: the caller's number and name match no confidential order.
+    """
+    where: list[Any] = []
+    postgres = wo.engine.dialect.name == "postgresql"
+    identity_ok = [] if sees_identity else [OrderRow.confidential.is_(False)]
+    if query.number:
+        where.append(OrderRow.number == query.number if len(query.number) == 15
+                     else _prefix(OrderRow.number, query.number))
+    if query.phone:
+        where.append(and_(OrderRow.caller == query.phone, *identity_ok))
+    if query.words:
+        if postgres:
+            matched = literal_column("to_tsvector('simple', work_orders.search_text)").op("@@")(
+                func.to_tsquery(literal_column("'simple'"), ts_match(query.words)))
+        else:
+            matched = OrderRow.id.in_(select(literal_column("rowid")).select_from(
+                text("work_orders_fts")).where(
+                literal_column("work_orders_fts").op("MATCH")(fts5_match(query.words))))
+        if query.name:
+            matched = or_(matched, and_(_prefix(OrderRow.caller_name, query.name),
+                                        *identity_ok))
+        where.append(matched)
+    if query.states:
+        where.append(OrderRow.status.in_(query.states))
+    dept = department or query.department
+    if dept:
+        where.append(or_(OrderRow.lead_department == dept,
+                         OrderRow.co_handlers.like(f"%,{dept},%")))
+    if query.category:
+        where.append(or_(OrderRow.category == query.category,
+                         _prefix(OrderRow.category, query.category + "/")))
+    if query.urgency:
+        where.append(OrderRow.urgency == query.urgency)
+    if query.channel:
+        where.append(OrderRow.channel == query.channel)
+    if query.date_from:
+        where.append(OrderRow.created_at >= _day_start(query.date_from, wo.tz))
+    if query.date_to:
+        where.append(OrderRow.created_at < _day_start(query.date_to + timedelta(days=1), wo.tz))
+    timed = OrderRow.status.in_([str(s) for s in TIMED_STATES])
+    if query.overdue:
+        where.append(and_(timed, OrderRow.handling_due < now))
+    if query.due_soon:
+        where.append(and_(timed, OrderRow.handling_due >= now,
+                          OrderRow.handling_due < now + DUE_SOON_S))
+    if query.confidential is not None:
+        where.append(OrderRow.confidential.is_(query.confidential))
+    if query.mine:
+        where.append(OrderRow.created_by == username)
+    if query.merged is False:
+        where.append(OrderRow.merged_into.is_(None))
+    if query.number and query.phone:  # cannot both hold
+        where.append(false())
+    return where
+
+
+def order_by(sort: str) -> list[Any]:
+    """``created`` / ``-created`` ... (see :data:`SORTS`); ties by id, same direction."""
+    descending = sort.startswith("-")
+    column = getattr(OrderRow, SORTS.get(sort.lstrip("-"), "created_at"))
+    if descending:
+        return [column.desc(), OrderRow.id.desc()]
+    return [column.asc(), OrderRow.id.asc()]
+
+
+async def find_orders(wo: WorkOrders, query: Query, *, department: str | None = None,
+                      sees_identity: bool = True, username: str = "", page: int = 1,
+                      per_page: int = 20, now: float | None = None
+                      ) -> tuple[list[Found], int, bool]:
+    """A page of orders matching ``query``, the count (up to :data:`COUNT_CAP`) and
+    whether the count was capped."""
+    now = wo.clock() if now is None else now
+    where = conditions(query, wo, department=department, sees_identity=sees_identity,
+                       username=username, now=now)
+    counted: Select[Any] = select(OrderRow.id).where(*where).limit(COUNT_CAP + 1)
+    async with wo.sessions() as s:
+        total = int(await s.scalar(select(func.count()).select_from(counted.subquery())) or 0)
+        rows = list(await s.scalars(select(OrderRow).where(*where)
+                                    .order_by(*order_by(query.sort))
+                                    .offset((page - 1) * per_page).limit(per_page)))
+    found = [Found(wo._order(r)[0], r.channel, r.merged_into, r.created_by) for r in rows]
+    return found, min(total, COUNT_CAP), total > COUNT_CAP
+
+
+URGENCIES = tuple(str(u) for u in Urgency)

@@ -57,6 +57,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.db import CallRow
 from callcenter.orders.calendar import WorkCalendar
+from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import (
     TIMED_STATES,
     TRANSITIONS,
@@ -87,8 +88,8 @@ from callcenter.orders.lifecycle import (
     order_number,
     work_order_figures,
 )
-from callcenter.orders.search import CHANNELS, order_search_text
 from callcenter.orders.supervision import Anomaly, detect_all
+from callcenter.orders.words import order_search_text
 
 log = structlog.get_logger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -403,7 +404,7 @@ class WorkOrders:
                      at: datetime | None = None, channel: str = "phone"
                      ) -> tuple[Order, AuditRecord]:
         """受理: a new order, numbered ``YYYYMMDD-NNNNNN`` per local day of ``at``;
-        ``channel`` is where it came in (:data:`~callcenter.orders.search.CHANNELS`)."""
+        ``channel`` is where it came in (:data:`~callcenter.orders.channels.CHANNELS`)."""
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         at = at or self.now()

@@ -200,3 +200,21 @@ async def test_the_demo_articles_load_and_answer_common_questions(kb: KnowledgeB
     assert await kb.search("个税汇算清缴") == []  # the demo's expired article
     kb.clock.now = day_start(date(2025, 4, 1), TZ)  # type: ignore[attr-defined]
     assert (await kb.search("个税汇算清缴"))[0].article.valid_to is not None
+
+
+def test_the_cli_imports_markdown_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from callcenter.cli import main
+
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+    md = tmp_path / "a.md"
+    md.write_text("# 停水了怎么办\n分类: 公用事业\n\n先看公告。\n", encoding="utf-8")
+    sheet = tmp_path / "b.csv"
+    sheet.write_text("title,body\n居住证,到派出所办理\n", encoding="utf-8")
+    assert main(["knowledge", "import", str(md), str(sheet)]) == 0
+    assert "imported 2 article(s)" in capsys.readouterr().out
+    bad = tmp_path / "c.txt"
+    bad.write_text("x", encoding="utf-8")
+    assert main(["knowledge", "import", str(bad)]) != 0
+    assert main(["knowledge", "import", str(tmp_path / "missing.md")]) != 0
+    assert main(["knowledge", "stats"]) == 0

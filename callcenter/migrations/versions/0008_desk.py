@@ -6,7 +6,7 @@ channels (一号对外), the intake API's keys and idempotency, merged orders (�
   application; SQLite indexes it with an FTS5 table kept by triggers, PostgreSQL
   with a GIN index over ``to_tsvector('simple', ...)``.
 * ``work_orders`` gains ``channel``, ``merged_into``, ``search_text`` (the order's
-  words as CJK bigrams, see ``callcenter.orders.search``) and filter indexes; its
+  words as CJK bigrams, see ``callcenter.orders.words``) and filter indexes; its
   full-text index is built the same two ways.
 * ``intake_keys`` (hashed API keys per channel) and ``intake_requests`` (one row
   per client idempotency key).
@@ -171,7 +171,7 @@ def upgrade() -> None:
 
 def _backfill_search_text() -> None:
     """Existing orders become findable by their words (the triggers index them)."""
-    from callcenter.orders.search import order_search_text
+    from callcenter.orders.words import order_search_text
 
     bind = op.get_bind()
     orders = sa.table("work_orders", sa.column("id", sa.Integer), sa.column("text", sa.Text),
