@@ -8,8 +8,6 @@ import json
 import random
 from pathlib import Path
 
-import pytest
-
 from acd.metrics import by_queue
 from acd.state import QueueConfig
 from callcenter.config import load
@@ -21,7 +19,7 @@ from tests.fakeami import FakeAmi, frame, reply
 from tests.pbx.test_replay import truth
 
 TRACE_DIRS = trace_dirs()
-pytestmark = pytest.mark.skipif(not TRACE_DIRS, reason="no traces in ../shared/ami-traces")
+
 
 
 def list_answer(action: dict[str, str], complete: str) -> list[bytes]:
