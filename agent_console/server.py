@@ -47,6 +47,7 @@ from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websoc
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
+from agent_console.reports_api import setup_reports
 from agent_console.session import (
     CONSOLE,
     RECORDINGS,
@@ -114,12 +115,13 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     # The wallboards' stream at most 4 times a second; operators' screens at once
     # for a ring, else at most 10 times a second.
     hub = hub or Hub(clock=service.clock, urgent=rings_or_connects, wide_interval=0.25)
-    tracker = Tracker()
+    cfg = ConsoleConfig.from_settings(service.settings)
+    tracker = Tracker(cfg.shifts, service.settings.tz)
     hub.listeners.append(tracker.feed)
     service.subscribers.append(hub.changed)
     console = Console(
         service=service, users=Users(engine, passwords, clock=service.clock), orders=orders,
-        hub=hub, tracker=tracker, config=ConsoleConfig.from_settings(service.settings),
+        hub=hub, tracker=tracker, config=cfg,
         throttle=throttle or LoginThrottle(), caller_history=caller_history or
         orders.caller_history, failure_delay=failure_delay,
     )
@@ -164,5 +166,6 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         own_call=_own_call(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
     setup_orders(app)  # work orders: /orders, /api/orders...
+    setup_reports(app)  # reports: /reports, /api/reports/summary, exports, bursts
     setup_spy(app)  # listen / whisper / barge: /api/supervise/...
     return app

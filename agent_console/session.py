@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from acd.reports import DEFAULT_COLOURS, DEFAULT_SHIFTS, Shift, parse_shifts
 from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
 from agent_console.alerts import Thresholds
 from agent_console.auth import (
@@ -72,13 +73,23 @@ class ConsoleConfig:
     transfer_context: str = "transfer"
     departments: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    shifts: tuple[Shift, ...] = DEFAULT_SHIFTS
+    colours: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: dict(DEFAULT_COLOURS))
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
         console = s.raw.get("console", {}) if isinstance(s.raw.get("console"), dict) else {}
         departments = console.get("departments", DEFAULT_DEPARTMENTS)
         queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
+        reports = s.raw.get("reports", {}) if isinstance(s.raw.get("reports"), dict) else {}
+        colours = dict(DEFAULT_COLOURS)
+        for key, bounds in (reports.get("colours") or {}).items():
+            if isinstance(bounds, dict):
+                colours[key] = {k: float(v) for k, v in bounds.items()}
         return cls(
+            shifts=parse_shifts(reports["shifts"]) if reports.get("shifts") else DEFAULT_SHIFTS,
+            colours=colours,
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
             queues=queues,
             thresholds=Thresholds.from_settings(s.alerts),
@@ -121,6 +132,7 @@ class Console:
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
     _wall_changed: set[str] = field(default_factory=set)  # interfaces
+    extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The service snapshot (figures of today, the last 15 minutes, the trend),
@@ -137,8 +149,11 @@ class Console:
         return snap[2]
 
     def wall(self, now: float) -> dict[str, Any]:
+        if self.tracker.roll(now, self.service.centre.agents.values()):
+            self._wall_agents = None  # every agent's shift totals start again
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,
-                         self.config.thresholds, now, self.names, self.wall_agents())
+                         self.config.thresholds, now, self.names, self.wall_agents(),
+                         self.config.colours, self.extra_alerts)
 
     def wall_agents(self) -> dict[str, Any]:
         """The wallboard's agents: only those that changed are rebuilt (all, once a
@@ -162,7 +177,9 @@ class Console:
         return agents
 
     def note_changes(self, changes: list[Change]) -> None:
-        """(A hub listener) which agents the wallboard must rebuild."""
+        """(A hub listener) which agents the wallboard must rebuild; a new shift."""
+        if self.tracker.roll(self.service.clock(), self.service.centre.agents.values()):
+            self._wall_agents = None
         for c in changes:
             if isinstance(c, AgentChanged):
                 self._wall_changed.add(c.agent.interface)
@@ -294,28 +311,55 @@ def page(name: str, allowed: Callable[[User], bool] | None) -> Callable[
 # --------------------------------------------------------------------------- AMI actions
 
 
+#: Asterisk's refusal texts (``Message:``) the console explains: substring -> code.
+#: The browser shows ``apierr.<code>`` in the operator's language with what to do.
+PBX_REFUSALS = (
+    ("no such queue", "pbx.no_queue"),
+    ("not there", "pbx.not_member"),
+    ("interface not found", "pbx.not_member"),
+    ("no such channel", "pbx.no_channel"),
+    ("channel not specified", "pbx.no_channel"),
+)
+
+
+def pbx_refusal(name: str, action: dict[str, str], message: str) -> ApiError:
+    """A 502 for the PBX's refusal of ``name``: English text plus a ``code`` to translate."""
+    lowered = message.lower()
+    code = next((c for part, c in PBX_REFUSALS if part in lowered), "pbx.refused")
+    return ApiError(502, f"the PBX refused {name}: {message}", code=code, action=name,
+                    queue=action.get("Queue", ""), pbx_message=message[:200])
+
+
 async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
               ) -> dict[str, str]:
-    """Send one AMI action; its reply, or ApiError saying what the PBX said."""
+    """Send one AMI action; its reply, or ApiError saying what the PBX said.
+
+    Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
+    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``) for the browser to explain.
+    """
     name = action["Action"]
     try:
         reply = await c.service.link.action(action)
     except LinkDown:
-        raise ApiError(503, "the PBX link is down; nothing was sent") from None
+        raise ApiError(503, "the PBX link is down; nothing was sent", code="pbx.down",
+                       action=name) from None
     except ActionTimeout:
-        raise ApiError(504, f"the PBX did not answer {name} in time") from None
+        raise ApiError(504, f"the PBX did not answer {name} in time", code="pbx.timeout",
+                       action=name) from None
     except ActionRefused as exc:
         raise ApiError(400, str(exc)) from None
     except AmiError as exc:
-        raise ApiError(502, str(exc)) from None
+        raise ApiError(502, str(exc), code="pbx.refused", action=name,
+                       pbx_message=str(exc)[:200]) from None
     first = reply[0] if isinstance(reply, list) and reply else reply
     if not isinstance(first, dict):
-        raise ApiError(502, f"the PBX gave no answer to {name}")
+        raise ApiError(502, f"the PBX gave no answer to {name}", code="pbx.timeout",
+                       action=name)
     if first.get("Response") == "Error":
         message = first.get("Message", "")
         if any(part.lower() in message.lower() for part in ignore):
             return first
-        raise ApiError(502, f"the PBX refused {name}: {message}")
+        raise pbx_refusal(name, action, message)
     return first
 
 

@@ -163,6 +163,14 @@ def _stories() -> list[Story]:
     ]
 
 
+def demo_callers() -> list[tuple[str, str]]:
+    """The demo orders' citizens as (number, name), once each: they may call again."""
+    seen: dict[str, str] = {}
+    for story in _stories():
+        seen.setdefault(story.caller.number, story.caller.name)
+    return list(seen.items())
+
+
 async def seed_handlers(store: Store, work_orders: WorkOrders, *,
                         passwords: Passwords | None = None) -> list[str]:
     """The demo's department handler accounts (created if missing); their names."""

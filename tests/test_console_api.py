@@ -329,9 +329,28 @@ async def test_pbx_refusals_and_a_down_link_are_reported(rig: Rig) -> None:
     rig.pbx.refuse["QueueAdd"] = "Unable to add interface to queue: Not there"
     status, body = await p.call("POST", "/api/agent/signin")
     assert status == 502 and "Not there" in body["error"]
+    assert body["code"] == "pbx.not_member" and body["action"] == "QueueAdd"
+    # The demo's old fault: a queue the PBX does not have; the console explains it.
+    rig.pbx.refuse["QueueAdd"] = "Unable to add interface to queue: No such queue"
+    status, body = await p.call("POST", "/api/agent/signin")
+    assert (status, body["code"]) == (502, "pbx.no_queue") and body["queue"] in ("hotline",
+                                                                                 "hotline-en")
+    rig.pbx.refuse["QueueAdd"] = "Something new"
+    status, body = await p.call("POST", "/api/agent/signin")
+    assert (body["code"], body["pbx_message"]) == ("pbx.refused", "Something new")
     rig.pbx.link_up = False
     status, body = await p.call("POST", "/api/agent/signin")
-    assert status == 503 and "link is down" in body["error"]
+    assert status == 503 and "link is down" in body["error"] and body["code"] == "pbx.down"
+
+
+def test_every_pbx_error_code_is_explained_in_both_languages() -> None:
+    from agent_console.session import PBX_REFUSALS
+
+    js = (STATIC / "i18n.js").read_text(encoding="utf-8")
+    zh, en = js.split('"en": {')
+    codes = {code for _, code in PBX_REFUSALS} | {"pbx.down", "pbx.timeout", "pbx.refused"}
+    for code in codes:
+        assert f'"apierr.{code}":' in zh and f'"apierr.{code}":' in en, code
 
 
 async def test_hangup_and_transfer_act_on_the_operators_own_call(rig: Rig) -> None:
@@ -818,3 +837,17 @@ async def test_an_operator_hears_the_recordings_of_their_own_calls_only(rig: Rig
     assert await play(op1, mine) == 200
     assert await play(op1, theirs) == 403
     assert await play(await rig.as_user("sup1"), theirs) == 200
+
+
+def test_every_ivr_category_code_has_a_label_in_both_languages() -> None:
+    from callcenter.pbx.traffic import CATEGORIES
+    from ivr.menus import load_config as load_ivr_config
+
+    js = (STATIC / "i18n.js").read_text(encoding="utf-8")
+    zh, en = js.split('"en": {')
+    ivr = load_ivr_config()
+    codes = {h.category for h in ivr.hotlines.values()} | {c for c, _ in CATEGORIES}
+    codes |= {o.category for m in ivr.menus.values() for o in m.options.values() if o.category}
+    assert len(codes) > 10
+    for code in codes:
+        assert f'"cat.{code}":' in zh and f'"cat.{code}":' in en, code

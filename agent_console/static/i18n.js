@@ -17,6 +17,38 @@ const STRINGS = {
     "nav.signout": "退出",
     "console.title": "坐席工作台",
     "wall.title": "值班长监控大屏",
+    "rep.title": "统计报表",
+    "rep.day": "日",
+    "rep.week": "周",
+    "rep.month": "月",
+    "rep.date": "日期",
+    "rep.queue": "队列",
+    "rep.all": "全部",
+    "rep.department": "承办单位",
+    "rep.xlsx": "下载 Excel",
+    "rep.csv": "下载 CSV",
+    "rep.print": "打印日报",
+    "rep.print_day": "打印日报",
+    "rep.print_week": "打印周报",
+    "rep.print_month": "打印月报",
+    "rep.print_now": "打印 / 另存为 PDF",
+    "rep.chart.intervals": "接通率与呼入量",
+    "rep.chart.hours": "24小时话务分布",
+    "rep.chart.abandons": "放弃等待时长分布",
+    "rep.chart.departments": "承办单位三率（响应率、解决率、满意率）",
+    "rep.close": "关闭",
+    "rep.loading": "正在统计…",
+    "rep.failed": "统计失败：{e}",
+    "rep.offered": "呼入量",
+    "rep.answered": "接通量",
+    "rep.abandoned": "放弃量",
+    "rep.definition": "点击查看定义",
+    "wall.no_calls": "0 通",
+    "wall.abandon_rate": "放弃率",
+    "wall.asa": "平均应答",
+    "wall.aht": "平均处理",
+    "nav.reports": "统计报表",
+    "alert.hotspot_burst": "热点突增：{subject} 近时段新增工单 {count} 件（平时约 {usual} 件）",
     "link.up": "PBX 已连接",
     "link.down": "PBX 链路中断",
     "link.reconnecting": "与服务器断开，正在重连…",
@@ -98,6 +130,33 @@ const STRINGS = {
     "hotkeys.save": "保存工单",
     "hotkeys.esc": "关闭弹窗",
     "error.generic": "操作失败：{e}",
+    "cat.consult": "咨询",
+    "cat.complaint": "投诉",
+    "cat.suggestion": "建议",
+    "cat.report": "举报",
+    "cat.help": "求助",
+    "cat.praise": "表扬",
+    "cat.other": "其他",
+    "cat.market_regulation": "市场监管",
+    "cat.environment": "生态环境",
+    "cat.civil_affairs": "民政服务",
+    "cat.social_security": "人力资源和社会保障",
+    "cat.urban_construction": "城建服务",
+    "cat.health": "卫生健康",
+    "cat.city": "城市管理",
+    "cat.housing": "住房城建",
+    "cat.traffic": "交通出行",
+    "cat.social": "社会保障",
+    "cat.market": "市场监管",
+    "cat.education": "教育",
+    "ivr.direct": "直拨（按拨打号码分类，未经菜单）",
+    "ivr.keys": "菜单按键 {keys}",
+    "apierr.pbx.down": "电话系统（PBX）连接中断，操作没有发出。请稍等几秒再试；持续中断请联系值班长。",
+    "apierr.pbx.timeout": "电话系统（PBX）没有及时回应「{action}」。请稍后重试；反复出现请联系值班长。",
+    "apierr.pbx.no_queue": "电话系统里没有队列「{queue}」，无法签入该队列。请联系值班长或管理员核对队列配置（queues.conf 与 callcenter.toml 须一致）。",
+    "apierr.pbx.not_member": "您不在队列「{queue}」中（可能已被签出）。请先点「签入」。",
+    "apierr.pbx.no_channel": "这通电话已经结束，操作未执行。",
+    "apierr.pbx.refused": "电话系统拒绝了「{action}」（{pbx_message}）。请重试；反复出现请联系值班长。",
     "wall.today": "今日",
     "wall.last15": "近15分钟",
     "wall.waiting": "排队",
@@ -156,6 +215,38 @@ const STRINGS = {
     "nav.signout": "Log out",
     "console.title": "Operator console",
     "wall.title": "Supervisor wallboard",
+    "rep.title": "Reports",
+    "rep.day": "Day",
+    "rep.week": "Week",
+    "rep.month": "Month",
+    "rep.date": "Date",
+    "rep.queue": "Queue",
+    "rep.all": "All",
+    "rep.department": "Department",
+    "rep.xlsx": "Download Excel",
+    "rep.csv": "Download CSV",
+    "rep.print": "Print daily report",
+    "rep.print_day": "Print daily report",
+    "rep.print_week": "Print weekly report",
+    "rep.print_month": "Print monthly report",
+    "rep.print_now": "Print / save as PDF",
+    "rep.chart.intervals": "Connection rate and calls offered",
+    "rep.chart.hours": "Calls by hour of day",
+    "rep.chart.abandons": "Abandons by wait",
+    "rep.chart.departments": "Departments: response, resolution, satisfaction",
+    "rep.close": "Close",
+    "rep.loading": "Counting…",
+    "rep.failed": "Report failed: {e}",
+    "rep.offered": "Offered",
+    "rep.answered": "Answered",
+    "rep.abandoned": "Abandoned",
+    "rep.definition": "Click for the definition",
+    "wall.no_calls": "0 calls",
+    "wall.abandon_rate": "Abandoned %",
+    "wall.asa": "ASA",
+    "wall.aht": "AHT",
+    "nav.reports": "Reports",
+    "alert.hotspot_burst": "Hotspot: {subject} had {count} new orders lately (usually about {usual})",
     "link.up": "PBX connected",
     "link.down": "PBX link down",
     "link.reconnecting": "Disconnected from the server, reconnecting…",
@@ -237,6 +328,33 @@ const STRINGS = {
     "hotkeys.save": "save order",
     "hotkeys.esc": "close dialog",
     "error.generic": "Failed: {e}",
+    "cat.consult": "Enquiry",
+    "cat.complaint": "Complaint",
+    "cat.suggestion": "Suggestion",
+    "cat.report": "Report",
+    "cat.help": "Request for help",
+    "cat.praise": "Praise",
+    "cat.other": "Other",
+    "cat.market_regulation": "Market regulation",
+    "cat.environment": "Environment",
+    "cat.civil_affairs": "Civil affairs",
+    "cat.social_security": "Human resources & social security",
+    "cat.urban_construction": "Urban construction",
+    "cat.health": "Health",
+    "cat.city": "City management",
+    "cat.housing": "Housing",
+    "cat.traffic": "Transport",
+    "cat.social": "Social security",
+    "cat.market": "Market regulation",
+    "cat.education": "Education",
+    "ivr.direct": "Direct (the number dialled chose the category; no menu)",
+    "ivr.keys": "Menu keys {keys}",
+    "apierr.pbx.down": "The phone system (PBX) link is down; nothing was sent. Wait a few seconds and try again; if it stays down, call your supervisor.",
+    "apierr.pbx.timeout": "The phone system (PBX) did not answer “{action}” in time. Try again shortly; if it keeps happening, call your supervisor.",
+    "apierr.pbx.no_queue": "The phone system has no queue “{queue}”, so you cannot sign in to it. Ask your supervisor or administrator to check the queue configuration (queues.conf and callcenter.toml must match).",
+    "apierr.pbx.not_member": "You are not in queue “{queue}” (perhaps you were signed out). Press “Sign in” first.",
+    "apierr.pbx.no_channel": "That call has already ended; nothing was done.",
+    "apierr.pbx.refused": "The phone system refused “{action}” ({pbx_message}). Try again; if it keeps happening, call your supervisor.",
     "wall.today": "Today",
     "wall.last15": "15 min",
     "wall.waiting": "Waiting",
@@ -331,6 +449,32 @@ export function duration(seconds) {
 }
 
 export function stateLabel(state) { return t("state." + state) === "state." + state ? state : t("state." + state); }
+
+// The words to show for a failed API call: the server's ``code`` (a PBX refusal and the
+// like) explained in the page's language, with what to do; otherwise its message.
+export function errorText(e) {
+  const data = e && e.data;
+  if (data && typeof data.code === "string") {
+    const key = "apierr." + data.code;
+    if (t(key) !== key) return t(key, {action: data.action || "", queue: data.queue || "", pbx_message: data.pbx_message || ""});
+  }
+  return t("error.generic", {e: e && e.message ? e.message : String(e)});
+}
+
+// A category code from the IVR or the PBX (CATEGORY, e.g. "consult") as words; a
+// value that is already words (an order's category) is shown as it is.
+export function categoryLabel(code) {
+  if (!code) return "";
+  const k = "cat." + code;
+  return t(k) === k ? code : t(k);
+}
+
+// The caller's way through the IVR (IVR_PATH: "direct", or the keys "2-1").
+export function ivrLabel(path) {
+  if (!path) return "";
+  if (path === "direct") return t("ivr.direct");
+  return t("ivr.keys", {keys: path.split("-").join(" › ")});
+}
 
 export function reasonLabel(reason) {
   if (!reason) return "";
