@@ -163,3 +163,35 @@ async def test_link_down_is_visible_and_states_are_audited(tmp_db: str) -> None:
     finally:
         await service.stop()
         await fake.close()
+
+
+def test_migration_0005_keeps_rows_and_adds_visits(tmp_path: Path) -> None:
+    """Existing call rows become first visits of their channel; a downgrade drops
+    later visits only; an upgrade again restores the columns."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from callcenter.db import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'visits.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0004")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO calls (uniqueid, queue, joined_at, outcome) "
+                          "VALUES ('1700000000.1', 'hotline', 1700000000, 'completed')"))
+    command.upgrade(cfg, "head")
+    with engine.begin() as conn:
+        row = conn.execute(text("SELECT channel_uniqueid, visit, previous_visit FROM calls"
+                                )).one()
+        assert tuple(row) == ("1700000000.1", 1, "")
+        conn.execute(text(
+            "INSERT INTO calls (uniqueid, queue, joined_at, outcome, channel_uniqueid, visit, "
+            "previous_visit) VALUES ('1700000000.1#2', 'hotline-en', 1700000030, 'completed', "
+            "'1700000000.1', 2, '1700000000.1')"))
+    command.downgrade(cfg, "0004")
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT uniqueid FROM calls")).scalars().all() == [
+            "1700000000.1"]
+    command.upgrade(cfg, "head")
+    engine.dispose()
