@@ -702,7 +702,8 @@ class CallCenter:
         call = self._visit(e.uniqueid, e.queue)
         if call is not None:
             call.rings += 1
-        agent.call = e.uniqueid
+        if agent.state is not S.ON_CALL:  # (a ring while talking is an anomaly below)
+            agent.call = e.uniqueid
         if agent.state is S.RINGING:
             return []
         changes: list[Change] = []
@@ -817,7 +818,8 @@ class CallCenter:
         if agent is not None:
             agent.talk_s += talk_time
             agent.calls_taken += 1
-            if live and agent.call == call.uniqueid and agent.state is S.ON_CALL:
+            # agent.call is None when the call began before we could see it (at connect)
+            if live and agent.call in (None, call.uniqueid) and agent.state is S.ON_CALL:
                 agent.call = None
                 agent.last_call, agent.last_visit = call.uniqueid, call.visit_id
                 changes += self._move(agent, self._after_call_step(agent, call.queue), at,

@@ -215,9 +215,14 @@ class Service:
             return None
 
     def _resync_wanted(self, c: ResyncWanted) -> None:
-        """Ask the PBX for its picture again, at most once every 2 s (one in flight)."""
+        """Ask the PBX for its picture again, at most once every 2 s (one in flight), when
+        the last picture had no member at all (Asterisk still reloading them after a
+        restart).  A resync in the middle of traffic races the events that follow it, so
+        it is not asked for on every unknown name."""
         if not self.link.up or (self._resync_task is not None
                                 and not self._resync_task.done()):
+            return
+        if any(a.memberships for a in self.centre.agents.values()):
             return
         delay = max(0.0, self._last_resync + 2.0 - self.clock())
         log.info("resynchronising", why=c.why, delay_s=round(delay, 1))
