@@ -173,9 +173,13 @@ def test_migration_0005_keeps_rows_and_adds_visits(tmp_path: Path) -> None:
 
     from callcenter.db import alembic_config
 
+    from alembic.script import ScriptDirectory
+
     url = f"sqlite:///{tmp_path / 'visits.db'}"
     cfg = alembic_config(url)
-    command.upgrade(cfg, "0004")
+    before = ScriptDirectory.from_config(cfg).get_revision("0005").down_revision
+    assert isinstance(before, str)
+    command.upgrade(cfg, before)
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO calls (uniqueid, queue, joined_at, outcome) "
@@ -189,7 +193,7 @@ def test_migration_0005_keeps_rows_and_adds_visits(tmp_path: Path) -> None:
             "INSERT INTO calls (uniqueid, queue, joined_at, outcome, channel_uniqueid, visit, "
             "previous_visit) VALUES ('1700000000.1#2', 'hotline-en', 1700000030, 'completed', "
             "'1700000000.1', 2, '1700000000.1')"))
-    command.downgrade(cfg, "0004")
+    command.downgrade(cfg, before)
     with engine.begin() as conn:
         assert conn.execute(text("SELECT uniqueid FROM calls")).scalars().all() == [
             "1700000000.1"]

@@ -7,14 +7,14 @@ its first visit (so every existing row, order and recording link keeps its key),
 ``<Uniqueid>#<n>`` for the n-th.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
