@@ -165,34 +165,38 @@ async def test_link_down_is_visible_and_states_are_audited(tmp_db: str) -> None:
         await fake.close()
 
 
-def test_migration_0005_keeps_rows_and_adds_visits(tmp_path: Path) -> None:
+def test_migration_0005_keeps_rows_and_adds_visits(sync_db: str) -> None:
     """Existing call rows become first visits of their channel; a downgrade drops
     later visits only; an upgrade again restores the columns."""
     from alembic import command
+    from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine, text
 
     from callcenter.db import alembic_config
 
-    from alembic.script import ScriptDirectory
-
-    url = f"sqlite:///{tmp_path / 'visits.db'}"
+    url = sync_db
     cfg = alembic_config(url)
     before = ScriptDirectory.from_config(cfg).get_revision("0005").down_revision
     assert isinstance(before, str)
     command.upgrade(cfg, before)
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO calls (uniqueid, queue, joined_at, outcome) "
-                          "VALUES ('1700000000.1', 'hotline', 1700000000, 'completed')"))
+        conn.execute(text(
+            "INSERT INTO calls (uniqueid, queue, joined_at, outcome, caller_num, caller_name, "
+            "hotline, category, ivr_path, agent, interface, wrap_s, rings, ring_no_answer, "
+            "estimated) VALUES ('1700000000.1', 'hotline', 1700000000, 'completed', '', '', "
+            "'', '', '', '', '', 0, 0, 0, false)"))
     command.upgrade(cfg, "head")
     with engine.begin() as conn:
         row = conn.execute(text("SELECT channel_uniqueid, visit, previous_visit FROM calls"
                                 )).one()
         assert tuple(row) == ("1700000000.1", 1, "")
         conn.execute(text(
-            "INSERT INTO calls (uniqueid, queue, joined_at, outcome, channel_uniqueid, visit, "
-            "previous_visit) VALUES ('1700000000.1#2', 'hotline-en', 1700000030, 'completed', "
-            "'1700000000.1', 2, '1700000000.1')"))
+            "INSERT INTO calls (uniqueid, queue, joined_at, outcome, caller_num, caller_name, "
+            "hotline, category, ivr_path, agent, interface, wrap_s, rings, ring_no_answer, "
+            "estimated, channel_uniqueid, visit, previous_visit, end_reason, settled) VALUES "
+            "('1700000000.1#2', 'hotline-en', 1700000030, 'completed', '', '', '', '', '', '', "
+            "'', 0, 0, 0, false, '1700000000.1', 2, '1700000000.1', '', '')"))
     command.downgrade(cfg, before)
     with engine.begin() as conn:
         assert conn.execute(text("SELECT uniqueid FROM calls")).scalars().all() == [
