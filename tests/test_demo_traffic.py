@@ -122,8 +122,9 @@ def test_cli_refuses_before_any_start_up_noise(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_report_on_an_empty_database_says_so(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+def test_report_on_an_empty_database_says_so(tmp_db: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    url = tmp_db
     assert main(["report", "--db", url, "--day", "2026-11-30"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("callcenter: no calls on 2026-11-30 in ") and err.count("\n") == 1
