@@ -19,6 +19,7 @@ in the core.  On every (re)connect the link asks the PBX for its full picture
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -65,6 +66,8 @@ class Service:
         self.raw_listeners: dict[str, list[Callable[[dict[str, str], float], None]]] = {}
         self.events_applied = 0
         self.events_skipped = 0
+        #: Called with (seconds, rows) after every database flush that wrote (ops metrics).
+        self.flush_observers: list[Callable[[float, int], None]] = []
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,12 +92,15 @@ class Service:
     async def start(self, *, load_days: int = 1) -> None:
         await self.store.open()
         await self._load_recent(load_days)
+        # The service's tasks (and the link's, started from here) log with the PBX's name.
+        ctx = contextvars.copy_context()
+        ctx.run(structlog.contextvars.bind_contextvars, pbx=self.settings.ami.name)
         self._tasks = [
-            asyncio.create_task(self._consume(), name="consumer"),
-            asyncio.create_task(self._flush_loop(), name="db-flush"),
-            asyncio.create_task(self._tick_loop(), name="ticker"),
+            asyncio.create_task(self._consume(), name="consumer", context=ctx),
+            asyncio.create_task(self._flush_loop(), name="db-flush", context=ctx),
+            asyncio.create_task(self._tick_loop(), name="ticker", context=ctx),
         ]
-        await self.link.start()
+        await asyncio.create_task(self.link.start(), context=ctx)
 
     async def stop(self) -> None:
         await self.link.stop()
@@ -200,9 +206,13 @@ class Service:
     async def flush(self) -> None:
         calls, self._dirty_calls = list(self._dirty_calls.values()), {}
         agents, self._agent_rows = self._agent_rows, []
+        started = time.perf_counter()
         try:
             await self.store.save_calls(calls)
             await self.store.append_agent_states(agents)
+            if calls or agents:
+                for observe in self.flush_observers:
+                    observe(time.perf_counter() - started, len(calls) + len(agents))
         except Exception:
             # Keep them for the next flush: nothing is lost while the database is away.
             for row in calls:
