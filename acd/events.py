@@ -233,16 +233,46 @@ class Tick(Event):
 # --------------------------------------------------------------------------- translation
 
 
+MAX_DURATION_S = 86_400
+"""Longest duration a PBX header may carry (a day): wait, talk, ring, wrap-up, service level."""
+MAX_COUNT = 10**9
+"""Largest count a PBX header may carry: positions, calls taken, Completed, Abandoned."""
+DURATION_KEYS = frozenset({"HoldTime", "TalkTime", "RingTime", "Wait", "Wrapuptime",
+                           "ServiceLevel"})
+
+
 def _int(h: Headers, key: str, default: int | None = None) -> int:
+    """A whole number from a header: ASCII digits only (Arabic-Indic or full-width digits
+    are not numbers), 0 … :data:`MAX_DURATION_S` for durations (:data:`DURATION_KEYS`),
+    0 … :data:`MAX_COUNT` for counts.  Anything else raises :class:`MalformedEvent`,
+    which the consumer logs and skips (issue 12: HoldTime 2**63 stopped the writer,
+    a negative one dated an abandon tomorrow)."""
     raw = h.get(key)
     if raw is None or raw == "":
         if default is None:
             raise MalformedEvent(f"{h.get('Event', '?')}: missing {key}")
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={raw[:40]!r} is not a number") from None
+    digits = raw.strip()
+    sign = digits[:1] == "-"
+    body = digits[1:] if sign else digits
+    if not (body.isascii() and body.isdigit()) or len(body) > 19:
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={raw[:40]!r} is not a number")
+    value = -int(body) if sign else int(body)
+    high = MAX_DURATION_S if key in DURATION_KEYS else MAX_COUNT
+    if not 0 <= value <= high:
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={value} is out of range 0…{high}")
+    return value
+
+
+def _pct(h: Headers, key: str) -> float:
+    """A percentage from a header (``ServicelevelPerf: 23.1``): ASCII, finite, 0 … 100."""
+    raw = (h.get(key) or "0").strip()
+    if not (raw.isascii() and len(raw) <= 20 and raw.replace(".", "", 1).isdigit()):
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={raw[:40]!r} is not a percentage")
+    value = float(raw)
+    if not 0.0 <= value <= 100.0:
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={value} is out of range 0…100")
+    return value
 
 
 def _req(h: Headers, key: str) -> str:
@@ -407,8 +437,8 @@ def resync_from(
             counters.append(
                 QueueCounters(
                     _req(h, "Queue"), _int(h, "Completed", 0), _int(h, "Abandoned", 0),
-                    _int(h, "ServiceLevel", 0), float(h.get("ServicelevelPerf") or 0),
-                    float(h.get("ServicelevelPerf2") or 0),
+                    _int(h, "ServiceLevel", 0), _pct(h, "ServicelevelPerf"),
+                    _pct(h, "ServicelevelPerf2"),
                 )
             )
         elif kind == "QueueMember":

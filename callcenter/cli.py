@@ -264,6 +264,18 @@ def cmd_users(args: argparse.Namespace) -> int:
     return main_from_args(args)
 
 
+def cmd_knowledge(args: argparse.Namespace) -> int:
+    from callcenter.desk_cli import knowledge_main
+
+    return knowledge_main(args, _settings(args))
+
+
+def cmd_intake_keys(args: argparse.Namespace) -> int:
+    from callcenter.desk_cli import intake_main
+
+    return intake_main(args, _settings(args))
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -322,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     us = sub.add_parser("users", help="accounts: add, passwd, disable, enable, set, list")
     users_arguments(us)
     us.set_defaults(func=cmd_users)
+
+    from callcenter.desk_cli import add_knowledge_arguments
+
+    kn = sub.add_parser("knowledge", help="knowledge base: import FILE (.csv/.md), stats")
+    add_knowledge_arguments(kn)
+    kn.set_defaults(func=cmd_knowledge)
+
+    from callcenter.desk_cli import add_intake_arguments
+
+    ik = sub.add_parser("intake-keys", help="API keys of the channels filing orders: "
+                                            "create CHANNEL, list, revoke ID")
+    add_intake_arguments(ik)
+    ik.set_defaults(func=cmd_intake_keys)
 
     from recordings.cli import add_arguments as recordings_arguments
 

@@ -8,7 +8,7 @@ state log and the audit log are append-only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -144,6 +151,63 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
+TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, ProgrammingError, OSError,
+             TimeoutError)
+"""Faults of the database (away, locked, a table missing), not of a row: every row is
+kept and written again later."""
+ROW_FAULTS = (SQLAlchemyError, ValueError, OverflowError, TypeError)
+"""Faults a row can cause (a number too large for the column, an over-long string on
+PostgreSQL, a value the driver cannot encode); TRANSIENT is checked first."""
+
+
+class RowsUnwritten(Exception):
+    """The database went away while rows were written one by one; ``rows`` were not
+    written (the others were), ``set_aside`` were refused for their own sake."""
+
+    def __init__(self, rows: list[dict[str, Any]], set_aside: list[tuple[dict[str, Any], str]],
+                 cause: BaseException) -> None:
+        super().__init__(f"{len(rows)} rows unwritten: {type(cause).__name__}")
+        self.rows, self.set_aside, self.cause = rows, set_aside, cause
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying why a row was refused (no row values: they may hold numbers)."""
+    orig = getattr(exc, "orig", None)
+    text = f"{type(orig or exc).__name__}: {str(orig or exc).splitlines()[0] if str(orig or exc) else ''}"
+    return text[:200]
+
+
+async def write_isolating(write: Callable[[list[dict[str, Any]]], Awaitable[None]],
+                          rows: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Write ``rows`` in one batch; when the batch fails for a row's sake, write them one
+    by one and return those refused, each with its error, so that one bad value never
+    stops the writer (issue 12: one HoldTime of 2**63 failed every later batch).
+
+    A fault of the database itself (:data:`TRANSIENT`) raises: on the batch, the caller
+    keeps every row for later; while writing one by one, :class:`RowsUnwritten` names
+    the rows still to write.
+    """
+    rows = list(rows)
+    if not rows:
+        return []
+    try:
+        await write(rows)
+        return []
+    except TRANSIENT:
+        raise
+    except ROW_FAULTS:
+        pass
+    refused: list[tuple[dict[str, Any], str]] = []
+    for i, row in enumerate(rows):
+        try:
+            await write([row])
+        except TRANSIENT as exc:
+            raise RowsUnwritten(rows[i:], refused, exc) from exc
+        except ROW_FAULTS as exc:
+            refused.append((row, describe(exc)))
+    return refused
+
+
 class Store:
     """The service's window on the database."""
 
@@ -177,6 +241,15 @@ class Store:
             return
         async with self.engine.begin() as conn:
             await conn.execute(self._upsert(), [dict(r) for r in rows])
+
+    async def save_calls_isolating(self, rows: Sequence[dict[str, Any]]
+                                   ) -> list[tuple[dict[str, Any], str]]:
+        """:meth:`save_calls` through :func:`write_isolating`: the refused rows, with errors."""
+        return await write_isolating(self.save_calls, rows)
+
+    async def append_agent_states_isolating(self, rows: Sequence[dict[str, Any]]
+                                            ) -> list[tuple[dict[str, Any], str]]:
+        return await write_isolating(self.append_agent_states, rows)
 
     async def append_agent_states(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)

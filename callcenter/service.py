@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -39,7 +40,7 @@ from acd.state import (
     QueueChanged,
 )
 from callcenter.config import Settings
-from callcenter.db import Store
+from callcenter.db import RowsUnwritten, Store
 from callcenter.pbx.ami import AmiLink
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,8 @@ class Service:
         self.flush_observers: list[Callable[[float, int], None]] = []
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
+        # rows the database refused for their own sake: (table, row, error, at), newest last
+        self.set_aside: deque[tuple[str, dict[str, Any], str, float]] = deque(maxlen=1000)
         self._tasks: list[asyncio.Task[None]] = []
         a = settings.ami
         self.link = AmiLink(
@@ -204,21 +207,45 @@ class Service:
     # ---- background
 
     async def flush(self) -> None:
+        """Write the changed call records and the agent-state rows.
+
+        A row the database refuses for its own sake (a value too large for its
+        column, an over-long string on PostgreSQL) is set aside with its error
+        (``set_aside``, shown as an alert on the wallboard) and the rest are
+        written; when the database itself is away, every row is kept for the next
+        flush, so nothing is lost meanwhile.
+        """
         calls, self._dirty_calls = list(self._dirty_calls.values()), {}
         agents, self._agent_rows = self._agent_rows, []
-        started = time.perf_counter()
+        refused: list[tuple[str, dict[str, Any], str]] = []
+        started, rows = time.perf_counter(), len(calls) + len(agents)
         try:
-            await self.store.save_calls(calls)
-            await self.store.append_agent_states(agents)
-            if calls or agents:
+            refused += [("calls", r, e) for r, e in await self.store.save_calls_isolating(calls)]
+            calls = []
+            refused += [("agent_states", r, e)
+                        for r, e in await self.store.append_agent_states_isolating(agents)]
+            agents = []
+            if rows:
                 for observe in self.flush_observers:
-                    observe(time.perf_counter() - started, len(calls) + len(agents))
+                    observe(time.perf_counter() - started, rows)
+        except RowsUnwritten as exc:  # the database went away part way
+            refused += [("calls" if calls else "agent_states", r, e) for r, e in exc.set_aside]
+            if calls:
+                calls = exc.rows
+            else:
+                agents = exc.rows
+            log.warning("database write interrupted; will retry", rows=len(exc.rows))
         except Exception:
             # Keep them for the next flush: nothing is lost while the database is away.
-            for row in calls:
-                self._dirty_calls.setdefault(row["uniqueid"], row)
-            self._agent_rows[:0] = agents
             log.exception("database write failed; will retry", calls=len(calls))
+        for row in calls:
+            self._dirty_calls.setdefault(row["uniqueid"], row)
+        self._agent_rows[:0] = agents
+        now = self.clock()
+        for table, row, error in refused:
+            self.set_aside.append((table, row, error, now))
+            log.error("row set aside: the database refused it", table=table, error=error,
+                      uniqueid=row.get("uniqueid", ""), agent=row.get("agent", ""))
 
     async def _flush_loop(self) -> None:
         while True:

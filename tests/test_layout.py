@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("acd", "callcenter", "agent_console", "ivr", "recordings")
 # The entry points: they build everything, so they may import any wing.
 ENTRY_POINTS = {"callcenter.cli", "callcenter.demo", "callcenter.demo_orders",
-                "callcenter.bench", "callcenter.telephony", "callcenter.migrations.env"}
+                "callcenter.bench", "callcenter.telephony", "callcenter.migrations.env",
+                "callcenter.desk_cli", "callcenter.bench_search"}
 
 
 def module_name(path: Path) -> str:

@@ -109,8 +109,10 @@ function applyOwn() {
 const STATES = ["accepted", "dispatched", "in_progress", "returned", "replied", "completed",
   "return_visit", "evaluated", "resolved_on_call"];
 const HANDLER_STEPS = ["accept_handling", "return", "reply", "co_reply", "complete"];
-const CENTRE_STEPS = ["dispatch", "redispatch", "add_co_handler", "accept_return", "refuse_return",
+const CENTRE_STEPS = ["dispatch", "redispatch", "add_co_handler",
   "reject_completion", "start_return_visit", "visit_unreachable", "resolve_on_call"];
+// The server's table (agent_console/permissions.py STEPS): supervisors review returns.
+const SUPERVISOR_STEPS = ["accept_return", "refuse_return", "supervise"];
 const STEP_FIELDS = {
   dispatch: ["department"], redispatch: ["department", "reason"],
   add_co_handler: ["department", "reason"], accept_return: ["department", "reason"],
@@ -138,7 +140,7 @@ function when(iso) {
 function allowedSteps() {
   if (me.role === "handler") return HANDLER_STEPS;
   const steps = [...CENTRE_STEPS];
-  if (me.role === "supervisor" || me.role === "admin") steps.push("supervise");
+  if (me.role === "supervisor" || me.role === "admin") steps.push(...SUPERVISOR_STEPS);
   return steps;
 }
 
