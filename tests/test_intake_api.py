@@ -21,7 +21,7 @@ from tests.console_fakes import CHEAP, Person, serving, started_service
 async def rig(tmp_db: str) -> AsyncIterator[tuple[Any, Intake, list[Person]]]:
     service, _ = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50, free_per_ip=500))
+                   throttle=LoginThrottle(free=50))
     async with serving(service, app) as (server, people):
         yield server, app[INTAKE], people
 
