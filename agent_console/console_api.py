@@ -101,9 +101,12 @@ async def api_login(request: web.Request) -> web.Response:
     ip = request.remote or ""
     now = c.now()
     wait = c.throttle.retry_after(username, ip, now)
-    if wait > 0:
+    if wait > 0:  # slowed, not locked: this account from this address only
         log.warning("login refused: too many failures", username=username, ip=ip)
-        raise ApiError(429, "too many failed sign-ins; wait and try again",
+        await c.service.store.audit(at=now, actor=username, role="", action="login_throttled",
+                                    data={"ip": ip, "retry_after": math.ceil(wait)})
+        raise ApiError(429, "too many failed sign-ins from here; wait and try again",
+                       zh=f"登录失败次数过多，请 {math.ceil(wait)} 秒后再试",
                        retry_after=math.ceil(wait))
     user = await c.users.authenticate(username, password)
     if user is None:
@@ -114,7 +117,7 @@ async def api_login(request: web.Request) -> web.Response:
         if c.failure_delay:
             await asyncio.sleep(c.failure_delay)
         raise ApiError(401, "wrong username or password", zh="用户名或密码错误")
-    c.throttle.succeeded(username)
+    c.throttle.succeeded(username, ip)
     if user.member_name:
         c.names[user.member_name] = user.display_name
     token, session = await c.users.open_session(user, ip)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from acd.reports import DEFAULT_COLOURS, DEFAULT_SHIFTS, Shift, parse_shifts
 from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
-from agent_console.alerts import Thresholds
+from agent_console.alerts import Thresholds, login_alerts, set_aside_alerts
 from agent_console.auth import (
     LoginThrottle,
     Session,
@@ -160,7 +160,9 @@ class Console:
             self._wall_agents = None  # every agent's shift totals start again
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,
                          self.config.thresholds, now, self.names, self.wall_agents(),
-                         self.config.colours, self.extra_alerts)
+                         self.config.colours,
+                         [*self.extra_alerts, *login_alerts(self.throttle.repeated(now)),
+                          *set_aside_alerts(self.service.set_aside)])
 
     def wall_agents(self) -> dict[str, Any]:
         """The wallboard's agents: only those that changed are rebuilt (all, once a

@@ -117,6 +117,8 @@ async def test_a_lone_surrogate_in_the_reason_is_refused_before_anything(
 
 
 async def test_the_row_is_written_before_the_action_and_says_when_it_failed(rig: Rig) -> None:
+    if rig.service.store.engine.dialect.name != "sqlite":
+        pytest.skip("reads the audit table with sqlite3 while the action is being sent")
     await operator_on_call(rig)
     sup = await rig.as_user("sup1")
     seen: list[list[str]] = []

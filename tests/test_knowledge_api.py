@@ -33,7 +33,7 @@ class Rig:
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, _ = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50, free_per_ip=500))
+                   throttle=LoginThrottle(free=50))
     await seed_handlers(service.store, app[WORK_ORDERS], passwords=CHEAP)
     await load_demo_articles(app[KNOWLEDGE])
     async with serving(service, app) as (server, people):

@@ -55,7 +55,7 @@ async def served(tmp_db: str) -> AsyncIterator[tuple[web.Application, Any, dict[
                                                                                   Person]]]:
     service, _ = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50, free_per_ip=500))
+                   throttle=LoginThrottle(free=50))
     await seed_handlers(service.store, app[WORK_ORDERS], passwords=CHEAP)
     await Users(service.store.engine, CHEAP).add("root1", "demo", Role.ADMIN)
     async with serving(service, app) as (server, people):
