@@ -3,14 +3,14 @@
 保密, 回复方式) as one JSON object beside the free text.
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0008"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
