@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from acd.queue_log import QueueLogEntry
+
 Headers = Mapping[str, str]
 
 
@@ -158,6 +160,15 @@ class MemberStatus(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PbxBooted(Event):
+    """FullyBooted (sent after every login): seconds since the PBX process started
+    (``Uptime``) and since its last reload (``LastReload``); None when not given."""
+
+    uptime: int | None
+    last_reload: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelHungup(Event):
     uniqueid: str
     channel: str
@@ -208,6 +219,7 @@ class ActiveChannel:
     channel: str
     application: str
     bridged: bool
+    bridge_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +230,10 @@ class Resync(Event):
     members: tuple[MemberInfo, ...]
     waiting: tuple[WaitingEntry, ...]
     channels: tuple[ActiveChannel, ...]
+    has_channels: bool = True  # False when the PBX's channel list was not asked for
+    #: Asterisk's queue_log lines up to this moment, when the service can read them
+    #: (then every gap is rebuilt from them exactly); None: counters only.
+    queue_log: tuple[QueueLogEntry, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +403,17 @@ def _agent_dumped(h: Headers, at: float) -> AgentDumped:
     )
 
 
+def _optional_int(h: Headers, key: str) -> int | None:
+    raw = h.get(key)
+    if raw is None or raw == "":
+        return None
+    return _int(h, key)
+
+
+def _fully_booted(h: Headers, at: float) -> PbxBooted:
+    return PbxBooted(at, _optional_int(h, "Uptime"), _optional_int(h, "LastReload"))
+
+
 def _hangup(h: Headers, at: float) -> ChannelHungup:
     return ChannelHungup(at, _req(h, "Uniqueid"), h.get("Channel", ""), h.get("Cause", ""))
 
@@ -406,6 +433,7 @@ TRANSLATORS: dict[str, Callable[[Headers, float], Event]] = {
     "QueueMemberPaused": lambda h, at: MemberPaused(at, member_info(h)),  # Asterisk <= 12
     "QueueMemberStatus": lambda h, at: MemberStatus(at, member_info(h)),
     "Hangup": _hangup,
+    "FullyBooted": _fully_booted,
 }
 
 # Event classes the service asks for; list responses (QueueMember, CoreShowChannel...)
@@ -425,9 +453,10 @@ def to_event(h: Headers, at: float) -> Event | None:
 
 
 def resync_from(
-    at: float, queue_status: list[Headers], channels: list[Headers]
+    at: float, queue_status: list[Headers], channels: list[Headers] | None
 ) -> Resync:
-    """Build a :class:`Resync` from the QueueStatus and CoreShowChannels list answers."""
+    """Build a :class:`Resync` from the QueueStatus and CoreShowChannels list answers
+    (``channels=None``: the channels were not asked for)."""
     counters: list[QueueCounters] = []
     members: list[MemberInfo] = []
     waiting: list[WaitingEntry] = []
@@ -453,9 +482,10 @@ def resync_from(
     active = [
         ActiveChannel(
             _req(h, "Uniqueid"), h.get("Channel", ""), h.get("Application", ""),
-            bool(h.get("BridgeId")),
+            bool(h.get("BridgeId")), h.get("BridgeId", ""),
         )
-        for h in channels
+        for h in channels or ()
         if h.get("Event") == "CoreShowChannel"
     ]
-    return Resync(at, tuple(counters), tuple(members), tuple(waiting), tuple(active))
+    return Resync(at, tuple(counters), tuple(members), tuple(waiting), tuple(active),
+                  channels is not None)

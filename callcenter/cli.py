@@ -32,7 +32,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     s = _settings(args)
     try:
         result = replay(args.trace, s.queues, args.servicelevel,
-                        QueueConfig(s.servicelevel, 0), args.short_abandon)
+                        QueueConfig(s.servicelevel, 0), args.short_abandon,
+                        queue_log=args.queue_log, use_queue_log=not args.no_queue_log)
     except TraceError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -46,6 +47,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
               f"{f['servicelevel_perf']:.2f}%   ServicelevelPerf2 {f['servicelevel_perf2']:.2f}%")
         print(f"  ASA {f['asa_s']:.2f}s  AHT {f['aht_s']:.2f}s  "
               f"Asterisk Holdtime {f['asterisk_holdtime']}  TalkTime {f['asterisk_talktime']}")
+    if result["queue_log"]:
+        print(f"gaps rebuilt from {result['queue_log']}")
     for name, a in result["agents"].items():  # type: ignore[union-attr]
         print(f"agent {name}: answered {a['answered']}  ring-no-answer {a['ring_no_answer']}  "
               f"paused {a['paused_s']:.1f}s  talk {a['talk_s']:.0f}s")
@@ -60,18 +63,25 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     from aiohttp import web
 
     from agent_console.server import make_app
+    from agent_console.session import CONSOLE
+    from callcenter.ops import Ops
     from callcenter.service import Service
     from callcenter.telephony import TelephonyError, start_telephony
 
     service = Service(settings)
     await service.start()
     app = make_app(service)
+    ops = Ops("core")
+    ops.watch_service(service)
+    ops.watch_sockets(lambda: len(app[CONSOLE].sockets))
+    ops.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     telephony = None
     try:
         telephony = await start_telephony(service, app, agi_host=agi_host, agi_port=agi_port)
+        ops.watch_agi(lambda: telephony.agi.sessions if telephony else 0)
         await site.start()
     except (OSError, TelephonyError) as exc:
         if telephony is not None:
@@ -285,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--servicelevel", type=int, help="service level threshold in seconds")
     r.add_argument("--short-abandon", type=int, default=0,
                    help="report abandons shorter than this (s) separately (default 0)")
+    r.add_argument("--queue-log", help="Asterisk's queue_log of the session (default: the "
+                   "file queue_log beside the trace, if any); every gap is rebuilt from it")
+    r.add_argument("--no-queue-log", action="store_true",
+                   help="ignore any queue_log: estimate gaps from Asterisk's counters")
     r.set_defaults(func=cmd_replay)
 
     d = sub.add_parser("demo", help="PBX simulator + service + web on the embedded default")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,7 +48,11 @@ class Base(DeclarativeBase):
 
 
 class CallRow(Base):
-    """One caller's visit to one queue (the record every metric is computed from)."""
+    """One caller's visit to one queue (the record every metric is computed from).
+
+    ``uniqueid`` is the visit's key: the channel's Uniqueid for its first queue visit,
+    ``<Uniqueid>#<n>`` for the n-th (``channel_uniqueid`` is always the channel's);
+    ``previous_visit`` links a visit to the one before (transfer, overflow)."""
 
     __tablename__ = "calls"
     uniqueid: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -70,6 +75,11 @@ class CallRow(Base):
     rings: Mapped[int] = mapped_column(Integer, default=0)
     ring_no_answer: Mapped[int] = mapped_column(Integer, default=0)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    channel_uniqueid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    visit: Mapped[int] = mapped_column(Integer, default=1)
+    previous_visit: Mapped[str] = mapped_column(String(64), default="")
+    end_reason: Mapped[str] = mapped_column(String(24), default="")
+    settled: Mapped[str] = mapped_column(String(24), default="")  # queue_log, counters...
 
 
 class AgentStateRow(Base):
@@ -263,6 +273,23 @@ class Store:
             await conn.execute(AuditRow.__table__.insert(), [{
                 "at": at, "actor": actor, "role": role, "action": action, "target": target,
                 "reason": reason, "data": data or {}}])
+
+    async def open_calls(self) -> list[CallRow]:
+        """Visits the database still holds open (waiting, or answered and not ended):
+        the service settles them at start (it was not there to see them end)."""
+        async with self.sessions() as s:
+            res = await s.scalars(select(CallRow).where(
+                CallRow.outcome.in_(("waiting", "answered"))).order_by(CallRow.joined_at))
+            return list(res)
+
+    async def last_seen(self) -> float | None:
+        """The latest moment any stored record speaks of (joined, answered or ended)."""
+        async with self.sessions() as s:
+            row = (await s.execute(select(func.max(CallRow.joined_at),
+                                          func.max(CallRow.answered_at),
+                                          func.max(CallRow.ended_at)))).one()
+            values = [v for v in row if v is not None]
+            return max(values) if values else None
 
     async def calls_between(self, start: float, end: float) -> list[CallRow]:
         """Call records that joined a queue in [start, end)."""

@@ -166,15 +166,27 @@ class HotlineAgi:
         self.on_answer = on_answer
         self.on_no_answer = on_no_answer
         self.asks_department = asks_department
+        self.sessions = 0  # FastAGI sessions running now (ops metrics)
 
     def application(self) -> Application:
         """A panoramisk FastAGI application with the four scripts (call in a running loop)."""
         app = Application(loop=asyncio.get_running_loop())
-        app.add_route("hotline", self.hotline)
-        app.add_route("selfservice", self.selfservice)
-        app.add_route("survey", self.survey)
-        app.add_route("returnvisit", self.returnvisit)
+        app.add_route("hotline", self._counted(self.hotline))
+        app.add_route("selfservice", self._counted(self.selfservice))
+        app.add_route("survey", self._counted(self.survey))
+        app.add_route("returnvisit", self._counted(self.returnvisit))
         return app
+
+    def _counted(self, script: Callable[[Request], Awaitable[None]]
+                 ) -> Callable[[Request], Awaitable[None]]:
+        """``script`` keeping :attr:`sessions` (FastAGI sessions running now) up to date."""
+        async def run(request: Request) -> None:
+            self.sessions += 1
+            try:
+                await script(request)
+            finally:
+                self.sessions -= 1
+        return run
 
     # hotline
 

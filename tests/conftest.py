@@ -9,12 +9,20 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("HOTLINE_SHARED", ROOT.parent / "shared"))
+#: Recorded real-Asterisk traces and the bug-report cases, kept in the repository
+#: (tests/data, copied from the shared folder with their READMEs); HOTLINE_SHARED
+#: points the suite at another copy of the same layout.
+SHARED = Path(os.environ.get("HOTLINE_SHARED") or ROOT / "tests" / "data")
 TRACES = SHARED / "ami-traces"
+CASES = SHARED / "ami-cases"
 
 
 def trace_dirs() -> list[Path]:
     return sorted(p for p in TRACES.glob("*/") if (p / "trace.jsonl").exists())
+
+
+def case_dirs() -> list[Path]:
+    return sorted(p for p in CASES.glob("*/") if (p / "expected.json").exists())
 
 
 # The database pass: unset, every test runs on SQLite files; HOTLINE_TEST_DATABASE set to a
