@@ -52,19 +52,24 @@ COOKIE = "hotline_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 DEFAULT_PAUSE_REASONS = ["meal", "training", "acw", "meeting", "toilet", "busy"]
-DEFAULT_DEPARTMENTS = [
-    {"number": "8101", "name": "住房和城乡建设局"},
-    {"number": "8102", "name": "市场监督管理局"},
-    {"number": "8103", "name": "生态环境局"},
-    {"number": "8104", "name": "交通运输局"},
-]
+def transfer_departments(path: Path | None = None) -> list[dict[str, str]]:
+    """The departments an operator can transfer to: every ``[[department]]`` of
+    ``config/departments.toml`` (the work orders' own list) with a ``line``."""
+    import tomllib
+
+    from callcenter.orders.store import CONFIG_DIR
+
+    with open(path or CONFIG_DIR / "departments.toml", "rb") as f:
+        data = tomllib.load(f)
+    return [{"number": str(d["line"]), "name": str(d.get("name", d["line"])), "id": str(d["id"])}
+            for d in data.get("department", []) if isinstance(d, dict) and d.get("line")]
 
 
 @dataclass(frozen=True, slots=True)
 class ConsoleConfig:
     """What the console offers, from the service settings (``[agents]``, ``[alerts]``,
-    ``[queues.*]`` and an optional ``[console]`` table: ``transfer_context``,
-    ``departments = [{number, name}, ...]``)."""
+    ``[queues.*]`` and an optional ``[console]`` table: ``transfer_context``; the
+    transfer targets are the queues and :func:`transfer_departments`)."""
 
     pause_reasons: tuple[str, ...]
     queues: tuple[tuple[str, str], ...]  # (name, title)
@@ -76,7 +81,7 @@ class ConsoleConfig:
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
         console = s.raw.get("console", {}) if isinstance(s.raw.get("console"), dict) else {}
-        departments = console.get("departments", DEFAULT_DEPARTMENTS)
+        departments = transfer_departments()
         queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
         return cls(
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
