@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from acd.queue_log import QueueLogEntry
+
 Headers = Mapping[str, str]
 
 
@@ -158,6 +160,15 @@ class MemberStatus(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PbxBooted(Event):
+    """FullyBooted (sent after every login): seconds since the PBX process started
+    (``Uptime``) and since its last reload (``LastReload``); None when not given."""
+
+    uptime: int | None
+    last_reload: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelHungup(Event):
     uniqueid: str
     channel: str
@@ -208,6 +219,7 @@ class ActiveChannel:
     channel: str
     application: str
     bridged: bool
+    bridge_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +230,10 @@ class Resync(Event):
     members: tuple[MemberInfo, ...]
     waiting: tuple[WaitingEntry, ...]
     channels: tuple[ActiveChannel, ...]
+    has_channels: bool = True  # False when the PBX's channel list was not asked for
+    #: Asterisk's queue_log lines up to this moment, when the service can read them
+    #: (then every gap is rebuilt from them exactly); None: counters only.
+    queue_log: tuple[QueueLogEntry, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,16 +249,46 @@ class Tick(Event):
 # --------------------------------------------------------------------------- translation
 
 
+MAX_DURATION_S = 86_400
+"""Longest duration a PBX header may carry (a day): wait, talk, ring, wrap-up, service level."""
+MAX_COUNT = 10**9
+"""Largest count a PBX header may carry: positions, calls taken, Completed, Abandoned."""
+DURATION_KEYS = frozenset({"HoldTime", "TalkTime", "RingTime", "Wait", "Wrapuptime",
+                           "ServiceLevel"})
+
+
 def _int(h: Headers, key: str, default: int | None = None) -> int:
+    """A whole number from a header: ASCII digits only (Arabic-Indic or full-width digits
+    are not numbers), 0 … :data:`MAX_DURATION_S` for durations (:data:`DURATION_KEYS`),
+    0 … :data:`MAX_COUNT` for counts.  Anything else raises :class:`MalformedEvent`,
+    which the consumer logs and skips (issue 12: HoldTime 2**63 stopped the writer,
+    a negative one dated an abandon tomorrow)."""
     raw = h.get(key)
     if raw is None or raw == "":
         if default is None:
             raise MalformedEvent(f"{h.get('Event', '?')}: missing {key}")
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={raw[:40]!r} is not a number") from None
+    digits = raw.strip()
+    sign = digits[:1] == "-"
+    body = digits[1:] if sign else digits
+    if not (body.isascii() and body.isdigit()) or len(body) > 19:
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={raw[:40]!r} is not a number")
+    value = -int(body) if sign else int(body)
+    high = MAX_DURATION_S if key in DURATION_KEYS else MAX_COUNT
+    if not 0 <= value <= high:
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={value} is out of range 0…{high}")
+    return value
+
+
+def _pct(h: Headers, key: str) -> float:
+    """A percentage from a header (``ServicelevelPerf: 23.1``): ASCII, finite, 0 … 100."""
+    raw = (h.get(key) or "0").strip()
+    if not (raw.isascii() and len(raw) <= 20 and raw.replace(".", "", 1).isdigit()):
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={raw[:40]!r} is not a percentage")
+    value = float(raw)
+    if not 0.0 <= value <= 100.0:
+        raise MalformedEvent(f"{h.get('Event', '?')}: {key}={value} is out of range 0…100")
+    return value
 
 
 def _req(h: Headers, key: str) -> str:
@@ -357,6 +403,17 @@ def _agent_dumped(h: Headers, at: float) -> AgentDumped:
     )
 
 
+def _optional_int(h: Headers, key: str) -> int | None:
+    raw = h.get(key)
+    if raw is None or raw == "":
+        return None
+    return _int(h, key)
+
+
+def _fully_booted(h: Headers, at: float) -> PbxBooted:
+    return PbxBooted(at, _optional_int(h, "Uptime"), _optional_int(h, "LastReload"))
+
+
 def _hangup(h: Headers, at: float) -> ChannelHungup:
     return ChannelHungup(at, _req(h, "Uniqueid"), h.get("Channel", ""), h.get("Cause", ""))
 
@@ -376,6 +433,7 @@ TRANSLATORS: dict[str, Callable[[Headers, float], Event]] = {
     "QueueMemberPaused": lambda h, at: MemberPaused(at, member_info(h)),  # Asterisk <= 12
     "QueueMemberStatus": lambda h, at: MemberStatus(at, member_info(h)),
     "Hangup": _hangup,
+    "FullyBooted": _fully_booted,
 }
 
 # Event classes the service asks for; list responses (QueueMember, CoreShowChannel...)
@@ -395,9 +453,10 @@ def to_event(h: Headers, at: float) -> Event | None:
 
 
 def resync_from(
-    at: float, queue_status: list[Headers], channels: list[Headers]
+    at: float, queue_status: list[Headers], channels: list[Headers] | None
 ) -> Resync:
-    """Build a :class:`Resync` from the QueueStatus and CoreShowChannels list answers."""
+    """Build a :class:`Resync` from the QueueStatus and CoreShowChannels list answers
+    (``channels=None``: the channels were not asked for)."""
     counters: list[QueueCounters] = []
     members: list[MemberInfo] = []
     waiting: list[WaitingEntry] = []
@@ -407,8 +466,8 @@ def resync_from(
             counters.append(
                 QueueCounters(
                     _req(h, "Queue"), _int(h, "Completed", 0), _int(h, "Abandoned", 0),
-                    _int(h, "ServiceLevel", 0), float(h.get("ServicelevelPerf") or 0),
-                    float(h.get("ServicelevelPerf2") or 0),
+                    _int(h, "ServiceLevel", 0), _pct(h, "ServicelevelPerf"),
+                    _pct(h, "ServicelevelPerf2"),
                 )
             )
         elif kind == "QueueMember":
@@ -423,9 +482,10 @@ def resync_from(
     active = [
         ActiveChannel(
             _req(h, "Uniqueid"), h.get("Channel", ""), h.get("Application", ""),
-            bool(h.get("BridgeId")),
+            bool(h.get("BridgeId")), h.get("BridgeId", ""),
         )
-        for h in channels
+        for h in channels or ()
         if h.get("Event") == "CoreShowChannel"
     ]
-    return Resync(at, tuple(counters), tuple(members), tuple(waiting), tuple(active))
+    return Resync(at, tuple(counters), tuple(members), tuple(waiting), tuple(active),
+                  channels is not None)

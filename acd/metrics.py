@@ -13,7 +13,12 @@ the same numbers the same way.  Definitions (see README "Metrics" and
   (``AgentConnect``); **completed** answered and ended (``AgentComplete``), as
   Asterisk's ``callscompleted``; **abandoned** as Asterisk's ``callsabandoned``
   (``QueueCallerAbandon``); **exited** left unanswered otherwise (key, transfer);
-* 接通率 ``connection_rate`` = answered / offered;
+  **interrupted** answered and cut by a PBX failure (counted answered, never
+  completed); **dropped** waiting when the PBX failed (neither answered nor
+  abandoned, as in Asterisk's own count);
+* 接通率 ``connection_rate`` = answered / settled offered, where settled offered
+  leaves out the callers still **waiting** (shown beside it as ``waiting``): a
+  caller still in the queue is not yet a lost call;
 * 15秒接通率 ``answer_rate_sl`` = answered with wait <= servicelevel / answered;
 * ``servicelevel_perf`` = completed in SL / completed (Asterisk's ServicelevelPerf);
 * ``servicelevel_perf2`` = (completed in SL + abandoned in SL) / (completed + abandoned);
@@ -45,7 +50,9 @@ class CallLike(Protocol):
     wrap_s: float
 
 
-ANSWERED = ("answered", "completed")
+#: Outcomes that were connected to an operator (an ``interrupted`` visit was answered,
+#: then the PBX died before it ended).
+ANSWERED = ("answered", "completed", "interrupted")
 
 
 def pct(num: float, den: float) -> float:
@@ -59,6 +66,8 @@ class Figures:
     completed: int = 0
     abandoned: int = 0
     exited: int = 0
+    interrupted: int = 0
+    dropped: int = 0
     waiting: int = 0
     answered_within_sl: int = 0
     completed_in_sl: int = 0
@@ -115,6 +124,8 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
                 completed_order.append((c.ended_at or 0.0, t))
                 if hold <= servicelevel:
                     f.completed_in_sl += 1
+            elif outcome == "interrupted":
+                f.interrupted += 1
         elif outcome == "abandoned":
             f.abandoned += 1
             f.max_wait_s = max(f.max_wait_s, hold)
@@ -124,20 +135,26 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
                 f.short_abandons += 1
         elif outcome == "exited":
             f.exited += 1
+        elif outcome == "dropped":
+            f.dropped += 1
         elif outcome == "waiting":
             f.waiting += 1
     f.wait_total_s, f.talk_total_s, f.handle_total_s = float(waits), float(talk), handle
     _rates(f)
     f.asterisk_holdtime = smoothed(h for _, h in sorted(answered_order))
-    f.asterisk_talktime = smoothed(t for _, t in sorted(completed_order))
+    f.asterisk_talktime = smoothed((t for _, t in sorted(completed_order)), first_is_value=True)
     return f
 
 
-def smoothed(samples: Iterable[int]) -> int:
-    """app_queue's running value: new = (3 * old + sample) / 4 in integers."""
+def smoothed(samples: Iterable[int], first_is_value: bool = False) -> int:
+    """app_queue's running value: new = (3 * old + sample) / 4 in integers.
+
+    ``first_is_value``: the first sample is taken as it is (``update_queue()`` sets
+    ``talktime`` outright when ``callscompleted == 1``; ``recalc_holdtime()`` always
+    smooths, from 0)."""
     value = 0
-    for s in samples:
-        value = (3 * value + s) >> 2
+    for i, s in enumerate(samples):
+        value = s if first_is_value and i == 0 else (3 * value + s) >> 2
     return value
 
 
@@ -165,15 +182,16 @@ def combine(parts: Iterable[Figures]) -> Figures:
     return f
 
 
-_ADDITIVE = ("offered", "answered", "completed", "abandoned", "exited", "waiting",
+_ADDITIVE = ("offered", "answered", "completed", "abandoned", "exited", "interrupted",
+             "dropped", "waiting",
              "answered_within_sl", "completed_in_sl", "abandoned_in_sl", "short_abandons",
              "estimated", "wait_total_s", "talk_total_s", "handle_total_s")
 
 
 def _rates(f: Figures) -> None:
     """Every rate and average from the counts and totals (see the module docstring)."""
-    f.connection_rate = pct(f.answered, f.offered)
-    f.connection_rate_excl_short = pct(f.answered, f.offered - f.short_abandons)
+    f.connection_rate = pct(f.answered, f.offered - f.waiting)
+    f.connection_rate_excl_short = pct(f.answered, f.offered - f.waiting - f.short_abandons)
     f.answer_rate_sl = pct(f.answered_within_sl, f.answered)
     f.servicelevel_perf = pct(f.completed_in_sl, f.completed)
     f.servicelevel_perf2 = pct(f.completed_in_sl + f.abandoned_in_sl, f.completed + f.abandoned)
@@ -248,7 +266,7 @@ class MetricsBook:
 
     def put(self, call: CallLike) -> None:
         b = self.bucket(call.joined_at)
-        self._calls[b][call.uniqueid] = call
+        self._calls[b][getattr(call, "visit_id", "") or call.uniqueid] = call
         self._cache.pop(b, None)
 
     def _bucket_figures(self, b: int) -> dict[str, Figures]:

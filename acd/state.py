@@ -8,9 +8,25 @@ is fed :mod:`acd.events` in AMI order by a single consumer and returns a list of
 alerts) act on those changes.  It never reads the clock: every event carries its
 own ``at`` and :meth:`CallCenter.advance` lets timers (the end of wrap-up) fire.
 
-Calls are keyed by the caller channel's ``Uniqueid`` in the queue.  The end of a
-call (``AgentComplete``) is matched on ``(queue, interface)`` first, because a
-real Asterisk may send it without the caller's fields (AMI-NOTES.md).
+A record is kept per **queue visit**, not per channel: one channel (one
+``Uniqueid``) may visit several queues (blind transfer, ``Redirect``, queue
+timeout then overflow, re-entry), and each visit is offered, answered,
+abandoned or exited in its own queue.  The first visit's key (``visit_id``) is
+the ``Uniqueid``; later ones are ``<Uniqueid>#<n>`` and name the visit before
+them (``previous``), so the call as a whole keeps its path.
+
+The end of a visit follows app_queue (``update_status``/``update_queue``): it
+is counted completed at the first of (a) ``AgentComplete`` and (b) the
+member's device going not-in-use (``QueueMemberStatus`` ``Status: 1``) while
+connected to it.  After a ``Redirect`` or the ``*`` disconnect with
+``Queue(...,c)``, (b) comes first and the visit's ``AgentComplete`` arrives
+only when the caller leaves the dialplan - maybe while the same operator is on
+the next call.  An ``AgentComplete`` is therefore matched to its own visit by
+the caller's ``Uniqueid`` first, and by ``(queue, interface)`` only when it
+lacks the caller's fields (AMI-NOTES.md); a late or duplicate one confirms the
+visit it belongs to and never ends another.  The talk time counted (Asterisk's
+smoothed ``TalkTime``, the operator's handle time) ends when the operator left.
+Wrap-up is the member's own ``Wrapuptime`` when it has one, else the queue's.
 
 Agents follow :data:`AGENT_TRANSITIONS`, a literal table.  Pausing is per queue
 in Asterisk; an agent counts as paused when paused in every queue they are in.
@@ -34,6 +50,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from acd import events as ev
+from acd import queue_log
 
 # --------------------------------------------------------------------------- agents
 
@@ -82,6 +99,18 @@ AGENT_TRANSITIONS: dict[tuple[AgentState, str], AgentState] = {
 }
 
 
+#: QueueMemberStatus ``Status`` of a device that is not in use (AST_DEVICE_NOT_INUSE).
+DEVICE_NOT_INUSE = 1
+
+
+#: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from an event's.
+LOG_SLACK_S = 2
+
+#: Seconds two FullyBooted answers may disagree on the boot time without a restart
+#: (Uptime is whole seconds; the answer takes a moment to arrive).
+BOOT_SLACK_S = 3
+
+
 class IllegalTransition(ValueError):
     def __init__(self, agent: str, state: AgentState, step: str) -> None:
         super().__init__(f"agent {agent}: no step {step!r} from state {state.value!r}")
@@ -104,6 +133,7 @@ class Agent:
     memberships: dict[str, ev.MemberInfo] = field(default_factory=dict)
     call: str | None = None  # uniqueid ringing or connected
     last_call: str | None = None
+    last_visit: str | None = None  # visit_id of the call whose wrap-up runs or ran last
     wrap_until: float | None = None
     answered: int = 0
     ring_no_answer: int = 0
@@ -152,6 +182,13 @@ class Outcome(StrEnum):
     COMPLETED = "completed"  # connected and ended (Asterisk's callscompleted)
     ABANDONED = "abandoned"  # Asterisk's callsabandoned
     EXITED = "exited"  # left the queue unanswered without abandoning (key, transfer)
+    INTERRUPTED = "interrupted"  # answered, then the PBX died: never completed (queue_log: no end)
+    DROPPED = "dropped"  # waiting when the PBX died: neither answered nor abandoned
+
+
+#: Outcomes of a visit that is over (a record that will not change again).
+FINAL = frozenset({Outcome.COMPLETED, Outcome.ABANDONED, Outcome.EXITED, Outcome.INTERRUPTED,
+                   Outcome.DROPPED})
 
 
 @dataclass(slots=True)
@@ -180,10 +217,26 @@ class Call:
     rings: int = 0
     ring_no_answer: int = 0
     estimated: bool = False  # settled from a resync, not seen event by event
+    visit_id: str = ""  # the record's key: the Uniqueid for a first visit, else "<uid>#<n>"
+    visit: int = 1  # 1 for the channel's first queue, 2 for the next...
+    previous: str = ""  # visit_id of the channel's visit before this one
+    end_reason: str = ""  # AgentComplete Reason (agent, caller, transfer) or device_idle...
+    settled: str = ""  # how a visit we lost sight of was closed: queue_log, counters,
+    #                    pbx_restart, service_restart ("" when seen event by event)
+
+    def __post_init__(self) -> None:
+        if not self.visit_id:
+            self.visit_id = self.uniqueid
 
     def to_row(self) -> dict[str, object]:
+        """The database row (``uniqueid`` holds the visit key; see migration 0005)."""
         return {
-            "uniqueid": self.uniqueid,
+            "uniqueid": self.visit_id,
+            "channel_uniqueid": self.uniqueid,
+            "visit": self.visit,
+            "previous_visit": self.previous,
+            "end_reason": self.end_reason,
+            "settled": self.settled,
             "queue": self.queue,
             "joined_at": self.joined_at,
             "caller_num": self.caller_num,
@@ -246,7 +299,26 @@ class Anomaly:
     what: str
 
 
-Change = CallChanged | AgentChanged | QueueChanged | LinkStateChanged | Anomaly
+@dataclass(frozen=True, slots=True)
+class PbxRestarted:
+    """Asterisk restarted (FullyBooted uptime) or its queue counters were reset."""
+
+    at: float
+    booted_at: float | None  # when the new process booted; None when only a reset is known
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncWanted:
+    """The PBX named a member or caller the state does not know, or said it is booted:
+    the edge should ask for its full picture again (QueueStatus + CoreShowChannels)."""
+
+    at: float
+    why: str
+
+
+Change = (CallChanged | AgentChanged | QueueChanged | LinkStateChanged | Anomaly
+          | PbxRestarted | ResyncWanted)
 
 
 @dataclass(slots=True)
@@ -286,11 +358,20 @@ class CallCenter:
     ) -> None:
         self.queue_config = dict(queues or {})
         self.default_config = default or QueueConfig()
-        self.calls: dict[str, Call] = {}  # live and recently finished, by uniqueid
+        self.calls: dict[str, Call] = {}  # each channel's latest visit, by uniqueid
+        self.visits: dict[str, Call] = {}  # every live and recently finished visit, by visit_id
+        # (queue, interface) -> visits counted completed when the member's device went
+        # idle, whose AgentComplete has not come yet (Redirect, '*' then the survey)
+        self._unconfirmed: dict[tuple[str, str], list[str]] = {}
+        self.booted_at: float | None = None  # the PBX process's boot time (FullyBooted)
+        self.reloaded_at: float | None = None
+        self._restart_pending: str = ""  # why the next resync must treat the PBX as new
+        self._at_down: dict[str, Counters] = {}  # our counters when the link went down
+        self._service_restarted = False  # open visits came back from the database
         self.finished: list[Call] = []  # finished calls not yet collected by the caller
         self.agents: dict[str, Agent] = {}  # by interface
         self.waiting: dict[str, dict[str, Call]] = {}  # queue -> uniqueid -> call (join order)
-        self.connected: dict[tuple[str, str], str] = {}  # (queue, interface) -> uniqueid
+        self.connected: dict[tuple[str, str], str] = {}  # (queue, interface) -> visit_id
         self.observed: dict[str, Counters] = {}
         self.link_up = False
         self.link_reason = "not connected yet"
@@ -322,6 +403,7 @@ class CallCenter:
             ev.LinkChanged: self._link_changed,
             ev.Resync: self._resync,
             ev.Checkpoint: self._take_checkpoint,
+            ev.PbxBooted: self._pbx_booted,
             ev.Tick: lambda e: [],
         }
 
@@ -381,17 +463,51 @@ class CallCenter:
         return None
 
     def collect_finished(self) -> list[Call]:
-        """Hand over finished calls (for storage) and forget the old ones."""
+        """Hand over finished visits (for storage) and forget the old ones."""
         done, self.finished = self.finished, []
-        if len(self.calls) > self.keep_finished * 2:
-            live = {
-                uid: c for uid, c in self.calls.items()
-                if c.outcome in (Outcome.WAITING, Outcome.ANSWERED) and c.ended_at is None
-            }
-            recent = [c for c in self.calls.values() if c.uniqueid not in live]
+        if len(self.visits) > self.keep_finished * 2:
+            live = {vid: c for vid, c in self.visits.items() if c.outcome not in FINAL}
+            live |= {vid: self.visits[vid] for vids in self._unconfirmed.values()
+                     for vid in vids if vid in self.visits}
+            recent = [c for vid, c in self.visits.items() if vid not in live]
             recent.sort(key=lambda c: c.joined_at)
-            self.calls = live | {c.uniqueid: c for c in recent[-self.keep_finished:]}
+            self.visits = live | {c.visit_id: c for c in recent[-self.keep_finished:]}
+            self.calls = {uid: c for uid, c in self.calls.items()
+                          if self.visits.get(c.visit_id) is c}
         return done
+
+    def restore(self, calls: Iterable[Call], last_seen: float) -> None:
+        """Visits a previous run of the service left open (read back from the database):
+        held as they were until the first resync settles them.  The gap runs from
+        ``last_seen``, the latest moment the stored records speak of."""
+        for call in calls:
+            if call.outcome in FINAL:
+                continue
+            self.visits[call.visit_id] = call
+            latest = self.calls.get(call.uniqueid)
+            if latest is None or latest.visit < call.visit:
+                self.calls[call.uniqueid] = call
+            if call.outcome is Outcome.WAITING:
+                self.waiting.setdefault(call.queue, {})[call.uniqueid] = call
+            elif call.interface:
+                self.connected[(call.queue, call.interface)] = call.visit_id
+        self._down_at = last_seen
+        self._at_down = {}
+        self._service_restarted = True
+
+    def _unseen_id(self, at: float) -> str:
+        """A key for a call known only from a count or a lone event (unique across runs)."""
+        self._synthetic += 1
+        return f"unseen-{int(at)}-{self._synthetic}"
+
+    def visits_of(self, uniqueid: str) -> list[Call]:
+        """A channel's queue visits still held in memory, first to last."""
+        last = self.calls.get(uniqueid)
+        out: list[Call] = []
+        while last is not None:
+            out.append(last)
+            last = self.visits.get(last.previous) if last.previous else None
+        return out[::-1]
 
     # ---- helpers
 
@@ -420,8 +536,8 @@ class CallCenter:
             return []  # e.g. paused while talking: the flag moved, the state did not
         agent.time_in[old.value] = agent.time_in.get(old.value, 0.0) + max(0.0, at - agent.since)
         changes: list[Change] = []
-        if old is S.WRAP_UP and agent.last_call:
-            last = self.calls.get(agent.last_call)
+        if old is S.WRAP_UP and agent.last_visit:
+            last = self.visits.get(agent.last_visit)
             if last is not None:  # wrap-up is part of the call's handle time: store it
                 last.wrap_s += max(0.0, at - agent.since)
                 changes.append(CallChanged(last, "wrap_up"))
@@ -432,8 +548,8 @@ class CallCenter:
         else:
             self._ringing.pop(id(agent), None)
         if new is S.WRAP_UP:
-            wrap = self.config(self.calls[agent.last_call].queue).wrapuptime if (
-                agent.last_call in self.calls) else 0
+            last = self.visits.get(agent.last_visit or "")
+            wrap = self.wrapuptime(agent, last.queue) if last is not None else 0
             agent.wrap_until = at + wrap
             self._wrapping[id(agent)] = agent
             if self._wrap_due is None or agent.wrap_until < self._wrap_due:
@@ -465,13 +581,46 @@ class CallCenter:
     def _unwait(self, call: Call) -> None:
         self.waiting.get(call.queue, {}).pop(call.uniqueid, None)
 
-    def _after_call_step(self, agent: Agent) -> str:
+    def wrapuptime(self, agent: Agent, queue: str) -> int:
+        """The member's own ``Wrapuptime`` when set (> 0), else the queue's (app_queue
+        ``get_wrapuptime()``)."""
+        member = agent.memberships.get(queue)
+        if member is not None and member.wrapuptime > 0:
+            return member.wrapuptime
+        return self.config(queue).wrapuptime
+
+    def _after_call_step(self, agent: Agent, queue: str) -> str:
         if not agent.memberships:
             return "hangup_logged_out"
         if agent.paused:
             return "hangup_paused"
-        queue = self.calls[agent.last_call].queue if agent.last_call in self.calls else ""
-        return "hangup_wrap" if self.config(queue).wrapuptime > 0 else "hangup"
+        return "hangup_wrap" if self.wrapuptime(agent, queue) > 0 else "hangup"
+
+    def _visit(self, uniqueid: str, queue: str) -> Call | None:
+        """The channel's latest visit to ``queue`` still in memory."""
+        call = self.calls.get(uniqueid)
+        while call is not None and call.queue != queue:
+            call = self.visits.get(call.previous) if call.previous else None
+        return call
+
+    def _new_visit(self, uniqueid: str, queue: str, joined_at: float, **fields: object) -> Call:
+        """A new record for the channel's next queue visit, linked to the one before."""
+        before = self.calls.get(uniqueid)
+        if before is None:
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at)
+        else:
+            n = before.visit + 1
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at,
+                        visit_id=f"{uniqueid}#{n}", visit=n, previous=before.visit_id)
+            for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path",
+                         "channel"):
+                setattr(call, name, getattr(before, name))
+        for name, value in fields.items():
+            if value not in ("", None):
+                setattr(call, name, value)
+        self.calls[uniqueid] = call
+        self.visits[call.visit_id] = call
+        return call
 
     # ---- queue callers
 
@@ -479,21 +628,28 @@ class CallCenter:
         known = self.calls.get(e.uniqueid)
         if known is not None and known.queue == e.queue and known.outcome is Outcome.WAITING:
             return []  # already known (e.g. from a resync): never count twice
-        call = Call(
-            uniqueid=e.uniqueid, queue=e.queue, joined_at=e.at, caller_num=e.caller_num,
-            caller_name=e.caller_name, channel=e.channel, position=e.position,
-            hotline=e.variables.get("HOTLINE", ""), category=e.variables.get("CATEGORY", ""),
-            ivr_path=e.variables.get("IVR_PATH", ""),
+        changes: list[Change] = []
+        if known is not None and known.outcome is Outcome.WAITING:
+            # It left its last queue without our seeing QueueCallerLeave.
+            self._unwait(known)
+            known.outcome, known.left_at, known.ended_at = Outcome.EXITED, e.at, e.at
+            known.end_reason = "next_queue"
+            self._finish(known)
+            changes.append(CallChanged(known, "exited"))
+        call = self._new_visit(
+            e.uniqueid, e.queue, e.at, caller_num=e.caller_num, caller_name=e.caller_name,
+            channel=e.channel, position=e.position, hotline=e.variables.get("HOTLINE", ""),
+            category=e.variables.get("CATEGORY", ""), ivr_path=e.variables.get("IVR_PATH", ""),
         )
-        self.calls[e.uniqueid] = call
         self.waiting.setdefault(e.queue, {})[e.uniqueid] = call
         self._counters(e.queue)
-        return [CallChanged(call, "joined"), QueueChanged(e.queue)]
+        return changes + [CallChanged(call, "joined"), QueueChanged(e.queue)]
 
     def _caller_left(self, e: ev.CallerLeft) -> list[Change]:
-        call = self.calls.get(e.uniqueid)
-        if call is None or call.queue != e.queue:
-            return [Anomaly(e.at, f"QueueCallerLeave for unknown caller {e.uniqueid}")]
+        call = self._visit(e.uniqueid, e.queue)
+        if call is None:
+            return [Anomaly(e.at, f"QueueCallerLeave for unknown caller {e.uniqueid}"),
+                    ResyncWanted(e.at, "QueueCallerLeave for a caller never seen")]
         self._unwait(call)
         if call.left_at is None:
             call.left_at = e.at
@@ -503,13 +659,12 @@ class CallCenter:
         return [QueueChanged(e.queue)]
 
     def _caller_abandoned(self, e: ev.CallerAbandoned) -> list[Change]:
-        call = self.calls.get(e.uniqueid)
-        if call is None:
-            call = Call(uniqueid=e.uniqueid, queue=e.queue, joined_at=e.at - e.hold_time)
+        call = self._visit(e.uniqueid, e.queue)
+        if call is not None and call.outcome is Outcome.ABANDONED:
+            return []  # a duplicate
+        if call is None or call.outcome in FINAL or call.outcome is Outcome.ANSWERED:
+            call = self._new_visit(e.uniqueid, e.queue, e.at - e.hold_time)
             call.estimated = True
-            self.calls[e.uniqueid] = call
-        if call.outcome is Outcome.ABANDONED:
-            return []
         self._unwait(call)
         call.outcome = Outcome.ABANDONED
         call.hold_time = e.hold_time
@@ -544,34 +699,39 @@ class CallCenter:
 
     def _agent_rung(self, e: ev.AgentRung) -> list[Change]:
         agent = self._agent(e.interface, e.member)
-        call = self.calls.get(e.uniqueid)
+        call = self._visit(e.uniqueid, e.queue)
         if call is not None:
             call.rings += 1
-        agent.call = e.uniqueid
+        if agent.state is not S.ON_CALL:  # (a ring while talking is an anomaly below)
+            agent.call = e.uniqueid
         if agent.state is S.RINGING:
             return []
         changes: list[Change] = []
         if agent.state is S.LOGGED_OUT:  # rung before we saw them join (e.g. at connect)
             changes += self._move(agent, "login", e.at, "AgentCalled before membership")
+            changes.append(ResyncWanted(e.at, f"AgentCalled for unknown member {e.member}"))
         return changes + self._move(agent, "ring", e.at, "AgentCalled")
 
     def _agent_answered(self, e: ev.AgentAnswered) -> list[Change]:
-        call = self.calls.get(e.uniqueid)
-        if call is None:  # joined while we were not looking
-            call = Call(uniqueid=e.uniqueid, queue=e.queue, joined_at=e.at - e.hold_time)
+        call = self._visit(e.uniqueid, e.queue)
+        changes: list[Change] = []
+        if call is None or call.outcome not in (Outcome.WAITING, Outcome.EXITED):
+            # joined while we were not looking
+            call = self._new_visit(e.uniqueid, e.queue, e.at - e.hold_time)
             call.estimated = True
-            self.calls[e.uniqueid] = call
+            changes.append(ResyncWanted(e.at, "AgentConnect for a caller never seen"))
         self._unwait(call)
         call.outcome = Outcome.ANSWERED
         call.answered_at = e.at
         call.left_at = call.left_at or e.at
         call.hold_time = e.hold_time
         call.agent, call.interface = e.member, e.interface
-        self.connected[(e.queue, e.interface)] = e.uniqueid
+        self.connected[(e.queue, e.interface)] = call.visit_id
         agent = self._agent(e.interface, e.member)
         agent.call = agent.last_call = e.uniqueid
+        agent.last_visit = call.visit_id
         agent.answered += 1
-        changes: list[Change] = [CallChanged(call, "answered"), QueueChanged(e.queue)]
+        changes += [CallChanged(call, "answered"), QueueChanged(e.queue)]
         if agent.state is S.LOGGED_OUT:
             changes += self._move(agent, "login", e.at, "AgentConnect before membership")
         if agent.state is not S.RINGING:  # a ring we missed: go through it
@@ -586,47 +746,93 @@ class CallCenter:
             changes += self._move(other, step, e.at, "answered elsewhere")
         return changes
 
+    def _completed_visit(self, e: ev.AgentCompleted) -> Call | None:
+        """The visit an AgentComplete closes: the caller's Uniqueid first; queue +
+        member only when the event lacks the caller's fields."""
+        key = (e.queue, e.interface)
+        if e.uniqueid:
+            call = self._visit(e.uniqueid, e.queue)
+            if call is not None and call.outcome in (Outcome.ANSWERED, Outcome.COMPLETED):
+                return call
+            return None
+        pending = [self.visits[v] for v in self._unconfirmed.get(key, ()) if v in self.visits]
+        current = self.visits.get(self.connected.get(key, ""))
+        # A late AgentComplete carries the visit's own HoldTime: prefer the visit it fits.
+        for call in [*pending, *([current] if current else [])]:
+            if call.hold_time == e.hold_time:
+                return call
+        if current is not None:
+            return current
+        return pending[0] if pending else None
+
     def _agent_completed(self, e: ev.AgentCompleted) -> list[Change]:
-        uid = self.connected.pop((e.queue, e.interface), None)
-        if uid is None and e.uniqueid:
-            uid = e.uniqueid
-        call = self.calls.get(uid) if uid else None
+        call = self._completed_visit(e)
+        if call is not None and call.outcome is Outcome.COMPLETED:
+            return self._confirm(call, e)
+        changes: list[Change] = []
         if call is None:  # answered while we were not looking: the event has it all
-            self._synthetic += 1
-            uid = uid or f"unseen-{self._synthetic}"
-            call = Call(uniqueid=uid, queue=e.queue, joined_at=e.at - e.talk_time - e.hold_time)
+            uid = e.uniqueid or self._unseen_id(e.at)
+            call = self._new_visit(uid, e.queue, e.at - e.talk_time - e.hold_time)
             call.answered_at = e.at - e.talk_time
             call.hold_time = e.hold_time
             call.agent, call.interface = e.member, e.interface
             call.estimated = True
-            self.calls[uid] = call
-        if call.outcome is Outcome.COMPLETED:
-            return []
-        call.outcome = Outcome.COMPLETED
-        call.ended_at = e.at
-        call.talk_time = e.talk_time
+            call.outcome = Outcome.ANSWERED
         if call.hold_time is None or call.estimated:
             call.hold_time = e.hold_time  # the PBX's own figure beats our guess
-        counters = self._counters(e.queue)
+        if not call.agent:
+            call.agent, call.interface = e.member, e.interface
+        call.end_reason = e.reason
+        changes += self._complete(call, e.at, e.talk_time, "AgentComplete")
+        return changes
+
+    def _confirm(self, call: Call, e: ev.AgentCompleted) -> list[Change]:
+        """The AgentComplete of a visit already counted when the operator's device went
+        idle (or a duplicate): it settles nothing else and moves no agent."""
+        pending = self._unconfirmed.get((call.queue, call.interface), [])
+        if call.visit_id not in pending:
+            return [Anomaly(e.at, f"duplicate AgentComplete for {call.visit_id}")]
+        pending.remove(call.visit_id)
+        if not pending:
+            self._unconfirmed.pop((call.queue, call.interface), None)
+        if e.at - (call.ended_at or e.at) < 1.0:
+            call.talk_time = e.talk_time  # same moment: Asterisk's own figure
+        call.end_reason = e.reason or call.end_reason
+        return [CallChanged(call, "confirmed")]
+
+    def _complete(self, call: Call, at: float, talk_time: int, cause: str,
+                  live: bool = True) -> list[Change]:
+        """Count a connected visit completed (app_queue ``update_queue``) and release
+        its operator if they are still on it (``live=False``: settled after a gap; the
+        resync that follows gives the operator the state the PBX reports)."""
+        self.connected.pop((call.queue, call.interface), None)
+        call.outcome = Outcome.COMPLETED
+        call.ended_at = at
+        call.talk_time = talk_time
+        counters = self._counters(call.queue)
         counters.completed += 1
-        if (call.hold_time or 0) <= self.config(e.queue).servicelevel:
+        if (call.hold_time or 0) <= self.config(call.queue).servicelevel:
             counters.completed_in_sl += 1
-        agent = self._agent(e.interface, e.member)
-        agent.talk_s += e.talk_time
-        agent.calls_taken += 1
-        agent.last_call = call.uniqueid
-        if agent.call == call.uniqueid:
-            agent.call = None
-        changes: list[Change] = [CallChanged(call, "completed"), QueueChanged(e.queue)]
-        if agent.state is S.ON_CALL:
-            changes += self._move(agent, self._after_call_step(agent), e.at, "AgentComplete")
+        changes: list[Change] = [CallChanged(call, "completed"), QueueChanged(call.queue)]
+        agent = self.agents.get(call.interface) if call.interface else None
+        if agent is not None:
+            agent.talk_s += talk_time
+            agent.calls_taken += 1
+            # agent.call is None when the call began before we could see it (at connect)
+            if live and agent.call in (None, call.uniqueid) and agent.state is S.ON_CALL:
+                agent.call = None
+                agent.last_call, agent.last_visit = call.uniqueid, call.visit_id
+                changes += self._move(agent, self._after_call_step(agent, call.queue), at,
+                                      cause)
+            elif agent.call == call.uniqueid:
+                agent.call = None
         self._finish(call)
         return changes
 
     def _ring_no_answer(self, e: ev.AgentRingNoAnswer) -> list[Change]:
         agent = self._agent(e.interface, e.member)
         agent.ring_no_answer += 1
-        call = self.calls.get(e.uniqueid)
+        call = self._visit(e.uniqueid, e.queue)
         if call is not None:
             call.ring_no_answer += 1
         if agent.state is not S.RINGING:
@@ -694,11 +900,28 @@ class CallCenter:
         return self._move(agent, "pause" if paused else "unpause", at, cause)
 
     def _member_status(self, e: ev.MemberStatus) -> list[Change]:
+        """QueueMemberStatus.  A member whose device goes not-in-use while connected to
+        a caller of this queue has left that call: app_queue's ``update_status()`` counts
+        it completed now (``update_queue``), before any AgentComplete."""
         m = e.member
         agent = self.agents.get(m.interface)
-        if agent is not None and m.queue in agent.memberships:
+        if agent is None:
+            return [ResyncWanted(e.at, f"QueueMemberStatus for unknown member {m.name}")]
+        before = agent.memberships.get(m.queue)
+        if before is not None:
             agent.memberships[m.queue] = m
-        return []
+        changes: list[Change] = []
+        key = (m.queue, m.interface)
+        vid = self.connected.get(key)
+        if m.status == DEVICE_NOT_INUSE and vid is not None and (
+                before is None or before.status != DEVICE_NOT_INUSE):
+            call = self.visits.get(vid)
+            if call is not None and call.outcome is Outcome.ANSWERED:
+                call.end_reason = "device_idle"
+                self._unconfirmed.setdefault(key, []).append(vid)
+                talk = max(0, int(e.at) - int(call.answered_at or e.at))
+                changes += self._complete(call, e.at, talk, "device not in use")
+        return changes
 
     def _channel_hungup(self, e: ev.ChannelHungup) -> list[Change]:
         call = self.calls.get(e.uniqueid)
@@ -715,7 +938,31 @@ class CallCenter:
         self.link_reason = e.reason
         if not e.up and self._down_at is None:
             self._down_at = e.at
+            self._at_down = {q: _copy(c) for q, c in self.observed.items()}
         return [LinkStateChanged(e.up, e.reason, e.at)]
+
+    def _pbx_booted(self, e: ev.PbxBooted) -> list[Change]:
+        """FullyBooted (sent after every login): when the PBX process booted.  A boot
+        later than the one we knew means Asterisk restarted - its queue counters began
+        again at zero and the calls it held are gone; the next resync settles them."""
+        changes: list[Change] = [ResyncWanted(e.at, "PBX fully booted")]
+        if e.uptime is None:
+            return changes
+        booted = e.at - e.uptime
+        held_before_boot = self.booted_at is None and any(
+            c.outcome not in FINAL and c.joined_at < booted - BOOT_SLACK_S
+            for c in self.visits.values())  # restored after a service restart
+        if held_before_boot or (
+                self.booted_at is not None and booted > self.booted_at + BOOT_SLACK_S):
+            self._restart_pending = (
+                f"Asterisk restarted: up {e.uptime} s at the reconnect; its counters and "
+                "the calls it held were lost")
+            changes += [PbxRestarted(e.at, booted, self._restart_pending),
+                        Anomaly(e.at, self._restart_pending)]
+        self.booted_at = booted
+        if e.last_reload is not None:
+            self.reloaded_at = e.at - e.last_reload
+        return changes
 
     def _take_checkpoint(self, e: ev.Checkpoint) -> list[Change]:
         """Our counters at the point in the event stream where the PBX answered QueueStatus."""
@@ -732,10 +979,40 @@ class CallCenter:
         return Counters(*(getattr(snap, k) + getattr(now, k) - getattr(before, k)
                           for k in _COUNTER_FIELDS))
 
+    def _cut_by_restart(self, at: float) -> list[Change]:
+        """Visits the old PBX process held when it died: never completed nor abandoned
+        in Asterisk's own count (queue_log has no end line for them either)."""
+        changes: list[Change] = []
+        booted = self.booted_at if self.booted_at is not None else at
+        end = self._down_at if self._down_at is not None else booted
+        for call in [c for c in self.visits.values() if c.outcome not in FINAL]:
+            if call.outcome is Outcome.COMPLETED or call.joined_at >= booted:
+                continue
+            self._unwait(call)
+            self.connected.pop((call.queue, call.interface), None)
+            call.outcome = (Outcome.INTERRUPTED if call.outcome is Outcome.ANSWERED
+                            else Outcome.DROPPED)
+            call.left_at = call.left_at or end
+            call.ended_at = end
+            if call.outcome is Outcome.INTERRUPTED:
+                call.talk_time = max(0, int(end) - int(call.answered_at or end))
+            call.settled, call.estimated, call.end_reason = "pbx_restart", True, "pbx_restart"
+            self._finish(call)
+            changes.append(CallChanged(call, call.outcome.value))
+        self._unconfirmed.clear()
+        for agent in self.agents.values():
+            agent.call = None
+        return changes
+
     def _resync(self, e: ev.Resync) -> list[Change]:
         at = e.at
         changes: list[Change] = []
+        restarted = self._restart_pending
         self._before_resync = {q: _copy(c) for q, c in self.observed.items()}
+        if e.queue_log is not None:
+            changes += self._rebuild_from_log(e.queue_log, at)
+        if restarted:
+            changes += self._cut_by_restart(at)
         self.link_up = True
         self.link_reason = "resynchronised"
         channels = {c.uniqueid: c for c in e.channels}
@@ -754,45 +1031,42 @@ class CallCenter:
                     call.answered_at = call.left_at = at
                     call.hold_time = int(at - call.joined_at)
                     call.estimated = True
+                    self._attach_operator(call, chan, e)
                     changes.append(CallChanged(call, "resync"))
                 else:
                     vanished.setdefault(queue, []).append(call)
         # 2. Calls waiting that we never saw join.
         for w in e.waiting:
-            if w.uniqueid in self.calls and self.calls[w.uniqueid].outcome is Outcome.WAITING:
+            known = self._visit(w.uniqueid, w.queue)
+            if known is not None and known.outcome is Outcome.WAITING:
                 continue
-            call = Call(uniqueid=w.uniqueid, queue=w.queue, joined_at=at - w.wait,
-                        caller_num=w.caller_num, caller_name=w.caller_name, channel=w.channel,
-                        position=w.position, estimated=True)
-            self.calls[w.uniqueid] = call
+            call = self._new_visit(w.uniqueid, w.queue, at - w.wait, caller_num=w.caller_num,
+                                   caller_name=w.caller_name, channel=w.channel,
+                                   position=w.position)
+            call.estimated = True
             self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
             changes.append(CallChanged(call, "joined"))
-        # 3. Answered calls whose caller is no longer bridged ended while we were away.
+        # 3. Answered calls whose caller is no longer bridged ended while we were away
+        #    (only when the PBX listed its channels: no list is no evidence).
         forced: dict[str, list[Call]] = {}
-        for call in [c for c in self.calls.values() if c.outcome is Outcome.ANSWERED]:
+        answered = [c for c in self.visits.values() if c.outcome is Outcome.ANSWERED]
+        for call in answered if e.has_channels else []:
             if call.answered_at is not None and call.answered_at > at:
                 continue
             chan = channels.get(call.uniqueid)
-            if chan is not None and chan.bridged:
+            if chan is not None and chan.bridged and self.calls.get(call.uniqueid) is call:
                 continue
             self.connected.pop((call.queue, call.interface), None)
             if call.estimated:  # its wait is a guess: let the counters place it
                 forced.setdefault(call.queue, []).append(call)
                 continue
-            call.outcome = Outcome.COMPLETED
-            call.ended_at = at
-            call.talk_time = int(at - (call.answered_at or at))
-            call.estimated = True
-            counters = self._counters(call.queue)
-            counters.completed += 1
-            if (call.hold_time or 0) <= self.config(call.queue).servicelevel:
-                counters.completed_in_sl += 1
-            self._finish(call)
-            changes.append(CallChanged(call, "completed"))
+            call.estimated, call.settled = True, self._settled_by()
+            changes += self._complete(call, at, int(at - (call.answered_at or at)), "resync",
+                                      live=False)
         # 4. Asterisk's counters settle what began and ended while we were away.
         for qc in e.counters:
             changes += self._reconcile(qc, vanished.pop(qc.queue, []),
-                                       forced.pop(qc.queue, []), at)
+                                       forced.pop(qc.queue, []), at, bool(restarted))
         for calls in forced.values():  # queue without counters
             for call in calls:
                 changes += self._settle(call, Outcome.COMPLETED, (call.hold_time or 0) <= (
@@ -806,15 +1080,119 @@ class CallCenter:
         changes += self._resync_agents(e.members, at)
         self._down_at = None
         self._checkpoint = None
+        self._restart_pending = ""
+        self._service_restarted = False
         changes.append(LinkStateChanged(True, "resynchronised", at))
         changes += [QueueChanged(q) for q in self.queues()]
         return changes
+
+    def _rebuild_from_log(self, entries: Iterable[queue_log.QueueLogEntry],
+                          at: float) -> list[Change]:
+        """Settle the gap exactly from Asterisk's queue_log: the visits we held open, and
+        every visit that began while we could not see (per call and per operator)."""
+        if self._down_at is None:
+            return []  # first connect: what came before is not the service's to count
+        since = self._down_at
+        logged = queue_log.visits(e for e in entries if e.at <= at + 1)
+        changes: list[Change] = []
+        used: set[int] = set()
+        for call in [c for c in self.visits.values() if c.outcome not in FINAL]:
+            fits = [v for v in logged if v.callid == call.uniqueid and v.queue == call.queue
+                    and v.entered <= call.joined_at + LOG_SLACK_S]
+            if fits:
+                used.add(id(fits[-1]))
+                changes += self._apply_logged(call, fits[-1])
+        for v in logged:
+            if id(v) in used or v.entered < since - LOG_SLACK_S or any(
+                    c.queue == v.queue and abs(c.joined_at - v.entered) <= LOG_SLACK_S
+                    for c in self.visits_of(v.callid)):
+                continue
+            call = self._new_visit(v.callid, v.queue, v.entered, caller_num=v.caller_num)
+            if v.outcome == "waiting":
+                self.waiting.setdefault(v.queue, {})[v.callid] = call
+            call.settled = "queue_log"
+            changes.append(CallChanged(call, "joined"))
+            changes += self._apply_logged(call, v)
+        return changes
+
+    def _apply_logged(self, call: Call, v: queue_log.LoggedVisit) -> list[Change]:
+        """Give a visit the fate queue_log records for it."""
+        if v.outcome == "waiting":
+            return []
+        call.settled, call.estimated = "queue_log", False
+        if v.answered_at is not None:
+            call.answered_at, call.hold_time = v.answered_at, v.hold
+            agent = self.agent_by_name(v.agent)
+            call.agent = v.agent
+            call.interface = agent.interface if agent is not None else call.interface
+        before = _copy(self._counters(call.queue))
+        changes: list[Change]
+        self._unwait(call)
+        end = v.ended_at if v.ended_at is not None else (self._down_at or call.joined_at)
+        call.left_at = call.left_at or v.answered_at or end
+        if v.outcome == "answered":  # still talking: its AgentComplete will end it
+            call.outcome = Outcome.ANSWERED
+            agent = self.agents.get(call.interface) if call.interface else None
+            if agent is not None:
+                self.connected[(call.queue, call.interface)] = call.visit_id
+                agent.call = agent.last_call = call.uniqueid
+                agent.last_visit = call.visit_id
+            return [CallChanged(call, "answered")]
+        if v.outcome == "completed":
+            call.outcome = Outcome.ANSWERED
+            call.end_reason = v.end_reason
+            changes = self._complete(call, end, v.talk or 0, "queue_log", live=False)
+        elif v.outcome == "abandoned":
+            call.outcome, call.hold_time, call.ended_at = Outcome.ABANDONED, v.hold, end
+            call.end_reason = v.end_reason
+            counters = self._counters(call.queue)
+            counters.abandoned += 1
+            counters.abandoned_in_sl += (v.hold or 0) <= self.config(call.queue).servicelevel
+            self._finish(call)
+            changes = [CallChanged(call, "abandoned")] + self._stop_ringing_for(call, end)
+        else:  # exited, interrupted, dropped
+            call.outcome, call.ended_at, call.end_reason = Outcome(v.outcome), end, v.end_reason
+            self.connected.pop((call.queue, call.interface), None)
+            self._finish(call)
+            changes = [CallChanged(call, v.outcome)]
+        if self._restart_pending and self.booted_at is not None and end < self.booted_at:
+            # Counted by the old process: not in the new process's counters.
+            down = self._at_down.setdefault(call.queue, Counters())
+            now = self._counters(call.queue)
+            for k in _COUNTER_FIELDS:
+                setattr(down, k, getattr(down, k) + getattr(now, k) - getattr(before, k))
+        return changes
+
+    def _settled_by(self) -> str:
+        return "service_restart" if self._service_restarted else "counters"
+
+    def _attach_operator(self, call: Call, chan: ev.ActiveChannel, e: ev.Resync) -> None:
+        """The operator a caller was bridged to while the link was down: the member whose
+        device channel shares the caller's bridge (``Local/1001@agents-0001;1`` is the
+        channel of member ``Local/1001@agents/n``; ``PJSIP/1001-0002`` of ``PJSIP/1001``)."""
+        if not chan.bridge_id:
+            return
+        peers = [c.channel for c in e.channels
+                 if c.bridge_id == chan.bridge_id and c.uniqueid != chan.uniqueid]
+        for m in e.members:
+            if m.queue != call.queue:
+                continue
+            device = m.interface.removesuffix("/n")
+            if any(p.startswith(device + "-") or p == device for p in peers):
+                call.agent, call.interface = m.name, m.interface
+                self.connected[(call.queue, m.interface)] = call.visit_id
+                agent = self._agent(m.interface, m.name)
+                agent.call = agent.last_call = call.uniqueid
+                agent.last_visit = call.visit_id
+                return
 
     def _settle(self, call: Call, outcome: Outcome, in_sl: bool, at: float) -> list[Change]:
         """Close a call we lost sight of, as the PBX's counters say it ended."""
         sl = self.config(call.queue).servicelevel
         seen_wait = max(0, int(at - call.joined_at))
         call.estimated = True
+        call.settled = self._settled_by()
+        self._unwait(call)
         call.left_at = call.ended_at = at
         call.hold_time = min(seen_wait, sl) if in_sl else max(seen_wait, sl + 1)
         counters = self._counters(call.queue)
@@ -824,6 +1202,7 @@ class CallCenter:
         elif outcome is Outcome.COMPLETED:
             call.answered_at = at
             call.talk_time = 0
+            self.connected.pop((call.queue, call.interface), None)
             counters.completed += 1
             counters.completed_in_sl += in_sl
         call.outcome = outcome
@@ -831,7 +1210,7 @@ class CallCenter:
         return [CallChanged(call, outcome.value)]
 
     def _reconcile(self, qc: ev.QueueCounters, vanished: list[Call], completed: list[Call],
-                   at: float) -> list[Change]:
+                   at: float, restarted: bool = False) -> list[Change]:
         """Settle lost calls so that our counts move exactly as Asterisk's did.
 
         The differences between Asterisk's counters now and at the previous
@@ -844,10 +1223,16 @@ class CallCenter:
         mine = self._mine_at_answer(qc.queue)
         base = self._baseline.get(qc.queue)
         changes: list[Change] = []
+        if restarted:
+            # A new PBX process: its counters count from zero, since its boot; ours
+            # from the moment we lost sight of the old one.
+            zero = ev.QueueCounters(qc.queue, 0, 0, qc.servicelevel, 0.0, 0.0)
+            base = (zero, _copy(self._at_down.get(qc.queue, mine)))
         if base is None or qc.completed < base[0].completed or qc.abandoned < base[0].abandoned:
             # First sight of this PBX, or its counters were reset: nothing to compare with.
             if base is not None:
-                changes.append(Anomaly(at, f"queue {qc.queue}: PBX counters were reset"))
+                what = f"queue {qc.queue}: PBX counters were reset (QueueReset or reload)"
+                changes += [Anomaly(at, what), PbxRestarted(at, None, what)]
             sl = self.config(qc.queue).servicelevel
             for call in vanished:
                 changes += self._settle(call, Outcome.ABANDONED, at - call.joined_at <= sl, at)
@@ -906,10 +1291,8 @@ class CallCenter:
                 "link was down; counted from its counters"))
         for outcome in (Outcome.COMPLETED, Outcome.ABANDONED):
             for i in range(max(miss[outcome], 0)):
-                self._synthetic += 1
-                call = Call(uniqueid=f"unseen-{self._synthetic}", queue=queue, joined_at=at,
-                            estimated=True)
-                self.calls[call.uniqueid] = call
+                call = self._new_visit(self._unseen_id(at), queue, at)
+                call.estimated = True
                 changes += self._settle(call, outcome, i < miss_sl[outcome], at)
         return changes
 

@@ -15,6 +15,12 @@ The rules a 12345 centre acts on:
 * ``paused_share`` — paused time is more than ``paused_share_pct`` % of the agent's
   logged-in time today (judged once ``paused_share_min_s`` of logged-in time has passed).
 * ``ring_no_answer`` — ``ring_no_answer_count`` rings in a row not answered.
+* ``records_set_aside`` — the database refused rows for their own sake (see
+  ``Service.flush``): they are kept aside in memory with their error, the rest
+  are written (:func:`set_aside_alerts`).
+* ``login_failures`` — an account failed to sign in repeatedly (from
+  :meth:`agent_console.auth.LoginThrottle.repeated`, see :func:`login_alerts`):
+  someone guessing, or an operator locked out of their own console.
 
 Input shape (what :mod:`agent_console.views` builds; only these keys are read)::
 
@@ -124,3 +130,22 @@ def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) ->
     order = {CRITICAL: 0, WARNING: 1}
     out.sort(key=lambda a: (order.get(a.severity, 9), a.kind, a.subject))
     return out
+
+
+def login_alerts(repeated: Iterable[tuple[str, int, int, float]]) -> list[Alert]:
+    """``login_failures`` alerts from (account, failures, addresses, first failure);
+    critical from 20 failures or 3 addresses."""
+    return [Alert("login_failures", name, CRITICAL if count >= 20 or addresses >= 3
+                  else WARNING, first, {"count": count, "addresses": addresses})
+            for name, count, addresses, first in repeated]
+
+
+def set_aside_alerts(set_aside: Iterable[tuple[str, Any, str, float]]) -> list[Alert]:
+    """One critical ``records_set_aside`` alert per table with rows the database refused."""
+    per: dict[str, list[Any]] = {}
+    for table, _row, error, at in set_aside:
+        entry = per.setdefault(table, [0, at, error])
+        entry[0] += 1
+        entry[2] = error
+    return [Alert("records_set_aside", table, CRITICAL, first, {"count": n, "error": error})
+            for table, (n, first, error) in sorted(per.items())]

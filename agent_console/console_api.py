@@ -52,11 +52,14 @@ from agent_console.http import (
 from agent_console.hub import dumps
 from agent_console.models import Role
 from agent_console.orders import DraftError, draft_json, order_json
+from agent_console.orders_api import WORK_ORDERS
+from agent_console.permissions import order_visible
 from agent_console.session import (
     CONSOLE,
     COOKIE,
     RECORDINGS,
     Console,
+    audited,
     current_session,
     home_for,
     need_operator,
@@ -70,6 +73,8 @@ from agent_console.views import (
     operator_queues,
     operator_view,
 )
+from callcenter.orders.lifecycle import redact
+from callcenter.orders.store import ACCOUNT_ROLES
 from callcenter.pbx.ami import AmiError
 
 log = structlog.get_logger(__name__)
@@ -91,9 +96,12 @@ async def api_login(request: web.Request) -> web.Response:
     ip = request.remote or ""
     now = c.now()
     wait = c.throttle.retry_after(username, ip, now)
-    if wait > 0:
+    if wait > 0:  # slowed, not locked: this account from this address only
         log.warning("login refused: too many failures", username=username, ip=ip)
-        raise ApiError(429, "too many failed sign-ins; wait and try again",
+        await c.service.store.audit(at=now, actor=username, role="", action="login_throttled",
+                                    data={"ip": ip, "retry_after": math.ceil(wait)})
+        raise ApiError(429, "too many failed sign-ins from here; wait and try again",
+                       zh=f"登录失败次数过多，请 {math.ceil(wait)} 秒后再试",
                        retry_after=math.ceil(wait))
     user = await c.users.authenticate(username, password)
     if user is None:
@@ -103,8 +111,8 @@ async def api_login(request: web.Request) -> web.Response:
                                     data={"ip": ip, "failures": failures})
         if c.failure_delay:
             await asyncio.sleep(c.failure_delay)
-        raise ApiError(401, "wrong username or password")
-    c.throttle.succeeded(username)
+        raise ApiError(401, "wrong username or password", zh="用户名或密码错误")
+    c.throttle.succeeded(username, ip)
     if user.member_name:
         c.names[user.member_name] = user.display_name
     token, session = await c.users.open_session(user, ip)
@@ -140,7 +148,7 @@ async def api_me(request: web.Request) -> web.Response:
 
 async def api_live(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
-    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     now = c.now()
     if session.user.is_supervisor:
         doc = c.wall(now)
@@ -152,7 +160,7 @@ async def api_live(request: web.Request) -> web.Response:
 
 async def api_metrics(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
-    await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    await need_session(request)
     return web.json_response(c.service.metrics_json(), dumps=dumps)
 
 
@@ -167,14 +175,17 @@ async def api_agent_signin(request: web.Request) -> web.Response:
         raise ApiError(400, f"unknown queue {unknown[0]}")
     agent = operator_agent(c.service.centre, user)
     already = set(agent.memberships) if agent else set()
-    sent = []
-    for queue in wanted:
-        if queue in already:
-            continue
-        await pbx(c, {"Action": "QueueAdd", "Queue": queue, "Interface": user.interface,
-                      "MemberName": user.member_name or user.username, "Paused": "false"},
-                  ignore=("already there",))
-        sent.append(queue)
+    sent: list[str] = []
+    async with audited(c, user, "agent_signin", target=user.member_name or user.username,
+                       data={"interface": user.interface, "queues": wanted,
+                             "sent": sent}):
+        for queue in wanted:
+            if queue in already:
+                continue
+            await pbx(c, {"Action": "QueueAdd", "Queue": queue, "Interface": user.interface,
+                          "MemberName": user.member_name or user.username,
+                          "Paused": "false"}, ignore=("already there",))
+            sent.append(queue)
     return web.json_response({"ok": True, "queues": sent})
 
 
@@ -182,7 +193,9 @@ async def api_agent_ready(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     _signed_in(c, user)
-    await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "false"})
+    async with audited(c, user, "agent_ready", target=user.member_name or user.username,
+                       data={"interface": user.interface}):
+        await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "false"})
     return web.json_response({"ok": True})
 
 
@@ -194,8 +207,10 @@ async def api_agent_pause(request: web.Request) -> web.Response:
     if reason not in c.config.pause_reasons:
         raise ApiError(400, f"unknown pause reason {reason!r}")
     _signed_in(c, user)
-    await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "true",
-                  "Reason": reason})
+    async with audited(c, user, "agent_pause", target=user.member_name or user.username,
+                       reason=reason, data={"interface": user.interface}):
+        await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "true",
+                      "Reason": reason})
     return web.json_response({"ok": True})
 
 
@@ -203,9 +218,12 @@ async def api_agent_signout(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     agent = _signed_in(c, user)
-    for queue in sorted(agent.memberships):
-        await pbx(c, {"Action": "QueueRemove", "Queue": queue, "Interface": agent.interface},
-                  ignore=("not there",))
+    queues = sorted(agent.memberships)
+    async with audited(c, user, "agent_signout", target=user.member_name or user.username,
+                       data={"interface": agent.interface, "queues": queues}):
+        for queue in queues:
+            await pbx(c, {"Action": "QueueRemove", "Queue": queue,
+                          "Interface": agent.interface}, ignore=("not there",))
     return web.json_response({"ok": True})
 
 
@@ -231,9 +249,8 @@ async def api_call_hangup(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     call = _my_live_call(c, user, await read_json(request))
-    await pbx(c, {"Action": "Hangup", "Channel": call.channel})
-    await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
-                                action="hangup", target=call.uniqueid)
+    async with audited(c, user, "hangup", target=call.uniqueid):
+        await pbx(c, {"Action": "Hangup", "Channel": call.channel})
     return web.json_response({"ok": True})
 
 
@@ -281,19 +298,15 @@ async def api_call_transfer(request: web.Request) -> web.Response:
     if target not in allowed:
         raise ApiError(400, f"unknown {kind} {target!r}", code="transfer_target_unknown")
     context = c.config.transfer_context
-    exists = await _dialplan_has(c, target, context)
-    audit = {"kind": kind, "to": target, "dialplan": exists}
-    if exists is False:
-        await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
-                                    action="transfer_refused", target=call.uniqueid,
-                                    reason=f"{target}@{context} not in the dialplan",
-                                    data=audit)
-        raise ApiError(409, f"the PBX has no extension {target}@{context}: the caller "
-                            "stays with you", code="transfer_target_missing")
-    await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
-                                action="transfer", target=call.uniqueid, data=audit)
-    await pbx(c, {"Action": "Redirect", "Channel": call.channel,
-                  "Context": context, "Exten": target, "Priority": "1"})
+    async with audited(c, user, "transfer", target=call.uniqueid,
+                       data={"kind": kind, "to": target}):
+        exists = await _dialplan_has(c, target, context)
+        if exists is False:
+            raise ApiError(409, f"the PBX has no extension {target}@{context}: the caller "
+                                "stays with you", code="transfer_target_missing",
+                           zh=f"交换机拨号计划中没有 {target}@{context}，未转接，来电仍在您这里")
+        await pbx(c, {"Action": "Redirect", "Channel": call.channel,
+                      "Context": context, "Exten": target, "Priority": "1"})
     return web.json_response({"ok": True})
 
 
@@ -302,7 +315,7 @@ async def api_call_transfer(request: web.Request) -> web.Response:
 
 async def _supervise(request: web.Request, action: str) -> web.Response:
     c = request.app[CONSOLE]
-    session = await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     name = request.match_info["name"]
     data = await read_json(request)
     reason = text_field(data, "reason", max_len=500)
@@ -311,8 +324,8 @@ async def _supervise(request: web.Request, action: str) -> web.Response:
         raise ApiError(404, f"no agent {name}")
     if not agent.memberships:
         raise ApiError(409, f"agent {name} is not signed in")
-    result = "ok"
-    try:
+    async with audited(c, session.user, action, target=name, reason=reason,
+                       data={"interface": agent.interface}):
         if action == "force_ready":
             await pbx(c, {"Action": "QueuePause", "Interface": agent.interface,
                           "Paused": "false"})
@@ -320,16 +333,6 @@ async def _supervise(request: web.Request, action: str) -> web.Response:
             for queue in sorted(agent.memberships):
                 await pbx(c, {"Action": "QueueRemove", "Queue": queue,
                               "Interface": agent.interface}, ignore=("not there",))
-    except ApiError as exc:
-        result = exc.message
-        raise
-    finally:
-        await c.service.store.audit(at=c.now(), actor=session.user.username,
-                                    role=session.user.role.value, action=action,
-                                    target=name, reason=reason,
-                                    data={"interface": agent.interface, "result": result})
-        log.info("supervisor action", action=action, agent=name, by=session.user.username,
-                 result=result)
     return web.json_response({"ok": True})
 
 
@@ -346,7 +349,7 @@ async def api_force_signout(request: web.Request) -> web.Response:
 
 async def api_history(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
-    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     uniqueid = request.match_info["uniqueid"]
     if len(uniqueid) > 64:
         raise ApiError(404, "no such call")
@@ -424,7 +427,7 @@ async def api_draft_save(request: web.Request) -> web.Response:
 async def api_draft_submit(request: web.Request) -> web.Response:
     c, user, draft_id = await _my_draft_id(request)
     try:
-        order = await c.orders.submit(user.username, draft_id)
+        order = await c.orders.submit(user.username, draft_id, user.role.value)
     except LookupError:
         raise ApiError(404, "no such draft of yours") from None
     except DraftError as exc:
@@ -436,8 +439,20 @@ async def api_draft_submit(request: web.Request) -> web.Response:
 async def api_work_order(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     session = await need_session(request)
-    order = await c.orders.work_order(int_param(request.match_info["id"], "work order"))
-    if order is None or not (session.user.is_supervisor
-                             or order.created_by == session.user.username):
-        raise ApiError(404, "no such work order")
-    return web.json_response(order_json(order), dumps=dumps)
+    order_id = int_param(request.match_info["id"], "work order")
+    order = await c.orders.work_order(order_id)
+    user = session.user
+    full, department = None, None
+    wo = request.app[WORK_ORDERS]
+    if order is not None:
+        full = await wo.get(str(order_id))
+    if order is not None and user.role is Role.HANDLER:  # the same rule as /api/orders/{id}
+        department = await wo.department_of(user.username)
+    if order is None or full is None or not order_visible(user.role, department, full):
+        raise ApiError(404, "no such work order", zh="未找到该工单")
+    doc = order_json(order)
+    # 保密件: the caller's number (also inside the text) as the reader's role may see it
+    seen = redact({"caller_number": doc["caller"], "text": doc["text"],
+                   "confidential": full.confidential}, ACCOUNT_ROLES[user.role.value])
+    doc["caller"], doc["text"] = seen["caller_number"], seen["text"]
+    return web.json_response(doc, dumps=dumps)

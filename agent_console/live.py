@@ -19,7 +19,6 @@ from agent_console.http import (
     same_origin,
 )
 from agent_console.hub import Client
-from agent_console.models import Role
 from agent_console.session import CONSOLE, Console, need_session
 
 log = structlog.get_logger(__name__)
@@ -32,7 +31,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     c = request.app[CONSOLE]
     if not same_origin(request):
         raise ApiError(403, "cross-site websocket refused")
-    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     user = session.user
     stream_id = request.query.get("stream")
     try:

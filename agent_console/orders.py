@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from agent_console.models import DraftRow, WorkOrderRow
-from callcenter.db import CallRow
+from callcenter.db import AuditRow, CallRow
 
 #: ``caller_history(caller_num) -> {"calls": [...], "work_orders": [...]}``
 CallerHistory = Callable[[str], Awaitable[dict[str, list[dict[str, Any]]]]]
@@ -105,16 +105,17 @@ class Orders:
             d.updated_at = self.clock()
         return d
 
-    async def submit(self, owner: str, draft_id: int) -> WorkOrderRow:
-        """Save the draft as a work order (once: a second submit returns the same order)."""
+    async def submit(self, owner: str, draft_id: int, role: str = "operator") -> WorkOrderRow:
+        """Save the draft as a work order (once: a second submit returns the same order),
+        with its audit row in the same transaction."""
         for _ in range(5):
             try:
-                return await self._submit_once(owner, draft_id)
+                return await self._submit_once(owner, draft_id, role)
             except IntegrityError:  # two orders took the same number at once: take the next
                 continue
         raise DraftError("could not number the work order; try again")
 
-    async def _submit_once(self, owner: str, draft_id: int) -> WorkOrderRow:
+    async def _submit_once(self, owner: str, draft_id: int, role: str) -> WorkOrderRow:
         async with self.sessions() as s, s.begin():
             d = await s.scalar(select(DraftRow).where(DraftRow.id == draft_id,
                                                       DraftRow.owner == owner))
@@ -137,6 +138,10 @@ class Orders:
                                  status="accepted")
             s.add(order)
             await s.flush()
+            s.add(AuditRow(at=now, actor=owner, role=role, action="work_order_accepted",
+                           target=order.number, reason="",
+                           data={"order_id": order.id, "draft": d.id,
+                                 "call": d.call_uniqueid or ""}))
             d.work_order_id = order.id
             d.status = "submitted"
             d.updated_at = now

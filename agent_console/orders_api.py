@@ -15,7 +15,9 @@ Routes::
 
     GET  /orders                               the work-order page (HTML)
     POST /api/orders                           operator: accept an order from a call
-    GET  /api/orders?state=&department=&page=&per_page=
+    GET  /api/orders?q=&state=&department=&category=&urgency=&channel=&from=&to=
+                    &due=overdue|soon&confidential=&mine=&followers=0&sort=&page=
+                    &per_page=&format=json|csv    find orders (search.py)
     GET  /api/orders/{id}                      the order, its audit trail and dispatches
     POST /api/orders/{id}/steps {step, reason?, ...data}
     GET  /api/supervision/anomalies?kind=      supervisor: every detector's findings
@@ -38,10 +40,15 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy import select
 
 from agent_console.http import ApiError, list_field, read_json, text_field
+from agent_console.intake_api import openapi_paths as intake_paths
+from agent_console.knowledge_api import ARTICLE_SCHEMA, KNOWLEDGE, openapi_paths
 from agent_console.models import Role as AccountRole
+from agent_console.permissions import order_visible
 from agent_console.session import CONSOLE, RECORDINGS, need_session, page
+from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import (
     TRANSITIONS,
     Caller,
@@ -57,9 +64,28 @@ from callcenter.orders.lifecycle import (
     redact,
     suggest_departments,
 )
+from callcenter.orders.merge import (
+    Candidate,
+    MergeError,
+    duplicates,
+    follow,
+    followers_of,
+    merge,
+    unmerge,
+)
+from callcenter.orders.search import (
+    SORTS,
+    URGENCIES,
+    Found,
+    Query,
+    csv_safe,
+    find_orders,
+    parse_query,
+)
 from callcenter.orders.store import (
     OrderConflict,
     OrderNotFound,
+    OrderRow,
     WorkOrders,
     account_actor,
     encode_plain,
@@ -74,8 +100,6 @@ TIMER_EVERY = web.AppKey("work_order_timer_every", float)
 
 MAX_TEXT = 20_000
 MAX_BODY = 200_000  # MAX_TEXT characters, JSON-escaped
-CENTRE_ROLES = (AccountRole.OPERATOR, AccountRole.SUPERVISOR, AccountRole.ADMIN)
-STAFF_ROLES = (*CENTRE_ROLES, AccountRole.HANDLER)
 TIME_KEYS = ("deadline", "handling_due")
 DEPARTMENT_KEYS = ("department",)
 STEP_NAMES = sorted({str(s) for s in Step if s is not Step.ACCEPT} | {"answer"})
@@ -97,11 +121,16 @@ def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
         c.caller_history = wo.caller_history
     app.cleanup_ctx.append(_timers_ctx)
     r = app.router
-    r.add_get("/orders", page("orders.html", lambda u: u.role in STAFF_ROLES))
+    r.add_get("/orders", page("orders.html", None))
     r.add_post("/api/orders", api_create)
     r.add_get("/api/orders", api_list)
+    r.add_get("/api/orders/duplicates", api_duplicates)
     r.add_get("/api/orders/{id}", api_get)
+    r.add_get("/api/orders/{id}/duplicates", api_order_duplicates)
+    r.add_post("/api/orders/{id}/merge", api_merge)
+    r.add_post("/api/orders/{id}/unmerge", api_unmerge)
     r.add_post("/api/orders/{id}/steps", api_step)
+    r.add_post("/api/orders/{id}/knowledge", api_link_article)
     r.add_get("/api/supervision/anomalies", api_anomalies)
     r.add_get("/api/departments", api_departments)
     r.add_get("/api/departments/suggest", api_suggest)
@@ -146,8 +175,10 @@ class Reader:
 
 
 async def _reader(request: web.Request, *roles: AccountRole) -> tuple[WorkOrders, Reader]:
+    """The work orders and the signed-in reader.  Who may use a route is decided by
+    :data:`agent_console.permissions.ROUTES` before the handler runs."""
     wo = request.app[WORK_ORDERS]
-    session = await need_session(request, *(roles or STAFF_ROLES))
+    session = await need_session(request, *roles)
     user = session.user
     department = None
     if user.role is AccountRole.HANDLER:
@@ -165,11 +196,8 @@ def _actor(wo: WorkOrders, reader: Reader) -> Any:
 
 
 def _sees(order: Order, reader: Reader) -> bool:
-    """A department handler sees the orders its department handles or has handled."""
-    if reader.department is None:
-        return True
-    return reader.department in order.handling_units or any(
-        d.department == reader.department for d in order.dispatch_history)
+    """The one department/ownership rule (:func:`agent_console.permissions.order_visible`)."""
+    return order_visible(reader.account_role, reader.department, order)
 
 
 def view(order: Order, reader: Reader) -> dict[str, Any]:
@@ -266,7 +294,7 @@ def _json(doc: Any, status: int = 200) -> web.Response:
 
 
 async def api_create(request: web.Request) -> web.Response:
-    wo, reader = await _reader(request, *CENTRE_ROLES)
+    wo, reader = await _reader(request)
     data = await read_json(request, MAX_BODY)
     text = text_field(data, "text", max_len=MAX_TEXT)
     caller = Caller(
@@ -277,6 +305,9 @@ async def api_create(request: web.Request) -> web.Response:
     urgency = text_field(data, "urgency", max_len=16, required=False, default="normal")
     if urgency not in tuple(Urgency):
         raise ApiError(400, f"'urgency' must be one of {', '.join(Urgency)}")
+    channel = text_field(data, "channel", max_len=16, required=False, default="phone")
+    if channel not in CHANNELS:
+        raise ApiError(400, f"'channel' must be one of {', '.join(CHANNELS)}")
     try:
         order, _ = await wo.create(
             _actor(wo, reader), caller=caller,
@@ -284,35 +315,115 @@ async def api_create(request: web.Request) -> web.Response:
             text=text, urgency=Urgency(urgency),
             confidential=_bool_field(data, "confidential"),
             location=text_field(data, "location", max_len=400, required=False),
-            call_uniqueid=text_field(data, "call_uniqueid", max_len=64, required=False) or None)
+            call_uniqueid=text_field(data, "call_uniqueid", max_len=64, required=False) or None,
+            channel=channel)
     except IllegalStep as exc:
         raise ApiError(400, str(exc)) from None
     except NotAllowed as exc:
         raise ApiError(403, str(exc)) from None
     except OrderConflict as exc:
         raise ApiError(409, str(exc)) from None
-    log.info("work order accepted", number=order.number, by=reader.username)
-    return _json({"order": view(order, reader)}, 201)
+    log.info("work order accepted", number=order.number, by=reader.username, channel=channel)
+    doc = view(order, reader)
+    doc["channel"] = channel
+    return _json({"order": doc}, 201)
+
+
+def _flag(request: web.Request, key: str) -> bool | None:
+    raw = request.query.get(key, "")
+    if raw == "":
+        return None
+    if raw not in ("1", "0", "true", "false"):
+        raise ApiError(400, f"'{key}' must be 1 or 0")
+    return raw in ("1", "true")
+
+
+def _choice(request: web.Request, key: str, allowed: tuple[str, ...]) -> str:
+    raw = request.query.get(key, "")
+    if raw and raw not in allowed:
+        raise ApiError(400, f"'{key}' must be one of {', '.join(allowed)}")
+    return raw
+
+
+def search_query(request: web.Request, wo: WorkOrders) -> Query:
+    """The search box and filters of ``GET /api/orders`` (each checked; 400 if wrong)."""
+    q = request.query.get("q", "")
+    if len(q) > 100:
+        raise ApiError(400, "'q' is too long (at most 100 characters)")
+    query = parse_query(q)
+    raw_states = request.query.get("state", "")
+    query.states = [x for x in raw_states.split(",") if x]
+    if any(x not in tuple(State) for x in query.states):
+        raise ApiError(400, f"'state' must be one or more of {', '.join(State)}")
+    query.department = request.query.get("department", "")
+    if query.department and not wo.config.knows(query.department):
+        raise ApiError(400, "'department' must be a known department id")
+    query.category = request.query.get("category", "").strip().strip("/")
+    if len(query.category) > 60:
+        raise ApiError(400, "'category' is too long (at most 60 characters)")
+    query.urgency = _choice(request, "urgency", URGENCIES)
+    query.channel = _choice(request, "channel", CHANNELS)
+    query.date_from = _day(request, "from", None)
+    query.date_to = _day(request, "to", None)
+    due = _choice(request, "due", ("overdue", "soon"))
+    query.overdue, query.due_soon = due == "overdue", due == "soon"
+    query.confidential = _flag(request, "confidential")
+    query.mine = bool(_flag(request, "mine"))
+    if _flag(request, "followers") is False:
+        query.merged = False
+    sort = request.query.get("sort", "-created")
+    if sort.lstrip("-") not in SORTS:
+        raise ApiError(400, f"'sort' must be one of {', '.join(SORTS)} (- for descending)")
+    query.sort = sort
+    return query
+
+
+def list_view(found: Found, reader: Reader) -> dict[str, Any]:
+    """A row of a result: the reader's view, its channel and lead order (并案).
+
+    A supervisor sees a confidential caller's identity only on the order itself
+    (audited, :func:`api_get`), never in a list.
+    """
+    role = Role.OPERATOR if found.order.confidential and reader.role is Role.SUPERVISOR \
+        else reader.role
+    doc = view(found.order, reader) if role is reader.role else view(
+        found.order, Reader(reader.username, role, reader.unit, reader.account_role))
+    doc["channel"] = found.channel
+    doc["merged_into"] = None if found.merged_into is None else str(found.merged_into)
+    return doc
+
+
+LIST_COLUMNS = ("number", "state", "channel", "urgency", "category", "text", "location",
+                "caller_name", "caller_number", "lead_department", "accepted_at",
+                "handling_due", "confidential", "merged_into")
 
 
 async def api_list(request: web.Request) -> web.Response:
+    """Find orders: ``q`` (number, phone, name or words) and filters, in the URL."""
     wo, reader = await _reader(request)
-    state = request.query.get("state") or None
-    if state is not None and state not in tuple(State):
-        raise ApiError(400, f"'state' must be one of {', '.join(State)}")
-    department = request.query.get("department") or None
-    if department is not None and not wo.config.knows(department):
-        raise ApiError(400, "'department' must be a known department id")
-    if reader.department is not None:
-        if department not in (None, reader.department):
-            raise ApiError(403, "a department sees only its own orders")
-        department = reader.department
+    query = search_query(request, wo)
+    if reader.department is not None and query.department not in ("", reader.department):
+        raise ApiError(403, "a department sees only its own orders")
+    fmt = _choice(request, "format", ("json", "csv")) or "json"
     page_no = _int_query(request, "page", 1, 1, 100_000)
-    per_page = _int_query(request, "per_page", 20, 1, 100)
-    orders, total = await wo.list(state=state, department=department, page=page_no,
-                                  per_page=per_page)
-    return _json({"orders": [view(o, reader) for o in orders], "page": page_no,
-                  "per_page": per_page, "total": total})
+    per_page = _int_query(request, "per_page", 20, 1, 100 if fmt == "json" else 5000)
+    found, total, capped = await find_orders(
+        wo, query, department=reader.department,
+        sees_identity=reader.role in (Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN),
+        username=reader.username, page=page_no, per_page=per_page)
+    rows = [list_view(f, reader) for f in found]
+    if fmt == "csv":  # an export of the result, redacted exactly like the list
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(LIST_COLUMNS)
+        for row in rows:
+            writer.writerow([csv_safe("" if row.get(c) is None else row[c])
+                             for c in LIST_COLUMNS])
+        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition":
+                                     'attachment; filename="orders.csv"'})
+    return _json({"orders": rows, "page": page_no, "per_page": per_page, "total": total,
+                  "total_capped": capped})
 
 
 async def api_get(request: web.Request) -> web.Response:
@@ -331,7 +442,16 @@ async def api_get(request: web.Request) -> web.Response:
     visit = await return_visit_of(wo.engine, order.id)
     if visit is not None:
         visit = {k: visit[k] for k in ("status", "attempts", "next_at", "result", "updated_at")}
-    return _json({"order": view(order, reader),
+    doc = view(order, reader)
+    extras = await _extras(request, wo, order, reader)
+    doc.update(extras)
+    if order.confidential and reader.role is Role.SUPERVISOR:
+        # 保密件: a supervisor sees who called, and that is recorded.
+        await request.app[CONSOLE].service.store.audit(
+            at=wo.clock(), actor=reader.username, role=reader.account_role.value,
+            action="confidential_identity_viewed", target=order.number,
+            data={"order_id": order.id})
+    return _json({"order": doc,
                   "history": [_record(r, order, reader) for r in history],
                   "dispatches": dispatches, "recording": recording,
                   "call_survey": None if survey is None else {
@@ -339,9 +459,108 @@ async def api_get(request: web.Request) -> web.Response:
                   "return_visit": visit})
 
 
+async def _extras(request: web.Request, wo: WorkOrders, order: Order, reader: Reader
+                  ) -> dict[str, Any]:
+    """Channel, 并案 (lead and followers) and the knowledge articles that answered it."""
+    async with wo.sessions() as s:
+        row = await s.get(OrderRow, int(order.id))
+    lead_number = None
+    if row is not None and row.merged_into is not None:
+        async with wo.sessions() as s:
+            lead_number = await s.scalar(select(OrderRow.number).where(
+                OrderRow.id == row.merged_into))
+    followers = [] if row is None else await followers_of(wo, row.id)
+    return {
+        "channel": row.channel if row else "phone",
+        "merged_into": None if row is None or row.merged_into is None else {
+            "id": str(row.merged_into), "number": lead_number},
+        "followers": [{"id": str(f.id), "number": f.number, "state": f.status}
+                      for f in followers
+                      if reader.department is None or f.lead_department == reader.department],
+        "articles": await request.app[KNOWLEDGE].uses_of_order(int(order.id)),
+    }
+
+
+def candidate_json(c: Candidate, reader: Reader) -> dict[str, Any]:
+    masked = redact({"text": c.text, "confidential": c.confidential}, reader.role)["text"]
+    return {"id": str(c.id), "number": c.number, "state": c.state, "category": c.category,
+            "location": c.location, "text": masked,
+            "created_at": c.created_at, "lead_department": c.lead_department,
+            "reasons": list(c.reasons), "similarity": c.similarity}
+
+
+async def api_duplicates(request: web.Request) -> web.Response:
+    """重复件 while a request is taken: open orders it may repeat, and why."""
+    wo, reader = await _reader(request)
+    fields = {}
+    for key, limit in (("caller", 40), ("location", 400), ("category", 60),
+                       ("text", MAX_TEXT)):
+        value = request.query.get(key, "")
+        if len(value) > limit:
+            raise ApiError(400, f"'{key}' is too long (at most {limit} characters)")
+        fields[key] = value.strip()
+    found = await duplicates(wo, caller=fields["caller"], location=fields["location"],
+                             category=fields["category"], text_=fields["text"])
+    return _json({"candidates": [candidate_json(c, reader) for c in found]})
+
+
+async def api_order_duplicates(request: web.Request) -> web.Response:
+    """重复件 of an order (for the dispatcher): open orders it may repeat."""
+    wo, reader = await _reader(request)
+    order = await _load(wo, request, reader)
+    found = await duplicates(wo, caller=order.caller.number, location=order.location,
+                             category=order.category, text_=order.text,
+                             exclude=int(order.id))
+    return _json({"candidates": [candidate_json(c, reader) for c in found]})
+
+
+def _reason(data: Mapping[str, Any]) -> str:
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000:
+        raise ApiError(400, "'reason' is required (at most 2000 characters)")
+    return reason.strip()
+
+
+async def api_merge(request: web.Request) -> web.Response:
+    """并案: ``{followers: [order ids], reason}`` follow this order (supervisor)."""
+    wo, reader = await _reader(request)
+    lead = await _load(wo, request, reader)
+    data = await read_json(request)
+    raw = data.get("followers")
+    if not isinstance(raw, list) or len(raw) > 50 or not all(
+            (isinstance(x, int) and not isinstance(x, bool) and 0 < x < 2**62)
+            or (isinstance(x, str) and x.isdigit() and 0 < len(x) < 19) for x in raw):
+        raise ApiError(400, "'followers' must be a list of at most 50 order ids")
+    raw = [int(x) for x in raw]
+    try:
+        merged = await merge(wo, request.app[CONSOLE].service.store.audit, int(lead.id), raw,
+                             _actor(wo, reader), _reason(data))
+    except MergeError as exc:
+        raise ApiError(409 if "no such" not in str(exc) else 404, str(exc)) from None
+    except OrderConflict as exc:
+        raise ApiError(409, str(exc)) from None
+    followers = await followers_of(wo, int(lead.id))
+    return _json({"lead": lead.id, "merged": [str(x) for x in merged],
+                  "followers": [{"id": str(f.id), "number": f.number, "state": f.status}
+                                for f in followers]})
+
+
+async def api_unmerge(request: web.Request) -> web.Response:
+    """Detach this order from its lead: ``{reason}`` (supervisor)."""
+    wo, reader = await _reader(request)
+    order = await _load(wo, request, reader)
+    data = await read_json(request)
+    try:
+        lead = await unmerge(wo, request.app[CONSOLE].service.store.audit, int(order.id),
+                             _actor(wo, reader), _reason(data))
+    except MergeError as exc:
+        raise ApiError(409, str(exc)) from None
+    return _json({"order": order.id, "was_following": str(lead)})
+
+
 async def api_outbound(request: web.Request) -> web.Response:
     """Call-backs and automatic return visits; ``status=manual`` is the operators' to-do."""
-    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    wo, _ = await _reader(request)
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise ApiError(400, f"'status' must be one of {', '.join(STATUSES)}")
@@ -361,7 +580,8 @@ async def api_step(request: web.Request) -> web.Response:
     data = await read_json(request, MAX_BODY)
     step = data.pop("step", None)
     if not isinstance(step, str) or step not in STEP_NAMES:
-        raise ApiError(400, f"'step' must be one of {', '.join(STEP_NAMES)}")
+        raise ApiError(400, f"'step' must be one of {', '.join(STEP_NAMES)}",
+                       zh="未知的工单步骤")
     reason = data.pop("reason", None)
     if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
         raise ApiError(400, "'reason' must be a string of at most 2000 characters")
@@ -379,6 +599,7 @@ async def api_step(request: web.Request) -> web.Response:
         data["co_handlers"] = [_department(wo, d, "co_handlers") for d in named]
     if "call_id" in data and data["call_id"] is not None:
         data["call_id"] = text_field(data, "call_id", max_len=64)
+    article_id = await _article_of(request, data.pop("article_id", None), step)
     if step == "answer":  # a citizen's answer heard on a recorded call
         resolved = data.get("resolved")
         if not isinstance(resolved, bool):
@@ -396,11 +617,46 @@ async def api_step(request: web.Request) -> web.Response:
     except OrderConflict:
         raise ApiError(409, "the order was changed by someone else; reload it") from None
     log.info("work order step", number=new.number, step=step, by=reader.username)
+    await follow(wo, int(new.id))  # 并案: the followers go where the lead went
+    if article_id is not None:  # 直接答复 from a knowledge-base article
+        await request.app[KNOWLEDGE].record_use(article_id, int(new.id), reader.username)
     return _json({"order": view(new, reader), "record": _record(record, new, reader)})
 
 
+async def _article_of(request: web.Request, raw: Any, step: str) -> int | None:
+    """``article_id`` of a 直接答复: an existing article, only on ``resolve_on_call``."""
+    if raw is None:
+        return None
+    if step != str(Step.RESOLVE_ON_CALL):
+        raise ApiError(400, "'article_id' goes with the resolve_on_call step")
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    try:
+        await request.app[KNOWLEDGE].get(raw)
+    except LookupError:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id") from None
+    return raw
+
+
+async def api_link_article(request: web.Request) -> web.Response:
+    """Link an order to the knowledge-base article it was answered from."""
+    wo, reader = await _reader(request)
+    order = await _load(wo, request, reader)
+    data = await read_json(request)
+    raw = data.get("article_id")
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw < 2**62:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    kb = request.app[KNOWLEDGE]
+    try:
+        linked = await kb.record_use(raw, int(order.id), reader.username)
+    except LookupError:
+        raise ApiError(404, "no such article") from None
+    return _json({"order_id": order.id, "article_id": raw, "linked": linked,
+                  "articles": await kb.uses_of_order(int(order.id))})
+
+
 async def api_anomalies(request: web.Request) -> web.Response:
-    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    wo, _ = await _reader(request)
     kind = request.query.get("kind") or None
     found = await wo.anomalies()
     if kind is not None:
@@ -446,7 +702,7 @@ REPORT_COLUMNS = (
 )
 
 
-def _day(request: web.Request, key: str, default: date) -> date:
+def _day(request: web.Request, key: str, default: Any) -> Any:
     raw = request.query.get(key)
     if not raw:
         return default
@@ -457,7 +713,7 @@ def _day(request: web.Request, key: str, default: date) -> date:
 
 
 async def api_report(request: web.Request) -> web.Response:
-    wo, _ = await _reader(request, AccountRole.SUPERVISOR, AccountRole.ADMIN)
+    wo, _ = await _reader(request)
     today = wo.now().date()
     end = _day(request, "to", today)
     start = _day(request, "from", end - timedelta(days=6))
@@ -528,7 +784,9 @@ def openapi() -> dict[str, Any]:
         "text": {"type": "string", "maxLength": MAX_TEXT},
         "location": {"type": "string", "maxLength": 400},
         "urgency": {"enum": [str(u) for u in Urgency]},
-        "confidential": {"type": "boolean"}}}
+        "confidential": {"type": "boolean"},
+        "channel": {"enum": list(CHANNELS), "description": "where the request came in "
+                    "(default phone)"}}}
     step = {"type": "object", "required": ["step"], "properties": {
         "step": {"enum": STEP_NAMES}, "reason": {"type": "string", "maxLength": 2000},
         "department": {"type": "string"}, "co_handlers": {"type": "array",
@@ -539,7 +797,10 @@ def openapi() -> dict[str, Any]:
         "resolved": {"type": "boolean"},
         "satisfaction_operator": {"enum": [1, 2, 3, None]},
         "satisfaction_department": {"enum": [1, 2, 3, None]},
-        "call_id": {"type": "string", "maxLength": 64}}}
+        "call_id": {"type": "string", "maxLength": 64},
+        "article_id": {"type": "integer", "description":
+                       "resolve_on_call only: the knowledge-base article the answer came "
+                       "from (counted in /api/knowledge/stats)"}}}
     staff = "operator, supervisor, admin, handler (own department)"
     return {
         "openapi": "3.1.0",
@@ -548,19 +809,35 @@ def openapi() -> dict[str, Any]:
                                 "pure core (callcenter.orders.lifecycle); errors are {\"error\": ...}."},
         "components": {
             "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
-                                            "name": "hotline_session"}},
+                                            "name": "hotline_session"},
+                                "intakeKey": {"type": "apiKey", "in": "header",
+                                              "name": "X-Api-Key"}},
             "responses": {"Error": {"description": "error", "content": {"application/json": {
                 "schema": {"type": "object", "required": ["error"],
                            "properties": {"error": {"type": "string"}}}}}}},
+            "schemas": {"ArticleWrite": ARTICLE_SCHEMA},
         },
         "security": [{"session": []}],
         "paths": {
             "/api/orders": {
                 "post": _op("Accept a work order from a call", "operator, supervisor, admin",
                             body=create, errors=(400, 401, 403, 409, 413), ok=201, csrf=True),
-                "get": _op("List work orders, newest first", staff, params=(
-                    ("state", "query", "string"), ("department", "query", "string"),
-                    *page_params), errors=(400, 401, 403)),
+                "get": _op(
+                    "Find work orders: q is an order number (or its start), a phone "
+                    "number, the start of a caller's name or any words of the request; "
+                    "state may list several (a,b); due=overdue|soon; confidential, mine, "
+                    "followers (0 hides orders merged into another) are 1/0; sort is "
+                    f"one of {', '.join(SORTS)}, '-' for descending; from/to are local "
+                    "days; format=csv exports the page (per_page up to 5000). total "
+                    "counts at most 10,000 (total_capped)", staff, params=(
+                        ("q", "query", "string"), ("state", "query", "string"),
+                        ("department", "query", "string"), ("category", "query", "string"),
+                        ("urgency", "query", "string"), ("channel", "query", "string"),
+                        ("from", "query", "string"), ("to", "query", "string"),
+                        ("due", "query", "string"), ("confidential", "query", "string"),
+                        ("mine", "query", "string"), ("followers", "query", "string"),
+                        ("sort", "query", "string"), ("format", "query", "string"),
+                        *page_params), errors=(400, 401, 403)),
             },
             "/api/orders/{id}": {"get": _op("A work order with its audit trail", staff,
                                             params=order_id, errors=(401, 403, 404))},
@@ -585,8 +862,39 @@ def openapi() -> dict[str, Any]:
                 "supervisor, admin", params=(("status", "query", "string"),
                                              ("kind", "query", "string")),
                 errors=(400, 401, 403))},
+            "/api/orders/{id}/knowledge": {"post": _op(
+                "Link the order to the knowledge-base article it was answered from: "
+                "{article_id}", "operator, supervisor, admin", params=order_id,
+                body={"type": "object", "required": ["article_id"],
+                      "properties": {"article_id": {"type": "integer"}}},
+                errors=(400, 401, 403, 404), csrf=True)},
+            "/api/orders/duplicates": {"get": _op(
+                "重复件 while taking a request: open orders with the same caller, the same "
+                "place and category within 7 days, or nearly the same words; each with "
+                "reasons (same_caller, same_place, similar_text) and similarity",
+                "operator, supervisor, admin", params=(
+                    ("caller", "query", "string"), ("location", "query", "string"),
+                    ("category", "query", "string"), ("text", "query", "string")))},
+            "/api/orders/{id}/duplicates": {"get": _op(
+                "重复件 of an order (for the dispatcher)", "operator, supervisor, admin",
+                params=order_id, errors=(401, 403, 404))},
+            "/api/orders/{id}/merge": {"post": _op(
+                "并案: the orders in 'followers' follow this lead order to its reply and "
+                "completion (each keeps its own return visit); audited",
+                "supervisor, admin", params=order_id, body={
+                    "type": "object", "required": ["followers", "reason"], "properties": {
+                        "followers": {"type": "array", "items": {"type": "integer"}},
+                        "reason": {"type": "string", "maxLength": 2000}}},
+                errors=(400, 401, 403, 404, 409), csrf=True)},
+            "/api/orders/{id}/unmerge": {"post": _op(
+                "Detach a follower from its lead order; audited", "supervisor, admin",
+                params=order_id, body={"type": "object", "required": ["reason"],
+                                       "properties": {"reason": {"type": "string"}}},
+                errors=(400, 401, 403, 404, 409), csrf=True)},
             "/api/openapi.json": {"get": {"summary": "This document", "security": [],
                                           "responses": {"200": {"description": "OK"}}}},
+            **openapi_paths(),
+            **intake_paths(),
         },
     }
 

@@ -43,10 +43,14 @@ from agent_console.http import (
     security_headers,
 )
 from agent_console.hub import Hub
+from agent_console.intake_api import setup_intake
+from agent_console.knowledge_api import setup_knowledge
 from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websocket
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
+from agent_console.permissions import permission_guard
+from agent_console.reports_api import setup_reports
 from agent_console.session import (
     CONSOLE,
     RECORDINGS,
@@ -114,19 +118,22 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     # The wallboards' stream at most 4 times a second; operators' screens at once
     # for a ring, else at most 10 times a second.
     hub = hub or Hub(clock=service.clock, urgent=rings_or_connects, wide_interval=0.25)
-    tracker = Tracker()
+    cfg = ConsoleConfig.from_settings(service.settings)
+    tracker = Tracker(cfg.shifts, service.settings.tz)
     hub.listeners.append(tracker.feed)
     service.subscribers.append(hub.changed)
     console = Console(
         service=service, users=Users(engine, passwords, clock=service.clock), orders=orders,
-        hub=hub, tracker=tracker, config=ConsoleConfig.from_settings(service.settings),
+        hub=hub, tracker=tracker, config=cfg,
         throttle=throttle or LoginThrottle(), caller_history=caller_history or
         orders.caller_history, failure_delay=failure_delay,
     )
     if hub.route is None:  # a ring refreshes the screens of its agent, not all 1,100
         hub.route = console.route
     hub.listeners.append(console.note_changes)
-    app = web.Application(middlewares=[json_errors, csrf_guard], client_max_size=256 * 1024)
+    # Errors as JSON; then who may use the route (agent_console.permissions.ROUTES); then CSRF.
+    app = web.Application(middlewares=[json_errors, permission_guard(current_session),
+                                       csrf_guard], client_max_size=256 * 1024)
     app[CONSOLE] = console
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(hub_ctx)
@@ -134,9 +141,8 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r = app.router
     r.add_get("/", root)
     r.add_get("/login", page("login.html", None))
-    r.add_get("/console", page("console.html", lambda u: bool(u.interface) and u.role in (
-        Role.OPERATOR, Role.ADMIN)))
-    r.add_get("/wallboard", page("wallboard.html", lambda u: u.is_supervisor))
+    r.add_get("/console", page("console.html", lambda u: bool(u.interface)))
+    r.add_get("/wallboard", page("wallboard.html", None))
     r.add_post("/api/login", api_login)
     r.add_post("/api/logout", api_logout)
     r.add_get("/api/me", api_me)
@@ -163,6 +169,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         app[RECORDINGS], authorize=_recording_actor, audit=_recording_audit(service),
         own_call=_own_call(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
-    setup_orders(app)  # work orders: /orders, /api/orders...
+    work_orders = setup_orders(app)  # work orders: /orders, /api/orders...
+    setup_knowledge(app)  # knowledge base: /knowledge, /api/knowledge/...
+    setup_intake(app, work_orders)  # channels filing orders: /api/intake/orders (API key)
+    setup_reports(app)  # reports: /reports, /api/reports/summary, exports, bursts
     setup_spy(app)  # listen / whisper / barge: /api/supervise/...
     return app

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
+from acd.reports import DEFAULT_COLOURS, DEFAULT_SHIFTS, Shift, parse_shifts
 from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
-from agent_console.alerts import Thresholds
+from agent_console.alerts import Thresholds, login_alerts, set_aside_alerts
 from agent_console.auth import (
     LoginThrottle,
     Session,
@@ -42,6 +45,7 @@ from agent_console.views import (
     wall_view,
 )
 from callcenter.config import Settings
+from callcenter.db import AuditRow
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.service import Service
 from recordings.store import RecordingStore
@@ -50,6 +54,8 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "hotline_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+API_KEY_PATHS = ("/api/intake/",)
+"""Routes authenticated by an API key, not a session (agent_console.intake_api)."""
 
 DEFAULT_PAUSE_REASONS = ["meal", "training", "acw", "meeting", "toilet", "busy"]
 def transfer_departments(path: Path | None = None) -> list[dict[str, str]]:
@@ -77,13 +83,23 @@ class ConsoleConfig:
     transfer_context: str = "transfer"
     departments: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    shifts: tuple[Shift, ...] = DEFAULT_SHIFTS
+    colours: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: dict(DEFAULT_COLOURS))
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
         console = s.raw.get("console", {}) if isinstance(s.raw.get("console"), dict) else {}
         departments = transfer_departments()
         queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
+        reports = s.raw.get("reports", {}) if isinstance(s.raw.get("reports"), dict) else {}
+        colours = dict(DEFAULT_COLOURS)
+        for key, bounds in (reports.get("colours") or {}).items():
+            if isinstance(bounds, dict):
+                colours[key] = {k: float(v) for k, v in bounds.items()}
         return cls(
+            shifts=parse_shifts(reports["shifts"]) if reports.get("shifts") else DEFAULT_SHIFTS,
+            colours=colours,
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
             queues=queues,
             thresholds=Thresholds.from_settings(s.alerts),
@@ -126,6 +142,7 @@ class Console:
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
     _wall_changed: set[str] = field(default_factory=set)  # interfaces
+    extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The service snapshot (figures of today, the last 15 minutes, the trend),
@@ -142,8 +159,13 @@ class Console:
         return snap[2]
 
     def wall(self, now: float) -> dict[str, Any]:
+        if self.tracker.roll(now, self.service.centre.agents.values()):
+            self._wall_agents = None  # every agent's shift totals start again
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,
-                         self.config.thresholds, now, self.names, self.wall_agents())
+                         self.config.thresholds, now, self.names, self.wall_agents(),
+                         self.config.colours,
+                         [*self.extra_alerts, *login_alerts(self.throttle.repeated(now)),
+                          *set_aside_alerts(self.service.set_aside)])
 
     def wall_agents(self) -> dict[str, Any]:
         """The wallboard's agents: only those that changed are rebuilt (all, once a
@@ -167,7 +189,9 @@ class Console:
         return agents
 
     def note_changes(self, changes: list[Change]) -> None:
-        """(A hub listener) which agents the wallboard must rebuild."""
+        """(A hub listener) which agents the wallboard must rebuild; a new shift."""
+        if self.tracker.roll(self.service.clock(), self.service.centre.agents.values()):
+            self._wall_agents = None
         for c in changes:
             if isinstance(c, AgentChanged):
                 self._wall_changed.add(c.agent.interface)
@@ -237,6 +261,8 @@ async def current_session(request: web.Request) -> Session | None:
 
 
 async def need_session(request: web.Request, *roles: Role) -> Session:
+    """The request's session, or 401.  Roles are the permissions table's business
+    (:mod:`agent_console.permissions`); ``roles`` here only narrows further."""
     session = await current_session(request)
     if session is None:
         raise ApiError(401, "sign in first")
@@ -246,7 +272,7 @@ async def need_session(request: web.Request, *roles: Role) -> Session:
 
 
 async def need_operator(request: web.Request) -> tuple[Session, User]:
-    session = await need_session(request, Role.OPERATOR, Role.ADMIN)
+    session = await need_session(request)
     if not session.user.interface:
         raise ApiError(409, "this account is not mapped to a queue member")
     return session, session.user
@@ -270,7 +296,7 @@ async def csrf_guard(request: web.Request,
     if request.method not in SAFE_METHODS:
         if not same_origin(request):
             raise ApiError(403, "cross-site request refused")
-        if request.path != "/api/login":
+        if request.path != "/api/login" and not request.path.startswith(API_KEY_PATHS):
             session = await current_session(request)
             if session is None:
                 raise ApiError(401, "sign in first")
@@ -285,6 +311,8 @@ async def csrf_guard(request: web.Request,
 
 def page(name: str, allowed: Callable[[User], bool] | None) -> Callable[
         [web.Request], Awaitable[web.StreamResponse]]:
+    """A static page; roles are checked by the permissions table, ``allowed`` adds a rule
+    of the account (e.g. the console needs a queue member)."""
     async def handler(request: web.Request) -> web.StreamResponse:
         if allowed is not None:
             session = await current_session(request)
@@ -296,31 +324,121 @@ def page(name: str, allowed: Callable[[User], bool] | None) -> Callable[
     return handler
 
 
+# --------------------------------------------------------------------------- audit, then act
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    """An audit row written before its action; ``data`` may gain details meanwhile."""
+
+    id: int
+    data: dict[str, Any]
+    result: str = "ok"
+
+
+AUDIT_FAILED = ("could not write the audit record; nothing was done",
+                "审计记录写入失败，未执行任何操作")
+
+
+@asynccontextmanager
+async def audited(c: Console, user: User, action: str, *, target: str = "", reason: str = "",
+                  data: dict[str, Any] | None = None) -> AsyncIterator[AuditEntry]:
+    """The rule for every action on an agent, a call or an order: validate (the caller,
+    before this), write the audit record, then act (the body), then record the outcome.
+
+    The row is written with ``result: "pending"`` before the body runs; if it cannot be
+    written (a database fault, a value it refuses) the body never runs and the request
+    is refused with 503 — nothing reaches the PBX unaudited.  When the body ends, the
+    row's ``result`` becomes ``entry.result`` ("ok" unless the body set another), or
+    the refusal's message when it raised (``failed: <exception>`` for anything else).  Only ``data.result`` of a row is ever updated.
+    """
+    record = {**(data or {}), "result": "pending"}
+    store = c.service.store
+    try:
+        async with store.engine.begin() as conn:
+            audit_id = (await conn.execute(
+                AuditRow.__table__.insert().values(
+                    at=c.now(), actor=user.username, role=user.role.value, action=action,
+                    target=target[:120], reason=reason, data=record)
+                .returning(AuditRow.id))).scalar_one()
+    except (SQLAlchemyError, ValueError, OSError) as exc:  # ValueError: text it refuses
+        log.error("audit write failed; action not taken", action=action, actor=user.username,
+                  error=type(exc).__name__)
+        raise ApiError(503, AUDIT_FAILED[0], zh=AUDIT_FAILED[1]) from None
+    entry = AuditEntry(audit_id, record)
+    try:
+        yield entry
+    except ApiError as exc:  # its message says what failed ("the PBX refused ...")
+        entry.result = exc.message
+        raise
+    except BaseException as exc:
+        entry.result = f"failed: {type(exc).__name__}"
+        raise
+    finally:
+        entry.data["result"] = entry.result
+        try:
+            async with store.engine.begin() as conn:
+                await conn.execute(AuditRow.__table__.update()
+                                   .where(AuditRow.id == entry.id).values(data=entry.data))
+        except (SQLAlchemyError, ValueError, OSError) as exc:  # the action happened; its row says "pending"
+            log.error("audit outcome not written", action=action, audit_id=entry.id,
+                      result=entry.result, error=type(exc).__name__)
+        log.info("audited action", action=action, actor=user.username, target=target[:120],
+                 result=entry.result)
+
+
 # --------------------------------------------------------------------------- AMI actions
+
+
+#: Asterisk's refusal texts (``Message:``) the console explains: substring -> code.
+#: The browser shows ``apierr.<code>`` in the operator's language with what to do.
+PBX_REFUSALS = (
+    ("no such queue", "pbx.no_queue"),
+    ("not there", "pbx.not_member"),
+    ("interface not found", "pbx.not_member"),
+    ("no such channel", "pbx.no_channel"),
+    ("channel not specified", "pbx.no_channel"),
+)
+
+
+def pbx_refusal(name: str, action: dict[str, str], message: str) -> ApiError:
+    """A 502 for the PBX's refusal of ``name``: English text plus a ``code`` to translate."""
+    lowered = message.lower()
+    code = next((c for part, c in PBX_REFUSALS if part in lowered), "pbx.refused")
+    return ApiError(502, f"the PBX refused {name}: {message}", code=code, action=name,
+                    queue=action.get("Queue", ""), pbx_message=message[:200])
 
 
 async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
               ) -> dict[str, str]:
-    """Send one AMI action; its reply, or ApiError saying what the PBX said."""
+    """Send one AMI action; its reply, or ApiError saying what the PBX said.
+
+    Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
+    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``) for the browser to explain.
+    """
     name = action["Action"]
     try:
         reply = await c.service.link.action(action)
     except LinkDown:
-        raise ApiError(503, "the PBX link is down; nothing was sent") from None
+        raise ApiError(503, "the PBX link is down; nothing was sent", code="pbx.down",
+                       action=name) from None
     except ActionTimeout:
-        raise ApiError(504, f"the PBX did not answer {name} in time") from None
+        raise ApiError(504, f"the PBX did not answer {name} in time", code="pbx.timeout",
+                       action=name) from None
     except ActionRefused as exc:
         raise ApiError(400, str(exc)) from None
     except AmiError as exc:
-        raise ApiError(502, str(exc)) from None
+        raise ApiError(502, str(exc), code="pbx.refused", action=name,
+                       pbx_message=str(exc)[:200]) from None
     first = reply[0] if isinstance(reply, list) and reply else reply
     if not isinstance(first, dict):
-        raise ApiError(502, f"the PBX gave no answer to {name}")
+        raise ApiError(502, f"the PBX gave no answer to {name}", code="pbx.timeout",
+                       action=name)
     if first.get("Response") == "Error":
         message = first.get("Message", "")
         if any(part.lower() in message.lower() for part in ignore):
             return first
-        raise ApiError(502, f"the PBX refused {name}: {message}")
+        raise pbx_refusal(name, action, message)
     return first
 
 

@@ -34,8 +34,9 @@ What a supervisor is doing is also kept in memory (one entry per account, shown
 by ``GET /api/supervise/spy`` and refusing a second spy call while one runs); it
 is dropped on stop and when the spied agent's call ends.  (The wallboard keeps
 its own copy per tab, in sessionStorage, for its "listening to ..." bar.)  Every request that names a mode and a
-reason is audited (``spy`` / ``spy_stop`` rows: who, when, agent, mode, reason,
-result) and logged, refusals included.
+valid reason is audited *before* anything is sent to the PBX (``spy`` / ``spy_stop``
+rows: who, when, agent, mode, reason, then the result), refusals included; when the
+row cannot be written nothing is sent (see :func:`agent_console.session.audited`).
 
 Routes (JSON; supervisor and admin only; POSTs need the CSRF token)::
 
@@ -57,8 +58,7 @@ from aiohttp import web
 
 from acd.state import AgentChanged, AgentState, Change
 from agent_console.http import ApiError, read_json, text_field
-from agent_console.models import Role
-from agent_console.session import CONSOLE, Console, need_session, pbx
+from agent_console.session import CONSOLE, Console, audited, need_session, pbx
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 
 log = structlog.get_logger(__name__)
@@ -121,14 +121,6 @@ def _spy_json(s: Spying | None) -> dict[str, Any] | None:
     return None if s is None else asdict(s)
 
 
-async def _audit(c: Console, user: Any, action: str, target: str, reason: str,
-                 data: dict[str, Any]) -> None:
-    await c.service.store.audit(at=c.now(), actor=user.username, role=user.role.value,
-                                action=action, target=target, reason=reason, data=data)
-    log.info("supervisor spy", action=action, agent=target, by=user.username,
-             mode=data.get("mode", ""), result=data.get("result", ""))
-
-
 def _my_phone(user: Any) -> str:
     phone = user.interface
     if not phone:
@@ -142,7 +134,7 @@ def _my_phone(user: Any) -> str:
 async def api_spy(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     desk = request.app[SPY_DESK]
-    session = await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     user = session.user
     name = request.match_info["name"]
     if len(name) > 80:
@@ -152,9 +144,10 @@ async def api_spy(request: web.Request) -> web.Response:
     if not isinstance(mode, str) or mode not in MODES:
         raise ApiError(400, "'mode' must be one of listen, whisper, barge")
     reason = text_field(data, "reason", max_len=MAX_REASON)
-    record: dict[str, Any] = {"mode": mode, "phone": user.interface}
-    result = "ok"
-    try:
+    # The audit row first (a refusal below is recorded in it too), then the Originate.
+    async with audited(c, user, "spy", target=name, reason=reason,
+                       data={"mode": mode, "phone": user.interface}) as entry:
+        record = entry.data
         phone = _my_phone(user)
         busy = desk.active.get(user.username)
         if busy is not None:
@@ -180,14 +173,8 @@ async def api_spy(request: web.Request) -> web.Response:
         spying = Spying(agent=name, mode=mode, phone=phone, target=target,
                         action_id=action_id, call=agent.call, started_at=c.now())
         desk.active[user.username] = spying
-        return web.json_response({"ok": True, "spy": _spy_json(spying),
-                                  "message": f"calling your phone {phone}; answer it to {mode}"})
-    except ApiError as exc:
-        result = exc.message
-        raise
-    finally:
-        record["result"] = result
-        await _audit(c, user, "spy", name, reason, record)
+    return web.json_response({"ok": True, "spy": _spy_json(spying),
+                              "message": f"calling your phone {phone}; answer it to {mode}"})
 
 
 async def _channels(c: Console) -> list[dict[str, str]]:
@@ -226,33 +213,28 @@ def spy_channels(channels: list[dict[str, str]], phone: str) -> list[str]:
 async def api_spy_stop(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     desk = request.app[SPY_DESK]
-    session = await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     user = session.user
     data = await read_json(request, 8192)
     reason = text_field(data, "reason", max_len=MAX_REASON, required=False)
     known = desk.active.get(user.username)
-    record: dict[str, Any] = {"phone": user.interface, "mode": known.mode if known else "",
-                              "action_id": known.action_id if known else ""}
-    result = "ok"
     hung: list[str] = []
-    try:
+    async with audited(c, user, "spy_stop", target=known.agent if known else "",
+                       reason=reason, data={
+                           "phone": user.interface, "mode": known.mode if known else "",
+                           "action_id": known.action_id if known else "",
+                           "channels": hung}) as entry:
         phone = _my_phone(user)
         for name in spy_channels(await _channels(c), phone):
             await pbx(c, {"Action": "Hangup", "Channel": name}, ignore=("no such channel",))
             hung.append(name)
         desk.active.pop(user.username, None)
-        result = "stopped" if hung else "no spy call was running"
-    except ApiError as exc:
-        result = exc.message
-        raise
-    finally:
-        record.update(result=result, channels=hung)
-        await _audit(c, user, "spy_stop", known.agent if known else "", reason, record)
-    return web.json_response({"ok": True, "channels": hung, "message": result})
+        entry.result = "stopped" if hung else "no spy call was running"
+    return web.json_response({"ok": True, "channels": hung, "message": entry.result})
 
 
 async def api_spy_status(request: web.Request) -> web.Response:
-    session = await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    session = await need_session(request)
     desk = request.app[SPY_DESK]
     return web.json_response({"spy": _spy_json(desk.active.get(session.user.username)),
                               "phone": session.user.interface})

@@ -13,10 +13,13 @@ numbers of the callers waiting.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
+from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from acd.reports import DEFAULT_SHIFTS, Shift, agent_counts, colour, shift_at
 from acd.state import Agent, AgentChanged, AgentState, Call, CallCenter, Change, LinkStateChanged
 from agent_console.alerts import Thresholds, evaluate
 from agent_console.auth import User
@@ -28,12 +31,41 @@ class Tracker:
 
     * consecutive unanswered rings per agent (the core counts them all; an
       answer or a new login starts the count again);
-    * when the PBX link last changed.
+    * when the PBX link last changed;
+    * each agent's paused and logged-in totals when the current shift began, so
+      the paused-share alert is measured per shift (班次), not since the service
+      started (:meth:`roll`, called with the clock by the console).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shifts: tuple[Shift, ...] = DEFAULT_SHIFTS,
+                 tz: tzinfo | None = None) -> None:
         self.rna_base: dict[str, int] = {}
         self.link_since: float | None = None
+        self.shifts = shifts
+        self.tz = tz or ZoneInfo("Asia/Shanghai")
+        self.shift_name = ""
+        self.shift_start: float | None = None
+        self.shift_end: float | None = None
+        self.shift_base: dict[str, tuple[float, float]] = {}  # agent -> (paused, logged in)
+
+    def roll(self, now: float, agents: Iterable[Agent]) -> bool:
+        """At the first call after a shift began, note every agent's live totals; True
+        when a new shift began (the views must be rebuilt)."""
+        if self.shift_end is not None and self.shift_start is not None and \
+                self.shift_start <= now < self.shift_end:
+            return False
+        found = shift_at(datetime.fromtimestamp(now, self.tz), self.shifts)
+        first = self.shift_start is None
+        if found is None:
+            self.shift_name, self.shift_start, self.shift_end = "", now, now + 60
+        else:
+            shift, a, b = found
+            self.shift_name, self.shift_start, self.shift_end = \
+                shift.name, a.timestamp(), b.timestamp()
+        # The first look: the service's totals began with it, within this shift or not.
+        self.shift_base = {} if first else {
+            ag.name: (ag.paused_total(now), logged_in_total(ag, now)) for ag in agents}
+        return True
 
     def feed(self, changes: list[Change]) -> None:
         for c in changes:
@@ -46,15 +78,24 @@ class Tracker:
         return max(0, agent.ring_no_answer - self.rna_base.get(agent.name, 0))
 
 
+def logged_in_total(a: Agent, now: float) -> float:
+    """Seconds signed in, the running state included."""
+    closed = sum(v for k, v in a.time_in.items() if k != AgentState.LOGGED_OUT.value)
+    return closed + (a.time_in_state(now) if a.state is not AgentState.LOGGED_OUT else 0.0)
+
+
 def agent_json(a: Agent, tracker: Tracker) -> dict[str, Any]:
+    """One agent; ``paused_s`` and ``logged_in_s`` are closed totals of the current
+    shift (the running state is added by whoever reads them, with ``since``)."""
+    base_paused, base_logged = tracker.shift_base.get(a.name, (0.0, 0.0))
     return {
         "name": a.name, "interface": a.interface, "state": a.state.value, "reason": a.reason,
         "paused": a.paused, "since": a.since, "queues": sorted(a.memberships),
         "answered": a.answered, "ring_no_answer": a.ring_no_answer,
         "ring_no_answer_streak": tracker.rna_streak(a),
-        "paused_s": round(a.paused_s, 1), "paused_since": a.paused_since,
+        "paused_s": round(a.paused_s - base_paused, 1), "paused_since": a.paused_since,
         "logged_in_s": round(sum(v for k, v in a.time_in.items()
-                                 if k != AgentState.LOGGED_OUT.value), 1),
+                                 if k != AgentState.LOGGED_OUT.value) - base_logged, 1),
         "talk_s": a.talk_s, "calls_taken": a.calls_taken, "call": a.call,
         "wrap_until": a.wrap_until,
     }
@@ -92,9 +133,22 @@ def wall_agents(centre: CallCenter, tracker: Tracker, names: Mapping[str, str]
             for a in sorted(centre.agents.values(), key=lambda a: a.name)}
 
 
+COLOURED = ("connection_rate", "answer_rate_sl", "abandon_rate", "asa_s", "aht_s")
+
+
+def colours(figures: Mapping[str, Any] | None,
+            bounds: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
+    """The colour of each coloured figure (``"none"`` when nothing was offered)."""
+    f = figures or {}
+    return {k: colour(k, float(f.get(k, 0.0)), int(f.get("offered", 0)), bounds)
+            for k in COLOURED}
+
+
 def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
               thresholds: Thresholds, now: float, names: Mapping[str, str] | None = None,
-              agents: dict[str, Any] | None = None) -> dict[str, Any]:
+              agents: dict[str, Any] | None = None,
+              bounds: Mapping[str, Mapping[str, float]] | None = None,
+              extra_alerts: Iterable[Any] = ()) -> dict[str, Any]:
     """The supervisor's picture: every queue and agent, figures, trend and alerts.
 
     ``names`` maps a queue member name to the operator's display name;
@@ -112,6 +166,7 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
             "waiting": len(waiting), "oldest_joined_at": _oldest(centre, name),
             "today": q["today"], "last_15min": q["last_15min"],
             "agents_logged_in": q["agents_logged_in"],
+            "colours": colours(q["today"], bounds or {}),
             "callers": [{"uniqueid": c.uniqueid, "caller": mask_number(c.caller_num),
                          "name": c.caller_name, "hotline": c.hotline, "joined_at": c.joined_at}
                         for c in waiting[:20]],
@@ -126,8 +181,14 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
         "interval_start": snap["interval_start"],
         "day": snap["day"],
         "thresholds": asdict(thresholds),
+        "agent_counts": agent_counts(a.state.value for a in centre.agents.values()),
+        "colours": {"today": colours(snap["today"], bounds or {}),
+                    "last_15min": colours(snap["last_15min"], bounds or {})},
+        "colour_bounds": {k: dict(v) for k, v in (bounds or {}).items()},
+        "shift": {"name": tracker.shift_name, "start": tracker.shift_start},
     }
-    doc["alerts"] = {a.key: a.as_dict() for a in evaluate(doc, thresholds, now)}
+    alerts = evaluate(doc, thresholds, now) + list(extra_alerts)
+    doc["alerts"] = {a.key: a.as_dict() for a in alerts}
     return doc
 
 

@@ -8,10 +8,14 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from callcenter import logs
 from callcenter.config import ConfigError, Settings, load
 from callcenter.runtime import CliError, run_until_signalled
+
+DEMO_DB = "sqlite+aiosqlite:///var/demo.db"  # callcenter.demo.DEMO_DB
+DEMO_DB_FILE = "var/demo.db"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -28,7 +32,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     s = _settings(args)
     try:
         result = replay(args.trace, s.queues, args.servicelevel,
-                        QueueConfig(s.servicelevel, 0), args.short_abandon)
+                        QueueConfig(s.servicelevel, 0), args.short_abandon,
+                        queue_log=args.queue_log, use_queue_log=not args.no_queue_log)
     except TraceError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -42,6 +47,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
               f"{f['servicelevel_perf']:.2f}%   ServicelevelPerf2 {f['servicelevel_perf2']:.2f}%")
         print(f"  ASA {f['asa_s']:.2f}s  AHT {f['aht_s']:.2f}s  "
               f"Asterisk Holdtime {f['asterisk_holdtime']}  TalkTime {f['asterisk_talktime']}")
+    if result["queue_log"]:
+        print(f"gaps rebuilt from {result['queue_log']}")
     for name, a in result["agents"].items():  # type: ignore[union-attr]
         print(f"agent {name}: answered {a['answered']}  ring-no-answer {a['ring_no_answer']}  "
               f"paused {a['paused_s']:.1f}s  talk {a['talk_s']:.0f}s")
@@ -56,18 +63,25 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     from aiohttp import web
 
     from agent_console.server import make_app
+    from agent_console.session import CONSOLE
+    from callcenter.ops import Ops
     from callcenter.service import Service
     from callcenter.telephony import TelephonyError, start_telephony
 
     service = Service(settings)
     await service.start()
     app = make_app(service)
+    ops = Ops("core")
+    ops.watch_service(service)
+    ops.watch_sockets(lambda: len(app[CONSOLE].sockets))
+    ops.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     telephony = None
     try:
         telephony = await start_telephony(service, app, agi_host=agi_host, agi_port=agi_port)
+        ops.watch_agi(lambda: telephony.agi.sessions if telephony else 0)
         await site.start()
     except (OSError, TelephonyError) as exc:
         if telephony is not None:
@@ -79,12 +93,26 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     print(f"hotline is running at http://{host}:{port}/{banner}\n"
           f"  FastAGI IVR: agi://{agi_host}:{telephony.agi_port}/hotline", flush=True)
+    if not await _has_accounts(service):
+        print("  no account can sign in yet: create one with\n"
+              "  callcenter users add admin --role admin   (then op1 --role operator, ...)",
+              flush=True)
     try:
         await run_until_signalled()
     finally:
         await telephony.stop()
         await runner.cleanup()
         await service.stop()
+
+
+async def _has_accounts(service: object) -> bool:
+    from sqlalchemy import func, select
+
+    from agent_console.models import UserRow
+
+    engine = service.store.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        return bool(await conn.scalar(select(func.count()).select_from(UserRow)))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -144,10 +172,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             datetime.now(s.tz).replace(hour=0, minute=0, second=0, microsecond=0))
     except ValueError:
         raise CliError(f"--day {args.day!r} is not a date like 2026-11-23") from None
+    if args.xlsx or args.csv:
+        return _report_files(args, s, day)
     width = {"15m": 900, "hour": 3600, "day": 86400}[args.interval]
+    url = args.db or s.database_url
 
     async def run() -> dict[str, object]:
-        store = Store(s.database_url)
+        store = Store(url)
         try:
             await store.open()
             rows = await store.calls_between(day.timestamp(),
@@ -161,8 +192,61 @@ def cmd_report(args: argparse.Namespace) -> int:
                                       "overall": queue_json(overall)}
         return out
 
-    print(json.dumps(asyncio.run(run()), ensure_ascii=False, indent=2))
+    out = asyncio.run(run())
+    if not out:
+        hint = ""
+        if args.db is None and Path(DEMO_DB_FILE).exists():
+            hint = f"; the demo's calls are in {DEMO_DB_FILE}: add --db {DEMO_DB}"
+        print(f"callcenter: no calls on {day:%Y-%m-%d} in {_shown(url)}{hint}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, ensure_ascii=False, indent=2))
     return 0
+
+
+def _report_files(args: argparse.Namespace, s: Settings, day: datetime) -> int:
+    """The reports page's content as files (for cron): XLSX with every table, or one CSV."""
+    import time
+
+    from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
+    from callcenter.db import Store
+    from callcenter.orders.store import OrderConfig
+
+    names = {d.id: d.name for d in OrderConfig.load().directory.departments}
+
+    async def run() -> dict[str, object]:
+        store = Store(args.db or s.database_url)
+        try:
+            await store.open()
+            return await build_report(store.engine, s, ReportConfig.from_settings(s),
+                                      period=args.period, day=day.date(), now=time.time(),
+                                      queue=args.queue, names=names)
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    try:
+        if args.xlsx:
+            Path(args.xlsx).write_bytes(to_xlsx(report))
+            print(f"wrote {args.xlsx}: {report['title']} {report['start'][:10]}")
+        if args.csv:
+            table, _, path = args.csv.partition("=")
+            known = [tb.key for tb in tables(report)]
+            if table not in known or not path:
+                raise CliError(f"--csv TABLE=FILE, TABLE one of {', '.join(known)}")
+            Path(path).write_bytes(to_csv(report, table))
+            print(f"wrote {path}: {table}")
+    except OSError as exc:
+        raise CliError(f"cannot write the report: {exc.strerror}") from None
+    return 0
+
+
+def _shown(url: str) -> str:
+    """A database URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{tail}"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -183,6 +267,18 @@ def cmd_users(args: argparse.Namespace) -> int:
     return main_from_args(args)
 
 
+def cmd_knowledge(args: argparse.Namespace) -> int:
+    from callcenter.desk_cli import knowledge_main
+
+    return knowledge_main(args, _settings(args))
+
+
+def cmd_intake_keys(args: argparse.Namespace) -> int:
+    from callcenter.desk_cli import intake_main
+
+    return intake_main(args, _settings(args))
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -199,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--servicelevel", type=int, help="service level threshold in seconds")
     r.add_argument("--short-abandon", type=int, default=0,
                    help="report abandons shorter than this (s) separately (default 0)")
+    r.add_argument("--queue-log", help="Asterisk's queue_log of the session (default: the "
+                   "file queue_log beside the trace, if any); every gap is rebuilt from it")
+    r.add_argument("--no-queue-log", action="store_true",
+                   help="ignore any queue_log: estimate gaps from Asterisk's counters")
     r.set_defaults(func=cmd_replay)
 
     d = sub.add_parser("demo", help="PBX simulator + service + web on the embedded default")
@@ -227,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="figures from the database for one day")
     rep.add_argument("--day", help="YYYY-MM-DD (default today)")
     rep.add_argument("--interval", choices=["15m", "hour", "day"], default="day")
+    rep.add_argument("--period", choices=["day", "week", "month"], default="day",
+                     help="with --xlsx/--csv: the 日报, 周报 or 月报 holding --day")
+    rep.add_argument("--queue", default=None, help="with --xlsx/--csv: one queue only")
+    rep.add_argument("--xlsx", metavar="FILE", help="write the whole report as XLSX (for cron)")
+    rep.add_argument("--csv", metavar="TABLE=FILE", help="write one table as CSV (UTF-8, BOM)")
+    rep.add_argument("--db", default=None,
+                     help=f"database URL (default: the configuration's; the demo's is {DEMO_DB})")
     rep.set_defaults(func=cmd_report)
 
     from agent_console.users_cli import add_arguments as users_arguments
@@ -234,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     us = sub.add_parser("users", help="accounts: add, passwd, disable, enable, set, list")
     users_arguments(us)
     us.set_defaults(func=cmd_users)
+
+    from callcenter.desk_cli import add_knowledge_arguments
+
+    kn = sub.add_parser("knowledge", help="knowledge base: import FILE (.csv/.md), stats")
+    add_knowledge_arguments(kn)
+    kn.set_defaults(func=cmd_knowledge)
+
+    from callcenter.desk_cli import add_intake_arguments
+
+    ik = sub.add_parser("intake-keys", help="API keys of the channels filing orders: "
+                                            "create CHANNEL, list, revoke ID")
+    add_intake_arguments(ik)
+    ik.set_defaults(func=cmd_intake_keys)
 
     from recordings.cli import add_arguments as recordings_arguments
 

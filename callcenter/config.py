@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
 @dataclass(slots=True)
 class AmiSettings:
+    name: str = "pbx1"  # the PBX's name in logs, metrics and alerts
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "hotline"
@@ -39,6 +40,9 @@ class Settings:
     web_port: int = 8080
     timezone: str = "Asia/Shanghai"
     short_abandon_s: int = 5
+    #: Asterisk's queue_log file when the service can read it (same host or a shared
+    #: mount); "" = gaps are estimated from Asterisk's counters (records "estimated").
+    queue_log: str = ""
     servicelevel: int = 15
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     queue_titles: dict[str, str] = field(default_factory=dict)
@@ -98,6 +102,7 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
     ami = data.get("ami", {})
     s = Settings(raw=data)
     s.ami = AmiSettings(
+        name=_typed(ami, "name", str, "pbx1", "ami"),
         host=_typed(ami, "host", str, "127.0.0.1", "ami"),
         port=_typed(ami, "port", int, 5038, "ami"),
         username=_typed(ami, "username", str, "hotline", "ami"),
@@ -121,6 +126,7 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
         raise ConfigError(f"metrics.timezone {s.timezone!r} is not a known time zone") from None
     s.short_abandon_s = _typed(m, "short_abandon_s", int, 5, "metrics")
     s.servicelevel = _typed(m, "servicelevel", int, 15, "metrics")
+    s.queue_log = env.get("HOTLINE_QUEUE_LOG") or _typed(m, "queue_log", str, "", "metrics")
     for name, q in data.get("queues", {}).items():
         if not isinstance(q, dict):
             raise ConfigError(f"queues.{name} must be a table")

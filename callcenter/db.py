@@ -8,7 +8,7 @@ state log and the audit log are append-only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,18 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -40,7 +48,11 @@ class Base(DeclarativeBase):
 
 
 class CallRow(Base):
-    """One caller's visit to one queue (the record every metric is computed from)."""
+    """One caller's visit to one queue (the record every metric is computed from).
+
+    ``uniqueid`` is the visit's key: the channel's Uniqueid for its first queue visit,
+    ``<Uniqueid>#<n>`` for the n-th (``channel_uniqueid`` is always the channel's);
+    ``previous_visit`` links a visit to the one before (transfer, overflow)."""
 
     __tablename__ = "calls"
     uniqueid: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -63,6 +75,11 @@ class CallRow(Base):
     rings: Mapped[int] = mapped_column(Integer, default=0)
     ring_no_answer: Mapped[int] = mapped_column(Integer, default=0)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    channel_uniqueid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    visit: Mapped[int] = mapped_column(Integer, default=1)
+    previous_visit: Mapped[str] = mapped_column(String(64), default="")
+    end_reason: Mapped[str] = mapped_column(String(24), default="")
+    settled: Mapped[str] = mapped_column(String(24), default="")  # queue_log, counters...
 
 
 class AgentStateRow(Base):
@@ -144,6 +161,63 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
+TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, ProgrammingError, OSError,
+             TimeoutError)
+"""Faults of the database (away, locked, a table missing), not of a row: every row is
+kept and written again later."""
+ROW_FAULTS = (SQLAlchemyError, ValueError, OverflowError, TypeError)
+"""Faults a row can cause (a number too large for the column, an over-long string on
+PostgreSQL, a value the driver cannot encode); TRANSIENT is checked first."""
+
+
+class RowsUnwritten(Exception):
+    """The database went away while rows were written one by one; ``rows`` were not
+    written (the others were), ``set_aside`` were refused for their own sake."""
+
+    def __init__(self, rows: list[dict[str, Any]], set_aside: list[tuple[dict[str, Any], str]],
+                 cause: BaseException) -> None:
+        super().__init__(f"{len(rows)} rows unwritten: {type(cause).__name__}")
+        self.rows, self.set_aside, self.cause = rows, set_aside, cause
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying why a row was refused (no row values: they may hold numbers)."""
+    orig = getattr(exc, "orig", None)
+    text = f"{type(orig or exc).__name__}: {str(orig or exc).splitlines()[0] if str(orig or exc) else ''}"
+    return text[:200]
+
+
+async def write_isolating(write: Callable[[list[dict[str, Any]]], Awaitable[None]],
+                          rows: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Write ``rows`` in one batch; when the batch fails for a row's sake, write them one
+    by one and return those refused, each with its error, so that one bad value never
+    stops the writer (issue 12: one HoldTime of 2**63 failed every later batch).
+
+    A fault of the database itself (:data:`TRANSIENT`) raises: on the batch, the caller
+    keeps every row for later; while writing one by one, :class:`RowsUnwritten` names
+    the rows still to write.
+    """
+    rows = list(rows)
+    if not rows:
+        return []
+    try:
+        await write(rows)
+        return []
+    except TRANSIENT:
+        raise
+    except ROW_FAULTS:
+        pass
+    refused: list[tuple[dict[str, Any], str]] = []
+    for i, row in enumerate(rows):
+        try:
+            await write([row])
+        except TRANSIENT as exc:
+            raise RowsUnwritten(rows[i:], refused, exc) from exc
+        except ROW_FAULTS as exc:
+            refused.append((row, describe(exc)))
+    return refused
+
+
 class Store:
     """The service's window on the database."""
 
@@ -178,6 +252,15 @@ class Store:
         async with self.engine.begin() as conn:
             await conn.execute(self._upsert(), [dict(r) for r in rows])
 
+    async def save_calls_isolating(self, rows: Sequence[dict[str, Any]]
+                                   ) -> list[tuple[dict[str, Any], str]]:
+        """:meth:`save_calls` through :func:`write_isolating`: the refused rows, with errors."""
+        return await write_isolating(self.save_calls, rows)
+
+    async def append_agent_states_isolating(self, rows: Sequence[dict[str, Any]]
+                                            ) -> list[tuple[dict[str, Any], str]]:
+        return await write_isolating(self.append_agent_states, rows)
+
     async def append_agent_states(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         if rows:
@@ -190,6 +273,23 @@ class Store:
             await conn.execute(AuditRow.__table__.insert(), [{
                 "at": at, "actor": actor, "role": role, "action": action, "target": target,
                 "reason": reason, "data": data or {}}])
+
+    async def open_calls(self) -> list[CallRow]:
+        """Visits the database still holds open (waiting, or answered and not ended):
+        the service settles them at start (it was not there to see them end)."""
+        async with self.sessions() as s:
+            res = await s.scalars(select(CallRow).where(
+                CallRow.outcome.in_(("waiting", "answered"))).order_by(CallRow.joined_at))
+            return list(res)
+
+    async def last_seen(self) -> float | None:
+        """The latest moment any stored record speaks of (joined, answered or ended)."""
+        async with self.sessions() as s:
+            row = (await s.execute(select(func.max(CallRow.joined_at),
+                                          func.max(CallRow.answered_at),
+                                          func.max(CallRow.ended_at)))).one()
+            values = [v for v in row if v is not None]
+            return max(values) if values else None
 
     async def calls_between(self, start: float, end: float) -> list[CallRow]:
         """Call records that joined a queue in [start, end)."""

@@ -9,9 +9,15 @@ in from the console.
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import math
 import secrets
+import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -53,24 +59,81 @@ class Demo:
         await self.runner.cleanup()
         await self.service.stop()
         await self.sim.stop()
+        # The simulated callers have hung up: let the IVR sessions see it and end
+        # (rather than be cancelled mid-script when the loop closes).
+        await asyncio.sleep(0.2)
+
+
+#: The demo's traffic: a night at a quarter of the peak (a demo is never dead), the
+#: first caller 5 s after the start, and 30 % of callers who called before.
+DEMO_FLOOR = 0.25
+DEMO_FIRST_CALL_S = 5.0
+DEMO_REPEAT_SHARE = 0.30
+#: Simulated background operators ring after a signed-in human (queue penalty 1 vs 0),
+#: so a ready demo operator gets the next call.
+BACKGROUND_PENALTY = 1
 
 
 def build_sim_pbx(settings: Settings, *, seed: int, agents: int, rate: float | None,
                   peak_calls_per_hour: float, start_time: float | None = None,
-                  hold_arrivals: bool = False) -> Pbx:
+                  hold_arrivals: bool = False,
+                  known_callers: Sequence[tuple[str, str]] = ()) -> Pbx:
+    """The demo's simulated Asterisk: every configured queue, ``agents`` background
+    operators (extensions 2001+, penalty :data:`BACKGROUND_PENALTY` in every queue)
+    and random traffic whose day profile runs on the centre's clock (``settings.tz``,
+    Asia/Shanghai), not the machine's.  ``known_callers`` (number, name) are citizens
+    who may call again (the demo orders' callers)."""
     queues = tuple(
         SimQueue(name=name, servicelevel=q.servicelevel, wrapuptime=q.wrapuptime)
         for name, q in (settings.queues or {}).items()
     ) or (SimQueue(),)
     t0 = time.time() if start_time is None else start_time
-    local = time.localtime(t0)
+    local = datetime.fromtimestamp(t0, settings.tz)
     traffic = RandomTraffic(
         TrafficConfig(rate=rate, peak_calls_per_hour=peak_calls_per_hour,
-                      start_hour=local.tm_hour + local.tm_min / 60),
+                      start_hour=local.hour + local.minute / 60 + local.second / 3600,
+                      floor=DEMO_FLOOR, first_call_after=DEMO_FIRST_CALL_S,
+                      repeat_share=DEMO_REPEAT_SHARE, known_callers=tuple(known_callers)),
         seed=seed, origin=t0)
-    config = PbxConfig(queues=queues[:1], agents=agents, first_extension=2001,
+    config = PbxConfig(queues=queues, agents=agents, first_extension=2001, autologin=False,
                        channelvars=("HOTLINE", "IVR_PATH", "CATEGORY"))
-    return Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
+    pbx = Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
+    for q in queues:
+        for ext in range(2001, 2001 + agents):
+            pbx.add_member(q.name, f"Local/{ext}@{config.agent_context}/n", f"agent{ext}",
+                           penalty=BACKGROUND_PENALTY)
+    return pbx
+
+
+def check_options(*, speed: float, rate: float | None, agents: int, port: int,
+                  agi_port: int) -> None:
+    """Refuse impossible demo options with one line (:class:`DemoError`)."""
+    if not (speed > 0 and math.isfinite(speed)) or speed > 10_000:
+        raise DemoError(f"--speed {speed:g} must be above 0 (1 = real time) and at most 10000")
+    if rate is not None and not (0 < rate <= 1000 and math.isfinite(rate)):
+        raise DemoError(f"--rate {rate:g} must be above 0 calls per second (at most 1000); "
+                        "leave it out to follow the day's profile")
+    if not 0 <= agents <= 500:
+        raise DemoError(f"--agents {agents} must be between 0 and 500 simulated operators")
+    for name, value in (("--port", port), ("--agi-port", agi_port)):
+        if not 0 <= value <= 65535:
+            raise DemoError(f"{name} {value} is not a TCP port (0-65535; 0 picks a free one)")
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """:class:`DemoError` when ``host:port`` cannot be listened on (before anything starts)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            hint = " (is another demo running? pick another with --port)" \
+                if exc.errno == errno.EADDRINUSE else ""
+            raise DemoError(f"cannot listen on {host}:{port} for {what}: "
+                            f"{exc.strerror}{hint}") from None
 
 
 def demo_outbound(settings: Settings, agi_url: str) -> OutboundSettings:
@@ -103,14 +166,19 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
-    from callcenter.demo_orders import seed_demo_orders
+    from callcenter.demo_orders import demo_callers, seed_demo_orders
+    from callcenter.orders.knowledge import KnowledgeBase, load_demo_articles
     from callcenter.telephony import TelephonyError, start_telephony
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise DemoError("the demo has well-known passwords and binds to loopback only")
+    check_options(speed=speed, rate=rate, agents=agents, port=port, agi_port=agi_port)
+    check_port_free(host, port, "the web console")
+    check_port_free("127.0.0.1", agi_port, "the FastAGI IVR (--agi-port)")
     secret = secrets.token_hex(12)
     pbx = build_sim_pbx(settings, seed=seed, agents=agents, rate=rate,
-                        peak_calls_per_hour=peak_calls_per_hour, hold_arrivals=True)
+                        peak_calls_per_hour=peak_calls_per_hour, hold_arrivals=True,
+                        known_callers=demo_callers() if seed_users else ())
     # Callers are held until the IVR's address is known (set below, before any is due).
     extra: dict[str, Any] = {} if citizen is None else {"citizen": citizen}
     sim = PbxSimServer(pbx, host="127.0.0.1", port=0, users={"hotline": secret}, speed=speed,
@@ -127,6 +195,8 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         if seed_users:
             await seed_demo_users(service.store)
             await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
+            await load_demo_articles(KnowledgeBase(service.store.engine, service.settings.tz,
+                                                   clock=service.clock))
         app = make_app(service)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -169,7 +239,8 @@ async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8
         f"{agents} simulated operators\n"
         f"  IVR (FastAGI):          agi://127.0.0.1:{demo.agi_port}/hotline "
         "(simulated callers go through the menu)\n"
-        f"  database:               {settings.database_url}\n"
+        f"  database:               {settings.database_url} "
+        f"(figures: callcenter report --db {settings.database_url})\n"
         f"  recordings:             {settings.recordings_root} "
         f"(GET {demo.url}api/recordings/<uniqueid>, supervisors)\n"
         "Press Ctrl+C to stop.\n", flush=True)
@@ -177,5 +248,6 @@ async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8
         await run_until_signalled()
     finally:
         await demo.stop()
+    print("hotline demo stopped.", flush=True)
 
 

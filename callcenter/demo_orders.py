@@ -163,6 +163,14 @@ def _stories() -> list[Story]:
     ]
 
 
+def demo_callers() -> list[tuple[str, str]]:
+    """The demo orders' citizens as (number, name), once each: they may call again."""
+    seen: dict[str, str] = {}
+    for story in _stories():
+        seen.setdefault(story.caller.number, story.caller.name)
+    return list(seen.items())
+
+
 async def seed_handlers(store: Store, work_orders: WorkOrders, *,
                         passwords: Passwords | None = None) -> list[str]:
     """The demo's department handler accounts (created if missing); their names."""
@@ -195,6 +203,7 @@ async def seed_demo_orders(store: Store, *, tz: tzinfo | None = None,
         for hours, actor, step, reason, data in story.steps:
             await _play(wo, order.id, start + timedelta(hours=hours), actor, step, reason, data)
         numbers.append(order.number)
+    numbers += await _seed_other_channels(wo, now)
     # 被满意: a bureau tries to enter the citizen's satisfaction; refused, but kept.
     completed, _ = await wo.list(state="completed", department="housing")
     if completed:
@@ -218,3 +227,37 @@ async def _play(wo: WorkOrders, order_id: str, at: datetime, actor: Any, step: s
     if "deadline_hours" in data:
         data = {"deadline": at + timedelta(hours=data["deadline_hours"])}
     await wo.step(order_id, step, actor, reason=reason, at=at, **data)
+
+
+STREETLIGHT = "光明路与建设路交叉口"
+CLUSTER = (  # 重复件: one broken streetlight, reported by five people on four channels
+    (6.0, "phone", Caller("周先生", "13700002001"), "光明路与建设路交叉口的路灯坏了，晚上一片漆黑。"),
+    (5.2, "wechat", Caller("吴女士", "13700002002"), "光明路建设路交叉口路灯坏了，晚上一片漆黑，过马路很危险。"),
+    (4.1, "phone", Caller("郑先生", "13700002003"), "光明路与建设路交叉口路灯不亮，晚上一片漆黑。"),
+    (2.5, "app", Caller("冯女士", "13700002004"), "光明路与建设路交叉口的路灯坏了好几天，晚上很黑。"),
+    (1.0, "web", Caller("陈先生", "13700002005"), "光明路与建设路交叉口路灯坏了，晚上一片漆黑。"),
+)
+OTHER_CHANNELS = (
+    ("mayor_mailbox", Caller("褚先生", "13700002101", "和平区安康里5号"), "公交",
+     "建议在安康里小区门口增设一个公交站点，老人出行不便。", ""),
+    ("email", Caller("卫女士", "13700002102"), "供暖", "幸福家园3号楼暖气不热，室温只有14度。",
+     "幸福家园3号楼"),
+    ("letter", Caller("蒋先生", "13700002103", "建设路18号"), "噪声", "建设路18号附近工地夜间施工，噪音扰民。",
+     "建设路18号"),
+)
+
+
+async def _seed_other_channels(wo: WorkOrders, now: datetime) -> list[str]:
+    """The duplicates cluster and requests from the other channels (一号对外)."""
+    numbers = []
+    for hours_ago, channel, caller, text in CLUSTER:
+        order, _ = await wo.create(OP2 if channel == "phone" else OP, caller=caller,
+                                   category="路灯", text=text, location=STREETLIGHT,
+                                   at=now - timedelta(hours=hours_ago), channel=channel)
+        numbers.append(order.number)
+    for i, (channel, caller, category, text, location) in enumerate(OTHER_CHANNELS):
+        order, _ = await wo.create(SUP, caller=caller, category=category, text=text,
+                                   location=location, at=now - timedelta(hours=3 + i),
+                                   channel=channel)
+        numbers.append(order.number)
+    return numbers

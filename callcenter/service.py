@@ -10,36 +10,54 @@ Theory of operation
 
 The AMI callback only enqueues; a single consumer applies events in wire order,
 so there are no locks.  Database writes are batched and flushed every half
-second (a call's record is upserted, agent state changes are appended).  A
+second (a visit's record is upserted, agent state changes are appended).  A
 ticker feeds :class:`~acd.events.Tick` so wrap-up timers fire without sleeping
 in the core.  On every (re)connect the link asks the PBX for its full picture
-(QueueStatus + CoreShowChannels) and feeds it as one :class:`~acd.events.Resync`.
+(QueueStatus + CoreShowChannels) and feeds it as one :class:`~acd.events.Resync`;
+it asks again when the PBX says it is fully booted and whenever an event names a
+member or caller the state does not know (a QueueStatus right after an Asterisk
+restart can answer 0 members while app_queue is still reloading them).  When the
+service can read Asterisk's queue_log (a file, or the realtime ``queue_log``
+table), the resync carries its lines and every gap is rebuilt from them exactly.
+
+At start the service loads today's records, restores each operator's figures from
+them, and hands every visit the database still holds open (waiting or answered) back
+to the centre: the first resync settles them with the PBX's word (exactly from
+queue_log when readable, else estimated and marked so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import structlog
 
 from acd import events as ev
+from acd import queue_log
 from acd.metrics import MetricsBook, queue_json
 from acd.state import (
     AgentChanged,
     Anomaly,
+    Call,
     CallCenter,
     CallChanged,
     Change,
     LinkStateChanged,
+    Outcome,
+    PbxRestarted,
     QueueChanged,
+    ResyncWanted,
 )
 from callcenter.config import Settings
-from callcenter.db import Store
-from callcenter.pbx.ami import AmiLink
+from callcenter.db import RowsUnwritten, Store
+from callcenter.pbx.ami import AmiError, AmiLink
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +83,12 @@ class Service:
         self.raw_listeners: dict[str, list[Callable[[dict[str, str], float], None]]] = {}
         self.events_applied = 0
         self.events_skipped = 0
+        #: Called with (seconds, rows) after every database flush that wrote (ops metrics).
+        self.flush_observers: list[Callable[[float, int], None]] = []
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
+        # rows the database refused for their own sake: (table, row, error, at), newest last
+        self.set_aside: deque[tuple[str, dict[str, Any], str, float]] = deque(maxlen=1000)
         self._tasks: list[asyncio.Task[None]] = []
         a = settings.ami
         self.link = AmiLink(
@@ -82,22 +104,34 @@ class Service:
             Anomaly: self._anomaly,
             LinkStateChanged: self._link_state,
             QueueChanged: lambda c: None,
+            PbxRestarted: self._pbx_restarted,
+            ResyncWanted: self._resync_wanted,
         }
+        #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
+        self.pbx_restarts: list[tuple[float, float | None, str]] = []
+        self._resync_task: asyncio.Task[None] | None = None
+        self._last_resync = 0.0
 
     # ---- lifecycle
 
     async def start(self, *, load_days: int = 1) -> None:
         await self.store.open()
         await self._load_recent(load_days)
+        await self._restore_open_calls()
+        # The service's tasks (and the link's, started from here) log with the PBX's name.
+        ctx = contextvars.copy_context()
+        ctx.run(structlog.contextvars.bind_contextvars, pbx=self.settings.ami.name)
         self._tasks = [
-            asyncio.create_task(self._consume(), name="consumer"),
-            asyncio.create_task(self._flush_loop(), name="db-flush"),
-            asyncio.create_task(self._tick_loop(), name="ticker"),
+            asyncio.create_task(self._consume(), name="consumer", context=ctx),
+            asyncio.create_task(self._flush_loop(), name="db-flush", context=ctx),
+            asyncio.create_task(self._tick_loop(), name="ticker", context=ctx),
         ]
-        await self.link.start()
+        await asyncio.create_task(self.link.start(), context=ctx)
 
     async def stop(self) -> None:
         await self.link.stop()
+        if self._resync_task is not None:
+            self._resync_task.cancel()
         await self.drain()
         for t in self._tasks:
             t.cancel()
@@ -113,9 +147,28 @@ class Service:
         """Today's (and recent) records from the database: figures survive restarts."""
         start = self.day_start(self.clock()) - (days - 1) * 86400
         rows = await self.store.calls_between(start, float("inf"))
+        today = self.day_start(self.clock())
         for row in rows:
             self.book.put(row)
+            if row.agent and row.interface and row.joined_at >= today and row.outcome in (
+                    "answered", "completed", "interrupted"):
+                # Per-operator figures of the day survive a restart of the service.
+                agent = self.centre._agent(row.interface, row.agent)
+                agent.answered += 1
+                if row.outcome == "completed":
+                    agent.calls_taken += 1
+                    agent.talk_s += row.talk_time or 0
         log.info("loaded call records", count=len(rows))
+
+    async def _restore_open_calls(self) -> None:
+        """Visits the database still holds open go back to the centre, to be settled by
+        the first resync (the service was not there to see how they ended)."""
+        rows = await self.store.open_calls()
+        last = await self.store.last_seen()
+        calls = [call_from_row(r) for r in rows]
+        self.centre.restore(calls, last if last is not None else self.clock())
+        if calls:
+            log.info("open calls from before the restart", count=len(calls))
 
     # ---- the AMI edge (synchronous: only enqueue)
 
@@ -142,12 +195,59 @@ class Service:
 
     async def _resync(self, link: AmiLink) -> None:
         at = self.clock()
+        self._last_resync = at
         status = await link.action({"Action": "QueueStatus"}, idempotent=True)
         channels = await link.action({"Action": "CoreShowChannels"}, idempotent=True)
         snapshot = ev.resync_from(at, _as_list(status), _as_list(channels))
+        lines = await self._read_queue_log(at)
+        if lines is not None:
+            snapshot = replace(snapshot, queue_log=tuple(lines))
         self.inbox.put_nowait((None, snapshot))
         log.info("resynchronised with the PBX", members=len(snapshot.members),
                  waiting=len(snapshot.waiting), channels=len(snapshot.channels))
+
+    async def _read_queue_log(self, at: float) -> list[queue_log.QueueLogEntry] | None:
+        """Asterisk's queue_log of the last day, when configured and readable."""
+        path = self.settings.queue_log
+        if not path:
+            return None
+        since = at - 86400
+
+        def read() -> list[queue_log.QueueLogEntry]:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                return [e for e in queue_log.parse(fh.read()) if e.at >= since]
+        try:
+            return await asyncio.to_thread(read)
+        except OSError as exc:
+            log.warning("queue_log unreadable: gaps are estimated from counters",
+                        path=path, error=exc.strerror)
+            return None
+
+    def _resync_wanted(self, c: ResyncWanted) -> None:
+        """Ask the PBX for its picture again, at most once every 2 s (one in flight), when
+        the last picture had no member at all (Asterisk still reloading them after a
+        restart).  A resync in the middle of traffic races the events that follow it, so
+        it is not asked for on every unknown name."""
+        if not self.link.up or (self._resync_task is not None
+                                and not self._resync_task.done()):
+            return
+        if any(a.memberships for a in self.centre.agents.values()):
+            return
+        delay = max(0.0, self._last_resync + 2.0 - self.clock())
+        log.info("resynchronising", why=c.why, delay_s=round(delay, 1))
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            try:
+                await self._resync(self.link)
+            except AmiError as exc:  # the link went down meanwhile: the reconnect resyncs
+                log.warning("resync failed", error=str(exc))
+        self._resync_task = asyncio.create_task(later(), name="resync")
+
+    def _pbx_restarted(self, c: PbxRestarted) -> None:
+        self.pbx_restarts.append((c.at, c.booted_at, c.what))
+        del self.pbx_restarts[:-20]
+        log.warning("PBX restarted", what=c.what, booted_at=c.booted_at)
 
     # ---- the one consumer
 
@@ -180,7 +280,7 @@ class Service:
 
     def _call_changed(self, c: CallChanged) -> None:
         self.book.put(c.call)
-        self._dirty_calls[c.call.uniqueid] = c.call.to_row()
+        self._dirty_calls[c.call.visit_id] = c.call.to_row()
 
     def _agent_changed(self, c: AgentChanged) -> None:
         self._agent_rows.append({
@@ -198,17 +298,45 @@ class Service:
     # ---- background
 
     async def flush(self) -> None:
+        """Write the changed call records and the agent-state rows.
+
+        A row the database refuses for its own sake (a value too large for its
+        column, an over-long string on PostgreSQL) is set aside with its error
+        (``set_aside``, shown as an alert on the wallboard) and the rest are
+        written; when the database itself is away, every row is kept for the next
+        flush, so nothing is lost meanwhile.
+        """
         calls, self._dirty_calls = list(self._dirty_calls.values()), {}
         agents, self._agent_rows = self._agent_rows, []
+        refused: list[tuple[str, dict[str, Any], str]] = []
+        started, rows = time.perf_counter(), len(calls) + len(agents)
         try:
-            await self.store.save_calls(calls)
-            await self.store.append_agent_states(agents)
+            refused += [("calls", r, e) for r, e in await self.store.save_calls_isolating(calls)]
+            calls = []
+            refused += [("agent_states", r, e)
+                        for r, e in await self.store.append_agent_states_isolating(agents)]
+            agents = []
+            if rows:
+                for observe in self.flush_observers:
+                    observe(time.perf_counter() - started, rows)
+        except RowsUnwritten as exc:  # the database went away part way
+            refused += [("calls" if calls else "agent_states", r, e) for r, e in exc.set_aside]
+            if calls:
+                calls = exc.rows
+            else:
+                agents = exc.rows
+            log.warning("database write interrupted; will retry", rows=len(exc.rows))
         except Exception:
             # Keep them for the next flush: nothing is lost while the database is away.
-            for row in calls:
-                self._dirty_calls.setdefault(row["uniqueid"], row)
-            self._agent_rows[:0] = agents
             log.exception("database write failed; will retry", calls=len(calls))
+        for row in calls:
+            self._dirty_calls.setdefault(row["uniqueid"], row)
+        self._agent_rows[:0] = agents
+        now = self.clock()
+        for table, row, error in refused:
+            self.set_aside.append((table, row, error, now))
+            log.error("row set aside: the database refused it", table=table, error=error,
+                      uniqueid=row.get("uniqueid", ""), agent=row.get("agent", ""))
 
     async def _flush_loop(self) -> None:
         while True:
@@ -274,9 +402,12 @@ class Service:
         trend = [{"start": b, "connection_rate": f.connection_rate,
                   "answer_rate_sl": f.answer_rate_sl, "offered": f.offered}
                  for b, f in self.book.series(now - 8 * 3600, now + 1)]
+        restart = self.pbx_restarts[-1] if self.pbx_restarts else None
         return {
             "at": now,
-            "link": {"up": self.centre.link_up, "reason": self.centre.link_reason},
+            "link": {"up": self.centre.link_up, "reason": self.centre.link_reason,
+                     "pbx_restarted_at": restart[0] if restart else None,
+                     "pbx_restart": restart[2] if restart else ""},
             "queues": queues,
             "today": queue_json(all_today),
             "last_15min": queue_json(all_15),
@@ -287,6 +418,19 @@ class Service:
             "day": datetime.fromtimestamp(today, self.settings.tz).date().isoformat(),
             "events_applied": self.events_applied,
         }
+
+
+def call_from_row(row: Any) -> Call:
+    """A stored visit record as a :class:`~acd.state.Call` again."""
+    call = Call(uniqueid=row.channel_uniqueid or row.uniqueid, queue=row.queue,
+                joined_at=row.joined_at, visit_id=row.uniqueid, visit=row.visit or 1,
+                previous=row.previous_visit or "")
+    for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path", "left_at",
+                 "answered_at", "hold_time", "agent", "interface", "ended_at", "talk_time",
+                 "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled"):
+        setattr(call, name, getattr(row, name))
+    call.outcome = Outcome(row.outcome)
+    return call
 
 
 def _as_list(answer: Any) -> list[dict[str, str]]:

@@ -328,12 +328,14 @@ class HotlineAgi:
         self.on_answer = on_answer
         self.on_no_answer = on_no_answer
         self.asks_department = asks_department
+        self.sessions = 0  # FastAGI sessions running now (ops metrics)
         self.tokens = tokens if tokens is not None else AgiTokens()
         self.on_refused = on_refused
 
     def routes(self) -> dict[str, Script]:
-        return {"hotline": self.hotline, "selfservice": self.selfservice,
-                "survey": self.survey, "returnvisit": self.returnvisit}
+        return {name: self._counted(script) for name, script in (
+            ("hotline", self.hotline), ("selfservice", self.selfservice),
+            ("survey", self.survey), ("returnvisit", self.returnvisit))}
 
     async def _may_write(self, agi: AgiChannel, script: str, key: str,
                          token: str | None = None) -> bool:
@@ -349,6 +351,16 @@ class HotlineAgi:
                                            "uniqueid": agi.uniqueid[:64],
                                            "peer": agi.headers.get("peer", "")})
         return False
+
+    def _counted(self, script: Script) -> Script:
+        """``script`` keeping :attr:`sessions` (FastAGI sessions running now) up to date."""
+        async def run(agi: AgiChannel) -> None:
+            self.sessions += 1
+            try:
+                await script(agi)
+            finally:
+                self.sessions -= 1
+        return run
 
     # hotline
 

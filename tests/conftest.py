@@ -1,29 +1,117 @@
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("HOTLINE_SHARED", ROOT.parent / "shared"))
+#: Recorded real-Asterisk traces and the bug-report cases, kept in the repository
+#: (tests/data, copied from the shared folder with their READMEs); HOTLINE_SHARED
+#: points the suite at another copy of the same layout.
+SHARED = Path(os.environ.get("HOTLINE_SHARED") or ROOT / "tests" / "data")
 TRACES = SHARED / "ami-traces"
+CASES = SHARED / "ami-cases"
 
 
 def trace_dirs() -> list[Path]:
     return sorted(p for p in TRACES.glob("*/") if (p / "trace.jsonl").exists())
 
 
+def case_dirs() -> list[Path]:
+    return sorted(p for p in CASES.glob("*/") if (p / "expected.json").exists())
+
+
+# The database pass: unset, every test runs on SQLite files; HOTLINE_TEST_DATABASE set to a
+# PostgreSQL server URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres, as
+# ./run test sets it for its second pass) runs only the tests that take a database fixture,
+# each on a new, empty PostgreSQL database created for it and dropped after (WITH FORCE, so
+# a connection a test left open cannot keep it).  The others are reported as deselected.
+TEST_DATABASE = os.environ.get("HOTLINE_TEST_DATABASE", "")
+DATABASE_FIXTURES = {"tmp_db", "sync_db"}
+_created = itertools.count(1)
+
+
+def _admin(server_url: str, *sql: str) -> None:
+    """Run statements on the PostgreSQL server's maintenance database, outside any
+    transaction (CREATE/DROP DATABASE), on a short synchronous psycopg connection."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(server_url)
+    with psycopg.connect(host=u.host or "127.0.0.1", port=u.port or 5432,
+                         user=u.username or "postgres", password=u.password,
+                         dbname=u.database or "postgres", autocommit=True) as conn:
+        for statement in sql:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if TEST_DATABASE:
+        from sqlalchemy.engine import make_url
+        shown = make_url(TEST_DATABASE).render_as_string(hide_password=True)
+        return f"database pass: PostgreSQL at {shown} (tests with a database fixture only)"
+    return "database pass: SQLite (every test)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not TEST_DATABASE:
+        return
+    keep = [i for i in items if DATABASE_FIXTURES & set(getattr(i, "fixturenames", ()))]
+    dropped = [i for i in items if i not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop any test database of this run a crashed fixture left behind."""
+    if not TEST_DATABASE:
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(TEST_DATABASE)
+    with psycopg.connect(host=u.host or "127.0.0.1", port=u.port or 5432,
+                         user=u.username or "postgres", password=u.password,
+                         dbname=u.database or "postgres", autocommit=True) as conn:
+        left = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname"
+                                           " LIKE %s", (f"hotline_t{os.getpid()}\\_%",))]
+    if left:
+        _admin(TEST_DATABASE, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in left))
+
+
 @pytest.fixture
-def tmp_db(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+def tmp_db(tmp_path: Path) -> Iterator[str]:
+    """An empty database's async URL: a SQLite file, or (HOTLINE_TEST_DATABASE) a new
+    PostgreSQL database dropped after the test."""
+    if not TEST_DATABASE:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+        return
+    from sqlalchemy.engine import make_url
+
+    name = f"hotline_t{os.getpid()}_{next(_created)}"
+    _admin(TEST_DATABASE, f'CREATE DATABASE "{name}"')
+    try:
+        yield (make_url(TEST_DATABASE).set(drivername="postgresql+asyncpg", database=name)
+               .render_as_string(hide_password=False))
+    finally:
+        _admin(TEST_DATABASE, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sync_db(tmp_db: str) -> str:
+    """The same empty database's synchronous URL (Alembic's command line, inspect())."""
+    from callcenter.db import sync_url
+    return sync_url(tmp_db)
 
 
 @pytest.fixture
 async def store(tmp_db: str) -> AsyncIterator[Any]:
-    """A migrated database on a fresh SQLite file (callcenter.db.Store), closed after."""
+    """A migrated database on a fresh ``tmp_db`` (callcenter.db.Store), closed after."""
     from callcenter.db import Store
 
     s = Store(tmp_db)

@@ -15,7 +15,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -70,7 +69,7 @@ class Rig:
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, pbx = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=3, free_per_ip=50, base_s=30))
+                   throttle=LoginThrottle(free=3, base_s=30))
     async with serving(service, app) as (server, people):
         r = Rig(service, pbx, server)
         r.people = people
@@ -116,8 +115,10 @@ async def test_login_sets_a_strict_httponly_cookie_and_returns_csrf(rig: Rig) ->
 
 async def test_wrong_password_and_unknown_user_look_the_same(rig: Rig) -> None:
     p = rig.person()
-    assert await p.login("op1", "wrong") == (401, {"error": "wrong username or password"})
-    assert await p.login("nobody", "demo") == (401, {"error": "wrong username or password"})
+    assert await p.login("op1", "wrong") == (401, {"error": "wrong username or password",
+                                                         "error_zh": "用户名或密码错误"})
+    assert await p.login("nobody", "demo") == (401, {"error": "wrong username or password",
+                                                         "error_zh": "用户名或密码错误"})
     assert (await p.call("GET", "/api/me"))[0] == 401
 
 
@@ -126,16 +127,31 @@ async def test_repeated_failed_logins_are_slowed_and_audited(rig: Rig) -> None:
     for _ in range(4):  # three free failures, then each one costs a wait
         assert (await p.login("op2", "guess"))[0] == 401
     status, body = await p.login("op2", "demo")  # even the right password must wait
-    assert status == 429 and body["retry_after"] >= 1
-    assert (await p.login("op3", "demo"))[0] == 200  # other accounts are not locked out
+    assert status == 429 and body["retry_after"] >= 1 and "秒后再试" in body["error_zh"]
+    assert (await p.login("op3", "demo"))[0] == 200  # other accounts on the address are not
     async with rig.service.store.sessions() as s:
-        rows = list(await s.scalars(select(AuditRow).where(AuditRow.action == "login_failed")))
-    assert [r.actor for r in rows] == ["op2"] * 4
-    assert rows[-1].data["failures"] == 4
+        rows = list(await s.scalars(select(AuditRow).where(AuditRow.action.in_(
+            ("login_failed", "login_throttled"))).order_by(AuditRow.id)))
+    assert [(r.actor, r.action) for r in rows] == [("op2", "login_failed")] * 4 + [
+        ("op2", "login_throttled")]
+    assert rows[3].data["failures"] == 4
 
 
-def test_login_throttle_waits_grow_then_expire() -> None:
-    th = LoginThrottle(free=3, free_per_ip=5, window_s=900, base_s=2, max_s=60)
+async def test_failed_logins_become_an_alert_supervisors_see(rig: Rig) -> None:
+    sup = await rig.as_user("sup1")
+    p = rig.person()
+    for _ in range(4):
+        assert (await p.login("op4", "guess"))[0] == 401
+    rig.service.clock = lambda: time.time() + 31  # past the throttle's wait (30 s)
+    assert (await p.login("op4", "guess"))[0] == 401
+    status, live = await sup.call("GET", "/api/live")
+    assert status == 200
+    alert = live["data"]["alerts"]["login_failures:op4"]
+    assert alert["detail"] == {"count": 5, "addresses": 1} and alert["severity"] == "warning"
+
+
+def test_login_throttle_waits_grow_per_account_and_address_and_never_lock() -> None:
+    th = LoginThrottle(free=3, window_s=900, base_s=2, max_s=60, alert_after=5)
     for t in (100, 101, 102):
         th.failed("op1", "10.0.0.1", t)
     assert th.retry_after("op1", "10.0.0.1", 102) == 0  # three free failures
@@ -143,16 +159,27 @@ def test_login_throttle_waits_grow_then_expire() -> None:
     assert th.retry_after("op1", "10.0.0.1", 104) == 1  # 2 s after the 4th failure
     th.failed("op1", "10.0.0.1", 105)
     assert th.retry_after("op1", "10.0.0.1", 105) == 4  # then 4 s, 8 s, ...
-    assert th.retry_after("op2", "10.0.0.2", 105) == 0  # other accounts, other addresses
-    assert th.retry_after("op2", "10.0.0.1", 105) == 0  # 5 from this address are free
-    th.failed("op3", "10.0.0.1", 106)
-    assert th.retry_after("op2", "10.0.0.1", 106) == 2  # the address is slowed too
-    for t in range(107, 120):
-        th.failed("op1", "10.0.0.9", t)
-    assert th.retry_after("op1", "10.0.0.9", 119) == 60  # capped
-    assert th.retry_after("op1", "10.0.0.9", 119 + 900) == 0  # the window forgets
-    th.succeeded("op1")
-    assert th.retry_after("op1", "10.0.0.3", 120) == 0
+    # an outsider hammering op1 from elsewhere slows only themselves
+    for t in range(106, 200):
+        th.failed("op1", "203.0.113.9", t)
+    assert th.retry_after("op1", "203.0.113.9", 200) == 59  # capped at 60 s, not locked
+    assert th.retry_after("op1", "10.0.0.7", 200) == 0  # op1 at another desk signs in
+    # a centre floor behind one NAT address: one operator's typos slow nobody else
+    assert th.retry_after("op2", "10.0.0.1", 200) == 0
+    assert th.repeated(200)[0][:3] == ("op1", 99, 2)  # the supervisors' alert
+    assert th.retry_after("op1", "203.0.113.9", 200 + 900) == 0  # the window forgets
+    assert th.repeated(200 + 900) == []
+    th.succeeded("op1", "10.0.0.1")
+    assert th.retry_after("op1", "10.0.0.1", 200) == 0
+
+
+def test_login_throttle_memory_is_bounded() -> None:
+    th = LoginThrottle(max_keys=100)
+    for n in range(1000):
+        th.failed(f"name{n}", "198.51.100.1", 100 + n)
+    assert len(th._by_pair) == 100
+    assert th.retry_after("name999", "198.51.100.1", 1100) == 0  # the newest are kept
+    assert th.failed("name999", "198.51.100.1", 1100) == 2
 
 
 async def test_logout_ends_the_session(rig: Rig) -> None:
@@ -196,13 +223,14 @@ async def test_without_a_session_the_api_answers_401(rig: Rig) -> None:
     for method, path in [("GET", "/api/metrics"), ("GET", "/api/live"), ("GET", "/api/drafts"),
                          ("POST", "/api/agent/ready"), ("POST", "/api/logout")]:
         status, body = await p.call(method, path)
-        assert status == 401 and body == {"error": "sign in first"}, path
+        assert status == 401 and body == {"error": "sign in first", "error_zh": "请先登录"}, path
 
 
 async def test_wrong_role_is_refused(rig: Rig) -> None:
     op = await rig.as_user("op1")
     sup = await rig.as_user("sup1")
-    assert await op.call("GET", "/api/metrics") == (403, {"error": "your role may not do this"})
+    assert await op.call("GET", "/api/metrics") == (403, {"error": "your role may not do this",
+                                                                "error_zh": "您的角色无权执行此操作"})
     status, _ = await op.call("POST", "/api/supervisor/agents/agent1002/ready", {"reason": "x"})
     assert status == 403
     assert (await sup.call("POST", "/api/agent/ready"))[0] == 403
@@ -260,13 +288,14 @@ async def test_bad_json_is_answered_with_json_errors(rig: Rig) -> None:
 
 async def test_unknown_routes_and_ids_are_json_404(rig: Rig) -> None:
     p = await rig.as_user("op1")
-    assert await p.call("GET", "/api/nothing-here") == (404, {"error": "no such API route"})
+    assert await p.call("GET", "/api/nothing-here") == (404, {"error": "no such API route",
+                                                                     "error_zh": "未找到"})
     assert (await p.call("GET", "/api/drafts/abc"))[0] == 404
     assert (await p.call("GET", "/api/drafts/99999999999999999999999"))[0] == 404
     assert (await p.call("GET", "/api/drafts/12345"))[0] == 404
     assert (await p.call("GET", "/api/calls/nope/history"))[0] == 404
     status, body = await p.call("DELETE", "/api/drafts/1")
-    assert status == 405 and body == {"error": "method not allowed"}
+    assert status == 405 and body == {"error": "method not allowed", "error_zh": "不支持此方法"}
 
 
 async def test_draft_text_size_is_limited(rig: Rig) -> None:
@@ -329,9 +358,28 @@ async def test_pbx_refusals_and_a_down_link_are_reported(rig: Rig) -> None:
     rig.pbx.refuse["QueueAdd"] = "Unable to add interface to queue: Not there"
     status, body = await p.call("POST", "/api/agent/signin")
     assert status == 502 and "Not there" in body["error"]
+    assert body["code"] == "pbx.not_member" and body["action"] == "QueueAdd"
+    # The demo's old fault: a queue the PBX does not have; the console explains it.
+    rig.pbx.refuse["QueueAdd"] = "Unable to add interface to queue: No such queue"
+    status, body = await p.call("POST", "/api/agent/signin")
+    assert (status, body["code"]) == (502, "pbx.no_queue") and body["queue"] in ("hotline",
+                                                                                 "hotline-en")
+    rig.pbx.refuse["QueueAdd"] = "Something new"
+    status, body = await p.call("POST", "/api/agent/signin")
+    assert (body["code"], body["pbx_message"]) == ("pbx.refused", "Something new")
     rig.pbx.link_up = False
     status, body = await p.call("POST", "/api/agent/signin")
-    assert status == 503 and "link is down" in body["error"]
+    assert status == 503 and "link is down" in body["error"] and body["code"] == "pbx.down"
+
+
+def test_every_pbx_error_code_is_explained_in_both_languages() -> None:
+    from agent_console.session import PBX_REFUSALS
+
+    js = (STATIC / "i18n.js").read_text(encoding="utf-8")
+    zh, en = js.split('"en": {')
+    codes = {code for _, code in PBX_REFUSALS} | {"pbx.down", "pbx.timeout", "pbx.refused"}
+    for code in codes:
+        assert f'"apierr.{code}":' in zh and f'"apierr.{code}":' in en, code
 
 
 async def test_hangup_and_transfer_act_on_the_operators_own_call(rig: Rig) -> None:
@@ -440,7 +488,8 @@ async def test_draft_on_answer_then_work_order(rig: Rig) -> None:
         drafts = list(await s.scalars(select(DraftRow)))
     assert [o.text for o in orders] == ["路灯不亮 <script>alert(1)</script>", "另一件"]
     assert {d.status for d in drafts} == {"submitted"}
-    assert (await op2.call("GET", f"/api/work-orders/{order['id']}"))[0] == 404
+    # the centre is one unit (the rule of /api/orders/{id}, agent_console.permissions)
+    assert (await op2.call("GET", f"/api/work-orders/{order['id']}"))[0] == 200
     assert (await op1.call("GET", f"/api/work-orders/{order['id']}"))[0] == 200
 
 
@@ -727,9 +776,9 @@ def test_every_ui_string_exists_in_both_languages() -> None:
 # --------------------------------------------------------------------------- users CLI
 
 
-def test_users_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_users_command_line(tmp_db: str, monkeypatch: pytest.MonkeyPatch,
                             capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'users.db'}"
+    url = tmp_db
     monkeypatch.setenv("HOTLINE_DATABASE_URL", url)
     parser = argparse.ArgumentParser(prog="callcenter users")
     add_arguments(parser)
@@ -818,3 +867,17 @@ async def test_an_operator_hears_the_recordings_of_their_own_calls_only(rig: Rig
     assert await play(op1, mine) == 200
     assert await play(op1, theirs) == 403
     assert await play(await rig.as_user("sup1"), theirs) == 200
+
+
+def test_every_ivr_category_code_has_a_label_in_both_languages() -> None:
+    from callcenter.pbx.traffic import CATEGORIES
+    from ivr.menus import load_config as load_ivr_config
+
+    js = (STATIC / "i18n.js").read_text(encoding="utf-8")
+    zh, en = js.split('"en": {')
+    ivr = load_ivr_config()
+    codes = {h.category for h in ivr.hotlines.values()} | {c for c, _ in CATEGORIES}
+    codes |= {o.category for m in ivr.menus.values() for o in m.options.values() if o.category}
+    assert len(codes) > 10
+    for code in codes:
+        assert f'"cat.{code}":' in zh and f'"cat.{code}":' in en, code

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -382,8 +381,8 @@ async def test_an_order_completed_again_after_a_reopen_gets_a_new_visit(rig: Rig
     assert row["status"] == "waiting" and row["attempts"] == 1
 
 
-def test_migration_0004_downgrades_and_upgrades_again(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'migrate.db'}"
+def test_migration_0004_downgrades_and_upgrades_again(sync_db: str) -> None:
+    url = sync_db
     cfg = alembic_config(url)
     command.upgrade(cfg, "head")
     assert {"outbound_calls", "call_surveys"} <= set(

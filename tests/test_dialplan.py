@@ -139,7 +139,7 @@ def test_every_hotline_number_reaches_the_ivr_with_the_ivrs_category() -> None:
 
 
 def test_the_inbound_ivr_gets_the_token_and_the_channel_variables() -> None:
-    [(exten, apps)] = DIALPLAN.contexts["inbound-ivr"]
+    [(_exten, apps)] = DIALPLAN.contexts["inbound-ivr"]
     text = "\n".join(apps)
     assert "Set(AGI_TOKEN=${SHA1(${HOTLINE_AGI_SECRET}${UNIQUEID})})" in text
     assert text.index("AGI_TOKEN") < text.index("AGI(${HOTLINE_AGI})")
@@ -148,5 +148,5 @@ def test_the_inbound_ivr_gets_the_token_and_the_channel_variables() -> None:
 def test_callers_wait_with_music() -> None:
     queues = (ASTERISK / "queues.conf").read_text(encoding="utf-8")
     moh = (ASTERISK / "musiconhold.conf").read_text(encoding="utf-8")
-    [cls] = re.findall(r"^musicclass\s*=\s*(\S+)", queues, re.M)
-    assert f"[{cls}]" in moh and re.search(r"^mode\s*=\s*files", moh, re.M)
+    [cls] = re.findall(r"^musicclass\s*=\s*(\S+)", queues, re.MULTILINE)
+    assert f"[{cls}]" in moh and re.search(r"^mode\s*=\s*files", moh, re.MULTILINE)

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("acd", "callcenter", "agent_console", "ivr", "recordings")
 # The entry points: they build everything, so they may import any wing.
 ENTRY_POINTS = {"callcenter.cli", "callcenter.demo", "callcenter.demo_orders",
-                "callcenter.bench", "callcenter.telephony", "callcenter.migrations.env"}
+                "callcenter.bench", "callcenter.telephony", "callcenter.migrations.env",
+                "callcenter.desk_cli", "callcenter.bench_search"}
 
 
 def module_name(path: Path) -> str:
@@ -92,6 +93,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
                        "recordings.store"),  # the simulator writes MixMonitor WAVs with it
     "callcenter.orders": ("callcenter.db", "callcenter.config"),
     "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami"),
+    "callcenter.ops": ("callcenter.service",),
     "recordings": ("acd", "callcenter.config", "callcenter.db", "callcenter.runtime",
                    "callcenter.pbx.ami", "callcenter.orders"),
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",

@@ -35,9 +35,9 @@ async def _order_for(db: str, uniqueid: str) -> None:
 
 
 def test_retention_reports_then_applies_and_keeps_open_orders(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, tmp_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "rec"
-    db = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
+    db = tmp_db
     for uid, day in ((OLD, "2020-01-01"), (HELD, "2020-01-01"), (NEW, "2026-11-23")):
         write_wav(root / day / f"{uid}.wav", 1)
     asyncio.run(_order_for(db, HELD))

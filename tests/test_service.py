@@ -8,8 +8,6 @@ import json
 import random
 from pathlib import Path
 
-import pytest
-
 from acd.metrics import by_queue
 from acd.state import QueueConfig
 from callcenter.config import load
@@ -21,7 +19,7 @@ from tests.fakeami import FakeAmi, frame, reply
 from tests.pbx.test_replay import truth
 
 TRACE_DIRS = trace_dirs()
-pytestmark = pytest.mark.skipif(not TRACE_DIRS, reason="no traces in ../shared/ami-traces")
+
 
 
 def list_answer(action: dict[str, str], complete: str) -> list[bytes]:
@@ -165,3 +163,43 @@ async def test_link_down_is_visible_and_states_are_audited(tmp_db: str) -> None:
     finally:
         await service.stop()
         await fake.close()
+
+
+def test_migration_0005_keeps_rows_and_adds_visits(sync_db: str) -> None:
+    """Existing call rows become first visits of their channel; a downgrade drops
+    later visits only; an upgrade again restores the columns."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, text
+
+    from callcenter.db import alembic_config
+
+    url = sync_db
+    cfg = alembic_config(url)
+    before = ScriptDirectory.from_config(cfg).get_revision("0005").down_revision
+    assert isinstance(before, str)
+    command.upgrade(cfg, before)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO calls (uniqueid, queue, joined_at, outcome, caller_num, caller_name, "
+            "hotline, category, ivr_path, agent, interface, wrap_s, rings, ring_no_answer, "
+            "estimated) VALUES ('1700000000.1', 'hotline', 1700000000, 'completed', '', '', "
+            "'', '', '', '', '', 0, 0, 0, false)"))
+    command.upgrade(cfg, "head")
+    with engine.begin() as conn:
+        row = conn.execute(text("SELECT channel_uniqueid, visit, previous_visit FROM calls"
+                                )).one()
+        assert tuple(row) == ("1700000000.1", 1, "")
+        conn.execute(text(
+            "INSERT INTO calls (uniqueid, queue, joined_at, outcome, caller_num, caller_name, "
+            "hotline, category, ivr_path, agent, interface, wrap_s, rings, ring_no_answer, "
+            "estimated, channel_uniqueid, visit, previous_visit, end_reason, settled) VALUES "
+            "('1700000000.1#2', 'hotline-en', 1700000030, 'completed', '', '', '', '', '', '', "
+            "'', 0, 0, 0, false, '1700000000.1', 2, '1700000000.1', '', '')"))
+    command.downgrade(cfg, before)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT uniqueid FROM calls")).scalars().all() == [
+            "1700000000.1"]
+    command.upgrade(cfg, "head")
+    engine.dispose()

@@ -3,7 +3,7 @@
 // only when the PBX's events say so: buttons send an AMI action and wait.
 
 import {api, ApiFailure, byId, clockTime, dateTime, el, Live, setCsrf, setText} from "/static/common.js";
-import {applyI18n, duration, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, duration, errorText, ivrLabel, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
 let config = null;
@@ -144,8 +144,8 @@ function renderCall() {
   setText("pop-caller", shown.caller_num || "—");
   setText("pop-name", shown.caller_name || "—");
   setText("pop-hotline", shown.hotline || "—");
-  setText("pop-ivr", shown.ivr_path || "—");
-  setText("pop-category", shown.category || "—");
+  setText("pop-ivr", ivrLabel(shown.ivr_path) || "—");
+  setText("pop-category", categoryLabel(shown.category) || "—");
   setText("pop-queue", shown.queue_title || shown.queue);
   byId("call-actions").hidden = !connected;
   byId("btn-hangup").disabled = !connected;
@@ -231,7 +231,7 @@ async function agentAction(kind, body = {}) {
     await api("POST", "/api/agent/" + kind, body);
   } catch (e) {
     pending = null;
-    setMessage("agent-message", t("error.generic", {e: e.message}), "error");
+    setMessage("agent-message", errorText(e), "error");
     renderAgent();
   }
 }
@@ -267,7 +267,7 @@ async function hangup() {
     await api("POST", "/api/call/hangup", {uniqueid: view.call.uniqueid});
     setMessage("call-message", "");
   } catch (e) {
-    setMessage("call-message", t("error.generic", {e: e.message}), "error");
+    setMessage("call-message", errorText(e), "error");
   }
 }
 
@@ -302,7 +302,7 @@ async function transfer(ev) {
     await api("POST", "/api/call/transfer", {uniqueid: view.call.uniqueid, kind, target: rest.join(":")});
     setMessage("call-message", "");
   } catch (e) {
-    setMessage("call-message", t("error.generic", {e: e.message}), "error");
+    setMessage("call-message", errorText(e), "error");
   }
 }
 
@@ -434,7 +434,7 @@ function maybeOpenDraftForCall() {
   if ((draft && draft.call_uniqueid === call.uniqueid) || openingFor === call.uniqueid) return;
   openingFor = call.uniqueid;
   openDraft(call.uniqueid)
-    .catch((e) => setMessage("draft-message", t("error.generic", {e: e.message}), "error"))
+    .catch((e) => setMessage("draft-message", errorText(e), "error"))
     .finally(() => { openingFor = null; });
 }
 
@@ -445,7 +445,7 @@ async function focusForm() {
     try {
       await openDraft(call ? call.uniqueid : null);
     } catch (e) {
-      setMessage("draft-message", t("error.generic", {e: e.message}), "error");
+      setMessage("draft-message", errorText(e), "error");
       return;
     }
   }
@@ -468,7 +468,7 @@ async function submitDraft() {
     m.dataset.number = order.number;
     renderOtherDrafts();
   } catch (e) {
-    setMessage("draft-message", t("error.generic", {e: e.message}), "error");
+    setMessage("draft-message", errorText(e), "error");
   }
 }
 

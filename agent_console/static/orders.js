@@ -5,7 +5,9 @@
 // ever set with textContent (see common.js el()).
 
 import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
-import {applyI18n, currentLang, onLangChange, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
+import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind}
+  from "/static/order_find.js";
 
 const STRINGS = {
   "zh-CN": {
@@ -109,8 +111,10 @@ function applyOwn() {
 const STATES = ["accepted", "dispatched", "in_progress", "returned", "replied", "completed",
   "return_visit", "evaluated", "resolved_on_call"];
 const HANDLER_STEPS = ["accept_handling", "return", "reply", "co_reply", "complete"];
-const CENTRE_STEPS = ["dispatch", "redispatch", "add_co_handler", "accept_return", "refuse_return",
+const CENTRE_STEPS = ["dispatch", "redispatch", "add_co_handler",
   "reject_completion", "start_return_visit", "visit_unreachable", "resolve_on_call"];
+// The server's table (agent_console/permissions.py STEPS): supervisors review returns.
+const SUPERVISOR_STEPS = ["accept_return", "refuse_return", "supervise"];
 const STEP_FIELDS = {
   dispatch: ["department"], redispatch: ["department", "reason"],
   add_co_handler: ["department", "reason"], accept_return: ["department", "reason"],
@@ -138,7 +142,7 @@ function when(iso) {
 function allowedSteps() {
   if (me.role === "handler") return HANDLER_STEPS;
   const steps = [...CENTRE_STEPS];
-  if (me.role === "supervisor" || me.role === "admin") steps.push("supervise");
+  if (me.role === "supervisor" || me.role === "admin") steps.push(...SUPERVISOR_STEPS);
   return steps;
 }
 
@@ -156,7 +160,6 @@ async function boot() {
   });
   const select = byId("state-filter");
   for (const s of STATES) select.append(el("option", {text: tr("state." + s), attrs: {value: s}}));
-  select.addEventListener("change", () => { pageNo = 1; loadList(); });
   byId("prev").addEventListener("click", () => { if (pageNo > 1) { pageNo -= 1; loadList(); } });
   byId("next").addEventListener("click", () => { pageNo += 1; loadList(); });
   const central = me.role !== "handler";
@@ -165,37 +168,43 @@ async function boot() {
   for (const b of document.querySelectorAll("[data-tab]")) {
     b.addEventListener("click", () => showTab(b.dataset.tab));
   }
-  onLangChange(() => { applyOwn(); relabelStates(); if (lastList) renderList(lastList); if (chosen) openOrder(chosen); if (tab === "board") loadBoard(); });
+  onLangChange(() => { applyOwn(); relabelStates(); labelFilters(departments); if (lastList) renderList(lastList); if (chosen) openOrder(chosen); if (tab === "board") loadBoard(); });
   try { departments = (await api("GET", "/api/departments")).departments; } catch { departments = []; }
-  showTab("orders");
+  const first = setupFind({me, departments, reload: (p) => { pageNo = p; return loadList(); },
+    open: (id, note) => openOrder(id, note)});
+  showTab("orders", first.page);
+  if (first.open) openOrder(first.open);
 }
 
 function relabelStates() {
   for (const o of byId("state-filter").options) if (o.value) o.textContent = tr("state." + o.value);
 }
 
-function showTab(name) {
+function showTab(name, page = 1) {
   tab = name;
   for (const b of document.querySelectorAll("[data-tab]")) b.classList.toggle("active", b.dataset.tab === name);
   byId("board").hidden = name !== "board";
   byId("list-panel").hidden = name === "board";
   byId("detail").hidden = name === "board" || !chosen;
   if (name === "board") { loadBoard(); return; }
-  byId("state-filter").value = name === "returns" ? "returned" : "";
+  if (name === "returns") byId("state-filter").value = "returned";
+  else if (byId("state-filter").disabled) byId("state-filter").value = "";
   byId("state-filter").disabled = name === "returns";
-  pageNo = 1;
+  pageNo = page;
   loadList();
 }
 
 async function loadList() {
-  const q = new URLSearchParams({page: String(pageNo), per_page: "20"});
-  const state = byId("state-filter").value;
-  if (state) q.set("state", state);
+  const q = currentParams();
+  q.set("page", String(pageNo));
+  q.set("per_page", "20");
+  saveUrl(pageNo, chosen);
+  markSort();
   try {
     lastList = await api("GET", "/api/orders?" + q);
     renderList(lastList);
   } catch (e) {
-    byId("orders").replaceChildren(el("tr", {}, el("td", {text: e.message, attrs: {colspan: 6}})));
+    byId("orders").replaceChildren(el("tr", {}, el("td", {text: e.message, attrs: {colspan: 7}})));
   }
 }
 
@@ -205,10 +214,13 @@ function renderList(doc) {
   for (const o of doc.orders) {
     const late = o.overdue.length > 0;
     const row = el("tr", {data: {id: o.id}},
-      el("td", {text: o.number}),
+      el("td", {}, orderLink(o.id, o.number, (id) => openOrder(id)),
+        o.confidential ? el("span", {cls: "muted", text: " " + t("find.confidential_mark")}) : null,
+        o.merged_into ? el("span", {cls: "muted", text: " " + t("merge.mark")}) : null),
       el("td", {text: tr("state." + o.state)}),
       el("td", {text: o.category}),
-      el("td", {cls: "text", text: o.text}),
+      el("td", {cls: "text", text: o.text, attrs: {title: o.text}}),
+      el("td", {text: channelName(o.channel)}),
       el("td", {text: deptName(o.lead_department)}),
       el("td", {cls: late ? "overdue" : "", text: when(o.handling_due)}));
     if (o.id === chosen) row.classList.add("chosen");
@@ -216,14 +228,15 @@ function renderList(doc) {
     body.append(row);
   }
   const pages = Math.max(1, Math.ceil(doc.total / doc.per_page));
-  setText("page", tr("page.of", {p: `${doc.page}/${pages}`, n: doc.total}));
-  setText("list-count", "");
+  setText("page", tr("page.of", {p: `${doc.page}/${pages}`, n: doc.total_capped ? doc.total + "+" : doc.total}));
+  setText("list-count", t(doc.total_capped ? "find.count_capped" : "find.count", {n: doc.total}));
   byId("prev").disabled = doc.page <= 1;
   byId("next").disabled = doc.page >= pages;
 }
 
-async function openOrder(id) {
+async function openOrder(id, note) {
   chosen = id;
+  saveUrl(pageNo, id);
   for (const tr of byId("orders").children) tr.classList.toggle("chosen", tr.dataset.id === id);
   let doc;
   try { doc = await api("GET", `/api/orders/${encodeURIComponent(id)}`); } catch (e) {
@@ -231,6 +244,8 @@ async function openOrder(id) {
     return;
   }
   renderDetail(doc);
+  if (note) { const m = byId("action-message"); m.className = "message ok"; m.textContent = note; }
+  renderMerge(doc, {me, open: (oid, n) => openOrder(oid, n), reload: loadList});
 }
 
 function renderDetail(doc) {
@@ -249,6 +264,7 @@ function renderDetail(doc) {
   add("col.category", o.category);
   add("col.text", o.text);
   add("field.location", o.location);
+  if (o.channel) fields.append(el("dt", {text: t("find.channel")}), el("dd", {text: channelName(o.channel)}));
   add("field.accepted", when(o.accepted_at));
   add("field.due", when(o.handling_due));
   add("field.lead", o.lead_department ? deptName(o.lead_department) : "");

@@ -3,9 +3,8 @@
 // whisper / barge on a live call) need a reason and are audited by the server.
 
 import {api, byId, clockTime, el, Live, pct, setCsrf, setText} from "/static/common.js";
-import {applyI18n, duration, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, currentLang, duration, errorText, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 let live = null;
 let view = null;
 let dialogAgent = null;
@@ -59,18 +58,31 @@ function render() {
 
 // --------------------------------------------------------------------------- queues
 
-function figureRow(period, label, f) {
-  f = f || {offered: 0, answered: 0, abandoned: 0, connection_rate: 0, answer_rate_sl: 0};
+// A rate of nothing is not 0.00 %: when no call was offered the cell says "0 calls".
+function rateCell(f, key, colours) {
+  const none = !f.offered;
+  const colour = none ? "none" : (colours && colours[key]) || "green";
+  const text = none ? t("wall.no_calls") : key.endsWith("_s") ? secs(f[key]) : pct(f[key]);
+  return el("td", {cls: `rate c-${colour}`, text, data: {figure: key, colour}});
+}
+
+function secs(v) { return (typeof v === "number" ? v : 0).toFixed(1) + "s"; }
+
+function figureRow(period, label, f, colours) {
+  f = f || {offered: 0, answered: 0, abandoned: 0};
   return el("tr", {data: {period}},
     el("td", {text: label}),
     el("td", {text: f.offered, data: {figure: "offered"}}),
     el("td", {text: f.answered, data: {figure: "answered"}}),
     el("td", {text: f.abandoned, data: {figure: "abandoned"}}),
-    el("td", {cls: "rate", text: pct(f.connection_rate), data: {figure: "connection_rate"}}),
-    el("td", {cls: "rate", text: pct(f.answer_rate_sl), data: {figure: "answer_rate_sl"}}));
+    rateCell(f, "connection_rate", colours),
+    rateCell(f, "answer_rate_sl", colours),
+    rateCell(f, "abandon_rate", colours),
+    rateCell(f, "asa_s", colours),
+    rateCell(f, "aht_s", colours));
 }
 
-function queueCard(key, title, sub, waiting, oldest, today, last15) {
+function queueCard(key, title, sub, waiting, oldest, today, last15, colours) {
   const card = el("article", {cls: "panel qcard", data: {queue: key}},
     el("h2", {}, el("span", {text: title}), el("span", {cls: "muted", text: sub})),
     el("div", {cls: "big"},
@@ -84,8 +96,10 @@ function queueCard(key, title, sub, waiting, oldest, today, last15) {
       el("thead", {}, el("tr", {},
         el("th", {text: ""}), el("th", {text: t("wall.offered")}), el("th", {text: t("wall.answered")}),
         el("th", {text: t("wall.abandoned")}), el("th", {text: t("wall.connection_rate")}),
-        el("th", {text: t("wall.answer_rate_sl")}))),
-      el("tbody", {}, figureRow("today", t("wall.today"), today), figureRow("last_15min", t("wall.last15"), last15))));
+        el("th", {text: t("wall.answer_rate_sl")}), el("th", {text: t("wall.abandon_rate")}),
+        el("th", {text: t("wall.asa")}), el("th", {text: t("wall.aht")}))),
+      el("tbody", {}, figureRow("today", t("wall.today"), today, colours && colours.today),
+        figureRow("last_15min", t("wall.last15"), last15, colours && colours.last_15min))));
   return card;
 }
 
@@ -96,66 +110,61 @@ function renderQueues() {
   const waiting = queues.reduce((n, q) => n + q.waiting, 0);
   const oldest = queues.map((q) => q.oldest_joined_at).filter((x) => x !== null);
   cards.push(queueCard("__all__", t("wall.all_queues"), "", waiting,
-    oldest.length ? Math.min(...oldest) : null, view.today, view.last_15min));
+    oldest.length ? Math.min(...oldest) : null, view.today, view.last_15min, view.colours));
   for (const q of queues) {
     cards.push(queueCard(q.queue, q.title, t("wall.logged_in", {n: q.agents_logged_in}),
-      q.waiting, q.oldest_joined_at, q.today, q.last_15min));
+      q.waiting, q.oldest_joined_at, q.today, q.last_15min, {today: q.colours}));
   }
   box.replaceChildren(...cards);
 }
 
 // --------------------------------------------------------------------------- trend
 
-function svg(tag, attrs = {}, text) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-  if (text !== undefined) e.textContent = String(text);
-  return e;
+let trendChart = null;
+
+function cssVar(name, fallback) {
+  return getComputedStyle(document.body).getPropertyValue(name).trim() || fallback;
 }
 
+// The trend, drawn by Apache ECharts (vendored under /static/vendor/echarts/).
 function renderTrend() {
-  const W = 640, H = 240, L = 40, R = 12, T = 26, B = 26;
+  const box = byId("trend");
+  if (!window.echarts) return;
+  if (!trendChart) {
+    trendChart = window.echarts.init(box, null, {renderer: "canvas", locale: currentLang() === "en" ? "EN" : "ZH"});
+    window.addEventListener("resize", () => trendChart.resize());
+  }
   const pts = view.trend || [];
-  const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": t("wall.trend")});
-  const x = (i) => L + (pts.length <= 1 ? 0 : (i * (W - L - R)) / (pts.length - 1));
-  const y = (v) => T + (1 - v / 100) * (H - T - B);
-  for (const v of [0, 50, 100]) {
-    root.append(svg("line", {class: "axis", x1: L, x2: W - R, y1: y(v), y2: y(v)}));
-    root.append(svg("text", {class: "tick", x: L - 6, y: y(v) + 4, "text-anchor": "end"}, v + "%"));
-  }
-  const maxOffered = Math.max(1, ...pts.map((p) => p.offered));
-  const barW = Math.max(2, (W - L - R) / Math.max(1, pts.length) - 3);
-  pts.forEach((p, i) => {
-    if (p.offered) {
-      const h = (p.offered / maxOffered) * (H - T - B) * 0.4;
-      root.append(svg("rect", {class: "bar", x: x(i) - barW / 2, y: H - B - h, width: barW, height: h}));
-    }
-    const start = new Date(p.start * 1000);
-    if (start.getMinutes() === 0 && start.getHours() % 2 === 0) {
-      root.append(svg("text", {class: "tick", x: x(i), y: H - 8, "text-anchor": "middle"},
-        String(start.getHours()).padStart(2, "0") + ":00"));
-    }
+  const labels = pts.map((p) => {
+    const d = new Date(p.start * 1000);
+    return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
   });
-  for (const [key, cls] of [["connection_rate", "line-cr"], ["answer_rate_sl", "line-sl"]]) {
-    let d = "";
-    let pen = false;
-    pts.forEach((p, i) => {
-      if (!p.offered) { pen = false; return; }
-      d += (pen ? "L" : "M") + x(i).toFixed(1) + " " + y(p[key]).toFixed(1) + " ";
-      pen = true;
-    });
-    if (d) root.append(svg("path", {class: cls, d}));
-    pts.forEach((p, i) => {
-      if (p.offered) root.append(svg("circle", {class: cls.replace("line", "dot"), cx: x(i), cy: y(p[key]), r: 3}));
-    });
-  }
-  const legend = svg("g", {class: "legend"});
-  legend.append(svg("rect", {class: "cr", x: L, y: 6, width: 14, height: 4}));
-  legend.append(svg("text", {class: "tick", x: L + 20, y: 12}, t("wall.connection_rate")));
-  legend.append(svg("rect", {class: "sl", x: L + 150, y: 6, width: 14, height: 4}));
-  legend.append(svg("text", {class: "tick", x: L + 170, y: 12}, t("wall.answer_rate_sl")));
-  root.append(legend);
-  byId("trend").replaceChildren(root);
+  const fg = cssVar("--fg", "#e6edf3"), muted = cssVar("--muted", "#8b98a5");
+  const accent = cssVar("--accent", "#4ea1ff"), ok = cssVar("--ok", "#3fb950");
+  const line = (key, name, color, dashed) => ({
+    name, type: "line", yAxisIndex: 0, connectNulls: false, symbolSize: 5,
+    lineStyle: {width: 2.5, type: dashed ? "dashed" : "solid", color}, itemStyle: {color},
+    data: pts.map((p) => (p.offered ? p[key] : null)),
+  });
+  trendChart.setOption({
+    animation: false,
+    textStyle: {color: fg},
+    grid: {left: 44, right: 40, top: 34, bottom: 26},
+    tooltip: {trigger: "axis", renderMode: "richText"},
+    legend: {top: 0, textStyle: {color: fg}},
+    xAxis: {type: "category", data: labels, axisLabel: {color: muted, interval: 7}},
+    yAxis: [
+      {type: "value", min: 0, max: 100, axisLabel: {color: muted, formatter: "{value}%"},
+       splitLine: {lineStyle: {color: cssVar("--line", "#30363d")}}},
+      {type: "value", minInterval: 1, axisLabel: {color: muted}, splitLine: {show: false}},
+    ],
+    series: [
+      {name: t("wall.offered"), type: "bar", yAxisIndex: 1, barMaxWidth: 10,
+       itemStyle: {color: "rgba(139,152,165,0.35)"}, data: pts.map((p) => p.offered)},
+      line("connection_rate", t("wall.connection_rate"), accent, false),
+      line("answer_rate_sl", t("wall.answer_rate_sl"), ok, true),
+    ],
+  }, true);
 }
 
 // --------------------------------------------------------------------------- agents
@@ -181,6 +190,10 @@ function renderAgents() {
   }
   box.replaceChildren(...tiles);
   setText("agent-count", `(${agents.filter((a) => a.state !== "logged_out").length}/${agents.length})`);
+  const counts = view.agent_counts || {};
+  byId("agent-states").replaceChildren(...["ready", "ringing", "on_call", "wrap_up", "paused", "logged_out"].map(
+    (st) => el("span", {cls: `count st-${st}`, data: {state: st}},
+      el("span", {cls: "label", text: stateLabel(st)}), el("b", {text: counts[st] ?? 0}))));
 }
 
 function openAgent(name) {
@@ -205,7 +218,7 @@ async function supervise(kind) {
     byId("agent-dialog").close();
   } catch (e) {
     msg.className = "message error";
-    msg.textContent = t("error.generic", {e: e.message});
+    msg.textContent = errorText(e);
   }
 }
 
@@ -292,7 +305,7 @@ async function startSpy() {
   } catch (e) {
     spyPick = null;
     renderSpySection();
-    dialogError(t("error.generic", {e: e.message}));
+    dialogError(errorText(e));
   } finally {
     byId("spy-go").disabled = false;
   }
@@ -305,7 +318,7 @@ async function stopSpy() {
     keepSpy(null);
     render();
   } catch (e) {
-    barMessage(t("error.generic", {e: e.message}), "error");
+    barMessage(errorText(e), "error");
   } finally {
     byId("spy-stop").disabled = false;
   }
@@ -342,7 +355,8 @@ function alertText(a, now) {
   if (agent && agent.operator) subject = `${agent.operator} (${a.subject})`;
   const d = a.since ? duration(now - a.since) : "";
   return t("alert." + a.kind, {subject, d, waiting: a.detail.waiting ?? "",
-    reason: reasonLabel(a.detail.reason || ""), pct: a.detail.pct ?? "", count: a.detail.count ?? ""});
+    reason: reasonLabel(a.detail.reason || ""), pct: a.detail.pct ?? "", count: a.detail.count ?? "",
+    usual: a.detail.usual ?? "", addresses: a.detail.addresses ?? "", error: a.detail.error ?? ""});
 }
 
 function tick() {

@@ -1,8 +1,12 @@
 """Chinese working-day calendar (工作日历) for work-order deadlines.
 
 A day is a working day when it is a Monday–Friday that is not a public holiday, or a
-weekend day that the State Council made a make-up working day (调休上班).  The lists
-come from ``config/calendar.toml``; this module never reads files or the clock.
+weekend day that the State Council made a make-up working day (调休上班).  The
+State Council's lists come from the ``chinesecalendar`` package (PyPI, updated every
+November when the next year's notice is published; :func:`statutory_days`); a
+centre's own changes (a local holiday, a day the centre works anyway) come from the
+``[years.YYYY]`` tables of ``config/calendar.toml`` and win over the package.  This
+module never reads files or the clock.
 
 Working time is measured in *windows*: every working day contributes one window,
 either the whole day (00:00–24:00, the default, which is what deadlines use) or the
@@ -26,8 +30,21 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import chinese_calendar
+
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 _DAY = timedelta(days=1)
+
+
+def statutory_days() -> tuple[frozenset[date], frozenset[date], frozenset[int]]:
+    """The State Council's (holidays, make-up working days, years covered), from ``chinesecalendar``.
+
+    A year is covered when the package lists any holiday in it (2004 through the
+    latest notice it carries).  Holidays include the weekend days inside a break.
+    """
+    holidays = frozenset(chinese_calendar.constants.holidays)
+    workdays = frozenset(chinese_calendar.constants.workdays)
+    return holidays, workdays, frozenset(d.year for d in holidays)
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,14 @@ class WorkCalendar:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> WorkCalendar:
-        """Build from the parsed ``calendar.toml`` (``[calendar]`` and ``[years.YYYY]``)."""
+        """Build from the parsed ``calendar.toml`` (``[calendar]`` and ``[years.YYYY]``).
+
+        The State Council's days (:func:`statutory_days`) are the base unless
+        ``[calendar] statutory = false``; each ``[years.YYYY]`` table then adds the
+        centre's own ``holidays`` and ``workdays``, a date listed there replacing the
+        package's verdict on it.  A date listed under the wrong year, or as both a
+        holiday and a working day, is a ``ValueError``.
+        """
         settings = data.get("calendar", {})
         hours = settings.get("office_hours")
         office = None
@@ -63,14 +87,25 @@ class WorkCalendar:
         holidays: set[date] = set()
         workdays: set[date] = set()
         years: set[int] = set()
+        if settings.get("statutory", True):
+            base_holidays, base_workdays, base_years = statutory_days()
+            holidays |= base_holidays
+            workdays |= base_workdays
+            years |= base_years
+        own: dict[str, set[date]] = {"holidays": set(), "workdays": set()}
         for year, table in data.get("years", {}).items():
             years.add(int(year))
-            for key, target in (("holidays", holidays), ("workdays", workdays)):
+            for key, target in own.items():
                 for text in table.get(key, []):
                     day = date.fromisoformat(text)
                     if day.year != int(year):
                         raise ValueError(f"{day} listed under year {year}")
                     target.add(day)
+        both = own["holidays"] & own["workdays"]
+        if both:
+            raise ValueError(f"dates both holiday and working day: {sorted(both)}")
+        holidays = (holidays - own["workdays"]) | own["holidays"]
+        workdays = (workdays - own["holidays"]) | own["workdays"]
         return cls(
             holidays=frozenset(holidays),
             workdays=frozenset(workdays),
@@ -93,7 +128,7 @@ class WorkCalendar:
         return datetime.combine(date.min, closes) - datetime.combine(date.min, opens)
 
     def covers(self, day: date) -> bool:
-        """True when ``day``'s year has configured holidays (not the Mon–Fri fallback)."""
+        """True when ``day``'s year has known holidays (not the Mon–Fri fallback)."""
         return day.year in self.years
 
     def is_working_day(self, day: date) -> bool:

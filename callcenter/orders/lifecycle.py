@@ -248,6 +248,7 @@ TRANSITIONS: dict[tuple[State, Step], State] = {
 R = Role
 _CENTRE = frozenset({R.OPERATOR, R.SUPERVISOR, R.ADMIN})
 _ANSWERING = frozenset({R.CITIZEN, R.OPERATOR, R.SUPERVISOR})
+_REVIEWERS = frozenset({R.SUPERVISOR, R.ADMIN})  # the centre's supervisors review returns
 
 ALLOWED_ROLES: dict[Step, frozenset[Role]] = {
     T.ACCEPT: _CENTRE,
@@ -257,8 +258,8 @@ ALLOWED_ROLES: dict[Step, frozenset[Role]] = {
     T.ADD_CO_HANDLER: _CENTRE,
     T.ACCEPT_HANDLING: frozenset({R.DEPARTMENT}),
     T.RETURN: frozenset({R.DEPARTMENT}),
-    T.ACCEPT_RETURN: _CENTRE,
-    T.REFUSE_RETURN: _CENTRE,
+    T.ACCEPT_RETURN: _REVIEWERS,
+    T.REFUSE_RETURN: _REVIEWERS,
     T.CO_REPLY: frozenset({R.DEPARTMENT}),
     T.REPLY: frozenset({R.DEPARTMENT}),
     T.COMPLETE: frozenset({R.DEPARTMENT}),

@@ -57,6 +57,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.db import CallRow
 from callcenter.orders.calendar import WorkCalendar
+from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import (
     TIMED_STATES,
     TRANSITIONS,
@@ -88,6 +89,7 @@ from callcenter.orders.lifecycle import (
     work_order_figures,
 )
 from callcenter.orders.supervision import Anomaly, detect_all
+from callcenter.orders.words import order_search_text
 
 log = structlog.get_logger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -132,6 +134,10 @@ class OrderRow(_Base):
     handling_due: Mapped[float | None] = mapped_column(Float, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # migration 0008: 一号对外 channel, 并案 lead order, the words' index text
+    channel: Mapped[str] = mapped_column(String(16), default="phone")
+    merged_into: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    search_text: Mapped[str] = mapped_column(Text, default="")
 
 
 class OrderEventRow(_Base):
@@ -395,8 +401,12 @@ class WorkOrders:
     async def create(self, actor: Actor, *, caller: Caller, category: str, text: str,
                      urgency: Urgency | str = Urgency.NORMAL, confidential: bool = False,
                      location: str = "", call_uniqueid: str | None = None,
-                     at: datetime | None = None) -> tuple[Order, AuditRecord]:
-        """受理: a new order, numbered ``YYYYMMDD-NNNNNN`` per local day of ``at``."""
+                     at: datetime | None = None, channel: str = "phone"
+                     ) -> tuple[Order, AuditRecord]:
+        """受理: a new order, numbered ``YYYYMMDD-NNNNNN`` per local day of ``at``;
+        ``channel`` is where it came in (:data:`~callcenter.orders.channels.CHANNELS`)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
         at = at or self.now()
         urgency = Urgency(urgency)
         deadlines = deadlines_for(None, urgency, at, self.config.calendar, self.config.policy)
@@ -417,7 +427,7 @@ class WorkOrders:
                     del columns["snapshot"]
                     result = await conn.execute(insert(OrderRow).values(
                         number=number, call_uniqueid=call_uniqueid, created_by=actor.id,
-                        created_at=at.timestamp(), **columns))
+                        created_at=at.timestamp(), channel=channel, **columns))
                     key = result.inserted_primary_key[0]
                     done = replace(order, id=str(key), number=number)
                     rec = replace(record, order_id=str(key))
@@ -755,6 +765,7 @@ def _columns(o: Order) -> dict[str, Any]:
         "location": o.location[:400], "updated_at": o.updated_at.timestamp(),
         "handling_due": o.handling_due.timestamp(), "version": o.version,
         "snapshot": order_to_json(o),
+        "search_text": order_search_text(o.text, o.category, o.location),
     }
 
 

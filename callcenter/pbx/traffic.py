@@ -14,6 +14,10 @@ and when simulated operators take a break.  Two sources exist:
   thinning; or, in constant-rate mode, one call every ``1/rate`` seconds for
   benchmarks.  Callers wait with a patience drawn from an exponential or
   lognormal law and abandon when it runs out; a few leave by pressing a key.
+  Optional for a demo: a ``floor`` under the profile (the night is quiet, not
+  dead), the first call ``first_call_after`` seconds after the start, and a
+  ``repeat_share`` of callers who called before (or are ``known_callers``, e.g.
+  the citizens of existing work orders) — real centres see 20–40 % of them.
 * :class:`ScriptedTraffic` replays a scenario (the ``scenario.json`` format of
   the recorded traces): arrival offset, patience, ring delay, talk time,
   number and name per call, and nothing random.
@@ -212,8 +216,16 @@ class TrafficConfig:
     partial_complete: float = 0.01
     hotlines: tuple[tuple[str, float], ...] = HOTLINES
     categories: tuple[tuple[str, float], ...] = CATEGORIES
+    floor: float = 0.0  # lowest rate, as a share of the peak (0..1)
+    first_call_after: float | None = None  # seconds after the origin; None = drawn
+    repeat_share: float = 0.0  # share of calls from a caller already known (0..1)
+    known_callers: tuple[tuple[str, str], ...] = ()  # (number, name) who may call again
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.floor <= 1.0 or not 0.0 <= self.repeat_share <= 1.0:
+            raise ValueError("floor and repeat_share are shares within 0..1")
+        if self.first_call_after is not None and self.first_call_after < 0:
+            raise ValueError("first_call_after must not be negative")
         if len(self.profile) != 24 or max(self.profile) <= 0 or min(self.profile) < 0:
             raise ValueError("profile needs 24 non-negative hourly weights with a positive peak")
         if self.rate is not None and self.rate <= 0:
@@ -260,6 +272,7 @@ class RandomTraffic:
         self.origin = origin
         self._last: float | None = None
         self._peak = max(self.config.profile)
+        self.callers: list[tuple[str, str]] = list(self.config.known_callers)
 
     def rate_at(self, t: float) -> float:
         """Expected arrivals per second at PBX time ``t``."""
@@ -267,12 +280,15 @@ class RandomTraffic:
         if c.rate is not None:
             return c.rate
         tod = c.start_hour * 3600.0 + (t - self.origin)
-        return c.peak_calls_per_hour / 3600.0 * profile_at(c.profile, tod) / self._peak
+        share = max(c.floor, profile_at(c.profile, tod) / self._peak)
+        return c.peak_calls_per_hour / 3600.0 * share
 
     def next_call(self, now: float) -> CallSpec | None:
         c, rng = self.config, self.rng
         t = max(now, self._last if self._last is not None else now)
-        if c.rate is not None:
+        if self._last is None and c.first_call_after is not None:
+            t = self.origin + c.first_call_after
+        elif c.rate is not None:
             t = t + 1.0 / c.rate if self._last is not None else t
         else:
             top = c.peak_calls_per_hour / 3600.0
@@ -294,10 +310,16 @@ class RandomTraffic:
             patience = rng.lognormvariate(math.log(c.patience_median), c.patience_sigma)
         key = rng.uniform(10.0, 90.0) if rng.random() < c.exit_by_key else None
         menu = rng.randint(1, 4)
+        if c.repeat_share and self.callers and rng.random() < c.repeat_share:
+            number, name = rng.choice(self.callers)
+        else:
+            number, name = invented_mobile(rng), chinese_name(rng)
+            if c.repeat_share:
+                self.callers.append((number, name))
         return CallSpec(
             at=t,
-            number=invented_mobile(rng),
-            name=chinese_name(rng),
+            number=number,
+            name=name,
             hotline=hotline,
             category=_weighted(rng, c.categories),
             ivr_path=f"{menu}-{rng.randint(1, 5)}" if rng.random() < 0.7 else str(menu),

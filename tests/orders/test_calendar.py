@@ -24,6 +24,7 @@ SHIPPED_OFFICE_HOURS = WorkCalendar.from_toml(
 NATIONAL_DAY_2025 = """
 [calendar]
 timezone = "Asia/Shanghai"
+statutory = false
 
 [years.2025]
 holidays = ["2025-10-01", "2025-10-02", "2025-10-03", "2025-10-04",
@@ -116,6 +117,23 @@ def test_years_not_configured_fall_back_to_weekdays(cal: WorkCalendar) -> None:
     assert not cal.covers(date(2027, 10, 1))
     assert cal.is_working_day(date(2027, 10, 1))  # a Friday; no holiday list for 2027
     assert not cal.is_working_day(date(2027, 10, 2))
+    assert not SHIPPED.covers(date(2099, 10, 1)) and SHIPPED.is_working_day(date(2099, 10, 1))
+
+
+def test_the_centres_own_days_win_over_the_package() -> None:
+    own = WorkCalendar.from_toml("""
+[years.2026]
+holidays = ["2026-07-01"]   # a Wednesday the centre closes
+workdays = ["2026-10-07"]   # a 国庆 holiday the centre works
+""")
+    assert not own.is_working_day(date(2026, 7, 1))
+    assert own.is_working_day(date(2026, 10, 7))
+    assert not own.is_working_day(date(2026, 10, 6))  # still the package's holiday
+    assert own.is_working_day(date(2026, 10, 10))  # the package's 调休 Saturday
+    assert own.covers(date(2024, 5, 1)) and not own.is_working_day(date(2024, 5, 1))
+    with pytest.raises(ValueError):
+        WorkCalendar.from_mapping({"years": {"2026": {"holidays": ["2026-07-01"],
+                                                       "workdays": ["2026-07-01"]}}})
 
 
 def test_inconsistent_configuration_is_refused() -> None:
@@ -144,14 +162,15 @@ def test_adding_is_the_inverse_of_measuring(start: datetime, n: int, hours: bool
 
 
 class TestShippedCalendar:
-    """config/calendar.toml against the State Council notices for 2025 and 2026."""
+    """config/calendar.toml over ``chinesecalendar`` against the State Council notices:
+    2025: 国办发明电〔2024〕12号 (2024-11-12); 2026: the notice of 2025-11-04 (Xinhua)."""
 
     @pytest.fixture
     def shipped(self) -> WorkCalendar:
         return SHIPPED
 
     def test_years_and_zone(self, shipped: WorkCalendar) -> None:
-        assert shipped.years == {2025, 2026}
+        assert {2024, 2025, 2026} <= shipped.years
         assert shipped.tz == TZ
         assert shipped.office_hours is None  # deadlines count whole working days
 
@@ -179,6 +198,22 @@ class TestShippedCalendar:
         d = date.fromisoformat(day)
         assert d.weekday() >= 5
         assert shipped.is_working_day(d)
+
+    def test_holidays_as_announced(self, shipped: WorkCalendar) -> None:
+        days = {
+            2025: ["01-01", "01-28", "01-29", "01-30", "01-31", "02-01", "02-02", "02-03",
+                   "02-04", "04-04", "04-05", "04-06", "05-01", "05-02", "05-03", "05-04",
+                   "05-05", "05-31", "06-01", "06-02", "10-01", "10-02", "10-03", "10-04",
+                   "10-05", "10-06", "10-07", "10-08"],
+            2026: ["01-01", "01-02", "01-03", "02-15", "02-16", "02-17", "02-18", "02-19",
+                   "02-20", "02-21", "02-22", "02-23", "04-04", "04-05", "04-06", "05-01",
+                   "05-02", "05-03", "05-04", "05-05", "06-19", "06-20", "06-21", "09-25",
+                   "09-26", "09-27", "10-01", "10-02", "10-03", "10-04", "10-05", "10-06",
+                   "10-07"],
+        }
+        for year, listed in days.items():
+            announced = {date.fromisoformat(f"{year}-{md}") for md in listed}
+            assert {d for d in shipped.holidays if d.year == year} == announced
 
     def test_every_holiday_is_a_day_off(self, shipped: WorkCalendar) -> None:
         assert not any(shipped.is_working_day(d) for d in shipped.holidays)

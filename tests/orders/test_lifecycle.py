@@ -137,7 +137,7 @@ LEGAL: dict[Step, tuple[Actor, str | None, dict[str, Any]]] = {
     Step.ACCEPT_HANDLING: (URBAN, None, {}),
     Step.RETURN: (URBAN, "不在管辖范围", {}),
     Step.ACCEPT_RETURN: (SUPERVISOR, "核实属住建职责", {"department": "housing"}),
-    Step.REFUSE_RETURN: (OPERATOR, "依据不充分，请继续办理", {}),
+    Step.REFUSE_RETURN: (SUPERVISOR, "依据不充分，请继续办理", {}),
     Step.CO_REPLY: (STREET, None, {"text": "街道已配合"}),
     Step.REPLY: (URBAN, None, {"text": "已安排疏通"}),
     Step.COMPLETE: (URBAN, None, {}),
@@ -340,8 +340,13 @@ class TestReturns:
         assert flow.order.pending_return.reason == "不在管辖范围"
         assert flow.records[-1].data == {"department": "urban_management"}
 
-    def test_departments_cannot_arbitrate(self) -> None:
+    def test_departments_and_operators_cannot_arbitrate(self) -> None:
+        """The centre's supervisors review returns (issue 12: operators could)."""
         flow = reach(State.RETURNED)
+        for step, data in ((Step.ACCEPT_RETURN, {"department": "housing"}),
+                           (Step.REFUSE_RETURN, {})):
+            with pytest.raises(NotAllowed, match="operator may not"):
+                apply(flow.order, step, OPERATOR, LATER, "改派", **data)
         with pytest.raises(NotAllowed):
             apply(flow.order, Step.ACCEPT_RETURN, HOUSING, LATER, "我来办", department="housing")
         with pytest.raises(NotAllowed):
@@ -353,14 +358,14 @@ class TestReturns:
             apply(
                 flow.order,
                 Step.ACCEPT_RETURN,
-                OPERATOR,
+                SUPERVISOR,
                 LATER,
                 "改派",
                 department="urban_management",
             )
         with pytest.raises(IllegalStep, match="written reason"):
-            apply(flow.order, Step.ACCEPT_RETURN, OPERATOR, LATER, "", department="housing")
-        flow.do(Step.ACCEPT_RETURN, OPERATOR, "属物业管理", department="housing")
+            apply(flow.order, Step.ACCEPT_RETURN, SUPERVISOR, LATER, "", department="housing")
+        flow.do(Step.ACCEPT_RETURN, SUPERVISOR, "属物业管理", department="housing")
         order = flow.order
         assert (order.state, order.lead_department, order.pending_return) == (
             State.DISPATCHED,
@@ -375,8 +380,8 @@ class TestReturns:
         """The Jiading case: returned, refused, then completion sent back twice."""
         flow = reach(State.RETURNED)
         with pytest.raises(IllegalStep, match="written reason"):
-            apply(flow.order, Step.REFUSE_RETURN, OPERATOR, LATER, " ")
-        flow.do(Step.REFUSE_RETURN, OPERATOR, "依据不充分，属管辖范围")
+            apply(flow.order, Step.REFUSE_RETURN, SUPERVISOR, LATER, " ")
+        flow.do(Step.REFUSE_RETURN, SUPERVISOR, "依据不充分，属管辖范围")
         assert flow.order.state is State.IN_PROGRESS
         assert flow.order.lead_department == "urban_management"
         assert flow.records[-1].data["return_reason"] == "不在管辖范围"
@@ -937,7 +942,7 @@ class Lifecycle(RuleBasedStateMachine):
                 (Step.ADD_CO_HANDLER, OPERATOR, "加派", {"department": other}),
             ],
             State.RETURNED: [
-                (Step.ACCEPT_RETURN, OPERATOR, "改派", {"department": other}),
+                (Step.ACCEPT_RETURN, SUPERVISOR, "改派", {"department": other}),
                 (Step.REFUSE_RETURN, SUPERVISOR, "依据不充分", {}),
             ],
             State.REPLIED: [(Step.COMPLETE, lead, None, {})],

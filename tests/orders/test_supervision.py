@@ -161,7 +161,7 @@ class TestPingPong:
         h = History().open("o1", T0)
         h.do("o1", Step.DISPATCH, OPERATOR, day(0.01), department="landscaping")
         h.do("o1", Step.RETURN, GREEN, day(0.1), "不在管辖范围")
-        h.do("o1", Step.REFUSE_RETURN, OPERATOR, day(0.2), "依据不充分")
+        h.do("o1", Step.REFUSE_RETURN, SUPERVISOR, day(0.2), "依据不充分")
         h.do("o1", Step.RETURN, GREEN, day(1), "树木已修剪，不存在隐患")
         return h
 
@@ -190,7 +190,7 @@ class TestDispatchCycle:
         h = History().open("o1", T0)
         h.do("o1", Step.DISPATCH, OPERATOR, day(0.01), department="landscaping")
         h.do("o1", Step.RETURN, GREEN, day(0.1), "属供电公司")
-        h.do("o1", Step.ACCEPT_RETURN, OPERATOR, day(0.2), "同意", department="power_supply")
+        h.do("o1", Step.ACCEPT_RETURN, SUPERVISOR, day(0.2), "同意", department="power_supply")
         h.do("o1", Step.REDISPATCH, SUPERVISOR, day(1), "树木归园林", department="landscaping")
         (found,) = dispatch_cycle(h.records)
         assert found.evidence["lead_path"] == ["landscaping", "power_supply", "landscaping"]
@@ -545,13 +545,13 @@ def test_detect_all_on_the_jiading_tree_case() -> None:
     h = History().open("o1", T0)
     h.do("o1", Step.DISPATCH, OPERATOR, day(0.01), department="landscaping")
     h.do("o1", Step.RETURN, GREEN, day(0.1), "不在管辖范围")
-    h.do("o1", Step.REFUSE_RETURN, OPERATOR, day(0.2), "依据不充分")
+    h.do("o1", Step.REFUSE_RETURN, SUPERVISOR, day(0.2), "依据不充分")
     for n in (1, 2):
         h.do("o1", Step.REPLY, GREEN, day(n), text="该处树木已修剪，不存在压倒高压线情况")
         h.do("o1", Step.COMPLETE, GREEN, day(n))
         h.do("o1", Step.REJECT_COMPLETION, SUPERVISOR, day(n + 0.1), "依据不充分")
     h.do("o1", Step.RETURN, GREEN, day(3), "请供电公司处理")
-    h.do("o1", Step.ACCEPT_RETURN, OPERATOR, day(3.1), "涉及电力线", department="power_supply")
+    h.do("o1", Step.ACCEPT_RETURN, SUPERVISOR, day(3.1), "涉及电力线", department="power_supply")
     h.do("o1", Step.REDISPATCH, SUPERVISOR, day(3.2), "树木修剪归园林", department="landscaping")
     found = detect_all(h.records, now=day(8), config=SupervisionConfig())
     assert sorted(set(kinds(found))) == [

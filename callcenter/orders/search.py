@@ -1,0 +1,216 @@
+"""Finding orders: one search box and filters over ``work_orders`` at a million rows.
+
+Theory of operation
+-------------------
+The words of an order (request text, category, 事发地址 location) are indexed as CJK
+bigrams (:mod:`callcenter.orders.words`): SQLite keeps them in the FTS5 table
+``work_orders_fts`` (triggers on ``search_text``), PostgreSQL in a GIN index over
+``to_tsvector('simple', search_text)`` queried with ``<->`` phrases.  The caller's
+name and number are never in ``search_text``: they are matched through their own
+columns, and for a reader who may not see them (a department) never on a
+confidential order, so a search cannot reveal who called.
+
+:func:`parse_query` reads the search box: an order number (``20261123-000123`` or
+its leading part) goes to the number, a phone number (7 digits or more) to the
+caller's number, anything else to the words (and, for the centre, to the start of
+the caller's name).  :func:`conditions` turns the box and the filters into WHERE
+clauses, each served by an index of migration 0008; :data:`SORTS` are the sortable
+columns.  Totals are counted up to :data:`COUNT_CAP`, so a bookmarked filter that
+matches half a million orders still answers at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, false, func, literal_column, or_, select, text
+
+from callcenter.orders.lifecycle import TIMED_STATES, Order, Urgency
+from callcenter.orders.store import OrderRow, WorkOrders
+from callcenter.orders.words import fts5_match, tokens, ts_match
+
+SORTS = {
+    "created": "created_at", "due": "handling_due", "number": "number",
+    "state": "status", "urgency": "urgency", "category": "category",
+    "department": "lead_department", "channel": "channel",
+}
+"""Sort key (``?sort=created`` or ``-created``) -> column."""
+
+COUNT_CAP = 10_000
+DUE_SOON_S = 24 * 3600
+"""An open order whose handling deadline is this close is 'due soon'."""
+
+_NUMBER = re.compile(r"^(19|20)\d{6}(-\d{0,6})?$|^(19|20)\d{12}$")
+_PHONE = re.compile(r"^\+?\d[\d\s-]{5,18}\d$")
+
+
+@dataclass
+class Query:
+    """What the search box and the filters ask for (all optional; see :func:`parse_query`)."""
+
+    number: str = ""  # an order number or its leading part
+    phone: str = ""  # the caller's number, digits only
+    words: list[list[str]] = field(default_factory=list)
+    name: str = ""  # matched as the start of the caller's name (centre only)
+    states: list[str] = field(default_factory=list)
+    department: str = ""
+    category: str = ""
+    urgency: str = ""
+    channel: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    overdue: bool = False
+    due_soon: bool = False
+    confidential: bool | None = None
+    mine: bool = False
+    merged: bool | None = None  # None: all; False: hide followers of a merged order
+    sort: str = "-created"
+
+    @property
+    def empty_text(self) -> bool:
+        return not (self.number or self.phone or self.words or self.name)
+
+
+def parse_query(q: str) -> Query:
+    """Read the search box (at most 100 characters are used)."""
+    q = " ".join(q.split())[:100]
+    query = Query()
+    if not q:
+        return query
+    if _NUMBER.match(q):
+        query.number = q if len(q) != 14 else q[:8] + "-" + q[8:]
+        return query
+    if _PHONE.match(q):
+        digits = re.sub(r"\D", "", q)
+        if len(digits) >= 7:
+            query.phone = digits[-11:] if digits.startswith("86") and len(digits) == 13 \
+                else digits
+            return query
+    query.words = [w for w in tokens(q)][:8]
+    if 1 <= len(q) <= 10 and " " not in q and not q.isascii():
+        query.name = q
+    return query
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell that a spreadsheet would not run as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+# --------------------------------------------------------------------------- the query
+
+
+@dataclass(frozen=True)
+class Found:
+    """One order of a result page, with the columns the lifecycle does not carry."""
+
+    order: Order
+    channel: str
+    merged_into: int | None
+    created_by: str
+
+
+def _prefix(column: Any, value: str) -> Any:
+    """``column`` starts with ``value`` (a range, so the column's index serves it)."""
+    return and_(column >= value, column < value + "\U0010ffff")
+
+
+def _day_start(day: date, tz: Any) -> float:
+    return datetime.combine(day, time.min, tz).timestamp()
+
+
+def conditions(query: Query, wo: WorkOrders, *, department: str | None, sees_identity: bool,
+               username: str, now: float) -> list[Any]:
+    """The WHERE clauses for ``query`` as read by one reader.
+
+    ``department``: a department handler's own (they only ever see its orders);
+    ``sees_identity`` False: the caller's number and name match no confidential order.
+    """
+    where: list[Any] = []
+    postgres = wo.engine.dialect.name == "postgresql"
+    identity_ok = [] if sees_identity else [OrderRow.confidential.is_(False)]
+    if query.number:
+        where.append(OrderRow.number == query.number if len(query.number) == 15
+                     else _prefix(OrderRow.number, query.number))
+    if query.phone:
+        where.append(and_(OrderRow.caller == query.phone, *identity_ok))
+    if query.words:
+        if postgres:
+            matched = literal_column("to_tsvector('simple', work_orders.search_text)").op("@@")(
+                func.to_tsquery(literal_column("'simple'"), ts_match(query.words)))
+        else:
+            matched = OrderRow.id.in_(select(literal_column("rowid")).select_from(
+                text("work_orders_fts")).where(
+                literal_column("work_orders_fts").op("MATCH")(fts5_match(query.words))))
+        if query.name:
+            matched = or_(matched, and_(_prefix(OrderRow.caller_name, query.name),
+                                        *identity_ok))
+        where.append(matched)
+    if query.states:
+        where.append(OrderRow.status.in_(query.states))
+    dept = department or query.department
+    if dept:
+        where.append(or_(OrderRow.lead_department == dept,
+                         OrderRow.co_handlers.like(f"%,{dept},%")))
+    if query.category:
+        where.append(or_(OrderRow.category == query.category,
+                         _prefix(OrderRow.category, query.category + "/")))
+    if query.urgency:
+        where.append(OrderRow.urgency == query.urgency)
+    if query.channel:
+        where.append(OrderRow.channel == query.channel)
+    if query.date_from:
+        where.append(OrderRow.created_at >= _day_start(query.date_from, wo.tz))
+    if query.date_to:
+        where.append(OrderRow.created_at < _day_start(query.date_to + timedelta(days=1), wo.tz))
+    timed = OrderRow.status.in_([str(s) for s in TIMED_STATES])
+    if query.overdue:
+        where.append(and_(timed, OrderRow.handling_due < now))
+    if query.due_soon:
+        where.append(and_(timed, OrderRow.handling_due >= now,
+                          OrderRow.handling_due < now + DUE_SOON_S))
+    if query.confidential is not None:
+        where.append(OrderRow.confidential.is_(query.confidential))
+    if query.mine:
+        where.append(OrderRow.created_by == username)
+    if query.merged is False:
+        where.append(OrderRow.merged_into.is_(None))
+    if query.number and query.phone:  # cannot both hold
+        where.append(false())
+    return where
+
+
+def order_by(sort: str) -> list[Any]:
+    """``created`` / ``-created`` ... (see :data:`SORTS`); ties by id, same direction."""
+    descending = sort.startswith("-")
+    column = getattr(OrderRow, SORTS.get(sort.lstrip("-"), "created_at"))
+    if descending:
+        return [column.desc(), OrderRow.id.desc()]
+    return [column.asc(), OrderRow.id.asc()]
+
+
+async def find_orders(wo: WorkOrders, query: Query, *, department: str | None = None,
+                      sees_identity: bool = True, username: str = "", page: int = 1,
+                      per_page: int = 20, now: float | None = None
+                      ) -> tuple[list[Found], int, bool]:
+    """A page of orders matching ``query``, the count (up to :data:`COUNT_CAP`) and
+    whether the count was capped."""
+    now = wo.clock() if now is None else now
+    where = conditions(query, wo, department=department, sees_identity=sees_identity,
+                       username=username, now=now)
+    counted: Select[Any] = select(OrderRow.id).where(*where).limit(COUNT_CAP + 1)
+    async with wo.sessions() as s:
+        total = int(await s.scalar(select(func.count()).select_from(counted.subquery())) or 0)
+        rows = list(await s.scalars(select(OrderRow).where(*where)
+                                    .order_by(*order_by(query.sort))
+                                    .offset((page - 1) * per_page).limit(per_page)))
+    found = [Found(wo._order(r)[0], r.channel, r.merged_into, r.created_by) for r in rows]
+    return found, min(total, COUNT_CAP), total > COUNT_CAP
+
+
+URGENCIES = tuple(str(u) for u in Urgency)
