@@ -12,11 +12,29 @@ and English, with nothing sent.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
 from sqlalchemy import select
 
+from agent_console.auth import LoginThrottle
+from agent_console.server import make_app
 from callcenter.db import AuditRow
 from callcenter.pbx.sim.admin import Dialplan
-from tests.test_console_api import OP1, Rig, rig  # noqa: F401  (the fixture)
+from tests.console_fakes import CHEAP, serving, started_service
+from tests.test_console_api import OP1, Rig
+
+
+@pytest.fixture
+async def rig(tmp_db: str) -> AsyncIterator[Rig]:
+    service, pbx = await started_service(tmp_db)
+    app = make_app(service, passwords=CHEAP, failure_delay=0,
+                   throttle=LoginThrottle(free=3, base_s=30))
+    async with serving(service, app) as (server, people):
+        r = Rig(service, pbx, server)
+        r.people = people
+        await r.settle()
+        yield r
 
 #: The [transfer] context the project shipped before (the recorded failure).
 OLD_TRANSFER = """
