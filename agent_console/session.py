@@ -34,6 +34,7 @@ from agent_console.http import (
     same_origin,
 )
 from agent_console.hub import Hub
+from agent_console.intake import IntakeConfig
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.views import (
@@ -130,6 +131,7 @@ class Console:
     throttle: LoginThrottle
     caller_history: CallerHistory
     failure_delay: float
+    intake: IntakeConfig | None = None  # the intake form's lists (set by make_app)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     socket_sessions: dict[web.WebSocketResponse, str] = field(default_factory=dict)  # token hash
     senders: dict[web.WebSocketResponse, asyncio.Task[None]] = field(default_factory=dict)

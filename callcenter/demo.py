@@ -166,7 +166,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
-    from callcenter.demo_orders import demo_callers, seed_demo_orders
+    from callcenter.demo_orders import demo_callers, seed_demo_orders, seed_report_history
     from callcenter.orders.knowledge import KnowledgeBase, load_demo_articles
     from callcenter.telephony import TelephonyError, start_telephony
 
@@ -195,6 +195,8 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         if seed_users:
             await seed_demo_users(service.store)
             await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
+            await seed_report_history(service.store, tz=service.settings.tz,
+                                      clock=service.clock)
             await load_demo_articles(KnowledgeBase(service.store.engine, service.settings.tz,
                                                    clock=service.clock))
         app = make_app(service)
