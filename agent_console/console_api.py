@@ -81,6 +81,7 @@ from agent_console.views import (
 )
 from callcenter.orders.lifecycle import redact
 from callcenter.orders.store import ACCOUNT_ROLES
+from callcenter.pbx.ami import AmiError
 
 log = structlog.get_logger(__name__)
 
@@ -259,7 +260,35 @@ async def api_call_hangup(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def _dialplan_has(c: Console, exten: str, context: str) -> bool | None:
+    """Whether Asterisk's dialplan would take ``exten@context`` (its own pattern rules),
+    from ``Command: dialplan show exten@context``; None when the PBX would not say."""
+    try:
+        reply = await c.service.link.action(
+            {"Action": "Command", "Command": f"dialplan show {exten}@{context}"},
+            idempotent=True)
+    except AmiError:
+        return None
+    first = reply[0] if isinstance(reply, list) and reply else reply
+    if not isinstance(first, dict):
+        return None
+    output = str(first.get("Output", ""))
+    if "There is no existence of" in output:
+        return False
+    if first.get("Response") == "Error" and "Command output follows" not in str(
+            first.get("Message", "")):
+        return None  # e.g. the manager user lacks "command": nothing known
+    return True if "=>" in output else None
+
+
 async def api_call_transfer(request: web.Request) -> web.Response:
+    """Redirect the operator's caller to a queue or a department's line.
+
+    The target must be in the configured list (the queues, departments.toml
+    ``line``) and in Asterisk's dialplan: a Redirect to an extension the context
+    lacks is answered "Redirect successful" and then drops the caller ("sent to
+    invalid extension"), so it is checked first (409 ``transfer_target_missing``).
+    """
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     data = await read_json(request)
@@ -273,11 +302,17 @@ async def api_call_transfer(request: web.Request) -> web.Response:
     else:
         raise ApiError(400, "'kind' must be 'queue' or 'department'")
     if target not in allowed:
-        raise ApiError(400, f"unknown {kind} {target!r}")
+        raise ApiError(400, f"unknown {kind} {target!r}", code="transfer_target_unknown")
+    context = c.config.transfer_context
     async with audited(c, user, "transfer", target=call.uniqueid,
                        data={"kind": kind, "to": target}):
+        exists = await _dialplan_has(c, target, context)
+        if exists is False:
+            raise ApiError(409, f"the PBX has no extension {target}@{context}: the caller "
+                                "stays with you", code="transfer_target_missing",
+                           zh=f"交换机拨号计划中没有 {target}@{context}，未转接，来电仍在您这里")
         await pbx(c, {"Action": "Redirect", "Channel": call.channel,
-                      "Context": c.config.transfer_context, "Exten": target, "Priority": "1"})
+                      "Context": context, "Exten": target, "Priority": "1"})
     return web.json_response({"ok": True})
 
 

@@ -46,6 +46,7 @@ from agent_console.http import ApiError, list_field, read_json, text_field
 from agent_console.intake_api import openapi_paths as intake_paths
 from agent_console.knowledge_api import ARTICLE_SCHEMA, KNOWLEDGE, openapi_paths
 from agent_console.models import Role as AccountRole
+from agent_console.openapi import complete
 from agent_console.permissions import order_visible
 from agent_console.session import CONSOLE, RECORDINGS, need_session, page
 from callcenter.db import AuditRow
@@ -1017,4 +1018,5 @@ def openapi() -> dict[str, Any]:
 
 
 async def api_openapi(request: web.Request) -> web.Response:
-    return _json(openapi())
+    """The whole app's routes: these in detail, the rest from the permissions table."""
+    return _json(complete(openapi()))
