@@ -22,6 +22,7 @@ from agent_console.console_api import (
     api_agent_signout,
     api_call_hangup,
     api_call_transfer,
+    api_caller_lookup,
     api_draft_get,
     api_draft_open,
     api_draft_save,
@@ -30,6 +31,7 @@ from agent_console.console_api import (
     api_force_ready,
     api_force_signout,
     api_history,
+    api_intake,
     api_live,
     api_login,
     api_logout,
@@ -43,6 +45,7 @@ from agent_console.http import (
     security_headers,
 )
 from agent_console.hub import Hub
+from agent_console.intake import IntakeConfig
 from agent_console.intake_api import setup_intake
 from agent_console.knowledge_api import setup_knowledge
 from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websocket
@@ -170,6 +173,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         own_call=_own_call(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
     work_orders = setup_orders(app)  # work orders: /orders, /api/orders...
+    console.intake = IntakeConfig.load(work_orders.config.directory)
+    r.add_get("/api/intake-form", api_intake)
+    r.add_get("/api/callers", api_caller_lookup)
     setup_knowledge(app)  # knowledge base: /knowledge, /api/knowledge/...
     setup_intake(app, work_orders)  # channels filing orders: /api/intake/orders (API key)
     setup_reports(app)  # reports: /reports, /api/reports/summary, exports, bursts

@@ -63,18 +63,25 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     from aiohttp import web
 
     from agent_console.server import make_app
+    from agent_console.session import CONSOLE
+    from callcenter.ops import Ops
     from callcenter.service import Service
     from callcenter.telephony import TelephonyError, start_telephony
 
     service = Service(settings)
     await service.start()
     app = make_app(service)
+    ops = Ops("core")
+    ops.watch_service(service)
+    ops.watch_sockets(lambda: len(app[CONSOLE].sockets))
+    ops.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     telephony = None
     try:
         telephony = await start_telephony(service, app, agi_host=agi_host, agi_port=agi_port)
+        ops.watch_agi(lambda: telephony.agi.sessions if telephony else 0)
         await site.start()
     except (OSError, TelephonyError) as exc:
         if telephony is not None:

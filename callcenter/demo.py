@@ -166,7 +166,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
-    from callcenter.demo_orders import demo_callers, seed_demo_orders
+    from callcenter.demo_orders import demo_callers, seed_demo_orders, seed_report_history
     from callcenter.orders.knowledge import KnowledgeBase, load_demo_articles
     from callcenter.telephony import TelephonyError, start_telephony
 
@@ -182,7 +182,8 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     # Callers are held until the IVR's address is known (set below, before any is due).
     extra: dict[str, Any] = {} if citizen is None else {"citizen": citizen}
     sim = PbxSimServer(pbx, host="127.0.0.1", port=0, users={"hotline": secret}, speed=speed,
-                       recordings_root=settings.recordings_root, **extra)
+                       recordings_root=settings.recordings_root,
+                       agi_secret=secrets.token_hex(16), **extra)
     await sim.start()
     settings.ami.host, settings.ami.port = "127.0.0.1", sim.port
     settings.ami.username, settings.ami.secret = "hotline", secret
@@ -194,13 +195,15 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         if seed_users:
             await seed_demo_users(service.store)
             await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
+            await seed_report_history(service.store, tz=service.settings.tz,
+                                      clock=service.clock)
             await load_demo_articles(KnowledgeBase(service.store.engine, service.settings.tz,
                                                    clock=service.clock))
         app = make_app(service)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         telephony = await start_telephony(
-            service, app, agi_port=agi_port,
+            service, app, agi_port=agi_port, agi_secret=sim.agi_secret,
             outbound=outbound or demo_outbound(settings, f"agi://127.0.0.1:{agi_port}"))
         sim.agi_url = f"agi://127.0.0.1:{telephony.agi_port}/hotline"
         site = web.TCPSite(runner, host, port)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from callcenter.service import Service
 from ivr.dialer import Dialer, OutboundSettings
-from ivr.fastagi import HotlineAgi, start_agi_server
+from ivr.fastagi import AgiTokens, HotlineAgi, start_agi_server
 from recordings.monitor import CallRecorder
 
 log = structlog.get_logger(__name__)
@@ -77,13 +77,41 @@ def order_status(work_orders: Any) -> Callable[[str], Any]:
     return lookup
 
 
+def fastagi_settings(raw: dict[str, Any]) -> tuple[str, list[str]]:
+    """``[fastagi]`` of callcenter.toml: the dialplan's shared ``secret`` (env
+    ``HOTLINE_AGI_SECRET`` wins) and the PBX addresses ``allow``-ed to connect."""
+    import os
+
+    f = raw.get("fastagi", {}) if isinstance(raw.get("fastagi"), dict) else {}
+    secret = os.environ.get("HOTLINE_AGI_SECRET") or str(f.get("secret", ""))
+    allow = [str(a) for a in f.get("allow", ["127.0.0.1", "::1"])]
+    return secret, allow
+
+
+def audit_refusal(service: Service) -> Callable[[str, Any], Any]:
+    """A FastAGI refusal as an audit row (``fastagi_refused``; supervisors read them at
+    ``GET /api/fastagi/refusals``)."""
+
+    async def audit(why: str, details: Any) -> None:
+        d = {k: str(v)[:64] for k, v in dict(details).items()}
+        await service.store.audit(at=service.clock(), actor="fastagi", role="system",
+                                  action="fastagi_refused",
+                                  target=d.get("peer", "") or d.get("key", ""),
+                                  reason=why[:200], data=d)
+
+    return audit
+
+
 async def start_telephony(service: Service, app: web.Application, *,
                           agi_host: str = "127.0.0.1", agi_port: int | None = 4573,
                           outbound: OutboundSettings | None = None,
-                          record_calls: bool = True) -> Telephony:
+                          record_calls: bool = True, agi_secret: str | None = None,
+                          agi_allow: list[str] | None = None) -> Telephony:
     """Start the FastAGI server (``agi_port`` None: none), the dialer and the recorder.
 
-    Port 0 picks a free port; ``outbound.agi_url`` is then pointed at it.
+    Port 0 picks a free port; ``outbound.agi_url`` is then pointed at it.  The
+    FastAGI edge takes its secret and allowed PBX addresses from ``[fastagi]``
+    unless given.
     """
     from agent_console.orders_api import WORK_ORDERS
     from agent_console.session import RECORDINGS
@@ -91,11 +119,15 @@ async def start_telephony(service: Service, app: web.Application, *,
 
     work_orders = app[WORK_ORDERS]
     outbound = outbound or OutboundSettings.from_raw(service.settings.raw)
+    secret, allow = fastagi_settings(service.settings.raw)
+    tokens = AgiTokens(secret=secret if agi_secret is None else agi_secret,
+                       ttl_s=outbound.visit_result_timeout_s + outbound.originate_timeout_s)
+    on_refused = audit_refusal(service)
     dialer: Dialer | None = None
     if outbound.enabled:
         dialer = Dialer(engine=service.store.engine, send=service.link.action,
                         orders=work_orders, centre=service.centre, settings=outbound,
-                        clock=service.clock, tz=service.settings.tz)
+                        clock=service.clock, tz=service.settings.tz, tokens=tokens)
     agi = HotlineAgi(
         load_ivr_config(), expected_wait=expected_wait(service),
         lookup_order=order_status(work_orders),
@@ -103,12 +135,14 @@ async def start_telephony(service: Service, app: web.Application, *,
         on_survey=dialer.survey_answered if dialer else None,
         on_answer=dialer.visit_answered if dialer else work_orders.record_citizen_keys,
         on_no_answer=dialer.visit_no_answer if dialer else None,
-        asks_department=dialer.asks_department if dialer else None)
+        asks_department=dialer.asks_department if dialer else None,
+        tokens=tokens, on_refused=on_refused)
     server: asyncio.Server | None = None
     bound = 0
     if agi_port is not None:
         try:
-            server = await start_agi_server(agi, agi_host, agi_port)
+            server = await start_agi_server(agi, agi_host, agi_port,
+                                            allow=agi_allow or allow, on_refused=on_refused)
         except OSError as exc:
             raise TelephonyError(f"cannot listen for FastAGI on {agi_host}:{agi_port}: "
                                  f"{exc.strerror}") from None

@@ -97,9 +97,9 @@ def test_rate_limit_refills_with_time() -> None:
     assert limit.take(1, 101.0) == 0
 
 
-def test_the_cli_creates_lists_and_revokes_keys(tmp_path: Any, capsys: Any,
+def test_the_cli_creates_lists_and_revokes_keys(tmp_db: str, capsys: Any,
                                                 monkeypatch: Any) -> None:
-    monkeypatch.setenv("HOTLINE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", tmp_db)
     assert main(["intake-keys", "create", "email", "--label", "mailbox robot"]) == 0
     out = capsys.readouterr().out
     assert "hk_email_" in out
