@@ -947,7 +947,7 @@ def openapi() -> dict[str, Any]:
                     "followers (0 hides orders merged into another) are 1/0; sort is "
                     f"one of {', '.join(SORTS)}, '-' for descending; from/to are local "
                     "days; format=csv exports the page (per_page up to 5000). total "
-                    "counts at most 10,000 (total_capped)", staff, params=(
+                    "counts at most 1,000 (total_capped)", staff, params=(
                         ("q", "query", "string"), ("state", "query", "string"),
                         ("department", "query", "string"), ("category", "query", "string"),
                         ("urgency", "query", "string"), ("channel", "query", "string"),
