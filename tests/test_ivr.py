@@ -424,3 +424,55 @@ async def test_returnvisit_without_an_order_hangs_up(serve: Any) -> None:
     cmds = await FakeAsterisk(port, "returnvisit", keys=["1"]).run()
     assert cmds == ["GET VARIABLE ORDER_ID", "HANGUP"]
     assert answers.calls == silent.calls == []
+
+
+# -- as a real Asterisk 22.10.1 answers (AMI-NOTES, "FastAGI as a real Asterisk speaks it") ------
+
+async def test_the_dialplans_hotline_and_category_win_over_dnid_unknown_and_exten_s(
+        serve: Any) -> None:
+    port = await serve(agi(CONFIG))
+    cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "unknown", "agi_extension": "s",
+                                                "agi_context": "inbound-ivr"},
+                              channel_vars={"HOTLINE": "12315",
+                                            "CATEGORY": "market_regulation"}).run()
+    assert set_vars(cmds)["HOTLINE"] == "12315"
+    assert set_vars(cmds)["CATEGORY"] == "market_regulation"
+
+
+async def test_a_category_not_in_the_list_falls_back_to_the_hotlines(serve: Any) -> None:
+    port = await serve(agi(CONFIG))
+    cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "unknown", "agi_extension": "s"},
+                              channel_vars={"HOTLINE": "12369", "CATEGORY": "12369"}).run()
+    assert set_vars(cmds)["CATEGORY"] == "environment"
+
+
+async def test_a_missing_prompt_is_skipped_and_the_menu_still_takes_keys(serve: Any) -> None:
+    from structlog.testing import capture_logs
+
+    from ivr.fastagi import MISSING_PROMPTS
+
+    MISSING_PROMPTS.clear()
+    port = await serve(agi(with_menus()))
+    with capture_logs() as logs:
+        for _ in range(2):
+            fake = FakeAsterisk(port, "hotline", keys=["2", "3"],
+                                missing={"hotline/welcome", "hotline/main-menu"})
+            cmds = await fake.run()
+            # 200 result=-1 endpos=0 is not a hang-up: the keys are still taken
+            assert set_vars(cmds)["IVR_PATH"] == "2-3"
+            assert "EXEC Queue hotline-en,tc,,,3600" in cmds
+    assert [e["prompt"] for e in logs if e["event"] == "prompt_not_played"] == [
+        "hotline/welcome"]  # once per prompt, not per call (GET DATA plays its own)
+
+
+async def test_a_real_hangup_ends_the_script(serve: Any) -> None:
+    """``HANGUP`` (Asterisk's notice to a FastAGI script) ends it at once."""
+    port = await serve(agi(CONFIG))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"agi_network_script: hotline\nagi_uniqueid: 1700000000.9\n\n")
+    seen = []
+    while line := await asyncio.wait_for(reader.readline(), 5):
+        seen.append(line.decode().strip())
+        writer.write(b"HANGUP\n" if seen[-1].startswith("STREAM FILE") else b"200 result=0\n")
+    writer.close()
+    assert seen[-1] == 'STREAM FILE hotline/welcome ""'
