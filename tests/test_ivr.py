@@ -476,3 +476,42 @@ async def test_a_real_hangup_ends_the_script(serve: Any) -> None:
         writer.write(b"HANGUP\n" if seen[-1].startswith("STREAM FILE") else b"200 result=0\n")
     writer.close()
     assert seen[-1] == 'STREAM FILE hotline/welcome ""'
+
+
+# -- writes need a token only the service could have issued ----------------------------------
+
+async def test_returnvisit_keys_without_a_valid_token_are_refused_and_reported(
+        serve: Any) -> None:
+    answers, silent, refused = Recorder(), Recorder(), Recorder()
+    tokens = AgiTokens(secret=SECRET)
+    port = await serve(agi(CONFIG, on_answer=answers, on_no_answer=silent, tokens=tokens,
+                           on_refused=refused))
+    # anyone who reaches the port: a made-up token, then the dialplan's inbound token
+    for token in ("00" * 16, inbound_token(SECRET, "1700000000.42")):
+        cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"},
+                                  keys=["1", "3", "3"], token=token).run()
+        assert not any(c.startswith("GET DATA") for c in cmds)
+    # a token issued for another order, then the right one twice
+    other = tokens.issue("returnvisit", "WO-8")
+    await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"}, keys=["1"],
+                       token=other).run()
+    good = tokens.issue("returnvisit", "WO-7")
+    for _ in range(2):
+        await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"}, keys=["1", "3", "3"],
+                           token=good).run()
+    assert answers.calls == [("WO-7", True, 3, 3, "1700000000.42")]
+    assert silent.calls == []
+    assert [why for why, _ in refused.calls] == [
+        "token not issued by this service", "token not issued by this service",
+        "token issued for another call", "token not issued by this service"]
+
+
+async def test_inbound_writes_need_the_dialplans_token_once(serve: Any) -> None:
+    surveys, callbacks, refused = Recorder(), Recorder(), Recorder()
+    port = await serve(agi(CONFIG, on_survey=surveys, on_callback=callbacks,
+                           on_refused=refused, expected_wait=lambda: {"hotline": 600.0}))
+    await FakeAsterisk(port, "hotline", keys=["1"], token="forged").run()
+    assert callbacks.calls == [] and refused.calls[-1][0] == "token not issued by this service"
+    await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the dialplan's token
+    await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the same call again
+    assert len(callbacks.calls) == 1 and refused.calls[-1][0] == "token already used"
