@@ -87,9 +87,14 @@ async def json_errors(request: web.Request,
         if not api or exc.status < 400:
             raise
         message = {404: "no such API route", 405: "method not allowed",
-                   413: "request body too large"}.get(exc.status, exc.reason)
+                   413: "request body too large",
+                   416: "the requested byte range cannot be served"}.get(exc.status, exc.reason)
         _log_refusal(request, exc.status, message)
-        return error_response(exc.status, message)
+        resp = error_response(exc.status, message)
+        for key in ("Content-Range", "Retry-After", "Allow"):  # what the status needs
+            if key in exc.headers:
+                resp.headers[key] = exc.headers[key]
+        return resp
     except RecursionError:
         if not api:
             raise

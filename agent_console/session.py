@@ -136,6 +136,13 @@ class Console:
     socket_sessions: dict[web.WebSocketResponse, str] = field(default_factory=dict)  # token hash
     senders: dict[web.WebSocketResponse, asyncio.Task[None]] = field(default_factory=dict)
     sending: dict[web.WebSocketResponse, float] = field(default_factory=dict)  # send began at
+    # the slow-client brake (agent_console.live._send_watchdog): each socket's transport,
+    # when its backlog began, the bounds, and how many sockets were cut
+    transports: dict[web.WebSocketResponse, Any] = field(default_factory=dict)
+    backlog_since: dict[web.WebSocketResponse, float] = field(default_factory=dict)
+    max_unsent_bytes: int = 1 << 20
+    max_unsent_age_s: float = 10.0
+    slow_cuts: int = 0
     names: dict[str, str] = field(default_factory=dict)  # member name -> display name
     # queue member (interface or member name) -> keys of the operator streams showing it
     watching: dict[str, set[str]] = field(default_factory=dict)
