@@ -9,10 +9,13 @@ issue-12 fault: 300 such clients took the service from 88 to 263 MB).  Once a se
 :func:`_send_watchdog` measures each socket's *unsent backlog* (the transport's buffer
 plus the kernel's send queue, ``TIOCOUTQ``) and its age (since it last stayed under
 :data:`BACKLOG_FLOOR` with no send stuck); past ``Console.max_unsent_bytes`` (1 MiB)
-or ``Console.max_unsent_age_s`` (10 s) the socket is cut: a close frame with code
+or ``Console.max_unsent_age_s`` (5 s) the socket is cut: a close frame with code
 :data:`CLOSE_TOO_SLOW` (4408) if it goes out within a second, then the transport is
-aborted, which frees its buffers at once.  The page (``static/common.js``) reconnects
-on 4408 at once and resumes from its last update number.
+aborted, which frees its buffers at once.  The session may open a socket again after
+a cool-down that doubles with each cut (2, 4, 8 … 60 s; before that ``/ws`` answers
+429 with ``Retry-After``), so a client that never reads spends most of its time
+disconnected instead of holding buffers.  The page (``static/common.js``) reconnects
+on 4408 after the cool-down and resumes from its last update number.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         raise ApiError(403, "cross-site websocket refused")
     session = await need_session(request)
     user = session.user
+    cooling = c.slow_cooldown.get(session.token_hash)
+    if cooling is not None and c.now() < cooling[1]:
+        wait = max(1, round(cooling[1] - c.now()))
+        raise ApiError(429, f"this page was cut for not reading its updates; reconnect in "
+                       f"{wait} s", zh=f"页面未及时接收数据已被断开，请 {wait} 秒后重连",
+                       retry_after=wait)
     stream_id = request.query.get("stream")
     try:
         seq: int | None = int(request.query["seq"]) if "seq" in request.query else None
@@ -171,6 +180,7 @@ async def _send_watchdog(c: Console, every: float = 1.0) -> None:
         for ws, unsent, age in cut:
             log.info("websocket client too slow; cut", unsent_bytes=unsent, age_s=round(age, 1))
             c.slow_cuts += 1
+            _cool_down(c, c.socket_sessions.get(ws))
             c.backlog_since.pop(ws, None)
             c.sending.pop(ws, None)
             sender = c.senders.get(ws)
@@ -178,6 +188,16 @@ async def _send_watchdog(c: Console, every: float = 1.0) -> None:
                 sender.cancel()
         if cut:
             await asyncio.gather(*(_cut(c, ws) for ws, _, _ in cut), return_exceptions=True)
+
+
+def _cool_down(c: Console, token_hash: str | None, most_s: float = 60.0) -> None:
+    if token_hash is None:
+        return
+    now = c.now()
+    if len(c.slow_cooldown) > 10_000:  # forget the cool-downs that are over
+        c.slow_cooldown = {k: v for k, v in c.slow_cooldown.items() if v[1] > now}
+    cuts = c.slow_cooldown.get(token_hash, (0, 0.0))[0] + 1
+    c.slow_cooldown[token_hash] = (cuts, now + min(most_s, 2.0 ** cuts))
 
 
 async def _cut(c: Console, ws: web.WebSocketResponse) -> None:
