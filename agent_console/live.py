@@ -26,19 +26,20 @@ import gc
 import json
 import struct
 import termios
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 
 from acd.state import AgentChanged, AgentState, Change
+from agent_console.auth import token_hash
 from agent_console.http import (
     ApiError,
     same_origin,
 )
 from agent_console.hub import Client
-from agent_console.session import CONSOLE, Console, need_session
+from agent_console.session import CONSOLE, COOKIE, Console, need_session
 
 log = structlog.get_logger(__name__)
 
@@ -57,12 +58,6 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         raise ApiError(403, "cross-site websocket refused")
     session = await need_session(request)
     user = session.user
-    cooling = c.slow_cooldown.get(session.token_hash)
-    if cooling is not None and c.now() < cooling[1]:
-        wait = max(1, round(cooling[1] - c.now()))
-        raise ApiError(429, f"this page was cut for not reading its updates; reconnect in "
-                       f"{wait} s", zh=f"页面未及时接收数据已被断开，请 {wait} 秒后重连",
-                       retry_after=wait)
     stream_id = request.query.get("stream")
     try:
         seq: int | None = int(request.query["seq"]) if "seq" in request.query else None
@@ -101,6 +96,24 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         c.backlog_since.pop(ws, None)
         await asyncio.gather(sender, return_exceptions=True)
     return ws
+
+
+@web.middleware
+async def slow_client_gate(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """``/ws`` for a session cut for not reading and still cooling down: 429 with
+    Retry-After, before any database work (a hostile client may retry many times a
+    second).  Mounted ahead of the permission guard."""
+    if request.path == "/ws":
+        c = request.app[CONSOLE]
+        cooling = c.slow_cooldown.get(token_hash(request.cookies.get(COOKIE) or ""))
+        if cooling is not None and c.now() < cooling[1]:
+            wait = max(1, round(cooling[1] - c.now()))
+            raise ApiError(429, f"this page was cut for not reading its updates; reconnect "
+                           f"in {wait} s", zh=f"页面未及时接收数据已被断开，请 {wait} 秒后重连",
+                           retry_after=wait)
+    return await handler(request)
 
 
 def _on_message(c: Console, client: Client, text: str) -> None:
