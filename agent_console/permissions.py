@@ -122,6 +122,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/orders/{id}/steps"): Access(STAFF, "order_visible, then STEPS"),
     ("POST", "/api/orders/{id}/knowledge"): Access(CENTRE, "order_visible"),
     ("GET", "/api/supervision/anomalies"): Access(SUPERVISORS),
+    ("POST", "/api/supervision/anomalies/ack"): Access(SUPERVISORS),  # audited: who, when
+    ("GET", "/api/orders/inbox"): Access(HANDLERS, "own department"),
     ("GET", "/api/departments"): Access(STAFF),
     ("GET", "/api/departments/suggest"): Access(STAFF),
     ("GET", "/api/reports/orders"): Access(SUPERVISORS),

@@ -1118,6 +1118,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small defaults: 50 operators, 5 wallboards, 5 s")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--search", action="store_true",
+                        help="instead: the desk's search targets (callcenter.bench_search): "
+                             "knowledge base and order search")
+    parser.add_argument("--articles", type=int, default=200_000,
+                        help="--search: knowledge-base articles (200000; 0 skips)")
+    parser.add_argument("--search-orders", type=int, default=1_000_000,
+                        help="--search: work orders (1000000; 0 skips)")
+    parser.add_argument("--search-pg", metavar="URL",
+                        help="--search: also on PostgreSQL, in a scratch database created on "
+                             "this server (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--month-report", action="store_true",
                         help="only the monthly report rebuild (issue 14): a month of a large "
                              "centre written to SQLite (and --postgres URL), the 月报 rebuilt")
@@ -1133,6 +1143,15 @@ def main_from_args(args: argparse.Namespace) -> int:
     if getattr(args, "month_report", False):
         return month_main(args)
     logs.setup("warning", "console")
+    if args.search:
+        from callcenter.bench_search import main as search_main
+
+        if args.articles < 0 or args.search_orders < 0:
+            print("callcenter bench: --articles and --search-orders must be >= 0",
+                  file=sys.stderr)
+            return 2
+        return search_main(args.articles, args.search_orders, args.search_pg, args.seed,
+                           args.json)
     _raise_fd_limit()
     plan = _plan(args)
     with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:

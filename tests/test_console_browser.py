@@ -225,7 +225,7 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     assert [(o.number, o.caller, o.call_uniqueid, o.category, o.text, o.created_by, o.status)
             for o in orders] == [(number, "13812345678", uid, "市政设施/路灯",
                                   text + "，已多次反映", "op1", "resolved_on_call")]
-    assert await page.get_attribute("#draft-message a", "href") == f"/orders?order={orders[0].id}"
+    assert await page.get_attribute("#draft-message a", "href") == f"/orders?open={orders[0].id}"
     assert await page.evaluate("window.__pwned") is None
 
     # English is one click away, and stays chosen.

@@ -223,7 +223,7 @@ function renderHistoryInto(box, h) {
   const ul = el("ul");
   const now = Date.now() / 1000;
   for (const w of h.work_orders) {
-    const link = el("a", {cls: "order-link", attrs: {href: "/orders?order=" + encodeURIComponent(w.id), target: "_blank"}, text: w.number});
+    const link = el("a", {cls: "order-link", attrs: {href: "/orders?open=" + encodeURIComponent(w.id), target: "_blank"}, text: w.number});
     const due = w.open && w.handling_due ? el("span", {cls: "due" + (w.handling_due < now ? " overdue" : ""),
       text: t(w.handling_due < now ? "call.order_overdue" : "call.order_due", {t: dateTime(w.handling_due)})}) : null;
     ul.append(el("li", {cls: w.open ? "open-order" : ""},
@@ -736,7 +736,7 @@ async function submitDraft(ev) {
     hideDraft();
     const m = byId("draft-message");
     m.className = "message ok";
-    const link = el("a", {attrs: {href: "/orders?order=" + encodeURIComponent(done.id), target: "_blank"}, text: done.number});
+    const link = el("a", {attrs: {href: "/orders?open=" + encodeURIComponent(done.id), target: "_blank"}, text: done.number});
     m.replaceChildren(el("span", {text: outcome === "answer" ? t("draft.submitted_answer") : outcome === "dispatch" ? t("draft.submitted_dispatch") : t("draft.submitted_accept")}), link);
     m.dataset.number = done.number;
     renderOtherDrafts();
