@@ -28,6 +28,7 @@ from agent_console.console_api import (
     api_draft_save,
     api_draft_submit,
     api_drafts,
+    api_fastagi_refusals,
     api_force_ready,
     api_force_signout,
     api_history,
@@ -156,6 +157,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_post("/api/login", api_login)
     r.add_post("/api/logout", api_logout)
     r.add_get("/api/me", api_me)
+    r.add_get("/api/fastagi/refusals", api_fastagi_refusals)
     r.add_get("/api/live", api_live)
     r.add_get("/api/metrics", api_metrics)
     r.add_post("/api/agent/signin", api_agent_signin)
