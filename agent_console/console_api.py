@@ -27,6 +27,7 @@ Routes (JSON unless said)::
     GET  /api/intake-form                       the intake form's lists (config/intake.toml)
     GET  /api/callers?number=                   lookup: a number's calls and work orders
     POST /api/supervisor/agents/{name}/ready|signout {reason}   (audited)
+    GET  /api/fastagi/refusals                  FastAGI refusals (supervisors): newest first
     GET  /ws?stream=ID&seq=N                    live updates (session required)
 
 Every POST/PUT needs the session's CSRF token in ``X-CSRF-Token`` (login aside,
@@ -340,6 +341,23 @@ async def _supervise(request: web.Request, action: str) -> web.Response:
                 await pbx(c, {"Action": "QueueRemove", "Queue": queue,
                               "Interface": agent.interface}, ignore=("not there",))
     return web.json_response({"ok": True})
+
+
+async def api_fastagi_refusals(request: web.Request) -> web.Response:
+    """What the FastAGI edge refused (an address not allowed, a bad header, a write
+    without a valid token), from the audit log, newest first (at most 200)."""
+    from sqlalchemy import select
+
+    from callcenter.db import AuditRow
+
+    c = request.app[CONSOLE]
+    await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    async with c.service.store.sessions() as s:
+        rows = await s.scalars(select(AuditRow).where(AuditRow.action == "fastagi_refused")
+                               .order_by(AuditRow.id.desc()).limit(200))
+        items = [{"at": r.at, "peer": r.target, "why": r.reason, "details": r.data}
+                 for r in rows]
+    return web.json_response({"refusals": items})
 
 
 async def api_force_ready(request: web.Request) -> web.Response:

@@ -128,6 +128,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/departments/suggest"): Access(STAFF),
     ("GET", "/api/reports/orders"): Access(SUPERVISORS),
     ("GET", "/api/outbound"): Access(SUPERVISORS),
+    ("GET", "/api/fastagi/refusals"): Access(SUPERVISORS),
     # reports (agent_console/reports_api.py)
     ("GET", "/reports"): Access(READERS, page=True),
     ("GET", "/reports/print"): Access(READERS, page=True),

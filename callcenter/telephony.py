@@ -159,3 +159,86 @@ async def start_telephony(service: Service, app: web.Application, *,
         service.listen("OriginateResponse", dialer.on_ami_event)
         await dialer.start()
     return Telephony(agi, server, bound, dialer, recorder)
+
+
+# --------------------------------------------------------------------------- check-asterisk
+
+DEFAULT_SOUNDS = "/usr/share/asterisk/sounds"  # Debian's astdatadir/sounds
+
+
+def prompt_settings(raw: dict[str, Any]) -> tuple[str, bool]:
+    """``[prompts]``: ``sounds`` (where Asterisk reads them, as this host sees it) and
+    whether to ``check`` that directory (false when Asterisk runs on another host)."""
+    p = raw.get("prompts", {}) if isinstance(raw.get("prompts"), dict) else {}
+    return str(p.get("sounds", DEFAULT_SOUNDS)), bool(p.get("check", True))
+
+
+def expected_of(settings: Any, *, agi: tuple[str, int] | None = None) -> Any:
+    """What ``check-asterisk`` asks of the configured PBX, from the configs."""
+    import tomllib
+    from pathlib import Path
+
+    from agent_console.session import transfer_departments
+    from callcenter.orders.lifecycle import State
+    from callcenter.pbx.check import Expected, service_extensions
+    from ivr.menus import DEFAULT_CONFIG
+    from ivr.prompts import present, prompt_names
+
+    raw = settings.raw
+    queues = {q: (c.servicelevel, c.wrapuptime) for q, c in settings.queues.items()}
+    with open(DEFAULT_CONFIG, "rb") as f:
+        names = prompt_names(tomllib.load(f), [s.value for s in State])
+    sounds, check_prompts = prompt_settings(raw)
+    if agi is None:
+        url = OutboundSettings.from_raw(raw).agi_url.removeprefix("agi://")
+        host, _, port = url.partition("/")[0].partition(":")
+        agi = (host or "127.0.0.1", int(port or 4573))
+    return Expected(
+        username=settings.ami.username, queues=queues,
+        extensions=service_extensions(queues, [d["number"] for d in transfer_departments()]),
+        prompts_missing=present(names, Path(sounds)) if check_prompts else None,
+        prompts_dir=sounds, agi=agi)
+
+
+async def check_asterisk(settings: Any, link: Any = None, *,
+                         agi: tuple[str, int] | None = None) -> list[Any]:
+    """Run every check (logging in once when ``link`` is None)."""
+    from callcenter.pbx.ami import AmiError, AmiLink
+    from callcenter.pbx.check import run_checks
+
+    exp = expected_of(settings, agi=agi)
+    if link is not None:
+        return await run_checks(link, exp)
+    a = settings.ami
+    own = AmiLink(a.host, a.port, a.username, a.secret, events="off",
+                  on_event=lambda h, t: None, action_timeout=a.action_timeout)
+    try:
+        await own.connect_once()
+    except AmiError as exc:
+        await own.stop()
+        return await run_checks(None, exp, login_error=str(exc))
+    try:
+        return await run_checks(own, exp)
+    finally:
+        await own.stop()
+
+
+async def startup_checks(service: Service, telephony: Telephony, *,
+                         wait_s: float = 30.0) -> None:
+    """``callcenter serve``: once the link is up, the same checks; each failure logged."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while not service.link.up and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+    if not service.link.up:
+        log.warning("asterisk_checks_skipped", why="the AMI link is not up")
+        return
+    try:
+        checks = await check_asterisk(service.settings, service.link)
+    except Exception:
+        log.exception("asterisk_checks_failed")
+        return
+    failed = [c for c in checks if not c.ok]
+    for c in failed:
+        log.warning("asterisk_check_failed", check=c.name, detail=c.detail, fix=c.fix)
+    log.info("asterisk_checks", passed=len(checks) - len(failed), failed=len(failed))

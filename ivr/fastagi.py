@@ -633,7 +633,7 @@ class FastAgiServer:
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         server = await asyncio.start_server(self._client, host, port, limit=MAX_LINE,
-                                            backlog=1024)
+                                            backlog=128)  # also: accepted per loop turn
         log.info("fastagi_listening", host=host,
                  port=server.sockets[0].getsockname()[1] if server.sockets else port,
                  allow=[str(n) for n in self.allow])

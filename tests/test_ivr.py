@@ -424,3 +424,94 @@ async def test_returnvisit_without_an_order_hangs_up(serve: Any) -> None:
     cmds = await FakeAsterisk(port, "returnvisit", keys=["1"]).run()
     assert cmds == ["GET VARIABLE ORDER_ID", "HANGUP"]
     assert answers.calls == silent.calls == []
+
+
+# -- as a real Asterisk 22.10.1 answers (AMI-NOTES, "FastAGI as a real Asterisk speaks it") ------
+
+async def test_the_dialplans_hotline_and_category_win_over_dnid_unknown_and_exten_s(
+        serve: Any) -> None:
+    port = await serve(agi(CONFIG))
+    cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "unknown", "agi_extension": "s",
+                                                "agi_context": "inbound-ivr"},
+                              channel_vars={"HOTLINE": "12315",
+                                            "CATEGORY": "market_regulation"}).run()
+    assert set_vars(cmds)["HOTLINE"] == "12315"
+    assert set_vars(cmds)["CATEGORY"] == "market_regulation"
+
+
+async def test_a_category_not_in_the_list_falls_back_to_the_hotlines(serve: Any) -> None:
+    port = await serve(agi(CONFIG))
+    cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "unknown", "agi_extension": "s"},
+                              channel_vars={"HOTLINE": "12369", "CATEGORY": "12369"}).run()
+    assert set_vars(cmds)["CATEGORY"] == "environment"
+
+
+async def test_a_missing_prompt_is_skipped_and_the_menu_still_takes_keys(serve: Any) -> None:
+    from structlog.testing import capture_logs
+
+    from ivr.fastagi import MISSING_PROMPTS
+
+    MISSING_PROMPTS.clear()
+    port = await serve(agi(with_menus()))
+    with capture_logs() as logs:
+        for _ in range(2):
+            fake = FakeAsterisk(port, "hotline", keys=["2", "3"],
+                                missing={"hotline/welcome", "hotline/main-menu"})
+            cmds = await fake.run()
+            # 200 result=-1 endpos=0 is not a hang-up: the keys are still taken
+            assert set_vars(cmds)["IVR_PATH"] == "2-3"
+            assert "EXEC Queue hotline-en,tc,,,3600" in cmds
+    assert [e["prompt"] for e in logs if e["event"] == "prompt_not_played"] == [
+        "hotline/welcome"]  # once per prompt, not per call (GET DATA plays its own)
+
+
+async def test_a_real_hangup_ends_the_script(serve: Any) -> None:
+    """``HANGUP`` (Asterisk's notice to a FastAGI script) ends it at once."""
+    port = await serve(agi(CONFIG))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"agi_network_script: hotline\nagi_uniqueid: 1700000000.9\n\n")
+    seen = []
+    while line := await asyncio.wait_for(reader.readline(), 5):
+        seen.append(line.decode().strip())
+        writer.write(b"HANGUP\n" if seen[-1].startswith("STREAM FILE") else b"200 result=0\n")
+    writer.close()
+    assert seen[-1] == 'STREAM FILE hotline/welcome ""'
+
+
+# -- writes need a token only the service could have issued ----------------------------------
+
+async def test_returnvisit_keys_without_a_valid_token_are_refused_and_reported(
+        serve: Any) -> None:
+    answers, silent, refused = Recorder(), Recorder(), Recorder()
+    tokens = AgiTokens(secret=SECRET)
+    port = await serve(agi(CONFIG, on_answer=answers, on_no_answer=silent, tokens=tokens,
+                           on_refused=refused))
+    # anyone who reaches the port: a made-up token, then the dialplan's inbound token
+    for token in ("00" * 16, inbound_token(SECRET, "1700000000.42")):
+        cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"},
+                                  keys=["1", "3", "3"], token=token).run()
+        assert not any(c.startswith("GET DATA") for c in cmds)
+    # a token issued for another order, then the right one twice
+    other = tokens.issue("returnvisit", "WO-8")
+    await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"}, keys=["1"],
+                       token=other).run()
+    good = tokens.issue("returnvisit", "WO-7")
+    for _ in range(2):
+        await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"}, keys=["1", "3", "3"],
+                           token=good).run()
+    assert answers.calls == [("WO-7", True, 3, 3, "1700000000.42")]
+    assert silent.calls == []
+    assert [why for why, _ in refused.calls] == [
+        "token not issued by this service", "token not issued by this service",
+        "token issued for another call", "token not issued by this service"]
+
+
+async def test_inbound_writes_need_the_dialplans_token_once(serve: Any) -> None:
+    surveys, callbacks, refused = Recorder(), Recorder(), Recorder()
+    port = await serve(agi(CONFIG, on_survey=surveys, on_callback=callbacks,
+                           on_refused=refused, expected_wait=lambda: {"hotline": 600.0}))
+    await FakeAsterisk(port, "hotline", keys=["1"], token="forged").run()
+    assert callbacks.calls == [] and refused.calls[-1][0] == "token not issued by this service"
+    await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the dialplan's token
+    await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the same call again
+    assert len(callbacks.calls) == 1 and refused.calls[-1][0] == "token already used"

@@ -93,3 +93,21 @@ async def test_departments_offered_are_the_work_order_departments(rig: Rig) -> N
     config = me.get("config") or (await op1.call("GET", "/api/config"))[1]
     names = [d["name"] for d in config["departments"]]
     assert "市城市管理局" in names and "市燃气集团" in names and len(names) == 18
+
+
+async def test_fastagi_refusals_are_audited_and_shown_to_supervisors(rig: Rig) -> None:
+    from callcenter.telephony import audit_refusal
+
+    refuse = audit_refusal(rig.service)
+    await refuse("token not issued by this service",
+                 {"script": "returnvisit", "key": "WO-1", "uniqueid": "1.2", "peer": "10.0.0.9"})
+    await refuse("address not allowed", {"peer": "203.0.113.7", "script": ""})
+    sup = await rig.as_user("sup1")
+    status, body = await sup.call("GET", "/api/fastagi/refusals")
+    assert status == 200
+    assert [(r["peer"], r["why"]) for r in body["refusals"]] == [
+        ("203.0.113.7", "address not allowed"),
+        ("10.0.0.9", "token not issued by this service")]
+    assert body["refusals"][1]["details"]["key"] == "WO-1"
+    op1 = await rig.as_user("op1")
+    assert (await op1.call("GET", "/api/fastagi/refusals"))[0] == 403

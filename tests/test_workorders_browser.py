@@ -233,3 +233,37 @@ async def test_supervisor_acts_on_the_board_and_a_department_sees_its_inbox(
     assert await page.locator("#inbox-lists [data-list=new] li[data-order]").count() >= 1
     await page.screenshot(path=str(tmp_path / "orders-inbox-zh-CN.png"))
     assert problems == []
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+async def test_english_orders_list_and_wallboard_fit_their_panels(
+        site: tuple[str, WorkOrders], browser: Any, tmp_path: Path, width: int,
+        height: int) -> None:
+    url, _ = site
+    page, problems = await sign_in(browser, url, "sup1", width=width, height=height)
+    await page.wait_for_url(lambda u: "/login" not in u)
+    await page.evaluate("localStorage.setItem('hotline.lang', 'en')")
+    await page.goto(url + "/orders")
+    await page.wait_for_selector("#orders tr")
+    fits = """() => { const t = document.querySelector('.orders-table'),
+                        p = document.querySelector('#list-panel');
+                      return [t.scrollWidth, p.clientWidth, document.documentElement.scrollWidth]; }"""
+    table, panel, doc = await page.evaluate(fits)
+    assert table <= panel and doc <= width, (table, panel, doc)
+    await page.locator("#orders tr").nth(1).click()  # an order open beside the list
+    await page.wait_for_selector("#detail:not([hidden])")
+    table, panel, doc = await page.evaluate(fits)
+    assert table <= panel and doc <= width, (table, panel, doc)
+    await page.screenshot(path=str(tmp_path / f"orders-en-{width}.png"))
+    for lang in ("en", "zh-CN"):
+        await page.evaluate(f"localStorage.setItem('hotline.lang', '{lang}')")
+        await page.goto(url + "/wallboard")
+        await page.wait_for_selector(".qcard .figs th")
+        # No header broken per character (one line of 12 px text is ~17 px), no card scrolls.
+        tall, over = await page.evaluate("""() => [
+            [...document.querySelectorAll('.figs th')].filter(th => th.textContent.length < 5
+                && th.getBoundingClientRect().height > 40).map(th => th.textContent),
+            [...document.querySelectorAll('.qcard')].map(c => c.scrollWidth - c.clientWidth)]""")
+        assert tall == [] and max(over) <= 0, (lang, tall, over)
+        await page.screenshot(path=str(tmp_path / f"wallboard-{lang}-{width}.png"))
+    assert problems == []
