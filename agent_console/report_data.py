@@ -9,6 +9,7 @@ read, with Core selects (a month of a large centre is two million calls).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import Mapping, Sequence
@@ -190,12 +191,20 @@ async def load_order_events(engine: AsyncEngine, start: float, end: float) -> li
     received = select(OrderEventRow.order_id).where(
         OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS]),
         OrderEventRow.at >= start, OrderEventRow.at < end)
-    d = OrderEventRow.data
-    cols = (OrderEventRow.order_id, OrderEventRow.seq, OrderEventRow.step, OrderEventRow.role,
+    d, step = OrderEventRow.data, OrderEventRow.step
+
+    def only(steps: tuple[Step, ...], value: Any) -> Any:  # JSON read only where it matters
+        return case((step.in_([str(s) for s in steps]), value), else_=None)
+
+    cols = (OrderEventRow.order_id, OrderEventRow.seq, step, OrderEventRow.role,
             OrderEventRow.unit, OrderEventRow.at,
-            d["department"].as_string(), d["source"].as_string(),
-            d["satisfaction_department"].as_integer(), d["timer"].as_string(),
-            d[("first_response_due", "$t")].as_string(), d[("handling_due", "$t")].as_string())
+            only((Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN, Step.REOPEN),
+                 d["department"].as_string()),
+            only((Step.EVALUATE, Step.REOPEN), d["source"].as_string()),
+            only((Step.EVALUATE, Step.REOPEN), d["satisfaction_department"].as_integer()),
+            only((Step.FLAG_OVERDUE,), d["timer"].as_string()),
+            only((Step.ACCEPT,), d[("first_response_due", "$t")].as_string()),
+            only((Step.ACCEPT, Step.REOPEN), d[("handling_due", "$t")].as_string()))
     async with engine.connect() as conn:
         res = await conn.execute(select(*cols).where(
             OrderEventRow.order_id.in_(received), OrderEventRow.step.in_(FOLDED_STEPS)))
@@ -261,50 +270,76 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
                                                                  "supervised") else "%"}
            for k, (z, e, r) in asm.RATE_DEFINITIONS.items()},
     }
+    jobs = {}  # the sections read the database at the same time (one connection each)
     if "calls" in sections:
-        atoms = await load_call_atoms(engine, settings, lo, hi, queue)
-        rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
-        out["calls"] = {
-            "overall": _fig(rep.overall),
-            "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
-            "queues": [{"queue": k, "title": settings.queue_titles.get(k, k)} | _fig(f)
-                       for k, f in rep.queues.items()],
-            "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
-            "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],
-            "hours": rep.hours, "abandon_times": rep.abandon_times,
-        }
+        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue)
     if "agents" in sections:
-        states = await load_states(engine, lo, min(hi, now))
-        agents = rp.agent_report(states, await load_taken(engine, lo, min(hi, now)), lo,
-                                 min(hi, now))
-        out["agents"] = [a.as_dict() for a in agents.values()]
-        if period == "day":
-            shifts = []
-            for s in cfg.shifts:
-                a, b = s.span(day, tz)
-                if a.timestamp() >= now:
-                    continue
-                # a night shift that began the evening before belongs to its own day
-                got = rp.agent_report(states, await load_taken(engine, a.timestamp(), b.timestamp()),
-                                      a.timestamp(), min(b.timestamp(), now))
-                shifts.extend({"shift": s.name} | f.as_dict() for f in got.values())
-            out["shifts"] = shifts
+        jobs["agents"] = _agents_section(engine, cfg, tz, lo, hi, now, period, day)
     if "departments" in sections:
-        events = await load_order_events(engine, lo, hi)
-        figures = asm.assess(events, lo, hi)
-        rows = asm.period_rows(figures, names or {})
-        if department is not None:
-            rows = [r for r in rows if r["department"] == department]
-        out["departments"] = rows
+        jobs["departments"] = _departments_section(engine, lo, hi, department, names or {})
     if "hotspots" in sections:
-        week = rp.period_start(datetime.fromtimestamp(min(hi, now) - 1, tz), "week")
-        new = await load_new_orders(engine, (week - timedelta(days=7)).timestamp(),
-                                    (week + timedelta(days=7)).timestamp(), tz)
-        year_ago = week - timedelta(days=364)  # the same ISO week is within a week of this
-        new += await load_new_orders(engine, (year_ago - timedelta(days=8)).timestamp(),
-                                     (year_ago + timedelta(days=15)).timestamp(), tz)
-        out["hotspots"] = asm.hotspots(new, week, cfg.keywords) | {"week": week.date().isoformat()}
+        jobs["hotspots"] = _hotspots_section(engine, cfg, tz, hi, now)
+    for got in await asyncio.gather(*jobs.values()):
+        out.update(got)
     return out
+
+
+async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetime,
+                         end: datetime, period: str, queue: str | None) -> dict[str, Any]:
+    atoms = await load_call_atoms(engine, settings, start.timestamp(), end.timestamp(), queue)
+    rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
+    return {"calls": {
+        "overall": _fig(rep.overall),
+        "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
+        "queues": [{"queue": k, "title": settings.queue_titles.get(k, k)} | _fig(f)
+                   for k, f in rep.queues.items()],
+        "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
+        "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],
+        "hours": rep.hours, "abandon_times": rep.abandon_times,
+    }}
+
+
+async def _agents_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, lo: float,
+                          hi: float, now: float, period: str, day: date) -> dict[str, Any]:
+    until = min(hi, now)
+    states = await load_states(engine, lo, until)
+    agents = await asyncio.to_thread(rp.agent_report, states,
+                                     await load_taken(engine, lo, until), lo, until)
+    out: dict[str, Any] = {"agents": [a.as_dict() for a in agents.values()]}
+    if period == "day":
+        shifts = []
+        for s in cfg.shifts:  # the shifts that begin on the day
+            a, b = s.span(day, tz)
+            if a.timestamp() >= now:
+                continue
+            taken = await load_taken(engine, a.timestamp(), b.timestamp())
+            got = rp.agent_report(states, taken, a.timestamp(), min(b.timestamp(), now))
+            shifts.extend({"shift": s.name} | f.as_dict() for f in got.values())
+        out["shifts"] = shifts
+    return out
+
+
+async def _departments_section(engine: AsyncEngine, lo: float, hi: float,
+                               department: str | None, names: Mapping[str, str]
+                               ) -> dict[str, Any]:
+    # folded in a thread: the live screens' loop keeps running meanwhile
+    figures = await asyncio.to_thread(asm.assess, await load_order_events(engine, lo, hi), lo,
+                                      hi)
+    rows = asm.period_rows(figures, names)
+    if department is not None:
+        rows = [r for r in rows if r["department"] == department]
+    return {"departments": rows}
+
+
+async def _hotspots_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, hi: float,
+                            now: float) -> dict[str, Any]:
+    week = rp.period_start(datetime.fromtimestamp(min(hi, now) - 1, tz), "week")
+    new = await load_new_orders(engine, (week - timedelta(days=7)).timestamp(),
+                                (week + timedelta(days=7)).timestamp(), tz)
+    year_ago = week - timedelta(days=364)  # the same ISO week is within a week of this
+    new += await load_new_orders(engine, (year_ago - timedelta(days=8)).timestamp(),
+                                 (year_ago + timedelta(days=15)).timestamp(), tz)
+    return {"hotspots": asm.hotspots(new, week, cfg.keywords) | {"week": week.date().isoformat()}}
 
 
 def _fig(f: Figures) -> dict[str, Any]:
