@@ -196,19 +196,15 @@ def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-async def load_order_events(engine: AsyncEngine, start: float, end: float) -> list[asm.Event]:
-    """The audit records :func:`assessment.assess` folds, of the orders some department
-    received in ``[start, end)``: only the steps it reads, and of each record's data only
-    the keys it reads, taken out by the database (JSON paths), not decoded row by row."""
-    received = select(OrderEventRow.order_id).where(
-        OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS]),
-        OrderEventRow.at >= start, OrderEventRow.at < end)
+def _event_columns() -> tuple[Any, ...]:
+    """The columns the fold reads; of each record's data only the keys it reads, taken
+    out by the database (JSON paths, and only for the steps that carry them)."""
     d, step = OrderEventRow.data, OrderEventRow.step
 
-    def only(steps: tuple[Step, ...], value: Any) -> Any:  # JSON read only where it matters
+    def only(steps: tuple[Step, ...], value: Any) -> Any:
         return case((step.in_([str(s) for s in steps]), value), else_=None)
 
-    cols = (OrderEventRow.order_id, OrderEventRow.seq, step, OrderEventRow.role,
+    return (OrderEventRow.order_id, OrderEventRow.seq, step, OrderEventRow.role,
             OrderEventRow.unit, OrderEventRow.at,
             only((Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN, Step.REOPEN),
                  d["department"].as_string()),
@@ -217,25 +213,67 @@ async def load_order_events(engine: AsyncEngine, start: float, end: float) -> li
             only((Step.FLAG_OVERDUE,), d["timer"].as_string()),
             only((Step.ACCEPT,), d[("first_response_due", "$t")].as_string()),
             only((Step.ACCEPT, Step.REOPEN), d[("handling_due", "$t")].as_string()))
+
+
+def _events(rows: Any) -> list[asm.Event]:
+    out = []
+    for oid, seq, step, role, unit, at, dept, source, score, timer, first, handling in rows:
+        data: dict[str, Any] = {}
+        if dept is not None:
+            data["department"] = dept
+        if source is not None:
+            data["source"] = source
+            data["satisfaction_department"] = score
+        if timer is not None:
+            data["timer"] = timer
+        if first is not None:
+            data["first_response_due"] = _ts(first)
+        if handling is not None:
+            data["handling_due"] = _ts(handling)
+        out.append(asm.Event(str(oid), seq, step, role, unit, at, data))
+    return out
+
+
+LEAD_IN = 7 * 86400.0
+"""How long before the window the time-ordered read begins (an order is usually accepted
+shortly before it is dispatched; earlier 受理 records are fetched by order)."""
+TAIL = 92 * 86400.0
+"""How long after the window the time-ordered read goes on (later steps of an old
+window's orders are fetched with the window's cohort as a filter)."""
+
+
+async def load_order_events(engine: AsyncEngine, start: float, end: float,
+                            now: float | None = None) -> list[asm.Event]:
+    """The audit records :func:`assessment.assess` folds, of the orders some department
+    received in ``[start, end)``, up to ``now``: only the steps it reads.
+
+    The audit trail is appended in time order, so the records are read as one range of
+    ``at`` (``LEAD_IN`` before the window to ``TAIL`` after it, or ``now``); the few the
+    range misses are fetched by order: 受理 records of the window's orders accepted
+    before it, and, for an old window, its orders' later steps."""
+    now = end + TAIL if now is None else now
+    first, last = start - LEAD_IN, min(now, end + TAIL)
+    cols = _event_columns()
+    folded = OrderEventRow.step.in_(FOLDED_STEPS)
+    received = OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS])
     async with engine.connect() as conn:
-        res = await conn.execute(select(*cols).where(
-            OrderEventRow.order_id.in_(received), OrderEventRow.step.in_(FOLDED_STEPS)))
-        out = []
-        for oid, seq, step, role, unit, at, dept, source, score, timer, first, handling in res:
-            data: dict[str, Any] = {}
-            if dept is not None:
-                data["department"] = dept
-            if source is not None:
-                data["source"] = source
-                data["satisfaction_department"] = score
-            if timer is not None:
-                data["timer"] = timer
-            if first is not None:
-                data["first_response_due"] = _ts(first)
-            if handling is not None:
-                data["handling_due"] = _ts(handling)
-            out.append(asm.Event(str(oid), seq, step, role, unit, at, data))
-        return out
+        rows = _events(await conn.execute(select(*cols).where(
+            OrderEventRow.at >= first, OrderEventRow.at < last, folded)))
+        cohort = {e.order_id for e in rows
+                  if e.step in asm.RECEIVE_STEPS and start <= e.at < end}
+        rows = [e for e in rows if e.order_id in cohort]
+        accepted = {e.order_id for e in rows if e.step == Step.ACCEPT}
+        missing = sorted(int(o) for o in cohort - accepted)
+        for i in range(0, len(missing), 500):
+            rows += _events(await conn.execute(select(*cols).where(
+                OrderEventRow.order_id.in_(missing[i:i + 500]), OrderEventRow.at < first,
+                folded)))
+        if last < now:
+            in_window = select(OrderEventRow.order_id).where(
+                received, OrderEventRow.at >= start, OrderEventRow.at < end)
+            rows += _events(await conn.execute(select(*cols).where(
+                OrderEventRow.at >= last, folded, OrderEventRow.order_id.in_(in_window))))
+    return rows
 
 
 async def load_new_orders(engine: AsyncEngine, start: float, end: float, tz: Any
@@ -288,7 +326,8 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
     if "agents" in sections:
         jobs["agents"] = _agents_section(engine, cfg, tz, lo, hi, now, period, day)
     if "departments" in sections:
-        jobs["departments"] = _departments_section(engine, lo, hi, department, names or {})
+        jobs["departments"] = _departments_section(engine, lo, hi, now, department,
+                                                   names or {})
     if "hotspots" in sections:
         jobs["hotspots"] = _hotspots_section(engine, cfg, tz, hi, now)
     for got in await asyncio.gather(*jobs.values()):
@@ -331,12 +370,12 @@ async def _agents_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, lo: f
     return out
 
 
-async def _departments_section(engine: AsyncEngine, lo: float, hi: float,
+async def _departments_section(engine: AsyncEngine, lo: float, hi: float, now: float,
                                department: str | None, names: Mapping[str, str]
                                ) -> dict[str, Any]:
     # folded in a thread: the live screens' loop keeps running meanwhile
-    figures = await asyncio.to_thread(asm.assess, await load_order_events(engine, lo, hi), lo,
-                                      hi)
+    figures = await asyncio.to_thread(asm.assess, await load_order_events(engine, lo, hi, now),
+                                      lo, hi)
     rows = asm.period_rows(figures, names)
     if department is not None:
         rows = [r for r in rows if r["department"] == department]
