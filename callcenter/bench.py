@@ -147,6 +147,8 @@ class _Load:
         self.tasks: list[asyncio.Task[None]] = []
         self.blast_data: list[bytes] = []
         self.blast_count = 0
+        self.slow_reconnects = 0
+        self.slow_refused = 0
 
     # ---- AMI
 
@@ -283,6 +285,72 @@ class _Load:
             if not first.done():
                 first.set_exception(exc)
 
+    async def slow(self, url: str, names: list[str]) -> dict[str, int]:
+        """Open one websocket per account that keeps sending (a ping a second) and never
+        reads; when the server cuts it, it comes back half a second later, as the page
+        would (each reconnect is counted)."""
+        import aiohttp
+
+        from agent_console.session import COOKIE
+
+        tokens: list[str] = []
+        async with aiohttp.ClientSession() as session:
+            for name in names:
+                async with session.post(url + "api/login",
+                                        json={"username": name, "password": PASSWORD}) as r:
+                    r.raise_for_status()
+                    tokens.append(r.cookies[COOKIE].value)
+        host, port = url.split("//")[1].rstrip("/").split(":")
+        self.slow_reconnects = 0
+        opened = [asyncio.get_running_loop().create_future() for _ in tokens]
+        for token, first in zip(tokens, opened, strict=True):
+            self.tasks.append(asyncio.create_task(self._never_read(host, int(port), token,
+                                                                   first)))
+        results = await asyncio.gather(*opened, return_exceptions=True)
+        return {"connected": sum(1 for r in results if not isinstance(r, BaseException))}
+
+    async def _never_read(self, host: str, port: int, token: str,
+                          first: asyncio.Future[None]) -> None:
+        import base64
+        import os
+        import socket
+
+        from agent_console.session import COOKIE
+
+        loop = asyncio.get_running_loop()
+        ping = b'{"type":"ping"}'
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, (host, port))
+                key = base64.b64encode(os.urandom(16)).decode()
+                await loop.sock_sendall(sock, (
+                    f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nCookie: {COOKIE}={token}\r\n\r\n"
+                ).encode())
+                head = await loop.sock_recv(sock, 512)  # from here on nothing is read
+                if not head.startswith(b"HTTP/1.1 101"):  # 429: still cooling down
+                    self.slow_refused += 1
+                    raise ConnectionRefusedError(head[:40])
+                if not first.done():
+                    first.set_result(None)
+                while True:
+                    mask = os.urandom(4)
+                    body = bytes(b ^ mask[i % 4] for i, b in enumerate(ping))
+                    await loop.sock_sendall(sock, bytes([0x81, 0x80 | len(ping)]) + mask + body)
+                    await asyncio.sleep(1.0)
+            except OSError as exc:
+                if not first.done() and not isinstance(exc, ConnectionRefusedError):
+                    first.set_exception(exc)
+                    return
+            finally:
+                sock.close()
+            self.slow_reconnects += 1
+            await asyncio.sleep(0.5)
+
     def pops(self) -> dict[str, Any]:
         """Ring-to-screen-pop latencies for the rings written since the last call."""
         by_iface = {b.interface: b for b in self.browsers if b.interface}
@@ -301,7 +369,8 @@ class _Load:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         return {"messages": sum(b.messages for b in self.browsers),
-                "bytes": sum(b.bytes for b in self.browsers)}
+                "bytes": sum(b.bytes for b in self.browsers),
+                "slow_reconnects": self.slow_reconnects, "slow_refused": self.slow_refused}
 
 
 def _calls_shown(doc: dict[str, Any]) -> list[str]:
@@ -326,6 +395,8 @@ async def _load_loop(conn: Connection, cfg: dict[str, Any]) -> None:
             op = cmd["op"]
             if op == "sign_in":
                 conn.send(await load.sign_in(cmd["url"], cmd["operators"], cmd["wallboards"]))
+            elif op == "slow":
+                conn.send(await load.slow(cmd["url"], cmd["names"]))
             elif op == "pace":
                 conn.send({"sent": await load.pace(cmd["rate"], cmd["seconds"])})
             elif op == "pops":
@@ -779,6 +850,7 @@ class Plan:
     orders: int
     day_calls: int
     progress_every: float
+    slow_clients: int = 0
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -791,7 +863,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         rate=rate, duration=pick(args.duration, 5.0, 600.0), seed=args.seed,
         blast_events=pick(args.blast_events, 20_000, 60_000),
         orders=pick(args.orders, 200, 2000), day_calls=pick(args.day_calls, 10_000, 100_000),
-        progress_every=2.0 if quick else 10.0,
+        progress_every=2.0 if quick else 10.0, slow_clients=args.slow_clients,
     )
 
 
@@ -863,6 +935,9 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
             await users.add(name, PASSWORD, Role.OPERATOR)
         for name in wallboards:
             await users.add(name, PASSWORD, Role.SUPERVISOR)
+        slow = [f"slow{i}" for i in range(1, plan.slow_clients + 1)]
+        for name in slow:
+            await users.add(name, PASSWORD, Role.SUPERVISOR)
         app = make_app(service, passwords=passwords)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -877,14 +952,22 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
             result["websockets_connected"] = signed["connected"]
             result["websockets_failed"] = signed["failed"]
             progress(f"{signed['connected']} websockets open, {signed['failed']} failed")
+            result["slow_clients"] = plan.slow_clients
+            if slow:
+                progress(f"opening {len(slow)} websockets that send and never read")
+                opened = await _ask(conn, {"op": "slow", "url": url, "names": slow})
+                result["slow_clients_connected"] = opened["connected"]
             await _sustained(plan, conn, service, result)
             result["hub_buffered_mb"] = round(hub_buffered_mb(app[CONSOLE].hub), 1)
+            result["slow_cuts"] = app[CONSOLE].slow_cuts
             await _max_rate(plan, conn, service, result)
             await runner.cleanup()  # the server closes the sockets, then the clients stop
             running = False
             traffic = await _ask(conn, {"op": "stop"})
             result["ws_messages"] = traffic["messages"]
             result["ws_mb"] = round(traffic["bytes"] / 1e6, 1)
+            result["slow_reconnects"] = traffic["slow_reconnects"]
+            result["slow_refused"] = traffic["slow_refused"]
             result["events_skipped"] = service.events_skipped
         finally:
             if running:
@@ -1024,6 +1107,8 @@ TABLE = [
     ("RSS MB peak / after warm-up / end", lambda r: f"{r['rss_mb_peak']} / "
      f"{r['rss_mb_after_warmup']} / {r['rss_mb_end']} ({r['rss_growth_pct']:+} %)"),
     ("  of which hub update buffers MB", lambda r: f"{r['hub_buffered_mb']}"),
+    ("non-reading clients (cut, refused)", lambda r: f"{r['slow_clients']}"
+     f" ({r.get('slow_cuts', 0)}, {r.get('slow_refused', 0)})"),
     ("longest GC pause ms (full GCs)", lambda r: f"{r['gc_pause_ms_max']}"
      f" ({r['gc_full_collections']})"),
     ("CPU s per 1,000 events", lambda r: f"{r['cpu_s_per_1000_events']:.4f}"),
@@ -1042,9 +1127,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blast-events", type=int, help="events in the max phase (60000)")
     parser.add_argument("--orders", type=int, help="work orders created (2000)")
     parser.add_argument("--day-calls", type=int, help="calls in the day rebuilt (100000)")
+    parser.add_argument("--slow-clients", type=int, default=0,
+                        help="extra wallboard websockets that send and never read (0)")
     parser.add_argument("--quick", action="store_true",
                         help="small defaults: 50 operators, 5 wallboards, 5 s")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--search", action="store_true",
+                        help="instead: the desk's search targets (callcenter.bench_search): "
+                             "knowledge base and order search")
+    parser.add_argument("--articles", type=int, default=200_000,
+                        help="--search: knowledge-base articles (200000; 0 skips)")
+    parser.add_argument("--search-orders", type=int, default=1_000_000,
+                        help="--search: work orders (1000000; 0 skips)")
+    parser.add_argument("--search-pg", metavar="URL",
+                        help="--search: also on PostgreSQL, in a scratch database created on "
+                             "this server (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--month-report", action="store_true",
                         help="only the monthly report rebuild (issue 14): a month of a large "
                              "centre written to SQLite (and --postgres URL), the 月报 rebuilt")
@@ -1060,6 +1157,15 @@ def main_from_args(args: argparse.Namespace) -> int:
     if getattr(args, "month_report", False):
         return month_main(args)
     logs.setup("warning", "console")
+    if args.search:
+        from callcenter.bench_search import main as search_main
+
+        if args.articles < 0 or args.search_orders < 0:
+            print("callcenter bench: --articles and --search-orders must be >= 0",
+                  file=sys.stderr)
+            return 2
+        return search_main(args.articles, args.search_orders, args.search_pg, args.seed,
+                           args.json)
     _raise_fd_limit()
     plan = _plan(args)
     with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:
