@@ -1142,6 +1142,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-pg", metavar="URL",
                         help="--search: also on PostgreSQL, in a scratch database created on "
                              "this server (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
+    parser.add_argument("--search-no-sqlite", action="store_true",
+                        help="--search: PostgreSQL only")
     parser.add_argument("--month-report", action="store_true",
                         help="only the monthly report rebuild (issue 14): a month of a large "
                              "centre written to SQLite (and --postgres URL), the 月报 rebuilt")
@@ -1165,7 +1167,7 @@ def main_from_args(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         return search_main(args.articles, args.search_orders, args.search_pg, args.seed,
-                           args.json)
+                           args.json, sqlite=not args.search_no_sqlite)
     _raise_fd_limit()
     plan = _plan(args)
     with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:

@@ -203,10 +203,11 @@ def order_rows(n: int, seed: int, now: float) -> list[dict[str, Any]]:
         location = f"{street}{rng.randint(1, 300)}号{estate}"
         body = f"{estate}{problem}。"
         key = f"{category}|{location}|{body}"
-        if key not in cache:
-            cache[key] = order_search_text(body, category, location)
+        words = cache.get(key)
+        if words is None:
             if len(cache) > 200_000:
                 cache.clear()
+            words = cache[key] = order_search_text(body, category, location)
         state = pick(rng, STATES)
         due = at + rng.uniform(1, 10) * 86400
         dept = None if state in ("accepted", "resolved_on_call") else rng.choice(DEPARTMENTS)
@@ -220,7 +221,7 @@ def order_rows(n: int, seed: int, now: float) -> list[dict[str, Any]]:
             "confidential": rng.random() < 0.03, "owner_unit": "centre",
             "lead_department": dept, "co_handlers": "", "location": location,
             "updated_at": at, "handling_due": due,
-            "version": 1, "channel": pick(rng, CHANNELS), "search_text": cache[key]})
+            "version": 1, "channel": pick(rng, CHANNELS), "search_text": words})
     return rows
 
 
@@ -332,15 +333,16 @@ async def _pg(server_url: str, work: Callable[[Store], Awaitable[dict[str, Any]]
 
 
 async def run(articles: int, orders: int, pg: str | None, seed: int,
-              say: Callable[[str], None]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+              say: Callable[[str], None], *, sqlite: bool = True) -> dict[str, Any]:
+    """Each figure is said (as report lines) as soon as it is measured."""
+    out = _Said(say)
     with tempfile.TemporaryDirectory(prefix="hotline-search-") as tmp:
-        if articles:
+        if articles and sqlite:
             say(f"knowledge base: {articles} articles on SQLite ...")
             out["knowledge_sqlite"] = await _on(
                 f"sqlite+aiosqlite:///{Path(tmp) / 'kb.db'}",
                 lambda s: bench_knowledge(s, articles, seed))
-        if orders:
+        if orders and sqlite:
             say(f"orders: {orders} on SQLite ...")
             out["orders_sqlite"] = await _on(f"sqlite+aiosqlite:///{Path(tmp) / 'orders.db'}",
                                              lambda s: bench_orders(s, orders, seed))
@@ -352,7 +354,18 @@ async def run(articles: int, orders: int, pg: str | None, seed: int,
         if orders:
             say(f"orders: {orders} on PostgreSQL ...")
             out["orders_postgresql"] = await _pg(pg, lambda s: bench_orders(s, orders, seed))
-    return out
+    return dict(out)
+
+
+class _Said(dict[str, Any]):
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__()
+        self.say = say
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        for line in report({key: value}):
+            self.say(line)
 
 
 def report(result: dict[str, Any]) -> list[str]:
@@ -374,12 +387,13 @@ def report(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(articles: int, orders: int, pg: str | None, seed: int, as_json: bool) -> int:
+def main(articles: int, orders: int, pg: str | None, seed: int, as_json: bool, *,
+         sqlite: bool = True) -> int:
     import json
     import sys
 
     result = asyncio.run(run(articles, orders, pg, seed,
-                             lambda s: print(s, file=sys.stderr, flush=True)))
+                             lambda s: print(s, file=sys.stderr, flush=True), sqlite=sqlite))
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:

@@ -66,6 +66,10 @@ FIELDS = ("title", "body", "category", "keywords", "department", "valid_from", "
 LIMITS = {"title": 200, "body": 20_000, "category": 120, "keywords": 400, "department": 64}
 STATUSES = ("active", "retired")
 MAX_QUERY = 100
+RANK_WINDOW = 200
+"""Best-ranked matches read from the index before validity and category filter them."""
+PG_SCAN = 5_000
+"""PostgreSQL ranks at most this many matches of a query (ts_rank reads each vector)."""
 
 DOMAIN_WORDS = (
     "公积金", "住房公积金", "社保", "社保卡", "医保", "医保卡", "居住证", "暂住证", "停水", "停电",
@@ -516,17 +520,25 @@ class KnowledgeBase:
             narrow = " AND (a.category = :cat OR a.category LIKE :under ESCAPE '\\')"
         valid = ("a.status = 'active' AND (a.valid_from IS NULL OR a.valid_from <= :now)"
                  " AND (a.valid_to IS NULL OR a.valid_to > :now)")
+        # Ranking is the cost of a common word: rank inside the index first, then read
+        # and filter only the best RANK_WINDOW (more when a category narrows).
+        params["window"] = RANK_WINDOW * (4 if category else 1)
         if self.postgres:
             params["q"] = ts_query(terms, any_term=any_term)
-            sql = ("SELECT a.id, ts_rank(" + PG_VECTOR + ", q) AS score "
-                   "FROM knowledge_articles a, to_tsquery('simple', :q) q "
-                   "WHERE " + PG_VECTOR + " @@ q AND " + valid + narrow +
-                   " ORDER BY score DESC, a.id LIMIT :limit")
+            sql = ("SELECT a.id, c.score FROM (SELECT k.id, ts_rank(k.search_vector, q) AS score "
+                   "FROM (SELECT id, search_vector FROM knowledge_articles, "
+                   "to_tsquery('simple', :q) q WHERE search_vector @@ q "
+                   "AND status = 'active' LIMIT :scan) k, to_tsquery('simple', :q) q "
+                   "ORDER BY score DESC LIMIT :window) c "
+                   "JOIN knowledge_articles a ON a.id = c.id WHERE " + valid + narrow +
+                   " ORDER BY c.score DESC, a.id LIMIT :limit")
+            params["scan"] = PG_SCAN
         else:
             params["q"] = fts5_query(terms, any_term=any_term)
-            sql = ("SELECT a.id, -bm25(knowledge_fts, 5.0, 1.0) AS score "
-                   "FROM knowledge_fts JOIN knowledge_articles a ON a.id = knowledge_fts.rowid "
-                   "WHERE knowledge_fts MATCH :q AND " + valid + narrow +
+            sql = ("SELECT a.id, -f.rank AS score FROM (SELECT rowid, rank FROM knowledge_fts "
+                   "WHERE knowledge_fts MATCH :q AND rank MATCH 'bm25(5.0, 1.0)' "
+                   "ORDER BY rank LIMIT :window) f "
+                   "JOIN knowledge_articles a ON a.id = f.rowid WHERE " + valid + narrow +
                    " ORDER BY score DESC, a.id LIMIT :limit")
         async with self.sessions() as s:
             ranked = (await s.execute(text(sql), params)).all()
