@@ -90,6 +90,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     # live picture
     ("GET", "/api/live"): Access(CENTRE, "operators: their own agent"),
     ("GET", "/ws"): Access(CENTRE, "operators: their own agent"),
+    ("GET", "/ws/wall"): Access(SUPERVISORS),  # the wallboard (web workers serve it too)
     ("GET", "/api/metrics"): Access(SUPERVISORS),
     # the operator's own agent and calls
     ("POST", "/api/agent/signin"): Access(OPERATORS, "own agent"),
