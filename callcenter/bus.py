@@ -206,10 +206,14 @@ class BusFollower:
         self._task = asyncio.create_task(self._run(), name="bus-follower")
 
     async def stop(self) -> None:
-        self._stopping = True  # (redis-py may turn the cancellation into a RedisError)
+        """Stop after the blocking read in flight (at most ``block_ms``): redis-py may
+        never finish a cancelled blocking read, so cancelling is the last resort."""
+        self._stopping = True
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            done, _ = await asyncio.wait({self._task}, timeout=self.block_ms / 1000 + 2)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=2)
         await _close(self.redis)
 
     def snapshot_message(self) -> str:
@@ -287,13 +291,13 @@ class BusFollower:
                 self.on_entry(entry)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._catch_up()
                 self.connected = True
                 if self.doc is not None:
                     self.ready.set()
-                while True:
+                while not self._stopping:
                     got = await self.redis.xread({self.key: self.last_id}, block=self.block_ms,
                                                  count=500)
                     for _key, entries in got or ():
