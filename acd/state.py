@@ -368,6 +368,7 @@ class CallCenter:
         self._restart_pending: str = ""  # why the next resync must treat the PBX as new
         self._at_down: dict[str, Counters] = {}  # our counters when the link went down
         self._service_restarted = False  # open visits came back from the database
+        self.last_restart: PbxRestarted | None = None  # the latest restart or reset seen
         self.finished: list[Call] = []  # finished calls not yet collected by the caller
         self.agents: dict[str, Agent] = {}  # by interface
         self.waiting: dict[str, dict[str, Call]] = {}  # queue -> uniqueid -> call (join order)
@@ -957,8 +958,8 @@ class CallCenter:
             self._restart_pending = (
                 f"Asterisk restarted: up {e.uptime} s at the reconnect; its counters and "
                 "the calls it held were lost")
-            changes += [PbxRestarted(e.at, booted, self._restart_pending),
-                        Anomaly(e.at, self._restart_pending)]
+            self.last_restart = PbxRestarted(e.at, booted, self._restart_pending)
+            changes += [self.last_restart, Anomaly(e.at, self._restart_pending)]
         self.booted_at = booted
         if e.last_reload is not None:
             self.reloaded_at = e.at - e.last_reload
@@ -1232,7 +1233,8 @@ class CallCenter:
             # First sight of this PBX, or its counters were reset: nothing to compare with.
             if base is not None:
                 what = f"queue {qc.queue}: PBX counters were reset (QueueReset or reload)"
-                changes += [Anomaly(at, what), PbxRestarted(at, None, what)]
+                self.last_restart = PbxRestarted(at, None, what)
+                changes += [Anomaly(at, what), self.last_restart]
             sl = self.config(qc.queue).servicelevel
             for call in vanished:
                 changes += self._settle(call, Outcome.ABANDONED, at - call.joined_at <= sl, at)

@@ -107,6 +107,7 @@ class Service:
         #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
         self.pbx_restarts: list[tuple[float, float | None, str]] = []
         self._resync_task: asyncio.Task[None] | None = None
+        self._last_at = 0.0
         self._last_resync = 0.0
 
     # ---- lifecycle
@@ -167,6 +168,9 @@ class Service:
     # ---- the AMI edge (synchronous: only enqueue)
 
     def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+        # Strictly increasing times: frames of one socket read share a clock reading,
+        # and the order of answers and hang-ups is what Asterisk's smoothing follows.
+        at = self._last_at = max(at, self._last_at + 1e-6)
         self.inbox.put_nowait((headers, at))
         if self.raw_listeners:
             for listener in self.raw_listeners.get(headers.get("Event", ""), ()):

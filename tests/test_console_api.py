@@ -768,7 +768,7 @@ def test_every_ui_string_exists_in_both_languages() -> None:
     assert dynamic == {"outcome.", "alert."}  # states and reasons go through i18n.js
     used |= {f"state.{s.value}" for s in AgentState} | {f"outcome.{o.value}" for o in Outcome}
     used |= {f"alert.{kind}" for kind in ("link_down", "longest_wait", "paused_while_waiting",
-                                          "paused_share", "ring_no_answer")}
+                                          "paused_share", "ring_no_answer", "pbx_restarted")}
     used |= {f"reason.{r}" for r in load(env={}).pause_reasons}
     assert used - dynamic <= keys_zh, used - dynamic - keys_zh
 

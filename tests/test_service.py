@@ -86,6 +86,9 @@ async def test_trace_streamed_over_tcp_gives_asterisk_counters(tmp_db: str) -> N
     assert live["abandoned"] == int(p["Abandoned"])
     assert round(live["servicelevel_perf"], 1) == float(p["ServicelevelPerf"])
     assert round(live["servicelevel_perf2"], 1) == float(p["ServicelevelPerf2"])
+    # The live figures carry Asterisk's smoothed Holdtime/TalkTime too (were 0).
+    assert (live["asterisk_holdtime"], live["asterisk_talktime"]) == (
+        int(p["Holdtime"]), int(p["TalkTime"]))
     # Chinese caller names survived every cut, byte-exact.
     store = Store(tmp_db)
     rows = await store.calls_between(0, 2**40)
