@@ -105,6 +105,7 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
     talk = 0
     answered_order: list[tuple[float, int]] = []
     completed_order: list[tuple[float, int]] = []
+    first_end = float("inf")  # the first completion or abandon (app_queue's reset point)
     for c in calls:
         f.offered += 1
         f.estimated += bool(getattr(c, "estimated", False))
@@ -123,11 +124,13 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
                 talk += t
                 handle += t + (c.wrap_s or 0.0)
                 completed_order.append((c.ended_at or 0.0, t))
+                first_end = min(first_end, c.ended_at or 0.0)
                 if hold <= servicelevel:
                     f.completed_in_sl += 1
             elif outcome == "interrupted":
                 f.interrupted += 1
         elif outcome == "abandoned":
+            first_end = min(first_end, c.ended_at or c.joined_at)
             f.abandoned += 1
             f.max_wait_s = max(f.max_wait_s, hold)
             if hold <= servicelevel:
@@ -145,13 +148,23 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
     # In time order (stable: equal times keep the order the calls came in).
     answered_order.sort(key=_first)
     completed_order.sort(key=_first)
-    f.asterisk_holdtime = smoothed(h for _, h in answered_order)
+    f.asterisk_holdtime = smoothed_holdtime(answered_order, first_end)
     f.asterisk_talktime = smoothed((t for _, t in completed_order), first_is_value=True)
     return f
 
 
 def _first(sample: tuple[float, int]) -> float:
     return sample[0]
+
+
+def smoothed_holdtime(samples: Iterable[tuple[float, int]], first_end: float) -> int:
+    """app_queue's ``recalc_holdtime()``: each answer's wait is taken as it is while the
+    queue has neither completed nor abandoned a call (before ``first_end``), and smoothed
+    after that.  ``samples``: (answered at, wait) in time order."""
+    value = 0
+    for at, hold in samples:
+        value = hold if at < first_end else (3 * value + hold) >> 2
+    return value
 
 
 def smoothed(samples: Iterable[int], first_is_value: bool = False) -> int:

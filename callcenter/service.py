@@ -160,10 +160,14 @@ class Service:
         the first resync (the service was not there to see how they ended)."""
         rows = await self.store.open_calls()
         last = await self.store.last_seen()
+        if last is not None:  # the latest finished ones too: a rebuild must know them
+            recent = await self.store.calls_between(last - 600, float("inf"))
+            rows += [r for r in recent if r.outcome not in ("waiting", "answered")]
         calls = [call_from_row(r) for r in rows]
-        self.centre.restore(calls, last if last is not None else self.clock())
+        # No record at all: today's queue_log (when readable) is rebuilt from the day's start.
+        self.centre.restore(calls, last if last is not None else self.day_start(self.clock()))
         if calls:
-            log.info("open calls from before the restart", count=len(calls))
+            log.info("calls from before the restart", count=len(calls))
 
     # ---- the AMI edge (synchronous: only enqueue)
 
@@ -236,6 +240,9 @@ class Service:
 
         async def later() -> None:
             await asyncio.sleep(delay)
+            await self.drain()
+            if any(a.memberships for a in self.centre.agents.values()):
+                return  # the picture the connect asked for has come meanwhile
             try:
                 await self._resync(self.link)
             except AmiError as exc:  # the link went down meanwhile: the reconnect resyncs
