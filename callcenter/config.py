@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
 @dataclass(slots=True)
 class AmiSettings:
+    name: str = "pbx1"  # the PBX's name in logs, metrics and alerts
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "hotline"
@@ -101,6 +102,7 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
     ami = data.get("ami", {})
     s = Settings(raw=data)
     s.ami = AmiSettings(
+        name=_typed(ami, "name", str, "pbx1", "ami"),
         host=_typed(ami, "host", str, "127.0.0.1", "ami"),
         port=_typed(ami, "port", int, 5038, "ami"),
         username=_typed(ami, "username", str, "hotline", "ami"),

@@ -203,6 +203,7 @@ async def seed_demo_orders(store: Store, *, tz: tzinfo | None = None,
         for hours, actor, step, reason, data in story.steps:
             await _play(wo, order.id, start + timedelta(hours=hours), actor, step, reason, data)
         numbers.append(order.number)
+    numbers += await _seed_other_channels(wo, now)
     # 被满意: a bureau tries to enter the citizen's satisfaction; refused, but kept.
     completed, _ = await wo.list(state="completed", department="housing")
     if completed:
@@ -226,3 +227,70 @@ async def _play(wo: WorkOrders, order_id: str, at: datetime, actor: Any, step: s
     if "deadline_hours" in data:
         data = {"deadline": at + timedelta(hours=data["deadline_hours"])}
     await wo.step(order_id, step, actor, reason=reason, at=at, **data)
+
+
+STREETLIGHT = "光明路与建设路交叉口"
+CLUSTER = (  # 重复件: one broken streetlight, reported by five people on four channels
+    (6.0, "phone", Caller("周先生", "13700002001"), "光明路与建设路交叉口的路灯坏了，晚上一片漆黑。"),
+    (5.2, "wechat", Caller("吴女士", "13700002002"), "光明路建设路交叉口路灯坏了，晚上一片漆黑，过马路很危险。"),
+    (4.1, "phone", Caller("郑先生", "13700002003"), "光明路与建设路交叉口路灯不亮，晚上一片漆黑。"),
+    (2.5, "app", Caller("冯女士", "13700002004"), "光明路与建设路交叉口的路灯坏了好几天，晚上很黑。"),
+    (1.0, "web", Caller("陈先生", "13700002005"), "光明路与建设路交叉口路灯坏了，晚上一片漆黑。"),
+)
+OTHER_CHANNELS = (
+    ("mayor_mailbox", Caller("褚先生", "13700002101", "和平区安康里5号"), "公交",
+     "建议在安康里小区门口增设一个公交站点，老人出行不便。", ""),
+    ("email", Caller("卫女士", "13700002102"), "供暖", "幸福家园3号楼暖气不热，室温只有14度。",
+     "幸福家园3号楼"),
+    ("letter", Caller("蒋先生", "13700002103", "建设路18号"), "噪声", "建设路18号附近工地夜间施工，噪音扰民。",
+     "建设路18号"),
+)
+
+
+async def _seed_other_channels(wo: WorkOrders, now: datetime) -> list[str]:
+    """The duplicates cluster and requests from the other channels (一号对外)."""
+    numbers = []
+    for hours_ago, channel, caller, text in CLUSTER:
+        order, _ = await wo.create(OP2 if channel == "phone" else OP, caller=caller,
+                                   category="路灯", text=text, location=STREETLIGHT,
+                                   at=now - timedelta(hours=hours_ago), channel=channel)
+        numbers.append(order.number)
+    for i, (channel, caller, category, text, location) in enumerate(OTHER_CHANNELS):
+        order, _ = await wo.create(SUP, caller=caller, category=category, text=text,
+                                   location=location, at=now - timedelta(hours=3 + i),
+                                   channel=channel)
+        numbers.append(order.number)
+    return numbers
+
+
+async def seed_report_history(store: Store, *, tz: tzinfo, clock: Callable[[], float] = time.time,
+                              calls: int = 12_000, orders: int = 1_500) -> int:
+    """This month's history before today, for the reports page: synthetic calls, agent
+    state changes and work-order steps (:func:`callcenter.bench.synthetic_month`), written
+    once (when no call before today is stored).  Today's figures stay the live ones.
+    Returns the calls written."""
+    from sqlalchemy import func, insert, select
+
+    from acd.reports import window
+    from callcenter.bench import synthetic_month
+    from callcenter.db import AgentStateRow, CallRow
+    from callcenter.orders.store import OrderEventRow
+
+    now = datetime.fromtimestamp(clock(), tz)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = window((today - timedelta(days=7)).date(), "month", tz)[0]  # a week at least
+    async with store.engine.connect() as conn:
+        if (await conn.execute(select(func.count()).select_from(CallRow).where(
+                CallRow.joined_at < today.timestamp()))).scalar_one():
+            return 0
+    rows, states, events = synthetic_month(start.timestamp(), today.timestamp(), calls=calls,
+                                           orders=orders, agents=14, seed=7, tz=tz,
+                                           order_id_from=1_000_000)
+    for i in range(0, len(rows), 5000):
+        await store.save_calls(rows[i:i + 5000])
+    async with store.engine.begin() as conn:
+        if states:
+            await conn.execute(insert(AgentStateRow), states)
+        if events:
+            await conn.execute(insert(OrderEventRow), events)
+    return len(rows)

@@ -29,6 +29,7 @@ queue_log when readable, else estimated and marked so).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
@@ -82,6 +83,8 @@ class Service:
         self.raw_listeners: dict[str, list[Callable[[dict[str, str], float], None]]] = {}
         self.events_applied = 0
         self.events_skipped = 0
+        #: Called with (seconds, rows) after every database flush that wrote (ops metrics).
+        self.flush_observers: list[Callable[[float, int], None]] = []
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
         # rows the database refused for their own sake: (table, row, error, at), newest last
@@ -116,12 +119,15 @@ class Service:
         await self.store.open()
         await self._load_recent(load_days)
         await self._restore_open_calls()
+        # The service's tasks (and the link's, started from here) log with the PBX's name.
+        ctx = contextvars.copy_context()
+        ctx.run(structlog.contextvars.bind_contextvars, pbx=self.settings.ami.name)
         self._tasks = [
-            asyncio.create_task(self._consume(), name="consumer"),
-            asyncio.create_task(self._flush_loop(), name="db-flush"),
-            asyncio.create_task(self._tick_loop(), name="ticker"),
+            asyncio.create_task(self._consume(), name="consumer", context=ctx),
+            asyncio.create_task(self._flush_loop(), name="db-flush", context=ctx),
+            asyncio.create_task(self._tick_loop(), name="ticker", context=ctx),
         ]
-        await self.link.start()
+        await asyncio.create_task(self.link.start(), context=ctx)
 
     async def stop(self) -> None:
         await self.link.stop()
@@ -314,12 +320,16 @@ class Service:
         calls, self._dirty_calls = list(self._dirty_calls.values()), {}
         agents, self._agent_rows = self._agent_rows, []
         refused: list[tuple[str, dict[str, Any], str]] = []
+        started, rows = time.perf_counter(), len(calls) + len(agents)
         try:
             refused += [("calls", r, e) for r, e in await self.store.save_calls_isolating(calls)]
             calls = []
             refused += [("agent_states", r, e)
                         for r, e in await self.store.append_agent_states_isolating(agents)]
             agents = []
+            if rows:
+                for observe in self.flush_observers:
+                    observe(time.perf_counter() - started, rows)
         except RowsUnwritten as exc:  # the database went away part way
             refused += [("calls" if calls else "agent_states", r, e) for r, e in exc.set_aside]
             if calls:

@@ -31,7 +31,7 @@ async def rig(tmp_db: str) -> AsyncIterator[tuple[web.Application, Person, Perso
                                                   str]]:
     service, _ = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50, free_per_ip=500))
+                   throttle=LoginThrottle(free=50))
     await seed_handlers(service.store, app[WORK_ORDERS], passwords=CHEAP)
     async with serving(service, app) as (server, people):
         who = []

@@ -137,20 +137,21 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await text_is(page, "#pop-caller", "13812345678")
     await text_is(page, "#pop-name", HOSTILE)  # shown as text, never as markup
     await text_is(page, "#pop-hotline", "12345")
-    await text_is(page, "#pop-ivr", "1-2")
-    await text_is(page, "#pop-category", "complaint")
+    await text_is(page, "#pop-ivr", "菜单按键 1 › 2")  # names, never codes
+    await text_is(page, "#pop-category", "投诉")
     await page.wait_for_selector("#history li")
     assert "王五" not in await page.inner_text("#history")  # only what the API gives
     assert "已完成" in await page.inner_text("#history")
     assert await page.evaluate("window.__pwned") is None
     assert await page.locator("#pop img").count() == 0
 
-    # Answer: a draft opens prefilled with caller, call and category.
+    # Answer: a draft opens prefilled with the caller's number and name and the type.
     site.pbx.answer(uid, OP1)
     await text_is(page, "#state-label", "通话中")
     await page.wait_for_selector("#draft-form:not([hidden])")
     assert await page.input_value("#draft-caller") == "13812345678"
-    assert await page.input_value("#draft-category") == "complaint"
+    assert await page.input_value("#draft-caller-name") == HOSTILE
+    assert await page.input_value("#draft-request-type") == "complaint"
     await text_is(page, "#draft-call", f"通话 {uid}")
     await page.keyboard.press("F4")
     assert await page.evaluate("document.activeElement.id") == "draft-text"
@@ -186,14 +187,45 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await page.wait_for_selector("#wrap:not([hidden])")
     assert "话后整理剩余" in await page.inner_text("#wrap")
 
-    # Ctrl+S saves the work order.
+    # Ctrl+S only saves the draft: nothing half-typed becomes an order.
     await page.keyboard.press("Control+s")
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-message').textContent.startsWith('草稿已保存')")
+    assert await site.rows(WorkOrderRow) == []
+    # Submitting is Ctrl+Enter, with a confirmation that says what is still missing.
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    assert "事项分类" in await page.inner_text("#submit-missing")
+    assert await page.is_disabled("#submit-go")
+    await page.click("#submit-cancel")
+    # The structured fields: the category tree (with its usual department), the address.
+    await page.select_option("#draft-cat-1", "城市管理")
+    await page.select_option("#draft-cat-2", "市政设施")
+    await page.select_option("#draft-cat-3", "路灯")
+    assert "市城市管理局" in await page.inner_text("#draft-cat-hint")
+    await page.fill("#draft-district", "东城区")
+    await page.fill("#draft-street", "幸福路街道")
+    await page.fill("#draft-address", "幸福路12号")
+    await page.select_option("#draft-gender", "male")
+    # 直接答复: answered on the call, with the answer given.
+    await page.check("#outcome-answer")
+    await page.fill("#draft-answer", "已告知路灯报修渠道，并登记由城管夜间巡查。")
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    summary = await page.inner_text("#submit-summary")
+    for words in ("市政设施/路灯", "东城区幸福路街道幸福路12号", "直接答复", "投诉", "男"):
+        assert words in summary, words
+    assert await page.inner_text("#submit-missing") == ""
+    if shots:
+        await page.screenshot(path=str(shots / "console-submit-zh-CN.png"))
+    await page.click("#submit-go")
     await page.wait_for_selector("#draft-message[data-number]")
     number = await page.get_attribute("#draft-message", "data-number")
     orders = await site.rows(WorkOrderRow)
     assert [(o.number, o.caller, o.call_uniqueid, o.category, o.text, o.created_by, o.status)
-            for o in orders] == [(number, "13812345678", uid, "complaint",
-                                  text + "，已多次反映", "op1", "accepted")]
+            for o in orders] == [(number, "13812345678", uid, "市政设施/路灯",
+                                  text + "，已多次反映", "op1", "resolved_on_call")]
+    assert await page.get_attribute("#draft-message a", "href") == f"/orders?open={orders[0].id}"
     assert await page.evaluate("window.__pwned") is None
 
     # English is one click away, and stays chosen.
@@ -206,15 +238,29 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await page.wait_for_selector("#draft-form:not([hidden])")
     await page.click("[data-lang-toggle]")
     await text_is(page, "#state-label", "On call")
+    await text_is(page, "#pop-category", "Enquiry")
     await page.focus("#draft-text")
-    await page.keyboard.type("Asks how to renew a residence permit.")
+    await page.keyboard.type("The estate's lift has stopped three times this week.")
     await page.reload()
     await text_is(page, "#state-label", "On call")
     await text_is(page, "#btn-signin span", "Sign in")
     await page.wait_for_function(
         "() => document.querySelector('#draft-status').textContent.startsWith('Autosaved')")
+    # Dispatch at intake: the leaf's usual department is preselected.
+    await page.select_option("#draft-cat-1", "住房城建")
+    await page.select_option("#draft-cat-2", "物业管理")
+    await page.check("#outcome-dispatch")
+    assert await page.input_value("#draft-department") == "housing"
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    assert "Housing and Urban-Rural Development Bureau" in await page.inner_text("#submit-summary")
     if shots:
         await page.screenshot(path=str(shots / "console-en.png"))
+    await page.click("#submit-go")
+    await page.wait_for_function(
+        "() => (document.querySelector('#draft-message').textContent || '').includes('dispatched')")
+    last = (await site.rows(WorkOrderRow))[-1]
+    assert (last.category, last.status, last.caller) == ("物业管理", "dispatched", "13900001111")
     assert problems == []
 
 
@@ -390,7 +436,12 @@ async def test_console_against_the_pbx_simulator(sim_site: tuple[Site, Any, Any]
     assert await page.input_value("#draft-caller") == "13912345678"
     await page.keyboard.press("F4")
     await page.keyboard.type("噪音扰民，夜间施工")
-    await page.keyboard.press("Control+s")
+    await page.select_option("#draft-request-type", "complaint")
+    await page.select_option("#draft-cat-1", "生态环境")
+    await page.select_option("#draft-cat-2", "噪声污染")
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    await page.click("#submit-go")
     await page.wait_for_selector("#draft-message[data-number]")
     orders = await site.rows(WorkOrderRow)
     assert [(o.caller, o.text, o.created_by) for o in orders] == [

@@ -21,7 +21,7 @@ from tests.console_fakes import CHEAP, Person, serving, started_service
 async def rig(tmp_db: str) -> AsyncIterator[tuple[Any, Intake, list[Person]]]:
     service, _ = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50, free_per_ip=500))
+                   throttle=LoginThrottle(free=50))
     async with serving(service, app) as (server, people):
         yield server, app[INTAKE], people
 
@@ -97,9 +97,9 @@ def test_rate_limit_refills_with_time() -> None:
     assert limit.take(1, 101.0) == 0
 
 
-def test_the_cli_creates_lists_and_revokes_keys(tmp_path: Any, capsys: Any,
+def test_the_cli_creates_lists_and_revokes_keys(tmp_db: str, capsys: Any,
                                                 monkeypatch: Any) -> None:
-    monkeypatch.setenv("HOTLINE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", tmp_db)
     assert main(["intake-keys", "create", "email", "--label", "mailbox robot"]) == 0
     out = capsys.readouterr().out
     assert "hk_email_" in out

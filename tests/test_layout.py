@@ -93,6 +93,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
                        "recordings.store"),  # the simulator writes MixMonitor WAVs with it
     "callcenter.orders": ("callcenter.db", "callcenter.config"),
     "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami"),
+    "callcenter.ops": ("callcenter.service",),
     "recordings": ("acd", "callcenter.config", "callcenter.db", "callcenter.runtime",
                    "callcenter.pbx.ami", "callcenter.orders"),
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",

@@ -40,7 +40,7 @@ class Rig:
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, _ = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50, free_per_ip=500))
+                   throttle=LoginThrottle(free=50))
     await seed_handlers(service.store, app[WORK_ORDERS], passwords=CHEAP)
     async with serving(service, app) as (server, people):
         yield Rig(service, server, people, app[WORK_ORDERS])

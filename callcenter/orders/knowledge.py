@@ -13,7 +13,7 @@ Search (:meth:`KnowledgeBase.search`) is full text over Chinese: title, keywords
 body are segmented by jieba (``cut_for_search``: words and their sub-words) into
 space-separated tokens held in ``search_title`` / ``search_body``.  SQLite indexes
 them with FTS5 (``knowledge_fts``, kept by triggers, ranked by bm25 with the title
-weighted 5:1); PostgreSQL with a GIN index over ``to_tsvector('simple', ...)``,
+weighted 5:1); PostgreSQL with a GIN index over a stored ``to_tsvector('simple', ...)``,
 ranked by ``ts_rank`` (title weight A, body B).  A query is segmented the same way;
 all its words must match (the last one as a prefix, since operators search as they
 type); when nothing matches all of them, any of its words of two characters or
@@ -81,9 +81,8 @@ _STOP = (
 STOP_WORDS = frozenset(_STOP.split())
 """Question words that say nothing about the subject; dropped from queries."""
 
-PG_VECTOR = ("(setweight(to_tsvector('simple', a.search_title), 'A') || "
-             "setweight(to_tsvector('simple', a.search_body), 'B'))")
-"""The expression of PostgreSQL's ``ix_knowledge_fts`` (a query must repeat it exactly)."""
+PG_VECTOR = "a.search_vector"
+"""PostgreSQL: the stored, weighted vector (title A, body B) under ``ix_knowledge_fts``."""
 
 _TOKEN = re.compile(r"[0-9A-Za-z\u3400-\u9fff\uf900-\ufaff]+")
 

@@ -3,7 +3,6 @@ one answers on 127.0.0.1:5432 (a database of its own, dropped after)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
@@ -39,53 +38,16 @@ class Clock:
         return self.now
 
 
-PG_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-
-
-async def _pg_database() -> str | None:
-    import asyncpg
-
-    name = f"hotline_kb_{uuid.uuid4().hex[:10]}"
-    try:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres",
-                                     timeout=3)
-    except (OSError, asyncpg.PostgresError):
-        return None
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
-
-
-async def _pg_drop(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def kb(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KnowledgeBase]:
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}"
-    else:
-        name = await _pg_database()
-        if name is None:
-            pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    store = Store(url)
+@pytest.fixture
+async def kb(tmp_db: str) -> AsyncIterator[KnowledgeBase]:
+    """On SQLite (FTS5) in ./run test's first pass, on PostgreSQL (GIN tsvector) in its
+    second (tests/conftest.py's tmp_db)."""
+    store = Store(tmp_db)
     await store.open()
     try:
         yield KnowledgeBase(store.engine, TZ, clock=Clock())
     finally:
         await store.close()
-        if name:
-            await _pg_drop(name)
 
 
 ARTICLE = {"title": "社保卡丢失了怎么补办？", "body": "先挂失，再到合作银行网点补卡，工本费按当地标准。",
@@ -202,11 +164,12 @@ async def test_the_demo_articles_load_and_answer_common_questions(kb: KnowledgeB
     assert (await kb.search("个税汇算清缴"))[0].article.valid_to is not None
 
 
-def test_the_cli_imports_markdown_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_the_cli_imports_markdown_and_csv(tmp_path: Path, tmp_db: str,
+                                          capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from callcenter.cli import main
 
-    monkeypatch.setenv("HOTLINE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", tmp_db)
     md = tmp_path / "a.md"
     md.write_text("# 停水了怎么办\n分类: 公用事业\n\n先看公告。\n", encoding="utf-8")
     sheet = tmp_path / "b.csv"

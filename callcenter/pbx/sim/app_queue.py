@@ -62,6 +62,7 @@ from typing import Any
 
 import structlog
 
+from callcenter.pbx.sim.admin import AdminActions
 from callcenter.pbx.sim.model import (
     AFTER,
     CALLER_TRANSITIONS,
@@ -130,7 +131,7 @@ log = structlog.get_logger(__name__)
 # --------------------------------------------------------------------------- the core
 
 
-class Pbx(OutboundCalls):
+class Pbx(OutboundCalls, AdminActions):
     """The sans-IO simulated Asterisk (see the module docstring)."""
 
     def __init__(self, config: PbxConfig | None = None, traffic: CallSource | None = None, *,
@@ -1216,6 +1217,7 @@ class Pbx(OutboundCalls):
             "redirect": self._act_redirect, "coreshowchannels": self._act_core_show_channels,
             "command": self._act_command, "setvar": self._act_setvar,
             "mixmonitor": self._act_mixmonitor,
+            **self.admin_handlers(self._act_command),  # CoreSettings, ModuleCheck, ... (admin.py)
         }
 
     def _act_mixmonitor(self, f: ActionFields, aid: str) -> str:

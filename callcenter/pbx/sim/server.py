@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -210,7 +211,7 @@ class PbxSimServer:
                  max_client_buffer: int = 4 << 20, tick: float = 0.005, batch: int = 2000,
                  sndbuf: int | None = None, agi_url: str | None = None,
                  citizen: CitizenModel | None = None,
-                 recordings_root: Path | str | None = None,
+                 recordings_root: Path | str | None = None, agi_secret: str = "",
                  queue_log: Path | str | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -227,6 +228,7 @@ class PbxSimServer:
         self._queue_waiters: dict[Call, asyncio.Future[tuple[str, str]]] = {}
         self._write_tasks: set[asyncio.Future[Any]] = set()
         self.agi_url = agi_url
+        self.agi_secret = agi_secret  # extensions.conf HOTLINE_AGI_SECRET: AGI_TOKEN's key
         self._agi_tasks: set[asyncio.Task[None]] = set()
         self._agi_seq = 0
         self.host = host
@@ -426,10 +428,14 @@ class PbxSimServer:
         assert self.agi_url is not None
         self._agi_seq += 1
         res = self.pbx.reserve_caller()
+        # As a real Asterisk in [inbound-ivr] (entered by Goto): dnid "unknown", exten "s";
+        # the dialplan set HOTLINE and AGI_TOKEN = SHA1(secret + uniqueid).
         headers = {"agi_channel": res.name2, "agi_uniqueid": res.uid2,
                    "agi_callerid": spec.number or "unknown", "agi_calleridname": spec.name,
-                   "agi_dnid": spec.hotline, "agi_extension": spec.hotline,
-                   "agi_context": self.pbx.config.inbound_context, "agi_language": "zh"}
+                   "agi_dnid": "unknown", "agi_extension": "s",
+                   "agi_context": "inbound-ivr", "agi_language": "zh"}
+        token = hashlib.sha1((self.agi_secret + res.uid2).encode()).hexdigest()
+        dialplan_vars = {"HOTLINE": spec.hotline, "AGI_TOKEN": token}
         keys = [k for k in spec.ivr_path if k in "0123456789*#"]
         joined: list[Call] = []
 
@@ -452,7 +458,8 @@ class PbxSimServer:
             return QueueEnd(-1, {}, [])
 
         try:
-            out = await run_agi(self.agi_url, headers, keys, on_queue=on_queue)
+            out = await run_agi(self.agi_url, headers, keys, on_queue=on_queue,
+                                variables=dialplan_vars)
         except (TimeoutError, OSError, ValueError) as exc:
             log.warning("pbx_sim.agi_failed", error=str(exc), caller=mask_number(spec.number))
             if not joined:
