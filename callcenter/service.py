@@ -38,6 +38,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from acd import events as ev
 from acd import queue_log
@@ -110,6 +113,7 @@ class Service:
         #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
         self.pbx_restarts: list[tuple[float, float | None, str]] = []
         self._resync_task: asyncio.Task[None] | None = None
+        self._queue_log_engine: AsyncEngine | None = None
         self._last_at = 0.0
         self._last_resync = 0.0
 
@@ -139,6 +143,8 @@ class Service:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
         await self.store.close()
+        if self._queue_log_engine is not None:
+            await self._queue_log_engine.dispose()
 
     async def drain(self) -> None:
         """Wait until every enqueued event has been applied."""
@@ -215,21 +221,41 @@ class Service:
                  waiting=len(snapshot.waiting), channels=len(snapshot.channels))
 
     async def _read_queue_log(self, at: float) -> list[queue_log.QueueLogEntry] | None:
-        """Asterisk's queue_log of the last day, when configured and readable."""
-        path = self.settings.queue_log
-        if not path:
+        """Asterisk's queue_log of the last day, when configured and readable: a file, or
+        (a database URL) the table Asterisk's realtime ``queue_log`` backend writes."""
+        where = self.settings.queue_log
+        if not where:
             return None
         since = at - 86400
-
-        def read() -> list[queue_log.QueueLogEntry]:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                return [e for e in queue_log.parse(fh.read()) if e.at >= since]
         try:
+            if "://" in where:
+                return await self._read_queue_log_table(where, since)
+
+            def read() -> list[queue_log.QueueLogEntry]:
+                with open(where, encoding="utf-8", errors="replace") as fh:
+                    return [e for e in queue_log.parse(fh.read()) if e.at >= since]
             return await asyncio.to_thread(read)
-        except OSError as exc:
+        except (OSError, SQLAlchemyError) as exc:
             log.warning("queue_log unreadable: gaps are estimated from counters",
-                        path=path, error=exc.strerror)
+                        error=str(exc)[:200])
             return None
+
+    async def _read_queue_log_table(self, url: str, since: float
+                                    ) -> list[queue_log.QueueLogEntry]:
+        """Rows of the realtime ``queue_log`` table since ``since``.  Its ``time`` is a
+        timestamp in the PBX's local time (``queue_log_realtime_use_gmt = no``) or a
+        number of seconds."""
+        if self._queue_log_engine is None:
+            self._queue_log_engine = create_async_engine(url)
+        tz = self.settings.tz
+        async with self._queue_log_engine.connect() as conn:
+            result = await conn.execute(text("SELECT * FROM queue_log ORDER BY time"))
+            rows = [dict(r._mapping) for r in result]
+        for r in rows:
+            t = r.get("time")
+            if isinstance(t, datetime):
+                r["time"] = (t if t.tzinfo else t.replace(tzinfo=tz)).timestamp()
+        return [e for e in queue_log.from_rows(rows) if e.at >= since]
 
     def _resync_wanted(self, c: ResyncWanted) -> None:
         """Ask the PBX for its picture again, at most once every 2 s (one in flight), when

@@ -206,3 +206,41 @@ def test_migration_0005_keeps_rows_and_adds_visits(sync_db: str) -> None:
             "1700000000.1"]
     command.upgrade(cfg, "head")
     engine.dispose()
+
+
+async def test_queue_log_read_from_the_realtime_table(tmp_path: Path) -> None:
+    """Asterisk's realtime queue_log backend writes a table (time, callid, queuename,
+    agent, event, data1..data5): the service reads it like the file."""
+    import sqlite3
+    from datetime import datetime
+
+    from callcenter.config import load
+    from callcenter.service import Service
+
+    path = tmp_path / "asterisk.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE queue_log (id INTEGER PRIMARY KEY, time TEXT, callid TEXT, "
+               "queuename TEXT, agent TEXT, event TEXT, data1 TEXT, data2 TEXT, data3 TEXT, "
+               "data4 TEXT, data5 TEXT)")
+    t = 1_795_000_000
+    stamp = datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    db.executemany("INSERT INTO queue_log (time, callid, queuename, agent, event, data1, "
+                   "data2, data3) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+                       (str(t), "1.1", "hotline", "NONE", "ENTERQUEUE", "", "138", "1"),
+                       (str(t + 3), "1.1", "hotline", "agent1001", "CONNECT", "3", "1.2", "2"),
+                       (stamp, "0.9", "hotline", "NONE", "ENTERQUEUE", "", "139", "1")])
+    db.commit()
+    db.close()
+    settings = load(env={})
+    settings.database_url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    settings.queue_log = f"sqlite+aiosqlite:///{path}"
+    service = Service(settings)
+    entries = await service._read_queue_log(t + 10)
+    assert entries is not None
+    assert [(e.callid, e.event, e.data[:2]) for e in entries if e.callid == "1.1"] == [
+        ("1.1", "ENTERQUEUE", ("", "138")), ("1.1", "CONNECT", ("3", "1.2"))]
+    settings.queue_log = str(tmp_path / "missing")
+    assert await service._read_queue_log(t) is None  # unreadable: counters estimate
+    if service._queue_log_engine is not None:
+        await service._queue_log_engine.dispose()
+    await service.store.close()
