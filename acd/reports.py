@@ -205,6 +205,42 @@ def abandon_labels() -> list[str]:
         f"≥{ABANDON_BUCKETS[-1]}s"]
 
 
+@dataclass(slots=True)
+class Atom:
+    """The figures of the calls sharing one 15-minute slice (``joined_at // 900``), queue,
+    hotline number and entry, with their abandon-time counts (:data:`ABANDON_BUCKETS`).
+    Every table of a report is a sum of atoms; the database edge may build atoms with
+    one grouped query (the test checks it against :func:`atoms_of`)."""
+
+    slice: int
+    queue: str
+    hotline: str
+    entry: str
+    figures: Figures
+    abandons: list[int]
+
+
+def atoms_of(calls: Iterable[CallLike], start: float, end: float,
+             servicelevel: Callable[[str], int] = lambda q: 15, short_abandon_s: int = 0,
+             queue: str | None = None) -> list[Atom]:
+    """Calls that joined in ``[start, end)`` (unix seconds), grouped into atoms, each
+    computed by :func:`acd.metrics.figures` with its queue's service level."""
+    groups: dict[tuple[int, str, str, str], list[CallLike]] = defaultdict(list)
+    for c in calls:
+        t = c.joined_at
+        if start <= t < end and (queue is None or c.queue == queue):
+            groups[(int(t // 900), c.queue, getattr(c, "hotline", "") or "",
+                    entry_of(c))].append(c)
+    out = []
+    for key, cs in groups.items():
+        abandons = [0] * (len(ABANDON_BUCKETS) + 1)
+        for c in cs:
+            if str(c.outcome) == "abandoned":
+                abandons[abandon_bucket(c.hold_time or 0)] += 1
+        out.append(Atom(*key, figures(cs, servicelevel(key[1]), short_abandon_s), abandons))
+    return out
+
+
 def call_report(
     calls: Iterable[CallLike],
     start: datetime,
@@ -217,46 +253,46 @@ def call_report(
 ) -> CallReport:
     """Every call table for calls that joined in ``[start, end)`` (aware datetimes),
     one row per ``interval`` (one of :data:`PERIODS`); only ``queue`` when given."""
+    return report_from_atoms(atoms_of(calls, start.timestamp(), end.timestamp(), servicelevel,
+                                      short_abandon_s, queue), start, end, interval)
+
+
+def report_from_atoms(atoms: Iterable[Atom], start: datetime, end: datetime, interval: str
+                      ) -> CallReport:
+    """The tables of :class:`CallReport` as sums (:func:`acd.metrics.combine`) of atoms."""
     if interval not in PERIODS:
         raise ValueError(f"interval must be one of {', '.join(PERIODS)}")
     tz = start.tzinfo
-    lo, hi = start.timestamp(), end.timestamp()
-    atoms: dict[tuple[str, str, str, str], list[CallLike]] = defaultdict(list)
     hours = [{"hour": h, "offered": 0, "answered": 0, "abandoned": 0} for h in range(24)]
     abandons = [0] * (len(ABANDON_BUCKETS) + 1)
     slots: dict[int, tuple[str, int]] = {}  # 15-minute slice -> (interval label, local hour)
-    for c in calls:
-        t = c.joined_at
-        if not lo <= t < hi or (queue is not None and c.queue != queue):
-            continue
-        key = int(t // 900)  # a 15-minute slice lies in one local hour (offsets are 15-min)
-        slot = slots.get(key)
-        if slot is None:
-            local = datetime.fromtimestamp(t, tz)
-            slot = slots[key] = (period_start(local, interval).isoformat(), local.hour)
+    groups: list[dict[str, list[Figures]]] = [defaultdict(list) for _ in range(4)]
+    every: list[Figures] = []
+    for a in atoms:
+        slot = slots.get(a.slice)
+        if slot is None:  # a 15-minute slice lies in one local hour (offsets are 15-min)
+            local = datetime.fromtimestamp(a.slice * 900, tz)
+            slot = slots[a.slice] = (period_start(local, interval).isoformat(), local.hour)
         label, hour = slot
-        atoms[(label, c.queue, getattr(c, "hotline", "") or "", entry_of(c))].append(c)
+        f = a.figures
+        for i, key in enumerate((label, a.queue, a.hotline, a.entry)):
+            groups[i][key].append(f)
+        every.append(f)
         h = hours[hour]
-        h["offered"] += 1
-        outcome = str(c.outcome)
-        if outcome in ANSWERED:
-            h["answered"] += 1
-        elif outcome == "abandoned":
-            h["abandoned"] += 1
-            abandons[abandon_bucket(c.hold_time or 0)] += 1
-    figs = {key: figures(cs, servicelevel(key[1]), short_abandon_s) for key, cs in atoms.items()}
+        h["offered"] += f.offered
+        h["answered"] += f.answered
+        h["abandoned"] += f.abandoned
+        for i, n in enumerate(a.abandons):
+            abandons[i] += n
 
     def by(index: int) -> dict[str, Figures]:
-        groups: dict[str, list[Figures]] = defaultdict(list)
-        for key, f in figs.items():
-            groups[key[index]].append(f)
-        return {k: combine(v) for k, v in sorted(groups.items())}
+        return {k: combine(v) for k, v in sorted(groups[index].items())}
 
-    intervals = _all_intervals(start, end, interval, by(0))
     labels = abandon_labels()
     return CallReport(
-        start=start, end=end, interval=interval, overall=combine(figs.values()),
-        intervals=intervals, queues=by(1), hotlines=by(2), entries=by(3), hours=hours,
+        start=start, end=end, interval=interval, overall=combine(every),
+        intervals=_all_intervals(start, end, interval, by(0)), queues=by(1), hotlines=by(2),
+        entries=by(3), hours=hours,
         abandon_times=[{"wait": labels[i], "abandoned": n} for i, n in enumerate(abandons)],
     )
 
@@ -316,13 +352,30 @@ class AgentFigures:
 RING_NOT_ANSWERED = frozenset({"ring_end", "ring_end_paused"})
 
 
-def agent_report(states: Sequence[StateRow], calls: Iterable[CallLike], start: float,
-                 end: float) -> dict[str, AgentFigures]:
+def calls_by_agent(calls: Iterable[CallLike], start: float, end: float
+                   ) -> dict[str, tuple[int, int, float]]:
+    """Per operator: (calls taken, completed, talk seconds of the completed) for the
+    calls answered in ``[start, end)`` (a call counts for whoever answered it, when)."""
+    out: dict[str, tuple[int, int, float]] = {}
+    for c in calls:
+        at = c.answered_at
+        name = getattr(c, "agent", "") or ""
+        outcome = str(c.outcome)
+        if at is None or not name or not start <= at < end or outcome not in ANSWERED:
+            continue
+        taken, completed, talk = out.get(name, (0, 0, 0.0))
+        done = outcome == "completed"
+        out[name] = (taken + 1, completed + done, talk + ((c.talk_time or 0) if done else 0))
+    return out
+
+
+def agent_report(states: Sequence[StateRow], taken: Mapping[str, tuple[int, int, float]],
+                 start: float, end: float) -> dict[str, AgentFigures]:
     """Per operator over ``[start, end)`` (unix seconds; ``end`` no later than now).
 
     ``states`` is the state log in time order; rows before ``start`` only set the
-    state an agent was in when the window opened.  Calls count for the operator
-    who answered them, in the window where they were answered.
+    state an agent was in when the window opened.  ``taken`` is
+    :func:`calls_by_agent` for the same window.
     """
     out: dict[str, AgentFigures] = {}
     current: dict[str, tuple[str, float, str]] = {}  # agent -> (state, since, reason)
@@ -363,16 +416,9 @@ def agent_report(states: Sequence[StateRow], calls: Iterable[CallLike], start: f
             get(row.agent).ring_no_answer += 1
     for name in list(current):
         close(name, end)
-    for c in calls:
-        at = c.answered_at
-        name = getattr(c, "agent", "") or ""
-        if at is None or not name or not start <= at < end or str(c.outcome) not in ANSWERED:
-            continue
+    for name, (calls_taken, completed, talk) in taken.items():
         f = get(name)
-        f.calls_taken += 1
-        if str(c.outcome) == "completed":
-            f.completed += 1
-            f.talk_s += c.talk_time or 0
+        f.calls_taken, f.completed, f.talk_s = calls_taken, completed, float(talk)
     for f in out.values():
         busy = f.ringing_s + f.on_call_s + f.wrap_s
         f.occupancy = pct(busy, busy + f.ready_s)

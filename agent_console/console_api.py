@@ -21,8 +21,13 @@ Routes (JSON unless said)::
     POST /api/call/hangup {uniqueid}  /api/call/transfer {uniqueid, kind, target}
     GET  /api/calls/{uniqueid}/history          the caller's earlier calls and work orders
     GET  /api/drafts   POST /api/drafts {call_uniqueid?}
-    GET|PUT /api/drafts/{id}   POST /api/drafts/{id}/submit   GET /api/work-orders/{id}
+    GET|PUT /api/drafts/{id} {caller?, text?, fields?}   GET /api/work-orders/{id}
+    POST /api/drafts/{id}/submit {outcome: accept|answer|dispatch, answer?, article_id?,
+                                  department?}
+    GET  /api/intake-form                       the intake form's lists (config/intake.toml)
+    GET  /api/callers?number=                   lookup: a number's calls and work orders
     POST /api/supervisor/agents/{name}/ready|signout {reason}   (audited)
+    GET  /api/fastagi/refusals                  FastAGI refusals (supervisors): newest first
     GET  /ws?stream=ID&seq=N                    live updates (session required)
 
 Every POST/PUT needs the session's CSRF token in ``X-CSRF-Token`` (login aside,
@@ -50,8 +55,10 @@ from agent_console.http import (
     text_field,
 )
 from agent_console.hub import dumps
+from agent_console.intake import IntakeError, clean_fields, order_parts, problems_for_submit
+from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import Role
-from agent_console.orders import DraftError, draft_json, order_json
+from agent_console.orders import DraftError, draft_fields, draft_json, order_json
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.permissions import order_visible
 from agent_console.session import (
@@ -75,6 +82,7 @@ from agent_console.views import (
 )
 from callcenter.orders.lifecycle import redact
 from callcenter.orders.store import ACCOUNT_ROLES
+from callcenter.pbx.ami import AmiError
 
 log = structlog.get_logger(__name__)
 
@@ -253,7 +261,35 @@ async def api_call_hangup(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def _dialplan_has(c: Console, exten: str, context: str) -> bool | None:
+    """Whether Asterisk's dialplan would take ``exten@context`` (its own pattern rules),
+    from ``Command: dialplan show exten@context``; None when the PBX would not say."""
+    try:
+        reply = await c.service.link.action(
+            {"Action": "Command", "Command": f"dialplan show {exten}@{context}"},
+            idempotent=True)
+    except AmiError:
+        return None
+    first = reply[0] if isinstance(reply, list) and reply else reply
+    if not isinstance(first, dict):
+        return None
+    output = str(first.get("Output", ""))
+    if "There is no existence of" in output:
+        return False
+    if first.get("Response") == "Error" and "Command output follows" not in str(
+            first.get("Message", "")):
+        return None  # e.g. the manager user lacks "command": nothing known
+    return True if "=>" in output else None
+
+
 async def api_call_transfer(request: web.Request) -> web.Response:
+    """Redirect the operator's caller to a queue or a department's line.
+
+    The target must be in the configured list (the queues, departments.toml
+    ``line``) and in Asterisk's dialplan: a Redirect to an extension the context
+    lacks is answered "Redirect successful" and then drops the caller ("sent to
+    invalid extension"), so it is checked first (409 ``transfer_target_missing``).
+    """
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     data = await read_json(request)
@@ -267,11 +303,17 @@ async def api_call_transfer(request: web.Request) -> web.Response:
     else:
         raise ApiError(400, "'kind' must be 'queue' or 'department'")
     if target not in allowed:
-        raise ApiError(400, f"unknown {kind} {target!r}")
+        raise ApiError(400, f"unknown {kind} {target!r}", code="transfer_target_unknown")
+    context = c.config.transfer_context
     async with audited(c, user, "transfer", target=call.uniqueid,
                        data={"kind": kind, "to": target}):
+        exists = await _dialplan_has(c, target, context)
+        if exists is False:
+            raise ApiError(409, f"the PBX has no extension {target}@{context}: the caller "
+                                "stays with you", code="transfer_target_missing",
+                           zh=f"交换机拨号计划中没有 {target}@{context}，未转接，来电仍在您这里")
         await pbx(c, {"Action": "Redirect", "Channel": call.channel,
-                      "Context": c.config.transfer_context, "Exten": target, "Priority": "1"})
+                      "Context": context, "Exten": target, "Priority": "1"})
     return web.json_response({"ok": True})
 
 
@@ -299,6 +341,23 @@ async def _supervise(request: web.Request, action: str) -> web.Response:
                 await pbx(c, {"Action": "QueueRemove", "Queue": queue,
                               "Interface": agent.interface}, ignore=("not there",))
     return web.json_response({"ok": True})
+
+
+async def api_fastagi_refusals(request: web.Request) -> web.Response:
+    """What the FastAGI edge refused (an address not allowed, a bad header, a write
+    without a valid token), from the audit log, newest first (at most 200)."""
+    from sqlalchemy import select
+
+    from callcenter.db import AuditRow
+
+    c = request.app[CONSOLE]
+    await need_session(request, Role.SUPERVISOR, Role.ADMIN)
+    async with c.service.store.sessions() as s:
+        rows = await s.scalars(select(AuditRow).where(AuditRow.action == "fastagi_refused")
+                               .order_by(AuditRow.id.desc()).limit(200))
+        items = [{"at": r.at, "peer": r.target, "why": r.reason, "details": r.data}
+                 for r in rows]
+    return web.json_response({"refusals": items})
 
 
 async def api_force_ready(request: web.Request) -> web.Response:
@@ -342,6 +401,11 @@ async def api_drafts(request: web.Request) -> web.Response:
     return web.json_response({"drafts": [draft_json(d) for d in drafts]}, dumps=dumps)
 
 
+#: The IVR's CATEGORY codes that are also a 诉求类型 (the rest are topics, not types).
+IVR_REQUEST_TYPES = {"consult": "consult", "complaint": "complaint",
+                     "suggestion": "suggestion"}
+
+
 async def api_draft_open(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
@@ -353,8 +417,12 @@ async def api_draft_open(request: web.Request) -> web.Response:
         call = call_belongs_to(c.service.centre, user, uniqueid)
         if call is None:
             raise ApiError(404, "no such call of yours")
+        # Prefilled from the pop: the caller's number and name; the type if the IVR knew it.
+        fields = {"caller_name": (call.caller_name or "")[:60], "reply_method": "phone"}
+        if call.category in IVR_REQUEST_TYPES:
+            fields["request_type"] = IVR_REQUEST_TYPES[call.category]
         draft = await c.orders.open_draft(user.username, uniqueid, caller=call.caller_num,
-                                          category=call.category)
+                                          fields=fields)
     return web.json_response(draft_json(draft), dumps=dumps)
 
 
@@ -375,11 +443,16 @@ async def api_draft_get(request: web.Request) -> web.Response:
 async def api_draft_save(request: web.Request) -> web.Response:
     c, user, draft_id = await _my_draft_id(request)
     data = await read_json(request, 200_000)  # 20,000 characters, escaped
-    fields = {}
+    fields: dict[str, Any] = {}
     for key, max_len in (("caller", 40), ("category", 60), ("text", 20000)):
         if key in data:
             fields[key] = text_field(data, key, max_len=max_len, required=False,
                                      strip=key != "text")
+    if "fields" in data:
+        try:
+            fields["fields"] = clean_fields(c.intake, data["fields"])
+        except IntakeError as exc:
+            raise ApiError(400, str(exc)) from None
     try:
         draft = await c.orders.save_draft(user.username, draft_id, fields)
     except LookupError:
@@ -389,16 +462,106 @@ async def api_draft_save(request: web.Request) -> web.Response:
     return web.json_response(draft_json(draft), dumps=dumps)
 
 
+SUBMIT_OUTCOMES = ("accept", "answer", "dispatch")
+
+
 async def api_draft_submit(request: web.Request) -> web.Response:
+    """受理 the draft as a work order: kept at the centre (accept), answered on the call
+    (直接答复 / 当场办结, with the answer and optionally the knowledge-base article), or
+    dispatched at once to a department.  Submitting twice returns the same order."""
+    from callcenter.orders.lifecycle import IllegalStep, NotAllowed, Step, order_view, redact
+    from callcenter.orders.store import OrderConflict, account_actor
+
     c, user, draft_id = await _my_draft_id(request)
+    data = await read_json(request, 200_000) if request.can_read_body else {}
+    outcome = text_field(data, "outcome", max_len=16, required=False, default="accept")
+    if outcome not in SUBMIT_OUTCOMES:
+        raise ApiError(400, f"'outcome' must be one of {', '.join(SUBMIT_OUTCOMES)}")
+    answer = text_field(data, "answer", max_len=4000, required=False)
+    department = text_field(data, "department", max_len=64, required=False)
+    wo = request.app[WORK_ORDERS]
+    if outcome == "answer" and not answer:
+        raise ApiError(400, "an answer on the call needs the answer given", missing=["answer"])
+    article_id = await _article_for_answer(request, data.get("article_id"), outcome)
+    if outcome == "dispatch" and not wo.config.knows(department):
+        raise ApiError(400, "dispatch needs a known department", missing=["department"])
+    draft = await c.orders.draft(user.username, draft_id)
+    if draft is None:
+        raise ApiError(404, "no such draft of yours")
+    actor = account_actor(user.username, user.role.value, None, wo.config.directory.centre.id)
+    if draft.work_order_id is not None:  # submitted before: the same order, nothing new
+        order = await wo.get(str(draft.work_order_id))
+        return web.json_response({"order": redact(order_view(order), actor.role),
+                                  "number": order.number, "id": order.id}, dumps=dumps)
+    fields = draft_fields(draft)
+    missing = problems_for_submit(fields, draft.text, draft.caller)
+    if missing:
+        raise ApiError(400, "the order is not complete: " + ", ".join(missing), missing=missing)
+    parts = order_parts(fields, draft.caller, str(article_id or ""))
     try:
-        order = await c.orders.submit(user.username, draft_id, user.role.value)
-    except LookupError:
-        raise ApiError(404, "no such draft of yours") from None
+        order, _ = await wo.create(actor, text=draft.text.strip(),
+                                   call_uniqueid=draft.call_uniqueid, **parts)
+        await c.orders.mark_submitted(user.username, draft_id, int(order.id), user.role.value,
+                                      order.number)
+        if outcome == "answer":
+            order, _ = await wo.step(order.id, Step.RESOLVE_ON_CALL, actor, answer=answer)
+            if article_id is not None:  # which article answers the calls (the statistics)
+                await request.app[KNOWLEDGE].record_use(article_id, int(order.id),
+                                                        user.username)
+        elif outcome == "dispatch":
+            order, _ = await wo.step(order.id, Step.DISPATCH, actor, department=department)
+    except IllegalStep as exc:
+        raise ApiError(400, str(exc)) from None
+    except NotAllowed as exc:
+        raise ApiError(403, str(exc)) from None
+    except OrderConflict as exc:
+        raise ApiError(409, str(exc)) from None
     except DraftError as exc:
         raise ApiError(409, str(exc)) from None
-    log.info("work order accepted", number=order.number, by=user.username)
-    return web.json_response(order_json(order), dumps=dumps)
+    log.info("work order accepted", number=order.number, by=user.username, outcome=outcome)
+    return web.json_response({"order": redact(order_view(order), actor.role),
+                              "number": order.number, "id": order.id}, dumps=dumps)
+
+
+async def _article_for_answer(request: web.Request, raw: Any, outcome: str) -> int | None:
+    """The knowledge-base article a 直接答复 came from: an existing article id, or None."""
+    if raw is None:
+        return None
+    if outcome != "answer":
+        raise ApiError(400, "'article_id' goes with an answer on the call")
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw < 2**62:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id")
+    try:
+        await request.app[KNOWLEDGE].get(raw)
+    except LookupError:
+        raise ApiError(400, "'article_id' must be a knowledge-base article id") from None
+    return raw
+
+
+async def api_intake(request: web.Request) -> web.Response:
+    """The intake form's lists: 诉求类型, 回复方式, the category tree, districts."""
+    c = request.app[CONSOLE]
+    await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    lists = c.intake.public(request.app[WORK_ORDERS].config.directory)
+    # Whether the knowledge base's search is served (the console offers it for 直接答复).
+    lists["knowledge"] = any(r.resource is not None and r.resource.canonical ==
+                             "/api/knowledge/search" for r in request.app.router.routes())
+    return web.json_response(lists, dumps=dumps)
+
+
+async def api_caller_lookup(request: web.Request) -> web.Response:
+    """An operator's lookup by phone number: that number's calls and work orders."""
+    c = request.app[CONSOLE]
+    session = await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    number = request.query.get("number", "").strip()
+    if not number or len(number) > 40 or not all(ch.isdigit() or ch in "+-" for ch in number):
+        raise ApiError(400, "'number' must be a phone number (digits, + and -)")
+    history = await c.caller_history(number)
+    user = session.user
+    for h in history.get("calls", []):
+        h.pop("recording", None)
+    log.info("caller looked up", by=user.username, orders=len(history.get("work_orders", [])))
+    return web.json_response({"caller": number, **history}, dumps=dumps)
 
 
 async def api_work_order(request: web.Request) -> web.Response:
@@ -420,4 +583,9 @@ async def api_work_order(request: web.Request) -> web.Response:
     seen = redact({"caller_number": doc["caller"], "text": doc["text"],
                    "confidential": full.confidential}, ACCOUNT_ROLES[user.role.value])
     doc["caller"], doc["text"] = seen["caller_number"], seen["text"]
+    if full.confidential and user.role is Role.SUPERVISOR:  # as on /api/orders/{id}
+        await c.service.store.audit(at=c.service.clock(), actor=user.username,
+                                    role=user.role.value,
+                                    action="confidential_identity_viewed",
+                                    target=full.number, data={"order_id": full.id})
     return web.json_response(doc, dumps=dumps)

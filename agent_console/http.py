@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 log = structlog.get_logger(__name__)
 
@@ -87,9 +88,20 @@ async def json_errors(request: web.Request,
         if not api or exc.status < 400:
             raise
         message = {404: "no such API route", 405: "method not allowed",
-                   413: "request body too large"}.get(exc.status, exc.reason)
+                   413: "request body too large",
+                   416: "the requested byte range cannot be served"}.get(exc.status, exc.reason)
         _log_refusal(request, exc.status, message)
-        return error_response(exc.status, message)
+        resp = error_response(exc.status, message)
+        for key in ("Content-Range", "Retry-After", "Allow"):  # what the status needs
+            if key in exc.headers:
+                resp.headers[key] = exc.headers[key]
+        return resp
+    except SQLAlchemyError:
+        if not api:
+            raise
+        log.exception("database refused a request's write", path=request.path[:200])
+        return error_response(503, "the database did not take this; nothing was changed",
+                              "数据库未能写入，未做任何更改")
     except RecursionError:
         if not api:
             raise

@@ -1,27 +1,52 @@
 """``/ws``: the live stream of each page (a snapshot, then numbered updates, resumable;
-see :mod:`agent_console.hub`), the per-socket pump, the watchdog for stuck sends, the
+see :mod:`agent_console.hub`), the per-socket pump, the watchdog for slow clients, the
 sessions and names loops, and the hub's lifetime in the app (``hub_ctx``).
+
+Slow clients.  A client that stops reading (a frozen tab, a hostile script that keeps
+sending and never reads) would hold its unsent updates in the kernel's send queue and
+in the transport's buffer, and a graceful close never ends while data is unsent (the
+issue-12 fault: 300 such clients took the service from 88 to 263 MB).  Once a second
+:func:`_send_watchdog` measures each socket's *unsent backlog* (the transport's buffer
+plus the kernel's send queue, ``TIOCOUTQ``) and its age (since it last stayed under
+:data:`BACKLOG_FLOOR` with no send stuck); past ``Console.max_unsent_bytes`` (1 MiB)
+or ``Console.max_unsent_age_s`` (5 s) the socket is cut: a close frame with code
+:data:`CLOSE_TOO_SLOW` (4408) if it goes out within a second, then the transport is
+aborted, which frees its buffers at once.  The session may open a socket again after
+a cool-down that doubles with each cut (2, 4, 8 … 60 s; before that ``/ws`` answers
+429 with ``Retry-After``), so a client that never reads spends most of its time
+disconnected instead of holding buffers.  The page (``static/common.js``) reconnects
+on 4408 after the cool-down and resumes from its last update number.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import json
-from collections.abc import AsyncIterator
+import struct
+import termios
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 
 from acd.state import AgentChanged, AgentState, Change
+from agent_console.auth import token_hash
 from agent_console.http import (
     ApiError,
     same_origin,
 )
 from agent_console.hub import Client
-from agent_console.session import CONSOLE, Console, need_session
+from agent_console.session import CONSOLE, COOKIE, Console, need_session
 
 log = structlog.get_logger(__name__)
+
+CLOSE_TOO_SLOW = 4408
+"""Close code for a client cut for not reading; the page reconnects and resumes."""
+BACKLOG_FLOOR = 64 * 1024
+"""Unsent bytes below which a socket counts as keeping up."""
 
 
 # --------------------------------------------------------------------------- websocket
@@ -50,6 +75,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         client = c.hub.attach(c.operator_key(user), c.operator(user), stream_id, seq,
                               narrow=True)
     c.sockets.add(ws)
+    c.transports[ws] = request.transport
     c.socket_sessions[ws] = session.token_hash  # checked by _sessions_loop
     sender = c.senders[ws] = asyncio.create_task(_pump(c, ws, client))
     try:
@@ -60,14 +86,34 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 c.hub.reply(client, {"type": "error", "error": "binary messages are not accepted"})
             elif msg.type == WSMsgType.ERROR:
                 break
-    finally:
+    finally:  # forget the socket first: a cancelled handler may not get past an await
         sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
         c.hub.detach(client)
         c.sockets.discard(ws)
         c.socket_sessions.pop(ws, None)
         c.senders.pop(ws, None)
+        c.transports.pop(ws, None)
+        c.backlog_since.pop(ws, None)
+        await asyncio.gather(sender, return_exceptions=True)
     return ws
+
+
+@web.middleware
+async def slow_client_gate(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """``/ws`` for a session cut for not reading and still cooling down: 429 with
+    Retry-After, before any database work (a hostile client may retry many times a
+    second).  Mounted ahead of the permission guard."""
+    if request.path == "/ws":
+        c = request.app[CONSOLE]
+        cooling = c.slow_cooldown.get(token_hash(request.cookies.get(COOKIE) or ""))
+        if cooling is not None and c.now() < cooling[1]:
+            wait = max(1, round(cooling[1] - c.now()))
+            raise ApiError(429, f"this page was cut for not reading its updates; reconnect "
+                           f"in {wait} s", zh=f"页面未及时接收数据已被断开，请 {wait} 秒后重连",
+                           retry_after=wait)
+    return await handler(request)
 
 
 def _on_message(c: Console, client: Client, text: str) -> None:
@@ -110,21 +156,74 @@ async def _pump(c: Console, ws: web.WebSocketResponse, client: Client) -> None:
         c.sending.pop(ws, None)
 
 
-async def _send_watchdog(c: Console, every: float = 1.0, limit: float = 10.0) -> None:
-    """Close the sockets a send has been stuck on for more than ``limit`` s."""
+def unsent_bytes(transport: Any) -> int:
+    """Bytes written to this socket that the client has not taken yet: the transport's
+    buffer plus, on Linux, the kernel's send queue (``TIOCOUTQ``)."""
+    if transport is None or transport.is_closing():
+        return 0
+    n = int(transport.get_write_buffer_size())
+    sock = transport.get_extra_info("socket")
+    if sock is not None and hasattr(termios, "TIOCOUTQ"):
+        try:
+            n += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                                b"\0\0\0\0"))[0]
+        except OSError:
+            pass
+    return n
+
+
+async def _send_watchdog(c: Console, every: float = 1.0) -> None:
+    """Once every ``every`` s: cut the sockets whose unsent backlog passed its bound
+    (bytes, or age).  See the module's docstring."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(every)
         now = loop.time()
-        stuck = [ws for ws, since in c.sending.items() if now - since > limit]
-        for ws in stuck:
-            log.info("websocket client too slow; closing")
+        cut: list[tuple[web.WebSocketResponse, int, float]] = []
+        for ws, transport in list(c.transports.items()):
+            unsent = unsent_bytes(transport)
+            stuck = c.sending.get(ws)
+            if unsent >= BACKLOG_FLOOR or (stuck is not None and now - stuck > every):
+                since = c.backlog_since.setdefault(ws, now)
+            else:
+                c.backlog_since.pop(ws, None)
+                continue
+            if unsent > c.max_unsent_bytes or now - since > c.max_unsent_age_s:
+                cut.append((ws, unsent, now - since))
+        for ws, unsent, age in cut:
+            log.info("websocket client too slow; cut", unsent_bytes=unsent, age_s=round(age, 1))
+            c.slow_cuts += 1
+            _cool_down(c, c.socket_sessions.get(ws))
+            c.backlog_since.pop(ws, None)
             c.sending.pop(ws, None)
             sender = c.senders.get(ws)
             if sender is not None:
                 sender.cancel()
-        if stuck:
-            await asyncio.gather(*(ws.close() for ws in stuck), return_exceptions=True)
+        if cut:
+            await asyncio.gather(*(_cut(c, ws) for ws, _, _ in cut), return_exceptions=True)
+
+
+def _cool_down(c: Console, token_hash: str | None, most_s: float = 60.0) -> None:
+    if token_hash is None:
+        return
+    now = c.now()
+    if len(c.slow_cooldown) > 10_000:  # forget the cool-downs that are over
+        c.slow_cooldown = {k: v for k, v in c.slow_cooldown.items() if v[1] > now}
+    cuts = c.slow_cooldown.get(token_hash, (0, 0.0))[0] + 1
+    c.slow_cooldown[token_hash] = (cuts, now + min(most_s, 2.0 ** cuts))
+
+
+async def _cut(c: Console, ws: web.WebSocketResponse) -> None:
+    """Close with CLOSE_TOO_SLOW if that goes out within a second; then abort the
+    transport, whatever it still holds (a graceful close waits for a reader)."""
+    transport = c.transports.get(ws)
+    try:
+        await asyncio.wait_for(ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect"),
+                               1.0)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        pass
+    if transport is not None:  # even when closing: a close with unsent data never ends
+        transport.abort()
 
 
 async def _sessions_loop(c: Console, every: float = 30.0) -> None:

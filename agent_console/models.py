@@ -62,6 +62,8 @@ class DraftRow(Base):
     caller: Mapped[str] = mapped_column(String(40), default="")
     category: Mapped[str] = mapped_column(String(60), default="")
     text: Mapped[str] = mapped_column(Text, default="")
+    # The structured intake fields as a JSON object (agent_console.intake.DRAFT_KEYS).
+    fields: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     version: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | submitted
     work_order_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -11,6 +11,7 @@ visits) belongs to a later issue, which will extend ``work_orders`` and replace
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, tzinfo
@@ -33,9 +34,19 @@ class DraftError(ValueError):
     """The draft cannot be saved or submitted as asked."""
 
 
+def draft_fields(d: DraftRow) -> dict[str, Any]:
+    """The draft's structured intake fields (agent_console.intake.DRAFT_KEYS)."""
+    try:
+        value = json.loads(d.fields or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def draft_json(d: DraftRow) -> dict[str, Any]:
     return {"id": d.id, "call_uniqueid": d.call_uniqueid, "caller": d.caller,
-            "category": d.category, "text": d.text, "version": d.version, "status": d.status,
+            "category": d.category, "text": d.text, "fields": draft_fields(d),
+            "version": d.version, "status": d.status,
             "work_order_id": d.work_order_id, "created_at": d.created_at,
             "updated_at": d.updated_at}
 
@@ -56,7 +67,8 @@ class Orders:
     # ---- drafts
 
     async def open_draft(self, owner: str, call_uniqueid: str | None = None, *,
-                         caller: str = "", category: str = "") -> DraftRow:
+                         caller: str = "", category: str = "",
+                         fields: dict[str, Any] | None = None) -> DraftRow:
         """The owner's draft for this call (created, prefilled, if there is none yet)."""
         async with self.sessions() as s:
             if call_uniqueid is not None:
@@ -66,7 +78,9 @@ class Orders:
                     return found
             now = self.clock()
             draft = DraftRow(owner=owner, call_uniqueid=call_uniqueid, caller=caller[:40],
-                             category=category[:60], text="", version=1, status="open",
+                             category=category[:60], text="",
+                             fields=json.dumps(fields or {}, ensure_ascii=False),
+                             version=1, status="open",
                              created_at=now, updated_at=now)
             s.add(draft)
             try:
@@ -91,7 +105,8 @@ class Orders:
             return await s.scalar(select(DraftRow).where(DraftRow.id == draft_id,
                                                          DraftRow.owner == owner))
 
-    async def save_draft(self, owner: str, draft_id: int, fields: dict[str, str]) -> DraftRow:
+    async def save_draft(self, owner: str, draft_id: int, fields: dict[str, Any]) -> DraftRow:
+        """Save the given columns; ``fields`` (the structured ones) are merged in."""
         async with self.sessions() as s, s.begin():
             d = await s.scalar(select(DraftRow).where(DraftRow.id == draft_id,
                                                       DraftRow.owner == owner))
@@ -100,7 +115,11 @@ class Orders:
             if d.status != "open":
                 raise DraftError("this draft is already a work order")
             for key, value in fields.items():
-                setattr(d, key, value)
+                if key == "fields":
+                    merged = {**draft_fields(d), **value}
+                    d.fields = json.dumps(merged, ensure_ascii=False)
+                else:
+                    setattr(d, key, value)
             d.version += 1
             d.updated_at = self.clock()
         return d
@@ -146,6 +165,26 @@ class Orders:
             d.status = "submitted"
             d.updated_at = now
         return order
+
+    async def mark_submitted(self, owner: str, draft_id: int, work_order_id: int,
+                             role: str = "operator", number: str = "") -> None:
+        """The draft became work order ``work_order_id`` (a second submit returns it);
+        audited as ``work_order_accepted`` in the same transaction."""
+        async with self.sessions() as s, s.begin():
+            d = await s.scalar(select(DraftRow).where(DraftRow.id == draft_id,
+                                                      DraftRow.owner == owner))
+            if d is None:
+                raise LookupError(draft_id)
+            if d.work_order_id is not None:
+                raise DraftError("this draft is already a work order")
+            now = self.clock()
+            s.add(AuditRow(at=now, actor=owner, role=role, action="work_order_accepted",
+                           target=number or str(work_order_id), reason="",
+                           data={"order_id": work_order_id, "draft": d.id,
+                                 "call": d.call_uniqueid or ""}))
+            d.work_order_id = work_order_id
+            d.status = "submitted"
+            d.updated_at = now
 
     async def work_order(self, order_id: int) -> WorkOrderRow | None:
         async with self.sessions() as s:

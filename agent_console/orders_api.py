@@ -46,8 +46,10 @@ from agent_console.http import ApiError, list_field, read_json, text_field
 from agent_console.intake_api import openapi_paths as intake_paths
 from agent_console.knowledge_api import ARTICLE_SCHEMA, KNOWLEDGE, openapi_paths
 from agent_console.models import Role as AccountRole
+from agent_console.openapi import complete
 from agent_console.permissions import order_visible
 from agent_console.session import CONSOLE, RECORDINGS, need_session, page
+from callcenter.db import AuditRow
 from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import (
     TRANSITIONS,
@@ -91,6 +93,7 @@ from callcenter.orders.store import (
     encode_plain,
     record_json,
 )
+from callcenter.orders.supervision import anomaly_departments, anomaly_key
 from ivr.dialer import STATUSES, outbound_list, return_visit_of, survey_of
 
 log = structlog.get_logger(__name__)
@@ -125,6 +128,7 @@ def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
     r.add_post("/api/orders", api_create)
     r.add_get("/api/orders", api_list)
     r.add_get("/api/orders/duplicates", api_duplicates)
+    r.add_get("/api/orders/inbox", api_inbox)  # before /api/orders/{id}
     r.add_get("/api/orders/{id}", api_get)
     r.add_get("/api/orders/{id}/duplicates", api_order_duplicates)
     r.add_post("/api/orders/{id}/merge", api_merge)
@@ -132,6 +136,7 @@ def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
     r.add_post("/api/orders/{id}/steps", api_step)
     r.add_post("/api/orders/{id}/knowledge", api_link_article)
     r.add_get("/api/supervision/anomalies", api_anomalies)
+    r.add_post("/api/supervision/anomalies/ack", api_anomaly_ack)
     r.add_get("/api/departments", api_departments)
     r.add_get("/api/departments/suggest", api_suggest)
     r.add_get("/api/reports/orders", api_report)
@@ -655,20 +660,133 @@ async def api_link_article(request: web.Request) -> web.Response:
                   "articles": await kb.uses_of_order(int(order.id))})
 
 
+ACK_ACTION = "anomaly_acknowledged"
+BOARD_STATUSES = ("all", "open", "handled")
+
+
+async def _briefs(wo: WorkOrders, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Number, state and lead department of the orders the board names."""
+    keys = [int(i) for i in ids if i.isdigit()]
+    if not keys:
+        return {}
+    async with wo.sessions() as s:
+        rows = (await s.execute(select(OrderRow.id, OrderRow.number, OrderRow.status,
+                                       OrderRow.lead_department)
+                                .where(OrderRow.id.in_(keys)))).all()
+    return {str(r.id): {"id": str(r.id), "number": r.number, "state": r.status,
+                        "lead_department": r.lead_department} for r in rows}
+
+
+async def _acks(request: web.Request) -> dict[str, dict[str, Any]]:
+    """Every finding a supervisor marked handled: key -> who, when, note (the latest)."""
+    store = request.app[CONSOLE].service.store
+    async with store.sessions() as s:
+        rows = await s.scalars(select(AuditRow).where(AuditRow.action == ACK_ACTION)
+                               .order_by(AuditRow.id))
+        return {r.target: {"by": r.actor, "at": r.at, "note": r.reason} for r in rows}
+
+
 async def api_anomalies(request: web.Request) -> web.Response:
+    """督办看板: every detector's findings with their orders (number, state, department),
+    the departments they name, and whether a supervisor marked them handled (who, when).
+
+    ``?kind=`` one detector, ``?department=`` findings naming that department (in the
+    evidence or as an order's lead), ``?status=open|handled|all``."""
     wo, _ = await _reader(request)
     kind = request.query.get("kind") or None
+    department = request.query.get("department") or None
+    status = request.query.get("status") or "all"
+    if status not in BOARD_STATUSES:
+        raise ApiError(400, f"'status' must be one of {', '.join(BOARD_STATUSES)}")
+    if department is not None and not wo.config.knows(department):
+        raise ApiError(400, "'department' must be a known department id")
     found = await wo.anomalies()
-    if kind is not None:
-        found = [a for a in found if a.kind == kind]
+    briefs = await _briefs(wo, {i for a in found for i in a.order_ids})
+    acks = await _acks(request)
     counts: dict[str, int] = {}
-    for a in found:
+    out = []
+    for a in reversed(found):
+        key = anomaly_key(a)
+        orders = [briefs.get(i, {"id": i, "number": None, "state": None,
+                                 "lead_department": None}) for i in a.order_ids]
+        named = anomaly_departments(a) | {o["lead_department"] for o in orders
+                                          if o["lead_department"]}
+        ack = acks.get(key)
+        if department is not None and department not in named:
+            continue
+        if (status == "open" and ack) or (status == "handled" and not ack):
+            continue
         counts[a.kind] = counts.get(a.kind, 0) + 1
-    return _json({
-        "anomalies": [{"kind": a.kind, "order_ids": list(a.order_ids), "at": a.at.isoformat(),
-                       "evidence": encode_plain(a.evidence)} for a in reversed(found)],
-        "counts": counts,
-    })
+        if kind is not None and a.kind != kind:
+            continue
+        out.append({"key": key, "kind": a.kind, "order_ids": list(a.order_ids),
+                    "orders": orders, "departments": sorted(named), "at": a.at.isoformat(),
+                    "evidence": encode_plain(a.evidence), "ack": ack})
+    return _json({"anomalies": out, "counts": counts})
+
+
+async def api_anomaly_ack(request: web.Request) -> web.Response:
+    """A supervisor marks a finding handled (已处理), with an optional note; audited."""
+    wo, reader = await _reader(request)
+    data = await read_json(request)
+    key = text_field(data, "key", max_len=16)
+    if len(key) != 16 or any(ch not in "0123456789abcdef" for ch in key):
+        raise ApiError(400, "'key' must be an anomaly's key")
+    note = text_field(data, "note", max_len=500, required=False)
+    found = {anomaly_key(a): a for a in await wo.anomalies()}
+    anomaly = found.get(key)
+    if anomaly is None:
+        raise ApiError(404, "no such anomaly (the detectors no longer find it)")
+    c = request.app[CONSOLE]
+    at = c.service.clock()
+    await c.service.store.audit(at=at, actor=reader.username, role=reader.account_role.value,
+                                action=ACK_ACTION, target=key, reason=note,
+                                data={"kind": anomaly.kind, "orders": list(anomaly.order_ids)})
+    log.info("anomaly acknowledged", kind=anomaly.kind, by=reader.username)
+    return _json({"key": key, "ack": {"by": reader.username, "at": at, "note": note}})
+
+
+INBOX_SENT_BACK = (str(Step.REFUSE_RETURN), str(Step.REJECT_COMPLETION), str(Step.REOPEN))
+DUE_SOON = timedelta(hours=24)
+
+
+async def api_inbox(request: web.Request) -> web.Response:
+    """A department's 待办: new orders (dispatched, not signed for), orders sent back to it
+    (return refused, completion rejected, reopened), supervised ones (督办), and those
+    due within 24 hours or overdue — each list newest first, with a total to badge."""
+    wo, reader = await _reader(request)
+    if reader.department is None:
+        raise ApiError(403, "the inbox is a department's")
+    dept = reader.department
+    now = wo.now()
+    mine: list[Order] = []
+    for state in (State.DISPATCHED, State.IN_PROGRESS, State.REPLIED):
+        page, _ = await wo.list(state=str(state), department=dept, per_page=100)
+        mine.extend(o for o in page if o.lead_department == dept)
+    lists: dict[str, list[dict[str, Any]]] = {"new": [], "sent_back": [], "supervised": [],
+                                               "due_soon": []}
+    for order in sorted(mine, key=lambda o: o.updated_at, reverse=True):
+        item = view(order, reader)
+        trail = await wo.history(order.id)
+        last_centre = next((r for r in reversed(trail) if str(r.step) in INBOX_SENT_BACK
+                            or str(r.step) in (str(Step.DISPATCH), str(Step.REDISPATCH),
+                                               str(Step.ACCEPT_RETURN))), None)
+        if order.state is State.DISPATCHED and (last_centre is None or str(last_centre.step)
+                                                 not in INBOX_SENT_BACK):
+            lists["new"].append(item)
+        if last_centre is not None and str(last_centre.step) in INBOX_SENT_BACK:
+            lists["sent_back"].append(item | {"sent_back": {
+                "step": str(last_centre.step), "reason": last_centre.reason,
+                "at": last_centre.at.isoformat()}})
+        if order.supervision is not None:
+            lists["supervised"].append(item)
+        due = min(order.handling_due, order.supervision.deadline) if order.supervision \
+            else order.handling_due
+        if order.state is not State.REPLIED and due - now <= DUE_SOON:
+            lists["due_soon"].append(item | {"due": due.isoformat(), "overdue": due < now})
+    lists["due_soon"].sort(key=lambda o: o["due"])
+    return _json({"department": dept, **lists,
+                  "total": sum(len(v) for v in lists.values())})
 
 
 async def api_departments(request: web.Request) -> web.Response:
@@ -700,6 +818,12 @@ REPORT_COLUMNS = (
     "satisfaction_department_mean", "satisfaction_department_satisfied_share",
     "returns_by_department",
 )
+REPORT_HEADERS = (
+    "周期", "起始日", "工单数", "接通量", "受理率", "直接答复率", "一次办结率", "按时办结率",
+    "解决率（市民确认）", "话务员满意度·评价数", "话务员满意度·均分", "话务员满意度·满意占比",
+    "承办单位满意度·评价数", "承办单位满意度·均分", "承办单位满意度·满意占比", "退单（按单位）",
+)
+"""The CSV's Chinese column names (UTF-8 with BOM, so Excel reads them), in REPORT_COLUMNS order."""
 
 
 def _day(request: web.Request, key: str, default: Any) -> Any:
@@ -731,7 +855,8 @@ async def api_report(request: web.Request) -> web.Response:
                       "rows": rows})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(REPORT_COLUMNS)
+    out.write("\ufeff")
+    writer.writerow(REPORT_HEADERS)
     for row in rows:
         flat = dict(row)
         for side in ("operator", "department"):
@@ -829,7 +954,7 @@ def openapi() -> dict[str, Any]:
                     "followers (0 hides orders merged into another) are 1/0; sort is "
                     f"one of {', '.join(SORTS)}, '-' for descending; from/to are local "
                     "days; format=csv exports the page (per_page up to 5000). total "
-                    "counts at most 10,000 (total_capped)", staff, params=(
+                    "counts at most 1,000 (total_capped)", staff, params=(
                         ("q", "query", "string"), ("state", "query", "string"),
                         ("department", "query", "string"), ("category", "query", "string"),
                         ("urgency", "query", "string"), ("channel", "query", "string"),
@@ -900,4 +1025,5 @@ def openapi() -> dict[str, Any]:
 
 
 async def api_openapi(request: web.Request) -> web.Response:
-    return _json(openapi())
+    """The whole app's routes: these in detail, the rest from the permissions table."""
+    return _json(complete(openapi()))

@@ -107,6 +107,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/drafts/{id}"): Access(OPERATORS, "own drafts"),
     ("PUT", "/api/drafts/{id}"): Access(OPERATORS, "own drafts"),
     ("POST", "/api/drafts/{id}/submit"): Access(OPERATORS, "own drafts"),
+    ("GET", "/api/intake-form"): Access(CENTRE),  # the intake form's lists (config/intake.toml)
+    ("GET", "/api/callers"): Access(CENTRE),  # lookup by phone number: calls and orders
     ("GET", "/api/work-orders/{id}"): Access(STAFF, "order_visible"),
     # supervisors acting on agents and calls
     ("POST", "/api/supervisor/agents/{name}/ready"): Access(SUPERVISORS),
@@ -121,10 +123,13 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/orders/{id}/steps"): Access(STAFF, "order_visible, then STEPS"),
     ("POST", "/api/orders/{id}/knowledge"): Access(CENTRE, "order_visible"),
     ("GET", "/api/supervision/anomalies"): Access(SUPERVISORS),
+    ("POST", "/api/supervision/anomalies/ack"): Access(SUPERVISORS),  # audited: who, when
+    ("GET", "/api/orders/inbox"): Access(HANDLERS, "own department"),
     ("GET", "/api/departments"): Access(STAFF),
     ("GET", "/api/departments/suggest"): Access(STAFF),
     ("GET", "/api/reports/orders"): Access(SUPERVISORS),
     ("GET", "/api/outbound"): Access(SUPERVISORS),
+    ("GET", "/api/fastagi/refusals"): Access(SUPERVISORS),
     # reports (agent_console/reports_api.py)
     ("GET", "/reports"): Access(READERS, page=True),
     ("GET", "/reports/print"): Access(READERS, page=True),

@@ -9,6 +9,7 @@ read, with Core selects (a month of a large centre is two million calls).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import Mapping, Sequence
@@ -16,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from acd import reports as rp
-from acd.metrics import Figures
+from acd.metrics import ANSWERED, Figures, combine
 from callcenter.config import ConfigError, Settings
 from callcenter.db import AgentStateRow, CallRow
 from callcenter.orders import assessment as asm
@@ -33,12 +34,15 @@ CALL_FIELDS = (CallRow.uniqueid, CallRow.queue, CallRow.joined_at, CallRow.hotli
                CallRow.estimated)
 
 
+DEFAULT_CENTRE = "12345政务服务便民热线"
+
+
 @dataclass(frozen=True, slots=True)
 class ReportConfig:
     """``[reports]`` in the config: the centre's name on printed reports, the shifts,
     the wallboard's colour bounds, hotspot keywords and the burst alert."""
 
-    centre_name: str = "12345政务服务便民热线"
+    centre_name: str = DEFAULT_CENTRE
     shifts: tuple[rp.Shift, ...] = rp.DEFAULT_SHIFTS
     colours: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: dict(rp.DEFAULT_COLOURS))
@@ -58,7 +62,7 @@ class ReportConfig:
                 colours[key] = {k: float(v) for k, v in bounds.items()}
         burst = raw.get("burst") or {}
         return cls(
-            centre_name=str(raw.get("centre_name", cls.centre_name)),
+            centre_name=str(raw.get("centre_name", DEFAULT_CENTRE)),
             shifts=rp.parse_shifts(raw["shifts"]) if raw.get("shifts") else rp.DEFAULT_SHIFTS,
             colours=colours,
             keywords=tuple(str(k) for k in raw.get("keywords", ())) or asm.DEFAULT_KEYWORDS,
@@ -69,6 +73,98 @@ class ReportConfig:
 
 
 # --------------------------------------------------------------------------- loading
+
+def _slice(engine: AsyncEngine) -> Any:
+    """``joined_at // 900`` in the database's own spelling (PostgreSQL's CAST rounds)."""
+    if engine.dialect.name == "postgresql":
+        return cast(func.floor(CallRow.joined_at / 900), Integer)
+    return cast(CallRow.joined_at / 900, Integer)
+
+
+async def load_call_atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
+                          queue: str | None = None) -> list[rp.Atom]:
+    """:func:`_atoms` for ``[start, end)``; a window longer than three days is read as two
+    halves at once (two connections: the database groups both in parallel)."""
+    if end - start <= 3 * 86400:
+        return await _atoms(engine, settings, start, end, queue)
+    middle = (start + end) // 2 // 900 * 900  # on a slice boundary: the halves share no atom
+    halves = await asyncio.gather(_atoms(engine, settings, start, middle, queue),
+                                  _atoms(engine, settings, middle, end, queue))
+    return halves[0] + halves[1]
+
+
+async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
+                 queue: str | None = None) -> list[rp.Atom]:
+    """:func:`acd.reports.atoms_of` as one grouped query: the sums behind every figure of
+    :func:`acd.metrics.figures`, counted by the database (a month of two million calls is
+    never carried into Python row by row).  The same rules, spelled in SQL:
+    answered = answered or completed, wait = ``hold_time`` (0 when unknown), in SL =
+    wait <= the queue's service level, short abandon = wait < ``short_abandon_s``."""
+    hold = func.coalesce(CallRow.hold_time, 0)
+    talk = func.coalesce(CallRow.talk_time, 0)
+    sl = case(*((CallRow.queue == q, c.servicelevel) for q, c in settings.queues.items()),
+              else_=settings.servicelevel) if settings.queues else settings.servicelevel
+    answered = CallRow.outcome.in_(ANSWERED)
+    completed = CallRow.outcome == "completed"
+    abandoned = CallRow.outcome == "abandoned"
+
+    def n(cond: Any) -> Any:
+        return func.sum(case((cond, 1), else_=0))
+
+    entry = case((func.coalesce(CallRow.ivr_path, "").in_(("", "direct")), "direct"),
+                 else_="menu")
+    bounds = (0, *rp.ABANDON_BUCKETS)
+    buckets = [n(abandoned & (hold >= lo) & (hold < hi))
+               for lo, hi in zip(bounds, rp.ABANDON_BUCKETS, strict=False)]
+    buckets.append(n(abandoned & (hold >= rp.ABANDON_BUCKETS[-1])))
+    piece = _slice(engine).label("piece")
+    hotline = func.coalesce(CallRow.hotline, "").label("hotline")
+    q = select(
+        piece, CallRow.queue, hotline, entry.label("entry"),
+        func.count().label("offered"), n(answered), n(completed), n(abandoned),
+        n(CallRow.outcome == "exited"), n(CallRow.outcome == "waiting"),
+        n(answered & (hold <= sl)), n(completed & (hold <= sl)), n(abandoned & (hold <= sl)),
+        n(abandoned & (hold < settings.short_abandon_s)), n(CallRow.estimated.is_(True)),
+        func.sum(case((answered, hold), else_=0)),
+        func.sum(case((completed, talk), else_=0)),
+        func.sum(case((completed, talk + func.coalesce(CallRow.wrap_s, 0.0)), else_=0.0)),
+        func.max(case((answered | abandoned, hold), else_=0)),
+        *buckets,
+    ).where(CallRow.joined_at >= start, CallRow.joined_at < end).group_by(
+        piece, CallRow.queue, hotline, entry)
+    if queue is not None:
+        q = q.where(CallRow.queue == queue)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(q)).all()
+    out = []
+    for r in rows:
+        (piece_, queue_, hotline_, entry_, offered, ans, comp, aband, exited, waiting, in_sl,
+         comp_sl, ab_sl, short, est, waits, talks, handles, max_wait, *ab) = r
+        f = combine([Figures(
+            offered=int(offered), answered=int(ans or 0), completed=int(comp or 0),
+            abandoned=int(aband or 0), exited=int(exited or 0), waiting=int(waiting or 0),
+            answered_within_sl=int(in_sl or 0), completed_in_sl=int(comp_sl or 0),
+            abandoned_in_sl=int(ab_sl or 0), short_abandons=int(short or 0),
+            estimated=int(est or 0), wait_total_s=float(waits or 0),
+            talk_total_s=float(talks or 0), handle_total_s=float(handles or 0),
+            max_wait_s=int(max_wait or 0))])
+        out.append(rp.Atom(int(piece_), queue_, hotline_, entry_, f, [int(x or 0) for x in ab]))
+    return out
+
+
+async def load_taken(engine: AsyncEngine, start: float, end: float
+                     ) -> dict[str, tuple[int, int, float]]:
+    """:func:`acd.reports.calls_by_agent` as one grouped query."""
+    completed = CallRow.outcome == "completed"
+    q = select(CallRow.agent, func.count(), func.sum(case((completed, 1), else_=0)),
+               func.sum(case((completed, func.coalesce(CallRow.talk_time, 0)), else_=0))
+               ).where(CallRow.answered_at >= start, CallRow.answered_at < end,
+                       CallRow.outcome.in_(ANSWERED), CallRow.agent != "").group_by(
+        CallRow.agent)
+    async with engine.connect() as conn:
+        return {a: (int(n), int(c or 0), float(t or 0)) for a, n, c, t in
+                (await conn.execute(q)).all()}
+
 
 async def load_calls(engine: AsyncEngine, start: float, end: float) -> list[Any]:
     """Call records that joined in ``[start, end)``: rows with the figures' attributes."""
@@ -90,39 +186,109 @@ async def load_states(engine: AsyncEngine, start: float, end: float) -> list[Any
         return list(res.all())
 
 
-def _event(row: Any) -> asm.Event:
-    data = row.data or {}
-    if any(k in data for k in asm.DEADLINE_KEYS):
-        data = dict(data)
-        for k in asm.DEADLINE_KEYS:
-            v = data.get(k)
-            if isinstance(v, dict) and "$t" in v:
-                data[k] = datetime.fromisoformat(v["$t"]).timestamp()
-    return asm.Event(str(row.order_id), row.seq, row.step, row.role, row.unit, row.at, data)
+FOLDED_STEPS = tuple(str(s) for s in (
+    Step.ACCEPT, Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN, Step.ACCEPT_HANDLING,
+    Step.RETURN, Step.COMPLETE, Step.EVALUATE, Step.REOPEN, Step.FLAG_OVERDUE, Step.SUPERVISE))
+"""The steps :func:`assessment.assess` reads (replies, visits... are not loaded)."""
 
 
-async def load_order_events(engine: AsyncEngine, start: float, end: float) -> list[asm.Event]:
-    """Every audit record of the orders some department received in ``[start, end)``."""
-    received = select(OrderEventRow.order_id).where(
-        OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS]),
-        OrderEventRow.at >= start, OrderEventRow.at < end)
-    cols = (OrderEventRow.order_id, OrderEventRow.seq, OrderEventRow.step, OrderEventRow.role,
-            OrderEventRow.unit, OrderEventRow.at, OrderEventRow.data)
+def _ts(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+def _event_columns() -> tuple[Any, ...]:
+    """The columns the fold reads; of each record's data only the keys it reads, taken
+    out by the database (JSON paths, and only for the steps that carry them)."""
+    d, step = OrderEventRow.data, OrderEventRow.step
+
+    def only(steps: tuple[Step, ...], value: Any) -> Any:
+        return case((step.in_([str(s) for s in steps]), value), else_=None)
+
+    return (OrderEventRow.order_id, OrderEventRow.seq, step, OrderEventRow.role,
+            OrderEventRow.unit, OrderEventRow.at,
+            only((Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN, Step.REOPEN),
+                 d["department"].as_string()),
+            only((Step.EVALUATE, Step.REOPEN), d["source"].as_string()),
+            only((Step.EVALUATE, Step.REOPEN), d["satisfaction_department"].as_integer()),
+            only((Step.FLAG_OVERDUE,), d["timer"].as_string()),
+            only((Step.ACCEPT,), d[("first_response_due", "$t")].as_string()),
+            only((Step.ACCEPT, Step.REOPEN), d[("handling_due", "$t")].as_string()))
+
+
+def _events(rows: Any) -> list[asm.Event]:
+    out = []
+    for oid, seq, step, role, unit, at, dept, source, score, timer, first, handling in rows:
+        data: dict[str, Any] = {}
+        if dept is not None:
+            data["department"] = dept
+        if source is not None:
+            data["source"] = source
+            data["satisfaction_department"] = score
+        if timer is not None:
+            data["timer"] = timer
+        if first is not None:
+            data["first_response_due"] = _ts(first)
+        if handling is not None:
+            data["handling_due"] = _ts(handling)
+        out.append(asm.Event(str(oid), seq, step, role, unit, at, data))
+    return out
+
+
+LEAD_IN = 7 * 86400.0
+"""How long before the window the time-ordered read begins (an order is usually accepted
+shortly before it is dispatched; earlier 受理 records are fetched by order)."""
+TAIL = 92 * 86400.0
+"""How long after the window the time-ordered read goes on (later steps of an old
+window's orders are fetched with the window's cohort as a filter)."""
+
+
+async def load_order_events(engine: AsyncEngine, start: float, end: float,
+                            now: float | None = None) -> list[asm.Event]:
+    """The audit records :func:`assessment.assess` folds, of the orders some department
+    received in ``[start, end)``, up to ``now``: only the steps it reads.
+
+    The audit trail is appended in time order, so the records are read as one range of
+    ``at`` (``LEAD_IN`` before the window to ``TAIL`` after it, or ``now``); the few the
+    range misses are fetched by order: 受理 records of the window's orders accepted
+    before it, and, for an old window, its orders' later steps."""
+    now = end + TAIL if now is None else now
+    first, last = start - LEAD_IN, min(now, end + TAIL)
+    cols = _event_columns()
+    folded = OrderEventRow.step.in_(FOLDED_STEPS)
+    received = OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS])
     async with engine.connect() as conn:
-        res = await conn.execute(select(*cols).where(OrderEventRow.order_id.in_(received)))
-        return [_event(r) for r in res.all()]
+        rows = _events(await conn.execute(select(*cols).where(
+            OrderEventRow.at >= first, OrderEventRow.at < last, folded)))
+        cohort = {e.order_id for e in rows
+                  if e.step in asm.RECEIVE_STEPS and start <= e.at < end}
+        rows = [e for e in rows if e.order_id in cohort]
+        accepted = {e.order_id for e in rows if e.step == Step.ACCEPT}
+        missing = sorted(int(o) for o in cohort - accepted)
+        for i in range(0, len(missing), 500):
+            rows += _events(await conn.execute(select(*cols).where(
+                OrderEventRow.order_id.in_(missing[i:i + 500]), OrderEventRow.at < first,
+                folded)))
+        if last < now:
+            in_window = select(OrderEventRow.order_id).where(
+                received, OrderEventRow.at >= start, OrderEventRow.at < end)
+            rows += _events(await conn.execute(select(*cols).where(
+                OrderEventRow.at >= last, folded, OrderEventRow.order_id.in_(in_window))))
+    return rows
 
 
 async def load_new_orders(engine: AsyncEngine, start: float, end: float, tz: Any
                           ) -> list[asm.NewOrder]:
     """Orders accepted in ``[start, end)`` (their 受理 records) for the hotspots."""
-    cols = (OrderEventRow.order_id, OrderEventRow.seq, OrderEventRow.step, OrderEventRow.role,
-            OrderEventRow.unit, OrderEventRow.at, OrderEventRow.data)
+    d = OrderEventRow.data
     async with engine.connect() as conn:
-        res = await conn.execute(select(*cols).where(
+        res = await conn.execute(select(
+            OrderEventRow.at, d["category"].as_string(), d["location"].as_string(),
+            d["caller_address"].as_string(), d["text"].as_string()).where(
             OrderEventRow.step == str(Step.ACCEPT), OrderEventRow.at >= start,
             OrderEventRow.at < end))
-        return asm.new_orders((_event(r) for r in res.all()), tz)
+        return [asm.NewOrder(datetime.fromtimestamp(at, tz), category or "",
+                             asm.street_of(location or address or ""), text or "")
+                for at, category, location, address, text in res]
 
 
 # --------------------------------------------------------------------------- the report
@@ -146,6 +312,7 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
     out: dict[str, Any] = {
         "centre": cfg.centre_name, "period": period, "title": PERIOD_NAMES[period],
         "day": day.isoformat(), "start": start.isoformat(), "end": end.isoformat(),
+        "last_day": (end - timedelta(days=1)).date().isoformat(),
         "queue": queue, "department": department, "interval": rp.interval_for(period),
         "definitions": {k: {"zh": d.zh, "en": d.en, "rule": d.rule, "unit": d.unit}
                         for k, d in rp.DEFINITIONS.items()}
@@ -153,50 +320,77 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
                                                                  "supervised") else "%"}
            for k, (z, e, r) in asm.RATE_DEFINITIONS.items()},
     }
-    if "calls" in sections or "agents" in sections:
-        calls = await load_calls(engine, lo, hi)
+    jobs = {}  # the sections read the database at the same time (one connection each)
     if "calls" in sections:
-        rep = rp.call_report(calls, start, end, rp.interval_for(period),
-                             settings.servicelevel_for, settings.short_abandon_s, queue=queue)
-        out["calls"] = {
-            "overall": _fig(rep.overall),
-            "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
-            "queues": [{"queue": k, "title": settings.queue_titles.get(k, k)} | _fig(f)
-                       for k, f in rep.queues.items()],
-            "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
-            "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],
-            "hours": rep.hours, "abandon_times": rep.abandon_times,
-        }
+        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue)
     if "agents" in sections:
-        states = await load_states(engine, lo, min(hi, now))
-        agents = rp.agent_report(states, calls, lo, min(hi, now))
-        out["agents"] = [a.as_dict() for a in agents.values()]
-        if period == "day":
-            shifts = []
-            for s in cfg.shifts:
-                a, b = s.span(day, tz)
-                if a.timestamp() >= now:
-                    continue
-                # a night shift that began the evening before belongs to its own day
-                got = rp.agent_report(states, calls, a.timestamp(), min(b.timestamp(), now))
-                shifts.extend({"shift": s.name} | f.as_dict() for f in got.values())
-            out["shifts"] = shifts
+        jobs["agents"] = _agents_section(engine, cfg, tz, lo, hi, now, period, day)
     if "departments" in sections:
-        events = await load_order_events(engine, lo, hi)
-        figures = asm.assess(events, lo, hi)
-        rows = asm.period_rows(figures, names or {})
-        if department is not None:
-            rows = [r for r in rows if r["department"] == department]
-        out["departments"] = rows
+        jobs["departments"] = _departments_section(engine, lo, hi, now, department,
+                                                   names or {})
     if "hotspots" in sections:
-        week = rp.period_start(datetime.fromtimestamp(min(hi, now) - 1, tz), "week")
-        new = await load_new_orders(engine, (week - timedelta(days=7)).timestamp(),
-                                    (week + timedelta(days=7)).timestamp(), tz)
-        year_ago = week - timedelta(days=364)  # the same ISO week is within a week of this
-        new += await load_new_orders(engine, (year_ago - timedelta(days=8)).timestamp(),
-                                     (year_ago + timedelta(days=15)).timestamp(), tz)
-        out["hotspots"] = asm.hotspots(new, week, cfg.keywords) | {"week": week.date().isoformat()}
+        jobs["hotspots"] = _hotspots_section(engine, cfg, tz, hi, now)
+    for got in await asyncio.gather(*jobs.values()):
+        out.update(got)
     return out
+
+
+async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetime,
+                         end: datetime, period: str, queue: str | None) -> dict[str, Any]:
+    atoms = await load_call_atoms(engine, settings, start.timestamp(), end.timestamp(), queue)
+    rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
+    return {"calls": {
+        "overall": _fig(rep.overall),
+        "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
+        "queues": [{"queue": k, "title": settings.queue_titles.get(k, k)} | _fig(f)
+                   for k, f in rep.queues.items()],
+        "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
+        "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],
+        "hours": rep.hours, "abandon_times": rep.abandon_times,
+    }}
+
+
+async def _agents_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, lo: float,
+                          hi: float, now: float, period: str, day: date) -> dict[str, Any]:
+    until = min(hi, now)
+    states = await load_states(engine, lo, until)
+    agents = await asyncio.to_thread(rp.agent_report, states,
+                                     await load_taken(engine, lo, until), lo, until)
+    out: dict[str, Any] = {"agents": [a.as_dict() for a in agents.values()]}
+    if period == "day":
+        shifts = []
+        for s in cfg.shifts:  # the shifts that begin on the day
+            a, b = s.span(day, tz)
+            if a.timestamp() >= now:
+                continue
+            taken = await load_taken(engine, a.timestamp(), b.timestamp())
+            got = rp.agent_report(states, taken, a.timestamp(), min(b.timestamp(), now))
+            shifts.extend({"shift": s.name} | f.as_dict() for f in got.values())
+        out["shifts"] = shifts
+    return out
+
+
+async def _departments_section(engine: AsyncEngine, lo: float, hi: float, now: float,
+                               department: str | None, names: Mapping[str, str]
+                               ) -> dict[str, Any]:
+    # folded in a thread: the live screens' loop keeps running meanwhile
+    figures = await asyncio.to_thread(asm.assess, await load_order_events(engine, lo, hi, now),
+                                      lo, hi)
+    rows = asm.period_rows(figures, names)
+    if department is not None:
+        rows = [r for r in rows if r["department"] == department]
+    return {"departments": rows}
+
+
+async def _hotspots_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, hi: float,
+                            now: float) -> dict[str, Any]:
+    week = rp.period_start(datetime.fromtimestamp(min(hi, now) - 1, tz), "week")
+    new = await load_new_orders(engine, (week - timedelta(days=7)).timestamp(),
+                                (week + timedelta(days=7)).timestamp(), tz)
+    year_ago = week - timedelta(days=364)  # the same ISO week is within a week of this
+    new += await load_new_orders(engine, (year_ago - timedelta(days=8)).timestamp(),
+                                 (year_ago + timedelta(days=15)).timestamp(), tz)
+    return {"hotspots": asm.hotspots(new, week, cfg.keywords) | {"week": week.date().isoformat()}}
 
 
 def _fig(f: Figures) -> dict[str, Any]:
@@ -324,7 +518,7 @@ def to_xlsx(report: Mapping[str, Any]) -> bytes:
     cover = wb.active
     cover.title = "说明"
     cover.append([report["centre"]])
-    cover.append([f"{report['title']}  {report['start'][:10]} — {report['end'][:10]}（不含）"])
+    cover.append([f"{report['title']}  {report['start'][:10]} — {report['last_day']}"])
     cover.append([])
     cover.append(["指标", "定义"])
     for d in report["definitions"].values():

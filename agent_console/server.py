@@ -22,14 +22,17 @@ from agent_console.console_api import (
     api_agent_signout,
     api_call_hangup,
     api_call_transfer,
+    api_caller_lookup,
     api_draft_get,
     api_draft_open,
     api_draft_save,
     api_draft_submit,
     api_drafts,
+    api_fastagi_refusals,
     api_force_ready,
     api_force_signout,
     api_history,
+    api_intake,
     api_live,
     api_login,
     api_logout,
@@ -43,9 +46,16 @@ from agent_console.http import (
     security_headers,
 )
 from agent_console.hub import Hub
+from agent_console.intake import IntakeConfig
 from agent_console.intake_api import setup_intake
 from agent_console.knowledge_api import setup_knowledge
-from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websocket
+from agent_console.live import (
+    close_sockets,
+    hub_ctx,
+    rings_or_connects,
+    slow_client_gate,
+    websocket,
+)
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
@@ -132,8 +142,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         hub.route = console.route
     hub.listeners.append(console.note_changes)
     # Errors as JSON; then who may use the route (agent_console.permissions.ROUTES); then CSRF.
-    app = web.Application(middlewares=[json_errors, permission_guard(current_session),
-                                       csrf_guard], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[json_errors, slow_client_gate,
+                                       permission_guard(current_session), csrf_guard],
+                          client_max_size=256 * 1024)
     app[CONSOLE] = console
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(hub_ctx)
@@ -146,6 +157,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_post("/api/login", api_login)
     r.add_post("/api/logout", api_logout)
     r.add_get("/api/me", api_me)
+    r.add_get("/api/fastagi/refusals", api_fastagi_refusals)
     r.add_get("/api/live", api_live)
     r.add_get("/api/metrics", api_metrics)
     r.add_post("/api/agent/signin", api_agent_signin)
@@ -171,6 +183,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         own_call=_own_call(service)))
     r.add_static("/static", STATIC, follow_symlinks=False)
     work_orders = setup_orders(app)  # work orders: /orders, /api/orders...
+    console.intake = IntakeConfig.load(work_orders.config.directory)
+    r.add_get("/api/intake-form", api_intake)
+    r.add_get("/api/callers", api_caller_lookup)
     setup_knowledge(app)  # knowledge base: /knowledge, /api/knowledge/...
     setup_intake(app, work_orders)  # channels filing orders: /api/intake/orders (API key)
     setup_reports(app)  # reports: /reports, /api/reports/summary, exports, bursts

@@ -34,6 +34,7 @@ from agent_console.http import (
     same_origin,
 )
 from agent_console.hub import Hub
+from agent_console.intake import IntakeConfig
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.views import (
@@ -58,19 +59,24 @@ API_KEY_PATHS = ("/api/intake/",)
 """Routes authenticated by an API key, not a session (agent_console.intake_api)."""
 
 DEFAULT_PAUSE_REASONS = ["meal", "training", "acw", "meeting", "toilet", "busy"]
-DEFAULT_DEPARTMENTS = [
-    {"number": "8101", "name": "住房和城乡建设局"},
-    {"number": "8102", "name": "市场监督管理局"},
-    {"number": "8103", "name": "生态环境局"},
-    {"number": "8104", "name": "交通运输局"},
-]
+def transfer_departments(path: Path | None = None) -> list[dict[str, str]]:
+    """The departments an operator can transfer to: every ``[[department]]`` of
+    ``config/departments.toml`` (the work orders' own list) with a ``line``."""
+    import tomllib
+
+    from callcenter.orders.store import CONFIG_DIR
+
+    with open(path or CONFIG_DIR / "departments.toml", "rb") as f:
+        data = tomllib.load(f)
+    return [{"number": str(d["line"]), "name": str(d.get("name", d["line"])), "id": str(d["id"])}
+            for d in data.get("department", []) if isinstance(d, dict) and d.get("line")]
 
 
 @dataclass(frozen=True, slots=True)
 class ConsoleConfig:
     """What the console offers, from the service settings (``[agents]``, ``[alerts]``,
-    ``[queues.*]`` and an optional ``[console]`` table: ``transfer_context``,
-    ``departments = [{number, name}, ...]``)."""
+    ``[queues.*]`` and an optional ``[console]`` table: ``transfer_context``; the
+    transfer targets are the queues and :func:`transfer_departments`)."""
 
     pause_reasons: tuple[str, ...]
     queues: tuple[tuple[str, str], ...]  # (name, title)
@@ -85,7 +91,7 @@ class ConsoleConfig:
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
         console = s.raw.get("console", {}) if isinstance(s.raw.get("console"), dict) else {}
-        departments = console.get("departments", DEFAULT_DEPARTMENTS)
+        departments = transfer_departments()
         queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
         reports = s.raw.get("reports", {}) if isinstance(s.raw.get("reports"), dict) else {}
         colours = dict(DEFAULT_COLOURS)
@@ -125,10 +131,21 @@ class Console:
     throttle: LoginThrottle
     caller_history: CallerHistory
     failure_delay: float
+    intake: IntakeConfig | None = None  # the intake form's lists (set by make_app)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     socket_sessions: dict[web.WebSocketResponse, str] = field(default_factory=dict)  # token hash
     senders: dict[web.WebSocketResponse, asyncio.Task[None]] = field(default_factory=dict)
     sending: dict[web.WebSocketResponse, float] = field(default_factory=dict)  # send began at
+    # the slow-client brake (agent_console.live._send_watchdog): each socket's transport,
+    # when its backlog began, the bounds, and how many sockets were cut
+    transports: dict[web.WebSocketResponse, Any] = field(default_factory=dict)
+    backlog_since: dict[web.WebSocketResponse, float] = field(default_factory=dict)
+    max_unsent_bytes: int = 1 << 20
+    max_unsent_age_s: float = 5.0
+    slow_cuts: int = 0
+    # session (token hash) -> (cuts, not before): a client cut for not reading comes back
+    # after a cool-down that doubles with each cut (2, 4 … 60 s)
+    slow_cooldown: dict[str, tuple[int, float]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # member name -> display name
     # queue member (interface or member name) -> keys of the operator streams showing it
     watching: dict[str, set[str]] = field(default_factory=dict)

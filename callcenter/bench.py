@@ -147,6 +147,8 @@ class _Load:
         self.tasks: list[asyncio.Task[None]] = []
         self.blast_data: list[bytes] = []
         self.blast_count = 0
+        self.slow_reconnects = 0
+        self.slow_refused = 0
 
     # ---- AMI
 
@@ -283,6 +285,72 @@ class _Load:
             if not first.done():
                 first.set_exception(exc)
 
+    async def slow(self, url: str, names: list[str]) -> dict[str, int]:
+        """Open one websocket per account that keeps sending (a ping a second) and never
+        reads; when the server cuts it, it comes back half a second later, as the page
+        would (each reconnect is counted)."""
+        import aiohttp
+
+        from agent_console.session import COOKIE
+
+        tokens: list[str] = []
+        async with aiohttp.ClientSession() as session:
+            for name in names:
+                async with session.post(url + "api/login",
+                                        json={"username": name, "password": PASSWORD}) as r:
+                    r.raise_for_status()
+                    tokens.append(r.cookies[COOKIE].value)
+        host, port = url.split("//")[1].rstrip("/").split(":")
+        self.slow_reconnects = 0
+        opened = [asyncio.get_running_loop().create_future() for _ in tokens]
+        for token, first in zip(tokens, opened, strict=True):
+            self.tasks.append(asyncio.create_task(self._never_read(host, int(port), token,
+                                                                   first)))
+        results = await asyncio.gather(*opened, return_exceptions=True)
+        return {"connected": sum(1 for r in results if not isinstance(r, BaseException))}
+
+    async def _never_read(self, host: str, port: int, token: str,
+                          first: asyncio.Future[None]) -> None:
+        import base64
+        import os
+        import socket
+
+        from agent_console.session import COOKIE
+
+        loop = asyncio.get_running_loop()
+        ping = b'{"type":"ping"}'
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, (host, port))
+                key = base64.b64encode(os.urandom(16)).decode()
+                await loop.sock_sendall(sock, (
+                    f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nCookie: {COOKIE}={token}\r\n\r\n"
+                ).encode())
+                head = await loop.sock_recv(sock, 512)  # from here on nothing is read
+                if not head.startswith(b"HTTP/1.1 101"):  # 429: still cooling down
+                    self.slow_refused += 1
+                    raise ConnectionRefusedError(head[:40])
+                if not first.done():
+                    first.set_result(None)
+                while True:
+                    mask = os.urandom(4)
+                    body = bytes(b ^ mask[i % 4] for i, b in enumerate(ping))
+                    await loop.sock_sendall(sock, bytes([0x81, 0x80 | len(ping)]) + mask + body)
+                    await asyncio.sleep(1.0)
+            except OSError as exc:
+                if not first.done() and not isinstance(exc, ConnectionRefusedError):
+                    first.set_exception(exc)
+                    return
+            finally:
+                sock.close()
+            self.slow_reconnects += 1
+            await asyncio.sleep(0.5)
+
     def pops(self) -> dict[str, Any]:
         """Ring-to-screen-pop latencies for the rings written since the last call."""
         by_iface = {b.interface: b for b in self.browsers if b.interface}
@@ -301,7 +369,8 @@ class _Load:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         return {"messages": sum(b.messages for b in self.browsers),
-                "bytes": sum(b.bytes for b in self.browsers)}
+                "bytes": sum(b.bytes for b in self.browsers),
+                "slow_reconnects": self.slow_reconnects, "slow_refused": self.slow_refused}
 
 
 def _calls_shown(doc: dict[str, Any]) -> list[str]:
@@ -326,6 +395,8 @@ async def _load_loop(conn: Connection, cfg: dict[str, Any]) -> None:
             op = cmd["op"]
             if op == "sign_in":
                 conn.send(await load.sign_in(cmd["url"], cmd["operators"], cmd["wallboards"]))
+            elif op == "slow":
+                conn.send(await load.slow(cmd["url"], cmd["names"]))
             elif op == "pace":
                 conn.send({"sent": await load.pace(cmd["rate"], cmd["seconds"])})
             elif op == "pops":
@@ -485,6 +556,286 @@ async def day_rebuild(url: str, count: int, seed: int) -> tuple[float, float]:
         await store.close()
 
 
+# =========================================================================== the monthly report
+
+DEPARTMENTS = ("urban_management", "landscaping", "housing", "transport", "market_regulation",
+               "human_resources", "ecology_environment", "water_group", "power_supply",
+               "public_security", "education", "health", "civil_affairs", "subdistrict_office")
+STREETS = ("人民路", "解放大道", "中山街", "建设路", "和平里", "光明巷", "新华街道", "长江路",
+           "黄河路", "东风大街", "幸福村", "朝阳社区")
+TOPICS = (("noise", "夜间施工噪音扰民"), ("water", "小区停水两天"), ("environment", "餐馆油烟扰民"),
+          ("traffic", "路口占道经营堵车"), ("labour", "公司拖欠工资三个月"),
+          ("housing", "电梯故障无人维修"), ("power", "路灯不亮"), ("consult", "咨询社保缴费"))
+
+
+def _t(ts: float, tz: Any) -> dict[str, str]:
+    from datetime import datetime
+
+    return {"$t": datetime.fromtimestamp(ts, tz).isoformat()}
+
+
+def synthetic_month(start: float, end: float, *, calls: int, orders: int, agents: int,
+                    seed: int, tz: Any, now: float | None = None, order_id_from: int = 1
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(call records, agent state log, work-order audit records) of a centre over
+    ``[start, end)``: ``calls`` calls, ``orders`` orders with their steps (dispatch,
+    sign-for, returns, re-dispatch, replies, completion, return visits keyed by the
+    citizen or entered by staff, reopenings, overdue flags, supervision), ``agents``
+    operators signing in and pausing each day.  Nothing after ``now``; orders are
+    numbered from ``order_id_from``."""
+    import random
+
+    rng = random.Random(seed)
+    now = end if now is None else min(now, end)
+    span = now - start
+    call_rows = synthetic_day(start, 0, seed)  # the same row shape
+    for i in range(calls):
+        # a day's shape: most calls between 8:00 and 20:00
+        day = int(rng.random() * span // 86400)
+        hour = rng.choice((8, 9, 9, 10, 10, 10, 11, 11, 13, 14, 14, 15, 15, 16, 17, 19, 21, 2))
+        joined = start + day * 86400 + hour * 3600 + rng.random() * 3599
+        if joined >= now:
+            joined = start + rng.random() * span
+        wait = rng.expovariate(1 / 18.0)
+        kind = rng.random()
+        answered = kind < 0.88
+        talk = int(rng.lognormvariate(math.log(180), 0.6)) if answered else None
+        agent = f"agent{1001 + rng.randrange(agents)}" if answered else ""
+        call_rows.append({
+            "uniqueid": f"m{seed}.{i}", "queue": "hotline-en" if i % 23 == 0 else "hotline",
+            "joined_at": joined, "caller_num": f"138{rng.randrange(10**8):08d}",
+            "caller_name": "", "hotline": "12345" if i % 9 else "12369",
+            "category": "consult", "ivr_path": "direct" if i % 4 else "1-2",
+            "outcome": "completed" if answered else "abandoned" if kind < 0.99 else "exited",
+            "left_at": joined + wait, "answered_at": joined + wait if answered else None,
+            "hold_time": int(wait), "agent": agent,
+            "interface": f"Local/{agent[5:]}@agents/n" if answered else "",
+            "ended_at": joined + wait + (talk or 0), "talk_time": talk,
+            "wrap_s": float(rng.randint(0, 30)) if answered else 0.0,
+            "rings": 1 if answered else 0, "ring_no_answer": 0, "estimated": False,
+        })
+    states: list[dict[str, Any]] = []
+    for d in range(int(span // 86400) + 1):
+        for a in range(agents):
+            name = f"agent{1001 + a}"
+            t = start + d * 86400 + 8 * 3600 + rng.random() * 600 + (a % 3) * 8 * 3600 / 3
+            if t >= now:
+                continue
+            row = {"agent": name, "interface": f"Local/{1001 + a}@agents/n", "cause": ""}
+            seq = [("logged_out", "ready", "login", "")]
+            for _ in range(rng.randint(2, 6)):
+                reason = rng.choice(("meal", "training", "toilet", "busy", "meeting"))
+                seq += [("ready", "paused", "pause", reason), ("paused", "ready", "unpause", "")]
+            seq.append(("ready", "logged_out", "logout", ""))
+            step_s = 8 * 3600 / len(seq)
+            for old, new, step, reason in seq:
+                if t >= now:
+                    break
+                states.append(row | {"at": t, "old": old, "new": new, "step": step,
+                                     "reason": reason})
+                t += step_s * (0.2 if step == "pause" and new == "paused" else 1.0) \
+                    if new == "paused" else step_s
+    events: list[dict[str, Any]] = []
+    for i in range(orders):
+        oid = order_id_from + i
+        t = start + rng.random() * span
+        category, text = rng.choice(TOPICS)
+        street = rng.choice(STREETS)
+        first_due, handling_due = t + 86400, t + 5 * 86400
+        add = _Steps(oid, events, now, tz)
+        dept = DEPARTMENTS[min(int(rng.paretovariate(1.2)) - 1, len(DEPARTMENTS) - 1)
+                           if rng.random() < 0.5 else rng.randrange(len(DEPARTMENTS))]
+        try:
+            add("accept", "operator", "centre", t, None, "accepted", {
+                "caller_name": "", "caller_number": "", "caller_address": "",
+                "category": category, "text": f"{street}{text}", "location": f"{street}{i % 90}号",
+                "urgency": "normal", "confidential": False,
+                "first_response_due": _t(first_due, tz), "handling_due": _t(handling_due, tz)})
+            if rng.random() < 0.12:
+                add("resolve_on_call", "operator", "centre", t + 60, "accepted",
+                    "resolved_on_call", {"answer": "已当场答复"})
+                continue
+            t += rng.random() * 3600
+            add("dispatch", "operator", "centre", t, "accepted", "dispatched",
+                {"department": dept, "co_handlers": []})
+            if rng.random() < 0.08:
+                t += rng.random() * 86400
+                add("return", "department", dept, t, "dispatched", "returned",
+                    {"department": dept}, "不属本单位职责")
+                other = rng.choice([d for d in DEPARTMENTS if d != dept])
+                t += rng.random() * 7200
+                add("accept_return", "supervisor", "centre", t, "returned", "dispatched",
+                    {"department": other, "returned_by": dept}, "改派")
+                dept = other
+            elif rng.random() < 0.04:
+                other = rng.choice([d for d in DEPARTMENTS if d != dept])
+                t += rng.random() * 7200
+                add("redispatch", "operator", "centre", t, "dispatched", "dispatched",
+                    {"department": other, "previous": dept}, "派错单位")
+                dept = other
+            late = rng.random() < 0.1
+            t += rng.random() * (2 * 86400 if late else 20 * 3600)
+            if t > first_due:
+                add("flag_overdue", "system", "system", first_due + 1, "dispatched", "dispatched",
+                    {"timer": "first_response_overdue", "deadline": _t(first_due, tz)})
+                t = max(t, first_due + 2)
+            add("accept_handling", "department", dept, t, "dispatched", "in_progress",
+                {"department": dept})
+            if rng.random() < 0.05:
+                add("supervise", "supervisor", "centre", t + 60, "in_progress", "in_progress",
+                    {"deadline": _t(t + 86400, tz)}, "督办")
+                t += 120
+            t += rng.random() * (6 if rng.random() < 0.15 else 3.5) * 86400
+            add("reply", "department", dept, t, "in_progress", "replied",
+                {"department": dept, "text": "已处理"})
+            add("complete", "department", dept, t + 60, "replied", "completed",
+                {"department": dept})
+            t += 3600 + rng.random() * 86400
+            add("start_return_visit", "system", "system", t, "completed", "return_visit", {})
+            solved = rng.random() < 0.85
+            keys = rng.random() < 0.8
+            data = {"source": "citizen_keys" if keys else "operator_call", "resolved": solved,
+                    "satisfaction_operator": rng.choice((1, 2, 3, 3, 3)),
+                    "satisfaction_department": rng.choice((1, 2, 3, 3)) if solved else 1,
+                    "call_id": None if keys else f"m{seed}.{i}"}
+            role = "citizen" if keys else "operator"
+            t += 600
+            if solved:
+                add("evaluate", role, "", t, "return_visit", "evaluated", data)
+            else:
+                add("reopen", role, "", t, "return_visit", "dispatched",
+                    data | {"department": dept})
+        except _Later:
+            pass
+    return call_rows, states, events
+
+
+class _Later(Exception):
+    """A step after ``now``: the order's story stops there."""
+
+
+class _Steps:
+    """Appends one order's audit records (``work_order_events`` rows) in order."""
+
+    def __init__(self, oid: int, events: list[dict[str, Any]], now: float, tz: Any) -> None:
+        self.oid, self.events, self.now, self.tz, self.seq = oid, events, now, tz, 0
+
+    def __call__(self, step: str, role: str, unit: str, at: float, frm: str | None, to: str,
+                 data: dict[str, Any], reason: str | None = None) -> None:
+        from datetime import datetime
+
+        if at >= self.now:
+            raise _Later
+        self.seq += 1
+        self.events.append({
+            "order_id": self.oid, "seq": self.seq, "step": step, "actor_id": f"{role}1",
+            "role": role, "unit": unit, "at": at,
+            "at_iso": datetime.fromtimestamp(at, self.tz).isoformat(), "from_state": frm,
+            "to_state": to, "reason": reason, "data": data})
+
+
+async def month_report(url: str, calls: int, orders: int, seed: int) -> dict[str, Any]:
+    """Seconds to rebuild the 月报 (every table of the reports page) from a month of a
+    large centre written to ``url``; and the figures, printed."""
+    from datetime import datetime
+
+    from sqlalchemy import delete, insert
+
+    from acd.reports import window
+    from callcenter.config import Settings
+    from callcenter.db import AgentStateRow, CallRow, Store
+    from callcenter.orders.store import OrderEventRow, OrderRow
+
+    settings = Settings()
+    tz = settings.tz
+    first = datetime.fromtimestamp(START_TIME, tz).date().replace(day=1)
+    start, end = window(first, "month", tz)
+    t0 = time.perf_counter()
+    rows, states, events = synthetic_month(start.timestamp(), end.timestamp(), calls=calls,
+                                           orders=orders, agents=300, seed=seed, tz=tz)
+    # Written in time order, as a live centre appends them (rows near in time are near
+    # on disk, which is what a range scan of a month reads).
+    rows.sort(key=lambda r: r["joined_at"])
+    states.sort(key=lambda r: r["at"])
+    events.sort(key=lambda r: r["at"])
+    made = time.perf_counter() - t0
+    store = Store(url)
+    await store.open()
+    try:
+        async with store.engine.begin() as conn:  # a rerun on the same database starts clean
+            for table in (CallRow, AgentStateRow, OrderEventRow, OrderRow):
+                await conn.execute(delete(table))
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), 20_000):
+            await store.save_calls(rows[i:i + 20_000])
+        async with store.engine.begin() as conn:
+            for i in range(0, len(states), 20_000):
+                await conn.execute(insert(AgentStateRow), states[i:i + 20_000])
+            for i in range(0, len(events), 20_000):
+                await conn.execute(insert(OrderEventRow), events[i:i + 20_000])
+        saved = time.perf_counter() - t0
+        report, rebuilt, cpu = await rebuild_month(store.engine, settings, first, end.timestamp())
+    finally:
+        await store.close()
+    overall = report["calls"]["overall"]
+    depts = report["departments"]
+    return {"database": url.split(":", 1)[0], "month": first.isoformat(), "calls": len(rows),
+            "agent_state_rows": len(states), "orders": orders, "order_events": len(events),
+            "generate_s": round(made, 1), "save_s": round(saved, 1),
+            "month_report_s": round(rebuilt, 2), "month_report_cpu_s": round(cpu, 2),
+            "figures": {k: overall[k] for k in ("offered", "answered", "abandoned",
+                                                "connection_rate", "answer_rate_sl",
+                                                "servicelevel_perf", "asa_s", "aht_s")},
+            "departments": [{k: d[k] for k in ("department", "received", "response_rate",
+                                               "resolution_rate", "satisfaction_rate", "rank")}
+                            for d in depts[:5]],
+            "operators": len(report["agents"])}
+
+
+async def rebuild_month(engine: Any, settings: Any, first: Any, now: float
+                        ) -> tuple[dict[str, Any], float, float]:
+    """(the 月报 holding ``first``, wall seconds, CPU seconds of this process — the
+    database's threads included — to build it)."""
+    from agent_console.report_data import ReportConfig, build_report
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = await build_report(engine, settings, ReportConfig(), period="month", day=first,
+                                now=now)
+    return report, time.perf_counter() - t0, time.process_time() - c0
+
+
+def month_main(args: argparse.Namespace) -> int:
+    """``callcenter bench --month-report``: the monthly report on SQLite (and PostgreSQL)."""
+    logs.setup("warning", "console")
+    calls, orders = args.month_calls, args.month_orders
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hotline-bench-month-") as tmp:
+        urls = [f"sqlite+aiosqlite:///{tmp}/month.db"] + list(args.postgres or [])
+        for url in urls:
+            progress(f"monthly report: {calls:,} calls, {orders:,} orders on {url.split(':')[0]}")
+            results.append(asyncio.run(month_report(url, calls, orders, args.seed)))
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return 0
+    for r in results:
+        print(f"{r['database']}: month {r['month']}: {r['calls']:,} calls, "
+              f"{r['agent_state_rows']:,} agent state rows, {r['orders']:,} orders "
+              f"({r['order_events']:,} audit records)")
+        print(f"  generated {r['generate_s']} s, saved {r['save_s']} s, "
+              f"月报 rebuilt in {r['month_report_s']} s (target <= 30 s), "
+              f"{r['month_report_cpu_s']} s of CPU")
+        f = r["figures"]
+        print(f"  offered {f['offered']:,}  answered {f['answered']:,}  abandoned "
+              f"{f['abandoned']:,}  接通率 {f['connection_rate']}%  15秒接通率 "
+              f"{f['answer_rate_sl']}%  ServicelevelPerf {f['servicelevel_perf']}%  "
+              f"ASA {f['asa_s']} s  AHT {f['aht_s']} s  operators {r['operators']}")
+        for d in r["departments"]:
+            print(f"  #{d['rank']} {d['department']}: received {d['received']:,}  响应率 "
+                  f"{d['response_rate']}%  解决率 {d['resolution_rate']}%  满意率 "
+                  f"{d['satisfaction_rate']}%")
+    return 0
+
+
 # =========================================================================== the run
 
 
@@ -499,6 +850,7 @@ class Plan:
     orders: int
     day_calls: int
     progress_every: float
+    slow_clients: int = 0
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -511,7 +863,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         rate=rate, duration=pick(args.duration, 5.0, 600.0), seed=args.seed,
         blast_events=pick(args.blast_events, 20_000, 60_000),
         orders=pick(args.orders, 200, 2000), day_calls=pick(args.day_calls, 10_000, 100_000),
-        progress_every=2.0 if quick else 10.0,
+        progress_every=2.0 if quick else 10.0, slow_clients=args.slow_clients,
     )
 
 
@@ -583,6 +935,9 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
             await users.add(name, PASSWORD, Role.OPERATOR)
         for name in wallboards:
             await users.add(name, PASSWORD, Role.SUPERVISOR)
+        slow = [f"slow{i}" for i in range(1, plan.slow_clients + 1)]
+        for name in slow:
+            await users.add(name, PASSWORD, Role.SUPERVISOR)
         app = make_app(service, passwords=passwords)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -597,14 +952,22 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
             result["websockets_connected"] = signed["connected"]
             result["websockets_failed"] = signed["failed"]
             progress(f"{signed['connected']} websockets open, {signed['failed']} failed")
+            result["slow_clients"] = plan.slow_clients
+            if slow:
+                progress(f"opening {len(slow)} websockets that send and never read")
+                opened = await _ask(conn, {"op": "slow", "url": url, "names": slow})
+                result["slow_clients_connected"] = opened["connected"]
             await _sustained(plan, conn, service, result)
             result["hub_buffered_mb"] = round(hub_buffered_mb(app[CONSOLE].hub), 1)
+            result["slow_cuts"] = app[CONSOLE].slow_cuts
             await _max_rate(plan, conn, service, result)
             await runner.cleanup()  # the server closes the sockets, then the clients stop
             running = False
             traffic = await _ask(conn, {"op": "stop"})
             result["ws_messages"] = traffic["messages"]
             result["ws_mb"] = round(traffic["bytes"] / 1e6, 1)
+            result["slow_reconnects"] = traffic["slow_reconnects"]
+            result["slow_refused"] = traffic["slow_refused"]
             result["events_skipped"] = service.events_skipped
         finally:
             if running:
@@ -744,6 +1107,8 @@ TABLE = [
     ("RSS MB peak / after warm-up / end", lambda r: f"{r['rss_mb_peak']} / "
      f"{r['rss_mb_after_warmup']} / {r['rss_mb_end']} ({r['rss_growth_pct']:+} %)"),
     ("  of which hub update buffers MB", lambda r: f"{r['hub_buffered_mb']}"),
+    ("non-reading clients (cut, refused)", lambda r: f"{r['slow_clients']}"
+     f" ({r.get('slow_cuts', 0)}, {r.get('slow_refused', 0)})"),
     ("longest GC pause ms (full GCs)", lambda r: f"{r['gc_pause_ms_max']}"
      f" ({r['gc_full_collections']})"),
     ("CPU s per 1,000 events", lambda r: f"{r['cpu_s_per_1000_events']:.4f}"),
@@ -762,13 +1127,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blast-events", type=int, help="events in the max phase (60000)")
     parser.add_argument("--orders", type=int, help="work orders created (2000)")
     parser.add_argument("--day-calls", type=int, help="calls in the day rebuilt (100000)")
+    parser.add_argument("--slow-clients", type=int, default=0,
+                        help="extra wallboard websockets that send and never read (0)")
     parser.add_argument("--quick", action="store_true",
                         help="small defaults: 50 operators, 5 wallboards, 5 s")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--search", action="store_true",
+                        help="instead: the desk's search targets (callcenter.bench_search): "
+                             "knowledge base and order search")
+    parser.add_argument("--articles", type=int, default=200_000,
+                        help="--search: knowledge-base articles (200000; 0 skips)")
+    parser.add_argument("--search-orders", type=int, default=1_000_000,
+                        help="--search: work orders (1000000; 0 skips)")
+    parser.add_argument("--search-pg", metavar="URL",
+                        help="--search: also on PostgreSQL, in a scratch database created on "
+                             "this server (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
+    parser.add_argument("--search-no-sqlite", action="store_true",
+                        help="--search: PostgreSQL only")
+    parser.add_argument("--month-report", action="store_true",
+                        help="only the monthly report rebuild (issue 14): a month of a large "
+                             "centre written to SQLite (and --postgres URL), the 月报 rebuilt")
+    parser.add_argument("--month-calls", type=int, default=2_000_000,
+                        help="calls in the month (2,000,000)")
+    parser.add_argument("--month-orders", type=int, default=300_000,
+                        help="work orders in the month (300,000)")
+    parser.add_argument("--postgres", action="append", metavar="URL",
+                        help="also on this PostgreSQL database (postgresql+asyncpg://...)")
 
 
 def main_from_args(args: argparse.Namespace) -> int:
+    if getattr(args, "month_report", False):
+        return month_main(args)
     logs.setup("warning", "console")
+    if args.search:
+        from callcenter.bench_search import main as search_main
+
+        if args.articles < 0 or args.search_orders < 0:
+            print("callcenter bench: --articles and --search-orders must be >= 0",
+                  file=sys.stderr)
+            return 2
+        return search_main(args.articles, args.search_orders, args.search_pg, args.seed,
+                           args.json, sqlite=not args.search_no_sqlite)
     _raise_fd_limit()
     plan = _plan(args)
     with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:

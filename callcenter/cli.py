@@ -67,7 +67,7 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     from agent_console.session import CONSOLE
     from callcenter.ops import Ops
     from callcenter.service import Service
-    from callcenter.telephony import TelephonyError, start_telephony
+    from callcenter.telephony import TelephonyError, start_telephony, startup_checks
     from callcenter.web import bus_settings, publish_wall
 
     lease = None
@@ -100,6 +100,7 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         await site.start()
         if wall is not None:
             await wall.start()
+        checks = asyncio.create_task(startup_checks(service, telephony))  # logs what fails
     except (OSError, TelephonyError) as exc:
         if telephony is not None:
             await telephony.stop()
@@ -126,6 +127,7 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
             if lease.lost.is_set():
                 os._exit(3)  # no flush, no goodbye: the new active core owns the writes
     finally:
+        checks.cancel()
         if wall is not None:
             await wall.stop()
         await telephony.stop()
@@ -197,6 +199,34 @@ def cmd_check_ami(args: argparse.Namespace) -> int:
             await link.stop()
 
     asyncio.run(run())
+    return 0
+
+
+def cmd_check_asterisk(args: argparse.Namespace) -> int:
+    from callcenter.telephony import check_asterisk
+
+    checks = asyncio.run(check_asterisk(_settings(args)))
+    for c in checks:
+        print(c.line())
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    import tomllib
+    from pathlib import Path
+
+    from callcenter.orders.lifecycle import State
+    from ivr.menus import DEFAULT_CONFIG
+    from ivr.prompts import PromptError, build
+
+    with open(args.ivr or DEFAULT_CONFIG, "rb") as f:
+        raw = tomllib.load(f)
+    try:
+        built = build(raw, Path(args.out), states=[s.value for s in State], force=args.force)
+    except PromptError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{len(built.written)} prompts written under {args.out} (<lang>/<prompt>.wav, 8 kHz "
+          f"mono 16-bit); {len(built.kept)} recorded files kept")
     return 0
 
 
@@ -385,6 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-ami", help="connect and log in once; print OK or why not")
     c.set_defaults(func=cmd_check_ami)
+    sub.add_parser("check-asterisk", help="is the PBX ready: one line per check with its fix "
+                   "(exit 0 when all pass)").set_defaults(func=cmd_check_asterisk)
+    pr = sub.add_parser("prompts", help="build: speak ivr.toml's prompts (zh, en) as 8 kHz WAV")
+    pr.add_argument("action", choices=["build"])
+    pr.add_argument("--out", default="var/sounds", help="Asterisk's sounds dir (default %(default)s)")
+    pr.add_argument("--ivr", help="ivr.toml to read (default config/ivr.toml)")
+    pr.add_argument("--force", action="store_true", help="also replace recorded files")
+    pr.set_defaults(func=cmd_prompts)
 
     rep = sub.add_parser("report", help="figures from the database for one day")
     rep.add_argument("--day", help="YYYY-MM-DD (default today)")

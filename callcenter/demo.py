@@ -70,19 +70,23 @@ DEMO_FLOOR = 0.25
 DEMO_FIRST_CALL_S = 5.0
 DEMO_REPEAT_SHARE = 0.30
 #: Simulated background operators ring after a signed-in human (queue penalty 1 vs 0),
-#: so a ready demo operator gets the next call.
+#: so a ready demo operator gets the next call; in the demo their shift starts 45 s after
+#: the demo is up (PBX time), so the first callers wait for whoever signs in first.
 BACKGROUND_PENALTY = 1
+DEMO_SHIFT_START_S = 45.0
 
 
 def build_sim_pbx(settings: Settings, *, seed: int, agents: int, rate: float | None,
                   peak_calls_per_hour: float, start_time: float | None = None,
                   hold_arrivals: bool = False,
-                  known_callers: Sequence[tuple[str, str]] = ()) -> Pbx:
+                  known_callers: Sequence[tuple[str, str]] = (),
+                  background_now: bool = True) -> Pbx:
     """The demo's simulated Asterisk: every configured queue, ``agents`` background
     operators (extensions 2001+, penalty :data:`BACKGROUND_PENALTY` in every queue)
     and random traffic whose day profile runs on the centre's clock (``settings.tz``,
     Asia/Shanghai), not the machine's.  ``known_callers`` (number, name) are citizens
-    who may call again (the demo orders' callers)."""
+    who may call again (the demo orders' callers).  ``background_now=False`` leaves the
+    background operators out (:func:`staff_background` signs them in later)."""
     queues = tuple(
         SimQueue(name=name, servicelevel=q.servicelevel, wrapuptime=q.wrapuptime)
         for name, q in (settings.queues or {}).items()
@@ -98,11 +102,23 @@ def build_sim_pbx(settings: Settings, *, seed: int, agents: int, rate: float | N
     config = PbxConfig(queues=queues, agents=agents, first_extension=2001, autologin=False,
                        channelvars=("HOTLINE", "IVR_PATH", "CATEGORY"))
     pbx = Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
-    for q in queues:
-        for ext in range(2001, 2001 + agents):
-            pbx.add_member(q.name, f"Local/{ext}@{config.agent_context}/n", f"agent{ext}",
-                           penalty=BACKGROUND_PENALTY)
+    if background_now:
+        staff_background(pbx, agents)
     return pbx
+
+
+def staff_background(pbx: Pbx, agents: int, at: float | None = None) -> None:
+    """Sign the background operators (2001+) in to every queue, now or at PBX time ``at``
+    (an AMI QueueAdd with penalty :data:`BACKGROUND_PENALTY`, as a shift would)."""
+    for queue in pbx.queues:
+        for ext in range(2001, 2001 + agents):
+            interface = f"Local/{ext}@{pbx.config.agent_context}/n"
+            if at is None:
+                pbx.add_member(queue, interface, f"agent{ext}", penalty=BACKGROUND_PENALTY)
+            else:
+                pbx.schedule_action(at, {"Action": "QueueAdd", "Queue": queue,
+                                         "Interface": interface, "MemberName": f"agent{ext}",
+                                         "Penalty": str(BACKGROUND_PENALTY)})
 
 
 def check_options(*, speed: float, rate: float | None, agents: int, port: int,
@@ -166,7 +182,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     """
     from agent_console.auth import seed_demo_users
     from agent_console.server import make_app
-    from callcenter.demo_orders import demo_callers, seed_demo_orders
+    from callcenter.demo_orders import demo_callers, seed_demo_orders, seed_report_history
     from callcenter.orders.knowledge import KnowledgeBase, load_demo_articles
     from callcenter.telephony import TelephonyError, start_telephony
 
@@ -178,11 +194,13 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     secret = secrets.token_hex(12)
     pbx = build_sim_pbx(settings, seed=seed, agents=agents, rate=rate,
                         peak_calls_per_hour=peak_calls_per_hour, hold_arrivals=True,
-                        known_callers=demo_callers() if seed_users else ())
+                        known_callers=demo_callers() if seed_users else (),
+                        background_now=False)
     # Callers are held until the IVR's address is known (set below, before any is due).
     extra: dict[str, Any] = {} if citizen is None else {"citizen": citizen}
     sim = PbxSimServer(pbx, host="127.0.0.1", port=0, users={"hotline": secret}, speed=speed,
-                       recordings_root=settings.recordings_root, **extra)
+                       recordings_root=settings.recordings_root,
+                       agi_secret=secrets.token_hex(16), **extra)
     await sim.start()
     settings.ami.host, settings.ami.port = "127.0.0.1", sim.port
     settings.ami.username, settings.ami.secret = "hotline", secret
@@ -194,17 +212,21 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         if seed_users:
             await seed_demo_users(service.store)
             await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
+            await seed_report_history(service.store, tz=service.settings.tz,
+                                      clock=service.clock)
             await load_demo_articles(KnowledgeBase(service.store.engine, service.settings.tz,
                                                    clock=service.clock))
         app = make_app(service)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         telephony = await start_telephony(
-            service, app, agi_port=agi_port,
+            service, app, agi_port=agi_port, agi_secret=sim.agi_secret,
             outbound=outbound or demo_outbound(settings, f"agi://127.0.0.1:{agi_port}"))
         sim.agi_url = f"agi://127.0.0.1:{telephony.agi_port}/hotline"
         site = web.TCPSite(runner, host, port)
         await site.start()
+        # Held callers go through the IVR now; the background shift starts a little later.
+        staff_background(pbx, agents, at=sim.virtual_now() + DEMO_SHIFT_START_S)
     except (OSError, TelephonyError) as exc:
         if runner is not None:
             await runner.cleanup()

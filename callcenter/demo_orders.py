@@ -261,3 +261,36 @@ async def _seed_other_channels(wo: WorkOrders, now: datetime) -> list[str]:
                                    channel=channel)
         numbers.append(order.number)
     return numbers
+
+
+async def seed_report_history(store: Store, *, tz: tzinfo, clock: Callable[[], float] = time.time,
+                              calls: int = 12_000, orders: int = 1_500) -> int:
+    """This month's history before today, for the reports page: synthetic calls, agent
+    state changes and work-order steps (:func:`callcenter.bench.synthetic_month`), written
+    once (when no call before today is stored).  Today's figures stay the live ones.
+    Returns the calls written."""
+    from sqlalchemy import func, insert, select
+
+    from acd.reports import window
+    from callcenter.bench import synthetic_month
+    from callcenter.db import AgentStateRow, CallRow
+    from callcenter.orders.store import OrderEventRow
+
+    now = datetime.fromtimestamp(clock(), tz)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = window((today - timedelta(days=7)).date(), "month", tz)[0]  # a week at least
+    async with store.engine.connect() as conn:
+        if (await conn.execute(select(func.count()).select_from(CallRow).where(
+                CallRow.joined_at < today.timestamp()))).scalar_one():
+            return 0
+    rows, states, events = synthetic_month(start.timestamp(), today.timestamp(), calls=calls,
+                                           orders=orders, agents=14, seed=7, tz=tz,
+                                           order_id_from=1_000_000)
+    for i in range(0, len(rows), 5000):
+        await store.save_calls(rows[i:i + 5000])
+    async with store.engine.begin() as conn:
+        if states:
+            await conn.execute(insert(AgentStateRow), states)
+        if events:
+            await conn.execute(insert(OrderEventRow), events)
+    return len(rows)

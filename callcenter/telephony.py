@@ -18,7 +18,7 @@ from aiohttp import web
 
 from callcenter.service import Service
 from ivr.dialer import Dialer, OutboundSettings
-from ivr.fastagi import HotlineAgi, start_agi_server
+from ivr.fastagi import AgiTokens, HotlineAgi, start_agi_server
 from recordings.monitor import CallRecorder
 
 log = structlog.get_logger(__name__)
@@ -77,13 +77,41 @@ def order_status(work_orders: Any) -> Callable[[str], Any]:
     return lookup
 
 
+def fastagi_settings(raw: dict[str, Any]) -> tuple[str, list[str]]:
+    """``[fastagi]`` of callcenter.toml: the dialplan's shared ``secret`` (env
+    ``HOTLINE_AGI_SECRET`` wins) and the PBX addresses ``allow``-ed to connect."""
+    import os
+
+    f = raw.get("fastagi", {}) if isinstance(raw.get("fastagi"), dict) else {}
+    secret = os.environ.get("HOTLINE_AGI_SECRET") or str(f.get("secret", ""))
+    allow = [str(a) for a in f.get("allow", ["127.0.0.1", "::1"])]
+    return secret, allow
+
+
+def audit_refusal(service: Service) -> Callable[[str, Any], Any]:
+    """A FastAGI refusal as an audit row (``fastagi_refused``; supervisors read them at
+    ``GET /api/fastagi/refusals``)."""
+
+    async def audit(why: str, details: Any) -> None:
+        d = {k: str(v)[:64] for k, v in dict(details).items()}
+        await service.store.audit(at=service.clock(), actor="fastagi", role="system",
+                                  action="fastagi_refused",
+                                  target=d.get("peer", "") or d.get("key", ""),
+                                  reason=why[:200], data=d)
+
+    return audit
+
+
 async def start_telephony(service: Service, app: web.Application, *,
                           agi_host: str = "127.0.0.1", agi_port: int | None = 4573,
                           outbound: OutboundSettings | None = None,
-                          record_calls: bool = True) -> Telephony:
+                          record_calls: bool = True, agi_secret: str | None = None,
+                          agi_allow: list[str] | None = None) -> Telephony:
     """Start the FastAGI server (``agi_port`` None: none), the dialer and the recorder.
 
-    Port 0 picks a free port; ``outbound.agi_url`` is then pointed at it.
+    Port 0 picks a free port; ``outbound.agi_url`` is then pointed at it.  The
+    FastAGI edge takes its secret and allowed PBX addresses from ``[fastagi]``
+    unless given.
     """
     from agent_console.orders_api import WORK_ORDERS
     from agent_console.session import RECORDINGS
@@ -91,11 +119,15 @@ async def start_telephony(service: Service, app: web.Application, *,
 
     work_orders = app[WORK_ORDERS]
     outbound = outbound or OutboundSettings.from_raw(service.settings.raw)
+    secret, allow = fastagi_settings(service.settings.raw)
+    tokens = AgiTokens(secret=secret if agi_secret is None else agi_secret,
+                       ttl_s=outbound.visit_result_timeout_s + outbound.originate_timeout_s)
+    on_refused = audit_refusal(service)
     dialer: Dialer | None = None
     if outbound.enabled:
         dialer = Dialer(engine=service.store.engine, send=service.link.action,
                         orders=work_orders, centre=service.centre, settings=outbound,
-                        clock=service.clock, tz=service.settings.tz)
+                        clock=service.clock, tz=service.settings.tz, tokens=tokens)
     agi = HotlineAgi(
         load_ivr_config(), expected_wait=expected_wait(service),
         lookup_order=order_status(work_orders),
@@ -103,12 +135,14 @@ async def start_telephony(service: Service, app: web.Application, *,
         on_survey=dialer.survey_answered if dialer else None,
         on_answer=dialer.visit_answered if dialer else work_orders.record_citizen_keys,
         on_no_answer=dialer.visit_no_answer if dialer else None,
-        asks_department=dialer.asks_department if dialer else None)
+        asks_department=dialer.asks_department if dialer else None,
+        tokens=tokens, on_refused=on_refused)
     server: asyncio.Server | None = None
     bound = 0
     if agi_port is not None:
         try:
-            server = await start_agi_server(agi, agi_host, agi_port)
+            server = await start_agi_server(agi, agi_host, agi_port,
+                                            allow=agi_allow or allow, on_refused=on_refused)
         except OSError as exc:
             raise TelephonyError(f"cannot listen for FastAGI on {agi_host}:{agi_port}: "
                                  f"{exc.strerror}") from None
@@ -125,3 +159,86 @@ async def start_telephony(service: Service, app: web.Application, *,
         service.listen("OriginateResponse", dialer.on_ami_event)
         await dialer.start()
     return Telephony(agi, server, bound, dialer, recorder)
+
+
+# --------------------------------------------------------------------------- check-asterisk
+
+DEFAULT_SOUNDS = "/usr/share/asterisk/sounds"  # Debian's astdatadir/sounds
+
+
+def prompt_settings(raw: dict[str, Any]) -> tuple[str, bool]:
+    """``[prompts]``: ``sounds`` (where Asterisk reads them, as this host sees it) and
+    whether to ``check`` that directory (false when Asterisk runs on another host)."""
+    p = raw.get("prompts", {}) if isinstance(raw.get("prompts"), dict) else {}
+    return str(p.get("sounds", DEFAULT_SOUNDS)), bool(p.get("check", True))
+
+
+def expected_of(settings: Any, *, agi: tuple[str, int] | None = None) -> Any:
+    """What ``check-asterisk`` asks of the configured PBX, from the configs."""
+    import tomllib
+    from pathlib import Path
+
+    from agent_console.session import transfer_departments
+    from callcenter.orders.lifecycle import State
+    from callcenter.pbx.check import Expected, service_extensions
+    from ivr.menus import DEFAULT_CONFIG
+    from ivr.prompts import present, prompt_names
+
+    raw = settings.raw
+    queues = {q: (c.servicelevel, c.wrapuptime) for q, c in settings.queues.items()}
+    with open(DEFAULT_CONFIG, "rb") as f:
+        names = prompt_names(tomllib.load(f), [s.value for s in State])
+    sounds, check_prompts = prompt_settings(raw)
+    if agi is None:
+        url = OutboundSettings.from_raw(raw).agi_url.removeprefix("agi://")
+        host, _, port = url.partition("/")[0].partition(":")
+        agi = (host or "127.0.0.1", int(port or 4573))
+    return Expected(
+        username=settings.ami.username, queues=queues,
+        extensions=service_extensions(queues, [d["number"] for d in transfer_departments()]),
+        prompts_missing=present(names, Path(sounds)) if check_prompts else None,
+        prompts_dir=sounds, agi=agi)
+
+
+async def check_asterisk(settings: Any, link: Any = None, *,
+                         agi: tuple[str, int] | None = None) -> list[Any]:
+    """Run every check (logging in once when ``link`` is None)."""
+    from callcenter.pbx.ami import AmiError, AmiLink
+    from callcenter.pbx.check import run_checks
+
+    exp = expected_of(settings, agi=agi)
+    if link is not None:
+        return await run_checks(link, exp)
+    a = settings.ami
+    own = AmiLink(a.host, a.port, a.username, a.secret, events="off",
+                  on_event=lambda h, t: None, action_timeout=a.action_timeout)
+    try:
+        await own.connect_once()
+    except AmiError as exc:
+        await own.stop()
+        return await run_checks(None, exp, login_error=str(exc))
+    try:
+        return await run_checks(own, exp)
+    finally:
+        await own.stop()
+
+
+async def startup_checks(service: Service, telephony: Telephony, *,
+                         wait_s: float = 30.0) -> None:
+    """``callcenter serve``: once the link is up, the same checks; each failure logged."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while not service.link.up and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+    if not service.link.up:
+        log.warning("asterisk_checks_skipped", why="the AMI link is not up")
+        return
+    try:
+        checks = await check_asterisk(service.settings, service.link)
+    except Exception:
+        log.exception("asterisk_checks_failed")
+        return
+    failed = [c for c in checks if not c.ok]
+    for c in failed:
+        log.warning("asterisk_check_failed", check=c.name, detail=c.detail, fix=c.fix)
+    log.info("asterisk_checks", passed=len(checks) - len(failed), failed=len(failed))

@@ -48,6 +48,8 @@ from ivr.callbacks import (
     ReturnVisit,
     ReturnVisitScheduler,
 )
+from ivr.fastagi import AgiTokens
+from ivr.values import BadValue, app_word, dial_number, uniqueid, variable_value
 
 log = structlog.get_logger("ivr.dialer")
 
@@ -183,8 +185,25 @@ async def outbound_list(engine: AsyncEngine, *, status: str | None = None,
         return [_row_json(r) for r in await s.scalars(q)]
 
 
-def _digits(number: str) -> bool:
-    return bool(number) and number.strip("+").isdigit() and len(number) <= 24
+def _dialable(number: str) -> str | None:
+    """The number as Asterisk must dial it (full-width digits made ASCII), None if it
+    is not one (other non-ASCII digits, letters, separators: ivr.values.dial_number)."""
+    try:
+        return dial_number(number)
+    except BadValue:
+        return None
+
+
+def _variables(values: Mapping[str, Any]) -> list[str]:
+    """``NAME=value`` items for an Originate's ``Variable``; a value with a comma, CR or
+    LF (which would start another variable or header) is left out and logged."""
+    out = []
+    for k, v in values.items():
+        try:
+            out.append(f"{app_word(k)}={variable_value(str(v))}")
+        except BadValue as exc:
+            log.warning("originate_variable_refused", name=str(k)[:40], error=str(exc))
+    return [item for item in out if not item.endswith("=")]
 
 
 @dataclass
@@ -198,6 +217,7 @@ class Dialer:
     settings: OutboundSettings
     clock: Callable[[], float]
     tz: Any = None
+    tokens: AgiTokens = field(default_factory=AgiTokens)  # shared with the FastAGI scripts
     callbacks: CallbackQueue = field(init=False)
     visits: ReturnVisitScheduler = field(init=False)
     _seen_visits: set[str] = field(default_factory=set)  # order ids ever scheduled
@@ -361,7 +381,8 @@ class Dialer:
             if key in self._seen_visits or status == VISITING:
                 continue
             self._seen_visits.add(key)
-            if not _digits(caller or ""):
+            caller = _dialable(caller or "")
+            if caller is None:
                 await self._save_visit(key, number=caller or "", status="manual",
                                        result="no number to call", next_at=now)
                 log.warning("return_visit_manual", order=key, why="no number to call")
@@ -402,7 +423,8 @@ class Dialer:
             "Application": "AGI", "Data": f"{s.agi_url}/returnvisit,{order_id}",
             "CallerID": f'"{s.caller_id}" <{s.caller_id}>',
             "Timeout": str(s.originate_timeout_s * 1000), "Async": "true",
-            "Variable": f"ORDER_ID={order_id}",
+            "Variable": _variables({"ORDER_ID": order_id,
+                                    "AGI_TOKEN": self.tokens.issue("returnvisit", order_id)}),
         }
         if not await self._originate(action, order_id):
             self.visits.release(order_id)
@@ -443,14 +465,21 @@ class Dialer:
         variables = {"HOTLINE": req.hotline, "CATEGORY": req.category,
                      "IVR_PATH": req.ivr_path, "LANG": req.lang}
         status, result = "waiting", ""
-        if not _digits(req.callerid):
+        number = _dialable(req.callerid)
+        try:
+            uniqueid(req.uniqueid)
+            app_word(req.queue)
+        except BadValue as exc:
+            log.warning("callback_refused", error=str(exc))
+            return
+        if number is None:
             status, result = "gave_up", "no number to call back"
             log.warning("callback_impossible", request=req.uniqueid, why=result)
         else:
-            self.callbacks.request(req.uniqueid, req.queue, req.callerid, now, variables)
+            self.callbacks.request(req.uniqueid, req.queue, number, now, variables)
         await self._save(OutboundRow(
             id=f"cb:{req.uniqueid}"[:80], kind="callback", key=req.uniqueid[:64],
-            queue=req.queue, number=req.callerid[:40], variables=variables, requested_at=now,
+            queue=req.queue, number=(number or req.callerid)[:40], variables=variables, requested_at=now,
             attempts=0, next_at=now, status=status, result=result, updated_at=now))
         log.info("callback_requested", request=req.uniqueid, queue=req.queue,
                  position=self.callbacks.position(req.uniqueid))
@@ -478,7 +507,7 @@ class Dialer:
                     "Context": s.queue_context, "Exten": queue, "Priority": "1",
                     "CallerID": f'"{s.caller_id}" <{s.caller_id}>',
                     "Timeout": str(s.originate_timeout_s * 1000), "Async": "true",
-                    "Variable": [f"{k}={v}" for k, v in variables.items() if v],
+                    "Variable": _variables(variables),
                 }
                 if not await self._originate(action, cb.id):
                     self.callbacks.release(cb.id)

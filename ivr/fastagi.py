@@ -1,13 +1,15 @@
-"""The FastAGI edge: Asterisk's ``AGI(agi://host:4573/<script>)`` served with panoramisk.
+"""The FastAGI edge: Asterisk's ``AGI(agi://host:4573/<script>)``, served by our own reader.
 
 Scripts (``agi_network_script``):
 
 ``hotline``
-    Runs :class:`ivr.menus.IvrSession` for an inbound call: the dialled number
-    (``agi_dnid`` or ``agi_extension``) picks the hotline, the channel gets
-    ``HOTLINE``, ``CATEGORY``, ``IVR_PATH`` and ``LANG`` with ``SET VARIABLE``,
-    and the path ends with ``EXEC Queue <queue>,t,,,3600`` -- or with a
-    call-back request handed to ``on_callback`` and a hang-up.
+    Runs :class:`ivr.menus.IvrSession` for an inbound call.  The dialplan's
+    channel variables ``HOTLINE`` and ``CATEGORY`` (``GET VARIABLE``) win: in a
+    context entered by ``Goto`` a real Asterisk sends ``agi_dnid: unknown`` and
+    ``agi_extension: s`` (AMI-NOTES); the dialled number is only the fallback.
+    The channel gets ``HOTLINE``, ``CATEGORY``, ``IVR_PATH`` and ``LANG`` and the
+    path ends with ``EXEC Queue <queue>,tc,,,3600`` -- or with a call-back request
+    handed to ``on_callback`` and a hang-up.
 ``selfservice``
     The citizen keys an order number (``GET DATA``) and hears its status from
     ``lookup_order(number) -> status | None``.
@@ -24,22 +26,42 @@ Scripts (``agi_network_script``):
     hang-up before "solved" is answered gives ``on_no_answer(order_id, call_id)``.
     ``RETURNVISIT_RESULT`` is set to ``answered`` or ``no_answer``.
 
-The edge only translates: commands from the pure core become AGI lines, AGI
-results become ``on_digits``/``on_timeout``.  A hang-up (``result=-1``,
-``HANGUP`` or a closed socket) ends the script.  Callbacks may be plain
-functions or coroutines.
+**Writes need a token.**  The port is reachable from the network, so every write
+(a call-back request, a survey key, a return visit's keys) needs the channel
+variable ``AGI_TOKEN`` that only the service could have issued (:class:`AgiTokens`):
+for a return visit the dialer's single-use token from the Originate's variables;
+for an inbound call ``SHA1(<shared secret><uniqueid>)``, which the dialplan computes
+with the secret in ``extensions.conf`` ``[globals]`` (Asterisk's ``SHA1()``).  Each
+token writes once.  A refusal is logged, handed to ``on_refused`` (the service
+audits it) and the script goes on without writing.
+
+**The edge never blocks the loop.**  :class:`FastAgiServer` accepts only configured
+PBX addresses, reads the ``agi_*`` header block with a line limit, a count limit
+and a deadline (a client that sends half a header and closes, or goes silent, or
+sends a 1 MB line or invalid UTF-8, is closed -- panoramisk 1.4 spun at 100 % CPU
+on the first), caps the connections, and ends a script on ``HANGUP``, a ``511``
+or a closed socket.  ``STREAM FILE`` answered ``200 result=-1 endpos=0`` (the file
+is missing or unplayable; the channel is still up) is logged once per prompt and
+skipped: only a real hang-up ends a script.  Callbacks may be plain functions or
+coroutines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+import ipaddress
+import re
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from panoramisk.fast_agi import Application, Request
 
 from ivr.menus import (
     Answered,
@@ -57,12 +79,19 @@ from ivr.menus import (
     return_visit,
     survey,
 )
+from ivr.values import BadValue, app_word, dial_number, variable_value
 
 log = structlog.get_logger("ivr.fastagi")
 
 DEFAULT_PORT = 4573
 QUEUE_OPTIONS = "tc,,,3600"  # t: the operator may transfer; c: the caller goes on in the
 # dialplan (here: this script) when the operator hangs up; Queue() timeout one hour
+
+MAX_LINE = 4096          # bytes in one header or reply line
+MAX_HEADERS = 128        # agi_* lines before the blank line (Asterisk sends ~25 + args)
+HEADER_TIMEOUT_S = 5.0   # the whole header block
+REPLY_TIMEOUT_S = 600.0  # one reply (GET DATA waits for keys; EXEC Queue has none)
+MAX_CLIENTS = 256        # AGI conversations at once; more are closed at accept
 
 
 def last4(number: str) -> str:
@@ -83,7 +112,11 @@ class CallbackRequest:
 
 
 class CallerHungUp(Exception):
-    pass
+    """``HANGUP``, ``511`` (dead channel), a ``-1`` where it means a hang-up, or EOF."""
+
+
+class AgiRefused(Exception):
+    """A FastAGI client or request the edge will not serve (the message says why)."""
 
 
 Maybe = Awaitable[Any] | Any
@@ -98,49 +131,176 @@ async def _call(fn: Callable[..., Maybe] | None, *args: Any) -> Any:
     return result
 
 
+# -- tokens ---------------------------------------------------------------------------------
+
+
+INBOUND_WRITES = ("callback", "survey")  # what an inbound call's dialplan token may write
+
+
+def inbound_token(secret: str, uniqueid: str) -> str:
+    """What the dialplan computes: ``${SHA1(${HOTLINE_AGI_SECRET}${UNIQUEID})}`` (hex)."""
+    return hashlib.sha1((secret + uniqueid).encode()).hexdigest()
+
+
+@dataclass
+class AgiTokens:
+    """Per-call, single-use permissions to write through the FastAGI scripts.
+
+    ``issue(script, key)`` (the dialer, for an Originate's ``AGI_TOKEN``) gives a
+    random token valid ``ttl_s`` for that script and key (an order id);
+    ``redeem(token, script, key, uniqueid)`` is True once for it.  An inbound call's
+    token is :func:`inbound_token` of its uniqueid with the shared ``secret``; it
+    writes once per kind (``callback``, ``survey``).  An empty secret refuses every
+    inbound write.
+    """
+    secret: str = ""
+    ttl_s: float = 3600.0
+    clock: Callable[[], float] = time.monotonic
+    max_used: int = 100_000
+    _issued: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    _used: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+
+    def issue(self, script: str, key: str) -> str:
+        now = self.clock()
+        if len(self._issued) > 10_000:  # forget what expired
+            self._issued = {t: v for t, v in self._issued.items() if v[2] > now}
+        token = secrets.token_hex(16)
+        self._issued[token] = (script, key, now + self.ttl_s)
+        return token
+
+    def redeem(self, token: str, script: str, key: str, uniqueid: str) -> str | None:
+        """None when ``token`` may write ``script`` for ``key`` (and is now spent), else why not."""
+        if not token:
+            return "no AGI_TOKEN"
+        issued = self._issued.get(token)
+        if issued is not None:
+            if issued[0] != script or issued[1] != key:
+                return "token issued for another call"
+            if issued[2] < self.clock():
+                del self._issued[token]
+                return "token expired"
+            del self._issued[token]
+            return None
+        if script not in INBOUND_WRITES:
+            return "token not issued by this service"
+        if not self.secret or not hmac.compare_digest(token, inbound_token(self.secret,
+                                                                           uniqueid)):
+            return "token not issued by this service"
+        used = (script, uniqueid)
+        if used in self._used:
+            return "token already used"
+        self._used[used] = None
+        while len(self._used) > self.max_used:
+            self._used.popitem(last=False)
+        return None
+
+
+# -- one AGI conversation ---------------------------------------------------------------------
+
+
+_REPLY = re.compile(r"(\d{3})(?: result=(\S*)(?: \((.*)\))?(?: endpos=(\d+))?)?")
+
+
+@dataclass(frozen=True)
+class AgiReply:
+    """``200 result=1 (value) endpos=0`` as (200, "1", "value", 0)."""
+    code: int
+    result: str
+    data: str = ""
+    endpos: int | None = None
+
+
+def parse_reply(line: str) -> AgiReply:
+    """One AGI reply line; ``code`` 0 when it is not one."""
+    m = _REPLY.match(line)
+    if m is None:
+        return AgiReply(0, "", line)
+    return AgiReply(int(m[1]), m[2] or "", m[3] or "",
+                    int(m[4]) if m[4] is not None else None)
+
+
 def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "").replace('"', "").replace("\n", " ") + '"'
+    return '"' + value + '"'
+
+
+MISSING_PROMPTS: set[str] = set()  # prompts Asterisk could not play, logged once per process
 
 
 class AgiChannel:
-    """One AGI conversation: sends commands, reads results, raises on hang-up."""
+    """One AGI conversation: sends commands, reads replies, raises on a hang-up."""
 
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.headers: Mapping[str, str] = request.headers
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 headers: Mapping[str, str]) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.headers = headers
+        self.uniqueid = headers.get("agi_uniqueid", "")
 
-    async def send(self, command: str) -> dict[str, Any]:
+    async def _line(self, timeout: float) -> str:
         try:
-            result: dict[str, Any] = await self.request.send_command(command)
-        except (ConnectionError, ValueError, asyncio.IncompleteReadError) as exc:
-            raise CallerHungUp(str(exc)) from exc
-        if result.get("error") in ("AGIResultHangup", "AGIAppError"):
-            raise CallerHungUp(result.get("msg", ""))
-        return result
+            raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError,
+                asyncio.LimitOverrunError) as exc:
+            raise CallerHungUp(type(exc).__name__) from None
+        return raw.decode("utf-8", "replace").rstrip("\r\n")
+
+    async def send(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> AgiReply:
+        if "\n" in command or "\r" in command:
+            raise ValueError("a line break in an AGI command")
+        try:
+            self.writer.write(command.encode() + b"\n")
+            await self.writer.drain()
+        except ConnectionError as exc:
+            raise CallerHungUp(str(exc)) from None
+        line = await self._line(timeout)
+        if line == "HANGUP":  # Asterisk tells a FastAGI script its channel hung up
+            raise CallerHungUp("HANGUP")
+        reply = parse_reply(line)
+        if reply.code == 520 and line.startswith("520-"):  # usage text until "520 End..."
+            while not line.startswith("520 "):
+                line = await self._line(timeout)
+        if reply.code == 511:
+            raise CallerHungUp("dead channel")
+        return reply
 
     async def collect(self, prompt: str, timeout_ms: int, max_digits: int) -> str:
-        """``GET DATA``: the keys pressed, "" on a timeout with none."""
-        result = await self.send(f"GET DATA {prompt} {timeout_ms} {max_digits}")
-        value = str(result.get("result", ("", ""))[0])
+        """``GET DATA``: the keys pressed, "" on a timeout with none (a missing prompt
+        is silence: Asterisk still waits for keys)."""
+        reply = await self.send(f"GET DATA {prompt} {timeout_ms} {max_digits}")
+        if reply.result == "-1":
+            raise CallerHungUp("GET DATA -1")
+        value = reply.result
         return value if set(value) <= set("0123456789*#") else ""
 
     async def play(self, prompt: str) -> None:
-        await self.send(f'STREAM FILE {prompt} ""')
+        """``STREAM FILE``; a prompt Asterisk cannot play is logged once and skipped."""
+        reply = await self.send(f'STREAM FILE {prompt} ""')
+        if reply.result == "-1" and prompt not in MISSING_PROMPTS:
+            MISSING_PROMPTS.add(prompt)
+            log.warning("prompt_not_played", prompt=prompt, endpos=reply.endpos,
+                        fix="run `callcenter prompts build` and copy the files where "
+                            "Asterisk reads sounds (README: deploy on a real Asterisk)")
 
     async def set_var(self, name: str, value: str) -> None:
+        try:
+            value = variable_value(value)
+        except BadValue as exc:
+            log.warning("agi_variable_refused", name=name, error=str(exc))
+            return
         await self.send(f"SET VARIABLE {name} {_quote(value)}")
 
     async def get_var(self, name: str) -> str:
-        result = await self.send(f"GET VARIABLE {name}")
-        if result.get("result", ("0", ""))[0] != "1":
-            return ""
-        return str(result["result"][1])
+        reply = await self.send(f"GET VARIABLE {name}")
+        return reply.data if reply.result == "1" else ""
 
     async def hangup(self) -> None:
         try:
-            await self.send("HANGUP")
+            await self.send("HANGUP", timeout=5.0)
         except CallerHungUp:
             pass
+
+
+Script = Callable[[AgiChannel], Awaitable[None]]
 
 
 class HotlineAgi:
@@ -157,6 +317,8 @@ class HotlineAgi:
         on_answer: Callable[[str, bool, int | None, int | None, str], Maybe] | None = None,
         on_no_answer: Callable[[str, str], Maybe] | None = None,
         asks_department: Callable[[str], Maybe] | None = None,
+        tokens: AgiTokens | None = None,
+        on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None,
     ) -> None:
         self.config = config
         self.expected_wait = expected_wait
@@ -167,45 +329,64 @@ class HotlineAgi:
         self.on_no_answer = on_no_answer
         self.asks_department = asks_department
         self.sessions = 0  # FastAGI sessions running now (ops metrics)
+        self.tokens = tokens if tokens is not None else AgiTokens()
+        self.on_refused = on_refused
 
-    def application(self) -> Application:
-        """A panoramisk FastAGI application with the four scripts (call in a running loop)."""
-        app = Application(loop=asyncio.get_running_loop())
-        app.add_route("hotline", self._counted(self.hotline))
-        app.add_route("selfservice", self._counted(self.selfservice))
-        app.add_route("survey", self._counted(self.survey))
-        app.add_route("returnvisit", self._counted(self.returnvisit))
-        return app
+    def routes(self) -> dict[str, Script]:
+        return {name: self._counted(script) for name, script in (
+            ("hotline", self.hotline), ("selfservice", self.selfservice),
+            ("survey", self.survey), ("returnvisit", self.returnvisit))}
 
-    def _counted(self, script: Callable[[Request], Awaitable[None]]
-                 ) -> Callable[[Request], Awaitable[None]]:
+    async def _may_write(self, agi: AgiChannel, script: str, key: str,
+                         token: str | None = None) -> bool:
+        """Redeem the channel's ``AGI_TOKEN`` for one write; a refusal is reported."""
+        if token is None:
+            token = await agi.get_var("AGI_TOKEN")
+        why = self.tokens.redeem(token, script, key, agi.uniqueid)
+        if why is None:
+            return True
+        log.warning("fastagi_write_refused", script=script, key=key, why=why,
+                    uniqueid=agi.uniqueid[:64])
+        await _call(self.on_refused, why, {"script": script, "key": key[:64],
+                                           "uniqueid": agi.uniqueid[:64],
+                                           "peer": agi.headers.get("peer", "")})
+        return False
+
+    def _counted(self, script: Script) -> Script:
         """``script`` keeping :attr:`sessions` (FastAGI sessions running now) up to date."""
-        async def run(request: Request) -> None:
+        async def run(agi: AgiChannel) -> None:
             self.sessions += 1
             try:
-                await script(request)
+                await script(agi)
             finally:
                 self.sessions -= 1
         return run
 
     # hotline
 
-    def _dialled(self, headers: Mapping[str, str]) -> str:
-        for key in ("agi_dnid", "agi_extension"):
-            number = headers.get(key, "")
-            if number in self.config.hotlines:
+    def _dialled(self, headers: Mapping[str, str], variable: str) -> str:
+        """The hotline number: the dialplan's HOTLINE, else the dialled number, else 12345."""
+        for number in (variable, headers.get("agi_dnid", ""), headers.get("agi_extension", "")):
+            try:
+                number = dial_number(number)
+            except BadValue:
+                continue
+            if number in self.config.hotlines or number == variable:
                 return number
-        return headers.get("agi_extension", "") or self.config.default_hotline
+        return self.config.default_hotline
 
-    async def hotline(self, request: Request) -> None:
-        agi = AgiChannel(request)
-        h = request.headers
-        uniqueid, callerid = h.get("agi_uniqueid", ""), h.get("agi_callerid", "")
+    async def hotline(self, agi: AgiChannel) -> None:
+        h = agi.headers
+        uniqueid, callerid = agi.uniqueid, h.get("agi_callerid", "")
         bound = log.bind(uniqueid=uniqueid, caller=last4(callerid))
         waits = dict(self.expected_wait() if self.expected_wait else {})
-        session = IvrSession(self.config, self._dialled(h), expected_wait=waits)
         try:
             await agi.send("ANSWER")
+            number = self._dialled(h, await agi.get_var("HOTLINE"))
+            category = await agi.get_var("CATEGORY")
+            session = IvrSession(self.config, number, expected_wait=waits,
+                                 category=category if category in self.config.categories
+                                 else None)
             commands = session.start()
             while True:
                 digits = await self._run(agi, commands, uniqueid, callerid)
@@ -213,9 +394,9 @@ class HotlineAgi:
                     break
                 commands = session.on_digits(digits)
         except CallerHungUp:
-            bound.info("ivr_caller_hung_up", ivr_path=session.ivr_path)
+            bound.info("ivr_caller_hung_up")
             return
-        bound.info("ivr_done", hotline=session.hotline.number, category=session.category,
+        bound.info("ivr_done", hotline=session.number, category=session.category,
                    queue=session.queue, ivr_path=session.ivr_path, lang=session.lang)
 
     async def _run(self, agi: AgiChannel, commands: list[Command], uniqueid: str,
@@ -231,15 +412,18 @@ class HotlineAgi:
                     return await agi.collect(prompt, timeout_ms, max_digits)
                 case EnterQueue(queue):
                     try:  # Queue() returns when the call has left the queue
-                        await agi.send(f"EXEC Queue {queue},{QUEUE_OPTIONS}")
+                        reply = await agi.send(f"EXEC Queue {app_word(queue)},{QUEUE_OPTIONS}")
                     except CallerHungUp:
                         return None  # a hang-up in the queue ends the path normally
+                    if reply.result == "-1":
+                        return None
                     await self._after_queue(agi, uniqueid)
                     return None
                 case CallbackRequested():
-                    await _call(self.on_callback, CallbackRequest(
-                        uniqueid, callerid, cmd.queue, cmd.hotline, cmd.category, cmd.lang,
-                        cmd.ivr_path))
+                    if await self._may_write(agi, "callback", uniqueid):
+                        await _call(self.on_callback, CallbackRequest(
+                            uniqueid, callerid, cmd.queue, cmd.hotline, cmd.category,
+                            cmd.lang, cmd.ivr_path))
                 case Hangup():
                     await agi.hangup()
         return None
@@ -260,16 +444,19 @@ class HotlineAgi:
             return
         outcome = await self._ask(agi, survey(cfg.get("prompt", "hotline/survey")))
         score = outcome.answers.get("satisfaction")
-        await _call(self.on_survey, uniqueid, score)
-        log.info("survey_answer", call_id=uniqueid, satisfaction=score, after_call=True)
-        if isinstance(outcome, Answered):
-            await agi.play(cfg.get("thanks_prompt", "hotline/thanks"))
-        await agi.hangup()
+        if await self._may_write(agi, "survey", uniqueid):
+            await _call(self.on_survey, uniqueid, score)
+            log.info("survey_answer", call_id=uniqueid, satisfaction=score, after_call=True)
+        try:
+            if isinstance(outcome, Answered):
+                await agi.play(cfg.get("thanks_prompt", "hotline/thanks"))
+            await agi.hangup()
+        except CallerHungUp:
+            pass
 
     # selfservice
 
-    async def selfservice(self, request: Request) -> None:
-        agi = AgiChannel(request)
+    async def selfservice(self, agi: AgiChannel) -> None:
         cfg: Mapping[str, Any] = self.config.extras.get("selfservice", {})
         prompt = cfg.get("prompt", "hotline/enter-order-number")
         timeout_ms = int(float(cfg.get("timeout_s", 10)) * 1000)
@@ -287,8 +474,8 @@ class HotlineAgi:
                 await agi.set_var("ORDER_STATUS", str(status))
                 await agi.play(cfg.get("status_prompt_prefix", "hotline/order-status-")
                                + str(status))
-                log.info("selfservice_status", uniqueid=request.headers.get("agi_uniqueid"),
-                         order=number, status=str(status))
+                log.info("selfservice_status", uniqueid=agi.uniqueid[:64], order=number,
+                         status=str(status))
                 break
             await agi.hangup()
         except CallerHungUp:
@@ -313,26 +500,29 @@ class HotlineAgi:
         except CallerHungUp:
             return q.hung_up()
 
-    async def survey(self, request: Request) -> None:
-        agi = AgiChannel(request)
-        h = request.headers
-        call_id = h.get("agi_arg_1") or h.get("agi_uniqueid", "")
+    async def survey(self, agi: AgiChannel) -> None:
+        h = agi.headers
+        call_id = h.get("agi_arg_1") or agi.uniqueid
         cfg: Mapping[str, Any] = self.config.extras.get("survey", {})
+        try:
+            token = await agi.get_var("AGI_TOKEN")
+        except CallerHungUp:
+            return
         outcome = await self._ask(agi, survey(cfg.get("prompt", "hotline/survey")))
         score = outcome.answers.get("satisfaction")
-        await _call(self.on_survey, call_id, score)
-        log.info("survey_answer", call_id=call_id, satisfaction=score)
         try:
+            if await self._may_write(agi, "survey", call_id[:64], token):
+                await _call(self.on_survey, call_id[:64], score)
+                log.info("survey_answer", call_id=call_id[:64], satisfaction=score)
             if isinstance(outcome, Answered):
                 await agi.play(cfg.get("thanks_prompt", "hotline/thanks"))
             await agi.hangup()
         except CallerHungUp:
             pass
 
-    async def returnvisit(self, request: Request) -> None:
-        agi = AgiChannel(request)
-        h = request.headers
-        call_id = h.get("agi_uniqueid", "")
+    async def returnvisit(self, agi: AgiChannel) -> None:
+        h = agi.headers
+        call_id = agi.uniqueid
         cfg: Mapping[str, Any] = self.config.extras.get("returnvisit", {})
         try:
             order_id = h.get("agi_arg_1") or await agi.get_var("ORDER_ID")
@@ -340,10 +530,14 @@ class HotlineAgi:
                 log.warning("return_visit_without_order", call_id=call_id)
                 await agi.hangup()
                 return
+            if not await self._may_write(agi, "returnvisit", order_id):
+                await agi.hangup()  # no keys are asked for, nothing is written
+                return
             await agi.send("ANSWER")
             await agi.play(cfg.get("intro_prompt", "hotline/rv-intro"))
         except CallerHungUp:
-            await _call(self.on_no_answer, h.get("agi_arg_1", ""), call_id)
+            if order_id:
+                await _call(self.on_no_answer, order_id, call_id)
             return
         department = True
         if self.asks_department is not None:  # no department handled it: don't ask
@@ -375,9 +569,142 @@ class HotlineAgi:
             pass
 
 
-async def start_agi_server(agi: HotlineAgi, host: str = "127.0.0.1",
-                           port: int = DEFAULT_PORT) -> asyncio.Server:
+# -- the server -------------------------------------------------------------------------------
+
+
+async def read_headers(reader: asyncio.StreamReader, *, max_headers: int = MAX_HEADERS,
+                       timeout: float = HEADER_TIMEOUT_S) -> dict[str, str]:
+    """The ``agi_*: value`` block up to its blank line; AgiRefused for anything else.
+
+    The reader's ``limit`` bounds a line (a longer one raises ``LimitOverrunError``
+    after at most ``limit`` bytes are buffered); ``timeout`` bounds the whole block.
+    """
+    headers: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await reader.readuntil(b"\n")
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if not line:
+                    break
+                if len(headers) >= max_headers:
+                    raise AgiRefused(f"more than {max_headers} header lines")
+                key, sep, value = line.partition(": ")
+                if not sep or not key.startswith("agi_") or not key.isascii():
+                    raise AgiRefused("not an AGI header line")
+                headers.setdefault(key, value)
+    except asyncio.IncompleteReadError:
+        raise AgiRefused("closed before the end of the headers") from None
+    except asyncio.LimitOverrunError:
+        raise AgiRefused("header line too long") from None
+    except UnicodeDecodeError:
+        raise AgiRefused("header not UTF-8") from None
+    except TimeoutError:
+        raise AgiRefused(f"headers not complete within {timeout:g} s") from None
+    except ConnectionError as exc:
+        raise AgiRefused(f"connection error: {exc}") from None
+    return headers
+
+
+def parse_allow(entries: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                                 ...]:
+    """``["127.0.0.1", "10.0.0.0/24"]`` as networks (ValueError on a bad entry)."""
+    return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries)
+
+
+@dataclass
+class FastAgiServer:
+    """The FastAGI listener: address check, bounded header read, one task per call.
+
+    ``allow``: the PBX addresses (networks) that may connect; everyone else is
+    closed at once and reported to ``on_refused(why, details)``, at most once a
+    minute per address and reason (``refusals`` keeps the last 200 with counts).
+    """
+    scripts: Mapping[str, Script]
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default_factory=lambda: parse_allow(["127.0.0.1/32", "::1/128"]))
+    on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None
+    max_clients: int = MAX_CLIENTS
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    clients: int = 0
+    refusals: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+    _reported: dict[tuple[str, str], float] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        server = await asyncio.start_server(self._client, host, port, limit=MAX_LINE,
+                                            backlog=128)  # also: accepted per loop turn
+        log.info("fastagi_listening", host=host,
+                 port=server.sockets[0].getsockname()[1] if server.sockets else port,
+                 allow=[str(n) for n in self.allow])
+        return server
+
+    def _allowed(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer.split("%")[0])
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        return any((mapped or address) in net for net in self.allow)
+
+    async def refuse(self, why: str, peer: str, script: str = "") -> None:
+        now = time.monotonic()
+        key = (peer, why)
+        entry = next((r for r in self.refusals if (r["peer"], r["why"]) == key), None)
+        if entry is None:
+            entry = {"peer": peer, "why": why, "script": script, "count": 0, "first": time.time()}
+            self.refusals.append(entry)
+        entry["count"] += 1
+        entry["last"] = time.time()
+        if now - self._reported.get(key, -1e9) < 60.0:
+            return
+        if len(self._reported) > 10_000:
+            self._reported.clear()
+        self._reported[key] = now
+        log.warning("fastagi_refused", peer=peer, why=why, script=script[:40])
+        try:
+            await _call(self.on_refused, why, {"peer": peer, "script": script[:40]})
+        except Exception:
+            log.exception("fastagi_refusal_not_recorded")
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        self.clients += 1
+        try:
+            if not self._allowed(peer):
+                await self.refuse("address not allowed", peer)
+                return
+            if self.clients > self.max_clients:
+                await self.refuse("too many connections", peer)
+                return
+            try:
+                headers = await read_headers(reader, timeout=self.header_timeout_s)
+            except AgiRefused as exc:
+                await self.refuse(str(exc), peer)
+                return
+            script = headers.get("agi_network_script", "").split("?")[0].split(",")[0]
+            run = self.scripts.get(script)
+            if run is None:
+                await self.refuse("unknown script", peer, script)
+                return
+            headers["peer"] = peer
+            await run(AgiChannel(reader, writer, headers))
+        except (CallerHungUp, ConnectionError):
+            pass
+        except Exception:
+            log.exception("fastagi_script_failed")
+        finally:
+            self.clients -= 1
+            writer.close()
+
+
+async def start_agi_server(agi: HotlineAgi, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                           *, allow: Iterable[str] = ("127.0.0.1", "::1"),
+                           on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None,
+                           ) -> asyncio.Server:
     """Listen for Asterisk's FastAGI connections; close the returned server to stop."""
-    server = await asyncio.start_server(agi.application().handler, host, port)
-    log.info("fastagi_listening", host=host, port=port)
+    edge = FastAgiServer(agi.routes(), parse_allow(allow), on_refused=on_refused)
+    server = await edge.start(host, port)
+    server.edge = edge  # type: ignore[attr-defined]
     return server

@@ -150,6 +150,7 @@ class IvrConfig:
     language: LanguageMenu
     callback: CallbackOffer
     extras: Mapping[str, Any] = field(default_factory=dict)  # prompts for the other scripts
+    categories: Mapping[str, str] = field(default_factory=dict)  # name -> title ([categories])
 
     def hotline_for(self, dialled: str) -> Hotline:
         """The hotline for a dialled number; unknown numbers get the default (12345)."""
@@ -193,6 +194,7 @@ def parse_config(data: Mapping[str, Any]) -> IvrConfig:
                                str(cb.get("key", "1")), float(cb.get("timeout_s", 5.0))),
         extras={k: v for k, v in data.items() if k in ("prompts", "selfservice", "survey",
                                                         "returnvisit")},
+        categories={str(k): str(v) for k, v in data.get("categories", {}).items()},
     )
     _check(cfg)
     return cfg
@@ -201,6 +203,10 @@ def parse_config(data: Mapping[str, Any]) -> IvrConfig:
 def _check(cfg: IvrConfig) -> None:
     if cfg.default_hotline not in cfg.hotlines:
         raise IvrConfigError(f"default_hotline {cfg.default_hotline} is not a [hotlines] entry")
+    used = {h.category for h in cfg.hotlines.values()} | {
+        o.category for m in cfg.menus.values() for o in m.options.values() if o.category}
+    if cfg.categories and not used <= set(cfg.categories):
+        raise IvrConfigError(f"categories not in [categories]: {sorted(used - set(cfg.categories))}")
     for h in cfg.hotlines.values():
         if h.menu is not None and h.menu not in cfg.menus:
             raise IvrConfigError(f"hotline {h.number}: unknown menu {h.menu!r}")
@@ -223,10 +229,15 @@ class IvrSession:
     """One caller's path from the welcome prompt to a queue (or a call-back request)."""
 
     def __init__(self, config: IvrConfig, dialled: str, *,
-                 expected_wait: Mapping[str, float] | None = None) -> None:
+                 expected_wait: Mapping[str, float] | None = None,
+                 category: str | None = None) -> None:
+        """``dialled``: the hotline number (the dialplan's ``HOTLINE``), kept as it is even
+        when ivr.toml does not list it (its menus and queue are then 12345's);
+        ``category``: the dialplan's ``CATEGORY``, which wins over the hotline's."""
         self.config = config
         self.hotline = config.hotline_for(dialled)
-        self.category = self.hotline.category
+        self.number = dialled.strip() or self.hotline.number
+        self.category = category or self.hotline.category
         self.queue = self.hotline.queue
         self.lang = config.language.default
         self.keys: list[str] = []
@@ -327,7 +338,7 @@ class IvrSession:
         return self._finish()
 
     def _variables(self) -> list[Command]:
-        return [SetVar("HOTLINE", self.hotline.number), SetVar("CATEGORY", self.category),
+        return [SetVar("HOTLINE", self.number), SetVar("CATEGORY", self.category),
                 SetVar("IVR_PATH", self.ivr_path), SetVar("LANG", self.lang)]
 
     def _finish(self) -> list[Command]:
@@ -337,7 +348,7 @@ class IvrSession:
     def _callback(self) -> list[Command]:
         self._stage, self.done = "done", True
         return [*self._variables(),
-                CallbackRequested(self.queue, self.hotline.number, self.category, self.lang,
+                CallbackRequested(self.queue, self.number, self.category, self.lang,
                                   self.ivr_path),
                 Play(self.config.callback.confirm_prompt), Hangup("callback_requested")]
 

@@ -27,7 +27,8 @@ from recordings.store import UNIQUEID, RecordingStore, UnsafePath
 log = structlog.get_logger("recordings.http")
 
 CHUNK = 64 * 1024
-_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+# ASCII digits only, at most 18 (a 5,000-digit number is not a byte offset: 416, not 500)
+_RANGE = re.compile(r"^\s*([0-9]{0,18})\s*-\s*([0-9]{0,18})\s*$", re.ASCII)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,7 +107,7 @@ def recording_handler(
                 headers={"Content-Range": f"bytes */{size}"}) from None
         await _maybe(audit(actor, uniqueid))
         log.info("recording_played", uniqueid=uniqueid, actor=getattr(actor, "username", None),
-                 range=request.headers.get("Range"))
+                 range=(request.headers.get("Range") or "")[:60])
         first, last = wanted if wanted is not None else (0, size - 1)
         resp = web.StreamResponse(status=206 if wanted is not None else 200)
         resp.headers["Accept-Ranges"] = "bytes"

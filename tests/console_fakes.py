@@ -49,6 +49,7 @@ class FakePbx:
         self.refuse: dict[str, str] = {}  # action name -> error message
         self.silent = False  # answer actions but send no events (a PBX that lags)
         self.held: list[tuple[dict[str, str], float]] = []
+        self.dialplan: Any = None  # a callcenter.pbx.sim.admin.Dialplan: answer "dialplan show"
 
     # ---- the link's interface
 
@@ -112,6 +113,14 @@ class FakePbx:
             return {"Response": "Error", "Message": "Unable to remove interface: Not there"}
         self.emit(self._member_headers("QueueMemberRemoved", key, m))
         return {"Response": "Success", "Message": "Removed interface from queue"}
+
+    def _command(self, a: dict[str, str]) -> dict[str, str]:
+        words = a.get("Command", "").split()
+        if self.dialplan is None or words[:2] != ["dialplan", "show"] or len(words) != 3:
+            return {"Response": "Error", "Message": "Invalid/unknown command"}
+        ok, lines = self.dialplan.show(words[2])
+        return {"Response": "Success" if ok else "Error", "Message": "Command output follows",
+                "Output": "\n".join(lines)}
 
     def _hangup(self, a: dict[str, str]) -> dict[str, str]:
         uid = next((u for u, (_, chan, _) in self.channels.items() if chan == a["Channel"]), None)

@@ -42,6 +42,8 @@ class FakeAmi:
         self.mute = False  # stop answering on the current connection (reset on connect)
         self.mute_after_login = False  # accept the login, then never answer again
         self.port = 0
+        self.banner_chunks: list[bytes] = [BANNER]  # written one by one, banner_pause apart
+        self.banner_pause = 0.0
         self._server: asyncio.Server | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -80,7 +82,11 @@ class FakeAmi:
         self.connections += 1
         self.mute = False
         self._writer = writer
-        writer.write(BANNER)
+        for chunk in self.banner_chunks:
+            writer.write(chunk)
+            if self.banner_pause:
+                await writer.drain()
+                await asyncio.sleep(self.banner_pause)
         buf = b""
         try:
             while data := await reader.read(65536):

@@ -25,6 +25,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from agent_console.auth import seed_demo_users
+from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import DraftRow, WorkOrderRow
 from agent_console.server import make_app
 from agent_console.session import CONSOLE
@@ -98,6 +99,10 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
         "hold_time": 4, "agent": "agent1003", "interface": "Local/1003@agents/n",
         "ended_at": earlier + 95, "talk_time": 91, "wrap_s": 3.0, "rings": 1,
         "ring_no_answer": 0, "estimated": False}])
+    article = await site.app[KNOWLEDGE].create(
+        {"title": "路灯不亮怎么报修", "category": "市政设施/路灯",
+         "body": "路灯不亮可拨打城管热线报修，或在政务App“随手拍”上报，一般48小时内修复。"},
+        "sup1")
     page, problems = await open_page(browser, site, "op1", 1440, 900)
     await text_is(page, "#state-label", "未签入")
 
@@ -137,20 +142,21 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await text_is(page, "#pop-caller", "13812345678")
     await text_is(page, "#pop-name", HOSTILE)  # shown as text, never as markup
     await text_is(page, "#pop-hotline", "12345")
-    await text_is(page, "#pop-ivr", "1-2")
-    await text_is(page, "#pop-category", "complaint")
+    await text_is(page, "#pop-ivr", "菜单按键 1 › 2")  # names, never codes
+    await text_is(page, "#pop-category", "投诉")
     await page.wait_for_selector("#history li")
     assert "王五" not in await page.inner_text("#history")  # only what the API gives
     assert "已完成" in await page.inner_text("#history")
     assert await page.evaluate("window.__pwned") is None
     assert await page.locator("#pop img").count() == 0
 
-    # Answer: a draft opens prefilled with caller, call and category.
+    # Answer: a draft opens prefilled with the caller's number and name and the type.
     site.pbx.answer(uid, OP1)
     await text_is(page, "#state-label", "通话中")
     await page.wait_for_selector("#draft-form:not([hidden])")
     assert await page.input_value("#draft-caller") == "13812345678"
-    assert await page.input_value("#draft-category") == "complaint"
+    assert await page.input_value("#draft-caller-name") == HOSTILE
+    assert await page.input_value("#draft-request-type") == "complaint"
     await text_is(page, "#draft-call", f"通话 {uid}")
     await page.keyboard.press("F4")
     assert await page.evaluate("document.activeElement.id") == "draft-text"
@@ -186,14 +192,51 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await page.wait_for_selector("#wrap:not([hidden])")
     assert "话后整理剩余" in await page.inner_text("#wrap")
 
-    # Ctrl+S saves the work order.
+    # Ctrl+S only saves the draft: nothing half-typed becomes an order.
     await page.keyboard.press("Control+s")
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-message').textContent.startsWith('草稿已保存')")
+    assert await site.rows(WorkOrderRow) == []
+    # Submitting is Ctrl+Enter, with a confirmation that says what is still missing.
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    assert "事项分类" in await page.inner_text("#submit-missing")
+    assert await page.is_disabled("#submit-go")
+    await page.click("#submit-cancel")
+    # The structured fields: the category tree (with its usual department), the address.
+    await page.select_option("#draft-cat-1", "城市管理")
+    await page.select_option("#draft-cat-2", "市政设施")
+    await page.select_option("#draft-cat-3", "路灯")
+    assert "市城市管理局" in await page.inner_text("#draft-cat-hint")
+    await page.fill("#draft-district", "东城区")
+    await page.fill("#draft-street", "幸福路街道")
+    await page.fill("#draft-address", "幸福路12号")
+    await page.select_option("#draft-gender", "male")
+    # 直接答复 from the knowledge base: search as you type, the article fills the answer.
+    await page.check("#outcome-answer")
+    await page.fill("#kb-query", "路灯 报修")
+    await page.locator("#kb-results button", has_text="路灯不亮怎么报修").click()
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-answer').value.includes('城管热线')")
+    assert "路灯不亮怎么报修" in await page.inner_text("#kb-chosen")
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    summary = await page.inner_text("#submit-summary")
+    for words in ("市政设施/路灯", "东城区幸福路街道幸福路12号", "直接答复", "投诉", "男",
+                  "城管热线", "依据知识库：路灯不亮怎么报修"):
+        assert words in summary, words
+    assert await page.inner_text("#submit-missing") == ""
+    if shots:
+        await page.screenshot(path=str(shots / "console-submit-zh-CN.png"))
+    await page.click("#submit-go")
     await page.wait_for_selector("#draft-message[data-number]")
     number = await page.get_attribute("#draft-message", "data-number")
     orders = await site.rows(WorkOrderRow)
     assert [(o.number, o.caller, o.call_uniqueid, o.category, o.text, o.created_by, o.status)
-            for o in orders] == [(number, "13812345678", uid, "complaint",
-                                  text + "，已多次反映", "op1", "accepted")]
+            for o in orders] == [(number, "13812345678", uid, "市政设施/路灯",
+                                  text + "，已多次反映", "op1", "resolved_on_call")]
+    assert await page.get_attribute("#draft-message a", "href") == f"/orders?open={orders[0].id}"
+    assert await site.app[KNOWLEDGE].uses_of_order(orders[0].id) == [article.id]
     assert await page.evaluate("window.__pwned") is None
 
     # English is one click away, and stays chosen.
@@ -206,15 +249,29 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await page.wait_for_selector("#draft-form:not([hidden])")
     await page.click("[data-lang-toggle]")
     await text_is(page, "#state-label", "On call")
+    await text_is(page, "#pop-category", "Enquiry")
     await page.focus("#draft-text")
-    await page.keyboard.type("Asks how to renew a residence permit.")
+    await page.keyboard.type("The estate's lift has stopped three times this week.")
     await page.reload()
     await text_is(page, "#state-label", "On call")
     await text_is(page, "#btn-signin span", "Sign in")
     await page.wait_for_function(
         "() => document.querySelector('#draft-status').textContent.startsWith('Autosaved')")
+    # Dispatch at intake: the leaf's usual department is preselected.
+    await page.select_option("#draft-cat-1", "住房城建")
+    await page.select_option("#draft-cat-2", "物业管理")
+    await page.check("#outcome-dispatch")
+    assert await page.input_value("#draft-department") == "housing"
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    assert "Housing and Urban-Rural Development Bureau" in await page.inner_text("#submit-summary")
     if shots:
         await page.screenshot(path=str(shots / "console-en.png"))
+    await page.click("#submit-go")
+    await page.wait_for_function(
+        "() => (document.querySelector('#draft-message').textContent || '').includes('dispatched')")
+    last = (await site.rows(WorkOrderRow))[-1]
+    assert (last.category, last.status, last.caller) == ("物业管理", "dispatched", "13900001111")
     assert problems == []
 
 
@@ -274,7 +331,9 @@ async def test_wallboard_figures_equal_the_metrics_api(
             "offered": str(figs["offered"]), "answered": str(figs["answered"]),
             "abandoned": str(figs["abandoned"]),
             "connection_rate": f"{figs['connection_rate']:.2f}%",
-            "answer_rate_sl": f"{figs['answer_rate_sl']:.2f}%"}, queue
+            "answer_rate_sl": f"{figs['answer_rate_sl']:.2f}%",
+            "abandon_rate": f"{figs['abandon_rate']:.2f}%",
+            "asa_s": f"{figs['asa_s']:.1f}s", "aht_s": f"{figs['aht_s']:.1f}s"}, queue
     assert metrics["queues"]["hotline"]["offered"] == 7
     assert metrics["queues"]["hotline"]["answered"] == 5
     assert metrics["queues"]["hotline"]["answer_rate_sl"] == 80.0
@@ -282,7 +341,7 @@ async def test_wallboard_figures_equal_the_metrics_api(
     alerts = await page.eval_on_selector_all("#alerts li", "els => els.map(e => e.dataset.alert)")
     assert alerts == ["longest_wait:hotline", "paused_while_waiting:agent1003",
                       "ring_no_answer:agent1002"]
-    assert await page.locator("svg path.line-cr").count() == 1
+    assert await page.locator("#trend canvas").count() >= 1  # the ECharts trend (issue 14)
     if shots:
         await page.screenshot(path=str(shots / "wallboard-zh-CN.png"))
 
@@ -390,7 +449,12 @@ async def test_console_against_the_pbx_simulator(sim_site: tuple[Site, Any, Any]
     assert await page.input_value("#draft-caller") == "13912345678"
     await page.keyboard.press("F4")
     await page.keyboard.type("噪音扰民，夜间施工")
-    await page.keyboard.press("Control+s")
+    await page.select_option("#draft-request-type", "complaint")
+    await page.select_option("#draft-cat-1", "生态环境")
+    await page.select_option("#draft-cat-2", "噪声污染")
+    await page.keyboard.press("Control+Enter")
+    await page.wait_for_selector("#submit-dialog[open]")
+    await page.click("#submit-go")
     await page.wait_for_selector("#draft-message[data-number]")
     orders = await site.rows(WorkOrderRow)
     assert [(o.caller, o.text, o.created_by) for o in orders] == [

@@ -128,3 +128,48 @@ def test_report_on_an_empty_database_says_so(tmp_db: str,
     assert main(["report", "--db", url, "--day", "2026-11-30"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("callcenter: no calls on 2026-11-30 in ") and err.count("\n") == 1
+
+
+async def test_the_running_demo_rings_a_ready_operator_within_15_s(tmp_db: str, tmp_path) -> None:
+    import asyncio
+    import time
+
+    from callcenter.demo import start_demo
+
+    settings = load(env={})
+    settings.recordings_root = tmp_path / "recordings"
+    demo = await start_demo(settings, port=0, agi_port=0, db=tmp_db, agents=3,
+                            seed_users=False)
+    try:
+        ready_at = time.monotonic()
+        for queue in settings.queues:  # what the console's 签入 sends (QueueAdd)
+            assert demo.sim.pbx.add_member(queue, HUMAN, "agent1001") == ""
+        agents = demo.service.centre.agents
+        while time.monotonic() - ready_at < 15:
+            agent = agents.get(HUMAN)
+            if agent is not None and agent.state.value in ("ringing", "on_call"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no call rang the ready operator within 15 s of start-up")
+    finally:
+        await demo.stop()
+
+
+async def test_serve_knows_when_no_account_can_sign_in(tmp_db: str) -> None:
+    from agent_console.auth import seed_demo_users
+    from callcenter.cli import _has_accounts
+    from callcenter.service import Service
+    from tests.console_fakes import CHEAP, FakePbx
+
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    service.link = FakePbx(service)  # type: ignore[assignment]
+    await service.start()
+    try:
+        assert not await _has_accounts(service)  # serve prints how to make one
+        await seed_demo_users(service.store, passwords=CHEAP)
+        assert await _has_accounts(service)
+    finally:
+        await service.stop()

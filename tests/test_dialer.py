@@ -118,11 +118,20 @@ async def test_return_visit_is_dialled_after_the_delay_and_the_citizens_keys_clo
     assert (await return_visit_of(rig.store.engine, oid))["status"] == "waiting"
     rig.clock.now += 61
     await rig.dialer.step()
-    assert rig.link.sent == [{
+    [sent] = rig.link.sent
+    order_id, token = sent.pop("Variable")
+    assert sent == {
         "Action": "Originate", "ActionID": f"rv-{oid}-1",
         "Channel": "Local/13812345678@hotline-outbound", "Application": "AGI",
         "Data": f"agi://10.0.0.5:4573/returnvisit,{oid}", "CallerID": '"12345" <12345>',
-        "Timeout": "30000", "Async": "true", "Variable": f"ORDER_ID={oid}"}]
+        "Timeout": "30000", "Async": "true"}
+    assert order_id == f"ORDER_ID={oid}"
+    # the script's permission to write this order's keys, once (ivr.fastagi.AgiTokens)
+    assert token.startswith("AGI_TOKEN=")
+    token = token.removeprefix("AGI_TOKEN=")
+    assert rig.dialer.tokens.redeem(token, "returnvisit", "other", "1.1") is not None
+    assert rig.dialer.tokens.redeem(token, "returnvisit", oid, "1.1") is None
+    assert rig.dialer.tokens.redeem(token, "returnvisit", oid, "1.1") is not None
     assert (await rig.orders.get(oid)).state is State.RETURN_VISIT
     await rig.dialer.step()
     assert len(rig.link.sent) == 1  # in flight: not dialled twice

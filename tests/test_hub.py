@@ -171,15 +171,34 @@ async def test_a_send_stuck_on_a_client_that_stopped_reading_is_ended() -> None:
         async def close(self, **_: Any) -> None:
             self.closed = True
 
+    class Transport:  # nothing buffered that we can see: only the stuck send tells
+        aborted = False
+
+        def is_closing(self) -> bool:
+            return self.aborted
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+        def get_extra_info(self, name: str) -> None:
+            return None
+
+        def abort(self) -> None:
+            self.aborted = True
+
     ws = StuckSocket()
-    c = SimpleNamespace(hub=hub, sending={}, senders={})
+    transport = Transport()
+    c = SimpleNamespace(hub=hub, sending={}, senders={}, transports={ws: transport},
+                        backlog_since={}, max_unsent_bytes=1 << 20, max_unsent_age_s=0.05,
+                        slow_cuts=0, socket_sessions={}, slow_cooldown={})
     c.senders[ws] = asyncio.create_task(_pump(c, ws, client))  # type: ignore[arg-type]
-    dog = asyncio.create_task(_send_watchdog(c, every=0.01, limit=0.05))  # type: ignore[arg-type]
+    dog = asyncio.create_task(_send_watchdog(c, every=0.01))  # type: ignore[arg-type]
     try:
         await asyncio.sleep(0.03)
         assert ws in c.sending and not ws.closed  # sending the snapshot, not yet too long
         await asyncio.sleep(0.2)
         assert ws.closed and c.senders[ws].cancelled() and c.sending == {}
+        assert transport.aborted and c.slow_cuts == 1
     finally:
         dog.cancel()
         await asyncio.gather(dog, return_exceptions=True)

@@ -12,7 +12,14 @@ import pytest
 
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer, QueueConfig
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
-from ivr.fastagi import CallbackRequest, HotlineAgi, last4, start_agi_server
+from ivr.fastagi import (
+    AgiTokens,
+    CallbackRequest,
+    HotlineAgi,
+    inbound_token,
+    last4,
+    start_agi_server,
+)
 from ivr.menus import (
     DEFAULT_CONFIG,
     Answered,
@@ -62,9 +69,16 @@ def test_number_dialled_picks_category_and_goes_straight_to_the_queue(number: st
     assert out[-1] == EnterQueue("hotline")
 
 
-def test_unknown_number_is_treated_as_12345() -> None:
-    out = IvrSession(CONFIG, "8001").start()
-    assert variables(out)["HOTLINE"] == "12345"
+def test_unlisted_number_keeps_its_number_and_gets_12345s_category_and_queue() -> None:
+    out = IvrSession(CONFIG, "12399").start()
+    assert variables(out)["HOTLINE"] == "12399"
+    assert variables(out)["CATEGORY"] == "consult"
+    assert out[-1] == EnterQueue("hotline")
+
+
+def test_the_dialplans_category_wins() -> None:
+    out = IvrSession(CONFIG, "12345", category="health").start()
+    assert variables(out)["CATEGORY"] == "health"
 
 
 def test_language_then_menu_then_submenu() -> None:
@@ -135,6 +149,15 @@ def test_last4() -> None:
 
 # -- FastAGI over TCP -------------------------------------------------------------------------
 
+SECRET = "shared-dialplan-secret"
+
+
+def agi(config: Any = None, **kwargs: Any) -> HotlineAgi:
+    """The scripts with the test's shared secret (AGI_TOKEN as the dialplan computes it)."""
+    kwargs.setdefault("tokens", AgiTokens(secret=SECRET))
+    return HotlineAgi(config or CONFIG, **kwargs)
+
+
 @dataclass
 class FakeAsterisk:
     """Asterisk's side of a FastAGI connection, scripted.
@@ -150,6 +173,8 @@ class FakeAsterisk:
     channel_vars: dict[str, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     queue_result: str = "0"  # "-1": the caller hung up while in Queue()
+    token: str | None = None  # AGI_TOKEN; None: the dialplan's for uniqueid 1700000000.42
+    missing: set[str] = field(default_factory=set)  # prompts "not found" (result=-1 endpos=0)
 
     async def run(self) -> list[str]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -177,6 +202,11 @@ class FakeAsterisk:
             return f"200 result={key} (timeout)" if key == "" else f"200 result={key}"
         if command.startswith("EXEC Queue"):
             return f"200 result={self.queue_result}"
+        if command.startswith("STREAM FILE") and command.split()[2] in self.missing:
+            return "200 result=-1 endpos=0"
+        if command == "GET VARIABLE AGI_TOKEN":
+            token = inbound_token(SECRET, "1700000000.42") if self.token is None else self.token
+            return f"200 result=1 ({token})"
         if command.startswith("GET VARIABLE"):
             value = self.channel_vars.get(command.split()[2])
             return f"200 result=1 ({value})" if value is not None else "200 result=0"
@@ -216,7 +246,7 @@ def set_vars(commands: list[str]) -> dict[str, str]:
 
 
 async def test_hotline_direct_path_sets_variables_and_queues(serve: Any) -> None:
-    port = await serve(HotlineAgi(CONFIG))
+    port = await serve(agi(CONFIG))
     cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "12369",
                                                 "agi_extension": "12369"}).run()
     assert cmds[0] == "ANSWER"
@@ -230,7 +260,7 @@ async def test_hotline_direct_path_sets_variables_and_queues(serve: Any) -> None
 
 async def test_after_call_survey_on_the_same_channel(serve: Any) -> None:
     surveys = Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_survey=surveys))
+    port = await serve(agi(CONFIG, on_survey=surveys))
     fake = FakeAsterisk(port, "hotline", keys=["9", "2"],
                         channel_vars={"MEMBERINTERFACE": "Local/1001@agents"})
     cmds = await fake.run()
@@ -243,7 +273,7 @@ async def test_after_call_survey_on_the_same_channel(serve: Any) -> None:
 
 async def test_no_survey_when_the_caller_hung_up_in_the_queue(serve: Any) -> None:
     surveys = Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_survey=surveys))
+    port = await serve(agi(CONFIG, on_survey=surveys))
     fake = FakeAsterisk(port, "hotline", channel_vars={"MEMBERINTERFACE": "Local/1001@agents"},
                         queue_result="-1")
     cmds = await fake.run()
@@ -253,14 +283,14 @@ async def test_no_survey_when_the_caller_hung_up_in_the_queue(serve: Any) -> Non
 
 async def test_survey_silence_is_stored_as_no_score(serve: Any) -> None:
     surveys = Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_survey=surveys))
+    port = await serve(agi(CONFIG, on_survey=surveys))
     await FakeAsterisk(port, "hotline", keys=["", "", "", ""],
                        channel_vars={"MEMBERINTERFACE": "Local/1001@agents"}).run()
     assert surveys.calls == [("1700000000.42", None)]
 
 
 async def test_hotline_menus_with_bad_key_and_timeout(serve: Any) -> None:
-    port = await serve(HotlineAgi(with_menus()))
+    port = await serve(agi(with_menus()))
     fake = FakeAsterisk(port, "hotline", keys=["2", "8", "", "3"])
     cmds = await fake.run()
     assert cmds.count("GET DATA hotline/main-menu 5000 1") == 3
@@ -272,7 +302,7 @@ async def test_hotline_menus_with_bad_key_and_timeout(serve: Any) -> None:
 
 
 async def test_hotline_caller_hangs_up_in_a_menu(serve: Any) -> None:
-    port = await serve(HotlineAgi(with_menus()))
+    port = await serve(agi(with_menus()))
     cmds = await FakeAsterisk(port, "hotline", keys=["1", "HANGUP"]).run()
     assert cmds[-1] == "GET DATA hotline/main-menu 5000 1"
     assert not any(c.startswith(("SET VARIABLE", "EXEC Queue")) for c in cmds)
@@ -280,8 +310,7 @@ async def test_hotline_caller_hangs_up_in_a_menu(serve: Any) -> None:
 
 async def test_hotline_callback_request(serve: Any) -> None:
     got = Recorder()
-    agi = HotlineAgi(CONFIG, expected_wait=lambda: {"hotline": 600.0}, on_callback=got)
-    port = await serve(agi)
+    port = await serve(agi(CONFIG, expected_wait=lambda: {"hotline": 600.0}, on_callback=got))
     cmds = await FakeAsterisk(port, "hotline", keys=["1"]).run()
     assert got.calls == [(CallbackRequest("1700000000.42", "13800138000", "hotline", "12345",
                                           "consult", "zh", "1"),)]
@@ -296,7 +325,7 @@ async def test_selfservice_looks_up_the_order(serve: Any) -> None:
         looked.append(number)
         return "processing" if number == "20260001" else None
 
-    port = await serve(HotlineAgi(CONFIG, lookup_order=lookup))
+    port = await serve(agi(CONFIG, lookup_order=lookup))
     cmds = await FakeAsterisk(port, "selfservice", keys=["", "999", "20260001#"]).run()
     assert looked == ["999", "20260001"]
     assert 'STREAM FILE hotline/order-not-found ""' in cmds
@@ -306,18 +335,21 @@ async def test_selfservice_looks_up_the_order(serve: Any) -> None:
 
 async def test_survey_stores_the_key(serve: Any) -> None:
     got = Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_survey=got))
+    port = await serve(agi(CONFIG, on_survey=got))
     await FakeAsterisk(port, "survey", {"agi_arg_1": "1700000000.7"}, keys=["4", "3"]).run()
     assert got.calls == [("1700000000.7", 3)]
-    await FakeAsterisk(port, "survey", keys=["", "", ""]).run()
-    assert got.calls[-1] == ("1700000000.42", None)
+    await FakeAsterisk(port, "survey", {"agi_uniqueid": "1700000000.43"}, keys=["", "", ""],
+                       token=inbound_token(SECRET, "1700000000.43")).run()
+    assert got.calls[-1] == ("1700000000.43", None)
 
 
 async def test_returnvisit_records_the_citizens_keys(serve: Any) -> None:
     answers, silent = Recorder(), Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_answer=answers, on_no_answer=silent))
+    tokens = AgiTokens(secret=SECRET)
+    port = await serve(agi(CONFIG, on_answer=answers, on_no_answer=silent, tokens=tokens))
     cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-1"},
-                              keys=["1", "9", "3", "2"]).run()
+                              keys=["1", "9", "3", "2"],
+                              token=tokens.issue("returnvisit", "WO-1")).run()
     assert answers.calls == [("WO-1", True, 3, 2, "1700000000.42")]
     assert set_vars(cmds) == {"RETURNVISIT_RESULT": "answered"}
     assert "GET DATA hotline/rv-sat-department 6000 1" in cmds
@@ -326,17 +358,20 @@ async def test_returnvisit_records_the_citizens_keys(serve: Any) -> None:
 
 async def test_returnvisit_order_from_channel_variable_and_not_solved(serve: Any) -> None:
     answers = Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_answer=answers))
+    tokens = AgiTokens()
+    port = await serve(agi(CONFIG, on_answer=answers, tokens=tokens))
     await FakeAsterisk(port, "returnvisit", channel_vars={"ORDER_ID": "WO-9"},
-                       keys=["2", "HANGUP"]).run()
+                       keys=["2", "HANGUP"], token=tokens.issue("returnvisit", "WO-9")).run()
     assert answers.calls == [("WO-9", False, None, None, "1700000000.42")]
 
 
 @pytest.mark.parametrize("keys", [["", "", ""], ["HANGUP"], ["7", "", "8"]])
 async def test_returnvisit_no_answer(serve: Any, keys: list[str]) -> None:
     answers, silent = Recorder(), Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_answer=answers, on_no_answer=silent))
-    cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-2"}, keys=keys).run()
+    tokens = AgiTokens()
+    port = await serve(agi(CONFIG, on_answer=answers, on_no_answer=silent, tokens=tokens))
+    cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-2"}, keys=keys,
+                              token=tokens.issue("returnvisit", "WO-2")).run()
     assert answers.calls == []
     assert silent.calls == [("WO-2", "1700000000.42")]
     if keys != ["HANGUP"]:
@@ -347,7 +382,7 @@ async def test_returnvisit_no_answer(serve: Any, keys: list[str]) -> None:
 
 async def test_pbx_simulator_runs_callers_through_the_fastagi_ivr(serve: Any) -> None:
     callbacks = Recorder()
-    port = await serve(HotlineAgi(with_menus(), expected_wait=lambda: {"hotline-en": 999.0},
+    port = await serve(agi(with_menus(), expected_wait=lambda: {"hotline-en": 999.0},
                                   on_callback=callbacks))
     calls = [CallSpec(1.0, "13800001111", "A", hotline="12315", ivr_path="1"),
              CallSpec(2.0, "13800002222", "B", hotline="12345", ivr_path="2-3"),
@@ -357,7 +392,8 @@ async def test_pbx_simulator_runs_callers_through_the_fastagi_ivr(serve: Any) ->
                                 QueueConfig("hotline-en", maxwait=0)),
                         agents=0, agent_breaks=False),
               ScriptedTraffic(calls, origin=t0), start_time=t0, hold_arrivals=True)
-    sim = PbxSimServer(pbx, port=0, speed=50.0, agi_url=f"agi://127.0.0.1:{port}/hotline")
+    sim = PbxSimServer(pbx, port=0, speed=50.0, agi_url=f"agi://127.0.0.1:{port}/hotline",
+                       agi_secret=SECRET)
     await sim.start()
     try:
         for _ in range(200):
@@ -384,7 +420,98 @@ def test_agi_url_needs_held_arrivals() -> None:
 
 async def test_returnvisit_without_an_order_hangs_up(serve: Any) -> None:
     answers, silent = Recorder(), Recorder()
-    port = await serve(HotlineAgi(CONFIG, on_answer=answers, on_no_answer=silent))
+    port = await serve(agi(CONFIG, on_answer=answers, on_no_answer=silent))
     cmds = await FakeAsterisk(port, "returnvisit", keys=["1"]).run()
     assert cmds == ["GET VARIABLE ORDER_ID", "HANGUP"]
     assert answers.calls == silent.calls == []
+
+
+# -- as a real Asterisk 22.10.1 answers (AMI-NOTES, "FastAGI as a real Asterisk speaks it") ------
+
+async def test_the_dialplans_hotline_and_category_win_over_dnid_unknown_and_exten_s(
+        serve: Any) -> None:
+    port = await serve(agi(CONFIG))
+    cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "unknown", "agi_extension": "s",
+                                                "agi_context": "inbound-ivr"},
+                              channel_vars={"HOTLINE": "12315",
+                                            "CATEGORY": "market_regulation"}).run()
+    assert set_vars(cmds)["HOTLINE"] == "12315"
+    assert set_vars(cmds)["CATEGORY"] == "market_regulation"
+
+
+async def test_a_category_not_in_the_list_falls_back_to_the_hotlines(serve: Any) -> None:
+    port = await serve(agi(CONFIG))
+    cmds = await FakeAsterisk(port, "hotline", {"agi_dnid": "unknown", "agi_extension": "s"},
+                              channel_vars={"HOTLINE": "12369", "CATEGORY": "12369"}).run()
+    assert set_vars(cmds)["CATEGORY"] == "environment"
+
+
+async def test_a_missing_prompt_is_skipped_and_the_menu_still_takes_keys(serve: Any) -> None:
+    from structlog.testing import capture_logs
+
+    from ivr.fastagi import MISSING_PROMPTS
+
+    MISSING_PROMPTS.clear()
+    port = await serve(agi(with_menus()))
+    with capture_logs() as logs:
+        for _ in range(2):
+            fake = FakeAsterisk(port, "hotline", keys=["2", "3"],
+                                missing={"hotline/welcome", "hotline/main-menu"})
+            cmds = await fake.run()
+            # 200 result=-1 endpos=0 is not a hang-up: the keys are still taken
+            assert set_vars(cmds)["IVR_PATH"] == "2-3"
+            assert "EXEC Queue hotline-en,tc,,,3600" in cmds
+    assert [e["prompt"] for e in logs if e["event"] == "prompt_not_played"] == [
+        "hotline/welcome"]  # once per prompt, not per call (GET DATA plays its own)
+
+
+async def test_a_real_hangup_ends_the_script(serve: Any) -> None:
+    """``HANGUP`` (Asterisk's notice to a FastAGI script) ends it at once."""
+    port = await serve(agi(CONFIG))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"agi_network_script: hotline\nagi_uniqueid: 1700000000.9\n\n")
+    seen = []
+    while line := await asyncio.wait_for(reader.readline(), 5):
+        seen.append(line.decode().strip())
+        writer.write(b"HANGUP\n" if seen[-1].startswith("STREAM FILE") else b"200 result=0\n")
+    writer.close()
+    assert seen[-1] == 'STREAM FILE hotline/welcome ""'
+
+
+# -- writes need a token only the service could have issued ----------------------------------
+
+async def test_returnvisit_keys_without_a_valid_token_are_refused_and_reported(
+        serve: Any) -> None:
+    answers, silent, refused = Recorder(), Recorder(), Recorder()
+    tokens = AgiTokens(secret=SECRET)
+    port = await serve(agi(CONFIG, on_answer=answers, on_no_answer=silent, tokens=tokens,
+                           on_refused=refused))
+    # anyone who reaches the port: a made-up token, then the dialplan's inbound token
+    for token in ("00" * 16, inbound_token(SECRET, "1700000000.42")):
+        cmds = await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"},
+                                  keys=["1", "3", "3"], token=token).run()
+        assert not any(c.startswith("GET DATA") for c in cmds)
+    # a token issued for another order, then the right one twice
+    other = tokens.issue("returnvisit", "WO-8")
+    await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"}, keys=["1"],
+                       token=other).run()
+    good = tokens.issue("returnvisit", "WO-7")
+    for _ in range(2):
+        await FakeAsterisk(port, "returnvisit", {"agi_arg_1": "WO-7"}, keys=["1", "3", "3"],
+                           token=good).run()
+    assert answers.calls == [("WO-7", True, 3, 3, "1700000000.42")]
+    assert silent.calls == []
+    assert [why for why, _ in refused.calls] == [
+        "token not issued by this service", "token not issued by this service",
+        "token issued for another call", "token not issued by this service"]
+
+
+async def test_inbound_writes_need_the_dialplans_token_once(serve: Any) -> None:
+    surveys, callbacks, refused = Recorder(), Recorder(), Recorder()
+    port = await serve(agi(CONFIG, on_survey=surveys, on_callback=callbacks,
+                           on_refused=refused, expected_wait=lambda: {"hotline": 600.0}))
+    await FakeAsterisk(port, "hotline", keys=["1"], token="forged").run()
+    assert callbacks.calls == [] and refused.calls[-1][0] == "token not issued by this service"
+    await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the dialplan's token
+    await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the same call again
+    assert len(callbacks.calls) == 1 and refused.calls[-1][0] == "token already used"

@@ -109,7 +109,9 @@ def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> No
     assert parse_range(header, 100) == expected
 
 
-@pytest.mark.parametrize("header", ["bytes=100-", "bytes=5-2", "bytes=-0", "bytes=-", "bytes=x-1"])
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=5-2", "bytes=-0", "bytes=-", "bytes=x-1",
+                                    "bytes=" + "9" * 5000 + "-", "bytes=-" + "1" * 5000,
+                                    "bytes=١-٢", "bytes=１-２"])
 def test_parse_range_unsatisfiable(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable):
         parse_range(header, 100)

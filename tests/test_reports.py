@@ -107,7 +107,7 @@ def test_operator_times_from_the_state_log_clipped_to_the_window() -> None:
     ]
     c = call("1", at(8, 1), "completed", hold=50, talk=100, agent="a")
     c.answered_at = t0 + 110
-    got = rp.agent_report(states, [c], t0, t0 + 3600)["a"]
+    got = rp.agent_report(states, rp.calls_by_agent([c], t0, t0 + 3600), t0, t0 + 3600)["a"]
     assert got.signed_in_s == 1000 and got.ring_no_answer == 1
     assert got.calls_taken == 1 and got.talk_s == 100 and got.wrap_s == 30
     assert got.paused_s == 600 and got.paused_by_reason == {"meal": 600}
@@ -184,10 +184,13 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
         report = await build_report(restarted.store.engine, settings, ReportConfig(),
                                     period="day", day=day, now=clock[0],
                                     sections=("calls", "agents"))
+        month = await build_report(restarted.store.engine, settings, ReportConfig(),
+                                   period="month", day=day, now=clock[0], sections=("calls",))
     finally:
         await restarted.store.close()
     assert live["today"]["offered"] > 0
     overall = report["calls"]["overall"]
+    assert month["calls"]["overall"] == overall  # the month is read in two halves at once
     for k in KEYS:
         assert overall[k] == live["today"][k] == replayed["overall"][k] == after["today"][k], k
     for q in report["calls"]["queues"]:
@@ -195,6 +198,13 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
     # The 15-minute interval the wallboard shows as "last 15 minutes" is a row of the report.
     quarter = rp.call_report([r for r in await _rows(tmp_db)], *rp.window(day, "day", TZ), "15m",
                              settings.servicelevel_for, settings.short_abandon_s)
+    # The database's grouped sums (the report) equal the pure functions over the same rows.
+    pure = rp.call_report(await _rows(tmp_db), *rp.window(day, "day", TZ), "hour",
+                          settings.servicelevel_for, settings.short_abandon_s)
+    assert report["calls"]["hours"] == pure.hours
+    assert report["calls"]["abandon_times"] == pure.abandon_times
+    assert [{k: r[k] for k in KEYS} for r in report["calls"]["intervals"]] == [
+        {k: getattr(f, k) for k in KEYS} for f in pure.intervals.values()]
     start = datetime.fromisoformat(live["interval_start"]).isoformat()
     assert {k: getattr(quarter.intervals[start], k) for k in KEYS} == {
         k: live["last_15min"][k] for k in KEYS}
@@ -231,3 +241,33 @@ async def _rows(db: str) -> list[object]:
         return list(await s.calls_between(0, 2**40))
     finally:
         await s.close()
+
+
+def test_paused_share_is_measured_per_shift_not_since_the_service_started() -> None:
+    from acd.state import Agent, AgentState
+    from agent_console.alerts import Thresholds, evaluate
+    from agent_console.views import Tracker, agent_json
+
+    tracker = Tracker(rp.DEFAULT_SHIFTS, TZ)
+    night = at(7).timestamp()
+    agent = Agent("Local/1001@agents/n", "agent1001", state=AgentState.READY, since=night,
+                  time_in={"paused": 3 * 3600.0, "ready": 3 * 3600.0}, paused_s=3 * 3600.0)
+    rules = Thresholds(paused_share_pct=20, paused_share_min_s=1800)
+
+    def alerts(now: float) -> list[str]:
+        snap = {"link": {"up": True}, "queues": {}, "agents": {"agent1001": agent_json(
+            agent, tracker)}}
+        return [a.kind for a in evaluate(snap, rules, now)]
+
+    assert tracker.roll(night, [agent]) and tracker.shift_name == "夜班"
+    assert not tracker.roll(night + 60, [agent])
+    assert alerts(night + 60) == ["paused_share"]  # half of the night shift paused
+    # 08:00, 早班: the shares start again; an hour of ready time later, no alert.
+    morning = at(8, 0).timestamp() + 2
+    assert tracker.roll(morning, [agent]) and tracker.shift_name == "早班"
+    assert alerts(morning + 3600) == []
+    # Paused for 20 minutes of the next hour: 25 % of the shift, the alert is back.
+    agent.time_in["ready"] += morning + 3600 - night
+    agent.state, agent.since, agent.paused_since = AgentState.PAUSED, morning + 3600, \
+        morning + 3600
+    assert alerts(morning + 3600 + 1200) == ["paused_share"]

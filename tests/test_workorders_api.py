@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from sqlalchemy import select
 
 from agent_console.auth import LoginThrottle
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import make_app
 from agent_console.session import CONSOLE, STATIC
+from callcenter.db import AuditRow
 from callcenter.demo_orders import seed_handlers
 from callcenter.orders.lifecycle import State, Step, Urgency
 from callcenter.orders.store import WorkOrders
@@ -169,6 +171,79 @@ async def test_ping_pong_is_flagged_with_its_evidence(rig: Rig) -> None:
     assert (await op.call("GET", "/api/supervision/anomalies"))[0] == 403
 
 
+async def test_the_board_names_orders_filters_and_records_who_handled_what(rig: Rig) -> None:
+    op, urban, housing, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
+                               await rig.as_user("dept2"), await rig.as_user("sup1"))
+    created = await create(op, text="楼顶违章搭建彩钢房。")
+    oid = created["id"]
+    await step(op, oid, step="dispatch", department="urban_management")
+    await step(urban, oid, step="return", reason="小区内违建应由住建部门处理。")
+    await step(sup, oid, step="accept_return", reason="改派住建局", department="housing")
+    await step(housing, oid, step="return", reason="违建查处属城管职责。")
+    await step(sup, oid, step="accept_return", reason="改派回城管局", department="urban_management")
+    _, doc = await sup.call("GET", "/api/supervision/anomalies")
+    pong = next(a for a in doc["anomalies"] if a["kind"] == "ping_pong")
+    assert pong["orders"] == [{"id": oid, "number": created["number"], "state": "dispatched",
+                               "lead_department": "urban_management"}]
+    assert pong["departments"] == ["housing", "urban_management"] and pong["ack"] is None
+    assert len(pong["key"]) == 16
+    # Filters: by kind, by department, by handled state.
+    _, only = await sup.call("GET", "/api/supervision/anomalies?kind=ping_pong")
+    assert [a["kind"] for a in only["anomalies"]] == ["ping_pong"]
+    _, water = await sup.call("GET", "/api/supervision/anomalies?department=water_group")
+    assert water["anomalies"] == []
+    for bad in ("department=nowhere", "status=maybe"):
+        assert (await sup.call("GET", "/api/supervision/anomalies?" + bad))[0] == 400
+    # Handled, with who and when; audited; gone from the open list.
+    assert (await sup.call("POST", "/api/supervision/anomalies/ack",
+                           {"key": "0" * 16}))[0] == 404
+    assert (await sup.call("POST", "/api/supervision/anomalies/ack", {"key": "x"}))[0] == 400
+    assert (await op.call("POST", "/api/supervision/anomalies/ack",
+                          {"key": pong["key"]}))[0] == 403
+    status, acked = await sup.call("POST", "/api/supervision/anomalies/ack",
+                                   {"key": pong["key"], "note": "已督办，限期三日"})
+    assert status == 200 and acked["ack"]["by"] == "sup1"
+    _, open_ = await sup.call("GET", "/api/supervision/anomalies?status=open")
+    assert pong["key"] not in {a["key"] for a in open_["anomalies"]}
+    _, handled = await sup.call("GET", "/api/supervision/anomalies?status=handled")
+    done = next(a for a in handled["anomalies"] if a["key"] == pong["key"])
+    assert (done["ack"]["by"], done["ack"]["note"]) == ("sup1", "已督办，限期三日")
+    async with rig.service.store.sessions() as s:
+        rows = list(await s.scalars(select(AuditRow).where(
+            AuditRow.action == "anomaly_acknowledged")))
+    assert [(r.actor, r.target) for r in rows] == [("sup1", pong["key"])]
+
+
+async def test_a_departments_inbox_new_sent_back_supervised_and_due_soon(rig: Rig) -> None:
+    op, urban, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
+                      await rig.as_user("sup1"))
+    fresh = await create(op, text="井盖缺失。", urgency="emergency")
+    await step(op, fresh["id"], step="dispatch", department="urban_management")
+    back = await create(op, text="路灯不亮。")
+    await step(op, back["id"], step="dispatch", department="urban_management")
+    await step(urban, back["id"], step="return", reason="非本单位职责。")
+    await step(sup, back["id"], step="refuse_return", reason="路灯属城管，请办理。")
+    watched = await create(op, text="占道经营。")
+    await step(op, watched["id"], step="dispatch", department="urban_management")
+    await step(urban, watched["id"], step="accept_handling")
+    deadline = (datetime.now(UTC) + timedelta(hours=6)).isoformat()
+    await step(sup, watched["id"], step="supervise", reason="多次投诉，限期办理。",
+               deadline=deadline)
+    other = await create(op, text="物业问题。")
+    await step(op, other["id"], step="dispatch", department="housing")
+    status, box = await urban.call("GET", "/api/orders/inbox")
+    assert status == 200 and box["department"] == "urban_management"
+    assert [o["id"] for o in box["new"]] == [fresh["id"]]
+    assert [o["id"] for o in box["sent_back"]] == [back["id"]]
+    assert box["sent_back"][0]["sent_back"]["reason"] == "路灯属城管，请办理。"
+    assert [o["id"] for o in box["supervised"]] == [watched["id"]]
+    assert {o["id"] for o in box["due_soon"]} >= {fresh["id"], watched["id"]}
+    assert other["id"] not in {o["id"] for v in box.values() if isinstance(v, list) for o in v}
+    assert box["total"] == sum(len(box[k]) for k in ("new", "sent_back", "supervised",
+                                                      "due_soon"))
+    assert (await op.call("GET", "/api/orders/inbox"))[0] == 403
+
+
 async def test_return_needs_a_reason_and_only_the_lead_department_may_return(rig: Rig) -> None:
     op, urban, housing = (await rig.as_user("op1"), await rig.as_user("dept1"),
                           await rig.as_user("dept2"))
@@ -305,7 +380,7 @@ async def test_reports_in_json_and_csv(rig: Rig) -> None:
                                   "&format=csv&period=week")
     assert status == 200
     lines = text.strip().splitlines()
-    assert lines[0].startswith("period,start,orders") and lines[1].startswith("week,")
+    assert lines[0].startswith("\ufeff周期,起始日,工单数") and lines[1].startswith("week,")
     assert "urban_management=1" in lines[1]
     assert (await sup.call("GET", "/api/reports/orders?from=2026-13-01"))[0] == 400
     assert (await sup.call("GET", "/api/reports/orders?format=xml"))[0] == 400
@@ -352,7 +427,11 @@ def test_the_order_page_strings_exist_in_both_languages() -> None:
         re.findall(r'data-o18n="([a-z_0-9.]+)"', html))
     dynamic = {k for k in used if k.endswith(".")}
     assert dynamic == {"state.", "step.", "urgency.", "kind.", "in.", "survey.", "visit.",
-                       "followup."}
+                       "followup.", "ev.false.", "ev.overdue.", "inbox."}
+    used |= {f"ev.false.{r}" for r in ("citizen_unsolved", "completion_rejected",
+                                       "no_citizen_contact")}
+    used |= {f"ev.overdue.{d}" for d in ("first_response", "handling", "supervision")}
+    used |= {f"inbox.{k}" for k in ("new", "sent_back", "supervised", "due_soon")}
     used |= {f"state.{s}" for s in State} | {f"step.{s}" for s in Step}
     used |= {f"urgency.{u}" for u in Urgency} | {f"in.{f}" for f in ("text", "answer")}
     used |= {f"survey.{n}" for n in ("1", "2", "3", "none")}

@@ -168,3 +168,102 @@ async def test_operator_records_the_citizens_answer_on_a_return_visit(
     assert done.state == "evaluated"
     # The refused first attempt is the only error the page saw (the 400 itself).
     assert [p for p in problems if "status of 400" not in p] == []
+
+
+async def test_supervisor_acts_on_the_board_and_a_department_sees_its_inbox(
+        site: tuple[str, WorkOrders], browser: Any, tmp_path: Path) -> None:
+    url, wo = site
+    page, problems = await signed_in(browser, url, "sup1")
+    await page.click("[data-tab=board]")
+    await page.wait_for_selector("#anomalies li[data-kind=ping_pong]")
+    # Plain sentences with order numbers as links; no JSON anywhere.
+    board = await page.inner_text("#anomalies")
+    assert "{" not in board and '"order_id"' not in board
+    pong = page.locator("#anomalies > li[data-kind=ping_pong]").first
+    assert "被退单 2 次" in await pong.inner_text()
+    assert "市城市管理局 退单，理由：" in await pong.inner_text()
+    number = await pong.locator("a.order-link").first.inner_text()
+    # Filters by kind and by department.
+    await page.select_option("#board-kind", "template_reply")
+    await page.wait_for_function("() => [...document.querySelectorAll('#anomalies > li')]"
+                                 ".every(li => li.dataset.kind === 'template_reply')")
+    assert "几乎相同的答复" in await page.inner_text("#anomalies")
+    await page.select_option("#board-kind", "")
+    await page.select_option("#board-department", "water_group")
+    await page.wait_for_function("() => !document.querySelector('#anomalies > li[data-kind=ping_pong]')")
+    await page.select_option("#board-department", "")
+    await page.wait_for_selector("#anomalies > li[data-kind=ping_pong]")
+    if tmp_path:
+        await page.screenshot(path=str(tmp_path / "orders-board-zh-CN.png"))
+    # 督办 from the board: the order is supervised and the finding handled, with who.
+    pong = page.locator("#anomalies > li[data-kind=ping_pong]").first
+    key = await pong.get_attribute("data-key")
+    await pong.locator("input[data-field=note]").fill("多次退单，限期三日办结")
+    await pong.locator("button[data-act=supervise]").click()
+    await page.wait_for_function(
+        "k => !document.querySelector(`#anomalies > li[data-key='${k}']`)", arg=key)
+    await page.select_option("#board-status", "handled")
+    handled = page.locator(f"#anomalies > li[data-key='{key}']")
+    await handled.wait_for()
+    assert "已由 sup1 于" in await handled.inner_text()
+    order = next(o for o in (await wo.list(per_page=100))[0] if o.number == number)
+    assert order.supervision is not None and order.supervision.reason == "多次退单，限期三日办结"
+    # English: the same finding in English.
+    await page.click("[data-lang-toggle]")
+    await page.wait_for_function("() => document.querySelector('#anomalies').textContent"
+                                 ".includes('Marked handled by sup1')")
+    await page.select_option("#board-status", "all")
+    await page.wait_for_function("() => document.querySelector('#anomalies').textContent"
+                                 ".includes('Returned 2 times')")
+    # The trail: "→ department" only on dispatches; the system's actor by name.
+    await page.click(f"#anomalies > li[data-key='{key}'] a.order-link")
+    await page.wait_for_selector("#detail-title:has-text('" + number + "')")
+    trail = await page.locator("#history li strong").all_inner_texts()
+    assert any(t.startswith("Dispatch → ") for t in trail)
+    assert not any("→" in t for t in trail if t.startswith(("Return", "Sign for", "Supervise")))
+    assert problems == []
+
+    # A department: the inbox with its badge, the supervised order among its lists.
+    page, problems = await signed_in(browser, url, "dept1")
+    await page.wait_for_selector("#inbox-badge:not([hidden])")
+    assert int(await page.inner_text("#inbox-badge")) >= 3
+    await page.click("[data-tab=inbox]")
+    await page.wait_for_selector("#inbox-lists [data-list=supervised] li[data-order]")
+    assert number in await page.inner_text("#inbox-lists [data-list=supervised]")
+    assert await page.locator("#inbox-lists [data-list=new] li[data-order]").count() >= 1
+    await page.screenshot(path=str(tmp_path / "orders-inbox-zh-CN.png"))
+    assert problems == []
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+async def test_english_orders_list_and_wallboard_fit_their_panels(
+        site: tuple[str, WorkOrders], browser: Any, tmp_path: Path, width: int,
+        height: int) -> None:
+    url, _ = site
+    page, problems = await sign_in(browser, url, "sup1", width=width, height=height)
+    await page.wait_for_url(lambda u: "/login" not in u)
+    await page.evaluate("localStorage.setItem('hotline.lang', 'en')")
+    await page.goto(url + "/orders")
+    await page.wait_for_selector("#orders tr")
+    fits = """() => { const t = document.querySelector('.orders-table'),
+                        p = document.querySelector('#list-panel');
+                      return [t.scrollWidth, p.clientWidth, document.documentElement.scrollWidth]; }"""
+    table, panel, doc = await page.evaluate(fits)
+    assert table <= panel and doc <= width, (table, panel, doc)
+    await page.locator("#orders tr").nth(1).click()  # an order open beside the list
+    await page.wait_for_selector("#detail:not([hidden])")
+    table, panel, doc = await page.evaluate(fits)
+    assert table <= panel and doc <= width, (table, panel, doc)
+    await page.screenshot(path=str(tmp_path / f"orders-en-{width}.png"))
+    for lang in ("en", "zh-CN"):
+        await page.evaluate(f"localStorage.setItem('hotline.lang', '{lang}')")
+        await page.goto(url + "/wallboard")
+        await page.wait_for_selector(".qcard .figs th")
+        # No header broken per character (one line of 12 px text is ~17 px), no card scrolls.
+        tall, over = await page.evaluate("""() => [
+            [...document.querySelectorAll('.figs th')].filter(th => th.textContent.length < 5
+                && th.getBoundingClientRect().height > 40).map(th => th.textContent),
+            [...document.querySelectorAll('.qcard')].map(c => c.scrollWidth - c.clientWidth)]""")
+        assert tall == [] and max(over) <= 0, (lang, tall, over)
+        await page.screenshot(path=str(tmp_path / f"wallboard-{lang}-{width}.png"))
+    assert problems == []

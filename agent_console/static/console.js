@@ -3,7 +3,7 @@
 // only when the PBX's events say so: buttons send an AMI action and wait.
 
 import {api, ApiFailure, byId, clockTime, dateTime, el, Live, setCsrf, setText} from "/static/common.js";
-import {applyI18n, categoryLabel, duration, errorText, ivrLabel, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, orderStateLabel, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
 let config = null;
@@ -32,7 +32,14 @@ async function boot() {
   buildPauseMenu();
   buildTransferChoices();
   wire();
-  onLangChange(() => { buildPauseMenu(); render(); renderHistory(lastHistory); renderOtherDrafts(); });
+  onLangChange(() => {
+    buildPauseMenu(); render(); renderHistory(lastHistory); renderOtherDrafts();
+    const keep = draft ? formFields() : null;
+    buildIntakeLists();
+    if (keep) { fillForm(keep); }
+  });
+  // The form's lists first: a draft shown before them would lose its choices.
+  await loadIntake();
   live = new Live((doc) => { view = doc; render(); }, linkStatus);
   live.connect();
   live.keepAlive();
@@ -49,10 +56,22 @@ function wire() {
   byId("btn-transfer").addEventListener("click", openTransfer);
   byId("transfer-cancel").addEventListener("click", () => byId("transfer-dialog").close());
   byId("transfer-form").addEventListener("submit", transfer);
-  byId("draft-form").addEventListener("submit", (ev) => { ev.preventDefault(); submitDraft(); });
-  for (const id of ["draft-caller", "draft-category", "draft-text"]) {
+  byId("draft-form").addEventListener("submit", (ev) => { ev.preventDefault(); openSubmit(); });
+  byId("btn-save").addEventListener("click", saveNow);
+  byId("submit-form").addEventListener("submit", submitDraft);
+  byId("submit-cancel").addEventListener("click", () => byId("submit-dialog").close());
+  for (const id of ["draft-caller", "draft-text", ...Object.values(FIELD_INPUTS)]) {
     byId(id).addEventListener("input", draftEdited);
   }
+  byId("draft-confidential").addEventListener("change", draftEdited);
+  byId("draft-district").addEventListener("input", districtChanged);
+  for (const id of ["draft-cat-1", "draft-cat-2", "draft-cat-3"]) {
+    byId(id).addEventListener("change", () => categoryChanged());
+  }
+  for (const r of byId("draft-form").querySelectorAll("input[name=outcome]")) r.addEventListener("change", outcomeChanged);
+  byId("draft-department").addEventListener("change", () => { departmentPicked = true; });
+  byId("kb-query").addEventListener("input", kbQueryChanged);
+  byId("lookup-form").addEventListener("submit", lookup);
   byId("web-signout").addEventListener("click", signOutWeb);
   document.addEventListener("keydown", onKey);
   window.addEventListener("beforeunload", () => { if (dirty) backup(); });
@@ -187,21 +206,30 @@ async function loadHistory(uniqueid) {
   }
 }
 
-function renderHistory(h) {
-  const box = byId("history");
+function renderHistory(h) { renderHistoryInto(byId("history"), h); }
+
+// A caller's history: the open work orders first (state, deadline, a link to each), then
+// the closed ones, then the earlier calls.
+function renderHistoryInto(box, h) {
   box.replaceChildren();
   if (!h) return;
   if (!h.calls.length && !h.work_orders.length) {
     box.append(el("p", {cls: "muted", text: t("call.history_none")}));
     return;
   }
-  box.append(el("p", {cls: "muted", text: t("call.history_calls", {n: h.calls.length}) + " · " + t("call.history_orders", {n: h.work_orders.length})}));
+  const open = h.work_orders.filter((w) => w.open);
+  box.append(el("p", {cls: "muted", text: [t("call.history_calls", {n: h.calls.length}),
+    t("call.history_orders", {n: h.work_orders.length}), open.length ? t("call.history_open", {n: open.length}) : ""].filter(Boolean).join(" · ")}));
   const ul = el("ul");
+  const now = Date.now() / 1000;
   for (const w of h.work_orders) {
-    ul.append(el("li", {},
-      el("span", {cls: "when", text: dateTime(w.created_at)}),
-      el("strong", {text: w.number + " "}),
-      el("span", {text: [w.category, w.text.slice(0, 80)].filter(Boolean).join(" · ")})));
+    const link = el("a", {cls: "order-link", attrs: {href: "/orders?open=" + encodeURIComponent(w.id), target: "_blank"}, text: w.number});
+    const due = w.open && w.handling_due ? el("span", {cls: "due" + (w.handling_due < now ? " overdue" : ""),
+      text: t(w.handling_due < now ? "call.order_overdue" : "call.order_due", {t: dateTime(w.handling_due)})}) : null;
+    ul.append(el("li", {cls: w.open ? "open-order" : ""},
+      el("span", {cls: "when", text: dateTime(w.created_at)}), link, " ",
+      el("span", {cls: "ostate", text: orderStateLabel(w.status)}), " ", due,
+      el("div", {text: [categoryLabel(w.category), (w.text || "").slice(0, 80)].filter(Boolean).join(" · ")})));
   }
   for (const c of h.calls) {
     ul.append(el("li", {},
@@ -306,12 +334,191 @@ async function transfer(ev) {
   }
 }
 
+// --------------------------------------------------------------------------- intake lists
+
+let intake = null;          // /api/intake: request types, reply methods, categories, districts
+let departments = [];       // /api/departments
+const leaves = new Map();   // category label -> node
+
+function nameOf(item) { return currentLang() === "en" ? (item.name_en || item.name) : item.name; }
+
+async function loadIntake() {
+  try {
+    intake = await api("GET", "/api/intake-form");
+    departments = (await api("GET", "/api/departments")).departments;
+  } catch (e) {
+    setMessage("draft-message", errorText(e), "error");
+    return;
+  }
+  knowledgeAvailable = !!intake.knowledge;
+  leaves.clear();
+  const walk = (n) => { if (!n.children.length) leaves.set(n.label, n); n.children.forEach(walk); };
+  intake.categories.forEach(walk);
+  buildIntakeLists();
+}
+
+function option(value, text) { return el("option", {attrs: {value}, text}); }
+
+function fillSelect(select, items, blank) {
+  const keep = select.value;
+  select.replaceChildren(...(blank === null ? [] : [option("", blank)]), ...items.map(([v, label]) => option(v, label)));
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
+function buildIntakeLists() {
+  if (!intake) return;
+  fillSelect(byId("draft-request-type"), intake.request_types.map((r) => [r.code, nameOf(r)]), t("draft.pick"));
+  fillSelect(byId("draft-reply-method"), intake.reply_methods.map((r) => [r.code, nameOf(r)]), null);
+  fillSelect(byId("draft-cat-1"), intake.categories.map((n) => [n.name, nameOf(n)]), t("draft.pick"));
+  byId("districts").replaceChildren(...intake.districts.map((d) => option(d.name, d.name)));
+  fillSelect(byId("draft-department"), departments.map((d) => [d.id, nameOf(d)]), t("draft.pick"));
+  categoryChanged(false);
+  districtChanged();
+}
+
+function childOf(nodes, name) { return nodes.find((n) => n.name === name) || null; }
+
+// The three category selects: the deepest chosen node, and the lists below it.
+function categoryChanged(edited = true) {
+  if (!intake) return;
+  const s1 = byId("draft-cat-1"), s2 = byId("draft-cat-2"), s3 = byId("draft-cat-3");
+  const top = childOf(intake.categories, s1.value);
+  fillSelect(s2, top ? top.children.map((n) => [n.name, nameOf(n)]) : [], t("draft.pick"));
+  s2.hidden = !top;
+  const mid = top ? childOf(top.children, s2.value) : null;
+  fillSelect(s3, mid ? mid.children.map((n) => [n.name, nameOf(n)]) : [], t("draft.pick"));
+  s3.hidden = !(mid && mid.children.length);
+  const leaf = chosenCategory();
+  const hint = byId("draft-cat-hint");
+  hint.textContent = leaf ? t("draft.usual_departments", {d: leaf.departments.map(nameOf).join("、") || "—"}) : "";
+  suggestDepartment(leaf);
+  if (edited) draftEdited();
+}
+
+function chosenCategory() {
+  if (!intake) return null;
+  const top = childOf(intake.categories, byId("draft-cat-1").value);
+  const mid = top && childOf(top.children, byId("draft-cat-2").value);
+  if (!mid) return null;
+  if (!mid.children.length) return mid;
+  return childOf(mid.children, byId("draft-cat-3").value);
+}
+
+function setCategory(label) {
+  const leaf = leaves.get(label);
+  const names = leaf ? [...leaf.label.split("/")] : [];
+  let top = null;
+  if (leaf) {
+    top = intake.categories.find((n) => n.children.some((c) => c.name === names[0]));
+  }
+  byId("draft-cat-1").value = top ? top.name : "";
+  categoryChanged(false);
+  byId("draft-cat-2").value = names[0] || "";
+  categoryChanged(false);
+  byId("draft-cat-3").value = names[1] || "";
+  categoryChanged(false);
+}
+
+function districtChanged() {
+  if (!intake) return;
+  const d = intake.districts.find((x) => x.name === byId("draft-district").value);
+  byId("streets").replaceChildren(...(d ? d.streets : []).map((s) => option(s, s)));
+}
+
+// Dispatch at intake: the leaf's usual department is preselected (unless one was picked).
+let departmentPicked = false;
+function suggestDepartment(leaf) {
+  const select = byId("draft-department");
+  const hint = byId("dispatch-hint");
+  if (leaf && leaf.departments.length) {
+    if (!departmentPicked) select.value = leaf.departments[0].id;
+    hint.textContent = t("draft.suggested", {d: nameOf(leaf.departments[0])});
+  } else {
+    hint.textContent = "";
+  }
+}
+
+function outcomeChanged() {
+  const outcome = chosenOutcome();
+  byId("answer-box").hidden = outcome !== "answer";
+  byId("dispatch-box").hidden = outcome !== "dispatch";
+  byId("kb-box").hidden = outcome !== "answer" || !knowledgeAvailable;
+}
+
+function chosenOutcome() {
+  const r = byId("draft-form").querySelector("input[name=outcome]:checked");
+  return r ? r.value : "accept";
+}
+
+// --------------------------------------------------------------------------- knowledge base
+
+let knowledgeAvailable = false;   // the server serves /api/knowledge/search
+let chosenArticle = null;         // {id, title}
+let kbTimer = null;
+
+
+function kbQueryChanged() {
+  clearTimeout(kbTimer);
+  kbTimer = setTimeout(kbSearch, 250);
+}
+
+async function kbSearch() {
+  const q = byId("kb-query").value.trim();
+  const ul = byId("kb-results");
+  if (!q) { ul.replaceChildren(); return; }
+  const params = new URLSearchParams({q, limit: "6"});
+  let found;
+  try { found = await api("GET", "/api/knowledge/search?" + params); } catch (e) { ul.replaceChildren(el("li", {cls: "muted", text: errorText(e)})); return; }
+  if (byId("kb-query").value.trim() !== q) return;  // typed on meanwhile
+  const hits = found.hits || [];
+  if (!hits.length) { ul.replaceChildren(el("li", {cls: "muted", text: t("kb.none")})); return; }
+  ul.replaceChildren(...hits.map((a) => {
+    const b = el("button", {cls: "link-button", attrs: {type: "button"}, data: {article: String(a.id)}, text: a.title});
+    b.addEventListener("click", () => useArticle(a));
+    return el("li", {}, b, el("div", {cls: "muted excerpt", text: (a.excerpt || "").slice(0, 120)}));
+  }));
+}
+
+// "Answered from this article": the answer is prefilled from it, the order will link it.
+async function useArticle(a) {
+  chosenArticle = {id: a.id, title: a.title};
+  byId("kb-chosen").textContent = t("kb.chosen", {title: a.title});
+  const answer = byId("draft-answer");
+  if (answer.value.trim()) return;
+  let body = a.excerpt || "";
+  try { body = (await api("GET", `/api/knowledge/articles/${encodeURIComponent(a.id)}`)).article.body || body; } catch { /* the excerpt will do */ }
+  if (!answer.value.trim()) answer.value = body.slice(0, 4000);
+}
+
 // --------------------------------------------------------------------------- drafts
 
 function backupKey(id) { return `hotline.draft.${me.username}.${id}`; }
 
+const FIELD_INPUTS = {caller_name: "draft-caller-name", gender: "draft-gender", callback: "draft-callback",
+  request_type: "draft-request-type", urgency: "draft-urgency", reply_method: "draft-reply-method",
+  district: "draft-district", street: "draft-street", address: "draft-address"};
+
 function formFields() {
-  return {caller: byId("draft-caller").value, category: byId("draft-category").value, text: byId("draft-text").value};
+  const fields = {};
+  for (const [key, id] of Object.entries(FIELD_INPUTS)) fields[key] = byId(id).value.trim();
+  const leaf = chosenCategory();
+  fields.category = leaf ? leaf.label : "";
+  fields.confidential = byId("draft-confidential").checked;
+  return {caller: byId("draft-caller").value, text: byId("draft-text").value, fields};
+}
+
+function sameFields(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
+
+function fillForm(f) {
+  byId("draft-caller").value = f.caller || "";
+  byId("draft-text").value = f.text || "";
+  const fields = f.fields || {};
+  for (const [key, id] of Object.entries(FIELD_INPUTS)) {
+    byId(id).value = fields[key] || (key === "urgency" ? "normal" : key === "reply_method" ? "phone" : "");
+  }
+  byId("draft-confidential").checked = !!fields.confidential;
+  setCategory(fields.category || "");
+  districtChanged();
 }
 
 // Every keystroke is kept on this computer at once; the server copy follows.
@@ -321,6 +528,7 @@ function backup() {
 }
 
 function draftEdited() {
+  if (!draft) return;
   dirty = true;
   backup();
   setText("draft-status", t("draft.saving"));
@@ -339,8 +547,7 @@ async function saveDraft() {
       const saved = await api("PUT", `/api/drafts/${target.id}`, fields);
       if (draft && draft.id === saved.id) {
         draft = saved;
-        const now = formFields();
-        if (now.caller === fields.caller && now.category === fields.category && now.text === fields.text) {
+        if (sameFields(formFields(), fields)) {
           dirty = false;
           localStorage.removeItem(backupKey(saved.id));
           setText("draft-status", t("draft.saved", {t: clockTime(saved.updated_at)}));
@@ -348,6 +555,7 @@ async function saveDraft() {
       }
     } catch (e) {
       setText("draft-status", t("draft.unsaved"));
+      if (e instanceof ApiFailure && e.status === 400) setMessage("draft-message", errorText(e), "error");
       if (!(e instanceof ApiFailure && e.status < 500 && e.status !== 401)) {
         saveTimer = setTimeout(saveDraft, 3000);
       }
@@ -358,26 +566,36 @@ async function saveDraft() {
   if (dirty && draft && draft.id === target.id && !saveTimer) saveTimer = setTimeout(saveDraft, 600);
 }
 
+// Ctrl+S: save now (it also saves by itself as you type); never submits.
+async function saveNow() {
+  if (!draft) return;
+  dirty = true;
+  await saveDraft();
+  if (!dirty) setMessage("draft-message", t("draft.saved_now", {t: clockTime(draft.updated_at)}), "ok");
+}
+
 function showDraft(d) {
   draft = d;
   dirty = false;
+  departmentPicked = false;
+  chosenArticle = null;
   byId("draft-form").hidden = false;
   byId("draft-empty").hidden = true;
   setText("draft-call", d.call_uniqueid ? t("draft.call", {id: d.call_uniqueid}) : t("draft.nocall"));
-  byId("draft-caller").value = d.caller;
-  byId("draft-category").value = d.category;
-  byId("draft-text").value = d.text;
+  fillForm(d);
+  byId("draft-answer").value = "";
+  byId("kb-chosen").textContent = "";
+  byId("outcome-accept").checked = true;
+  outcomeChanged();
   setText("draft-status", t("draft.saved", {t: clockTime(d.updated_at)}));
   // A newer copy on this computer (typed but never saved: reload, crash, network) wins.
   const raw = localStorage.getItem(backupKey(d.id));
   if (raw) {
     try {
       const b = JSON.parse(raw);
-      const differs = b.caller !== d.caller || b.category !== d.category || b.text !== d.text;
-      if (differs && b.t > d.updated_at * 1000) {
-        byId("draft-caller").value = b.caller;
-        byId("draft-category").value = b.category;
-        byId("draft-text").value = b.text;
+      const {t: when, ...copy} = b;
+      if (!sameFields(copy, {caller: d.caller, text: d.text, fields: d.fields}) && when > d.updated_at * 1000) {
+        fillForm(copy);
         setMessage("draft-message", t("draft.restored"), "ok");
         draftEdited();
       } else {
@@ -452,23 +670,94 @@ async function focusForm() {
   byId("draft-text").focus();
 }
 
-async function submitDraft() {
+// What is missing before submitting (the server checks the same and more).
+function missingForSubmit(f, outcome) {
+  const missing = [];
+  if (!f.text.trim()) missing.push("text");
+  if (!f.fields.request_type) missing.push("request_type");
+  if (!f.fields.category) missing.push("category");
+  if (f.fields.reply_method !== "none" && !(f.fields.callback || f.caller.trim())) missing.push("callback");
+  if (outcome === "answer" && !byId("draft-answer").value.trim()) missing.push("answer");
+  if (outcome === "dispatch" && !byId("draft-department").value) missing.push("department");
+  return missing;
+}
+
+function labelOf(list, code) {
+  const item = (list || []).find((x) => x.code === code);
+  return item ? nameOf(item) : code || "—";
+}
+
+// Ctrl+Enter / the submit button: a confirmation with the summary; nothing is sent yet.
+async function openSubmit() {
   if (!draft) return;
-  if (!byId("draft-text").value.trim()) { setMessage("draft-message", t("draft.empty"), "error"); return; }
   await saveDraft();
-  if (dirty) { setMessage("draft-message", t("draft.unsaved"), "error"); return; }
+  const f = formFields();
+  const outcome = chosenOutcome();
+  const leaf = chosenCategory();
+  const dl = byId("submit-summary");
+  const rows = [
+    ["draft.caller_name", [f.fields.caller_name, f.fields.gender ? (f.fields.gender === "female" ? t("draft.gender_female") : t("draft.gender_male")) : ""].filter(Boolean).join(" · ")],
+    ["draft.caller", f.caller],
+    ["draft.callback", f.fields.callback],
+    ["draft.request_type", labelOf(intake && intake.request_types, f.fields.request_type)],
+    ["draft.category", leaf ? leaf.label : ""],
+    ["draft.address", [f.fields.district, f.fields.street, f.fields.address].join("")],
+    ["draft.urgency", t("urgency." + (f.fields.urgency || "normal"))],
+    ["draft.reply_method", labelOf(intake && intake.reply_methods, f.fields.reply_method)],
+    ["draft.confidential", f.fields.confidential ? t("yes") : t("no")],
+    ["draft.text", f.text.trim().slice(0, 300)],
+    ["draft.outcome", t("outcome_pick." + outcome)],
+  ];
+  if (outcome === "answer") rows.push(["draft.answer", byId("draft-answer").value.trim().slice(0, 300) + (chosenArticle ? ` (${t("kb.chosen", {title: chosenArticle.title})})` : "")]);
+  if (outcome === "dispatch") rows.push(["draft.department", byId("draft-department").selectedOptions[0]?.textContent || ""]);
+  dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {text: t(k)}), el("dd", {text: v || "—"})]));
+  const missing = missingForSubmit(f, outcome);
+  setText("submit-missing", missing.length ? t("submit.missing", {f: missing.map((m) => t("missing." + m)).join("、")}) : "");
+  byId("submit-go").disabled = missing.length > 0 || dirty;
+  byId("submit-dialog").showModal();
+  byId(missing.length ? "submit-cancel" : "submit-go").focus();
+}
+
+async function submitDraft(ev) {
+  if (ev) ev.preventDefault();
+  byId("submit-dialog").close();
+  if (!draft) return;
+  const outcome = chosenOutcome();
+  const body = {outcome};
+  if (outcome === "answer") {
+    body.answer = byId("draft-answer").value.trim();
+    if (chosenArticle) body.article_id = chosenArticle.id;
+  }
+  if (outcome === "dispatch") body.department = byId("draft-department").value;
   try {
-    const order = await api("POST", `/api/drafts/${draft.id}/submit`);
+    const done = await api("POST", `/api/drafts/${draft.id}/submit`, body);
     localStorage.removeItem(backupKey(draft.id));
     openDrafts = openDrafts.filter((d) => d.id !== draft.id);
     hideDraft();
     const m = byId("draft-message");
     m.className = "message ok";
-    m.replaceChildren(el("span", {text: t("draft.submitted", {n: order.number})}));
-    m.dataset.number = order.number;
+    const link = el("a", {attrs: {href: "/orders?open=" + encodeURIComponent(done.id), target: "_blank"}, text: done.number});
+    m.replaceChildren(el("span", {text: outcome === "answer" ? t("draft.submitted_answer") : outcome === "dispatch" ? t("draft.submitted_dispatch") : t("draft.submitted_accept")}), link);
+    m.dataset.number = done.number;
     renderOtherDrafts();
+    if (historyFor) loadHistory(historyFor);
   } catch (e) {
     setMessage("draft-message", errorText(e), "error");
+  }
+}
+
+// --------------------------------------------------------------------------- lookup
+
+async function lookup(ev) {
+  ev.preventDefault();
+  const number = byId("lookup-number").value.trim();
+  const box = byId("lookup-result");
+  if (!number) { box.replaceChildren(); return; }
+  try {
+    const h = await api("GET", "/api/callers?number=" + encodeURIComponent(number));
+    renderHistoryInto(box, h);
+  } catch (e) {
+    box.replaceChildren(el("p", {cls: "message error", text: errorText(e)}));
   }
 }
 
@@ -481,7 +770,12 @@ function onKey(ev) {
   }
   if ((ev.ctrlKey || ev.metaKey) && (ev.key === "s" || ev.key === "S")) {
     ev.preventDefault();
-    submitDraft();
+    saveNow();
+    return;
+  }
+  if ((ev.ctrlKey || ev.metaKey) && ev.key === "Enter") {
+    ev.preventDefault();
+    if (!byId("submit-dialog").open) openSubmit();
     return;
   }
   const menu = byId("pause-menu");

@@ -30,7 +30,10 @@ function reasonName(r) {
 // A link to an order: a real URL (bookmarkable, opens in a new tab), clicks stay here.
 export function orderLink(id, number, open) {
   const a = el("a", {cls: "order-link", text: number, attrs: {href: `/orders?open=${encodeURIComponent(id)}`}});
-  if (open) a.addEventListener("click", (ev) => { if (!ev.ctrlKey && !ev.metaKey) { ev.preventDefault(); open(id); } });
+  a.addEventListener("click", (ev) => {
+    ev.stopPropagation();  // the row's own click would open it a second time
+    if (open && !ev.ctrlKey && !ev.metaKey) { ev.preventDefault(); open(id); }
+  });
   return a;
 }
 
@@ -110,7 +113,7 @@ export function setupFind({me, departments, reload, open}) {
   const form = byId("find");
   labelFilters(departments);
   const first = fromUrl();
-  if (me.role === "handler") byId("find-department").hidden = true;
+  if (me.role === "handler") byId("find-department").closest("label").hidden = true;
   byId("new-order").hidden = me.role === "handler";
   form.addEventListener("submit", (ev) => { ev.preventDefault(); reload(1); });
   for (const id of ["state-filter", "find-department", "find-urgency", "find-channel", "find-due", "find-from", "find-to",
@@ -199,6 +202,8 @@ async function checkDuplicates() {
 export async function renderMerge(doc, {me, open, reload}) {
   const o = doc.order;
   const box = byId("merge-box");
+  const mine = Symbol("render");  // a newer render of another order wins
+  box.render = mine;
   box.replaceChildren();
   const supervisor = me.role === "supervisor" || me.role === "admin";
   const message = el("p", {cls: "message"});
@@ -228,7 +233,7 @@ export async function renderMerge(doc, {me, open, reload}) {
   if (me.role === "handler" || !["accepted", "dispatched", "in_progress", "returned", "replied"].includes(o.state)) return;
   let found;
   try { found = await api("GET", `/api/orders/${encodeURIComponent(o.id)}/duplicates`); } catch { return; }
-  if (!found.candidates.length) return;
+  if (box.render !== mine || !found.candidates.length) return;
   const list = el("ul", {cls: "dup-list"});
   const picks = [];
   for (const c of found.candidates) {

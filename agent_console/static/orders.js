@@ -11,7 +11,40 @@ import {channelName, currentParams, labelFilters, markSort, orderLink, renderMer
 
 const STRINGS = {
   "zh-CN": {
-    "orders.title": "工单", "tab.orders": "工单", "tab.returns": "退单审核", "tab.board": "督办看板",
+    "orders.title": "工单",
+    "tab.inbox": "待办", "inbox.title": "待办工单", "inbox.new": "新派单（待签收）",
+    "inbox.sent_back": "退回本单位", "inbox.supervised": "督办件", "inbox.due_soon": "即将到期（24小时内）",
+    "inbox.none": "无", "inbox.due": "时限 {t}", "inbox.overdue": "已超期（时限 {t}）",
+    "inbox.back_refuse_return": "中心驳回退单", "inbox.back_reject_completion": "中心退回重办",
+    "inbox.back_reopen": "市民回访未解决，重新办理", "inbox.arrived": "有 {n} 件新的待办工单",
+    "board.kind": "异常类型", "board.department": "承办单位", "board.status": "处理状态",
+    "board.status_open": "未处理", "board.status_handled": "已处理", "board.status_all": "全部",
+    "board.all_kinds": "全部类型", "board.all_departments": "全部单位", "board.orders": "工单",
+    "board.supervise": "督办", "board.ack": "标记已处理", "board.note": "处理说明（可选）",
+    "board.handled_by": "已由 {who} 于 {at} 标记处理", "board.supervised": "已督办工单 {n}",
+    "board.deadline_ph": "督办期限",
+    "ev.ping_pong": "被退单 {n} 次，承办单位之间相互推诿。",
+    "ev.returned_by": "{at}，{dept} 退单，理由：{reason}",
+    "ev.dispatch_cycle": "主办单位来回改派：{path}。",
+    "ev.false.citizen_unsolved": "{dept} 于 {at} 办结，但市民回访时表示问题未解决。",
+    "ev.false.completion_rejected": "{dept} 于 {at} 办结，中心认为依据不充分，已退回重办。",
+    "ev.false.no_citizen_contact": "{dept} 于 {at} 办结，已 {days} 天未联系市民核实（回访 {visits} 次）。",
+    "ev.reply": "答复内容：“{text}”",
+    "ev.template": "{dept} 对 {n} 件工单给出了几乎相同的答复（相似度不低于 {pct}%）：“{text}”",
+    "ev.template_order": "工单 {n}：相似度 {pct}%",
+    "ev.overdue.first_response": "首次响应时限为 {due}，{late}。",
+    "ev.overdue.handling": "办理时限为 {due}，{late}。",
+    "ev.overdue.supervision": "督办期限为 {due}，{late}。",
+    "ev.late_done": "{at} 才完成，晚了 {h} 小时",
+    "ev.late_open": "至今未完成，已超时 {h} 小时",
+    "ev.repeat": "来电人 {caller} 在上一件工单办结 {days} 天后再次来电{same}：“{text}”",
+    "ev.repeat_same": "（同一类别：{cat}）",
+    "ev.staff": "{actor}（{role}）试图替市民录入满意度，系统已拒绝并记录。",
+    "role.operator": "话务员", "role.supervisor": "值班长", "role.department": "承办单位",
+    "role.admin": "管理员", "role.system": "系统", "role.citizen": "市民",
+    "actor.timers": "系统定时", "timer.first_response": "首次响应时限", "timer.handling": "办理时限",
+    "timer.supervision": "督办期限", "actor.citizen_keys": "市民按键", "actor.dialer": "自动外呼",
+ "tab.orders": "工单", "tab.returns": "退单审核", "tab.board": "督办看板",
     "filter.state": "状态", "filter.all": "全部", "col.number": "编号", "col.state": "状态",
     "col.category": "类别", "col.text": "诉求", "col.department": "承办单位", "col.due": "办理时限",
     "page.prev": "上一页", "page.next": "下一页", "page.of": "第 {p} 页 · 共 {n} 件",
@@ -51,7 +84,40 @@ const STRINGS = {
     "kind.staff_entered_satisfaction": "代填满意度",
   },
   "en": {
-    "orders.title": "Work orders", "tab.orders": "Orders", "tab.returns": "Returns to review",
+    "orders.title": "Work orders",
+    "tab.inbox": "Inbox", "inbox.title": "Orders waiting for us", "inbox.new": "New (to sign for)",
+    "inbox.sent_back": "Sent back to us", "inbox.supervised": "Supervised", "inbox.due_soon": "Due within 24 hours",
+    "inbox.none": "none", "inbox.due": "due {t}", "inbox.overdue": "overdue (due {t})",
+    "inbox.back_refuse_return": "the centre refused our return", "inbox.back_reject_completion": "the centre sent our completion back",
+    "inbox.back_reopen": "the citizen says it is not solved: reopened", "inbox.arrived": "{n} new orders waiting",
+    "board.kind": "Kind", "board.department": "Department", "board.status": "Handled?",
+    "board.status_open": "Not handled", "board.status_handled": "Handled", "board.status_all": "All",
+    "board.all_kinds": "All kinds", "board.all_departments": "All departments", "board.orders": "Orders",
+    "board.supervise": "Supervise", "board.ack": "Mark handled", "board.note": "Note (optional)",
+    "board.handled_by": "Marked handled by {who} at {at}", "board.supervised": "Order {n} supervised",
+    "board.deadline_ph": "Deadline",
+    "ev.ping_pong": "Returned {n} times: the departments pass it back and forth.",
+    "ev.returned_by": "{at}: {dept} returned it: {reason}",
+    "ev.dispatch_cycle": "The lead department went round in a circle: {path}.",
+    "ev.false.citizen_unsolved": "{dept} completed it at {at}, but the citizen said on the return visit that it is not solved.",
+    "ev.false.completion_rejected": "{dept} completed it at {at}; the centre found the grounds insufficient and sent it back.",
+    "ev.false.no_citizen_contact": "{dept} completed it at {at}; nobody has checked with the citizen for {days} days ({visits} return-visit attempts).",
+    "ev.reply": "The reply: “{text}”",
+    "ev.template": "{dept} gave {n} orders nearly the same reply (similarity at least {pct}%): “{text}”",
+    "ev.template_order": "order {n}: {pct}% similar",
+    "ev.overdue.first_response": "The first response was due {due}; {late}.",
+    "ev.overdue.handling": "Handling was due {due}; {late}.",
+    "ev.overdue.supervision": "The supervision deadline was {due}; {late}.",
+    "ev.late_done": "it was done only at {at}, {h} hours late",
+    "ev.late_open": "it is still not done, {h} hours late",
+    "ev.repeat": "Caller {caller} called again {days} days after the earlier order was completed{same}: “{text}”",
+    "ev.repeat_same": " (same category: {cat})",
+    "ev.staff": "{actor} ({role}) tried to enter the citizen's satisfaction; refused and recorded.",
+    "role.operator": "operator", "role.supervisor": "supervisor", "role.department": "department",
+    "role.admin": "admin", "role.system": "system", "role.citizen": "citizen",
+    "actor.timers": "System timer", "timer.first_response": "first response deadline",
+    "timer.handling": "handling deadline", "timer.supervision": "supervision deadline", "actor.citizen_keys": "Citizen's keys", "actor.dialer": "Auto dialler",
+ "tab.orders": "Orders", "tab.returns": "Returns to review",
     "tab.board": "Supervision board", "filter.state": "State", "filter.all": "All",
     "col.number": "Number", "col.state": "State", "col.category": "Category", "col.text": "Request",
     "col.department": "Department", "col.due": "Due", "page.prev": "Previous", "page.next": "Next",
@@ -122,6 +188,11 @@ const STEP_FIELDS = {
   co_reply: ["text"], resolve_on_call: ["answer"], supervise: ["reason", "deadline"],
 };
 
+// Steps that send the order to a department: only these show "→ department" in the trail.
+const DISPATCH_STEPS = ["dispatch", "redispatch", "accept_return", "add_co_handler"];
+// The deadline a system timer flagged (flag_overdue's data.timer).
+const TIMER_KEYS = {first_response: "timer.first_response", handling: "timer.handling", supervision: "timer.supervision"};
+
 let me = null;
 let departments = [];
 let tab = "orders";
@@ -133,6 +204,17 @@ function deptName(id) {
   const d = departments.find((x) => x.id === id);
   if (!d) return id || "";
   return currentLang() === "en" ? d.name_en : d.name;
+}
+
+// Who took a step, in the page's language: the system's own actors by name, people by
+// their account with their role, departments by name.
+function actorLabel(h) {
+  const own = {timers: "actor.timers", citizen_keys: "actor.citizen_keys", keys: "actor.citizen_keys", dialer: "actor.dialer"}[h.actor_id];
+  if (own) return tr(own);
+  const role = {operator: "role.operator", supervisor: "role.supervisor", department: "role.department",
+    admin: "role.admin", system: "role.system", citizen: "role.citizen"}[h.role];
+  const unit = h.unit && h.unit !== "centre" ? deptName(h.unit) : "";
+  return [h.actor_id, unit || (role ? tr(role) : "")].filter(Boolean).join(" · ");
 }
 
 function when(iso) {
@@ -165,11 +247,15 @@ async function boot() {
   const central = me.role !== "handler";
   document.querySelector('[data-tab="returns"]').hidden = !central;
   document.querySelector('[data-tab="board"]').hidden = !(me.role === "supervisor" || me.role === "admin");
+  byId("inbox-tab").hidden = me.role !== "handler";
+  for (const id of ["board-kind", "board-department", "board-status"]) byId(id).addEventListener("change", loadBoard);
   for (const b of document.querySelectorAll("[data-tab]")) {
     b.addEventListener("click", () => showTab(b.dataset.tab));
   }
-  onLangChange(() => { applyOwn(); relabelStates(); labelFilters(departments); if (lastList) renderList(lastList); if (chosen) openOrder(chosen); if (tab === "board") loadBoard(); });
+  onLangChange(() => { applyOwn(); relabelStates(); labelFilters(departments); boardFilters(); if (lastList) renderList(lastList); if (chosen) openOrder(chosen); if (tab === "board") loadBoard(); if (me.role === "handler") loadInbox(); });
   try { departments = (await api("GET", "/api/departments")).departments; } catch { departments = []; }
+  boardFilters();
+  if (me.role === "handler") { loadInbox(); inboxTimer = setInterval(loadInbox, 30000); }
   const first = setupFind({me, departments, reload: (p) => { pageNo = p; return loadList(); },
     open: (id, note) => openOrder(id, note)});
   showTab("orders", first.page);
@@ -183,10 +269,13 @@ function relabelStates() {
 function showTab(name, page = 1) {
   tab = name;
   for (const b of document.querySelectorAll("[data-tab]")) b.classList.toggle("active", b.dataset.tab === name);
+  const aside = name === "board" || name === "inbox";
   byId("board").hidden = name !== "board";
-  byId("list-panel").hidden = name === "board";
-  byId("detail").hidden = name === "board" || !chosen;
+  byId("inbox").hidden = name !== "inbox";
+  byId("list-panel").hidden = aside;
+  byId("detail").hidden = aside || !chosen;
   if (name === "board") { loadBoard(); return; }
+  if (name === "inbox") { loadInbox(); return; }
   if (name === "returns") byId("state-filter").value = "returned";
   else if (byId("state-filter").disabled) byId("state-filter").value = "";
   byId("state-filter").disabled = name === "returns";
@@ -250,7 +339,7 @@ async function openOrder(id, note) {
 
 function renderDetail(doc) {
   const o = doc.order;
-  byId("detail").hidden = tab === "board";
+  byId("detail").hidden = tab === "board" || tab === "inbox";
   setText("detail-title", `${o.number} · ${tr("state." + o.state)}`);
   const fields = byId("detail-fields");
   fields.replaceChildren();
@@ -297,12 +386,12 @@ function renderDetail(doc) {
   const history = byId("history");
   history.replaceChildren();
   for (const h of doc.history) {
-    const bits = [h.actor_id, h.unit && h.unit !== "centre" ? deptName(h.unit) : ""].filter(Boolean).join(" · ");
-    const extra = h.data.department && h.step !== "accept_handling" ? " → " + deptName(h.data.department) : "";
+    const extra = DISPATCH_STEPS.includes(h.step) && h.data.department ? " → " + deptName(h.data.department)
+      : h.step === "flag_overdue" && TIMER_KEYS[h.data.timer] ? "：" + tr(TIMER_KEYS[h.data.timer]) : "";
     history.append(el("li", {},
       el("span", {cls: "when", text: when(h.at)}),
       el("strong", {text: tr("step." + h.step) + extra}),
-      el("span", {cls: "muted", text: " " + bits}),
+      el("span", {cls: "muted", text: " " + actorLabel(h)}),
       h.reason ? el("div", {text: h.reason}) : null));
   }
 }
@@ -405,28 +494,167 @@ async function postStep(order, step, body, button) {
   }
 }
 
+const KINDS = ["ping_pong", "dispatch_cycle", "false_completion", "template_reply", "overdue",
+  "repeat_after_completion", "staff_entered_satisfaction"];
+
+function boardFilters() {
+  const kind = byId("board-kind"), dept = byId("board-department");
+  const keepKind = kind.value, keepDept = dept.value;
+  kind.replaceChildren(el("option", {attrs: {value: ""}, text: tr("board.all_kinds")}),
+    ...KINDS.map((k) => el("option", {attrs: {value: k}, text: tr("kind." + k)})));
+  dept.replaceChildren(el("option", {attrs: {value: ""}, text: tr("board.all_departments")}),
+    ...departments.map((d) => el("option", {attrs: {value: d.id}, text: deptName(d.id)})));
+  kind.value = keepKind; dept.value = keepDept;
+}
+
+function pct(x) { return Math.round(Number(x) * 100); }
+function clip(text, n = 80) { text = String(text || ""); return text.length > n ? text.slice(0, n) + "…" : text; }
+function hours(x) { return Number(x).toFixed(1); }
+
+// The evidence of one finding as sentences (never JSON).
+function evidenceSentences(a, numberOf) {
+  const e = a.evidence || {};
+  const out = [];
+  if (a.kind === "ping_pong") {
+    out.push(tr("ev.ping_pong", {n: e.returns}));
+    for (const st of e.steps || []) out.push(tr("ev.returned_by", {at: when(st.at), dept: deptName(st.department || st.unit), reason: st.reason || "—"}));
+  } else if (a.kind === "dispatch_cycle") {
+    out.push(tr("ev.dispatch_cycle", {path: (e.lead_path || []).map(deptName).join(" → ")}));
+  } else if (a.kind === "false_completion") {
+    const c = e.completion || {};
+    out.push(tr("ev.false." + (e.reason || "citizen_unsolved"), {dept: deptName(c.department || c.unit), at: when(c.at),
+      days: e.days_without_contact ?? "", visits: e.return_visit_steps ?? 0}));
+    if (e.reply_text) out.push(tr("ev.reply", {text: clip(e.reply_text, 120)}));
+  } else if (a.kind === "template_reply") {
+    out.push(tr("ev.template", {dept: deptName(e.department), n: e.orders, pct: pct(e.threshold), text: clip(e.leader && e.leader.text, 120)}));
+    for (const r of e.replies || []) out.push(tr("ev.template_order", {n: numberOf(r.order_id), pct: pct(r.similarity_to_leader)}));
+  } else if (a.kind === "overdue") {
+    const late = e.met_at ? tr("ev.late_done", {at: when(e.met_at), h: hours(e.late_by_hours)}) : tr("ev.late_open", {h: hours(e.late_by_hours)});
+    out.push(tr("ev.overdue." + (e.deadline || "handling"), {due: when(e.due), late}));
+  } else if (a.kind === "repeat_after_completion") {
+    const later = e.later || {};
+    out.push(tr("ev.repeat", {caller: e.caller || "", days: e.days_after_completion,
+      same: e.same_category ? tr("ev.repeat_same", {cat: later.category || ""}) : "", text: clip(later.text, 100)}));
+  } else if (a.kind === "staff_entered_satisfaction") {
+    const role = {operator: "role.operator", supervisor: "role.supervisor", department: "role.department", admin: "role.admin"}[e.role];
+    out.push(tr("ev.staff", {actor: e.actor_id, role: role ? tr(role) : e.role}));
+  }
+  return out;
+}
+
 async function loadBoard() {
   const list = byId("anomalies");
+  const q = new URLSearchParams({status: byId("board-status").value || "open"});
+  if (byId("board-kind").value) q.set("kind", byId("board-kind").value);
+  if (byId("board-department").value) q.set("department", byId("board-department").value);
   let doc;
-  try { doc = await api("GET", "/api/supervision/anomalies"); } catch (e) {
+  try { doc = await api("GET", "/api/supervision/anomalies?" + q); } catch (e) {
     list.replaceChildren(el("li", {text: e.message}));
     return;
   }
   const counts = byId("board-counts");
   counts.replaceChildren();
   for (const [kind, n] of Object.entries(doc.counts)) {
-    counts.append(el("span", {cls: "count", text: `${tr("kind." + kind)} ${n}`}));
+    const chip = el("button", {cls: "count" + (byId("board-kind").value === kind ? " active" : ""), attrs: {type: "button"}, text: `${tr("kind." + kind)} ${n}`});
+    chip.addEventListener("click", () => { byId("board-kind").value = byId("board-kind").value === kind ? "" : kind; loadBoard(); });
+    counts.append(chip);
   }
   list.replaceChildren();
   if (!doc.anomalies.length) list.append(el("li", {cls: "muted", text: tr("board.none")}));
-  for (const a of doc.anomalies) {
-    const item = el("li", {data: {kind: a.kind}},
-      el("span", {cls: "kind", text: tr("kind." + a.kind)}),
-      el("span", {cls: "muted", text: when(a.at) + " · #" + a.order_ids.join(", #")}),
-      el("pre", {text: JSON.stringify(a.evidence, null, 2)}));
-    list.append(item);
-  }
+  for (const a of doc.anomalies) list.append(anomalyItem(a));
   loadFollowups();
+}
+
+function anomalyItem(a) {
+  const numbers = Object.fromEntries(a.orders.map((o) => [o.id, o.number || "#" + o.id]));
+  const numberOf = (id) => numbers[id] || "#" + id;
+  const open = (id) => { showTab("orders"); openOrder(id); };
+  const links = a.orders.flatMap((o, i) => [i ? el("span", {text: "、"}) : null, orderLink(o.id, numberOf(o.id), open)]).filter(Boolean);
+  const item = el("li", {data: {kind: a.kind, key: a.key}, cls: a.ack ? "handled" : ""},
+    el("div", {cls: "head"}, el("span", {cls: "kind", text: tr("kind." + a.kind)}),
+      el("span", {cls: "muted", text: when(a.at) + " · " + tr("board.orders") + " "}), ...links),
+    el("ul", {cls: "evidence"}, ...evidenceSentences(a, numberOf).map((s) => el("li", {text: s}))));
+  if (a.ack) {
+    item.append(el("div", {cls: "ack muted", text: tr("board.handled_by", {who: a.ack.by, at: when(new Date(a.ack.at * 1000).toISOString())}) + (a.ack.note ? " · " + a.ack.note : "")}));
+    return item;
+  }
+  const note = el("input", {attrs: {maxlength: "500", placeholder: tr("board.note")}, data: {field: "note"}});
+  const deadline = el("input", {attrs: {type: "datetime-local", title: tr("board.deadline_ph")}, data: {field: "deadline"}});
+  const local = new Date(Date.now() + 3 * 86400e3 - new Date().getTimezoneOffset() * 60e3);
+  deadline.value = local.toISOString().slice(0, 16);
+  const message = el("span", {cls: "message"});
+  const target = a.orders.find((o) => o.state && !["evaluated", "resolved_on_call"].includes(o.state)) || null;
+  const supervise = el("button", {attrs: {type: "button"}, data: {act: "supervise"}, text: tr("board.supervise")});
+  supervise.disabled = !target;
+  supervise.addEventListener("click", async () => {
+    const reason = note.value.trim() || tr("kind." + a.kind);
+    try {
+      await api("POST", `/api/orders/${encodeURIComponent(target.id)}/steps`,
+        {step: "supervise", reason, deadline: new Date(deadline.value).toISOString()});
+      await api("POST", "/api/supervision/anomalies/ack", {key: a.key, note: tr("board.supervised", {n: numberOf(target.id)}) + (note.value.trim() ? " · " + note.value.trim() : "")});
+      loadBoard();
+    } catch (e) { message.className = "message error"; message.textContent = tr("failed", {e: e.message}); }
+  });
+  const ack = el("button", {attrs: {type: "button"}, data: {act: "ack"}, text: tr("board.ack")});
+  ack.addEventListener("click", async () => {
+    try { await api("POST", "/api/supervision/anomalies/ack", {key: a.key, note: note.value.trim()}); loadBoard(); } catch (e) {
+      message.className = "message error"; message.textContent = tr("failed", {e: e.message});
+    }
+  });
+  item.append(el("div", {cls: "row board-actions"}, note, deadline, supervise, ack, message));
+  return item;
+}
+
+// --------------------------------------------------------------------------- a department's inbox
+
+let inboxSeen = null;   // ids already announced (null until the first load)
+let inboxTimer = null;
+
+function beep() {  // a short two-tone chime; browsers may hold it until the page was clicked
+  try {
+    const ctx = new (window.AudioContext || window.webkitAudioContext)();
+    [660, 880].forEach((f, i) => {
+      const o = ctx.createOscillator(), g = ctx.createGain();
+      o.frequency.value = f; o.connect(g); g.connect(ctx.destination);
+      g.gain.setValueAtTime(0.15, ctx.currentTime + i * 0.18);
+      g.gain.exponentialRampToValueAtTime(0.001, ctx.currentTime + i * 0.18 + 0.16);
+      o.start(ctx.currentTime + i * 0.18); o.stop(ctx.currentTime + i * 0.18 + 0.17);
+    });
+  } catch { /* no audio */ }
+}
+
+async function loadInbox() {
+  let doc;
+  try { doc = await api("GET", "/api/orders/inbox"); } catch { return; }
+  const waiting = [...doc.new, ...doc.sent_back, ...doc.supervised];
+  const ids = new Set(waiting.map((o) => o.id));
+  const arrived = inboxSeen === null ? [] : [...ids].filter((id) => !inboxSeen.has(id));
+  inboxSeen = ids;
+  const badge = byId("inbox-badge");
+  const n = new Set([...ids, ...doc.due_soon.map((o) => o.id)]).size;
+  badge.hidden = n === 0;
+  badge.textContent = String(n);
+  badge.classList.toggle("flash", arrived.length > 0);
+  document.title = (n ? `(${n}) ` : "") + "12345 · " + tr("orders.title");
+  if (arrived.length) { beep(); byId("inbox-badge").title = tr("inbox.arrived", {n: arrived.length}); }
+  const box = byId("inbox-lists");
+  box.replaceChildren();
+  const open = (id) => { showTab("orders"); openOrder(id); };
+  for (const [key, rows] of [["new", doc.new], ["sent_back", doc.sent_back], ["supervised", doc.supervised], ["due_soon", doc.due_soon]]) {
+    const ul = el("ul", {cls: "anomalies"});
+    if (!rows.length) ul.append(el("li", {cls: "muted", text: tr("inbox.none")}));
+    for (const o of rows) {
+      const due = o.due || o.handling_due;
+      const late = Boolean(due) && new Date(due) < new Date();  // the deadline shown (o.overdue lists flags)
+      const why = o.sent_back ? tr({refuse_return: "inbox.back_refuse_return", reject_completion: "inbox.back_reject_completion"}[o.sent_back.step] || "inbox.back_reopen") + (o.sent_back.reason ? "：" + o.sent_back.reason : "") : "";
+      ul.append(el("li", {data: {order: o.id}, cls: arrived.includes(o.id) ? "fresh" : ""},
+        orderLink(o.id, o.number, open), " ",
+        el("span", {cls: "muted", text: [tr("state." + o.state), o.category].filter(Boolean).join(" · ")}), " ",
+        due ? el("span", {cls: late ? "overdue" : "muted", text: tr(late ? "inbox.overdue" : "inbox.due", {t: when(due)})}) : null,
+        el("div", {text: clip(o.text, 100)}), why ? el("div", {cls: "muted", text: why}) : null));
+    }
+    box.append(el("section", {data: {list: key}}, el("h3", {text: tr("inbox." + key) + ` (${rows.length})`}), ul));
+  }
 }
 
 function visitResult(text) {  // the dialer's own results are translated, others shown as sent

@@ -81,7 +81,8 @@ function render() {
   byId("xlsx").href = "/api/reports/export.xlsx?" + query();
   byId("print").href = "/reports/print?" + query();
   setText("print", t(state.period === "month" ? "rep.print_month" : state.period === "week" ? "rep.print_week" : "rep.print_day"));
-  const range = `${report.start.slice(0, 10)} — ${report.end.slice(0, 10)}`;
+  const first = report.start.slice(0, 10);
+  const range = first === report.last_day ? first : `${first} — ${report.last_day}`;
   if (printing) {
     setText("print-centre", report.centre);
     setText("print-title", `${report.title} · ${range}`);
@@ -147,7 +148,7 @@ function renderCharts() {
     }, true);
   }
   if (!report.departments) { byId("chart-departments").parentElement.hidden = true; return; }
-  const rate = (k) => ({name: report.definitions[k].zh, type: "bar", data: depts.map((d) => d[k])});
+  const rate = (k) => ({name: report.definitions[k].zh, type: "bar", barMaxWidth: 36, data: depts.map((d) => d[k])});
   chart("chart-departments")?.setOption({
     animation: !printing,
     tooltip: {trigger: "axis", renderMode: "richText"},

@@ -62,7 +62,8 @@ function render() {
 function rateCell(f, key, colours) {
   const none = !f.offered;
   const colour = none ? "none" : (colours && colours[key]) || "green";
-  const text = none ? t("wall.no_calls") : key.endsWith("_s") ? secs(f[key]) : pct(f[key]);
+  const seconds = key.endsWith("_s");
+  const text = none ? (seconds ? "—" : t("wall.no_calls")) : seconds ? secs(f[key]) : pct(f[key]);
   return el("td", {cls: `rate c-${colour}`, text, data: {figure: key, colour}});
 }
 

@@ -347,6 +347,26 @@ class Caller:
     address: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """受理 details the operator records beside the text (codes of config/intake.toml).
+
+    ``request_type`` 诉求类型 (consult, help, complaint, report, suggestion, praise,
+    other); ``gender`` ("", female, male); ``callback_number`` when it differs from
+    the calling number (identity: hidden like the number by :func:`redact`);
+    ``district``/``street`` of 事发地址; ``reply_method`` 回复方式 (phone, sms, none);
+    ``article_id`` the knowledge-base article the answer on the call came from.
+    """
+
+    request_type: str = ""
+    gender: str = ""
+    callback_number: str = ""
+    district: str = ""
+    street: str = ""
+    reply_method: str = ""
+    article_id: str = ""
+
+
 class Dispatch(NamedTuple):
     """One entry of the dispatch history: which department got the order, when."""
 
@@ -440,6 +460,7 @@ class Order:
     reopen_count: int = 0
     rejected_completion_count: int = 0
     version: int = 1
+    intake: Intake = Intake()
 
     @property
     def resolved(self) -> bool | None:
@@ -517,6 +538,7 @@ def open_order(
     urgency: Urgency = Urgency.NORMAL,
     location: str = "",
     confidential: bool = False,
+    intake: Intake = Intake(),
 ) -> tuple[Order, AuditRecord]:
     """受理: record a new order; the actor's unit becomes its ``owner_unit`` for good."""
     _check_time(at)
@@ -542,6 +564,7 @@ def open_order(
         handling_due=deadlines.handling,
         location=location.strip(),
         confidential=confidential,
+        intake=intake,
     )
     data = {
         "caller_name": caller.name,
@@ -555,6 +578,8 @@ def open_order(
         "first_response_due": deadlines.first_response,
         "handling_due": deadlines.handling,
     }
+    if intake != Intake():
+        data["intake"] = {k: v for k in Intake.__slots__ if (v := getattr(intake, k))}
     record = AuditRecord(
         order_id=order_id,
         seq=1,
@@ -1271,6 +1296,11 @@ def redact(order_view: Mapping[str, Any], role: Role | str) -> dict[str, Any]:
             view[key] = None
         elif rule is V.MASKED and view[key]:
             view[key] = _MASKERS[key](str(view[key]))
+    if "caller_callback" in view:  # a second number: the number's rule
+        if rules[1] is V.HIDDEN:
+            view["caller_callback"] = None
+        elif rules[1] is V.MASKED and view["caller_callback"]:
+            view["caller_callback"] = mask_number(str(view["caller_callback"]))
     if rules[1] is not V.FULL and isinstance(view.get("text"), str):
         view["text"] = _MOBILE.sub(lambda m: mask_number(m.group()), view["text"])
     return view
@@ -1305,6 +1335,14 @@ def order_view(order: Order) -> dict[str, Any]:
         ),
         "resolved": order.resolved,
         "overdue": [str(kind) for kind, _ in order.overdue],
+        "on_call_answer": order.on_call_answer,
+        "request_type": order.intake.request_type,
+        "caller_gender": order.intake.gender,
+        "caller_callback": order.intake.callback_number,
+        "district": order.intake.district,
+        "street": order.intake.street,
+        "reply_method": order.intake.reply_method,
+        "article_id": order.intake.article_id,
     }
 
 

@@ -134,7 +134,7 @@ async def duplicates(wo: WorkOrders, *, caller: str = "", location: str = "",
         if grams:
             pick = grams[:: max(1, len(grams) // 16)][:16]  # a spread of the text's bigrams
             if wo.engine.dialect.name == "postgresql":
-                matched = literal_column("to_tsvector('simple', work_orders.search_text)").op(
+                matched = literal_column("work_orders.search_vector").op(
                     "@@")(func.to_tsquery(literal_column("'simple'"),
                                           " | ".join(f"'{g}'" for g in pick)))
             else:

@@ -70,6 +70,7 @@ from callcenter.orders.lifecycle import (
     Directory,
     Dispatch,
     Evaluation,
+    Intake,
     Order,
     OrderError,
     Reply,
@@ -266,6 +267,7 @@ def order_to_json(o: Order) -> dict[str, Any]:
         "return_count": o.return_count, "redispatch_count": o.redispatch_count,
         "reopen_count": o.reopen_count,
         "rejected_completion_count": o.rejected_completion_count, "version": o.version,
+        "intake": {k: v for k in Intake.__slots__ if (v := getattr(o.intake, k))},
     })
 
 
@@ -296,6 +298,7 @@ def order_from_json(j: Mapping[str, Any]) -> Order:
         return_count=j["return_count"], redispatch_count=j["redispatch_count"],
         reopen_count=j["reopen_count"],
         rejected_completion_count=j["rejected_completion_count"], version=j["version"],
+        intake=Intake(**j.get("intake", {})),
     )
 
 
@@ -401,10 +404,11 @@ class WorkOrders:
     async def create(self, actor: Actor, *, caller: Caller, category: str, text: str,
                      urgency: Urgency | str = Urgency.NORMAL, confidential: bool = False,
                      location: str = "", call_uniqueid: str | None = None,
-                     at: datetime | None = None, channel: str = "phone"
-                     ) -> tuple[Order, AuditRecord]:
+                     at: datetime | None = None, channel: str = "phone",
+                     intake: Intake | None = None) -> tuple[Order, AuditRecord]:
         """受理: a new order, numbered ``YYYYMMDD-NNNNNN`` per local day of ``at``;
-        ``channel`` is where it came in (:data:`~callcenter.orders.channels.CHANNELS`)."""
+        ``channel`` is where it came in (:data:`~callcenter.orders.channels.CHANNELS`),
+        ``intake`` the structured details the operator recorded (诉求类型, address...)."""
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         at = at or self.now()
@@ -414,7 +418,7 @@ class WorkOrders:
         order, record = open_order(
             order_id="0", number="", actor=actor, at=at, caller=caller, category=category,
             text=text, deadlines=deadlines, urgency=urgency, location=location,
-            confidential=confidential)
+            confidential=confidential, intake=intake or Intake())
         day = at.astimezone(self.tz).date()
         for attempt in range(8):
             number = ""
@@ -750,6 +754,7 @@ class WorkOrders:
                              "text": r.text, "created_by": r.created_by,
                              "created_at": r.created_at, "status": r.status,
                              "open": r.status not in final,
+                             "handling_due": r.handling_due, "urgency": r.urgency,
                              "lead_department": r.lead_department} for r in rows[:20]],
         }
 

@@ -37,6 +37,7 @@ from the leader.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter, defaultdict
@@ -83,6 +84,32 @@ class SupervisionConfig:
     shingle: int = 3
     repeat_within: timedelta = timedelta(days=30)
     repeat_text_threshold: float = 0.5
+
+
+def anomaly_key(anomaly: Anomaly) -> str:
+    """A stable 16-hex-digit name for one finding (kind, orders, when, which deadline), so
+    that a supervisor's "handled" note stays with it while the detectors run again."""
+    deadline = str(anomaly.evidence.get("deadline", "")) if anomaly.kind == "overdue" else ""
+    text = "|".join((anomaly.kind, ",".join(anomaly.order_ids), anomaly.at.isoformat(), deadline))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def anomaly_departments(anomaly: Anomaly) -> frozenset[str]:
+    """The departments a finding names in its evidence (returns, replies, dispatches)."""
+    found: set[str] = set()
+    evidence = anomaly.evidence
+    if isinstance(evidence.get("department"), str):
+        found.add(evidence["department"])
+    for step in evidence.get("steps", ()):
+        if isinstance(step, Mapping) and isinstance(step.get("department"), str):
+            found.add(step["department"])
+    for department in evidence.get("lead_path", ()):
+        if isinstance(department, str):
+            found.add(department)
+    completion = evidence.get("completion")
+    if isinstance(completion, Mapping) and isinstance(completion.get("department"), str):
+        found.add(completion["department"])
+    return frozenset(found)
 
 
 def by_order(records: Iterable[AuditRecord]) -> dict[str, list[AuditRecord]]:

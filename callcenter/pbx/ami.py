@@ -444,13 +444,19 @@ class _AmiProtocol(AMIProtocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is None or session.dead:
+        if session is not None and session.dead:
             return
-        session.last_rx = asyncio.get_running_loop().time()
+        # The banner is written on accept and can arrive (in pieces) before the session
+        # exists: it is fed too, or its "\r" and "\n" end up in different frames.
         frames = self.frames.feed(data)
         if self.version is None and self.frames.banner is not None:
             self.version = self.frames.banner.partition("/")[2]
             log.debug("ami.banner", version=self.version)
+        if session is None:
+            if frames:
+                log.warning("ami.frames_before_login", frames=len(frames))
+            return
+        session.last_rx = asyncio.get_running_loop().time()
         if frames:
             try:
                 self._link._on_frames(frames)

@@ -1,0 +1,156 @@
+"""The reports page in headless Chromium, on the demo's data (its orders and this month's
+history): a supervisor switches day -> month, reads a definition, downloads the XLSX and a
+CSV (read back here), prints the 日报; a department sees its own 三率 and nothing else.
+
+``HOTLINE_SCREENSHOTS=docs/screenshots`` keeps the screenshots (1366x768, 1920x1080)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+from aiohttp import web
+
+from agent_console.server import make_app
+from callcenter.demo_orders import seed_demo_orders, seed_report_history
+from callcenter.service import Service
+from tests.conftest import BROWSER_MARKS, sign_in
+from tests.console_fakes import CHEAP, started_service
+
+pytestmark = BROWSER_MARKS
+SHOTS = os.environ.get("HOTLINE_SCREENSHOTS")
+
+
+@pytest.fixture
+async def site(tmp_db: str) -> AsyncIterator[tuple[str, Service]]:
+    service, _ = await started_service(tmp_db)
+    tz = service.settings.tz
+    await seed_demo_orders(service.store, tz=tz, passwords=CHEAP)
+    assert await seed_report_history(service.store, tz=tz, calls=3000, orders=400) > 0
+    assert await seed_report_history(service.store, tz=tz) == 0  # once only
+    app = make_app(service, passwords=CHEAP, failure_delay=0)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", service
+    finally:
+        await runner.cleanup()
+        await service.stop()
+
+
+async def shoot(page: Any, tmp_path: Path, name: str) -> None:
+    """Screenshots at the two sizes the README shows (kept only with HOTLINE_SCREENSHOTS)."""
+    folder = Path(SHOTS) if SHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    for w, h in ((1366, 768), (1920, 1080)):
+        await page.set_viewport_size({"width": w, "height": h})
+        await page.wait_for_timeout(300)  # charts follow the resize
+        await page.screenshot(path=str(folder / f"{name}-{w}x{h}.png"))
+
+
+async def test_supervisor_reads_switches_downloads_and_prints(
+        site: tuple[str, Service], browser: Any, tmp_path: Path) -> None:
+    url, _ = site
+    page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
+    await page.wait_for_url("**/wallboard")
+    await page.wait_for_selector("#agent-states .count")
+    assert await page.locator("#trend canvas").count() == 1  # ECharts, not the old SVG
+    await page.click("a.reports-link")
+    await page.wait_for_selector("[data-table=overall] tbody tr")
+    assert await page.locator("[data-period=day]").get_attribute("aria-pressed") == "true"
+    assert await page.locator("[data-table=intervals] tbody tr").count() == 24
+    for chart in ("intervals", "hours", "abandons", "departments"):
+        assert await page.locator(f"#chart-{chart} canvas").count() == 1, chart
+
+    # Day -> month: a row per day of the month, and the month's history is in it.
+    await page.click("[data-period=month]")
+    await page.wait_for_selector("[data-period=month][aria-pressed=true]")
+    assert await page.locator("[data-table=intervals] tbody tr").count() >= 28
+    assert "period=month" in page.url
+    month = await (await page.request.get(url + "/api/reports/summary?period=month")).json()
+    offered = month["calls"]["overall"]["offered"]
+    assert offered >= 3000 * 0.5
+    cells = page.locator("[data-table=overall] tbody td")
+    assert await cells.nth(1).text_content() == str(offered)
+    await shoot(page, tmp_path, "reports-month")
+
+    # A figure's definition is one click away: Asterisk's SL divides by completed calls.
+    await page.click("[data-table=overall] th button[data-def=servicelevel_perf]")
+    assert "已完成" in (await page.text_content("#def-rule") or "")
+    await page.click("#definition button")
+
+    # XLSX: every table a sheet, the same numbers as the page.
+    async with page.expect_download() as got:
+        await page.click("#xlsx")
+    download = await got.value
+    assert download.suggested_filename.endswith(".xlsx")
+    book = openpyxl.load_workbook(io.BytesIO(Path(await download.path()).read_bytes()))
+    assert {"总体", "分时段", "按队列", "话务员", "承办单位考核", "热点·街道"} <= set(book.sheetnames)
+    assert book["总体"]["B1"].value == "呼入量" and book["总体"]["B2"].value == offered
+    assert book["分时段"].max_row - 1 == len(month["calls"]["intervals"])
+    ranked = [r[1].value for r in book["承办单位考核"].iter_rows(min_row=2)]
+    assert ranked == [d["name"] for d in month["departments"]] and ranked
+
+    # CSV: UTF-8 with BOM, Chinese headers, read back.
+    async with page.expect_download() as got:
+        await page.click("[data-csv=departments]")
+    raw = Path(await (await got.value).path()).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert rows[0][:4] == ["排名", "承办单位", "受理量", "响应率（%）"]
+    assert len(rows) - 1 == len(month["departments"])
+
+    # Back to the day, and print its 日报: headed with the centre's name and the day.
+    await page.click("[data-period=day]")
+    await page.wait_for_selector("[data-period=day][aria-pressed=true]")
+    assert await page.locator("[data-table=intervals] tbody tr").count() == 24
+    await shoot(page, tmp_path, "reports-day")
+    async with page.context.expect_page() as opened:
+        await page.click("#print")
+    sheet = await opened.value
+    await sheet.wait_for_selector("[data-table=overall] tbody tr")
+    assert await sheet.text_content("#print-centre") == "12345政务服务便民热线"
+    title = await sheet.text_content("#print-title") or ""
+    assert title.startswith("日报") and month["day"] in title
+    await sheet.emulate_media(media="print")
+    assert not await sheet.locator("header.topbar").is_visible()
+    assert await sheet.locator("#print-title").is_visible()
+    pdf = await sheet.pdf(format="A4", landscape=True)
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
+    await sheet.emulate_media(media="screen")
+    await shoot(sheet, tmp_path, "report-print-day")
+    assert problems == []
+
+
+async def test_a_department_sees_only_its_own_figures(
+        site: tuple[str, Service], browser: Any, tmp_path: Path) -> None:
+    url, _ = site
+    page, problems = await sign_in(browser, url, "dept1", width=1366, height=768)
+    await page.wait_for_url("**/orders")
+    await page.goto(url + "/reports?period=month")
+    await page.wait_for_selector("[data-table=departments] tbody tr")
+    tables = await page.locator("#tables section").evaluate_all(
+        "els => els.map(e => e.dataset.table)")
+    assert tables == ["departments"]  # no call centre figures, no other department
+    rows = page.locator("[data-table=departments] tbody tr")
+    assert await rows.count() == 1
+    assert "城市管理" in (await rows.first.text_content() or "")
+    heads = await page.locator("[data-table=departments] th").all_text_contents()
+    assert {"响应率（%）", "解决率（%）", "满意率（%）"} <= set(heads)
+    assert await page.locator("#queue-box").is_hidden()
+    # Asking for another department gives its own all the same.
+    other = await (await page.request.get(
+        url + "/api/reports/summary?period=month&department=housing")).json()
+    assert [d["department"] for d in other["departments"]] == ["urban_management"]
+    assert "calls" not in other and "agents" not in other
+    await shoot(page, tmp_path, "reports-department")
+    assert problems == []
