@@ -87,6 +87,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/logout"): Access(SIGNED_IN),
     ("GET", "/api/me"): Access(SIGNED_IN),
     ("GET", "/api/openapi.json"): PUBLIC,
+    # operations (callcenter/ops.py): for the load balancer and the scraper; no caller data
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
     # live picture
     ("GET", "/api/live"): Access(CENTRE, "operators: their own agent"),
     ("GET", "/ws"): Access(CENTRE, "operators: their own agent"),
