@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +96,12 @@ async def json_errors(request: web.Request,
             if key in exc.headers:
                 resp.headers[key] = exc.headers[key]
         return resp
+    except SQLAlchemyError:
+        if not api:
+            raise
+        log.exception("database refused a request's write", path=request.path[:200])
+        return error_response(503, "the database did not take this; nothing was changed",
+                              "数据库未能写入，未做任何更改")
     except RecursionError:
         if not api:
             raise

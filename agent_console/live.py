@@ -9,10 +9,13 @@ issue-12 fault: 300 such clients took the service from 88 to 263 MB).  Once a se
 :func:`_send_watchdog` measures each socket's *unsent backlog* (the transport's buffer
 plus the kernel's send queue, ``TIOCOUTQ``) and its age (since it last stayed under
 :data:`BACKLOG_FLOOR` with no send stuck); past ``Console.max_unsent_bytes`` (1 MiB)
-or ``Console.max_unsent_age_s`` (10 s) the socket is cut: a close frame with code
+or ``Console.max_unsent_age_s`` (5 s) the socket is cut: a close frame with code
 :data:`CLOSE_TOO_SLOW` (4408) if it goes out within a second, then the transport is
-aborted, which frees its buffers at once.  The page (``static/common.js``) reconnects
-on 4408 at once and resumes from its last update number.
+aborted, which frees its buffers at once.  The session may open a socket again after
+a cool-down that doubles with each cut (2, 4, 8 … 60 s; before that ``/ws`` answers
+429 with ``Retry-After``), so a client that never reads spends most of its time
+disconnected instead of holding buffers.  The page (``static/common.js``) reconnects
+on 4408 after the cool-down and resumes from its last update number.
 """
 
 from __future__ import annotations
@@ -23,19 +26,20 @@ import gc
 import json
 import struct
 import termios
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 
 from acd.state import AgentChanged, AgentState, Change
+from agent_console.auth import token_hash
 from agent_console.http import (
     ApiError,
     same_origin,
 )
 from agent_console.hub import Client
-from agent_console.session import CONSOLE, Console, need_session
+from agent_console.session import CONSOLE, COOKIE, Console, need_session
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +96,24 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         c.backlog_since.pop(ws, None)
         await asyncio.gather(sender, return_exceptions=True)
     return ws
+
+
+@web.middleware
+async def slow_client_gate(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """``/ws`` for a session cut for not reading and still cooling down: 429 with
+    Retry-After, before any database work (a hostile client may retry many times a
+    second).  Mounted ahead of the permission guard."""
+    if request.path == "/ws":
+        c = request.app[CONSOLE]
+        cooling = c.slow_cooldown.get(token_hash(request.cookies.get(COOKIE) or ""))
+        if cooling is not None and c.now() < cooling[1]:
+            wait = max(1, round(cooling[1] - c.now()))
+            raise ApiError(429, f"this page was cut for not reading its updates; reconnect "
+                           f"in {wait} s", zh=f"页面未及时接收数据已被断开，请 {wait} 秒后重连",
+                           retry_after=wait)
+    return await handler(request)
 
 
 def _on_message(c: Console, client: Client, text: str) -> None:
@@ -171,6 +193,7 @@ async def _send_watchdog(c: Console, every: float = 1.0) -> None:
         for ws, unsent, age in cut:
             log.info("websocket client too slow; cut", unsent_bytes=unsent, age_s=round(age, 1))
             c.slow_cuts += 1
+            _cool_down(c, c.socket_sessions.get(ws))
             c.backlog_since.pop(ws, None)
             c.sending.pop(ws, None)
             sender = c.senders.get(ws)
@@ -178,6 +201,16 @@ async def _send_watchdog(c: Console, every: float = 1.0) -> None:
                 sender.cancel()
         if cut:
             await asyncio.gather(*(_cut(c, ws) for ws, _, _ in cut), return_exceptions=True)
+
+
+def _cool_down(c: Console, token_hash: str | None, most_s: float = 60.0) -> None:
+    if token_hash is None:
+        return
+    now = c.now()
+    if len(c.slow_cooldown) > 10_000:  # forget the cool-downs that are over
+        c.slow_cooldown = {k: v for k, v in c.slow_cooldown.items() if v[1] > now}
+    cuts = c.slow_cooldown.get(token_hash, (0, 0.0))[0] + 1
+    c.slow_cooldown[token_hash] = (cuts, now + min(most_s, 2.0 ** cuts))
 
 
 async def _cut(c: Console, ws: web.WebSocketResponse) -> None:

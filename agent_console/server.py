@@ -49,7 +49,13 @@ from agent_console.hub import Hub
 from agent_console.intake import IntakeConfig
 from agent_console.intake_api import setup_intake
 from agent_console.knowledge_api import setup_knowledge
-from agent_console.live import close_sockets, hub_ctx, rings_or_connects, websocket
+from agent_console.live import (
+    close_sockets,
+    hub_ctx,
+    rings_or_connects,
+    slow_client_gate,
+    websocket,
+)
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
@@ -136,8 +142,9 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         hub.route = console.route
     hub.listeners.append(console.note_changes)
     # Errors as JSON; then who may use the route (agent_console.permissions.ROUTES); then CSRF.
-    app = web.Application(middlewares=[json_errors, permission_guard(current_session),
-                                       csrf_guard], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[json_errors, slow_client_gate,
+                                       permission_guard(current_session), csrf_guard],
+                          client_max_size=256 * 1024)
     app[CONSOLE] = console
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(hub_ctx)

@@ -141,8 +141,11 @@ class Console:
     transports: dict[web.WebSocketResponse, Any] = field(default_factory=dict)
     backlog_since: dict[web.WebSocketResponse, float] = field(default_factory=dict)
     max_unsent_bytes: int = 1 << 20
-    max_unsent_age_s: float = 10.0
+    max_unsent_age_s: float = 5.0
     slow_cuts: int = 0
+    # session (token hash) -> (cuts, not before): a client cut for not reading comes back
+    # after a cool-down that doubles with each cut (2, 4 … 60 s)
+    slow_cooldown: dict[str, tuple[int, float]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # member name -> display name
     # queue member (interface or member name) -> keys of the operator streams showing it
     watching: dict[str, set[str]] = field(default_factory=dict)

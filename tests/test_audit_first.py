@@ -140,3 +140,29 @@ async def test_the_row_is_written_before_the_action_and_says_when_it_failed(rig:
     assert status == 502
     last = (await rows(rig, "force_ready"))[-1]
     assert last.reason == "再试" and last.data["result"].startswith("the PBX refused")
+
+
+async def test_an_order_step_whose_audit_record_cannot_be_written_changes_nothing(
+        rig: Rig) -> None:
+    """Order steps write the order and its audit record in one transaction."""
+    from agent_console.orders_api import WORK_ORDERS
+    from callcenter.demo_orders import seed_handlers
+    from tests.console_fakes import CHEAP
+
+    wo = rig.app[WORK_ORDERS]
+    await seed_handlers(rig.service.store, wo, passwords=CHEAP)
+    op = await rig.as_user("op1")
+    status, body = await op.call("POST", "/api/orders", {"text": "路灯不亮"})
+    assert status == 201, body
+    oid = body["order"]["id"]
+    async with rig.service.store.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE work_order_events RENAME TO events_away"))
+    try:
+        status, body = await op.call("POST", f"/api/orders/{oid}/steps",
+                                     {"step": "dispatch", "department": "urban_management"})
+    finally:
+        async with rig.service.store.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE events_away RENAME TO work_order_events"))
+    assert status == 503 and body["error_zh"], body
+    assert (await wo.get(oid)).state.value == "accepted"
+    assert [str(r.step) for r in await wo.history(oid)] == ["accept"]

@@ -190,7 +190,7 @@ async def test_a_send_stuck_on_a_client_that_stopped_reading_is_ended() -> None:
     transport = Transport()
     c = SimpleNamespace(hub=hub, sending={}, senders={}, transports={ws: transport},
                         backlog_since={}, max_unsent_bytes=1 << 20, max_unsent_age_s=0.05,
-                        slow_cuts=0)
+                        slow_cuts=0, socket_sessions={}, slow_cooldown={})
     c.senders[ws] = asyncio.create_task(_pump(c, ws, client))  # type: ignore[arg-type]
     dog = asyncio.create_task(_send_watchdog(c, every=0.01))  # type: ignore[arg-type]
     try:

@@ -102,9 +102,10 @@ export class Live {
       if (ev.code === 4401 || !opened) {
         try { await api("GET", "/api/me"); } catch { return; }  // 401 goes to the login page
       }
-      // 4408: the server cut us for not reading fast enough (a frozen tab): come back at
-      // once; the stream id and last number make it resume, or send a fresh snapshot.
-      if (ev.code === 4408) this.backoff = 500;
+      // 4408: the server cut us for not reading fast enough (a frozen tab): come back
+      // after its cool-down (2 s, doubling; meanwhile /ws answers 429 and the backoff
+      // grows); the stream id and last number make it resume, or send a fresh snapshot.
+      if (ev.code === 4408) this.backoff = 2000;
       setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 10000);
     };

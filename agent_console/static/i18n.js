@@ -253,7 +253,7 @@ const STRINGS = {
     "draft.request_type": "诉求类型",
     "draft.urgency": "紧急程度",
     "draft.reply_method": "回复方式",
-    "draft.confidential": "保密（对承办单位隐藏来电人身份）",
+    "draft.confidential": "保密件（隐藏来电人身份）",
     "draft.address": "事发地址",
     "draft.district": "区（县）",
     "draft.street": "街道（镇）",

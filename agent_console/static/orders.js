@@ -645,7 +645,7 @@ async function loadInbox() {
     if (!rows.length) ul.append(el("li", {cls: "muted", text: tr("inbox.none")}));
     for (const o of rows) {
       const due = o.due || o.handling_due;
-      const late = o.overdue || (due && new Date(due) < new Date());
+      const late = Boolean(due) && new Date(due) < new Date();  // the deadline shown (o.overdue lists flags)
       const why = o.sent_back ? tr({refuse_return: "inbox.back_refuse_return", reject_completion: "inbox.back_reject_completion"}[o.sent_back.step] || "inbox.back_reopen") + (o.sent_back.reason ? "：" + o.sent_back.reason : "") : "";
       ul.append(el("li", {data: {order: o.id}, cls: arrived.includes(o.id) ? "fresh" : ""},
         orderLink(o.id, o.number, open), " ",

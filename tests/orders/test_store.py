@@ -7,7 +7,6 @@ Each test runs migrations on a fresh SQLite file; times are given explicitly
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -236,18 +235,13 @@ async def test_demo_seed_has_every_state_and_every_anomaly(store: Store, clock: 
     assert len(mine) >= 5
 
 
-async def test_throughput_of_create_and_dispatch(wo: WorkOrders,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+async def test_300_orders_created_and_dispatched_leave_two_events_each(wo: WorkOrders) -> None:
+    """Many orders in a row (their speed is a `callcenter bench` figure, not asserted here)."""
     n = 300
-    started = time.perf_counter()
     for i in range(n):
         order, _ = await wo.create(OP, caller=Caller(number=f"1390000{i:04d}"),
                                    category="供水", text=f"第{i}件", at=T0)
         await wo.step(order.id, "dispatch", OP, at=T0, department="water_group")
-    rate = n / (time.perf_counter() - started)
-    with capsys.disabled():
-        print(f"\nwork orders created+dispatched on {wo.engine.dialect.name}: {rate:.0f}/s")
-    assert rate > 20
     assert await wo.event_count() == 2 * n
 
 
