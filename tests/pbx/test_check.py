@@ -80,6 +80,7 @@ async def test_a_healthy_pbx_passes_every_check(rig: Rig) -> None:
     checks = await rig.run()
     failed = [c.line() for c in checks.values() if not c.ok]
     assert failed == []
+    assert checks["AMI login"].line() == "PASS  AMI login: as hotline; Asterisk 22.10.1, AMI 11.0.0"
     assert {"AMI login", "manager user classes", "module app_queue", "module res_musiconhold",
             "queue hotline", "queue hotline-en", "dialplan hotline@transfer",
             "dialplan 8101@transfer", "dialplan hotline-en@hotline-queue",
