@@ -583,4 +583,9 @@ async def api_work_order(request: web.Request) -> web.Response:
     seen = redact({"caller_number": doc["caller"], "text": doc["text"],
                    "confidential": full.confidential}, ACCOUNT_ROLES[user.role.value])
     doc["caller"], doc["text"] = seen["caller_number"], seen["text"]
+    if full.confidential and user.role is Role.SUPERVISOR:  # as on /api/orders/{id}
+        await c.service.store.audit(at=c.service.clock(), actor=user.username,
+                                    role=user.role.value,
+                                    action="confidential_identity_viewed",
+                                    target=full.number, data={"order_id": full.id})
     return web.json_response(doc, dumps=dumps)

@@ -176,6 +176,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_post("/api/supervisor/agents/{name}/ready", api_force_ready)
     r.add_post("/api/supervisor/agents/{name}/signout", api_force_signout)
     r.add_get("/ws", websocket)
+    r.add_get("/ws/wall", websocket)  # the wallboard's; web workers serve it from the bus
     app[RECORDINGS] = recordings or _scanned(RecordingStore(service.settings.recordings_root))
     r.add_get("/api/recordings/{uniqueid}", recording_handler(
         app[RECORDINGS], authorize=_recording_actor, audit=_recording_audit(service),

@@ -68,6 +68,10 @@ FILLER = [
     "咨询电话为12345，工作时间内也可到窗口现场咨询。", "本政策自发布之日起施行，以最新公告为准。",
     "异地办理的，可通过全国一体化政务服务平台提交申请。", "收费标准按照价格主管部门核定的标准执行。",
 ]
+ASKS = ["怎么办理", "需要什么材料", "在哪里办", "有什么条件", "如何申请", "多久能办好", "政策解读",
+        "常见问题", "收费标准", "线上怎么操作"]
+OPENERS = ["的条件和流程如下。", "需要准备的材料如下。", "可以在以下地点办理。", "的政策要点如下。",
+           "常见问题解答如下。", "的时限和费用如下。"]
 QUESTIONS = [
     "社保卡丢了怎么补办", "公积金租房提取", "停水了怎么办", "居住证怎么办理", "路灯不亮",
     "异地就医备案", "身份证异地补办", "新生儿落户", "拖欠工资怎么投诉", "小学报名",
@@ -137,8 +141,9 @@ def article_rows(n: int, seed: int) -> list[dict[str, Any]]:
         category, subject, actions = rng.choice(TOPICS)
         action = rng.choice(actions)
         place = rng.choice(PLACES)
-        title = f"{place}{subject}{action}怎么办理（{i}）"
-        sentences = [f"{place}{subject}{action}的办理条件和流程如下。"] + rng.sample(FILLER, 3)
+        ask = rng.choice(ASKS)
+        title = f"{place}{subject}{action}{ask}（{i}）"
+        sentences = [f"{place}{subject}{action}{rng.choice(OPENERS)}"] + rng.sample(FILLER, 3)
         body = "".join(sentences)
         keywords = f"{subject} {action}"
         expired = rng.random() < 0.1
@@ -147,7 +152,7 @@ def article_rows(n: int, seed: int) -> list[dict[str, Any]]:
             "department": rng.choice(DEPARTMENTS), "valid_from": None,
             "valid_to": now - 86400 if expired else None, "status": "active", "version": 1,
             "created_by": "bench", "created_at": now, "updated_by": "bench", "updated_at": now,
-            "search_title": " ".join((seg(f"{place}{subject}{action}怎么办理"), str(i),
+            "search_title": " ".join((seg(f"{place}{subject}{action}{ask}"), str(i),
                                       seg(keywords))),
             "search_body": " ".join(seg(s) for s in sentences)})
     return rows
@@ -203,10 +208,11 @@ def order_rows(n: int, seed: int, now: float) -> list[dict[str, Any]]:
         location = f"{street}{rng.randint(1, 300)}号{estate}"
         body = f"{estate}{problem}。"
         key = f"{category}|{location}|{body}"
-        if key not in cache:
-            cache[key] = order_search_text(body, category, location)
+        words = cache.get(key)
+        if words is None:
             if len(cache) > 200_000:
                 cache.clear()
+            words = cache[key] = order_search_text(body, category, location)
         state = pick(rng, STATES)
         due = at + rng.uniform(1, 10) * 86400
         dept = None if state in ("accepted", "resolved_on_call") else rng.choice(DEPARTMENTS)
@@ -220,7 +226,7 @@ def order_rows(n: int, seed: int, now: float) -> list[dict[str, Any]]:
             "confidential": rng.random() < 0.03, "owner_unit": "centre",
             "lead_department": dept, "co_handlers": "", "location": location,
             "updated_at": at, "handling_due": due,
-            "version": 1, "channel": pick(rng, CHANNELS), "search_text": cache[key]})
+            "version": 1, "channel": pick(rng, CHANNELS), "search_text": words})
     return rows
 
 
@@ -332,15 +338,16 @@ async def _pg(server_url: str, work: Callable[[Store], Awaitable[dict[str, Any]]
 
 
 async def run(articles: int, orders: int, pg: str | None, seed: int,
-              say: Callable[[str], None]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+              say: Callable[[str], None], *, sqlite: bool = True) -> dict[str, Any]:
+    """Each figure is said (as report lines) as soon as it is measured."""
+    out = _Said(say)
     with tempfile.TemporaryDirectory(prefix="hotline-search-") as tmp:
-        if articles:
+        if articles and sqlite:
             say(f"knowledge base: {articles} articles on SQLite ...")
             out["knowledge_sqlite"] = await _on(
                 f"sqlite+aiosqlite:///{Path(tmp) / 'kb.db'}",
                 lambda s: bench_knowledge(s, articles, seed))
-        if orders:
+        if orders and sqlite:
             say(f"orders: {orders} on SQLite ...")
             out["orders_sqlite"] = await _on(f"sqlite+aiosqlite:///{Path(tmp) / 'orders.db'}",
                                              lambda s: bench_orders(s, orders, seed))
@@ -352,7 +359,18 @@ async def run(articles: int, orders: int, pg: str | None, seed: int,
         if orders:
             say(f"orders: {orders} on PostgreSQL ...")
             out["orders_postgresql"] = await _pg(pg, lambda s: bench_orders(s, orders, seed))
-    return out
+    return dict(out)
+
+
+class _Said(dict[str, Any]):
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__()
+        self.say = say
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        for line in report({key: value}):
+            self.say(line)
 
 
 def report(result: dict[str, Any]) -> list[str]:
@@ -374,12 +392,13 @@ def report(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(articles: int, orders: int, pg: str | None, seed: int, as_json: bool) -> int:
+def main(articles: int, orders: int, pg: str | None, seed: int, as_json: bool, *,
+         sqlite: bool = True) -> int:
     import json
     import sys
 
     result = asyncio.run(run(articles, orders, pg, seed,
-                             lambda s: print(s, file=sys.stderr, flush=True)))
+                             lambda s: print(s, file=sys.stderr, flush=True), sqlite=sqlite))
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:

@@ -132,6 +132,10 @@ async def test_a_supervisor_sees_the_identity_and_it_is_audited(rig: Any) -> Non
         rows = list(await s.scalars(select(AuditRow).where(
             AuditRow.action == "confidential_identity_viewed")))
     assert [(r.actor, r.target) for r in rows] == [("sup1", doc["order"]["number"])]
+    status, _ = await sup.call("GET", f"/api/work-orders/{oid}")  # the console's route too
+    async with store.sessions() as s:
+        assert len(list(await s.scalars(select(AuditRow).where(
+            AuditRow.action == "confidential_identity_viewed")))) == 2
     # An operator sees it masked.
     _status, doc = await op.call("GET", f"/api/orders/{oid}")
     assert doc["order"]["caller_name"] == "欧***" and NUMBER not in repr(doc["order"])

@@ -25,6 +25,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from agent_console.auth import seed_demo_users
+from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import DraftRow, WorkOrderRow
 from agent_console.server import make_app
 from agent_console.session import CONSOLE
@@ -98,6 +99,10 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
         "hold_time": 4, "agent": "agent1003", "interface": "Local/1003@agents/n",
         "ended_at": earlier + 95, "talk_time": 91, "wrap_s": 3.0, "rings": 1,
         "ring_no_answer": 0, "estimated": False}])
+    article = await site.app[KNOWLEDGE].create(
+        {"title": "路灯不亮怎么报修", "category": "市政设施/路灯",
+         "body": "路灯不亮可拨打城管热线报修，或在政务App“随手拍”上报，一般48小时内修复。"},
+        "sup1")
     page, problems = await open_page(browser, site, "op1", 1440, 900)
     await text_is(page, "#state-label", "未签入")
 
@@ -207,13 +212,18 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await page.fill("#draft-street", "幸福路街道")
     await page.fill("#draft-address", "幸福路12号")
     await page.select_option("#draft-gender", "male")
-    # 直接答复: answered on the call, with the answer given.
+    # 直接答复 from the knowledge base: search as you type, the article fills the answer.
     await page.check("#outcome-answer")
-    await page.fill("#draft-answer", "已告知路灯报修渠道，并登记由城管夜间巡查。")
+    await page.fill("#kb-query", "路灯 报修")
+    await page.locator("#kb-results button", has_text="路灯不亮怎么报修").click()
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-answer').value.includes('城管热线')")
+    assert "路灯不亮怎么报修" in await page.inner_text("#kb-chosen")
     await page.keyboard.press("Control+Enter")
     await page.wait_for_selector("#submit-dialog[open]")
     summary = await page.inner_text("#submit-summary")
-    for words in ("市政设施/路灯", "东城区幸福路街道幸福路12号", "直接答复", "投诉", "男"):
+    for words in ("市政设施/路灯", "东城区幸福路街道幸福路12号", "直接答复", "投诉", "男",
+                  "城管热线", "依据知识库：路灯不亮怎么报修"):
         assert words in summary, words
     assert await page.inner_text("#submit-missing") == ""
     if shots:
@@ -226,6 +236,7 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
             for o in orders] == [(number, "13812345678", uid, "市政设施/路灯",
                                   text + "，已多次反映", "op1", "resolved_on_call")]
     assert await page.get_attribute("#draft-message a", "href") == f"/orders?open={orders[0].id}"
+    assert await site.app[KNOWLEDGE].uses_of_order(orders[0].id) == [article.id]
     assert await page.evaluate("window.__pwned") is None
 
     # English is one click away, and stays chosen.
@@ -320,7 +331,9 @@ async def test_wallboard_figures_equal_the_metrics_api(
             "offered": str(figs["offered"]), "answered": str(figs["answered"]),
             "abandoned": str(figs["abandoned"]),
             "connection_rate": f"{figs['connection_rate']:.2f}%",
-            "answer_rate_sl": f"{figs['answer_rate_sl']:.2f}%"}, queue
+            "answer_rate_sl": f"{figs['answer_rate_sl']:.2f}%",
+            "abandon_rate": f"{figs['abandon_rate']:.2f}%",
+            "asa_s": f"{figs['asa_s']:.1f}s", "aht_s": f"{figs['aht_s']:.1f}s"}, queue
     assert metrics["queues"]["hotline"]["offered"] == 7
     assert metrics["queues"]["hotline"]["answered"] == 5
     assert metrics["queues"]["hotline"]["answer_rate_sl"] == 80.0
@@ -328,7 +341,7 @@ async def test_wallboard_figures_equal_the_metrics_api(
     alerts = await page.eval_on_selector_all("#alerts li", "els => els.map(e => e.dataset.alert)")
     assert alerts == ["longest_wait:hotline", "paused_while_waiting:agent1003",
                       "ring_no_answer:agent1002"]
-    assert await page.locator("svg path.line-cr").count() == 1
+    assert await page.locator("#trend canvas").count() >= 1  # the ECharts trend (issue 14)
     if shots:
         await page.screenshot(path=str(shots / "wallboard-zh-CN.png"))
 

@@ -154,3 +154,22 @@ async def test_the_running_demo_rings_a_ready_operator_within_15_s(tmp_db: str, 
             raise AssertionError("no call rang the ready operator within 15 s of start-up")
     finally:
         await demo.stop()
+
+
+async def test_serve_knows_when_no_account_can_sign_in(tmp_db: str) -> None:
+    from agent_console.auth import seed_demo_users
+    from callcenter.cli import _has_accounts
+    from callcenter.service import Service
+    from tests.console_fakes import CHEAP, FakePbx
+
+    settings = load(env={})
+    settings.database_url = tmp_db
+    service = Service(settings)
+    service.link = FakePbx(service)  # type: ignore[assignment]
+    await service.start()
+    try:
+        assert not await _has_accounts(service)  # serve prints how to make one
+        await seed_demo_users(service.store, passwords=CHEAP)
+        assert await _has_accounts(service)
+    finally:
+        await service.stop()
