@@ -65,7 +65,7 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
 
     from agent_console.server import make_app
     from agent_console.session import CONSOLE
-    from callcenter.ops import Ops
+    from callcenter.ops import OPS
     from callcenter.service import Service
     from callcenter.telephony import TelephonyError, start_telephony, startup_checks
     from callcenter.web import bus_settings, publish_wall
@@ -82,12 +82,9 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     service = Service(settings)
     await service.start()
     app = make_app(service)
-    ops = Ops("core")
-    ops.watch_service(service)
-    ops.watch_sockets(lambda: len(app[CONSOLE].sockets))
+    ops = app[OPS]
     if lease is not None:
         ops.checks["lease"] = _lease_check(lease)
-    ops.add_routes(app)
     redis_url, prefix = bus_settings(settings)
     wall = publish_wall(app[CONSOLE], redis_url, prefix) if redis_url else None
     runner = web.AppRunner(app, access_log=None)

@@ -101,6 +101,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
             "callcenter.orders"),
     "agent_console": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
+                      "callcenter.ops",
                       "callcenter.orders", "callcenter.service", "callcenter.runtime",
                       "recordings", "ivr"),
 }

@@ -229,6 +229,7 @@ class PbxSimServer:
         self._write_tasks: set[asyncio.Future[Any]] = set()
         self.agi_url = agi_url
         self.agi_secret = agi_secret  # extensions.conf HOTLINE_AGI_SECRET: AGI_TOKEN's key
+        self.missing_prompts: set[str] = set()  # sound files this PBX lacks (STREAM FILE -1)
         self._agi_tasks: set[asyncio.Task[None]] = set()
         self._agi_seq = 0
         self.host = host
@@ -415,7 +416,8 @@ class PbxSimServer:
         keys = self.pbx.citizen.keys_for(script)
         try:
             await run_agi(run.url, headers, keys, variables=run.variables, timeout=30.0,
-                          alive=lambda: run.channel in self.pbx.channels)
+                          alive=lambda: run.channel in self.pbx.channels,
+                          missing_prompts=self.missing_prompts)
         except (TimeoutError, OSError, ValueError) as exc:
             log.warning("pbx_sim.agi_failed", error=str(exc), channel=run.channel,
                         script=script)
@@ -459,7 +461,7 @@ class PbxSimServer:
 
         try:
             out = await run_agi(self.agi_url, headers, keys, on_queue=on_queue,
-                                variables=dialplan_vars)
+                                variables=dialplan_vars, missing_prompts=self.missing_prompts)
         except (TimeoutError, OSError, ValueError) as exc:
             log.warning("pbx_sim.agi_failed", error=str(exc), caller=mask_number(spec.number))
             if not joined:
