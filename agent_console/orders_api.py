@@ -818,6 +818,12 @@ REPORT_COLUMNS = (
     "satisfaction_department_mean", "satisfaction_department_satisfied_share",
     "returns_by_department",
 )
+REPORT_HEADERS = (
+    "周期", "起始日", "工单数", "接通量", "受理率", "直接答复率", "一次办结率", "按时办结率",
+    "解决率（市民确认）", "话务员满意度·评价数", "话务员满意度·均分", "话务员满意度·满意占比",
+    "承办单位满意度·评价数", "承办单位满意度·均分", "承办单位满意度·满意占比", "退单（按单位）",
+)
+"""The CSV's Chinese column names (UTF-8 with BOM, so Excel reads them), in REPORT_COLUMNS order."""
 
 
 def _day(request: web.Request, key: str, default: Any) -> Any:
@@ -849,7 +855,8 @@ async def api_report(request: web.Request) -> web.Response:
                       "rows": rows})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(REPORT_COLUMNS)
+    out.write("\ufeff")
+    writer.writerow(REPORT_HEADERS)
     for row in rows:
         flat = dict(row)
         for side in ("operator", "department"):

@@ -9,6 +9,7 @@ read, with Core selects (a month of a large centre is two million calls).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import Mapping, Sequence
@@ -82,6 +83,18 @@ def _slice(engine: AsyncEngine) -> Any:
 
 async def load_call_atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
                           queue: str | None = None) -> list[rp.Atom]:
+    """:func:`_atoms` for ``[start, end)``; a window longer than three days is read as two
+    halves at once (two connections: the database groups both in parallel)."""
+    if end - start <= 3 * 86400:
+        return await _atoms(engine, settings, start, end, queue)
+    middle = (start + end) // 2 // 900 * 900  # on a slice boundary: the halves share no atom
+    halves = await asyncio.gather(_atoms(engine, settings, start, middle, queue),
+                                  _atoms(engine, settings, middle, end, queue))
+    return halves[0] + halves[1]
+
+
+async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
+                 queue: str | None = None) -> list[rp.Atom]:
     """:func:`acd.reports.atoms_of` as one grouped query: the sums behind every figure of
     :func:`acd.metrics.figures`, counted by the database (a month of two million calls is
     never carried into Python row by row).  The same rules, spelled in SQL:
@@ -183,38 +196,84 @@ def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-async def load_order_events(engine: AsyncEngine, start: float, end: float) -> list[asm.Event]:
-    """The audit records :func:`assessment.assess` folds, of the orders some department
-    received in ``[start, end)``: only the steps it reads, and of each record's data only
-    the keys it reads, taken out by the database (JSON paths), not decoded row by row."""
-    received = select(OrderEventRow.order_id).where(
-        OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS]),
-        OrderEventRow.at >= start, OrderEventRow.at < end)
-    d = OrderEventRow.data
-    cols = (OrderEventRow.order_id, OrderEventRow.seq, OrderEventRow.step, OrderEventRow.role,
+def _event_columns() -> tuple[Any, ...]:
+    """The columns the fold reads; of each record's data only the keys it reads, taken
+    out by the database (JSON paths, and only for the steps that carry them)."""
+    d, step = OrderEventRow.data, OrderEventRow.step
+
+    def only(steps: tuple[Step, ...], value: Any) -> Any:
+        return case((step.in_([str(s) for s in steps]), value), else_=None)
+
+    return (OrderEventRow.order_id, OrderEventRow.seq, step, OrderEventRow.role,
             OrderEventRow.unit, OrderEventRow.at,
-            d["department"].as_string(), d["source"].as_string(),
-            d["satisfaction_department"].as_integer(), d["timer"].as_string(),
-            d[("first_response_due", "$t")].as_string(), d[("handling_due", "$t")].as_string())
+            only((Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN, Step.REOPEN),
+                 d["department"].as_string()),
+            only((Step.EVALUATE, Step.REOPEN), d["source"].as_string()),
+            only((Step.EVALUATE, Step.REOPEN), d["satisfaction_department"].as_integer()),
+            only((Step.FLAG_OVERDUE,), d["timer"].as_string()),
+            only((Step.ACCEPT,), d[("first_response_due", "$t")].as_string()),
+            only((Step.ACCEPT, Step.REOPEN), d[("handling_due", "$t")].as_string()))
+
+
+def _events(rows: Any) -> list[asm.Event]:
+    out = []
+    for oid, seq, step, role, unit, at, dept, source, score, timer, first, handling in rows:
+        data: dict[str, Any] = {}
+        if dept is not None:
+            data["department"] = dept
+        if source is not None:
+            data["source"] = source
+            data["satisfaction_department"] = score
+        if timer is not None:
+            data["timer"] = timer
+        if first is not None:
+            data["first_response_due"] = _ts(first)
+        if handling is not None:
+            data["handling_due"] = _ts(handling)
+        out.append(asm.Event(str(oid), seq, step, role, unit, at, data))
+    return out
+
+
+LEAD_IN = 7 * 86400.0
+"""How long before the window the time-ordered read begins (an order is usually accepted
+shortly before it is dispatched; earlier 受理 records are fetched by order)."""
+TAIL = 92 * 86400.0
+"""How long after the window the time-ordered read goes on (later steps of an old
+window's orders are fetched with the window's cohort as a filter)."""
+
+
+async def load_order_events(engine: AsyncEngine, start: float, end: float,
+                            now: float | None = None) -> list[asm.Event]:
+    """The audit records :func:`assessment.assess` folds, of the orders some department
+    received in ``[start, end)``, up to ``now``: only the steps it reads.
+
+    The audit trail is appended in time order, so the records are read as one range of
+    ``at`` (``LEAD_IN`` before the window to ``TAIL`` after it, or ``now``); the few the
+    range misses are fetched by order: 受理 records of the window's orders accepted
+    before it, and, for an old window, its orders' later steps."""
+    now = end + TAIL if now is None else now
+    first, last = start - LEAD_IN, min(now, end + TAIL)
+    cols = _event_columns()
+    folded = OrderEventRow.step.in_(FOLDED_STEPS)
+    received = OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS])
     async with engine.connect() as conn:
-        res = await conn.execute(select(*cols).where(
-            OrderEventRow.order_id.in_(received), OrderEventRow.step.in_(FOLDED_STEPS)))
-        out = []
-        for oid, seq, step, role, unit, at, dept, source, score, timer, first, handling in res:
-            data: dict[str, Any] = {}
-            if dept is not None:
-                data["department"] = dept
-            if source is not None:
-                data["source"] = source
-                data["satisfaction_department"] = score
-            if timer is not None:
-                data["timer"] = timer
-            if first is not None:
-                data["first_response_due"] = _ts(first)
-            if handling is not None:
-                data["handling_due"] = _ts(handling)
-            out.append(asm.Event(str(oid), seq, step, role, unit, at, data))
-        return out
+        rows = _events(await conn.execute(select(*cols).where(
+            OrderEventRow.at >= first, OrderEventRow.at < last, folded)))
+        cohort = {e.order_id for e in rows
+                  if e.step in asm.RECEIVE_STEPS and start <= e.at < end}
+        rows = [e for e in rows if e.order_id in cohort]
+        accepted = {e.order_id for e in rows if e.step == Step.ACCEPT}
+        missing = sorted(int(o) for o in cohort - accepted)
+        for i in range(0, len(missing), 500):
+            rows += _events(await conn.execute(select(*cols).where(
+                OrderEventRow.order_id.in_(missing[i:i + 500]), OrderEventRow.at < first,
+                folded)))
+        if last < now:
+            in_window = select(OrderEventRow.order_id).where(
+                received, OrderEventRow.at >= start, OrderEventRow.at < end)
+            rows += _events(await conn.execute(select(*cols).where(
+                OrderEventRow.at >= last, folded, OrderEventRow.order_id.in_(in_window))))
+    return rows
 
 
 async def load_new_orders(engine: AsyncEngine, start: float, end: float, tz: Any
@@ -261,50 +320,77 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
                                                                  "supervised") else "%"}
            for k, (z, e, r) in asm.RATE_DEFINITIONS.items()},
     }
+    jobs = {}  # the sections read the database at the same time (one connection each)
     if "calls" in sections:
-        atoms = await load_call_atoms(engine, settings, lo, hi, queue)
-        rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
-        out["calls"] = {
-            "overall": _fig(rep.overall),
-            "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
-            "queues": [{"queue": k, "title": settings.queue_titles.get(k, k)} | _fig(f)
-                       for k, f in rep.queues.items()],
-            "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
-            "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],
-            "hours": rep.hours, "abandon_times": rep.abandon_times,
-        }
+        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue)
     if "agents" in sections:
-        states = await load_states(engine, lo, min(hi, now))
-        agents = rp.agent_report(states, await load_taken(engine, lo, min(hi, now)), lo,
-                                 min(hi, now))
-        out["agents"] = [a.as_dict() for a in agents.values()]
-        if period == "day":
-            shifts = []
-            for s in cfg.shifts:
-                a, b = s.span(day, tz)
-                if a.timestamp() >= now:
-                    continue
-                # a night shift that began the evening before belongs to its own day
-                got = rp.agent_report(states, await load_taken(engine, a.timestamp(), b.timestamp()),
-                                      a.timestamp(), min(b.timestamp(), now))
-                shifts.extend({"shift": s.name} | f.as_dict() for f in got.values())
-            out["shifts"] = shifts
+        jobs["agents"] = _agents_section(engine, cfg, tz, lo, hi, now, period, day)
     if "departments" in sections:
-        events = await load_order_events(engine, lo, hi)
-        figures = asm.assess(events, lo, hi)
-        rows = asm.period_rows(figures, names or {})
-        if department is not None:
-            rows = [r for r in rows if r["department"] == department]
-        out["departments"] = rows
+        jobs["departments"] = _departments_section(engine, lo, hi, now, department,
+                                                   names or {})
     if "hotspots" in sections:
-        week = rp.period_start(datetime.fromtimestamp(min(hi, now) - 1, tz), "week")
-        new = await load_new_orders(engine, (week - timedelta(days=7)).timestamp(),
-                                    (week + timedelta(days=7)).timestamp(), tz)
-        year_ago = week - timedelta(days=364)  # the same ISO week is within a week of this
-        new += await load_new_orders(engine, (year_ago - timedelta(days=8)).timestamp(),
-                                     (year_ago + timedelta(days=15)).timestamp(), tz)
-        out["hotspots"] = asm.hotspots(new, week, cfg.keywords) | {"week": week.date().isoformat()}
+        jobs["hotspots"] = _hotspots_section(engine, cfg, tz, hi, now)
+    for got in await asyncio.gather(*jobs.values()):
+        out.update(got)
     return out
+
+
+async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetime,
+                         end: datetime, period: str, queue: str | None) -> dict[str, Any]:
+    atoms = await load_call_atoms(engine, settings, start.timestamp(), end.timestamp(), queue)
+    rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
+    return {"calls": {
+        "overall": _fig(rep.overall),
+        "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
+        "queues": [{"queue": k, "title": settings.queue_titles.get(k, k)} | _fig(f)
+                   for k, f in rep.queues.items()],
+        "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
+        "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],
+        "hours": rep.hours, "abandon_times": rep.abandon_times,
+    }}
+
+
+async def _agents_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, lo: float,
+                          hi: float, now: float, period: str, day: date) -> dict[str, Any]:
+    until = min(hi, now)
+    states = await load_states(engine, lo, until)
+    agents = await asyncio.to_thread(rp.agent_report, states,
+                                     await load_taken(engine, lo, until), lo, until)
+    out: dict[str, Any] = {"agents": [a.as_dict() for a in agents.values()]}
+    if period == "day":
+        shifts = []
+        for s in cfg.shifts:  # the shifts that begin on the day
+            a, b = s.span(day, tz)
+            if a.timestamp() >= now:
+                continue
+            taken = await load_taken(engine, a.timestamp(), b.timestamp())
+            got = rp.agent_report(states, taken, a.timestamp(), min(b.timestamp(), now))
+            shifts.extend({"shift": s.name} | f.as_dict() for f in got.values())
+        out["shifts"] = shifts
+    return out
+
+
+async def _departments_section(engine: AsyncEngine, lo: float, hi: float, now: float,
+                               department: str | None, names: Mapping[str, str]
+                               ) -> dict[str, Any]:
+    # folded in a thread: the live screens' loop keeps running meanwhile
+    figures = await asyncio.to_thread(asm.assess, await load_order_events(engine, lo, hi, now),
+                                      lo, hi)
+    rows = asm.period_rows(figures, names)
+    if department is not None:
+        rows = [r for r in rows if r["department"] == department]
+    return {"departments": rows}
+
+
+async def _hotspots_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, hi: float,
+                            now: float) -> dict[str, Any]:
+    week = rp.period_start(datetime.fromtimestamp(min(hi, now) - 1, tz), "week")
+    new = await load_new_orders(engine, (week - timedelta(days=7)).timestamp(),
+                                (week + timedelta(days=7)).timestamp(), tz)
+    year_ago = week - timedelta(days=364)  # the same ISO week is within a week of this
+    new += await load_new_orders(engine, (year_ago - timedelta(days=8)).timestamp(),
+                                 (year_ago + timedelta(days=15)).timestamp(), tz)
+    return {"hotspots": asm.hotspots(new, week, cfg.keywords) | {"week": week.date().isoformat()}}
 
 
 def _fig(f: Figures) -> dict[str, Any]:

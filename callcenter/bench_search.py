@@ -68,6 +68,10 @@ FILLER = [
     "咨询电话为12345，工作时间内也可到窗口现场咨询。", "本政策自发布之日起施行，以最新公告为准。",
     "异地办理的，可通过全国一体化政务服务平台提交申请。", "收费标准按照价格主管部门核定的标准执行。",
 ]
+ASKS = ["怎么办理", "需要什么材料", "在哪里办", "有什么条件", "如何申请", "多久能办好", "政策解读",
+        "常见问题", "收费标准", "线上怎么操作"]
+OPENERS = ["的条件和流程如下。", "需要准备的材料如下。", "可以在以下地点办理。", "的政策要点如下。",
+           "常见问题解答如下。", "的时限和费用如下。"]
 QUESTIONS = [
     "社保卡丢了怎么补办", "公积金租房提取", "停水了怎么办", "居住证怎么办理", "路灯不亮",
     "异地就医备案", "身份证异地补办", "新生儿落户", "拖欠工资怎么投诉", "小学报名",
@@ -137,8 +141,9 @@ def article_rows(n: int, seed: int) -> list[dict[str, Any]]:
         category, subject, actions = rng.choice(TOPICS)
         action = rng.choice(actions)
         place = rng.choice(PLACES)
-        title = f"{place}{subject}{action}怎么办理（{i}）"
-        sentences = [f"{place}{subject}{action}的办理条件和流程如下。"] + rng.sample(FILLER, 3)
+        ask = rng.choice(ASKS)
+        title = f"{place}{subject}{action}{ask}（{i}）"
+        sentences = [f"{place}{subject}{action}{rng.choice(OPENERS)}"] + rng.sample(FILLER, 3)
         body = "".join(sentences)
         keywords = f"{subject} {action}"
         expired = rng.random() < 0.1
@@ -147,7 +152,7 @@ def article_rows(n: int, seed: int) -> list[dict[str, Any]]:
             "department": rng.choice(DEPARTMENTS), "valid_from": None,
             "valid_to": now - 86400 if expired else None, "status": "active", "version": 1,
             "created_by": "bench", "created_at": now, "updated_by": "bench", "updated_at": now,
-            "search_title": " ".join((seg(f"{place}{subject}{action}怎么办理"), str(i),
+            "search_title": " ".join((seg(f"{place}{subject}{action}{ask}"), str(i),
                                       seg(keywords))),
             "search_body": " ".join(seg(s) for s in sentences)})
     return rows

@@ -380,7 +380,7 @@ async def test_reports_in_json_and_csv(rig: Rig) -> None:
                                   "&format=csv&period=week")
     assert status == 200
     lines = text.strip().splitlines()
-    assert lines[0].startswith("period,start,orders") and lines[1].startswith("week,")
+    assert lines[0].startswith("\ufeff周期,起始日,工单数") and lines[1].startswith("week,")
     assert "urban_management=1" in lines[1]
     assert (await sup.call("GET", "/api/reports/orders?from=2026-13-01"))[0] == 400
     assert (await sup.call("GET", "/api/reports/orders?format=xml"))[0] == 400

@@ -140,7 +140,14 @@ def event_of(r: AuditRecord) -> Event:
 
 def citizens_own(r: Event) -> bool:
     """A return-visit answer the citizen keyed in themselves (never one staff entered)."""
-    return r.role == Role.CITIZEN and r.data.get("source") == AnswerSource.CITIZEN_KEYS
+    return r.role == _CITIZEN and r.data.get("source") == _CITIZEN_KEYS
+
+
+_CITIZEN, _CITIZEN_KEYS = str(Role.CITIZEN), str(AnswerSource.CITIZEN_KEYS)
+
+
+def _seq(r: Event) -> int:
+    return r.seq
 
 
 @dataclass(slots=True)
@@ -158,6 +165,14 @@ class _Track:
 
 
 RECEIVE_STEPS = frozenset({Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN})
+
+# The steps as plain strings: the fold compares millions of them.
+_ACCEPT, _REDISPATCH, _HANDLING, _RETURN, _COMPLETE, _EVALUATE, _REOPEN, _OVERDUE, \
+    _SUPERVISE = (str(s) for s in (Step.ACCEPT, Step.REDISPATCH, Step.ACCEPT_HANDLING,
+                                   Step.RETURN, Step.COMPLETE, Step.EVALUATE, Step.REOPEN,
+                                   Step.FLAG_OVERDUE, Step.SUPERVISE))
+_RECEIVE = frozenset(str(s) for s in RECEIVE_STEPS)
+_DEADLINE_TIMERS = frozenset({str(TimerKind.FIRST_RESPONSE), str(TimerKind.HANDLING)})
 
 
 def assess(records: Iterable[Event], start: float, end: float
@@ -177,41 +192,41 @@ def assess(records: Iterable[Event], start: float, end: float
 
     scores: list[tuple[str, int]] = []
     for recs in by_order.values():
-        recs.sort(key=lambda r: r.seq)
+        recs.sort(key=_seq)
         t = _Track()
         for r in recs:
-            d = r.data
-            if r.step == Step.ACCEPT:
+            step, d, at = r.step, r.data, r.at
+            if step == _ACCEPT:
                 t.first_due, t.handling_due = d.get("first_response_due"), d.get("handling_due")
-            elif r.step in RECEIVE_STEPS:
+            elif step in _RECEIVE:
                 previous = t.lead
                 t.lead = str(d.get("department") or "") or None
-                if r.step == Step.REDISPATCH and previous and previous in t.cohort:
+                if step == _REDISPATCH and previous and previous in t.cohort:
                     t.flags["redispatched"].add(previous)
-                if t.lead and start <= r.at < end:
+                if t.lead and start <= at < end:
                     t.cohort.add(t.lead)
-            elif r.step == Step.ACCEPT_HANDLING:
-                if t.first_due is None or r.at <= t.first_due:
+            elif step == _HANDLING:
+                if t.first_due is None or at <= t.first_due:
                     t.responded.add(r.unit)
-            elif r.step == Step.RETURN:
+            elif step == _RETURN:
                 t.flags["returned"].add(r.unit)
-            elif r.step == Step.COMPLETE:
-                t.done[r.unit] = t.handling_due is None or r.at <= t.handling_due
-            elif r.step in (Step.EVALUATE, Step.REOPEN) and citizens_own(r) and t.lead:
-                t.answer = (t.lead, r.step == Step.EVALUATE)
-                score = d.get("satisfaction_department")
-                if isinstance(score, int) and t.lead in t.cohort:
-                    scores.append((t.lead, score))
-                if r.step == Step.REOPEN:
-                    t.flags["reopened"].add(t.lead)
-            elif r.step == Step.REOPEN and t.lead:  # an answer staff heard: reopened all the same
-                t.flags["reopened"].add(t.lead)
-            if r.step == Step.REOPEN and "handling_due" in d:
-                t.handling_due = d["handling_due"]
-            if r.step == Step.FLAG_OVERDUE and t.lead and d.get("timer") in (
-                    TimerKind.FIRST_RESPONSE, TimerKind.HANDLING):
-                t.flags["overdue"].add(t.lead)
-            elif r.step == Step.SUPERVISE and t.lead:
+            elif step == _COMPLETE:
+                t.done[r.unit] = t.handling_due is None or at <= t.handling_due
+            elif step == _EVALUATE or step == _REOPEN:
+                if t.lead and citizens_own(r):
+                    t.answer = (t.lead, step == _EVALUATE)
+                    score = d.get("satisfaction_department")
+                    if isinstance(score, int) and t.lead in t.cohort:
+                        scores.append((t.lead, score))
+                if step == _REOPEN:
+                    if t.lead:  # whoever heard the answer, the order went back
+                        t.flags["reopened"].add(t.lead)
+                    if "handling_due" in d:
+                        t.handling_due = d["handling_due"]
+            elif step == _OVERDUE:
+                if t.lead and d.get("timer") in _DEADLINE_TIMERS:
+                    t.flags["overdue"].add(t.lead)
+            elif step == _SUPERVISE and t.lead:
                 t.flags["supervised"].add(t.lead)
         for name in t.cohort:
             f = dept(name)

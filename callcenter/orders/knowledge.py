@@ -15,9 +15,9 @@ space-separated tokens held in ``search_title`` / ``search_body``.  SQLite index
 them with FTS5 (``knowledge_fts``, kept by triggers, ranked by bm25 with the title
 weighted 5:1); PostgreSQL with a GIN index over a stored ``to_tsvector('simple', ...)``,
 ranked by ``ts_rank`` (title weight A, body B).  A query is segmented the same way;
-all its words must match (the last one as a prefix, since operators search as they
-type); when nothing matches all of them, any of its words of two characters or
-more will do.  Retired articles and
+all its words must match (a Latin last word as a prefix, since operators search as
+they type; Chinese sub-words are in the index already); when no article at all has
+every word, any of its words of two characters or more will do.  Retired articles and
 those outside their validity window are never returned; a category narrows the
 search to that category and everything below it.
 
@@ -81,7 +81,7 @@ DOMAIN_WORDS = (
 _STOP = (
     "的 了 吗 呢 啊 吧 呀 么 是 在 我 你 他 她 它 我们 想 要 请问 请 问 一下 怎么 怎么办 怎样 如何 什么 哪里 哪儿 "
     "哪个 为什么 多少 能 能否 可以 可不可以 有 没有 和 与 及 或 都 也 就 还 到 去 给 让 被 把 这 那 个 "
-    "您好 你好 谢谢")
+    "您好 你好 谢谢 需要 哪些 手续")
 STOP_WORDS = frozenset(_STOP.split())
 """Question words that say nothing about the subject; dropped from queries."""
 
@@ -201,19 +201,26 @@ def query_terms(query: str) -> list[str]:
     return words[:12]
 
 
-def fts5_query(terms: list[str], *, any_term: bool = False, prefix_last: bool = True) -> str:
-    """An FTS5 MATCH expression: ``"社保" AND "转移"*`` (terms are quoted, so no syntax
-    of the operator's leaks into the query language)."""
+def _prefix_last(terms: list[str]) -> bool:
+    """Only a Latin last word is a prefix: Chinese sub-words are indexed already
+    (``cut_for_search`` stores 公积 beside 公积金), and a Chinese prefix such as 办*
+    would drag in every article."""
+    return bool(terms) and terms[-1].isascii()
+
+
+def fts5_query(terms: list[str], *, any_term: bool = False) -> str:
+    """An FTS5 MATCH expression: ``"社保" AND "转移"`` (terms are quoted, so no syntax
+    of the operator's leaks into the query language; a Latin last word is a prefix)."""
     quoted = [f'"{t}"' for t in terms]
-    if quoted and prefix_last:
+    if _prefix_last(terms):
         quoted[-1] += "*"
     return (" OR " if any_term else " AND ").join(quoted)
 
 
-def ts_query(terms: list[str], *, any_term: bool = False, prefix_last: bool = True) -> str:
+def ts_query(terms: list[str], *, any_term: bool = False) -> str:
     """The same for PostgreSQL's ``to_tsquery('simple', ...)``."""
     quoted = [f"'{t}'" for t in terms]
-    if quoted and prefix_last:
+    if _prefix_last(terms):
         quoted[-1] += ":*"
     return (" | " if any_term else " & ").join(quoted)
 
@@ -501,13 +508,26 @@ class KnowledgeBase:
         if terms:
             hits = await self._search(terms, category, limit, now, any_term=False)
             wide = [t for t in terms if len(t) > 1]  # one character alone says little
-            if not hits and len(terms) > 1 and wide:
+            if not hits and len(terms) > 1 and wide and not await self._any_match(terms):
+                # No article has all the words (not merely none valid here): any will do.
                 hits = await self._search(wide, category, limit, now, any_term=True)
         if actor is not None and query:
             async with self.sessions() as s, s.begin():
                 s.add(SearchRow(at=now, actor=actor[:64], query=query[:200],
                                 category=category[:120], hits=len(hits)))
         return hits
+
+    async def _any_match(self, terms: list[str]) -> bool:
+        """Whether any article at all (valid or not) has every word."""
+        if self.postgres:
+            sql = ("SELECT 1 FROM knowledge_articles WHERE search_vector @@ "
+                   "to_tsquery('simple', :q) LIMIT 1")
+            q = ts_query(terms)
+        else:
+            sql = "SELECT 1 FROM knowledge_fts WHERE knowledge_fts MATCH :q LIMIT 1"
+            q = fts5_query(terms)
+        async with self.sessions() as s:
+            return (await s.scalar(text(sql), {"q": q})) is not None
 
     async def _search(self, terms: list[str], category: str, limit: int, now: float, *,
                       any_term: bool) -> list[Hit]:

@@ -5,8 +5,8 @@ Theory of operation
 The words of an order (request text, category, 事发地址 location) are indexed as CJK
 bigrams (:mod:`callcenter.orders.words`): SQLite keeps them in the FTS5 table
 ``work_orders_fts`` (triggers on ``search_text``), PostgreSQL in a GIN index over
-the stored ``search_vector`` (``to_tsvector('simple', search_text)``) queried with
-``<->`` phrases.  The caller's
+the stored ``search_vector`` (``to_tsvector('simple', search_text)``), a word's
+bigrams ANDed (see :func:`~callcenter.orders.words.ts_match`).  The caller's
 name and number are never in ``search_text``: they are matched through their own
 columns, and for a reader who may not see them (a department) never on a
 confidential order, so a search cannot reveal who called.

@@ -49,8 +49,12 @@ def fts5_match(words: Iterable[list[str]]) -> str:
 
 
 def ts_match(words: Iterable[list[str]]) -> str:
-    """PostgreSQL ``to_tsquery('simple', ...)``: ``('路灯' <-> '灯坏') & ('灯':*)``."""
-    return " & ".join("(" + " <-> ".join(f"'{t}'" + (":*" if _single(w) else "") for t in w)
+    """PostgreSQL ``to_tsquery('simple', ...)``: ``('路灯' & '灯坏') & ('灯':*)``.
+
+    A word's bigrams are ANDed, not chained with ``<->``: a phrase makes PostgreSQL
+    re-read every candidate row's vector to check positions, and the bigrams of a
+    word rarely all occur apart."""
+    return " & ".join("(" + " & ".join(f"'{t}'" + (":*" if _single(w) else "") for t in w)
                       + ")" for w in words)
 
 
