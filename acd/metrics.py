@@ -32,6 +32,7 @@ they joined the queue.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -104,6 +105,7 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
     talk = 0
     answered_order: list[tuple[float, int]] = []
     completed_order: list[tuple[float, int]] = []
+    first_end = float("inf")  # the first completion or abandon (app_queue's reset point)
     for c in calls:
         f.offered += 1
         f.estimated += bool(getattr(c, "estimated", False))
@@ -122,11 +124,13 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
                 talk += t
                 handle += t + (c.wrap_s or 0.0)
                 completed_order.append((c.ended_at or 0.0, t))
+                first_end = min(first_end, c.ended_at or 0.0)
                 if hold <= servicelevel:
                     f.completed_in_sl += 1
             elif outcome == "interrupted":
                 f.interrupted += 1
         elif outcome == "abandoned":
+            first_end = min(first_end, c.ended_at or c.joined_at)
             f.abandoned += 1
             f.max_wait_s = max(f.max_wait_s, hold)
             if hold <= servicelevel:
@@ -141,9 +145,26 @@ def figures(calls: Iterable[CallLike], servicelevel: int = 15,
             f.waiting += 1
     f.wait_total_s, f.talk_total_s, f.handle_total_s = float(waits), float(talk), handle
     _rates(f)
-    f.asterisk_holdtime = smoothed(h for _, h in sorted(answered_order))
-    f.asterisk_talktime = smoothed((t for _, t in sorted(completed_order)), first_is_value=True)
+    # In time order (stable: equal times keep the order the calls came in).
+    answered_order.sort(key=_first)
+    completed_order.sort(key=_first)
+    f.asterisk_holdtime = smoothed_holdtime(answered_order, first_end)
+    f.asterisk_talktime = smoothed((t for _, t in completed_order), first_is_value=True)
     return f
+
+
+def _first(sample: tuple[float, int]) -> float:
+    return sample[0]
+
+
+def smoothed_holdtime(samples: Iterable[tuple[float, int]], first_end: float) -> int:
+    """app_queue's ``recalc_holdtime()``: each answer's wait is taken as it is while the
+    queue has neither completed nor abandoned a call (before ``first_end``), and smoothed
+    after that.  ``samples``: (answered at, wait) in time order."""
+    value = 0
+    for at, hold in samples:
+        value = hold if at < first_end else (3 * value + hold) >> 2
+    return value
 
 
 def smoothed(samples: Iterable[int], first_is_value: bool = False) -> int:
@@ -241,6 +262,11 @@ def queue_json(f: Figures) -> dict[str, float | int]:
     return out
 
 
+#: Samples the live book runs app_queue's smoothing over: each older sample weighs
+#: (3/4)^n, so beyond a few hundred the integer result no longer depends on them.
+SMOOTH_TAIL = 400
+
+
 class MetricsBook:
     """Live figures kept per 15-minute interval, recomputed only where calls changed.
 
@@ -260,6 +286,9 @@ class MetricsBook:
         self.width_s = width_s
         self._calls: dict[int, dict[str, CallLike]] = defaultdict(dict)
         self._cache: dict[int, dict[str, Figures]] = {}
+        # bucket -> queue -> (answered (at, hold) samples, completed (at, talk) samples)
+        self._samples: dict[int, dict[str, tuple[list[tuple[float, int]],
+                                                  list[tuple[float, int]]]]] = {}
 
     def bucket(self, ts: float) -> int:
         return int(ts // self.width_s * self.width_s)
@@ -268,6 +297,7 @@ class MetricsBook:
         b = self.bucket(call.joined_at)
         self._calls[b][getattr(call, "visit_id", "") or call.uniqueid] = call
         self._cache.pop(b, None)
+        self._samples.pop(b, None)
 
     def _bucket_figures(self, b: int) -> dict[str, Figures]:
         cached = self._cache.get(b)
@@ -277,14 +307,55 @@ class MetricsBook:
         return cached
 
     def figures(self, start: float, end: float) -> tuple[dict[str, Figures], Figures]:
-        """Per queue and overall for calls that joined in [start, end) (interval-aligned)."""
+        """Per queue and overall for calls that joined in [start, end) (interval-aligned).
+        Asterisk's smoothed Holdtime/TalkTime are run over the range's last
+        :data:`SMOOTH_TAIL` samples (older ones no longer move the integer result)."""
         per_queue: dict[str, list[Figures]] = defaultdict(list)
-        for b in sorted(self._calls):
-            if start <= b < end:
-                for q, f in self._bucket_figures(b).items():
-                    per_queue[q].append(f)
+        buckets = [b for b in sorted(self._calls) if start <= b < end]
+        for b in buckets:
+            for q, f in self._bucket_figures(b).items():
+                per_queue[q].append(f)
         per = {q: combine(fs) for q, fs in sorted(per_queue.items())}
+        for q, f in per.items():
+            f.asterisk_holdtime = smoothed(self._tail(buckets, q, 0))
+            f.asterisk_talktime = smoothed(self._tail(buckets, q, 1), first_is_value=True)
         return per, combine(per.values())
+
+    def _bucket_samples(self, b: int) -> dict[str, tuple[list[tuple[float, int]],
+                                                         list[tuple[float, int]]]]:
+        cached = self._samples.get(b)
+        if cached is None:
+            cached = {}
+            for c in self._calls[b].values():
+                outcome = str(c.outcome)
+                if outcome not in ANSWERED:
+                    continue
+                held, talked = cached.setdefault(c.queue, ([], []))
+                held.append((c.answered_at or 0.0, c.hold_time or 0))
+                if outcome == "completed":
+                    talked.append((c.ended_at or 0.0, c.talk_time or 0))
+            for held, talked in cached.values():
+                held.sort(key=_first)
+                talked.sort(key=_first)
+            self._samples[b] = cached
+        return cached
+
+    def _tail(self, buckets: list[int], queue: str, which: int) -> list[int]:
+        """The last SMOOTH_TAIL samples of one kind, in time order (newest buckets first,
+        one bucket more than needed: a call ends after the bucket it joined in)."""
+        chosen: list[list[tuple[float, int]]] = []
+        count, extra = 0, 1
+        for b in reversed(buckets):
+            samples = self._bucket_samples(b).get(queue)
+            if samples:
+                chosen.append(samples[which])
+                count += len(samples[which])
+            if count >= SMOOTH_TAIL:
+                if extra == 0:
+                    break
+                extra -= 1
+        merged = list(heapq.merge(*reversed(chosen), key=_first))
+        return [v for _, v in merged[-SMOOTH_TAIL:]]
 
     def series(self, start: float, end: float) -> list[tuple[int, Figures]]:
         """Overall figures of each interval in [start, end), for trend charts."""
@@ -300,6 +371,7 @@ class MetricsBook:
         for b in [b for b in self._calls if b < self.bucket(ts)]:
             del self._calls[b]
             self._cache.pop(b, None)
+            self._samples.pop(b, None)
 
     def __len__(self) -> int:
         return sum(len(c) for c in self._calls.values())

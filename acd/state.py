@@ -103,8 +103,18 @@ AGENT_TRANSITIONS: dict[tuple[AgentState, str], AgentState] = {
 DEVICE_NOT_INUSE = 1
 
 
-#: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from an event's.
-LOG_SLACK_S = 2
+#: Events that come from the PBX itself (not the service's own link, resync or clock).
+_PBX_EVENTS = frozenset({
+    ev.CallerJoined, ev.CallerLeft, ev.CallerAbandoned, ev.AgentRung, ev.AgentAnswered,
+    ev.AgentCompleted, ev.AgentRingNoAnswer, ev.AgentDumped, ev.MemberAdded, ev.MemberRemoved,
+    ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted})
+
+#: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from the time an
+#: event was read (clock skew, a busy link): the same channel rarely visits one queue twice
+#: that quickly.
+LOG_SLACK_S = 10
+#: How far before the last event seen a gap's rebuild looks for visits never seen.
+GAP_LOOKBACK_S = 30
 
 #: Seconds two FullyBooted answers may disagree on the boot time without a restart
 #: (Uptime is whole seconds; the answer takes a moment to arrive).
@@ -368,6 +378,8 @@ class CallCenter:
         self._restart_pending: str = ""  # why the next resync must treat the PBX as new
         self._at_down: dict[str, Counters] = {}  # our counters when the link went down
         self._service_restarted = False  # open visits came back from the database
+        self._last_pbx_event = float("inf")  # time of the last event the PBX sent
+        self.last_restart: PbxRestarted | None = None  # the latest restart or reset seen
         self.finished: list[Call] = []  # finished calls not yet collected by the caller
         self.agents: dict[str, Agent] = {}  # by interface
         self.waiting: dict[str, dict[str, Call]] = {}  # queue -> uniqueid -> call (join order)
@@ -415,6 +427,8 @@ class CallCenter:
     def apply(self, event: ev.Event) -> list[Change]:
         """Apply one event; return what changed.  Timers due before it fire first."""
         changes = self.advance(event.at)
+        if type(event) in _PBX_EVENTS:
+            self._last_pbx_event = event.at
         handler = self._handlers.get(type(event))
         if handler is not None:
             changes.extend(handler(event))
@@ -477,19 +491,19 @@ class CallCenter:
         return done
 
     def restore(self, calls: Iterable[Call], last_seen: float) -> None:
-        """Visits a previous run of the service left open (read back from the database):
-        held as they were until the first resync settles them.  The gap runs from
-        ``last_seen``, the latest moment the stored records speak of."""
+        """Visits a previous run of the service stored (read back from the database): the
+        open ones are held as they were until the first resync settles them; the recent
+        finished ones are only known, so that a rebuild from queue_log does not make
+        them again.  The gap runs from ``last_seen``, the latest moment the stored
+        records speak of."""
         for call in calls:
-            if call.outcome in FINAL:
-                continue
             self.visits[call.visit_id] = call
             latest = self.calls.get(call.uniqueid)
             if latest is None or latest.visit < call.visit:
                 self.calls[call.uniqueid] = call
             if call.outcome is Outcome.WAITING:
                 self.waiting.setdefault(call.queue, {})[call.uniqueid] = call
-            elif call.interface:
+            elif call.outcome is Outcome.ANSWERED and call.interface:
                 self.connected[(call.queue, call.interface)] = call.visit_id
         self._down_at = last_seen
         self._at_down = {}
@@ -626,8 +640,9 @@ class CallCenter:
 
     def _caller_joined(self, e: ev.CallerJoined) -> list[Change]:
         known = self.calls.get(e.uniqueid)
-        if known is not None and known.queue == e.queue and known.outcome is Outcome.WAITING:
-            return []  # already known (e.g. from a resync): never count twice
+        if known is not None and known.queue == e.queue and (
+                known.outcome is Outcome.WAITING or self._from_log(known, e.at)):
+            return []  # already known (from a resync or queue_log): never count twice
         changes: list[Change] = []
         if known is not None and known.outcome is Outcome.WAITING:
             # It left its last queue without our seeing QueueCallerLeave.
@@ -715,6 +730,9 @@ class CallCenter:
     def _agent_answered(self, e: ev.AgentAnswered) -> list[Change]:
         call = self._visit(e.uniqueid, e.queue)
         changes: list[Change] = []
+        if call is not None and call.outcome is not Outcome.WAITING and self._from_log(
+                call, e.at - e.hold_time) and call.agent == e.member:
+            return []  # queue_log already told this answer
         if call is None or call.outcome not in (Outcome.WAITING, Outcome.EXITED):
             # joined while we were not looking
             call = self._new_visit(e.uniqueid, e.queue, e.at - e.hold_time)
@@ -752,8 +770,9 @@ class CallCenter:
         key = (e.queue, e.interface)
         if e.uniqueid:
             call = self._visit(e.uniqueid, e.queue)
-            if call is not None and call.outcome in (Outcome.ANSWERED, Outcome.COMPLETED):
-                return call
+            if call is not None and call.outcome in (Outcome.ANSWERED, Outcome.COMPLETED,
+                                                     Outcome.WAITING, Outcome.EXITED):
+                return call  # (waiting: its AgentConnect was lost in a gap)
             return None
         pending = [self.visits[v] for v in self._unconfirmed.get(key, ()) if v in self.visits]
         current = self.visits.get(self.connected.get(key, ""))
@@ -778,6 +797,11 @@ class CallCenter:
             call.agent, call.interface = e.member, e.interface
             call.estimated = True
             call.outcome = Outcome.ANSWERED
+        if call.outcome in (Outcome.WAITING, Outcome.EXITED):  # answered unseen
+            self._unwait(call)
+            call.outcome, call.estimated = Outcome.ANSWERED, True
+            call.answered_at = call.left_at = e.at - e.talk_time
+            call.agent, call.interface = e.member, e.interface
         if call.hold_time is None or call.estimated:
             call.hold_time = e.hold_time  # the PBX's own figure beats our guess
         if not call.agent:
@@ -937,7 +961,9 @@ class CallCenter:
         self.link_up = e.up
         self.link_reason = e.reason
         if not e.up and self._down_at is None:
-            self._down_at = e.at
+            # From the last event the PBX's link delivered: frames in flight when it
+            # broke were lost with it.
+            self._down_at = min(e.at, self._last_pbx_event)
             self._at_down = {q: _copy(c) for q, c in self.observed.items()}
         return [LinkStateChanged(e.up, e.reason, e.at)]
 
@@ -957,8 +983,8 @@ class CallCenter:
             self._restart_pending = (
                 f"Asterisk restarted: up {e.uptime} s at the reconnect; its counters and "
                 "the calls it held were lost")
-            changes += [PbxRestarted(e.at, booted, self._restart_pending),
-                        Anomaly(e.at, self._restart_pending)]
+            self.last_restart = PbxRestarted(e.at, booted, self._restart_pending)
+            changes += [self.last_restart, Anomaly(e.at, self._restart_pending)]
         self.booted_at = booted
         if e.last_reload is not None:
             self.reloaded_at = e.at - e.last_reload
@@ -986,7 +1012,9 @@ class CallCenter:
         booted = self.booted_at if self.booted_at is not None else at
         end = self._down_at if self._down_at is not None else booted
         for call in [c for c in self.visits.values() if c.outcome not in FINAL]:
-            if call.outcome is Outcome.COMPLETED or call.joined_at >= booted:
+            # Uptime is whole seconds: a call that joined within a second of the boot
+            # may be the new process's; and queue_log's word, when read, is final.
+            if call.joined_at >= booted - 1.0 or call.settled == "queue_log":
                 continue
             self._unwait(call)
             self.connected.pop((call.queue, call.interface), None)
@@ -1009,8 +1037,11 @@ class CallCenter:
         changes: list[Change] = []
         restarted = self._restart_pending
         self._before_resync = {q: _copy(c) for q, c in self.observed.items()}
-        if e.queue_log is not None:
-            changes += self._rebuild_from_log(e.queue_log, at)
+        # With queue_log every gap is rebuilt from it; what it does not tell yet arrives
+        # as live events (the link is up while it is read), so counters settle nothing.
+        from_log = e.queue_log is not None
+        if from_log and self._down_at is not None:
+            changes += self._rebuild_from_log(e.queue_log or (), at)
         if restarted:
             changes += self._cut_by_restart(at)
         self.link_up = True
@@ -1022,7 +1053,7 @@ class CallCenter:
         vanished: dict[str, list[Call]] = {}
         for queue in list(self.waiting):
             for call in list(self.waiting[queue].values()):
-                if call.uniqueid in waiting_now or call.joined_at >= at:
+                if call.uniqueid in waiting_now or call.joined_at >= at or from_log:
                     continue  # still waiting, or joined after the PBX's picture was asked for
                 self._unwait(call)
                 chan = channels.get(call.uniqueid)
@@ -1038,8 +1069,10 @@ class CallCenter:
         # 2. Calls waiting that we never saw join.
         for w in e.waiting:
             known = self._visit(w.uniqueid, w.queue)
-            if known is not None and known.outcome is Outcome.WAITING:
-                continue
+            if known is not None and (known.outcome is Outcome.WAITING or (
+                    known.joined_at >= at - w.wait - LOG_SLACK_S)):
+                continue  # known; or it moved on after the picture was taken (events
+                #           read while QueueStatus was answered come before the resync)
             call = self._new_visit(w.uniqueid, w.queue, at - w.wait, caller_num=w.caller_num,
                                    caller_name=w.caller_name, channel=w.channel,
                                    position=w.position)
@@ -1050,7 +1083,7 @@ class CallCenter:
         #    (only when the PBX listed its channels: no list is no evidence).
         forced: dict[str, list[Call]] = {}
         answered = [c for c in self.visits.values() if c.outcome is Outcome.ANSWERED]
-        for call in answered if e.has_channels else []:
+        for call in answered if e.has_channels and not from_log else []:
             if call.answered_at is not None and call.answered_at > at:
                 continue
             chan = channels.get(call.uniqueid)
@@ -1065,6 +1098,9 @@ class CallCenter:
                                       live=False)
         # 4. Asterisk's counters settle what began and ended while we were away.
         for qc in e.counters:
+            if from_log:
+                self._baseline[qc.queue] = (qc, self._mine_at_answer(qc.queue))
+                continue
             changes += self._reconcile(qc, vanished.pop(qc.queue, []),
                                        forced.pop(qc.queue, []), at, bool(restarted))
         for calls in forced.values():  # queue without counters
@@ -1093,19 +1129,27 @@ class CallCenter:
         if self._down_at is None:
             return []  # first connect: what came before is not the service's to count
         since = self._down_at
-        logged = queue_log.visits(e for e in entries if e.at <= at + 1)
+        logged = queue_log.visits(entries)
         changes: list[Change] = []
         used: set[int] = set()
+        matched: set[int] = set()
         for call in [c for c in self.visits.values() if c.outcome not in FINAL]:
             fits = [v for v in logged if v.callid == call.uniqueid and v.queue == call.queue
                     and v.entered <= call.joined_at + LOG_SLACK_S]
             if fits:
                 used.add(id(fits[-1]))
+                matched.add(id(call))
                 changes += self._apply_logged(call, fits[-1])
         for v in logged:
-            if id(v) in used or v.entered < since - LOG_SLACK_S or any(
-                    c.queue == v.queue and abs(c.joined_at - v.entered) <= LOG_SLACK_S
-                    for c in self.visits_of(v.callid)):
+            if id(v) in used or v.entered < since - GAP_LOOKBACK_S:
+                continue
+            # A visit we already hold for it (seen, or settled from a lone event whose
+            # times are estimates): the same visit, not a new one.
+            same = [c for c in self.visits_of(v.callid) if c.queue == v.queue
+                    and id(c) not in matched and (c.estimated or abs(
+                        c.joined_at - v.entered) <= LOG_SLACK_S)]
+            if same:
+                matched.add(id(same[0]))
                 continue
             call = self._new_visit(v.callid, v.queue, v.entered, caller_num=v.caller_num)
             if v.outcome == "waiting":
@@ -1162,6 +1206,11 @@ class CallCenter:
             for k in _COUNTER_FIELDS:
                 setattr(down, k, getattr(down, k) + getattr(now, k) - getattr(before, k))
         return changes
+
+    @staticmethod
+    def _from_log(call: Call, joined_at: float) -> bool:
+        """The visit was rebuilt from queue_log and this event tells the same visit."""
+        return call.settled == "queue_log" and abs(call.joined_at - joined_at) <= LOG_SLACK_S
 
     def _settled_by(self) -> str:
         return "service_restart" if self._service_restarted else "counters"
@@ -1232,7 +1281,8 @@ class CallCenter:
             # First sight of this PBX, or its counters were reset: nothing to compare with.
             if base is not None:
                 what = f"queue {qc.queue}: PBX counters were reset (QueueReset or reload)"
-                changes += [Anomaly(at, what), PbxRestarted(at, None, what)]
+                self.last_restart = PbxRestarted(at, None, what)
+                changes += [Anomaly(at, what), self.last_restart]
             sl = self.config(qc.queue).servicelevel
             for call in vanished:
                 changes += self._settle(call, Outcome.ABANDONED, at - call.joined_at <= sl, at)

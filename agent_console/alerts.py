@@ -7,6 +7,9 @@ a clock or does IO, so a test states a picture and a time and checks the list.
 The rules a 12345 centre acts on:
 
 * ``link_down`` — the PBX link is down: every figure on the screen is stale.
+* ``pbx_restarted`` — Asterisk restarted (FullyBooted uptime) or its queue counters
+  were reset, within the last :data:`PBX_RESTART_SHOWN_S`: calls it held were cut and
+  the gap was settled (exactly from queue_log when readable, else estimated).
 * ``longest_wait`` — a caller has waited in a queue longer than ``longest_wait_s``
   (critical from twice the threshold).
 * ``paused_while_waiting`` — an agent has been paused (示忙, any reason, "busy"
@@ -24,7 +27,8 @@ The rules a 12345 centre acts on:
 
 Input shape (what :mod:`agent_console.views` builds; only these keys are read)::
 
-    {"link": {"up": bool, "since": float | None},
+    {"link": {"up": bool, "since": float | None, "pbx_restarted_at": float | None,
+              "pbx_restart": str},
      "queues": {name: {"waiting": int, "oldest_joined_at": float | None}},
      "agents": {name: {"state": str, "since": float, "reason": str, "queues": [str],
                        "paused_s": float, "paused_since": float | None,
@@ -91,6 +95,10 @@ def _live(total: float, running_since: float | None, now: float) -> float:
     return total + (max(0.0, now - running_since) if running_since is not None else 0.0)
 
 
+#: How long a PBX restart stays on the wallboard (seconds).
+PBX_RESTART_SHOWN_S = 3600.0
+
+
 def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) -> list[Alert]:
     """The alerts that hold at ``now``: critical first, then by kind and subject."""
     t = thresholds
@@ -99,6 +107,10 @@ def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) ->
     if not link.get("up", False):
         out.append(Alert("link_down", "pbx", CRITICAL, link.get("since"),
                          {"reason": str(link.get("reason", ""))}))
+    restarted = link.get("pbx_restarted_at")
+    if restarted is not None and 0 <= now - restarted <= PBX_RESTART_SHOWN_S:
+        out.append(Alert("pbx_restarted", "pbx", WARNING, restarted,
+                         {"what": str(link.get("pbx_restart", ""))}))
     queues = _named(snapshot.get("queues") or {}, "queue")
     for name, q in queues.items():
         oldest = q.get("oldest_joined_at")

@@ -87,9 +87,14 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/logout"): Access(SIGNED_IN),
     ("GET", "/api/me"): Access(SIGNED_IN),
     ("GET", "/api/openapi.json"): PUBLIC,
+    # operations (callcenter/ops.py): for the load balancer and the scraper; no caller data
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
     # live picture
     ("GET", "/api/live"): Access(CENTRE, "operators: their own agent"),
     ("GET", "/ws"): Access(CENTRE, "operators: their own agent"),
+    ("GET", "/ws/wall"): Access(SUPERVISORS),  # the wallboard (web workers serve it too)
     ("GET", "/api/metrics"): Access(SUPERVISORS),
     # the operator's own agent and calls
     ("POST", "/api/agent/signin"): Access(OPERATORS, "own agent"),

@@ -77,6 +77,7 @@ from agent_console.views import (
     answered_by,
 )
 from callcenter.db import CallRow
+from callcenter.ops import Ops
 from callcenter.service import Service
 from recordings.http import recording_handler
 from recordings.store import RecordingStore
@@ -176,6 +177,11 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_post("/api/supervisor/agents/{name}/ready", api_force_ready)
     r.add_post("/api/supervisor/agents/{name}/signout", api_force_signout)
     r.add_get("/ws", websocket)
+    ops = Ops("core")  # /healthz, /readyz, /metrics
+    ops.watch_service(service)
+    ops.watch_sockets(lambda: len(console.sockets))
+    ops.add_routes(app)
+    r.add_get("/ws/wall", websocket)  # the wallboard's; web workers serve it from the bus
     app[RECORDINGS] = recordings or _scanned(RecordingStore(service.settings.recordings_root))
     r.add_get("/api/recordings/{uniqueid}", recording_handler(
         app[RECORDINGS], authorize=_recording_actor, audit=_recording_audit(service),

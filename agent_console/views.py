@@ -119,7 +119,10 @@ def _oldest(centre: CallCenter, queue: str) -> float | None:
 
 def _link(centre: CallCenter, tracker: Tracker) -> dict[str, Any]:
     """The PBX link as it is now (not as the snapshot, which may be a second old, saw it)."""
-    return {"up": centre.link_up, "reason": centre.link_reason, "since": tracker.link_since}
+    restart = centre.last_restart
+    return {"up": centre.link_up, "reason": centre.link_reason, "since": tracker.link_since,
+            "pbx_restarted_at": restart.at if restart else None,
+            "pbx_restart": restart.what if restart else ""}
 
 
 def wall_agent(a: Agent, tracker: Tracker, names: Mapping[str, str]) -> dict[str, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -64,17 +65,28 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
 
     from agent_console.server import make_app
     from agent_console.session import CONSOLE
-    from callcenter.ops import Ops
+    from callcenter.ops import OPS
     from callcenter.service import Service
     from callcenter.telephony import TelephonyError, start_telephony, startup_checks
+    from callcenter.web import bus_settings, publish_wall
 
+    lease = None
+    if settings.raw.get("ha", {}).get("enabled", False):
+        from callcenter.ha import Lease
+
+        try:
+            lease = Lease(settings.database_url, settings.ami.name)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        await lease.acquire()  # a standby waits here, binding nothing
     service = Service(settings)
     await service.start()
     app = make_app(service)
-    ops = Ops("core")
-    ops.watch_service(service)
-    ops.watch_sockets(lambda: len(app[CONSOLE].sockets))
-    ops.add_routes(app)
+    ops = app[OPS]
+    if lease is not None:
+        ops.checks["lease"] = _lease_check(lease)
+    redis_url, prefix = bus_settings(settings)
+    wall = publish_wall(app[CONSOLE], redis_url, prefix) if redis_url else None
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -83,6 +95,8 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         telephony = await start_telephony(service, app, agi_host=agi_host, agi_port=agi_port)
         ops.watch_agi(lambda: telephony.agi.sessions if telephony else 0)
         await site.start()
+        if wall is not None:
+            await wall.start()
         checks = asyncio.create_task(startup_checks(service, telephony))  # logs what fails
     except (OSError, TelephonyError) as exc:
         if telephony is not None:
@@ -99,12 +113,31 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
               "  callcenter users add admin --role admin   (then op1 --role operator, ...)",
               flush=True)
     try:
-        await run_until_signalled()
+        if lease is None:
+            await run_until_signalled()
+        else:  # the lease lost means another core may be active: stop writing at once
+            signalled = asyncio.create_task(run_until_signalled())
+            lost = asyncio.create_task(lease.lost.wait())
+            await asyncio.wait({signalled, lost}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (signalled, lost):
+                t.cancel()
+            if lease.lost.is_set():
+                os._exit(3)  # no flush, no goodbye: the new active core owns the writes
     finally:
         checks.cancel()
+        if wall is not None:
+            await wall.stop()
         await telephony.stop()
         await runner.cleanup()
         await service.stop()
+        if lease is not None:
+            await lease.release()
+
+
+def _lease_check(lease: object) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        return None if lease.held else "this core does not hold the active lease"  # type: ignore[attr-defined]
+    return check
 
 
 async def _has_accounts(service: object) -> bool:
@@ -121,6 +154,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     s = _settings(args)
     asyncio.run(_serve(s, args.host or s.web_host, args.port or s.web_port,
                        agi_host=args.agi_host, agi_port=args.agi_port))
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from callcenter.web import bus_settings, run_worker, run_workers
+
+    s = _settings(args)
+    redis_url, prefix = bus_settings(s)
+    if not redis_url:
+        raise CliError("callcenter web needs the bus: set [bus] redis_url (or "
+                       "HOTLINE_REDIS_URL), and the same on the core")
+    if args.workers < 1 or args.workers > 64:
+        raise CliError("--workers must be 1..64")
+    host, port = args.host or s.web_host, args.port or s.web_port + 1
+    if args.workers > 1:
+        one = [*(["--config", args.config] if args.config else []), "web", "--workers", "1",
+               "--host", host, "--port", str(port), "--reuse-port"]
+        return run_workers(one, args.workers)
+    asyncio.run(run_worker(s, host, port, redis_url, prefix, reuse_port=args.reuse_port))
     return 0
 
 
@@ -350,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address the FastAGI IVR listens on (Asterisk's AGI(agi://...))")
     s.add_argument("--agi-port", type=int, default=4573, help="FastAGI port (default 4573)")
     s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("web", help="web workers: wallboards' websockets fed by the bus")
+    w.add_argument("--host")
+    w.add_argument("--port", type=int, help="default: [web] port + 1")
+    w.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    w.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    w.set_defaults(func=cmd_web)
 
     c = sub.add_parser("check-ami", help="connect and log in once; print OK or why not")
     c.set_defaults(func=cmd_check_ami)

@@ -38,6 +38,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from acd import events as ev
 from acd import queue_log
@@ -110,6 +113,8 @@ class Service:
         #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
         self.pbx_restarts: list[tuple[float, float | None, str]] = []
         self._resync_task: asyncio.Task[None] | None = None
+        self._queue_log_engine: AsyncEngine | None = None
+        self._last_at = 0.0
         self._last_resync = 0.0
 
     # ---- lifecycle
@@ -138,6 +143,8 @@ class Service:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
         await self.store.close()
+        if self._queue_log_engine is not None:
+            await self._queue_log_engine.dispose()
 
     async def drain(self) -> None:
         """Wait until every enqueued event has been applied."""
@@ -165,14 +172,21 @@ class Service:
         the first resync (the service was not there to see how they ended)."""
         rows = await self.store.open_calls()
         last = await self.store.last_seen()
+        if last is not None:  # the latest finished ones too: a rebuild must know them
+            recent = await self.store.calls_between(last - 600, float("inf"))
+            rows += [r for r in recent if r.outcome not in ("waiting", "answered")]
         calls = [call_from_row(r) for r in rows]
-        self.centre.restore(calls, last if last is not None else self.clock())
+        # No record at all: today's queue_log (when readable) is rebuilt from the day's start.
+        self.centre.restore(calls, last if last is not None else self.day_start(self.clock()))
         if calls:
-            log.info("open calls from before the restart", count=len(calls))
+            log.info("calls from before the restart", count=len(calls))
 
     # ---- the AMI edge (synchronous: only enqueue)
 
     def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+        # Strictly increasing times: frames of one socket read share a clock reading,
+        # and the order of answers and hang-ups is what Asterisk's smoothing follows.
+        at = self._last_at = max(at, self._last_at + 1e-6)
         self.inbox.put_nowait((headers, at))
         if self.raw_listeners:
             for listener in self.raw_listeners.get(headers.get("Event", ""), ()):
@@ -207,21 +221,41 @@ class Service:
                  waiting=len(snapshot.waiting), channels=len(snapshot.channels))
 
     async def _read_queue_log(self, at: float) -> list[queue_log.QueueLogEntry] | None:
-        """Asterisk's queue_log of the last day, when configured and readable."""
-        path = self.settings.queue_log
-        if not path:
+        """Asterisk's queue_log of the last day, when configured and readable: a file, or
+        (a database URL) the table Asterisk's realtime ``queue_log`` backend writes."""
+        where = self.settings.queue_log
+        if not where:
             return None
         since = at - 86400
-
-        def read() -> list[queue_log.QueueLogEntry]:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                return [e for e in queue_log.parse(fh.read()) if e.at >= since]
         try:
+            if "://" in where:
+                return await self._read_queue_log_table(where, since)
+
+            def read() -> list[queue_log.QueueLogEntry]:
+                with open(where, encoding="utf-8", errors="replace") as fh:
+                    return [e for e in queue_log.parse(fh.read()) if e.at >= since]
             return await asyncio.to_thread(read)
-        except OSError as exc:
+        except (OSError, SQLAlchemyError) as exc:
             log.warning("queue_log unreadable: gaps are estimated from counters",
-                        path=path, error=exc.strerror)
+                        error=str(exc)[:200])
             return None
+
+    async def _read_queue_log_table(self, url: str, since: float
+                                    ) -> list[queue_log.QueueLogEntry]:
+        """Rows of the realtime ``queue_log`` table since ``since``.  Its ``time`` is a
+        timestamp in the PBX's local time (``queue_log_realtime_use_gmt = no``) or a
+        number of seconds."""
+        if self._queue_log_engine is None:
+            self._queue_log_engine = create_async_engine(url)
+        tz = self.settings.tz
+        async with self._queue_log_engine.connect() as conn:
+            result = await conn.execute(text("SELECT * FROM queue_log ORDER BY time"))
+            rows = [dict(r._mapping) for r in result]
+        for r in rows:
+            t = r.get("time")
+            if isinstance(t, datetime):
+                r["time"] = (t if t.tzinfo else t.replace(tzinfo=tz)).timestamp()
+        return [e for e in queue_log.from_rows(rows) if e.at >= since]
 
     def _resync_wanted(self, c: ResyncWanted) -> None:
         """Ask the PBX for its picture again, at most once every 2 s (one in flight), when
@@ -238,6 +272,9 @@ class Service:
 
         async def later() -> None:
             await asyncio.sleep(delay)
+            await self.drain()
+            if any(a.memberships for a in self.centre.agents.values()):
+                return  # the picture the connect asked for has come meanwhile
             try:
                 await self._resync(self.link)
             except AmiError as exc:  # the link went down meanwhile: the reconnect resyncs

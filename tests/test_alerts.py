@@ -155,3 +155,14 @@ def test_as_dict_is_plain_json() -> None:
     assert a.as_dict() == {"key": "longest_wait:hotline", "kind": "longest_wait",
                            "subject": "hotline", "severity": WARNING, "since": NOW - 61,
                            "detail": {"waiting": 1}}
+
+
+def test_pbx_restart_is_shown_for_an_hour() -> None:
+    """A restart of Asterisk (or a reset of its counters) is a warning on the wallboard
+    for an hour: the calls it cut were settled, a supervisor should know."""
+    p = picture()
+    p["link"] |= {"pbx_restarted_at": NOW - 120, "pbx_restart": "Asterisk restarted"}
+    alerts = evaluate(p, T, NOW)
+    assert [(a.kind, a.severity) for a in alerts] == [("pbx_restarted", WARNING)]
+    assert alerts[0].detail == {"what": "Asterisk restarted"}
+    assert evaluate(p, T, NOW + 3600) == []

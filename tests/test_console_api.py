@@ -869,7 +869,7 @@ def test_every_ui_string_exists_in_both_languages() -> None:
                                      "completed", "return_visit", "evaluated",
                                      "resolved_on_call", "returned")}
     used |= {f"alert.{kind}" for kind in ("link_down", "longest_wait", "paused_while_waiting",
-                                          "paused_share", "ring_no_answer")}
+                                          "paused_share", "ring_no_answer", "pbx_restarted")}
     used |= {f"reason.{r}" for r in load(env={}).pause_reasons}
     assert used - dynamic <= keys_zh, used - dynamic - keys_zh
 

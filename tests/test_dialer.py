@@ -393,3 +393,49 @@ def test_migration_0004_downgrades_and_upgrades_again(sync_db: str) -> None:
     command.upgrade(cfg, "head")
     columns = {c["name"] for c in inspect(create_engine(url)).get_columns("outbound_calls")}
     assert {"kind", "key", "attempts", "next_at", "status", "result"} <= columns
+
+
+# -- values from the PBX are input (issue 11: as a real Asterisk 22 dialled them) -------------
+
+async def test_full_width_digits_are_dialled_as_ascii(rig: Rig) -> None:
+    rig.centre.apply(ev.MemberAdded(T0, member()))
+    await rig.dialer.callback_requested(request(number="１３９００００１１１１"))  # full-width
+    await rig.dialer.step()
+    [sent] = rig.link.sent
+    assert sent["Channel"] == "Local/13900001111@hotline-callback"
+
+
+@pytest.mark.parametrize("number", ["١٣٩٠٠٠٠١١١١",     # Arabic-Indic digits
+                                    "¹³⁹⁰⁰⁰⁰¹¹¹¹",      # superscripts (NFKC would make them 0-9)
+                                    "139,0000,1111", "1390000\r\n1111"])
+async def test_other_digits_and_separators_are_never_dialled(rig: Rig, number: str) -> None:
+    rig.centre.apply(ev.MemberAdded(T0, member()))
+    await rig.dialer.callback_requested(request(number=number))
+    await rig.dialer.step()
+    assert rig.link.sent == []
+    async with rig.store.sessions() as s:
+        row = (await s.scalars(select(OutboundRow))).one()
+    assert (row.status, row.result) == ("gave_up", "no number to call back")
+
+
+@pytest.mark.parametrize("uid", ["1763863000.5,QUEUE=x", "1763863000.5\rAction: Hangup",
+                                 "1763863000.5\n"])
+async def test_a_smuggling_uniqueid_is_refused_and_later_callbacks_still_go(
+        rig: Rig, uid: str) -> None:
+    """A comma or CR in an AGI uniqueid ended up inside ``Variable: CALLBACK_ID=...`` and a
+    CR there blocked every later call-back in that queue."""
+    rig.centre.apply(ev.MemberAdded(T0, member()))
+    await rig.dialer.callback_requested(request(uid=uid))
+    await rig.dialer.callback_requested(request(uid="1763863001.6"))
+    await rig.dialer.step()
+    [sent] = rig.link.sent
+    assert sent["ActionID"] == "cb-1763863001.6-1"
+    assert "CALLBACK_ID=1763863001.6" in sent["Variable"]
+
+
+async def test_an_order_phone_in_full_width_is_visited_in_ascii(rig: Rig) -> None:
+    await resolved_order(rig, number="１３８１２３４５６７８")
+    await rig.dialer.step()
+    rig.clock.now += 61
+    await rig.dialer.step()
+    assert rig.link.sent[-1]["Channel"] == "Local/13812345678@hotline-outbound"

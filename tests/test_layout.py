@@ -14,7 +14,7 @@ PACKAGES = ("acd", "callcenter", "agent_console", "ivr", "recordings")
 # The entry points: they build everything, so they may import any wing.
 ENTRY_POINTS = {"callcenter.cli", "callcenter.demo", "callcenter.demo_orders",
                 "callcenter.bench", "callcenter.telephony", "callcenter.migrations.env",
-                "callcenter.desk_cli", "callcenter.bench_search"}
+                "callcenter.desk_cli", "callcenter.bench_search", "callcenter.web"}
 
 
 def module_name(path: Path) -> str:
@@ -94,11 +94,14 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "callcenter.orders": ("callcenter.db", "callcenter.config"),
     "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami"),
     "callcenter.ops": ("callcenter.service",),
+    "callcenter.bus": (),
+    "callcenter.ha": (),
     "recordings": ("acd", "callcenter.config", "callcenter.db", "callcenter.runtime",
                    "callcenter.pbx.ami", "callcenter.orders"),
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
             "callcenter.orders"),
     "agent_console": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
+                      "callcenter.ops",
                       "callcenter.orders", "callcenter.service", "callcenter.runtime",
                       "recordings", "ivr"),
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from acd import events as ev
+from acd import queue_log as ql
+from acd import state as st
 from acd.state import (
     AGENT_TRANSITIONS,
     Agent,
@@ -322,3 +324,109 @@ def test_combined_intervals_equal_one_computation() -> None:
                 "answer_rate_sl", "servicelevel_perf", "servicelevel_perf2", "asa_s", "aht_s"):
         assert getattr(combined, key) == getattr(direct, key), key
     assert len(book.series(0, t + 1000)) > 3
+
+
+# ---- queue visits, late completions, restarts (issue 16)
+
+
+def test_one_channel_two_queues_keeps_two_linked_visits() -> None:
+    """A blind transfer: the same Uniqueid joins a second queue; both visits count."""
+    c = CallCenter({Q: QueueConfig(15, 0), "hotline-en": QueueConfig(15, 0)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    c.apply(ev.MemberAdded(0.0, member(queue="hotline-en", iface="Local/1002@agents/n",
+                                       name="agent1002")))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.AgentCompleted(30.0, Q, "u1", IFACE, "agent1001", 2, 18, "transfer"))
+    c.apply(ev.CallerJoined(30.0, "hotline-en", "u1", "Local/s@inbound-1;2", "", "", 1))
+    c.apply(ev.AgentAnswered(40.0, "hotline-en", "u1", "Local/1002@agents/n", "agent1002",
+                             10, 2))
+    c.apply(ev.AgentCompleted(50.0, "hotline-en", "u1", "Local/1002@agents/n", "agent1002",
+                              10, 10, "caller"))
+    first, second = c.visits_of("u1")
+    assert (first.visit_id, first.queue, first.outcome, first.end_reason) == (
+        "u1", Q, Outcome.COMPLETED, "transfer")
+    assert (second.visit_id, second.previous, second.queue, second.outcome) == (
+        "u1#2", "u1", "hotline-en", Outcome.COMPLETED)
+    assert second.to_row()["uniqueid"] == "u1#2" and second.to_row()["channel_uniqueid"] == "u1"
+    assert c.observed[Q].completed == c.observed["hotline-en"].completed == 1
+
+
+def test_device_idle_counts_the_call_and_the_late_complete_only_confirms_it() -> None:
+    """'*' then the survey: the operator's device goes idle (counted, wrap-up), takes the
+    next caller; the first call's AgentComplete comes late and must not end the second."""
+    c = centre(wrap=3)
+    join(c, "a", 10.0)
+    c.apply(ev.MemberStatus(12.0, ev.MemberInfo(Q, "agent1001", IFACE, False, "", True, 2, 0)))
+    answer(c, "a", 12.0, hold=2)
+    c.apply(ev.MemberStatus(30.0, ev.MemberInfo(Q, "agent1001", IFACE, False, "", False, 1, 1)))
+    assert c.visits["a"].outcome is Outcome.COMPLETED and c.visits["a"].talk_time == 18
+    assert agent(c).state is S.WRAP_UP
+    join(c, "b", 35.0)
+    ring(c, "b", 35.0)
+    answer(c, "b", 36.0, hold=1)
+    c.apply(ev.AgentCompleted(60.0, Q, "a", IFACE, "agent1001", 2, 48, "caller"))
+    assert agent(c).state is S.ON_CALL and agent(c).call == "b"
+    assert c.visits["b"].outcome is Outcome.ANSWERED
+    assert c.observed[Q].completed == 1 and c.visits["a"].talk_time == 18  # not 48
+    c.apply(ev.AgentCompleted(60.0, Q, "a", IFACE, "agent1001", 2, 48, "caller"))  # duplicate
+    assert c.observed[Q].completed == 1
+
+
+def test_member_wrapuptime_wins_over_the_queue() -> None:
+    c = CallCenter({Q: QueueConfig(15, 3)})
+    c.apply(ev.MemberAdded(0.0, ev.MemberInfo(Q, "agent1001", IFACE, False, "", False, 1, 0,
+                                              wrapuptime=30)))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    complete(c, 20.0, hold=2, talk=8, uid="u1")
+    c.advance(45.0)
+    assert agent(c).state is S.WRAP_UP
+    c.advance(50.0)
+    assert agent(c).state is S.READY and c.visits["u1"].wrap_s == 30
+
+
+def test_fullybooted_uptime_tells_a_restart_and_cuts_what_the_old_pbx_held() -> None:
+    c = centre()
+    c.apply(ev.PbxBooted(1.0, 100, 100))
+    c.apply(ev.Resync(1.5, (counters(5, 0),), (member(),), (), ()))
+    join(c, "talking", 10.0)
+    answer(c, "talking", 12.0, hold=2)
+    join(c, "waiting", 13.0)
+    c.apply(ev.LinkChanged(20.0, False, "connection lost"))
+    changes = c.apply(ev.PbxBooted(60.0, 10, 10))  # booted at 50: a new process
+    assert any(isinstance(ch, st.PbxRestarted) for ch in changes)
+    assert c.last_restart is not None and c.last_restart.booted_at == 50.0
+    # The new process counted 1 completed call (in SL) while we were away.
+    c.apply(ev.Resync(61.0, (counters(1, 0, 100.0, 100.0),), (member(),), (), ()))
+    assert c.visits["talking"].outcome is Outcome.INTERRUPTED
+    assert c.visits["waiting"].outcome is Outcome.DROPPED
+    assert c.visits["talking"].settled == "pbx_restart"
+    assert c.observed[Q].completed == 1  # the unseen one, not the old base of 5
+
+
+def test_queue_log_rebuilds_the_gap_exactly() -> None:
+    c = centre()
+    c.apply(ev.Resync(1.0, (counters(0, 0),), (member(),), (), ()))
+    join(c, "u1", 10.0)
+    c.apply(ev.LinkChanged(20.0, False, "connection lost"))
+    lines = ql.parse(
+        "10|u1|hotline|NONE|ENTERQUEUE||13800001111|1\n"
+        "22|u1|hotline|agent1001|CONNECT|12|u1.2|1\n"
+        "40|u1|hotline|agent1001|COMPLETEAGENT|12|18|1\n"
+        "25|u9|hotline|NONE|ENTERQUEUE||13900009999|1\n"
+        "33|u9|hotline|NONE|ABANDON|1|1|8\n"
+        "41|u8|hotline|NONE|ENTERQUEUE||13700007777|1\n"
+        "43|u8|hotline|agent1001|CONNECT|2|u8.2|1\n")
+    bridged = (ev.ActiveChannel("u8", "Local/s@inbound-8;2", "Queue", True, "b8"),)
+    c.apply(ev.Resync(50.0, (counters(1, 1, 100.0, 100.0),), (member(in_call=True),), (),
+                      bridged, queue_log=tuple(lines)))
+    u1, u9, u8 = c.visits["u1"], c.visits["u9"], c.visits["u8"]
+    assert (u1.outcome, u1.hold_time, u1.talk_time, u1.agent, u1.settled) == (
+        Outcome.COMPLETED, 12, 18, "agent1001", "queue_log")
+    assert (u9.outcome, u9.hold_time, u9.estimated) == (Outcome.ABANDONED, 8, False)
+    # answered while the link was cut: stored with its operator, ended by its own complete
+    assert (u8.outcome, u8.agent) == (Outcome.ANSWERED, "agent1001")
+    assert not any(v.visit_id.startswith("unseen-") for v in c.visits.values())
+    c.apply(ev.AgentCompleted(60.0, Q, "u8", IFACE, "agent1001", 2, 17, "agent"))
+    assert u8.outcome is Outcome.COMPLETED and c.observed[Q].completed == 2

@@ -75,7 +75,8 @@ export function applyOps(doc, ops) {
 // stream id and last number are sent, so the server replays what was missed
 // (or sends a fresh snapshot).  A gap in the numbers asks for a resync.
 export class Live {
-  constructor(onDoc, onStatus) {
+  constructor(onDoc, onStatus, path = "/ws") {
+    this.path = path;
     this.onDoc = onDoc;
     this.onStatus = onStatus;
     this.doc = null;
@@ -91,7 +92,7 @@ export class Live {
 
   connect() {
     const q = this.stream ? `?stream=${encodeURIComponent(this.stream)}&seq=${this.seq}` : "";
-    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" + q);
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + this.path + q);
     this.ws = ws;
     let opened = false;
     ws.onopen = () => { opened = true; this.backoff = 500; this.lastPong = Date.now(); this.onStatus("open"); };

@@ -37,7 +37,7 @@ async function boot() {
   live = new Live((doc) => { view = doc; render(); }, (status) => {
     if (status !== "open") { byId("link").className = "pill down"; setText("link", t("link.reconnecting")); }
     else render();
-  });
+  }, "/ws/wall");  // the web workers' path behind nginx; the core serves it too
   live.connect();
   live.keepAlive();
   setInterval(tick, 1000);

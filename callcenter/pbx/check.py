@@ -5,8 +5,9 @@ same at start and logs what fails.  Every question is one an administrator could
 by hand, and the answers are parsed as Asterisk 22 gives them (main/manager.c,
 main/pbx.c, apps/app_queue.c):
 
-* AMI login, then ``Command: manager show user <user>`` -- ``read perm:`` / ``write perm:``
-  must hold the classes the service needs (manager.conf);
+* AMI login and ``CoreSettings`` (Asterisk's version), then ``Command: manager show
+  user <user>`` -- ``read perm:`` / ``write perm:`` must hold the classes the service
+  needs (manager.conf);
 * ``ModuleCheck Module: <m>.so`` for each required module (``Module not loaded``);
 * ``QueueStatus`` -- each ``[queues.*]`` of callcenter.toml is a queue with the same
   ``ServiceLevel``; ``GetConfig Filename: queues.conf Category: <q>`` -- the same
@@ -180,8 +181,12 @@ async def run_checks(link: AmiLink | None, exp: Expected, *, login_error: str = 
                             "manager.conf (enabled = yes, bindaddr, permit) and "
                             "HOTLINE_AMI_SECRET"))
     else:
-        checks.append(Check("AMI login", True, f"as {exp.username}"))
         try:
+            core = _first(await link.action({"Action": "CoreSettings"}, idempotent=True))
+            version = (f"; Asterisk {core.get('AsteriskVersion', '?')}, "
+                       f"AMI {core.get('AMIversion', '?')}" if core.get("Response") == "Success"
+                       else "")
+            checks.append(Check("AMI login", True, f"as {exp.username}{version}"))
             checks.append(await _permissions(link, exp))
             checks += await _modules(link, exp)
             checks += await _queues(link, exp)

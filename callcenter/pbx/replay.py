@@ -145,6 +145,8 @@ def replay(
         centre.apply(event)
 
     for frame in read_trace(path):
+        # Frames read together share a time: keep them strictly increasing, in wire order.
+        frame = replace(frame, t=max(frame.t, last + 1e-6))
         if first is None:
             first = frame.t
         if is_banner_frame(frame.direction, frame.raw):

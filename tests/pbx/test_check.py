@@ -80,6 +80,7 @@ async def test_a_healthy_pbx_passes_every_check(rig: Rig) -> None:
     checks = await rig.run()
     failed = [c.line() for c in checks.values() if not c.ok]
     assert failed == []
+    assert checks["AMI login"].line() == "PASS  AMI login: as hotline; Asterisk 22.10.1, AMI 11.0.0"
     assert {"AMI login", "manager user classes", "module app_queue", "module res_musiconhold",
             "queue hotline", "queue hotline-en", "dialplan hotline@transfer",
             "dialplan 8101@transfer", "dialplan hotline-en@hotline-queue",
@@ -142,3 +143,31 @@ async def test_the_command_exits_0_only_when_all_pass(rig: Rig, capsys: Any) -> 
     assert await asyncio.to_thread(main, ["--config", str(rig.config), "check-asterisk"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("FAIL  AMI login: ") and "manager.conf" in out[0]
+
+
+async def test_serve_runs_the_checks_at_start_and_logs_each_failure(rig: Rig) -> None:
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from callcenter.pbx.ami import AmiLink
+    from callcenter.telephony import startup_checks
+
+    del rig.sim.pbx.admin.modules["res_musiconhold.so"]
+    port = rig.agi.sockets[0].getsockname()[1]
+    with rig.config.open("a", encoding="utf-8") as f:
+        f.write(f'[outbound]\nagi_url = "agi://127.0.0.1:{port}"\n')
+    settings = rig.settings
+    link = AmiLink("127.0.0.1", settings.ami.port, "hotline", "pw", events="off",
+                   on_event=lambda h, t: None)
+    await link.connect_once()
+    try:
+        with capture_logs() as logs:
+            await startup_checks(SimpleNamespace(link=link, settings=settings), None)
+    finally:
+        await link.stop()
+    failed = [e for e in logs if e["event"] == "asterisk_check_failed"]
+    assert [e["check"] for e in failed] == ["module res_musiconhold"]
+    assert "module load res_musiconhold.so" in failed[0]["fix"]
+    [summary] = [e for e in logs if e["event"] == "asterisk_checks"]
+    assert summary["failed"] == len(failed)

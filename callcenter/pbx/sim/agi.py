@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import structlog
@@ -30,7 +30,8 @@ class QueueEnd(NamedTuple):
 async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
                   timeout: float = 10.0, variables: Mapping[str, str] | None = None,
                   on_queue: Callable[[str, dict[str, str]], Any] | None = None,
-                  alive: Callable[[], bool] | None = None) -> AgiOutcome:
+                  alive: Callable[[], bool] | None = None,
+                  missing_prompts: Collection[str] = ()) -> AgiOutcome:
     """Play Asterisk's side of ``AGI(agi://host:port/script)``: send the agi_ headers,
     answer each command, press ``keys`` one per GET DATA (then time out).
 
@@ -38,7 +39,9 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
     ends the conversation unless ``on_queue(queue, variables)`` is given: it is awaited
     (the caller is in Queue()) and its :class:`QueueEnd` is the reply; on 0 the script
     goes on (``GET VARIABLE MEMBERINTERFACE``, the survey's GET DATA ...), on -1 the
-    channel is gone.  Ends at ``HANGUP`` (after its reply) or when the script closes;
+    channel is gone.  A prompt in ``missing_prompts`` is answered as Asterisk 22 answers
+    a file it cannot find: ``STREAM FILE`` -> ``200 result=-1 endpos=0`` (the channel
+    stays up), ``GET DATA`` still collects keys.  Ends at ``HANGUP`` (after its reply) or when the script closes;
     once ``alive()`` is false (the channel was hung up) the next command gets
     ``200 result=-1`` and the connection is closed.
     """
@@ -66,6 +69,9 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
             done = False
             if alive is not None and not alive():
                 reply, done = "200 result=-1", True
+            elif command.startswith("STREAM FILE ") and \
+                    command.split(" ", 3)[2] in missing_prompts:
+                reply = "200 result=-1 endpos=0"
             elif command.startswith("GET DATA"):
                 key = pending.pop(0) if pending else ""
                 reply = f"200 result={key}" if key else "200 result= (timeout)"

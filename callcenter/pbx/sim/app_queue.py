@@ -154,6 +154,10 @@ class Pbx(OutboundCalls, AdminActions):
         self.hold_arrivals = hold_arrivals
         self.held_arrivals: list[CallSpec] = []
         self.now = self.started = start_time
+        #: Asterisk's queue_log, one line per step of every queue visit, in its own format
+        #: (``time|callid|queue|agent|event|data...``); the IO edge may write it to a file.
+        self.queue_log: list[str] = []
+        self._qlog("NONE", "NONE", "NONE", "QUEUESTART")
         self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._seq = 0
         self._out: list[Frame] = []
@@ -216,6 +220,43 @@ class Pbx(OutboundCalls, AdminActions):
     def schedule_action(self, at: float, action: Action | Mapping[str, str]) -> None:
         """Run an AMI action at PBX time ``at`` (scripted drivers); responses are kept."""
         self._at(at, lambda a: self.script_responses.append(self.handle_action(a)), action)
+
+    def _qlog(self, callid: str, queue: str, agent: str, event: str, *data: object) -> None:
+        """One queue_log line, as app_queue's ast_queue_log() writes it."""
+        self.queue_log.append("|".join([str(int(self.now)), callid, queue, agent, event,
+                                        *(str(d) for d in data)]))
+
+    def restart(self) -> None:
+        """Asterisk killed and started again: every channel and queue call is gone with no
+        end event and no queue_log end line; counters restart at 0; persistent members
+        come back; a QUEUESTART line opens the new run.  (The IO edge drops the AMI
+        sessions: the process that held them is gone.)"""
+        for q in self.queues.values():
+            for call in q.callers:
+                call.state = GONE
+                for att in call.attempts:
+                    att.live = False
+            q.callers.clear()
+            q.ringing.clear()
+            q.reset()
+        for phone in self.phones.values():
+            call = phone.call
+            if isinstance(call, Call):
+                call.state = GONE
+                call.counted = True
+                for att in call.attempts:
+                    att.live = False
+            phone.call = None
+            self._set_phone(phone, IDLE)
+            for m in phone.memberships.values():
+                m.in_call = False
+                m.calls = 0
+                m.last_call = 0
+        self.channels.clear()
+        self.started = self.now
+        self._qlog("NONE", "NONE", "NONE", "QUEUESTART")
+        for q in self.queues.values():
+            self._update_avail(q)
 
     def _emit(self, name: str, cls: tuple[int, str], body: str) -> None:
         self._out.append(Frame(name, cls[0], f"Event: {name}\r\nPrivilege: {cls[1]}\r\n{body}\r\n"))
@@ -572,12 +613,14 @@ class Pbx(OutboundCalls, AdminActions):
             self._cached_device(f"Queue:{q.name}", "RINGING")
         self._emit("QueueCallerJoin", AGENT, f"{c2.snap()}Queue: {q.name}\r\n"
                    f"Position: {call.pos}\r\nCount: {len(q.callers)}\r\n")
+        self._qlog(c2.uniqueid, q.name, "NONE", "ENTERQUEUE", "", call.spec.number,
+                   call.pos)
         self._move(call, "join")
         if q.cfg.maxwait:
             self._at(self.now + q.cfg.maxwait, self._expire, (call, call.start, q))
         self._try_turn(call)
 
-    def _leave_queue(self, call: Call, abandon: bool) -> None:
+    def _leave_queue(self, call: Call, abandon: bool, why: str = "ABANDON") -> None:
         q = call.queue
         q.callers.remove(call)
         for i, other in enumerate(q.callers, 1):
@@ -590,6 +633,10 @@ class Pbx(OutboundCalls, AdminActions):
             self._emit("QueueCallerAbandon", AGENT,
                        f"{call.c2.snap()}Queue: {q.name}\r\nPosition: {call.pos}\r\n"
                        f"OriginalPosition: {call.orig_pos}\r\nHoldTime: {held}\r\n")
+            self._qlog(call.c2.uniqueid, q.name, "NONE", why, call.pos, call.orig_pos, held)
+        elif why == "EXITWITHKEY":
+            self._qlog(call.c2.uniqueid, q.name, "NONE", why, "0", call.pos, call.orig_pos,
+                       int(self.now) - call.start)
         if not q.callers:
             self._cached_device(f"Queue:{q.name}", "NOT_INUSE")
         self._emit("QueueCallerLeave", AGENT, f"{call.c2.snap()}Queue: {q.name}\r\n"
@@ -743,6 +790,7 @@ class Pbx(OutboundCalls, AdminActions):
         self._emit("AgentRingNoAnswer", AGENT,
                    f"{call.c2.snap()}{att.a1.dsnap()}Queue: {q.name}\r\n"
                    f"Interface: {m.interface}\r\nMemberName: {m.name}\r\nRingTime: {ms}\r\n")
+        self._qlog(call.c2.uniqueid, q.name, m.name, "RINGNOANSWER", ms)
         self._dial_end(att, "NOANSWER")
         self._dial_end(att, "CANCEL")
         self._legs_down_first(att)
@@ -780,6 +828,8 @@ class Pbx(OutboundCalls, AdminActions):
                    f"{c2.snap()}{a1.dsnap()}Queue: {q.name}\r\nInterface: {m.interface}\r\n"
                    f"MemberName: {m.name}\r\nHoldTime: {call.hold}\r\n"
                    f"RingTime: {int(self.now - att.start)}\r\n")
+        self._qlog(c2.uniqueid, q.name, m.name, "CONNECT", call.hold, a1.uniqueid,
+                   int(self.now - att.start))
         self._move(call, "answer")
         call.member, call.a1, call.a2, call.connect_int = m, a1, a2, now_i
         self._set_phone(phone, TALKING)
@@ -837,6 +887,12 @@ class Pbx(OutboundCalls, AdminActions):
                    + ("" if shape == "nodest" else call.a1.dsnap())
                    + f"Queue: {q.name}\r\nInterface: {m.interface}\r\nMemberName: {m.name}\r\n"
                    f"HoldTime: {call.hold}\r\nTalkTime: {talk}\r\nReason: {reason}\r\n")
+        event = {"agent": "COMPLETEAGENT", "caller": "COMPLETECALLER"}.get(reason)
+        if event is not None:
+            self._qlog(call.c2.uniqueid, q.name, m.name, event, call.hold, talk, call.orig_pos)
+        else:
+            self._qlog(call.c2.uniqueid, q.name, m.name, "BLINDTRANSFER", "", "", call.hold,
+                       talk, call.orig_pos)
         self._count_completed(call)
 
     def _count_completed(self, call: Call) -> None:
@@ -975,7 +1031,8 @@ class Pbx(OutboundCalls, AdminActions):
             return
         if call.state == RINGING_CALLER:
             self._drop_attempts(call)
-        self._leave_queue(call, abandon=why == "timeout")
+        self._leave_queue(call, abandon=why == "timeout",
+                          why="EXITWITHTIMEOUT" if why == "timeout" else "EXITWITHKEY")
         self._move(call, "leave")
         if call.watched:
             self._queue_exit(call, "left")

@@ -211,7 +211,8 @@ class PbxSimServer:
                  max_client_buffer: int = 4 << 20, tick: float = 0.005, batch: int = 2000,
                  sndbuf: int | None = None, agi_url: str | None = None,
                  citizen: CitizenModel | None = None,
-                 recordings_root: Path | str | None = None, agi_secret: str = "") -> None:
+                 recordings_root: Path | str | None = None, agi_secret: str = "",
+                 queue_log: Path | str | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         if agi_url is not None and not pbx.hold_arrivals:
@@ -220,11 +221,15 @@ class PbxSimServer:
         if citizen is not None:
             pbx.citizen = citizen
         self.recordings_root = Path(recordings_root) if recordings_root is not None else None
+        #: Where the core's queue_log lines are appended as they happen (Asterisk's file).
+        self.queue_log = Path(queue_log) if queue_log is not None else None
+        self._logged = 0
         self.recordings_written: list[Path] = []
         self._queue_waiters: dict[Call, asyncio.Future[tuple[str, str]]] = {}
         self._write_tasks: set[asyncio.Future[Any]] = set()
         self.agi_url = agi_url
         self.agi_secret = agi_secret  # extensions.conf HOTLINE_AGI_SECRET: AGI_TOKEN's key
+        self.missing_prompts: set[str] = set()  # sound files this PBX lacks (STREAM FILE -1)
         self._agi_tasks: set[asyncio.Task[None]] = set()
         self._agi_seq = 0
         self.host = host
@@ -294,8 +299,30 @@ class PbxSimServer:
         self._lagging = behind
         return behind
 
+    def write_queue_log(self) -> None:
+        """Append the core's new queue_log lines to the file (before the frames go out,
+        as Asterisk writes the line before it sends the event)."""
+        lines = self.pbx.queue_log
+        if self.queue_log is None or self._logged >= len(lines):
+            return
+        with self.queue_log.open("a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines[self._logged:]))
+        self._logged = len(lines)
+
+    def restart_pbx(self) -> None:
+        """Asterisk killed and started again: the core restarts (see :meth:`Pbx.restart`)
+        and every AMI session dies with the old process."""
+        self.pbx.restart()
+        self._pending = []
+        self.pbx.drain()
+        self.write_queue_log()
+        for client in list(self.clients):
+            if client.transport is not None:
+                client.transport.abort()
+
     def flush(self) -> None:
         """Write every pending frame to each logged-in client its mask allows."""
+        self.write_queue_log()
         frames = self._pending + self.pbx.drain()
         self._pending = []
         if not frames:
@@ -389,7 +416,8 @@ class PbxSimServer:
         keys = self.pbx.citizen.keys_for(script)
         try:
             await run_agi(run.url, headers, keys, variables=run.variables, timeout=30.0,
-                          alive=lambda: run.channel in self.pbx.channels)
+                          alive=lambda: run.channel in self.pbx.channels,
+                          missing_prompts=self.missing_prompts)
         except (TimeoutError, OSError, ValueError) as exc:
             log.warning("pbx_sim.agi_failed", error=str(exc), channel=run.channel,
                         script=script)
@@ -433,7 +461,7 @@ class PbxSimServer:
 
         try:
             out = await run_agi(self.agi_url, headers, keys, on_queue=on_queue,
-                                variables=dialplan_vars)
+                                variables=dialplan_vars, missing_prompts=self.missing_prompts)
         except (TimeoutError, OSError, ValueError) as exc:
             log.warning("pbx_sim.agi_failed", error=str(exc), caller=mask_number(spec.number))
             if not joined:

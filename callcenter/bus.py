@@ -1,0 +1,337 @@
+"""The live bus between processes: Redis Streams (redis-py asyncio).
+
+Theory of operation
+-------------------
+The core computes each live view once (``agent_console.hub``); for a view that many
+screens share (the wallboard) it also *publishes* every numbered update once, to one
+Redis stream, and web workers relay it to their own websockets::
+
+    core: Hub stream "wall" --(seq, ops)--> BusPublisher --XADD--> redis <prefix>:wall
+    web worker: BusFollower --XREAD BLOCK--> doc + recent entries --> its websockets
+
+An entry's id *is* the browser's resume point: the publisher gives every entry the
+explicit id ``<epoch>-<seq>``, where ``epoch`` is the core's start in milliseconds and
+``seq`` the hub's update number; browsers know it as ``stream = "bus-<epoch>"`` and
+``seq``, exactly the pair ``/ws`` already resumes from.  A core that restarts (or the
+standby taking over) starts a new epoch, whose first entry is a snapshot.
+
+Entries are ``snapshot`` (the whole document: at the start of an epoch, when the
+publisher fell behind, and every ``snapshot_every`` s so a late reader replays little)
+or ``update`` (patch ops turning entry ``seq-1`` into ``seq``).  The stream is capped
+(``MAXLEN ~``), so Redis holds minutes, not history.  A follower that starts (or
+restarts) finds the newest snapshot and replays the updates after it: it catches up
+from the stream, never from the core.  Publishing never blocks the core's consumer:
+messages queue (bounded) and one task sends them in pipelined batches; when Redis is
+away the queue is dropped and the next entry sent is a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+Doc = dict[str, Any]
+
+
+def entry_id(epoch: int, seq: int) -> str:
+    return f"{epoch}-{seq}"
+
+
+def stream_name(epoch: int) -> str:
+    """The ``stream`` a browser is told (and sends back to resume)."""
+    return f"bus-{epoch}"
+
+
+def parse_resume(stream: str | None, seq: str | int | None) -> tuple[int, int] | None:
+    """(epoch, seq) from a browser's ``?stream=bus-<epoch>&seq=<n>``, or None."""
+    if not stream or not stream.startswith("bus-") or len(stream) > 24 or seq is None:
+        return None
+    try:
+        epoch, n = int(stream[4:]), int(seq)
+    except ValueError:
+        return None
+    return (epoch, n) if epoch > 0 and n >= 0 else None
+
+
+class BusPublisher:
+    """Publishes one view's numbered updates to ``<prefix>:<view>`` (never blocks)."""
+
+    def __init__(self, url: str, prefix: str, view: str,
+                 snapshot: Callable[[], tuple[int, Doc]], *,
+                 epoch: int | None = None, maxlen: int = 5000, snapshot_every: float = 30.0,
+                 max_backlog: int = 1000, clock: Callable[[], float] = time.time) -> None:
+        self.redis = aioredis.from_url(url)
+        self.key = f"{prefix}:{view}"
+        self.snapshot = snapshot
+        self.epoch = epoch if epoch is not None else int(clock() * 1000)
+        self.maxlen = maxlen
+        self.snapshot_every = snapshot_every
+        self.clock = clock
+        self.backlog: deque[tuple[int, dict[str, str]]] = deque()
+        self.max_backlog = max_backlog
+        self.wake = asyncio.Event()
+        self.last_seq = -1
+        self.published = 0
+        self.dropped = 0
+        self._need_snapshot = True
+        self._last_snapshot = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def update(self, seq: int, ops: list[Any]) -> None:
+        """The view's update ``seq`` (patch ``ops`` turning ``seq-1`` into ``seq``);
+        queued, sent by the publisher task."""
+        if len(self.backlog) >= self.max_backlog:  # Redis slow or away: start over
+            self.backlog.clear()
+            self.dropped += 1
+            self._need_snapshot = True
+        self.backlog.append((seq, {"kind": "update", "at": repr(self.clock()),
+                                   "ops": json.dumps(ops, ensure_ascii=False,
+                                                     separators=(",", ":"))}))
+        self.wake.set()
+
+    def resync(self) -> None:
+        """The next entry is a snapshot (the view's own subscriber fell behind)."""
+        self._need_snapshot = True
+        self.wake.set()
+
+    async def start(self) -> None:
+        """Start publishing (an epoch after any already in the stream: ids only grow)."""
+        with contextlib.suppress(RedisError, OSError):  # Redis away: the task retries
+            newest = await self.redis.xrevrange(self.key, count=1)
+            if newest:
+                self.epoch = max(self.epoch, int(newest[0][0].decode().split("-")[0]) + 1)
+        self._task = asyncio.create_task(self._run(), name="bus-publisher")
+
+    async def stop(self) -> None:
+        self._stopping = True  # (redis-py may turn the cancellation into a RedisError)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await _close(self.redis)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):  # time for a periodic snapshot
+                await asyncio.wait_for(self.wake.wait(), self.snapshot_every)
+            self.wake.clear()
+            try:
+                await self._send()
+            except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
+                log.warning("bus publish failed; a snapshot follows", error=str(exc))
+                self.backlog.clear()
+                self._need_snapshot = True
+                await asyncio.sleep(1.0)
+
+    async def _send(self) -> None:
+        now = self.clock()
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        if self._need_snapshot or now - self._last_snapshot >= self.snapshot_every:
+            seq, doc = self.snapshot()
+            if seq > self.last_seq:  # (else nothing is new since the last entry, no gap)
+                self.backlog = deque((s, f) for s, f in self.backlog if s > seq)
+                pipe.xadd(self.key, {"kind": "snapshot", "at": repr(now),
+                                     "doc": json.dumps(doc, ensure_ascii=False,
+                                                       separators=(",", ":"))},
+                          id=entry_id(self.epoch, seq), maxlen=self.maxlen, approximate=True)
+                self.last_seq, n = seq, 1
+            self._need_snapshot, self._last_snapshot = False, now
+        while self.backlog:
+            seq, fields = self.backlog.popleft()
+            if seq <= self.last_seq:
+                continue  # covered by the snapshot just sent
+            if seq != self.last_seq + 1:  # a gap (dropped): the readers need a snapshot
+                self._need_snapshot = True
+                self.wake.set()
+                break
+            pipe.xadd(self.key, fields, id=entry_id(self.epoch, seq), maxlen=self.maxlen,
+                      approximate=True)
+            self.last_seq, n = seq, n + 1
+        if n:
+            await pipe.execute()
+            self.published += n
+
+
+@dataclass(slots=True)
+class Entry:
+    epoch: int
+    seq: int
+    kind: str  # "snapshot" | "update"
+    at: float
+    text: str  # the websocket message, as browsers get it
+
+
+class BusFollower:
+    """Follows ``<prefix>:<view>``: the current document, the recent messages, and a
+    callback for every new one (a web worker's fan-out)."""
+
+    def __init__(self, url: str, prefix: str, view: str, *, keep: int = 256,
+                 on_entry: Callable[[Entry], None] | None = None,
+                 on_lag: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.time, block_ms: int = 1000) -> None:
+        self.redis = aioredis.from_url(url)
+        self.key = f"{prefix}:{view}"
+        self.keep = keep
+        self.on_entry = on_entry
+        self.on_lag = on_lag
+        self.clock = clock
+        self.block_ms = block_ms
+        self.doc: Doc | None = None
+        self.epoch = 0
+        self.seq = -1
+        self.at = 0.0
+        self.recent: deque[Entry] = deque(maxlen=keep)
+        self.last_id = "0-0"
+        self.connected = False
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="bus-follower")
+
+    async def stop(self) -> None:
+        """Stop after the blocking read in flight (at most ``block_ms``): redis-py may
+        never finish a cancelled blocking read, so cancelling is the last resort."""
+        self._stopping = True
+        if self._task:
+            done, _ = await asyncio.wait({self._task}, timeout=self.block_ms / 1000 + 2)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=2)
+        await _close(self.redis)
+
+    def snapshot_message(self) -> str:
+        return json.dumps({"type": "snapshot", "stream": stream_name(self.epoch),
+                           "seq": self.seq, "at": self.at, "data": self.doc},
+                          ensure_ascii=False, separators=(",", ":"))
+
+    def missed(self, epoch: int, seq: int) -> list[Entry] | None:
+        """The messages after (epoch, seq), or None when a snapshot is needed."""
+        if epoch != self.epoch or seq > self.seq or self.doc is None:
+            return None
+        after = [e for e in self.recent if e.seq > seq]
+        if len(after) != self.seq - seq:
+            return None
+        return after
+
+    async def _catch_up(self) -> None:
+        """From the newest snapshot in the stream, replay what follows it."""
+        start = None
+        async for batch in self._reverse(500):
+            for raw_id, fields in batch:
+                if fields.get(b"kind") == b"snapshot":
+                    start = raw_id
+                    break
+            if start is not None:
+                break
+        if start is None:
+            self.last_id = "0-0" if self.doc is None else self.last_id
+            return
+        self.doc = None
+        for raw_id, fields in await self.redis.xrange(self.key, min=start):
+            self._take(raw_id, fields, live=False)
+
+    async def _reverse(self, count: int) -> Any:
+        top = "+"
+        while True:
+            batch = await self.redis.xrevrange(self.key, max=top, count=count)
+            if not batch:
+                return
+            yield batch
+            if len(batch) < count:
+                return
+            epoch, seq = (int(p) for p in batch[-1][0].decode().split("-"))
+            if seq == 0:
+                return
+            top = entry_id(epoch, seq - 1)
+
+    def _take(self, raw_id: bytes, fields: dict[bytes, bytes], *, live: bool) -> None:
+        rid = raw_id.decode()
+        self.last_id = rid
+        epoch, seq = (int(p) for p in rid.split("-"))
+        kind = fields.get(b"kind", b"").decode()
+        at = float(fields.get(b"at", b"0"))
+        if kind == "snapshot":
+            self.doc = json.loads(fields[b"doc"])
+            self.epoch, self.seq, self.at = epoch, seq, at
+            self.recent.clear()
+            entry = Entry(epoch, seq, kind, at, self.snapshot_message())
+        elif kind == "update" and self.doc is not None and epoch == self.epoch \
+                and seq == self.seq + 1:
+            ops = json.loads(fields[b"ops"])
+            _apply_ops(self.doc, ops)
+            self.seq, self.at = seq, at
+            text = json.dumps({"type": "update", "stream": stream_name(epoch), "seq": seq,
+                               "at": at, "ops": ops}, ensure_ascii=False,
+                              separators=(",", ":"))
+            entry = Entry(epoch, seq, kind, at, text)
+            self.recent.append(entry)
+        else:
+            return  # an update without its base: the next snapshot brings this reader back
+        if live:
+            if self.on_lag:
+                self.on_lag(max(0.0, self.clock() - at))
+            if self.on_entry:
+                self.on_entry(entry)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._catch_up()
+                self.connected = True
+                if self.doc is not None:
+                    self.ready.set()
+                while not self._stopping:
+                    got = await self.redis.xread({self.key: self.last_id}, block=self.block_ms,
+                                                 count=500)
+                    for _key, entries in got or ():
+                        for raw_id, fields in entries:
+                            self._take(raw_id, fields, live=True)
+                    if self.doc is not None:
+                        self.ready.set()
+            except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
+                self.connected = False
+                log.warning("bus read failed; catching up again", error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+async def _close(redis: aioredis.Redis) -> None:
+    """Close the client; redis-py's close can wait forever on a connection whose blocking
+    read was cancelled, so it gets 2 s, then the sockets are dropped."""
+    try:
+        async with asyncio.timeout(2.0):
+            await redis.aclose()
+    except TimeoutError:
+        await redis.connection_pool.disconnect(inuse_connections=True)
+
+
+def _apply_ops(doc: Doc, ops: list[Any]) -> None:
+    """The hub's patch operations (``agent_console.hub.apply_ops``; this wing may not
+    import the console)."""
+    for op in ops:
+        kind, path = op[0], op[1]
+        target = doc
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        if kind == "set":
+            target[path[-1]] = op[2]
+        elif kind == "del":
+            target.pop(path[-1], None)
