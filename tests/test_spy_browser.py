@@ -93,8 +93,7 @@ async def test_supervisor_listens_in_from_the_wallboard_and_stops(
     shots = Path(os.environ.get("HOTLINE_SCREENSHOTS") or tmp_path)
     await page.screenshot(path=str(shots / "wallboard-spy-confirm.png"))
     await page.click("#spy-go")
-    # The refusal in the supervisor's language, with what to do (i18n apierr.pbx.refused).
-    await text_is(page, "#agent-dialog-message",
+    await text_is(page, "#agent-dialog-message",  # the PBX's refusal, translated (pbx.refused)
                   "电话系统拒绝了「Originate」（Originate failed）。请重试；反复出现请联系值班长。")
     del site.pbx.refuse["Originate"]
 
