@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,38 +18,6 @@ from callcenter.pbx.traffic import (
     RandomTraffic,
     TrafficConfig,
 )
-from tests.conftest import TRACES
-
-SCENARIO = TRACES / "scenario-a"
-needs_trace = pytest.mark.skipif(not (SCENARIO / "trace.jsonl").exists(),
-                                 reason="no ../shared/ami-traces/scenario-a")
-
-KEY_EVENTS = {"QueueCallerJoin", "AgentCalled", "AgentConnect", "AgentComplete",
-              "QueueCallerAbandon", "AgentRingNoAnswer", "QueueCallerLeave"}
-
-
-@dataclass(frozen=True)
-class Ev:
-    """One event frame with the time it was read (trace) or emitted (simulator)."""
-
-    t: float
-    fields: tuple[tuple[str, str], ...]
-
-    @property
-    def name(self) -> str:
-        return self.fields[0][1]
-
-    @property
-    def d(self) -> dict[str, str]:
-        return frame_dict_from(self.fields)
-
-
-def frame_dict_from(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
-    d: dict[str, str] = {}
-    for k, v in fields:
-        d.setdefault(k, v)
-    return d
-
 
 T0 = 1_800_000_000.0
 
