@@ -41,6 +41,7 @@ class Tracker:
                  tz: tzinfo | None = None) -> None:
         self.rna_base: dict[str, int] = {}
         self.link_since: float | None = None
+        self.pbx_since: dict[str, float] = {}  # each PBX's link last changed
         self.shifts = shifts
         self.tz = tz or ZoneInfo("Asia/Shanghai")
         self.shift_name = ""
@@ -73,6 +74,7 @@ class Tracker:
                 self.rna_base[c.agent.name] = c.agent.ring_no_answer
             elif isinstance(c, LinkStateChanged):
                 self.link_since = c.at
+                self.pbx_since[c.pbx] = c.at
 
     def rna_streak(self, agent: Agent) -> int:
         return max(0, agent.ring_no_answer - self.rna_base.get(agent.name, 0))
@@ -123,6 +125,24 @@ def _link(centre: CallCenter, tracker: Tracker) -> dict[str, Any]:
     return {"up": centre.link_up, "reason": centre.link_reason, "since": tracker.link_since,
             "pbx_restarted_at": restart.at if restart else None,
             "pbx_restart": restart.what if restart else ""}
+
+
+def pbx_parts(snap: Mapping[str, Any], centre: Any, tracker: Tracker,
+              bounds: Mapping[str, Mapping[str, float]]) -> dict[str, Any] | None:
+    """Each PBX's part of the wallboard when there are several (else None): the
+    snapshot's figures per PBX with its link read live, so one PBX down greys only
+    its own part (and raises its ``pbx_down`` alert)."""
+    parts = snap.get("pbxs") or []
+    if len(parts) < 2 or not hasattr(centre, "links"):
+        return None
+    links = centre.links()
+    out = {}
+    for p in parts:
+        up, reason = links.get(p["name"], (p["up"], p["reason"]))
+        out[p["name"]] = p | {"up": up, "reason": "" if up else reason,
+                              "since": tracker.pbx_since.get(p["name"]),
+                              "colours": colours(p["today"], bounds)}
+    return out
 
 
 def wall_agent(a: Agent, tracker: Tracker, names: Mapping[str, str]) -> dict[str, Any]:
@@ -190,6 +210,9 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
         "colour_bounds": {k: dict(v) for k, v in (bounds or {}).items()},
         "shift": {"name": tracker.shift_name, "start": tracker.shift_start},
     }
+    pbxs = pbx_parts(snap, centre, tracker, bounds or {})
+    if pbxs is not None:
+        doc["pbxs"] = pbxs
     alerts = evaluate(doc, thresholds, now) + list(extra_alerts)
     doc["alerts"] = {a.key: a.as_dict() for a in alerts}
     return doc

@@ -543,25 +543,48 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
                       peak_calls_per_hour: float = 120.0,
                       ready: Callable[[PbxSimServer], None] | None = None,
                       agi_url: str | None = None,
-                      recordings_root: str | Path | None = None) -> None:
-    """Serve a simulated Asterisk on ``host:port`` until cancelled."""
-    pbx = build_pbx(seed=seed, agents=agents, queues=queues, rate=rate, scenario=scenario,
-                    start_hour=start_hour, peak_calls_per_hour=peak_calls_per_hour,
-                    hold_arrivals=agi_url is not None)
-    server = PbxSimServer(pbx, host=host, port=port, users=users, speed=speed, agi_url=agi_url,
-                          recordings_root=recordings_root)
-    await server.start()
+                      recordings_root: str | Path | None = None, pbxs: int = 1,
+                      queue_log_dir: str | Path | None = None) -> None:
+    """Serve ``pbxs`` simulated Asterisks until cancelled: the first on ``host:port``, the
+    n-th on ``port + n - 1`` (each on a port of its own with port 0), seeds ``seed``,
+    ``seed + 1`` ...  Each is independent: its own calls, members, counters and, with
+    ``queue_log_dir``, its own ``<dir>/pbx<n>/queue_log``.  ``ready`` is called once per
+    server.  Prints the ``[[pbx]]`` tables that reach them."""
+    if not 1 <= pbxs <= 64:
+        raise ValueError("pbxs must be 1 to 64")
+    servers: list[PbxSimServer] = []
     user, secret = next(iter(users.items()))
-    print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
-          f"({agents} agents, queues {', '.join(pbx.queues)}, speed {speed:g}x, seed {seed})",
-          flush=True)
-    log.info("pbx_sim.listening", host=host, port=server.port, agents=agents, speed=speed)
-    if ready is not None:
-        ready(server)
     try:
+        for i in range(pbxs):
+            pbx = build_pbx(seed=seed + i, agents=agents, queues=queues, rate=rate,
+                            scenario=scenario, start_hour=start_hour,
+                            peak_calls_per_hour=peak_calls_per_hour,
+                            hold_arrivals=agi_url is not None)
+            qlog = Path(queue_log_dir) / f"pbx{i + 1}" / "queue_log" if queue_log_dir else None
+            if qlog is not None:
+                qlog.parent.mkdir(parents=True, exist_ok=True)
+            server = PbxSimServer(pbx, host=host, port=port + i if port else 0, users=users,
+                                  speed=speed, agi_url=agi_url,
+                                  recordings_root=recordings_root, queue_log=qlog)
+            await server.start()
+            servers.append(server)
+            print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
+                  f"({agents} agents, queues {', '.join(pbx.queues)}, speed {speed:g}x, "
+                  f"seed {seed + i})", flush=True)
+            log.info("pbx_sim.listening", host=host, port=server.port, agents=agents,
+                     speed=speed, pbx=f"pbx{i + 1}")
+        if pbxs > 1:
+            print("pbx-sim: for callcenter.toml:\n" + "\n".join(
+                f'[[pbx]]\nname = "pbx{i + 1}"\nhost = "{host}"\nport = {srv.port}\n'
+                f'user = "{user}"\nsecret = "{secret}"' for i, srv in enumerate(servers)),
+                flush=True)
+        if ready is not None:
+            for server in servers:
+                ready(server)
         await asyncio.Event().wait()
     finally:
-        await server.stop()
+        for server in servers:
+            await server.stop()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -587,6 +610,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. agi://127.0.0.1:4573/hotline")
     parser.add_argument("--recordings-root", default=None,
                         help="write a tone WAV here for every MixMonitor that stops")
+    parser.add_argument("--pbxs", type=int, default=1,
+                        help="run this many independent PBXs on consecutive ports "
+                             "(seeds seed, seed+1 ...)")
+    parser.add_argument("--queue-log-dir", default=None,
+                        help="each PBX appends its queue_log to DIR/pbx<n>/queue_log")
 
 
 async def main_from_args(args: argparse.Namespace) -> None:
@@ -596,4 +624,6 @@ async def main_from_args(args: argparse.Namespace) -> None:
                       users={args.username: args.secret}, rate=args.rate,
                       scenario=args.scenario, start_hour=args.start_hour,
                       peak_calls_per_hour=args.peak, agi_url=args.agi_url,
-                      recordings_root=getattr(args, "recordings_root", None))
+                      recordings_root=getattr(args, "recordings_root", None),
+                      pbxs=getattr(args, "pbxs", 1),
+                      queue_log_dir=getattr(args, "queue_log_dir", None))
