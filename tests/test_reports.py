@@ -271,3 +271,46 @@ def test_paused_share_is_measured_per_shift_not_since_the_service_started() -> N
     agent.state, agent.since, agent.paused_since = AgentState.PAUSED, morning + 3600, \
         morning + 3600
     assert alerts(morning + 3600 + 1200) == ["paused_share"]
+
+
+def test_one_colour_table_for_every_row_and_card_of_the_wallboard() -> None:
+    """15秒接通率 50 % is the same colour in the "today" row and the "last 15 minutes"
+    row, on the all-queues card and on each queue's card: one table of bounds, from the
+    config, for all of them (it was red today and green in the last 15 minutes)."""
+    from acd.state import CallCenter
+    from agent_console.alerts import Thresholds
+    from agent_console.report_data import ReportConfig
+    from agent_console.session import ConsoleConfig
+    from agent_console.views import Tracker, wall_view
+
+    half = {"offered": 4, "answered": 4, "abandoned": 0, "connection_rate": 100.0,
+            "answer_rate_sl": 50.0, "abandon_rate": 0.0, "asa_s": 9.0, "aht_s": 60.0}
+    quiet = {"offered": 0, "answered": 0, "abandoned": 0, "connection_rate": 0.0,
+             "answer_rate_sl": 0.0, "abandon_rate": 0.0, "asa_s": 0.0, "aht_s": 0.0}
+    snap = {"today": half, "last_15min": half, "trend": [], "interval_start": "", "day": "",
+            "queues": [{"queue": "hotline", "title": "12345", "servicelevel": 15,
+                        "today": half, "last_15min": half, "agents_logged_in": 1},
+                       {"queue": "hotline-en", "title": "English", "servicelevel": 15,
+                        "today": half, "last_15min": quiet, "agents_logged_in": 0}]}
+
+    def shown(bounds: dict[str, dict[str, float]]) -> list[str]:
+        doc = wall_view(snap, CallCenter(), Tracker(rp.DEFAULT_SHIFTS, TZ), Thresholds(),
+                        at(10).timestamp(), bounds=bounds)
+        rows = [doc["colours"]] + [doc["queues"][q]["colours"] for q in ("hotline",)]
+        got = [r[p]["answer_rate_sl"] for r in rows for p in ("today", "last_15min")]
+        got.append(doc["queues"]["hotline-en"]["colours"]["today"]["answer_rate_sl"])
+        assert doc["queues"]["hotline-en"]["colours"]["last_15min"]["answer_rate_sl"] == "none"
+        return got
+
+    assert shown(rp.DEFAULT_COLOURS) == ["red"] * 5  # below the default red bound of 60
+    # The config's table ([reports.colours]) moves every row and card together, on the
+    # wallboard (ConsoleConfig) and in the reports (ReportConfig) alike.
+    settings = load()
+    settings.raw = dict(settings.raw) | {"reports": {"colours": {
+        "answer_rate_sl": {"amber": 60, "red": 40}}}}
+    console, report = ConsoleConfig.from_settings(settings), ReportConfig.from_settings(settings)
+    assert console.colours == report.colours
+    assert shown(dict(console.colours)) == ["amber"] * 5
+    assert console.colours["abandon_rate"] == rp.DEFAULT_COLOURS["abandon_rate"]
+    with pytest.raises(ValueError):
+        rp.parse_colours({"answer_rate_sl": {"amber": "eighty"}})
