@@ -106,6 +106,8 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         if isinstance(exc, TelephonyError):
             raise CliError(str(exc)) from None
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if port == 0:  # (--port 0: the port the system chose)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     print(f"hotline is running at http://{host}:{port}/{banner}\n"
           f"  FastAGI IVR: agi://{agi_host}:{telephony.agi_port}/hotline", flush=True)
     if not await _has_accounts(service):
@@ -152,7 +154,7 @@ async def _has_accounts(service: object) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     s = _settings(args)
-    asyncio.run(_serve(s, args.host or s.web_host, args.port or s.web_port,
+    asyncio.run(_serve(s, args.host or s.web_host, s.web_port if args.port is None else args.port,
                        agi_host=args.agi_host, agi_port=args.agi_port))
     return 0
 
@@ -167,7 +169,7 @@ def cmd_web(args: argparse.Namespace) -> int:
                        "HOTLINE_REDIS_URL), and the same on the core")
     if args.workers < 1 or args.workers > 64:
         raise CliError("--workers must be 1..64")
-    host, port = args.host or s.web_host, args.port or s.web_port + 1
+    host, port = args.host or s.web_host, (s.web_port + 1 if args.port is None else args.port)
     if args.workers > 1:
         one = [*(["--config", args.config] if args.config else []), "web", "--workers", "1",
                "--host", host, "--port", str(port), "--reuse-port"]
