@@ -247,6 +247,7 @@ class PbxSimServer:
         self._timer_at = 0.0
         self._v0 = pbx.now
         self._m0 = 0.0
+        self._held: float | None = None  # the PBX time the clock stands at (hold_clock)
         self.frames_sent = 0
         self._pending: list[Frame] = []
 
@@ -285,7 +286,24 @@ class PbxSimServer:
             self._server = None
 
     def virtual_now(self) -> float:
+        if self._held is not None:
+            return self._held
         return self._v0 + (asyncio.get_running_loop().time() - self._m0) * self.speed
+
+    def hold_clock(self) -> None:
+        """Stop the PBX clock where it is (before :meth:`start`: at the core's start time):
+        nothing timed happens until :meth:`release_clock`, while actions are still
+        answered.  A test holds it until its service has connected, so that no call
+        ends before the service could have seen it."""
+        if self._held is None:
+            self._held = self.virtual_now() if self._server is not None else self.pbx.now
+
+    def release_clock(self) -> None:
+        """Let the PBX clock run again from where it was held."""
+        if self._held is None:
+            return
+        self._v0, self._m0, self._held = self._held, asyncio.get_running_loop().time(), None
+        self.reschedule()
 
     def sync(self) -> bool:
         """Advance the core towards the wall clock's virtual time, one slice of at most
