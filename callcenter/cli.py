@@ -106,8 +106,8 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         if isinstance(exc, TelephonyError):
             raise CliError(str(exc)) from None
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    if port == 0:  # (--port 0: the port the system chose)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    if port == 0:  # the port the system gave (tests, several services on one host)
+        port = int(runner.addresses[0][1])
     consoles = None
     if redis_url:  # operators' screens on the bus; the workers send requests here
         core_url = str(settings.raw.get("bus", {}).get("core_url", "")) \
@@ -162,7 +162,8 @@ async def _has_accounts(service: object) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     s = _settings(args)
-    asyncio.run(_serve(s, args.host or s.web_host, s.web_port if args.port is None else args.port,
+    port = s.web_port if args.port is None else args.port
+    asyncio.run(_serve(s, args.host or s.web_host, port,
                        agi_host=args.agi_host, agi_port=args.agi_port))
     return 0
 

@@ -5,6 +5,7 @@ interval, hour and abandon time; operators' times from the state log; shifts; co
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -13,21 +14,19 @@ from zoneinfo import ZoneInfo
 import openpyxl
 import pytest
 
-from acd import events as ev
 from acd import reports as rp
 from acd.metrics import by_queue
 from acd.state import Call, Outcome, QueueConfig
 from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
 from callcenter.cli import main
 from callcenter.config import load
-from callcenter.pbx.ami import parse_frame
-from callcenter.pbx.replay import read_trace, replay
+from callcenter.pbx.replay import TraceEvents, read_queue_log, replay
 from callcenter.service import Service
 from tests.conftest import trace_dirs
 
 TZ = ZoneInfo("Asia/Shanghai")
-# scenario-j (two AMI sessions in one file) is not readable by the replay yet (issue 16).
-TRACES = [p for p in trace_dirs() if p.name in ("scenario-a", "scenario-g")]
+# Every shared trace, scenario-j (Asterisk killed and started again mid-session) included.
+TRACES = trace_dirs()
 
 
 def call(uid: str, joined: datetime, outcome: str, hold: int = 0, talk: int = 0,
@@ -138,20 +137,15 @@ def test_shifts_and_wallboard_colours() -> None:
 # --------------------------------------------------------------------------- exactness
 
 def feed(service: Service, trace: Path) -> float:
-    """The trace's PBX events through the service's own consumer path; the last time."""
-    last = 0.0
-    for f in read_trace(trace):
-        if f.direction != "in":
-            continue
-        last = max(last, f.t)
-        headers = parse_frame(f.raw.encode("utf-8"))
-        if "Event" not in headers or "ActionID" in headers:
-            continue
-        event = ev.to_event(headers, f.t)
-        if event is not None:
-            service.dispatch(service.centre.apply(event))
-    service.dispatch(service.centre.advance(last))
-    return last
+    """The trace's PBX events through the service's own consumer path, as the live link
+    hands them over (a new AMI session: the link goes down, then the resync with the
+    queue_log the service reads); the last time."""
+    log = trace.with_name("queue_log")
+    events = TraceEvents(trace, read_queue_log(log) if log.is_file() else None)
+    for event in events:
+        service.dispatch(service.centre.apply(event))
+    service.dispatch(service.centre.advance(events.last))
+    return events.last
 
 
 KEYS = rp.CALL_COLUMNS + ("completed", "answered_within_sl")
@@ -195,6 +189,20 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
         assert overall[k] == live["today"][k] == replayed["overall"][k] == after["today"][k], k
     for q in report["calls"]["queues"]:
         assert {k: q[k] for k in KEYS} == {k: replayed["queues"][q["queue"]][k] for k in KEYS}
+    # Across an Asterisk restart the truth is its queue_log (scenario-j): the report of
+    # the restarted service equals it, queue by queue.
+    logged = trace_dir / "truth-queue_log.json"
+    if logged.exists():
+        truth = json.loads(logged.read_text(encoding="utf-8"))["queues"]
+        mine = {q["queue"]: q for q in report["calls"]["queues"]}
+        assert {q for q, t in truth.items() if t["offered"]} == set(mine)
+        for name, q in mine.items():
+            assert {k: q[k] for k in ("offered", "answered", "answered_within_sl", "completed",
+                                      "abandoned", "servicelevel_perf", "servicelevel_perf2")
+                    } == {k: truth[name][k] for k in ("offered", "answered",
+                                                      "answered_within_sl", "completed",
+                                                      "abandoned", "servicelevel_perf",
+                                                      "servicelevel_perf2")}, name
     # The 15-minute interval the wallboard shows as "last 15 minutes" is a row of the report.
     quarter = rp.call_report([r for r in await _rows(tmp_db)], *rp.window(day, "day", TZ), "15m",
                              settings.servicelevel_for, settings.short_abandon_s)
