@@ -247,6 +247,7 @@ class PbxSimServer:
         self._timer_at = 0.0
         self._v0 = pbx.now
         self._m0 = 0.0
+        self._held: float | None = None  # the PBX time the clock stands at (hold_clock)
         self.frames_sent = 0
         self._pending: list[Frame] = []
 
@@ -285,7 +286,24 @@ class PbxSimServer:
             self._server = None
 
     def virtual_now(self) -> float:
+        if self._held is not None:
+            return self._held
         return self._v0 + (asyncio.get_running_loop().time() - self._m0) * self.speed
+
+    def hold_clock(self) -> None:
+        """Stop the PBX clock where it is (before :meth:`start`: at the core's start time):
+        nothing timed happens until :meth:`release_clock`, while actions are still
+        answered.  A test holds it until its service has connected, so that no call
+        ends before the service could have seen it."""
+        if self._held is None:
+            self._held = self.virtual_now() if self._server is not None else self.pbx.now
+
+    def release_clock(self) -> None:
+        """Let the PBX clock run again from where it was held."""
+        if self._held is None:
+            return
+        self._v0, self._m0, self._held = self._held, asyncio.get_running_loop().time(), None
+        self.reschedule()
 
     def sync(self) -> bool:
         """Advance the core towards the wall clock's virtual time, one slice of at most
@@ -508,8 +526,12 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
               start_time: float | None = None, start_hour: float = 9.5,
               peak_calls_per_hour: float = 120.0,
               channelvars: Sequence[str] = ("HOTLINE", "IVR_PATH", "CATEGORY"),
-              hold_arrivals: bool = False) -> Pbx:
-    """A Pbx with random (or constant-rate, or scripted) traffic, ready to advance."""
+              hold_arrivals: bool = False, calls_for: float | None = None,
+              talk_median: float | None = None,
+              patience_median: float | None = None) -> Pbx:
+    """A Pbx with random (or constant-rate, or scripted) traffic, ready to advance;
+    ``calls_for`` PBX seconds of arrivals at most (None: for ever); the medians in PBX
+    seconds replace the traffic model's (:class:`TrafficConfig`)."""
     qcfgs = tuple(q if isinstance(q, QueueConfig) else QueueConfig(name=q)
                   for q in (queues or [QueueConfig()]))
     t0 = time.time() if start_time is None else start_time
@@ -517,12 +539,34 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
     if scenario is not None:
         traffic = ScriptedTraffic(load_scenario(scenario), origin=t0 + 1.0)
     else:
+        shape: dict[str, float] = {}
+        if talk_median is not None:
+            shape |= {"talk_median": talk_median, "talk_min": min(15.0, talk_median / 3)}
+        if patience_median is not None:
+            shape["patience_median"] = patience_median
         traffic = RandomTraffic(TrafficConfig(rate=rate, start_hour=start_hour,
-                                              peak_calls_per_hour=peak_calls_per_hour),
+                                              peak_calls_per_hour=peak_calls_per_hour,
+                                              **shape),  # type: ignore[arg-type]
                                 seed=seed, origin=t0)
+        if calls_for is not None:
+            traffic = _Until(traffic, t0 + calls_for)
     config = PbxConfig(queues=qcfgs, agents=agents, channelvars=tuple(channelvars),
                        agent_breaks=scenario is None)
     return Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
+
+
+class _Until:
+    """A traffic source that sends no caller after ``end`` (PBX time)."""
+
+    def __init__(self, source: RandomTraffic, end: float) -> None:
+        self.source, self.end = source, end
+
+    def next_call(self, now: float) -> Any:
+        spec = self.source.next_call(now)
+        return spec if spec is not None and spec.at < self.end else None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
 
 
 def pregenerate(pbx: Pbx, seconds: float, step: float = 1.0) -> list[Frame]:
@@ -543,13 +587,20 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
                       peak_calls_per_hour: float = 120.0,
                       ready: Callable[[PbxSimServer], None] | None = None,
                       agi_url: str | None = None,
-                      recordings_root: str | Path | None = None, pbxs: int = 1,
-                      queue_log_dir: str | Path | None = None) -> None:
+                      recordings_root: str | Path | None = None,
+                      queue_log: str | Path | None = None, calls_for: float | None = None,
+                      talk_median: float | None = None,
+                      patience_median: float | None = None, pbxs: int = 1) -> None:
     """Serve ``pbxs`` simulated Asterisks until cancelled: the first on ``host:port``, the
     n-th on ``port + n - 1`` (each on a port of its own with port 0), seeds ``seed``,
-    ``seed + 1`` ...  Each is independent: its own calls, members, counters and, with
-    ``queue_log_dir``, its own ``<dir>/pbx<n>/queue_log``.  ``ready`` is called once per
-    server.  Prints the ``[[pbx]]`` tables that reach them."""
+    ``seed + 1`` ...  Each is independent: its own calls, members and counters.
+
+    ``queue_log``: append Asterisk's queue_log lines to this file (with several PBXs,
+    PBX n to ``<queue_log>.pbx<n>``); ``calls_for``: no caller arrives after this many
+    PBX seconds (the calls under way finish); ``talk_median`` / ``patience_median``: PBX
+    seconds (the traffic model's medians; the talk minimum follows at a third of the
+    median).  ``ready`` is called once per server.  With several PBXs, prints the
+    ``[[pbx]]`` tables that reach them."""
     if not 1 <= pbxs <= 64:
         raise ValueError("pbxs must be 1 to 64")
     servers: list[PbxSimServer] = []
@@ -559,10 +610,9 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
             pbx = build_pbx(seed=seed + i, agents=agents, queues=queues, rate=rate,
                             scenario=scenario, start_hour=start_hour,
                             peak_calls_per_hour=peak_calls_per_hour,
-                            hold_arrivals=agi_url is not None)
-            qlog = Path(queue_log_dir) / f"pbx{i + 1}" / "queue_log" if queue_log_dir else None
-            if qlog is not None:
-                qlog.parent.mkdir(parents=True, exist_ok=True)
+                            hold_arrivals=agi_url is not None, calls_for=calls_for,
+                            talk_median=talk_median, patience_median=patience_median)
+            qlog = (f"{queue_log}.pbx{i + 1}" if pbxs > 1 else queue_log) if queue_log else None
             server = PbxSimServer(pbx, host=host, port=port + i if port else 0, users=users,
                                   speed=speed, agi_url=agi_url,
                                   recordings_root=recordings_root, queue_log=qlog)
@@ -576,8 +626,9 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
         if pbxs > 1:
             print("pbx-sim: for callcenter.toml:\n" + "\n".join(
                 f'[[pbx]]\nname = "pbx{i + 1}"\nhost = "{host}"\nport = {srv.port}\n'
-                f'user = "{user}"\nsecret = "{secret}"' for i, srv in enumerate(servers)),
-                flush=True)
+                f'user = "{user}"\nsecret = "{secret}"'
+                + (f'\nqueue_log = "{srv.queue_log}"' if srv.queue_log else "")
+                for i, srv in enumerate(servers)), flush=True)
         if ready is not None:
             for server in servers:
                 ready(server)
@@ -610,11 +661,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. agi://127.0.0.1:4573/hotline")
     parser.add_argument("--recordings-root", default=None,
                         help="write a tone WAV here for every MixMonitor that stops")
+    parser.add_argument("--queue-log", default=None,
+                        help="append Asterisk's queue_log lines to this file "
+                             "(with --pbxs N: FILE.pbx1 ... FILE.pbxN)")
+    parser.add_argument("--calls-for", type=float, default=None,
+                        help="no caller arrives after this many PBX seconds")
+    parser.add_argument("--talk-median", type=float, default=None,
+                        help="median talk time in PBX seconds (default 180)")
+    parser.add_argument("--patience-median", type=float, default=None,
+                        help="median caller patience in PBX seconds (default 75)")
     parser.add_argument("--pbxs", type=int, default=1,
                         help="run this many independent PBXs on consecutive ports "
                              "(seeds seed, seed+1 ...)")
-    parser.add_argument("--queue-log-dir", default=None,
-                        help="each PBX appends its queue_log to DIR/pbx<n>/queue_log")
 
 
 async def main_from_args(args: argparse.Namespace) -> None:
@@ -625,5 +683,6 @@ async def main_from_args(args: argparse.Namespace) -> None:
                       scenario=args.scenario, start_hour=args.start_hour,
                       peak_calls_per_hour=args.peak, agi_url=args.agi_url,
                       recordings_root=getattr(args, "recordings_root", None),
-                      pbxs=getattr(args, "pbxs", 1),
-                      queue_log_dir=getattr(args, "queue_log_dir", None))
+                      queue_log=args.queue_log, calls_for=args.calls_for,
+                      talk_median=args.talk_median, patience_median=args.patience_median,
+                      pbxs=getattr(args, "pbxs", 1))
