@@ -241,6 +241,12 @@ class Call:
         if not self.visit_id:
             self.visit_id = self.uniqueid
 
+    @property
+    def key(self) -> str:
+        """The channel's key across PBXs: its Uniqueid on the home PBX, else
+        ``<pbx>:<Uniqueid>`` (the visit key without its ``#<n>``)."""
+        return self.visit_id.partition("#")[0]
+
     def to_row(self) -> dict[str, object]:
         """The database row (``uniqueid`` holds the visit key; see migration 0005)."""
         return {

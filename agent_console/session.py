@@ -418,19 +418,21 @@ def pbx_refusal(name: str, action: dict[str, str], message: str) -> ApiError:
                     queue=action.get("Queue", ""), pbx_message=message[:200])
 
 
-async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
-              ) -> dict[str, str]:
-    """Send one AMI action; its reply, or ApiError saying what the PBX said.
+async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = (),
+              to: str = "") -> dict[str, str]:
+    """Send one AMI action to PBX ``to`` (the one that owns the channel or member; ""
+    = the home PBX); its reply, or ApiError saying what the PBX said.
 
     Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
     ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``) for the browser to explain.
     """
     name = action["Action"]
     try:
-        reply = await c.service.link.action(action)
+        reply = await c.service.link_for(to).action(action)
     except LinkDown:
-        raise ApiError(503, "the PBX link is down; nothing was sent", code="pbx.down",
-                       action=name) from None
+        where = f"PBX {to}" if to and len(c.service.edges) > 1 else "PBX"
+        raise ApiError(503, f"the {where} link is down; nothing was sent", code="pbx.down",
+                       action=name, pbx=to) from None
     except ActionTimeout:
         raise ApiError(504, f"the PBX did not answer {name} in time", code="pbx.timeout",
                        action=name) from None

@@ -19,6 +19,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from acd.centres import best_agent
 from acd.reports import DEFAULT_SHIFTS, Shift, agent_counts, colour, shift_at
 from acd.state import Agent, AgentChanged, AgentState, Call, CallCenter, Change, LinkStateChanged
 from agent_console.alerts import Thresholds, evaluate
@@ -219,8 +220,21 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
     return doc
 
 
+def own_centre(centre: Any, agent: Agent | None) -> Any:
+    """The centre of the agent's own PBX (with several PBXs a Uniqueid is looked up
+    there, never across PBXs); the centre itself with one."""
+    by_pbx = getattr(centre, "by_pbx", None)
+    if by_pbx is None or agent is None:
+        return centre
+    return by_pbx.get(agent.pbx, centre)
+
+
 def operator_agent(centre: CallCenter, user: User) -> Agent | None:
-    """The queue member this operator account is (by interface, else by member name)."""
+    """The queue member this operator account is (by interface, else by member name).
+    With several PBXs the operator may be a member on each: the one on a call or
+    ringing, else one in a queue (:func:`acd.centres.best_agent`)."""
+    if hasattr(centre, "agents_of"):
+        return best_agent(centre.agents_of(user.interface, user.member_name))
     agent = centre.agents.get(user.interface) if user.interface else None
     if agent is None and user.member_name:
         agent = centre.agent_by_name(user.member_name)
@@ -246,18 +260,20 @@ def operator_view(centre: CallCenter, tracker: Tracker, user: User,
     ``queues`` is :func:`operator_queues`, shared by every operator.
     """
     agent = operator_agent(centre, user)
+    own = own_centre(centre, agent)  # the operator's PBX: its calls, its link
     call = last = None
     if agent is not None:
-        if agent.call and agent.call in centre.calls:
-            c = centre.calls[agent.call]
+        if agent.call and agent.call in own.calls:
+            c = own.calls[agent.call]
             call = call_json(c, _title(queues, c.queue))
-        if agent.last_call and agent.last_call != agent.call and agent.last_call in centre.calls:
-            c = centre.calls[agent.last_call]
+        if agent.last_call and agent.last_call != agent.call and agent.last_call in own.calls:
+            c = own.calls[agent.last_call]
             last = call_json(c, _title(queues, c.queue))
     return {
         "me": user.public(),
-        "link": {"up": centre.link_up, "reason": centre.link_reason,
-                 "since": tracker.link_since},
+        "link": {"up": own.link_up, "reason": own.link_reason,
+                 "since": tracker.pbx_since.get(agent.pbx, tracker.link_since)
+                 if own is not centre and agent is not None else tracker.link_since},
         "agent": agent_json(agent, tracker) if agent is not None else None,
         "call": call,
         "last_call": last,
@@ -277,11 +293,12 @@ def answered_by(user: User, agent: str | None, interface: str | None) -> bool:
 
 
 def call_belongs_to(centre: CallCenter, user: User, uniqueid: str) -> Call | None:
-    """The call if it is (or was, recently) this operator's, else None."""
-    call = centre.calls.get(uniqueid)
+    """The call if it is (or was, recently) this operator's, else None (with several
+    PBXs: on the PBX the operator is on)."""
+    agent = operator_agent(centre, user)
+    call = own_centre(centre, agent).calls.get(uniqueid)
     if call is None:
         return None
-    agent = operator_agent(centre, user)
     if answered_by(user, call.agent, call.interface):
         return call
     if agent is not None and uniqueid in (agent.call, agent.last_call):

@@ -195,6 +195,18 @@ class Service:
         """Every PBX's members (an operator in queues on two PBXs is on the list twice)."""
         return [a for e in self.edges.values() for a in e.centre.agents.values()]
 
+    def members_of(self, interface: str, name: str = "") -> list[Agent]:
+        """One operator's queue members, one per PBX they are known on (by interface,
+        else by member name), the home PBX first."""
+        out = []
+        for e in self.edges.values():
+            a = e.centre.agents.get(interface) if interface else None
+            if a is None and name:
+                a = e.centre.agent_by_name(name)
+            if a is not None:
+                out.append(a)
+        return out
+
     def pbxs_hosting(self, queue: str) -> list[str]:
         """The PBXs that host ``queue`` (``[[pbx]] queues``; all when it lists none)."""
         return [n for n, e in self.edges.items() if e.settings.hosts(queue)]

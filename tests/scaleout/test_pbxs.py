@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from acd.events import LinkChanged
 from acd.state import QueueConfig
 from agent_console.alerts import Thresholds
 from agent_console.views import Tracker, wall_view
@@ -203,3 +204,99 @@ async def test_three_pbxs_figures_per_pbx_and_centre_equal_the_pbxs_counters(
         assert "link_down:pbx" not in wall["alerts"]
         assert not [k for k in wall["alerts"] if k.startswith("pbx_down:") and
                     not k.endswith(kill)]
+
+
+# ---- actions go to the PBX that owns the channel or member
+
+OP1 = "Local/1001@agents/n"
+
+
+@pytest.fixture
+async def two(tmp_db: str) -> Any:
+    """The console on a service with two fake PBXs: pbx1 hosts every queue, pbx2 only
+    ``hotline``.  op1's phone is OP1 on both (as in a deployment where every PBX can
+    reach every operator's phone)."""
+    from agent_console.auth import Users, seed_demo_users
+    from tests.console_fakes import CHEAP, FakePbx, serving
+    from tests.test_spy import Rig, spy_app
+
+    settings = load(env={})
+    settings.database_url = tmp_db
+    settings.ami.name = "pbx1"
+    settings.more_pbxs = [type(settings.ami)(name="pbx2", port=5039, queues=("hotline",))]
+    service = Service(settings)
+    fakes = {n: FakePbx(service, n) for n in ("pbx1", "pbx2")}
+    for n, fake in fakes.items():
+        service.edges[n].link = fake
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    await Users(service.store.engine, CHEAP).change("op1", interface=OP1)
+    async with serving(service, spy_app(service)) as (server, people):
+        rig = Rig(service, fakes["pbx1"], server, server.app)
+        rig.people = people
+        rig.fakes = fakes  # type: ignore[attr-defined]
+        await service.drain()
+        yield rig
+
+
+def sent(fake: Any, name: str) -> list[dict[str, str]]:
+    return [a for a in fake.actions if a["Action"] == name]
+
+
+async def test_sign_in_goes_to_every_pbx_hosting_the_queue_and_call_actions_to_the_calls(
+        two: Any) -> None:
+    from tests.test_spy import spy_support
+
+    f1, f2 = two.fakes["pbx1"], two.fakes["pbx2"]
+    op = await two.as_user("op1")
+    status, body = await op.call("POST", "/api/agent/signin", {"queues": ["hotline"]})
+    assert status == 200, body
+    assert body["sent_to"] == [["hotline", "pbx1"], ["hotline", "pbx2"]]
+    await two.settle()
+    status, body = await op.call("POST", "/api/agent/signin", {"queues": ["hotline-en"]})
+    assert status == 200 and body["sent_to"] == [["hotline-en", "pbx1"]]  # pbx2 lacks it
+    await two.settle()
+    assert [a["Queue"] for a in sent(f1, "QueueAdd")] == ["hotline", "hotline-en"]
+    assert [a["Queue"] for a in sent(f2, "QueueAdd")] == ["hotline"]
+
+    # The same Uniqueid waits on pbx1 and is connected to op1 on pbx2.
+    f1.caller_joins("1.7", "13800000001")
+    f2.caller_joins("1.7", "13900000002")
+    f2.ring("1.7", OP1)
+    f2.answer("1.7", OP1)
+    await two.settle()
+    status, live = await op.call("GET", "/api/live")
+    assert live["data"]["call"]["caller_num"] == "13900000002"  # pbx2's caller, not pbx1's
+    status, body = await op.call("POST", "/api/call/hangup", {"uniqueid": "1.7"})
+    assert status == 200, body
+    # (both PBXs name the caller's channel alike: only the PBX it goes to tells them apart)
+    assert [a["Channel"] for a in sent(f2, "Hangup")] == ["Local/s@inbound-17;2"]
+    assert sent(f1, "Hangup") == [] and "1.7" in f1.channels  # pbx1's caller untouched
+    await two.settle()
+
+    # Pause / ready: on both PBXs op1 is a member on.
+    status, _ = await op.call("POST", "/api/agent/pause", {"reason": "meal"})
+    assert status == 200
+    assert len(sent(f1, "QueuePause")) == len(sent(f2, "QueuePause")) == 1
+
+    # A supervisor listening in: ChanSpy on the PBX that carries the call.
+    spy_support(f2)
+    f2.caller_joins("2.1", "13900000003")
+    await op.call("POST", "/api/agent/ready", {})
+    await two.settle()
+    f2.ring("2.1", OP1)
+    f2.answer("2.1", OP1)
+    await two.settle()
+    sup = await two.as_user("sup1")
+    status, body = await sup.call("POST", "/api/supervise/agent1001/spy",
+                                  {"mode": "listen", "reason": "质检抽查"})
+    assert status == 200, body
+    assert len(sent(f2, "Originate")) == 1 and sent(f1, "Originate") == []
+
+    # pbx2 down: sign-in skips it (and says so); pbx1 keeps working.
+    f2.link_up = False
+    f2._put((None, LinkChanged(two.service.clock(), False, "connection refused")))
+    await two.settle()
+    status, body = await op.call("POST", "/api/agent/signout", {})
+    assert status == 503 and body.get("pbx") == "pbx2", body  # told which PBX is down
+    assert sent(f1, "QueueRemove"), "pbx1's members were removed first"
