@@ -44,6 +44,7 @@ from agent_console.views import (
     operator_view,
     wall_agent,
     wall_agents,
+    wall_operator,
     wall_view,
 )
 from callcenter.config import Settings
@@ -150,7 +151,7 @@ class Console:
     _op_queues: tuple[int, float, dict[str, Any]] | None = None  # (full refresh, at, figures)
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
-    _wall_changed: set[str] = field(default_factory=set)  # interfaces
+    _wall_changed: set[tuple[str, str]] = field(default_factory=set)  # (pbx, interface)
     extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
 
     def snapshot(self, now: float) -> dict[str, Any]:
@@ -182,18 +183,21 @@ class Console:
         centre = self.service.centre
         cached = self._wall_agents
         changed, self._wall_changed = self._wall_changed, set()
-        if (cached is None or len(cached) != len(centre.agents)
+        several = len(self.service.edges) > 1  # one tile per operator, not per member
+        if (cached is None or (len(cached) != len(centre.agents) and not several)
                 or (self.hub.full and self._wall_gen != self.hub.full_refreshes)):
             self._wall_gen = self.hub.full_refreshes
             self._wall_agents = wall_agents(centre, self.tracker, self.names)
             return self._wall_agents
         agents = dict(cached)
-        for iface in changed:
-            a = centre.agents.get(iface)
-            if a is None or a.name not in agents:  # gone or renamed: build them all
+        for pbx, iface in changed:
+            a = self.service.centre_of(pbx).agents.get(iface)
+            if a is None or a.name not in agents:  # gone, new or renamed: build them all
                 self._wall_agents = wall_agents(centre, self.tracker, self.names)
                 return self._wall_agents
-            agents[a.name] = wall_agent(a, self.tracker, self.names)
+            agents[a.name] = wall_operator(self.service.members_of(iface, a.name),
+                                           self.tracker, self.names) if several \
+                else wall_agent(a, self.tracker, self.names)
         self._wall_agents = agents
         return agents
 
@@ -203,7 +207,7 @@ class Console:
             self._wall_agents = None
         for c in changes:
             if isinstance(c, AgentChanged):
-                self._wall_changed.add(c.agent.interface)
+                self._wall_changed.add((c.agent.pbx, c.agent.interface))
 
     async def load_names(self) -> None:
         self.names = {u.member_name: u.display_name for u in await self.users.all()

@@ -167,7 +167,9 @@ async def api_spy(request: web.Request) -> web.Response:
         if target == spy_target(phone):
             raise ApiError(409, "you cannot listen to your own phone")
         action_id = desk.next_id()
-        record.update(action_id=action_id, call=agent.call, target=target, pbx=agent.pbx)
+        record.update(action_id=action_id, call=agent.call, target=target)
+        if len(c.service.edges) > 1:
+            record["pbx"] = agent.pbx
         # ChanSpy runs on the PBX that carries the call (the supervisor's phone must be
         # reachable from it, as the operators' are).
         await pbx(c, {"Action": "Originate", "ActionID": action_id, "Channel": phone,

@@ -153,8 +153,24 @@ def wall_agent(a: Agent, tracker: Tracker, names: Mapping[str, str]) -> dict[str
 
 def wall_agents(centre: CallCenter, tracker: Tracker, names: Mapping[str, str]
                 ) -> dict[str, Any]:
-    return {a.name: wall_agent(a, tracker, names)
-            for a in sorted(centre.agents.values(), key=lambda a: a.name)}
+    """Every operator by member name.  With several PBXs an operator signed in on each is
+    one member per PBX: their tile shows the one that matters now
+    (:func:`acd.centres.best_agent`) and names its ``pbx``."""
+    if not hasattr(centre, "agents_of"):
+        return {a.name: wall_agent(a, tracker, names)
+                for a in sorted(centre.agents.values(), key=lambda a: a.name)}
+    by_name: dict[str, list[Agent]] = {}
+    for a in centre.agents.values():
+        by_name.setdefault(a.name, []).append(a)
+    return {name: wall_operator(group, tracker, names) for name, group in sorted(by_name.items())}
+
+
+def wall_operator(members: list[Agent], tracker: Tracker, names: Mapping[str, str]
+                  ) -> dict[str, Any]:
+    """One operator's tile from their members on several PBXs."""
+    a = best_agent(members)
+    assert a is not None
+    return wall_agent(a, tracker, names) | {"pbx": a.pbx}
 
 
 COLOURED = ("connection_rate", "answer_rate_sl", "abandon_rate", "asa_s", "aht_s")
@@ -196,17 +212,20 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
                          "name": c.caller_name, "hotline": c.hotline, "joined_at": c.joined_at}
                         for c in waiting[:20]],
         }
+    doc_agents = agents if agents is not None else wall_agents(centre, tracker, names)
     doc: dict[str, Any] = {
         "link": _link(centre, tracker),
         "queues": queues,
         "today": snap["today"],
         "last_15min": snap["last_15min"],
-        "agents": agents if agents is not None else wall_agents(centre, tracker, names),
+        "agents": doc_agents,
         "trend": snap["trend"],
         "interval_start": snap["interval_start"],
         "day": snap["day"],
         "thresholds": asdict(thresholds),
-        "agent_counts": agent_counts(a.state.value for a in centre.agents.values()),
+        "agent_counts": agent_counts(
+            a.state.value for a in centre.agents.values()) if not hasattr(centre, "agents_of")
+        else agent_counts(str(a["state"]) for a in doc_agents.values()),
         "colours": {"today": colours(snap["today"], bounds or {}),
                     "last_15min": colours(snap["last_15min"], bounds or {})},
         "colour_bounds": {k: dict(v) for k, v in (bounds or {}).items()},

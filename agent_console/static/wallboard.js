@@ -198,6 +198,7 @@ function renderAgents() {
       attrs: {type: "button"}, data: {agent: a.name, since: a.since}},
       el("span", {cls: "name", text: a.operator || a.name}),
       a.operator ? el("span", {cls: "who", text: a.name}) : null,
+      a.pbx ? el("span", {cls: "who", text: "PBX " + a.pbx, data: {pbx: a.pbx}}) : null,
       el("span", {text: stateLabel(a.state) + (a.paused && a.reason ? " · " + reasonLabel(a.reason) : "")}),
       el("span", {cls: "time", text: ""}),
       el("span", {cls: "muted-on-tile", text: t("wall.answered_n", {n: a.answered})}));
