@@ -120,7 +120,15 @@ def forget_days(lo: float, hi: float) -> Any:
 
 
 def _span(rows: Sequence[dict[str, Any]], *keys: str) -> tuple[float, float]:
-    times = [float(t) for r in rows for k in keys if (t := r.get(k)) is not None]
+    """The earliest and latest of the rows' times (a value that is no time is left to
+    the database to refuse, row by row)."""
+    times = []
+    for r in rows:
+        for k in keys:
+            try:
+                times.append(float(r[k]))
+            except (KeyError, TypeError, ValueError, OverflowError):
+                continue
     return (min(times), max(times)) if times else (0.0, -1.0)
 
 

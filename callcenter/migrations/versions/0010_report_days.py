@@ -8,14 +8,14 @@ time).  ``order_facts`` is filled on the first report when orders already exist:
 row ``section = 'order_facts'`` (day 0) says it is still to do.
 
 Revision ID: 0010
-Revises: 0009
+Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0009"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
