@@ -49,6 +49,7 @@ from callcenter.config import Settings
 from callcenter.db import AuditRow
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.service import Service
+from ivr.values import BadValue, ami_action
 from recordings.store import RecordingStore
 
 log = structlog.get_logger(__name__)
@@ -426,9 +427,18 @@ async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = (
     """Send one AMI action; its reply, or ApiError saying what the PBX said.
 
     Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
-    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``) for the browser to explain.
+    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``, ``pbx.bad_value``) for the
+    browser to explain.  Channel, interface, queue, context and extension fields pass
+    :func:`ivr.values.ami_action` first (they come from the PBX or an account; full-width
+    digits become ASCII): a comma, CR, quote or non-ASCII digit is a 409 and nothing is
+    sent.
     """
     name = action["Action"]
+    try:
+        action = ami_action(action)
+    except BadValue as exc:
+        raise ApiError(409, f"not sent to the PBX: {exc}", code="pbx.bad_value",
+                       action=name) from None
     try:
         reply = await c.service.link.action(action)
     except LinkDown:
