@@ -516,3 +516,18 @@ DEFAULT_COLOURS: dict[str, dict[str, float]] = {
     "asa_s": {"amber": 15.0, "red": 30.0},
 }
 """Wallboard colour bounds when the config names none (``[reports.colours.<figure>]``)."""
+
+
+def parse_colours(raw: Any) -> dict[str, dict[str, float]]:
+    """The one colour table of the wallboard (every row and card: today, the last 15
+    minutes, each queue): :data:`DEFAULT_COLOURS` overlaid with ``[reports.colours]``,
+    e.g. ``answer_rate_sl = {amber = 80, red = 60}``.  ``ValueError`` if a bound is not
+    a number."""
+    out = {k: dict(v) for k, v in DEFAULT_COLOURS.items()}
+    try:
+        for key, bounds in dict(raw or {}).items():
+            out[str(key)] = {str(k): float(v) for k, v in dict(bounds).items()}
+    except (TypeError, ValueError):
+        raise ValueError("[reports.colours]: each figure is a table {amber = N, red = N}"
+                         ) from None
+    return out

@@ -28,6 +28,7 @@ Routes (JSON unless said)::
     GET  /api/callers?number=                   lookup: a number's calls and work orders
     POST /api/supervisor/agents/{name}/ready|signout {reason}   (audited)
     GET  /api/fastagi/refusals                  FastAGI refusals (supervisors): newest first
+    GET  /api/set-aside                         rows the database refused (supervisors)
     GET  /ws?stream=ID&seq=N                    live updates (session required)
 
 Every POST/PUT needs the session's CSRF token in ``X-CSRF-Token`` (login aside,
@@ -358,6 +359,27 @@ async def api_fastagi_refusals(request: web.Request) -> web.Response:
         items = [{"at": r.at, "peer": r.target, "why": r.reason, "details": r.data}
                  for r in rows]
     return web.json_response({"refusals": items})
+
+
+async def api_set_aside(request: web.Request) -> web.Response:
+    """Rows the database refused for their own sake (``set_aside`` table, issue 12),
+    newest first, at most 200: ``{"rows": [{"at", "table", "error", "row"}],
+    "total"}``; a caller's number in a row is masked as on the wallboard."""
+    from sqlalchemy import func, select
+
+    from callcenter.db import SetAsideRow
+    from callcenter.service import mask_number
+
+    c = request.app[CONSOLE]
+    rows = await c.service.store.set_aside_rows(limit=200)
+    async with c.service.store.sessions() as s:
+        total = await s.scalar(select(func.count()).select_from(SetAsideRow))
+    items = []
+    for table, row, error, at in reversed(rows):
+        if isinstance(row.get("caller_num"), str):
+            row["caller_num"] = mask_number(row["caller_num"])
+        items.append({"at": at, "table": table, "error": error, "row": row})
+    return web.json_response({"rows": items, "total": total})
 
 
 async def api_force_ready(request: web.Request) -> web.Response:

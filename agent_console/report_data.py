@@ -56,10 +56,10 @@ class ReportConfig:
         raw = s.raw.get("reports", {})
         if not isinstance(raw, dict):
             raise ConfigError("[reports] must be a table")
-        colours = dict(rp.DEFAULT_COLOURS)
-        for key, bounds in (raw.get("colours") or {}).items():
-            if isinstance(bounds, dict):
-                colours[key] = {k: float(v) for k, v in bounds.items()}
+        try:
+            colours = rp.parse_colours(raw.get("colours"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         burst = raw.get("burst") or {}
         return cls(
             centre_name=str(raw.get("centre_name", DEFAULT_CENTRE)),

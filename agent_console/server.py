@@ -38,6 +38,7 @@ from agent_console.console_api import (
     api_logout,
     api_me,
     api_metrics,
+    api_set_aside,
     api_work_order,
     root,
 )
@@ -159,6 +160,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_post("/api/logout", api_logout)
     r.add_get("/api/me", api_me)
     r.add_get("/api/fastagi/refusals", api_fastagi_refusals)
+    r.add_get("/api/set-aside", api_set_aside)
     r.add_get("/api/live", api_live)
     r.add_get("/api/metrics", api_metrics)
     r.add_post("/api/agent/signin", api_agent_signin)

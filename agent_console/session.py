@@ -37,6 +37,7 @@ from agent_console.hub import Hub
 from agent_console.intake import IntakeConfig
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
+from agent_console.report_data import ReportConfig
 from agent_console.views import (
     Tracker,
     operator_queues,
@@ -95,13 +96,9 @@ class ConsoleConfig:
         departments = transfer_departments()
         queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
         reports = s.raw.get("reports", {}) if isinstance(s.raw.get("reports"), dict) else {}
-        colours = dict(DEFAULT_COLOURS)
-        for key, bounds in (reports.get("colours") or {}).items():
-            if isinstance(bounds, dict):
-                colours[key] = {k: float(v) for k, v in bounds.items()}
         return cls(
             shifts=parse_shifts(reports["shifts"]) if reports.get("shifts") else DEFAULT_SHIFTS,
-            colours=colours,
+            colours=ReportConfig.from_settings(s).colours,
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
             queues=queues,
             thresholds=Thresholds.from_settings(s.alerts),

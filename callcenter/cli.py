@@ -106,6 +106,10 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         if isinstance(exc, TelephonyError):
             raise CliError(str(exc)) from None
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if port == 0:  # (--port 0: the port the system chose)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    if port == 0:  # the port the system gave (tests, several services on one host)
+        port = int(runner.addresses[0][1])
     print(f"hotline is running at http://{host}:{port}/{banner}\n"
           f"  FastAGI IVR: agi://{agi_host}:{telephony.agi_port}/hotline", flush=True)
     if not await _has_accounts(service):
@@ -152,7 +156,8 @@ async def _has_accounts(service: object) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     s = _settings(args)
-    asyncio.run(_serve(s, args.host or s.web_host, args.port or s.web_port,
+    port = s.web_port if args.port is None else args.port
+    asyncio.run(_serve(s, args.host or s.web_host, port,
                        agi_host=args.agi_host, agi_port=args.agi_port))
     return 0
 
@@ -167,7 +172,7 @@ def cmd_web(args: argparse.Namespace) -> int:
                        "HOTLINE_REDIS_URL), and the same on the core")
     if args.workers < 1 or args.workers > 64:
         raise CliError("--workers must be 1..64")
-    host, port = args.host or s.web_host, args.port or s.web_port + 1
+    host, port = args.host or s.web_host, (s.web_port + 1 if args.port is None else args.port)
     if args.workers > 1:
         one = [*(["--config", args.config] if args.config else []), "web", "--workers", "1",
                "--host", host, "--port", str(port), "--reuse-port"]

@@ -8,6 +8,7 @@ state log and the audit log are append-only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -110,6 +112,19 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(120), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SetAsideRow(Base):
+    """A row the database refused for its own sake (migration 0011): kept here, with
+    its error, so supervisors can see it after a restart (``GET /api/set-aside``).
+    ``row`` is the refused row as JSON text (ASCII: any value survives)."""
+
+    __tablename__ = "set_aside"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    table_name: Mapped[str] = mapped_column(String(32))
+    row: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
 
 
 CALL_COLUMNS = [c.name for c in CallRow.__table__.columns]
@@ -273,6 +288,27 @@ class Store:
             await conn.execute(AuditRow.__table__.insert(), [{
                 "at": at, "actor": actor, "role": role, "action": action, "target": target,
                 "reason": reason, "data": data or {}}])
+
+    async def keep_set_aside(self, rows: Sequence[tuple[str, dict[str, Any], str, float]]
+                             ) -> None:
+        """Store refused rows ``(table, row, error, at)`` in ``set_aside`` (one
+        transaction; raises when the database is away - the caller keeps them)."""
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(SetAsideRow), [
+                {"at": at, "table_name": table[:32], "error": error[:4000],
+                 "row": json.dumps(row, default=str, sort_keys=True)}
+                for table, row, error, at in rows])
+
+    async def set_aside_rows(self, *, since: float = 0.0, limit: int = 1000
+                             ) -> list[tuple[str, dict[str, Any], str, float]]:
+        """The refused rows since ``since`` (epoch seconds), oldest first, at most
+        ``limit`` (the newest)."""
+        async with self.sessions() as s:
+            found = list(await s.scalars(select(SetAsideRow).where(SetAsideRow.at >= since)
+                                         .order_by(SetAsideRow.id.desc()).limit(limit)))
+        return [(r.table_name, json.loads(r.row), r.error, r.at) for r in reversed(found)]
 
     async def open_calls(self) -> list[CallRow]:
         """Visits the database still holds open (waiting, or answered and not ended):

@@ -91,7 +91,9 @@ class Service:
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
         # rows the database refused for their own sake: (table, row, error, at), newest last
+        # (the last day's; all are kept in the set_aside table, those not yet stored here)
         self.set_aside: deque[tuple[str, dict[str, Any], str, float]] = deque(maxlen=1000)
+        self._aside_unstored: list[tuple[str, dict[str, Any], str, float]] = []
         self._tasks: list[asyncio.Task[None]] = []
         a = settings.ami
         self.link = AmiLink(
@@ -121,6 +123,9 @@ class Service:
 
     async def start(self, *, load_days: int = 1) -> None:
         await self.store.open()
+        # Rows refused in the last day stay an alert after a restart (the table keeps all).
+        self.set_aside.extend(await self.store.set_aside_rows(
+            since=self.clock() - 86400, limit=self.set_aside.maxlen or 1000))
         await self._load_recent(load_days)
         await self._restore_open_calls()
         # The service's tasks (and the link's, started from here) log with the PBX's name.
@@ -339,7 +344,8 @@ class Service:
 
         A row the database refuses for its own sake (a value too large for its
         column, an over-long string on PostgreSQL) is set aside with its error
-        (``set_aside``, shown as an alert on the wallboard) and the rest are
+        (``set_aside``, shown as an alert on the wallboard; stored in the
+        ``set_aside`` table, listed by ``GET /api/set-aside``) and the rest are
         written; when the database itself is away, every row is kept for the next
         flush, so nothing is lost meanwhile.
         """
@@ -372,8 +378,16 @@ class Service:
         now = self.clock()
         for table, row, error in refused:
             self.set_aside.append((table, row, error, now))
+            self._aside_unstored.append((table, row, error, now))
             log.error("row set aside: the database refused it", table=table, error=error,
                       uniqueid=row.get("uniqueid", ""), agent=row.get("agent", ""))
+        if self._aside_unstored:
+            try:
+                await self.store.keep_set_aside(self._aside_unstored)
+                self._aside_unstored = []
+            except (SQLAlchemyError, OSError):  # the database is away: a later flush
+                log.warning("set-aside rows not stored yet; will retry",
+                            rows=len(self._aside_unstored))
 
     async def _flush_loop(self) -> None:
         while True:

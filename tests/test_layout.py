@@ -96,6 +96,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "callcenter.ops": ("callcenter.service",),
     "callcenter.bus": (),
     "callcenter.ha": (),
+    # the scale-out rig (simulator child, core processes, queue_log truth): tests and bench
+    "callcenter.scaleout": ("acd", "callcenter.db", "callcenter.logs", "callcenter.pbx"),
     "recordings": ("acd", "callcenter.config", "callcenter.db", "callcenter.runtime",
                    "callcenter.pbx.ami", "callcenter.orders",
                    "ivr.values"),  # a pure leaf: values from the PBX on their way back

@@ -287,6 +287,32 @@ async def test_bad_input_gets_clear_json_errors(rig: Rig) -> None:
     assert (await op.call("GET", "/api/reports/orders"))[0] == 403
 
 
+async def test_a_retried_create_with_an_idempotency_key_files_once(rig: Rig) -> None:
+    op, sup = await rig.as_user("op1"), await rig.as_user("sup1")
+
+    async def post(p: Person, key: str, **over: Any) -> tuple[int, Any]:
+        return await p.call("POST", "/api/orders", NEW | over,
+                            headers={"Idempotency-Key": key})
+
+    status, first = await post(op, "desk3:0001")
+    assert status == 201, first
+    for _ in range(2):  # the answer was lost; the client sends the same request again
+        status, again = await post(op, "desk3:0001")
+        assert status == 200 and again["order"]["id"] == first["order"]["id"], again
+    # Retries file once; the same key from another account is its own request.
+    results = [await post(op, "desk3:0002") for _ in range(3)]
+    assert [s for s, _ in results] == [201, 200, 200]
+    status, other = await post(sup, "desk3:0001")
+    assert status == 201 and other["order"]["id"] != first["order"]["id"]
+    assert (await post(op, "bad key"))[0] == 400
+    assert (await post(op, "x" * 81))[0] == 400
+    # A refused create (bad input) leaves no claim: the same key files once fixed.
+    assert (await post(op, "desk3:0003", urgency="asap"))[0] == 400
+    assert (await post(op, "desk3:0003"))[0] == 201
+    _, total = await rig.wo.list(per_page=50)
+    assert total == 4
+
+
 async def test_roles_csrf_and_sign_in_are_enforced(rig: Rig) -> None:
     op, dept, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
                      await rig.as_user("sup1"))
