@@ -84,16 +84,22 @@ def fastagi_settings(raw: dict[str, Any]) -> tuple[str, list[str]]:
     return secret, allow
 
 
-def audit_refusal(service: Service) -> Callable[[str, Any], Any]:
+def audit_refusal(service: Service, console: Any = None) -> Callable[[str, Any], Any]:
     """A FastAGI refusal as an audit row (``fastagi_refused``; supervisors read them at
-    ``GET /api/fastagi/refusals``)."""
+    ``GET /api/fastagi/refusals``), then on the wallboard (``console.fastagi_refused``:
+    a ``fastagi_refused`` alert per address)."""
 
     async def audit(why: str, details: Any) -> None:
         d = {k: str(v)[:64] for k, v in dict(details).items()}
-        await service.store.audit(at=service.clock(), actor="fastagi", role="system",
-                                  action="fastagi_refused",
-                                  target=d.get("peer", "") or d.get("key", ""),
-                                  reason=why[:200], data=d)
+        at = service.clock()
+        try:
+            await service.store.audit(at=at, actor="fastagi", role="system",
+                                      action="fastagi_refused",
+                                      target=d.get("peer", "") or d.get("key", ""),
+                                      reason=why[:200], data=d)
+        finally:  # shown to supervisors even when the audit row could not be written
+            if console is not None:
+                console.fastagi_refused(why, d, at)
 
     return audit
 
@@ -114,7 +120,7 @@ async def start_telephony(service: Service, app: web.Application, *,
     unless given.
     """
     from agent_console.orders_api import WORK_ORDERS
-    from agent_console.session import RECORDINGS
+    from agent_console.session import CONSOLE, RECORDINGS
     from ivr.menus import load_config as load_ivr_config
 
     work_orders = app[WORK_ORDERS]
@@ -122,7 +128,7 @@ async def start_telephony(service: Service, app: web.Application, *,
     secret, allow = fastagi_settings(service.settings.raw)
     tokens = AgiTokens(secret=secret if agi_secret is None else agi_secret,
                        ttl_s=outbound.visit_result_timeout_s + outbound.originate_timeout_s)
-    on_refused = audit_refusal(service)
+    on_refused = audit_refusal(service, app[CONSOLE])
     dialer: Dialer | None = None
     if outbound.enabled:
         dialer = Dialer(engine=service.store.engine, send=service.link.action,

@@ -697,7 +697,8 @@ class FastAgiServer:
         self._reported[key] = now
         log.warning("fastagi_refused", peer=peer, why=why, script=script[:40])
         try:
-            await self.run(self.on_refused, why, {"peer": peer, "script": script[:40]})
+            await self.run(self.on_refused, why, {"peer": peer, "script": script[:40],
+                                                  "count": entry["count"]})
         except Exception:
             log.exception("fastagi_refusal_not_recorded")
 
