@@ -217,7 +217,7 @@ async def test_only_configured_pbx_addresses_are_served() -> None:
         server.close()
         await server.wait_closed()
     # reported once a minute per address and reason; every attempt counted
-    assert reported == [("address not allowed", {"peer": "127.0.0.1", "script": ""})]
+    assert reported == [("address not allowed", {"peer": "127.0.0.1", "script": "", "count": 1})]
     [entry] = server_edge.refusals
     assert entry["count"] == 3
 
