@@ -68,7 +68,7 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     from callcenter.ops import OPS
     from callcenter.service import Service
     from callcenter.telephony import TelephonyError, start_telephony, startup_checks
-    from callcenter.web import bus_settings, publish_wall
+    from callcenter.web import ConsolesOnBus, bus_settings, publish_wall
 
     lease = None
     if settings.raw.get("ha", {}).get("enabled", False):
@@ -106,10 +106,14 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         if isinstance(exc, TelephonyError):
             raise CliError(str(exc)) from None
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    if port == 0:  # (--port 0: the port the system chose)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     if port == 0:  # the port the system gave (tests, several services on one host)
         port = int(runner.addresses[0][1])
+    consoles = None
+    if redis_url:  # operators' screens on the bus; the workers send requests here
+        core_url = str(settings.raw.get("bus", {}).get("core_url", "")) \
+            or f"http://{host}:{port}"
+        consoles = ConsolesOnBus(app[CONSOLE], redis_url, prefix, core_url)
+        await consoles.start()
     print(f"hotline is running at http://{host}:{port}/{banner}\n"
           f"  FastAGI IVR: agi://{agi_host}:{telephony.agi_port}/hotline", flush=True)
     if not await _has_accounts(service):
@@ -129,6 +133,8 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
                 os._exit(3)  # no flush, no goodbye: the new active core owns the writes
     finally:
         checks.cancel()
+        if consoles is not None:
+            await consoles.stop()
         if wall is not None:
             await wall.stop()
         await telephony.stop()

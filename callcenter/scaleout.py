@@ -136,7 +136,7 @@ async def _sim_child(args: argparse.Namespace) -> None:
                 continue
             if cmd.get("do") == "go":
                 cfg = TrafficConfig(rate=float(cmd.get("rate", args.rate)), talk_median=3.0,
-                                    talk_sigma=0.5, talk_min=1.0, talk_max=12.0,
+                                    talk_sigma=0.5, talk_min=1.0, talk_max=8.0,
                                     ring_min=0.3, ring_max=1.5, patience_median=12.0,
                                     breaks_per_hour=0.0, first_call_after=0.2)
                 ends = pbx.now + float(cmd["seconds"])
@@ -261,22 +261,26 @@ def core_config(path: Path, *, name: str, ami_port: int, secret: str, database_u
 
 
 class CoreProcess:
-    """One ``callcenter serve`` of an active/standby pair; its output goes to files."""
+    """One ``callcenter serve`` of an active/standby pair (or, ``web=True``, one
+    ``callcenter web`` worker); its output goes to files."""
 
-    RUNNING = re.compile(r"hotline is running at http://[^:]+:(\d+)/")
+    RUNNING = re.compile(r"(?:hotline is running at|hotline web worker \d+ on) "
+                         r"http://[^:]+:(\d+)/")
 
-    def __init__(self, config: Path, workdir: Path, label: str) -> None:
-        self.config, self.label = config, label
+    def __init__(self, config: Path, workdir: Path, label: str, *, web: bool = False) -> None:
+        self.config, self.label, self.web = config, label, web
         self.out = workdir / f"{label}.out"
         self.err = workdir / f"{label}.err"
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
     async def start(self) -> None:
+        what = ["web", "--port", "0"] if self.web else [
+            "serve", "--port", "0", "--agi-port", "0"]
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 PYTHON, "-m", "callcenter.cli", "--config", str(self.config),
-                "--log-format", "json", "serve", "--port", "0", "--agi-port", "0",
+                "--log-format", "json", *what,
                 stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def log_has(self, text: str) -> bool:
