@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from acd.state import AgentState, Outcome
+from agent_console.alerts import AGI_REFUSAL_KINDS
 from agent_console.auth import LoginThrottle, Users, seed_demo_users
 from agent_console.http import CSP
 from agent_console.hub import RESYNC, Hub, apply_ops, diff
@@ -862,7 +863,8 @@ def test_every_ui_string_exists_in_both_languages() -> None:
             used |= set(re.findall(r'\bt\("([a-z_0-9.]+)"', text))
     dynamic = {p for p in used if p.endswith(".")}  # t("state." + state) and the like
     # states and reasons go through i18n.js; the intake form's few closed lists here
-    assert dynamic == {"outcome.", "alert.", "urgency.", "outcome_pick.", "missing."}
+    assert dynamic == {"outcome.", "alert.", "urgency.", "outcome_pick.", "missing.",
+                       "agi.why."}
     used |= {f"state.{s.value}" for s in AgentState} | {f"outcome.{o.value}" for o in Outcome}
     used |= {f"urgency.{u}" for u in ("normal", "urgent", "emergency")}
     used |= {f"outcome_pick.{o}" for o in ("accept", "answer", "dispatch")}
@@ -872,7 +874,9 @@ def test_every_ui_string_exists_in_both_languages() -> None:
                                      "completed", "return_visit", "evaluated",
                                      "resolved_on_call", "returned")}
     used |= {f"alert.{kind}" for kind in ("link_down", "longest_wait", "paused_while_waiting",
-                                          "paused_share", "ring_no_answer", "pbx_restarted")}
+                                          "paused_share", "ring_no_answer", "pbx_restarted",
+                                          "fastagi_refused")}
+    used |= {f"agi.why.{kind}" for _, kind, _ in AGI_REFUSAL_KINDS}
     used |= {f"reason.{r}" for r in load(env={}).pause_reasons}
     assert used - dynamic <= keys_zh, used - dynamic - keys_zh
 

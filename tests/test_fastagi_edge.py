@@ -3,9 +3,10 @@
 panoramisk 1.4's FastAGI handler loops on ``read()`` returning ``b""``: a client that
 sent part of a header and closed froze the whole process at 100 % CPU (web,
 websockets, AMI); a 1 MB header line stalled the loop for seconds.  Each attack
-below runs against the edge (:class:`ivr.fastagi.FastAgiServer`) while a thread
-times ``GET /healthz`` of an aiohttp app on the same event loop; the worst response
-time is printed (README figure) and must stay far from a stall.
+below runs against the edge (:class:`ivr.fastagi.FastAgiServer`) on its own thread and
+loop (:class:`ivr.fastagi.AgiThread`, as ``callcenter serve`` runs it) while a thread
+times ``GET /healthz`` of an aiohttp app on the test's (the service's) event loop; the
+worst response time is printed (README figure) and must stay far from a stall.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Self
 import pytest
 from aiohttp import web
 
-from ivr.fastagi import AgiTokens, FastAgiServer, HotlineAgi, parse_allow
+from ivr.fastagi import AgiThread, AgiTokens, FastAgiServer, HotlineAgi, on_loop, parse_allow
 from ivr.menus import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +67,13 @@ class WebProbe:
 
 @pytest.fixture
 async def edge() -> AsyncIterator[tuple[FastAgiServer, int, int]]:
+    """The edge as the service runs it: on its own thread and loop (AgiThread), the web
+    app on this one."""
     agi = HotlineAgi(load_config(), tokens=AgiTokens(secret="s"))
-    server_edge = FastAgiServer(agi.routes(), header_timeout_s=0.5, max_clients=256)
-    server = await server_edge.start("127.0.0.1", 0)
+    server_edge = FastAgiServer(agi.routes(), header_timeout_s=0.5, max_clients=256,
+                                run=on_loop(asyncio.get_running_loop()))
+    thread = AgiThread(server_edge)
+    agi_port = await thread.start("127.0.0.1", 0)
     app = web.Application()
 
     async def healthz(request: web.Request) -> web.Response:
@@ -80,9 +85,8 @@ async def edge() -> AsyncIterator[tuple[FastAgiServer, int, int]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     web_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield server_edge, server.sockets[0].getsockname()[1], web_port
-    server.close()
-    await server.wait_closed()
+    yield server_edge, agi_port, web_port
+    await thread.stop()
     await runner.cleanup()
 
 
@@ -213,7 +217,7 @@ async def test_only_configured_pbx_addresses_are_served() -> None:
         server.close()
         await server.wait_closed()
     # reported once a minute per address and reason; every attempt counted
-    assert reported == [("address not allowed", {"peer": "127.0.0.1", "script": ""})]
+    assert reported == [("address not allowed", {"peer": "127.0.0.1", "script": "", "count": 1})]
     [entry] = server_edge.refusals
     assert entry["count"] == 3
 
