@@ -452,6 +452,43 @@ async def test_supervisor_actions_need_a_reason_and_are_audited(rig: Rig) -> Non
 # --------------------------------------------------------------------------- drafts and work orders
 
 
+async def test_a_draft_files_one_order_on_a_double_click_or_after_a_crash(rig: Rig) -> None:
+    from callcenter.orders.lifecycle import Caller
+    from callcenter.orders.store import account_actor
+
+    op1 = await rig.as_user("op1")
+    draft_body = {"caller": "13800000011", "text": "小区路灯不亮",
+                  "fields": {"request_type": "report", "category": "市政设施/路灯"}}
+
+    async def draft() -> int:
+        _, d = await op1.call("POST", "/api/drafts", {})
+        assert (await op1.call("PUT", f"/api/drafts/{d['id']}", draft_body))[0] == 200
+        return int(d["id"])
+
+    # A double click: three submits at once, one order.
+    first = await draft()
+    results = await asyncio.gather(*(op1.call("POST", f"/api/drafts/{first}/submit")
+                                     for _ in range(3)))
+    ids = {body["id"] for status, body in results if status == 200}
+    assert len(ids) == 1 and all(st in (200, 409) for st, _ in results), results
+    # The service died after writing the order, before marking the draft (the order's
+    # claim on the draft id was written with it): the retry takes that order and its step.
+    second = await draft()
+    wo = rig.server.app[WORK_ORDERS]
+    actor = account_actor("op1", "operator", None, wo.config.directory.centre.id)
+    filed, _ = await wo.create(actor, text="小区路灯不亮", category="市政设施/路灯",
+                               caller=Caller(number="13800000011"),
+                               once=("draft", str(second)))
+    status, body = await op1.call("POST", f"/api/drafts/{second}/submit",
+                                  {"outcome": "dispatch", "department": "urban_management"})
+    assert status == 200 and body["id"] == filed.id, body
+    assert body["order"]["state"] == "dispatched"
+    async with rig.service.store.sessions() as s:
+        orders = list(await s.scalars(select(WorkOrderRow)))
+        marked = await s.scalar(select(DraftRow.work_order_id).where(DraftRow.id == second))
+    assert len(orders) == 2 and marked == int(filed.id)
+
+
 async def test_draft_on_answer_then_work_order(rig: Rig) -> None:
     op1 = await rig.as_user("op1")
     op2 = await rig.as_user("op2")
