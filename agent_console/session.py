@@ -138,8 +138,8 @@ class Console:
     # when its backlog began, the bounds, and how many sockets were cut
     transports: dict[web.WebSocketResponse, Any] = field(default_factory=dict)
     backlog_since: dict[web.WebSocketResponse, float] = field(default_factory=dict)
-    max_unsent_bytes: int = 1 << 20
-    max_unsent_age_s: float = 5.0
+    max_unsent_bytes: int = 512 * 1024
+    max_unsent_age_s: float = 2.0
     slow_cuts: int = 0
     trimmed_at: float = -1e9  # loop time of the last malloc_trim after cuts (live.py)
     # session (token hash) -> (cuts, not before): a client cut for not reading comes back
