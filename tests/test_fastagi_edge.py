@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -101,6 +102,16 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
     return True
 
 
+async def all_closed(edge: FastAgiServer) -> int:
+    """The edge's open conversations once it has caught up (it runs on its own thread: the
+    attacker can see its last socket closed before that thread has finished its turn)."""
+    for _ in range(100):
+        if edge.clients == 0:
+            break
+        await asyncio.sleep(0.05)
+    return edge.clients
+
+
 async def in_another_process(attack: str, port: int) -> Any:
     """Run the attacker in its own process: only the server's work is on our loop (and
     our GIL)."""
@@ -177,11 +188,12 @@ async def test_each_attack_is_closed_and_the_web_app_keeps_answering(
     async with WebProbe(web_port) as probe:
         result = await in_another_process(attack, port)
         await asyncio.sleep(0.3)  # a spinning handler would show here
-    print(f"\n{attack}: worst web response {probe.worst * 1000:.1f} ms over {probe.count} GETs")
+    print(f"\n{attack}: worst web response {probe.worst * 1000:.1f} ms over {probe.count} GETs"
+          f" (load average {os.getloadavg()[0]:.1f})")
     assert result is not False, "the server did not close the connection"
     assert probe.errors == []
     assert probe.count > 5 and probe.worst < BOUND_S
-    assert server_edge.clients == 0
+    assert await all_closed(server_edge) == 0
     assert bool(server_edge.refusals) is (attack != "no attack (baseline)"), \
         "each refusal is kept for supervisors"
 
@@ -192,10 +204,11 @@ async def test_500_connections_at_once(edge: tuple[FastAgiServer, int, int]) -> 
         closed = await in_another_process("500 connections at once", port)
         await asyncio.sleep(0.2)
     print(f"\n500 connections: worst web response {probe.worst * 1000:.1f} ms "
-          f"over {probe.count} GETs")
+          f"over {probe.count} GETs (load average {os.getloadavg()[0]:.1f})")
     assert closed is True
     assert probe.errors == []
-    assert probe.worst < BOUND_S and server_edge.clients == 0
+    assert probe.worst < BOUND_S
+    assert await all_closed(server_edge) == 0
     whys = {r["why"] for r in server_edge.refusals}
     assert "too many connections" in whys and "headers not complete within 0.5 s" in whys
 
