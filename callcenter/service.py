@@ -67,6 +67,7 @@ from acd.state import (
     QueueChanged,
     ResyncWanted,
 )
+from callcenter import report_days
 from callcenter.config import AmiSettings, Settings
 from callcenter.db import RowsUnwritten, Store
 from callcenter.pbx.ami import AmiError, AmiLink
@@ -153,6 +154,7 @@ class Service:
             ResyncWanted: self._resync_wanted,
         }
         self._queue_log_engines: dict[str, AsyncEngine] = {}
+        self._summaries_due = 0.0
 
     def _make_link(self, edge: PbxEdge) -> AmiLink:
         a = edge.settings
@@ -228,6 +230,7 @@ class Service:
             since=self.clock() - 86400, limit=self.set_aside.maxlen or 1000))
         await self._load_recent(load_days)
         await self._restore_open_calls()
+        self._summaries_due = self.clock() + 60.0  # summaries wait until start-up is over
         # The service's tasks (and each link's, started from here) log with the PBX's name
         # (the consumer: the name of the PBX whose event it applies).
         ctx = contextvars.copy_context()
@@ -533,6 +536,21 @@ class Service:
             await self.flush()
             for edge in self.edges.values():
                 edge.centre.collect_finished()
+            await self.summarise()
+
+    async def summarise(self) -> None:
+        """The writer stores the report summary of a closed day that has none
+        (:mod:`callcenter.report_days`): one day per flush while some are missing, then
+        a look every five minutes (a late record deletes its day's summary)."""
+        now = self.clock()
+        if now < self._summaries_due:
+            return
+        try:
+            built = await report_days.build_due(self.store.engine, self.settings, now)
+        except Exception:  # a report reads the raw rows meanwhile: nothing is lost
+            log.exception("report summary not stored; will retry")
+            built = 0
+        self._summaries_due = now + (0.0 if built else 300.0)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -659,7 +677,8 @@ def call_from_row(row: Any, home: str = "") -> Call:
                 previous=row.previous_visit or "", pbx=getattr(row, "pbx", "") or home)
     for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path", "left_at",
                  "answered_at", "hold_time", "agent", "interface", "ended_at", "talk_time",
-                 "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled"):
+                 "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled",
+                 "on_hold_s"):
         setattr(call, name, getattr(row, name))
     call.outcome = Outcome(row.outcome)
     return call

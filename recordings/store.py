@@ -30,9 +30,9 @@ import structlog
 
 log = structlog.get_logger("recordings")
 
-UNIQUEID = re.compile(r"^\d{1,12}\.\d{1,9}$")
+UNIQUEID = re.compile(r"\A\d{1,12}\.\d{1,9}\Z")  # \Z: "$" would let a trailing LF through
 #: A recording's key: the Uniqueid, or ``<pbx>:<Uniqueid>`` for a call off the home PBX.
-RECORDING_KEY = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,31}:)?\d{1,12}\.\d{1,9}$")
+RECORDING_KEY = re.compile(r"\A(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,31}:)?\d{1,12}\.\d{1,9}\Z")
 
 
 class UnsafePath(ValueError):

@@ -373,7 +373,8 @@ function alertText(a, now) {
   const d = a.since ? duration(now - a.since) : "";
   return t("alert." + a.kind, {subject, d, waiting: a.detail.waiting ?? "",
     reason: reasonLabel(a.detail.reason || ""), pct: a.detail.pct ?? "", count: a.detail.count ?? "",
-    usual: a.detail.usual ?? "", addresses: a.detail.addresses ?? "", error: a.detail.error ?? ""});
+    usual: a.detail.usual ?? "", addresses: a.detail.addresses ?? "", error: a.detail.error ?? "",
+    why: a.detail.why_kind ? t("agi.why." + a.detail.why_kind) : ""});
 }
 
 function tick() {

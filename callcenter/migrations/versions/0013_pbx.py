@@ -6,14 +6,14 @@ the first ``[[pbx]]``) and is ``<pbx>:<visit key>`` for the others, so no existi
 order link or recording link changes.  Existing rows get ``pbx = ''``: the home PBX.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
