@@ -70,6 +70,11 @@ class Query:
     due_soon: bool = False
     confidential: bool | None = None
     mine: bool = False
+    request_type: str = ""  # 诉求类型 code (config/intake.toml)
+    district: str = ""  # 事发地址's district and street, as configured
+    street: str = ""
+    reply_method: str = ""
+    gender: str = ""
     merged: bool | None = None  # None: all; False: hide followers of a merged order
     sort: str = "-created"
 
@@ -188,6 +193,12 @@ def conditions(query: Query, wo: WorkOrders, *, department: str | None, sees_ide
         where.append(OrderRow.confidential.is_(query.confidential))
     if query.mine:
         where.append(OrderRow.created_by == username)
+    for column, value in ((OrderRow.request_type, query.request_type),
+                          (OrderRow.district, query.district), (OrderRow.street, query.street),
+                          (OrderRow.reply_method, query.reply_method),
+                          (OrderRow.caller_gender, query.gender)):
+        if value:  # indexes of migration 0012 (the gender: a filter beside others)
+            where.append(column == value)
     if query.merged is False:
         where.append(OrderRow.merged_into.is_(None))
     if query.number and query.phone:  # cannot both hold
@@ -214,7 +225,8 @@ async def find_orders(wo: WorkOrders, query: Query, *, department: str | None = 
     common = False
     others = (query.states, query.department, department, query.category, query.urgency,
               query.channel, query.date_from, query.date_to, query.overdue, query.due_soon,
-              query.confidential is not None, query.mine)
+              query.confidential is not None, query.mine, query.request_type, query.district,
+              query.street, query.reply_method, query.gender)
     if query.words and wo.engine.dialect.name == "sqlite" and not any(others):
         async with wo.sessions() as s:
             common = (await s.scalar(text(
