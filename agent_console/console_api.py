@@ -28,6 +28,7 @@ Routes (JSON unless said)::
     GET  /api/callers?number=                   lookup: a number's calls and work orders
     POST /api/supervisor/agents/{name}/ready|signout {reason}   (audited)
     GET  /api/fastagi/refusals                  FastAGI refusals (supervisors): newest first
+    GET  /api/set-aside                         rows the database refused (supervisors)
     GET  /ws?stream=ID&seq=N                    live updates (session required)
 
 Every POST/PUT needs the session's CSRF token in ``X-CSRF-Token`` (login aside,
@@ -360,6 +361,27 @@ async def api_fastagi_refusals(request: web.Request) -> web.Response:
     return web.json_response({"refusals": items})
 
 
+async def api_set_aside(request: web.Request) -> web.Response:
+    """Rows the database refused for their own sake (``set_aside`` table, issue 12),
+    newest first, at most 200: ``{"rows": [{"at", "table", "error", "row"}],
+    "total"}``; a caller's number in a row is masked as on the wallboard."""
+    from sqlalchemy import func, select
+
+    from callcenter.db import SetAsideRow
+    from callcenter.service import mask_number
+
+    c = request.app[CONSOLE]
+    rows = await c.service.store.set_aside_rows(limit=200)
+    async with c.service.store.sessions() as s:
+        total = await s.scalar(select(func.count()).select_from(SetAsideRow))
+    items = []
+    for table, row, error, at in reversed(rows):
+        if isinstance(row.get("caller_num"), str):
+            row["caller_num"] = mask_number(row["caller_num"])
+        items.append({"at": at, "table": table, "error": error, "row": row})
+    return web.json_response({"rows": items, "total": total})
+
+
 async def api_force_ready(request: web.Request) -> web.Response:
     return await _supervise(request, "force_ready")
 
@@ -470,7 +492,7 @@ async def api_draft_submit(request: web.Request) -> web.Response:
     (直接答复 / 当场办结, with the answer and optionally the knowledge-base article), or
     dispatched at once to a department.  Submitting twice returns the same order."""
     from callcenter.orders.lifecycle import IllegalStep, NotAllowed, Step, order_view, redact
-    from callcenter.orders.store import OrderConflict, account_actor
+    from callcenter.orders.store import AlreadyFiled, OrderConflict, account_actor
 
     c, user, draft_id = await _my_draft_id(request)
     data = await read_json(request, 200_000) if request.can_read_body else {}
@@ -499,10 +521,25 @@ async def api_draft_submit(request: web.Request) -> web.Response:
         raise ApiError(400, "the order is not complete: " + ", ".join(missing), missing=missing)
     parts = order_parts(fields, draft.caller, str(article_id or ""))
     try:
-        order, _ = await wo.create(actor, text=draft.text.strip(),
-                                   call_uniqueid=draft.call_uniqueid, **parts)
-        await c.orders.mark_submitted(user.username, draft_id, int(order.id), user.role.value,
-                                      order.number)
+        try:  # the draft's id is its idempotency key: a double click or a retry after a
+            # crash between the order and the draft's mark never files a second order
+            order, _ = await wo.create(actor, text=draft.text.strip(),
+                                       call_uniqueid=draft.call_uniqueid, **parts,
+                                       once=("draft", str(draft_id)))
+        except AlreadyFiled as exc:
+            if exc.order_id is None:
+                raise ApiError(409, "this draft is being submitted right now; retry") from None
+            order = await wo.get(str(exc.order_id))
+            try:  # the service died before marking the draft: mark it and go on
+                await c.orders.mark_submitted(user.username, draft_id, int(order.id),
+                                              user.role.value, order.number)
+            except DraftError:  # the other submit marked it and takes its steps
+                return web.json_response({"order": redact(order_view(order), actor.role),
+                                          "number": order.number, "id": order.id},
+                                         dumps=dumps)
+        else:
+            await c.orders.mark_submitted(user.username, draft_id, int(order.id),
+                                          user.role.value, order.number)
         if outcome == "answer":
             order, _ = await wo.step(order.id, Step.RESOLVE_ON_CALL, actor, answer=answer)
             if article_id is not None:  # which article answers the calls (the statistics)

@@ -221,11 +221,15 @@ class Hub:
     # ---- clients
 
     def attach(self, key: str, build: Callable[[float], Doc], stream_id: str | None = None,
-               seq: int | None = None, *, narrow: bool = False) -> Client:
+               seq: int | None = None, *, narrow: bool = False,
+               queue: Any = None) -> Client:
         """A new client of stream ``key``; queued: what it missed, or a snapshot.
 
         A *narrow* stream is rebuilt only for changes routed to ``key`` (and on
         the full refresh); it keeps ``keep_updates_narrow`` updates for resuming.
+        ``queue``: what the client's items go to instead of a bounded asyncio.Queue
+        (anything with its ``put_nowait``/``get_nowait``/``full``/``empty``: the bus
+        publisher of :mod:`callcenter.web` stands in for the web workers' sockets).
         """
         stream = self.streams.get(key)
         if stream is None:
@@ -239,7 +243,7 @@ class Hub:
             # Nobody watched it, so refreshes skipped it: bring it up to date soon.
             self._pending.add(key)
             self.dirty.set()
-        client = Client(stream, asyncio.Queue(self.max_queue))
+        client = Client(stream, asyncio.Queue(self.max_queue) if queue is None else queue)
         missed = stream.missed(stream_id, seq) if stream_id is not None and seq is not None \
             else None
         if missed is None or len(missed) >= self.max_queue:

@@ -34,6 +34,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -85,6 +86,7 @@ from callcenter.orders.search import (
     parse_query,
 )
 from callcenter.orders.store import (
+    AlreadyFiled,
     OrderConflict,
     OrderNotFound,
     OrderRow,
@@ -300,8 +302,21 @@ def _json(doc: Any, status: int = 200) -> web.Response:
 # --------------------------------------------------------------------------- handlers
 
 
+CLIENT_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
+
+
 async def api_create(request: web.Request) -> web.Response:
+    """受理 from the console.  An optional ``Idempotency-Key`` header (1-80 of
+    ``[A-Za-z0-9._:-]``, per account) makes a retry safe: the key is stored with the
+    order in one transaction, and a retry with it answers 200 with the order filed
+    the first time (``Idempotent-Replayed: true``) instead of filing again."""
     wo, reader = await _reader(request)
+    client_key = request.headers.get("Idempotency-Key")
+    if client_key is not None and not CLIENT_KEY.match(client_key):
+        raise ApiError(400, "Idempotency-Key must be 1-80 of A-Z a-z 0-9 . _ : -")
+    once = None
+    if client_key is not None:
+        once = (f"user:{(await need_session(request)).user.id}", client_key)
     data = await read_json(request, MAX_BODY)
     text = text_field(data, "text", max_len=MAX_TEXT)
     caller = Caller(
@@ -323,7 +338,16 @@ async def api_create(request: web.Request) -> web.Response:
             confidential=_bool_field(data, "confidential"),
             location=text_field(data, "location", max_len=400, required=False),
             call_uniqueid=text_field(data, "call_uniqueid", max_len=64, required=False) or None,
-            channel=channel)
+            channel=channel, once=once)
+    except AlreadyFiled as exc:
+        if exc.order_id is None:
+            raise ApiError(409, "this Idempotency-Key is being filed right now; retry") from None
+        order = await wo.get(str(exc.order_id))
+        doc = view(order, reader)
+        doc["channel"] = channel
+        response = _json({"order": doc}, 200)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
     except IllegalStep as exc:
         raise ApiError(400, str(exc)) from None
     except NotAllowed as exc:
@@ -957,7 +981,10 @@ def openapi() -> dict[str, Any]:
         "security": [{"session": []}],
         "paths": {
             "/api/orders": {
-                "post": _op("Accept a work order from a call", "operator, supervisor, admin",
+                "post": _op("Accept a work order from a call; with Idempotency-Key a "
+                            "retry answers 200 with the order filed before",
+                            "operator, supervisor, admin", params=(
+                                ("Idempotency-Key", "header", "string"),),
                             body=create, errors=(400, 401, 403, 409, 413), ok=201, csrf=True),
                 "get": _op(
                     "Find work orders: q is an order number (or its start), a phone "

@@ -134,6 +134,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/reports/orders"): Access(SUPERVISORS),
     ("GET", "/api/outbound"): Access(SUPERVISORS),
     ("GET", "/api/fastagi/refusals"): Access(SUPERVISORS),
+    ("GET", "/api/set-aside"): Access(SUPERVISORS),  # rows the database refused
     # reports (agent_console/reports_api.py)
     ("GET", "/reports"): Access(READERS, page=True),
     ("GET", "/reports/print"): Access(READERS, page=True),

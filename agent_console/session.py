@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from acd.reports import DEFAULT_COLOURS, DEFAULT_SHIFTS, Shift, parse_shifts
 from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
-from agent_console.alerts import Thresholds, login_alerts, set_aside_alerts
+from agent_console.alerts import Thresholds, fastagi_alerts, login_alerts, set_aside_alerts
 from agent_console.auth import (
     LoginThrottle,
     Session,
@@ -37,6 +37,7 @@ from agent_console.hub import Hub
 from agent_console.intake import IntakeConfig
 from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
+from agent_console.report_data import ReportConfig
 from agent_console.views import (
     Tracker,
     operator_queues,
@@ -49,6 +50,7 @@ from callcenter.config import Settings
 from callcenter.db import AuditRow
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.service import Service
+from ivr.values import BadValue, ami_action
 from recordings.store import RecordingStore
 
 log = structlog.get_logger(__name__)
@@ -94,13 +96,9 @@ class ConsoleConfig:
         departments = transfer_departments()
         queues = tuple((q, s.queue_titles.get(q, q)) for q in s.queues) or (("hotline", "hotline"),)
         reports = s.raw.get("reports", {}) if isinstance(s.raw.get("reports"), dict) else {}
-        colours = dict(DEFAULT_COLOURS)
-        for key, bounds in (reports.get("colours") or {}).items():
-            if isinstance(bounds, dict):
-                colours[key] = {k: float(v) for k, v in bounds.items()}
         return cls(
             shifts=parse_shifts(reports["shifts"]) if reports.get("shifts") else DEFAULT_SHIFTS,
-            colours=colours,
+            colours=ReportConfig.from_settings(s).colours,
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
             queues=queues,
             thresholds=Thresholds.from_settings(s.alerts),
@@ -140,9 +138,10 @@ class Console:
     # when its backlog began, the bounds, and how many sockets were cut
     transports: dict[web.WebSocketResponse, Any] = field(default_factory=dict)
     backlog_since: dict[web.WebSocketResponse, float] = field(default_factory=dict)
-    max_unsent_bytes: int = 1 << 20
-    max_unsent_age_s: float = 5.0
+    max_unsent_bytes: int = 512 * 1024
+    max_unsent_age_s: float = 2.0
     slow_cuts: int = 0
+    trimmed_at: float = -1e9  # loop time of the last malloc_trim after cuts (live.py)
     # session (token hash) -> (cuts, not before): a client cut for not reading comes back
     # after a cool-down that doubles with each cut (2, 4 … 60 s)
     slow_cooldown: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -155,6 +154,27 @@ class Console:
     _wall_gen: int = -1
     _wall_changed: set[str] = field(default_factory=set)  # interfaces
     extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
+    # (peer, why) -> {"peer", "why", "count", "last"}: what the FastAGI edge refused
+    # (fastagi_refused); the wallboard shows it as alerts (alerts.fastagi_alerts)
+    agi_refusals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def fastagi_refused(self, why: str, details: Mapping[str, Any], at: float) -> None:
+        """Note a FastAGI refusal for the wallboard (the edge reports one per address and
+        reason at most once a minute, with its running ``count``; a refused write
+        comes each time).  At most 200 address-reason pairs are kept, the oldest go."""
+        peer = str(details.get("peer", "") or "?")[:64]
+        key = (peer, why[:200])
+        entry = self.agi_refusals.pop(key, None) or {"peer": peer, "why": why[:200],
+                                                     "count": 0}
+        try:
+            counted = int(details.get("count", 0))
+        except (TypeError, ValueError):
+            counted = 0
+        entry["count"] = max(entry["count"] + 1, counted)
+        entry["last"] = at
+        self.agi_refusals[key] = entry
+        while len(self.agi_refusals) > 200:
+            self.agi_refusals.pop(next(iter(self.agi_refusals)))
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The service snapshot (figures of today, the last 15 minutes, the trend),
@@ -177,7 +197,8 @@ class Console:
                          self.config.thresholds, now, self.names, self.wall_agents(),
                          self.config.colours,
                          [*self.extra_alerts, *login_alerts(self.throttle.repeated(now)),
-                          *set_aside_alerts(self.service.set_aside)])
+                          *set_aside_alerts(self.service.set_aside),
+                          *fastagi_alerts(self.agi_refusals.values(), now)])
 
     def wall_agents(self) -> dict[str, Any]:
         """The wallboard's agents: only those that changed are rebuilt (all, once a
@@ -426,9 +447,18 @@ async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = (
     """Send one AMI action; its reply, or ApiError saying what the PBX said.
 
     Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
-    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``) for the browser to explain.
+    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``, ``pbx.bad_value``) for the
+    browser to explain.  Channel, interface, queue, context and extension fields pass
+    :func:`ivr.values.ami_action` first (they come from the PBX or an account; full-width
+    digits become ASCII): a comma, CR, quote or non-ASCII digit is a 409 and nothing is
+    sent.
     """
     name = action["Action"]
+    try:
+        action = ami_action(action)
+    except BadValue as exc:
+        raise ApiError(409, f"not sent to the PBX: {exc}", code="pbx.bad_value",
+                       action=name) from None
     try:
         reply = await c.service.link.action(action)
     except LinkDown:

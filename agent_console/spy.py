@@ -60,6 +60,7 @@ from acd.state import AgentChanged, AgentState, Change
 from agent_console.http import ApiError, read_json, text_field
 from agent_console.session import CONSOLE, Console, audited, need_session, pbx
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
+from ivr.values import BadValue, channel
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +68,6 @@ MODES = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
 SPY_CALLERID = '"班长监听" <spy>'
 SPY_NUMBER = "spy"
 MAX_REASON = 500
-# A channel name or prefix we are willing to put into an AMI header and a ChanSpy
-# argument: no comma (ChanSpy's option separator), no spaces, no control characters.
-CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/+-]{0,99}$")
 LOCAL_OPTIONS = re.compile(r"^(Local/[^/]+)/[A-Za-z]+$")
 NO_PHONE = ("your account has no phone; set one with "
             "`callcenter users set {name} --interface ...` (e.g. Local/1901@agents)")
@@ -122,13 +120,18 @@ def _spy_json(s: Spying | None) -> dict[str, Any] | None:
 
 
 def _my_phone(user: Any) -> str:
+    """The supervisor's phone as a channel the PBX can call (``ivr.values.channel``:
+    full-width digits made ASCII; a comma -- ChanSpy's option separator --, a space, a
+    quote, CR, LF or a non-ASCII digit refused)."""
     phone = user.interface
     if not phone:
         raise ApiError(409, NO_PHONE.format(name=user.username))
-    if not CHANNEL.match(phone):
-        raise ApiError(409, f"your phone {phone[:60]!r} is not a channel the PBX can call; "
-                       f"fix it with `callcenter users set {user.username} --interface ...`")
-    return phone
+    try:
+        return channel(phone)
+    except BadValue as exc:
+        raise ApiError(409, f"your phone {phone[:60]!r} is not a channel the PBX can call "
+                       f"({exc}); fix it with `callcenter users set {user.username} "
+                       "--interface ...`") from None
 
 
 async def api_spy(request: web.Request) -> web.Response:
@@ -160,9 +163,11 @@ async def api_spy(request: web.Request) -> web.Response:
         if agent.state is not AgentState.ON_CALL or not agent.call:
             raise ApiError(409, f"agent {name} is not on a call now "
                            f"({agent.state.value}); you can listen only to a live call")
-        target = spy_target(agent.interface)
-        if not CHANNEL.match(target):
-            raise ApiError(409, f"agent {name}'s interface cannot be spied on safely")
+        try:  # the interface came from the PBX: checked as every value sent back to it
+            target = channel(spy_target(agent.interface))
+        except BadValue as exc:
+            raise ApiError(409, f"agent {name}'s interface cannot be spied on safely "
+                           f"({exc})") from None
         if target == spy_target(phone):
             raise ApiError(409, "you cannot listen to your own phone")
         action_id = desk.next_id()
@@ -206,7 +211,10 @@ def spy_channels(channels: list[dict[str, str]], phone: str) -> list[str]:
         if not name.startswith(prefix) or name.endswith(";2"):
             continue
         if ch.get("Application", "").lower() == "chanspy" or ch.get("CallerIDNum") == SPY_NUMBER:
-            found.append(name)
+            try:  # a name from the PBX is input: one unfit to send back never blocks the rest
+                found.append(channel(name))
+            except BadValue as exc:
+                log.warning("spy_channel_skipped", channel=name[:100], error=str(exc))
     return found
 
 

@@ -120,7 +120,7 @@ class BusPublisher:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await _close(self.redis)
+        await close_redis(self.redis)
 
     async def _run(self) -> None:
         while True:
@@ -214,7 +214,7 @@ class BusFollower:
             if not done:
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=2)
-        await _close(self.redis)
+        await close_redis(self.redis)
 
     def snapshot_message(self) -> str:
         return json.dumps({"type": "snapshot", "stream": stream_name(self.epoch),
@@ -313,7 +313,7 @@ class BusFollower:
                 await asyncio.sleep(1.0)
 
 
-async def _close(redis: aioredis.Redis) -> None:
+async def close_redis(redis: aioredis.Redis) -> None:
     """Close the client; redis-py's close can wait forever on a connection whose blocking
     read was cancelled, so it gets 2 s, then the sockets are dropped."""
     try:
@@ -335,3 +335,212 @@ def _apply_ops(doc: Doc, ops: list[Any]) -> None:
             target[path[-1]] = op[2]
         elif kind == "del":
             target.pop(path[-1], None)
+
+
+# --------------------------------------------------------------------------- keyed views
+
+
+class MuxPublisher:
+    """Publishes many narrow views (one per operator screen) on one stream,
+    ``<prefix>:<view>``: each entry names its ``key`` and carries the message the browser
+    gets (``text``, whose ``stream``/``seq`` are the view's own numbering, the resume point
+    a browser asks with); entry ids are ``<epoch>-<n>``, ``n`` counting every entry.
+    Never blocks the caller; when Redis is slow or away the backlog is dropped and
+    ``on_gap()`` is called, so the core sends every watched view a snapshot again."""
+
+    def __init__(self, url: str, prefix: str, view: str, *, maxlen: int = 20000,
+                 max_backlog: int = 20000, on_gap: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = aioredis.from_url(url)
+        self.key = f"{prefix}:{view}"
+        self.maxlen = maxlen
+        self.max_backlog = max_backlog
+        self.on_gap = on_gap
+        self.clock = clock
+        self.epoch = int(clock() * 1000)
+        self.n = 0
+        self.backlog: deque[dict[str, str]] = deque()
+        self.wake = asyncio.Event()
+        self.published = 0
+        self.dropped = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def add(self, key: str, kind: str, text: str) -> None:
+        """Queue one message of view ``key`` (kind "snapshot" or "update")."""
+        if len(self.backlog) >= self.max_backlog:
+            self._gap()
+            return
+        self.backlog.append({"key": key, "kind": kind, "at": repr(self.clock()), "text": text})
+        self.wake.set()
+
+    def _gap(self) -> None:
+        self.backlog.clear()
+        self.dropped += 1
+        if self.on_gap is not None:
+            self.on_gap()
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            newest = await self.redis.xrevrange(self.key, count=1)
+            if newest:
+                self.epoch = max(self.epoch, int(newest[0][0].decode().split("-")[0]) + 1)
+        self._task = asyncio.create_task(self._run(), name=f"bus-publisher-{self.key}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await close_redis(self.redis)
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                while self.backlog:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for _ in range(min(500, len(self.backlog))):
+                        self.n += 1
+                        pipe.xadd(self.key, self.backlog.popleft(),  # type: ignore[arg-type]
+                                  id=entry_id(self.epoch, self.n), maxlen=self.maxlen,
+                                  approximate=True)
+                    sent = len(pipe)
+                    await pipe.execute()
+                    self.published += sent
+            except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
+                log.warning("bus publish failed; every view gets a snapshot", error=str(exc))
+                self._gap()
+                await asyncio.sleep(1.0)
+
+
+@dataclass(slots=True)
+class KeyedView:
+    """A follower's copy of one narrow view: the browser's stream id, the number of the
+    last update applied, the document, and the recent update messages."""
+
+    stream: str
+    seq: int
+    doc: Doc
+    at: float
+    recent: deque[tuple[int, str]]
+
+    def snapshot_message(self) -> str:
+        return json.dumps({"type": "snapshot", "stream": self.stream, "seq": self.seq,
+                           "at": self.at, "data": self.doc}, ensure_ascii=False,
+                          separators=(",", ":"))
+
+    def missed(self, stream: str, seq: int) -> list[str] | None:
+        """The update messages after ``seq`` of ``stream``, or None (a snapshot is due)."""
+        if stream != self.stream or seq > self.seq or seq < 0:
+            return None
+        after = [text for n, text in self.recent if n > seq]
+        return after if len(after) == self.seq - seq else None
+
+
+class KeyedFollower:
+    """Follows a :class:`MuxPublisher`'s stream: one :class:`KeyedView` per key, rebuilt
+    from its snapshots and updates; ``on_entry(key, text)`` for every message applied, and
+    ``on_missing(key)`` when a key's update came without its base (the worker then asks
+    the core for a snapshot).  A follower that (re)starts replays the capped stream."""
+
+    def __init__(self, url: str, prefix: str, view: str, *, keep: int = 32,
+                 on_entry: Callable[[str, str], None] | None = None,
+                 on_missing: Callable[[str], None] | None = None,
+                 on_lag: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.time, block_ms: int = 1000) -> None:
+        self.redis = aioredis.from_url(url)
+        self.key = f"{prefix}:{view}"
+        self.keep = keep
+        self.on_entry = on_entry
+        self.on_missing = on_missing
+        self.on_lag = on_lag
+        self.clock = clock
+        self.block_ms = block_ms
+        self.views: dict[str, KeyedView] = {}
+        self.changed: dict[str, asyncio.Event] = {}
+        self.last_id = "0-0"
+        self.connected = False
+        self.caught_up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"bus-follower-{self.key}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            done, _ = await asyncio.wait({self._task}, timeout=self.block_ms / 1000 + 2)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=2)
+        await close_redis(self.redis)
+
+    async def wait_view(self, key: str, timeout: float) -> KeyedView | None:
+        """The key's view, waiting up to ``timeout`` s for its first snapshot."""
+        if key in self.views:
+            return self.views[key]
+        event = self.changed.setdefault(key, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return self.views.get(key)
+
+    def _take(self, raw_id: bytes, fields: dict[bytes, bytes], *, live: bool) -> None:
+        self.last_id = raw_id.decode()
+        key = fields.get(b"key", b"").decode()
+        kind = fields.get(b"kind", b"").decode()
+        text = fields.get(b"text", b"").decode()
+        at = float(fields.get(b"at", b"0"))
+        try:
+            msg = json.loads(text)
+            stream, seq = str(msg["stream"]), int(msg["seq"])
+        except (ValueError, KeyError, TypeError):
+            return
+        view = self.views.get(key)
+        if kind == "snapshot":
+            view = self.views[key] = KeyedView(stream, seq, msg.get("data") or {}, at,
+                                               deque(maxlen=self.keep))
+        elif view is not None and view.stream == stream and seq == view.seq + 1:
+            _apply_ops(view.doc, msg.get("ops") or [])
+            view.seq, view.at = seq, at
+            view.recent.append((seq, text))
+        else:
+            if view is not None and view.stream == stream and seq <= view.seq:
+                return  # already applied (a snapshot taken after it came first)
+            self.views.pop(key, None)
+            if live and self.on_missing is not None:
+                self.on_missing(key)
+            return
+        event = self.changed.pop(key, None)
+        if event is not None:
+            event.set()
+        if live:
+            if self.on_lag:
+                self.on_lag(max(0.0, self.clock() - at))
+            if self.on_entry:
+                self.on_entry(key, text)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                if not self.caught_up.is_set():  # replay what the capped stream holds
+                    for raw_id, fields in await self.redis.xrange(self.key):
+                        self._take(raw_id, fields, live=False)
+                    self.caught_up.set()
+                self.connected = True
+                while not self._stopping:
+                    got = await self.redis.xread({self.key: self.last_id},
+                                                 block=self.block_ms, count=1000)
+                    for _key, entries in got or ():
+                        for raw_id, fields in entries:
+                            self._take(raw_id, fields, live=True)
+            except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
+                self.connected = False
+                log.warning("bus read failed; reading on", error=str(exc))
+                await asyncio.sleep(1.0)

@@ -68,7 +68,7 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
     from callcenter.ops import OPS
     from callcenter.service import Service
     from callcenter.telephony import TelephonyError, start_telephony, startup_checks
-    from callcenter.web import bus_settings, publish_wall
+    from callcenter.web import ConsolesOnBus, bus_settings, publish_wall
 
     lease = None
     if settings.raw.get("ha", {}).get("enabled", False):
@@ -106,6 +106,14 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
         if isinstance(exc, TelephonyError):
             raise CliError(str(exc)) from None
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if port == 0:  # the port the system gave (tests, several services on one host)
+        port = int(runner.addresses[0][1])
+    consoles = None
+    if redis_url:  # operators' screens on the bus; the workers send requests here
+        core_url = str(settings.raw.get("bus", {}).get("core_url", "")) \
+            or f"http://{host}:{port}"
+        consoles = ConsolesOnBus(app[CONSOLE], redis_url, prefix, core_url)
+        await consoles.start()
     print(f"hotline is running at http://{host}:{port}/{banner}\n"
           f"  FastAGI IVR: agi://{agi_host}:{telephony.agi_port}/hotline", flush=True)
     if not await _has_accounts(service):
@@ -125,6 +133,8 @@ async def _serve(settings: Settings, host: str, port: int, banner: str = "", *,
                 os._exit(3)  # no flush, no goodbye: the new active core owns the writes
     finally:
         checks.cancel()
+        if consoles is not None:
+            await consoles.stop()
         if wall is not None:
             await wall.stop()
         await telephony.stop()
@@ -152,7 +162,8 @@ async def _has_accounts(service: object) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     s = _settings(args)
-    asyncio.run(_serve(s, args.host or s.web_host, args.port or s.web_port,
+    port = s.web_port if args.port is None else args.port
+    asyncio.run(_serve(s, args.host or s.web_host, port,
                        agi_host=args.agi_host, agi_port=args.agi_port))
     return 0
 
@@ -167,7 +178,7 @@ def cmd_web(args: argparse.Namespace) -> int:
                        "HOTLINE_REDIS_URL), and the same on the core")
     if args.workers < 1 or args.workers > 64:
         raise CliError("--workers must be 1..64")
-    host, port = args.host or s.web_host, args.port or s.web_port + 1
+    host, port = args.host or s.web_host, (s.web_port + 1 if args.port is None else args.port)
     if args.workers > 1:
         one = [*(["--config", args.config] if args.config else []), "web", "--workers", "1",
                "--host", host, "--port", str(port), "--reuse-port"]

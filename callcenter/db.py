@@ -8,6 +8,7 @@ state log and the audit log are append-only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    delete,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -72,6 +75,7 @@ class CallRow(Base):
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     talk_time: Mapped[int | None] = mapped_column(Integer, nullable=True)
     wrap_s: Mapped[float] = mapped_column(Float, default=0.0)
+    on_hold_s: Mapped[float] = mapped_column(Float, default=0.0)  # migration 0010
     rings: Mapped[int] = mapped_column(Integer, default=0)
     ring_no_answer: Mapped[int] = mapped_column(Integer, default=0)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -98,6 +102,37 @@ class AgentStateRow(Base):
     __table_args__ = (Index("ix_agent_states_agent_at", "agent", "at"),)
 
 
+class ReportDayRow(Base):
+    """A closed local day's summary for reports (migration 0010; see
+    :mod:`callcenter.report_days`): ``section`` ``calls`` (the day's atoms) or ``agents``
+    (each operator's figures), ``data`` as JSON."""
+
+    __tablename__ = "report_days"
+    section: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day_start: Mapped[float] = mapped_column(Float, primary_key=True)
+    day_end: Mapped[float] = mapped_column(Float)
+    built_at: Mapped[float] = mapped_column(Float)
+    data: Mapped[Any] = mapped_column(JSON)
+
+
+def forget_days(lo: float, hi: float) -> Any:
+    """Delete the day summaries a row at any time in ``[lo, hi]`` could change."""
+    return delete(ReportDayRow).where(ReportDayRow.day_end > lo, ReportDayRow.day_start <= hi)
+
+
+def _span(rows: Sequence[dict[str, Any]], *keys: str) -> tuple[float, float]:
+    """The earliest and latest of the rows' times (a value that is no time is left to
+    the database to refuse, row by row)."""
+    times = []
+    for r in rows:
+        for k in keys:
+            try:
+                times.append(float(r[k]))
+            except (KeyError, TypeError, ValueError, OverflowError):
+                continue
+    return (min(times), max(times)) if times else (0.0, -1.0)
+
+
 class AuditRow(Base):
     """Append-only audit log for actions taken by people (and the system)."""
 
@@ -110,6 +145,19 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(120), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SetAsideRow(Base):
+    """A row the database refused for its own sake (migration 0011): kept here, with
+    its error, so supervisors can see it after a restart (``GET /api/set-aside``).
+    ``row`` is the refused row as JSON text (ASCII: any value survives)."""
+
+    __tablename__ = "set_aside"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    table_name: Mapped[str] = mapped_column(String(32))
+    row: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
 
 
 CALL_COLUMNS = [c.name for c in CallRow.__table__.columns]
@@ -257,8 +305,10 @@ class Store:
         """Insert or update call records (one statement, many parameter sets)."""
         if not rows:
             return
+        lo, hi = _span(rows, "joined_at", "answered_at")
         async with self.engine.begin() as conn:
             await conn.execute(self._upsert(), [dict(r) for r in rows])
+            await conn.execute(forget_days(lo, hi))  # those days' summaries are stale
 
     async def save_calls_isolating(self, rows: Sequence[dict[str, Any]]
                                    ) -> list[tuple[dict[str, Any], str]]:
@@ -272,8 +322,11 @@ class Store:
     async def append_agent_states(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         if rows:
+            lo, hi = _span(rows, "at")
             async with self.engine.begin() as conn:
                 await conn.execute(AgentStateRow.__table__.insert(), rows)
+                # a state holds into the next day (its figures read the day before)
+                await conn.execute(forget_days(lo, hi + 86400))
 
     async def audit(self, *, at: float, actor: str, role: str, action: str, target: str = "",
                     reason: str = "", data: dict[str, Any] | None = None) -> None:
@@ -281,6 +334,27 @@ class Store:
             await conn.execute(AuditRow.__table__.insert(), [{
                 "at": at, "actor": actor, "role": role, "action": action, "target": target,
                 "reason": reason, "data": data or {}}])
+
+    async def keep_set_aside(self, rows: Sequence[tuple[str, dict[str, Any], str, float]]
+                             ) -> None:
+        """Store refused rows ``(table, row, error, at)`` in ``set_aside`` (one
+        transaction; raises when the database is away - the caller keeps them)."""
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(SetAsideRow), [
+                {"at": at, "table_name": table[:32], "error": error[:4000],
+                 "row": json.dumps(row, default=str, sort_keys=True)}
+                for table, row, error, at in rows])
+
+    async def set_aside_rows(self, *, since: float = 0.0, limit: int = 1000
+                             ) -> list[tuple[str, dict[str, Any], str, float]]:
+        """The refused rows since ``since`` (epoch seconds), oldest first, at most
+        ``limit`` (the newest)."""
+        async with self.sessions() as s:
+            found = list(await s.scalars(select(SetAsideRow).where(SetAsideRow.at >= since)
+                                         .order_by(SetAsideRow.id.desc()).limit(limit)))
+        return [(r.table_name, json.loads(r.row), r.error, r.at) for r in reversed(found)]
 
     async def open_calls(self) -> list[CallRow]:
         """Visits the database still holds open (waiting, or answered and not ended):

@@ -58,6 +58,7 @@ from acd.state import (
     QueueChanged,
     ResyncWanted,
 )
+from callcenter import report_days
 from callcenter.config import Settings
 from callcenter.db import RowsUnwritten, Store
 from callcenter.pbx.ami import AmiError, AmiLink
@@ -91,7 +92,9 @@ class Service:
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
         # rows the database refused for their own sake: (table, row, error, at), newest last
+        # (the last day's; all are kept in the set_aside table, those not yet stored here)
         self.set_aside: deque[tuple[str, dict[str, Any], str, float]] = deque(maxlen=1000)
+        self._aside_unstored: list[tuple[str, dict[str, Any], str, float]] = []
         self._tasks: list[asyncio.Task[None]] = []
         a = settings.ami
         self.link = AmiLink(
@@ -116,13 +119,18 @@ class Service:
         self._queue_log_engine: AsyncEngine | None = None
         self._last_at = 0.0
         self._last_resync = 0.0
+        self._summaries_due = 0.0
 
     # ---- lifecycle
 
     async def start(self, *, load_days: int = 1) -> None:
         await self.store.open()
+        # Rows refused in the last day stay an alert after a restart (the table keeps all).
+        self.set_aside.extend(await self.store.set_aside_rows(
+            since=self.clock() - 86400, limit=self.set_aside.maxlen or 1000))
         await self._load_recent(load_days)
         await self._restore_open_calls()
+        self._summaries_due = self.clock() + 60.0  # summaries wait until start-up is over
         # The service's tasks (and the link's, started from here) log with the PBX's name.
         ctx = contextvars.copy_context()
         ctx.run(structlog.contextvars.bind_contextvars, pbx=self.settings.ami.name)
@@ -339,7 +347,8 @@ class Service:
 
         A row the database refuses for its own sake (a value too large for its
         column, an over-long string on PostgreSQL) is set aside with its error
-        (``set_aside``, shown as an alert on the wallboard) and the rest are
+        (``set_aside``, shown as an alert on the wallboard; stored in the
+        ``set_aside`` table, listed by ``GET /api/set-aside``) and the rest are
         written; when the database itself is away, every row is kept for the next
         flush, so nothing is lost meanwhile.
         """
@@ -372,14 +381,37 @@ class Service:
         now = self.clock()
         for table, row, error in refused:
             self.set_aside.append((table, row, error, now))
+            self._aside_unstored.append((table, row, error, now))
             log.error("row set aside: the database refused it", table=table, error=error,
                       uniqueid=row.get("uniqueid", ""), agent=row.get("agent", ""))
+        if self._aside_unstored:
+            try:
+                await self.store.keep_set_aside(self._aside_unstored)
+                self._aside_unstored = []
+            except (SQLAlchemyError, OSError):  # the database is away: a later flush
+                log.warning("set-aside rows not stored yet; will retry",
+                            rows=len(self._aside_unstored))
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             await self.flush()
             self.centre.collect_finished()
+            await self.summarise()
+
+    async def summarise(self) -> None:
+        """The writer stores the report summary of a closed day that has none
+        (:mod:`callcenter.report_days`): one day per flush while some are missing, then
+        a look every five minutes (a late record deletes its day's summary)."""
+        now = self.clock()
+        if now < self._summaries_due:
+            return
+        try:
+            built = await report_days.build_due(self.store.engine, self.settings, now)
+        except Exception:  # a report reads the raw rows meanwhile: nothing is lost
+            log.exception("report summary not stored; will retry")
+            built = 0
+        self._summaries_due = now + (0.0 if built else 300.0)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -464,7 +496,8 @@ def call_from_row(row: Any) -> Call:
                 previous=row.previous_visit or "")
     for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path", "left_at",
                  "answered_at", "hold_time", "agent", "interface", "ended_at", "talk_time",
-                 "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled"):
+                 "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled",
+                 "on_hold_s"):
         setattr(call, name, getattr(row, name))
     call.outcome = Outcome(row.outcome)
     return call

@@ -1,15 +1,27 @@
-"""Web workers: the wallboards' websockets served from the bus, beside the core.
+"""Web workers: the consoles' and wallboards' websockets served from the bus.
 
-The core computes the wallboard once and :func:`publish_wall` puts every numbered update
-on the Redis stream ``<prefix>:wall`` (:mod:`callcenter.bus`).  ``callcenter web``
-starts N worker processes (``--workers N``, one port shared with SO_REUSEPORT, or one
-process each behind nginx, see ``config/nginx.conf``); each follows the stream and fans
-it out to its own ``/ws/wall`` sockets.  A worker holds no call state: it checks the
-browser's session cookie against the shared database (sessions live there, so a
-browser that moves to another worker, or to the standby core, stays signed in) and
-relays.  A reconnecting browser sends the ``stream``/``seq`` pair it last applied, which
-is the Redis entry id; it gets what it missed from the worker's recent entries, or a
-snapshot.  Operators' consoles (narrow, per-person streams) stay on the core's ``/ws``.
+The core computes each live view once (``agent_console.hub``) and publishes it once:
+
+* the wallboard: :func:`publish_wall` puts every numbered update on the Redis stream
+  ``<prefix>:wall`` (:mod:`callcenter.bus`); a browser's ``stream``/``seq`` resume pair
+  *is* the entry id ``<epoch>-<seq>``;
+* operators' screens: :class:`ConsolesOnBus` keeps one hub client per operator whose
+  screen some worker shows (the workers say so in ``<prefix>:watch`` and on the command
+  stream ``<prefix>:cmd``) and puts its snapshots and updates on ``<prefix>:ops``; each
+  entry names its screen and carries the browser's message, whose ``stream``/``seq``
+  (that screen's own numbering) is the resume point.
+
+``callcenter web`` starts N worker processes (``--workers N``, one port shared with
+SO_REUSEPORT, or one process each behind nginx, see ``config/nginx.conf``); each follows
+both streams, keeps every screen's document (:class:`~callcenter.bus.KeyedFollower`)
+and fans out to its own sockets (``/ws``, ``/ws/wall``); a worker that (re)starts
+rebuilds them from the capped streams, and asks the core for a snapshot of a screen
+whose base it lacks.  A worker holds no call state: it checks the browser's session
+cookie against the shared database (sessions live there, so a browser that moves to
+another worker, or whose core failed over, stays signed in).  Every other request
+(pages, API, the console's actions) it relays once, never retried, to the active
+core, whose URL that core wrote to ``<prefix>:core``; the core audits an action before
+it sends anything to the PBX, as when a browser talks to it directly.
 """
 
 from __future__ import annotations
@@ -21,18 +33,29 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
-from agent_console.auth import Users
+from agent_console.auth import User, Users
 from agent_console.http import same_origin
 from agent_console.hub import RESYNC, Client
 from agent_console.session import COOKIE, Console
-from callcenter.bus import BusFollower, BusPublisher, Entry, parse_resume
+from callcenter.bus import (
+    BusFollower,
+    BusPublisher,
+    Entry,
+    KeyedFollower,
+    MuxPublisher,
+    close_redis,
+    parse_resume,
+)
 from callcenter.config import Settings
 from callcenter.db import make_engine
 from callcenter.ops import Ops
@@ -40,6 +63,7 @@ from callcenter.ops import Ops
 log = structlog.get_logger(__name__)
 
 WALL = "wall"
+OPS = "ops"
 
 
 def bus_settings(settings: Settings) -> tuple[str, str]:
@@ -101,6 +125,165 @@ def publish_wall(console: Console, url: str, prefix: str) -> WallPublisher:
     return stream[0]
 
 
+class _ToBus:
+    """Stands in for a hub client's queue: what the hub offers is published at once
+    (the web workers hold the sockets, and their own bounded queues)."""
+
+    def __init__(self, publish: Callable[[Client, Any], None]) -> None:
+        self.publish = publish
+        self.client: Client | None = None
+        self._early: list[Any] = []
+
+    def bind(self, client: Client) -> None:
+        self.client = client
+        for item in self._early:
+            self.publish(client, item)
+        self._early = []
+
+    def put_nowait(self, item: Any) -> None:
+        if self.client is None:
+            self._early.append(item)
+        else:
+            self.publish(self.client, item)
+
+    def full(self) -> bool:
+        return False
+
+    def empty(self) -> bool:
+        return True
+
+    def get_nowait(self) -> Any:
+        raise asyncio.QueueEmpty
+
+
+@dataclass(eq=False)
+class ConsolesOnBus:
+    """The core's operator screens, published once each on ``<prefix>:ops``.
+
+    Web workers say which operators have a screen open: the hash ``<prefix>:watch``
+    (username -> until, re-asserted every 30 s) and, for at once, the command stream
+    ``<prefix>:cmd`` (``watch``/``snapshot`` + username).  For each watched operator the
+    core's hub holds one client (not one per socket) whose updates go to the stream; a
+    new client, a worker's ``snapshot`` request and a publisher gap each send a
+    snapshot.  The active core also writes its own URL to ``<prefix>:core``, where the
+    workers send the console's requests (pages, API, actions)."""
+
+    console: Console
+    redis_url: str
+    prefix: str
+    core_url: str = ""
+    publisher: MuxPublisher | None = None
+    clients: dict[str, Client] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    commands_seen: int = 0
+    _looking_up: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.publisher = MuxPublisher(self.redis_url, self.prefix, OPS,
+                                      on_gap=self._resync_all,
+                                      clock=self.console.service.clock)
+        self.redis = aioredis.from_url(self.redis_url)
+
+    def _publish(self, client: Client, item: Any) -> None:
+        if item is not RESYNC and not isinstance(item, tuple):
+            return  # a reply to one socket (pong ...): the worker answers those itself
+        text = self.console.hub.next_message(client, item)
+        if text is not None:
+            assert self.publisher is not None
+            self.publisher.add(client.stream.key, "snapshot" if item is RESYNC else "update",
+                               text)
+
+    def _resync_all(self) -> None:
+        for client in self.clients.values():
+            self.console.hub.resync(client)
+
+    async def watch(self, username: str) -> None:
+        if username in self.clients or username in self._looking_up:
+            return
+        self._looking_up.add(username)
+        try:
+            row = await self.console.users.get(username)
+        finally:
+            self._looking_up.discard(username)
+        if row is None or row.disabled or not row.interface or username in self.clients:
+            return
+        user = User.from_row(row)
+        c = self.console
+        forward = _ToBus(self._publish)
+        client = c.hub.attach(c.operator_key(user), c.operator(user), narrow=True,
+                              queue=forward)
+        forward.bind(client)
+        self.clients[username] = client
+
+    def unwatch(self, username: str) -> None:
+        client = self.clients.pop(username, None)
+        if client is not None:
+            self.console.hub.detach(client)
+
+    async def start(self) -> None:
+        assert self.publisher is not None
+        await self.publisher.start()
+        if self.core_url:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.set(f"{self.prefix}:core", self.core_url)
+        self.tasks = [asyncio.create_task(self._commands(), name="bus-commands"),
+                      asyncio.create_task(self._watch_table(), name="bus-watch-table")]
+
+    async def _watch_table(self, every: float = 10.0) -> None:
+        """Who is watched, from the table the workers keep (what a core that has just
+        taken over learns first), and who is no longer."""
+        while True:
+            try:
+                table = await self.redis.hgetall(f"{self.prefix}:watch")
+                now = time.time()
+                wanted = {k.decode() for k, v in table.items() if float(v) > now}
+                for username in wanted - self.clients.keys():
+                    await self.watch(username)
+                for username in self.clients.keys() - wanted:
+                    self.unwatch(username)
+                if self.core_url:
+                    await self.redis.set(f"{self.prefix}:core", self.core_url)
+            except (RedisError, OSError, ValueError) as exc:
+                log.warning("bus watch table unreadable", error=str(exc))
+            await asyncio.sleep(every)
+
+    async def _commands(self) -> None:
+        key, last = f"{self.prefix}:cmd", "$"
+        while True:
+            try:
+                got = await self.redis.xread({key: last}, block=1000, count=100)
+                for _k, entries in got or ():
+                    for raw_id, fields in entries:
+                        last = raw_id.decode()
+                        self.commands_seen += 1
+                        await self._command(fields)
+            except (RedisError, OSError) as exc:
+                log.warning("bus commands unreadable", error=str(exc))
+                await asyncio.sleep(1.0)
+
+    async def _command(self, fields: dict[bytes, bytes]) -> None:
+        do = fields.get(b"do", b"").decode()
+        username = fields.get(b"user", b"").decode()[:64]
+        if do == "watch":
+            await self.watch(username)
+        elif do == "snapshot":
+            client = self.clients.get(username)
+            if client is None:
+                await self.watch(username)
+            else:
+                self.console.hub.resync(client)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for username in list(self.clients):
+            self.unwatch(username)
+        assert self.publisher is not None
+        await self.publisher.stop()
+        await close_redis(self.redis)
+
+
 # --------------------------------------------------------------------------- a worker
 
 
@@ -109,32 +292,87 @@ class Viewer:
     ws: web.WebSocketResponse
     queue: asyncio.Queue[str | None]
     token_hash: str
+    key: str = WALL  # the wallboard, or an operator's view key
 
 
 @dataclass(eq=False)
 class Worker:
-    """One web worker: a bus follower and the websockets it feeds."""
+    """One web worker: the bus followers and the websockets they feed; the console's
+    other requests go to the active core."""
 
     follower: BusFollower
     users: Users
     ops: Ops
+    consoles: KeyedFollower | None = None
+    redis: aioredis.Redis | None = None
+    prefix: str = "hotline"
     max_queue: int = 64
     viewers: set[Viewer] = field(default_factory=set)
+    operators: dict[str, set[Viewer]] = field(default_factory=dict)  # view key -> sockets
+    http: Any = None  # aiohttp.ClientSession to the core
+    core_url: str = ""
+    core_url_at: float = 0.0
+    proxied: int = 0
+    _asks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def fan_out(self, entry: Entry) -> None:
         for v in list(self.viewers):
-            if v.queue.qsize() >= self.max_queue:  # a laggard: a snapshot instead
-                while not v.queue.empty():
-                    v.queue.get_nowait()
-                v.queue.put_nowait(None)
-            else:
-                v.queue.put_nowait(entry.text)
+            _offer(v, entry.text, self.max_queue)
+
+    def fan_out_operator(self, key: str, text: str) -> None:
+        for v in list(self.operators.get(key, ())):
+            _offer(v, text, self.max_queue)
+
+    def ask(self, username: str, do: str = "watch") -> None:
+        """Tell the active core this worker shows ``username``'s screen (``watch``), or
+        needs its snapshot again (``snapshot``): the watch table and a command."""
+        if self.redis is None:
+            return
+        redis, prefix = self.redis, self.prefix
+
+        async def send() -> None:
+            with contextlib.suppress(RedisError, OSError):
+                await redis.hset(f"{prefix}:watch", username, repr(time.time() + 120))
+                await redis.xadd(f"{prefix}:cmd", {"do": do, "user": username},
+                                 maxlen=10000, approximate=True)
+        task = asyncio.create_task(send())
+        self._asks.add(task)
+        task.add_done_callback(self._asks.discard)
+
+    def missing(self, key: str) -> None:
+        if self.operators.get(key):
+            self.ask(_username(key), "snapshot")
+
+    async def core(self) -> str:
+        """The active core's URL, as it wrote it to ``<prefix>:core`` (read every 2 s)."""
+        now = time.monotonic()
+        if self.redis is not None and (not self.core_url or now - self.core_url_at > 2.0):
+            with contextlib.suppress(RedisError, OSError):
+                url = await self.redis.get(f"{self.prefix}:core")
+                self.core_url = url.decode() if url else ""
+                self.core_url_at = now
+        return self.core_url
+
+
+def _offer(v: Viewer, text: str, most: int) -> None:
+    if v.queue.qsize() >= most:  # a laggard: a snapshot instead
+        while not v.queue.empty():
+            v.queue.get_nowait()
+        v.queue.put_nowait(None)
+    else:
+        v.queue.put_nowait(text)
+
+
+def _username(key: str) -> str:
+    """``op:<username>:<interface>`` (``Console.operator_key``) -> username."""
+    return key.split(":", 2)[1] if key.count(":") >= 2 else ""
 
 
 WORKER = web.AppKey("worker", Worker)
 
 
 async def wall_socket(request: web.Request) -> web.WebSocketResponse:
+    """``/ws/wall`` (and ``/ws`` for supervisors): the wallboard from the bus."""
     w = request.app[WORKER]
     if not same_origin(request):
         raise web.HTTPForbidden(text="cross-site websocket refused")
@@ -143,17 +381,51 @@ async def wall_socket(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPUnauthorized(text="sign in first")
     if not session.user.is_supervisor:
         raise web.HTTPForbidden(text="the wallboard is for supervisors")
+    return await _serve_socket(request, w, session.token_hash, WALL)
+
+
+async def live_socket(request: web.Request) -> web.WebSocketResponse:
+    """``/ws``: an operator's own screen from the bus (a supervisor's: the wallboard)."""
+    w = request.app[WORKER]
+    if not same_origin(request):
+        raise web.HTTPForbidden(text="cross-site websocket refused")
+    session = await w.users.session(request.cookies.get(COOKIE))
+    if session is None:
+        raise web.HTTPUnauthorized(text="sign in first")
+    user = session.user
+    if user.is_supervisor:
+        return await _serve_socket(request, w, session.token_hash, WALL)
+    if w.consoles is None or not user.interface:
+        raise web.HTTPForbidden(text="no live screen for this account")
+    return await _serve_socket(request, w, session.token_hash,
+                               f"op:{user.username}:{user.interface}")
+
+
+async def _serve_socket(request: web.Request, w: Worker, token_hash: str,
+                        key: str) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024, compress=False)
     await ws.prepare(request)
-    viewer = Viewer(ws, asyncio.Queue(), session.token_hash)
-    resume = parse_resume(request.query.get("stream"), request.query.get("seq"))
-    missed = w.follower.missed(*resume) if resume else None
+    viewer = Viewer(ws, asyncio.Queue(), token_hash, key)
+    stream, seq = request.query.get("stream"), request.query.get("seq")
+    missed: list[str] | None = None
+    if key == WALL:
+        resume = parse_resume(stream, seq)
+        if resume is not None:
+            found = w.follower.missed(*resume)
+            missed = None if found is None else [e.text for e in found]
+        w.viewers.add(viewer)
+    else:
+        assert w.consoles is not None
+        view = w.consoles.views.get(key)
+        if view is not None and stream and len(stream) <= 40 and seq and seq.isdigit():
+            missed = view.missed(stream, int(seq))
+        w.operators.setdefault(key, set()).add(viewer)
+        w.ask(_username(key))
     if missed is None or len(missed) >= w.max_queue:
         viewer.queue.put_nowait(None)
     else:
-        for e in missed:
-            viewer.queue.put_nowait(e.text)
-    w.viewers.add(viewer)
+        for text in missed:
+            viewer.queue.put_nowait(text)
     sender = asyncio.create_task(_send(w, viewer))
     try:
         async for msg in ws:
@@ -171,6 +443,11 @@ async def wall_socket(request: web.Request) -> web.WebSocketResponse:
                 break
     finally:
         w.viewers.discard(viewer)
+        others = w.operators.get(key)
+        if others is not None:
+            others.discard(viewer)
+            if not others:
+                del w.operators[key]
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
     return ws
@@ -184,13 +461,24 @@ def _kind(text: str) -> str | None:
     return data.get("type") if isinstance(data, dict) else None
 
 
+async def _snapshot(w: Worker, viewer: Viewer) -> str | None:
+    if viewer.key == WALL:
+        await w.follower.ready.wait()
+        return w.follower.snapshot_message()
+    assert w.consoles is not None
+    view = await w.consoles.wait_view(viewer.key, 10.0)
+    return None if view is None else view.snapshot_message()
+
+
 async def _send(w: Worker, viewer: Viewer) -> None:
     with contextlib.suppress(ConnectionError, RuntimeError):
         while not viewer.ws.closed:
             text = await viewer.queue.get()
             if text is None:
-                await w.follower.ready.wait()
-                text = w.follower.snapshot_message()
+                text = await _snapshot(w, viewer)
+                if text is None:  # the core did not answer: the page reconnects
+                    await viewer.ws.close(code=1013, message=b"no live view yet; retry")
+                    return
             await viewer.ws.send_str(text)
 
 
@@ -201,42 +489,111 @@ async def _bus_ready(w: Worker) -> str | None:
 
 
 async def _sessions_loop(w: Worker, every: float = 30.0) -> None:
-    """Close the sockets whose session ended (signed out, expired, disabled)."""
+    """Close the sockets whose session ended (signed out, expired, disabled); tell the
+    core again which operators' screens are open here (the watch table expires)."""
     while True:
         await asyncio.sleep(every)
-        live = await w.users.alive(v.token_hash for v in w.viewers)
-        for v in [v for v in w.viewers if v.token_hash not in live]:
+        viewers = [*w.viewers, *(v for vs in w.operators.values() for v in vs)]
+        live = await w.users.alive(v.token_hash for v in viewers)
+        for v in [v for v in viewers if v.token_hash not in live]:
             await v.ws.close(code=4401, message=b"session ended")
+        for key in list(w.operators):
+            w.ask(_username(key))
+
+
+#: Hop-by-hop headers (RFC 9110 7.6.1): not forwarded either way.
+HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                 "te", "trailer", "transfer-encoding", "upgrade", "content-length"})
+
+
+async def to_core(request: web.Request) -> web.StreamResponse:
+    """Everything but the live sockets: sent once to the active core (never retried, so
+    an action is done at most once, and the core audits it before acting); its answer
+    is relayed as it comes.  The browser's Host, Origin and cookies go along, so the
+    core's own checks (session, CSRF, same origin) decide."""
+    import aiohttp
+
+    w = request.app[WORKER]
+    core = await w.core()
+    if not core:
+        return _unavailable("no active core has registered on the bus yet",
+                            "暂无可用的主服务，请稍后重试")
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+    headers["X-Forwarded-For"] = request.remote or ""
+    body = await request.read() if request.can_read_body else None
+    w.proxied += 1
+    try:
+        async with w.http.request(request.method, core + request.rel_url.raw_path_qs,
+                                  headers=headers, data=body, allow_redirects=False,
+                                  auto_decompress=False) as r:
+            out = web.StreamResponse(status=r.status, reason=r.reason)
+            for k, v in r.headers.items():
+                if k.lower() not in HOP:
+                    out.headers.add(k, v)
+            await out.prepare(request)
+            async for chunk in r.content.iter_chunked(64 * 1024):
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+    except (aiohttp.ClientError, TimeoutError):
+        w.core_url_at = 0.0  # look the active core up again next time
+        what = "the core did not answer" + ("; the action may not have been done"
+                                             if request.method != "GET" else "")
+        return _unavailable(what, "主服务无响应" + ("，操作可能未执行" if request.method != "GET"
+                                                  else ""))
+
+
+def _unavailable(en: str, zh: str) -> web.Response:
+    return web.json_response({"error": en, "error_zh": zh}, status=503,
+                             headers={"Retry-After": "2"})
 
 
 def make_worker_app(settings: Settings, redis_url: str, prefix: str, *,
                     clock: Callable[[], float] | None = None) -> web.Application:
-    """A worker's app: ``/ws/wall``, ``/healthz``, ``/readyz``, ``/metrics``."""
+    """A worker's app: ``/ws/wall`` and ``/ws`` from the bus, ``/healthz``, ``/readyz``,
+    ``/metrics``; every other request relayed to the active core."""
+    import aiohttp
+
     engine = make_engine(settings.database_url)
     ops = Ops("web")
     kw = {"clock": clock} if clock else {}
     follower = BusFollower(redis_url, prefix, WALL, on_lag=ops.bus_lag.observe, **kw)
-    worker = Worker(follower, Users(engine, **kw), ops)
+    consoles = KeyedFollower(redis_url, prefix, OPS, on_lag=ops.bus_lag.observe, **kw)
+    worker = Worker(follower, Users(engine, **kw), ops, consoles,
+                    aioredis.from_url(redis_url), prefix)
     follower.on_entry = worker.fan_out
-    ops.watch_sockets(lambda: len(worker.viewers))
+    consoles.on_entry = worker.fan_out_operator
+    consoles.on_missing = worker.missing
+    ops.watch_sockets(lambda: len(worker.viewers) + sum(map(len, worker.operators.values())))
     ops.checks["bus"] = lambda: _bus_ready(worker)
-    app = web.Application()
+    app = web.Application(client_max_size=8 * 1024 * 1024)
     app[WORKER] = worker
 
     async def lifecycle(app: web.Application) -> Any:
+        worker.http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=60),
+            cookie_jar=aiohttp.DummyCookieJar())
         await follower.start()
+        await consoles.start()
         sessions = asyncio.create_task(_sessions_loop(worker))
-        ops.tasks["worker"] = lambda: [t for t in (follower._task, sessions) if t]
+        ops.tasks["worker"] = lambda: [t for t in (follower._task, consoles._task, sessions)
+                                       if t]
         yield
         sessions.cancel()
-        for v in list(worker.viewers):
+        for v in [*worker.viewers, *(v for vs in worker.operators.values() for v in vs)]:
             await v.ws.close(code=1001, message=b"worker stopping")
         await follower.stop()
+        await consoles.stop()
+        await worker.http.close()
+        if worker.redis is not None:
+            await close_redis(worker.redis)
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/ws/wall", wall_socket)
+    app.router.add_get("/ws", live_socket)
     ops.add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", to_core)
     return app
 
 
@@ -246,8 +603,11 @@ async def run_worker(settings: Settings, host: str, port: int, redis_url: str,
 
     runner = web.AppRunner(make_worker_app(settings, redis_url, prefix), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
-    print(f"hotline web worker {os.getpid()} on http://{host}:{port}/ws/wall", flush=True)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
+    await site.start()
+    if port == 0:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"hotline web worker {os.getpid()} on http://{host}:{port}/", flush=True)
     try:
         await run_until_signalled()
     finally:

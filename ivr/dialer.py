@@ -49,7 +49,7 @@ from ivr.callbacks import (
     ReturnVisitScheduler,
 )
 from ivr.fastagi import AgiTokens
-from ivr.values import BadValue, app_word, dial_number, uniqueid, variable_value
+from ivr.values import BadValue, ami_action, app_word, dial_number, uniqueid, variable_value
 
 log = structlog.get_logger("ivr.dialer")
 
@@ -523,6 +523,14 @@ class Dialer:
         """Send an Originate; False when it could not be placed (retried later)."""
         from callcenter.pbx.ami import AmiError
 
+        try:  # channel and name fields as every value sent to the PBX (ivr/values.py)
+            action = ami_action(action)
+        except BadValue as exc:  # counted as a failed attempt: retried, then given up
+            log.warning("originate_refused_value", what=what, error=str(exc))
+            self._inbox.put_nowait(("originate", {
+                "ActionID": action["ActionID"], "Response": "Failure", "Reason": "0",
+                "Message": f"not sent: {exc}"[:80]}))
+            return True
         try:
             reply = await self.send(action)
         except AmiError as exc:

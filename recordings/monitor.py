@@ -12,6 +12,11 @@ Asterisk to record the caller's channel::
 or a mount of it).  When Asterisk reports ``MixMonitorStop`` for the channel
 (or the call completes), the file is indexed under the call's uniqueid once it
 is on disk; a file that never appears is logged, not invented.
+
+The channel and the uniqueid come from the PBX, so they are input
+(``ivr/values.py``): a channel name with a comma, CR, LF, quote or a non-ASCII digit
+(full-width digits become ASCII), or a uniqueid that is not ``<epoch>.<seq>`` (a
+comma or CR in it would end up in ``File=``), is logged and not recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 import structlog
 
 from acd.state import CallChanged, Change, Outcome
+from ivr.values import ami_action
+from ivr.values import uniqueid as checked_uniqueid
 from recordings.store import RecordingStore, path_for
 
 log = structlog.get_logger("recordings.monitor")
@@ -74,14 +81,14 @@ class CallRecorder:
         from callcenter.pbx.ami import AmiError
 
         try:
-            rel = path_for(uniqueid)
-        except ValueError:
-            log.warning("recording_skipped", call=uniqueid, why="not an Asterisk uniqueid")
+            action = ami_action({"Action": "MixMonitor", "Channel": channel,
+                                 "File": path_for(checked_uniqueid(uniqueid)), "Options": "b"})
+        except ValueError as exc:  # BadValue, or a uniqueid path_for cannot date
+            log.warning("recording_skipped", call=uniqueid[:64], why=str(exc))
             return
         self.started[channel] = uniqueid
         try:
-            reply = await self.send({"Action": "MixMonitor", "Channel": channel, "File": rel,
-                                     "Options": "b"})
+            reply = await self.send(action)
         except AmiError as exc:
             self.failed += 1
             self.started.pop(channel, None)

@@ -30,7 +30,7 @@ import structlog
 
 log = structlog.get_logger("recordings")
 
-UNIQUEID = re.compile(r"^\d{1,12}\.\d{1,9}$")
+UNIQUEID = re.compile(r"\A\d{1,12}\.\d{1,9}\Z")  # \Z: "$" would let a trailing LF through
 
 
 class UnsafePath(ValueError):

@@ -302,3 +302,55 @@ async def serving(service: Service, app: Any) -> AsyncIterator[tuple[TestServer,
             await p.http.close()
         await server.close()
         await service.stop()
+
+
+class Desk:
+    """The console's real app with a real Service behind a test server, for the
+    desk's API suites (work orders, order search, knowledge base).
+
+    ``wo`` is the app's :class:`~callcenter.orders.store.WorkOrders`; ``people``
+    are the browsers opened with :meth:`as_user`, closed by :func:`desk`.
+    """
+
+    def __init__(self, service: Service, pbx: FakePbx, server: TestServer, app: Any,
+                 people: list[Person]) -> None:
+        from agent_console.orders_api import WORK_ORDERS
+        self.service, self.pbx, self.server, self.app = service, pbx, server, app
+        self.people = people
+        self.wo = app[WORK_ORDERS]
+
+    def person(self) -> Person:
+        """A new browser, not signed in."""
+        p = Person(self.server)
+        self.people.append(p)
+        return p
+
+    async def as_user(self, username: str) -> Person:
+        """A new browser signed in as ``username`` (password ``demo``)."""
+        p = self.person()
+        status, body = await p.login(username)
+        assert status == 200, body
+        return p
+
+
+@asynccontextmanager
+async def desk(db_url: str, *, articles: bool = False) -> AsyncIterator[Desk]:
+    """A :class:`Desk` on ``db_url`` with the demo accounts and the departments'
+    handlers seeded (and the demo knowledge base when ``articles``); everything is
+    closed on the way out."""
+    from agent_console.auth import LoginThrottle
+    from agent_console.knowledge_api import KNOWLEDGE
+    from agent_console.server import make_app
+    from callcenter.demo_orders import seed_handlers
+    from callcenter.orders.knowledge import load_demo_articles
+
+    service, pbx = await started_service(db_url)
+    app = make_app(service, passwords=CHEAP, failure_delay=0,
+                   throttle=LoginThrottle(free=50))
+    d_people: list[Person]
+    async with serving(service, app) as (server, d_people):
+        rig = Desk(service, pbx, server, app, d_people)
+        await seed_handlers(service.store, rig.wo, passwords=CHEAP)
+        if articles:
+            await load_demo_articles(app[KNOWLEDGE])
+        yield rig

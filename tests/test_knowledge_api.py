@@ -4,43 +4,19 @@ and answering an order from an article (orders_api: article_id, /knowledge link)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from agent_console.auth import LoginThrottle
-from agent_console.knowledge_api import KNOWLEDGE
-from agent_console.orders_api import WORK_ORDERS
-from agent_console.server import make_app
-from callcenter.demo_orders import seed_handlers
-from callcenter.orders.knowledge import load_demo_articles
-from tests.console_fakes import CHEAP, Person, serving, started_service
-
-
-class Rig:
-    def __init__(self, server: Any, people: list[Person], app: Any) -> None:
-        self.server, self.people, self.app = server, people, app
-
-    async def as_user(self, username: str) -> Person:
-        p = Person(self.server)
-        self.people.append(p)
-        status, body = await p.login(username)
-        assert status == 200, body
-        return p
+from tests.console_fakes import Desk, desk
 
 
 @pytest.fixture
-async def rig(tmp_db: str) -> AsyncIterator[Rig]:
-    service, _ = await started_service(tmp_db)
-    app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50))
-    await seed_handlers(service.store, app[WORK_ORDERS], passwords=CHEAP)
-    await load_demo_articles(app[KNOWLEDGE])
-    async with serving(service, app) as (server, people):
-        yield Rig(server, people, app)
+async def rig(tmp_db: str) -> AsyncIterator[Desk]:
+    async with desk(tmp_db, articles=True) as d:
+        yield d
 
 
-async def test_operator_searches_supervisor_writes_and_retires(rig: Rig) -> None:
+async def test_operator_searches_supervisor_writes_and_retires(rig: Desk) -> None:
     op, sup = await rig.as_user("op1"), await rig.as_user("sup1")
     status, doc = await op.call("GET", "/api/knowledge/search?q=公积金租房&category=住房公积金")
     assert status == 200 and doc["hits"][0]["title"] == "住房公积金怎么提取用于租房？"
@@ -76,7 +52,7 @@ async def test_operator_searches_supervisor_writes_and_retires(rig: Rig) -> None
     assert (await op.call("GET", "/api/knowledge/articles/abc"))[0] == 404
 
 
-async def test_an_order_answered_from_an_article_counts_in_the_statistics(rig: Rig) -> None:
+async def test_an_order_answered_from_an_article_counts_in_the_statistics(rig: Desk) -> None:
     op, sup = await rig.as_user("op1"), await rig.as_user("sup1")
     _, doc = await op.call("GET", "/api/knowledge/search?q=停电了")
     article = doc["hits"][0]["id"]
@@ -100,7 +76,7 @@ async def test_an_order_answered_from_an_article_counts_in_the_statistics(rig: R
     assert status == 200 and doc["linked"] is False and doc["articles"] == [article]
 
 
-async def test_the_openapi_document_describes_the_knowledge_routes(rig: Rig) -> None:
+async def test_the_openapi_document_describes_the_knowledge_routes(rig: Desk) -> None:
     op = await rig.as_user("op1")
     status, doc = await op.call("GET", "/api/openapi.json")
     assert status == 200

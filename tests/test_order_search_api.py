@@ -12,38 +12,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from agent_console.auth import LoginThrottle
-from agent_console.orders_api import WORK_ORDERS
-from agent_console.server import make_app
 from callcenter.db import AuditRow
-from callcenter.demo_orders import seed_handlers
 from callcenter.orders.search import Query, find_orders
-from callcenter.orders.store import WorkOrders
-from callcenter.service import Service
-from tests.console_fakes import CHEAP, Person, serving, started_service
-
-
-class Rig:
-    def __init__(self, service: Service, server: Any, people: list[Person],
-                 wo: WorkOrders) -> None:
-        self.service, self.server, self.people, self.wo = service, server, people, wo
-
-    async def as_user(self, username: str) -> Person:
-        p = Person(self.server)
-        self.people.append(p)
-        status, body = await p.login(username)
-        assert status == 200, body
-        return p
+from tests.console_fakes import Desk, Person, desk
 
 
 @pytest.fixture
-async def rig(tmp_db: str) -> AsyncIterator[Rig]:
-    service, _ = await started_service(tmp_db)
-    app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50))
-    await seed_handlers(service.store, app[WORK_ORDERS], passwords=CHEAP)
-    async with serving(service, app) as (server, people):
-        yield Rig(service, server, people, app[WORK_ORDERS])
+async def rig(tmp_db: str) -> AsyncIterator[Desk]:
+    async with desk(tmp_db) as d:
+        yield d
 
 
 async def create(p: Person, **body: Any) -> dict[str, Any]:
@@ -58,7 +35,7 @@ async def numbers(p: Person, query: str, expect: int = 200) -> list[str]:
     return [o["number"] for o in doc["orders"]] if status == 200 else []
 
 
-async def test_search_box_and_filters(rig: Rig) -> None:
+async def test_search_box_and_filters(rig: Desk) -> None:
     op, sup, dept = (await rig.as_user("op1"), await rig.as_user("sup1"),
                      await rig.as_user("dept1"))
     light = await create(op, caller="13811112222", caller_name="王小明", category="市政设施/路灯",
@@ -124,7 +101,7 @@ async def test_search_box_and_filters(rig: Rig) -> None:
     assert "赵" not in text and "13755556666" not in text
 
 
-async def test_channel_is_recorded_and_checked(rig: Rig) -> None:
+async def test_channel_is_recorded_and_checked(rig: Desk) -> None:
     sup = await rig.as_user("sup1")
     for channel in ("web", "wechat", "app", "letter", "email", "mayor_mailbox", "phone"):
         order = await create(sup, channel=channel, text=f"来自{channel}的诉求")
@@ -138,7 +115,7 @@ async def test_channel_is_recorded_and_checked(rig: Rig) -> None:
 LIGHT = "光明路与建设路交叉口的路灯坏了，晚上一片漆黑"
 
 
-async def test_duplicates_merge_follow_and_unmerge(rig: Rig) -> None:
+async def test_duplicates_merge_follow_and_unmerge(rig: Desk) -> None:
     op, sup, dept = (await rig.as_user("op1"), await rig.as_user("sup1"),
                      await rig.as_user("dept1"))
     texts = [LIGHT, "光明路建设路交叉口路灯坏了，晚上一片漆黑", "光明路与建设路交叉口的路灯坏了，晚上很黑",

@@ -5,6 +5,7 @@ interval, hour and abandon time; operators' times from the state log; shifts; co
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -13,21 +14,20 @@ from zoneinfo import ZoneInfo
 import openpyxl
 import pytest
 
-from acd import events as ev
 from acd import reports as rp
+from acd.events import to_event
 from acd.metrics import by_queue
-from acd.state import Call, Outcome, QueueConfig
+from acd.state import Call, CallCenter, Outcome, QueueConfig
 from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
 from callcenter.cli import main
 from callcenter.config import load
-from callcenter.pbx.ami import parse_frame
-from callcenter.pbx.replay import read_trace, replay
+from callcenter.pbx.replay import TraceEvents, read_queue_log, replay
 from callcenter.service import Service
 from tests.conftest import trace_dirs
 
 TZ = ZoneInfo("Asia/Shanghai")
-# scenario-j (two AMI sessions in one file) is not readable by the replay yet (issue 16).
-TRACES = [p for p in trace_dirs() if p.name in ("scenario-a", "scenario-g")]
+# Every shared trace, scenario-j (Asterisk killed and started again mid-session) included.
+TRACES = trace_dirs()
 
 
 def call(uid: str, joined: datetime, outcome: str, hold: int = 0, talk: int = 0,
@@ -138,20 +138,15 @@ def test_shifts_and_wallboard_colours() -> None:
 # --------------------------------------------------------------------------- exactness
 
 def feed(service: Service, trace: Path) -> float:
-    """The trace's PBX events through the service's own consumer path; the last time."""
-    last = 0.0
-    for f in read_trace(trace):
-        if f.direction != "in":
-            continue
-        last = max(last, f.t)
-        headers = parse_frame(f.raw.encode("utf-8"))
-        if "Event" not in headers or "ActionID" in headers:
-            continue
-        event = ev.to_event(headers, f.t)
-        if event is not None:
-            service.dispatch(service.centre.apply(event))
-    service.dispatch(service.centre.advance(last))
-    return last
+    """The trace's PBX events through the service's own consumer path, as the live link
+    hands them over (a new AMI session: the link goes down, then the resync with the
+    queue_log the service reads); the last time."""
+    log = trace.with_name("queue_log")
+    events = TraceEvents(trace, read_queue_log(log) if log.is_file() else None)
+    for event in events:
+        service.dispatch(service.centre.apply(event))
+    service.dispatch(service.centre.advance(events.last))
+    return events.last
 
 
 KEYS = rp.CALL_COLUMNS + ("completed", "answered_within_sl")
@@ -195,6 +190,20 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
         assert overall[k] == live["today"][k] == replayed["overall"][k] == after["today"][k], k
     for q in report["calls"]["queues"]:
         assert {k: q[k] for k in KEYS} == {k: replayed["queues"][q["queue"]][k] for k in KEYS}
+    # Across an Asterisk restart the truth is its queue_log (scenario-j): the report of
+    # the restarted service equals it, queue by queue.
+    logged = trace_dir / "truth-queue_log.json"
+    if logged.exists():
+        truth = json.loads(logged.read_text(encoding="utf-8"))["queues"]
+        mine = {q["queue"]: q for q in report["calls"]["queues"]}
+        assert {q for q, t in truth.items() if t["offered"]} == set(mine)
+        for name, q in mine.items():
+            assert {k: q[k] for k in ("offered", "answered", "answered_within_sl", "completed",
+                                      "abandoned", "servicelevel_perf", "servicelevel_perf2")
+                    } == {k: truth[name][k] for k in ("offered", "answered",
+                                                      "answered_within_sl", "completed",
+                                                      "abandoned", "servicelevel_perf",
+                                                      "servicelevel_perf2")}, name
     # The 15-minute interval the wallboard shows as "last 15 minutes" is a row of the report.
     quarter = rp.call_report([r for r in await _rows(tmp_db)], *rp.window(day, "day", TZ), "15m",
                              settings.servicelevel_for, settings.short_abandon_s)
@@ -271,3 +280,99 @@ def test_paused_share_is_measured_per_shift_not_since_the_service_started() -> N
     agent.state, agent.since, agent.paused_since = AgentState.PAUSED, morning + 3600, \
         morning + 3600
     assert alerts(morning + 3600 + 1200) == ["paused_share"]
+
+
+def test_one_colour_table_for_every_row_and_card_of_the_wallboard() -> None:
+    """15秒接通率 50 % is the same colour in the "today" row and the "last 15 minutes"
+    row, on the all-queues card and on each queue's card: one table of bounds, from the
+    config, for all of them (it was red today and green in the last 15 minutes)."""
+    from acd.state import CallCenter
+    from agent_console.alerts import Thresholds
+    from agent_console.report_data import ReportConfig
+    from agent_console.session import ConsoleConfig
+    from agent_console.views import Tracker, wall_view
+
+    half = {"offered": 4, "answered": 4, "abandoned": 0, "connection_rate": 100.0,
+            "answer_rate_sl": 50.0, "abandon_rate": 0.0, "asa_s": 9.0, "aht_s": 60.0}
+    quiet = {"offered": 0, "answered": 0, "abandoned": 0, "connection_rate": 0.0,
+             "answer_rate_sl": 0.0, "abandon_rate": 0.0, "asa_s": 0.0, "aht_s": 0.0}
+    snap = {"today": half, "last_15min": half, "trend": [], "interval_start": "", "day": "",
+            "queues": [{"queue": "hotline", "title": "12345", "servicelevel": 15,
+                        "today": half, "last_15min": half, "agents_logged_in": 1},
+                       {"queue": "hotline-en", "title": "English", "servicelevel": 15,
+                        "today": half, "last_15min": quiet, "agents_logged_in": 0}]}
+
+    def shown(bounds: dict[str, dict[str, float]]) -> list[str]:
+        doc = wall_view(snap, CallCenter(), Tracker(rp.DEFAULT_SHIFTS, TZ), Thresholds(),
+                        at(10).timestamp(), bounds=bounds)
+        rows = [doc["colours"]] + [doc["queues"][q]["colours"] for q in ("hotline",)]
+        got = [r[p]["answer_rate_sl"] for r in rows for p in ("today", "last_15min")]
+        got.append(doc["queues"]["hotline-en"]["colours"]["today"]["answer_rate_sl"])
+        assert doc["queues"]["hotline-en"]["colours"]["last_15min"]["answer_rate_sl"] == "none"
+        return got
+
+    assert shown(rp.DEFAULT_COLOURS) == ["red"] * 5  # below the default red bound of 60
+    # The config's table ([reports.colours]) moves every row and card together, on the
+    # wallboard (ConsoleConfig) and in the reports (ReportConfig) alike.
+    settings = load()
+    settings.raw = dict(settings.raw) | {"reports": {"colours": {
+        "answer_rate_sl": {"amber": 60, "red": 40}}}}
+    console, report = ConsoleConfig.from_settings(settings), ReportConfig.from_settings(settings)
+    assert console.colours == report.colours
+    assert shown(dict(console.colours)) == ["amber"] * 5
+    assert console.colours["abandon_rate"] == rp.DEFAULT_COLOURS["abandon_rate"]
+    with pytest.raises(ValueError):
+        rp.parse_colours({"answer_rate_sl": {"amber": "eighty"}})
+
+
+def test_hold_time_from_the_pbxs_hold_and_unhold_goes_to_the_call_and_its_operator() -> None:
+    """The simulator's operator puts the caller on hold twice (Hold ... Unhold, then Hold
+    until the call ends): the pure state adds the spans to the call and the operator,
+    the record keeps them, and the operator report shows talk without hold, hold, and an
+    AHT of talk + hold + wrap-up (Asterisk's TalkTime already holds the hold)."""
+    from callcenter.pbx.sim import Pbx, PbxConfig, frame_dict
+    from callcenter.pbx.sim import QueueConfig as SimQueue
+    from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
+
+    t0 = at(9).timestamp()
+    spec = CallSpec(at=0, number="13800000001", name="测试", ring=1, talk=60)
+    pbx = Pbx(PbxConfig(queues=(SimQueue("hotline", servicelevel=15, wrapuptime=0),),
+                        agents=1, agent_breaks=False),
+              ScriptedTraffic([spec], origin=t0), start_time=t0, seed=1)
+    centre = CallCenter({"hotline": QueueConfig(15, 0)})
+    held: list[str] = []
+
+    def step_to(second: int) -> None:
+        for s in range(int(pbx.now - t0) + 1, second + 1):
+            for f in pbx.advance(t0 + s):
+                event = to_event(frame_dict(f.text), t0 + s)
+                if event is not None:
+                    centre.apply(event)
+
+    def press(on: bool) -> None:
+        member = next(iter(centre.agents.values())).interface
+        assert pbx.hold(member, on)
+        for f in pbx.drain():
+            held.append(f.name)
+            event = to_event(frame_dict(f.text), pbx.now)
+            if event is not None:
+                centre.apply(event)
+
+    step_to(10)
+    press(True)
+    step_to(30)
+    press(False)
+    step_to(50)
+    press(True)  # and the call ends on hold
+    step_to(90)
+    assert held[:2] == ["Hold", "MusicOnHoldStart"] and "Unhold" in held
+    (call,) = [c for c in centre.visits.values() if c.outcome == Outcome.COMPLETED]
+    agent = next(iter(centre.agents.values()))
+    ended = call.ended_at - t0  # type: ignore[operator]
+    assert call.on_hold_s == pytest.approx(20 + ended - 50)
+    assert agent.hold_s == call.on_hold_s and call.to_row()["on_hold_s"] == call.on_hold_s
+    taken = rp.calls_by_agent([call], t0, t0 + 3600)
+    got = rp.agent_report([], taken, t0, t0 + 3600)[call.agent]
+    assert got.hold_s == call.on_hold_s and got.talk_s == call.talk_time - call.on_hold_s
+    assert got.agent_aht_s == round(got.talk_s + got.hold_s + got.wrap_s, 2)
+    assert not pbx.hold(agent.interface, True)  # no call now: nothing to hold

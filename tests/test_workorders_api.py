@@ -13,46 +13,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from agent_console.auth import LoginThrottle
-from agent_console.orders_api import WORK_ORDERS
-from agent_console.server import make_app
 from agent_console.session import CONSOLE, STATIC
 from callcenter.db import AuditRow
-from callcenter.demo_orders import seed_handlers
 from callcenter.orders.lifecycle import State, Step, Urgency
-from callcenter.orders.store import WorkOrders
-from callcenter.service import Service
 from ivr.dialer import STATUSES
-from tests.console_fakes import CHEAP, Person, serving, started_service
-
-
-class Rig:
-    def __init__(self, service: Service, server: TestServer, wo: WorkOrders) -> None:
-        self.service, self.server, self.wo = service, server, wo
-        self.people: list[Person] = []
-
-    async def as_user(self, username: str) -> Person:
-        p = Person(self.server)
-        self.people.append(p)
-        status, body = await p.login(username)
-        assert status == 200, body
-        return p
+from tests.console_fakes import Desk, Person, desk
 
 
 @pytest.fixture
-async def rig(tmp_db: str) -> AsyncIterator[Rig]:
-    service, _ = await started_service(tmp_db)
-    app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=50))
-    wo = app[WORK_ORDERS]
-    await seed_handlers(service.store, wo, passwords=CHEAP)
-    async with serving(service, app) as (server, people):
-        r = Rig(service, server, wo)
-        r.people = people
-        yield r
+async def rig(tmp_db: str) -> AsyncIterator[Desk]:
+    async with desk(tmp_db) as d:
+        yield d
 
 
 NEW = {"caller": "13812345678", "caller_name": "张三", "call_uniqueid": "1700000000.1",
@@ -75,7 +48,7 @@ async def step(p: Person, order_id: str, expect: int = 200, **body: Any) -> Any:
 # --------------------------------------------------------------------------- lifecycle
 
 
-async def test_full_lifecycle_from_call_to_citizen_evaluation(rig: Rig) -> None:
+async def test_full_lifecycle_from_call_to_citizen_evaluation(rig: Desk) -> None:
     op = await rig.as_user("op1")
     dept = await rig.as_user("dept1")
     sup = await rig.as_user("sup1")
@@ -113,7 +86,7 @@ async def test_full_lifecycle_from_call_to_citizen_evaluation(rig: Rig) -> None:
     assert status == 200 and doc["history"][0]["data"]["caller_number"] == "13812345678"
 
 
-async def test_operator_records_an_answer_heard_on_a_recorded_call(rig: Rig) -> None:
+async def test_operator_records_an_answer_heard_on_a_recorded_call(rig: Desk) -> None:
     op = await rig.as_user("op1")
     order = await create(op)
     await step(op, order["id"], step="resolve_on_call", answer="已告知办理流程。")
@@ -125,7 +98,7 @@ async def test_operator_records_an_answer_heard_on_a_recorded_call(rig: Rig) -> 
     assert doc["record"]["data"]["source"] == "operator_call"
 
 
-async def test_staff_cannot_record_satisfaction_and_the_attempt_is_flagged(rig: Rig) -> None:
+async def test_staff_cannot_record_satisfaction_and_the_attempt_is_flagged(rig: Desk) -> None:
     op, dept, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
                      await rig.as_user("sup1"))
     oid = (await create(op))["id"]
@@ -150,7 +123,7 @@ async def test_staff_cannot_record_satisfaction_and_the_attempt_is_flagged(rig: 
     assert all(a["order_ids"] == [oid] for a in doc["anomalies"])
 
 
-async def test_ping_pong_is_flagged_with_its_evidence(rig: Rig) -> None:
+async def test_ping_pong_is_flagged_with_its_evidence(rig: Desk) -> None:
     op, urban, housing, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
                                await rig.as_user("dept2"), await rig.as_user("sup1"))
     oid = (await create(op, text="楼顶违章搭建彩钢房。"))["id"]
@@ -171,7 +144,7 @@ async def test_ping_pong_is_flagged_with_its_evidence(rig: Rig) -> None:
     assert (await op.call("GET", "/api/supervision/anomalies"))[0] == 403
 
 
-async def test_the_board_names_orders_filters_and_records_who_handled_what(rig: Rig) -> None:
+async def test_the_board_names_orders_filters_and_records_who_handled_what(rig: Desk) -> None:
     op, urban, housing, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
                                await rig.as_user("dept2"), await rig.as_user("sup1"))
     created = await create(op, text="楼顶违章搭建彩钢房。")
@@ -214,7 +187,7 @@ async def test_the_board_names_orders_filters_and_records_who_handled_what(rig: 
     assert [(r.actor, r.target) for r in rows] == [("sup1", pong["key"])]
 
 
-async def test_a_departments_inbox_new_sent_back_supervised_and_due_soon(rig: Rig) -> None:
+async def test_a_departments_inbox_new_sent_back_supervised_and_due_soon(rig: Desk) -> None:
     op, urban, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
                       await rig.as_user("sup1"))
     fresh = await create(op, text="井盖缺失。", urgency="emergency")
@@ -244,7 +217,7 @@ async def test_a_departments_inbox_new_sent_back_supervised_and_due_soon(rig: Ri
     assert (await op.call("GET", "/api/orders/inbox"))[0] == 403
 
 
-async def test_return_needs_a_reason_and_only_the_lead_department_may_return(rig: Rig) -> None:
+async def test_return_needs_a_reason_and_only_the_lead_department_may_return(rig: Desk) -> None:
     op, urban, housing = (await rig.as_user("op1"), await rig.as_user("dept1"),
                           await rig.as_user("dept2"))
     oid = (await create(op))["id"]
@@ -258,7 +231,7 @@ async def test_return_needs_a_reason_and_only_the_lead_department_may_return(rig
 # --------------------------------------------------------------------------- bad input
 
 
-async def test_bad_input_gets_clear_json_errors(rig: Rig) -> None:
+async def test_bad_input_gets_clear_json_errors(rig: Desk) -> None:
     op = await rig.as_user("op1")
     assert (await op.call("POST", "/api/orders", NEW | {"confidential": "yes"}))[0] == 400
     assert (await op.call("POST", "/api/orders", NEW | {"text": 123}))[0] == 400
@@ -287,7 +260,33 @@ async def test_bad_input_gets_clear_json_errors(rig: Rig) -> None:
     assert (await op.call("GET", "/api/reports/orders"))[0] == 403
 
 
-async def test_roles_csrf_and_sign_in_are_enforced(rig: Rig) -> None:
+async def test_a_retried_create_with_an_idempotency_key_files_once(rig: Desk) -> None:
+    op, sup = await rig.as_user("op1"), await rig.as_user("sup1")
+
+    async def post(p: Person, key: str, **over: Any) -> tuple[int, Any]:
+        return await p.call("POST", "/api/orders", NEW | over,
+                            headers={"Idempotency-Key": key})
+
+    status, first = await post(op, "desk3:0001")
+    assert status == 201, first
+    for _ in range(2):  # the answer was lost; the client sends the same request again
+        status, again = await post(op, "desk3:0001")
+        assert status == 200 and again["order"]["id"] == first["order"]["id"], again
+    # Retries file once; the same key from another account is its own request.
+    results = [await post(op, "desk3:0002") for _ in range(3)]
+    assert [s for s, _ in results] == [201, 200, 200]
+    status, other = await post(sup, "desk3:0001")
+    assert status == 201 and other["order"]["id"] != first["order"]["id"]
+    assert (await post(op, "bad key"))[0] == 400
+    assert (await post(op, "x" * 81))[0] == 400
+    # A refused create (bad input) leaves no claim: the same key files once fixed.
+    assert (await post(op, "desk3:0003", urgency="asap"))[0] == 400
+    assert (await post(op, "desk3:0003"))[0] == 201
+    _, total = await rig.wo.list(per_page=50)
+    assert total == 4
+
+
+async def test_roles_csrf_and_sign_in_are_enforced(rig: Desk) -> None:
     op, dept, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
                      await rig.as_user("sup1"))
     assert (await dept.call("POST", "/api/orders", NEW))[0] == 403  # handlers do not accept
@@ -310,7 +309,7 @@ async def test_roles_csrf_and_sign_in_are_enforced(rig: Rig) -> None:
 
 
 async def test_departments_see_their_own_orders_and_confidential_callers_are_hidden(
-        rig: Rig) -> None:
+        rig: Desk) -> None:
     op, urban, housing, sup = (await rig.as_user("op1"), await rig.as_user("dept1"),
                                await rig.as_user("dept2"), await rig.as_user("sup1"))
     mine = (await create(op))["id"]
@@ -336,7 +335,7 @@ async def test_departments_see_their_own_orders_and_confidential_callers_are_hid
     assert doc["order"]["caller_number"] == "13812345678"  # supervisors: full
 
 
-async def test_list_pages_and_filters(rig: Rig) -> None:
+async def test_list_pages_and_filters(rig: Desk) -> None:
     op = await rig.as_user("op1")
     ids = [(await create(op, text=f"第{i}件诉求"))["id"] for i in range(5)]
     await step(op, ids[0], step="dispatch", department="housing")
@@ -352,7 +351,7 @@ async def test_list_pages_and_filters(rig: Rig) -> None:
     assert numbers == [1, 2, 3, 4, 5]
 
 
-async def test_suggest_departments_and_directory(rig: Rig) -> None:
+async def test_suggest_departments_and_directory(rig: Desk) -> None:
     op = await rig.as_user("op1")
     status, doc = await op.call("GET", "/api/departments/suggest?text=小区电梯坏了物业不管")
     assert status == 200 and doc["suggestions"][0]["id"] == "housing"
@@ -361,7 +360,7 @@ async def test_suggest_departments_and_directory(rig: Rig) -> None:
     assert status == 200 and any(d["id"] == "urban_management" for d in doc["departments"])
 
 
-async def test_reports_in_json_and_csv(rig: Rig) -> None:
+async def test_reports_in_json_and_csv(rig: Desk) -> None:
     op, sup, dept = (await rig.as_user("op1"), await rig.as_user("sup1"),
                      await rig.as_user("dept1"))
     a = (await create(op))["id"]
@@ -386,7 +385,7 @@ async def test_reports_in_json_and_csv(rig: Rig) -> None:
     assert (await sup.call("GET", "/api/reports/orders?format=xml"))[0] == 400
 
 
-async def test_openapi_describes_the_routes(rig: Rig) -> None:
+async def test_openapi_describes_the_routes(rig: Desk) -> None:
     p = Person(rig.server)
     rig.people.append(p)
     status, doc = await p.call("GET", "/api/openapi.json")
@@ -399,7 +398,7 @@ async def test_openapi_describes_the_routes(rig: Rig) -> None:
         "content"]["application/json"]["schema"]["properties"]["step"]["enum"]
 
 
-async def test_screen_pop_history_shows_the_callers_open_orders(rig: Rig) -> None:
+async def test_screen_pop_history_shows_the_callers_open_orders(rig: Desk) -> None:
     op = await rig.as_user("op1")
     await create(op)
     console = rig.server.app[CONSOLE]
@@ -409,7 +408,7 @@ async def test_screen_pop_history_shows_the_callers_open_orders(rig: Rig) -> Non
     assert entry["open"] is True and entry["status"] == "accepted"
 
 
-async def test_orders_page_is_served_to_handlers(rig: Rig) -> None:
+async def test_orders_page_is_served_to_handlers(rig: Desk) -> None:
     dept = await rig.as_user("dept1")
     status, text = await dept.call("GET", "/orders")
     assert status == 200 and "orders.js" in text and "<script>" not in text
@@ -444,7 +443,7 @@ def test_the_order_page_strings_exist_in_both_languages() -> None:
     assert used - dynamic <= keys_zh, used - dynamic - keys_zh
 
 
-async def test_numbers_quoted_in_an_on_call_answer_are_masked_for_operators(rig: Rig) -> None:
+async def test_numbers_quoted_in_an_on_call_answer_are_masked_for_operators(rig: Desk) -> None:
     op, sup = await rig.as_user("op1"), await rig.as_user("sup1")
     oid = (await create(op, confidential=True))["id"]
     await step(op, oid, step="resolve_on_call", answer="请拨打13912345678联系街道。")

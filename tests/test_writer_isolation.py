@@ -14,13 +14,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from sqlalchemy import select, text
 
 from acd import events as ev
 from agent_console.alerts import set_aside_alerts
+from agent_console.auth import seed_demo_users
+from agent_console.server import make_app
 from callcenter.config import load
 from callcenter.db import CallRow
 from callcenter.service import Service
+from tests.console_fakes import CHEAP, Person
 
 
 def call_row(uid: str, **over: Any) -> dict[str, Any]:
@@ -73,6 +77,62 @@ async def test_a_refused_row_is_set_aside_and_the_rest_are_written(service: Serv
     alerts = set_aside_alerts(service.set_aside)
     assert [(a.kind, a.subject, a.severity, a.detail["count"]) for a in alerts] == [
         ("records_set_aside", "calls", "critical", 1)]
+
+
+async def test_set_aside_rows_are_stored_listed_and_survive_a_restart(tmp_db: str) -> None:
+    settings = load(env={})
+    settings.database_url = tmp_db
+    first = Service(settings)
+    await first.store.open()
+    try:
+        first._dirty_calls["3.1"] = call_row("3.1", hold_time=2**63)
+        first._dirty_calls["3.2"] = call_row("3.2")
+        await first.flush()
+        assert [r["uniqueid"] for _, r, _, _ in first.set_aside] == ["3.1"]
+    finally:
+        await first.store.close()
+    # A new process (kill -9 or a restart): the row is still there, and still an alert.
+    again = Service(settings)
+    await again.store.open()
+    try:
+        kept = await again.store.set_aside_rows()
+        assert [(t, r["uniqueid"], r["hold_time"]) for t, r, _, _ in kept] == [
+            ("calls", "3.1", 2**63)]
+        again.set_aside.extend(await again.store.set_aside_rows(since=again.clock() - 86400))
+        assert [a.detail["count"] for a in set_aside_alerts(again.set_aside)] == [1]
+        # Supervisors list them (the caller's number masked); others may not.
+        app = make_app(again, passwords=CHEAP, failure_delay=0)
+        await seed_demo_users(again.store, passwords=CHEAP)
+        async with TestServer(app) as server:
+            sup, op = Person(server), Person(server)
+            try:
+                assert (await sup.login("sup1"))[0] == 200
+                assert (await op.login("op1"))[0] == 200
+                status, doc = await sup.call("GET", "/api/set-aside")
+                assert status == 200 and doc["total"] == 1, doc
+                (item,) = doc["rows"]
+                assert item["table"] == "calls" and item["error"]
+                assert item["row"]["uniqueid"] == "3.1"
+                assert item["row"]["caller_num"] == "*******0000"
+                assert (await op.call("GET", "/api/set-aside"))[0] == 403
+            finally:
+                await sup.http.close()
+                await op.http.close()
+    finally:
+        await again.store.close()
+
+
+async def test_set_aside_rows_wait_for_the_database_to_come_back(service: Service) -> None:
+    async with service.store.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE set_aside RENAME TO set_aside_away"))
+    service._dirty_calls["4.1"] = call_row("4.1", hold_time=2**63)
+    await service.flush()
+    assert len(service._aside_unstored) == 1 and len(service.set_aside) == 1
+    async with service.store.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE set_aside_away RENAME TO set_aside"))
+    await service.flush()
+    assert service._aside_unstored == []
+    assert [r["uniqueid"] for _, r, _, _ in await service.store.set_aside_rows()] == ["4.1"]
 
 
 async def test_when_the_database_is_away_every_row_is_kept(service: Service) -> None:

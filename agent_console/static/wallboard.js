@@ -59,9 +59,11 @@ function render() {
 // --------------------------------------------------------------------------- queues
 
 // A rate of nothing is not 0.00 %: when no call was offered the cell says "0 calls".
+// Colours come from the server, from the one table of bounds in the config
+// (acd.reports.parse_colours), for every row and card alike; none given, none shown.
 function rateCell(f, key, colours) {
   const none = !f.offered;
-  const colour = none ? "none" : (colours && colours[key]) || "green";
+  const colour = none ? "none" : (colours && colours[key]) || "plain";
   const seconds = key.endsWith("_s");
   const text = none ? (seconds ? "—" : t("wall.no_calls")) : seconds ? secs(f[key]) : pct(f[key]);
   return el("td", {cls: `rate c-${colour}`, text, data: {figure: key, colour}});
@@ -114,7 +116,7 @@ function renderQueues() {
     oldest.length ? Math.min(...oldest) : null, view.today, view.last_15min, view.colours));
   for (const q of queues) {
     cards.push(queueCard(q.queue, q.title, t("wall.logged_in", {n: q.agents_logged_in}),
-      q.waiting, q.oldest_joined_at, q.today, q.last_15min, {today: q.colours}));
+      q.waiting, q.oldest_joined_at, q.today, q.last_15min, q.colours));
   }
   box.replaceChildren(...cards);
 }
@@ -357,7 +359,8 @@ function alertText(a, now) {
   const d = a.since ? duration(now - a.since) : "";
   return t("alert." + a.kind, {subject, d, waiting: a.detail.waiting ?? "",
     reason: reasonLabel(a.detail.reason || ""), pct: a.detail.pct ?? "", count: a.detail.count ?? "",
-    usual: a.detail.usual ?? "", addresses: a.detail.addresses ?? "", error: a.detail.error ?? ""});
+    usual: a.detail.usual ?? "", addresses: a.detail.addresses ?? "", error: a.detail.error ?? "",
+    why: a.detail.why_kind ? t("agi.why." + a.detail.why_kind) : ""});
 }
 
 function tick() {

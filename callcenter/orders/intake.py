@@ -8,11 +8,11 @@ stored (``intake_keys``); a key names its channel, so a client cannot file under
 another channel, and a revoked key stops at once.
 
 A client sends an idempotency key with every order.  The pair (channel, key) is
-claimed in ``intake_requests`` *before* the order is created (a unique constraint),
-so two retries racing each other cannot both file: the second gets the first's
-order back (:class:`Filed` with ``created`` False), or, while the first is still
-being written, :class:`InFlight`.  A claim whose order failed is released so a retry
-can file.
+claimed in ``intake_requests`` in the same transaction that writes the order (a
+unique constraint; :meth:`WorkOrders.create` ``once``), so two retries racing each
+other cannot both file and a crash leaves both or neither: the second gets the
+first's order back (:class:`Filed` with ``created`` False), or, if the first is
+still being written, :class:`InFlight`.  A create that fails leaves no claim.
 
 :class:`RateLimit` is a token bucket per key (pure: time comes in as an argument).
 Orders are accepted by the actor ``intake:<channel>`` in the operator's role, so
@@ -26,13 +26,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Float, Integer, String, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import Actor, Caller, Order, Role, Urgency
-from callcenter.orders.store import WorkOrders
+from callcenter.orders.store import AlreadyFiled, WorkOrders
 
 PHONE_ONLY = ("phone",)
 ONLINE = tuple(c for c in CHANNELS if c not in PHONE_ONLY)
@@ -51,15 +50,6 @@ class IntakeKeyRow(_Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class IntakeRequestRow(_Base):
-    __tablename__ = "intake_requests"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    channel: Mapped[str] = mapped_column(String(16))
-    client_key: Mapped[str] = mapped_column(String(80))
-    order_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    at: Mapped[float] = mapped_column(Float)
 
 
 class InFlight(Exception):
@@ -143,33 +133,14 @@ class Intake:
                    ) -> Filed:
         """File one order for ``(channel, client_key)`` at most once (see the module)."""
         wo = self.wo
-        async with wo.sessions() as s:
-            s.add(IntakeRequestRow(channel=channel, client_key=client_key, order_id=None,
-                                   at=wo.clock()))
-            try:
-                await s.commit()
-            except IntegrityError:
-                await s.rollback()
-                existing = await s.scalar(select(IntakeRequestRow.order_id).where(
-                    IntakeRequestRow.channel == channel,
-                    IntakeRequestRow.client_key == client_key))
-                if existing is None:
-                    raise InFlight(client_key) from None
-                return Filed(await wo.get(str(existing)), False)
         actor = Actor(f"intake:{channel}", Role.OPERATOR, wo.config.directory.centre.id)
         try:
             order, _ = await wo.create(actor, caller=caller, category=category, text=text,
                                        urgency=Urgency.NORMAL, confidential=confidential,
-                                       location=location, channel=channel)
-        except BaseException:
-            async with wo.sessions() as s, s.begin():  # release the claim: a retry may file
-                await s.execute(delete(IntakeRequestRow).where(
-                    IntakeRequestRow.channel == channel,
-                    IntakeRequestRow.client_key == client_key,
-                    IntakeRequestRow.order_id.is_(None)))
-            raise
-        async with wo.sessions() as s, s.begin():
-            await s.execute(update(IntakeRequestRow).where(
-                IntakeRequestRow.channel == channel, IntakeRequestRow.client_key == client_key)
-                .values(order_id=int(order.id)))
+                                       location=location, channel=channel,
+                                       once=(channel, client_key))
+        except AlreadyFiled as exc:
+            if exc.order_id is None:
+                raise InFlight(client_key) from None
+            return Filed(await wo.get(str(exc.order_id)), False)
         return Filed(order, True)

@@ -40,10 +40,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    column,
     func,
     insert,
     or_,
     select,
+    table,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +58,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.db import CallRow
+from callcenter.orders import facts
 from callcenter.orders.calendar import WorkCalendar
 from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import (
@@ -211,6 +214,25 @@ class OrderNotFound(LookupError):
 
 class OrderConflict(Exception):
     """Someone else changed the order first; read it again and retry."""
+
+
+class AlreadyFiled(Exception):
+    """The idempotency key of a create was used before: ``order_id`` is the order it
+    filed (None while that create is still being written)."""
+
+    def __init__(self, order_id: int | None) -> None:
+        super().__init__(order_id)
+        self.order_id = order_id
+
+
+class _Claimed(Exception):
+    """The idempotency key's row exists already (inside :meth:`WorkOrders.create`)."""
+
+
+#: One row per idempotency key of a create (migration 0008); ``scope`` is an intake
+#: channel (``wechat``) or a console account (``user:<id>``).
+_REQUESTS = table("intake_requests", column("id"), column("channel"), column("client_key"),
+                  column("order_id"), column("at"))
 
 
 # --------------------------------------------------------------------------- JSON codec
@@ -411,10 +433,15 @@ class WorkOrders:
                      urgency: Urgency | str = Urgency.NORMAL, confidential: bool = False,
                      location: str = "", call_uniqueid: str | None = None,
                      at: datetime | None = None, channel: str = "phone",
-                     intake: Intake | None = None) -> tuple[Order, AuditRecord]:
+                     intake: Intake | None = None,
+                     once: tuple[str, str] | None = None) -> tuple[Order, AuditRecord]:
         """受理: a new order, numbered ``YYYYMMDD-NNNNNN`` per local day of ``at``;
         ``channel`` is where it came in (:data:`~callcenter.orders.channels.CHANNELS`),
-        ``intake`` the structured details the operator recorded (诉求类型, address...)."""
+        ``intake`` the structured details the operator recorded (诉求类型, address...).
+
+        ``once`` = (scope, idempotency key): the key is claimed in ``intake_requests``
+        in the same transaction as the order, so a crash leaves both or neither and a
+        retry never files twice; a key used before raises :class:`AlreadyFiled`."""
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
         at = at or self.now()
@@ -430,6 +457,8 @@ class WorkOrders:
             number = ""
             try:
                 async with self.engine.begin() as conn:  # Core: no ORM unit of work
+                    if once is not None:
+                        await self._claim(conn, once, at)
                     number = await self._next_number(conn, at, reread=attempt > 0)
                     # Three statements: the row with every column, its snapshot (which
                     # carries the id the insert gave), the record.
@@ -447,7 +476,13 @@ class WorkOrders:
                     await conn.execute(insert(OrderEventRow).values(
                         {c.key: getattr(event, c.key) for c in OrderEventRow.__table__.columns
                          if c.key != "id"}))
+                    if once is not None:
+                        await conn.execute(update(_REQUESTS).where(
+                            _REQUESTS.c.channel == once[0], _REQUESTS.c.client_key == once[1])
+                            .values(order_id=key))
                 return done, rec
+            except _Claimed:
+                raise AlreadyFiled(await self._filed(once)) from None  # type: ignore[arg-type]
             except IntegrityError:  # the number was taken (another writer): re-read max()
                 continue
             except BaseException:  # nothing written: give the number back if still ours
@@ -455,6 +490,21 @@ class WorkOrders:
                     self._numbers[day] -= 1
                 raise
         raise OrderConflict("could not number the work order; try again")
+
+    async def _claim(self, conn: AsyncConnection, once: tuple[str, str], at: datetime) -> None:
+        """Claim (scope, key) in this transaction; a key used before raises
+        :class:`_Claimed` (the transaction is then rolled back)."""
+        try:
+            await conn.execute(insert(_REQUESTS).values(
+                channel=once[0], client_key=once[1], order_id=None, at=at.timestamp()))
+        except IntegrityError:
+            raise _Claimed from None
+
+    async def _filed(self, once: tuple[str, str]) -> int | None:
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(select(_REQUESTS.c.order_id).where(
+                _REQUESTS.c.channel == once[0], _REQUESTS.c.client_key == once[1]))
+        return None if found is None else int(found)
 
     async def _next_number(self, s: AsyncSession | AsyncConnection, at: datetime, *,
                            reread: bool = False) -> str:
@@ -622,6 +672,8 @@ class WorkOrders:
             await s.flush()
         except IntegrityError:
             raise OrderConflict(str(key)) from None
+        if str(record.step) in facts.FOLDED_STEPS:  # its assessment part, same transaction
+            await facts.refresh(s, [key])
 
     async def _save_attempt(self, key: int, a: Attempt) -> None:
         async with self.sessions() as s, s.begin():

@@ -126,61 +126,17 @@ def replay(
     centre = CallCenter(configs, default)
     log_path = Path(queue_log) if queue_log is not None else Path(path).with_name("queue_log")
     qlog = read_queue_log(log_path) if use_queue_log and log_path.is_file() else None
-    last = 0.0
-    first: float | None = None
-    skipped = 0
-    sessions = 0
     probes = sorted(states_at)
     states: list[dict[str, object]] = []
-    resync_id: str | None = None  # ActionID of the session's first QueueStatus
-    resync_seen = False
-    answer: list[dict[str, str]] = []
-
-    def apply(event: ev.Event) -> None:
-        while probes and first is not None and event.at > first + probes[0]:
+    trace = TraceEvents(path, qlog)
+    for event in trace:
+        while probes and trace.first is not None and event.at > trace.first + probes[0]:
             t = probes.pop(0)
-            centre.advance(first + t)
+            centre.advance(trace.first + t)
             states.append({"t": t, "agents": {a.name: a.state.value
                                               for a in centre.agents.values()}})
         centre.apply(event)
-
-    for frame in read_trace(path):
-        # Frames read together share a time: keep them strictly increasing, in wire order.
-        frame = replace(frame, t=max(frame.t, last + 1e-6))
-        if first is None:
-            first = frame.t
-        if is_banner_frame(frame.direction, frame.raw):
-            sessions += 1
-            if sessions > 1:
-                apply(ev.LinkChanged(last, False, "AMI session ended (new banner)"))
-            resync_id, resync_seen, answer = None, False, []
-            continue
-        headers = parse_frame(frame.raw.encode("utf-8"))
-        if frame.direction == "out":
-            if not resync_seen and headers.get("Action", "").lower() == "queuestatus":
-                resync_id, resync_seen = headers.get("ActionID"), True
-            continue
-        last = max(last, frame.t)
-        if "ActionID" in headers:
-            if resync_id is not None and headers.get("ActionID") == resync_id:
-                if headers.get("Event") == "QueueStatusComplete":
-                    apply(ev.Checkpoint(frame.t))
-                    apply(_gap_from_queue_log(
-                        ev.resync_from(frame.t, answer, None), qlog, centre))
-                    resync_id = None
-                elif "Event" in headers:
-                    answer.append(headers)
-            continue
-        if "Event" not in headers:
-            continue
-        try:
-            event = ev.to_event(headers, frame.t)
-        except ev.MalformedEvent as exc:
-            skipped += 1
-            log.warning("malformed event skipped", line=frame.line, error=str(exc))
-            continue
-        if event is not None:
-            apply(event)
+    first, last, skipped, sessions = trace.first, trace.last, trace.skipped, trace.sessions
     for t in probes:
         centre.advance((first or 0.0) + t)
         states.append({"t": t, "agents": {a.name: a.state.value
@@ -222,6 +178,65 @@ def replay(
     return out
 
 
+class TraceEvents:
+    """The events a trace feeds a :class:`CallCenter`, in order, as the live service
+    would apply them: the PBX's unsolicited events, and per AMI session a link-down
+    (from a new banner), the :class:`~acd.events.Checkpoint` and the
+    :class:`~acd.events.Resync` of its first ``QueueStatus`` answer (with the
+    queue_log lines written up to then, when ``qlog`` is given).  After iterating:
+    ``first`` / ``last`` (the first frame's and the last ``in`` frame's time),
+    ``skipped`` (malformed events) and ``sessions``."""
+
+    def __init__(self, path: str | Path, qlog: list[QueueLogEntry] | None = None) -> None:
+        self.path, self.qlog = path, qlog
+        self.first: float | None = None
+        self.last = 0.0
+        self.skipped = 0
+        self.sessions = 0
+
+    def __iter__(self) -> Iterator[ev.Event]:
+        resync_id: str | None = None  # ActionID of the session's first QueueStatus
+        resync_seen = False
+        answer: list[dict[str, str]] = []
+        for frame in read_trace(self.path):
+            # Frames read together share a time: keep them strictly increasing, in wire order.
+            frame = replace(frame, t=max(frame.t, self.last + 1e-6))
+            if self.first is None:
+                self.first = frame.t
+            if is_banner_frame(frame.direction, frame.raw):
+                self.sessions += 1
+                if self.sessions > 1:
+                    yield ev.LinkChanged(self.last, False, "AMI session ended (new banner)")
+                resync_id, resync_seen, answer = None, False, []
+                continue
+            headers = parse_frame(frame.raw.encode("utf-8"))
+            if frame.direction == "out":
+                if not resync_seen and headers.get("Action", "").lower() == "queuestatus":
+                    resync_id, resync_seen = headers.get("ActionID"), True
+                continue
+            self.last = max(self.last, frame.t)
+            if "ActionID" in headers:
+                if resync_id is not None and headers.get("ActionID") == resync_id:
+                    if headers.get("Event") == "QueueStatusComplete":
+                        yield ev.Checkpoint(frame.t)
+                        yield _gap_from_queue_log(ev.resync_from(frame.t, answer, None),
+                                                  self.qlog)
+                        resync_id = None
+                    elif "Event" in headers:
+                        answer.append(headers)
+                continue
+            if "Event" not in headers:
+                continue
+            try:
+                event = ev.to_event(headers, frame.t)
+            except ev.MalformedEvent as exc:
+                self.skipped += 1
+                log.warning("malformed event skipped", line=frame.line, error=str(exc))
+                continue
+            if event is not None:
+                yield event
+
+
 def read_queue_log(path: Path) -> list[QueueLogEntry]:
     """Asterisk's queue_log file as entries; :class:`TraceError` when unreadable."""
     try:
@@ -230,8 +245,7 @@ def read_queue_log(path: Path) -> list[QueueLogEntry]:
         raise TraceError(f"cannot read queue_log {path}: {exc.strerror}") from None
 
 
-def _gap_from_queue_log(resync: ev.Resync, qlog: list[QueueLogEntry] | None,
-                        centre: CallCenter) -> ev.Resync:
+def _gap_from_queue_log(resync: ev.Resync, qlog: list[QueueLogEntry] | None) -> ev.Resync:
     """The resync, with the queue_log lines written up to its moment (the live service
     reads the log when it resynchronises; later lines do not exist yet)."""
     if qlog is None:

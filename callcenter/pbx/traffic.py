@@ -163,10 +163,28 @@ class CallSpec:
     talk: float | None = None
     exit_key_after: float | None = None
     kind: str = "random"
+    #: What happens to the call beyond one queue (:data:`FLOWS`): "" (nothing), or
+    #: "overflow" (``Queue(q,,,,flow_after)`` times out, then the dialplan goes on into
+    #: ``flow_queue``), "blind" (the operator's AMI BlindTransfer to ``flow_queue`` after
+    #: ``flow_after`` s of talk), "redirect" (the console's AMI Redirect of the caller to
+    #: ``flow_queue`` after ``flow_after`` s of talk), "attended" (the operator's attended
+    #: transfer to ``flow_queue`` after ``flow_after`` s of talk: a consultation leg of
+    #: its own joins that queue), "survey" (``Queue(q,c)``: the operator hangs up and the
+    #: caller stays ``flow_after`` s in the after-call survey), "survey_star" (the same
+    #: after the operator's ``*`` disconnect).
+    flow: str = ""
+    flow_queue: str = ""
+    flow_after: float = 0.0
 
     def variables(self) -> dict[str, str]:
         """The channel variables a caller carries (manager.conf ``channelvars``)."""
         return {"HOTLINE": self.hotline, "CATEGORY": self.category, "IVR_PATH": self.ivr_path}
+
+
+#: The call flows the simulator plays (:attr:`CallSpec.flow`); those that need
+#: ``flow_queue`` first.
+FLOWS = ("overflow", "blind", "redirect", "attended", "survey", "survey_star")
+TWO_QUEUE_FLOWS = frozenset({"overflow", "blind", "redirect", "attended"})
 
 
 class CallSource(Protocol):
@@ -220,10 +238,14 @@ class TrafficConfig:
     first_call_after: float | None = None  # seconds after the origin; None = drawn
     repeat_share: float = 0.0  # share of calls from a caller already known (0..1)
     known_callers: tuple[tuple[str, str], ...] = ()  # (number, name) who may call again
+    flow_share: float = 0.0  # share of calls that take one of FLOWS (0..1), evenly
+    flow_queue: str = ""  # the second queue of overflows and transfers ("" = none of those)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor <= 1.0 or not 0.0 <= self.repeat_share <= 1.0:
             raise ValueError("floor and repeat_share are shares within 0..1")
+        if not 0.0 <= self.flow_share <= 1.0:
+            raise ValueError("flow_share is a share within 0..1")
         if self.first_call_after is not None and self.first_call_after < 0:
             raise ValueError("first_call_after must not be negative")
         if len(self.profile) != 24 or max(self.profile) <= 0 or min(self.profile) < 0:
@@ -316,7 +338,7 @@ class RandomTraffic:
             number, name = invented_mobile(rng), chinese_name(rng)
             if c.repeat_share:
                 self.callers.append((number, name))
-        return CallSpec(
+        spec = CallSpec(
             at=t,
             number=number,
             name=name,
@@ -326,6 +348,14 @@ class RandomTraffic:
             patience=max(1.0, patience),
             exit_key_after=key,
         )
+        if c.flow_share and rng.random() < c.flow_share:  # (no draw without flows)
+            flows = FLOWS if c.flow_queue else tuple(f for f in FLOWS
+                                                     if f not in TWO_QUEUE_FLOWS)
+            flow = rng.choice(flows)
+            after = {"overflow": rng.uniform(5.0, 30.0), "survey": rng.uniform(5.0, 30.0),
+                     "survey_star": rng.uniform(5.0, 30.0)}.get(flow, rng.uniform(2.0, 20.0))
+            spec = replace(spec, flow=flow, flow_queue=c.flow_queue, flow_after=round(after))
+        return spec
 
     def ring_delay(self, call: CallSpec) -> float | None:
         if call.ring is not None:

@@ -78,6 +78,7 @@ from callcenter.pbx.sim.model import (
     Channel,
     CitizenCall,
     IllegalTransition,
+    Leg,
     Member,
     PbxConfig,
     Phone,
@@ -126,6 +127,9 @@ from callcenter.pbx.traffic import (
 )
 
 log = structlog.get_logger(__name__)
+
+#: Seconds an operator consults the second operator before completing an attended transfer.
+CONSULT_S = 3.0
 
 
 # --------------------------------------------------------------------------- the core
@@ -231,6 +235,10 @@ class Pbx(OutboundCalls, AdminActions):
         end event and no queue_log end line; counters restart at 0; persistent members
         come back; a QUEUESTART line opens the new run.  (The IO edge drops the AMI
         sessions: the process that held them is gone.)"""
+        for ch in self.channels.values():  # callers in the dialplan (survey) too
+            if isinstance(ch.owner, Call):
+                ch.owner.state = GONE
+                ch.owner.pending.clear()
         for q in self.queues.values():
             for call in q.callers:
                 call.state = GONE
@@ -328,7 +336,7 @@ class Pbx(OutboundCalls, AdminActions):
                 f"Penalty: {m.penalty}\r\nCallsTaken: {m.calls}\r\nLastCall: {m.last_call}\r\n"
                 f"LastPause: {m.last_pause}\r\nLoginTime: {m.login_time}\r\n"
                 f"InCall: {int(m.in_call)}\r\nStatus: {m.status}\r\nPaused: {int(m.paused)}\r\n"
-                f"PausedReason: {m.reason}\r\nRinginuse: 0\r\nWrapuptime: 0\r\n")
+                f"PausedReason: {m.reason}\r\nRinginuse: 0\r\nWrapuptime: {m.wrapuptime}\r\n")
 
     def _cached_device(self, device: str, state: str) -> None:
         """A cachable custom device (``Queue:...``): DeviceStateChange only when it changes."""
@@ -343,9 +351,9 @@ class Pbx(OutboundCalls, AdminActions):
         ringing Local channel member still counts, as in the trace).
         """
         if q.members or f"Queue:{q.name}_avail" in self._devices:
-            now_i, wrap = int(self.now), q.cfg.wrapuptime
+            now_i = int(self.now)
             state = "NOT_INUSE" if any(
-                not (wrap and m.last_call and now_i - wrap < m.last_call)
+                not (self._wrap(q, m) and m.last_call and now_i - self._wrap(q, m) < m.last_call)
                 for m in q.members.values() if m.status <= NOT_INUSE and not m.paused
             ) else "INUSE"
             self._cached_device(f"Queue:{q.name}_avail", state)
@@ -368,8 +376,10 @@ class Pbx(OutboundCalls, AdminActions):
             self._refresh_idle(m)
 
     def add_member(self, queue: str, interface: str, membername: str = "", penalty: int = 0,
-                   paused: bool = False, reason: str = "", state_interface: str = "") -> str:
-        """QueueAdd; returns '' or Asterisk's error text."""
+                   paused: bool = False, reason: str = "", state_interface: str = "",
+                   wrapuptime: int = 0) -> str:
+        """QueueAdd; returns '' or Asterisk's error text.  ``wrapuptime`` > 0 is the
+        member's own wrap-up, which wins over the queue's (app_queue ``get_wrapuptime``)."""
         q = self.queues.get(queue)
         if q is None:
             return "Unable to add interface to queue: No such queue"
@@ -377,7 +387,7 @@ class Pbx(OutboundCalls, AdminActions):
             return "Unable to add interface: Already there"
         phone = self._phone(interface)
         m = Member(q, membername or interface, interface, state_interface or interface, penalty,
-                   int(self.now), phone)
+                   int(self.now), phone, max(0, wrapuptime))
         m.custom = self._custom
         m.qpos = len(q.members)
         q.members[interface] = m
@@ -456,11 +466,16 @@ class Pbx(OutboundCalls, AdminActions):
                     call.counted = True
         return ""
 
+    @staticmethod
+    def _wrap(q: Queue, m: Member) -> int:
+        """get_wrapuptime(): the member's own wrap-up when set, else the queue's."""
+        return m.wrapuptime or q.cfg.wrapuptime
+
     def _available(self, q: Queue, m: Member) -> bool:
         """is_member_available() with ringinuse=no: idle phone, not paused, out of wrap-up."""
         if m.interface not in q.idle or m.status > NOT_INUSE:
             return False
-        wrap = q.cfg.wrapuptime
+        wrap = self._wrap(q, m)
         return not (wrap and m.last_call and int(self.now) - wrap < m.last_call)
 
     def _count_available(self, q: Queue, enough: int) -> int:
@@ -602,9 +617,23 @@ class Pbx(OutboundCalls, AdminActions):
         if spec.exit_key_after is not None:
             self._at(self.now + spec.exit_key_after, self._exit_key, call)
 
-    def _enter_queue(self, call: Call, q: Queue) -> None:
+    def _flow_target(self, call: Call) -> Queue | None:
+        """The second queue of the call's flow, while it is not there yet."""
+        spec = call.spec
+        target = self.queues.get(spec.flow_queue) if spec.flow_queue else None
+        return target if target is not None and target is not call.queue else None
+
+    def _wait_limit(self, call: Call, q: Queue) -> int:
+        """Queue()'s timeout argument: the flow's own for an overflow's first queue."""
+        if call.spec.flow == "overflow" and self._flow_target(call) is not None:
+            return max(1, int(call.spec.flow_after))
+        return q.cfg.maxwait
+
+    def _enter_queue(self, call: Call, q: Queue, turn: bool = True) -> None:
         c2 = call.c2
-        c2.set(priority=2, app="Queue", appdata=f"{q.name},r,,,{q.cfg.maxwait or ''}")
+        call.queue = q
+        limit = self._wait_limit(call, q)
+        c2.set(priority=2, app="Queue", appdata=f"{q.name},r,,,{limit or ''}")
         call.queue = q
         q.callers.append(call)
         call.pos = call.orig_pos = len(q.callers)
@@ -616,9 +645,10 @@ class Pbx(OutboundCalls, AdminActions):
         self._qlog(c2.uniqueid, q.name, "NONE", "ENTERQUEUE", "", call.spec.number,
                    call.pos)
         self._move(call, "join")
-        if q.cfg.maxwait:
-            self._at(self.now + q.cfg.maxwait, self._expire, (call, call.start, q))
-        self._try_turn(call)
+        if limit:
+            self._at(self.now + limit, self._expire, (call, call.start, q))
+        if turn:
+            self._try_turn(call)
 
     def _leave_queue(self, call: Call, abandon: bool, why: str = "ABANDON") -> None:
         q = call.queue
@@ -657,7 +687,8 @@ class Pbx(OutboundCalls, AdminActions):
             return
         q = call.queue
         now_i = int(self.now)
-        if q.cfg.maxwait and now_i >= call.start + q.cfg.maxwait:
+        limit = self._wait_limit(call, q)
+        if limit and now_i >= call.start + limit:
             self._exit_queue(call, "timeout")
             return
         if not q.idle:
@@ -832,6 +863,8 @@ class Pbx(OutboundCalls, AdminActions):
                    int(self.now - att.start))
         self._move(call, "answer")
         call.member, call.a1, call.a2, call.connect_int = m, a1, a2, now_i
+        call.counted = False
+        call.leg_no += 1
         self._set_phone(phone, TALKING)
         phone.attempt, phone.call = None, call
         m.in_call = True
@@ -855,7 +888,18 @@ class Pbx(OutboundCalls, AdminActions):
             a2.set(priority=3, appdata=fmt_num(talk))
         caller_ends = (not spec.patience_from_arrival and self.traffic is not None
                        and self.traffic.caller_ends_call(spec))
-        self._at(self.now + AGENT_SETTLE + talk, self._talk_over, (call, caller_ends))
+        if spec.kind == "consult":  # an attended transfer's second operator answered
+            self._at(self.now + AGENT_SETTLE + CONSULT_S, self._attended_done,
+                     (call, call.leg_no, caller_ends, talk))
+            return
+        if spec.flow in ("blind", "redirect", "attended") and self._flow_target(call):
+            self._at(self.now + AGENT_SETTLE + min(spec.flow_after, talk), self._transfer,
+                     (call, call.leg_no))
+            return
+        if spec.flow in ("survey", "survey_star"):
+            caller_ends = False  # the operator leaves; the caller goes on to the survey
+        self._at(self.now + AGENT_SETTLE + talk, self._talk_over,
+                 (call, caller_ends, call.leg_no))
 
     def _bridge_event(self, name: str, bridge: str, count: int, ch: Channel) -> None:
         self._emit(name, CALL, f"BridgeUniqueid: {bridge}\r\n{BRIDGE_FIELDS}"
@@ -865,16 +909,213 @@ class Pbx(OutboundCalls, AdminActions):
         self._emit("BridgeDestroy", CALL, f"BridgeUniqueid: {bridge}\r\n{BRIDGE_FIELDS}"
                    "BridgeNumChannels: 0\r\nBridgeVideoSourceMode: none\r\n")
 
-    def _talk_over(self, arg: tuple[Call, bool]) -> None:
-        call, caller_ends = arg
-        if call.state != TALKING_CALLER:
+    def _talk_over(self, arg: tuple[Call, bool, int]) -> None:
+        call, caller_ends, leg = arg
+        if call.state != TALKING_CALLER or leg != call.leg_no:
             return
         if caller_ends:
             self.caller_hangup(call, own=True)
+        elif call.spec.flow == "survey_star":
+            self._agent_star(call)
         else:
-            self._agent_hangup(call)
+            self._agent_hangup(call, caller_stays=call.spec.flow == "survey")
 
-    def _complete(self, call: Call, reason: str) -> None:
+    def _transfer(self, arg: tuple[Call, int]) -> None:
+        """The operator (or the console) moves a talking caller to the flow's queue."""
+        call, leg = arg
+        target = self._flow_target(call)
+        if call.state != TALKING_CALLER or leg != call.leg_no or target is None:
+            return
+        if call.spec.flow == "blind":
+            self._blind_transfer(call, target)
+        elif call.spec.flow == "attended":
+            self._attended_transfer(call, target)
+        else:
+            self._redirect_talking(call, target, "transfer", target.name)
+
+    def _survey(self, call: Call) -> None:
+        """Queue(...,c): the caller goes on in the dialplan (the after-call survey)."""
+        self._move(call, "leave")
+        call.c2.bridge = ""
+        call.c2.set(priority=3, app="Read", appdata="survey")
+        self._at(self.now + max(1.0, call.spec.flow_after), self._caller_gone, call)
+
+    def _agent_star(self, call: Call) -> None:
+        """The operator leaves with the ``*`` disconnect (queue option ``h``): the
+        operator's channel hangs up and its device goes idle - app_queue counts the
+        call completed then (update_status) - but the AgentComplete comes only when
+        the caller leaves the survey (the trace's c21)."""
+        a1, a2, m = call.a1, call.a2, call.member
+        assert a1 is not None and m is not None
+        call.pending.append(self._leg(call))
+        self._count_completed(call)
+        self._bridge_event("BridgeLeave", call.bridge, 1, a1)
+        self._hangup(a1)
+        self._bridge_event("BridgeLeave", call.bridge, 0, call.c2)
+        self._bridge_destroy(call.bridge)
+        if a2 is not None:
+            self._hangup(a2)
+        self._survey(call)
+        self._phone_free(m.phone)
+
+    def _leg(self, call: Call) -> Leg:
+        shape = self.traffic.partial_complete() if self.traffic is not None else ""
+        return Leg(call, bare=shape == "nocaller")
+
+    def _pending_completes(self, call: Call) -> None:
+        """The AgentComplete (Reason caller, TalkTime to now) and COMPLETECALLER of every
+        visit the caller moved on from: app_queue sends them when its channel hangs up."""
+        for leg in call.pending:
+            q, m = leg.queue, leg.member
+            talk = int(self.now) - leg.connect_int
+            self._emit("AgentComplete", AGENT,
+                       ("" if leg.bare else call.c2.snap())
+                       + f"Queue: {q.name}\r\nInterface: {m.interface}\r\n"
+                       f"MemberName: {m.name}\r\nHoldTime: {leg.hold}\r\n"
+                       f"TalkTime: {talk}\r\nReason: caller\r\n")
+            self._qlog(call.c2.uniqueid, q.name, m.name, "COMPLETECALLER", leg.hold, talk,
+                       leg.orig_pos)
+        call.pending.clear()
+
+    def _blind_transfer(self, call: Call, target: Queue) -> None:
+        """AMI BlindTransfer of the operator's channel to ``target``@transfer, in the
+        recorded order: BlindTransfer, AgentComplete (Reason transfer, BLINDTRANSFER
+        in queue_log), the bridge torn down, the caller joins ``target``, the
+        operator's channels hang up and its device goes idle, then the new queue rings."""
+        c2, a1, a2, m = call.c2, call.a1, call.a2, call.member
+        assert a1 is not None and m is not None
+        context, exten = "transfer", target.name
+        self._emit("BlindTransfer", CALL,
+                   f"Result: Success\r\n{a1.render('Transferer')}{c2.render('Transferee')}"
+                   f"BridgeUniqueid: {call.bridge}\r\n{BRIDGE_FIELDS}"
+                   "BridgeNumChannels: 2\r\nBridgeVideoSourceMode: none\r\nIsExternal: Yes\r\n"
+                   f"Context: {context}\r\nExtension: {exten}\r\n")
+        self._complete(call, "transfer", (exten, context))
+        self._bridge_event("BridgeLeave", call.bridge, 1, c2)
+        self._bridge_event("BridgeLeave", call.bridge, 0, a1)
+        self._bridge_destroy(call.bridge)
+        if a2 is not None:
+            self._hangup_req(a2, soft=False)
+        self._move(call, "redirect")
+        c2.bridge = ""
+        c2.set(context=context, exten=exten, priority=1)
+        self._enter_queue(call, target, turn=False)
+        self._hangup(a1)
+        if a2 is not None:
+            self._hangup_req(a2, soft=True)
+            self._hangup(a2)
+        self._phone_free(m.phone)
+        self._try_turn(call)
+
+    def _attended_transfer(self, call: Call, target: Queue) -> None:
+        """The operator's attended transfer (AMI Atxfer) to ``target``@transfer: the caller
+        is held while a consultation leg - a Local channel pair with Uniqueids of its
+        own - joins ``target`` as a caller of its own (AMI-NOTES.md)."""
+        m = call.member
+        assert m is not None
+        spec = CallSpec(at=self.now, number=m.phone.ext, name=m.name,
+                        hotline=call.spec.hotline, category=call.spec.category,
+                        ivr_path=call.spec.ivr_path, queue=target.name, ring=2.0,
+                        talk=call.spec.talk, kind="consult")
+        consult = Call(spec, target)
+        consult.joined_to = call
+        base = f"Local/{target.name}@transfer-{self._next_local():08x}"
+        link = call.c1.linkedid
+        c1 = consult.c1 = self._new_channel(base + ";1", 0, "transfer", target.name, link,
+                                            call.c1.vars, consult)
+        c2 = consult.c2 = self._new_channel(base + ";2", 4, "transfer", target.name, link,
+                                            call.c1.vars, consult)
+        self._chan("MusicOnHoldStart", call.c2, "Class: default\r\n")
+        self._chan("Newchannel", c1)
+        self._chan("Newchannel", c2)
+        for ch in (c1, c2):
+            ch.set(cid_num=m.phone.ext, cid_name=m.name)
+        self._local_bridge(c1, c2, "transfer", target.name, "Yes")
+        c2.set(state=6)
+        c1.set(state=6)
+        self._chan("Newstate", c2)
+        self._chan("Newstate", c1)
+        self._enter_queue(consult, target)
+
+    def _attended_done(self, arg: tuple[Call, int, bool, float]) -> None:
+        """The first operator hangs up after the consultation: AttendedTransfer, the
+        first visit's AgentComplete (Reason transfer, ATTENDEDTRANSFER in queue_log),
+        the first operator's channels go; the caller talks on with the second
+        operator, whose visit is the consultation leg's (its own Uniqueid)."""
+        consult, leg, caller_ends, talk = arg
+        orig = consult.joined_to
+        if (consult.state != TALKING_CALLER or leg != consult.leg_no or orig is None
+                or orig.state != TALKING_CALLER or orig.a1 is None or consult.a1 is None):
+            return
+        a1, a2, m = orig.a1, orig.a2, orig.member
+        assert m is not None
+        bridge = self._bridge_id()
+        self._chan("MusicOnHoldStop", orig.c2)
+        self._emit("AttendedTransfer", CALL,
+                   f"Result: Success\r\n{a1.render('OrigTransferer')}"
+                   f"OrigBridgeUniqueid: {orig.bridge}\r\n{consult.c1.render('SecondTransferer')}"
+                   f"DestType: Bridge\r\nDestBridgeUniqueid: {bridge}\r\n"
+                   f"{orig.c2.render('Transferee')}{consult.a1.render('TransferTarget')}"
+                   "IsExternal: Yes\r\n")
+        self._complete(orig, "transfer", ("BRIDGE", bridge), kind="ATTENDEDTRANSFER")
+        self._bridge_event("BridgeLeave", orig.bridge, 1, orig.c2)
+        self._bridge_event("BridgeLeave", orig.bridge, 0, a1)
+        self._bridge_destroy(orig.bridge)
+        self._hangup(a1)
+        if a2 is not None:
+            self._hangup(a2)
+        self._move(orig, "leave")
+        orig.c2.set(app="Bridge", appdata="")
+        orig.c2.bridge = consult.c1.bridge = bridge
+        self._emit("BridgeCreate", CALL, f"BridgeUniqueid: {bridge}\r\n{BRIDGE_FIELDS}"
+                   "BridgeNumChannels: 0\r\nBridgeVideoSourceMode: none\r\n")
+        self._bridge_event("BridgeEnter", bridge, 1, orig.c2)
+        self._bridge_event("BridgeEnter", bridge, 2, consult.c1)
+        self._phone_free(m.phone)
+        self._at(self.now + talk, self._talk_over, (consult, caller_ends, consult.leg_no))
+
+    def _after_end(self, call: Call) -> None:
+        """A consultation leg ended: the caller it carried hangs up with it; one that was
+        never answered gives the caller back to the first operator."""
+        orig, call.joined_to = call.joined_to, None
+        if orig is None:
+            return
+        if orig.state == AFTER:
+            self.caller_hangup(orig)
+        elif orig.state == TALKING_CALLER:
+            self._chan("MusicOnHoldStop", orig.c2)
+            self._at(self.now + 5.0, self._talk_over, (orig, False, orig.leg_no))
+
+    def _redirect_talking(self, call: Call, target: Queue | None, context: str,
+                          exten: str) -> None:
+        """AMI Redirect of a talking caller's channel (the console's transfer), as the
+        trace's c19 shows: no transfer event; the caller leaves the bridge and joins
+        ``target`` (or goes on in the dialplan); the operator's channels hang up and its
+        device goes idle, which is when app_queue counts the first call completed; that
+        call's AgentComplete (Reason caller) comes only when the caller hangs up."""
+        c2, a1, a2, m = call.c2, call.a1, call.a2, call.member
+        assert a1 is not None and m is not None
+        call.pending.append(self._leg(call))
+        self._count_completed(call)
+        self._bridge_event("BridgeLeave", call.bridge, 1, c2)
+        self._move(call, "redirect")
+        c2.bridge = ""
+        c2.set(context=context, exten=exten, priority=1)
+        if target is not None:
+            self._enter_queue(call, target)
+        else:
+            self._move(call, "leave")
+            c2.set(app="Playback", appdata="")
+            self._at(self.now + self.config.after_queue_hold, self._caller_gone, call)
+        self._bridge_event("BridgeLeave", call.bridge, 0, a1)
+        self._bridge_destroy(call.bridge)
+        self._hangup(a1)
+        if a2 is not None:
+            self._hangup(a2)
+        self._phone_free(m.phone)
+
+    def _complete(self, call: Call, reason: str, transfer: tuple[str, str] = ("", ""),
+                  kind: str = "BLINDTRANSFER") -> None:
         """AgentComplete, then update_queue(): completed (+in SL) and smoothed talktime."""
         q, m = call.queue, call.member
         assert m is not None and call.a1 is not None
@@ -891,7 +1132,7 @@ class Pbx(OutboundCalls, AdminActions):
         if event is not None:
             self._qlog(call.c2.uniqueid, q.name, m.name, event, call.hold, talk, call.orig_pos)
         else:
-            self._qlog(call.c2.uniqueid, q.name, m.name, "BLINDTRANSFER", "", "", call.hold,
+            self._qlog(call.c2.uniqueid, q.name, m.name, kind, *transfer, call.hold,
                        talk, call.orig_pos)
         self._count_completed(call)
 
@@ -933,8 +1174,9 @@ class Pbx(OutboundCalls, AdminActions):
         self._device(device, state)
         self._device(device, state)
 
-    def _agent_hangup(self, call: Call) -> None:
-        """The operator hangs up: the recorded order of a COMPLETEAGENT."""
+    def _agent_hangup(self, call: Call, caller_stays: bool = False) -> None:
+        """The operator hangs up: the recorded order of a COMPLETEAGENT.  With
+        ``caller_stays`` (``Queue(...,c)``) the caller goes on to the survey."""
         c1, c2, a1, a2 = call.c1, call.c2, call.a1, call.a2
         assert a1 is not None and call.member is not None
         if a2 is not None:
@@ -949,13 +1191,19 @@ class Pbx(OutboundCalls, AdminActions):
         self._hangup(a1)
         self._bridge_event("BridgeLeave", call.bridge, 0, c2)
         self._bridge_destroy(call.bridge)
+        if caller_stays:
+            self._survey(call)
+            self._phone_free(call.member.phone)
+            return
         self._hangup_req(c2, soft=True)
         self._hangup_req(c1, soft=False)
         self._hangup(c2)
+        self._pending_completes(call)  # (the trace: right after the caller's ;2 hangs up)
         self._hangup_req(c1, soft=True)
         self._hangup(c1)
         self._move(call, "hangup")
         self._phone_free(call.member.phone)
+        self._after_end(call)
         self._caller_devices()
         if call.watched:
             self._queue_exit(call, "agent")
@@ -985,6 +1233,7 @@ class Pbx(OutboundCalls, AdminActions):
             a1, a2, m = call.a1, call.a2, call.member
             assert a1 is not None and m is not None
             self._complete(call, "caller")
+            self._pending_completes(call)
             self._hangup(c1)
             self._bridge_event("BridgeLeave", call.bridge, 1, c2)
             self._bridge_event("BridgeLeave", call.bridge, 0, a1)
@@ -1001,6 +1250,7 @@ class Pbx(OutboundCalls, AdminActions):
             self._move(call, "hangup")
             self._phone_free(m.phone)
         else:
+            self._pending_completes(call)
             self._hangup(c1)
             live = [a for a in call.attempts if a.live] if state == RINGING_CALLER else []
             for att in live:
@@ -1017,6 +1267,7 @@ class Pbx(OutboundCalls, AdminActions):
         self._caller_devices()
         if call.watched:
             self._queue_exit(call, "caller")
+        self._after_end(call)
 
     def _drop_attempts(self, call: Call) -> None:
         for att in call.attempts:
@@ -1031,9 +1282,13 @@ class Pbx(OutboundCalls, AdminActions):
             return
         if call.state == RINGING_CALLER:
             self._drop_attempts(call)
+        target = self._flow_target(call) if call.spec.flow == "overflow" else None
         self._leave_queue(call, abandon=why == "timeout",
                           why="EXITWITHTIMEOUT" if why == "timeout" else "EXITWITHKEY")
         self._move(call, "leave")
+        if why == "timeout" and target is not None:
+            self._enter_queue(call, target)  # the dialplan's next Queue(), same channel
+            return
         if call.watched:
             self._queue_exit(call, "left")
         call.c2.set(priority=3, app="VoiceMail" if why == "key" else "Playback", appdata="")
@@ -1051,11 +1306,14 @@ class Pbx(OutboundCalls, AdminActions):
     def redirect(self, call: Call, context: str, exten: str) -> bool:
         """Redirect a caller: into another queue (when ``exten`` names one) or out of the queue.
 
-        Interrupting Queue() counts as an abandon in app_queue, as a hang-up would.
-        A caller already talking to an operator is not moved (False).
+        Interrupting Queue() counts as an abandon in app_queue, as a hang-up would.  A
+        caller talking to an operator leaves the bridge (see :meth:`_redirect_talking`).
         """
-        if call.state in (TALKING_CALLER, GONE):
+        if call.state == GONE:
             return False
+        if call.state == TALKING_CALLER:
+            self._redirect_talking(call, self.queues.get(exten), context, exten)
+            return True
         if call.state == RINGING_CALLER:
             self._drop_attempts(call)
         if call.state in (WAITING, RINGING_CALLER):
@@ -1077,6 +1335,20 @@ class Pbx(OutboundCalls, AdminActions):
         """A watched caller's Queue() is over: tell the IO edge once (``queue_exits``)."""
         call.watched = False
         self.queue_exits.append((call, how))
+
+    def hold(self, interface: str, on: bool = True) -> bool:
+        """The operator's phone puts its queue call on hold (or takes it back): ``Hold`` /
+        ``Unhold`` on the operator's channel, with the call's ``Linkedid``, as chan_pjsip
+        raises them on a re-INVITE (Asterisk 12+); the caller hears music meanwhile.
+        False when the operator is on no queue call."""
+        phone = self.phones.get(self._phone(interface).device)
+        call = phone.call if phone is not None else None
+        if not isinstance(call, Call) or call.state != TALKING_CALLER or call.a1 is None:
+            return False
+        self._chan("Hold" if on else "Unhold", call.a1, "MusicClass: default\r\n" if on else "")
+        self._chan("MusicOnHoldStart" if on else "MusicOnHoldStop", call.c2,
+                   "Class: default\r\n" if on else "")
+        return True
 
     def set_device_state(self, device: str, state: str) -> str:
         """``Setvar DEVICE_STATE(Custom:x)=STATE``: members watching that device follow it.
@@ -1242,8 +1514,13 @@ class Pbx(OutboundCalls, AdminActions):
             penalty = int(f.get("penalty") or 0)
         except ValueError:
             return error_frame(aid, "Invalid penalty")
+        try:
+            wrapuptime = int(f.get("wrapuptime") or 0)
+        except ValueError:
+            return error_frame(aid, "Invalid wrapuptime")
         err = self.add_member(queue, interface, f.get("membername"), penalty,
-                              f.flag("paused"), f.get("reason"), f.get("stateinterface"))
+                              f.flag("paused"), f.get("reason"), f.get("stateinterface"),
+                              wrapuptime)
         return error_frame(aid, err) if err else response_frame(aid, Message="Added interface to queue")
 
     def _act_queue_remove(self, f: ActionFields, aid: str) -> str:
@@ -1296,7 +1573,7 @@ class Pbx(OutboundCalls, AdminActions):
                            f"LastPause: {m.last_pause}\r\nLoginTime: {m.login_time}\r\n"
                            f"InCall: {int(m.in_call)}\r\nStatus: {m.status}\r\n"
                            f"Paused: {int(m.paused)}\r\nPausedReason: {m.reason}\r\n"
-                           f"Wrapuptime: 0\r\n{tail}\r\n")
+                           f"Wrapuptime: {m.wrapuptime}\r\n{tail}\r\n")
                 items += 1
             for c in q.callers:
                 out.append(f"Event: QueueEntry\r\nQueue: {q.name}\r\nPosition: {c.pos}\r\n"

@@ -196,10 +196,11 @@ class Member:
         "reason",
         "removed",
         "state_interface",
+        "wrapuptime",
     )
 
     def __init__(self, queue: Queue, name: str, interface: str, state_interface: str,
-                 penalty: int, login_time: int, phone: Phone) -> None:
+                 penalty: int, login_time: int, phone: Phone, wrapuptime: int = 0) -> None:
         self.queue, self.name, self.interface = queue, name, interface
         self.state_interface, self.penalty, self.login_time = state_interface, penalty, login_time
         self.calls = self.last_call = self.last_pause = self.qpos = 0
@@ -208,6 +209,7 @@ class Member:
         self.phone = phone
         self.custom: dict[str, int] = {}
         self.custom_state = state_interface.startswith("Custom:")
+        self.wrapuptime = wrapuptime  # the member's own (QueueAdd Wrapuptime); 0 = the queue's
 
     @property
     def status(self) -> int:
@@ -284,8 +286,11 @@ CALLER_TRANSITIONS: dict[tuple[str, str], str] = {
     (RINGING_CALLER, "leave"): AFTER,
     (RINGING_CALLER, "redirect"): DIALPLAN,
     (TALKING_CALLER, "hangup"): GONE,
+    (TALKING_CALLER, "redirect"): DIALPLAN,  # BlindTransfer, the console's Redirect
+    (TALKING_CALLER, "leave"): AFTER,  # Queue(...,c): the operator left, the survey goes on
     (AFTER, "hangup"): GONE,
     (AFTER, "redirect"): DIALPLAN,
+    (AFTER, "join"): WAITING,  # the dialplan goes on into the next queue (overflow)
 }
 
 
@@ -307,8 +312,11 @@ class Call:
         "counted",
         "hold",
         "in_sl",
+        "joined_to",
+        "leg_no",
         "member",
         "orig_pos",
+        "pending",
         "pos",
         "queue",
         "spec",
@@ -329,9 +337,26 @@ class Call:
         self.a2: Channel | None = None
         self.bridge = ""
         self.in_sl = self.counted = False
+        self.leg_no = 0  # answered visits so far (a timer of an earlier one is stale)
+        self.pending: list[Leg] = []  # answered visits whose AgentComplete is still to come
+        self.joined_to: Call | None = None  # an attended transfer's consultation leg: the caller
 
     c1: Channel
     c2: Channel
+
+
+class Leg:
+    """An answered queue visit the caller has moved on from (the console's ``Redirect``,
+    the operator's ``*`` disconnect) whose AgentComplete app_queue sends only when the
+    caller's channel finally hangs up (``queue_stasis_data`` of app_queue.c)."""
+
+    __slots__ = ("bare", "connect_int", "hold", "member", "orig_pos", "queue")
+
+    def __init__(self, call: Call, bare: bool) -> None:
+        assert call.member is not None
+        self.queue, self.member, self.hold = call.queue, call.member, call.hold
+        self.connect_int, self.orig_pos = call.connect_int, call.orig_pos
+        self.bare = bare  # sent without the caller's channel fields (as the trace's c30)
 
 
 class Attempt:

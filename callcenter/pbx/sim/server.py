@@ -247,6 +247,7 @@ class PbxSimServer:
         self._timer_at = 0.0
         self._v0 = pbx.now
         self._m0 = 0.0
+        self._held: float | None = None  # the PBX time the clock stands at (hold_clock)
         self.frames_sent = 0
         self._pending: list[Frame] = []
 
@@ -285,7 +286,24 @@ class PbxSimServer:
             self._server = None
 
     def virtual_now(self) -> float:
+        if self._held is not None:
+            return self._held
         return self._v0 + (asyncio.get_running_loop().time() - self._m0) * self.speed
+
+    def hold_clock(self) -> None:
+        """Stop the PBX clock where it is (before :meth:`start`: at the core's start time):
+        nothing timed happens until :meth:`release_clock`, while actions are still
+        answered.  A test holds it until its service has connected, so that no call
+        ends before the service could have seen it."""
+        if self._held is None:
+            self._held = self.virtual_now() if self._server is not None else self.pbx.now
+
+    def release_clock(self) -> None:
+        """Let the PBX clock run again from where it was held."""
+        if self._held is None:
+            return
+        self._v0, self._m0, self._held = self._held, asyncio.get_running_loop().time(), None
+        self.reschedule()
 
     def sync(self) -> bool:
         """Advance the core towards the wall clock's virtual time, one slice of at most
@@ -508,8 +526,12 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
               start_time: float | None = None, start_hour: float = 9.5,
               peak_calls_per_hour: float = 120.0,
               channelvars: Sequence[str] = ("HOTLINE", "IVR_PATH", "CATEGORY"),
-              hold_arrivals: bool = False) -> Pbx:
-    """A Pbx with random (or constant-rate, or scripted) traffic, ready to advance."""
+              hold_arrivals: bool = False, calls_for: float | None = None,
+              talk_median: float | None = None,
+              patience_median: float | None = None) -> Pbx:
+    """A Pbx with random (or constant-rate, or scripted) traffic, ready to advance;
+    ``calls_for`` PBX seconds of arrivals at most (None: for ever); the medians in PBX
+    seconds replace the traffic model's (:class:`TrafficConfig`)."""
     qcfgs = tuple(q if isinstance(q, QueueConfig) else QueueConfig(name=q)
                   for q in (queues or [QueueConfig()]))
     t0 = time.time() if start_time is None else start_time
@@ -517,12 +539,34 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
     if scenario is not None:
         traffic = ScriptedTraffic(load_scenario(scenario), origin=t0 + 1.0)
     else:
+        shape: dict[str, float] = {}
+        if talk_median is not None:
+            shape |= {"talk_median": talk_median, "talk_min": min(15.0, talk_median / 3)}
+        if patience_median is not None:
+            shape["patience_median"] = patience_median
         traffic = RandomTraffic(TrafficConfig(rate=rate, start_hour=start_hour,
-                                              peak_calls_per_hour=peak_calls_per_hour),
+                                              peak_calls_per_hour=peak_calls_per_hour,
+                                              **shape),  # type: ignore[arg-type]
                                 seed=seed, origin=t0)
+        if calls_for is not None:
+            traffic = _Until(traffic, t0 + calls_for)
     config = PbxConfig(queues=qcfgs, agents=agents, channelvars=tuple(channelvars),
                        agent_breaks=scenario is None)
     return Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
+
+
+class _Until:
+    """A traffic source that sends no caller after ``end`` (PBX time)."""
+
+    def __init__(self, source: RandomTraffic, end: float) -> None:
+        self.source, self.end = source, end
+
+    def next_call(self, now: float) -> Any:
+        spec = self.source.next_call(now)
+        return spec if spec is not None and spec.at < self.end else None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
 
 
 def pregenerate(pbx: Pbx, seconds: float, step: float = 1.0) -> list[Frame]:
@@ -543,13 +587,22 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
                       peak_calls_per_hour: float = 120.0,
                       ready: Callable[[PbxSimServer], None] | None = None,
                       agi_url: str | None = None,
-                      recordings_root: str | Path | None = None) -> None:
-    """Serve a simulated Asterisk on ``host:port`` until cancelled."""
+                      recordings_root: str | Path | None = None,
+                      queue_log: str | Path | None = None, calls_for: float | None = None,
+                      talk_median: float | None = None,
+                      patience_median: float | None = None) -> None:
+    """Serve a simulated Asterisk on ``host:port`` until cancelled.
+
+    ``queue_log``: append Asterisk's queue_log lines to this file; ``calls_for``: no
+    caller arrives after this many PBX seconds (the calls under way finish);
+    ``talk_median`` / ``patience_median``: PBX seconds (the traffic model's medians;
+    the talk minimum follows at a third of the median)."""
     pbx = build_pbx(seed=seed, agents=agents, queues=queues, rate=rate, scenario=scenario,
                     start_hour=start_hour, peak_calls_per_hour=peak_calls_per_hour,
-                    hold_arrivals=agi_url is not None)
+                    hold_arrivals=agi_url is not None, calls_for=calls_for,
+                    talk_median=talk_median, patience_median=patience_median)
     server = PbxSimServer(pbx, host=host, port=port, users=users, speed=speed, agi_url=agi_url,
-                          recordings_root=recordings_root)
+                          recordings_root=recordings_root, queue_log=queue_log)
     await server.start()
     user, secret = next(iter(users.items()))
     print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
@@ -587,6 +640,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. agi://127.0.0.1:4573/hotline")
     parser.add_argument("--recordings-root", default=None,
                         help="write a tone WAV here for every MixMonitor that stops")
+    parser.add_argument("--queue-log", default=None,
+                        help="append Asterisk's queue_log lines to this file")
+    parser.add_argument("--calls-for", type=float, default=None,
+                        help="no caller arrives after this many PBX seconds")
+    parser.add_argument("--talk-median", type=float, default=None,
+                        help="median talk time in PBX seconds (default 180)")
+    parser.add_argument("--patience-median", type=float, default=None,
+                        help="median caller patience in PBX seconds (default 75)")
 
 
 async def main_from_args(args: argparse.Namespace) -> None:
@@ -596,4 +657,6 @@ async def main_from_args(args: argparse.Namespace) -> None:
                       users={args.username: args.secret}, rate=args.rate,
                       scenario=args.scenario, start_hour=args.start_hour,
                       peak_calls_per_hour=args.peak, agi_url=args.agi_url,
-                      recordings_root=getattr(args, "recordings_root", None))
+                      recordings_root=getattr(args, "recordings_root", None),
+                      queue_log=args.queue_log, calls_for=args.calls_for,
+                      talk_median=args.talk_median, patience_median=args.patience_median)

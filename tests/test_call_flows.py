@@ -1,0 +1,162 @@
+"""Each call flow of issue 16, played by the PBX simulator over real TCP to the live service.
+
+A blind transfer (AMI BlindTransfer), the console's own Redirect, an attended transfer
+(a consultation leg with its own Uniqueid), a queue timeout that overflows into a
+second queue, a member's own wrap-up (QueueAdd ``Wrapuptime: 30``) and a caller who
+goes on to the after-call survey (after the operator's hang-up, and after the ``*``
+disconnect, whose AgentComplete comes while the same operator talks to the next
+caller).  For each, the service's per-queue figures equal the simulator's own counters
+(Asterisk's ``Completed`` / ``Abandoned`` and their within-SL shares), and its stored
+visits equal the simulator's queue_log per queue and per operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acd.state import QueueConfig
+from callcenter.config import load
+from callcenter.db import Store
+from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import QueueConfig as SimQueue
+from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
+from callcenter.service import Service
+from tests.test_end_to_end import wait_for
+from tests.test_soak import logged_truth
+
+T0 = 1_795_000_000.0
+QUEUES = ("hotline", "hotline-en")
+
+
+@dataclass
+class Case:
+    flow: str
+    agents: int = 2
+    calls: list[CallSpec] = field(default_factory=list)
+    actions: list[dict[str, str]] = field(default_factory=list)  # sent at the start
+
+
+def call(at: float, n: int, *, talk: float = 20.0, **kw: Any) -> CallSpec:
+    return CallSpec(at=T0 + at, number=f"1380000{n:04d}", name=f"市民{n}", ring=1.0,
+                    talk=talk, **kw)
+
+
+def two_queue(flow: str, after: float) -> Case:
+    return Case(flow, calls=[call(5, 1, flow=flow, flow_queue="hotline-en", flow_after=after),
+                             call(60, 2, talk=10.0)])
+
+
+CASES = {
+    "blind": two_queue("blind", 8.0),
+    "redirect": two_queue("redirect", 8.0),
+    "attended": two_queue("attended", 8.0),
+    # Nobody answers in hotline (both paused there): Queue(hotline,,,,12) times out.
+    "overflow": Case("overflow", calls=[call(5, 1, flow="overflow", flow_queue="hotline-en",
+                                             flow_after=12.0)],
+                     actions=[{"Action": "QueuePause", "Interface": f"Local/{e}@agents/n",
+                               "Queue": "hotline", "Paused": "1"} for e in (1001, 1002)]),
+    # One operator: the next caller is hers while the first one is still in the survey.
+    "survey": Case("survey", agents=1, calls=[
+        call(5, 1, flow="survey", flow_after=30.0), call(24, 2, talk=10.0)]),
+    "survey_star": Case("survey_star", agents=1, calls=[
+        call(5, 1, flow="survey_star", flow_after=30.0), call(24, 2, talk=10.0)]),
+    # Her own 30 s wrap-up: the second caller waits for it (the queue's is 3 s).
+    "wrapup": Case("", agents=0, calls=[call(5, 1, talk=10.0), call(20, 2, talk=10.0)],
+                   actions=[{"Action": "QueueAdd", "Queue": "hotline",
+                             "Interface": "Local/1009@agents/n", "MemberName": "agent1009",
+                             "Wrapuptime": "30"}]),
+}
+
+
+async def play(case: Case, tmp_db: str, tmp_path: Path) -> tuple[Service, Pbx, Path]:
+    cfg = PbxConfig(queues=tuple(SimQueue(name=q) for q in QUEUES), agents=case.agents,
+                    agent_breaks=False)
+    pbx = Pbx(cfg, ScriptedTraffic(case.calls), start_time=T0, seed=16)
+    for action in case.actions:
+        assert "Success" in pbx.handle_action(action)
+    log_path = tmp_path / "queue_log"
+    server = PbxSimServer(pbx, port=0, users={"hotline": "pw"}, speed=60.0, queue_log=log_path)
+    server.hold_clock()
+    await server.start()
+    settings = load(env={})
+    settings.ami.port, settings.ami.secret = server.port, "pw"
+    settings.database_url = tmp_db
+    settings.queues = {q: QueueConfig(15, 3) for q in QUEUES}
+    service = Service(settings, clock=server.virtual_now)
+    await service.start()
+    try:
+        await wait_for(lambda: service.centre.link_up)
+        server.release_clock()
+        end = max(c.at for c in case.calls)
+        await wait_for(lambda: pbx.now > end + 5 and not pbx.channels, timeout=30)
+        await asyncio.sleep(0.1)
+        await service.drain()
+    finally:
+        await service.stop()
+        await server.stop()
+    return service, pbx, log_path
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_each_flow_counts_as_asterisk_does(name: str, tmp_db: str,
+                                                 tmp_path: Path) -> None:
+    case = CASES[name]
+    service, pbx, log_path = await play(case, tmp_db, tmp_path)
+    want_queue, want_agent = logged_truth(log_path)
+    # The service's own counters move as Asterisk's did, queue by queue.
+    for q in QUEUES:
+        sim, mine = pbx.queues[q], service.centre.observed.get(q)
+        got = (mine.completed, mine.abandoned, mine.completed_in_sl, mine.abandoned_in_sl
+               ) if mine else (0, 0, 0, 0)
+        assert got == (sim.completed, sim.abandoned, sim.completed_in_sl,
+                       sim.abandoned_in_sl), (q, got)
+    # The stored visits are queue_log's, per queue and per operator.
+    store = Store(service.settings.database_url)
+    rows = await store.calls_between(0, 2**40)
+    await store.close()
+    got_queue: dict[str, dict[str, int]] = {}
+    got_agent: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        g = got_queue.setdefault(r.queue, {"offered": 0, "answered": 0, "completed": 0,
+                                           "abandoned": 0})
+        g["offered"] += 1
+        if r.outcome in ("answered", "completed"):
+            g["answered"] += 1
+            got_agent.setdefault((r.queue, r.agent), [0, 0])[0] += 1
+        if r.outcome == "completed":
+            g["completed"] += 1
+            got_agent[(r.queue, r.agent)][1] += 1
+        g["abandoned"] += r.outcome == "abandoned"
+        assert not r.estimated, r.uniqueid  # seen event by event
+    assert got_queue == want_queue
+    assert got_agent == want_agent
+    # What each flow is about, said once more in its own terms.
+    by = {(r.channel_uniqueid, r.queue): r for r in rows}
+    if name in ("blind", "redirect", "overflow"):
+        first = next(r for r in rows if r.queue == "hotline" and r.visit == 1)
+        second = by[(first.channel_uniqueid, "hotline-en")]  # one channel, two queues
+        assert second.previous_visit == first.uniqueid and second.visit == 2
+        assert first.outcome == ("abandoned" if name == "overflow" else "completed")
+    if name == "attended":  # the consultation leg is a caller of hotline-en of its own
+        assert want_queue["hotline-en"]["completed"] == 1
+        assert {r.channel_uniqueid for r in rows if r.queue == "hotline-en"}.isdisjoint(
+            r.channel_uniqueid for r in rows if r.queue == "hotline")
+    if name in ("survey", "survey_star"):
+        first, second = sorted((r for r in rows if r.queue == "hotline"),
+                               key=lambda r: r.joined_at)
+        assert first.agent == second.agent == "agent1001"
+        # The operator's talk time ends when she left, not when the caller left the survey.
+        assert first.talk_time is not None and first.talk_time <= 22
+        agent = service.centre.agent_by_name("agent1001")
+        assert agent is not None and agent.calls_taken == 2
+    if name == "wrapup":
+        first, second = sorted(rows, key=lambda r: r.joined_at)
+        assert 29 <= first.wrap_s <= 31  # her own 30 s, not the queue's 3 s
+        assert second.hold_time is not None and second.hold_time >= 20  # not rung meanwhile
+        agent = service.centre.agent_by_name("agent1009")
+        assert agent is not None and agent.memberships["hotline"].wrapuptime == 30
