@@ -37,7 +37,7 @@ from callcenter.db import Store
 from callcenter.orders.knowledge import KnowledgeBase, category_tokens, segment
 from callcenter.orders.search import Query, find_orders, parse_query
 from callcenter.orders.store import WorkOrders
-from callcenter.orders.words import order_search_text
+from callcenter.orders.words import department_token, order_search_text, state_token
 
 TZ = ZoneInfo("Asia/Shanghai")
 RUNS = 60
@@ -233,7 +233,9 @@ def order_rows(n: int, seed: int, now: float) -> Iterator[dict[str, Any]]:
             "confidential": rng.random() < 0.03, "owner_unit": "centre",
             "lead_department": dept, "co_handlers": "", "location": location,
             "updated_at": at, "handling_due": due,
-            "version": 1, "channel": pick(rng, CHANNELS), "search_text": words,
+            "version": 1, "channel": pick(rng, CHANNELS),
+            "search_text": " ".join((words, state_token(state),
+                                     department_token(dept) if dept else "")).strip(),
             "request_type": pick(rng, REQUEST_TYPES), "caller_gender": rng.choice(("female", "male")),
             "district": district, "street": rng.choice(streets),
             "reply_method": pick(rng, [("phone", 80), ("sms", 15), ("none", 5)])}
@@ -287,8 +289,8 @@ async def load_orders(store: Store, n: int, seed: int, now: float
     rows = order_rows(n, seed, now)
     started = time.perf_counter()
     postgres = store.engine.dialect.name == "postgresql"
-    raw = await store.engine.raw_connection()
-    try:
+    async with store.engine.connect() as held:  # SQLAlchemy gives the connection back
+        raw = await held.get_raw_connection()
         conn = raw.driver_connection
         if postgres:
             schema = [r["indexdef"] for r in await conn.fetch(
@@ -335,8 +337,6 @@ async def load_orders(store: Store, n: int, seed: int, now: float
             await conn.commit()
             await conn.execute("ANALYZE")
             await conn.commit()
-    finally:
-        raw.close()
     return samples, time.perf_counter() - started
 
 

@@ -197,7 +197,7 @@ async def migrate(engine: AsyncEngine) -> None:
 
 def make_engine(url: str) -> AsyncEngine:
     ensure_sqlite_dir(url)
-    if make_url(url).get_backend_name() == "postgresql":
+    if make_url(url).get_driver_name() == "asyncpg":
         # A prepared statement's generic plan knows nothing of its parameters: a
         # full-text match under a LIMIT then looks cheap to find by walking the table
         # (or a sort index) row by row, which takes seconds at a million rows.  Plans

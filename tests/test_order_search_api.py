@@ -178,7 +178,7 @@ async def test_duplicates_merge_follow_and_unmerge(rig: Desk) -> None:
     assert audit[0].reason == "同一路灯，五人反映"
 
 
-async def test_intake_fields_are_filters_and_a_number_opens_its_order(rig: Rig) -> None:
+async def test_intake_fields_are_filters_and_a_number_opens_its_order(rig: Desk) -> None:
     """Migration 0012's columns: 诉求类型, district / street, 回复方式, gender."""
     from callcenter.orders.lifecycle import Actor, Caller, Intake, Role
 

@@ -391,7 +391,7 @@ function renderDetail(doc) {
     history.append(el("li", {},
       el("span", {cls: "when", text: when(h.at)}),
       el("strong", {text: tr("step." + h.step) + extra}),
-      el("span", {cls: "muted", text: " " + actorLabel(h)}),
+      el("span", {cls: "muted"}, ...textWithLinks(" " + actorLabel(h), (id) => openOrder(id))),
       h.reason ? el("div", {}, ...textWithLinks(h.reason, (id) => openOrder(id))) : null));
   }
 }

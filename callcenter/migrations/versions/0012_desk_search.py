@@ -5,6 +5,9 @@ base's category inside its full-text index.
   and ``street`` (of 事发地址) and ``reply_method`` (回复方式), filled from each
   order's snapshot (they were only inside its JSON), each indexed with
   ``created_at`` (the list's default order) except the gender.
+* ``work_orders.search_text`` is written again with a token for the order's state
+  and one per department handling it (``callcenter.orders.words.order_search_text``),
+  so a word combined with those filters is intersected inside the full-text index.
 * ``knowledge_articles`` gains ``search_meta`` (one token per level of the category
   path, ``callcenter.orders.knowledge.category_tokens``); SQLite's ``knowledge_fts``
   is rebuilt with it as a third column, PostgreSQL's stored ``search_vector`` with it
@@ -16,7 +19,7 @@ triggers are created again if missing, and ``tests/test_migrations.py`` checks t
 all exist after the whole chain.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0010
 """
 
 import json
@@ -25,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -103,6 +106,7 @@ def upgrade() -> None:
         op.add_column("work_orders", sa.Column(column, sa.String(length), nullable=False,
                                                server_default=""))
     _backfill_intake(bind)
+    _search_text(bind, marks=True)
     for name, columns in INDEXES.items():
         op.create_index(name, "work_orders", columns)
     op.add_column("knowledge_articles", sa.Column("search_meta", sa.Text, nullable=False,
@@ -141,6 +145,27 @@ def _backfill_intake(bind: sa.Connection) -> None:
         bind.execute(update, batch)
 
 
+def _search_text(bind: sa.Connection, *, marks: bool) -> None:
+    """Every order's ``search_text`` again, with (or, going down, without) the state
+    and department tokens; the FTS triggers (SQLite) and the stored vector
+    (PostgreSQL) follow."""
+    from callcenter.orders.words import order_search_text
+
+    orders = sa.table("work_orders", sa.column("id", sa.Integer),
+                      sa.column("search_text", sa.Text))
+    update = orders.update().where(orders.c.id == sa.bindparam("key")).values(
+        search_text=sa.bindparam("words"))
+    rows = bind.execute(sa.text("SELECT id, text, category, location, status, "
+                                "lead_department, co_handlers FROM work_orders")).all()
+    for i in range(0, len(rows), 5000):
+        bind.execute(update, [
+            {"key": key, "words": order_search_text(
+                text or "", category or "", location or "", state=(status or "") if marks
+                else "", departments=(lead or "", *(co or "").strip(",").split(","))
+                if marks else ())}
+            for key, text, category, location, status, lead, co in rows[i:i + 5000]])
+
+
 def _backfill_meta(bind: sa.Connection) -> None:
     from callcenter.orders.knowledge import category_tokens
 
@@ -163,6 +188,7 @@ def downgrade() -> None:
     else:
         for statement in _pg_vector(with_meta=False):
             op.execute(statement)
+    _search_text(op.get_bind(), marks=False)
     # ALTER TABLE ... DROP COLUMN (SQLite 3.35+) keeps the table and its triggers.
     op.execute("ALTER TABLE knowledge_articles DROP COLUMN search_meta")
     for name in reversed(INDEXES):
