@@ -74,7 +74,7 @@ def test_0012_fills_the_search_columns_from_the_rows_already_there(sync_db: str)
     from callcenter.orders.knowledge import category_tokens
 
     cfg = alembic_config(sync_db)
-    command.upgrade(cfg, "0010")
+    command.upgrade(cfg, "0013")
     engine = create_engine(sync_db)
     snapshot = {"intake": {"request_type": "complaint", "gender": "female",
                            "district": "和平区", "street": "南市街道", "reply_method": "sms"}}
@@ -106,7 +106,7 @@ def test_0012_fills_the_search_columns_from_the_rows_already_there(sync_db: str)
                                           "search_vector @@ to_tsquery('simple', :q)"),
                                      {"q": f"'{token}':D"}).all()
             assert len(found) == 1
-        command.downgrade(cfg, "0010")
+        command.downgrade(cfg, "0013")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM work_orders")).scalar() == 1
             assert conn.execute(text("SELECT count(*) FROM knowledge_articles")).scalar() == 1

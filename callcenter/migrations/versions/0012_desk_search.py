@@ -19,7 +19,7 @@ triggers are created again if missing, and ``tests/test_migrations.py`` checks t
 all exist after the whole chain.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0013
 """
 
 import json
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
