@@ -248,8 +248,16 @@ class ConsolesOnBus:
             await asyncio.sleep(every)
 
     async def _commands(self) -> None:
-        key, last = f"{self.prefix}:cmd", "$"
+        key, last = f"{self.prefix}:cmd", ""
         while True:
+            if not last:  # from the newest command on ("$" per read would skip some)
+                try:
+                    newest = await self.redis.xrevrange(key, count=1)
+                except (RedisError, OSError) as exc:
+                    log.warning("bus commands unreadable", error=str(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                last = newest[0][0].decode() if newest else "0-0"
             try:
                 got = await self.redis.xread({key: last}, block=1000, count=100)
                 for _k, entries in got or ():
@@ -466,8 +474,12 @@ async def _snapshot(w: Worker, viewer: Viewer) -> str | None:
         await w.follower.ready.wait()
         return w.follower.snapshot_message()
     assert w.consoles is not None
-    view = await w.consoles.wait_view(viewer.key, 10.0)
-    return None if view is None else view.snapshot_message()
+    for _ in range(10):  # asked again every 3 s: a core taking over, a command lost
+        view = await w.consoles.wait_view(viewer.key, 3.0)
+        if view is not None:
+            return view.snapshot_message()
+        w.ask(_username(viewer.key), "snapshot")
+    return None
 
 
 async def _send(w: Worker, viewer: Viewer) -> None:
