@@ -24,6 +24,7 @@ Nothing here reads the clock or the database: the caller passes the window and
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -420,11 +421,66 @@ def agent_report(states: Sequence[StateRow], taken: Mapping[str, tuple[int, int,
         f = get(name)
         f.calls_taken, f.completed, f.talk_s = calls_taken, completed, float(talk)
     for f in out.values():
-        busy = f.ringing_s + f.on_call_s + f.wrap_s
-        f.occupancy = pct(busy, busy + f.ready_s)
-        f.pause_share = pct(f.paused_s, f.signed_in_s)
-        f.agent_aht_s = round((f.talk_s + f.wrap_s) / f.completed, 2) if f.completed else 0.0
+        _agent_rates(f)
     return dict(sorted(out.items()))
+
+
+def _agent_rates(f: AgentFigures) -> None:
+    busy = f.ringing_s + f.on_call_s + f.wrap_s
+    f.occupancy = pct(busy, busy + f.ready_s)
+    f.pause_share = pct(f.paused_s, f.signed_in_s)
+    f.agent_aht_s = round((f.talk_s + f.wrap_s) / f.completed, 2) if f.completed else 0.0
+
+
+AGENT_SUMS = ("calls_taken", "completed", "talk_s", "wrap_s", "ring_no_answer",
+              "signed_in_s", "ready_s", "ringing_s", "on_call_s", "paused_s")
+"""An operator's figures that add up over days (the rates are worked out after)."""
+
+
+def agent_days(states: Sequence[StateRow],
+               days: Sequence[tuple[float, float, Mapping[str, tuple[int, int, float]]]]
+               ) -> list[dict[str, AgentFigures]]:
+    """:func:`agent_report` for each ``(start, end, taken)`` day, each from the state
+    log of the 24 hours before its start on (the state an agent was in at midnight is
+    known when it changed within the day before) - the rule every day's figures follow,
+    stored or not.  ``states`` in time order, from a day before the first start."""
+    ats = [r.at for r in states]
+    out = []
+    for start, end, taken in days:
+        first = bisect_left(ats, start - 86400)
+        out.append(agent_report(states[first:], taken, start, end))
+    return out
+
+
+def merge_agents(days: Iterable[Mapping[str, AgentFigures]]) -> dict[str, AgentFigures]:
+    """Operators' figures over several days: the day figures summed in day order
+    (:data:`AGENT_SUMS`, pauses by reason), the rates worked out from the sums."""
+    out: dict[str, AgentFigures] = {}
+    for day in days:
+        for name, d in day.items():
+            f = out.get(name)
+            if f is None:
+                f = out[name] = AgentFigures(name)
+            for k in AGENT_SUMS:
+                setattr(f, k, getattr(f, k) + getattr(d, k))
+            for reason, s in d.paused_by_reason.items():
+                f.paused_by_reason[reason] = f.paused_by_reason.get(reason, 0.0) + s
+    for f in out.values():
+        _agent_rates(f)
+    return dict(sorted(out.items()))
+
+
+def agent_to_json(f: AgentFigures) -> dict[str, Any]:
+    """What ``report_days`` keeps of a day's figures (exact: floats as they are)."""
+    return {k: getattr(f, k) for k in AGENT_SUMS} | {"paused_by_reason": f.paused_by_reason}
+
+
+def agent_from_json(name: str, d: Mapping[str, Any]) -> AgentFigures:
+    f = AgentFigures(name, paused_by_reason=dict(d.get("paused_by_reason") or {}))
+    for k in AGENT_SUMS:
+        setattr(f, k, d[k])
+    _agent_rates(f)
+    return f
 
 
 # --------------------------------------------------------------------------- shifts

@@ -140,6 +140,7 @@ class Console:
     max_unsent_bytes: int = 1 << 20
     max_unsent_age_s: float = 5.0
     slow_cuts: int = 0
+    trimmed_at: float = -1e9  # loop time of the last malloc_trim after cuts (live.py)
     # session (token hash) -> (cuts, not before): a client cut for not reading comes back
     # after a cool-down that doubles with each cut (2, 4 … 60 s)
     slow_cooldown: dict[str, tuple[int, float]] = field(default_factory=dict)

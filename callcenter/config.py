@@ -38,6 +38,12 @@ class Settings:
     database_url: str = "sqlite+aiosqlite:///var/hotline.db"
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    #: The web API's request rate limit (agent_console/ratelimit.py): requests per
+    #: second and burst per signed-in session, and per address without one; 0/s = off.
+    rate_session_per_s: float = 20.0
+    rate_session_burst: int = 200
+    rate_address_per_s: float = 50.0
+    rate_address_burst: int = 1000
     timezone: str = "Asia/Shanghai"
     short_abandon_s: int = 5
     #: Asterisk's queue_log file when the service can read it (same host or a shared
@@ -118,6 +124,13 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
     web = data.get("web", {})
     s.web_host = _typed(web, "host", str, "127.0.0.1", "web")
     s.web_port = _typed(web, "port", int, 8080, "web")
+    s.rate_session_per_s = _typed(web, "rate_session_per_s", float, 20.0, "web")
+    s.rate_session_burst = _typed(web, "rate_session_burst", int, 200, "web")
+    s.rate_address_per_s = _typed(web, "rate_address_per_s", float, 50.0, "web")
+    s.rate_address_burst = _typed(web, "rate_address_burst", int, 1000, "web")
+    if min(s.rate_session_per_s, s.rate_address_per_s) < 0 or min(
+            s.rate_session_burst, s.rate_address_burst) < 1:
+        raise ConfigError("[web] rate limits: per second >= 0 (0 = off), bursts >= 1")
     m = data.get("metrics", {})
     s.timezone = _typed(m, "timezone", str, "Asia/Shanghai", "metrics")
     try:

@@ -58,6 +58,7 @@ from acd.state import (
     QueueChanged,
     ResyncWanted,
 )
+from callcenter import report_days
 from callcenter.config import Settings
 from callcenter.db import RowsUnwritten, Store
 from callcenter.pbx.ami import AmiError, AmiLink
@@ -118,6 +119,7 @@ class Service:
         self._queue_log_engine: AsyncEngine | None = None
         self._last_at = 0.0
         self._last_resync = 0.0
+        self._summaries_due = 0.0
 
     # ---- lifecycle
 
@@ -394,6 +396,21 @@ class Service:
             await asyncio.sleep(0.5)
             await self.flush()
             self.centre.collect_finished()
+            await self.summarise()
+
+    async def summarise(self) -> None:
+        """The writer stores the report summary of a closed day that has none
+        (:mod:`callcenter.report_days`): one day per flush while some are missing, then
+        a look every five minutes (a late record deletes its day's summary)."""
+        now = self.clock()
+        if now < self._summaries_due:
+            return
+        try:
+            built = await report_days.build_due(self.store.engine, self.settings, now)
+        except Exception:  # a report reads the raw rows meanwhile: nothing is lost
+            log.exception("report summary not stored; will retry")
+            built = 0
+        self._summaries_due = now + (0.0 if built else 300.0)
 
     async def _tick_loop(self) -> None:
         while True:

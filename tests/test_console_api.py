@@ -29,6 +29,7 @@ from agent_console.hub import RESYNC, Hub, apply_ops, diff
 from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import DraftRow, WorkOrderRow
 from agent_console.orders_api import WORK_ORDERS
+from agent_console.ratelimit import RateSettings
 from agent_console.server import make_app
 from agent_console.session import CONSOLE, STATIC
 from agent_console.users_cli import add_arguments, main_from_args
@@ -71,8 +72,10 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, pbx = await started_service(tmp_db)
+    # Without the request rate limit: test_bad_input sends ~900 requests through this
+    # rig (the limit is tested in test_ratelimit).
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=3, base_s=30))
+                   throttle=LoginThrottle(free=3, base_s=30), rate_limit=RateSettings(0, 1, 0, 1))
     async with serving(service, app) as (server, people):
         r = Rig(service, pbx, server)
         r.people = people

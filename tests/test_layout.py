@@ -93,7 +93,10 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "callcenter.pbx": ("acd", "callcenter.config", "callcenter.logs",
                        "recordings.store"),  # the simulator writes MixMonitor WAVs with it
     "callcenter.orders": ("callcenter.db", "callcenter.config"),
-    "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami"),
+    # per-day report summaries: built by the service's writer, read by the reports
+    "callcenter.report_days": ("acd", "callcenter.config", "callcenter.db"),
+    "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
+                           "callcenter.report_days"),
     "callcenter.ops": ("callcenter.service",),
     "callcenter.bus": (),
     "callcenter.ha": (),
@@ -104,7 +107,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
             "callcenter.orders"),
     "agent_console": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
-                      "callcenter.ops",
+                      "callcenter.ops", "callcenter.report_days",
                       "callcenter.orders", "callcenter.service", "callcenter.runtime",
                       "recordings", "ivr"),
 }
