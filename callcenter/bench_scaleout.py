@@ -65,16 +65,20 @@ def rss_of(pid: int) -> float:
 METRIC = re.compile(r'^(\w+)(?:\{([^}]*)\})? ([-+0-9.eE]+|NaN|[+-]Inf)$')
 
 
-async def scrape(http: Any, url: str) -> dict[str, float]:
+def parse_metrics(text: str) -> dict[str, float]:
     """A Prometheus text page as {name{labels}: value}."""
-    async with http.get(url + "metrics") as r:
-        text = await r.text()
     out: dict[str, float] = {}
     for line in text.splitlines():
         m = METRIC.match(line)
         if m:
             out[f"{m.group(1)}{{{m.group(2) or ''}}}"] = float(m.group(3))
     return out
+
+
+async def scrape(http: Any, url: str) -> dict[str, float]:
+    """A process's ``/metrics`` (``url`` ends with a slash), parsed."""
+    async with http.get(url + "metrics") as r:
+        return parse_metrics(await r.text())
 
 
 def _one(metrics: dict[str, float], name: str) -> float:
@@ -131,26 +135,47 @@ async def _redis_cleanup(url: str, prefix: str) -> None:
 
 async def _accounts(db: str, operators: list[str], supervisors: list[str]
                     ) -> dict[str, str]:
-    """The accounts (cheaply hashed passwords), each with a session opened in the
-    database: {username: session cookie}.  (A sign-in over HTTP would rehash the password
-    at the core's full argon2 cost, seconds per account on a loaded 2-core machine;
-    sessions live in the database, so a cookie made here is one any worker accepts.)"""
-    from argon2 import PasswordHasher
+    """The accounts, written at once, each with a session opened in the database:
+    {username: session cookie}.  (A sign-in over HTTP would rehash the password at the
+    core's full argon2 cost, seconds per account on a loaded 2-core machine; sessions
+    live in the database, so a cookie made here is one any worker accepts.)"""
+    import secrets
 
-    from agent_console.auth import Passwords, Role, User, Users
+    from argon2 import PasswordHasher
+    from sqlalchemy import insert, select
+
+    from agent_console.auth import SESSION_MAX_S, Role, default_member, token_hash
+    from agent_console.models import SessionRow, UserRow
     from callcenter.db import make_engine
 
+    hashed = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+    now = time.time()
+    rows = []
+    for names, role in ((operators, Role.OPERATOR), (supervisors, Role.SUPERVISOR)):
+        for name in names:
+            member, iface = default_member(name) if role is Role.OPERATOR else ("", "")
+            rows.append({"username": name, "display_name": name, "role": role.value,
+                         "password_hash": hashed, "disabled": False, "member_name": member,
+                         "interface": iface, "queues": "", "created_at": now,
+                         "updated_at": now})
     engine = make_engine(db)
-    users = Users(engine, Passwords(PasswordHasher(time_cost=1, memory_cost=1024,
-                                                   parallelism=1)))
     tokens: dict[str, str] = {}
     try:
-        for names, role in ((operators, Role.OPERATOR), (supervisors, Role.SUPERVISOR)):
-            for name in names:
-                row = await users.get(name)
-                user = User.from_row(row) if row is not None else await users.add(
-                    name, PASSWORD, role)
-                tokens[name] = (await users.open_session(user, "127.0.0.1"))[0]
+        async with engine.begin() as conn:
+            have = set((await conn.scalars(select(UserRow.username))).all())
+            fresh = [r for r in rows if r["username"] not in have]
+            if fresh:
+                await conn.execute(insert(UserRow), fresh)
+            ids = dict((await conn.execute(select(UserRow.username, UserRow.id))).all())
+            sessions = []
+            for r in rows:
+                token = secrets.token_urlsafe(32)
+                tokens[r["username"]] = token
+                sessions.append({"token_hash": token_hash(token), "user_id": ids[r["username"]],
+                                 "csrf_token": secrets.token_urlsafe(32), "created_at": now,
+                                 "last_seen": now, "expires_at": now + SESSION_MAX_S,
+                                 "ip": "127.0.0.1"})
+            await conn.execute(insert(SessionRow), sessions)
     finally:
         await engine.dispose()
     return tokens
