@@ -107,7 +107,8 @@ DEVICE_NOT_INUSE = 1
 _PBX_EVENTS = frozenset({
     ev.CallerJoined, ev.CallerLeft, ev.CallerAbandoned, ev.AgentRung, ev.AgentAnswered,
     ev.AgentCompleted, ev.AgentRingNoAnswer, ev.AgentDumped, ev.MemberAdded, ev.MemberRemoved,
-    ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted})
+    ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted, ev.CallHeld,
+    ev.CallUnheld})
 
 #: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from the time an
 #: event was read (clock skew, a busy link): the same channel rarely visits one queue twice
@@ -148,6 +149,7 @@ class Agent:
     answered: int = 0
     ring_no_answer: int = 0
     talk_s: float = 0.0
+    hold_s: float = 0.0  # time its calls spent on hold (Hold ... Unhold), inside talk_s
     calls_taken: int = 0  # as Asterisk's CallsTaken: completed calls since the last login
 
     def step(self, step: str) -> AgentState:
@@ -224,6 +226,9 @@ class Call:
     ended_at: float | None = None
     talk_time: int | None = None
     wrap_s: float = 0.0
+    on_hold_s: float = 0.0  # Hold ... Unhold while connected; part of talk_time
+    held_since: float | None = None  # on hold now, since
+    linkedid: str = ""  # the call's oldest channel (not stored: Hold / Unhold find it)
     rings: int = 0
     ring_no_answer: int = 0
     estimated: bool = False  # settled from a resync, not seen event by event
@@ -263,6 +268,7 @@ class Call:
             "ended_at": self.ended_at,
             "talk_time": self.talk_time,
             "wrap_s": self.wrap_s,
+            "on_hold_s": self.on_hold_s,
             "rings": self.rings,
             "ring_no_answer": self.ring_no_answer,
             "estimated": self.estimated,
@@ -398,6 +404,7 @@ class CallCenter:
         self._ringing: dict[int, Agent] = {}  # agents in RINGING (an answer stops the others)
         self._wrapping: dict[int, Agent] = {}  # agents with a wrap-up timer set
         self._wrap_due: float | None = None  # no timer is due before this (may be early)
+        self._linked: dict[str, str] = {}  # Linkedid -> the queue caller's Uniqueid
         self._handlers = {
             ev.CallerJoined: self._caller_joined,
             ev.CallerLeft: self._caller_left,
@@ -412,6 +419,8 @@ class CallCenter:
             ev.MemberPaused: self._member_paused,
             ev.MemberStatus: self._member_status,
             ev.ChannelHungup: self._channel_hungup,
+            ev.CallHeld: self._call_held,
+            ev.CallUnheld: self._call_unheld,
             ev.LinkChanged: self._link_changed,
             ev.Resync: self._resync,
             ev.Checkpoint: self._take_checkpoint,
@@ -591,6 +600,8 @@ class CallCenter:
 
     def _finish(self, call: Call) -> None:
         self.finished.append(call)
+        if call.linkedid and self._linked.get(call.linkedid) == call.uniqueid:
+            del self._linked[call.linkedid]
 
     def _unwait(self, call: Call) -> None:
         self.waiting.get(call.queue, {}).pop(call.uniqueid, None)
@@ -657,6 +668,9 @@ class CallCenter:
             category=e.variables.get("CATEGORY", ""), ivr_path=e.variables.get("IVR_PATH", ""),
         )
         self.waiting.setdefault(e.queue, {})[e.uniqueid] = call
+        if e.linkedid and e.linkedid != e.uniqueid:
+            call.linkedid = e.linkedid
+            self._linked[e.linkedid] = e.uniqueid
         self._counters(e.queue)
         return changes + [CallChanged(call, "joined"), QueueChanged(e.queue)]
 
@@ -830,6 +844,7 @@ class CallCenter:
         its operator if they are still on it (``live=False``: settled after a gap; the
         resync that follows gives the operator the state the PBX reports)."""
         self.connected.pop((call.queue, call.interface), None)
+        self._end_hold(call, at)
         call.outcome = Outcome.COMPLETED
         call.ended_at = at
         call.talk_time = talk_time
@@ -852,6 +867,42 @@ class CallCenter:
                 agent.call = None
         self._finish(call)
         return changes
+
+    def _held_call(self, e: ev.CallHeld | ev.CallUnheld) -> Call | None:
+        """The connected queue call a Hold / Unhold belongs to, by the call's oldest
+        channel (``Linkedid``: the one that reached the queue, or the ``;1`` half of a
+        Local channel that did), else the held channel is the caller's own."""
+        for uid in (self._linked.get(e.linkedid), e.linkedid, e.uniqueid):
+            call = self.calls.get(uid) if uid else None
+            if call is not None and call.outcome is Outcome.ANSWERED:
+                return call
+        return None
+
+    def _call_held(self, e: ev.CallHeld) -> list[Change]:
+        call = self._held_call(e)
+        if call is None or call.held_since is not None:
+            return []
+        call.held_since = e.at
+        return [CallChanged(call, "held")]
+
+    def _call_unheld(self, e: ev.CallUnheld) -> list[Change]:
+        call = self._held_call(e)
+        if call is None or call.held_since is None:
+            return []
+        self._end_hold(call, e.at)
+        return [CallChanged(call, "unheld")]
+
+    def _end_hold(self, call: Call, at: float) -> None:
+        """Close a hold still running (Unhold, or the call ended on hold): its time
+        goes to the call and to its operator."""
+        if call.held_since is None:
+            return
+        span = max(0.0, at - call.held_since)
+        call.held_since = None
+        call.on_hold_s += span
+        agent = self.agents.get(call.interface) if call.interface else None
+        if agent is not None:
+            agent.hold_s += span
 
     def _ring_no_answer(self, e: ev.AgentRingNoAnswer) -> list[Change]:
         agent = self._agent(e.interface, e.member)

@@ -75,6 +75,7 @@ class CallRow(Base):
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     talk_time: Mapped[int | None] = mapped_column(Integer, nullable=True)
     wrap_s: Mapped[float] = mapped_column(Float, default=0.0)
+    on_hold_s: Mapped[float] = mapped_column(Float, default=0.0)  # migration 0010
     rings: Mapped[int] = mapped_column(Integer, default=0)
     ring_no_answer: Mapped[int] = mapped_column(Integer, default=0)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -137,17 +137,17 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
     return out
 
 
-async def load_taken(engine: AsyncEngine, start: float, end: float
-                     ) -> dict[str, tuple[int, int, float]]:
+async def load_taken(engine: AsyncEngine, start: float, end: float) -> dict[str, rp.Taken]:
     """:func:`acd.reports.calls_by_agent` as one grouped query."""
     completed = CallRow.outcome == "completed"
     q = select(CallRow.agent, func.count(), func.sum(case((completed, 1), else_=0)),
-               func.sum(case((completed, func.coalesce(CallRow.talk_time, 0)), else_=0))
+               func.sum(case((completed, func.coalesce(CallRow.talk_time, 0)), else_=0)),
+               func.sum(case((completed, func.coalesce(CallRow.on_hold_s, 0.0)), else_=0.0))
                ).where(CallRow.answered_at >= start, CallRow.answered_at < end,
                        CallRow.outcome.in_(ANSWERED), CallRow.agent != "").group_by(
         CallRow.agent)
     async with engine.connect() as conn:
-        return {a: (int(n), int(c or 0), float(t or 0)) for a, n, c, t in
+        return {a: (int(n), int(c or 0), float(t or 0), float(h or 0)) for a, n, c, t, h in
                 (await conn.execute(q)).all()}
 
 
@@ -164,7 +164,7 @@ async def load_states(engine: AsyncEngine, start: float, end: float) -> list[Any
 
 
 async def taken_by_day(engine: AsyncEngine, spans: Sequence[tuple[float, float]]
-                       ) -> list[dict[str, tuple[int, int, float]]]:
+                       ) -> list[dict[str, rp.Taken]]:
     """:func:`load_taken` for each day (read at once)."""
     return list(await asyncio.gather(*(load_taken(engine, a, b) for a, b in spans)))
 

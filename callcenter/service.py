@@ -130,6 +130,7 @@ class Service:
             since=self.clock() - 86400, limit=self.set_aside.maxlen or 1000))
         await self._load_recent(load_days)
         await self._restore_open_calls()
+        self._summaries_due = self.clock() + 60.0  # summaries wait until start-up is over
         # The service's tasks (and the link's, started from here) log with the PBX's name.
         ctx = contextvars.copy_context()
         ctx.run(structlog.contextvars.bind_contextvars, pbx=self.settings.ami.name)
@@ -495,7 +496,8 @@ def call_from_row(row: Any) -> Call:
                 previous=row.previous_visit or "")
     for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path", "left_at",
                  "answered_at", "hold_time", "agent", "interface", "ended_at", "talk_time",
-                 "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled"):
+                 "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled",
+                 "on_hold_s"):
         setattr(call, name, getattr(row, name))
     call.outcome = Outcome(row.outcome)
     return call

@@ -1,7 +1,8 @@
 """Reports from summaries (issue 14): ``report_days`` keeps each closed local day's call
 atoms and operators' figures; ``order_facts`` keeps each order's part of its receiving
 departments' assessment counts, by channel.  Indexes for the raw reads of a day:
-``calls.answered_at`` (operators' calls) and ``agent_states.at``.
+``calls.answered_at`` (operators' calls) and ``agent_states.at``; ``calls.on_hold_s``,
+the time a call spent on hold (AMI Hold ... Unhold).
 
 ``report_days`` is filled by the service's writer after upgrade (one closed day at a
 time).  ``order_facts`` is filled on the first report when orders already exist: the
@@ -45,6 +46,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_order_facts_received", "order_facts", ["first_received"])
     op.create_index("ix_calls_answered_at", "calls", ["answered_at"])
+    with op.batch_alter_table("calls") as batch:  # time on hold (AMI Hold ... Unhold)
+        batch.add_column(sa.Column("on_hold_s", sa.Float, nullable=False, server_default="0"))
     op.create_index("ix_agent_states_at", "agent_states", ["at"])
     bind = op.get_bind()
     if bind.execute(sa.text("SELECT 1 FROM work_order_events LIMIT 1")).first() is not None:
@@ -55,6 +58,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_agent_states_at", "agent_states")
+    with op.batch_alter_table("calls") as batch:
+        batch.drop_column("on_hold_s")
     op.drop_index("ix_calls_answered_at", "calls")
     op.drop_index("ix_order_facts_received", "order_facts")
     op.drop_table("order_facts")
