@@ -281,7 +281,8 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
         lags = []
         for url in urls:
             lags.append(histogram_p(await scrape(http, url), "hotline_bus_lag_seconds", 99))
-        out["bus_lag_p99_ms_at_most"] = max((le * 1000 for le, _ in lags), default=0.0)
+        bound = max((le * 1000 for le, _ in lags), default=0.0)  # None: past the top bucket
+        out["bus_lag_p99_ms_at_most"] = None if bound == float("inf") else bound
         out["bus_entries"] = sum(n for _, n in lags)
 
         # ---- max
@@ -492,7 +493,9 @@ def table(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                  f"backlog max {s.get('backlog_max')}")
     most = (f"{s.get('max_events_per_s', 0):,.0f} ({s.get('max_asked', 0):g}), "
             f"backlog max {s.get('max_backlog')}")
-    lag = f"<= {s.get('bus_lag_p99_ms_at_most')} ({s.get('bus_entries')} entries)"
+    bound = s.get("bus_lag_p99_ms_at_most", 0.0)
+    lag = (f"> 1000 ({s.get('bus_entries')} entries)" if bound is None
+           else f"<= {bound} ({s.get('bus_entries')} entries)")
     rows = [
         ("operators / wallboards (open, failed)",
          f"{r['operators']} / {r['wallboards']} {opened}", one_opened if one else "-"),

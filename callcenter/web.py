@@ -412,7 +412,10 @@ async def live_socket(request: web.Request) -> web.WebSocketResponse:
 async def _serve_socket(request: web.Request, w: Worker, token_hash: str,
                         key: str) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024, compress=False)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:  # the browser left during the handshake
+        return ws
     viewer = Viewer(ws, asyncio.Queue(), token_hash, key)
     stream, seq = request.query.get("stream"), request.query.get("seq")
     missed: list[str] | None = None
