@@ -135,6 +135,7 @@ class Agent:
     interface: str
     name: str
     state: AgentState = S.LOGGED_OUT
+    pbx: str = ""  # the PBX this member is on ("" with a single, unnamed PBX)
     since: float = 0.0
     reason: str = ""  # pause reason while paused
     paused: bool = False  # Asterisk's pause flag (may be set while on a call)
@@ -170,6 +171,7 @@ class Agent:
         return {
             "interface": self.interface,
             "name": self.name,
+            "pbx": self.pbx,
             "state": self.state.value,
             "reason": self.reason,
             "paused": self.paused,
@@ -238,10 +240,17 @@ class Call:
     end_reason: str = ""  # AgentComplete Reason (agent, caller, transfer) or device_idle...
     settled: str = ""  # how a visit we lost sight of was closed: queue_log, counters,
     #                    pbx_restart, service_restart ("" when seen event by event)
+    pbx: str = ""  # the PBX the call is on: its Uniqueid is only unique there
 
     def __post_init__(self) -> None:
         if not self.visit_id:
             self.visit_id = self.uniqueid
+
+    @property
+    def key(self) -> str:
+        """The channel's key across PBXs: its Uniqueid on the home PBX, else
+        ``<pbx>:<Uniqueid>`` (the visit key without its ``#<n>``)."""
+        return self.visit_id.partition("#")[0]
 
     def to_row(self) -> dict[str, object]:
         """The database row (``uniqueid`` holds the visit key; see migration 0005)."""
@@ -272,6 +281,7 @@ class Call:
             "rings": self.rings,
             "ring_no_answer": self.ring_no_answer,
             "estimated": self.estimated,
+            "pbx": self.pbx,
         }
 
 
@@ -305,6 +315,7 @@ class LinkStateChanged:
     up: bool
     reason: str
     at: float
+    pbx: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +382,17 @@ class CallCenter:
         queues: dict[str, QueueConfig] | None = None,
         default: QueueConfig | None = None,
         keep_finished: int = 5000,
+        *,
+        pbx: str = "",
+        key_prefix: str = "",
     ) -> None:
+        #: The PBX this centre models (one CallCenter per Asterisk: Uniqueids, interfaces,
+        #: counters and boot times are only meaningful per PBX).  Every Call and Agent
+        #: made here carries it.  ``key_prefix`` starts every visit key (``visit_id``),
+        #: e.g. ``"pbx2:"``, so records of several PBXs never share a key; the home PBX
+        #: has none, so a single PBX's keys are the bare Uniqueids they always were.
+        self.pbx = pbx
+        self.key_prefix = key_prefix
         self.queue_config = dict(queues or {})
         self.default_config = default or QueueConfig()
         self.calls: dict[str, Call] = {}  # each channel's latest visit, by uniqueid
@@ -537,7 +558,8 @@ class CallCenter:
     def _agent(self, interface: str, name: str) -> Agent:
         agent = self.agents.get(interface)
         if agent is None:
-            agent = Agent(interface=interface, name=name or interface, since=self.now)
+            agent = Agent(interface=interface, name=name or interface, since=self.now,
+                          pbx=self.pbx)
             self.agents[interface] = agent
         elif name and agent.name != name:
             agent.name = name
@@ -632,11 +654,13 @@ class CallCenter:
         """A new record for the channel's next queue visit, linked to the one before."""
         before = self.calls.get(uniqueid)
         if before is None:
-            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at)
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
+                        visit_id=self.key_prefix + uniqueid)
         else:
             n = before.visit + 1
-            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at,
-                        visit_id=f"{uniqueid}#{n}", visit=n, previous=before.visit_id)
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
+                        visit_id=f"{self.key_prefix}{uniqueid}#{n}", visit=n,
+                        previous=before.visit_id)
             for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path",
                          "channel"):
                 setattr(call, name, getattr(before, name))
@@ -1016,7 +1040,7 @@ class CallCenter:
             # broke were lost with it.
             self._down_at = min(e.at, self._last_pbx_event)
             self._at_down = {q: _copy(c) for q, c in self.observed.items()}
-        return [LinkStateChanged(e.up, e.reason, e.at)]
+        return [LinkStateChanged(e.up, e.reason, e.at, self.pbx)]
 
     def _pbx_booted(self, e: ev.PbxBooted) -> list[Change]:
         """FullyBooted (sent after every login): when the PBX process booted.  A boot
@@ -1169,7 +1193,7 @@ class CallCenter:
         self._checkpoint = None
         self._restart_pending = ""
         self._service_restarted = False
-        changes.append(LinkStateChanged(True, "resynchronised", at))
+        changes.append(LinkStateChanged(True, "resynchronised", at, self.pbx))
         changes += [QueueChanged(q) for q in self.queues()]
         return changes
 

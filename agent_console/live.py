@@ -8,8 +8,8 @@ in the transport's buffer, and a graceful close never ends while data is unsent 
 issue-12 fault: 300 such clients took the service from 88 to 263 MB).  Once a second
 :func:`_send_watchdog` measures each socket's *unsent backlog* (the transport's buffer
 plus the kernel's send queue, ``TIOCOUTQ``) and its age (since it last stayed under
-:data:`BACKLOG_FLOOR` with no send stuck); past ``Console.max_unsent_bytes`` (1 MiB)
-or ``Console.max_unsent_age_s`` (5 s) the socket is cut: a close frame with code
+:data:`BACKLOG_FLOOR` with no send stuck); past ``Console.max_unsent_bytes`` (512 KiB)
+or ``Console.max_unsent_age_s`` (2 s) the socket is cut: a close frame with code
 :data:`CLOSE_TOO_SLOW` (4408) if it goes out within a second, then the transport is
 aborted, which frees its buffers at once.  The session may open a socket again after
 a cool-down that doubles with each cut (2, 4, 8 … 60 s; before that ``/ws`` answers

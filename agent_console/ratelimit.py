@@ -50,6 +50,9 @@ class RateSettings:
     session_burst: int = 200
     address_per_s: float = 50.0
     address_burst: int = 1000
+    #: Reverse proxies (nginx) whose ``X-Forwarded-For`` names the client: for a request
+    #: from one of them the address is the last entry it appended, not the proxy's own.
+    trusted_proxies: frozenset[str] = frozenset()
 
 
 class Buckets:
@@ -114,6 +117,18 @@ class RateLimiter:
             return 0.0 if self.sessions is None else self.sessions.take(token_hash(token), now)
         return 0.0 if self.addresses is None else self.addresses.take(address, now)
 
+    def address(self, request: web.Request) -> str:
+        """The client's address: the remote end, or behind a trusted proxy the last
+        ``X-Forwarded-For`` entry (nginx's ``$proxy_add_x_forwarded_for`` appends the
+        address it saw; entries before it are the client's word and not trusted)."""
+        remote = request.remote or ""
+        if remote in self.settings.trusted_proxies:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            last = forwarded.rsplit(",", 1)[-1].strip()
+            if 0 < len(last) <= 45:
+                return last
+        return remote
+
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         """The aiohttp middleware (after the JSON errors, before the permissions)."""
         @web.middleware
@@ -124,10 +139,11 @@ class RateLimiter:
             if path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES):
                 return await handler(request)
             token = request.cookies.get(self.cookie)
-            wait = self.wait(token, request.remote or "")
+            address = self.address(request)
+            wait = self.wait(token, address)
             if wait > 0:
                 self.refused += 1
-                log.warning("request rate limited", path=path, address=request.remote,
+                log.warning("request rate limited", path=path, address=address,
                             by="session" if token and token_hash(token) in self._seen
                             else "address", wait_s=round(wait, 2))
                 raise ApiError(429, "too many requests; slow down and retry later",

@@ -151,7 +151,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     st = service.settings
     limiter = RateLimiter(rate_limit or RateSettings(
         st.rate_session_per_s, st.rate_session_burst, st.rate_address_per_s,
-        st.rate_address_burst), clock=service.clock)
+        st.rate_address_burst, frozenset(st.trusted_proxies)), clock=service.clock)
     # Errors as JSON; the rate limit; then who may use the route
     # (agent_console.permissions.ROUTES); then CSRF.
     app = web.Application(middlewares=[json_errors, limiter.middleware(), slow_client_gate,

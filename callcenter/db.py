@@ -84,6 +84,7 @@ class CallRow(Base):
     previous_visit: Mapped[str] = mapped_column(String(64), default="")
     end_reason: Mapped[str] = mapped_column(String(24), default="")
     settled: Mapped[str] = mapped_column(String(24), default="")  # queue_log, counters...
+    pbx: Mapped[str] = mapped_column(String(32), default="")  # "" = the home PBX (0013)
 
 
 class AgentStateRow(Base):
@@ -99,6 +100,7 @@ class AgentStateRow(Base):
     step: Mapped[str] = mapped_column(String(24))
     reason: Mapped[str] = mapped_column(String(80), default="")
     cause: Mapped[str] = mapped_column(String(80), default="")
+    pbx: Mapped[str] = mapped_column(String(32), default="")  # "" = the home PBX (0013)
     __table_args__ = (Index("ix_agent_states_agent_at", "agent", "at"),)
 
 

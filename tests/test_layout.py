@@ -103,7 +103,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # the scale-out rig (simulator child, core processes, queue_log truth): tests and bench
     "callcenter.scaleout": ("acd", "callcenter.db", "callcenter.logs", "callcenter.pbx"),
     "recordings": ("acd", "callcenter.config", "callcenter.db", "callcenter.runtime",
-                   "callcenter.pbx.ami", "callcenter.orders"),
+                   "callcenter.pbx.ami", "callcenter.orders",
+                   "ivr.values"),  # a pure leaf: values from the PBX on their way back
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
             "callcenter.orders"),
     "agent_console": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",

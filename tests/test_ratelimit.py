@@ -94,3 +94,20 @@ async def test_requests_without_a_session_share_the_address_bucket(rig: Any) -> 
     wrong = [(await outsider.login("op1", "wrong"))[0] for _ in range(2)]
     assert wrong == [429, 429]  # sign-ins from this address wait too
     assert app[RATE_LIMITER].refused == 4
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_key(tmp_db: str) -> None:
+    service, _ = await started_service(tmp_db)
+    app = make_app(service, passwords=CHEAP, failure_delay=0,
+                   rate_limit=RateSettings(0.001, 6, 0.001, 2, frozenset({"127.0.0.1"})))
+    async with serving(service, app) as (server, people):
+        p = Person(server)
+        people.append(p)
+
+        async def me(forwarded: str) -> int:
+            return (await p.call("GET", "/api/me", headers={"X-Forwarded-For": forwarded}))[0]
+        # Two clients behind nginx: each has its own address bucket (2 here).
+        assert [await me("10.0.0.1") for _ in range(3)] == [401, 401, 429]
+        assert [await me("10.0.0.2") for _ in range(2)] == [401, 401]
+        # Only the entry the proxy appended counts: a client's own prefix changes nothing.
+        assert await me("1.2.3.4, 10.0.0.1") == 429
