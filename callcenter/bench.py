@@ -925,9 +925,9 @@ class CountingService(Service):
 
     events_in = 0
 
-    def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+    def _on_ami_event(self, headers: dict[str, str], at: float, *edge: Any) -> None:
         self.events_in += 1
-        super()._on_ami_event(headers, at)
+        super()._on_ami_event(headers, at, *edge)
 
 
 async def _ask(conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
