@@ -45,6 +45,7 @@ class CallerJoined(Event):
     caller_name: str
     position: int
     variables: Mapping[str, str] = field(default_factory=dict)
+    linkedid: str = ""  # the call's oldest channel (Hold / Unhold name it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,26 @@ class PbxBooted(Event):
 
     uptime: int | None
     last_reload: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallHeld(Event):
+    """Hold (Asterisk 12+, ``main/stasis_channels.c``): ``channel`` put its call on hold
+    (the operator's phone; the other side hears music).  ``linkedid`` is the oldest
+    channel of the call: the caller's, whose Uniqueid is the queue call's."""
+
+    uniqueid: str
+    channel: str
+    linkedid: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallUnheld(Event):
+    """Unhold: the call put on hold by ``channel`` is taken back."""
+
+    uniqueid: str
+    channel: str
+    linkedid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +373,7 @@ def _caller_joined(h: Headers, at: float) -> CallerJoined:
     return CallerJoined(
         at, _req(h, "Queue"), _req(h, "Uniqueid"), h.get("Channel", ""), _caller_num(h),
         _caller_name(h), _int(h, "Position", 0), channel_variables(h),
+        h.get("Linkedid", ""),
     )
 
 
@@ -433,6 +455,10 @@ TRANSLATORS: dict[str, Callable[[Headers, float], Event]] = {
     "QueueMemberPaused": lambda h, at: MemberPaused(at, member_info(h)),  # Asterisk <= 12
     "QueueMemberStatus": lambda h, at: MemberStatus(at, member_info(h)),
     "Hangup": _hangup,
+    "Hold": lambda h, at: CallHeld(at, _req(h, "Uniqueid"), h.get("Channel", ""),
+                                   h.get("Linkedid", "")),
+    "Unhold": lambda h, at: CallUnheld(at, _req(h, "Uniqueid"), h.get("Channel", ""),
+                                       h.get("Linkedid", "")),
     "FullyBooted": _fully_booted,
 }
 

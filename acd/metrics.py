@@ -209,6 +209,11 @@ _ADDITIVE = ("offered", "answered", "completed", "abandoned", "exited", "interru
              "estimated", "wait_total_s", "talk_total_s", "handle_total_s")
 
 
+STORED_FIELDS = (*_ADDITIVE, "max_wait_s")
+"""What :func:`combine` reads of a part: a stored part (a day's atoms in ``report_days``)
+keeps these and gives back, through :func:`combine`, the very same figures."""
+
+
 def _rates(f: Figures) -> None:
     """Every rate and average from the counts and totals (see the module docstring)."""
     f.connection_rate = pct(f.answered, f.offered - f.waiting)

@@ -24,6 +24,7 @@ Nothing here reads the clock or the database: the caller passes the window and
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,17 +83,22 @@ DEFINITIONS: dict[str, Definition] = {d.key: d for d in (
                "已接通呼叫的平均等待秒数（Asterisk HoldTime）。Mean wait of answered calls.",
                "s"),
     Definition("aht_s", "平均处理时长", "AHT",
-               "已完成呼叫的平均（通话 + 话后整理）秒数。Mean talk + wrap-up.", "s"),
+               "已完成呼叫的平均（通话 + 保持 + 话后整理）秒数；Asterisk 的 TalkTime 已含保持。"
+               "Mean talk + hold + wrap-up.", "s"),
     Definition("max_wait_s", "最长等待", "Longest wait",
                "区间内接通或放弃的呼叫中最长的等待秒数。", "s"),
     Definition("calls_taken", "接听量", "Calls taken",
                "该话务员接通的呼叫数（接通时计）。Calls connected to this operator."),
-    Definition("talk_s", "通话时长", "Talk", "已完成呼叫的通话秒数合计。", "s"),
+    Definition("talk_s", "通话时长", "Talk",
+               "已完成呼叫的通话秒数合计，不含保持（Asterisk 的 TalkTime 减去保持时长）。"
+               "Talk excluding hold.", "s"),
     Definition("hold_s", "保持时长", "Hold",
-               "通话中保持（Hold）的秒数；AMI 的 Hold 事件尚未记录，暂为空。", "s"),
+               "已完成呼叫在通话中被保持的秒数合计（AMI Hold 至 Unhold；呼叫在保持中结束则"
+               "计到结束）。Time on hold (AMI Hold ... Unhold).", "s"),
     Definition("wrap_s", "话后整理", "Wrap-up", "话后整理（wrap-up）状态的秒数合计。", "s"),
     Definition("agent_aht_s", "平均处理时长", "AHT",
-               "（通话 + 话后整理）÷ 已完成呼叫数。", "s"),
+               "（通话 + 保持 + 话后整理）÷ 已完成呼叫数（行业定义：talk + hold + after-call "
+               "work）；等于 Asterisk 的 TalkTime（含保持）加话后整理。", "s"),
     Definition("ring_no_answer", "振铃未接", "Ring, no answer",
                "振铃后未接起（RINGNOANSWER，状态 ringing → ready/paused）的次数。"),
     Definition("signed_in_s", "签入时长", "Signed in", "不在“签出”状态的秒数。", "s"),
@@ -330,7 +336,7 @@ class AgentFigures:
     calls_taken: int = 0
     completed: int = 0
     talk_s: float = 0.0
-    hold_s: float | None = None  # Hold events are not recorded yet
+    hold_s: float = 0.0
     wrap_s: float = 0.0
     agent_aht_s: float = 0.0
     ring_no_answer: int = 0
@@ -352,24 +358,28 @@ class AgentFigures:
 RING_NOT_ANSWERED = frozenset({"ring_end", "ring_end_paused"})
 
 
-def calls_by_agent(calls: Iterable[CallLike], start: float, end: float
-                   ) -> dict[str, tuple[int, int, float]]:
-    """Per operator: (calls taken, completed, talk seconds of the completed) for the
-    calls answered in ``[start, end)`` (a call counts for whoever answered it, when)."""
-    out: dict[str, tuple[int, int, float]] = {}
+Taken = tuple[int, int, float, float]
+"""An operator's calls: (taken, completed, talk seconds and hold seconds of the completed)."""
+
+
+def calls_by_agent(calls: Iterable[CallLike], start: float, end: float) -> dict[str, Taken]:
+    """Per operator, :data:`Taken` for the calls answered in ``[start, end)`` (a call
+    counts for whoever answered it, when).  Talk is Asterisk's TalkTime, hold included."""
+    out: dict[str, Taken] = {}
     for c in calls:
         at = c.answered_at
         name = getattr(c, "agent", "") or ""
         outcome = str(c.outcome)
         if at is None or not name or not start <= at < end or outcome not in ANSWERED:
             continue
-        taken, completed, talk = out.get(name, (0, 0, 0.0))
+        taken, completed, talk, hold = out.get(name, (0, 0, 0.0, 0.0))
         done = outcome == "completed"
-        out[name] = (taken + 1, completed + done, talk + ((c.talk_time or 0) if done else 0))
+        out[name] = (taken + 1, completed + done, talk + ((c.talk_time or 0) if done else 0),
+                     hold + ((getattr(c, "on_hold_s", 0.0) or 0.0) if done else 0.0))
     return out
 
 
-def agent_report(states: Sequence[StateRow], taken: Mapping[str, tuple[int, int, float]],
+def agent_report(states: Sequence[StateRow], taken: Mapping[str, Taken],
                  start: float, end: float) -> dict[str, AgentFigures]:
     """Per operator over ``[start, end)`` (unix seconds; ``end`` no later than now).
 
@@ -416,15 +426,73 @@ def agent_report(states: Sequence[StateRow], taken: Mapping[str, tuple[int, int,
             get(row.agent).ring_no_answer += 1
     for name in list(current):
         close(name, end)
-    for name, (calls_taken, completed, talk) in taken.items():
+    for name, (calls_taken, completed, talk, hold) in taken.items():
         f = get(name)
-        f.calls_taken, f.completed, f.talk_s = calls_taken, completed, float(talk)
+        # talk without hold, so that talk + hold + wrap-up is the time handled
+        f.calls_taken, f.completed = calls_taken, completed
+        f.talk_s, f.hold_s = float(talk) - hold, float(hold)
     for f in out.values():
-        busy = f.ringing_s + f.on_call_s + f.wrap_s
-        f.occupancy = pct(busy, busy + f.ready_s)
-        f.pause_share = pct(f.paused_s, f.signed_in_s)
-        f.agent_aht_s = round((f.talk_s + f.wrap_s) / f.completed, 2) if f.completed else 0.0
+        _agent_rates(f)
     return dict(sorted(out.items()))
+
+
+def _agent_rates(f: AgentFigures) -> None:
+    busy = f.ringing_s + f.on_call_s + f.wrap_s
+    f.occupancy = pct(busy, busy + f.ready_s)
+    f.pause_share = pct(f.paused_s, f.signed_in_s)
+    f.agent_aht_s = (round((f.talk_s + f.hold_s + f.wrap_s) / f.completed, 2)
+                     if f.completed else 0.0)
+
+
+AGENT_SUMS = ("calls_taken", "completed", "talk_s", "hold_s", "wrap_s", "ring_no_answer",
+              "signed_in_s", "ready_s", "ringing_s", "on_call_s", "paused_s")
+"""An operator's figures that add up over days (the rates are worked out after)."""
+
+
+def agent_days(states: Sequence[StateRow],
+               days: Sequence[tuple[float, float, Mapping[str, Taken]]]
+               ) -> list[dict[str, AgentFigures]]:
+    """:func:`agent_report` for each ``(start, end, taken)`` day, each from the state
+    log of the 24 hours before its start on (the state an agent was in at midnight is
+    known when it changed within the day before) - the rule every day's figures follow,
+    stored or not.  ``states`` in time order, from a day before the first start."""
+    ats = [r.at for r in states]
+    out = []
+    for start, end, taken in days:
+        first = bisect_left(ats, start - 86400)
+        out.append(agent_report(states[first:], taken, start, end))
+    return out
+
+
+def merge_agents(days: Iterable[Mapping[str, AgentFigures]]) -> dict[str, AgentFigures]:
+    """Operators' figures over several days: the day figures summed in day order
+    (:data:`AGENT_SUMS`, pauses by reason), the rates worked out from the sums."""
+    out: dict[str, AgentFigures] = {}
+    for day in days:
+        for name, d in day.items():
+            f = out.get(name)
+            if f is None:
+                f = out[name] = AgentFigures(name)
+            for k in AGENT_SUMS:
+                setattr(f, k, getattr(f, k) + getattr(d, k))
+            for reason, s in d.paused_by_reason.items():
+                f.paused_by_reason[reason] = f.paused_by_reason.get(reason, 0.0) + s
+    for f in out.values():
+        _agent_rates(f)
+    return dict(sorted(out.items()))
+
+
+def agent_to_json(f: AgentFigures) -> dict[str, Any]:
+    """What ``report_days`` keeps of a day's figures (exact: floats as they are)."""
+    return {k: getattr(f, k) for k in AGENT_SUMS} | {"paused_by_reason": f.paused_by_reason}
+
+
+def agent_from_json(name: str, d: Mapping[str, Any]) -> AgentFigures:
+    f = AgentFigures(name, paused_by_reason=dict(d.get("paused_by_reason") or {}))
+    for k in AGENT_SUMS:
+        setattr(f, k, d[k])
+    _agent_rates(f)
+    return f
 
 
 # --------------------------------------------------------------------------- shifts

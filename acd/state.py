@@ -107,7 +107,8 @@ DEVICE_NOT_INUSE = 1
 _PBX_EVENTS = frozenset({
     ev.CallerJoined, ev.CallerLeft, ev.CallerAbandoned, ev.AgentRung, ev.AgentAnswered,
     ev.AgentCompleted, ev.AgentRingNoAnswer, ev.AgentDumped, ev.MemberAdded, ev.MemberRemoved,
-    ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted})
+    ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted, ev.CallHeld,
+    ev.CallUnheld})
 
 #: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from the time an
 #: event was read (clock skew, a busy link): the same channel rarely visits one queue twice
@@ -134,6 +135,7 @@ class Agent:
     interface: str
     name: str
     state: AgentState = S.LOGGED_OUT
+    pbx: str = ""  # the PBX this member is on ("" with a single, unnamed PBX)
     since: float = 0.0
     reason: str = ""  # pause reason while paused
     paused: bool = False  # Asterisk's pause flag (may be set while on a call)
@@ -148,6 +150,7 @@ class Agent:
     answered: int = 0
     ring_no_answer: int = 0
     talk_s: float = 0.0
+    hold_s: float = 0.0  # time its calls spent on hold (Hold ... Unhold), inside talk_s
     calls_taken: int = 0  # as Asterisk's CallsTaken: completed calls since the last login
 
     def step(self, step: str) -> AgentState:
@@ -168,6 +171,7 @@ class Agent:
         return {
             "interface": self.interface,
             "name": self.name,
+            "pbx": self.pbx,
             "state": self.state.value,
             "reason": self.reason,
             "paused": self.paused,
@@ -224,6 +228,9 @@ class Call:
     ended_at: float | None = None
     talk_time: int | None = None
     wrap_s: float = 0.0
+    on_hold_s: float = 0.0  # Hold ... Unhold while connected; part of talk_time
+    held_since: float | None = None  # on hold now, since
+    linkedid: str = ""  # the call's oldest channel (not stored: Hold / Unhold find it)
     rings: int = 0
     ring_no_answer: int = 0
     estimated: bool = False  # settled from a resync, not seen event by event
@@ -233,10 +240,17 @@ class Call:
     end_reason: str = ""  # AgentComplete Reason (agent, caller, transfer) or device_idle...
     settled: str = ""  # how a visit we lost sight of was closed: queue_log, counters,
     #                    pbx_restart, service_restart ("" when seen event by event)
+    pbx: str = ""  # the PBX the call is on: its Uniqueid is only unique there
 
     def __post_init__(self) -> None:
         if not self.visit_id:
             self.visit_id = self.uniqueid
+
+    @property
+    def key(self) -> str:
+        """The channel's key across PBXs: its Uniqueid on the home PBX, else
+        ``<pbx>:<Uniqueid>`` (the visit key without its ``#<n>``)."""
+        return self.visit_id.partition("#")[0]
 
     def to_row(self) -> dict[str, object]:
         """The database row (``uniqueid`` holds the visit key; see migration 0005)."""
@@ -263,9 +277,11 @@ class Call:
             "ended_at": self.ended_at,
             "talk_time": self.talk_time,
             "wrap_s": self.wrap_s,
+            "on_hold_s": self.on_hold_s,
             "rings": self.rings,
             "ring_no_answer": self.ring_no_answer,
             "estimated": self.estimated,
+            "pbx": self.pbx,
         }
 
 
@@ -299,6 +315,7 @@ class LinkStateChanged:
     up: bool
     reason: str
     at: float
+    pbx: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +382,17 @@ class CallCenter:
         queues: dict[str, QueueConfig] | None = None,
         default: QueueConfig | None = None,
         keep_finished: int = 5000,
+        *,
+        pbx: str = "",
+        key_prefix: str = "",
     ) -> None:
+        #: The PBX this centre models (one CallCenter per Asterisk: Uniqueids, interfaces,
+        #: counters and boot times are only meaningful per PBX).  Every Call and Agent
+        #: made here carries it.  ``key_prefix`` starts every visit key (``visit_id``),
+        #: e.g. ``"pbx2:"``, so records of several PBXs never share a key; the home PBX
+        #: has none, so a single PBX's keys are the bare Uniqueids they always were.
+        self.pbx = pbx
+        self.key_prefix = key_prefix
         self.queue_config = dict(queues or {})
         self.default_config = default or QueueConfig()
         self.calls: dict[str, Call] = {}  # each channel's latest visit, by uniqueid
@@ -398,6 +425,7 @@ class CallCenter:
         self._ringing: dict[int, Agent] = {}  # agents in RINGING (an answer stops the others)
         self._wrapping: dict[int, Agent] = {}  # agents with a wrap-up timer set
         self._wrap_due: float | None = None  # no timer is due before this (may be early)
+        self._linked: dict[str, str] = {}  # Linkedid -> the queue caller's Uniqueid
         self._handlers = {
             ev.CallerJoined: self._caller_joined,
             ev.CallerLeft: self._caller_left,
@@ -412,6 +440,8 @@ class CallCenter:
             ev.MemberPaused: self._member_paused,
             ev.MemberStatus: self._member_status,
             ev.ChannelHungup: self._channel_hungup,
+            ev.CallHeld: self._call_held,
+            ev.CallUnheld: self._call_unheld,
             ev.LinkChanged: self._link_changed,
             ev.Resync: self._resync,
             ev.Checkpoint: self._take_checkpoint,
@@ -528,7 +558,8 @@ class CallCenter:
     def _agent(self, interface: str, name: str) -> Agent:
         agent = self.agents.get(interface)
         if agent is None:
-            agent = Agent(interface=interface, name=name or interface, since=self.now)
+            agent = Agent(interface=interface, name=name or interface, since=self.now,
+                          pbx=self.pbx)
             self.agents[interface] = agent
         elif name and agent.name != name:
             agent.name = name
@@ -591,6 +622,8 @@ class CallCenter:
 
     def _finish(self, call: Call) -> None:
         self.finished.append(call)
+        if call.linkedid and self._linked.get(call.linkedid) == call.uniqueid:
+            del self._linked[call.linkedid]
 
     def _unwait(self, call: Call) -> None:
         self.waiting.get(call.queue, {}).pop(call.uniqueid, None)
@@ -621,11 +654,13 @@ class CallCenter:
         """A new record for the channel's next queue visit, linked to the one before."""
         before = self.calls.get(uniqueid)
         if before is None:
-            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at)
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
+                        visit_id=self.key_prefix + uniqueid)
         else:
             n = before.visit + 1
-            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at,
-                        visit_id=f"{uniqueid}#{n}", visit=n, previous=before.visit_id)
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
+                        visit_id=f"{self.key_prefix}{uniqueid}#{n}", visit=n,
+                        previous=before.visit_id)
             for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path",
                          "channel"):
                 setattr(call, name, getattr(before, name))
@@ -657,6 +692,9 @@ class CallCenter:
             category=e.variables.get("CATEGORY", ""), ivr_path=e.variables.get("IVR_PATH", ""),
         )
         self.waiting.setdefault(e.queue, {})[e.uniqueid] = call
+        if e.linkedid and e.linkedid != e.uniqueid:
+            call.linkedid = e.linkedid
+            self._linked[e.linkedid] = e.uniqueid
         self._counters(e.queue)
         return changes + [CallChanged(call, "joined"), QueueChanged(e.queue)]
 
@@ -838,6 +876,7 @@ class CallCenter:
         its operator if they are still on it (``live=False``: settled after a gap; the
         resync that follows gives the operator the state the PBX reports)."""
         self.connected.pop((call.queue, call.interface), None)
+        self._end_hold(call, at)
         call.outcome = Outcome.COMPLETED
         call.ended_at = at
         call.talk_time = talk_time
@@ -860,6 +899,42 @@ class CallCenter:
                 agent.call = None
         self._finish(call)
         return changes
+
+    def _held_call(self, e: ev.CallHeld | ev.CallUnheld) -> Call | None:
+        """The connected queue call a Hold / Unhold belongs to, by the call's oldest
+        channel (``Linkedid``: the one that reached the queue, or the ``;1`` half of a
+        Local channel that did), else the held channel is the caller's own."""
+        for uid in (self._linked.get(e.linkedid), e.linkedid, e.uniqueid):
+            call = self.calls.get(uid) if uid else None
+            if call is not None and call.outcome is Outcome.ANSWERED:
+                return call
+        return None
+
+    def _call_held(self, e: ev.CallHeld) -> list[Change]:
+        call = self._held_call(e)
+        if call is None or call.held_since is not None:
+            return []
+        call.held_since = e.at
+        return [CallChanged(call, "held")]
+
+    def _call_unheld(self, e: ev.CallUnheld) -> list[Change]:
+        call = self._held_call(e)
+        if call is None or call.held_since is None:
+            return []
+        self._end_hold(call, e.at)
+        return [CallChanged(call, "unheld")]
+
+    def _end_hold(self, call: Call, at: float) -> None:
+        """Close a hold still running (Unhold, or the call ended on hold): its time
+        goes to the call and to its operator."""
+        if call.held_since is None:
+            return
+        span = max(0.0, at - call.held_since)
+        call.held_since = None
+        call.on_hold_s += span
+        agent = self.agents.get(call.interface) if call.interface else None
+        if agent is not None:
+            agent.hold_s += span
 
     def _ring_no_answer(self, e: ev.AgentRingNoAnswer) -> list[Change]:
         agent = self._agent(e.interface, e.member)
@@ -973,7 +1048,7 @@ class CallCenter:
             # broke were lost with it.
             self._down_at = min(e.at, self._last_pbx_event)
             self._at_down = {q: _copy(c) for q, c in self.observed.items()}
-        return [LinkStateChanged(e.up, e.reason, e.at)]
+        return [LinkStateChanged(e.up, e.reason, e.at, self.pbx)]
 
     def _pbx_booted(self, e: ev.PbxBooted) -> list[Change]:
         """FullyBooted (sent after every login): when the PBX process booted.  A boot
@@ -1140,7 +1215,7 @@ class CallCenter:
         self._checkpoint = None
         self._restart_pending = ""
         self._service_restarted = False
-        changes.append(LinkStateChanged(True, "resynchronised", at))
+        changes.append(LinkStateChanged(True, "resynchronised", at, self.pbx))
         changes += [QueueChanged(q) for q in self.queues()]
         return changes
 

@@ -6,7 +6,10 @@ a clock or does IO, so a test states a picture and a time and checks the list.
 
 The rules a 12345 centre acts on:
 
-* ``link_down`` — the PBX link is down: every figure on the screen is stale.
+* ``link_down`` — the PBX link is down (with several PBXs: every one): every figure on
+  the screen is stale.
+* ``pbx_down`` — with several PBXs, one PBX's link is down ("PBX pbx2 连接中断"): its part
+  of the picture is stale and greyed, the others stay live.
 * ``pbx_restarted`` — Asterisk restarted (FullyBooted uptime) or its queue counters
   were reset, within the last :data:`PBX_RESTART_SHOWN_S`: calls it held were cut and
   the gap was settled (exactly from queue_log when readable, else estimated).
@@ -24,11 +27,16 @@ The rules a 12345 centre acts on:
 * ``login_failures`` — an account failed to sign in repeatedly (from
   :meth:`agent_console.auth.LoginThrottle.repeated`, see :func:`login_alerts`):
   someone guessing, or an operator locked out of their own console.
+* ``fastagi_refused`` — the FastAGI port refused a client or a write within the last
+  :data:`FASTAGI_SHOWN_S` (see :func:`fastagi_alerts`): one alert per address; critical
+  when a write was tried without a valid token (someone keying a citizen's return
+  visit or survey: the 被满意 fraud) or from an address that is not a configured PBX.
 
 Input shape (what :mod:`agent_console.views` builds; only these keys are read)::
 
     {"link": {"up": bool, "since": float | None, "pbx_restarted_at": float | None,
               "pbx_restart": str},
+     "pbxs": {name: {"up": bool, "since": float | None, "reason": str}},  # several PBXs
      "queues": {name: {"waiting": int, "oldest_joined_at": float | None}},
      "agents": {name: {"state": str, "since": float, "reason": str, "queues": [str],
                        "paused_s": float, "paused_since": float | None,
@@ -107,6 +115,10 @@ def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) ->
     if not link.get("up", False):
         out.append(Alert("link_down", "pbx", CRITICAL, link.get("since"),
                          {"reason": str(link.get("reason", ""))}))
+    for name, part in (snapshot.get("pbxs") or {}).items():
+        if not part.get("up", True):
+            out.append(Alert("pbx_down", name, CRITICAL, part.get("since"),
+                             {"reason": str(part.get("reason", ""))}))
     restarted = link.get("pbx_restarted_at")
     if restarted is not None and 0 <= now - restarted <= PBX_RESTART_SHOWN_S:
         out.append(Alert("pbx_restarted", "pbx", WARNING, restarted,
@@ -161,3 +173,49 @@ def set_aside_alerts(set_aside: Iterable[tuple[str, Any, str, float]]) -> list[A
         entry[2] = error
     return [Alert("records_set_aside", table, CRITICAL, first, {"count": n, "error": error})
             for table, (n, first, error) in sorted(per.items())]
+
+
+#: How long a FastAGI refusal stays on the wallboard after the last one (seconds).
+FASTAGI_SHOWN_S = 3600.0
+
+#: What a FastAGI refusal's reason (``ivr.fastagi``'s words) is, for the wallboard's text
+#: (``agi.why.<kind>``) and severity: first match wins.
+AGI_REFUSAL_KINDS: tuple[tuple[str, str, str], ...] = (
+    # substring of the reason           kind        severity
+    ("token",                           "token",    CRITICAL),
+    ("address not allowed",             "address",  CRITICAL),
+    ("too many connections",            "flood",    WARNING),
+    ("unknown script",                  "script",   WARNING),
+    ("",                                "header",   WARNING),  # every header refusal
+)
+
+
+def agi_refusal_kind(why: str) -> tuple[str, str]:
+    """(kind, severity) of a refusal reason, from :data:`AGI_REFUSAL_KINDS`."""
+    return next((kind, sev) for part, kind, sev in AGI_REFUSAL_KINDS if part in why)
+
+
+def fastagi_alerts(refusals: Iterable[Mapping[str, Any]], now: float,
+                   shown_s: float = FASTAGI_SHOWN_S) -> list[Alert]:
+    """One ``fastagi_refused`` alert per address with a refusal in the last ``shown_s``.
+
+    ``refusals``: ``{"peer": str, "why": str, "count": int, "last": float}`` per address
+    and reason (what :class:`agent_console.session.Console` keeps from the edge's
+    reports).  The alert's ``since`` is the last refusal; ``detail``: ``count`` (all
+    reasons), ``why`` and ``why_kind`` of the most severe (then latest) reason.
+    """
+    per: dict[str, list[Mapping[str, Any]]] = {}
+    for r in refusals:
+        if 0 <= now - float(r.get("last", 0.0)) <= shown_s:
+            per.setdefault(str(r.get("peer", "?")) or "?", []).append(r)
+    order = {CRITICAL: 0, WARNING: 1}
+    out = []
+    for peer, rs in sorted(per.items()):
+        worst = min(rs, key=lambda r: (order[agi_refusal_kind(str(r.get("why", "")))[1]],
+                                       -float(r.get("last", 0.0))))
+        kind, severity = agi_refusal_kind(str(worst.get("why", "")))
+        out.append(Alert("fastagi_refused", peer, severity,
+                         max(float(r.get("last", 0.0)) for r in rs),
+                         {"count": sum(int(r.get("count", 1)) for r in rs),
+                          "why": str(worst.get("why", ""))[:200], "why_kind": kind}))
+    return out

@@ -17,16 +17,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, case, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from acd import reports as rp
-from acd.metrics import ANSWERED, Figures, combine
+from acd.metrics import Figures
+from callcenter import report_days as days
 from callcenter.config import ConfigError, Settings
-from callcenter.db import AgentStateRow, CallRow
+from callcenter.db import CallRow
 from callcenter.orders import assessment as asm
+from callcenter.orders import facts
+from callcenter.orders.channels import CHANNEL_NAMES, CHANNELS
 from callcenter.orders.lifecycle import Step
-from callcenter.orders.store import OrderEventRow
+from callcenter.orders.store import OrderEventRow, OrderRow
 
 CALL_FIELDS = (CallRow.uniqueid, CallRow.queue, CallRow.joined_at, CallRow.hotline,
                CallRow.ivr_path, CallRow.outcome, CallRow.hold_time, CallRow.answered_at,
@@ -74,164 +77,12 @@ class ReportConfig:
 
 # --------------------------------------------------------------------------- loading
 
-def _slice(engine: AsyncEngine) -> Any:
-    """``joined_at // 900`` in the database's own spelling (PostgreSQL's CAST rounds)."""
-    if engine.dialect.name == "postgresql":
-        return cast(func.floor(CallRow.joined_at / 900), Integer)
-    return cast(CallRow.joined_at / 900, Integer)
-
-
-async def load_call_atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
-                          queue: str | None = None) -> list[rp.Atom]:
-    """:func:`_atoms` for ``[start, end)``; a window longer than three days is read as two
-    halves at once (two connections: the database groups both in parallel)."""
-    if end - start <= 3 * 86400:
-        return await _atoms(engine, settings, start, end, queue)
-    middle = (start + end) // 2 // 900 * 900  # on a slice boundary: the halves share no atom
-    halves = await asyncio.gather(_atoms(engine, settings, start, middle, queue),
-                                  _atoms(engine, settings, middle, end, queue))
-    return halves[0] + halves[1]
-
-
-async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
-                 queue: str | None = None) -> list[rp.Atom]:
-    """:func:`acd.reports.atoms_of` as one grouped query: the sums behind every figure of
-    :func:`acd.metrics.figures`, counted by the database (a month of two million calls is
-    never carried into Python row by row).  The same rules, spelled in SQL:
-    answered = answered or completed, wait = ``hold_time`` (0 when unknown), in SL =
-    wait <= the queue's service level, short abandon = wait < ``short_abandon_s``."""
-    hold = func.coalesce(CallRow.hold_time, 0)
-    talk = func.coalesce(CallRow.talk_time, 0)
-    sl = case(*((CallRow.queue == q, c.servicelevel) for q, c in settings.queues.items()),
-              else_=settings.servicelevel) if settings.queues else settings.servicelevel
-    answered = CallRow.outcome.in_(ANSWERED)
-    completed = CallRow.outcome == "completed"
-    abandoned = CallRow.outcome == "abandoned"
-
-    def n(cond: Any) -> Any:
-        return func.sum(case((cond, 1), else_=0))
-
-    entry = case((func.coalesce(CallRow.ivr_path, "").in_(("", "direct")), "direct"),
-                 else_="menu")
-    bounds = (0, *rp.ABANDON_BUCKETS)
-    buckets = [n(abandoned & (hold >= lo) & (hold < hi))
-               for lo, hi in zip(bounds, rp.ABANDON_BUCKETS, strict=False)]
-    buckets.append(n(abandoned & (hold >= rp.ABANDON_BUCKETS[-1])))
-    piece = _slice(engine).label("piece")
-    hotline = func.coalesce(CallRow.hotline, "").label("hotline")
-    q = select(
-        piece, CallRow.queue, hotline, entry.label("entry"),
-        func.count().label("offered"), n(answered), n(completed), n(abandoned),
-        n(CallRow.outcome == "exited"), n(CallRow.outcome == "waiting"),
-        n(answered & (hold <= sl)), n(completed & (hold <= sl)), n(abandoned & (hold <= sl)),
-        n(abandoned & (hold < settings.short_abandon_s)), n(CallRow.estimated.is_(True)),
-        func.sum(case((answered, hold), else_=0)),
-        func.sum(case((completed, talk), else_=0)),
-        func.sum(case((completed, talk + func.coalesce(CallRow.wrap_s, 0.0)), else_=0.0)),
-        func.max(case((answered | abandoned, hold), else_=0)),
-        *buckets,
-    ).where(CallRow.joined_at >= start, CallRow.joined_at < end).group_by(
-        piece, CallRow.queue, hotline, entry)
-    if queue is not None:
-        q = q.where(CallRow.queue == queue)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(q)).all()
-    out = []
-    for r in rows:
-        (piece_, queue_, hotline_, entry_, offered, ans, comp, aband, exited, waiting, in_sl,
-         comp_sl, ab_sl, short, est, waits, talks, handles, max_wait, *ab) = r
-        f = combine([Figures(
-            offered=int(offered), answered=int(ans or 0), completed=int(comp or 0),
-            abandoned=int(aband or 0), exited=int(exited or 0), waiting=int(waiting or 0),
-            answered_within_sl=int(in_sl or 0), completed_in_sl=int(comp_sl or 0),
-            abandoned_in_sl=int(ab_sl or 0), short_abandons=int(short or 0),
-            estimated=int(est or 0), wait_total_s=float(waits or 0),
-            talk_total_s=float(talks or 0), handle_total_s=float(handles or 0),
-            max_wait_s=int(max_wait or 0))])
-        out.append(rp.Atom(int(piece_), queue_, hotline_, entry_, f, [int(x or 0) for x in ab]))
-    return out
-
-
-async def load_taken(engine: AsyncEngine, start: float, end: float
-                     ) -> dict[str, tuple[int, int, float]]:
-    """:func:`acd.reports.calls_by_agent` as one grouped query."""
-    completed = CallRow.outcome == "completed"
-    q = select(CallRow.agent, func.count(), func.sum(case((completed, 1), else_=0)),
-               func.sum(case((completed, func.coalesce(CallRow.talk_time, 0)), else_=0))
-               ).where(CallRow.answered_at >= start, CallRow.answered_at < end,
-                       CallRow.outcome.in_(ANSWERED), CallRow.agent != "").group_by(
-        CallRow.agent)
-    async with engine.connect() as conn:
-        return {a: (int(n), int(c or 0), float(t or 0)) for a, n, c, t in
-                (await conn.execute(q)).all()}
-
-
 async def load_calls(engine: AsyncEngine, start: float, end: float) -> list[Any]:
     """Call records that joined in ``[start, end)``: rows with the figures' attributes."""
     async with engine.connect() as conn:
         res = await conn.execute(select(*CALL_FIELDS).where(
             CallRow.joined_at >= start, CallRow.joined_at < end))
         return list(res.all())
-
-
-async def load_states(engine: AsyncEngine, start: float, end: float) -> list[Any]:
-    """The agent state log from a day before ``start`` (the state each agent was in
-    when the window opened) to ``end``, in order."""
-    async with engine.connect() as conn:
-        res = await conn.execute(select(
-            AgentStateRow.at, AgentStateRow.agent, AgentStateRow.old, AgentStateRow.new,
-            AgentStateRow.step, AgentStateRow.reason).where(
-            AgentStateRow.at >= start - 86400, AgentStateRow.at < end).order_by(
-            AgentStateRow.at, AgentStateRow.id))
-        return list(res.all())
-
-
-FOLDED_STEPS = tuple(str(s) for s in (
-    Step.ACCEPT, Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN, Step.ACCEPT_HANDLING,
-    Step.RETURN, Step.COMPLETE, Step.EVALUATE, Step.REOPEN, Step.FLAG_OVERDUE, Step.SUPERVISE))
-"""The steps :func:`assessment.assess` reads (replies, visits... are not loaded)."""
-
-
-def _ts(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso).timestamp() if iso else None
-
-
-def _event_columns() -> tuple[Any, ...]:
-    """The columns the fold reads; of each record's data only the keys it reads, taken
-    out by the database (JSON paths, and only for the steps that carry them)."""
-    d, step = OrderEventRow.data, OrderEventRow.step
-
-    def only(steps: tuple[Step, ...], value: Any) -> Any:
-        return case((step.in_([str(s) for s in steps]), value), else_=None)
-
-    return (OrderEventRow.order_id, OrderEventRow.seq, step, OrderEventRow.role,
-            OrderEventRow.unit, OrderEventRow.at,
-            only((Step.DISPATCH, Step.REDISPATCH, Step.ACCEPT_RETURN, Step.REOPEN),
-                 d["department"].as_string()),
-            only((Step.EVALUATE, Step.REOPEN), d["source"].as_string()),
-            only((Step.EVALUATE, Step.REOPEN), d["satisfaction_department"].as_integer()),
-            only((Step.FLAG_OVERDUE,), d["timer"].as_string()),
-            only((Step.ACCEPT,), d[("first_response_due", "$t")].as_string()),
-            only((Step.ACCEPT, Step.REOPEN), d[("handling_due", "$t")].as_string()))
-
-
-def _events(rows: Any) -> list[asm.Event]:
-    out = []
-    for oid, seq, step, role, unit, at, dept, source, score, timer, first, handling in rows:
-        data: dict[str, Any] = {}
-        if dept is not None:
-            data["department"] = dept
-        if source is not None:
-            data["source"] = source
-            data["satisfaction_department"] = score
-        if timer is not None:
-            data["timer"] = timer
-        if first is not None:
-            data["first_response_due"] = _ts(first)
-        if handling is not None:
-            data["handling_due"] = _ts(handling)
-        out.append(asm.Event(str(oid), seq, step, role, unit, at, data))
-    return out
 
 
 LEAD_IN = 7 * 86400.0
@@ -253,26 +104,26 @@ async def load_order_events(engine: AsyncEngine, start: float, end: float,
     before it, and, for an old window, its orders' later steps."""
     now = end + TAIL if now is None else now
     first, last = start - LEAD_IN, min(now, end + TAIL)
-    cols = _event_columns()
-    folded = OrderEventRow.step.in_(FOLDED_STEPS)
-    received = OrderEventRow.step.in_([str(s) for s in asm.RECEIVE_STEPS])
+    cols, E = facts.event_columns(), facts.EVENTS.c
+    folded = E.step.in_(facts.FOLDED_STEPS)
+    received = E.step.in_([str(s) for s in asm.RECEIVE_STEPS])
     async with engine.connect() as conn:
-        rows = _events(await conn.execute(select(*cols).where(
-            OrderEventRow.at >= first, OrderEventRow.at < last, folded)))
+        rows = facts.events(await conn.execute(select(*cols).where(
+            E.at >= first, E.at < last, folded)))
         cohort = {e.order_id for e in rows
                   if e.step in asm.RECEIVE_STEPS and start <= e.at < end}
         rows = [e for e in rows if e.order_id in cohort]
         accepted = {e.order_id for e in rows if e.step == Step.ACCEPT}
         missing = sorted(int(o) for o in cohort - accepted)
         for i in range(0, len(missing), 500):
-            rows += _events(await conn.execute(select(*cols).where(
-                OrderEventRow.order_id.in_(missing[i:i + 500]), OrderEventRow.at < first,
+            rows += facts.events(await conn.execute(select(*cols).where(
+                E.order_id.in_(missing[i:i + 500]), E.at < first,
                 folded)))
         if last < now:
-            in_window = select(OrderEventRow.order_id).where(
-                received, OrderEventRow.at >= start, OrderEventRow.at < end)
-            rows += _events(await conn.execute(select(*cols).where(
-                OrderEventRow.at >= last, folded, OrderEventRow.order_id.in_(in_window))))
+            in_window = select(E.order_id).where(
+                received, E.at >= start, E.at < end).correlate(None)
+            rows += facts.events(await conn.execute(select(*cols).where(
+                E.at >= last, folded, E.order_id.in_(in_window))))
     return rows
 
 
@@ -299,12 +150,15 @@ PERIOD_NAMES = {"day": "日报", "week": "周报", "month": "月报"}
 async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfig, *,
                        period: str, day: date, now: float, queue: str | None = None,
                        department: str | None = None, names: Mapping[str, str] | None = None,
-                       sections: Sequence[str] = ("calls", "agents", "departments", "hotspots")
-                       ) -> dict[str, Any]:
+                       sections: Sequence[str] = ("calls", "agents", "departments", "hotspots"),
+                       summaries: bool = True) -> dict[str, Any]:
     """The whole report for the ``period`` (day / week / month) holding ``day``, as JSON.
 
     ``department`` limits the department tables to that department (its own view);
     ``queue`` limits the call tables to one queue.  ``now`` ends a window still running.
+    ``summaries``: read closed days from ``report_days`` and orders' parts from
+    ``order_facts`` (:mod:`callcenter.report_days`, :mod:`callcenter.orders.facts`);
+    ``False`` computes everything from the raw records - the same figures, slower.
     """
     tz = settings.tz
     start, end = rp.window(day, period, tz)
@@ -322,12 +176,13 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
     }
     jobs = {}  # the sections read the database at the same time (one connection each)
     if "calls" in sections:
-        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue)
+        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue, summaries)
     if "agents" in sections:
-        jobs["agents"] = _agents_section(engine, cfg, tz, lo, hi, now, period, day)
+        jobs["agents"] = _agents_section(engine, cfg, tz, start, end, now, period, day,
+                                         summaries)
     if "departments" in sections:
         jobs["departments"] = _departments_section(engine, lo, hi, now, department,
-                                                   names or {})
+                                                   names or {}, summaries)
     if "hotspots" in sections:
         jobs["hotspots"] = _hotspots_section(engine, cfg, tz, hi, now)
     for got in await asyncio.gather(*jobs.values()):
@@ -336,8 +191,9 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
 
 
 async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetime,
-                         end: datetime, period: str, queue: str | None) -> dict[str, Any]:
-    atoms = await load_call_atoms(engine, settings, start.timestamp(), end.timestamp(), queue)
+                         end: datetime, period: str, queue: str | None, summaries: bool
+                         ) -> dict[str, Any]:
+    atoms = await days.call_atoms(engine, settings, start, end, queue, summaries=summaries)
     rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
     return {"calls": {
         "overall": _fig(rep.overall),
@@ -350,20 +206,20 @@ async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetim
     }}
 
 
-async def _agents_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, lo: float,
-                          hi: float, now: float, period: str, day: date) -> dict[str, Any]:
-    until = min(hi, now)
-    states = await load_states(engine, lo, until)
-    agents = await asyncio.to_thread(rp.agent_report, states,
-                                     await load_taken(engine, lo, until), lo, until)
+async def _agents_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, start: datetime,
+                          end: datetime, now: float, period: str, day: date, summaries: bool
+                          ) -> dict[str, Any]:
+    agents = await days.agent_figures(engine, start, end, now, summaries=summaries)
     out: dict[str, Any] = {"agents": [a.as_dict() for a in agents.values()]}
     if period == "day":
+        lo, until = start.timestamp(), min(end.timestamp(), now)
+        states = await days.load_states(engine, lo, until)
         shifts = []
         for s in cfg.shifts:  # the shifts that begin on the day
             a, b = s.span(day, tz)
             if a.timestamp() >= now:
                 continue
-            taken = await load_taken(engine, a.timestamp(), b.timestamp())
+            taken = await days.load_taken(engine, a.timestamp(), b.timestamp())
             got = rp.agent_report(states, taken, a.timestamp(), min(b.timestamp(), now))
             shifts.extend({"shift": s.name} | f.as_dict() for f in got.values())
         out["shifts"] = shifts
@@ -371,15 +227,41 @@ async def _agents_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, lo: f
 
 
 async def _departments_section(engine: AsyncEngine, lo: float, hi: float, now: float,
-                               department: str | None, names: Mapping[str, str]
-                               ) -> dict[str, Any]:
-    # folded in a thread: the live screens' loop keeps running meanwhile
-    figures = await asyncio.to_thread(asm.assess, await load_order_events(engine, lo, hi, now),
-                                      lo, hi)
-    rows = asm.period_rows(figures, names)
+                               department: str | None, names: Mapping[str, str],
+                               summaries: bool) -> dict[str, Any]:
+    if summaries:
+        await facts.ensure(engine)
+        async with engine.connect() as conn:
+            parts = await facts.window_parts(conn, lo, hi, now)
+    else:
+        parts = await _raw_parts(engine, lo, hi, now)
+    # summed in a thread: the live screens' loop keeps running meanwhile
+    overall, by_channel = await asyncio.to_thread(facts.split, parts)
+    rows = asm.period_rows(overall, names)
+    split = [{"channel": ch, "channel_name": CHANNEL_NAMES.get(ch, ch)} | r
+             for ch in CHANNELS if ch in by_channel
+             for r in asm.period_rows(by_channel[ch], names)]
     if department is not None:
         rows = [r for r in rows if r["department"] == department]
-    return {"departments": rows}
+        split = [r for r in split if r["department"] == department]
+    return {"departments": rows, "department_channels": split}
+
+
+async def _raw_parts(engine: AsyncEngine, lo: float, hi: float, now: float
+                     ) -> list[tuple[str, asm.DepartmentFigures]]:
+    """(channel, part) of each department for each order, folded from the raw records."""
+    orders = asm.by_order(await load_order_events(engine, lo, hi, now))
+    ids = sorted(int(o) for o in orders)
+    channel: dict[int, str] = {}
+    async with engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            channel.update((await conn.execute(select(OrderRow.id, OrderRow.channel).where(
+                OrderRow.id.in_(ids[i:i + 500])))).all())
+
+    def fold() -> list[tuple[str, asm.DepartmentFigures]]:
+        return [(channel.get(int(oid)) or "phone", p) for oid, recs in orders.items()
+                for p in asm.fold_order(recs, lo, hi).values()]
+    return await asyncio.to_thread(fold)
 
 
 async def _hotspots_section(engine: AsyncEngine, cfg: ReportConfig, tz: Any, hi: float,
@@ -427,7 +309,7 @@ class Table:
 LABELS = {"scope": "范围", "start": "时段起", "queue": "队列", "title": "名称",
           "hotline": "热线号码", "entry": "进线方式", "hour": "小时", "wait": "等待",
           "agent": "话务员", "shift": "班次", "rank": "排名", "name": "名称",
-          "department": "承办单位", "this_week": "本周", "last_week": "上周",
+          "department": "承办单位", "channel": "渠道", "this_week": "本周", "last_week": "上周",
           "last_year": "去年同周", "change": "环比变化"}
 ENTRY_NAMES = {"direct": "直拨", "menu": "IVR 菜单"}
 DEPARTMENT_COLUMNS = ["received", "response_rate", "on_time_rate", "resolution_rate",
@@ -486,6 +368,11 @@ def tables(report: Mapping[str, Any]) -> list[Table]:
             [[d["rank"] if d["rank"] is not None else "—", d["name"]]
              + [d[c] if d[c] is not None else "—" for c in DEPARTMENT_COLUMNS]
              for d in report["departments"]])
+        add("department_channels", "承办单位考核·按渠道", ["channel", "rank", "department"],
+            DEPARTMENT_COLUMNS,
+            [[d["channel_name"], d["rank"] if d["rank"] is not None else "—", d["name"]]
+             + [d[c] if d[c] is not None else "—" for c in DEPARTMENT_COLUMNS]
+             for d in report.get("department_channels", [])])
     if "hotspots" in report:
         for key, title in (("categories", "热点·诉求分类"), ("streets", "热点·街道"),
                            ("keywords", "热点·关键词")):

@@ -61,6 +61,7 @@ from agent_console.models import Role
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
 from agent_console.permissions import permission_guard
+from agent_console.ratelimit import RATE_LIMITER, RateLimiter, RateSettings
 from agent_console.reports_api import setup_reports
 from agent_console.session import (
     CONSOLE,
@@ -119,8 +120,12 @@ def _recording_audit(service: Service) -> Callable[[User, str], Awaitable[None]]
 def make_app(service: Service, *, passwords: Passwords | None = None,
              throttle: LoginThrottle | None = None, failure_delay: float = 0.5,
              caller_history: CallerHistory | None = None, hub: Hub | None = None,
-             recordings: RecordingStore | None = None) -> web.Application:
+             recordings: RecordingStore | None = None,
+             rate_limit: RateSettings | None = None) -> web.Application:
     """The web app for one service: pages, JSON API and ``/ws``.
+
+    ``rate_limit``: the request rate limit (default: the service settings' ``[web]``
+    values; :mod:`agent_console.ratelimit`).
 
     ``caller_history`` is the hook for the screen pop's history (default: calls
     and the minimal work orders from the database).
@@ -143,11 +148,17 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     if hub.route is None:  # a ring refreshes the screens of its agent, not all 1,100
         hub.route = console.route
     hub.listeners.append(console.note_changes)
-    # Errors as JSON; then who may use the route (agent_console.permissions.ROUTES); then CSRF.
-    app = web.Application(middlewares=[json_errors, slow_client_gate,
+    st = service.settings
+    limiter = RateLimiter(rate_limit or RateSettings(
+        st.rate_session_per_s, st.rate_session_burst, st.rate_address_per_s,
+        st.rate_address_burst, frozenset(st.trusted_proxies)), clock=service.clock)
+    # Errors as JSON; the rate limit; then who may use the route
+    # (agent_console.permissions.ROUTES); then CSRF.
+    app = web.Application(middlewares=[json_errors, limiter.middleware(), slow_client_gate,
                                        permission_guard(current_session), csrf_guard],
                           client_max_size=256 * 1024)
     app[CONSOLE] = console
+    app[RATE_LIMITER] = limiter
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(hub_ctx)
     app.on_shutdown.append(close_sockets)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from acd.reports import DEFAULT_COLOURS, DEFAULT_SHIFTS, Shift, parse_shifts
 from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
-from agent_console.alerts import Thresholds, login_alerts, set_aside_alerts
+from agent_console.alerts import Thresholds, fastagi_alerts, login_alerts, set_aside_alerts
 from agent_console.auth import (
     LoginThrottle,
     Session,
@@ -44,12 +44,14 @@ from agent_console.views import (
     operator_view,
     wall_agent,
     wall_agents,
+    wall_operator,
     wall_view,
 )
 from callcenter.config import Settings
 from callcenter.db import AuditRow
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.service import Service
+from ivr.values import BadValue, ami_action
 from recordings.store import RecordingStore
 
 log = structlog.get_logger(__name__)
@@ -137,9 +139,10 @@ class Console:
     # when its backlog began, the bounds, and how many sockets were cut
     transports: dict[web.WebSocketResponse, Any] = field(default_factory=dict)
     backlog_since: dict[web.WebSocketResponse, float] = field(default_factory=dict)
-    max_unsent_bytes: int = 1 << 20
-    max_unsent_age_s: float = 5.0
+    max_unsent_bytes: int = 512 * 1024
+    max_unsent_age_s: float = 2.0
     slow_cuts: int = 0
+    trimmed_at: float = -1e9  # loop time of the last malloc_trim after cuts (live.py)
     # session (token hash) -> (cuts, not before): a client cut for not reading comes back
     # after a cool-down that doubles with each cut (2, 4 … 60 s)
     slow_cooldown: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -150,8 +153,29 @@ class Console:
     _op_queues: tuple[int, float, dict[str, Any]] | None = None  # (full refresh, at, figures)
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
-    _wall_changed: set[str] = field(default_factory=set)  # interfaces
+    _wall_changed: set[tuple[str, str]] = field(default_factory=set)  # (pbx, interface)
     extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
+    # (peer, why) -> {"peer", "why", "count", "last"}: what the FastAGI edge refused
+    # (fastagi_refused); the wallboard shows it as alerts (alerts.fastagi_alerts)
+    agi_refusals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def fastagi_refused(self, why: str, details: Mapping[str, Any], at: float) -> None:
+        """Note a FastAGI refusal for the wallboard (the edge reports one per address and
+        reason at most once a minute, with its running ``count``; a refused write
+        comes each time).  At most 200 address-reason pairs are kept, the oldest go."""
+        peer = str(details.get("peer", "") or "?")[:64]
+        key = (peer, why[:200])
+        entry = self.agi_refusals.pop(key, None) or {"peer": peer, "why": why[:200],
+                                                     "count": 0}
+        try:
+            counted = int(details.get("count", 0))
+        except (TypeError, ValueError):
+            counted = 0
+        entry["count"] = max(entry["count"] + 1, counted)
+        entry["last"] = at
+        self.agi_refusals[key] = entry
+        while len(self.agi_refusals) > 200:
+            self.agi_refusals.pop(next(iter(self.agi_refusals)))
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The service snapshot (figures of today, the last 15 minutes, the trend),
@@ -174,7 +198,8 @@ class Console:
                          self.config.thresholds, now, self.names, self.wall_agents(),
                          self.config.colours,
                          [*self.extra_alerts, *login_alerts(self.throttle.repeated(now)),
-                          *set_aside_alerts(self.service.set_aside)])
+                          *set_aside_alerts(self.service.set_aside),
+                          *fastagi_alerts(self.agi_refusals.values(), now)])
 
     def wall_agents(self) -> dict[str, Any]:
         """The wallboard's agents: only those that changed are rebuilt (all, once a
@@ -182,18 +207,21 @@ class Console:
         centre = self.service.centre
         cached = self._wall_agents
         changed, self._wall_changed = self._wall_changed, set()
-        if (cached is None or len(cached) != len(centre.agents)
+        several = len(self.service.edges) > 1  # one tile per operator, not per member
+        if (cached is None or (len(cached) != len(centre.agents) and not several)
                 or (self.hub.full and self._wall_gen != self.hub.full_refreshes)):
             self._wall_gen = self.hub.full_refreshes
             self._wall_agents = wall_agents(centre, self.tracker, self.names)
             return self._wall_agents
         agents = dict(cached)
-        for iface in changed:
-            a = centre.agents.get(iface)
-            if a is None or a.name not in agents:  # gone or renamed: build them all
+        for pbx, iface in changed:
+            a = self.service.centre_of(pbx).agents.get(iface)
+            if a is None or a.name not in agents:  # gone, new or renamed: build them all
                 self._wall_agents = wall_agents(centre, self.tracker, self.names)
                 return self._wall_agents
-            agents[a.name] = wall_agent(a, self.tracker, self.names)
+            agents[a.name] = wall_operator(self.service.members_of(iface, a.name),
+                                           self.tracker, self.names) if several \
+                else wall_agent(a, self.tracker, self.names)
         self._wall_agents = agents
         return agents
 
@@ -203,7 +231,7 @@ class Console:
             self._wall_agents = None
         for c in changes:
             if isinstance(c, AgentChanged):
-                self._wall_changed.add(c.agent.interface)
+                self._wall_changed.add((c.agent.pbx, c.agent.interface))
 
     async def load_names(self) -> None:
         self.names = {u.member_name: u.display_name for u in await self.users.all()
@@ -418,19 +446,30 @@ def pbx_refusal(name: str, action: dict[str, str], message: str) -> ApiError:
                     queue=action.get("Queue", ""), pbx_message=message[:200])
 
 
-async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
-              ) -> dict[str, str]:
-    """Send one AMI action; its reply, or ApiError saying what the PBX said.
+async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = (),
+              to: str = "") -> dict[str, str]:
+    """Send one AMI action to PBX ``to`` (the one that owns the channel or member; ""
+    = the home PBX); its reply, or ApiError saying what the PBX said.
 
     Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
-    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``) for the browser to explain.
+    ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``, ``pbx.bad_value``) for the
+    browser to explain.  Channel, interface, queue, context and extension fields pass
+    :func:`ivr.values.ami_action` first (they come from the PBX or an account; full-width
+    digits become ASCII): a comma, CR, quote or non-ASCII digit is a 409 and nothing is
+    sent.
     """
     name = action["Action"]
     try:
-        reply = await c.service.link.action(action)
-    except LinkDown:
-        raise ApiError(503, "the PBX link is down; nothing was sent", code="pbx.down",
+        action = ami_action(action)
+    except BadValue as exc:
+        raise ApiError(409, f"not sent to the PBX: {exc}", code="pbx.bad_value",
                        action=name) from None
+    try:
+        reply = await c.service.link_for(to).action(action)
+    except LinkDown:
+        where = f"PBX {to}" if to and len(c.service.edges) > 1 else "PBX"
+        raise ApiError(503, f"the {where} link is down; nothing was sent", code="pbx.down",
+                       action=name, pbx=to) from None
     except ActionTimeout:
         raise ApiError(504, f"the PBX did not answer {name} in time", code="pbx.timeout",
                        action=name) from None

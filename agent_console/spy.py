@@ -60,6 +60,7 @@ from acd.state import AgentChanged, AgentState, Change
 from agent_console.http import ApiError, read_json, text_field
 from agent_console.session import CONSOLE, Console, audited, need_session, pbx
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
+from ivr.values import BadValue, channel
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +68,6 @@ MODES = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
 SPY_CALLERID = '"班长监听" <spy>'
 SPY_NUMBER = "spy"
 MAX_REASON = 500
-# A channel name or prefix we are willing to put into an AMI header and a ChanSpy
-# argument: no comma (ChanSpy's option separator), no spaces, no control characters.
-CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/+-]{0,99}$")
 LOCAL_OPTIONS = re.compile(r"^(Local/[^/]+)/[A-Za-z]+$")
 NO_PHONE = ("your account has no phone; set one with "
             "`callcenter users set {name} --interface ...` (e.g. Local/1901@agents)")
@@ -86,6 +84,7 @@ class Spying:
     action_id: str
     call: str | None
     started_at: float
+    pbx: str = ""  # the PBX of the agent's call: the spy call is placed there
 
 
 @dataclass(slots=True)
@@ -122,13 +121,18 @@ def _spy_json(s: Spying | None) -> dict[str, Any] | None:
 
 
 def _my_phone(user: Any) -> str:
+    """The supervisor's phone as a channel the PBX can call (``ivr.values.channel``:
+    full-width digits made ASCII; a comma -- ChanSpy's option separator --, a space, a
+    quote, CR, LF or a non-ASCII digit refused)."""
     phone = user.interface
     if not phone:
         raise ApiError(409, NO_PHONE.format(name=user.username))
-    if not CHANNEL.match(phone):
-        raise ApiError(409, f"your phone {phone[:60]!r} is not a channel the PBX can call; "
-                       f"fix it with `callcenter users set {user.username} --interface ...`")
-    return phone
+    try:
+        return channel(phone)
+    except BadValue as exc:
+        raise ApiError(409, f"your phone {phone[:60]!r} is not a channel the PBX can call "
+                       f"({exc}); fix it with `callcenter users set {user.username} "
+                       "--interface ...`") from None
 
 
 async def api_spy(request: web.Request) -> web.Response:
@@ -160,27 +164,35 @@ async def api_spy(request: web.Request) -> web.Response:
         if agent.state is not AgentState.ON_CALL or not agent.call:
             raise ApiError(409, f"agent {name} is not on a call now "
                            f"({agent.state.value}); you can listen only to a live call")
-        target = spy_target(agent.interface)
-        if not CHANNEL.match(target):
-            raise ApiError(409, f"agent {name}'s interface cannot be spied on safely")
+        try:  # the interface came from the PBX: checked as every value sent back to it
+            target = channel(spy_target(agent.interface))
+        except BadValue as exc:
+            raise ApiError(409, f"agent {name}'s interface cannot be spied on safely "
+                           f"({exc})") from None
         if target == spy_target(phone):
             raise ApiError(409, "you cannot listen to your own phone")
         action_id = desk.next_id()
         record.update(action_id=action_id, call=agent.call, target=target)
+        if len(c.service.edges) > 1:
+            record["pbx"] = agent.pbx
+        # ChanSpy runs on the PBX that carries the call (the supervisor's phone must be
+        # reachable from it, as the operators' are).
         await pbx(c, {"Action": "Originate", "ActionID": action_id, "Channel": phone,
                       "Application": "ChanSpy", "Data": f"{target},{MODES[mode]}",
-                      "CallerID": SPY_CALLERID, "Async": "true"})
+                      "CallerID": SPY_CALLERID, "Async": "true"}, to=agent.pbx)
         spying = Spying(agent=name, mode=mode, phone=phone, target=target,
-                        action_id=action_id, call=agent.call, started_at=c.now())
+                        action_id=action_id, call=agent.call, started_at=c.now(),
+                        pbx=agent.pbx)
         desk.active[user.username] = spying
     return web.json_response({"ok": True, "spy": _spy_json(spying),
                               "message": f"calling your phone {phone}; answer it to {mode}"})
 
 
-async def _channels(c: Console) -> list[dict[str, str]]:
-    """The PBX's channels (``CoreShowChannels``), or ApiError as :func:`pbx` words it."""
+async def _channels(c: Console, on: str = "") -> list[dict[str, str]]:
+    """PBX ``on``'s channels (``CoreShowChannels``), or ApiError as :func:`pbx` words it."""
     try:
-        reply = await c.service.link.action({"Action": "CoreShowChannels"}, idempotent=True)
+        reply = await c.service.link_for(on).action({"Action": "CoreShowChannels"},
+                                                    idempotent=True)
     except LinkDown:
         raise ApiError(503, "the PBX link is down; nothing was sent") from None
     except ActionTimeout:
@@ -206,7 +218,10 @@ def spy_channels(channels: list[dict[str, str]], phone: str) -> list[str]:
         if not name.startswith(prefix) or name.endswith(";2"):
             continue
         if ch.get("Application", "").lower() == "chanspy" or ch.get("CallerIDNum") == SPY_NUMBER:
-            found.append(name)
+            try:  # a name from the PBX is input: one unfit to send back never blocks the rest
+                found.append(channel(name))
+            except BadValue as exc:
+                log.warning("spy_channel_skipped", channel=name[:100], error=str(exc))
     return found
 
 
@@ -225,8 +240,10 @@ async def api_spy_stop(request: web.Request) -> web.Response:
                            "action_id": known.action_id if known else "",
                            "channels": hung}) as entry:
         phone = _my_phone(user)
-        for name in spy_channels(await _channels(c), phone):
-            await pbx(c, {"Action": "Hangup", "Channel": name}, ignore=("no such channel",))
+        on = known.pbx if known else ""
+        for name in spy_channels(await _channels(c, on), phone):
+            await pbx(c, {"Action": "Hangup", "Channel": name}, ignore=("no such channel",),
+                      to=on)
             hung.append(name)
         desk.active.pop(user.username, None)
         entry.result = "stopped" if hung else "no spy call was running"

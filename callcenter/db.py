@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    delete,
     event,
     func,
     insert,
@@ -74,6 +75,7 @@ class CallRow(Base):
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     talk_time: Mapped[int | None] = mapped_column(Integer, nullable=True)
     wrap_s: Mapped[float] = mapped_column(Float, default=0.0)
+    on_hold_s: Mapped[float] = mapped_column(Float, default=0.0)  # migration 0010
     rings: Mapped[int] = mapped_column(Integer, default=0)
     ring_no_answer: Mapped[int] = mapped_column(Integer, default=0)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -82,6 +84,7 @@ class CallRow(Base):
     previous_visit: Mapped[str] = mapped_column(String(64), default="")
     end_reason: Mapped[str] = mapped_column(String(24), default="")
     settled: Mapped[str] = mapped_column(String(24), default="")  # queue_log, counters...
+    pbx: Mapped[str] = mapped_column(String(32), default="")  # "" = the home PBX (0013)
 
 
 class AgentStateRow(Base):
@@ -97,7 +100,39 @@ class AgentStateRow(Base):
     step: Mapped[str] = mapped_column(String(24))
     reason: Mapped[str] = mapped_column(String(80), default="")
     cause: Mapped[str] = mapped_column(String(80), default="")
+    pbx: Mapped[str] = mapped_column(String(32), default="")  # "" = the home PBX (0013)
     __table_args__ = (Index("ix_agent_states_agent_at", "agent", "at"),)
+
+
+class ReportDayRow(Base):
+    """A closed local day's summary for reports (migration 0010; see
+    :mod:`callcenter.report_days`): ``section`` ``calls`` (the day's atoms) or ``agents``
+    (each operator's figures), ``data`` as JSON."""
+
+    __tablename__ = "report_days"
+    section: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day_start: Mapped[float] = mapped_column(Float, primary_key=True)
+    day_end: Mapped[float] = mapped_column(Float)
+    built_at: Mapped[float] = mapped_column(Float)
+    data: Mapped[Any] = mapped_column(JSON)
+
+
+def forget_days(lo: float, hi: float) -> Any:
+    """Delete the day summaries a row at any time in ``[lo, hi]`` could change."""
+    return delete(ReportDayRow).where(ReportDayRow.day_end > lo, ReportDayRow.day_start <= hi)
+
+
+def _span(rows: Sequence[dict[str, Any]], *keys: str) -> tuple[float, float]:
+    """The earliest and latest of the rows' times (a value that is no time is left to
+    the database to refuse, row by row)."""
+    times = []
+    for r in rows:
+        for k in keys:
+            try:
+                times.append(float(r[k]))
+            except (KeyError, TypeError, ValueError, OverflowError):
+                continue
+    return (min(times), max(times)) if times else (0.0, -1.0)
 
 
 class AuditRow(Base):
@@ -264,8 +299,10 @@ class Store:
         """Insert or update call records (one statement, many parameter sets)."""
         if not rows:
             return
+        lo, hi = _span(rows, "joined_at", "answered_at")
         async with self.engine.begin() as conn:
             await conn.execute(self._upsert(), [dict(r) for r in rows])
+            await conn.execute(forget_days(lo, hi))  # those days' summaries are stale
 
     async def save_calls_isolating(self, rows: Sequence[dict[str, Any]]
                                    ) -> list[tuple[dict[str, Any], str]]:
@@ -279,8 +316,11 @@ class Store:
     async def append_agent_states(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         if rows:
+            lo, hi = _span(rows, "at")
             async with self.engine.begin() as conn:
                 await conn.execute(AgentStateRow.__table__.insert(), rows)
+                # a state holds into the next day (its figures read the day before)
+                await conn.execute(forget_days(lo, hi + 86400))
 
     async def audit(self, *, at: float, actor: str, role: str, action: str, target: str = "",
                     reason: str = "", data: dict[str, Any] | None = None) -> None:

@@ -274,6 +274,7 @@ async def seed_report_history(store: Store, *, tz: tzinfo, clock: Callable[[], f
     from acd.reports import window
     from callcenter.bench import synthetic_month
     from callcenter.db import AgentStateRow, CallRow
+    from callcenter.orders import facts
     from callcenter.orders.store import OrderEventRow
 
     now = datetime.fromtimestamp(clock(), tz)
@@ -293,4 +294,7 @@ async def seed_report_history(store: Store, *, tz: tzinfo, clock: Callable[[], f
             await conn.execute(insert(AgentStateRow), states)
         if events:
             await conn.execute(insert(OrderEventRow), events)
+            # written past the order store (no work_orders rows: history only, counted
+            # as phone orders): their assessment parts are folded here
+            await facts.refresh(conn, sorted({e["order_id"] for e in events}))
     return len(rows)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from callcenter.service import Service
 from ivr.dialer import Dialer, OutboundSettings
-from ivr.fastagi import AgiTokens, HotlineAgi, start_agi_server
+from ivr.fastagi import AgiThread, AgiTokens, HotlineAgi, start_agi_server
 from recordings.monitor import CallRecorder
 
 log = structlog.get_logger(__name__)
@@ -31,7 +31,7 @@ class TelephonyError(Exception):
 @dataclass(slots=True)
 class Telephony:
     agi: HotlineAgi
-    agi_server: asyncio.Server | None
+    agi_server: AgiThread | None  # the FastAGI edge on its own thread and loop
     agi_port: int
     dialer: Dialer | None
     recorder: CallRecorder | None
@@ -42,11 +42,7 @@ class Telephony:
         if self.recorder is not None:
             await self.recorder.stop()
         if self.agi_server is not None:
-            self.agi_server.close()
-            try:
-                await asyncio.wait_for(self.agi_server.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
+            await self.agi_server.stop()
 
 
 def expected_wait(service: Service) -> Callable[[], dict[str, float]]:
@@ -88,16 +84,22 @@ def fastagi_settings(raw: dict[str, Any]) -> tuple[str, list[str]]:
     return secret, allow
 
 
-def audit_refusal(service: Service) -> Callable[[str, Any], Any]:
+def audit_refusal(service: Service, console: Any = None) -> Callable[[str, Any], Any]:
     """A FastAGI refusal as an audit row (``fastagi_refused``; supervisors read them at
-    ``GET /api/fastagi/refusals``)."""
+    ``GET /api/fastagi/refusals``), then on the wallboard (``console.fastagi_refused``:
+    a ``fastagi_refused`` alert per address)."""
 
     async def audit(why: str, details: Any) -> None:
         d = {k: str(v)[:64] for k, v in dict(details).items()}
-        await service.store.audit(at=service.clock(), actor="fastagi", role="system",
-                                  action="fastagi_refused",
-                                  target=d.get("peer", "") or d.get("key", ""),
-                                  reason=why[:200], data=d)
+        at = service.clock()
+        try:
+            await service.store.audit(at=at, actor="fastagi", role="system",
+                                      action="fastagi_refused",
+                                      target=d.get("peer", "") or d.get("key", ""),
+                                      reason=why[:200], data=d)
+        finally:  # shown to supervisors even when the audit row could not be written
+            if console is not None:
+                console.fastagi_refused(why, d, at)
 
     return audit
 
@@ -109,12 +111,16 @@ async def start_telephony(service: Service, app: web.Application, *,
                           agi_allow: list[str] | None = None) -> Telephony:
     """Start the FastAGI server (``agi_port`` None: none), the dialer and the recorder.
 
+    The FastAGI server runs on a thread of its own with its own event loop
+    (:class:`ivr.fastagi.AgiThread`); its scripts reach the service, the dialer and
+    the audit log only through this loop (:func:`ivr.fastagi.on_loop`).
+
     Port 0 picks a free port; ``outbound.agi_url`` is then pointed at it.  The
     FastAGI edge takes its secret and allowed PBX addresses from ``[fastagi]``
     unless given.
     """
     from agent_console.orders_api import WORK_ORDERS
-    from agent_console.session import RECORDINGS
+    from agent_console.session import CONSOLE, RECORDINGS
     from ivr.menus import load_config as load_ivr_config
 
     work_orders = app[WORK_ORDERS]
@@ -122,12 +128,14 @@ async def start_telephony(service: Service, app: web.Application, *,
     secret, allow = fastagi_settings(service.settings.raw)
     tokens = AgiTokens(secret=secret if agi_secret is None else agi_secret,
                        ttl_s=outbound.visit_result_timeout_s + outbound.originate_timeout_s)
-    on_refused = audit_refusal(service)
+    on_refused = audit_refusal(service, app[CONSOLE])
     dialer: Dialer | None = None
     if outbound.enabled:
         dialer = Dialer(engine=service.store.engine, send=service.link.action,
                         orders=work_orders, centre=service.centre, settings=outbound,
-                        clock=service.clock, tz=service.settings.tz, tokens=tokens)
+                        clock=service.clock, tz=service.settings.tz, tokens=tokens,
+                        send_to=(lambda p: service.link_for(p).action)
+                        if len(service.edges) > 1 else None)
     agi = HotlineAgi(
         load_ivr_config(), expected_wait=expected_wait(service),
         lookup_order=order_status(work_orders),
@@ -137,7 +145,7 @@ async def start_telephony(service: Service, app: web.Application, *,
         on_no_answer=dialer.visit_no_answer if dialer else None,
         asks_department=dialer.asks_department if dialer else None,
         tokens=tokens, on_refused=on_refused)
-    server: asyncio.Server | None = None
+    server: AgiThread | None = None
     bound = 0
     if agi_port is not None:
         try:
@@ -146,14 +154,18 @@ async def start_telephony(service: Service, app: web.Application, *,
         except OSError as exc:
             raise TelephonyError(f"cannot listen for FastAGI on {agi_host}:{agi_port}: "
                                  f"{exc.strerror}") from None
-        bound = int(server.sockets[0].getsockname()[1])
+        bound = server.port
         if agi_port == 0:
             outbound.agi_url = f"agi://{agi_host}:{bound}"
     recorder: CallRecorder | None = None
     if record_calls:
-        recorder = CallRecorder(app[RECORDINGS], service.link.action)
+        several = len(service.edges) > 1
+        recorder = CallRecorder(
+            app[RECORDINGS], service.link.action, home=service.home.name,
+            send_to=(lambda p: service.link_for(p).action) if several else None)
         service.subscribers.append(recorder.changed)
-        service.listen("MixMonitorStop", recorder.on_ami_event)
+        service.listen("MixMonitorStop",
+                       lambda h, at: recorder.on_ami_event(h, at, service.event_pbx))
     if dialer is not None:
         service.subscribers.append(dialer.changed)
         service.listen("OriginateResponse", dialer.on_ami_event)

@@ -35,7 +35,14 @@ with the secret in ``extensions.conf`` ``[globals]`` (Asterisk's ``SHA1()``).  E
 token writes once.  A refusal is logged, handed to ``on_refused`` (the service
 audits it) and the script goes on without writing.
 
-**The edge never blocks the loop.**  :class:`FastAgiServer` accepts only configured
+**The edge never blocks the service's loop.**  :class:`AgiThread` runs the server on a
+thread of its own with its own event loop: accepting, reading and refusing
+connections (a burst of 500 at once, half headers, 1 MB lines) costs that loop, not
+the one serving the web app, the websockets and the AMI link.  Everything a script
+asks of the service (a token to redeem, the expected waits, an order's state, a
+call-back, a survey key, a return visit's keys, a refusal to audit) is run on the
+service's loop through :func:`on_loop` (``run_coroutine_threadsafe``), so the
+service's one writer stays the only writer.  :class:`FastAgiServer` accepts only configured
 PBX addresses, reads the ``agi_*`` header block with a line limit, a count limit
 and a deadline (a client that sends half a header and closes, or goes silent, or
 sends a 1 MB line or invalid UTF-8, is closed -- panoramisk 1.4 spun at 100 % CPU
@@ -55,9 +62,11 @@ import inspect
 import ipaddress
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +138,26 @@ async def _call(fn: Callable[..., Maybe] | None, *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+Runner = Callable[..., Awaitable[Any]]  # run(fn, *args) -> fn's result (awaited if need be)
+
+
+def on_loop(loop: asyncio.AbstractEventLoop) -> Runner:
+    """``run(fn, *args)``: call ``fn`` on ``loop`` (the service's) and await its result
+    from any other loop; on ``loop`` itself it is a plain call.  ``fn`` None gives None.
+
+    This is the only door from the FastAGI thread into the service: the service's
+    state, tokens and database are touched by its own loop alone (one writer).
+    """
+    async def run(fn: Callable[..., Maybe] | None, *args: Any) -> Any:
+        if fn is None:
+            return None
+        if asyncio.get_running_loop() is loop:
+            return await _call(fn, *args)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_call(fn, *args),
+                                                                          loop))
+    return run
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -319,7 +348,11 @@ class HotlineAgi:
         asks_department: Callable[[str], Maybe] | None = None,
         tokens: AgiTokens | None = None,
         on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None,
+        run: Runner = _call,
     ) -> None:
+        """``run(fn, *args)`` calls every callback and the token check; :func:`on_loop`
+        of the service's loop when the scripts run on the FastAGI thread."""
+        self.run = run
         self.config = config
         self.expected_wait = expected_wait
         self.on_callback = on_callback
@@ -342,12 +375,12 @@ class HotlineAgi:
         """Redeem the channel's ``AGI_TOKEN`` for one write; a refusal is reported."""
         if token is None:
             token = await agi.get_var("AGI_TOKEN")
-        why = self.tokens.redeem(token, script, key, agi.uniqueid)
+        why = await self.run(self.tokens.redeem, token, script, key, agi.uniqueid)
         if why is None:
             return True
         log.warning("fastagi_write_refused", script=script, key=key, why=why,
                     uniqueid=agi.uniqueid[:64])
-        await _call(self.on_refused, why, {"script": script, "key": key[:64],
+        await self.run(self.on_refused, why, {"script": script, "key": key[:64],
                                            "uniqueid": agi.uniqueid[:64],
                                            "peer": agi.headers.get("peer", "")})
         return False
@@ -379,8 +412,8 @@ class HotlineAgi:
         h = agi.headers
         uniqueid, callerid = agi.uniqueid, h.get("agi_callerid", "")
         bound = log.bind(uniqueid=uniqueid, caller=last4(callerid))
-        waits = dict(self.expected_wait() if self.expected_wait else {})
         try:
+            waits = dict(await self.run(self.expected_wait) or {})
             await agi.send("ANSWER")
             number = self._dialled(h, await agi.get_var("HOTLINE"))
             category = await agi.get_var("CATEGORY")
@@ -421,7 +454,7 @@ class HotlineAgi:
                     return None
                 case CallbackRequested():
                     if await self._may_write(agi, "callback", uniqueid):
-                        await _call(self.on_callback, CallbackRequest(
+                        await self.run(self.on_callback, CallbackRequest(
                             uniqueid, callerid, cmd.queue, cmd.hotline, cmd.category,
                             cmd.lang, cmd.ivr_path))
                 case Hangup():
@@ -445,7 +478,7 @@ class HotlineAgi:
         outcome = await self._ask(agi, survey(cfg.get("prompt", "hotline/survey")))
         score = outcome.answers.get("satisfaction")
         if await self._may_write(agi, "survey", uniqueid):
-            await _call(self.on_survey, uniqueid, score)
+            await self.run(self.on_survey, uniqueid, score)
             log.info("survey_answer", call_id=uniqueid, satisfaction=score, after_call=True)
         try:
             if isinstance(outcome, Answered):
@@ -467,7 +500,7 @@ class HotlineAgi:
                 number = (await agi.collect(prompt, timeout_ms, max_digits)).rstrip("#")
                 if not number:
                     continue
-                status = await _call(self.lookup_order, number)
+                status = await self.run(self.lookup_order, number)
                 if status is None:
                     await agi.play(cfg.get("not_found_prompt", "hotline/order-not-found"))
                     continue
@@ -512,7 +545,7 @@ class HotlineAgi:
         score = outcome.answers.get("satisfaction")
         try:
             if await self._may_write(agi, "survey", call_id[:64], token):
-                await _call(self.on_survey, call_id[:64], score)
+                await self.run(self.on_survey, call_id[:64], score)
                 log.info("survey_answer", call_id=call_id[:64], satisfaction=score)
             if isinstance(outcome, Answered):
                 await agi.play(cfg.get("thanks_prompt", "hotline/thanks"))
@@ -537,12 +570,12 @@ class HotlineAgi:
             await agi.play(cfg.get("intro_prompt", "hotline/rv-intro"))
         except CallerHungUp:
             if order_id:
-                await _call(self.on_no_answer, order_id, call_id)
+                await self.run(self.on_no_answer, order_id, call_id)
             return
         department = True
         if self.asks_department is not None:  # no department handled it: don't ask
             try:
-                department = bool(await _call(self.asks_department, order_id))
+                department = bool(await self.run(self.asks_department, order_id))
             except Exception:
                 log.exception("return_visit_order_lookup_failed", order_id=order_id)
         q = return_visit({k: cfg[f"{k}_prompt"] for k in ("resolved", "operator", "department")
@@ -551,13 +584,13 @@ class HotlineAgi:
         a = outcome.answers
         bound = log.bind(order_id=order_id, call_id=call_id)
         if isinstance(outcome, Answered):
-            await _call(self.on_answer, order_id, a["resolved"], a.get("sat_operator"),
+            await self.run(self.on_answer, order_id, a["resolved"], a.get("sat_operator"),
                         a.get("sat_department"), call_id)
             bound.info("return_visit_answered", resolved=a["resolved"],
                        sat_operator=a.get("sat_operator"),
                        sat_department=a.get("sat_department"))
         else:
-            await _call(self.on_no_answer, order_id, call_id)
+            await self.run(self.on_no_answer, order_id, call_id)
             bound.info("return_visit_no_answer")
         try:
             result = "answered" if isinstance(outcome, Answered) else "no_answer"
@@ -624,6 +657,7 @@ class FastAgiServer:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default_factory=lambda: parse_allow(["127.0.0.1/32", "::1/128"]))
     on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None
+    run: Runner = _call  # how on_refused is called (on_loop(service loop) from a thread)
     max_clients: int = MAX_CLIENTS
     header_timeout_s: float = HEADER_TIMEOUT_S
     clients: int = 0
@@ -663,7 +697,8 @@ class FastAgiServer:
         self._reported[key] = now
         log.warning("fastagi_refused", peer=peer, why=why, script=script[:40])
         try:
-            await _call(self.on_refused, why, {"peer": peer, "script": script[:40]})
+            await self.run(self.on_refused, why, {"peer": peer, "script": script[:40],
+                                                  "count": entry["count"]})
         except Exception:
             log.exception("fastagi_refusal_not_recorded")
 
@@ -699,12 +734,78 @@ class FastAgiServer:
             writer.close()
 
 
+class AgiThread:
+    """A :class:`FastAgiServer` on a thread of its own, with its own event loop.
+
+    Why: a burst of connections (500 opened at once) costs asyncio about a
+    millisecond each to accept, wrap in a transport, refuse and close; on the
+    service's loop that stood the web app still for up to a second.  Here that work
+    runs on another loop, and the service's loop only sees what a script asks of it
+    (through :func:`on_loop`).  The GIL is shared, so the two loops interleave every
+    few milliseconds instead of one waiting for the other's whole turn.
+
+    ``await start(host, port)`` returns the bound port (OSError if it cannot listen);
+    ``await stop()`` closes the listener, cancels the conversations and joins the
+    thread.  ``edge`` is read by tests and metrics only (its counters are ints).
+    """
+
+    def __init__(self, edge: FastAgiServer) -> None:
+        self.edge = edge
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+        self._thread: threading.Thread | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        ready: Future[int] = Future()
+        self._thread = threading.Thread(target=self._run, args=(host, port, ready),
+                                        name="fastagi", daemon=True)
+        self._thread.start()
+        self.port = await asyncio.wrap_future(ready)
+        return self.port
+
+    def _run(self, host: str, port: int, ready: Future[int]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            server = loop.run_until_complete(self.edge.start(host, port))
+        except OSError as exc:  # the caller sees why it cannot listen
+            loop.close()
+            ready.set_exception(exc)
+            return
+        self.loop = loop
+        ready.set_result(int(server.sockets[0].getsockname()[1]))
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            tasks = asyncio.all_tasks(loop)
+            for t in tasks:
+                t.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        loop, thread = self.loop, self._thread
+        if loop is None or thread is None:
+            return
+        self.loop = None
+        try:
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:  # already closed
+            pass
+        await asyncio.to_thread(thread.join, timeout)
+
+
 async def start_agi_server(agi: HotlineAgi, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                            *, allow: Iterable[str] = ("127.0.0.1", "::1"),
                            on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None,
-                           ) -> asyncio.Server:
-    """Listen for Asterisk's FastAGI connections; close the returned server to stop."""
-    edge = FastAgiServer(agi.routes(), parse_allow(allow), on_refused=on_refused)
-    server = await edge.start(host, port)
-    server.edge = edge  # type: ignore[attr-defined]
-    return server
+                           ) -> AgiThread:
+    """Listen for Asterisk's FastAGI connections on a thread of its own (:class:`AgiThread`);
+    ``agi``'s callbacks and ``on_refused`` run on the caller's loop.  ``await stop()`` it."""
+    run = on_loop(asyncio.get_running_loop())
+    agi.run = run
+    edge = FastAgiServer(agi.routes(), parse_allow(allow), on_refused=on_refused, run=run)
+    thread = AgiThread(edge)
+    await thread.start(host, port)
+    return thread

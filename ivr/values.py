@@ -15,6 +15,25 @@ function here raises :class:`BadValue` (a ``ValueError``) with a one-line reason
   ``SET VARIABLE``: no CR, LF, NUL, comma, ``|``, ``"`` or ``\\``; at most 80 characters.
 * :func:`app_word` -- a queue name, context or extension placed into an AMI field or an
   AGI ``EXEC`` argument: ``[A-Za-z0-9_.+-]``, 1-80 characters.
+* :func:`channel` -- a channel or interface name for an AMI ``Channel``/``Interface``
+  field or a ``ChanSpy`` argument (``PJSIP/1001``, ``Local/1001@agents/n``,
+  ``Local/1001@agents-0000002a;1``): full-width forms become ASCII as in
+  :func:`dial_number`, other non-ASCII digits are refused, and so is any comma (an
+  application argument separator), ``|``, quote, space, CR or LF.
+
+* :func:`ami_action` -- a whole AMI action: every channel field (``Channel``,
+  ``Interface``, ...) through :func:`channel`, every name field (``Queue``, ``Context``,
+  ``Exten``, ...) through :func:`app_word`.
+
+Where they are applied (every value the service puts into an AMI action or an AGI
+command): :func:`ami_action` on every action the console sends (``pbx()`` in
+``agent_console/session.py``: ``QueueAdd``/``QueuePause``/``QueueRemove``/``Hangup``/
+``Redirect``, and the supervisors' ``ChanSpy`` ``Originate`` and ``Hangup`` of
+``agent_console/spy.py``), on the dialer's ``Originate`` (``ivr/dialer.py``, whose
+numbers and variables also pass :func:`dial_number` and :func:`variable_value`) and on
+``MixMonitor`` (``recordings/monitor.py``, whose file name is built from a checked
+:func:`uniqueid`); the IVR's AGI commands use :func:`variable_value` and
+:func:`app_word` (``ivr/fastagi.py``).
 """
 
 from __future__ import annotations
@@ -88,3 +107,40 @@ def app_word(raw: object) -> str:
     if not isinstance(raw, str) or not _WORD.fullmatch(raw):
         raise BadValue("not a plain name (letters, digits, _ . + -)")
     return raw
+
+
+_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:/+;-]{0,99}")
+
+
+def channel(raw: object) -> str:
+    """``PJSIP/1001`` from ``PJSIP/１００１``; BadValue for non-ASCII digits, separators,
+    or anything else that is not a channel name (at most 100 characters)."""
+    if not isinstance(raw, str):
+        raise BadValue("a channel must be text")
+    name = _fullwidth_to_ascii(raw)
+    bad = next((c for c in name if not c.isascii()), None)
+    if bad is not None:
+        kind = "digit" if unicodedata.category(bad) in ("Nd", "No", "Nl") else "character"
+        raise BadValue(f"non-ASCII {kind} U+{ord(bad):04X} in a channel name")
+    if not _CHANNEL.fullmatch(name):
+        raise BadValue("not a channel name (letters, digits and _ . @ : / + ; -)")
+    return name
+
+
+CHANNEL_FIELDS = ("Channel", "Interface", "ExtraChannel")
+NAME_FIELDS = ("Queue", "Context", "Exten", "ExtraContext", "ExtraExten")
+
+
+def ami_action(action: dict[str, str]) -> dict[str, str]:
+    """A copy of ``action`` with its channel and name fields checked (full-width digits
+    made ASCII); BadValue saying which field is not fit to send."""
+    out = dict(action)
+    for key in (*CHANNEL_FIELDS, *NAME_FIELDS):
+        if key not in out:
+            continue
+        try:
+            out[key] = channel(out[key]) if key in CHANNEL_FIELDS \
+                else app_word(_fullwidth_to_ascii(out[key]))
+        except BadValue as exc:
+            raise BadValue(f"{key}: {exc}") from None
+    return out

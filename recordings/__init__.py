@@ -1,4 +1,5 @@
 """Call recordings: MixMonitor started on answer, the file index and retention, playback over HTTP.
 
-May import ``acd``, the service's plumbing, the AMI link and the order domain; never the console.
+May import ``acd``, the service's plumbing, the AMI link, the order domain and
+``ivr.values`` (the checks on values from the PBX); never the console.
 """

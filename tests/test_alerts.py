@@ -166,3 +166,32 @@ def test_pbx_restart_is_shown_for_an_hour() -> None:
     assert [(a.kind, a.severity) for a in alerts] == [("pbx_restarted", WARNING)]
     assert alerts[0].detail == {"what": "Asterisk restarted"}
     assert evaluate(p, T, NOW + 3600) == []
+
+
+# --------------------------------------------------------------------------- FastAGI refusals
+
+
+def test_fastagi_refusals_are_one_alert_per_address_worst_reason_first() -> None:
+    from agent_console.alerts import FASTAGI_SHOWN_S, fastagi_alerts
+
+    now = 10_000.0
+    refusals = [
+        {"peer": "10.0.0.5", "why": "closed before the end of the headers", "count": 40,
+         "last": now - 5},
+        {"peer": "10.0.0.5", "why": "token not issued by this service", "count": 2,
+         "last": now - 30},
+        {"peer": "10.0.0.9", "why": "too many connections", "count": 300, "last": now - 1},
+        {"peer": "10.0.0.7", "why": "address not allowed", "count": 1,
+         "last": now - FASTAGI_SHOWN_S - 1},  # over an hour ago: no longer shown
+    ]
+    alerts = fastagi_alerts(refusals, now)
+    assert [(a.key, a.severity, a.since, dict(a.detail)) for a in alerts] == [
+        ("fastagi_refused:10.0.0.5", "critical", now - 5,
+         {"count": 42, "why": "token not issued by this service", "why_kind": "token"}),
+        ("fastagi_refused:10.0.0.9", "warning", now - 1,
+         {"count": 300, "why": "too many connections", "why_kind": "flood"}),
+    ]
+    assert fastagi_alerts([{"peer": "::1", "why": "header not UTF-8", "count": 1,
+                            "last": now}], now)[0].detail["why_kind"] == "header"
+    assert fastagi_alerts([{"peer": "x", "why": "address not allowed", "count": 1,
+                            "last": now}], now)[0].severity == "critical"

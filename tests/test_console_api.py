@@ -23,12 +23,14 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from acd.state import AgentState, Outcome
+from agent_console.alerts import AGI_REFUSAL_KINDS
 from agent_console.auth import LoginThrottle, Users, seed_demo_users
 from agent_console.http import CSP
 from agent_console.hub import RESYNC, Hub, apply_ops, diff
 from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import DraftRow, WorkOrderRow
 from agent_console.orders_api import WORK_ORDERS
+from agent_console.ratelimit import RateSettings
 from agent_console.server import make_app
 from agent_console.session import CONSOLE, STATIC
 from agent_console.users_cli import add_arguments, main_from_args
@@ -71,8 +73,10 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, pbx = await started_service(tmp_db)
+    # Without the request rate limit: test_bad_input sends ~900 requests through this
+    # rig (the limit is tested in test_ratelimit).
     app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=3, base_s=30))
+                   throttle=LoginThrottle(free=3, base_s=30), rate_limit=RateSettings(0, 1, 0, 1))
     async with serving(service, app) as (server, people):
         r = Rig(service, pbx, server)
         r.people = people
@@ -446,6 +450,43 @@ async def test_supervisor_actions_need_a_reason_and_are_audited(rig: Rig) -> Non
 
 
 # --------------------------------------------------------------------------- drafts and work orders
+
+
+async def test_a_draft_files_one_order_on_a_double_click_or_after_a_crash(rig: Rig) -> None:
+    from callcenter.orders.lifecycle import Caller
+    from callcenter.orders.store import account_actor
+
+    op1 = await rig.as_user("op1")
+    draft_body = {"caller": "13800000011", "text": "小区路灯不亮",
+                  "fields": {"request_type": "report", "category": "市政设施/路灯"}}
+
+    async def draft() -> int:
+        _, d = await op1.call("POST", "/api/drafts", {})
+        assert (await op1.call("PUT", f"/api/drafts/{d['id']}", draft_body))[0] == 200
+        return int(d["id"])
+
+    # A double click: three submits at once, one order.
+    first = await draft()
+    results = await asyncio.gather(*(op1.call("POST", f"/api/drafts/{first}/submit")
+                                     for _ in range(3)))
+    ids = {body["id"] for status, body in results if status == 200}
+    assert len(ids) == 1 and all(st in (200, 409) for st, _ in results), results
+    # The service died after writing the order, before marking the draft (the order's
+    # claim on the draft id was written with it): the retry takes that order and its step.
+    second = await draft()
+    wo = rig.server.app[WORK_ORDERS]
+    actor = account_actor("op1", "operator", None, wo.config.directory.centre.id)
+    filed, _ = await wo.create(actor, text="小区路灯不亮", category="市政设施/路灯",
+                               caller=Caller(number="13800000011"),
+                               once=("draft", str(second)))
+    status, body = await op1.call("POST", f"/api/drafts/{second}/submit",
+                                  {"outcome": "dispatch", "department": "urban_management"})
+    assert status == 200 and body["id"] == filed.id, body
+    assert body["order"]["state"] == "dispatched"
+    async with rig.service.store.sessions() as s:
+        orders = list(await s.scalars(select(WorkOrderRow)))
+        marked = await s.scalar(select(DraftRow.work_order_id).where(DraftRow.id == second))
+    assert len(orders) == 2 and marked == int(filed.id)
 
 
 async def test_draft_on_answer_then_work_order(rig: Rig) -> None:
@@ -859,7 +900,8 @@ def test_every_ui_string_exists_in_both_languages() -> None:
             used |= set(re.findall(r'\bt\("([a-z_0-9.]+)"', text))
     dynamic = {p for p in used if p.endswith(".")}  # t("state." + state) and the like
     # states and reasons go through i18n.js; the intake form's few closed lists here
-    assert dynamic == {"outcome.", "alert.", "urgency.", "outcome_pick.", "missing."}
+    assert dynamic == {"outcome.", "alert.", "urgency.", "outcome_pick.", "missing.",
+                       "agi.why."}
     used |= {f"state.{s.value}" for s in AgentState} | {f"outcome.{o.value}" for o in Outcome}
     used |= {f"urgency.{u}" for u in ("normal", "urgent", "emergency")}
     used |= {f"outcome_pick.{o}" for o in ("accept", "answer", "dispatch")}
@@ -869,7 +911,9 @@ def test_every_ui_string_exists_in_both_languages() -> None:
                                      "completed", "return_visit", "evaluated",
                                      "resolved_on_call", "returned")}
     used |= {f"alert.{kind}" for kind in ("link_down", "longest_wait", "paused_while_waiting",
-                                          "paused_share", "ring_no_answer", "pbx_restarted")}
+                                          "paused_share", "ring_no_answer", "pbx_restarted",
+                                          "fastagi_refused")}
+    used |= {f"agi.why.{kind}" for _, kind, _ in AGI_REFUSAL_KINDS}
     used |= {f"reason.{r}" for r in load(env={}).pause_reasons}
     assert used - dynamic <= keys_zh, used - dynamic - keys_zh
 

@@ -3,15 +3,17 @@
 panoramisk 1.4's FastAGI handler loops on ``read()`` returning ``b""``: a client that
 sent part of a header and closed froze the whole process at 100 % CPU (web,
 websockets, AMI); a 1 MB header line stalled the loop for seconds.  Each attack
-below runs against the edge (:class:`ivr.fastagi.FastAgiServer`) while a thread
-times ``GET /healthz`` of an aiohttp app on the same event loop; the worst response
-time is printed (README figure) and must stay far from a stall.
+below runs against the edge (:class:`ivr.fastagi.FastAgiServer`) on its own thread and
+loop (:class:`ivr.fastagi.AgiThread`, as ``callcenter serve`` runs it) while a thread
+times ``GET /healthz`` of an aiohttp app on the test's (the service's) event loop; the
+worst response time is printed (README figure) and must stay far from a stall.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -23,7 +25,7 @@ from typing import Any, Self
 import pytest
 from aiohttp import web
 
-from ivr.fastagi import AgiTokens, FastAgiServer, HotlineAgi, parse_allow
+from ivr.fastagi import AgiThread, AgiTokens, FastAgiServer, HotlineAgi, on_loop, parse_allow
 from ivr.menus import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +68,13 @@ class WebProbe:
 
 @pytest.fixture
 async def edge() -> AsyncIterator[tuple[FastAgiServer, int, int]]:
+    """The edge as the service runs it: on its own thread and loop (AgiThread), the web
+    app on this one."""
     agi = HotlineAgi(load_config(), tokens=AgiTokens(secret="s"))
-    server_edge = FastAgiServer(agi.routes(), header_timeout_s=0.5, max_clients=256)
-    server = await server_edge.start("127.0.0.1", 0)
+    server_edge = FastAgiServer(agi.routes(), header_timeout_s=0.5, max_clients=256,
+                                run=on_loop(asyncio.get_running_loop()))
+    thread = AgiThread(server_edge)
+    agi_port = await thread.start("127.0.0.1", 0)
     app = web.Application()
 
     async def healthz(request: web.Request) -> web.Response:
@@ -80,9 +86,8 @@ async def edge() -> AsyncIterator[tuple[FastAgiServer, int, int]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     web_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield server_edge, server.sockets[0].getsockname()[1], web_port
-    server.close()
-    await server.wait_closed()
+    yield server_edge, agi_port, web_port
+    await thread.stop()
     await runner.cleanup()
 
 
@@ -95,6 +100,16 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def all_closed(edge: FastAgiServer) -> int:
+    """The edge's open conversations once it has caught up (it runs on its own thread: the
+    attacker can see its last socket closed before that thread has finished its turn)."""
+    for _ in range(100):
+        if edge.clients == 0:
+            break
+        await asyncio.sleep(0.05)
+    return edge.clients
 
 
 async def in_another_process(attack: str, port: int) -> Any:
@@ -173,11 +188,12 @@ async def test_each_attack_is_closed_and_the_web_app_keeps_answering(
     async with WebProbe(web_port) as probe:
         result = await in_another_process(attack, port)
         await asyncio.sleep(0.3)  # a spinning handler would show here
-    print(f"\n{attack}: worst web response {probe.worst * 1000:.1f} ms over {probe.count} GETs")
+    print(f"\n{attack}: worst web response {probe.worst * 1000:.1f} ms over {probe.count} GETs"
+          f" (load average {os.getloadavg()[0]:.1f})")
     assert result is not False, "the server did not close the connection"
     assert probe.errors == []
     assert probe.count > 5 and probe.worst < BOUND_S
-    assert server_edge.clients == 0
+    assert await all_closed(server_edge) == 0
     assert bool(server_edge.refusals) is (attack != "no attack (baseline)"), \
         "each refusal is kept for supervisors"
 
@@ -188,10 +204,11 @@ async def test_500_connections_at_once(edge: tuple[FastAgiServer, int, int]) -> 
         closed = await in_another_process("500 connections at once", port)
         await asyncio.sleep(0.2)
     print(f"\n500 connections: worst web response {probe.worst * 1000:.1f} ms "
-          f"over {probe.count} GETs")
+          f"over {probe.count} GETs (load average {os.getloadavg()[0]:.1f})")
     assert closed is True
     assert probe.errors == []
-    assert probe.worst < BOUND_S and server_edge.clients == 0
+    assert probe.worst < BOUND_S
+    assert await all_closed(server_edge) == 0
     whys = {r["why"] for r in server_edge.refusals}
     assert "too many connections" in whys and "headers not complete within 0.5 s" in whys
 
@@ -213,7 +230,7 @@ async def test_only_configured_pbx_addresses_are_served() -> None:
         server.close()
         await server.wait_closed()
     # reported once a minute per address and reason; every attempt counted
-    assert reported == [("address not allowed", {"peer": "127.0.0.1", "script": ""})]
+    assert reported == [("address not allowed", {"peer": "127.0.0.1", "script": "", "count": 1})]
     [entry] = server_edge.refusals
     assert entry["count"] == 3
 

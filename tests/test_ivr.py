@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import tomllib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import pytest
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer, QueueConfig
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
 from ivr.fastagi import (
+    AgiThread,
     AgiTokens,
     CallbackRequest,
     HotlineAgi,
@@ -223,17 +225,16 @@ class Recorder:
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Any]:
-    servers: list[asyncio.Server] = []
+    servers: list[AgiThread] = []
 
     async def start(agi: HotlineAgi) -> int:
         server = await start_agi_server(agi, "127.0.0.1", 0)
         servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
+        return server.port
 
     yield start
     for s in servers:
-        s.close()
-        await s.wait_closed()
+        await s.stop()
 
 
 def set_vars(commands: list[str]) -> dict[str, str]:
@@ -516,3 +517,50 @@ async def test_inbound_writes_need_the_dialplans_token_once(serve: Any) -> None:
     await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the dialplan's token
     await FakeAsterisk(port, "hotline", keys=["1"]).run()  # the same call again
     assert len(callbacks.calls) == 1 and refused.calls[-1][0] == "token already used"
+
+
+async def test_scripts_run_on_their_own_thread_and_reach_the_service_only_on_its_loop(
+        serve: Any) -> None:
+    """One writer: the FastAGI edge has its own thread and loop (a burst of connections
+    costs that loop), but every callback and the token check run on the service's."""
+    service_loop = asyncio.get_running_loop()
+    seen: list[tuple[str, bool, bool]] = []  # (what, on the service's loop, on this thread)
+
+    def where(what: str) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        seen.append((what, running is service_loop,
+                     threading.current_thread() is threading.main_thread()))
+
+    class Tokens(AgiTokens):
+        def redeem(self, *args: Any) -> str | None:
+            where("redeem")
+            return super().redeem(*args)
+
+    async def on_survey(call_id: str, score: int | None) -> None:
+        where("on_survey")
+
+    def waits() -> dict[str, float]:
+        where("expected_wait")
+        return {"hotline": 600.0}
+
+    scripts_on: list[bool] = []
+    hotline = agi(CONFIG, on_survey=on_survey, on_callback=lambda req: where("on_callback"),
+                  expected_wait=waits, tokens=Tokens(secret=SECRET))
+    original = hotline.hotline
+
+    async def spy_thread(channel: Any) -> None:
+        scripts_on.append(asyncio.get_running_loop() is service_loop)
+        await original(channel)
+
+    hotline.hotline = spy_thread  # type: ignore[method-assign]
+    port = await serve(hotline)
+    await FakeAsterisk(port, "hotline", keys=["1"]).run()
+    await FakeAsterisk(port, "survey", {"agi_uniqueid": "1700000000.43"}, keys=["2"],
+                       token=inbound_token(SECRET, "1700000000.43")).run()
+    assert scripts_on == [False]  # the conversation itself ran on the FastAGI loop
+    assert [w for w, _, _ in seen] == ["expected_wait", "redeem", "on_callback", "redeem",
+                                       "on_survey"]
+    assert all(on_loop and on_main for _, on_loop, on_main in seen), seen

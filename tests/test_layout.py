@@ -92,18 +92,22 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "callcenter.pbx": ("acd", "callcenter.config", "callcenter.logs",
                        "recordings.store"),  # the simulator writes MixMonitor WAVs with it
     "callcenter.orders": ("callcenter.db", "callcenter.config"),
-    "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami"),
+    # per-day report summaries: built by the service's writer, read by the reports
+    "callcenter.report_days": ("acd", "callcenter.config", "callcenter.db"),
+    "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
+                           "callcenter.report_days"),
     "callcenter.ops": ("callcenter.service",),
     "callcenter.bus": (),
     "callcenter.ha": (),
     # the scale-out rig (simulator child, core processes, queue_log truth): tests and bench
     "callcenter.scaleout": ("acd", "callcenter.db", "callcenter.logs", "callcenter.pbx"),
     "recordings": ("acd", "callcenter.config", "callcenter.db", "callcenter.runtime",
-                   "callcenter.pbx.ami", "callcenter.orders"),
+                   "callcenter.pbx.ami", "callcenter.orders",
+                   "ivr.values"),  # a pure leaf: values from the PBX on their way back
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
             "callcenter.orders"),
     "agent_console": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
-                      "callcenter.ops",
+                      "callcenter.ops", "callcenter.report_days",
                       "callcenter.orders", "callcenter.service", "callcenter.runtime",
                       "recordings", "ivr"),
 }

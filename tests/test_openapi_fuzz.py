@@ -1,19 +1,23 @@
 """A bounded property-based run against the app's own OpenAPI description (schemathesis):
 every operation of ``/api/openapi.json`` (which describes every route), requests
-generated from its schema and sent as a signed-in supervisor with a valid CSRF token;
-no answer may be a 500.  A 502/503/504 is allowed only when it says the PBX refused
-or is away (the fake PBX does not know every action).
+generated from its schema and sent as a signed-in supervisor, operator and department
+handler, each with a valid CSRF token; no answer may be a 500.  A 502/503/504 is
+allowed only when it says the PBX refused or is away (the fake PBX does not know every
+action).
 
-Bounded: ``MAX_EXAMPLES`` cases per operation (the README gives the count and the
-time); the app runs in a thread of its own, on an ephemeral port, against a fresh
-SQLite database.
+Bounded, the examples split between the roles: as a supervisor schemathesis' coverage
+phase (boundary values of every field) plus ``FUZZ["sup1"]`` random cases per
+operation; as an operator and a department handler ``FUZZ[...]`` random cases per
+operation each (the README gives the counts and the time).  The app runs in a thread
+of its own, on an ephemeral port, against a fresh SQLite database, without the
+request rate limit (tests/test_ratelimit.py tests that).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +30,22 @@ from hypothesis import HealthCheck, settings
 from agent_console.auth import LoginThrottle
 from agent_console.openapi import complete
 from agent_console.orders_api import WORK_ORDERS, openapi
+from agent_console.ratelimit import RateSettings
 from agent_console.server import make_app
 from callcenter.demo_orders import seed_handlers
 from tests.console_fakes import CHEAP, started_service
 from tests.test_spy import spy_support
 
-MAX_EXAMPLES = 6
+FUZZ = {"sup1": 2, "op1": 2, "dept1": 2}  # random cases per operation, per role
 SKIP = ("/api/logout",)  # would end the session the other cases use
+CASES: list[tuple[str, str, str, int]] = []
 
-schema = schemathesis.openapi.from_dict(complete(openapi())).exclude(
-    path_regex="^(" + "|".join(SKIP) + ")$")
-CASES: list[tuple[str, str, int]] = []
+
+def role_schema(coverage: bool) -> Any:
+    schema = schemathesis.openapi.from_dict(complete(openapi())).exclude(
+        path_regex="^(" + "|".join(SKIP) + ")$")
+    schema.config.phases.coverage.enabled = coverage
+    return schema
 
 
 class Served:
@@ -58,7 +67,7 @@ class Served:
         self.service, pbx = await started_service(self.db_url)
         spy_support(pbx)
         app = make_app(self.service, passwords=CHEAP, failure_delay=0,
-                       throttle=LoginThrottle(free=1000))
+                       throttle=LoginThrottle(free=1000), rate_limit=RateSettings(0, 1, 0, 1))
         await seed_handlers(self.service.store, app[WORK_ORDERS], passwords=CHEAP)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
@@ -80,37 +89,59 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The app's address and a signed-in ``requests`` session (with its CSRF token)
+    per user, made on first use."""
     db = Path(tmp_path_factory.mktemp("fuzz")) / "hotline.db"
-    served = Served(f"sqlite+aiosqlite:///{db}")
-    served.start()
-    base = f"http://127.0.0.1:{served.port}"
-    http = requests.Session()
+    app = Served(f"sqlite+aiosqlite:///{db}")
+    app.start()
+    sessions: dict[str, Any] = {}
     try:
-        r = http.post(base + "/api/login", json={"username": "sup1", "password": "demo"},
+        yield f"http://127.0.0.1:{app.port}", sessions
+    finally:
+        for http, _ in sessions.values():
+            http.close()
+        app.stop()
+        for user in FUZZ:
+            mine = [c for c in CASES if c[0] == user]
+            print(f"\nschemathesis as {user}: {len(mine)} cases over "
+                  f"{len({m + p for _, m, p, _ in mine})} paths, "
+                  f"statuses {sorted({s for *_, s in mine})}")
+
+
+def signed_in(served: tuple[str, dict[str, Any]], user: str) -> tuple[str, Any, str]:
+    base, sessions = served
+    if user not in sessions:
+        http = requests.Session()
+        r = http.post(base + "/api/login", json={"username": user, "password": "demo"},
                       timeout=10)
         assert r.status_code == 200, r.text
-        yield base, http, r.json()["csrf"]
-    finally:
-        http.close()
-        served.stop()
-        print(f"\nschemathesis: {len(CASES)} cases over "
-              f"{len({m + p for m, p, _ in CASES})} paths, "
-              f"statuses {sorted({s for _, _, s in CASES})}")
+        sessions[user] = (http, r.json()["csrf"])
+    return base, *sessions[user]
 
 
-@schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          suppress_health_check=list(HealthCheck))
-def test_no_input_gives_a_server_error(case: Any, supervisor: tuple[str, Any, str]) -> None:
-    base, http, csrf = supervisor
+def no_server_error(case: Any, base: str, http: Any, csrf: str, user: str) -> None:
     if case.headers is not None and "X-CSRF-Token" in case.headers:
         case.headers["X-CSRF-Token"] = csrf
     response = case.call(base_url=base, session=http, timeout=20, allow_redirects=False)
     status = response.status_code
-    CASES.append((case.method, case.path, status))
-    where = f"{case.method} {case.formatted_path if hasattr(case, 'formatted_path') else ''}"
+    CASES.append((user, case.method, case.path, status))
+    where = f"{user} {case.method} {case.path}"
     assert status != 500, f"{where}: {response.text[:300]}"
     if status >= 500:
         assert status in (502, 503, 504) and "PBX" in response.text, \
             f"{where}: {status} {response.text[:300]}"
+
+
+def role_test(user: str, coverage: bool) -> Callable[..., None]:
+    @role_schema(coverage).parametrize()
+    @settings(max_examples=FUZZ[user], deadline=None, suppress_health_check=list(HealthCheck))
+    def test(case: Any, served: tuple[str, dict[str, Any]]) -> None:
+        base, http, csrf = signed_in(served, user)
+        no_server_error(case, base, http, csrf, user)
+    return test
+
+
+test_no_input_gives_a_server_error_as_supervisor = role_test("sup1", coverage=True)
+test_no_input_gives_a_server_error_as_operator = role_test("op1", coverage=False)
+test_no_input_gives_a_server_error_as_department = role_test("dept1", coverage=False)

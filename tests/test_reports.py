@@ -15,8 +15,9 @@ import openpyxl
 import pytest
 
 from acd import reports as rp
+from acd.events import to_event
 from acd.metrics import by_queue
-from acd.state import Call, Outcome, QueueConfig
+from acd.state import Call, CallCenter, Outcome, QueueConfig
 from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
 from callcenter.cli import main
 from callcenter.config import load
@@ -237,6 +238,7 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
     book = openpyxl.load_workbook(out)
     assert book["总体"]["B1"].value == "呼入量" and book["总体"]["B2"].value == overall["offered"]
     assert book["按队列"].max_row == 1 + len(report["calls"]["queues"])
+    assert "承办单位考核·按渠道" in book.sheetnames  # departments by channel, in files too
     # by_queue over the stored rows is the third spelling of the same sum
     per, _ = by_queue(await _rows(tmp_db), settings.servicelevel_for, settings.short_abandon_s)
     assert sum(f.offered for f in per.values()) == overall["offered"]
@@ -322,3 +324,56 @@ def test_one_colour_table_for_every_row_and_card_of_the_wallboard() -> None:
     assert console.colours["abandon_rate"] == rp.DEFAULT_COLOURS["abandon_rate"]
     with pytest.raises(ValueError):
         rp.parse_colours({"answer_rate_sl": {"amber": "eighty"}})
+
+
+def test_hold_time_from_the_pbxs_hold_and_unhold_goes_to_the_call_and_its_operator() -> None:
+    """The simulator's operator puts the caller on hold twice (Hold ... Unhold, then Hold
+    until the call ends): the pure state adds the spans to the call and the operator,
+    the record keeps them, and the operator report shows talk without hold, hold, and an
+    AHT of talk + hold + wrap-up (Asterisk's TalkTime already holds the hold)."""
+    from callcenter.pbx.sim import Pbx, PbxConfig, frame_dict
+    from callcenter.pbx.sim import QueueConfig as SimQueue
+    from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
+
+    t0 = at(9).timestamp()
+    spec = CallSpec(at=0, number="13800000001", name="测试", ring=1, talk=60)
+    pbx = Pbx(PbxConfig(queues=(SimQueue("hotline", servicelevel=15, wrapuptime=0),),
+                        agents=1, agent_breaks=False),
+              ScriptedTraffic([spec], origin=t0), start_time=t0, seed=1)
+    centre = CallCenter({"hotline": QueueConfig(15, 0)})
+    held: list[str] = []
+
+    def step_to(second: int) -> None:
+        for s in range(int(pbx.now - t0) + 1, second + 1):
+            for f in pbx.advance(t0 + s):
+                event = to_event(frame_dict(f.text), t0 + s)
+                if event is not None:
+                    centre.apply(event)
+
+    def press(on: bool) -> None:
+        member = next(iter(centre.agents.values())).interface
+        assert pbx.hold(member, on)
+        for f in pbx.drain():
+            held.append(f.name)
+            event = to_event(frame_dict(f.text), pbx.now)
+            if event is not None:
+                centre.apply(event)
+
+    step_to(10)
+    press(True)
+    step_to(30)
+    press(False)
+    step_to(50)
+    press(True)  # and the call ends on hold
+    step_to(90)
+    assert held[:2] == ["Hold", "MusicOnHoldStart"] and "Unhold" in held
+    (call,) = [c for c in centre.visits.values() if c.outcome == Outcome.COMPLETED]
+    agent = next(iter(centre.agents.values()))
+    ended = call.ended_at - t0  # type: ignore[operator]
+    assert call.on_hold_s == pytest.approx(20 + ended - 50)
+    assert agent.hold_s == call.on_hold_s and call.to_row()["on_hold_s"] == call.on_hold_s
+    taken = rp.calls_by_agent([call], t0, t0 + 3600)
+    got = rp.agent_report([], taken, t0, t0 + 3600)[call.agent]
+    assert got.hold_s == call.on_hold_s and got.talk_s == call.talk_time - call.on_hold_s
+    assert got.agent_aht_s == round(got.talk_s + got.hold_s + got.wrap_s, 2)
+    assert not pbx.hold(agent.interface, True)  # no call now: nothing to hold

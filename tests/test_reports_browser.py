@@ -140,10 +140,13 @@ async def test_a_department_sees_only_its_own_figures(
     await page.wait_for_selector("[data-table=departments] tbody tr")
     tables = await page.locator("#tables section").evaluate_all(
         "els => els.map(e => e.dataset.table)")
-    assert tables == ["departments"]  # no call centre figures, no other department
+    # no call centre figures, no other department: its own 三率, and by channel
+    assert tables == ["departments", "department_channels"]
     rows = page.locator("[data-table=departments] tbody tr")
     assert await rows.count() == 1
     assert "城市管理" in (await rows.first.text_content() or "")
+    split = await page.locator("[data-table=department_channels] tbody tr").all_text_contents()
+    assert split and all("城市管理" in r for r in split)
     heads = await page.locator("[data-table=departments] th").all_text_contents()
     assert {"响应率（%）", "解决率（%）", "满意率（%）"} <= set(heads)
     assert await page.locator("#queue-box").is_hidden()

@@ -175,77 +175,108 @@ _RECEIVE = frozenset(str(s) for s in RECEIVE_STEPS)
 _DEADLINE_TIMERS = frozenset({str(TimerKind.FIRST_RESPONSE), str(TimerKind.HANDLING)})
 
 
+COUNTS = ("received", "responded_in_time", "completed", "completed_in_time", "answered",
+          "solved", "scored", "satisfied", "returned", "redispatched", "reopened", "overdue",
+          "supervised")
+"""The counts behind every rate: sums over orders, so any set of orders' figures is the
+sum of their parts (:func:`total`) and a stored part (``order_facts``) adds up exactly."""
+
+
 def assess(records: Iterable[Event], start: float, end: float
            ) -> dict[str, DepartmentFigures]:
     """Each department's figures for the orders it received in ``[start, end)`` (unix
-    seconds), ranked."""
-    by_order: dict[str, list[Event]] = defaultdict(list)
+    seconds), ranked: :func:`total` of :func:`fold_order` over each order's records."""
+    return total(part for recs in by_order(records).values()
+                 for part in fold_order(recs, start, end).values())
+
+
+def by_order(records: Iterable[Event]) -> dict[str, list[Event]]:
+    out: dict[str, list[Event]] = defaultdict(list)
     for r in records:
-        by_order[r.order_id].append(r)
+        out[r.order_id].append(r)
+    return out
+
+
+def total(parts: Iterable[DepartmentFigures]) -> dict[str, DepartmentFigures]:
+    """Parts (:func:`fold_order`'s, or stored ones) summed per department, the rates
+    worked out, ranked."""
     out: dict[str, DepartmentFigures] = {}
-
-    def dept(name: str) -> DepartmentFigures:
-        f = out.get(name)
+    for p in parts:
+        f = out.get(p.department)
         if f is None:
-            f = out[name] = DepartmentFigures(name)
-        return f
+            f = out[p.department] = DepartmentFigures(p.department)
+        for k in COUNTS:
+            setattr(f, k, getattr(f, k) + getattr(p, k))
+    return rank(f.finish() for f in out.values())
 
+
+def fold_order(recs: list[Event], start: float, end: float) -> dict[str, DepartmentFigures]:
+    """One order's part of each department's counts (rates not worked out), for the
+    departments that received it in ``[start, end)``.
+
+    The window only decides which receipts (:data:`RECEIVE_STEPS` naming a department)
+    put a department in the cohort: for any window that holds *all* of an order's
+    receipts the part is the same, which is what lets ``order_facts`` store it once."""
+    recs.sort(key=_seq)
+    t = _Track()
     scores: list[tuple[str, int]] = []
-    for recs in by_order.values():
-        recs.sort(key=_seq)
-        t = _Track()
-        for r in recs:
-            step, d, at = r.step, r.data, r.at
-            if step == _ACCEPT:
-                t.first_due, t.handling_due = d.get("first_response_due"), d.get("handling_due")
-            elif step in _RECEIVE:
-                previous = t.lead
-                t.lead = str(d.get("department") or "") or None
-                if step == _REDISPATCH and previous and previous in t.cohort:
-                    t.flags["redispatched"].add(previous)
-                if t.lead and start <= at < end:
-                    t.cohort.add(t.lead)
-            elif step == _HANDLING:
-                if t.first_due is None or at <= t.first_due:
-                    t.responded.add(r.unit)
-            elif step == _RETURN:
-                t.flags["returned"].add(r.unit)
-            elif step == _COMPLETE:
-                t.done[r.unit] = t.handling_due is None or at <= t.handling_due
-            elif step == _EVALUATE or step == _REOPEN:
-                if t.lead and citizens_own(r):
-                    t.answer = (t.lead, step == _EVALUATE)
-                    score = d.get("satisfaction_department")
-                    if isinstance(score, int) and t.lead in t.cohort:
-                        scores.append((t.lead, score))
-                if step == _REOPEN:
-                    if t.lead:  # whoever heard the answer, the order went back
-                        t.flags["reopened"].add(t.lead)
-                    if "handling_due" in d:
-                        t.handling_due = d["handling_due"]
-            elif step == _OVERDUE:
-                if t.lead and d.get("timer") in _DEADLINE_TIMERS:
-                    t.flags["overdue"].add(t.lead)
-            elif step == _SUPERVISE and t.lead:
-                t.flags["supervised"].add(t.lead)
-        for name in t.cohort:
-            f = dept(name)
-            f.received += 1
-            f.responded_in_time += name in t.responded
-            if name in t.done:
-                f.completed += 1
-                f.completed_in_time += t.done[name]
-            if t.answer is not None and t.answer[0] == name:
-                f.answered += 1
-                f.solved += t.answer[1]
-            for flag in ("returned", "redispatched", "reopened", "overdue", "supervised"):
-                if name in t.flags.get(flag, ()):
-                    setattr(f, flag, getattr(f, flag) + 1)
-    for name, score in scores:
-        f = dept(name)
+    for r in recs:
+        step, d, at = r.step, r.data, r.at
+        if step == _ACCEPT:
+            t.first_due, t.handling_due = d.get("first_response_due"), d.get("handling_due")
+        elif step in _RECEIVE:
+            previous = t.lead
+            t.lead = str(d.get("department") or "") or None
+            if step == _REDISPATCH and previous and previous in t.cohort:
+                t.flags["redispatched"].add(previous)
+            if t.lead and start <= at < end:
+                t.cohort.add(t.lead)
+        elif step == _HANDLING:
+            if t.first_due is None or at <= t.first_due:
+                t.responded.add(r.unit)
+        elif step == _RETURN:
+            t.flags["returned"].add(r.unit)
+        elif step == _COMPLETE:
+            t.done[r.unit] = t.handling_due is None or at <= t.handling_due
+        elif step == _EVALUATE or step == _REOPEN:
+            if t.lead and citizens_own(r):
+                t.answer = (t.lead, step == _EVALUATE)
+                score = d.get("satisfaction_department")
+                if isinstance(score, int) and t.lead in t.cohort:
+                    scores.append((t.lead, score))
+            if step == _REOPEN:
+                if t.lead:  # whoever heard the answer, the order went back
+                    t.flags["reopened"].add(t.lead)
+                if "handling_due" in d:
+                    t.handling_due = d["handling_due"]
+        elif step == _OVERDUE:
+            if t.lead and d.get("timer") in _DEADLINE_TIMERS:
+                t.flags["overdue"].add(t.lead)
+        elif step == _SUPERVISE and t.lead:
+            t.flags["supervised"].add(t.lead)
+    out: dict[str, DepartmentFigures] = {}
+    for name in t.cohort:
+        f = out[name] = DepartmentFigures(name, received=1)
+        f.responded_in_time = int(name in t.responded)
+        if name in t.done:
+            f.completed = 1
+            f.completed_in_time = int(t.done[name])
+        if t.answer is not None and t.answer[0] == name:
+            f.answered = 1
+            f.solved = int(t.answer[1])
+        for flag in ("returned", "redispatched", "reopened", "overdue", "supervised"):
+            setattr(f, flag, int(name in t.flags.get(flag, ())))
+    for name, score in scores:  # only departments of the cohort score
+        f = out[name]
         f.scored += 1
         f.satisfied += score >= 2
-    return rank(f.finish() for f in out.values())
+    return out
+
+
+def receipts(recs: Iterable[Event]) -> list[float]:
+    """When the order was received by a named department (the moments a window must
+    hold for :func:`fold_order`'s part to be the window's)."""
+    return [r.at for r in recs if r.step in _RECEIVE and r.data.get("department")]
 
 
 def rank(figures: Iterable[DepartmentFigures]) -> dict[str, DepartmentFigures]:

@@ -58,6 +58,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.db import CallRow
+from callcenter.orders import facts
 from callcenter.orders.calendar import WorkCalendar
 from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import (
@@ -657,6 +658,8 @@ class WorkOrders:
             await s.flush()
         except IntegrityError:
             raise OrderConflict(str(key)) from None
+        if str(record.step) in facts.FOLDED_STEPS:  # its assessment part, same transaction
+            await facts.refresh(s, [key])
 
     async def _save_attempt(self, key: int, a: Attempt) -> None:
         async with self.sessions() as s, s.begin():

@@ -1343,6 +1343,20 @@ class Pbx(OutboundCalls, AdminActions):
         call.watched = False
         self.queue_exits.append((call, how))
 
+    def hold(self, interface: str, on: bool = True) -> bool:
+        """The operator's phone puts its queue call on hold (or takes it back): ``Hold`` /
+        ``Unhold`` on the operator's channel, with the call's ``Linkedid``, as chan_pjsip
+        raises them on a re-INVITE (Asterisk 12+); the caller hears music meanwhile.
+        False when the operator is on no queue call."""
+        phone = self.phones.get(self._phone(interface).device)
+        call = phone.call if phone is not None else None
+        if not isinstance(call, Call) or call.state != TALKING_CALLER or call.a1 is None:
+            return False
+        self._chan("Hold" if on else "Unhold", call.a1, "MusicClass: default\r\n" if on else "")
+        self._chan("MusicOnHoldStart" if on else "MusicOnHoldStop", call.c2,
+                   "Class: default\r\n" if on else "")
+        return True
+
     def set_device_state(self, device: str, state: str) -> str:
         """``Setvar DEVICE_STATE(Custom:x)=STATE``: members watching that device follow it.
 
