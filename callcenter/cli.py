@@ -343,6 +343,10 @@ def _shown(url: str) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.web_workers:  # the scale-out bench: processes, PostgreSQL, Redis
+        from callcenter import bench_scaleout
+
+        return bench_scaleout.main(args)
     from callcenter.bench import main_from_args
 
     return main_from_args(args)
