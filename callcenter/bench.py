@@ -215,7 +215,10 @@ class _Load:
 
     # ---- browsers
 
-    async def sign_in(self, url: str, operators: list[str], wallboards: list[str]) -> dict[str, int]:
+    async def sign_in(self, url: str, operators: list[str], wallboards: list[str],
+                      tokens: dict[str, str] | None = None) -> dict[str, int]:
+        """Sign each account in (``POST /api/login``), or take its session cookie from
+        ``tokens`` (sessions opened in the database beforehand), and open its socket."""
         import aiohttp
 
         from agent_console.auth import default_member
@@ -233,10 +236,13 @@ class _Load:
             connected.append(first)
             async with ready:
                 try:
-                    async with session.post(url + "api/login",
-                                            json={"username": name, "password": PASSWORD}) as r:
-                        r.raise_for_status()
-                        token = r.cookies[COOKIE].value
+                    if tokens is not None:
+                        token = tokens[name]
+                    else:
+                        async with session.post(url + "api/login", json={
+                                "username": name, "password": PASSWORD}) as r:
+                            r.raise_for_status()
+                            token = r.cookies[COOKIE].value
                 except Exception as exc:  # noqa: BLE001 - counted and reported
                     failures += 1
                     first.set_exception(exc)
@@ -395,7 +401,8 @@ async def _load_loop(conn: Connection, cfg: dict[str, Any]) -> None:
             cmd = await loop.run_in_executor(None, conn.recv)
             op = cmd["op"]
             if op == "sign_in":
-                conn.send(await load.sign_in(cmd["url"], cmd["operators"], cmd["wallboards"]))
+                conn.send(await load.sign_in(cmd["url"], cmd["operators"], cmd["wallboards"],
+                                             cmd.get("tokens")))
             elif op == "slow":
                 conn.send(await load.slow(cmd["url"], cmd["names"]))
             elif op == "pace":
@@ -922,9 +929,9 @@ class CountingService(Service):
 
     events_in = 0
 
-    def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+    def _on_ami_event(self, headers: dict[str, str], at: float, *edge: Any) -> None:
         self.events_in += 1
-        super()._on_ami_event(headers, at)
+        super()._on_ami_event(headers, at, *edge)
 
 
 async def _ask(conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
@@ -1208,6 +1215,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="work orders in the month (300,000)")
     parser.add_argument("--postgres", action="append", metavar="URL",
                         help="also on this PostgreSQL database (postgresql+asyncpg://...)")
+    so = parser.add_argument_group("scale-out (callcenter.bench_scaleout): with --web-workers")
+    so.add_argument("--web-workers", type=int, default=0,
+                    help="run the scale-out bench: a core, a standby, N web workers, "
+                         "PostgreSQL and Redis, each its own process")
+    so.add_argument("--pbxs", type=int, default=1, help="PBXs (1 until [[pbx]] lands)")
+    so.add_argument("--database", metavar="URL",
+                    help="PostgreSQL server (postgresql://postgres@127.0.0.1:5432/postgres): "
+                         "a scratch database is created on it and dropped after")
+    so.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    so.add_argument("--max-rate", type=float, default=10_000.0,
+                    help="events/s of the 10 s max phase (10000)")
+    so.add_argument("--failovers", type=int, default=3,
+                    help="kill -9 of the active core, each timed (3; 0 skips)")
+    so.add_argument("--no-single", action="store_true",
+                    help="skip the single-process SQLite run beside the scale-out one")
 
 
 def main_from_args(args: argparse.Namespace) -> int:
