@@ -83,7 +83,8 @@ DEFINITIONS: dict[str, Definition] = {d.key: d for d in (
                "已接通呼叫的平均等待秒数（Asterisk HoldTime）。Mean wait of answered calls.",
                "s"),
     Definition("aht_s", "平均处理时长", "AHT",
-               "已完成呼叫的平均（通话 + 话后整理）秒数。Mean talk + wrap-up.", "s"),
+               "已完成呼叫的平均（通话 + 保持 + 话后整理）秒数；Asterisk 的 TalkTime 已含保持。"
+               "Mean talk + hold + wrap-up.", "s"),
     Definition("max_wait_s", "最长等待", "Longest wait",
                "区间内接通或放弃的呼叫中最长的等待秒数。", "s"),
     Definition("calls_taken", "接听量", "Calls taken",

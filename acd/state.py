@@ -135,6 +135,7 @@ class Agent:
     interface: str
     name: str
     state: AgentState = S.LOGGED_OUT
+    pbx: str = ""  # the PBX this member is on ("" with a single, unnamed PBX)
     since: float = 0.0
     reason: str = ""  # pause reason while paused
     paused: bool = False  # Asterisk's pause flag (may be set while on a call)
@@ -170,6 +171,7 @@ class Agent:
         return {
             "interface": self.interface,
             "name": self.name,
+            "pbx": self.pbx,
             "state": self.state.value,
             "reason": self.reason,
             "paused": self.paused,
@@ -238,10 +240,17 @@ class Call:
     end_reason: str = ""  # AgentComplete Reason (agent, caller, transfer) or device_idle...
     settled: str = ""  # how a visit we lost sight of was closed: queue_log, counters,
     #                    pbx_restart, service_restart ("" when seen event by event)
+    pbx: str = ""  # the PBX the call is on: its Uniqueid is only unique there
 
     def __post_init__(self) -> None:
         if not self.visit_id:
             self.visit_id = self.uniqueid
+
+    @property
+    def key(self) -> str:
+        """The channel's key across PBXs: its Uniqueid on the home PBX, else
+        ``<pbx>:<Uniqueid>`` (the visit key without its ``#<n>``)."""
+        return self.visit_id.partition("#")[0]
 
     def to_row(self) -> dict[str, object]:
         """The database row (``uniqueid`` holds the visit key; see migration 0005)."""
@@ -272,6 +281,7 @@ class Call:
             "rings": self.rings,
             "ring_no_answer": self.ring_no_answer,
             "estimated": self.estimated,
+            "pbx": self.pbx,
         }
 
 
@@ -305,6 +315,7 @@ class LinkStateChanged:
     up: bool
     reason: str
     at: float
+    pbx: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +382,17 @@ class CallCenter:
         queues: dict[str, QueueConfig] | None = None,
         default: QueueConfig | None = None,
         keep_finished: int = 5000,
+        *,
+        pbx: str = "",
+        key_prefix: str = "",
     ) -> None:
+        #: The PBX this centre models (one CallCenter per Asterisk: Uniqueids, interfaces,
+        #: counters and boot times are only meaningful per PBX).  Every Call and Agent
+        #: made here carries it.  ``key_prefix`` starts every visit key (``visit_id``),
+        #: e.g. ``"pbx2:"``, so records of several PBXs never share a key; the home PBX
+        #: has none, so a single PBX's keys are the bare Uniqueids they always were.
+        self.pbx = pbx
+        self.key_prefix = key_prefix
         self.queue_config = dict(queues or {})
         self.default_config = default or QueueConfig()
         self.calls: dict[str, Call] = {}  # each channel's latest visit, by uniqueid
@@ -537,7 +558,8 @@ class CallCenter:
     def _agent(self, interface: str, name: str) -> Agent:
         agent = self.agents.get(interface)
         if agent is None:
-            agent = Agent(interface=interface, name=name or interface, since=self.now)
+            agent = Agent(interface=interface, name=name or interface, since=self.now,
+                          pbx=self.pbx)
             self.agents[interface] = agent
         elif name and agent.name != name:
             agent.name = name
@@ -632,11 +654,13 @@ class CallCenter:
         """A new record for the channel's next queue visit, linked to the one before."""
         before = self.calls.get(uniqueid)
         if before is None:
-            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at)
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
+                        visit_id=self.key_prefix + uniqueid)
         else:
             n = before.visit + 1
-            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at,
-                        visit_id=f"{uniqueid}#{n}", visit=n, previous=before.visit_id)
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
+                        visit_id=f"{self.key_prefix}{uniqueid}#{n}", visit=n,
+                        previous=before.visit_id)
             for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path",
                          "channel"):
                 setattr(call, name, getattr(before, name))
@@ -793,6 +817,14 @@ class CallCenter:
         # A late AgentComplete carries the visit's own HoldTime: prefer the visit it fits.
         for call in [*pending, *([current] if current else [])]:
             if call.hold_time == e.hold_time:
+                return call
+        # A visit already counted (device idle) whose wait for this event was lost with a
+        # restart of the service: its HoldTime, and its TalkTime running from its answer.
+        for call in reversed(self.visits.values()):
+            if (call.queue == e.queue and call.interface == e.interface
+                    and call.outcome is Outcome.COMPLETED and call.hold_time == e.hold_time
+                    and call.answered_at is not None
+                    and abs(call.answered_at + e.talk_time - e.at) <= LOG_SLACK_S):
                 return call
         if current is not None:
             return current
@@ -1016,7 +1048,7 @@ class CallCenter:
             # broke were lost with it.
             self._down_at = min(e.at, self._last_pbx_event)
             self._at_down = {q: _copy(c) for q, c in self.observed.items()}
-        return [LinkStateChanged(e.up, e.reason, e.at)]
+        return [LinkStateChanged(e.up, e.reason, e.at, self.pbx)]
 
     def _pbx_booted(self, e: ev.PbxBooted) -> list[Change]:
         """FullyBooted (sent after every login): when the PBX process booted.  A boot
@@ -1131,14 +1163,28 @@ class CallCenter:
             self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
             changes.append(CallChanged(call, "joined"))
         # 3. Answered calls whose caller is no longer bridged ended while we were away
-        #    (only when the PBX listed its channels: no list is no evidence).
+        #    (only when the PBX listed its channels: no list is no evidence).  With
+        #    queue_log only a caller still up but no longer with the operator: a
+        #    Redirect or the '*' disconnect, whose end line (and AgentComplete) comes
+        #    when the caller leaves, but which app_queue counted completed when the
+        #    operator's device went idle - while we were away.
         forced: dict[str, list[Call]] = {}
         answered = [c for c in self.visits.values() if c.outcome is Outcome.ANSWERED]
-        for call in answered if e.has_channels and not from_log else []:
+        for call in answered if e.has_channels else []:
             if call.answered_at is not None and call.answered_at > at:
                 continue
             chan = channels.get(call.uniqueid)
             if chan is not None and chan.bridged and self.calls.get(call.uniqueid) is call:
+                continue
+            if from_log:
+                if chan is None:
+                    continue  # gone: queue_log (read now or next time) has its end
+                self.connected.pop((call.queue, call.interface), None)
+                call.end_reason, call.settled = "device_idle", "queue_log"
+                self._unconfirmed.setdefault((call.queue, call.interface), []).append(
+                    call.visit_id)
+                changes += self._complete(call, at, int(at - (call.answered_at or at)),
+                                          "resync", live=False)
                 continue
             self.connected.pop((call.queue, call.interface), None)
             if call.estimated:  # its wait is a guess: let the counters place it
@@ -1169,7 +1215,7 @@ class CallCenter:
         self._checkpoint = None
         self._restart_pending = ""
         self._service_restarted = False
-        changes.append(LinkStateChanged(True, "resynchronised", at))
+        changes.append(LinkStateChanged(True, "resynchronised", at, self.pbx))
         changes += [QueueChanged(q) for q in self.queues()]
         return changes
 
@@ -1191,14 +1237,20 @@ class CallCenter:
                 used.add(id(fits[-1]))
                 matched.add(id(call))
                 changes += self._apply_logged(call, fits[-1])
+        per_key: dict[tuple[str, str], int] = {}  # logged visits of one channel to one queue
+        for v in logged:
+            per_key[(v.callid, v.queue)] = per_key.get((v.callid, v.queue), 0) + 1
         for v in logged:
             if id(v) in used or v.entered < since - GAP_LOOKBACK_S:
                 continue
             # A visit we already hold for it (seen, or settled from a lone event whose
-            # times are estimates): the same visit, not a new one.
-            same = [c for c in self.visits_of(v.callid) if c.queue == v.queue
-                    and id(c) not in matched and (c.estimated or abs(
-                        c.joined_at - v.entered) <= LOG_SLACK_S)]
+            # times are estimates): the same visit, not a new one.  The channel's only
+            # visit to that queue is the same whatever the times (a loaded service reads
+            # an event late, and stamps it so).
+            held = [c for c in self.visits_of(v.callid) if c.queue == v.queue
+                    and id(c) not in matched]
+            same = [c for c in held if c.estimated or abs(c.joined_at - v.entered)
+                    <= LOG_SLACK_S] or (held if per_key[(v.callid, v.queue)] == 1 else [])
             if same:
                 matched.add(id(same[0]))
                 continue

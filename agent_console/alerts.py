@@ -6,7 +6,10 @@ a clock or does IO, so a test states a picture and a time and checks the list.
 
 The rules a 12345 centre acts on:
 
-* ``link_down`` — the PBX link is down: every figure on the screen is stale.
+* ``link_down`` — the PBX link is down (with several PBXs: every one): every figure on
+  the screen is stale.
+* ``pbx_down`` — with several PBXs, one PBX's link is down ("PBX pbx2 连接中断"): its part
+  of the picture is stale and greyed, the others stay live.
 * ``pbx_restarted`` — Asterisk restarted (FullyBooted uptime) or its queue counters
   were reset, within the last :data:`PBX_RESTART_SHOWN_S`: calls it held were cut and
   the gap was settled (exactly from queue_log when readable, else estimated).
@@ -33,6 +36,7 @@ Input shape (what :mod:`agent_console.views` builds; only these keys are read)::
 
     {"link": {"up": bool, "since": float | None, "pbx_restarted_at": float | None,
               "pbx_restart": str},
+     "pbxs": {name: {"up": bool, "since": float | None, "reason": str}},  # several PBXs
      "queues": {name: {"waiting": int, "oldest_joined_at": float | None}},
      "agents": {name: {"state": str, "since": float, "reason": str, "queues": [str],
                        "paused_s": float, "paused_since": float | None,
@@ -111,6 +115,10 @@ def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) ->
     if not link.get("up", False):
         out.append(Alert("link_down", "pbx", CRITICAL, link.get("since"),
                          {"reason": str(link.get("reason", ""))}))
+    for name, part in (snapshot.get("pbxs") or {}).items():
+        if not part.get("up", True):
+            out.append(Alert("pbx_down", name, CRITICAL, part.get("since"),
+                             {"reason": str(part.get("reason", ""))}))
     restarted = link.get("pbx_restarted_at")
     if restarted is not None and 0 <= now - restarted <= PBX_RESTART_SHOWN_S:
         out.append(Alert("pbx_restarted", "pbx", WARNING, restarted,

@@ -181,29 +181,49 @@ async def api_agent_signin(request: web.Request) -> web.Response:
     unknown = sorted(set(wanted) - set(offered))
     if unknown:
         raise ApiError(400, f"unknown queue {unknown[0]}")
-    agent = operator_agent(c.service.centre, user)
-    already = set(agent.memberships) if agent else set()
+    # A queue may be hosted by several PBXs ([[pbx]] queues): the operator becomes a
+    # member on each of them that is up (their phone is reachable from every PBX hosting
+    # their queues); a PBX that is down is skipped and named, unless all of them are.
+    members = {a.pbx: a for a in c.service.members_of(user.interface, user.member_name)}
+    multi = len(c.service.edges) > 1
     sent: list[str] = []
+    sent_to: list[list[str]] = []
+    skipped: list[list[str]] = []
     async with audited(c, user, "agent_signin", target=user.member_name or user.username,
                        data={"interface": user.interface, "queues": wanted,
-                             "sent": sent}):
+                             "sent": sent, "sent_to": sent_to, "skipped": skipped}):
         for queue in wanted:
-            if queue in already:
-                continue
-            await pbx(c, {"Action": "QueueAdd", "Queue": queue, "Interface": user.interface,
-                          "MemberName": user.member_name or user.username,
-                          "Paused": "false"}, ignore=("already there",))
-            sent.append(queue)
-    return web.json_response({"ok": True, "queues": sent})
+            hosts = c.service.pbxs_hosting(queue)
+            up = [p for p in hosts if c.service.link_for(p).up] if multi else hosts
+            for where in hosts:
+                member = members.get(where)
+                if member is not None and queue in member.memberships:
+                    continue
+                if where not in up and up:
+                    skipped.append([queue, where])
+                    continue
+                await pbx(c, {"Action": "QueueAdd", "Queue": queue,
+                              "Interface": user.interface,
+                              "MemberName": user.member_name or user.username,
+                              "Paused": "false"}, ignore=("already there",), to=where)
+                sent_to.append([queue, where])
+                if queue not in sent:
+                    sent.append(queue)
+    out: dict[str, Any] = {"ok": True, "queues": sent}
+    if multi:
+        out |= {"sent_to": sent_to, "skipped": skipped}
+    return web.json_response(out)
 
 
 async def api_agent_ready(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
-    _signed_in(c, user)
+    agents = _signed_in(c, user)
     async with audited(c, user, "agent_ready", target=user.member_name or user.username,
-                       data={"interface": user.interface}):
-        await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "false"})
+                       data={"interface": user.interface, "pbxs": [a.pbx for a in agents]}):
+        for a in agents:  # on every PBX the operator is a member on
+            await pbx(c, {"Action": "QueuePause", "Interface": user.interface,
+                          "Paused": "false"}, to=a.pbx)
     return web.json_response({"ok": True})
 
 
@@ -214,38 +234,45 @@ async def api_agent_pause(request: web.Request) -> web.Response:
     reason = text_field(data, "reason", max_len=40)
     if reason not in c.config.pause_reasons:
         raise ApiError(400, f"unknown pause reason {reason!r}")
-    _signed_in(c, user)
+    agents = _signed_in(c, user)
     async with audited(c, user, "agent_pause", target=user.member_name or user.username,
-                       reason=reason, data={"interface": user.interface}):
-        await pbx(c, {"Action": "QueuePause", "Interface": user.interface, "Paused": "true",
-                      "Reason": reason})
+                       reason=reason, data={"interface": user.interface,
+                                            "pbxs": [a.pbx for a in agents]}):
+        for a in agents:
+            await pbx(c, {"Action": "QueuePause", "Interface": user.interface,
+                          "Paused": "true", "Reason": reason}, to=a.pbx)
     return web.json_response({"ok": True})
 
 
 async def api_agent_signout(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
-    agent = _signed_in(c, user)
-    queues = sorted(agent.memberships)
+    agents = _signed_in(c, user)
+    queues = sorted({q for a in agents for q in a.memberships})
     async with audited(c, user, "agent_signout", target=user.member_name or user.username,
-                       data={"interface": agent.interface, "queues": queues}):
-        for queue in queues:
-            await pbx(c, {"Action": "QueueRemove", "Queue": queue,
-                          "Interface": agent.interface}, ignore=("not there",))
+                       data={"interface": agents[0].interface, "queues": queues,
+                             "pbxs": [a.pbx for a in agents]}):
+        for a in agents:
+            for queue in sorted(a.memberships):
+                await pbx(c, {"Action": "QueueRemove", "Queue": queue,
+                              "Interface": a.interface}, ignore=("not there",), to=a.pbx)
     return web.json_response({"ok": True})
 
 
-def _signed_in(c: Console, user: User) -> Any:
-    agent = operator_agent(c.service.centre, user)
-    if agent is None or not agent.memberships:
+def _signed_in(c: Console, user: User) -> list[Any]:
+    """The operator's members that are in a queue, one per PBX (409 when none)."""
+    agents = [a for a in c.service.members_of(user.interface, user.member_name)
+              if a.memberships]
+    if not agents:
         raise ApiError(409, "not signed in to any queue")
-    return agent
+    return agents
 
 
 def _my_live_call(c: Console, user: User, data: dict[str, Any]) -> Any:
     uniqueid = text_field(data, "uniqueid", max_len=64)
     agent = operator_agent(c.service.centre, user)
-    call = c.service.centre.calls.get(uniqueid)
+    # The Uniqueid is the operator's PBX's: looked up there, never on another PBX.
+    call = c.service.centre_of(agent.pbx).calls.get(uniqueid) if agent is not None else None
     if agent is None or call is None or agent.call != uniqueid:
         raise ApiError(409, "that call is not connected to you")
     if not call.channel:
@@ -257,16 +284,17 @@ async def api_call_hangup(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     _, user = await need_operator(request)
     call = _my_live_call(c, user, await read_json(request))
-    async with audited(c, user, "hangup", target=call.uniqueid):
-        await pbx(c, {"Action": "Hangup", "Channel": call.channel})
+    async with audited(c, user, "hangup", target=call.uniqueid, data={"pbx": call.pbx}):
+        await pbx(c, {"Action": "Hangup", "Channel": call.channel}, to=call.pbx)
     return web.json_response({"ok": True})
 
 
-async def _dialplan_has(c: Console, exten: str, context: str) -> bool | None:
-    """Whether Asterisk's dialplan would take ``exten@context`` (its own pattern rules),
-    from ``Command: dialplan show exten@context``; None when the PBX would not say."""
+async def _dialplan_has(c: Console, exten: str, context: str, on: str = "") -> bool | None:
+    """Whether Asterisk's dialplan (of PBX ``on``) would take ``exten@context`` (its own
+    pattern rules), from ``Command: dialplan show exten@context``; None when the PBX
+    would not say."""
     try:
-        reply = await c.service.link.action(
+        reply = await c.service.link_for(on).action(
             {"Action": "Command", "Command": f"dialplan show {exten}@{context}"},
             idempotent=True)
     except AmiError:
@@ -307,14 +335,14 @@ async def api_call_transfer(request: web.Request) -> web.Response:
         raise ApiError(400, f"unknown {kind} {target!r}", code="transfer_target_unknown")
     context = c.config.transfer_context
     async with audited(c, user, "transfer", target=call.uniqueid,
-                       data={"kind": kind, "to": target}):
-        exists = await _dialplan_has(c, target, context)
+                       data={"kind": kind, "to": target, "pbx": call.pbx}):
+        exists = await _dialplan_has(c, target, context, call.pbx)
         if exists is False:
             raise ApiError(409, f"the PBX has no extension {target}@{context}: the caller "
                                 "stays with you", code="transfer_target_missing",
                            zh=f"交换机拨号计划中没有 {target}@{context}，未转接，来电仍在您这里")
         await pbx(c, {"Action": "Redirect", "Channel": call.channel,
-                      "Context": context, "Exten": target, "Priority": "1"})
+                      "Context": context, "Exten": target, "Priority": "1"}, to=call.pbx)
     return web.json_response({"ok": True})
 
 
@@ -330,17 +358,20 @@ async def _supervise(request: web.Request, action: str) -> web.Response:
     agent = c.service.centre.agent_by_name(name)
     if agent is None:
         raise ApiError(404, f"no agent {name}")
-    if not agent.memberships:
+    # The operator's members on every PBX they are signed in on, each told by its PBX.
+    agents = [a for a in c.service.members_of(agent.interface, name) if a.memberships]
+    if not agents:
         raise ApiError(409, f"agent {name} is not signed in")
     async with audited(c, session.user, action, target=name, reason=reason,
-                       data={"interface": agent.interface}):
-        if action == "force_ready":
-            await pbx(c, {"Action": "QueuePause", "Interface": agent.interface,
-                          "Paused": "false"})
-        else:
-            for queue in sorted(agent.memberships):
-                await pbx(c, {"Action": "QueueRemove", "Queue": queue,
-                              "Interface": agent.interface}, ignore=("not there",))
+                       data={"interface": agent.interface, "pbxs": [a.pbx for a in agents]}):
+        for a in agents:
+            if action == "force_ready":
+                await pbx(c, {"Action": "QueuePause", "Interface": a.interface,
+                              "Paused": "false"}, to=a.pbx)
+            else:
+                for queue in sorted(a.memberships):
+                    await pbx(c, {"Action": "QueueRemove", "Queue": queue,
+                                  "Interface": a.interface}, ignore=("not there",), to=a.pbx)
     return web.json_response({"ok": True})
 
 

@@ -44,6 +44,7 @@ from agent_console.views import (
     operator_view,
     wall_agent,
     wall_agents,
+    wall_operator,
     wall_view,
 )
 from callcenter.config import Settings
@@ -152,7 +153,7 @@ class Console:
     _op_queues: tuple[int, float, dict[str, Any]] | None = None  # (full refresh, at, figures)
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
-    _wall_changed: set[str] = field(default_factory=set)  # interfaces
+    _wall_changed: set[tuple[str, str]] = field(default_factory=set)  # (pbx, interface)
     extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
     # (peer, why) -> {"peer", "why", "count", "last"}: what the FastAGI edge refused
     # (fastagi_refused); the wallboard shows it as alerts (alerts.fastagi_alerts)
@@ -206,18 +207,21 @@ class Console:
         centre = self.service.centre
         cached = self._wall_agents
         changed, self._wall_changed = self._wall_changed, set()
-        if (cached is None or len(cached) != len(centre.agents)
+        several = len(self.service.edges) > 1  # one tile per operator, not per member
+        if (cached is None or (len(cached) != len(centre.agents) and not several)
                 or (self.hub.full and self._wall_gen != self.hub.full_refreshes)):
             self._wall_gen = self.hub.full_refreshes
             self._wall_agents = wall_agents(centre, self.tracker, self.names)
             return self._wall_agents
         agents = dict(cached)
-        for iface in changed:
-            a = centre.agents.get(iface)
-            if a is None or a.name not in agents:  # gone or renamed: build them all
+        for pbx, iface in changed:
+            a = self.service.centre_of(pbx).agents.get(iface)
+            if a is None or a.name not in agents:  # gone, new or renamed: build them all
                 self._wall_agents = wall_agents(centre, self.tracker, self.names)
                 return self._wall_agents
-            agents[a.name] = wall_agent(a, self.tracker, self.names)
+            agents[a.name] = wall_operator(self.service.members_of(iface, a.name),
+                                           self.tracker, self.names) if several \
+                else wall_agent(a, self.tracker, self.names)
         self._wall_agents = agents
         return agents
 
@@ -227,7 +231,7 @@ class Console:
             self._wall_agents = None
         for c in changes:
             if isinstance(c, AgentChanged):
-                self._wall_changed.add(c.agent.interface)
+                self._wall_changed.add((c.agent.pbx, c.agent.interface))
 
     async def load_names(self) -> None:
         self.names = {u.member_name: u.display_name for u in await self.users.all()
@@ -442,9 +446,10 @@ def pbx_refusal(name: str, action: dict[str, str], message: str) -> ApiError:
                     queue=action.get("Queue", ""), pbx_message=message[:200])
 
 
-async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = ()
-              ) -> dict[str, str]:
-    """Send one AMI action; its reply, or ApiError saying what the PBX said.
+async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = (),
+              to: str = "") -> dict[str, str]:
+    """Send one AMI action to PBX ``to`` (the one that owns the channel or member; ""
+    = the home PBX); its reply, or ApiError saying what the PBX said.
 
     Errors carry ``code`` (``pbx.down``, ``pbx.timeout``, ``pbx.no_queue``,
     ``pbx.not_member``, ``pbx.no_channel``, ``pbx.refused``, ``pbx.bad_value``) for the
@@ -460,10 +465,11 @@ async def pbx(c: Console, action: dict[str, str], *, ignore: tuple[str, ...] = (
         raise ApiError(409, f"not sent to the PBX: {exc}", code="pbx.bad_value",
                        action=name) from None
     try:
-        reply = await c.service.link.action(action)
+        reply = await c.service.link_for(to).action(action)
     except LinkDown:
-        raise ApiError(503, "the PBX link is down; nothing was sent", code="pbx.down",
-                       action=name) from None
+        where = f"PBX {to}" if to and len(c.service.edges) > 1 else "PBX"
+        raise ApiError(503, f"the {where} link is down; nothing was sent", code="pbx.down",
+                       action=name, pbx=to) from None
     except ActionTimeout:
         raise ApiError(504, f"the PBX did not answer {name} in time", code="pbx.timeout",
                        action=name) from None

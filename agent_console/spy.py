@@ -84,6 +84,7 @@ class Spying:
     action_id: str
     call: str | None
     started_at: float
+    pbx: str = ""  # the PBX of the agent's call: the spy call is placed there
 
 
 @dataclass(slots=True)
@@ -172,20 +173,26 @@ async def api_spy(request: web.Request) -> web.Response:
             raise ApiError(409, "you cannot listen to your own phone")
         action_id = desk.next_id()
         record.update(action_id=action_id, call=agent.call, target=target)
+        if len(c.service.edges) > 1:
+            record["pbx"] = agent.pbx
+        # ChanSpy runs on the PBX that carries the call (the supervisor's phone must be
+        # reachable from it, as the operators' are).
         await pbx(c, {"Action": "Originate", "ActionID": action_id, "Channel": phone,
                       "Application": "ChanSpy", "Data": f"{target},{MODES[mode]}",
-                      "CallerID": SPY_CALLERID, "Async": "true"})
+                      "CallerID": SPY_CALLERID, "Async": "true"}, to=agent.pbx)
         spying = Spying(agent=name, mode=mode, phone=phone, target=target,
-                        action_id=action_id, call=agent.call, started_at=c.now())
+                        action_id=action_id, call=agent.call, started_at=c.now(),
+                        pbx=agent.pbx)
         desk.active[user.username] = spying
     return web.json_response({"ok": True, "spy": _spy_json(spying),
                               "message": f"calling your phone {phone}; answer it to {mode}"})
 
 
-async def _channels(c: Console) -> list[dict[str, str]]:
-    """The PBX's channels (``CoreShowChannels``), or ApiError as :func:`pbx` words it."""
+async def _channels(c: Console, on: str = "") -> list[dict[str, str]]:
+    """PBX ``on``'s channels (``CoreShowChannels``), or ApiError as :func:`pbx` words it."""
     try:
-        reply = await c.service.link.action({"Action": "CoreShowChannels"}, idempotent=True)
+        reply = await c.service.link_for(on).action({"Action": "CoreShowChannels"},
+                                                    idempotent=True)
     except LinkDown:
         raise ApiError(503, "the PBX link is down; nothing was sent") from None
     except ActionTimeout:
@@ -233,8 +240,10 @@ async def api_spy_stop(request: web.Request) -> web.Response:
                            "action_id": known.action_id if known else "",
                            "channels": hung}) as entry:
         phone = _my_phone(user)
-        for name in spy_channels(await _channels(c), phone):
-            await pbx(c, {"Action": "Hangup", "Channel": name}, ignore=("no such channel",))
+        on = known.pbx if known else ""
+        for name in spy_channels(await _channels(c, on), phone):
+            await pbx(c, {"Action": "Hangup", "Channel": name}, ignore=("no such channel",),
+                      to=on)
             hung.append(name)
         desk.active.pop(user.username, None)
         entry.result = "stopped" if hung else "no spy call was running"

@@ -19,6 +19,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from acd.centres import best_agent
 from acd.reports import DEFAULT_SHIFTS, Shift, agent_counts, colour, shift_at
 from acd.state import Agent, AgentChanged, AgentState, Call, CallCenter, Change, LinkStateChanged
 from agent_console.alerts import Thresholds, evaluate
@@ -41,6 +42,7 @@ class Tracker:
                  tz: tzinfo | None = None) -> None:
         self.rna_base: dict[str, int] = {}
         self.link_since: float | None = None
+        self.pbx_since: dict[str, float] = {}  # each PBX's link last changed
         self.shifts = shifts
         self.tz = tz or ZoneInfo("Asia/Shanghai")
         self.shift_name = ""
@@ -73,6 +75,7 @@ class Tracker:
                 self.rna_base[c.agent.name] = c.agent.ring_no_answer
             elif isinstance(c, LinkStateChanged):
                 self.link_since = c.at
+                self.pbx_since[c.pbx] = c.at
 
     def rna_streak(self, agent: Agent) -> int:
         return max(0, agent.ring_no_answer - self.rna_base.get(agent.name, 0))
@@ -125,6 +128,24 @@ def _link(centre: CallCenter, tracker: Tracker) -> dict[str, Any]:
             "pbx_restart": restart.what if restart else ""}
 
 
+def pbx_parts(snap: Mapping[str, Any], centre: Any, tracker: Tracker,
+              bounds: Mapping[str, Mapping[str, float]]) -> dict[str, Any] | None:
+    """Each PBX's part of the wallboard when there are several (else None): the
+    snapshot's figures per PBX with its link read live, so one PBX down greys only
+    its own part (and raises its ``pbx_down`` alert)."""
+    parts = snap.get("pbxs") or []
+    if len(parts) < 2 or not hasattr(centre, "links"):
+        return None
+    links = centre.links()
+    out = {}
+    for p in parts:
+        up, reason = links.get(p["name"], (p["up"], p["reason"]))
+        out[p["name"]] = p | {"up": up, "reason": "" if up else reason,
+                              "since": tracker.pbx_since.get(p["name"]),
+                              "colours": colours(p["today"], bounds)}
+    return out
+
+
 def wall_agent(a: Agent, tracker: Tracker, names: Mapping[str, str]) -> dict[str, Any]:
     """One agent as the wallboard shows it."""
     return agent_json(a, tracker) | {"operator": names.get(a.name, "")}
@@ -132,8 +153,24 @@ def wall_agent(a: Agent, tracker: Tracker, names: Mapping[str, str]) -> dict[str
 
 def wall_agents(centre: CallCenter, tracker: Tracker, names: Mapping[str, str]
                 ) -> dict[str, Any]:
-    return {a.name: wall_agent(a, tracker, names)
-            for a in sorted(centre.agents.values(), key=lambda a: a.name)}
+    """Every operator by member name.  With several PBXs an operator signed in on each is
+    one member per PBX: their tile shows the one that matters now
+    (:func:`acd.centres.best_agent`) and names its ``pbx``."""
+    if not hasattr(centre, "agents_of"):
+        return {a.name: wall_agent(a, tracker, names)
+                for a in sorted(centre.agents.values(), key=lambda a: a.name)}
+    by_name: dict[str, list[Agent]] = {}
+    for a in centre.agents.values():
+        by_name.setdefault(a.name, []).append(a)
+    return {name: wall_operator(group, tracker, names) for name, group in sorted(by_name.items())}
+
+
+def wall_operator(members: list[Agent], tracker: Tracker, names: Mapping[str, str]
+                  ) -> dict[str, Any]:
+    """One operator's tile from their members on several PBXs."""
+    a = best_agent(members)
+    assert a is not None
+    return wall_agent(a, tracker, names) | {"pbx": a.pbx}
 
 
 COLOURED = ("connection_rate", "answer_rate_sl", "abandon_rate", "asa_s", "aht_s")
@@ -175,29 +212,48 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
                          "name": c.caller_name, "hotline": c.hotline, "joined_at": c.joined_at}
                         for c in waiting[:20]],
         }
+    doc_agents = agents if agents is not None else wall_agents(centre, tracker, names)
     doc: dict[str, Any] = {
         "link": _link(centre, tracker),
         "queues": queues,
         "today": snap["today"],
         "last_15min": snap["last_15min"],
-        "agents": agents if agents is not None else wall_agents(centre, tracker, names),
+        "agents": doc_agents,
         "trend": snap["trend"],
         "interval_start": snap["interval_start"],
         "day": snap["day"],
         "thresholds": asdict(thresholds),
-        "agent_counts": agent_counts(a.state.value for a in centre.agents.values()),
+        "agent_counts": agent_counts(
+            a.state.value for a in centre.agents.values()) if not hasattr(centre, "agents_of")
+        else agent_counts(str(a["state"]) for a in doc_agents.values()),
         "colours": {"today": colours(snap["today"], bounds or {}),
                     "last_15min": colours(snap["last_15min"], bounds or {})},
         "colour_bounds": {k: dict(v) for k, v in (bounds or {}).items()},
         "shift": {"name": tracker.shift_name, "start": tracker.shift_start},
     }
+    pbxs = pbx_parts(snap, centre, tracker, bounds or {})
+    if pbxs is not None:
+        doc["pbxs"] = pbxs
     alerts = evaluate(doc, thresholds, now) + list(extra_alerts)
     doc["alerts"] = {a.key: a.as_dict() for a in alerts}
     return doc
 
 
+def own_centre(centre: Any, agent: Agent | None) -> Any:
+    """The centre of the agent's own PBX (with several PBXs a Uniqueid is looked up
+    there, never across PBXs); the centre itself with one."""
+    by_pbx = getattr(centre, "by_pbx", None)
+    if by_pbx is None or agent is None:
+        return centre
+    return by_pbx.get(agent.pbx, centre)
+
+
 def operator_agent(centre: CallCenter, user: User) -> Agent | None:
-    """The queue member this operator account is (by interface, else by member name)."""
+    """The queue member this operator account is (by interface, else by member name).
+    With several PBXs the operator may be a member on each: the one on a call or
+    ringing, else one in a queue (:func:`acd.centres.best_agent`)."""
+    if hasattr(centre, "agents_of"):
+        return best_agent(centre.agents_of(user.interface, user.member_name))
     agent = centre.agents.get(user.interface) if user.interface else None
     if agent is None and user.member_name:
         agent = centre.agent_by_name(user.member_name)
@@ -223,18 +279,20 @@ def operator_view(centre: CallCenter, tracker: Tracker, user: User,
     ``queues`` is :func:`operator_queues`, shared by every operator.
     """
     agent = operator_agent(centre, user)
+    own = own_centre(centre, agent)  # the operator's PBX: its calls, its link
     call = last = None
     if agent is not None:
-        if agent.call and agent.call in centre.calls:
-            c = centre.calls[agent.call]
+        if agent.call and agent.call in own.calls:
+            c = own.calls[agent.call]
             call = call_json(c, _title(queues, c.queue))
-        if agent.last_call and agent.last_call != agent.call and agent.last_call in centre.calls:
-            c = centre.calls[agent.last_call]
+        if agent.last_call and agent.last_call != agent.call and agent.last_call in own.calls:
+            c = own.calls[agent.last_call]
             last = call_json(c, _title(queues, c.queue))
     return {
         "me": user.public(),
-        "link": {"up": centre.link_up, "reason": centre.link_reason,
-                 "since": tracker.link_since},
+        "link": {"up": own.link_up, "reason": own.link_reason,
+                 "since": tracker.pbx_since.get(agent.pbx, tracker.link_since)
+                 if own is not centre and agent is not None else tracker.link_since},
         "agent": agent_json(agent, tracker) if agent is not None else None,
         "call": call,
         "last_call": last,
@@ -254,11 +312,12 @@ def answered_by(user: User, agent: str | None, interface: str | None) -> bool:
 
 
 def call_belongs_to(centre: CallCenter, user: User, uniqueid: str) -> Call | None:
-    """The call if it is (or was, recently) this operator's, else None."""
-    call = centre.calls.get(uniqueid)
+    """The call if it is (or was, recently) this operator's, else None (with several
+    PBXs: on the PBX the operator is on)."""
+    agent = operator_agent(centre, user)
+    call = own_centre(centre, agent).calls.get(uniqueid)
     if call is None:
         return None
-    agent = operator_agent(centre, user)
     if answered_by(user, call.agent, call.interface):
         return call
     if agent is not None and uniqueid in (agent.call, agent.last_call):

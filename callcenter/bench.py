@@ -215,7 +215,10 @@ class _Load:
 
     # ---- browsers
 
-    async def sign_in(self, url: str, operators: list[str], wallboards: list[str]) -> dict[str, int]:
+    async def sign_in(self, url: str, operators: list[str], wallboards: list[str],
+                      tokens: dict[str, str] | None = None) -> dict[str, int]:
+        """Sign each account in (``POST /api/login``), or take its session cookie from
+        ``tokens`` (sessions opened in the database beforehand), and open its socket."""
         import aiohttp
 
         from agent_console.auth import default_member
@@ -233,10 +236,13 @@ class _Load:
             connected.append(first)
             async with ready:
                 try:
-                    async with session.post(url + "api/login",
-                                            json={"username": name, "password": PASSWORD}) as r:
-                        r.raise_for_status()
-                        token = r.cookies[COOKIE].value
+                    if tokens is not None:
+                        token = tokens[name]
+                    else:
+                        async with session.post(url + "api/login", json={
+                                "username": name, "password": PASSWORD}) as r:
+                            r.raise_for_status()
+                            token = r.cookies[COOKIE].value
                 except Exception as exc:  # noqa: BLE001 - counted and reported
                     failures += 1
                     first.set_exception(exc)
@@ -395,7 +401,8 @@ async def _load_loop(conn: Connection, cfg: dict[str, Any]) -> None:
             cmd = await loop.run_in_executor(None, conn.recv)
             op = cmd["op"]
             if op == "sign_in":
-                conn.send(await load.sign_in(cmd["url"], cmd["operators"], cmd["wallboards"]))
+                conn.send(await load.sign_in(cmd["url"], cmd["operators"], cmd["wallboards"],
+                                             cmd.get("tokens")))
             elif op == "slow":
                 conn.send(await load.slow(cmd["url"], cmd["names"]))
             elif op == "pace":
@@ -802,11 +809,10 @@ async def month_report(url: str, calls: int, orders: int, seed: int) -> dict[str
         async with store.engine.begin() as conn:
             await facts.refresh(conn, [o["id"] for o in orders_made])
         facts_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        closed = await report_days.build_due(store.engine, settings, end.timestamp()
-                                             + report_days.GRACE_S, limit=40)
-        days_s = time.perf_counter() - t0
         now = end.timestamp() - 36_000  # the month's last day still running (14:00)
+        t0 = time.perf_counter()
+        closed = await report_days.build_due(store.engine, settings, now, limit=31)
+        days_s = time.perf_counter() - t0
         report, rebuilt, cpu = await rebuild_month(store.engine, settings, first, now)
         raw, raw_s, raw_cpu = await rebuild_month(store.engine, settings, first, now,
                                                   summaries=False)
@@ -847,7 +853,8 @@ async def rebuild_month(engine: Any, settings: Any, first: Any, now: float, *,
 
 
 def month_main(args: argparse.Namespace) -> int:
-    """``callcenter bench --month-report``: the monthly report on SQLite (and PostgreSQL)."""
+    """``callcenter bench --month-report``: the monthly report on SQLite (and PostgreSQL),
+    each database's figures printed as soon as they are measured."""
     logs.setup("warning", "console")
     calls, orders = args.month_calls, args.month_orders
     results = []
@@ -856,31 +863,34 @@ def month_main(args: argparse.Namespace) -> int:
         for url in urls:
             progress(f"monthly report: {calls:,} calls, {orders:,} orders on {url.split(':')[0]}")
             results.append(asyncio.run(month_report(url, calls, orders, args.seed)))
+            if not args.json:
+                _print_month(results[-1])
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
-        return 0
-    for r in results:
-        print(f"{r['database']}: month {r['month']}: {r['calls']:,} calls, "
-              f"{r['agent_state_rows']:,} agent state rows, {r['orders']:,} orders "
-              f"({r['order_events']:,} audit records)")
-        print(f"  generated {r['generate_s']} s, saved {r['save_s']} s; kept as written: "
-              f"order facts {r['order_facts_s']} s, {r['days_summarised']} day summaries "
-              f"{r['day_summaries_s']} s")
-        print(f"  月报 rebuilt in {r['month_report_s']} s (target <= 30 s), "
-              f"{r['month_report_cpu_s']} s of CPU; from the raw records alone "
-              f"{r['month_report_raw_s']} s ({r['month_report_raw_cpu_s']} s of CPU); "
-              f"equal: {r['raw_equals_summaries']}; load average "
-              f"{' '.join(str(x) for x in r['load_average'])} (2 cores, shared)")
-        f = r["figures"]
-        print(f"  offered {f['offered']:,}  answered {f['answered']:,}  abandoned "
-              f"{f['abandoned']:,}  接通率 {f['connection_rate']}%  15秒接通率 "
-              f"{f['answer_rate_sl']}%  ServicelevelPerf {f['servicelevel_perf']}%  "
-              f"ASA {f['asa_s']} s  AHT {f['aht_s']} s  operators {r['operators']}")
-        for d in r["departments"]:
-            print(f"  #{d['rank']} {d['department']}: received {d['received']:,}  响应率 "
-                  f"{d['response_rate']}%  解决率 {d['resolution_rate']}%  满意率 "
-                  f"{d['satisfaction_rate']}%")
     return 0
+
+
+def _print_month(r: dict[str, Any]) -> None:
+    print(f"{r['database']}: month {r['month']}: {r['calls']:,} calls, "
+          f"{r['agent_state_rows']:,} agent state rows, {r['orders']:,} orders "
+          f"({r['order_events']:,} audit records)")
+    print(f"  generated {r['generate_s']} s, saved {r['save_s']} s; kept as written: "
+          f"order facts {r['order_facts_s']} s, {r['days_summarised']} day summaries "
+          f"{r['day_summaries_s']} s")
+    print(f"  月报 rebuilt in {r['month_report_s']} s (target <= 30 s), "
+          f"{r['month_report_cpu_s']} s of CPU; from the raw records alone "
+          f"{r['month_report_raw_s']} s ({r['month_report_raw_cpu_s']} s of CPU); "
+          f"equal: {r['raw_equals_summaries']}; load average "
+          f"{' '.join(str(x) for x in r['load_average'])} (2 cores, shared)", flush=True)
+    f = r["figures"]
+    print(f"  offered {f['offered']:,}  answered {f['answered']:,}  abandoned "
+          f"{f['abandoned']:,}  接通率 {f['connection_rate']}%  15秒接通率 "
+          f"{f['answer_rate_sl']}%  ServicelevelPerf {f['servicelevel_perf']}%  "
+          f"ASA {f['asa_s']} s  AHT {f['aht_s']} s  operators {r['operators']}")
+    for d in r["departments"]:
+        print(f"  #{d['rank']} {d['department']}: received {d['received']:,}  响应率 "
+              f"{d['response_rate']}%  解决率 {d['resolution_rate']}%  满意率 "
+              f"{d['satisfaction_rate']}%")
 
 
 # =========================================================================== the run
@@ -919,9 +929,9 @@ class CountingService(Service):
 
     events_in = 0
 
-    def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+    def _on_ami_event(self, headers: dict[str, str], at: float, *edge: Any) -> None:
         self.events_in += 1
-        super()._on_ami_event(headers, at)
+        super()._on_ami_event(headers, at, *edge)
 
 
 async def _ask(conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
@@ -1205,6 +1215,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="work orders in the month (300,000)")
     parser.add_argument("--postgres", action="append", metavar="URL",
                         help="also on this PostgreSQL database (postgresql+asyncpg://...)")
+    so = parser.add_argument_group("scale-out (callcenter.bench_scaleout): with --web-workers")
+    so.add_argument("--web-workers", type=int, default=0,
+                    help="run the scale-out bench: a core, a standby, N web workers, "
+                         "PostgreSQL and Redis, each its own process")
+    so.add_argument("--pbxs", type=int, default=1, help="PBXs (1 until [[pbx]] lands)")
+    so.add_argument("--database", metavar="URL",
+                    help="PostgreSQL server (postgresql://postgres@127.0.0.1:5432/postgres): "
+                         "a scratch database is created on it and dropped after")
+    so.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    so.add_argument("--max-rate", type=float, default=10_000.0,
+                    help="events/s of the 10 s max phase (10000)")
+    so.add_argument("--failovers", type=int, default=3,
+                    help="kill -9 of the active core, each timed (3; 0 skips)")
+    so.add_argument("--no-single", action="store_true",
+                    help="skip the single-process SQLite run beside the scale-out one")
 
 
 def main_from_args(args: argparse.Namespace) -> int:

@@ -244,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     s = _settings(args)
     asyncio.run(run_demo(s, host="127.0.0.1", port=args.port, seed=args.seed, speed=args.speed,
                          agents=args.agents, db=args.db, rate=args.rate,
-                         agi_port=args.agi_port))
+                         agi_port=args.agi_port, pbxs=args.pbxs))
     return 0
 
 
@@ -343,6 +343,10 @@ def _shown(url: str) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.web_workers:  # the scale-out bench: processes, PostgreSQL, Redis
+        from callcenter import bench_scaleout
+
+        return bench_scaleout.main(args)
     from callcenter.bench import main_from_args
 
     return main_from_args(args)
@@ -404,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--db", default=None, help="database URL (default var/demo.db)")
     d.add_argument("--agi-port", type=int, default=4573,
                    help="FastAGI IVR port the simulated callers go through (0 picks one)")
+    d.add_argument("--pbxs", type=int, default=1,
+                   help="simulated PBXs (each its own callers and operators; default 1)")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("serve", help="run the service against the PBX in the config")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ class ConfigError(ValueError):
 
 @dataclass(slots=True)
 class AmiSettings:
-    name: str = "pbx1"  # the PBX's name in logs, metrics and alerts
+    """One PBX (Asterisk) and its AMI link: an ``[[pbx]]`` table, or the single ``[ami]``."""
+
+    name: str = "pbx1"  # the PBX's name in logs, metrics, alerts and record keys
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "hotline"
@@ -30,11 +33,32 @@ class AmiSettings:
     ping_interval: float = 5.0
     action_timeout: float = 10.0
     backoff_max: float = 30.0
+    #: The queues this PBX hosts (an operator's sign-in to a queue goes to every PBX
+    #: hosting it); empty = every queue.
+    queues: tuple[str, ...] = ()
+    #: This PBX's queue_log (a file or a database URL); "" = ``[metrics] queue_log`` for
+    #: the home PBX, none for the others.
+    queue_log: str = ""
+
+    def hosts(self, queue: str) -> bool:
+        return not self.queues or queue in self.queues
+
+
+#: A PBX's name: it is part of record keys (``<name>:<uniqueid>``) and metric labels.
+PBX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+#: Keys an ``[[pbx]]`` table may have (``user`` and ``username`` are the same).
+PBX_KEYS = frozenset({"name", "host", "port", "user", "username", "secret", "events",
+                      "queues", "queue_log", "ping_interval", "action_timeout",
+                      "backoff_max"})
 
 
 @dataclass(slots=True)
 class Settings:
+    #: The home PBX: the single ``[ami]``, or the first ``[[pbx]]`` (its record keys are
+    #: bare Uniqueids, so a centre that adds PBXs keeps its history and links).
     ami: AmiSettings = field(default_factory=AmiSettings)
+    #: The other PBXs (``[[pbx]]`` tables after the first), in the file's order.
+    more_pbxs: list[AmiSettings] = field(default_factory=list)
     database_url: str = "sqlite+aiosqlite:///var/hotline.db"
     web_host: str = "127.0.0.1"
     web_port: int = 8080
@@ -59,6 +83,11 @@ class Settings:
     recordings_root: Path = ROOT / "var" / "recordings"
     recordings_retention_days: int = 180
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pbxs(self) -> list[AmiSettings]:
+        """Every PBX, the home one first."""
+        return [self.ami, *self.more_pbxs]
 
     @property
     def tz(self) -> ZoneInfo:
@@ -101,25 +130,88 @@ def _typed(section: dict[str, Any], key: str, kind: type, default: Any, where: s
     return value
 
 
+def _pbx(table: dict[str, Any], where: str, defaults: dict[str, Any],
+         secret_env: str | None) -> AmiSettings:
+    if "user" in table and "username" in table:
+        raise ConfigError(f"{where}: give user or username, not both")
+    name = _typed(table, "name", str, "pbx1", where)
+    if not PBX_NAME.fullmatch(name):
+        raise ConfigError(f"{where}.name {name!r}: 1-32 letters, digits, '_', '.' or '-', "
+                          "starting with a letter or digit")
+    port = _typed(table, "port", int, 5038, where)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}.port {port} is not a TCP port (1-65535)")
+    host = _typed(table, "host", str, "127.0.0.1", where)
+    if not host.strip() or any(ch in host for ch in " \r\n\t/"):
+        raise ConfigError(f"{where}.host {host!r} is not a host name or address")
+    user = _typed(table, "user", str, None, where) if "user" in table else \
+        _typed(table, "username", str, "hotline", where)
+    queues = table.get("queues", [])
+    if not isinstance(queues, list) or not all(isinstance(q, str) and q for q in queues):
+        raise ConfigError(f"{where}.queues must be a list of queue names")
+    timing = {k: _typed(table, k, float, defaults.get(k, dflt), where)
+              for k, dflt in (("ping_interval", 5.0), ("action_timeout", 10.0),
+                              ("backoff_max", 30.0))}
+    for k, v in timing.items():
+        if not v > 0:
+            raise ConfigError(f"{where}.{k} must be more than 0 seconds")
+    return AmiSettings(
+        name=name, host=host, port=port, username=user,
+        secret=secret_env or _typed(table, "secret", str, "hotline", where),
+        events=_typed(table, "events", str, "agent,call,system", where),
+        queues=tuple(queues), queue_log=_typed(table, "queue_log", str, "", where), **timing)
+
+
+def _pbxs(data: dict[str, Any], env: dict[str, str]) -> list[AmiSettings]:
+    """The PBXs: the ``[[pbx]]`` tables when there are any (``[ami]``'s ping_interval,
+    action_timeout and backoff_max are then their defaults), else the single ``[ami]``.
+
+    Each ``[[pbx]]``'s secret may come from ``HOTLINE_AMI_SECRET_<NAME>`` (the name
+    upper-cased, ``-`` and ``.`` as ``_``); ``HOTLINE_AMI_SECRET`` is ``[ami]``'s.
+    Raises :class:`ConfigError` for a duplicate name or address, a bad port or name, or
+    an unknown key (a misspelt key would silently fall back to a default)."""
+    ami = data.get("ami", {})
+    if not isinstance(ami, dict):
+        raise ConfigError("ami must be a table")
+    tables = data.get("pbx")
+    if tables is None:
+        return [_pbx(ami, "ami", {}, env.get("HOTLINE_AMI_SECRET"))]
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict)
+                                                            for t in tables):
+        raise ConfigError("pbx must be one or more [[pbx]] tables")
+    out: list[AmiSettings] = []
+    for i, table in enumerate(tables):
+        where = f"pbx[{i}]"
+        unknown = sorted(set(table) - PBX_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r} "
+                              f"(known: {', '.join(sorted(PBX_KEYS))})")
+        if "name" not in table:
+            raise ConfigError(f"{where} needs a name")
+        env_key = "HOTLINE_AMI_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", str(table["name"])).upper()
+        out.append(_pbx(table, f"{where} ({table['name']})", ami, env.get(env_key)))
+    names: dict[str, str] = {}
+    addresses: dict[tuple[str, int], str] = {}
+    for p in out:
+        if p.name.lower() in names:
+            raise ConfigError(f"pbx name {p.name!r} is used twice")
+        names[p.name.lower()] = p.name
+        if (p.host, p.port) in addresses:
+            raise ConfigError(f"pbx {p.name!r} has the same host and port as "
+                              f"{addresses[(p.host, p.port)]!r}: {p.host}:{p.port}")
+        addresses[(p.host, p.port)] = p.name
+    return out
+
+
 def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -> Settings:
     """Defaults from the shipped file, then ``path`` over them, then the environment."""
     env = dict(os.environ) if env is None else env
     data = _read(DEFAULT_FILE)
     if path is not None:
         data = _merge(data, _read(Path(path)))
-    ami = data.get("ami", {})
     s = Settings(raw=data)
-    s.ami = AmiSettings(
-        name=_typed(ami, "name", str, "pbx1", "ami"),
-        host=_typed(ami, "host", str, "127.0.0.1", "ami"),
-        port=_typed(ami, "port", int, 5038, "ami"),
-        username=_typed(ami, "username", str, "hotline", "ami"),
-        secret=env.get("HOTLINE_AMI_SECRET") or _typed(ami, "secret", str, "hotline", "ami"),
-        events=_typed(ami, "events", str, "agent,call,system", "ami"),
-        ping_interval=_typed(ami, "ping_interval", float, 5.0, "ami"),
-        action_timeout=_typed(ami, "action_timeout", float, 10.0, "ami"),
-        backoff_max=_typed(ami, "backoff_max", float, 30.0, "ami"),
-    )
+    pbxs = _pbxs(data, env)
+    s.ami, s.more_pbxs = pbxs[0], pbxs[1:]
     db = data.get("database", {})
     s.database_url = env.get("HOTLINE_DATABASE_URL") or _typed(db, "url", str, s.database_url,
                                                                "database")

@@ -165,8 +165,8 @@ async def load_states(engine: AsyncEngine, start: float, end: float) -> list[Any
 
 async def taken_by_day(engine: AsyncEngine, spans: Sequence[tuple[float, float]]
                        ) -> list[dict[str, rp.Taken]]:
-    """:func:`load_taken` for each day (read at once)."""
-    return list(await asyncio.gather(*(load_taken(engine, a, b) for a, b in spans)))
+    """:func:`load_taken` for each day (one connection: a month is 30 short queries)."""
+    return [await load_taken(engine, a, b) for a, b in spans]
 
 
 async def agents_raw(engine: AsyncEngine, spans: Sequence[tuple[float, float]], until: float
@@ -236,8 +236,8 @@ async def agent_figures(engine: AsyncEngine, start: datetime, end: datetime, now
     """Operators' figures over ``[start, min(end, now))``: :func:`acd.reports.merge_agents`
     of each day's, stored or from the raw rows (all raw with ``summaries=False``)."""
     spans = [s for s in day_spans(start, end) if s[0] < now]
-    have = await stored(engine, "agents", start.timestamp(), end.timestamp()) \
-        if summaries else {}
+    got = await stored(engine, "agents", start.timestamp(), now) if summaries else {}
+    have = {a: got[a] for a, b in spans if b <= now and a in got}  # a running day: raw
     raw = iter(await agents_raw(engine, [s for s in spans if s[0] not in have], now))
     days = [{n: rp.agent_from_json(n, d) for n, d in have[a].items()} if a in have
             else next(raw) for a, _ in spans]
@@ -261,8 +261,8 @@ async def build_day(engine: AsyncEngine, settings: Settings, start: float, end: 
 async def build_due(engine: AsyncEngine, settings: Settings, now: float, *,
                     limit: int = 1) -> int:
     """Store up to ``limit`` missing summaries of days closed ``GRACE_S`` before ``now``
-    (within :data:`KEEP_DAYS`), oldest first; the number stored.  Only the writer calls
-    this (see the module's notes)."""
+    (within :data:`KEEP_DAYS`), newest first (this month's report gains first); the
+    number stored.  Only the writer calls this (see the module's notes)."""
     tz = settings.tz
     today = datetime.fromtimestamp(now - GRACE_S, tz).date()
     first = today - timedelta(days=KEEP_DAYS)
@@ -272,7 +272,7 @@ async def build_due(engine: AsyncEngine, settings: Settings, now: float, *,
             ReportDayRow.day_start >= spans[0][0]).group_by(ReportDayRow.day_start))
         done = {float(a) for a, n in rows if n == 2}
     built = 0
-    for a, b in spans:
+    for a, b in reversed(spans):
         if a in done:
             continue
         if built >= limit:

@@ -24,6 +24,13 @@ At start the service loads today's records, restores each operator's figures fro
 them, and hands every visit the database still holds open (waiting or answered) back
 to the centre: the first resync settles them with the PBX's word (exactly from
 queue_log when readable, else estimated and marked so).
+
+Several PBXs (``[[pbx]]``): one guarded link and one pure
+:class:`~acd.state.CallCenter` per PBX (a :class:`PbxEdge`), every link feeding the
+same inbox and the same consumer, each item naming its PBX.  ``centre`` is then a
+:class:`~acd.centres.Centres` over them; figures are kept per PBX and for the whole
+centre; actions go out on :meth:`Service.link_for` the PBX that owns the channel or
+member.  One PBX down only marks its own part down.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -44,8 +51,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from acd import events as ev
 from acd import queue_log
+from acd.centres import Centres
 from acd.metrics import MetricsBook, queue_json
 from acd.state import (
+    Agent,
     AgentChanged,
     Anomaly,
     Call,
@@ -59,7 +68,7 @@ from acd.state import (
     ResyncWanted,
 )
 from callcenter import report_days
-from callcenter.config import Settings
+from callcenter.config import AmiSettings, Settings
 from callcenter.db import RowsUnwritten, Store
 from callcenter.pbx.ami import AmiError, AmiLink
 
@@ -71,14 +80,48 @@ def mask_number(num: str) -> str:
     return ("*" * max(0, len(num) - 4) + num[-4:]) if num else ""
 
 
+@dataclass(eq=False)
+class PbxEdge:
+    """One PBX as the service holds it: its settings, its pure centre, its guarded link
+    and what the service remembers of it (the last event's time, restarts, resyncs)."""
+
+    settings: AmiSettings
+    centre: CallCenter
+    book: MetricsBook
+    link: Any = None  # AmiLink (tests put a fake in its place)
+    last_at: float = 0.0
+    last_resync: float = 0.0
+    resync_task: asyncio.Task[None] | None = None
+    #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
+    restarts: list[tuple[float, float | None, str]] = field(default_factory=list)
+    events_applied: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+
 class Service:
-    """AMI link + state + metrics + persistence + push, for one PBX."""
+    """AMI links + state + metrics + persistence + push, for one PBX or several."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.centre = CallCenter(settings.queues, settings.default_queue_config())
         self.book = MetricsBook(settings.servicelevel_for, settings.short_abandon_s)
+        #: Every PBX by name, the home PBX first (its record keys are bare Uniqueids).
+        self.edges: dict[str, PbxEdge] = {}
+        for i, a in enumerate(settings.pbxs):
+            centre = CallCenter(settings.queues, settings.default_queue_config(), pbx=a.name,
+                                key_prefix="" if i == 0 else f"{a.name}:")
+            # With one PBX its figures are the centre's: one book serves both.
+            book = self.book if len(settings.pbxs) == 1 else MetricsBook(
+                settings.servicelevel_for, settings.short_abandon_s)
+            self.edges[a.name] = PbxEdge(a, centre, book)
+        self.home = next(iter(self.edges.values()))
+        self.centres: dict[str, CallCenter] = {n: e.centre for n, e in self.edges.items()}
+        #: The centre consoles read: the one PBX's own, or a view over all of them.
+        self.centre: CallCenter | Centres = (
+            self.home.centre if len(self.edges) == 1 else Centres(self.centres))
         self.store = Store(settings.database_url)
         self.inbox: asyncio.Queue[tuple[dict[str, str] | None, Any]] = asyncio.Queue()
         self.subscribers: list[Callable[[list[Change]], None]] = []
@@ -96,14 +139,11 @@ class Service:
         self.set_aside: deque[tuple[str, dict[str, Any], str, float]] = deque(maxlen=1000)
         self._aside_unstored: list[tuple[str, dict[str, Any], str, float]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        a = settings.ami
-        self.link = AmiLink(
-            a.host, a.port, a.username, a.secret, events=a.events,
-            on_event=self._on_ami_event, on_link=self._on_link, on_connected=self._resync,
-            on_list=self._on_list_answer,
-            ping_interval=a.ping_interval, action_timeout=a.action_timeout,
-            backoff_max=a.backoff_max, clock=clock,
-        )
+        for edge in self.edges.values():
+            edge.link = self._make_link(edge)
+        #: The PBX whose event is being applied or handed to raw listeners right now.
+        self.event_pbx = self.home.name
+        self._applying = self.home
         self.CHANGE_HANDLERS: dict[type, Callable[[Any], None]] = {
             CallChanged: self._call_changed,
             AgentChanged: self._agent_changed,
@@ -113,13 +153,73 @@ class Service:
             PbxRestarted: self._pbx_restarted,
             ResyncWanted: self._resync_wanted,
         }
-        #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
-        self.pbx_restarts: list[tuple[float, float | None, str]] = []
-        self._resync_task: asyncio.Task[None] | None = None
-        self._queue_log_engine: AsyncEngine | None = None
-        self._last_at = 0.0
-        self._last_resync = 0.0
+        self._queue_log_engines: dict[str, AsyncEngine] = {}
         self._summaries_due = 0.0
+
+    def _make_link(self, edge: PbxEdge) -> AmiLink:
+        a = edge.settings
+
+        async def connected(link: AmiLink) -> None:
+            await self._resync(link, edge)
+        return AmiLink(
+            a.host, a.port, a.username, a.secret, events=a.events,
+            on_event=lambda headers, at: self._on_ami_event(headers, at, edge),
+            on_link=lambda up, reason: self._on_link(up, reason, edge),
+            on_connected=connected,
+            on_list=lambda action, items, at: self._on_list_answer(action, items, at, edge),
+            ping_interval=a.ping_interval, action_timeout=a.action_timeout,
+            backoff_max=a.backoff_max, clock=self.clock,
+        )
+
+    # ---- the PBXs
+
+    @property
+    def link(self) -> Any:
+        """The home PBX's link (the only one with a single PBX)."""
+        return self.home.link
+
+    @link.setter
+    def link(self, value: Any) -> None:
+        self.home.link = value
+
+    def link_for(self, pbx: str) -> Any:
+        """The link of PBX ``pbx`` ("" = the home PBX); KeyError for an unknown name."""
+        return self.edges[pbx].link if pbx else self.home.link
+
+    def edge_of(self, pbx: str) -> PbxEdge:
+        return self.edges.get(pbx) or self.home
+
+    def centre_of(self, pbx: str) -> CallCenter:
+        """The centre of PBX ``pbx`` ("" or unknown = the home PBX)."""
+        return self.edge_of(pbx).centre
+
+    def agents(self) -> list[Agent]:
+        """Every PBX's members (an operator in queues on two PBXs is on the list twice)."""
+        return [a for e in self.edges.values() for a in e.centre.agents.values()]
+
+    def members_of(self, interface: str, name: str = "") -> list[Agent]:
+        """One operator's queue members, one per PBX they are known on (by interface,
+        else by member name), the home PBX first."""
+        out = []
+        for e in self.edges.values():
+            a = e.centre.agents.get(interface) if interface else None
+            if a is None and name:
+                a = e.centre.agent_by_name(name)
+            if a is not None:
+                out.append(a)
+        return out
+
+    def pbxs_hosting(self, queue: str) -> list[str]:
+        """The PBXs that host ``queue`` (``[[pbx]] queues``; all when it lists none)."""
+        return [n for n, e in self.edges.items() if e.settings.hosts(queue)]
+
+    @property
+    def pbx_restarts(self) -> list[tuple[float, float | None, str]]:
+        """Restarts and counter resets of every PBX, oldest first."""
+        if len(self.edges) == 1:
+            return self.home.restarts
+        return sorted((r for e in self.edges.values() for r in e.restarts),
+                      key=lambda r: r[0])
 
     # ---- lifecycle
 
@@ -131,28 +231,33 @@ class Service:
         await self._load_recent(load_days)
         await self._restore_open_calls()
         self._summaries_due = self.clock() + 60.0  # summaries wait until start-up is over
-        # The service's tasks (and the link's, started from here) log with the PBX's name.
+        # The service's tasks (and each link's, started from here) log with the PBX's name
+        # (the consumer: the name of the PBX whose event it applies).
         ctx = contextvars.copy_context()
-        ctx.run(structlog.contextvars.bind_contextvars, pbx=self.settings.ami.name)
+        ctx.run(structlog.contextvars.bind_contextvars, pbx=self.home.name)
         self._tasks = [
             asyncio.create_task(self._consume(), name="consumer", context=ctx),
             asyncio.create_task(self._flush_loop(), name="db-flush", context=ctx),
             asyncio.create_task(self._tick_loop(), name="ticker", context=ctx),
         ]
-        await asyncio.create_task(self.link.start(), context=ctx)
+        for edge in self.edges.values():
+            link_ctx = contextvars.copy_context()
+            link_ctx.run(structlog.contextvars.bind_contextvars, pbx=edge.name)
+            await asyncio.create_task(edge.link.start(), context=link_ctx)
 
     async def stop(self) -> None:
-        await self.link.stop()
-        if self._resync_task is not None:
-            self._resync_task.cancel()
+        for edge in self.edges.values():
+            await edge.link.stop()
+            if edge.resync_task is not None:
+                edge.resync_task.cancel()
         await self.drain()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
         await self.store.close()
-        if self._queue_log_engine is not None:
-            await self._queue_log_engine.dispose()
+        for engine in self._queue_log_engines.values():
+            await engine.dispose()
 
     async def drain(self) -> None:
         """Wait until every enqueued event has been applied."""
@@ -164,11 +269,16 @@ class Service:
         rows = await self.store.calls_between(start, float("inf"))
         today = self.day_start(self.clock())
         for row in rows:
+            edge = self.edges.get(row.pbx or self.home.name)
             self.book.put(row)
+            if edge is None:  # a PBX no longer configured: its calls still count
+                continue
+            if edge.book is not self.book:
+                edge.book.put(row)
             if row.agent and row.interface and row.joined_at >= today and row.outcome in (
                     "answered", "completed", "interrupted"):
                 # Per-operator figures of the day survive a restart of the service.
-                agent = self.centre._agent(row.interface, row.agent)
+                agent = edge.centre._agent(row.interface, row.agent)
                 agent.answered += 1
                 if row.outcome == "completed":
                     agent.calls_taken += 1
@@ -183,20 +293,25 @@ class Service:
         if last is not None:  # the latest finished ones too: a rebuild must know them
             recent = await self.store.calls_between(last - 600, float("inf"))
             rows += [r for r in recent if r.outcome not in ("waiting", "answered")]
-        calls = [call_from_row(r) for r in rows]
+        calls = [call_from_row(r, self.home.name) for r in rows]
         # No record at all: today's queue_log (when readable) is rebuilt from the day's start.
-        self.centre.restore(calls, last if last is not None else self.day_start(self.clock()))
+        since = last if last is not None else self.day_start(self.clock())
+        for name, edge in self.edges.items():
+            edge.centre.restore([c for c in calls if c.pbx == name], since)
         if calls:
             log.info("calls from before the restart", count=len(calls))
 
     # ---- the AMI edge (synchronous: only enqueue)
 
-    def _on_ami_event(self, headers: dict[str, str], at: float) -> None:
+    def _on_ami_event(self, headers: dict[str, str], at: float,
+                      edge: PbxEdge | None = None) -> None:
         # Strictly increasing times: frames of one socket read share a clock reading,
         # and the order of answers and hang-ups is what Asterisk's smoothing follows.
-        at = self._last_at = max(at, self._last_at + 1e-6)
-        self.inbox.put_nowait((headers, at))
+        edge = edge or self.home
+        at = edge.last_at = max(at, edge.last_at + 1e-6)
+        self.inbox.put_nowait((headers, at, edge.name))
         if self.raw_listeners:
+            self.event_pbx = edge.name
             for listener in self.raw_listeners.get(headers.get("Event", ""), ()):
                 try:
                     listener(headers, at)
@@ -204,34 +319,45 @@ class Service:
                     log.exception("raw event listener failed", event=headers.get("Event"))
 
     def listen(self, event: str, listener: Callable[[dict[str, str], float], None]) -> None:
-        """Call ``listener(headers, at)`` for every AMI event named ``event``."""
+        """Call ``listener(headers, at)`` for every AMI event named ``event``, from every
+        PBX; ``event_pbx`` names the PBX during the call."""
         self.raw_listeners.setdefault(event, []).append(listener)
 
-    def _on_link(self, up: bool, reason: str) -> None:
+    def _on_link(self, up: bool, reason: str, edge: PbxEdge | None = None) -> None:
         if not up:
-            self.inbox.put_nowait((None, ev.LinkChanged(self.clock(), False, reason)))
+            self.inbox.put_nowait((None, ev.LinkChanged(self.clock(), False, reason),
+                                   (edge or self.home).name))
 
-    def _on_list_answer(self, action: str, items: list[Any], at: float) -> None:
+    def _on_list_answer(self, action: str, items: list[Any], at: float,
+                        edge: PbxEdge | None = None) -> None:
         if action == "QueueStatus":  # where, in the stream, the PBX's counters were read
-            self.inbox.put_nowait((None, ev.Checkpoint(at)))
+            self.inbox.put_nowait((None, ev.Checkpoint(at), (edge or self.home).name))
 
-    async def _resync(self, link: AmiLink) -> None:
+    async def _resync(self, link: AmiLink, edge: PbxEdge | None = None) -> None:
+        edge = edge or self.home
         at = self.clock()
-        self._last_resync = at
+        edge.last_resync = at
         status = await link.action({"Action": "QueueStatus"}, idempotent=True)
         channels = await link.action({"Action": "CoreShowChannels"}, idempotent=True)
         snapshot = ev.resync_from(at, _as_list(status), _as_list(channels))
-        lines = await self._read_queue_log(at)
+        lines = await self._read_queue_log(at, self._queue_log_of(edge))
         if lines is not None:
             snapshot = replace(snapshot, queue_log=tuple(lines))
-        self.inbox.put_nowait((None, snapshot))
+        self.inbox.put_nowait((None, snapshot, edge.name))
         log.info("resynchronised with the PBX", members=len(snapshot.members),
                  waiting=len(snapshot.waiting), channels=len(snapshot.channels))
 
-    async def _read_queue_log(self, at: float) -> list[queue_log.QueueLogEntry] | None:
+    def _queue_log_of(self, edge: PbxEdge) -> str:
+        """The PBX's own ``queue_log``; the home PBX falls back on ``[metrics] queue_log``."""
+        if edge.settings.queue_log or edge is not self.home:
+            return edge.settings.queue_log
+        return self.settings.queue_log
+
+    async def _read_queue_log(self, at: float, where: str | None = None
+                              ) -> list[queue_log.QueueLogEntry] | None:
         """Asterisk's queue_log of the last day, when configured and readable: a file, or
         (a database URL) the table Asterisk's realtime ``queue_log`` backend writes."""
-        where = self.settings.queue_log
+        where = self.settings.queue_log if where is None else where
         if not where:
             return None
         since = at - 86400
@@ -253,10 +379,11 @@ class Service:
         """Rows of the realtime ``queue_log`` table since ``since``.  Its ``time`` is a
         timestamp in the PBX's local time (``queue_log_realtime_use_gmt = no``) or a
         number of seconds."""
-        if self._queue_log_engine is None:
-            self._queue_log_engine = create_async_engine(url)
+        engine = self._queue_log_engines.get(url)
+        if engine is None:
+            engine = self._queue_log_engines[url] = create_async_engine(url)
         tz = self.settings.tz
-        async with self._queue_log_engine.connect() as conn:
+        async with engine.connect() as conn:
             result = await conn.execute(text("SELECT * FROM queue_log ORDER BY time"))
             rows = [dict(r._mapping) for r in result]
         for r in rows:
@@ -270,43 +397,51 @@ class Service:
         the last picture had no member at all (Asterisk still reloading them after a
         restart).  A resync in the middle of traffic races the events that follow it, so
         it is not asked for on every unknown name."""
-        if not self.link.up or (self._resync_task is not None
-                                and not self._resync_task.done()):
+        edge = self._applying
+        if not edge.link.up or (edge.resync_task is not None and not edge.resync_task.done()):
             return
-        if any(a.memberships for a in self.centre.agents.values()):
+        if any(a.memberships for a in edge.centre.agents.values()):
             return
-        delay = max(0.0, self._last_resync + 2.0 - self.clock())
+        delay = max(0.0, edge.last_resync + 2.0 - self.clock())
         log.info("resynchronising", why=c.why, delay_s=round(delay, 1))
 
         async def later() -> None:
             await asyncio.sleep(delay)
             await self.drain()
-            if any(a.memberships for a in self.centre.agents.values()):
+            if any(a.memberships for a in edge.centre.agents.values()):
                 return  # the picture the connect asked for has come meanwhile
             try:
-                await self._resync(self.link)
+                await self._resync(edge.link, edge)
             except AmiError as exc:  # the link went down meanwhile: the reconnect resyncs
                 log.warning("resync failed", error=str(exc))
-        self._resync_task = asyncio.create_task(later(), name="resync")
+        edge.resync_task = asyncio.create_task(later(), name=f"resync-{edge.name}")
 
     def _pbx_restarted(self, c: PbxRestarted) -> None:
-        self.pbx_restarts.append((c.at, c.booted_at, c.what))
-        del self.pbx_restarts[:-20]
+        restarts = self._applying.restarts
+        restarts.append((c.at, c.booted_at, c.what))
+        del restarts[:-20]
         log.warning("PBX restarted", what=c.what, booted_at=c.booted_at)
 
     # ---- the one consumer
 
     async def _consume(self) -> None:
+        multi = len(self.edges) > 1
         while True:
-            headers, payload = await self.inbox.get()
+            # (headers or None, at or event[, pbx]): without a name, the home PBX's
+            headers, payload, *where = await self.inbox.get()
             try:
+                edge = self.edges[where[0]] if where else self.home
+                if multi and edge is not self._applying:
+                    structlog.contextvars.bind_contextvars(pbx=edge.name)
+                self._applying = edge
                 if headers is None:
                     event: ev.Event | None = payload
                 else:
                     event = ev.to_event(headers, payload)
                 if event is not None:
-                    self.dispatch(self.centre.apply(event))
+                    self.dispatch(edge.centre.apply(event))
                     self.events_applied += 1
+                    edge.events_applied += 1
             except ev.MalformedEvent as exc:
                 self.events_skipped += 1
                 log.warning("malformed AMI event skipped", error=str(exc))
@@ -325,20 +460,23 @@ class Service:
 
     def _call_changed(self, c: CallChanged) -> None:
         self.book.put(c.call)
+        book = self.edge_of(c.call.pbx).book
+        if book is not self.book:
+            book.put(c.call)
         self._dirty_calls[c.call.visit_id] = c.call.to_row()
 
     def _agent_changed(self, c: AgentChanged) -> None:
         self._agent_rows.append({
             "at": c.at, "agent": c.agent.name, "interface": c.agent.interface,
             "old": c.old.value, "new": c.new.value, "step": c.step, "reason": c.reason,
-            "cause": c.cause,
+            "cause": c.cause, "pbx": c.agent.pbx,
         })
 
     def _anomaly(self, c: Anomaly) -> None:
         log.warning("PBX event did not fit", what=c.what)
 
     def _link_state(self, c: LinkStateChanged) -> None:
-        log.info("PBX link " + ("up" if c.up else "down"), reason=c.reason)
+        log.info("PBX link " + ("up" if c.up else "down"), reason=c.reason, pbx=c.pbx)
 
     # ---- background
 
@@ -396,7 +534,8 @@ class Service:
         while True:
             await asyncio.sleep(0.5)
             await self.flush()
-            self.centre.collect_finished()
+            for edge in self.edges.values():
+                edge.centre.collect_finished()
             await self.summarise()
 
     async def summarise(self) -> None:
@@ -430,14 +569,54 @@ class Service:
         start = self.day_start(now) if start is None else start
         end = now + 1 if end is None else end
         per, overall = self.book.figures(start, end)
-        agents = {
-            a.name: {"answered": a.answered, "ring_no_answer": a.ring_no_answer,
-                     "paused_s": round(a.paused_total(now), 2), "talk_s": round(a.talk_s, 2)}
-            for a in sorted(self.centre.agents.values(), key=lambda a: a.name)
-        }
-        return {"queues": {q: queue_json(f) for q, f in per.items()},
-                "overall": queue_json(overall), "agents": agents,
-                "link_up": self.centre.link_up}
+        agents: dict[str, dict[str, float]] = {}
+        for a in sorted(self.agents(), key=lambda a: a.name):
+            row = agents.setdefault(a.name, {"answered": 0, "ring_no_answer": 0,
+                                             "paused_s": 0.0, "talk_s": 0.0})
+            # an operator in queues on several PBXs: their members' figures add up
+            row["answered"] += a.answered
+            row["ring_no_answer"] += a.ring_no_answer
+            row["paused_s"] = round(row["paused_s"] + a.paused_total(now), 2)
+            row["talk_s"] = round(row["talk_s"] + a.talk_s, 2)
+        out: dict[str, Any] = {"queues": {q: queue_json(f) for q, f in per.items()},
+                               "overall": queue_json(overall), "agents": agents,
+                               "link_up": self.centre.link_up}
+        if len(self.edges) > 1:
+            out["pbxs"] = {}
+            for name, edge in self.edges.items():
+                p_per, p_all = edge.book.figures(start, end)
+                out["pbxs"][name] = {"queues": {q: queue_json(f) for q, f in p_per.items()},
+                                     "overall": queue_json(p_all),
+                                     "link_up": edge.centre.link_up}
+        return out
+
+    def pbx_parts(self, now: float | None = None, *, figures: tuple[Any, Any] | None = None
+                  ) -> list[dict[str, Any]]:
+        """Each PBX's part of the live picture, the home PBX first: its link (up, reason,
+        last restart), callers waiting, members signed in, and its own figures for today
+        and the last 15 minutes (:mod:`acd.metrics` over its calls only).  The centre's
+        figures are those of every PBX's calls together: counts add up and rates are
+        computed again from the sums (never an average of rates).  ``figures``: the
+        centre's (today, last 15 minutes) when already computed (one PBX: the same)."""
+        now = self.clock() if now is None else now
+        today, last15 = self.day_start(now), self.book.bucket(now)
+        parts = []
+        for name, edge in self.edges.items():
+            c = edge.centre
+            restart = edge.restarts[-1] if edge.restarts else None
+            parts.append({
+                "name": name,
+                "up": c.link_up, "reason": c.link_reason,
+                "pbx_restarted_at": restart[0] if restart else None,
+                "waiting": sum(len(w) for w in c.waiting.values()),
+                "agents_logged_in": sum(1 for a in c.agents.values() if a.memberships),
+                "today": figures[0] if figures and edge.book is self.book
+                else queue_json(edge.book.figures(today, now + 1)[1]),
+                "last_15min": figures[1] if figures and edge.book is self.book
+                else queue_json(edge.book.figures(last15, now + 1)[1]),
+                "events_applied": edge.events_applied,
+            })
+        return parts
 
     def snapshot(self, *, agents: bool = True) -> dict[str, Any]:
         """Everything a live page needs, as plain JSON.
@@ -465,23 +644,24 @@ class Service:
                              "waited_s": round(now - c.joined_at, 1)} for c in waiting[:50]],
                 "today": queue_json(per_today[q]) if q in per_today else None,
                 "last_15min": queue_json(per_15[q]) if q in per_15 else None,
-                "agents_logged_in": sum(1 for a in self.centre.agents.values()
-                                        if q in a.memberships),
+                "agents_logged_in": len({a.name for a in self.agents() if q in a.memberships}),
             })
         trend = [{"start": b, "connection_rate": f.connection_rate,
                   "answer_rate_sl": f.answer_rate_sl, "offered": f.offered}
                  for b, f in self.book.series(now - 8 * 3600, now + 1)]
         restart = self.pbx_restarts[-1] if self.pbx_restarts else None
+        centre_today, centre_15 = queue_json(all_today), queue_json(all_15)
         return {
             "at": now,
             "link": {"up": self.centre.link_up, "reason": self.centre.link_reason,
                      "pbx_restarted_at": restart[0] if restart else None,
                      "pbx_restart": restart[2] if restart else ""},
             "queues": queues,
-            "today": queue_json(all_today),
-            "last_15min": queue_json(all_15),
-            "agents": [a.snapshot(now) for a in sorted(self.centre.agents.values(),
+            "today": centre_today,
+            "last_15min": centre_15,
+            "agents": [a.snapshot(now) for a in sorted(self.agents(),
                                                        key=lambda a: a.name)] if agents else [],
+            "pbxs": self.pbx_parts(now, figures=(centre_today, centre_15)),
             "trend": trend,
             "interval_start": datetime.fromtimestamp(last15, self.settings.tz).isoformat(),
             "day": datetime.fromtimestamp(today, self.settings.tz).date().isoformat(),
@@ -489,11 +669,12 @@ class Service:
         }
 
 
-def call_from_row(row: Any) -> Call:
-    """A stored visit record as a :class:`~acd.state.Call` again."""
+def call_from_row(row: Any, home: str = "") -> Call:
+    """A stored visit record as a :class:`~acd.state.Call` again (a row without a PBX,
+    stored before migration 0013, is the home PBX's)."""
     call = Call(uniqueid=row.channel_uniqueid or row.uniqueid, queue=row.queue,
                 joined_at=row.joined_at, visit_id=row.uniqueid, visit=row.visit or 1,
-                previous=row.previous_visit or "")
+                previous=row.previous_visit or "", pbx=getattr(row, "pbx", "") or home)
     for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path", "left_at",
                  "answered_at", "hold_time", "agent", "interface", "ended_at", "talk_time",
                  "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled",

@@ -133,7 +133,9 @@ async def start_telephony(service: Service, app: web.Application, *,
     if outbound.enabled:
         dialer = Dialer(engine=service.store.engine, send=service.link.action,
                         orders=work_orders, centre=service.centre, settings=outbound,
-                        clock=service.clock, tz=service.settings.tz, tokens=tokens)
+                        clock=service.clock, tz=service.settings.tz, tokens=tokens,
+                        send_to=(lambda p: service.link_for(p).action)
+                        if len(service.edges) > 1 else None)
     agi = HotlineAgi(
         load_ivr_config(), expected_wait=expected_wait(service),
         lookup_order=order_status(work_orders),
@@ -157,9 +159,13 @@ async def start_telephony(service: Service, app: web.Application, *,
             outbound.agi_url = f"agi://{agi_host}:{bound}"
     recorder: CallRecorder | None = None
     if record_calls:
-        recorder = CallRecorder(app[RECORDINGS], service.link.action)
+        several = len(service.edges) > 1
+        recorder = CallRecorder(
+            app[RECORDINGS], service.link.action, home=service.home.name,
+            send_to=(lambda p: service.link_for(p).action) if several else None)
         service.subscribers.append(recorder.changed)
-        service.listen("MixMonitorStop", recorder.on_ami_event)
+        service.listen("MixMonitorStop",
+                       lambda h, at: recorder.on_ami_event(h, at, service.event_pbx))
     if dialer is not None:
         service.subscribers.append(dialer.changed)
         service.listen("OriginateResponse", dialer.on_ami_event)

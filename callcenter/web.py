@@ -248,8 +248,16 @@ class ConsolesOnBus:
             await asyncio.sleep(every)
 
     async def _commands(self) -> None:
-        key, last = f"{self.prefix}:cmd", "$"
+        key, last = f"{self.prefix}:cmd", ""
         while True:
+            if not last:  # from the newest command on ("$" per read would skip some)
+                try:
+                    newest = await self.redis.xrevrange(key, count=1)
+                except (RedisError, OSError) as exc:
+                    log.warning("bus commands unreadable", error=str(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                last = newest[0][0].decode() if newest else "0-0"
             try:
                 got = await self.redis.xread({key: last}, block=1000, count=100)
                 for _k, entries in got or ():
@@ -404,7 +412,10 @@ async def live_socket(request: web.Request) -> web.WebSocketResponse:
 async def _serve_socket(request: web.Request, w: Worker, token_hash: str,
                         key: str) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024, compress=False)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:  # the browser left during the handshake
+        return ws
     viewer = Viewer(ws, asyncio.Queue(), token_hash, key)
     stream, seq = request.query.get("stream"), request.query.get("seq")
     missed: list[str] | None = None
@@ -466,8 +477,12 @@ async def _snapshot(w: Worker, viewer: Viewer) -> str | None:
         await w.follower.ready.wait()
         return w.follower.snapshot_message()
     assert w.consoles is not None
-    view = await w.consoles.wait_view(viewer.key, 10.0)
-    return None if view is None else view.snapshot_message()
+    for _ in range(10):  # asked again every 3 s: a core taking over, a command lost
+        view = await w.consoles.wait_view(viewer.key, 3.0)
+        if view is not None:
+            return view.snapshot_message()
+        w.ask(_username(viewer.key), "snapshot")
+    return None
 
 
 async def _send(w: Worker, viewer: Viewer) -> None:

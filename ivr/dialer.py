@@ -218,6 +218,9 @@ class Dialer:
     clock: Callable[[], float]
     tz: Any = None
     tokens: AgiTokens = field(default_factory=AgiTokens)  # shared with the FastAGI scripts
+    #: Several PBXs: a PBX's name -> its send.  A call-back is placed on the PBX of the
+    #: ready operator it is for (its Queue() runs there); return visits on ``send``.
+    send_to: Callable[[str], Send] | None = None
     callbacks: CallbackQueue = field(init=False)
     visits: ReturnVisitScheduler = field(init=False)
     _seen_visits: set[str] = field(default_factory=set)  # order ids ever scheduled
@@ -509,7 +512,7 @@ class Dialer:
                     "Timeout": str(s.originate_timeout_s * 1000), "Async": "true",
                     "Variable": _variables(variables),
                 }
-                if not await self._originate(action, cb.id):
+                if not await self._originate(action, cb.id, agent.pbx):
                     self.callbacks.release(cb.id)
                     return
                 await self._save_callback(cb.id, attempts=cb.attempt,
@@ -519,8 +522,9 @@ class Dialer:
 
     # ---- AMI
 
-    async def _originate(self, action: dict[str, Any], what: str) -> bool:
-        """Send an Originate; False when it could not be placed (retried later)."""
+    async def _originate(self, action: dict[str, Any], what: str, pbx: str = "") -> bool:
+        """Send an Originate (to PBX ``pbx`` with several); False when it could not be
+        placed (retried later)."""
         from callcenter.pbx.ami import AmiError
 
         try:  # channel and name fields as every value sent to the PBX (ivr/values.py)
@@ -531,8 +535,9 @@ class Dialer:
                 "ActionID": action["ActionID"], "Response": "Failure", "Reason": "0",
                 "Message": f"not sent: {exc}"[:80]}))
             return True
+        send = self.send_to(pbx) if pbx and self.send_to is not None else self.send
         try:
-            reply = await self.send(action)
+            reply = await send(action)
         except AmiError as exc:
             log.warning("originate_not_sent", what=what, error=str(exc))
             return False

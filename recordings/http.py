@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from recordings.store import UNIQUEID, RecordingStore, UnsafePath
+from recordings.store import RECORDING_KEY, RecordingStore, UnsafePath
 
 log = structlog.get_logger("recordings.http")
 
@@ -87,10 +87,10 @@ def recording_handler(
             raise web.HTTPUnauthorized(text="log in to play recordings")
         uniqueid = request.match_info.get("uniqueid", "")
         if str(getattr(actor, "role", "")) not in roles and not (
-                own_call is not None and UNIQUEID.match(uniqueid)
+                own_call is not None and RECORDING_KEY.match(uniqueid)
                 and await _maybe(own_call(actor, uniqueid))):
             raise web.HTTPForbidden(text="your role may not play this recording")
-        if not UNIQUEID.match(uniqueid):
+        if not RECORDING_KEY.match(uniqueid):
             raise web.HTTPNotFound(text="no such recording")
         try:
             path = store.file(uniqueid)

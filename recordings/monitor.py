@@ -38,13 +38,25 @@ Send = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 class CallRecorder:
+    """Starts MixMonitor on the PBX that carries each answered call and indexes the file.
+
+    With several PBXs (``send_to(pbx)`` gives each PBX's send) a call off the home PBX
+    is recorded under ``<pbx>/YYYY-MM-DD/<uniqueid>.wav`` and indexed under its key
+    ``<pbx>:<uniqueid>`` (:attr:`acd.state.Call.key`), since Uniqueids repeat across
+    PBXs; the home PBX's keep their bare Uniqueids and paths."""
+
     def __init__(self, store: RecordingStore, send: Send, *, wait_s: float = 10.0,
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, send_to: Callable[[str], Send] | None = None,
+                 home: str = "") -> None:
         self.store = store
         self.send = send
+        self.send_to = send_to
+        self.home = home
         self.wait_s = wait_s
         self.poll_s = poll_s
-        self.started: dict[str, str] = {}  # caller channel -> uniqueid being recorded
+        # (pbx, caller channel) -> key of the call being recorded (its Uniqueid at home)
+        self.started: dict[tuple[str, str], str] = {}
+        self._paths: dict[str, str] = {}  # key -> file path under the store's root
         self.tasks: set[asyncio.Task[None]] = set()
         self.recorded = 0
         self.failed = 0
@@ -62,47 +74,58 @@ class CallRecorder:
             if not isinstance(c, CallChanged):
                 continue
             call = c.call
-            if c.what == "answered" and call.channel and call.uniqueid not in \
-                    self.started.values():
-                self._spawn(self._start(call.uniqueid, call.channel))
+            pbx = self._off_home(call.pbx)
+            key = call.key if pbx else call.uniqueid
+            if c.what == "answered" and call.channel and key not in self.started.values():
+                self._spawn(self._start(key, call.uniqueid, call.channel, pbx))
             elif c.what == "completed" and call.outcome is Outcome.COMPLETED \
-                    and call.uniqueid in self.started.values():
-                self._spawn(self._index(call.uniqueid))
+                    and key in self.started.values():
+                self._spawn(self._index(key))
 
-    def on_ami_event(self, headers: Mapping[str, str], at: float) -> None:
+    def on_ami_event(self, headers: Mapping[str, str], at: float, pbx: str = "") -> None:
+        """``MixMonitorStop`` from PBX ``pbx`` ("" or the home PBX's name: the home)."""
         if headers.get("Event") == "MixMonitorStop":
-            uniqueid = self.started.get(headers.get("Channel", ""))
-            if uniqueid is not None:
-                self._spawn(self._index(uniqueid))
+            key = self.started.get((self._off_home(pbx), headers.get("Channel", "")))
+            if key is not None:
+                self._spawn(self._index(key))
+
+    def _off_home(self, pbx: str) -> str:
+        """"" for the home PBX (and for every call with a single PBX), else the name."""
+        return "" if self.send_to is None or pbx == self.home else pbx
 
     # ---- work
 
-    async def _start(self, uniqueid: str, channel: str) -> None:
+    async def _start(self, key: str, uniqueid: str, channel: str, pbx: str = "") -> None:
         from callcenter.pbx.ami import AmiError
 
         try:
-            action = ami_action({"Action": "MixMonitor", "Channel": channel,
-                                 "File": path_for(checked_uniqueid(uniqueid)), "Options": "b"})
+            rel = path_for(checked_uniqueid(uniqueid))
+            if pbx:
+                rel = f"{pbx}/{rel}"
+            action = ami_action({"Action": "MixMonitor", "Channel": channel, "File": rel,
+                                 "Options": "b"})
         except ValueError as exc:  # BadValue, or a uniqueid path_for cannot date
-            log.warning("recording_skipped", call=uniqueid[:64], why=str(exc))
+            log.warning("recording_skipped", call=key[:64], why=str(exc))
             return
-        self.started[channel] = uniqueid
+        self.started[(pbx, channel)] = key
+        self._paths[key] = rel
+        send = self.send_to(pbx) if pbx and self.send_to is not None else self.send
         try:
-            reply = await self.send(action)
+            reply = await send(action)
         except AmiError as exc:
             self.failed += 1
-            self.started.pop(channel, None)
-            log.warning("recording_not_started", call=uniqueid, error=str(exc))
+            self._forget(key)
+            log.warning("recording_not_started", call=key, error=str(exc))
             return
         if isinstance(reply, Mapping) and str(reply.get("Response", "")).lower() == "error":
             self.failed += 1
-            self.started.pop(channel, None)
-            log.warning("recording_refused", call=uniqueid, message=reply.get("Message", ""))
+            self._forget(key)
+            log.warning("recording_refused", call=key, message=reply.get("Message", ""))
 
     async def _index(self, uniqueid: str) -> None:
         if self.store.get(uniqueid) is not None:
             return
-        rel = path_for(uniqueid)
+        rel = self._paths.get(uniqueid) or path_for(uniqueid)
         path = self.store.root / rel
         waited = 0.0
         while not path.is_file():
@@ -119,9 +142,10 @@ class CallRecorder:
         self._forget(uniqueid)
 
     def _forget(self, uniqueid: str) -> None:
-        for channel, uid in list(self.started.items()):
+        for where, uid in list(self.started.items()):
             if uid == uniqueid:
-                del self.started[channel]
+                del self.started[where]
+        self._paths.pop(uniqueid, None)
 
     async def stop(self) -> None:
         for t in list(self.tasks):

@@ -31,6 +31,8 @@ import structlog
 log = structlog.get_logger("recordings")
 
 UNIQUEID = re.compile(r"\A\d{1,12}\.\d{1,9}\Z")  # \Z: "$" would let a trailing LF through
+#: A recording's key: the Uniqueid, or ``<pbx>:<Uniqueid>`` for a call off the home PBX.
+RECORDING_KEY = re.compile(r"\A(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,31}:)?\d{1,12}\.\d{1,9}\Z")
 
 
 class UnsafePath(ValueError):
@@ -59,10 +61,12 @@ class RetentionReport:
 
 
 def started_at(uniqueid: str) -> float:
-    """The call's start from its uniqueid ``<epoch>.<sequence>``."""
-    if not UNIQUEID.match(uniqueid):
+    """The call's start from its uniqueid ``<epoch>.<sequence>`` (or a call's key on a
+    PBX other than the home one, ``<pbx>:<epoch>.<sequence>``)."""
+    bare = uniqueid.rpartition(":")[2]
+    if not UNIQUEID.match(bare):
         raise ValueError(f"not an Asterisk uniqueid: {uniqueid!r}")
-    return float(uniqueid.split(".", 1)[0])
+    return float(bare.split(".", 1)[0])
 
 
 def path_for(uniqueid: str) -> str:
@@ -117,8 +121,11 @@ class RecordingStore:
             uniqueid = path.stem
             if not UNIQUEID.match(uniqueid) or path.is_symlink():
                 continue
+            rel = path.relative_to(self.root)
+            if len(rel.parts) == 3:  # <pbx>/YYYY-MM-DD/<uid>.wav: a call off the home PBX
+                uniqueid = f"{rel.parts[0]}:{uniqueid}"
             try:
-                self.add(uniqueid, path.relative_to(self.root).as_posix())
+                self.add(uniqueid, rel.as_posix())
             except (UnsafePath, OSError):
                 continue
         return len(self._by_uniqueid)

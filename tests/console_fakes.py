@@ -37,8 +37,12 @@ class _Member:
 
 
 class FakePbx:
-    def __init__(self, service: Service) -> None:
+    """``pbx``: with several PBXs, the name its events are tagged with (it replaces
+    ``service.edges[pbx].link``); "" = the home PBX."""
+
+    def __init__(self, service: Service, pbx: str = "") -> None:
         self.service = service
+        self.pbx = pbx
         self.actions: list[dict[str, str]] = []
         self.link_up = True
         self.members: dict[tuple[str, str], _Member] = {}  # (queue, interface)
@@ -58,7 +62,10 @@ class FakePbx:
         return self.link_up
 
     async def start(self) -> None:
-        self.service.inbox.put_nowait((None, ev.LinkChanged(time.time(), True, "fake PBX")))
+        self._put((None, ev.LinkChanged(time.time(), True, "fake PBX")))
+
+    def _put(self, item: tuple[Any, Any]) -> None:
+        self.service.inbox.put_nowait((*item, self.pbx) if self.pbx else item)
 
     async def stop(self) -> None:
         return None
@@ -145,13 +152,13 @@ class FakePbx:
         if self.silent and headers.get("Event", "").startswith("QueueMember"):
             self.held.append(item)
             return
-        self.service.inbox.put_nowait(item)
+        self._put(item)
 
     def release(self) -> None:
         """Send the member events held back while ``silent``."""
         self.silent = False
         for item in self.held:
-            self.service.inbox.put_nowait(item)
+            self._put(item)
         self.held.clear()
 
     def caller_joins(self, uid: str, caller: str, name: str = "", *, queue: str = "hotline",

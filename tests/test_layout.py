@@ -14,7 +14,8 @@ PACKAGES = ("acd", "callcenter", "agent_console", "ivr", "recordings")
 # The entry points: they build everything, so they may import any wing.
 ENTRY_POINTS = {"callcenter.cli", "callcenter.demo", "callcenter.demo_orders",
                 "callcenter.bench", "callcenter.telephony", "callcenter.migrations.env",
-                "callcenter.desk_cli", "callcenter.bench_search", "callcenter.web"}
+                "callcenter.desk_cli", "callcenter.bench_search", "callcenter.web",
+                "callcenter.bench_scaleout"}
 
 
 def module_name(path: Path) -> str:

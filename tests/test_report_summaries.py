@@ -117,3 +117,40 @@ async def test_month_week_and_day_from_summaries_equal_them_from_raw_records(
     assert again["calls"]["overall"]["completed"] == month["calls"]["overall"]["completed"] + 1
     assert await report_days.build_due(engine, settings, now, limit=100) == 3
     assert await both("month", first) == again
+
+
+async def test_the_services_writer_stores_closed_days_and_waits_after_start(tmp_db: str) -> None:
+    """After a flush the writer stores the newest closed day without a summary, one per
+    flush; at start-up it waits a minute; with every day stored it looks again later."""
+    from callcenter.service import Service
+
+    settings = load()
+    settings.database_url = tmp_db
+    tz = settings.tz
+    clock = [datetime(2026, 11, 20, 10, 0, tzinfo=tz).timestamp()]
+    service = Service(settings, clock=lambda: clock[0])
+    await service.store.open()
+    try:
+        yesterday = datetime(2026, 11, 19, 9, 0, tzinfo=tz).timestamp()
+        await service.store.save_calls([call_row("y1", yesterday, "completed", talk=60)])
+        service._summaries_due = clock[0] + 60  # as start() leaves it
+        await service.summarise()
+
+        async def days() -> list[float]:
+            async with service.store.engine.connect() as conn:
+                return sorted({float(a) for (a,) in await conn.execute(
+                    select(ReportDayRow.day_start))})
+
+        assert await days() == []
+        clock[0] += 61
+        await service.summarise()
+        assert await days() == [datetime(2026, 11, 19, tzinfo=tz).timestamp()]  # newest
+        await service.summarise()
+        assert len(await days()) == 2
+        report = await build_report(service.store.engine, settings, ReportConfig(),
+                                    period="day", day=date(2026, 11, 19), now=clock[0],
+                                    sections=("calls",))
+        assert report["calls"]["overall"]["completed"] == 1
+    finally:
+        await service.store.close()
+

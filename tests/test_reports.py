@@ -238,6 +238,7 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
     book = openpyxl.load_workbook(out)
     assert book["总体"]["B1"].value == "呼入量" and book["总体"]["B2"].value == overall["offered"]
     assert book["按队列"].max_row == 1 + len(report["calls"]["queues"])
+    assert "承办单位考核·按渠道" in book.sheetnames  # departments by channel, in files too
     # by_queue over the stored rows is the third spelling of the same sum
     per, _ = by_queue(await _rows(tmp_db), settings.servicelevel_for, settings.short_abandon_s)
     assert sum(f.offered for f in per.values()) == overall["offered"]

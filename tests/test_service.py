@@ -241,6 +241,6 @@ async def test_queue_log_read_from_the_realtime_table(tmp_path: Path) -> None:
         ("1.1", "ENTERQUEUE", ("", "138")), ("1.1", "CONNECT", ("3", "1.2"))]
     settings.queue_log = str(tmp_path / "missing")
     assert await service._read_queue_log(t) is None  # unreadable: counters estimate
-    if service._queue_log_engine is not None:
-        await service._queue_log_engine.dispose()
+    for engine in service._queue_log_engines.values():
+        await engine.dispose()
     await service.store.close()

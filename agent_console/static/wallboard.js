@@ -118,6 +118,19 @@ function renderQueues() {
     cards.push(queueCard(q.queue, q.title, t("wall.logged_in", {n: q.agents_logged_in}),
       q.waiting, q.oldest_joined_at, q.today, q.last_15min, q.colours));
   }
+  // Several PBXs: one card each after the queues; a PBX whose link is down is greyed
+  // (its figures are what it last said), the others stay live.
+  for (const [name, p] of Object.entries(view.pbxs || {})) {
+    const sub = p.up ? t("wall.pbx_up", {n: p.agents_logged_in})
+      : t("wall.pbx_down", {reason: p.reason || ""});
+    const card = queueCard("pbx:" + name, "PBX " + name, sub, p.waiting, null, p.today,
+      p.last_15min, {today: p.colours, last_15min: null});
+    card.classList.add("pbx-card");
+    if (!p.up) card.classList.add("down");
+    card.dataset.pbx = name;
+    card.dataset.up = p.up ? "1" : "0";
+    cards.push(card);
+  }
   box.replaceChildren(...cards);
 }
 
@@ -185,6 +198,7 @@ function renderAgents() {
       attrs: {type: "button"}, data: {agent: a.name, since: a.since}},
       el("span", {cls: "name", text: a.operator || a.name}),
       a.operator ? el("span", {cls: "who", text: a.name}) : null,
+      a.pbx ? el("span", {cls: "who", text: "PBX " + a.pbx, data: {pbx: a.pbx}}) : null,
       el("span", {text: stateLabel(a.state) + (a.paused && a.reason ? " · " + reasonLabel(a.reason) : "")}),
       el("span", {cls: "time", text: ""}),
       el("span", {cls: "muted-on-tile", text: t("wall.answered_n", {n: a.answered})}));

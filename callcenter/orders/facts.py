@@ -39,6 +39,7 @@ from sqlalchemy import (
     case,
     column,
     delete,
+    func,
     insert,
     not_,
     select,
@@ -153,10 +154,6 @@ async def ensure(engine: AsyncEngine) -> None:
         await conn.execute(delete(MARKS).where(todo))
 
 
-def part(row: Any) -> asm.DepartmentFigures:
-    return asm.DepartmentFigures(row.department, **{c: getattr(row, c) for c in asm.COUNTS})
-
-
 async def window_parts(conn: AsyncConnection, start: float, end: float, now: float
                        ) -> list[tuple[str, asm.DepartmentFigures]]:
     """(channel, part) of every department that received an order in ``[start, end)``,
@@ -164,7 +161,12 @@ async def window_parts(conn: AsyncConnection, start: float, end: float, now: flo
     the other orders folded from their records."""
     f = FACTS.c
     whole = and_(f.first_received >= start, f.last_received < end, f.last_at < now)
-    out = [(r.channel, part(r)) for r in await conn.execute(select(FACTS).where(whole))]
+    # the stored parts summed by the database, per channel and department (integers)
+    sums = await conn.execute(select(f.channel, f.department, *(
+        func.sum(f[c]).label(c) for c in asm.COUNTS)).where(whole).group_by(
+        f.channel, f.department))
+    out = [(r.channel, asm.DepartmentFigures(r.department, **{
+        c: int(getattr(r, c) or 0) for c in asm.COUNTS})) for r in sums]
     others = (await conn.execute(select(f.order_id, f.channel).distinct().where(
         f.first_received < end, f.last_received >= start, not_(whole)))).all()
     channel = dict(others)

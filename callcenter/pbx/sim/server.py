@@ -590,31 +590,52 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
                       recordings_root: str | Path | None = None,
                       queue_log: str | Path | None = None, calls_for: float | None = None,
                       talk_median: float | None = None,
-                      patience_median: float | None = None) -> None:
-    """Serve a simulated Asterisk on ``host:port`` until cancelled.
+                      patience_median: float | None = None, pbxs: int = 1) -> None:
+    """Serve ``pbxs`` simulated Asterisks until cancelled: the first on ``host:port``, the
+    n-th on ``port + n - 1`` (each on a port of its own with port 0), seeds ``seed``,
+    ``seed + 1`` ...  Each is independent: its own calls, members and counters.
 
-    ``queue_log``: append Asterisk's queue_log lines to this file; ``calls_for``: no
-    caller arrives after this many PBX seconds (the calls under way finish);
-    ``talk_median`` / ``patience_median``: PBX seconds (the traffic model's medians;
-    the talk minimum follows at a third of the median)."""
-    pbx = build_pbx(seed=seed, agents=agents, queues=queues, rate=rate, scenario=scenario,
-                    start_hour=start_hour, peak_calls_per_hour=peak_calls_per_hour,
-                    hold_arrivals=agi_url is not None, calls_for=calls_for,
-                    talk_median=talk_median, patience_median=patience_median)
-    server = PbxSimServer(pbx, host=host, port=port, users=users, speed=speed, agi_url=agi_url,
-                          recordings_root=recordings_root, queue_log=queue_log)
-    await server.start()
+    ``queue_log``: append Asterisk's queue_log lines to this file (with several PBXs,
+    PBX n to ``<queue_log>.pbx<n>``); ``calls_for``: no caller arrives after this many
+    PBX seconds (the calls under way finish); ``talk_median`` / ``patience_median``: PBX
+    seconds (the traffic model's medians; the talk minimum follows at a third of the
+    median).  ``ready`` is called once per server.  With several PBXs, prints the
+    ``[[pbx]]`` tables that reach them."""
+    if not 1 <= pbxs <= 64:
+        raise ValueError("pbxs must be 1 to 64")
+    servers: list[PbxSimServer] = []
     user, secret = next(iter(users.items()))
-    print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
-          f"({agents} agents, queues {', '.join(pbx.queues)}, speed {speed:g}x, seed {seed})",
-          flush=True)
-    log.info("pbx_sim.listening", host=host, port=server.port, agents=agents, speed=speed)
-    if ready is not None:
-        ready(server)
     try:
+        for i in range(pbxs):
+            pbx = build_pbx(seed=seed + i, agents=agents, queues=queues, rate=rate,
+                            scenario=scenario, start_hour=start_hour,
+                            peak_calls_per_hour=peak_calls_per_hour,
+                            hold_arrivals=agi_url is not None, calls_for=calls_for,
+                            talk_median=talk_median, patience_median=patience_median)
+            qlog = (f"{queue_log}.pbx{i + 1}" if pbxs > 1 else queue_log) if queue_log else None
+            server = PbxSimServer(pbx, host=host, port=port + i if port else 0, users=users,
+                                  speed=speed, agi_url=agi_url,
+                                  recordings_root=recordings_root, queue_log=qlog)
+            await server.start()
+            servers.append(server)
+            print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
+                  f"({agents} agents, queues {', '.join(pbx.queues)}, speed {speed:g}x, "
+                  f"seed {seed + i})", flush=True)
+            log.info("pbx_sim.listening", host=host, port=server.port, agents=agents,
+                     speed=speed, pbx=f"pbx{i + 1}")
+        if pbxs > 1:
+            print("pbx-sim: for callcenter.toml:\n" + "\n".join(
+                f'[[pbx]]\nname = "pbx{i + 1}"\nhost = "{host}"\nport = {srv.port}\n'
+                f'user = "{user}"\nsecret = "{secret}"'
+                + (f'\nqueue_log = "{srv.queue_log}"' if srv.queue_log else "")
+                for i, srv in enumerate(servers)), flush=True)
+        if ready is not None:
+            for server in servers:
+                ready(server)
         await asyncio.Event().wait()
     finally:
-        await server.stop()
+        for server in servers:
+            await server.stop()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -641,13 +662,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recordings-root", default=None,
                         help="write a tone WAV here for every MixMonitor that stops")
     parser.add_argument("--queue-log", default=None,
-                        help="append Asterisk's queue_log lines to this file")
+                        help="append Asterisk's queue_log lines to this file "
+                             "(with --pbxs N: FILE.pbx1 ... FILE.pbxN)")
     parser.add_argument("--calls-for", type=float, default=None,
                         help="no caller arrives after this many PBX seconds")
     parser.add_argument("--talk-median", type=float, default=None,
                         help="median talk time in PBX seconds (default 180)")
     parser.add_argument("--patience-median", type=float, default=None,
                         help="median caller patience in PBX seconds (default 75)")
+    parser.add_argument("--pbxs", type=int, default=1,
+                        help="run this many independent PBXs on consecutive ports "
+                             "(seeds seed, seed+1 ...)")
 
 
 async def main_from_args(args: argparse.Namespace) -> None:
@@ -659,4 +684,5 @@ async def main_from_args(args: argparse.Namespace) -> None:
                       peak_calls_per_hour=args.peak, agi_url=args.agi_url,
                       recordings_root=getattr(args, "recordings_root", None),
                       queue_log=args.queue_log, calls_for=args.calls_for,
-                      talk_median=args.talk_median, patience_median=args.patience_median)
+                      talk_median=args.talk_median, patience_median=args.patience_median,
+                      pbxs=getattr(args, "pbxs", 1))

@@ -1,0 +1,571 @@
+"""``callcenter bench --web-workers N --database postgresql://…``: the scale-out figures.
+
+Theory of operation
+-------------------
+Every piece is a real process on loopback, as a large centre runs them::
+
+    load process (bench._Load)  -- the PBX's end of AMI, paced by count; the browsers
+    core  (callcenter serve)    -- [ha] lease, PostgreSQL (a scratch database created on
+                                   the --database server, dropped after), Redis bus
+    web workers (callcenter web) x N -- operators' and wallboards' websockets from Redis
+
+1. *load*: ``--operators`` and ``--wallboards`` sign in through the workers (round
+   robin) and hold their websockets there; the load writes ``--rate`` AMI events/s for
+   ``--duration`` s.  Ring -> screen pop is timed in the load process alone (the frame
+   with ``AgentCalled`` written -> the operator's document showing the call: AMI, the
+   core, Redis, the worker, the browser's socket).  The core's ``/metrics`` gives the
+   events applied and the consumer backlog; each worker's gives the bus lag (core
+   publish -> worker receipt, a histogram: its p99 is a bucket's upper bound).  RSS of
+   the core and each worker from ``/proc/<pid>/status`` every few seconds.
+2. *max*: ``--max-rate`` events/s for 10 s: the rate the core sustains end to end, with
+   the largest backlog seen and whether it drained.
+3. *failover*: the rig of the failover test (:mod:`callcenter.scaleout`: a real-time PBX
+   simulator writing its queue_log, two cores, one worker, operators ``op1``..``op6`` on
+   the simulator's phones watching through the worker); ``--failovers`` times the active
+   core is killed with SIGKILL, the standby takes over, the killed one comes back as the
+   new standby.  Timed: kill -> lease taken (the standby's log), kill -> the first
+   screen pop of a new call served by the new core.  At the end the database is
+   reconciled with the queue_log: calls lost and doubled.
+4. *single process*: ``callcenter bench`` itself (SQLite, one process, the same
+   operators, wallboards, rate and duration), so the cost of each component shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from callcenter import bench
+from callcenter.bench import AMI_SECRET, AMI_USER, PASSWORD, Plan, _ask, percentile, progress
+from callcenter.scaleout import CoreProcess, SimProcess, core_config, reconcile
+
+
+def rss_of(pid: int) -> float:
+    """A process's resident set in MB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+METRIC = re.compile(r'^(\w+)(?:\{([^}]*)\})? ([-+0-9.eE]+|NaN|[+-]Inf)$')
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """A Prometheus text page as {name{labels}: value}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = METRIC.match(line)
+        if m:
+            out[f"{m.group(1)}{{{m.group(2) or ''}}}"] = float(m.group(3))
+    return out
+
+
+async def scrape(http: Any, url: str) -> dict[str, float]:
+    """A process's ``/metrics`` (``url`` ends with a slash), parsed."""
+    async with http.get(url + "metrics") as r:
+        return parse_metrics(await r.text())
+
+
+def _one(metrics: dict[str, float], name: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(name + "{"))
+
+
+def histogram_p(metrics: dict[str, float], name: str, q: float) -> tuple[float, int]:
+    """(upper bound of the bucket holding the q-quantile, count) of a histogram."""
+    buckets = sorted((float(k.split('le="')[1].split('"')[0]), v) for k, v in metrics.items()
+                     if k.startswith(name + "_bucket{"))
+    total = buckets[-1][1] if buckets else 0
+    for le, n in buckets:
+        if total and n >= total * q / 100:
+            return le, int(total)
+    return float("nan"), int(total)
+
+
+class Scratch:
+    """A database of the bench's own on the --database server, dropped after."""
+
+    def __init__(self, server_url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.server = make_url(server_url)
+        self.name = f"hotline_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        u = self.server
+        with psycopg.connect(host=u.host or "127.0.0.1", port=u.port or 5432,
+                             user=u.username or "postgres", password=u.password,
+                             dbname=u.database or "postgres", autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def __enter__(self) -> str:
+        self._admin(f'CREATE DATABASE "{self.name}"')
+        return (self.server.set(drivername="postgresql+asyncpg", database=self.name)
+                .render_as_string(hide_password=False))
+
+    def __exit__(self, *_: object) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+async def _redis_cleanup(url: str, prefix: str) -> None:
+    from redis import asyncio as aioredis
+
+    r = aioredis.from_url(url)
+    keys = [k async for k in r.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await r.delete(*keys)
+    await r.aclose()
+
+
+async def _accounts(db: str, operators: list[str], supervisors: list[str]
+                    ) -> dict[str, str]:
+    """The accounts, written at once, each with a session opened in the database:
+    {username: session cookie}.  (A sign-in over HTTP would rehash the password at the
+    core's full argon2 cost, seconds per account on a loaded 2-core machine; sessions
+    live in the database, so a cookie made here is one any worker accepts.)"""
+    import secrets
+
+    from argon2 import PasswordHasher
+    from sqlalchemy import insert, select
+
+    from agent_console.auth import SESSION_MAX_S, Role, default_member, token_hash
+    from agent_console.models import SessionRow, UserRow
+    from callcenter.db import make_engine
+
+    hashed = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+    now = time.time()
+    rows = []
+    for names, role in ((operators, Role.OPERATOR), (supervisors, Role.SUPERVISOR)):
+        for name in names:
+            member, iface = default_member(name) if role is Role.OPERATOR else ("", "")
+            rows.append({"username": name, "display_name": name, "role": role.value,
+                         "password_hash": hashed, "disabled": False, "member_name": member,
+                         "interface": iface, "queues": "", "created_at": now,
+                         "updated_at": now})
+    engine = make_engine(db)
+    tokens: dict[str, str] = {}
+    try:
+        async with engine.begin() as conn:
+            have = set((await conn.scalars(select(UserRow.username))).all())
+            fresh = [r for r in rows if r["username"] not in have]
+            if fresh:
+                await conn.execute(insert(UserRow), fresh)
+            ids = dict((await conn.execute(select(UserRow.username, UserRow.id))).all())
+            sessions = []
+            for r in rows:
+                token = secrets.token_urlsafe(32)
+                tokens[r["username"]] = token
+                sessions.append({"token_hash": token_hash(token), "user_id": ids[r["username"]],
+                                 "csrf_token": secrets.token_urlsafe(32), "created_at": now,
+                                 "last_seen": now, "expires_at": now + SESSION_MAX_S,
+                                 "ip": "127.0.0.1"})
+            await conn.execute(insert(SessionRow), sessions)
+    finally:
+        await engine.dispose()
+    return tokens
+
+
+# --------------------------------------------------------------------------- 1-2: load
+
+
+async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
+                     work: Path) -> dict[str, Any]:
+    import aiohttp
+
+    out: dict[str, Any] = {}
+    agents = max(args.operators, 10)
+    ctx = mp.get_context("spawn")
+    conn, child_end = ctx.Pipe()
+    child = ctx.Process(target=bench._load_main, name="bench-load",
+                        args=(child_end, {"seed": args.seed, "agents": agents}), daemon=True)
+    child.start()
+    procs: list[CoreProcess] = []
+    http = aiohttp.ClientSession()
+    try:
+        port = (await asyncio.get_running_loop().run_in_executor(None, conn.recv))["port"]
+        cfg = core_config(work / "load.toml", name="pbx1", ami_port=port, secret=AMI_SECRET,
+                          database_url=db, queue_log_path=work / "no-queue-log",
+                          redis_url=redis, prefix=prefix)
+        text = cfg.read_text(encoding="utf-8").replace('username = "hotline"',
+                                                       f'username = "{AMI_USER}"')
+        cfg.write_text(text.replace(f'queue_log = "{work / "no-queue-log"}"', 'queue_log = ""'),
+                       encoding="utf-8")
+        core = CoreProcess(cfg, work, "load-core")
+        procs.append(core)
+        await core.start()
+        core_url = f"http://127.0.0.1:{await core.wait_serving(180)}/"
+        operators = [f"op{i}" for i in range(1, args.operators + 1)]
+        walls = [f"sup{i}" for i in range(1, args.wallboards + 1)]
+        progress(f"creating {len(operators)} operator and {len(walls)} wallboard accounts")
+        tokens = await _accounts(db, operators, walls)
+        workers = [CoreProcess(cfg, work, f"load-web{i}", web=True)
+                   for i in range(args.web_workers)]
+        procs += workers
+        for w in workers:
+            await w.start()
+        urls = [f"http://127.0.0.1:{await w.wait_serving(180)}/" for w in workers]
+        progress(f"signing in through {len(urls)} web workers, opening the websockets")
+        connected = failed = 0
+        for i, url in enumerate(urls):
+            signed = await _ask(conn, {"op": "sign_in", "url": url,
+                                       "operators": operators[i::len(urls)],
+                                       "wallboards": walls[i::len(urls)],
+                                       "tokens": tokens})
+            connected += signed["connected"]
+            failed += signed["failed"]
+        out["websockets_connected"], out["websockets_failed"] = connected, failed
+        progress(f"{connected} websockets open, {failed} failed")
+        pids = {"core": core.proc.pid, **{f"web{i}": w.proc.pid  # type: ignore[union-attr]
+                                          for i, w in enumerate(workers)}}
+
+        # ---- sustained
+        rss: dict[str, list[tuple[float, float]]] = {k: [] for k in pids}
+        backlog_max = 0.0
+        t0 = time.perf_counter()
+        sent0 = 0
+        chunk = min(30.0, args.duration)
+        done_s, lat, missed = 0.0, [], 0
+        progress(f"sustained: {args.rate:g} events/s for {args.duration:g} s")
+        while done_s < args.duration:
+            step = min(chunk, args.duration - done_s)
+            pacing = asyncio.ensure_future(_ask(conn, {"op": "pace", "rate": args.rate,
+                                                       "seconds": step}))
+            while not pacing.done():
+                await asyncio.sleep(min(5.0, step))
+                now = time.perf_counter() - t0
+                for k, pid in pids.items():
+                    rss[k].append((now, rss_of(pid)))
+                m = await scrape(http, core_url)
+                backlog_max = max(backlog_max, _one(m, "hotline_consumer_backlog"))
+            sent = (await pacing)["sent"]
+            done_s += step
+            pops = await _ask(conn, {"op": "pops"})
+            lat += pops["latencies_ms"]
+            missed += pops["missed"]
+            progress(f"  {done_s:5.0f} s  sent {sent}  backlog max {backlog_max:.0f}  rss "
+                     + " ".join(f"{k} {v[-1][1]:.0f}" for k, v in rss.items() if v))
+        elapsed = await _until_drained(http, core_url) - t0
+        await asyncio.sleep(0.5)
+        pops = await _ask(conn, {"op": "pops"})
+        lat += pops["latencies_ms"]
+        missed += pops["missed"]
+        out["events_per_s"] = round((sent - sent0) / elapsed, 1)
+        out["backlog_max"] = int(backlog_max)
+        out["pop_latency_ms"] = {"p50": round(percentile(lat, 50), 1),
+                                 "p99": round(percentile(lat, 99), 1),
+                                 "max": round(max(lat, default=0.0), 1)}
+        out["pops"], out["pops_missed"] = len(lat), missed
+        warm = min(60.0, args.duration * 0.2)
+        out["rss_mb"] = {}
+        for k, samples in rss.items():
+            after = [r for t, r in samples if t >= warm] or [r for _, r in samples] or [0.0]
+            out["rss_mb"][k] = {"after_warmup": round(after[0], 1), "end": round(after[-1], 1),
+                                "growth_pct": round((after[-1] - after[0]) / after[0] * 100, 1)
+                                if after[0] else 0.0}
+        lags = []
+        for url in urls:
+            lags.append(histogram_p(await scrape(http, url), "hotline_bus_lag_seconds", 99))
+        bound = max((le * 1000 for le, _ in lags), default=0.0)  # None: past the top bucket
+        out["bus_lag_p99_ms_at_most"] = None if bound == float("inf") else bound
+        out["bus_entries"] = sum(n for _, n in lags)
+
+        # ---- max
+        progress(f"max: {args.max_rate:g} events/s for 10 s")
+        t0 = time.perf_counter()
+        pacing = asyncio.ensure_future(_ask(conn, {"op": "pace", "rate": args.max_rate,
+                                                   "seconds": 10.0}))
+        backlog_max = 0.0
+        while not pacing.done():
+            await asyncio.sleep(1.0)
+            backlog_max = max(backlog_max, _one(await scrape(http, core_url),
+                                                "hotline_consumer_backlog"))
+        total = (await pacing)["sent"]
+        out["max_asked"] = args.max_rate
+        out["max_events_per_s"] = round((total - sent) / (await _until_drained(
+            http, core_url) - t0), 1)
+        out["max_backlog"] = int(backlog_max)
+        await _ask(conn, {"op": "stop"})
+    finally:
+        await http.close()
+        for p in procs:
+            await p.stop()
+        child.join(timeout=10)
+        if child.is_alive():
+            child.terminate()
+    return out
+
+
+async def _until_drained(http: Any, core_url: str, stall_s: float = 15.0) -> float:
+    """Wait until the core's consumer backlog is empty and its applied count stands still
+    for 0.5 s (every frame written has been taken); the time it got there (perf_counter).
+    The count is of the events the state models, fewer than the frames, so the frames
+    written are what the rates divide."""
+    last, since, drained_at = -1.0, time.perf_counter(), time.perf_counter()
+    while True:
+        m = await scrape(http, core_url)
+        done = _one(m, "hotline_ami_events_total")
+        backlog = _one(m, "hotline_consumer_backlog")
+        now = time.perf_counter()
+        if done != last or backlog:
+            last, since, drained_at = done, now, now
+        elif now - since >= 0.5:
+            return drained_at
+        if now - since > stall_s:
+            progress(f"  the core stopped with a backlog of {backlog:.0f}")
+            return drained_at
+        await asyncio.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- 3: failover
+
+
+async def failover_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
+                         work: Path) -> dict[str, Any]:
+    import aiohttp
+
+    qlog = work / "queue_log"
+    sim = SimProcess(qlog, agents=6, rate=1.3, seed=args.seed)
+    port = await sim.start()
+    cfg = core_config(work / "ha.toml", name="pbx1", ami_port=port, secret=sim.secret,
+                      database_url=db, queue_log_path=qlog, redis_url=redis,
+                      prefix=prefix + "-ha")
+    n = 0
+    active = CoreProcess(cfg, work, f"ha-core{n}")
+    standby = CoreProcess(cfg, work, f"ha-core{n + 1}")
+    worker = CoreProcess(cfg, work, "ha-web", web=True)
+    procs = [active, standby, worker]
+    seen: dict[str, float] = {}  # call uniqueid -> first shown on any console
+    tasks: list[asyncio.Task[None]] = []
+    out: dict[str, Any] = {"failovers": args.failovers, "lease_s": [], "first_pop_s": []}
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    try:
+        await active.start()
+        await active.wait_serving(180)
+        await standby.start()
+        await worker.start()
+        site = f"http://127.0.0.1:{await worker.wait_serving(180)}/"
+        ops = [f"op{i}" for i in range(1, 7)]
+        await _accounts(db, ops, [])
+        for name in ops:
+            tasks.append(asyncio.create_task(_console(http, site, name, seen)))
+        await standby.wait_for("another core is active", 120)
+        await sim.command(do="go", seconds=args.failovers * 25.0 + 10.0)
+        for i in range(args.failovers):
+            await asyncio.sleep(8.0)
+            killed_at = time.time()
+            active.kill9()
+            t = time.monotonic()
+            if not await standby.wait_for("lease taken", 30):
+                progress(f"  failover {i + 1}: the standby did not take the lease")
+                break
+            out["lease_s"].append(round(time.monotonic() - t, 2))
+            before = set(seen)
+            deadline = time.monotonic() + 60
+            first = None
+            while time.monotonic() < deadline and first is None:
+                await asyncio.sleep(0.02)
+                new = [at for uid, at in seen.items() if uid not in before and at > killed_at]
+                first = min(new) if new else None
+            out["first_pop_s"].append(round(first - killed_at, 2) if first else None)
+            progress(f"  failover {i + 1}: lease {out['lease_s'][-1]} s, first pop "
+                     f"{out['first_pop_s'][-1]} s after kill -9")
+            await active.stop()
+            n += 2
+            active, standby = standby, CoreProcess(cfg, work, f"ha-core{n}")
+            procs.append(standby)
+            await standby.start()
+            await standby.wait_for("another core is active", 120)
+        final = await sim.idle(timeout=180)
+        deadline = time.monotonic() + 30
+        while not (r := await reconcile(db, qlog)).exact and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        await active.stop()
+        r = await reconcile(db, qlog)
+        out["calls"] = r.logged
+        out["lost"] = len(r.lost)
+        out["doubled"] = len(r.doubled)
+        out["wrong_outcome"] = len(r.wrong)
+        out["left_open"] = len(r.still_open)
+        out["figures_equal"] = r.per_queue_db == r.per_queue_log and {
+            q: {"completed": f["completed"], "abandoned": f["abandoned"]}
+            for q, f in r.per_queue_db.items()} == final["queues"]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await http.close()
+        for p in procs:
+            await p.stop()
+        await sim.stop()
+    return out
+
+
+async def _console(http: Any, site: str, name: str, seen: dict[str, float]) -> None:
+    """One operator's console through the worker: sign in once, keep the socket (open it
+    again when it closes: the same cookie), note when each call first shows."""
+    from agent_console.hub import apply_ops
+    from agent_console.session import COOKIE
+
+    async with http.post(site + "api/login", json={"username": name,
+                                                   "password": PASSWORD}) as r:
+        r.raise_for_status()
+        cookie = r.cookies[COOKIE].value
+    while True:
+        try:
+            async with http.ws_connect(site + "ws", headers={"Cookie": f"{COOKIE}={cookie}"},
+                                       heartbeat=None) as ws:
+                doc: dict[str, Any] = {}
+                async for msg in ws:
+                    at = time.time()
+                    m = json.loads(msg.data)
+                    if m.get("type") == "snapshot":
+                        doc = m["data"]
+                    elif m.get("type") == "update":
+                        apply_ops(doc, m["ops"])
+                    for uid in bench._calls_shown(doc):
+                        seen.setdefault(uid, at)
+        except (OSError, ValueError, TimeoutError):
+            pass
+        await asyncio.sleep(0.5)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"pbxs": args.pbxs, "web_workers": args.web_workers,
+                              "operators": args.operators, "wallboards": args.wallboards,
+                              "rate": args.rate, "duration_s": args.duration,
+                              "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+    prefix = f"hotline-bench-{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp, \
+            Scratch(args.database) as db:
+        try:
+            progress(f"scale-out: PostgreSQL database {db.rsplit('/', 1)[1]}, Redis {args.redis}")
+            result["scaleout"] = await load_phase(args, db, args.redis, prefix, Path(tmp))
+            if args.failovers:  # on a database of its own: only the queue_log's calls
+                progress(f"failover: {args.failovers} x kill -9 of the active core")
+                with Scratch(args.database) as ha_db:
+                    result["failover"] = await failover_phase(args, ha_db, args.redis,
+                                                              prefix, Path(tmp))
+        finally:
+            await _redis_cleanup(args.redis, prefix)
+            await _redis_cleanup(args.redis, prefix + "-ha")
+    result["load_average_mid"] = [round(x, 2) for x in os.getloadavg()]
+    if not args.no_single:
+        progress("single process on SQLite: the same operators, wallboards, rate, duration")
+        plan = Plan(operators=args.operators, wallboards=args.wallboards, rate=args.rate,
+                    duration=args.duration, seed=args.seed, blast_events=20_000, orders=200,
+                    day_calls=10_000, progress_every=10.0)
+        with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:
+            result["single"] = await bench.run(plan, Path(tmp))
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def _pops(x: dict[str, Any]) -> str:
+    p = x["pop_latency_ms"]
+    return f"{p['p50']} / {p['p99']} / {p['max']} ({x['pops']} pops, {x['pops_missed']} missed)"
+
+
+def table(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, scale-out, single process on SQLite) rows."""
+    s, one, f = r.get("scaleout", {}), r.get("single", {}), r.get("failover", {})
+    opened = f"({s.get('websockets_connected')}, {s.get('websockets_failed')})"
+    one_opened = f"({one.get('websockets_connected')}, {one.get('websockets_failed')})"
+    sustained = (f"{s.get('events_per_s', 0):,.0f} ({r['rate']:g}), "
+                 f"backlog max {s.get('backlog_max')}")
+    most = (f"{s.get('max_events_per_s', 0):,.0f} ({s.get('max_asked', 0):g}), "
+            f"backlog max {s.get('max_backlog')}")
+    bound = s.get("bus_lag_p99_ms_at_most", 0.0)
+    lag = (f"> 1000 ({s.get('bus_entries')} entries)" if bound is None
+           else f"<= {bound} ({s.get('bus_entries')} entries)")
+    rows = [
+        ("operators / wallboards (open, failed)",
+         f"{r['operators']} / {r['wallboards']} {opened}", one_opened if one else "-"),
+        ("AMI events/s sustained (asked)", sustained,
+         f"{one['events_per_s']:,.0f}" if one else "-"),
+        ("AMI events/s at --max-rate (asked)", most,
+         f"{one['max_events_per_s']:,.0f} (blast)" if one else "-"),
+        ("ring -> pop ms p50 / p99 / max", _pops(s) if "pop_latency_ms" in s else "-",
+         _pops(one) if one else "-"),
+        ("bus lag core -> worker p99 ms", lag, "-"),
+    ]
+    for k, v in s.get("rss_mb", {}).items():
+        mine = f"{v['after_warmup']} -> {v['end']} ({v['growth_pct']:+} %)"
+        theirs = (f"{one['rss_mb_after_warmup']} -> {one['rss_mb_end']} "
+                  f"({one['rss_growth_pct']:+} %)") if one and k == "core" else ""
+        rows.append((f"RSS MB {k}: after warm-up -> end", mine, theirs))
+    if f:
+        counted = (f"{f.get('calls')} / {f.get('lost')} / {f.get('doubled')} (wrong "
+                   f"{f.get('wrong_outcome')}, open {f.get('left_open')}, figures equal "
+                   f"{f.get('figures_equal')})")
+        rows += [
+            ("failovers: kill -9 -> lease s", " ".join(map(str, f["lease_s"])), "-"),
+            ("failovers: kill -9 -> first pop s", " ".join(map(str, f["first_pop_s"])), "-"),
+            ("failovers: calls / lost / doubled", counted, "-"),
+        ]
+    if one:
+        rows.append(("longest GC pause ms (full GCs)", "-",
+                     f"{one['gc_pause_ms_max']} ({one['gc_full_collections']})"))
+    loads = (f"{r['load_average_start']} / {r['load_average_mid']} / "
+             f"{r['load_average_end']}")
+    rows.append(("load average start / mid / end", loads, ""))
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    """``callcenter bench --web-workers N ...``; defaults: 5,000 operators, 200 wallboards,
+    1,000 events/s for 120 s."""
+    from callcenter import logs
+
+    logs.setup("warning", "console")
+    bench._raise_fd_limit()
+    if not 1 <= args.web_workers <= 16 or args.failovers < 0:
+        print("callcenter bench: --web-workers must be 1..16, --failovers >= 0", flush=True)
+        return 2
+    for name, default in (("operators", 5000), ("wallboards", 200), ("rate", 1000.0),
+                          ("duration", 120.0)):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.pbxs != 1:
+        print("callcenter bench: several PBXs are not in the scale-out bench yet; "
+              "use --pbxs 1", flush=True)
+        return 2
+    if not args.database or not args.database.startswith("postgresql"):
+        print("callcenter bench: the scale-out bench needs --database postgresql://...",
+              flush=True)
+        return 2
+    def stop(*_: object) -> None:  # SIGTERM: the scratch database and keys go too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        result = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        print("callcenter bench: stopped", flush=True)
+        return 130
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(f"{'figure':<40} {'scale-out (PostgreSQL, Redis, workers)':<52} "
+              f"single process (SQLite)")
+        for label, a, b in table(result):
+            print(f"{label:<40} {a:<52} {b}")
+    return 0
