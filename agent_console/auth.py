@@ -125,6 +125,23 @@ class Passwords:
             return True
 
 
+class HashOnce(Passwords):
+    """Passwords that hash each distinct password once and reuse it (same salt).
+
+    Only for seeding the demo's accounts, which all share the well-known password
+    ``demo`` on a loopback-only service: Argon2id costs about 0.1 s a hash (seconds
+    when the machine is busy), a dozen accounts were most of the demo's start-up."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        super().__init__(hasher)
+        self._made: dict[str, str] = {}
+
+    async def hash(self, password: str) -> str:
+        if password not in self._made:
+            self._made[password] = await super().hash(password)
+        return self._made[password]
+
+
 # --------------------------------------------------------------------------- throttle
 
 

@@ -101,6 +101,8 @@ from ivr.dialer import STATUSES, outbound_list, return_visit_of, survey_of
 log = structlog.get_logger(__name__)
 
 WORK_ORDERS = web.AppKey("work_orders", WorkOrders)
+MAX_OFFSET = 10_000
+"""Results a list may page past (a million-row OFFSET would read a million rows)."""
 TIMER_EVERY = web.AppKey("work_order_timer_every", float)
 
 MAX_TEXT = 20_000
@@ -400,6 +402,13 @@ def search_query(request: web.Request, wo: WorkOrders) -> Query:
     query.mine = bool(_flag(request, "mine"))
     if _flag(request, "followers") is False:
         query.merged = False
+    # The intake fields (migration 0012): codes and names of config/intake.toml; an
+    # unknown one simply matches nothing.
+    for key in ("request_type", "reply_method", "gender", "district", "street"):
+        value = request.query.get(key, "").strip()
+        if len(value) > 64:
+            raise ApiError(400, f"'{key}' is too long (at most 64 characters)")
+        setattr(query, key, value)
     sort = request.query.get("sort", "-created")
     if sort.lstrip("-") not in SORTS:
         raise ApiError(400, f"'sort' must be one of {', '.join(SORTS)} (- for descending)")
@@ -436,6 +445,9 @@ async def api_list(request: web.Request) -> web.Response:
     fmt = _choice(request, "format", ("json", "csv")) or "json"
     page_no = _int_query(request, "page", 1, 1, 100_000)
     per_page = _int_query(request, "per_page", 20, 1, 100 if fmt == "json" else 5000)
+    if (page_no - 1) * per_page > MAX_OFFSET:  # an OFFSET reads every row it skips
+        raise ApiError(400, f"only the first {MAX_OFFSET:,} results are paged: narrow the "
+                            "search")
     found, total, capped = await find_orders(
         wo, query, department=reader.department,
         sees_identity=reader.role in (Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN),

@@ -50,12 +50,20 @@ class Demo:
     url: str
     telephony: Telephony
     more_sims: list[PbxSimServer] = field(default_factory=list)  # --pbxs N: pbx2 ...
+    seeding: asyncio.Task[None] | None = None
+    """The demo's orders, report history and articles, loaded after the server
+    listens (see :func:`seed_in_background`); None without seeded data."""
+    up_s: float = 0.0
+    """Seconds from :func:`start_demo` being called to the web server listening."""
 
     @property
     def agi_port(self) -> int:
         return self.telephony.agi_port
 
     async def stop(self) -> None:
+        if self.seeding is not None and not self.seeding.done():
+            self.seeding.cancel()
+            await asyncio.gather(self.seeding, return_exceptions=True)
         await self.telephony.stop()
         await self.runner.cleanup()
         await self.service.stop()
@@ -188,11 +196,13 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     seeds ``seed``, ``seed + 1`` …), each with its own callers and background operators,
     all hosting every queue (README "Several PBXs").
     """
-    from agent_console.auth import seed_demo_users
+    from agent_console.auth import HashOnce, seed_demo_users
     from agent_console.server import make_app
-    from callcenter.demo_orders import demo_callers, seed_demo_orders, seed_report_history
-    from callcenter.orders.knowledge import KnowledgeBase, load_demo_articles
+    from callcenter.demo_orders import demo_callers, seed_handlers
+    from callcenter.orders.store import WorkOrders
     from callcenter.telephony import TelephonyError, start_telephony
+
+    started = time.perf_counter()
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise DemoError("the demo has well-known passwords and binds to loopback only")
@@ -229,13 +239,12 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
     runner: web.AppRunner | None = None
     try:
         await service.start()
-        if seed_users:
-            await seed_demo_users(service.store)
-            await seed_demo_orders(service.store, tz=service.settings.tz, clock=service.clock)
-            await seed_report_history(service.store, tz=service.settings.tz,
-                                      clock=service.clock)
-            await load_demo_articles(KnowledgeBase(service.store.engine, service.settings.tz,
-                                                   clock=service.clock))
+        passwords = HashOnce()
+        if seed_users:  # before listening: a login must find its account
+            await seed_demo_users(service.store, passwords=passwords)
+            await seed_handlers(service.store, WorkOrders(service.store.engine,
+                                                          tz=service.settings.tz),
+                                passwords=passwords)
         app = make_app(service)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -260,7 +269,32 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
             raise DemoError(str(exc)) from None
         raise DemoError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
-    return Demo(sim, service, runner, f"http://{host}:{bound}/", telephony, sims[1:])
+    seeding = asyncio.create_task(seed_in_background(service, passwords)) if seed_users else None
+    return Demo(sim, service, runner, f"http://{host}:{bound}/", telephony, sims[1:], seeding,
+                time.perf_counter() - started)
+
+
+async def seed_in_background(service: Service, passwords: Any) -> None:
+    """The demo's data once the server listens: orders (with the department
+    accounts), 60 days of report history, the knowledge base's articles, and jieba's
+    dictionary loaded for the first search.  They took most of the 17-25 s the demo
+    needed to come up on a busy machine; the pages fill in a few seconds later."""
+    from callcenter.demo_orders import seed_demo_orders, seed_report_history
+    from callcenter.orders.knowledge import KnowledgeBase, load_demo_articles, load_segmenter
+
+    started = time.perf_counter()
+    try:
+        tz = service.settings.tz
+        await seed_demo_orders(service.store, tz=tz, clock=service.clock, passwords=passwords)
+        await seed_report_history(service.store, tz=tz, clock=service.clock)
+        await asyncio.to_thread(load_segmenter)  # off the loop: a second or more of dictionary
+        await load_demo_articles(KnowledgeBase(service.store.engine, tz, clock=service.clock))
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the demo runs on without its sample data
+        log.exception("demo data could not be loaded")
+        return
+    log.info("demo data loaded", seconds=round(time.perf_counter() - started, 1))
 
 
 async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
@@ -276,7 +310,8 @@ async def run_demo(settings: Settings, *, host: str = "127.0.0.1", port: int = 8
     except DemoError as exc:
         raise CliError(str(exc)) from None
     print(
-        f"\nhotline demo is running: {demo.url}\n"
+        f"\nhotline demo is running: {demo.url} (up in {demo.up_s:.1f} s; sample orders, "
+        "reports and articles load in the background)\n"
         f"  wallboard (supervisor): {demo.url}wallboard   login sup1 / demo\n"
         f"  operator console:       {demo.url}console     logins op1 … op8 / demo\n"
         f"  work orders:            {demo.url}orders      logins dept1, dept2 (departments), "

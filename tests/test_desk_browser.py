@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,21 @@ async def test_supervisor_searches_and_merges_three_duplicates(
     # With followers hidden, one order is left for the streetlight.
     await again.check("#find-followers")
     await expect(again.locator("#orders tr")).to_have_count(2)
-    await again.close()
+    # An order number in the trail (a 督办 reason naming another report) opens that order.
     lead = next(o for o in (await wo.list(per_page=100))[0] if o.number == lead_number)
+    centre = wo.config.directory.centre.id
+    await wo.step(lead.id, "supervise", Actor("sup1", Role.SUPERVISOR, centre),
+                  reason=f"与 {cluster[-1]} 同一路灯，一并督办",
+                  deadline=wo.now() + timedelta(days=3))
+    await page.reload()
+    trail_link = page.locator(f"#history a.order-link:has-text('{cluster[-1]}')")
+    await expect(trail_link).to_have_count(1)
+    await trail_link.click()
+    await page.wait_for_selector(f"#detail-title:has-text('{cluster[-1]}')")
+    # The intake fields are filters too, kept in the address like the others.
+    await again.select_option("#find-request_type", "complaint")
+    await until(lambda: "request_type=complaint" in again.url)
+    await again.close()
     status, doc = await page.context.request.get(url + f"/api/orders/{lead.id}"), None
     doc = await status.json()
     assert len(doc["order"]["followers"]) == 3

@@ -176,3 +176,33 @@ async def test_duplicates_merge_follow_and_unmerge(rig: Desk) -> None:
         *(("order_merged", "sup1", f["number"]) for f in followers),
         ("order_unmerged", "sup1", followers[0]["number"])]
     assert audit[0].reason == "同一路灯，五人反映"
+
+
+async def test_intake_fields_are_filters_and_a_number_opens_its_order(rig: Desk) -> None:
+    """Migration 0012's columns: 诉求类型, district / street, 回复方式, gender."""
+    from callcenter.orders.lifecycle import Actor, Caller, Intake, Role
+
+    actor = Actor("op1", Role.OPERATOR, rig.wo.config.directory.centre.id)
+    complaint, _ = await rig.wo.create(
+        actor, caller=Caller("丁", "13800001111"), category="噪声", text="夜间施工",
+        intake=Intake(request_type="complaint", gender="female", district="和平区",
+                      street="南市街道", reply_method="sms"))
+    consult, _ = await rig.wo.create(
+        actor, caller=Caller("王", "13800002222"), category="社保", text="社保卡补办",
+        intake=Intake(request_type="consult", gender="male", district="河西区",
+                      street="友谊路街道", reply_method="phone"))
+    op = await rig.as_user("op1")
+    assert await numbers(op, "request_type=complaint") == [complaint.number]
+    assert await numbers(op, "request_type=consult&reply_method=phone") == [consult.number]
+    assert await numbers(op, "district=和平区") == [complaint.number]
+    assert await numbers(op, "district=和平区&street=友谊路街道") == []
+    assert await numbers(op, "street=友谊路街道") == [consult.number]
+    assert await numbers(op, "gender=female") == [complaint.number]
+    assert await numbers(op, "reply_method=nonsense") == []
+    await numbers(op, "district=" + "区" * 65, expect=400)
+    await numbers(op, "page=600&per_page=20", expect=400)  # past MAX_OFFSET: narrow it
+    status, doc = await op.call("GET", f"/api/orders/{complaint.number}")
+    assert status == 200 and doc["order"]["id"] == complaint.id
+    assert doc["order"]["request_type"] == "complaint"
+    status, _ = await op.call("GET", "/api/orders/20991231-999999")
+    assert status == 404

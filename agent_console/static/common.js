@@ -147,3 +147,27 @@ export class Live {
     }, 15000);
   }
 }
+
+// Order numbers (工单编号, YYYYMMDD-NNNNNN) as links to the order wherever a page shows
+// one: the pop history, the board, the trail, report tables.  /orders?open= takes an
+// order's id or its number.
+export const ORDER_NUMBER = /\b(?:19|20)\d{6}-\d{6}\b/g;
+
+export function orderHref(idOrNumber) {
+  return "/orders?open=" + encodeURIComponent(idOrNumber);
+}
+
+// Text with each order number in it made a link (text stays text: no markup is parsed).
+// ``link(number)`` makes the link (default: a plain <a> to the order, same tab).
+export function withOrderLinks(text, link = (n) => el("a", {cls: "order-link", text: n, attrs: {href: orderHref(n)}})) {
+  const out = [];
+  const s = String(text ?? "");
+  let last = 0;
+  for (const m of s.matchAll(ORDER_NUMBER)) {
+    if (m.index > last) out.push(document.createTextNode(s.slice(last, m.index)));
+    out.push(link(m[0]));
+    last = m.index + m[0].length;
+  }
+  if (last < s.length) out.push(document.createTextNode(s.slice(last)));
+  return out;
+}

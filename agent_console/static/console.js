@@ -2,7 +2,7 @@
 // what it does goes through the JSON API.  The agent's state on screen changes
 // only when the PBX's events say so: buttons send an AMI action and wait.
 
-import {api, ApiFailure, byId, clockTime, dateTime, el, Live, setCsrf, setText} from "/static/common.js";
+import {api, ApiFailure, byId, clockTime, dateTime, el, Live, orderHref, setCsrf, setText} from "/static/common.js";
 import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, orderStateLabel, onLangChange, reasonLabel, setCategoryLabels, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
@@ -233,7 +233,7 @@ function renderHistoryInto(box, h) {
   const ul = el("ul");
   const now = Date.now() / 1000;
   for (const w of h.work_orders) {
-    const link = el("a", {cls: "order-link", attrs: {href: "/orders?open=" + encodeURIComponent(w.id), target: "_blank"}, text: w.number});
+    const link = el("a", {cls: "order-link", attrs: {href: orderHref(w.id), target: "_blank"}, text: w.number});
     const due = w.open && w.handling_due ? el("span", {cls: "due" + (w.handling_due < now ? " overdue" : ""),
       text: t(w.handling_due < now ? "call.order_overdue" : "call.order_due", {t: dateTime(w.handling_due)})}) : null;
     ul.append(el("li", {cls: w.open ? "open-order" : ""},
@@ -242,9 +242,12 @@ function renderHistoryInto(box, h) {
       el("div", {text: [categoryLabel(w.category), (w.text || "").slice(0, 80)].filter(Boolean).join(" · ")})));
   }
   for (const c of h.calls) {
+    // The orders filed on this call (a visit's id is its channel's, "#n" for a later queue).
+    const filed = h.work_orders.filter((w) => w.call_uniqueid && w.call_uniqueid === String(c.uniqueid).split("#")[0]);
     ul.append(el("li", {},
       el("span", {cls: "when", text: dateTime(c.joined_at)}),
       el("span", {text: [t("outcome." + c.outcome), c.agent, c.hotline].filter(Boolean).join(" · ")}),
+      ...filed.flatMap((w) => [" ", el("a", {cls: "order-link", attrs: {href: orderHref(w.id), target: "_blank"}, text: w.number})]),
       // The server offers a recording only to those who may hear it (an operator: their own calls).
       c.recording ? el("audio", {attrs: {controls: "", preload: "none", src: c.recording}}) : null));
   }
@@ -747,7 +750,7 @@ async function submitDraft(ev) {
     hideDraft();
     const m = byId("draft-message");
     m.className = "message ok";
-    const link = el("a", {attrs: {href: "/orders?open=" + encodeURIComponent(done.id), target: "_blank"}, text: done.number});
+    const link = el("a", {cls: "order-link", attrs: {href: orderHref(done.id), target: "_blank"}, text: done.number});
     m.replaceChildren(el("span", {text: outcome === "answer" ? t("draft.submitted_answer") : outcome === "dispatch" ? t("draft.submitted_dispatch") : t("draft.submitted_accept")}), link);
     m.dataset.number = done.number;
     renderOtherDrafts();

@@ -3,12 +3,16 @@
 // came by another channel (一号对外), and duplicates / merging (重复件 / 并案) on an
 // order.  The server decides everything; text is only ever set as text.
 
-import {api, ApiFailure, byId, el} from "/static/common.js";
+import {api, ApiFailure, byId, el, orderHref, withOrderLinks} from "/static/common.js";
 import {currentLang, t} from "/static/i18n.js";
 
 export const CHANNELS = ["phone", "web", "wechat", "app", "letter", "email", "mayor_mailbox"];
 const URGENCIES = ["emergency", "urgent", "normal"];
-const FILTERS = ["q", "state", "department", "category", "urgency", "channel", "from", "to", "due"];
+const FILTERS = ["q", "state", "department", "category", "urgency", "channel", "request_type", "district",
+  "street", "reply_method", "from", "to", "due"];
+// The intake fields' lists (GET /api/intake: 诉求类型, 回复方式, districts and streets);
+// null for a department handler (the centre's intake form is not theirs).
+let intake = null;
 const FLAGS = ["confidential", "mine", "followers"];
 const field = (f) => byId(f === "state" ? "state-filter" : "find-" + f);
 
@@ -29,12 +33,17 @@ function reasonName(r) {
 
 // A link to an order: a real URL (bookmarkable, opens in a new tab), clicks stay here.
 export function orderLink(id, number, open) {
-  const a = el("a", {cls: "order-link", text: number, attrs: {href: `/orders?open=${encodeURIComponent(id)}`}});
+  const a = el("a", {cls: "order-link", text: number, attrs: {href: orderHref(id)}});
   a.addEventListener("click", (ev) => {
     ev.stopPropagation();  // the row's own click would open it a second time
     if (open && !ev.ctrlKey && !ev.metaKey) { ev.preventDefault(); open(id); }
   });
   return a;
+}
+
+// Text with its order numbers as links that open here (see common.js withOrderLinks).
+export function textWithLinks(text, open) {
+  return withOrderLinks(text, (n) => orderLink(n, n, open));
 }
 
 // The filters as URL parameters (also the query of GET /api/orders).
@@ -96,6 +105,16 @@ export function labelFilters(departments) {
   });
   fill("find-urgency", URGENCIES, urgencyName);
   fill("find-channel", CHANNELS, channelName);
+  const named = (list) => (code) => {
+    const r = (list || []).find((x) => x.code === code);
+    return r ? (currentLang() === "en" ? r.name_en : r.name) : code;
+  };
+  if (intake) {
+    fill("find-request_type", intake.request_types.map((r) => r.code), named(intake.request_types));
+    fill("find-reply_method", intake.reply_methods.map((r) => r.code), named(intake.reply_methods));
+    fill("find-district", intake.districts.map((d) => d.name), (n) => n);
+    fillStreets();
+  }
   const due = byId("find-due");
   const chosenDue = due.value;
   due.replaceChildren(el("option", {text: t("find.any"), attrs: {value: ""}}),
@@ -108,18 +127,35 @@ export function labelFilters(departments) {
   if (!byId("new-channel").value) byId("new-channel").value = "web";
 }
 
+// The streets of the chosen district (all streets when none is chosen).
+function fillStreets() {
+  const select = byId("find-street");
+  const chosen = select.value || new URLSearchParams(location.search).get("street") || "";
+  const district = byId("find-district").value;
+  const streets = intake.districts.filter((d) => !district || d.name === district).flatMap((d) => d.streets);
+  select.replaceChildren(el("option", {text: t("find.any"), attrs: {value: ""}}),
+    ...streets.map((s) => el("option", {text: s, attrs: {value: s}})));
+  select.value = streets.includes(chosen) ? chosen : "";
+}
+
 // Wire the search form; reload() is called with the page to show.
-export function setupFind({me, departments, reload, open}) {
+export async function setupFind({me, departments, reload, open}) {
   const form = byId("find");
+  if (me.role !== "handler") {
+    try { intake = await api("GET", "/api/intake"); } catch { intake = null; }
+  }
+  for (const label of document.querySelectorAll(".intake-filter")) label.hidden = !intake;
   labelFilters(departments);
   const first = fromUrl();
+  if (intake) fillStreets();
   if (me.role === "handler") byId("find-department").closest("label").hidden = true;
   byId("new-order").hidden = me.role === "handler";
   form.addEventListener("submit", (ev) => { ev.preventDefault(); reload(1); });
   for (const id of ["state-filter", "find-department", "find-urgency", "find-channel", "find-due", "find-from", "find-to",
-    "find-confidential", "find-mine", "find-followers"]) {
+    "find-request_type", "find-street", "find-reply_method", "find-confidential", "find-mine", "find-followers"]) {
     byId(id).addEventListener("change", () => reload(1));
   }
+  byId("find-district").addEventListener("change", () => { if (intake) fillStreets(); reload(1); });
   let typing = null;
   byId("find-q").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => reload(1), 300); });
   byId("find-reset").addEventListener("click", () => {

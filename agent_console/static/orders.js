@@ -6,7 +6,7 @@
 
 import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
 import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
-import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind}
+import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind, textWithLinks}
   from "/static/order_find.js";
 
 const STRINGS = {
@@ -256,7 +256,7 @@ async function boot() {
   try { departments = (await api("GET", "/api/departments")).departments; } catch { departments = []; }
   boardFilters();
   if (me.role === "handler") { loadInbox(); inboxTimer = setInterval(loadInbox, 30000); }
-  const first = setupFind({me, departments, reload: (p) => { pageNo = p; return loadList(); },
+  const first = await setupFind({me, departments, reload: (p) => { pageNo = p; return loadList(); },
     open: (id, note) => openOrder(id, note)});
   showTab("orders", first.page);
   if (first.open) openOrder(first.open);
@@ -391,8 +391,8 @@ function renderDetail(doc) {
     history.append(el("li", {},
       el("span", {cls: "when", text: when(h.at)}),
       el("strong", {text: tr("step." + h.step) + extra}),
-      el("span", {cls: "muted", text: " " + actorLabel(h)}),
-      h.reason ? el("div", {text: h.reason}) : null));
+      el("span", {cls: "muted"}, ...textWithLinks(" " + actorLabel(h), (id) => openOrder(id))),
+      h.reason ? el("div", {}, ...textWithLinks(h.reason, (id) => openOrder(id))) : null));
   }
 }
 
@@ -573,9 +573,9 @@ function anomalyItem(a) {
   const item = el("li", {data: {kind: a.kind, key: a.key}, cls: a.ack ? "handled" : ""},
     el("div", {cls: "head"}, el("span", {cls: "kind", text: tr("kind." + a.kind)}),
       el("span", {cls: "muted", text: when(a.at) + " · " + tr("board.orders") + " "}), ...links),
-    el("ul", {cls: "evidence"}, ...evidenceSentences(a, numberOf).map((s) => el("li", {text: s}))));
+    el("ul", {cls: "evidence"}, ...evidenceSentences(a, numberOf).map((s) => el("li", {}, ...textWithLinks(s, open)))));
   if (a.ack) {
-    item.append(el("div", {cls: "ack muted", text: tr("board.handled_by", {who: a.ack.by, at: when(new Date(a.ack.at * 1000).toISOString())}) + (a.ack.note ? " · " + a.ack.note : "")}));
+    item.append(el("div", {cls: "ack muted"}, ...textWithLinks(tr("board.handled_by", {who: a.ack.by, at: when(new Date(a.ack.at * 1000).toISOString())}) + (a.ack.note ? " · " + a.ack.note : ""), open)));
     return item;
   }
   const note = el("input", {attrs: {maxlength: "500", placeholder: tr("board.note")}, data: {field: "note"}});

@@ -2,7 +2,7 @@
 // filters; charts by Apache ECharts (vendored, /static/vendor/echarts/); tables whose
 // column names open the figure's definition; downloads as XLSX and CSV.
 
-import {api, byId, el, setCsrf, setText} from "/static/common.js";
+import {api, byId, el, setCsrf, setText, withOrderLinks} from "/static/common.js";
 import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 
 const printing = document.body.classList.contains("printing");
@@ -180,7 +180,8 @@ function renderTables() {
       b.addEventListener("click", () => showDefinition(key));
       return el("th", {}, b);
     }));
-    const rows = tb.rows.map((r) => el("tr", {}, ...r.map((v) => el("td", {text: v ?? "—"}))));
+    // A cell that is an order number (a drill-down row) opens the order.
+    const rows = tb.rows.map((r) => el("tr", {}, ...r.map((v) => el("td", {}, ...withOrderLinks(v ?? "—")))));
     const csv = el("a", {cls: "no-print", text: t("rep.csv"),
       attrs: {href: "/api/reports/export.csv?" + query({table: tb.key}), download: ""}, data: {csv: tb.key}});
     out.push(el("section", {cls: "panel table-panel", data: {table: tb.key}},

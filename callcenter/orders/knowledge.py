@@ -11,26 +11,42 @@ says which version it edited, and a stale edit is refused (:class:`ArticleConfli
 
 Search (:meth:`KnowledgeBase.search`) is full text over Chinese: title, keywords and
 body are segmented by jieba (``cut_for_search``: words and their sub-words) into
-space-separated tokens held in ``search_title`` / ``search_body``.  SQLite indexes
-them with FTS5 (``knowledge_fts``, kept by triggers, ranked by bm25 with the title
-weighted 5:1); PostgreSQL with a GIN index over a stored ``to_tsvector('simple', ...)``,
-ranked by ``ts_rank`` (title weight A, body B).  A query is segmented the same way;
-all its words must match (a Latin last word as a prefix, since operators search as
-they type; Chinese sub-words are in the index already); when no article at all has
-every word, any of its words of two characters or more will do.  Retired articles and
-those outside their validity window are never returned; a category narrows the
-search to that category and everything below it.
+space-separated tokens held in ``search_title`` / ``search_body``; ``search_meta``
+holds one opaque token per level of the category path (:func:`category_tokens`), so
+a category narrows inside the index instead of after it.  SQLite indexes them with
+FTS5 (``knowledge_fts``, kept by triggers, ranked by bm25 with the title weighted
+5:1); PostgreSQL with a GIN index over a stored ``to_tsvector('simple', ...)``, ranked
+by ``ts_rank`` (title weight A, body B, category D with weight 0).  A query is
+segmented the same way; all its words must match (a Latin last word as a prefix,
+since operators search as they type; Chinese sub-words are in the index already);
+when no article at all has every word, any of its words of two characters or more
+will do.  Retired articles and those outside their validity window are never
+returned; a category narrows the search to that category and everything below it.
+
+Cost.  Reading which articles match is cheap (a posting list); ranking is not: bm25
+and ts_rank read every matched row (its column sizes, its vector), about 5 µs each,
+so a common word (12,000 of 200,000 articles) costs 60-120 ms to rank in full.  The
+ranking is therefore bounded: at most :data:`RANK_CAP` matches are ranked -- on
+SQLite the newest (highest id; a posting list is read in id order at no cost), on
+PostgreSQL the first the bitmap scan yields.  A query that matches more than that is
+too wide to read anyway; its best answers among the newest articles come first and
+one more word narrows it.  Validity is checked on the best few ranked only, in
+Python (:meth:`Article.valid_at`), not by a row lookup for every match.  On
+PostgreSQL each search runs with sequential scans off: the planner, guessing how
+many rows a word matches, would otherwise walk the whole table under a ``LIMIT``
+looking for a rare word (seconds at 200,000 rows).
 
 Each search is logged (``knowledge_searches``: query, hits) and each order answered
 from an article is linked to it (``knowledge_uses``), which gives supervisors the
 articles that answer most calls and the searches that found nothing.
 
-Tables are owned by migration ``0008_desk``.
+Tables are owned by migrations ``0008_desk`` and ``0012_desk_search``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import re
@@ -66,10 +82,8 @@ FIELDS = ("title", "body", "category", "keywords", "department", "valid_from", "
 LIMITS = {"title": 200, "body": 20_000, "category": 120, "keywords": 400, "department": 64}
 STATUSES = ("active", "retired")
 MAX_QUERY = 100
-RANK_WINDOW = 200
-"""Best-ranked matches read from the index before validity and category filter them."""
-PG_SCAN = 5_000
-"""PostgreSQL ranks at most this many matches of a query (ts_rank reads each vector)."""
+RANK_CAP = 1_000
+"""At most this many matches of a query are ranked (see the module's "Cost")."""
 
 DOMAIN_WORDS = (
     "公积金", "住房公积金", "社保", "社保卡", "医保", "医保卡", "居住证", "暂住证", "停水", "停电",
@@ -113,6 +127,7 @@ class ArticleRow(_Base):
     updated_at: Mapped[float] = mapped_column(Float)
     search_title: Mapped[str] = mapped_column(Text, default="")
     search_body: Mapped[str] = mapped_column(Text, default="")
+    search_meta: Mapped[str] = mapped_column(Text, default="")  # migration 0012
 
 
 class VersionRow(_Base):
@@ -173,6 +188,12 @@ def _jieba() -> Any:
     return jieba
 
 
+def load_segmenter() -> None:
+    """Load jieba's dictionary now (a second or more; otherwise the first search or
+    import waits for it).  Thread-safe to call off the event loop."""
+    _jieba()
+
+
 def segment(text_: str) -> list[str]:
     """Words and sub-words of ``text_`` (jieba ``cut_for_search``), lower case, no
     punctuation: ``segment("住房公积金怎么提取") -> ['住房', '公积', '公积金', '住房公积金', ...]``."""
@@ -201,6 +222,24 @@ def query_terms(query: str) -> list[str]:
     return words[:12]
 
 
+def category_tokens(category: str) -> str:
+    """One opaque token per level of a category path, for ``search_meta``:
+    ``社会保障/社保卡`` -> the tokens of ``社会保障`` and of ``社会保障/社保卡``.
+
+    A token is ``qc`` and 16 letters a-p (a SHA-1 of the path): one word to both
+    FTS5's unicode61 tokenizer and PostgreSQL's parser, and never a word of a text."""
+    parts = [p.strip() for p in category.split("/") if p.strip()]
+    return " ".join(_category_token("/".join(parts[:i + 1])) for i in range(len(parts)))
+
+
+def _category_token(path: str) -> str:
+    digest = hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
+    return "qc" + digest.translate(_HEX_LETTERS)
+
+
+_HEX_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+
+
 def _prefix_last(terms: list[str]) -> bool:
     """Only a Latin last word is a prefix: Chinese sub-words are indexed already
     (``cut_for_search`` stores 公积 beside 公积金), and a Chinese prefix such as 办*
@@ -208,21 +247,30 @@ def _prefix_last(terms: list[str]) -> bool:
     return bool(terms) and terms[-1].isascii()
 
 
-def fts5_query(terms: list[str], *, any_term: bool = False) -> str:
-    """An FTS5 MATCH expression: ``"社保" AND "转移"`` (terms are quoted, so no syntax
-    of the operator's leaks into the query language; a Latin last word is a prefix)."""
+def fts5_query(terms: list[str], *, any_term: bool = False, category: str = "") -> str:
+    """An FTS5 MATCH expression over title and body:
+    ``{search_title search_body} : ("社保" AND "转移")`` (terms are quoted, so no
+    syntax of the operator's leaks into the query language; a Latin last word is a
+    prefix), and with ``category`` its token in ``search_meta`` too."""
     quoted = [f'"{t}"' for t in terms]
     if _prefix_last(terms):
         quoted[-1] += "*"
-    return (" OR " if any_term else " AND ").join(quoted)
+    match = "{search_title search_body} : (" + (" OR " if any_term else " AND ").join(
+        quoted) + ")"
+    if category:
+        match += f' AND search_meta : "{_category_token(category)}"'
+    return match
 
 
-def ts_query(terms: list[str], *, any_term: bool = False) -> str:
-    """The same for PostgreSQL's ``to_tsquery('simple', ...)``."""
-    quoted = [f"'{t}'" for t in terms]
-    if _prefix_last(terms):
-        quoted[-1] += ":*"
-    return (" | " if any_term else " & ").join(quoted)
+def ts_query(terms: list[str], *, any_term: bool = False, category: str = "") -> str:
+    """The same for PostgreSQL's ``to_tsquery('simple', ...)``: ``('社保':AB & '转移':AB)``
+    (weights A and B are the title and the body), ``& 'qc…':D`` for a category."""
+    quoted = [f"'{t}':" + ("*AB" if i == len(terms) - 1 and _prefix_last(terms) else "AB")
+              for i, t in enumerate(terms)]
+    match = "(" + (" | " if any_term else " & ").join(quoted) + ")"
+    if category:
+        match += f" & '{_category_token(category)}':D"
+    return match
 
 
 # --------------------------------------------------------------------------- values
@@ -432,7 +480,8 @@ class KnowledgeBase:
                 update(ArticleRow).where(ArticleRow.id == article_id,
                                          ArticleRow.version == version)
                 .values(**data, version=version + 1, updated_by=actor, updated_at=now,
-                        **_index_values(merged["title"], merged["keywords"], merged["body"])))
+                        **_index_values(merged["title"], merged["keywords"], merged["body"],
+                                       merged["category"])))
             if result.rowcount != 1:
                 raise ArticleConflict(f"article {article_id} changed meanwhile: reload it")
             await s.refresh(row)
@@ -518,7 +567,7 @@ class KnowledgeBase:
         return hits
 
     async def _any_match(self, terms: list[str]) -> bool:
-        """Whether any article at all (valid or not) has every word."""
+        """Whether any article at all (valid or not, any category) has every word."""
         if self.postgres:
             sql = ("SELECT 1 FROM knowledge_articles WHERE search_vector @@ "
                    "to_tsquery('simple', :q) LIMIT 1")
@@ -526,48 +575,52 @@ class KnowledgeBase:
         else:
             sql = "SELECT 1 FROM knowledge_fts WHERE knowledge_fts MATCH :q LIMIT 1"
             q = fts5_query(terms)
-        async with self.sessions() as s:
+        async with self.sessions() as s, s.begin():
+            await self._index_only(s)
             return (await s.scalar(text(sql), {"q": q})) is not None
+
+    async def _index_only(self, s: Any) -> None:
+        """PostgreSQL: no sequential scan in this transaction (see "Cost")."""
+        if self.postgres:
+            await s.execute(text("SET LOCAL enable_seqscan = off"))
 
     async def _search(self, terms: list[str], category: str, limit: int, now: float, *,
                       any_term: bool) -> list[Hit]:
-        params: dict[str, Any] = {"now": now, "limit": limit}
-        narrow = ""
-        if category:
-            category = "/".join(p.strip() for p in category.split("/") if p.strip())
-            params["cat"] = category
-            params["under"] = _like_escape(category) + "/%"
-            narrow = " AND (a.category = :cat OR a.category LIKE :under ESCAPE '\\')"
-        valid = ("a.status = 'active' AND (a.valid_from IS NULL OR a.valid_from <= :now)"
-                 " AND (a.valid_to IS NULL OR a.valid_to > :now)")
-        # Ranking is the cost of a common word: rank inside the index first, then read
-        # and filter only the best RANK_WINDOW (more when a category narrows).
-        params["window"] = RANK_WINDOW * (4 if category else 1)
+        category = "/".join(p.strip() for p in category.split("/") if p.strip())
+        params: dict[str, Any] = {"cap": RANK_CAP}
         if self.postgres:
-            params["q"] = ts_query(terms, any_term=any_term)
-            sql = ("SELECT a.id, c.score FROM (SELECT k.id, ts_rank(k.search_vector, q) AS score "
+            # ts_rank weights {D, C, B, A}: the category token (D) adds nothing.
+            params["q"] = ts_query(terms, any_term=any_term, category=category)
+            sql = ("SELECT k.id, ts_rank('{0, 0, 0.4, 1.0}', k.search_vector, q) AS score "
                    "FROM (SELECT id, search_vector FROM knowledge_articles, "
-                   "to_tsquery('simple', :q) q WHERE search_vector @@ q "
-                   "AND status = 'active' LIMIT :scan) k, to_tsquery('simple', :q) q "
-                   "ORDER BY score DESC LIMIT :window) c "
-                   "JOIN knowledge_articles a ON a.id = c.id WHERE " + valid + narrow +
-                   " ORDER BY c.score DESC, a.id LIMIT :limit")
-            params["scan"] = PG_SCAN
+                   "to_tsquery('simple', :q) q WHERE search_vector @@ q LIMIT :cap) k, "
+                   "to_tsquery('simple', :q) q ORDER BY score DESC, k.id LIMIT :window")
         else:
-            params["q"] = fts5_query(terms, any_term=any_term)
-            sql = ("SELECT a.id, -f.rank AS score FROM (SELECT rowid, rank FROM knowledge_fts "
-                   "WHERE knowledge_fts MATCH :q AND rank MATCH 'bm25(5.0, 1.0)' "
-                   "ORDER BY rank LIMIT :window) f "
-                   "JOIN knowledge_articles a ON a.id = f.rowid WHERE " + valid + narrow +
-                   " ORDER BY score DESC, a.id LIMIT :limit")
-        async with self.sessions() as s:
-            ranked = (await s.execute(text(sql), params)).all()
-            if not ranked:
-                return []
-            rows = {r.id: r for r in await s.scalars(
-                select(ArticleRow).where(ArticleRow.id.in_([i for i, _ in ranked])))}
-        return [Hit(_article(rows[i]), float(sc), excerpt(rows[i].body, terms))
-                for i, sc in ranked if i in rows]
+            # The newest RANK_CAP matches: their lowest id bounds the ranked range
+            # (FTS5 reads a rowid range of a posting list directly).
+            params["q"] = fts5_query(terms, any_term=any_term, category=category)
+            sql = ("SELECT rowid AS id, -bm25(knowledge_fts, 5.0, 1.0, 0.0) AS score "
+                   "FROM knowledge_fts WHERE knowledge_fts MATCH :q AND rowid >= ("
+                   "SELECT coalesce(min(rowid), 0) FROM (SELECT rowid FROM knowledge_fts "
+                   "WHERE knowledge_fts MATCH :q ORDER BY rowid DESC LIMIT :cap)) "
+                   "ORDER BY score DESC, rowid LIMIT :window")
+        # Validity is checked on the best ``window`` only (no row lookup for every
+        # ranked match); a window short of valid articles is read again, wider.
+        window = max(3 * limit, 30)
+        while True:
+            params["window"] = window
+            async with self.sessions() as s, s.begin():
+                await self._index_only(s)
+                ranked = (await s.execute(text(sql), params)).all()
+                rows = {r.id: r for r in await s.scalars(
+                    select(ArticleRow).where(ArticleRow.id.in_([i for i, _ in ranked])))
+                } if ranked else {}
+            hits = [Hit(article, float(sc), excerpt(article.body, terms))
+                    for i, sc in ranked if i in rows
+                    and (article := _article(rows[i])).valid_at(now)]
+            if len(hits) >= limit or len(ranked) < window or window >= RANK_CAP:
+                return hits[:limit]
+            window *= 8
 
     # ---- uses and statistics
 
@@ -629,12 +682,14 @@ def _under(category: str) -> Any:
                ArticleRow.category.like(_like_escape(category) + "/%", escape="\\"))
 
 
-def _index_values(title: str, keywords: str, body: str) -> dict[str, str]:
-    return {"search_title": index_text(title, keywords), "search_body": index_text(body)}
+def _index_values(title: str, keywords: str, body: str, category: str) -> dict[str, str]:
+    return {"search_title": index_text(title, keywords), "search_body": index_text(body),
+            "search_meta": category_tokens(category)}
 
 
 def _index(row: ArticleRow) -> None:
-    for key, value in _index_values(row.title, row.keywords, row.body).items():
+    for key, value in _index_values(row.title, row.keywords, row.body,
+                                    row.category).items():
         setattr(row, key, value)
 
 

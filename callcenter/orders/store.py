@@ -142,6 +142,12 @@ class OrderRow(_Base):
     channel: Mapped[str] = mapped_column(String(16), default="phone")
     merged_into: Mapped[int | None] = mapped_column(Integer, nullable=True)
     search_text: Mapped[str] = mapped_column(Text, default="")
+    # migration 0012: the structured intake fields as search columns
+    request_type: Mapped[str] = mapped_column(String(16), default="")
+    caller_gender: Mapped[str] = mapped_column(String(8), default="")
+    district: Mapped[str] = mapped_column(String(64), default="")
+    street: Mapped[str] = mapped_column(String(64), default="")
+    reply_method: Mapped[str] = mapped_column(String(16), default="")
 
 
 class OrderEventRow(_Base):
@@ -531,6 +537,14 @@ class WorkOrders:
             return self._order(await self._row(s, order_id))[0]
 
     async def _row(self, s: AsyncSession, order_id: str) -> OrderRow:
+        """The row of an order by its id, or by its number (``YYYYMMDD-NNNNNN``: links
+        to an order from text that only carries its number)."""
+        if isinstance(order_id, str) and len(order_id) == 15 and order_id[8] == "-" \
+                and order_id.replace("-", "").isdigit():
+            row = await s.scalar(select(OrderRow).where(OrderRow.number == order_id))
+            if row is None:
+                raise OrderNotFound(order_id)
+            return row
         try:
             key = int(order_id)
         except (TypeError, ValueError):
@@ -822,7 +836,12 @@ def _columns(o: Order) -> dict[str, Any]:
         "location": o.location[:400], "updated_at": o.updated_at.timestamp(),
         "handling_due": o.handling_due.timestamp(), "version": o.version,
         "snapshot": order_to_json(o),
-        "search_text": order_search_text(o.text, o.category, o.location),
+        "search_text": order_search_text(o.text, o.category, o.location, state=str(o.state),
+                                         departments=(o.lead_department or "",
+                                                      *o.co_handlers)),
+        "request_type": o.intake.request_type[:16], "caller_gender": o.intake.gender[:8],
+        "district": o.intake.district[:64], "street": o.intake.street[:64],
+        "reply_method": o.intake.reply_method[:16],
     }
 
 

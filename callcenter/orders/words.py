@@ -31,10 +31,31 @@ def tokens(text: str) -> list[list[str]]:
     return out
 
 
-def order_search_text(text: str, category: str = "", location: str = "") -> str:
-    """What ``work_orders.search_text`` holds for an order (no caller identity)."""
-    return " ".join(t for part in (category, location, text)
-                    for word in tokens(part) for t in word)
+def order_search_text(text: str, category: str = "", location: str = "", *,
+                      state: str = "", departments: Iterable[str] = ()) -> str:
+    """What ``work_orders.search_text`` holds for an order (no caller identity): its
+    words, then a token for its state and one per department handling it
+    (:func:`state_token`, :func:`department_token`), so that words combined with
+    those filters are intersected inside the full-text index."""
+    words = [t for part in (category, location, text) for word in tokens(part) for t in word]
+    marks = ([state_token(state)] if state else []) + [department_token(d)
+                                                         for d in departments if d]
+    return " ".join(words + marks)
+
+
+def _mark(kind: str, code: str) -> str:
+    """``zq`` + kind + the code's letters and digits: one token to FTS5's unicode61
+    and to PostgreSQL's parser, never a word of a request (words are CJK bigrams or
+    whole Latin words matched exactly)."""
+    return "zq" + kind + re.sub(r"[^0-9a-z]", "", code.lower())
+
+
+def state_token(state: str) -> str:
+    return _mark("s", state)
+
+
+def department_token(department: str) -> str:
+    return _mark("d", department)
 
 
 def _single(word: list[str]) -> bool:
@@ -42,19 +63,34 @@ def _single(word: list[str]) -> bool:
     return len(word) == 1 and len(word[0]) == 1 and not word[0].isascii()
 
 
-def fts5_match(words: Iterable[list[str]]) -> str:
+def fts5_match(words: Iterable[list[str]], *, states: Iterable[str] = (),
+               department: str = "") -> str:
     """FTS5: each word a quoted phrase, all required (tokens hold only letters/digits):
-    ``fts5_match([["路灯", "灯坏"], ["灯"]]) -> '"路灯 灯坏" AND "灯"*'``."""
-    return " AND ".join('"' + " ".join(w) + '"' + ("*" if _single(w) else "") for w in words)
+    ``fts5_match([["路灯", "灯坏"], ["灯"]]) -> '"路灯 灯坏" AND "灯"*'``; with
+    ``states`` / ``department`` their tokens too (any of the states)."""
+    match = " AND ".join('"' + " ".join(w) + '"' + ("*" if _single(w) else "") for w in words)
+    marks = [state_token(s) for s in states]
+    if marks:
+        match += " AND (" + " OR ".join(f'"{m}"' for m in marks) + ")"
+    if department:
+        match += f' AND "{department_token(department)}"'
+    return match
 
 
-def ts_match(words: Iterable[list[str]]) -> str:
+def ts_match(words: Iterable[list[str]], *, states: Iterable[str] = (),
+             department: str = "") -> str:
     """PostgreSQL ``to_tsquery('simple', ...)``: ``('路灯' & '灯坏') & ('灯':*)``.
 
     A word's bigrams are ANDed, not chained with ``<->``: a phrase makes PostgreSQL
     re-read every candidate row's vector to check positions, and the bigrams of a
     word rarely all occur apart."""
-    return " & ".join("(" + " & ".join(f"'{t}'" + (":*" if _single(w) else "") for t in w)
-                      + ")" for w in words)
+    match = " & ".join("(" + " & ".join(f"'{t}'" + (":*" if _single(w) else "") for t in w)
+                       + ")" for w in words)
+    marks = [state_token(s) for s in states]
+    if marks:
+        match += " & (" + " | ".join(f"'{m}'" for m in marks) + ")"
+    if department:
+        match += f" & '{department_token(department)}'"
+    return match
 
 

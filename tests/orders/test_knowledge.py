@@ -16,6 +16,7 @@ from callcenter.orders.knowledge import (
     ArticleConflict,
     ArticleError,
     KnowledgeBase,
+    category_tokens,
     day_start,
     fts5_query,
     load_demo_articles,
@@ -24,6 +25,7 @@ from callcenter.orders.knowledge import (
     parse_markdown,
     query_terms,
     segment,
+    ts_query,
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -58,8 +60,12 @@ def test_segmentation_finds_the_words_of_a_chinese_question() -> None:
     words = segment("住房公积金怎么提取")
     assert "公积金" in words and "提取" in words
     assert query_terms("请问社保卡丢了怎么补办？") == ["社保卡", "丢", "补办"]
-    assert fts5_query(["社保卡", "补办"]) == '"社保卡" AND "补办"'
-    assert fts5_query(["社保卡", "app"]) == '"社保卡" AND "app"*'
+    assert fts5_query(["社保卡", "补办"]) == '{search_title search_body} : ("社保卡" AND "补办")'
+    assert fts5_query(["社保卡", "app"]) == '{search_title search_body} : ("社保卡" AND "app"*)'
+    assert fts5_query(["社保卡"], category="社会保障") == (
+        '{search_title search_body} : ("社保卡") AND search_meta : "'
+        + category_tokens("社会保障") + '"')
+    assert ts_query(["社保卡", "app"], any_term=True) == "('社保卡':AB | 'app':*AB)"
     assert query_terms('"社保" OR *') == ["社保", "or"]  # no FTS syntax gets through
 
 
@@ -89,6 +95,31 @@ async def test_search_ranks_hides_retired_and_expired_and_narrows_by_category(
     assert [h.article.id for h in await kb.search("社保卡")] == [later.id]
     assert old.valid_at(day_start(date(2025, 6, 30), TZ) + 3600)
     assert not old.valid_at(day_start(date(2025, 7, 1), TZ))
+
+
+async def test_a_category_edit_moves_the_article_in_the_index(kb: KnowledgeBase) -> None:
+    card = await kb.create(ARTICLE, "sup1")
+    await kb.edit(card.id, {"category": "户籍证件/身份证"}, "sup1", version=1)
+    assert await kb.search("社保卡", category="社会保障") == []
+    assert [h.article.id for h in await kb.search("社保卡", category="户籍证件")] == [card.id]
+    assert [h.article.id for h in await kb.search("社保卡", category="户籍证件/身份证")] == [
+        card.id]
+
+
+async def test_a_wide_query_ranks_a_bounded_set_of_matches(
+        kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More matches than RANK_CAP: only that many are ranked (on SQLite the newest),
+    and the category and validity still hold inside them."""
+    monkeypatch.setattr("callcenter.orders.knowledge.RANK_CAP", 3)
+    made = [await kb.create({"title": f"停水通知第{i}号", "body": "计划停水，请提前储水。",
+                             "category": "公用事业/供水" if i % 2 else "公用事业/供电"},
+                            "sup1") for i in range(8)]
+    hits = await kb.search("停水")
+    assert len(hits) == 3
+    if kb.engine.dialect.name == "sqlite":
+        assert {h.article.id for h in hits} == {a.id for a in made[-3:]}
+    narrowed = await kb.search("停水", category="公用事业/供水")
+    assert len(narrowed) == 3 and all(h.article.category == "公用事业/供水" for h in narrowed)
 
 
 async def test_every_change_is_a_version_with_who_and_what(kb: KnowledgeBase) -> None:

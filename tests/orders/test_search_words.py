@@ -28,6 +28,15 @@ def test_words_are_bigrams_and_latin_words() -> None:
     assert order_search_text("路灯坏了", "路灯", "光明路") == "路灯 光明 明路 路灯 灯坏 坏了"
     assert fts5_match([["路灯", "灯坏"], ["灯"]]) == '"路灯 灯坏" AND "灯"*'
     assert ts_match([["路灯", "灯坏"], ["led"]]) == "('路灯' & '灯坏') & ('led')"
+    # State and departments are tokens of their own, matched beside the words.
+    text = order_search_text("路灯坏了", state="in_progress", departments=("urban_management",))
+    assert text.split()[-2:] == ["zqsinprogress", "zqdurbanmanagement"]
+    assert fts5_match([["路灯"]], states=["dispatched", "in_progress"], department="housing") \
+        == '"路灯" AND ("zqsdispatched" OR "zqsinprogress") AND "zqdhousing"'
+    assert ts_match([["路灯"]], states=["returned"]) == "('路灯') & ('zqsreturned')"
+    # A lone character beside longer words is dropped (号 of 光明路12号).
+    assert parse_query("光明路12号").words == [["光明", "明路"], ["12"]]
+    assert parse_query("灯").words == [["灯"]]
     # Nothing of FTS5's or tsquery's syntax survives tokenizing.
     assert tokens('" OR * NEAR( \' & | !') == [["or"], ["near"]]
 
