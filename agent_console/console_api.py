@@ -607,10 +607,13 @@ async def _article_for_answer(request: web.Request, raw: Any, outcome: str) -> i
 
 
 async def api_intake(request: web.Request) -> web.Response:
-    """The intake form's lists: 诉求类型, 回复方式, the category tree, districts."""
+    """The intake form's lists: 诉求类型, 回复方式, the category tree, districts, and the
+    IVR's category codes as names (``ivr_categories``: {code: {"zh", "en"}})."""
     c = request.app[CONSOLE]
     await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
     lists = c.intake.public(request.app[WORK_ORDERS].config.directory)
+    # The IVR's category codes (CATEGORY, shown in the pop and history) as names per language.
+    lists["ivr_categories"] = c.ivr_categories
     # Whether the knowledge base's search is served (the console offers it for 直接答复).
     lists["knowledge"] = any(r.resource is not None and r.resource.canonical ==
                              "/api/knowledge/search" for r in request.app.router.routes())

@@ -1219,7 +1219,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     so.add_argument("--web-workers", type=int, default=0,
                     help="run the scale-out bench: a core, a standby, N web workers, "
                          "PostgreSQL and Redis, each its own process")
-    so.add_argument("--pbxs", type=int, default=1, help="PBXs (1 until [[pbx]] lands)")
+    so.add_argument("--pbxs", type=int, default=1,
+                    help="simulated PBXs in the failover phase (1; the load phase drives one)")
     so.add_argument("--database", metavar="URL",
                     help="PostgreSQL server (postgresql://postgres@127.0.0.1:5432/postgres): "
                          "a scratch database is created on it and dropped after")
