@@ -818,6 +818,14 @@ class CallCenter:
         for call in [*pending, *([current] if current else [])]:
             if call.hold_time == e.hold_time:
                 return call
+        # A visit already counted (device idle) whose wait for this event was lost with a
+        # restart of the service: its HoldTime, and its TalkTime running from its answer.
+        for call in reversed(self.visits.values()):
+            if (call.queue == e.queue and call.interface == e.interface
+                    and call.outcome is Outcome.COMPLETED and call.hold_time == e.hold_time
+                    and call.answered_at is not None
+                    and abs(call.answered_at + e.talk_time - e.at) <= LOG_SLACK_S):
+                return call
         if current is not None:
             return current
         return pending[0] if pending else None
@@ -1155,14 +1163,28 @@ class CallCenter:
             self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
             changes.append(CallChanged(call, "joined"))
         # 3. Answered calls whose caller is no longer bridged ended while we were away
-        #    (only when the PBX listed its channels: no list is no evidence).
+        #    (only when the PBX listed its channels: no list is no evidence).  With
+        #    queue_log only a caller still up but no longer with the operator: a
+        #    Redirect or the '*' disconnect, whose end line (and AgentComplete) comes
+        #    when the caller leaves, but which app_queue counted completed when the
+        #    operator's device went idle - while we were away.
         forced: dict[str, list[Call]] = {}
         answered = [c for c in self.visits.values() if c.outcome is Outcome.ANSWERED]
-        for call in answered if e.has_channels and not from_log else []:
+        for call in answered if e.has_channels else []:
             if call.answered_at is not None and call.answered_at > at:
                 continue
             chan = channels.get(call.uniqueid)
             if chan is not None and chan.bridged and self.calls.get(call.uniqueid) is call:
+                continue
+            if from_log:
+                if chan is None:
+                    continue  # gone: queue_log (read now or next time) has its end
+                self.connected.pop((call.queue, call.interface), None)
+                call.end_reason, call.settled = "device_idle", "queue_log"
+                self._unconfirmed.setdefault((call.queue, call.interface), []).append(
+                    call.visit_id)
+                changes += self._complete(call, at, int(at - (call.answered_at or at)),
+                                          "resync", live=False)
                 continue
             self.connected.pop((call.queue, call.interface), None)
             if call.estimated:  # its wait is a guess: let the counters place it
@@ -1215,14 +1237,20 @@ class CallCenter:
                 used.add(id(fits[-1]))
                 matched.add(id(call))
                 changes += self._apply_logged(call, fits[-1])
+        per_key: dict[tuple[str, str], int] = {}  # logged visits of one channel to one queue
+        for v in logged:
+            per_key[(v.callid, v.queue)] = per_key.get((v.callid, v.queue), 0) + 1
         for v in logged:
             if id(v) in used or v.entered < since - GAP_LOOKBACK_S:
                 continue
             # A visit we already hold for it (seen, or settled from a lone event whose
-            # times are estimates): the same visit, not a new one.
-            same = [c for c in self.visits_of(v.callid) if c.queue == v.queue
-                    and id(c) not in matched and (c.estimated or abs(
-                        c.joined_at - v.entered) <= LOG_SLACK_S)]
+            # times are estimates): the same visit, not a new one.  The channel's only
+            # visit to that queue is the same whatever the times (a loaded service reads
+            # an event late, and stamps it so).
+            held = [c for c in self.visits_of(v.callid) if c.queue == v.queue
+                    and id(c) not in matched]
+            same = [c for c in held if c.estimated or abs(c.joined_at - v.entered)
+                    <= LOG_SLACK_S] or (held if per_key[(v.callid, v.queue)] == 1 else [])
             if same:
                 matched.add(id(same[0]))
                 continue

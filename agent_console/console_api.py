@@ -62,6 +62,7 @@ from agent_console.models import Role
 from agent_console.orders import DraftError, draft_fields, draft_json, order_json
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.permissions import order_visible
+from agent_console.ratelimit import RATE_LIMITER
 from agent_console.session import (
     CONSOLE,
     COOKIE,
@@ -101,7 +102,7 @@ async def api_login(request: web.Request) -> web.Response:
     data = await read_json(request, 4096)
     username = text_field(data, "username", max_len=64)
     password = text_field(data, "password", max_len=256, strip=False)
-    ip = request.remote or ""
+    ip = request.app[RATE_LIMITER].address(request)  # behind nginx: the client, not nginx
     now = c.now()
     wait = c.throttle.retry_after(username, ip, now)
     if wait > 0:  # slowed, not locked: this account from this address only
@@ -607,10 +608,13 @@ async def _article_for_answer(request: web.Request, raw: Any, outcome: str) -> i
 
 
 async def api_intake(request: web.Request) -> web.Response:
-    """The intake form's lists: 诉求类型, 回复方式, the category tree, districts."""
+    """The intake form's lists: 诉求类型, 回复方式, the category tree, districts, and the
+    IVR's category codes as names (``ivr_categories``: {code: {"zh", "en"}})."""
     c = request.app[CONSOLE]
     await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
     lists = c.intake.public(request.app[WORK_ORDERS].config.directory)
+    # The IVR's category codes (CATEGORY, shown in the pop and history) as names per language.
+    lists["ivr_categories"] = c.ivr_categories
     # Whether the knowledge base's search is served (the console offers it for 直接答复).
     lists["knowledge"] = any(r.resource is not None and r.resource.canonical ==
                              "/api/knowledge/search" for r in request.app.router.routes())

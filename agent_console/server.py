@@ -81,6 +81,8 @@ from agent_console.views import (
 from callcenter.db import CallRow
 from callcenter.ops import Ops
 from callcenter.service import Service
+from ivr.menus import category_labels
+from ivr.menus import load_config as load_ivr_config
 from recordings.http import recording_handler
 from recordings.store import RecordingStore
 
@@ -202,6 +204,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     r.add_static("/static", STATIC, follow_symlinks=False)
     work_orders = setup_orders(app)  # work orders: /orders, /api/orders...
     console.intake = IntakeConfig.load(work_orders.config.directory)
+    console.ivr_categories = category_labels(load_ivr_config())
     r.add_get("/api/intake-form", api_intake)
     r.add_get("/api/callers", api_caller_lookup)
     setup_knowledge(app)  # knowledge base: /knowledge, /api/knowledge/...

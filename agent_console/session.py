@@ -131,6 +131,8 @@ class Console:
     caller_history: CallerHistory
     failure_delay: float
     intake: IntakeConfig | None = None  # the intake form's lists (set by make_app)
+    # config/ivr.toml's [categories] as {code: {"zh", "en"}} (set by make_app)
+    ivr_categories: dict[str, dict[str, str]] = field(default_factory=dict)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     socket_sessions: dict[web.WebSocketResponse, str] = field(default_factory=dict)  # token hash
     senders: dict[web.WebSocketResponse, asyncio.Task[None]] = field(default_factory=dict)

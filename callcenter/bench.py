@@ -853,7 +853,8 @@ async def rebuild_month(engine: Any, settings: Any, first: Any, now: float, *,
 
 
 def month_main(args: argparse.Namespace) -> int:
-    """``callcenter bench --month-report``: the monthly report on SQLite (and PostgreSQL)."""
+    """``callcenter bench --month-report``: the monthly report on SQLite (and PostgreSQL),
+    each database's figures printed as soon as they are measured."""
     logs.setup("warning", "console")
     calls, orders = args.month_calls, args.month_orders
     results = []
@@ -862,31 +863,34 @@ def month_main(args: argparse.Namespace) -> int:
         for url in urls:
             progress(f"monthly report: {calls:,} calls, {orders:,} orders on {url.split(':')[0]}")
             results.append(asyncio.run(month_report(url, calls, orders, args.seed)))
+            if not args.json:
+                _print_month(results[-1])
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
-        return 0
-    for r in results:
-        print(f"{r['database']}: month {r['month']}: {r['calls']:,} calls, "
-              f"{r['agent_state_rows']:,} agent state rows, {r['orders']:,} orders "
-              f"({r['order_events']:,} audit records)")
-        print(f"  generated {r['generate_s']} s, saved {r['save_s']} s; kept as written: "
-              f"order facts {r['order_facts_s']} s, {r['days_summarised']} day summaries "
-              f"{r['day_summaries_s']} s")
-        print(f"  月报 rebuilt in {r['month_report_s']} s (target <= 30 s), "
-              f"{r['month_report_cpu_s']} s of CPU; from the raw records alone "
-              f"{r['month_report_raw_s']} s ({r['month_report_raw_cpu_s']} s of CPU); "
-              f"equal: {r['raw_equals_summaries']}; load average "
-              f"{' '.join(str(x) for x in r['load_average'])} (2 cores, shared)")
-        f = r["figures"]
-        print(f"  offered {f['offered']:,}  answered {f['answered']:,}  abandoned "
-              f"{f['abandoned']:,}  接通率 {f['connection_rate']}%  15秒接通率 "
-              f"{f['answer_rate_sl']}%  ServicelevelPerf {f['servicelevel_perf']}%  "
-              f"ASA {f['asa_s']} s  AHT {f['aht_s']} s  operators {r['operators']}")
-        for d in r["departments"]:
-            print(f"  #{d['rank']} {d['department']}: received {d['received']:,}  响应率 "
-                  f"{d['response_rate']}%  解决率 {d['resolution_rate']}%  满意率 "
-                  f"{d['satisfaction_rate']}%")
     return 0
+
+
+def _print_month(r: dict[str, Any]) -> None:
+    print(f"{r['database']}: month {r['month']}: {r['calls']:,} calls, "
+          f"{r['agent_state_rows']:,} agent state rows, {r['orders']:,} orders "
+          f"({r['order_events']:,} audit records)")
+    print(f"  generated {r['generate_s']} s, saved {r['save_s']} s; kept as written: "
+          f"order facts {r['order_facts_s']} s, {r['days_summarised']} day summaries "
+          f"{r['day_summaries_s']} s")
+    print(f"  月报 rebuilt in {r['month_report_s']} s (target <= 30 s), "
+          f"{r['month_report_cpu_s']} s of CPU; from the raw records alone "
+          f"{r['month_report_raw_s']} s ({r['month_report_raw_cpu_s']} s of CPU); "
+          f"equal: {r['raw_equals_summaries']}; load average "
+          f"{' '.join(str(x) for x in r['load_average'])} (2 cores, shared)", flush=True)
+    f = r["figures"]
+    print(f"  offered {f['offered']:,}  answered {f['answered']:,}  abandoned "
+          f"{f['abandoned']:,}  接通率 {f['connection_rate']}%  15秒接通率 "
+          f"{f['answer_rate_sl']}%  ServicelevelPerf {f['servicelevel_perf']}%  "
+          f"ASA {f['asa_s']} s  AHT {f['aht_s']} s  operators {r['operators']}")
+    for d in r["departments"]:
+        print(f"  #{d['rank']} {d['department']}: received {d['received']:,}  响应率 "
+              f"{d['response_rate']}%  解决率 {d['resolution_rate']}%  满意率 "
+              f"{d['satisfaction_rate']}%")
 
 
 # =========================================================================== the run
@@ -1215,7 +1219,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     so.add_argument("--web-workers", type=int, default=0,
                     help="run the scale-out bench: a core, a standby, N web workers, "
                          "PostgreSQL and Redis, each its own process")
-    so.add_argument("--pbxs", type=int, default=1, help="PBXs (1 until [[pbx]] lands)")
+    so.add_argument("--pbxs", type=int, default=1,
+                    help="simulated PBXs in the failover phase (1; the load phase drives one)")
     so.add_argument("--database", metavar="URL",
                     help="PostgreSQL server (postgresql://postgres@127.0.0.1:5432/postgres): "
                          "a scratch database is created on it and dropped after")

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Every piece is a real process on loopback, as a large centre runs them::
 
-    load process (bench._Load)  -- the PBX's end of AMI, paced by count; the browsers
+    load process (bench._Load)  -- the PBX's end of AMI, paced by count (one PBX; the
+                                   failover phase runs --pbxs simulators); the browsers
     core  (callcenter serve)    -- [ha] lease, PostgreSQL (a scratch database created on
                                    the --database server, dropped after), Redis bus
     web workers (callcenter web) x N -- operators' and wallboards' websockets from Redis
@@ -19,8 +20,8 @@ Every piece is a real process on loopback, as a large centre runs them::
    the core and each worker from ``/proc/<pid>/status`` every few seconds.
 2. *max*: ``--max-rate`` events/s for 10 s: the rate the core sustains end to end, with
    the largest backlog seen and whether it drained.
-3. *failover*: the rig of the failover test (:mod:`callcenter.scaleout`: a real-time PBX
-   simulator writing its queue_log, two cores, one worker, operators ``op1``..``op6`` on
+3. *failover*: the rig of the failover test (:mod:`callcenter.scaleout`: ``--pbxs``
+   real-time PBX simulators, each writing its queue_log, two cores, one worker, operators ``op1``..``op6`` on
    the simulator's phones watching through the worker); ``--failovers`` times the active
    core is killed with SIGKILL, the standby takes over, the killed one comes back as the
    new standby.  Timed: kill -> lease taken (the standby's log), kill -> the first
@@ -339,12 +340,15 @@ async def failover_phase(args: argparse.Namespace, db: str, redis: str, prefix: 
                          work: Path) -> dict[str, Any]:
     import aiohttp
 
-    qlog = work / "queue_log"
-    sim = SimProcess(qlog, agents=6, rate=1.3, seed=args.seed)
-    port = await sim.start()
-    cfg = core_config(work / "ha.toml", name="pbx1", ami_port=port, secret=sim.secret,
-                      database_url=db, queue_log_path=qlog, redis_url=redis,
-                      prefix=prefix + "-ha")
+    names = [f"pbx{i}" for i in range(1, args.pbxs + 1)]
+    qlogs = {name: work / f"queue_log.{name}" for name in names}
+    sims = {name: SimProcess(qlogs[name], agents=6, rate=1.3 / args.pbxs, seed=args.seed + i)
+            for i, name in enumerate(names)}
+    ports = {name: await sim.start() for name, sim in sims.items()}
+    cfg = core_config(work / "ha.toml", name=names[0], ami_port=ports[names[0]],
+                      secret=sims[names[0]].secret, database_url=db,
+                      queue_log_path=qlogs[names[0]], redis_url=redis, prefix=prefix + "-ha",
+                      more_pbxs=tuple((n, ports[n], qlogs[n]) for n in names[1:]))
     n = 0
     active = CoreProcess(cfg, work, f"ha-core{n}")
     standby = CoreProcess(cfg, work, f"ha-core{n + 1}")
@@ -365,7 +369,8 @@ async def failover_phase(args: argparse.Namespace, db: str, redis: str, prefix: 
         for name in ops:
             tasks.append(asyncio.create_task(_console(http, site, name, seen)))
         await standby.wait_for("another core is active", 120)
-        await sim.command(do="go", seconds=args.failovers * 25.0 + 10.0)
+        for sim in sims.values():
+            await sim.command(do="go", seconds=args.failovers * 25.0 + 10.0)
         for i in range(args.failovers):
             await asyncio.sleep(8.0)
             killed_at = time.time()
@@ -391,20 +396,23 @@ async def failover_phase(args: argparse.Namespace, db: str, redis: str, prefix: 
             procs.append(standby)
             await standby.start()
             await standby.wait_for("another core is active", 120)
-        final = await sim.idle(timeout=180)
+        final = {name: await sim.idle(timeout=180) for name, sim in sims.items()}
         deadline = time.monotonic() + 30
-        while not (r := await reconcile(db, qlog)).exact and time.monotonic() < deadline:
+        while not (r := await reconcile(db, qlogs)).exact and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         await active.stop()
-        r = await reconcile(db, qlog)
+        r = await reconcile(db, qlogs)
         out["calls"] = r.logged
         out["lost"] = len(r.lost)
         out["doubled"] = len(r.doubled)
         out["wrong_outcome"] = len(r.wrong)
         out["left_open"] = len(r.still_open)
+        many = len(names) > 1
+        counters = {f"{n}/{q}" if many else q: c for n, st in final.items()
+                    for q, c in st["queues"].items()}
         out["figures_equal"] = r.per_queue_db == r.per_queue_log and {
             q: {"completed": f["completed"], "abandoned": f["abandoned"]}
-            for q, f in r.per_queue_db.items()} == final["queues"]
+            for q, f in r.per_queue_db.items()} == counters
     finally:
         for task in tasks:
             task.cancel()
@@ -412,7 +420,8 @@ async def failover_phase(args: argparse.Namespace, db: str, redis: str, prefix: 
         await http.close()
         for p in procs:
             await p.stop()
-        await sim.stop()
+        for sim in sims.values():
+            await sim.stop()
     return out
 
 
@@ -544,9 +553,8 @@ def main(args: argparse.Namespace) -> int:
                           ("duration", 120.0)):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    if args.pbxs != 1:
-        print("callcenter bench: several PBXs are not in the scale-out bench yet; "
-              "use --pbxs 1", flush=True)
+    if not 1 <= args.pbxs <= 8:
+        print("callcenter bench: --pbxs must be 1..8", flush=True)
         return 2
     if not args.database or not args.database.startswith("postgresql"):
         print("callcenter bench: the scale-out bench needs --database postgresql://...",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import statistics
 import tempfile
@@ -433,6 +434,8 @@ class _Said(dict[str, Any]):
         self.say = say
 
     def __setitem__(self, key: str, value: Any) -> None:
+        # Seven others share this machine: each figure carries the load it was taken at.
+        value = {**value, "load_average": [round(x, 1) for x in os.getloadavg()]}
         super().__setitem__(key, value)
         for line in report({key: value}):
             self.say(line)
@@ -446,15 +449,20 @@ def report(result: dict[str, Any]) -> list[str]:
         if kb:
             lines.append(f"knowledge search, {kb['articles']:,} articles ({db}): p50 {kb['p50_ms']} ms, "
                          f"p99 {kb['p99_ms']} ms (target <= 50), {kb['queries']} questions, "
-                         f"{kb['mean_hits']} hits on average; loaded in {kb['load_s']} s")
+                         f"{kb['mean_hits']} hits on average; loaded in {kb['load_s']} s; "
+                         f"load average {_load(kb)}")
         orders = result.get(f"orders_{db}")
         if orders:
             lines.append(f"order search, {orders['orders']:,} orders ({db}): worst p99 "
                          f"{orders['worst_p99_ms']} ms (target <= 200); loaded in "
-                         f"{orders['load_s']} s")
+                         f"{orders['load_s']} s; load average {_load(orders)}")
             for label, r in orders["searches"].items():
                 lines.append(f"    {label:<32} p50 {r['p50_ms']:>7} ms   p99 {r['p99_ms']:>7} ms")
     return lines
+
+
+def _load(figures: dict[str, Any]) -> str:
+    return " ".join(str(x) for x in figures.get("load_average", [])) or "?"
 
 
 def main(articles: int, orders: int, pg: str | None, seed: int, as_json: bool, *,

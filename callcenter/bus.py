@@ -342,18 +342,21 @@ def _apply_ops(doc: Doc, ops: list[Any]) -> None:
 
 class MuxPublisher:
     """Publishes many narrow views (one per operator screen) on one stream,
-    ``<prefix>:<view>``: each entry names its ``key`` and carries the message the browser
-    gets (``text``, whose ``stream``/``seq`` are the view's own numbering, the resume point
-    a browser asks with); entry ids are ``<epoch>-<n>``, ``n`` counting every entry.
+    ``<prefix>:<view>``: each entry carries the messages queued since the last one
+    (:func:`pack`), each naming its view ``key`` and holding the message the browser gets
+    (whose ``stream``/``seq`` are the view's own numbering, the resume point a browser
+    asks with); entry ids are ``<epoch>-<n>``, ``n`` counting the entries.
     Never blocks the caller; when Redis is slow or away the backlog is dropped and
     ``on_gap()`` is called, so the core sends every watched view a snapshot again."""
 
-    def __init__(self, url: str, prefix: str, view: str, *, maxlen: int = 20000,
-                 max_backlog: int = 20000, on_gap: Callable[[], None] | None = None,
+    def __init__(self, url: str, prefix: str, view: str, *, maxlen: int = 1000,
+                 max_backlog: int = 20000, batch_max: int = 2000,
+                 on_gap: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.redis = aioredis.from_url(url)
         self.key = f"{prefix}:{view}"
         self.maxlen = maxlen
+        self.batch_max = batch_max
         self.max_backlog = max_backlog
         self.on_gap = on_gap
         self.clock = clock
@@ -400,21 +403,44 @@ class MuxPublisher:
             self.wake.clear()
             try:
                 while self.backlog:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for _ in range(min(500, len(self.backlog))):
-                        self.n += 1
-                        pipe.xadd(self.key, self.backlog.popleft(),  # type: ignore[arg-type]
-                                  id=entry_id(self.epoch, self.n), maxlen=self.maxlen,
-                                  approximate=True)
-                    sent = len(pipe)
-                    await pipe.execute()
-                    self.published += sent
+                    # One entry carries every message queued now (up to batch_max): the
+                    # per-entry cost of Redis and of redis-py, not the bytes, is what
+                    # limits a stream of many small messages.
+                    batch = [self.backlog.popleft()
+                             for _ in range(min(self.batch_max, len(self.backlog)))]
+                    self.n += 1
+                    await self.redis.xadd(self.key, {"at": repr(self.clock()),
+                                                     "batch": pack(batch)},
+                                          id=entry_id(self.epoch, self.n),
+                                          maxlen=self.maxlen, approximate=True)
+                    self.published += len(batch)
             except (RedisError, OSError) as exc:
                 if self._stopping:
                     return
                 log.warning("bus publish failed; every view gets a snapshot", error=str(exc))
                 self._gap()
                 await asyncio.sleep(1.0)
+
+
+RS, US = "\x1e", "\x1f"  # record and unit separators: JSON text never holds them raw
+
+
+def pack(batch: list[dict[str, str]]) -> str:
+    """Messages (key, kind, at, text) as one string: ASCII RS between records, US between
+    fields (JSON escapes every control character, so neither occurs in the text)."""
+    return RS.join(f"{m['key']}{US}{m['kind']}{US}{m['at']}{US}{m['text']}" for m in batch)
+
+
+def unpack(data: str) -> list[tuple[str, str, float, str]]:
+    out = []
+    for record in data.split(RS):
+        parts = record.split(US, 3)
+        if len(parts) == 4:
+            try:
+                out.append((parts[0], parts[1], float(parts[2]), parts[3]))
+            except ValueError:
+                continue
+    return out
 
 
 @dataclass(slots=True)
@@ -491,10 +517,10 @@ class KeyedFollower:
 
     def _take(self, raw_id: bytes, fields: dict[bytes, bytes], *, live: bool) -> None:
         self.last_id = raw_id.decode()
-        key = fields.get(b"key", b"").decode()
-        kind = fields.get(b"kind", b"").decode()
-        text = fields.get(b"text", b"").decode()
-        at = float(fields.get(b"at", b"0"))
+        for key, kind, at, text in unpack(fields.get(b"batch", b"").decode()):
+            self._message(key, kind, at, text, live)
+
+    def _message(self, key: str, kind: str, at: float, text: str, live: bool) -> None:
         try:
             msg = json.loads(text)
             stream, seq = str(msg["stream"]), int(msg["seq"])
@@ -534,7 +560,7 @@ class KeyedFollower:
                 self.connected = True
                 while not self._stopping:
                     got = await self.redis.xread({self.key: self.last_id},
-                                                 block=self.block_ms, count=1000)
+                                                 block=self.block_ms, count=100)
                     for _key, entries in got or ():
                         for raw_id, fields in entries:
                             self._take(raw_id, fields, live=True)

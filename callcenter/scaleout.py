@@ -73,11 +73,17 @@ def _figures(outcomes: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
     return out
 
 
-async def reconcile(database_url: str, queue_log_path: Path | str) -> Reconciled:
-    """Every visit of the queue_log stored exactly once, with its outcome, none open; and
-    the per-queue figures (``acd.metrics.by_queue``) equal the queue_log's."""
+async def reconcile(database_url: str, queue_logs: Path | str | dict[str, Path],
+                    home: str = "pbx1") -> Reconciled:
+    """Every visit of each PBX's queue_log stored exactly once, with its outcome, none
+    open; and the per-queue figures (``acd.metrics.by_queue``) equal the queue_log's.
+
+    ``queue_logs``: one PBX's file, or {PBX name: its file}; a record belongs to the PBX
+    its ``pbx`` names (``""`` is the home PBX, the first ``[[pbx]]``).  With several
+    PBXs the figures are keyed ``<pbx>/<queue>``."""
     from callcenter.db import Store
 
+    logs = queue_logs if isinstance(queue_logs, dict) else {home: Path(queue_logs)}
     store = Store(database_url)
     await store.open()
     try:
@@ -85,26 +91,38 @@ async def reconcile(database_url: str, queue_log_path: Path | str) -> Reconciled
         open_rows = await store.open_calls()
     finally:
         await store.close()
-    text = Path(queue_log_path).read_text(encoding="utf-8")
-    logged = {(v.callid, v.queue): v for v in queue_log.visits(queue_log.parse(text))}
-    seen: dict[tuple[str, str], int] = {}
-    r = Reconciled(logged=len(logged), stored=len(rows))
-    for row in rows:
-        key = (row.channel_uniqueid, row.queue)
-        seen[key] = seen.get(key, 0) + 1
-        v = logged.get(key)
-        if v is not None and v.outcome != row.outcome:
-            r.wrong.append(f"{row.uniqueid} {row.queue}: stored {row.outcome}, "
-                           f"queue_log {v.outcome}")
-    r.doubled = sorted(f"{k[0]} {k[1]} x{n}" for k, n in seen.items() if n > 1)
-    r.doubled += sorted(f"{k[0]} {k[1]} (not in queue_log)" for k in seen if k not in logged)
-    r.lost = sorted(f"{k[0]} {k[1]} {v.outcome}" for k, v in logged.items() if k not in seen)
+    r = Reconciled(logged=0, stored=len(rows))
+    many = len(logs) > 1
+    for name, path in logs.items():
+        tag = f"{name}/" if many else ""
+        text = Path(path).read_text(encoding="utf-8")
+        logged = {(v.callid, v.queue): v for v in queue_log.visits(queue_log.parse(text))}
+        r.logged += len(logged)
+        mine = [row for row in rows if (getattr(row, "pbx", "") or home) == name]
+        seen: dict[tuple[str, str], int] = {}
+        for row in mine:
+            key = (row.channel_uniqueid, row.queue)
+            seen[key] = seen.get(key, 0) + 1
+            v = logged.get(key)
+            if v is not None and v.outcome != row.outcome:
+                r.wrong.append(f"{tag}{row.uniqueid} {row.queue}: stored {row.outcome}, "
+                               f"queue_log {v.outcome}")
+        r.doubled += sorted(f"{tag}{k[0]} {k[1]} x{n}" for k, n in seen.items() if n > 1)
+        r.doubled += sorted(f"{tag}{k[0]} {k[1]} (not in queue_log)" for k in seen
+                            if k not in logged)
+        r.lost += sorted(f"{tag}{k[0]} {k[1]} {v.outcome}" for k, v in logged.items()
+                         if k not in seen)
+        per, _ = by_queue(mine, lambda q: 15)
+        r.per_queue_db.update({f"{tag}{q}": {"offered": f.offered, "answered": f.answered,
+                                             "completed": f.completed,
+                                             "abandoned": f.abandoned}
+                               for q, f in per.items()})
+        r.per_queue_log.update({f"{tag}{q}": f for q, f in _figures(
+            [(v.queue, v.outcome) for v in logged.values()]).items()})
+    known = set(logs)
+    r.doubled += sorted(f"{row.uniqueid} (PBX {row.pbx!r} has no queue_log here)"
+                        for row in rows if (getattr(row, "pbx", "") or home) not in known)
     r.still_open = sorted(f"{row.uniqueid} {row.outcome}" for row in open_rows)
-    per, _ = by_queue(rows, lambda q: 15)
-    r.per_queue_db = {q: {"offered": f.offered, "answered": f.answered,
-                          "completed": f.completed, "abandoned": f.abandoned}
-                      for q, f in per.items()}
-    r.per_queue_log = _figures([(v.queue, v.outcome) for v in logged.values()])
     return r
 
 
@@ -245,15 +263,24 @@ async def _end(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
 
 def core_config(path: Path, *, name: str, ami_port: int, secret: str, database_url: str,
                 queue_log_path: Path, queues: tuple[str, ...] = ("hotline",),
-                redis_url: str = "", prefix: str = "hotline") -> Path:
-    """A ``callcenter --config`` file for one core of the rig (TOML)."""
+                redis_url: str = "", prefix: str = "hotline",
+                more_pbxs: tuple[tuple[str, int, Path], ...] = ()) -> Path:
+    """A ``callcenter --config`` file for one core of the rig (TOML).  With
+    ``more_pbxs`` ((name, AMI port, queue_log), ...) the first PBX and those become
+    ``[[pbx]]`` tables, each reading its own queue_log."""
     lines = ["[ami]", f'name = "{name}"', 'host = "127.0.0.1"', f"port = {ami_port}",
              'username = "hotline"', f'secret = "{secret}"', "ping_interval = 1.0",
-             "backoff_max = 0.5", "", "[database]", f'url = "{database_url}"', "",
-             "[metrics]", f'queue_log = "{queue_log_path}"', "", "[outbound]",
-             "enabled = false", "", "[prompts]", "check = false", "", "[ha]",
-             "enabled = true", "", "[bus]", f'redis_url = "{redis_url}"',
-             f'prefix = "{prefix}"', ""]
+             "backoff_max = 0.5", ""]
+    if more_pbxs:
+        for pbx, port, log_path in ((name, ami_port, queue_log_path), *more_pbxs):
+            lines += ["[[pbx]]", f'name = "{pbx}"', 'host = "127.0.0.1"', f"port = {port}",
+                      'user = "hotline"', f'secret = "{secret}"',
+                      f'queue_log = "{log_path}"', ""]
+    lines += ["[database]", f'url = "{database_url}"', "",
+              "[metrics]", f'queue_log = "{"" if more_pbxs else queue_log_path}"', "",
+              "[outbound]", "enabled = false", "", "[prompts]", "check = false", "", "[ha]",
+              "enabled = true", "", "[bus]", f'redis_url = "{redis_url}"',
+              f'prefix = "{prefix}"', ""]
     for q in queues:
         lines += [f'[queues."{q}"]', "servicelevel = 15", "wrapuptime = 1", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -283,19 +310,22 @@ class CoreProcess:
                 "--log-format", "json", *what,
                 stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-    def log_has(self, text: str) -> bool:
-        return self.err.exists() and text in self.err.read_text(encoding="utf-8", errors="replace")
+    def log_has(self, text: str, times: int = 1) -> bool:
+        """Its log says ``text`` (at least ``times`` times)."""
+        return self.err.exists() and self.err.read_text(
+            encoding="utf-8", errors="replace").count(text) >= times
 
-    async def wait_for(self, what: str, timeout: float) -> bool:
-        """Wait until its log says ``what`` ("lease taken" ...) or it exits; True if said."""
+    async def wait_for(self, what: str, timeout: float, times: int = 1) -> bool:
+        """Wait until its log says ``what`` ("lease taken" ...; ``times`` times) or it
+        exits; True if said."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.log_has(what):
+            if self.log_has(what, times):
                 return True
             if self.proc is not None and self.proc.returncode is not None:
                 return False
             await asyncio.sleep(0.05)
-        return self.log_has(what)
+        return self.log_has(what, times)
 
     async def wait_serving(self, timeout: float = 60.0) -> int:
         """The web port, once it listens (an active core; a standby never gets here)."""

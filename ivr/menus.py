@@ -218,6 +218,22 @@ def _check(cfg: IvrConfig) -> None:
                 raise IvrConfigError(f"menu {m.name}: key {o.key!r} is not one DTMF key")
 
 
+def category_labels(cfg: IvrConfig) -> dict[str, dict[str, str]]:
+    """The configured categories as names per UI language: ``{code: {"zh": .., "en": ..}}``.
+
+    ``[categories]`` in ``config/ivr.toml`` titles each code "<Chinese> <English>" ("咨询
+    consultation"); the Chinese name is the part before the first space, the English the
+    rest with its first letter raised.  A title without a space serves both languages.
+    This is the one list the console's screen pop and history show (issue 13).
+    """
+    out: dict[str, dict[str, str]] = {}
+    for code, title in cfg.categories.items():
+        zh, _, en = title.strip().partition(" ")
+        en = en.strip()
+        out[code] = {"zh": zh or code, "en": (en[:1].upper() + en[1:]) if en else (zh or code)}
+    return out
+
+
 def load_config(path: str | Path | None = None) -> IvrConfig:
     with open(path or DEFAULT_CONFIG, "rb") as f:
         return parse_config(tomllib.load(f))

@@ -918,6 +918,19 @@ def test_every_ui_string_exists_in_both_languages() -> None:
     assert used - dynamic <= keys_zh, used - dynamic - keys_zh
 
 
+def test_the_console_page_has_no_chinese_outside_the_dictionary() -> None:
+    """Every Chinese word the console shows comes from i18n.js (so English is English): in
+    console.html only inside an element marked data-i18n, in console.js only in comments."""
+    cjk = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+    html = (STATIC / "console.html").read_text(encoding="utf-8")
+    html = re.sub(r"<title>.*?</title>", "", html)  # console.js sets it per language
+    bare = re.sub(r"<(\w+)[^>]*\bdata-i18n(?:-\w+)?=[^>]*>[^<]*</\1>", "", html)
+    assert not cjk.findall(bare), [line for line in bare.splitlines() if cjk.search(line)]
+    js = (STATIC / "console.js").read_text(encoding="utf-8")
+    code = re.sub(r"(^|\s)//.*$", "", js, flags=re.MULTILINE)
+    assert not cjk.findall(code), [line for line in code.splitlines() if cjk.search(line)]
+
+
 # --------------------------------------------------------------------------- users CLI
 
 
@@ -1014,15 +1027,33 @@ async def test_an_operator_hears_the_recordings_of_their_own_calls_only(rig: Rig
     assert await play(await rig.as_user("sup1"), theirs) == 200
 
 
-def test_every_ivr_category_code_has_a_label_in_both_languages() -> None:
+def test_every_ivr_category_code_is_named_from_the_one_configured_list() -> None:
+    """The pop and history name a CATEGORY from config/ivr.toml's [categories] (issue 13):
+    every code the dialplan, the hotlines, the menus and the demo's traffic set is there, with
+    a Chinese and an English name, and the browser has no second list of its own."""
     from callcenter.pbx.traffic import CATEGORIES
+    from ivr.menus import category_labels
     from ivr.menus import load_config as load_ivr_config
 
-    js = (STATIC / "i18n.js").read_text(encoding="utf-8")
-    zh, en = js.split('"en": {')
     ivr = load_ivr_config()
+    labels = category_labels(ivr)
+    dialplan = (STATIC.parents[1] / "config" / "asterisk" / "extensions.conf").read_text(
+        encoding="utf-8")
     codes = {h.category for h in ivr.hotlines.values()} | {c for c, _ in CATEGORIES}
     codes |= {o.category for m in ivr.menus.values() for o in m.options.values() if o.category}
-    assert len(codes) > 10
+    codes |= set(re.findall(r"__CATEGORY=(\w+)", dialplan))
+    assert len(codes) >= 9 and codes <= set(labels), codes - set(labels)
     for code in codes:
-        assert f'"cat.{code}":' in zh and f'"cat.{code}":' in en, code
+        zh, en = labels[code]["zh"], labels[code]["en"]
+        assert re.fullmatch(r"[\u4e00-\u9fff]+", zh) and re.fullmatch(r"[A-Z][a-z ]+", en), code
+    assert (labels["consult"], labels["social_security"]) == (
+        {"zh": "咨询", "en": "Consultation"}, {"zh": "人社", "en": "Social security"})
+    assert '"cat.' not in (STATIC / "i18n.js").read_text(encoding="utf-8")
+
+
+async def test_the_intake_form_serves_the_ivr_category_names(rig: Rig) -> None:
+    op1 = await rig.as_user("op1")
+    status, body = await op1.call("GET", "/api/intake-form")
+    assert status == 200
+    assert body["ivr_categories"]["complaint"] == {"zh": "投诉", "en": "Complaint"}
+    assert "general" not in body["ivr_categories"]  # unknown: the pop shows the code itself

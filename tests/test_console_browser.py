@@ -247,11 +247,22 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     site.pbx.answer("1795000001.9", OP1)
     await text_is(page, "#state-label", "通话中")
     await page.wait_for_selector("#draft-form:not([hidden])")
+    await text_is(page, "#pop-category", "咨询")  # config/ivr.toml's name, never the code
     await page.click("[data-lang-toggle]")
     await text_is(page, "#state-label", "On call")
-    await text_is(page, "#pop-category", "Enquiry")
+    await text_is(page, "#pop-category", "Consultation")
+    assert await page.title() == "12345 · Operator console"
     await page.focus("#draft-text")
     await page.keyboard.type("The estate's lift has stopped three times this week.")
+    # The autosave line follows the language switch, both ways.
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-status').textContent.startsWith('Autosaved')")
+    await page.click("[data-lang-toggle]")
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-status').textContent.startsWith('已自动保存')")
+    await page.click("[data-lang-toggle]")
+    await page.wait_for_function(
+        "() => document.querySelector('#draft-status').textContent.startsWith('Autosaved')")
     await page.reload()
     await text_is(page, "#state-label", "On call")
     await text_is(page, "#btn-signin span", "Sign in")

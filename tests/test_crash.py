@@ -1,9 +1,10 @@
 """Crash test (issue 12, item 7): the real service, ``callcenter serve`` in its own process,
 is killed with SIGKILL again and again while ``callcenter pbx-sim`` (another process,
 real time, writing Asterisk's queue_log) carries calls and two clients file work orders
-over HTTP - an operator through the console's ``POST /api/orders`` and a channel through
-``POST /api/intake/orders`` - each retrying a request whose answer it did not get, with
-the same ``Idempotency-Key``, as a real client would.
+over HTTP - an operator through the console's ``POST /api/orders``, a channel through
+``POST /api/intake/orders`` and an operator submitting drafts - each retrying a request
+whose answer it did not get, with the same ``Idempotency-Key`` (a draft: the same
+draft), as a real client would.
 
 At the end: every order the clients sent (acknowledged with a 2xx, or retried) exists
 exactly once; no call is left open in the database; every queue's and every operator's
@@ -11,8 +12,8 @@ figures in the database equal the simulator's queue_log, and its own counters
 (``QueueStatus``: Completed, Abandoned, each member's CallsTaken).
 
 Bounded for the suite: ``HOTLINE_CRASH_KILLS`` kills (default 6; the issue's run is 30),
-one every 1-2 s of service uptime.  Runs on SQLite, and on PostgreSQL with
-``HOTLINE_TEST_DATABASE`` like every test taking ``tmp_db``.
+each once the service has filed a few orders, and 0.3-1.5 s later.  Runs on SQLite, and
+on PostgreSQL with ``HOTLINE_TEST_DATABASE`` like every test taking ``tmp_db``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import re
 import signal
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +91,22 @@ class Process:
         return code
 
 
+@dataclass
+class Client:
+    """One client's HTTP session and, signed in, its CSRF token."""
+
+    http: aiohttp.ClientSession
+    user: str
+    csrf: str = ""
+
+
 class Orders:
-    """Two clients filing orders while the service comes and goes.  Each request is sent
-    until it gets a 2xx; a lost answer, a refused connection or a 5xx is retried with the
-    same Idempotency-Key (the console's key is per account, the channel's per channel)."""
+    """Three clients filing orders while the service comes and goes: ``console``
+    (``POST /api/orders`` with an Idempotency-Key per account), ``intake`` (``POST
+    /api/intake/orders``, the channel's key) and ``draft`` (an operator's draft, filled
+    in, then ``POST /api/drafts/{id}/submit``, whose key is the draft).  Each request is
+    sent until it gets a 2xx: a lost answer, a refused connection or a 5xx is retried
+    as it was."""
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
@@ -105,46 +119,66 @@ class Orders:
     async def run(self, kind: str) -> None:
         jar = aiohttp.CookieJar(unsafe=True)
         timeout = aiohttp.ClientTimeout(total=5)
+        user = {"console": "op1", "draft": "op2"}.get(kind, "")
         async with aiohttp.ClientSession(cookie_jar=jar, timeout=timeout) as http:
-            csrf = ""
+            me = Client(http, user)
             n = 0
             while not self.stop.is_set():
                 n += 1
                 text = f"crash test order {kind}-{n}: 路灯不亮，请尽快修复"
                 key = f"{kind}-{n}"
-                while True:
-                    headers = {"Idempotency-Key": key}
-                    if kind == "console":
-                        if not csrf:
-                            csrf = await self._login(http)
-                            if not csrf:
-                                await asyncio.sleep(0.1)
-                                continue
-                        path, headers["X-CSRF-Token"] = "/api/orders", csrf
-                    else:
-                        path, headers["X-Api-Key"] = "/api/intake/orders", self.api_key
-                    self.sent[text] += 1
-                    try:
-                        async with http.post(self.url + path, json={"text": text},
-                                             headers=headers) as r:
-                            status, doc = r.status, await r.json(content_type=None)
-                    except (aiohttp.ClientError, TimeoutError, ValueError):
-                        await asyncio.sleep(0.1)  # the service is away: try again soon
-                        continue
-                    if status in (200, 201):
-                        self.acked[text] = int(doc["order"]["id"])
-                        self.replayed += status == 200
-                        break
-                    if kind == "console" and status in (401, 403):
-                        csrf = ""  # sign in again
-                        continue
-                    assert status in (409, 429, 503) or status >= 500, (status, doc)
-                    await asyncio.sleep(0.1)
+                if kind == "intake":
+                    status, doc = await self._until_2xx(
+                        me, "POST", "/api/intake/orders", {"text": text}, "",
+                        {"X-Api-Key": self.api_key, "Idempotency-Key": key}, text)
+                elif kind == "console":
+                    status, doc = await self._until_2xx(
+                        me, "POST", "/api/orders", {"text": text}, user,
+                        {"Idempotency-Key": key}, text)
+                else:  # a new draft (a lost answer only leaves an unused draft behind)
+                    _, d = await self._until_2xx(me, "POST", "/api/drafts", {}, user)
+                    await self._until_2xx(me, "PUT", f"/api/drafts/{d['id']}", {
+                        "caller": "13800000011", "text": text, "fields": {
+                            "request_type": "report", "category": "市政设施/路灯"}}, user)
+                    status, doc = await self._until_2xx(
+                        me, "POST", f"/api/drafts/{d['id']}/submit", {}, user, {}, text)
+                    doc = {"order": {"id": doc["id"]}}
+                self.acked[text] = int(doc["order"]["id"])
+                self.replayed += status == 200 and kind != "draft"
 
-    async def _login(self, http: aiohttp.ClientSession) -> str:
+    async def _until_2xx(self, me: Client, method: str, path: str, body: dict[str, Any],
+                         user: str, headers: dict[str, str] | None = None,
+                         order: str = "") -> tuple[int, Any]:
+        http = me.http
+        while True:
+            h = dict(headers or {})
+            if user:
+                if not me.csrf:
+                    me.csrf = await self._login(http, user)
+                    if not me.csrf:
+                        await asyncio.sleep(0.1)
+                        continue
+                h["X-CSRF-Token"] = me.csrf
+            if order:
+                self.sent[order] += 1
+            try:
+                async with http.request(method, self.url + path, json=body, headers=h) as r:
+                    status, doc = r.status, await r.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                await asyncio.sleep(0.1)  # the service is away: try again soon
+                continue
+            if status in (200, 201):
+                return status, doc
+            if user and status in (401, 403):
+                me.csrf = ""  # sign in again
+                continue
+            assert status in (409, 429, 503) or status >= 500, (method, path, status, doc)
+            await asyncio.sleep(0.1)
+
+    async def _login(self, http: aiohttp.ClientSession, user: str) -> str:
         try:
             async with http.post(self.url + "/api/login",
-                                 json={"username": "op1", "password": PASSWORD}) as r:
+                                 json={"username": user, "password": PASSWORD}) as r:
                 if r.status == 200:
                     return str((await r.json())["csrf"])
         except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -175,7 +209,11 @@ async def prepare(db: str) -> str:
     store = Store(db)
     await store.open()
     try:
-        await Users(store.engine).add("op1", PASSWORD, "operator")
+        users = Users(store.engine)
+        await users.add("op1", PASSWORD, "operator")
+        # A console with a queue member behind it (drafts); not one the simulator has.
+        await users.add("op2", PASSWORD, "operator", member_name="agent9999",
+                        interface="Local/9999@agents/n")
         _, key = await Intake(WorkOrders(store.engine)).create_key("web", "crash test")
     finally:
         await store.close()
@@ -219,14 +257,30 @@ async def test_kill_9_during_calls_and_orders_loses_nothing(tmp_db: str, tmp_pat
         m = await p.start(["--config", str(config), "serve", "--port", "0", "--agi-port", "0"],
                           r"running at (http://127\.0\.0\.1:\d+)/", tmp_path)
         orders.url = m.group(1)
+
+        async def healthy() -> bool:  # serving, not only listening
+            try:
+                async with aiohttp.ClientSession() as http, \
+                        http.get(orders.url + "/healthz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+        await until(healthy, 30, f"{p.name} answers")
         return p
 
     service = await serve()
-    clients = [asyncio.create_task(orders.run(kind)) for kind in ("console", "intake")]
+    clients = [asyncio.create_task(orders.run(kind)) for kind in ("console", "intake", "draft")]
     killed = 0
     try:
         for _ in range(KILLS):
-            await asyncio.sleep(rng.uniform(1.0, 2.0))  # calls and orders flow meanwhile
+            # Each life files some orders (however loaded the machine), then a little more
+            # time for calls and orders in flight before the kill.
+            before = len(orders.acked)
+
+            async def moved(before: int = before) -> bool:
+                return len(orders.acked) >= before + 3
+            await until(moved, 60, "orders filed while the service runs")
+            await asyncio.sleep(rng.uniform(0.3, 1.5))
             assert await service.stop(signal.SIGKILL) == -signal.SIGKILL
             killed += 1
             service = await serve()
@@ -271,13 +325,15 @@ async def test_kill_9_during_calls_and_orders_loses_nothing(tmp_db: str, tmp_pat
     finally:
         await store.close()
     retried = sum(1 for n in orders.sent.values() if n > 1)
-    print(f"\ncrash test: {KILLS} kills, {len(orders.acked)} orders ({retried} retried, "
+    kinds = Counter(t.split()[3].split("-")[0] for t in orders.acked)
+    print(f"\ncrash test: {KILLS} kills, {len(orders.acked)} orders {dict(kinds)} ({retried} retried, "
           f"{orders.replayed} answered as replays), {offered} calls")
     assert set(orders.sent) == set(orders.acked)  # every request ended with a 2xx
     assert {t: n for t, n in filed.items() if n != 1} == {}  # none filed twice
     assert set(filed) == set(orders.acked)  # none lost, none extra
     assert {t: ids[t] for t in orders.acked} == orders.acked
-    assert len(orders.acked) > KILLS and retried > 0  # the kills did land among orders
+    assert retried > 0  # the kills did land among orders, and every client filed some
+    assert set(kinds) == {"console", "intake", "draft"}, kinds
 
     # Calls: none open, one row per queue_log visit, figures equal to the PBX's own.
     assert open_rows == [], [(r.uniqueid, r.outcome) for r in open_rows]

@@ -153,3 +153,4 @@ async def test_the_services_writer_stores_closed_days_and_waits_after_start(tmp_
         assert report["calls"]["overall"]["completed"] == 1
     finally:
         await service.store.close()
+

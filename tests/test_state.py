@@ -430,3 +430,57 @@ def test_queue_log_rebuilds_the_gap_exactly() -> None:
     assert not any(v.visit_id.startswith("unseen-") for v in c.visits.values())
     c.apply(ev.AgentCompleted(60.0, Q, "u8", IFACE, "agent1001", 2, 17, "agent"))
     assert u8.outcome is Outcome.COMPLETED and c.observed[Q].completed == 2
+
+
+def test_a_late_bare_complete_after_a_service_restart_only_confirms_its_visit() -> None:
+    """Redirect, then the service restarts: the visit comes back completed from the
+    database (its wait for an AgentComplete is not stored); the late AgentComplete
+    without caller fields (HoldTime 2, TalkTime from its answer) neither makes a new
+    call nor ends the operator's current one."""
+    c = centre()
+    done = st.Call("a", Q, 10.0, answered_at=12.0, hold_time=2, agent="agent1001",
+                   interface=IFACE, outcome=Outcome.COMPLETED, ended_at=20.0, talk_time=8,
+                   end_reason="device_idle")
+    c.restore([done], 20.0)
+    c.apply(ev.Resync(30.0, (counters(1, 0, 100.0, 100.0),), (member(),), (), ()))
+    join(c, "b", 35.0)
+    answer(c, "b", 36.0, hold=1)
+    c.apply(ev.AgentCompleted(60.0, Q, None, IFACE, "agent1001", 2, 48, "caller"))
+    assert c.visits["b"].outcome is Outcome.ANSWERED and agent(c).call == "b"
+    assert not any(v.visit_id.startswith("unseen-") for v in c.visits.values())
+    assert c.observed.get(Q, st.Counters()).completed == 0  # nothing new was counted
+
+
+def test_queue_log_takes_a_late_read_event_for_the_same_visit() -> None:
+    """A loaded service read QueueCallerJoin 14 s late; queue_log's only visit of that
+    channel to that queue is the same visit, not a second one."""
+    c = centre()
+    c.apply(ev.Resync(1.0, (counters(0, 0),), (member(),), (), ()))
+    join(c, "u1", 24.0)  # entered at 10 by queue_log
+    c.apply(ev.CallerAbandoned(25.0, Q, "u1", 14, 1))
+    c.apply(ev.LinkChanged(26.0, False, "connection lost"))
+    lines = ql.parse("10|u1|hotline|NONE|ENTERQUEUE||13800001111|1\n"
+                     "24|u1|hotline|NONE|ABANDON|1|1|14\n")
+    c.apply(ev.Resync(50.0, (counters(0, 1),), (member(),), (), (), queue_log=tuple(lines)))
+    assert [v.visit_id for v in c.visits.values() if v.uniqueid == "u1"] == ["u1"]
+    assert c.observed[Q].abandoned == 1
+
+
+def test_queue_log_resync_counts_a_caller_its_operator_left() -> None:
+    """The operator pressed '*' while the link was cut: the caller is up in the survey,
+    not bridged; queue_log has no end yet.  app_queue counted it completed when the
+    device went idle, and so does the resync; the late AgentComplete confirms it."""
+    c = centre()
+    c.apply(ev.Resync(1.0, (counters(0, 0),), (member(),), (), ()))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.LinkChanged(20.0, False, "connection lost"))
+    lines = ql.parse("10|u1|hotline|NONE|ENTERQUEUE||13800001111|1\n"
+                     "12|u1|hotline|agent1001|CONNECT|2|u1.2|1\n")
+    survey = (ev.ActiveChannel("u1", "Local/s@inbound-1;2", "Read", False, ""),)
+    c.apply(ev.Resync(40.0, (counters(1, 0, 100.0, 100.0),), (member(),), (), survey,
+                      queue_log=tuple(lines)))
+    assert c.visits["u1"].outcome is Outcome.COMPLETED and c.observed[Q].completed == 1
+    assert agent(c).state is not S.ON_CALL
+    c.apply(ev.AgentCompleted(70.0, Q, "u1", IFACE, "agent1001", 2, 58, "caller"))
+    assert c.observed[Q].completed == 1

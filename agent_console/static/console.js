@@ -3,7 +3,7 @@
 // only when the PBX's events say so: buttons send an AMI action and wait.
 
 import {api, ApiFailure, byId, clockTime, dateTime, el, Live, orderHref, setCsrf, setText} from "/static/common.js";
-import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, orderStateLabel, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, orderStateLabel, onLangChange, reasonLabel, setCategoryLabels, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
 let config = null;
@@ -34,10 +34,13 @@ async function boot() {
   wire();
   onLangChange(() => {
     buildPauseMenu(); render(); renderHistory(lastHistory); renderOtherDrafts();
+    if (draftStatusShown) draftStatus(...draftStatusShown);
+    document.title = "12345 · " + t("console.title");
     const keep = draft ? formFields() : null;
     buildIntakeLists();
     if (keep) { fillForm(keep); }
   });
+  document.title = "12345 · " + t("console.title");
   // The form's lists first: a draft shown before them would lose its choices.
   await loadIntake();
   live = new Live((doc) => { view = doc; render(); }, linkStatus);
@@ -45,6 +48,13 @@ async function boot() {
   live.keepAlive();
   setInterval(tick, 1000);
   await loadDrafts();
+}
+
+// The draft's save status, kept as a key so a language switch re-says it ("Autosaved 10:02").
+let draftStatusShown = null;
+function draftStatus(key, params) {
+  draftStatusShown = [key, params];
+  setText("draft-status", t(key, params));
 }
 
 function wire() {
@@ -354,6 +364,7 @@ async function loadIntake() {
     return;
   }
   knowledgeAvailable = !!intake.knowledge;
+  setCategoryLabels(intake.ivr_categories);
   leaves.clear();
   const walk = (n) => { if (!n.children.length) leaves.set(n.label, n); n.children.forEach(walk); };
   intake.categories.forEach(walk);
@@ -393,7 +404,7 @@ function categoryChanged(edited = true) {
   s3.hidden = !(mid && mid.children.length);
   const leaf = chosenCategory();
   const hint = byId("draft-cat-hint");
-  hint.textContent = leaf ? t("draft.usual_departments", {d: leaf.departments.map(nameOf).join("、") || "—"}) : "";
+  hint.textContent = leaf ? t("draft.usual_departments", {d: leaf.departments.map(nameOf).join(t("list.sep")) || "—"}) : "";
   suggestDepartment(leaf);
   if (edited) draftEdited();
 }
@@ -534,7 +545,7 @@ function draftEdited() {
   if (!draft) return;
   dirty = true;
   backup();
-  setText("draft-status", t("draft.saving"));
+  draftStatus("draft.saving");
   clearTimeout(saveTimer);
   saveTimer = setTimeout(saveDraft, 600);
 }
@@ -553,11 +564,11 @@ async function saveDraft() {
         if (sameFields(formFields(), fields)) {
           dirty = false;
           localStorage.removeItem(backupKey(saved.id));
-          setText("draft-status", t("draft.saved", {t: clockTime(saved.updated_at)}));
+          draftStatus("draft.saved", {t: clockTime(saved.updated_at)});
         }
       }
     } catch (e) {
-      setText("draft-status", t("draft.unsaved"));
+      draftStatus("draft.unsaved");
       if (e instanceof ApiFailure && e.status === 400) setMessage("draft-message", errorText(e), "error");
       if (!(e instanceof ApiFailure && e.status < 500 && e.status !== 401)) {
         saveTimer = setTimeout(saveDraft, 3000);
@@ -590,7 +601,7 @@ function showDraft(d) {
   byId("kb-chosen").textContent = "";
   byId("outcome-accept").checked = true;
   outcomeChanged();
-  setText("draft-status", t("draft.saved", {t: clockTime(d.updated_at)}));
+  draftStatus("draft.saved", {t: clockTime(d.updated_at)});
   // A newer copy on this computer (typed but never saved: reload, crash, network) wins.
   const raw = localStorage.getItem(backupKey(d.id));
   if (raw) {
@@ -715,7 +726,7 @@ async function openSubmit() {
   if (outcome === "dispatch") rows.push(["draft.department", byId("draft-department").selectedOptions[0]?.textContent || ""]);
   dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {text: t(k)}), el("dd", {text: v || "—"})]));
   const missing = missingForSubmit(f, outcome);
-  setText("submit-missing", missing.length ? t("submit.missing", {f: missing.map((m) => t("missing." + m)).join("、")}) : "");
+  setText("submit-missing", missing.length ? t("submit.missing", {f: missing.map((m) => t("missing." + m)).join(t("list.sep"))}) : "");
   byId("submit-go").disabled = missing.length > 0 || dirty;
   byId("submit-dialog").showModal();
   byId(missing.length ? "submit-cancel" : "submit-go").focus();

@@ -216,6 +216,7 @@ const STRINGS = {
     "draft.call": "通话 {id}",
     "draft.nocall": "无关联通话",
     "draft.saved": "已自动保存 {t}",
+    "list.sep": "、",
     "draft.saving": "保存中…",
     "draft.unsaved": "未保存，稍后重试（本机已备份）",
     "draft.restored": "已从本机备份恢复未保存的内容",
@@ -294,25 +295,6 @@ const STRINGS = {
     "kb.none": "知识库中没有找到",
     "kb.chosen": "依据知识库：{title}",
     "hotkeys.submit": "提交工单",
-    "cat.consult": "咨询",
-    "cat.complaint": "投诉",
-    "cat.suggestion": "建议",
-    "cat.report": "举报",
-    "cat.help": "求助",
-    "cat.praise": "表扬",
-    "cat.other": "其他",
-    "cat.market_regulation": "市场监管",
-    "cat.environment": "生态环境",
-    "cat.civil_affairs": "民政服务",
-    "cat.social_security": "人力资源和社会保障",
-    "cat.urban_construction": "城建服务",
-    "cat.health": "卫生健康",
-    "cat.city": "城市管理",
-    "cat.housing": "住房城建",
-    "cat.traffic": "交通出行",
-    "cat.social": "社会保障",
-    "cat.market": "市场监管",
-    "cat.education": "教育",
     "ivr.direct": "直拨（按拨打号码分类，未经菜单）",
     "ivr.keys": "菜单按键 {keys}",
     "apierr.pbx.down": "电话系统（PBX）连接中断，操作没有发出。请稍等几秒再试；持续中断请联系值班长。",
@@ -593,6 +575,7 @@ const STRINGS = {
     "draft.call": "call {id}",
     "draft.nocall": "no call",
     "draft.saved": "Autosaved {t}",
+    "list.sep": ", ",
     "draft.saving": "Saving…",
     "draft.unsaved": "Not saved yet, retrying (kept on this computer)",
     "draft.restored": "Restored unsaved text from this computer",
@@ -671,25 +654,6 @@ const STRINGS = {
     "kb.none": "Nothing found in the knowledge base",
     "kb.chosen": "From the knowledge base: {title}",
     "hotkeys.submit": "Submit order",
-    "cat.consult": "Enquiry",
-    "cat.complaint": "Complaint",
-    "cat.suggestion": "Suggestion",
-    "cat.report": "Report",
-    "cat.help": "Request for help",
-    "cat.praise": "Praise",
-    "cat.other": "Other",
-    "cat.market_regulation": "Market regulation",
-    "cat.environment": "Environment",
-    "cat.civil_affairs": "Civil affairs",
-    "cat.social_security": "Human resources & social security",
-    "cat.urban_construction": "Urban construction",
-    "cat.health": "Health",
-    "cat.city": "City management",
-    "cat.housing": "Housing",
-    "cat.traffic": "Transport",
-    "cat.social": "Social security",
-    "cat.market": "Market regulation",
-    "cat.education": "Education",
     "ivr.direct": "Direct (the number dialled chose the category; no menu)",
     "ivr.keys": "Menu keys {keys}",
     "apierr.pbx.down": "The phone system (PBX) link is down; nothing was sent. Wait a few seconds and try again; if it stays down, call your supervisor.",
@@ -819,12 +783,19 @@ export function errorText(e) {
   return t("error.generic", {e: e && e.message ? e.message : String(e)});
 }
 
-// A category code from the IVR or the PBX (CATEGORY, e.g. "consult") as words; a
-// value that is already words (an order's category) is shown as it is.
+// The IVR's category codes (CATEGORY, e.g. "consult") as names per language: the one
+// configured list, config/ivr.toml's [categories], served as /api/intake-form's
+// ivr_categories ({code: {zh, en}}).  A page that shows codes hands it in here.
+let ivrCategories = {};
+export function setCategoryLabels(map) { ivrCategories = map && typeof map === "object" ? map : {}; }
+
+// A category code as words in the UI's language; an unknown code, or a value that is
+// already words (an order's category), is shown as it is.
 export function categoryLabel(code) {
   if (!code) return "";
-  const k = "cat." + code;
-  return t(k) === k ? code : t(k);
+  const names = Object.prototype.hasOwnProperty.call(ivrCategories, code) ? ivrCategories[code] : null;
+  if (!names) return code;
+  return (lang === "en" ? names.en : names.zh) || code;
 }
 
 // The caller's way through the IVR (IVR_PATH: "direct", or the keys "2-1").

@@ -84,18 +84,18 @@ HOTLINES: tuple[tuple[str, float], ...] = (
     ("12333", 0.03),  # human resources and social security
 )
 
-#: Request categories (CATEGORY channel variable) with their share of the calls.
+#: Request categories (CATEGORY channel variable) with their share of the calls: the codes
+#: of config/ivr.toml's [categories], the one list the dialplan and the console know.
 CATEGORIES: tuple[tuple[str, float], ...] = (
-    ("consult", 0.30),
+    ("consult", 0.40),
     ("complaint", 0.18),
-    ("city", 0.12),
-    ("housing", 0.08),
-    ("traffic", 0.07),
-    ("social", 0.07),
+    ("urban_construction", 0.12),
+    ("social_security", 0.08),
+    ("civil_affairs", 0.06),
     ("environment", 0.05),
-    ("market", 0.05),
+    ("market_regulation", 0.05),
     ("health", 0.04),
-    ("education", 0.04),
+    ("suggestion", 0.02),
 )
 
 #: Operator pause reasons with their share and mean duration in seconds.

@@ -1,11 +1,11 @@
 """The bounded failover test: two real ``callcenter serve`` processes against one
-PostgreSQL (a database of the test's own) and Redis on loopback, the PBX simulator in a
-third process carrying calls.  The active core is killed with SIGKILL in the middle of
-the traffic; the standby must take the lease within the issue's 10 s, resynchronise the
-PBX and settle the gap from the simulator's queue_log, so that in the end the database
-holds every queue visit of the queue_log exactly once, with its outcome, none left open,
-and the per-queue figures equal the queue_log's and app_queue's own counters (0 calls
-lost, 0 doubled).  A web worker (a fourth process) keeps an operator's console open
+PostgreSQL (a database of the test's own) and Redis on loopback, two simulated PBXs
+(``[[pbx]]``), each in a process of its own carrying calls.  The active core is killed
+with SIGKILL in the middle of the traffic; the standby must take the lease within the
+issue's 10 s, resynchronise every PBX and settle each gap from that PBX's queue_log, so
+that in the end the database holds every queue visit of every queue_log exactly once,
+with its outcome and its PBX, none left open, and each PBX's per-queue figures equal its
+queue_log's and its app_queue's own counters (0 calls lost, 0 doubled).  A web worker (a fourth process) keeps an operator's console open
 through it all: the socket stays up, the new core's screen arrives on it as a snapshot,
 and the same session cookie works against the new core (sessions live in the database).
 One failover, about 12 s of calls; skipped (with the reason) only when PostgreSQL or
@@ -30,6 +30,7 @@ from callcenter.scaleout import CoreProcess, SimProcess, core_config, reconcile
 TRAFFIC_S = 12.0  # PBX (= wall) seconds of callers
 KILL_AFTER_S = 5.0  # the active core dies this long after the first caller
 LEASE_WITHIN_S = 10.0  # the issue's bound: kill -9 -> the standby holds the lease
+PBXS = ("pbx1", "pbx2")  # two simulated Asterisks, each its own process and queue_log
 
 
 async def newest_epoch(redis: str, prefix: str) -> int:
@@ -53,12 +54,15 @@ async def next_snapshot(ws: aiohttp.ClientWebSocketResponse,
 async def test_kill9_of_the_active_core_loses_and_doubles_no_call(
         own_pg_db: str, redis_or_skip: tuple[str, str], tmp_path: Path) -> None:
     redis, prefix = redis_or_skip
-    qlog = tmp_path / "queue_log"
-    sim = SimProcess(qlog, agents=6, rate=1.3, seed=15)
-    port = await sim.start()
-    cores = [CoreProcess(core_config(tmp_path / f"{x}.toml", name="pbx1", ami_port=port,
-                                     secret=sim.secret, database_url=own_pg_db,
-                                     queue_log_path=qlog, redis_url=redis, prefix=prefix),
+    qlogs = {name: tmp_path / f"queue_log.{name}" for name in PBXS}
+    sims = {name: SimProcess(qlogs[name], agents=4, rate=0.7, seed=15 + i)
+            for i, name in enumerate(PBXS)}
+    ports = {name: await sim.start() for name, sim in sims.items()}
+    more = tuple((name, ports[name], qlogs[name]) for name in PBXS[1:])
+    cores = [CoreProcess(core_config(tmp_path / f"{x}.toml", name=PBXS[0],
+                                     ami_port=ports[PBXS[0]], secret=sims[PBXS[0]].secret,
+                                     database_url=own_pg_db, queue_log_path=qlogs[PBXS[0]],
+                                     redis_url=redis, prefix=prefix, more_pbxs=more),
                          tmp_path, f"core-{x}") for x in "ab"]
     worker = CoreProcess(cores[0].config, tmp_path, "web", web=True)
     browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
@@ -72,7 +76,7 @@ async def test_kill9_of_the_active_core_loses_and_doubles_no_call(
         await a.wait_serving(120)
         assert await b.wait_for("another core is active", 120), b.tail()  # one active
         assert not b.log_has("lease taken")
-        assert await a.wait_for("resynchronised with the PBX", 60), a.tail()
+        assert await a.wait_for("resynchronised with the PBX", 60, len(PBXS)), a.tail()
         epoch_a = 0
         for _ in range(100):  # the active core's wallboard is on the bus
             if epoch_a := await newest_epoch(redis, prefix):
@@ -92,18 +96,20 @@ async def test_kill9_of_the_active_core_loses_and_doubles_no_call(
         first = await next_snapshot(ws)
         assert first["data"]["me"]["username"] == "op9"
 
-        await sim.command(do="go", seconds=TRAFFIC_S)
+        for sim in sims.values():
+            await sim.command(do="go", seconds=TRAFFIC_S)
         await asyncio.sleep(KILL_AFTER_S)
-        before = await sim.command(do="status")
-        assert before["offered"] >= 5 and before["channels"] > 0, before  # calls in flight
+        before = [await sim.command(do="status") for sim in sims.values()]
+        # calls in flight on every PBX when it dies
+        assert all(st["offered"] >= 2 and st["channels"] > 0 for st in before), before
         a.kill9()
         killed = time.monotonic()
         assert await b.wait_for("lease taken", LEASE_WITHIN_S), b.tail()
         took = time.monotonic() - killed
         await b.wait_serving(120)
-        assert await b.wait_for("resynchronised with the PBX", 60), b.tail()
+        assert await b.wait_for("resynchronised with the PBX", 60, len(PBXS)), b.tail()
         print(f"failover: lease taken {took:.2f} s after kill -9; "
-              f"{before['offered']} calls offered before it")
+              f"{sum(st['offered'] for st in before)} calls offered before it")
         for _ in range(100):  # the standby's wallboard is a new epoch on the same stream
             if await newest_epoch(redis, prefix) > epoch_a:
                 break
@@ -116,23 +122,26 @@ async def test_kill9_of_the_active_core_loses_and_doubles_no_call(
             assert r.status == 200 and (await r.json())["user"]["username"] == "op9"
         await ws.close()
 
-        final = await sim.idle(timeout=90)
+        final = {name: await sim.idle(timeout=90) for name, sim in sims.items()}
         deadline = time.monotonic() + 30
-        while not (r := await reconcile(own_pg_db, qlog)).exact \
+        while not (r := await reconcile(own_pg_db, qlogs)).exact \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.5)  # the core's batches flush every 0.5 s
         await b.stop()  # SIGTERM: the last batch is written
-        r = await reconcile(own_pg_db, qlog)
+        r = await reconcile(own_pg_db, qlogs)
     finally:
         await browser.close()
         for core in (*cores, worker):
             await core.stop()
-        await sim.stop()
+        for sim in sims.values():
+            await sim.stop()
     print(f"reconciled: {r.logged} visits logged, {r.stored} stored; {r.per_queue_db}")
     assert r.logged > 10 and r.stored == r.logged, (r.logged, r.stored)
     assert (r.lost, r.doubled, r.wrong, r.still_open) == ([], [], [], []), r
     assert r.per_queue_db == r.per_queue_log
-    # app_queue's own counters (Completed, Abandoned) say the same.
+    # Each simulator's app_queue counters (Completed, Abandoned) say the same.
     assert {q: {"completed": f["completed"], "abandoned": f["abandoned"]}
-            for q, f in r.per_queue_db.items()} == final["queues"], final
-    assert sum(f["offered"] for f in r.per_queue_db.values()) == final["offered"]
+            for q, f in r.per_queue_db.items()} == {
+        f"{name}/{q}": c for name, st in final.items() for q, c in st["queues"].items()}
+    assert sum(f["offered"] for f in r.per_queue_db.values()) == sum(
+        st["offered"] for st in final.values())

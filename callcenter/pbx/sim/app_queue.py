@@ -161,6 +161,10 @@ class Pbx(OutboundCalls, AdminActions):
         #: Asterisk's queue_log, one line per step of every queue visit, in its own format
         #: (``time|callid|queue|agent|event|data...``); the IO edge may write it to a file.
         self.queue_log: list[str] = []
+        #: (callid, queue) of visits app_queue counted completed when the operator's device
+        #: went idle (Redirect, '*') whose AgentComplete and queue_log end line never came,
+        #: because the process died first: queue_log alone shows them cut off.
+        self.unlogged_completed: list[tuple[str, str]] = []
         self._qlog("NONE", "NONE", "NONE", "QUEUESTART")
         self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._seq = 0
@@ -236,9 +240,12 @@ class Pbx(OutboundCalls, AdminActions):
         come back; a QUEUESTART line opens the new run.  (The IO edge drops the AMI
         sessions: the process that held them is gone.)"""
         for ch in self.channels.values():  # callers in the dialplan (survey) too
-            if isinstance(ch.owner, Call):
-                ch.owner.state = GONE
-                ch.owner.pending.clear()
+            if isinstance(ch.owner, Call) and ch.owner.state != GONE:
+                call = ch.owner
+                call.state = GONE
+                self.unlogged_completed += [(call.c2.uniqueid, leg.queue.name)
+                                            for leg in call.pending]
+                call.pending.clear()
         for q in self.queues.values():
             for call in q.callers:
                 call.state = GONE
