@@ -134,6 +134,11 @@ async def test_supervisor_searches_and_merges_three_duplicates(
     await page.reload()
     trail_link = page.locator(f"#history a.order-link:has-text('{cluster[-1]}')")
     await expect(trail_link).to_have_count(1)
+    for width, height in SIZES:
+        await page.set_viewport_size({"width": width, "height": height})
+        await trail_link.scroll_into_view_if_needed()
+        await no_overflow(page)
+        await page.screenshot(path=str(shots / f"orders-trail-link-{width}x{height}.png"))
     await trail_link.click()
     await page.wait_for_selector(f"#detail-title:has-text('{cluster[-1]}')")
     # The intake fields are filters too, kept in the address like the others.

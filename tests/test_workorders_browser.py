@@ -4,12 +4,14 @@ anomaly board.  The demo orders (callcenter.demo_orders) are the data."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from playwright.async_api import expect
 
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.server import make_app
@@ -188,6 +190,9 @@ async def test_supervisor_acts_on_the_board_and_a_department_sees_its_inbox(
     await page.wait_for_function("() => [...document.querySelectorAll('#anomalies > li')]"
                                  ".every(li => li.dataset.kind === 'template_reply')")
     assert "几乎相同的答复" in await page.inner_text("#anomalies")
+    # The evidence names the other orders by number: each a link that opens it.
+    similar = page.locator("#anomalies .evidence a.order-link").first
+    await expect(similar).to_have_text(re.compile(r"^\d{8}-\d{6}$"))
     await page.select_option("#board-kind", "")
     await page.select_option("#board-department", "water_group")
     await page.wait_for_function("() => !document.querySelector('#anomalies > li[data-kind=ping_pong]')")

@@ -10,7 +10,7 @@ export const CHANNELS = ["phone", "web", "wechat", "app", "letter", "email", "ma
 const URGENCIES = ["emergency", "urgent", "normal"];
 const FILTERS = ["q", "state", "department", "category", "urgency", "channel", "request_type", "district",
   "street", "reply_method", "from", "to", "due"];
-// The intake fields' lists (GET /api/intake: 诉求类型, 回复方式, districts and streets);
+// The intake fields' lists (GET /api/intake-form: 诉求类型, 回复方式, districts and streets);
 // null for a department handler (the centre's intake form is not theirs).
 let intake = null;
 const FLAGS = ["confidential", "mine", "followers"];
@@ -142,7 +142,7 @@ function fillStreets() {
 export async function setupFind({me, departments, reload, open}) {
   const form = byId("find");
   if (me.role !== "handler") {
-    try { intake = await api("GET", "/api/intake"); } catch { intake = null; }
+    try { intake = await api("GET", "/api/intake-form"); } catch { intake = null; }
   }
   for (const label of document.querySelectorAll(".intake-filter")) label.hidden = !intake;
   labelFilters(departments);
