@@ -62,6 +62,7 @@ from agent_console.models import Role
 from agent_console.orders import DraftError, draft_fields, draft_json, order_json
 from agent_console.orders_api import WORK_ORDERS
 from agent_console.permissions import order_visible
+from agent_console.ratelimit import RATE_LIMITER
 from agent_console.session import (
     CONSOLE,
     COOKIE,
@@ -101,7 +102,7 @@ async def api_login(request: web.Request) -> web.Response:
     data = await read_json(request, 4096)
     username = text_field(data, "username", max_len=64)
     password = text_field(data, "password", max_len=256, strip=False)
-    ip = request.remote or ""
+    ip = request.app[RATE_LIMITER].address(request)  # behind nginx: the client, not nginx
     now = c.now()
     wait = c.throttle.retry_after(username, ip, now)
     if wait > 0:  # slowed, not locked: this account from this address only

@@ -7,8 +7,9 @@ The core computes each live view once (``agent_console.hub``) and publishes it o
   *is* the entry id ``<epoch>-<seq>``;
 * operators' screens: :class:`ConsolesOnBus` keeps one hub client per operator whose
   screen some worker shows (the workers say so in ``<prefix>:watch`` and on the command
-  stream ``<prefix>:cmd``) and puts its snapshots and updates on ``<prefix>:ops``; each
-  entry names its screen and carries the browser's message, whose ``stream``/``seq``
+  stream ``<prefix>:cmd``) and puts its snapshots and updates on ``<prefix>:ops`` (in
+  batches, one entry per publisher turn); each message names its screen and carries
+  what the browser gets, whose ``stream``/``seq``
   (that screen's own numbering) is the resume point.
 
 ``callcenter web`` starts N worker processes (``--workers N``, one port shared with

@@ -107,7 +107,24 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_key(tmp_db: s
         async def me(forwarded: str) -> int:
             return (await p.call("GET", "/api/me", headers={"X-Forwarded-For": forwarded}))[0]
         # Two clients behind nginx: each has its own address bucket (2 here).
-        assert [await me("10.0.0.1") for _ in range(3)] == [401, 401, 429]
+        assert [await me("10.0.0.1") for _ in range(4)] == [401] * 3 + [429]
         assert [await me("10.0.0.2") for _ in range(2)] == [401, 401]
         # Only the entry the proxy appended counts: a client's own prefix changes nothing.
         assert await me("1.2.3.4, 10.0.0.1") == 429
+
+
+async def test_behind_a_trusted_proxy_the_login_brake_keys_on_the_client(tmp_db: str) -> None:
+    # The login brake is per (account, address): behind nginx the address must be the
+    # client's, or an outsider's failures would slow the real user's sign-in too.
+    service, _ = await started_service(tmp_db)
+    app = make_app(service, passwords=CHEAP, failure_delay=0, throttle=LoginThrottle(free=2),
+                   rate_limit=RateSettings(100, 1000, 100, 1000, frozenset({"127.0.0.1"})))
+    async with serving(service, app) as (server, people):
+        outsider, user = Person(server), Person(server)
+        people += [outsider, user]
+
+        async def login(p: Person, password: str, address: str) -> int:
+            return (await p.call("POST", "/api/login", {"username": "op1", "password": password},
+                                 headers={"X-Forwarded-For": address}))[0]
+        assert [await login(outsider, "wrong", "10.9.9.9") for _ in range(4)] == [401] * 3 + [429]
+        assert await login(user, "demo", "10.0.0.7") == 200  # another client: not slowed
