@@ -90,6 +90,7 @@ class ConsoleConfig:
     shifts: tuple[Shift, ...] = DEFAULT_SHIFTS
     colours: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: dict(DEFAULT_COLOURS))
+    timezone: str = "Asia/Shanghai"  # the centre's ([metrics] timezone): pages show times in it
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
@@ -99,6 +100,7 @@ class ConsoleConfig:
         reports = s.raw.get("reports", {}) if isinstance(s.raw.get("reports"), dict) else {}
         return cls(
             shifts=parse_shifts(reports["shifts"]) if reports.get("shifts") else DEFAULT_SHIFTS,
+            timezone=s.timezone,
             colours=ReportConfig.from_settings(s).colours,
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
             queues=queues,
@@ -112,6 +114,7 @@ class ConsoleConfig:
         return {"pause_reasons": list(self.pause_reasons),
                 "queues": [{"queue": q, "title": t} for q, t in self.queues],
                 "departments": [{"number": n, "name": t} for n, t in self.departments],
+                "timezone": self.timezone,
                 "thresholds": {k: getattr(self.thresholds, k) for k in (
                     "paused_while_waiting_s", "paused_share_pct", "ring_no_answer_count",
                     "longest_wait_s")}}

@@ -144,11 +144,12 @@ async def browser() -> AsyncIterator[Any]:
 
 
 async def sign_in(browser: Any, base_url: str, user: str, *, width: int = 1400,
-                  height: int = 900) -> tuple[Any, list[str]]:
+                  height: int = 900, timezone_id: str | None = None) -> tuple[Any, list[str]]:
     """A page signed in as ``user`` (password ``demo``) at ``base_url`` (no trailing /),
-    left where the login sent it; the list collects console and page errors (CSP too)."""
+    left where the login sent it; the list collects console and page errors (CSP too).
+    ``timezone_id``: the browser's time zone (IANA name), the machine's when None."""
     context = await browser.new_context(viewport={"width": width, "height": height},
-                                        locale="zh-CN")
+                                        locale="zh-CN", timezone_id=timezone_id)
     context.set_default_timeout(8000)
     page = await context.new_page()
     problems: list[str] = []

@@ -17,8 +17,10 @@ import os
 import statistics
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
@@ -72,10 +74,11 @@ def shots(tmp_path: Path) -> Path:
     return where
 
 
-async def open_page(browser: Any, site: Site, user: str, width: int, height: int
-                    ) -> tuple[Any, list[str]]:
+async def open_page(browser: Any, site: Site, user: str, width: int, height: int,
+                    timezone_id: str | None = None) -> tuple[Any, list[str]]:
     """A signed-in page; the list collects console errors and page errors (CSP included)."""
-    page, problems = await sign_in(browser, site.url, user, width=width, height=height)
+    page, problems = await sign_in(browser, site.url, user, width=width, height=height,
+                                   timezone_id=timezone_id)
     await page.wait_for_url("**/" + ("wallboard" if user.startswith("sup") else "console"))
     return page, problems
 
@@ -318,7 +321,9 @@ async def test_wallboard_figures_equal_the_metrics_api(
     await site.service.drain()
     site.service.centre.agents["Local/1003@agents/n"].since = now - 420  # paused 7 minutes
 
-    page, problems = await open_page(browser, site, "sup1", 1600, 1000)
+    # A browser far from the centre: every time on the board is still the centre's.
+    page, problems = await open_page(browser, site, "sup1", 1600, 1000,
+                                     timezone_id="America/New_York")
     await page.wait_for_selector("[data-queue='hotline'] [data-figure='offered']")
     await page.wait_for_selector("#alerts li[data-alert='paused_while_waiting:agent1003']")
     metrics = await page.evaluate(
@@ -353,6 +358,14 @@ async def test_wallboard_figures_equal_the_metrics_api(
     assert alerts == ["longest_wait:hotline", "paused_while_waiting:agent1003",
                       "ring_no_answer:agent1002"]
     assert await page.locator("#trend canvas").count() >= 1  # the ECharts trend (issue 14)
+    # The trend's axis: the centre's clock (config: Asia/Shanghai), not the browser's.
+    axis = await page.evaluate(
+        "() => window.echarts.getInstanceByDom(document.querySelector('#trend'))"
+        ".getOption().xAxis[0].data")
+    centre = ZoneInfo(site.service.settings.timezone)
+    assert site.service.settings.timezone == "Asia/Shanghai"
+    assert axis and axis == [datetime.fromtimestamp(p["start"], centre).strftime("%H:%M")
+                             for p in site.service.snapshot()["trend"]]
     if shots:
         await page.screenshot(path=str(shots / "wallboard-zh-CN.png"))
 

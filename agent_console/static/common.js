@@ -48,12 +48,27 @@ export function setText(id, text) {
 
 export function pct(v) { return (typeof v === "number" ? v : 0).toFixed(2) + "%"; }
 
+// Times are shown in the centre's time zone (the config's [metrics] timezone, served in
+// /api/me's config), never the browser's: a page hands it in once it knows it.
+let timeZone;
+export function setTimeZone(tz) {
+  try { new Intl.DateTimeFormat("en", {timeZone: tz}); timeZone = tz; } catch { timeZone = undefined; }
+}
+
 export function clockTime(epochSeconds) {
-  return new Date(epochSeconds * 1000).toLocaleTimeString(document.documentElement.lang, {hour12: false});
+  return new Date(epochSeconds * 1000).toLocaleTimeString(document.documentElement.lang, {hour12: false, timeZone});
 }
 
 export function dateTime(epochSeconds) {
-  return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, {hour12: false});
+  return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, {hour12: false, timeZone});
+}
+
+// "09:15": hours and minutes in the centre's time zone (a chart's axis).
+export function hourMinute(epochSeconds) {
+  const parts = new Intl.DateTimeFormat("en-GB", {hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone})
+    .formatToParts(new Date(epochSeconds * 1000));
+  const get = (type) => (parts.find((p) => p.type === type) || {value: "00"}).value;
+  return get("hour") + ":" + get("minute");
 }
 
 // Apply the server's patch operations (agent_console/hub.py apply_ops).

@@ -2,7 +2,7 @@
 // what it does goes through the JSON API.  The agent's state on screen changes
 // only when the PBX's events say so: buttons send an AMI action and wait.
 
-import {api, ApiFailure, byId, clockTime, dateTime, el, Live, orderHref, setCsrf, setText} from "/static/common.js";
+import {api, ApiFailure, byId, clockTime, dateTime, el, Live, orderHref, setCsrf, setText, setTimeZone} from "/static/common.js";
 import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, orderStateLabel, onLangChange, reasonLabel, setCategoryLabels, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
@@ -27,7 +27,7 @@ async function boot() {
   wireLangToggle();
   let who;
   try { who = await api("GET", "/api/me"); } catch { return; }
-  me = who.user; config = who.config; setCsrf(who.csrf);
+  me = who.user; config = who.config; setCsrf(who.csrf); setTimeZone(config.timezone);
   setText("me", `${me.display_name} · ${me.member}`);
   buildPauseMenu();
   buildTransferChoices();

@@ -2,7 +2,7 @@
 // from /ws.  Supervisor actions (force ready, force sign-out, and listen /
 // whisper / barge on a live call) need a reason and are audited by the server.
 
-import {api, byId, clockTime, el, Live, pct, setCsrf, setText} from "/static/common.js";
+import {api, byId, clockTime, el, hourMinute, Live, pct, setCsrf, setText, setTimeZone} from "/static/common.js";
 import {applyI18n, currentLang, duration, errorText, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let live = null;
@@ -18,6 +18,7 @@ async function boot() {
   let who;
   try { who = await api("GET", "/api/me"); } catch { return; }
   setCsrf(who.csrf);
+  setTimeZone(who.config.timezone);
   setText("me", who.user.display_name);
   myPhone = who.user.interface || "";
   byId("web-signout").addEventListener("click", async () => {
@@ -158,10 +159,7 @@ function renderTrend() {
     window.addEventListener("resize", () => trendChart.resize());
   }
   const pts = view.trend || [];
-  const labels = pts.map((p) => {
-    const d = new Date(p.start * 1000);
-    return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
-  });
+  const labels = pts.map((p) => hourMinute(p.start));  // the centre's time zone
   const fg = cssVar("--fg", "#e6edf3"), muted = cssVar("--muted", "#8b98a5");
   const accent = cssVar("--accent", "#4ea1ff"), ok = cssVar("--ok", "#3fb950");
   const line = (key, name, color, dashed) => ({
