@@ -132,7 +132,9 @@ async def run_three(tmp_db: str, tmp_path: Path, kill: str | None
     try:
         await wait_for(lambda: all(c.link_up for c in service.centres.values()))
         if kill is not None:
-            await asyncio.sleep(1.2)  # ~50 s of PBX time with calls flowing everywhere
+            # killed with calls flowing: 40 PBX seconds after its first callers
+            await wait_for(lambda: pbxs[kill].now > T0 + LEAD + 40
+                           and pbxs[kill].queues["hotline"].completed > 0, timeout=30)
             await servers[kill].stop()
             await wait_for(lambda: not service.centres[kill].link_up)
             await service.drain()
