@@ -188,23 +188,32 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_check_ami(args: argparse.Namespace) -> int:
+    from callcenter.config import AmiSettings
     from callcenter.pbx.ami import AmiError, AmiLink
 
     s = _settings(args)
-    a = s.ami
+    several = len(s.pbxs) > 1
 
-    async def run() -> None:
+    async def check(a: AmiSettings) -> str | None:
+        """One PBX: None when the link logs in and answers, else why not."""
         link = AmiLink(a.host, a.port, a.username, a.secret, events="off",
                        on_event=lambda h, t: None, action_timeout=a.action_timeout)
+        where = f"PBX {a.name} " if several else ""
         try:
             await link.connect_once()
             answer = await link.action({"Action": "QueueSummary"}, idempotent=True)
-            print(f"AMI link to {a.host}:{a.port} OK; "
+            print(f"{where}AMI link to {a.host}:{a.port} OK; "
                   f"{sum(1 for h in answer if h.get('Event') == 'QueueSummary')} queues")
+            return None
         except AmiError as exc:
-            raise CliError(str(exc)) from None
+            return f"{where}{exc}"
         finally:
             await link.stop()
+
+    async def run() -> None:  # every PBX ([[pbx]]), each on its own line
+        failed = [why for why in [await check(a) for a in s.pbxs] if why]
+        if failed:
+            raise CliError("; ".join(failed))
 
     asyncio.run(run())
     return 0

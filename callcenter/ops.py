@@ -76,18 +76,23 @@ class Ops:
         """The core's figures: events, backlog, link state, flush latency; the database
         and the link become readiness checks, the service's tasks health checks."""
         pbx = service.settings.ami.name
+        edges = service.edges
+        # Several PBXs (README "Several PBXs"): events, skipped and link per PBX; the one
+        # inbox and the one writer are the centre's (pbx="all").
+        shared = pbx if len(edges) == 1 else "all"
         self.counter("hotline_ami_events", "AMI events applied by the consumer", ["pbx"],
-                     lambda: [([pbx], float(service.events_applied))])
+                     lambda: [([n], float(e.events_applied)) for n, e in edges.items()])
         self.counter("hotline_ami_events_skipped", "AMI events skipped (malformed, failed)",
-                     ["pbx"], lambda: [([pbx], float(service.events_skipped))])
+                     ["pbx"], lambda: [([n], float(e.events_skipped))
+                                       for n, e in edges.items()])
         self.gauge("hotline_consumer_backlog", "Events enqueued and not yet applied", ["pbx"],
-                   lambda: [([pbx], float(service.inbox.qsize()))])
+                   lambda: [([shared], float(service.inbox.qsize()))])
         self.gauge("hotline_pbx_link_up", "1 while the AMI link is up", ["pbx"],
-                   lambda: [([pbx], 1.0 if service.centre.link_up else 0.0)])
-        flush = self.flush_seconds.labels(pbx)
+                   lambda: [([n], 1.0 if e.centre.link_up else 0.0) for n, e in edges.items()])
+        flush = self.flush_seconds.labels(shared)
         service.flush_observers.append(lambda seconds, _rows: flush.observe(seconds))
         self.checks["database"] = lambda: database_answers(service)
-        self.checks[f"pbx {pbx}"] = lambda: _link(service)
+        self.checks[f"pbx {pbx}" if len(edges) == 1 else "pbx"] = lambda: _link(service)
         self.tasks["service"] = lambda: service._tasks
 
     def watch_sockets(self, count: Callable[[], int]) -> None:
@@ -168,6 +173,8 @@ async def database_answers(service: Service, timeout: float = 2.0) -> str | None
 
 
 async def _link(service: Service) -> str | None:
+    """None while the AMI link is up (with several PBXs: while any is up; the others
+    show in ``hotline_pbx_link_up`` and on the wallboard)."""
     if service.centre.link_up:
         return None
     return f"AMI link down: {service.centre.link_reason or 'not connected yet'}"

@@ -95,6 +95,7 @@ class PbxEdge:
     #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
     restarts: list[tuple[float, float | None, str]] = field(default_factory=list)
     events_applied: int = 0
+    events_skipped: int = 0
 
     @property
     def name(self) -> str:
@@ -444,9 +445,11 @@ class Service:
                     edge.events_applied += 1
             except ev.MalformedEvent as exc:
                 self.events_skipped += 1
+                self._applying.events_skipped += 1
                 log.warning("malformed AMI event skipped", error=str(exc))
             except Exception:  # one bad event must never stop the consumer
                 self.events_skipped += 1
+                self._applying.events_skipped += 1
                 log.exception("event failed", event=(headers or {}).get("Event"))
             finally:
                 self.inbox.task_done()

@@ -47,8 +47,15 @@ async function boot() {
 function render() {
   if (!view) return;
   const link = byId("link");
-  link.className = "pill " + (view.link.up ? "up" : "down");
-  setText(link, t(view.link.up ? "link.up" : "link.down"));
+  const parts = Object.values(view.pbxs || {});
+  const upCount = parts.filter((p) => p.up).length;
+  if (view.link.up && parts.length && upCount < parts.length) {  // some PBXs down
+    link.className = "pill partial";
+    setText(link, t("link.partial", {up: upCount, n: parts.length}));
+  } else {
+    link.className = "pill " + (view.link.up ? "up" : "down");
+    setText(link, t(view.link.up ? "link.up" : "link.down"));
+  }
   byId("stale").hidden = view.link.up;
   renderQueues();
   renderTrend();
@@ -124,7 +131,7 @@ function renderQueues() {
   for (const [name, p] of Object.entries(view.pbxs || {})) {
     const sub = p.up ? t("wall.pbx_up", {n: p.agents_logged_in})
       : t("wall.pbx_down", {reason: p.reason || ""});
-    const card = queueCard("pbx:" + name, "PBX " + name, sub, p.waiting, null, p.today,
+    const card = queueCard("pbx:" + name, "PBX " + name, sub, p.waiting, p.oldest_joined_at, p.today,
       p.last_15min, {today: p.colours, last_15min: null});
     card.classList.add("pbx-card");
     if (!p.up) card.classList.add("down");
@@ -188,11 +195,13 @@ function renderAgents() {
   const alerting = new Set(Object.values(view.alerts).map((a) => a.subject));
   const tiles = [];
   const agents = Object.values(view.agents);
+  // Several PBXs: the operators of a PBX that is down are greyed with it (stale).
+  const down = new Set(Object.entries(view.pbxs || {}).filter(([, p]) => !p.up).map(([n]) => n));
   const order = {ringing: 0, on_call: 1, wrap_up: 2, ready: 3, paused: 4, logged_out: 5};
   agents.sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.name.localeCompare(b.name));
   for (const a of agents) {
     const tile = el("button", {cls: `tile st-${a.state}` + (alerting.has(a.name) ? " alerting" : "")
-      + (spy && spy.agent === a.name ? " spied" : ""),
+      + (spy && spy.agent === a.name ? " spied" : "") + (a.pbx && down.has(a.pbx) ? " stale" : ""),
       attrs: {type: "button"}, data: {agent: a.name, since: a.since}},
       el("span", {cls: "name", text: a.operator || a.name}),
       a.operator ? el("span", {cls: "who", text: a.name}) : null,

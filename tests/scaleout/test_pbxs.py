@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from acd.events import LinkChanged
 from acd.state import QueueConfig
@@ -21,10 +22,12 @@ from agent_console.alerts import Thresholds
 from agent_console.views import Tracker, wall_view
 from callcenter.config import ConfigError, load
 from callcenter.db import Store
+from callcenter.ops import Ops
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
 from callcenter.service import Service
+from tests.scaleout.test_ops import samples
 from tests.test_end_to_end import Until, wait_for
 
 T0 = 1_795_000_000.0
@@ -137,6 +140,10 @@ async def run_three(tmp_db: str, tmp_path: Path, kill: str | None
             tracker.feed([])
             wall = wall_view(service.snapshot(), service.centre, tracker, Thresholds(),
                              service.clock())
+            ops = Ops("core")
+            ops.watch_service(service)
+            wall["_metrics"] = samples(generate_latest(ops.registry).decode())
+            wall["_ready"] = await ops.ready()
         live = [p for n, p in pbxs.items() if n != kill]
         await wait_for(lambda: all(p.now > T0 + LEAD + SECONDS and not p.channels for p in live),
                        timeout=30)
@@ -204,6 +211,13 @@ async def test_three_pbxs_figures_per_pbx_and_centre_equal_the_pbxs_counters(
         assert "link_down:pbx" not in wall["alerts"]
         assert not [k for k in wall["alerts"] if k.startswith("pbx_down:") and
                     not k.endswith(kill)]
+        # Metrics per PBX; the core stays ready while any PBX is up.
+        m = wall["_metrics"]
+        assert {n: m[("hotline_pbx_link_up", (("pbx", n),))] for n in NAMES} == {
+            "pbx1": 1, "pbx2": 0, "pbx3": 1}
+        events = {n: m[("hotline_ami_events_total", (("pbx", n),))] for n in NAMES}
+        assert all(v > 0 for v in events.values()), events
+        assert wall["_ready"][0] is True, wall["_ready"]
 
 
 # ---- actions go to the PBX that owns the channel or member
