@@ -26,7 +26,7 @@ at most ``max_keys`` are kept.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 import structlog
@@ -118,16 +118,8 @@ class RateLimiter:
         return 0.0 if self.addresses is None else self.addresses.take(address, now)
 
     def address(self, request: web.Request) -> str:
-        """The client's address: the remote end, or behind a trusted proxy the last
-        ``X-Forwarded-For`` entry (nginx's ``$proxy_add_x_forwarded_for`` appends the
-        address it saw; entries before it are the client's word and not trusted)."""
-        remote = request.remote or ""
-        if remote in self.settings.trusted_proxies:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            last = forwarded.rsplit(",", 1)[-1].strip()
-            if 0 < len(last) <= 45:
-                return last
-        return remote
+        """The client's address (:func:`client_address`)."""
+        return client_address(request, self.settings.trusted_proxies)
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         """The aiohttp middleware (after the JSON errors, before the permissions)."""
@@ -158,3 +150,21 @@ class RateLimiter:
 
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+
+
+def client_address(request: web.Request, trusted_proxies: Collection[str]) -> str:
+    """The client's address: the remote end, or behind a trusted proxy (nginx, or a
+    ``callcenter web`` worker in front of the core) the last ``X-Forwarded-For``
+    entry (nginx's ``$proxy_add_x_forwarded_for`` appends the address it saw; entries
+    before it are the client's word and not trusted).
+
+    The rate limit, the login brake and the web workers' relay all use it, so that
+    behind a proxy none of them takes the whole floor for one address.
+    """
+    remote = request.remote or ""
+    if remote in trusted_proxies:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if 0 < len(last) <= 45:
+            return last
+    return remote

@@ -47,6 +47,7 @@ from redis.exceptions import RedisError
 from agent_console.auth import User, Users
 from agent_console.http import same_origin
 from agent_console.hub import RESYNC, Client
+from agent_console.ratelimit import client_address
 from agent_console.session import COOKIE, Console
 from callcenter.bus import (
     BusFollower,
@@ -322,6 +323,8 @@ class Worker:
     core_url: str = ""
     core_url_at: float = 0.0
     proxied: int = 0
+    #: nginx's address: its X-Forwarded-For entry names the client ([web] trusted_proxies)
+    trusted_proxies: frozenset[str] = frozenset()
     _asks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def fan_out(self, entry: Entry) -> None:
@@ -535,7 +538,9 @@ async def to_core(request: web.Request) -> web.StreamResponse:
         return _unavailable("no active core has registered on the bus yet",
                             "暂无可用的主服务，请稍后重试")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-    headers["X-Forwarded-For"] = request.remote or ""
+    # The client as this worker saw it (behind nginx: the entry nginx appended); the
+    # core trusts its workers' address and keys its rate limit and login brake on it.
+    headers["X-Forwarded-For"] = client_address(request, w.trusted_proxies)
     body = await request.read() if request.can_read_body else None
     w.proxied += 1
     try:
@@ -576,7 +581,8 @@ def make_worker_app(settings: Settings, redis_url: str, prefix: str, *,
     follower = BusFollower(redis_url, prefix, WALL, on_lag=ops.bus_lag.observe, **kw)
     consoles = KeyedFollower(redis_url, prefix, OPS, on_lag=ops.bus_lag.observe, **kw)
     worker = Worker(follower, Users(engine, **kw), ops, consoles,
-                    aioredis.from_url(redis_url), prefix)
+                    aioredis.from_url(redis_url), prefix,
+                    trusted_proxies=frozenset(settings.trusted_proxies))
     follower.on_entry = worker.fan_out
     consoles.on_entry = worker.fan_out_operator
     consoles.on_missing = worker.missing

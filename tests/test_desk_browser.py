@@ -26,6 +26,7 @@ from agent_console.server import make_app
 from callcenter.demo_orders import CLUSTER, seed_demo_orders
 from callcenter.orders.knowledge import load_demo_articles
 from callcenter.orders.lifecycle import Actor, Caller, Role
+from callcenter.orders.merge import follow, followers_of
 from callcenter.orders.store import WorkOrders
 from tests.conftest import BROWSER_MARKS, sign_in
 from tests.console_fakes import CHEAP, started_service
@@ -148,6 +149,22 @@ async def test_supervisor_searches_and_merges_three_duplicates(
     status, doc = await page.context.request.get(url + f"/api/orders/{lead.id}"), None
     doc = await status.json()
     assert len(doc["order"]["followers"]) == 3
+    # The lead is dispatched, its followers follow: their trail says why in the UI's
+    # language (the reason merge.py writes, and its actor), never Chinese in English.
+    dept = wo.config.directory.departments[0].id
+    await wo.step(lead.id, "dispatch", Actor("sup1", Role.SUPERVISOR, centre), department=dept)
+    handler = Actor("dept1", Role.DEPARTMENT, dept)
+    await wo.step(lead.id, "accept_handling", handler)
+    await wo.step(lead.id, "reply", handler, text="路灯已于今日修复。")
+    await follow(wo, lead.id)  # the API does this after a step; here the step was direct
+    follower = (await followers_of(wo, lead.id))[0]
+    await page.goto(url + f"/orders?open={follower.id}")
+    await page.wait_for_selector(f"#history li:has-text('{lead_number}')")
+    assert f"并案：随主件 {lead_number} 办理" in await page.inner_text("#history")
+    await page.click("[data-lang-toggle]")
+    await page.wait_for_selector(f"#history li:has-text('Merged: handled with lead order {lead_number}')")
+    trail = await page.inner_text("#history")
+    assert f"Merge (lead order {lead_number})" in trail and "并案" not in trail
     assert problems == []
 
 

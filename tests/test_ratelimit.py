@@ -107,7 +107,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_key(tmp_db: s
         async def me(forwarded: str) -> int:
             return (await p.call("GET", "/api/me", headers={"X-Forwarded-For": forwarded}))[0]
         # Two clients behind nginx: each has its own address bucket (2 here).
-        assert [await me("10.0.0.1") for _ in range(4)] == [401] * 3 + [429]
+        assert [await me("10.0.0.1") for _ in range(3)] == [401, 401, 429]
         assert [await me("10.0.0.2") for _ in range(2)] == [401, 401]
         # Only the entry the proxy appended counts: a client's own prefix changes nothing.
         assert await me("1.2.3.4, 10.0.0.1") == 429
@@ -128,3 +128,24 @@ async def test_behind_a_trusted_proxy_the_login_brake_keys_on_the_client(tmp_db:
                                  headers={"X-Forwarded-For": address}))[0]
         assert [await login(outsider, "wrong", "10.9.9.9") for _ in range(4)] == [401] * 3 + [429]
         assert await login(user, "demo", "10.0.0.7") == 200  # another client: not slowed
+
+
+def test_the_client_address_is_trusted_only_from_a_configured_proxy() -> None:
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from agent_console.ratelimit import client_address
+
+    def request(remote: str, forwarded: str | None) -> Any:
+        transport = mock.Mock()
+        transport.get_extra_info.return_value = (remote, 40000)
+        return make_mocked_request("GET", "/api/me", transport=transport, headers=(
+            {"X-Forwarded-For": forwarded} if forwarded is not None else {}))
+    nginx = {"127.0.0.1"}
+    assert client_address(request("127.0.0.1", "10.0.0.9"), nginx) == "10.0.0.9"
+    # Only the entry the proxy appended: what the client wrote before it is its own word.
+    assert client_address(request("127.0.0.1", "6.6.6.6, 10.0.0.9"), nginx) == "10.0.0.9"
+    assert client_address(request("10.0.0.9", "6.6.6.6"), nginx) == "10.0.0.9"  # not a proxy
+    assert client_address(request("127.0.0.1", ""), nginx) == "127.0.0.1"
+    assert client_address(request("127.0.0.1", "x" * 46), nginx) == "127.0.0.1"

@@ -35,12 +35,11 @@ async function boot() {
   onLangChange(() => {
     buildPauseMenu(); render(); renderHistory(lastHistory); renderOtherDrafts();
     if (draftStatusShown) draftStatus(...draftStatusShown);
-    document.title = "12345 · " + t("console.title");
+    if (draft) draftCall(draft);
     const keep = draft ? formFields() : null;
     buildIntakeLists();
     if (keep) { fillForm(keep); }
   });
-  document.title = "12345 · " + t("console.title");
   // The form's lists first: a draft shown before them would lose its choices.
   await loadIntake();
   live = new Live((doc) => { view = doc; render(); }, linkStatus);
@@ -588,6 +587,10 @@ async function saveNow() {
   if (!dirty) setMessage("draft-message", t("draft.saved_now", {t: clockTime(draft.updated_at)}), "ok");
 }
 
+function draftCall(d) {
+  setText("draft-call", d.call_uniqueid ? t("draft.call", {id: d.call_uniqueid}) : t("draft.nocall"));
+}
+
 function showDraft(d) {
   draft = d;
   dirty = false;
@@ -595,7 +598,7 @@ function showDraft(d) {
   chosenArticle = null;
   byId("draft-form").hidden = false;
   byId("draft-empty").hidden = true;
-  setText("draft-call", d.call_uniqueid ? t("draft.call", {id: d.call_uniqueid}) : t("draft.nocall"));
+  draftCall(d);
   fillForm(d);
   byId("draft-answer").value = "";
   byId("kb-chosen").textContent = "";
