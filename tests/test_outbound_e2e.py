@@ -135,11 +135,15 @@ async def test_after_call_survey_is_stored_under_the_queue_calls_uniqueid(
         rows = await until(surveyed, 30.0)
         assert rows, "no caller was asked the after-call survey"
         assert {r.score for r in rows} == {3}
-        await demo.service.flush()
-        async with store.sessions() as s:
-            call = await s.get(CallRow, rows[0].call_uniqueid)
-        assert call is not None and call.outcome == "completed", \
-            "the survey's call id is not the queue call's uniqueid"
+        async def the_call() -> CallRow | None:
+            # The key can be stored before the service has applied the operator's hang-up
+            # (the IVR runs on its own thread; the events come over AMI): wait for it.
+            await demo.service.flush()
+            async with store.sessions() as s:
+                call = await s.get(CallRow, rows[0].call_uniqueid)
+            return call if call is not None and call.outcome == "completed" else None
+        call = await until(the_call, 30.0)
+        assert call is not None, "the survey's call id is not a completed queue call's uniqueid"
     finally:
         await demo.stop()
 
