@@ -156,8 +156,8 @@ async def test_supervisor_searches_and_merges_three_duplicates(
     handler = Actor("dept1", Role.DEPARTMENT, dept)
     await wo.step(lead.id, "accept_handling", handler)
     await wo.step(lead.id, "reply", handler, text="路灯已于今日修复。")
-    await follow(wo, lead.id)  # the API does this after a step; here the step was direct
-    follower = (await followers_of(wo, lead.id))[0]
+    await follow(wo, int(lead.id))  # the API does this after a step; here the step was direct
+    follower = (await followers_of(wo, int(lead.id)))[0]
     await page.goto(url + f"/orders?open={follower.id}")
     await page.wait_for_selector(f"#history li:has-text('{lead_number}')")
     assert f"并案：随主件 {lead_number} 办理" in await page.inner_text("#history")

@@ -52,7 +52,7 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[Service, FakePbx, str]]:
         await service.stop()
 
 
-async def text_is(page: Any, selector: str, text: str, timeout: float = 5000) -> None:
+async def text_is(page: Any, selector: str, text: str, timeout: float = 15000) -> None:
     await page.wait_for_function(
         "([s, t]) => { const e = document.querySelector(s); return e && e.textContent.trim() === t; }",
         arg=[selector, text], timeout=timeout)
