@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from acd.state import AgentState, Outcome
@@ -38,27 +37,14 @@ from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.orders.lifecycle import order_view, redact
 from callcenter.service import Service
-from tests.console_fakes import CHEAP, FakePbx, Person, serving, started_service
+from tests.console_fakes import CHEAP, Desk, FakePbx, Person, serving, started_service
 
 OP1 = "Local/1001@agents/n"
 OP2 = "Local/1002@agents/n"
 
 
-class Rig:
-    def __init__(self, service: Service, pbx: FakePbx, server: TestServer) -> None:
-        self.service, self.pbx, self.server = service, pbx, server
-        self.people: list[Person] = []
-
-    def person(self) -> Person:
-        p = Person(self.server)
-        self.people.append(p)
-        return p
-
-    async def as_user(self, username: str) -> Person:
-        p = self.person()
-        status, _ = await p.login(username)
-        assert status == 200
-        return p
+class Rig(Desk):
+    """The console's app behind a test server, with the console's own waits."""
 
     async def settle(self) -> None:
         """Every event applied and the hub has pushed what changed."""
@@ -78,8 +64,7 @@ async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     app = make_app(service, passwords=CHEAP, failure_delay=0,
                    throttle=LoginThrottle(free=3, base_s=30), rate_limit=RateSettings(0, 1, 0, 1))
     async with serving(service, app) as (server, people):
-        r = Rig(service, pbx, server)
-        r.people = people
+        r = Rig(service, pbx, server, app, people)
         await r.settle()
         yield r
 

@@ -31,8 +31,7 @@ async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     app = make_app(service, passwords=CHEAP, failure_delay=0,
                    throttle=LoginThrottle(free=3, base_s=30))
     async with serving(service, app) as (server, people):
-        r = Rig(service, pbx, server)
-        r.people = people
+        r = Rig(service, pbx, server, app, people)
         await r.settle()
         yield r
 
