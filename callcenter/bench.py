@@ -72,10 +72,11 @@ def progress(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def bench_pbx(seed: int, agents: int) -> Pbx:
-    """The benchmark's PBX: calls arrive about as fast as ``agents`` members can take them."""
+def bench_pbx(seed: int, agents: int, first_extension: int = 1001) -> Pbx:
+    """The benchmark's PBX: calls arrive about as fast as ``agents`` members
+    (``Local/<first_extension + i>@agents/n``) can take them."""
     return build_pbx(seed=seed, agents=agents, rate=max(0.05, 0.95 * agents / TALK_PLUS_RING_S),
-                     start_time=START_TIME)
+                     start_time=START_TIME, first_extension=first_extension)
 
 
 class FrameStream:
@@ -139,7 +140,12 @@ class _Load:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.stream = FrameStream(bench_pbx(cfg["seed"], cfg["agents"]))
+        self.stream = FrameStream(bench_pbx(cfg["seed"], cfg["agents"],
+                                            cfg.get("first_extension", 1001)))
+        #: every member's rings are timed (a PBX-only load process of the scale-out
+        #: bench: its operators' sockets are in other processes)
+        self.watch_all = bool(cfg.get("watch_all", False))
+        self.shown: list[tuple[str, str, float]] = []  # (interface, uniqueid, first shown)
         self.peer: _AmiPeer | None = None
         self.sent = 0
         self.rung: dict[tuple[str, str], float] = {}  # (interface, uniqueid) -> written at
@@ -161,7 +167,7 @@ class _Load:
         for f in wanted:
             if f.name == "AgentCalled":
                 h = f.headers()
-                if h.get("Interface") in self.watched:
+                if self.watch_all or h.get("Interface") in self.watched:
                     rings.append((h["Interface"], h.get("Uniqueid", "")))
         return "".join(f.text for f in wanted).encode(), len(wanted), rings
 
@@ -287,7 +293,9 @@ class _Load:
                     elif msg.get("type") == "update":
                         apply_ops(doc, msg["ops"])
                     for uid in _calls_shown(doc):
-                        browser.seen.setdefault(uid, at)
+                        if uid not in browser.seen:
+                            browser.seen[uid] = at
+                            self.shown.append((browser.interface, uid, at))
         except Exception as exc:  # noqa: BLE001 - a failed client is counted, not fatal
             if not first.done():
                 first.set_exception(exc)
@@ -371,6 +379,14 @@ class _Load:
         self.rung = {}
         return {"latencies_ms": latencies, "missed": missed}
 
+    def marks(self) -> dict[str, list[tuple[str, str, float]]]:
+        """The rings written and the calls first shown since the last call, as
+        (interface, uniqueid, time.time()) each: the scale-out bench pairs them across
+        its load processes (one clock: the machine's)."""
+        rung = [(iface, uid, at) for (iface, uid), at in self.rung.items()]
+        shown, self.rung, self.shown = self.shown, {}, []
+        return {"rung": rung, "shown": shown}
+
     async def stop(self) -> dict[str, int]:
         for t in self.tasks:
             t.cancel()
@@ -409,6 +425,8 @@ async def _load_loop(conn: Connection, cfg: dict[str, Any]) -> None:
                 conn.send({"sent": await load.pace(cmd["rate"], cmd["seconds"])})
             elif op == "pops":
                 conn.send(load.pops())
+            elif op == "marks":
+                conn.send(load.marks())
             elif op == "prepare_blast":
                 conn.send({"events": load.prepare_blast(cmd["events"])})
             elif op == "blast":
@@ -1220,7 +1238,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="run the scale-out bench: a core, a standby, N web workers, "
                          "PostgreSQL and Redis, each its own process")
     so.add_argument("--pbxs", type=int, default=1,
-                    help="simulated PBXs in the failover phase (1; the load phase drives one)")
+                    help="simulated PBXs, each its own process, in the load and the failover "
+                         "phase (1)")
+    so.add_argument("--load-procs", type=int, default=0,
+                    help="processes holding the browsers' websockets (default: one per "
+                         "1,000 sockets)")
     so.add_argument("--database", metavar="URL",
                     help="PostgreSQL server (postgresql://postgres@127.0.0.1:5432/postgres): "
                          "a scratch database is created on it and dropped after")

@@ -4,22 +4,28 @@ Theory of operation
 -------------------
 Every piece is a real process on loopback, as a large centre runs them::
 
-    load process (bench._Load)  -- the PBX's end of AMI, paced by count (one PBX; the
-                                   failover phase runs --pbxs simulators); the browsers
+    load processes (bench._Load) -- --pbxs PBX ends of AMI, each paced by count (the
+                                   failover phase runs --pbxs simulators); the browsers'
+                                   websockets from processes of their own (--load-procs)
     core  (callcenter serve)    -- [ha] lease, PostgreSQL (a scratch database created on
                                    the --database server, dropped after), Redis bus
     web workers (callcenter web) x N -- operators' and wallboards' websockets from Redis
 
-1. *load*: ``--operators`` and ``--wallboards`` sign in through the workers (round
-   robin) and hold their websockets there; the load writes ``--rate`` AMI events/s for
-   ``--duration`` s.  Ring -> screen pop is timed in the load process alone (the frame
-   with ``AgentCalled`` written -> the operator's document showing the call: AMI, the
-   core, Redis, the worker, the browser's socket).  The core's ``/metrics`` gives the
-   events applied and the consumer backlog; each worker's gives the bus lag (core
-   publish -> worker receipt, a histogram: its p99 is a bucket's upper bound).  RSS of
-   the core and each worker from ``/proc/<pid>/status`` every few seconds.
-2. *max*: ``--max-rate`` events/s for 10 s: the rate the core sustains end to end, with
-   the largest backlog seen and whether it drained.
+1. *load*: ``--pbxs`` PBX processes, PBX k's members the operators of slice k
+   (``opN`` is ``Local/<1000+N>@agents/n`` on exactly one PBX); the core holds one AMI
+   link per PBX (``[[pbx]]``).  ``--operators`` and ``--wallboards`` hold their
+   websockets from ``--load-procs`` browser processes (default one per 1,000 sockets),
+   through the workers (round robin), sessions opened in the database beforehand.  Each
+   PBX writes ``--rate / --pbxs`` AMI events/s for ``--duration`` s.  Ring -> screen pop
+   is paired across the load processes on the machine's clock (the frame with
+   ``AgentCalled`` written by its PBX process -> the operator's document showing the
+   call in a browser process: AMI, the core, Redis, the worker, the browser's socket).
+   The core's ``/metrics`` gives the events applied and the consumer backlog; each
+   worker's gives the bus lag (core publish -> worker receipt, a histogram: its p99 is
+   a bucket's upper bound).  RSS of the core and each worker from
+   ``/proc/<pid>/status`` every few seconds.
+2. *max*: ``--max-rate`` events/s (split over the PBXs) for 10 s: the rate the core
+   sustains end to end, with the largest backlog seen and whether it drained.
 3. *failover*: the rig of the failover test (:mod:`callcenter.scaleout`: ``--pbxs``
    real-time PBX simulators, each writing its queue_log, two cores, one worker, operators ``op1``..``op6`` on
    the simulator's phones watching through the worker); ``--failovers`` times the active
@@ -185,34 +191,110 @@ async def _accounts(db: str, operators: list[str], supervisors: list[str]
 # --------------------------------------------------------------------------- 1-2: load
 
 
+class _LoadProcs:
+    """The spawned load processes: ``pbxs`` PBX ends of AMI (each paced by count, its own
+    members, every ring timed) and ``browsers`` processes holding the websockets, so no
+    one process carries thousands of sockets and a PBX's pacing at once."""
+
+    def __init__(self) -> None:
+        self.conns: list[Any] = []
+        self.children: list[Any] = []
+
+    def spawn(self, name: str, cfg: dict[str, Any]) -> Any:
+        ctx = mp.get_context("spawn")
+        conn, child_end = ctx.Pipe()
+        child = ctx.Process(target=bench._load_main, name=name, args=(child_end, cfg),
+                            daemon=True)
+        child.start()
+        self.conns.append(conn)
+        self.children.append(child)
+        return conn
+
+    async def ask_all(self, conns: list[Any], msg: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(_ask(c, msg) for c in conns)))
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.join(timeout=10)
+            if child.is_alive():
+                child.terminate()
+
+
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``n`` items in ``parts`` contiguous slices as (first index, size), sizes differing
+    by at most one."""
+    out, first = [], 0
+    for i in range(parts):
+        size = n // parts + (1 if i < n % parts else 0)
+        out.append((first, size))
+        first += size
+    return out
+
+
+class Pops:
+    """Ring -> screen pop, paired across load processes: a ring's time from the PBX
+    process that wrote it, the first showing from the browser process that saw it."""
+
+    def __init__(self) -> None:
+        self.rung: dict[tuple[str, str], float] = {}
+        self.shown: dict[tuple[str, str], float] = {}
+
+    def add(self, marks: list[dict[str, Any]]) -> None:
+        for m in marks:
+            for iface, uid, at in m["rung"]:
+                self.rung.setdefault((iface, uid), at)
+            for iface, uid, at in m["shown"]:
+                self.shown.setdefault((iface, uid), at)
+
+    def latencies(self) -> tuple[list[float], int]:
+        """(ms from each ring written to its call first shown, rings never shown)."""
+        lat = [(self.shown[k] - at) * 1000.0 for k, at in self.rung.items() if k in self.shown]
+        return lat, len(self.rung) - len(lat)
+
+
 async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                      work: Path) -> dict[str, Any]:
+    import concurrent.futures
+
     import aiohttp
 
+    # one blocked pipe read per load process may be in flight at once
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=64))
     out: dict[str, Any] = {}
-    agents = max(args.operators, 10)
-    ctx = mp.get_context("spawn")
-    conn, child_end = ctx.Pipe()
-    child = ctx.Process(target=bench._load_main, name="bench-load",
-                        args=(child_end, {"seed": args.seed, "agents": agents}), daemon=True)
-    child.start()
+    loads = _LoadProcs()
+    operators = [f"op{i}" for i in range(1, args.operators + 1)]
+    walls = [f"sup{i}" for i in range(1, args.wallboards + 1)]
+    # PBX k's members are the operators of slice k: Local/<1000+N>@agents/n for opN
+    slices = split(max(args.operators, 10 * args.pbxs), args.pbxs)
+    pbx_conns = [loads.spawn(f"bench-pbx{k + 1}", {
+        "seed": args.seed + k, "agents": size, "first_extension": 1001 + first,
+        "watch_all": True}) for k, (first, size) in enumerate(slices)]
+    n_browsers = args.load_procs or max(1, -(-(len(operators) + len(walls)) // 1000))
+    browser_conns = [loads.spawn(f"bench-browsers{j + 1}", {"seed": args.seed, "agents": 1})
+                     for j in range(n_browsers)]
     procs: list[CoreProcess] = []
     http = aiohttp.ClientSession()
     try:
-        port = (await asyncio.get_running_loop().run_in_executor(None, conn.recv))["port"]
-        cfg = core_config(work / "load.toml", name="pbx1", ami_port=port, secret=AMI_SECRET,
-                          database_url=db, queue_log_path=work / "no-queue-log",
-                          redis_url=redis, prefix=prefix)
-        text = cfg.read_text(encoding="utf-8").replace('username = "hotline"',
-                                                       f'username = "{AMI_USER}"')
-        cfg.write_text(text.replace(f'queue_log = "{work / "no-queue-log"}"', 'queue_log = ""'),
+        ports = [r["port"] for r in await asyncio.gather(*(
+            asyncio.get_running_loop().run_in_executor(None, c.recv)
+            for c in pbx_conns + browser_conns))][:args.pbxs]
+        names = [f"pbx{k}" for k in range(1, args.pbxs + 1)]
+        no_log = work / "no-queue-log"
+        cfg = core_config(work / "load.toml", name=names[0], ami_port=ports[0],
+                          secret=AMI_SECRET, database_url=db, queue_log_path=no_log,
+                          redis_url=redis, prefix=prefix,
+                          more_pbxs=tuple((n, p, no_log) for n, p in zip(names[1:], ports[1:],
+                                                                         strict=True)))
+        text = cfg.read_text(encoding="utf-8")
+        text = text.replace('username = "hotline"', f'username = "{AMI_USER}"')
+        text = text.replace('user = "hotline"', f'user = "{AMI_USER}"')
+        cfg.write_text(text.replace(f'queue_log = "{no_log}"', 'queue_log = ""'),
                        encoding="utf-8")
         core = CoreProcess(cfg, work, "load-core")
         procs.append(core)
         await core.start()
         core_url = f"http://127.0.0.1:{await core.wait_serving(180)}/"
-        operators = [f"op{i}" for i in range(1, args.operators + 1)]
-        walls = [f"sup{i}" for i in range(1, args.wallboards + 1)]
         progress(f"creating {len(operators)} operator and {len(walls)} wallboard accounts")
         tokens = await _accounts(db, operators, walls)
         workers = [CoreProcess(cfg, work, f"load-web{i}", web=True)
@@ -221,52 +303,60 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
         for w in workers:
             await w.start()
         urls = [f"http://127.0.0.1:{await w.wait_serving(180)}/" for w in workers]
-        progress(f"signing in through {len(urls)} web workers, opening the websockets")
+        progress(f"{args.pbxs} PBX processes; signing in through {len(urls)} web workers "
+                 f"from {n_browsers} browser processes, opening the websockets")
         connected = failed = 0
-        for i, url in enumerate(urls):
-            signed = await _ask(conn, {"op": "sign_in", "url": url,
-                                       "operators": operators[i::len(urls)],
-                                       "wallboards": walls[i::len(urls)],
-                                       "tokens": tokens})
-            connected += signed["connected"]
-            failed += signed["failed"]
+        # slice j of the browsers: from browser process j % n, through worker j % workers
+        n_slices = len(urls) * n_browsers
+        asks = []
+        for j in range(n_slices):
+            asks.append(_ask(browser_conns[j % n_browsers], {
+                "op": "sign_in", "url": urls[j % len(urls)],
+                "operators": operators[j::n_slices], "wallboards": walls[j::n_slices],
+                "tokens": {n: tokens[n] for n in operators[j::n_slices] + walls[j::n_slices]}}))
+        for j in range(0, n_slices, n_browsers):  # each process one slice at a time
+            for signed in await asyncio.gather(*asks[j:j + n_browsers]):
+                connected += signed["connected"]
+                failed += signed["failed"]
         out["websockets_connected"], out["websockets_failed"] = connected, failed
+        out["load_processes"] = {"pbx": args.pbxs, "browsers": n_browsers}
         progress(f"{connected} websockets open, {failed} failed")
         pids = {"core": core.proc.pid, **{f"web{i}": w.proc.pid  # type: ignore[union-attr]
                                           for i, w in enumerate(workers)}}
+        every = loads.conns
 
         # ---- sustained
         rss: dict[str, list[tuple[float, float]]] = {k: [] for k in pids}
         backlog_max = 0.0
+        pops = Pops()
+        await loads.ask_all(every, {"op": "marks"})  # rings before the phase: not timed
         t0 = time.perf_counter()
-        sent0 = 0
         chunk = min(30.0, args.duration)
-        done_s, lat, missed = 0.0, [], 0
-        progress(f"sustained: {args.rate:g} events/s for {args.duration:g} s")
+        done_s, sent = 0.0, 0
+        per_pbx = args.rate / args.pbxs
+        progress(f"sustained: {args.rate:g} events/s ({per_pbx:g} per PBX) for "
+                 f"{args.duration:g} s")
         while done_s < args.duration:
             step = min(chunk, args.duration - done_s)
-            pacing = asyncio.ensure_future(_ask(conn, {"op": "pace", "rate": args.rate,
-                                                       "seconds": step}))
+            pacing = asyncio.ensure_future(loads.ask_all(pbx_conns, {
+                "op": "pace", "rate": per_pbx, "seconds": step}))
             while not pacing.done():
-                await asyncio.sleep(min(5.0, step))
+                await asyncio.wait({pacing}, timeout=min(5.0, step))
                 now = time.perf_counter() - t0
                 for k, pid in pids.items():
                     rss[k].append((now, rss_of(pid)))
                 m = await scrape(http, core_url)
                 backlog_max = max(backlog_max, _one(m, "hotline_consumer_backlog"))
-            sent = (await pacing)["sent"]
+            sent = sum(r["sent"] for r in await pacing)
             done_s += step
-            pops = await _ask(conn, {"op": "pops"})
-            lat += pops["latencies_ms"]
-            missed += pops["missed"]
+            pops.add(await loads.ask_all(every, {"op": "marks"}))
             progress(f"  {done_s:5.0f} s  sent {sent}  backlog max {backlog_max:.0f}  rss "
                      + " ".join(f"{k} {v[-1][1]:.0f}" for k, v in rss.items() if v))
         elapsed = await _until_drained(http, core_url) - t0
         await asyncio.sleep(0.5)
-        pops = await _ask(conn, {"op": "pops"})
-        lat += pops["latencies_ms"]
-        missed += pops["missed"]
-        out["events_per_s"] = round((sent - sent0) / elapsed, 1)
+        pops.add(await loads.ask_all(every, {"op": "marks"}))
+        lat, missed = pops.latencies()
+        out["events_per_s"] = round(sent / elapsed, 1)
         out["backlog_max"] = int(backlog_max)
         out["pop_latency_ms"] = {"p50": round(percentile(lat, 50), 1),
                                  "p99": round(percentile(lat, 99), 1),
@@ -287,28 +377,26 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
         out["bus_entries"] = sum(n for _, n in lags)
 
         # ---- max
-        progress(f"max: {args.max_rate:g} events/s for 10 s")
+        progress(f"max: {args.max_rate:g} events/s for 10 s across {args.pbxs} PBXs")
         t0 = time.perf_counter()
-        pacing = asyncio.ensure_future(_ask(conn, {"op": "pace", "rate": args.max_rate,
-                                                   "seconds": 10.0}))
+        pacing = asyncio.ensure_future(loads.ask_all(pbx_conns, {
+            "op": "pace", "rate": args.max_rate / args.pbxs, "seconds": 10.0}))
         backlog_max = 0.0
         while not pacing.done():
-            await asyncio.sleep(1.0)
+            await asyncio.wait({pacing}, timeout=1.0)
             backlog_max = max(backlog_max, _one(await scrape(http, core_url),
                                                 "hotline_consumer_backlog"))
-        total = (await pacing)["sent"]
+        total = sum(r["sent"] for r in await pacing)
         out["max_asked"] = args.max_rate
         out["max_events_per_s"] = round((total - sent) / (await _until_drained(
             http, core_url) - t0), 1)
         out["max_backlog"] = int(backlog_max)
-        await _ask(conn, {"op": "stop"})
+        await loads.ask_all(every, {"op": "stop"})
     finally:
         await http.close()
         for p in procs:
             await p.stop()
-        child.join(timeout=10)
-        if child.is_alive():
-            child.terminate()
+        loads.stop()
     return out
 
 
@@ -555,6 +643,10 @@ def main(args: argparse.Namespace) -> int:
             setattr(args, name, default)
     if not 1 <= args.pbxs <= 8:
         print("callcenter bench: --pbxs must be 1..8", flush=True)
+        return 2
+    if not 0 <= args.load_procs <= 32:
+        print("callcenter bench: --load-procs must be 0..32 (0: one per 1,000 sockets)",
+              flush=True)
         return 2
     if not args.database or not args.database.startswith("postgresql"):
         print("callcenter bench: the scale-out bench needs --database postgresql://...",

@@ -528,10 +528,11 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
               channelvars: Sequence[str] = ("HOTLINE", "IVR_PATH", "CATEGORY"),
               hold_arrivals: bool = False, calls_for: float | None = None,
               talk_median: float | None = None,
-              patience_median: float | None = None) -> Pbx:
+              patience_median: float | None = None, first_extension: int = 1001) -> Pbx:
     """A Pbx with random (or constant-rate, or scripted) traffic, ready to advance;
     ``calls_for`` PBX seconds of arrivals at most (None: for ever); the medians in PBX
-    seconds replace the traffic model's (:class:`TrafficConfig`)."""
+    seconds replace the traffic model's (:class:`TrafficConfig`); members are
+    ``Local/<first_extension + i>@agents/n``."""
     qcfgs = tuple(q if isinstance(q, QueueConfig) else QueueConfig(name=q)
                   for q in (queues or [QueueConfig()]))
     t0 = time.time() if start_time is None else start_time
@@ -551,7 +552,7 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
         if calls_for is not None:
             traffic = _Until(traffic, t0 + calls_for)
     config = PbxConfig(queues=qcfgs, agents=agents, channelvars=tuple(channelvars),
-                       agent_breaks=scenario is None)
+                       agent_breaks=scenario is None, first_extension=first_extension)
     return Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
 
 
