@@ -409,6 +409,7 @@ class CallCenter:
         self.last_restart: PbxRestarted | None = None  # the latest restart or reset seen
         self.finished: list[Call] = []  # finished calls not yet collected by the caller
         self.agents: dict[str, Agent] = {}  # by interface
+        self._named: dict[str, list[str]] = {}  # member name -> interfaces (agent_by_name)
         self.waiting: dict[str, dict[str, Call]] = {}  # queue -> uniqueid -> call (join order)
         self.connected: dict[tuple[str, str], str] = {}  # (queue, interface) -> visit_id
         self.observed: dict[str, Counters] = {}
@@ -501,10 +502,14 @@ class CallCenter:
         return sorted(names)
 
     def agent_by_name(self, name: str) -> Agent | None:
-        for agent in self.agents.values():
-            if agent.name == name:
-                return agent
-        return None
+        """The first member (in the order they appeared) named ``name``, or None.  By an
+        index :meth:`_agent` keeps: every operator screen asks this of every PBX its
+        member is not on, once a second, and a scan made that O(members) each."""
+        found = [a for i in self._named.get(name, ()) if (a := self.agents[i]).name == name]
+        if len(found) > 1:
+            order = {iface: n for n, iface in enumerate(self.agents)}
+            found.sort(key=lambda a: order[a.interface])
+        return found[0] if found else None
 
     def collect_finished(self) -> list[Call]:
         """Hand over finished visits (for storage) and forget the old ones."""
@@ -561,8 +566,10 @@ class CallCenter:
             agent = Agent(interface=interface, name=name or interface, since=self.now,
                           pbx=self.pbx)
             self.agents[interface] = agent
+            self._named.setdefault(agent.name, []).append(interface)
         elif name and agent.name != name:
             agent.name = name
+            self._named.setdefault(name, []).append(interface)
         return agent
 
     def _move(self, agent: Agent, step: str, at: float, cause: str) -> list[Change]:

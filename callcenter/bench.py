@@ -253,16 +253,21 @@ class _Load:
                     failures += 1
                     first.set_exception(exc)
                     return
-            if iface:
-                self.watched.add(iface)
-            self.browsers.append(browser)
-            self.tasks.append(asyncio.create_task(self._browse(url, token, browser, first)))
+                if iface:
+                    self.watched.add(iface)
+                self.browsers.append(browser)
+                self.tasks.append(asyncio.create_task(self._browse(url, token, browser,
+                                                                   first)))
+                # at most 32 handshakes at once: thousands at the same instant time
+                # out in the accept queue of a loaded machine, not in the server
+                await asyncio.wait({first})
 
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(one(session, n) for n in operators + wallboards))
         results = await asyncio.gather(*connected, return_exceptions=True)
-        failures = sum(1 for r in results if isinstance(r, BaseException))
-        return {"connected": len(results) - failures, "failed": failures}
+        errors = [r for r in results if isinstance(r, BaseException)]
+        return {"connected": len(results) - len(errors), "failed": len(errors),
+                "errors": sorted({repr(e)[:160] for e in errors})[:5]}
 
     async def _browse(self, url: str, token: str, browser: _Browser,
                       first: asyncio.Future[None]) -> None:
@@ -1251,6 +1256,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="events/s of the 10 s max phase (10000)")
     so.add_argument("--failovers", type=int, default=3,
                     help="kill -9 of the active core, each timed (3; 0 skips)")
+    so.add_argument("--logs", metavar="DIR",
+                    help="copy the core's and the workers' logs (*.out, *.err) here")
     so.add_argument("--no-single", action="store_true",
                     help="skip the single-process SQLite run beside the scale-out one")
 

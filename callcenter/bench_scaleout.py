@@ -45,6 +45,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import tempfile
 import time
@@ -318,6 +319,8 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
             for signed in await asyncio.gather(*asks[j:j + n_browsers]):
                 connected += signed["connected"]
                 failed += signed["failed"]
+                for error in signed.get("errors", ()):
+                    progress(f"  a websocket failed: {error}")
         out["websockets_connected"], out["websockets_failed"] = connected, failed
         out["load_processes"] = {"pbx": args.pbxs, "browsers": n_browsers}
         progress(f"{connected} websockets open, {failed} failed")
@@ -562,6 +565,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     result["failover"] = await failover_phase(args, ha_db, args.redis,
                                                               prefix, Path(tmp))
         finally:
+            if args.logs:  # the processes' own logs, kept for a look afterwards
+                for f in Path(tmp).glob("*.[eo][ru][rt]"):
+                    shutil.copy(f, Path(args.logs) / f.name)
             await _redis_cleanup(args.redis, prefix)
             await _redis_cleanup(args.redis, prefix + "-ha")
     result["load_average_mid"] = [round(x, 2) for x in os.getloadavg()]
