@@ -66,11 +66,14 @@ function render() {
 
 // --------------------------------------------------------------------------- queues
 
-// A rate of nothing is not 0.00 %: when no call was offered the cell says "0 calls".
+// A rate of nothing is not 0.00 %: when no call was offered the cell says "0 calls";
+// a mean of nothing is not 0.0 s: ASA with no call answered, AHT with none completed
+// (acd/metrics.py: their denominators) say "—".
 // Colours come from the server, from the one table of bounds in the config
 // (acd.reports.parse_colours), for every row and card alike; none given, none shown.
+const MEAN_OF = {asa_s: "answered", aht_s: "completed"};
 function rateCell(f, key, colours) {
-  const none = !f.offered;
+  const none = !f.offered || (key in MEAN_OF && !f[MEAN_OF[key]]);
   const colour = none ? "none" : (colours && colours[key]) || "plain";
   const seconds = key.endsWith("_s");
   const text = none ? (seconds ? "—" : t("wall.no_calls")) : seconds ? secs(f[key]) : pct(f[key]);
