@@ -43,8 +43,6 @@ const STRINGS = {
     "role.operator": "话务员", "role.supervisor": "值班长", "role.department": "承办单位",
     "role.admin": "管理员", "role.system": "系统", "role.citizen": "市民",
     "actor.timers": "系统定时", "actor.merge": "并案（主件 {n}）",
-    "why.merge_follow": "并案：随主件 {n} 办理", "why.rv_auto": "自动回访外呼",
-    "why.rv_unreachable": "第 {n} 次回访外呼未接通：{why}",
     "timer.first_response": "首次响应时限", "timer.handling": "办理时限",
     "timer.supervision": "督办期限", "actor.citizen_keys": "市民按键", "actor.dialer": "自动外呼",
  "tab.orders": "工单", "tab.returns": "退单审核", "tab.board": "督办看板",
@@ -119,8 +117,6 @@ const STRINGS = {
     "role.operator": "operator", "role.supervisor": "supervisor", "role.department": "department",
     "role.admin": "admin", "role.system": "system", "role.citizen": "citizen",
     "actor.timers": "System timer", "actor.merge": "Merge (lead order {n})",
-    "why.merge_follow": "Merged: handled with lead order {n}", "why.rv_auto": "Automatic return-visit call",
-    "why.rv_unreachable": "Return-visit call {n} not reached: {why}",
     "timer.first_response": "first response deadline",
     "timer.handling": "handling deadline", "timer.supervision": "supervision deadline", "actor.citizen_keys": "Citizen's keys", "actor.dialer": "Auto dialler",
  "tab.orders": "Orders", "tab.returns": "Returns to review",
@@ -214,19 +210,12 @@ function deptName(id) {
 
 // Who took a step, in the page's language: the system's own actors by name, people by
 // their account with their role, departments by name.
-// The reasons the code itself writes (callcenter/orders/merge.py, ivr/dialer.py), stored as
-// these exact texts, said in the UI's language; a person's reason is shown as it is.
-const SYSTEM_REASONS = [
-  [/^并案：随主件 (\S+) 办理$/, (m) => tr("why.merge_follow", {n: m[1]})],
-  [/^automatic return-visit call$/, () => tr("why.rv_auto")],
-  [/^return-visit call (\d+): (.*)$/, (m) => tr("why.rv_unreachable", {n: m[1], why: m[2]})],
-];
-function reasonText(reason) {
-  for (const [re, say] of SYSTEM_REASONS) {
-    const m = re.exec(reason);
-    if (m) return say(m);
-  }
-  return reason;
+// A trail step's reason in the page's language: the reasons the code itself writes are
+// stored as codes and come rendered by the server from its one table
+// (callcenter/orders/reasons.py: reason in Chinese, reason_en in English); a person's
+// reason is shown as it was typed.
+function reasonText(h) {
+  return currentLang() === "en" && h.reason_en ? h.reason_en : h.reason;
 }
 
 function actorLabel(h) {
@@ -414,7 +403,7 @@ function renderDetail(doc) {
       el("span", {cls: "when", text: when(h.at)}),
       el("strong", {text: tr("step." + h.step) + extra}),
       el("span", {cls: "muted"}, ...textWithLinks(" " + actorLabel(h), (id) => openOrder(id))),
-      h.reason ? el("div", {}, ...textWithLinks(reasonText(h.reason), (id) => openOrder(id))) : null));
+      h.reason ? el("div", {}, ...textWithLinks(reasonText(h), (id) => openOrder(id))) : null));
   }
 }
 
