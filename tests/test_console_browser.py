@@ -393,6 +393,8 @@ async def test_wallboard_figures_equal_the_metrics_api(
     await page.reload()
     await page.wait_for_selector("[data-queue='hotline'] [data-figure='offered']")
     assert "Offered" in await page.inner_text("[data-queue='hotline'] thead")
+    # The queue's title_en (config/callcenter.toml), not its Chinese title.
+    await text_is(page, "[data-queue='hotline'] h2 span", "12345 General service")
     await text_is(page, ".tile[data-agent='agent1002'] .name", "话务员 2")  # display name
     if shots:
         await page.screenshot(path=str(shots / "wallboard-en.png"))

@@ -5,7 +5,7 @@
 // ever set with textContent (see common.js el()).
 
 import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
-import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind, textWithLinks}
   from "/static/order_find.js";
 
@@ -318,7 +318,7 @@ function renderList(doc) {
         o.confidential ? el("span", {cls: "muted", text: " " + t("find.confidential_mark")}) : null,
         o.merged_into ? el("span", {cls: "muted", text: " " + t("merge.mark")}) : null),
       el("td", {text: tr("state." + o.state)}),
-      el("td", {text: o.category}),
+      el("td", {text: categoryLabel(o.category)}),
       el("td", {cls: "text", text: o.text, attrs: {title: o.text}}),
       el("td", {text: channelName(o.channel)}),
       el("td", {text: deptName(o.lead_department)}),
@@ -361,7 +361,7 @@ function renderDetail(doc) {
   add("field.caller", o.caller_name);
   add("field.number", o.caller_number);
   add("field.urgency", tr("urgency." + o.urgency));
-  add("col.category", o.category);
+  add("col.category", categoryLabel(o.category));
   add("col.text", o.text);
   add("field.location", o.location);
   if (o.channel) fields.append(el("dt", {text: t("find.channel")}), el("dd", {text: channelName(o.channel)}));
@@ -545,7 +545,7 @@ function evidenceSentences(a, numberOf) {
   } else if (a.kind === "repeat_after_completion") {
     const later = e.later || {};
     out.push(tr("ev.repeat", {caller: e.caller || "", days: e.days_after_completion,
-      same: e.same_category ? tr("ev.repeat_same", {cat: later.category || ""}) : "", text: clip(later.text, 100)}));
+      same: e.same_category ? tr("ev.repeat_same", {cat: categoryLabel(later.category || "")}) : "", text: clip(later.text, 100)}));
   } else if (a.kind === "staff_entered_satisfaction") {
     const role = {operator: "role.operator", supervisor: "role.supervisor", department: "role.department", admin: "role.admin"}[e.role];
     out.push(tr("ev.staff", {actor: e.actor_id, role: role ? tr(role) : e.role}));
@@ -660,7 +660,7 @@ async function loadInbox() {
       const why = o.sent_back ? tr({refuse_return: "inbox.back_refuse_return", reject_completion: "inbox.back_reject_completion"}[o.sent_back.step] || "inbox.back_reopen") + (o.sent_back.reason ? "：" + o.sent_back.reason : "") : "";
       ul.append(el("li", {data: {order: o.id}, cls: arrived.includes(o.id) ? "fresh" : ""},
         orderLink(o.id, o.number, open), " ",
-        el("span", {cls: "muted", text: [tr("state." + o.state), o.category].filter(Boolean).join(" · ")}), " ",
+        el("span", {cls: "muted", text: [tr("state." + o.state), categoryLabel(o.category)].filter(Boolean).join(" · ")}), " ",
         due ? el("span", {cls: late ? "overdue" : "muted", text: tr(late ? "inbox.overdue" : "inbox.due", {t: when(due)})}) : null,
         el("div", {text: clip(o.text, 100)}), why ? el("div", {cls: "muted", text: why}) : null));
     }

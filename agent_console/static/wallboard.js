@@ -3,7 +3,7 @@
 // whisper / barge on a live call) need a reason and are audited by the server.
 
 import {api, byId, clockTime, el, hourMinute, Live, pct, setCsrf, setText, setTimeZone} from "/static/common.js";
-import {applyI18n, currentLang, duration, errorText, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, currentLang, duration, errorText, localName, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let live = null;
 let view = null;
@@ -126,7 +126,7 @@ function renderQueues() {
   cards.push(queueCard("__all__", t("wall.all_queues"), "", waiting,
     oldest.length ? Math.min(...oldest) : null, view.today, view.last_15min, view.colours));
   for (const q of queues) {
-    cards.push(queueCard(q.queue, q.title, t("wall.logged_in", {n: q.agents_logged_in}),
+    cards.push(queueCard(q.queue, localName(q, "title"), t("wall.logged_in", {n: q.agents_logged_in}),
       q.waiting, q.oldest_joined_at, q.today, q.last_15min, q.colours));
   }
   // Several PBXs: one card each after the queues; a PBX whose link is down is greyed
@@ -377,7 +377,7 @@ function renderSpy() {
 
 function alertText(a, now) {
   let subject = a.subject;
-  if (a.kind === "longest_wait" && view.queues[a.subject]) subject = view.queues[a.subject].title;
+  if (a.kind === "longest_wait" && view.queues[a.subject]) subject = localName(view.queues[a.subject], "title");
   const agent = view.agents[a.subject];
   if (agent && agent.operator) subject = `${agent.operator} (${a.subject})`;
   const d = a.since ? duration(now - a.since) : "";
