@@ -3,7 +3,7 @@
 // column names open the figure's definition; downloads as XLSX and CSV.
 
 import {api, byId, el, setCsrf, setText, withOrderLinks} from "/static/common.js";
-import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, currentLang, localName, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 
 const printing = document.body.classList.contains("printing");
 const state = {period: "day", day: "", queue: "", department: ""};
@@ -76,7 +76,7 @@ function render() {
     b.setAttribute("aria-pressed", String(b.dataset.period === state.period));
   }
   byId("day").value = report.day;
-  fillSelect("queue", report.queues_known, state.queue, "queue", "title");
+  fillSelect("queue", report.queues_known.map((q) => ({...q, title: localName(q, "title")})), state.queue, "queue", "title");
   fillSelect("department", report.departments_known, state.department, "id", "name");
   byId("xlsx").href = "/api/reports/export.xlsx?" + query();
   byId("print").href = "/reports/print?" + query();
