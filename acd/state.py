@@ -765,13 +765,16 @@ class CallCenter:
     def _agent_rung(self, e: ev.AgentRung) -> list[Change]:
         agent = self._agent(e.interface, e.member)
         call = self._visit(e.uniqueid, e.queue)
+        unknown_caller: list[Change] = []
         if call is not None:
             call.rings += 1
+        else:
+            unknown_caller.append(ResyncWanted(e.at, "AgentCalled for a caller never seen"))
         if agent.state is not S.ON_CALL:  # (a ring while talking is an anomaly below)
             agent.call = e.uniqueid
         if agent.state is S.RINGING:
-            return []
-        changes: list[Change] = []
+            return unknown_caller
+        changes: list[Change] = unknown_caller
         if agent.state is S.LOGGED_OUT:  # rung before we saw them join (e.g. at connect)
             changes += self._move(agent, "login", e.at, "AgentCalled before membership")
             changes.append(ResyncWanted(e.at, f"AgentCalled for unknown member {e.member}"))
@@ -1127,8 +1130,11 @@ class CallCenter:
         by_interface: dict[str, dict[str, ev.MemberInfo]] = {}
         for m in e.members:
             by_interface.setdefault(m.interface, {})[m.queue] = m
+        again = False  # a name skipped below and still unknown: ask once more
         for interface, listed in by_interface.items():
             if interface in touched_members:
+                known = self.agents.get(interface)
+                again |= known is None or any(q not in known.memberships for q in listed)
                 continue
             known = self.agents.get(interface)
             new = {q: m for q, m in listed.items()
@@ -1150,6 +1156,7 @@ class CallCenter:
             changes += self._enter(agent, target, "resync", at, "QueueStatus (refresh)")
         for w in e.waiting:
             if w.uniqueid in touched_callers:
+                again |= self._visit(w.uniqueid, w.queue) is None
                 continue
             known_call = self._visit(w.uniqueid, w.queue)
             if known_call is not None and (known_call.outcome is Outcome.WAITING or (
@@ -1162,6 +1169,8 @@ class CallCenter:
             self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
             self._counters(w.queue)
             changes += [CallChanged(call, "joined"), QueueChanged(w.queue)]
+        if again:
+            changes.append(ResyncWanted(at, "named by an event while the refresh was asked"))
         return changes
 
     def _take_checkpoint(self, e: ev.Checkpoint) -> list[Change]:
