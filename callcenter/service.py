@@ -14,9 +14,12 @@ second (a visit's record is upserted, agent state changes are appended).  A
 ticker feeds :class:`~acd.events.Tick` so wrap-up timers fire without sleeping
 in the core.  On every (re)connect the link asks the PBX for its full picture
 (QueueStatus + CoreShowChannels) and feeds it as one :class:`~acd.events.Resync`;
-it asks again when the PBX says it is fully booted and whenever an event names a
-member or caller the state does not know (a QueueStatus right after an Asterisk
-restart can answer 0 members while app_queue is still reloading them).  When the
+it asks again when the PBX says it is fully booted (a QueueStatus right after an
+Asterisk restart can answer 0 members while app_queue is still reloading them).
+Whenever an event names a member or caller the state does not know, it asks for a
+QueueStatus alone and feeds its answer as a :class:`~acd.events.Refresh` at the point
+of the event stream where the answer ended (the ``on_list`` hook, in wire order): it
+only adds unknown members and waiting callers, so it never counts anything twice.  When the
 service can read Asterisk's queue_log (a file, or the realtime ``queue_log``
 table), the resync carries its lines and every gap is rebuilt from them exactly.
 
