@@ -207,7 +207,8 @@ async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetim
     return {"calls": {
         "overall": _fig(rep.overall),
         "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
-        "queues": [{"queue": k, "title": settings.queue_titles.get(k, k)} | _fig(f)
+        "queues": [{"queue": k, "title": settings.queue_titles.get(k, k),
+                    "title_en": settings.queue_titles_en.get(k, "")} | _fig(f)
                    for k, f in rep.queues.items()],
         "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
         "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],

@@ -3,7 +3,7 @@
 // column names open the figure's definition; downloads as XLSX and CSV.
 
 import {api, byId, el, setCsrf, setText, withOrderLinks} from "/static/common.js";
-import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, currentLang, localName, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 
 const printing = document.body.classList.contains("printing");
 const state = {period: "day", day: "", queue: "", pbx: "", department: ""};
@@ -79,7 +79,7 @@ function render() {
     b.setAttribute("aria-pressed", String(b.dataset.period === state.period));
   }
   byId("day").value = report.day;
-  fillSelect("queue", report.queues_known, state.queue, "queue", "title");
+  fillSelect("queue", report.queues_known.map((q) => ({...q, title: localName(q, "title")})), state.queue, "queue", "title");
   // the PBX picker only once several PBXs are configured (the whole centre by default)
   byId("pbx-box").hidden = !report.pbxs_known.length || !report.calls;
   fillSelect("pbx", report.pbxs_known.map((p) => ({name: p})), state.pbx, "name", "name");
