@@ -91,6 +91,7 @@ class ConsoleConfig:
     colours: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: dict(DEFAULT_COLOURS))
     timezone: str = "Asia/Shanghai"  # the centre's ([metrics] timezone): pages show times in it
+    queue_titles_en: Mapping[str, str] = field(default_factory=dict)  # [queues.X] title_en
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
@@ -104,6 +105,7 @@ class ConsoleConfig:
             colours=ReportConfig.from_settings(s).colours,
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
             queues=queues,
+            queue_titles_en={q: t for q, t in s.queue_titles_en.items() if t},
             thresholds=Thresholds.from_settings(s.alerts),
             transfer_context=str(console.get("transfer_context", "transfer")),
             departments=tuple((str(d["number"]), str(d.get("name", d["number"])))
@@ -112,7 +114,9 @@ class ConsoleConfig:
 
     def public(self) -> dict[str, Any]:
         return {"pause_reasons": list(self.pause_reasons),
-                "queues": [{"queue": q, "title": t} for q, t in self.queues],
+                "queues": [{"queue": q, "title": t,
+                            "title_en": self.queue_titles_en.get(q, "")}
+                           for q, t in self.queues],
                 "departments": [{"number": n, "name": t} for n, t in self.departments],
                 "timezone": self.timezone,
                 "thresholds": {k: getattr(self.thresholds, k) for k in (

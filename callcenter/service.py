@@ -712,6 +712,7 @@ class Service:
             queues.append({
                 "queue": q,
                 "title": self.settings.queue_titles.get(q, q),
+                "title_en": self.settings.queue_titles_en.get(q, ""),
                 "servicelevel": self.settings.servicelevel_for(q),
                 "waiting": len(waiting),
                 "longest_wait_s": round(self.centre.longest_wait(q, now), 1),
