@@ -250,6 +250,9 @@ class PbxSimServer:
         self._held: float | None = None  # the PBX time the clock stands at (hold_clock)
         self.frames_sent = 0
         self._pending: list[Frame] = []
+        #: Events to lose, by name: how many of the next ones no client gets (a frame
+        #: the service could not read, or one lost with a link cut).
+        self.lose: dict[str, int] = {}
 
     @property
     def port(self) -> int:
@@ -343,6 +346,8 @@ class PbxSimServer:
         self.write_queue_log()
         frames = self._pending + self.pbx.drain()
         self._pending = []
+        if self.lose:
+            frames = [fr for fr in frames if not self._lost(fr)]
         if not frames:
             return
         self.frames_sent += len(frames)
@@ -357,6 +362,13 @@ class PbxSimServer:
                 by_mask[s.mask] = data
             if data:
                 client.send(data)
+
+    def _lost(self, frame: Frame) -> bool:
+        left = self.lose.get(frame.name, 0)
+        if left <= 0:
+            return False
+        self.lose[frame.name] = left - 1
+        return True
 
     def _task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
