@@ -181,6 +181,7 @@ async def test_a_worker_sends_an_action_again_with_its_id_when_the_core_did_not_
                                     json={"reason": "meal"}) as r:
                 assert (r.status, await r.json()) == (200, {"ok": True, "on": "b"})
             (method, action_id), = seen["a"]
+            assert method == "POST"
             assert seen["b"] == [("POST", action_id)] and action_id and len(action_id) >= 8
             assert worker.retried >= 1
             worker.core_url = str(server_a.make_url(""))

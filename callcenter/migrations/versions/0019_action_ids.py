@@ -9,14 +9,14 @@ it relays to the core an id (``X-Action-Id``) and may send it again after a fail
   answer was lost in a failover is refused when its audit row shows the action ran.
 
 Revision ID: 0019
-Revises: 0012
+Revises: 0018
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0012"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
