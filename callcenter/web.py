@@ -203,23 +203,32 @@ class ConsolesOnBus:
         for client in self.clients.values():
             self.console.hub.resync(client)
 
-    async def watch(self, username: str) -> None:
-        if username in self.clients or username in self._looking_up:
-            return
-        self._looking_up.add(username)
+    async def watch_many(self, usernames: list[str]) -> set[str]:
+        """Hold a hub client for each operator named not held yet (their accounts read in
+        one query: a worker opening 1,000 screens at once asks for all of them, and a
+        query each queued the commands behind them for minutes); the usernames newly held."""
+        wanted = [u for u in dict.fromkeys(usernames)
+                  if u not in self.clients and u not in self._looking_up]
+        if not wanted:
+            return set()
+        self._looking_up.update(wanted)
         try:
-            row = await self.console.users.get(username)
+            rows = await self.console.users.get_many(wanted)
         finally:
-            self._looking_up.discard(username)
-        if row is None or row.disabled or not row.interface or username in self.clients:
-            return
-        user = User.from_row(row)
+            self._looking_up.difference_update(wanted)
         c = self.console
-        forward = _ToBus(self._publish)
-        client = c.hub.attach(c.operator_key(user), c.operator(user), narrow=True,
-                              queue=forward)
-        forward.bind(client)
-        self.clients[username] = client
+        added = set()
+        for username, row in rows.items():
+            if row.disabled or not row.interface or username in self.clients:
+                continue
+            user = User.from_row(row)
+            forward = _ToBus(self._publish)
+            client = c.hub.attach(c.operator_key(user), c.operator(user), narrow=True,
+                                  queue=forward)
+            forward.bind(client)
+            self.clients[username] = client
+            added.add(username)
+        return added
 
     def unwatch(self, username: str) -> None:
         client = self.clients.pop(username, None)
@@ -243,8 +252,9 @@ class ConsolesOnBus:
                 table = await self.redis.hgetall(f"{self.prefix}:watch")
                 now = time.time()
                 wanted = {k.decode() for k, v in table.items() if float(v) > now}
-                for username in wanted - self.clients.keys():
-                    await self.watch(username)
+                missing = sorted(wanted - self.clients.keys())
+                for i in range(0, len(missing), 500):
+                    await self.watch_many(missing[i:i + 500])
                 for username in self.clients.keys() - wanted:
                     self.unwatch(username)
                 if self.core_url:
@@ -265,26 +275,32 @@ class ConsolesOnBus:
                     continue
                 last = newest[0][0].decode() if newest else "0-0"
             try:
-                got = await self.redis.xread({key: last}, block=1000, count=100)
-                for _k, entries in got or ():
-                    for raw_id, fields in entries:
-                        last = raw_id.decode()
-                        self.commands_seen += 1
-                        await self._command(fields)
+                got = await self.redis.xread({key: last}, block=1000, count=500)
+                batch = [fields for _k, entries in got or () for _id, fields in entries]
+                if got:
+                    last = got[-1][1][-1][0].decode()
+                self.commands_seen += len(batch)
+                await self._commands_batch(batch)
             except (RedisError, OSError) as exc:
                 log.warning("bus commands unreadable", error=str(exc))
                 await asyncio.sleep(1.0)
 
-    async def _command(self, fields: dict[bytes, bytes]) -> None:
-        do = fields.get(b"do", b"").decode()
-        username = fields.get(b"user", b"").decode()[:64]
-        if do == "watch":
-            await self.watch(username)
-        elif do == "snapshot":
+    async def _commands_batch(self, batch: list[dict[bytes, bytes]]) -> None:
+        """``watch`` and ``snapshot`` commands, each operator once per batch: the new ones
+        held (a new client's first message is a snapshot), the others resynced."""
+        watch: dict[str, None] = {}
+        again: dict[str, None] = {}
+        for fields in batch:
+            do = fields.get(b"do", b"").decode()
+            username = fields.get(b"user", b"").decode()[:64]
+            if do == "watch":
+                watch[username] = None
+            elif do == "snapshot":
+                (again if username in self.clients else watch)[username] = None
+        await self.watch_many(list(watch))
+        for username in again:
             client = self.clients.get(username)
-            if client is None:
-                await self.watch(username)
-            else:
+            if client is not None:
                 self.console.hub.resync(client)
 
     async def stop(self) -> None:
