@@ -290,7 +290,7 @@ class _Load:
                     browser.bytes += len(text)
                     if not first.done():
                         first.set_result(None)
-                    if not operator:
+                    if not operator or not _may_show_call(text):
                         continue
                     msg = json.loads(text)
                     if msg.get("type") == "snapshot":
@@ -399,6 +399,15 @@ class _Load:
         return {"messages": sum(b.messages for b in self.browsers),
                 "bytes": sum(b.bytes for b in self.browsers),
                 "slow_reconnects": self.slow_reconnects, "slow_refused": self.slow_refused}
+
+
+def _may_show_call(text: str) -> bool:
+    """Whether an operator's message can change what :func:`_calls_shown` reads: a
+    snapshot, or an update whose ops touch ``call`` or ``agent`` (their paths serialise
+    as ``["call"]``/``["agent"]``).  The rest (the shared queue figures, refreshed on
+    every screen each second) the load process counts without parsing: its CPU is the
+    machine's too, and the browsers it stands for run elsewhere."""
+    return '"type":"update"' not in text or '"call"' in text or '"agent"' in text
 
 
 def _calls_shown(doc: dict[str, Any]) -> list[str]:

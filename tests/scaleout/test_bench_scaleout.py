@@ -17,3 +17,40 @@ def test_bus_lag_quantiles_and_gauges_from_a_workers_metrics_page() -> None:
     assert histogram_p(m, "hotline_bus_lag_seconds", 50) == (0.0025, 100)
     assert histogram_p(m, "hotline_bus_lag_seconds", 99) == (0.025, 100)
     assert histogram_p(m, "hotline_bus_lag_seconds", 100) == (0.5, 100)
+
+
+def test_operators_split_over_pbxs_in_contiguous_slices() -> None:
+    from callcenter.bench_scaleout import split
+
+    assert split(5000, 3) == [(0, 1667), (1667, 1667), (3334, 1666)]
+    assert split(2, 3) == [(0, 1), (1, 1), (2, 0)]
+
+
+def test_pops_pair_a_pbx_process_ring_with_a_browser_process_showing() -> None:
+    from callcenter.bench_scaleout import Pops
+
+    pops = Pops()
+    pops.add([{"rung": [("Local/1001@agents/n", "1.1", 10.0),
+                        ("Local/2001@agents/n", "2.1", 10.5)], "shown": []},
+              {"rung": [], "shown": [("Local/1001@agents/n", "1.1", 10.02)]}])
+    pops.add([{"rung": [("Local/1001@agents/n", "1.1", 11.0)],  # re-ring: first counts
+               "shown": [("Local/1001@agents/n", "1.1", 12.0)]}])  # later showing: first
+    lat, missed = pops.latencies()
+    assert [round(x, 3) for x in lat] == [20.0] and missed == 1
+
+
+def test_the_load_parses_only_operator_messages_that_can_show_a_call() -> None:
+    from agent_console.hub import diff, dumps
+    from callcenter.bench import _may_show_call
+
+    old = {"agent": {"call": None}, "call": None, "queues": {"q": {"waiting": 1}}}
+
+    def update(new: dict[str, object]) -> str:
+        return dumps({"type": "update", "stream": "s", "seq": 2, "at": 1.0,
+                      "ops": diff(old, new)})
+
+    assert not _may_show_call(update(old | {"queues": {"q": {"waiting": 2}}}))
+    assert _may_show_call(update(old | {"call": {"uniqueid": "1.1"}}))
+    assert _may_show_call(update(old | {"agent": {"call": "1.1"}}))
+    assert _may_show_call(dumps({"type": "snapshot", "stream": "s", "seq": 1, "at": 1.0,
+                                 "data": old}))
