@@ -236,12 +236,23 @@ class BusPublisher(StreamPublisher):
         if self._need_snapshot or now - self._last_snapshot >= self.snapshot_every:
             seq, doc = self.snapshot()
             if seq > self.last_seq:  # (else nothing is new since the last entry, no gap)
+                fields = {"kind": "snapshot", "at": repr(now),
+                          "doc": json.dumps(doc, ensure_ascii=False, separators=(",", ":"))}
+                pending = [(s, f) for s, f in self.backlog if s <= seq]
+                if not self._need_snapshot and [s for s, _ in pending] == list(
+                        range(self.last_seq + 1, seq + 1)):
+                    # A periodic snapshot (for late readers) with every update up to it
+                    # at hand: those go out as themselves and the last rides in the
+                    # snapshot, so readers that are current stay on updates (a snapshot
+                    # of the wallboard is megabytes to every socket of every worker).
+                    for s, f in pending[:-1]:
+                        pipe.xadd(self.key, f, id=entry_id(self.epoch, s),
+                                  maxlen=self.maxlen, approximate=True)
+                    fields["ops"] = pending[-1][1]["ops"]
                 self.backlog = deque((s, f) for s, f in self.backlog if s > seq)
-                pipe.xadd(self.key, {"kind": "snapshot", "at": repr(now),
-                                     "doc": json.dumps(doc, ensure_ascii=False,
-                                                       separators=(",", ":"))},
-                          id=entry_id(self.epoch, seq), maxlen=self.maxlen, approximate=True)
-                self.last_seq, n = seq, 1
+                pipe.xadd(self.key, fields, id=entry_id(self.epoch, seq),
+                          maxlen=self.maxlen, approximate=True)
+                self.last_seq, n = seq, len(pending) if "ops" in fields else 1
             self._need_snapshot, self._last_snapshot = False, now
         while self.backlog:
             seq, fields = self.backlog.popleft()
@@ -286,11 +297,16 @@ class BusFollower(StreamFollower):
         self.at = 0.0
         self.recent: deque[Entry] = deque(maxlen=keep)
         self.ready = asyncio.Event()
+        self._snapshot_text: tuple[int, int, str] = (0, -1, "")
 
     def snapshot_message(self) -> str:
-        return json.dumps({"type": "snapshot", "stream": stream_name(self.epoch),
-                           "seq": self.seq, "at": self.at, "data": self.doc},
-                          ensure_ascii=False, separators=(",", ":"))
+        """The document as a snapshot message, serialised once per (epoch, seq): every
+        wallboard that (re)connects gets it, and it is megabytes with 5,000 operators."""
+        if self._snapshot_text[:2] != (self.epoch, self.seq):
+            self._snapshot_text = (self.epoch, self.seq, json.dumps(
+                {"type": "snapshot", "stream": stream_name(self.epoch), "seq": self.seq,
+                 "at": self.at, "data": self.doc}, ensure_ascii=False, separators=(",", ":")))
+        return self._snapshot_text[2]
 
     def missed(self, epoch: int, seq: int) -> list[Entry] | None:
         """The messages after (epoch, seq), or None when a snapshot is needed."""
@@ -338,13 +354,15 @@ class BusFollower(StreamFollower):
         epoch, seq = (int(p) for p in rid.split("-"))
         kind = fields.get(b"kind", b"").decode()
         at = float(fields.get(b"at", b"0"))
-        if kind == "snapshot":
+        current = self.doc is not None and epoch == self.epoch and seq == self.seq + 1
+        if kind == "snapshot" and not (current and b"ops" in fields):
             self.doc = json.loads(fields[b"doc"])
             self.epoch, self.seq, self.at = epoch, seq, at
             self.recent.clear()
             entry = Entry(epoch, seq, kind, at, self.snapshot_message())
-        elif kind == "update" and self.doc is not None and epoch == self.epoch \
-                and seq == self.seq + 1:
+        elif kind in ("update", "snapshot") and current:  # (a snapshot carrying its update)
+            assert self.doc is not None
+            kind = "update"
             ops = json.loads(fields[b"ops"])
             _apply_ops(self.doc, ops)
             self.seq, self.at = seq, at

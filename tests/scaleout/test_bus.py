@@ -87,6 +87,46 @@ async def followers_rebuild_catch_up_and_resume(url: str, prefix: str) -> None:
         await early.stop()
 
 
+async def test_a_periodic_snapshot_keeps_current_readers_on_updates(
+        bus_prefix: tuple[str, str]) -> None:
+    """The snapshot written every ``snapshot_every`` s is for late readers; one that is
+    current gets the update it stands for (a wallboard snapshot is megabytes to every
+    socket), and a late one still starts from it."""
+    url, prefix = bus_prefix
+    now = [1000.0]
+    view = View()
+    pub = BusPublisher(url, prefix, "wall", lambda: (view.seq, copy.deepcopy(view.doc)),
+                       epoch=2_000, snapshot_every=60.0, clock=lambda: now[0])
+    seen: list[dict[str, Any]] = []
+    early = BusFollower(url, prefix, "wall", on_entry=lambda e: seen.append(
+        json.loads(e.text)), block_ms=100)
+    async with asyncio.timeout(60):
+        await pub.start()
+        await early.start()
+        try:
+            for i in range(3):
+                view.change(pub, f"agent{i}", {"state": "idle", "n": i})
+            await wait_for(lambda: early.seq == 3)
+            now[0] += 61  # a periodic snapshot is due with the next entries
+            for i in range(3):
+                view.change(pub, f"agent{i}", {"state": "busy", "n": i})
+            await wait_for(lambda: early.seq == 6)
+            assert early.doc == view.doc
+            assert [m["type"] for m in seen if m["seq"] > 3] == ["update"] * 3
+            assert [m["seq"] for m in seen if m["seq"] > 3] == [4, 5, 6]
+            kinds = [f[b"kind"] for _, f in await pub.redis.xrange(f"{prefix}:wall",
+                                                                   min="2000-4")]
+            assert b"snapshot" in kinds  # the late readers' starting point is there
+            late = BusFollower(url, prefix, "wall", block_ms=100)
+            await late.start()
+            await wait_for(lambda: late.seq == 6)
+            assert late.doc == view.doc
+            await late.stop()
+        finally:
+            await early.stop()
+            await pub.stop()
+
+
 async def test_a_worker_serves_the_cores_wallboard_from_the_bus(
         tmp_db: str, bus_prefix: tuple[str, str]) -> None:
     async with asyncio.timeout(90):
