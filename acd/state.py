@@ -108,7 +108,7 @@ _PBX_EVENTS = frozenset({
     ev.CallerJoined, ev.CallerLeft, ev.CallerAbandoned, ev.AgentRung, ev.AgentAnswered,
     ev.AgentCompleted, ev.AgentRingNoAnswer, ev.AgentDumped, ev.MemberAdded, ev.MemberRemoved,
     ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted, ev.CallHeld,
-    ev.CallUnheld})
+    ev.CallUnheld, ev.AttendedTransferred})
 
 #: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from the time an
 #: event was read (clock skew, a busy link): the same channel rarely visits one queue twice
@@ -292,6 +292,7 @@ class Call:
 class CallChanged:
     call: Call
     what: str  # joined | answered | completed | abandoned | exited | wrap_up | resync
+    #            | confirmed | held | unheld | transferred ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +443,7 @@ class CallCenter:
             ev.ChannelHungup: self._channel_hungup,
             ev.CallHeld: self._call_held,
             ev.CallUnheld: self._call_unheld,
+            ev.AttendedTransferred: self._attended_transferred,
             ev.LinkChanged: self._link_changed,
             ev.Resync: self._resync,
             ev.Checkpoint: self._take_checkpoint,
@@ -548,7 +550,7 @@ class CallCenter:
         """A channel's queue visits still held in memory, first to last."""
         last = self.calls.get(uniqueid)
         out: list[Call] = []
-        while last is not None:
+        while last is not None and last.uniqueid == uniqueid:
             out.append(last)
             last = self.visits.get(last.previous) if last.previous else None
         return out[::-1]
@@ -648,7 +650,7 @@ class CallCenter:
         call = self.calls.get(uniqueid)
         while call is not None and call.queue != queue:
             call = self.visits.get(call.previous) if call.previous else None
-        return call
+        return call if call is not None and call.uniqueid == uniqueid else None
 
     def _new_visit(self, uniqueid: str, queue: str, joined_at: float, **fields: object) -> Call:
         """A new record for the channel's next queue visit, linked to the one before."""
@@ -923,6 +925,31 @@ class CallCenter:
             return []
         self._end_hold(call, e.at)
         return [CallChanged(call, "unheld")]
+
+    def _attended_transferred(self, e: ev.AttendedTransferred) -> list[Change]:
+        """An attended transfer completed: the caller (``transferee``) now talks to the
+        operator who answered the consultation leg, a queue caller with its own Uniqueid
+        (a Local channel whose other half the event may name instead).  That visit
+        continues the caller's call: it names the caller's visit as the one before it
+        (``previous``) and carries the caller's identity, so the call keeps its path."""
+        first = self.calls.get(e.transferee)
+        if first is None:
+            return []  # the caller's visit was not seen (a gap): nothing to link
+        named = set(e.channels)
+        named |= {n[:-1] + ("2" if n.endswith(";1") else "1") for n in e.channels
+                  if n.endswith((";1", ";2"))}  # a Local channel's other half
+        uniqueids = set(e.uniqueids) - {e.transferee}
+        for vid in list(self.connected.values()):
+            leg = self.visits.get(vid)
+            if (leg is None or leg.uniqueid == first.uniqueid or leg.previous
+                    or not (leg.uniqueid in uniqueids or leg.channel in named)):
+                continue
+            leg.previous = first.visit_id
+            for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path"):
+                if getattr(first, name):
+                    setattr(leg, name, getattr(first, name))
+            return [CallChanged(leg, "transferred")]
+        return []
 
     def _end_hold(self, call: Call, at: float) -> None:
         """Close a hold still running (Unhold, or the call ended on hold): its time

@@ -148,6 +148,17 @@ async def test_each_flow_counts_as_asterisk_does(name: str, tmp_db: str,
         assert want_queue["hotline-en"]["completed"] == 1
         assert {r.channel_uniqueid for r in rows if r.queue == "hotline-en"}.isdisjoint(
             r.channel_uniqueid for r in rows if r.queue == "hotline")
+        # ... which continues the citizen's call once the transfer completed: the path.
+        first = next(r for r in rows if r.queue == "hotline" and r.caller_num.endswith("0001"))
+        second = next(r for r in rows if r.queue == "hotline-en")
+        assert second.previous_visit == first.uniqueid and first.end_reason == "transfer"
+        assert (second.caller_num, second.caller_name) == (first.caller_num, "市民1")
+        path, at = [], second
+        while at is not None:
+            path.append(at.queue)
+            at = next((r for r in rows if r.uniqueid == at.previous_visit), None)
+        assert path == ["hotline-en", "hotline"]
+        assert not any(r.previous_visit for r in rows if r is not second)
     if name in ("survey", "survey_star"):
         first, second = sorted((r for r in rows if r.queue == "hotline"),
                                key=lambda r: r.joined_at)

@@ -352,6 +352,39 @@ def test_one_channel_two_queues_keeps_two_linked_visits() -> None:
     assert c.observed[Q].completed == c.observed["hotline-en"].completed == 1
 
 
+def test_attended_transfer_links_the_consultation_leg_to_the_callers_visit() -> None:
+    """Atxfer: the consultation leg (``Local/...;2`` in hotline-en, its own Uniqueid) joins
+    while the caller waits on hold; when the transfer completes (the event names the
+    leg's ``;1`` half) its visit continues the caller's call: linked, the caller's
+    identity, each queue still counting its own visit."""
+    en, iface2 = "hotline-en", "Local/1002@agents/n"
+    c = CallCenter({Q: QueueConfig(15, 0), en: QueueConfig(15, 0)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    c.apply(ev.MemberAdded(0.0, member(queue=en, iface=iface2, name="agent1002")))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.CallerJoined(20.0, en, "u7", "Local/hotline-en@transfer-0002;2", "1001",
+                            "agent1001", 1, linkedid="u1"))
+    c.apply(ev.CallerLeft(24.0, en, "u7"))
+    c.apply(ev.AgentAnswered(24.0, en, "u7", iface2, "agent1002", 4, 2))
+    changes = c.apply(ev.AttendedTransferred(
+        30.0, "u1", ("Local/1001@agents-0001;1", "Local/hotline-en@transfer-0002;1",
+                     "Local/s@inbound-1;2", "Local/1002@agents-0003;1"),
+        ("u2", "u6", "u1", "u8")))
+    c.apply(ev.AgentCompleted(30.0, Q, "u1", IFACE, "agent1001", 2, 18, "transfer"))
+    c.apply(ev.AgentCompleted(60.0, en, "u7", iface2, "agent1002", 4, 36, "caller"))
+    first, leg = c.visits["u1"], c.visits["u7"]
+    assert [ch.call.visit_id for ch in changes if isinstance(ch, st.CallChanged)] == ["u7"]
+    assert (leg.previous, leg.caller_num, leg.caller_name, leg.hotline) == (
+        "u1", "13800001111", "王五", "12345")
+    assert (first.outcome, first.end_reason, leg.outcome) == (
+        Outcome.COMPLETED, "transfer", Outcome.COMPLETED)
+    assert c.observed[Q].completed == c.observed[en].completed == 1
+    # The leg's channel keeps its own visits: the caller's visit is not one of them.
+    assert c.visits_of("u7") == [leg] and c.visits_of("u1") == [first]
+    assert c._visit("u7", Q) is None
+
+
 def test_device_idle_counts_the_call_and_the_late_complete_only_confirms_it() -> None:
     """'*' then the survey: the operator's device goes idle (counted, wrap-up), takes the
     next caller; the first call's AgentComplete comes late and must not end the second."""
