@@ -472,20 +472,22 @@ class Dialer:
         try:
             uniqueid(req.uniqueid)
             app_word(req.queue)
+            # (PBX, Uniqueid): each PBX numbers its own (ivr.fastagi.AgiPbxs.call_key)
+            key = str(getattr(req, "key", req.uniqueid))[:64]
         except BadValue as exc:
             log.warning("callback_refused", error=str(exc))
             return
         if number is None:
             status, result = "gave_up", "no number to call back"
-            log.warning("callback_impossible", request=req.uniqueid, why=result)
+            log.warning("callback_impossible", request=key, why=result)
         else:
-            self.callbacks.request(req.uniqueid, req.queue, number, now, variables)
+            self.callbacks.request(key, req.queue, number, now, variables)
         await self._save(OutboundRow(
-            id=f"cb:{req.uniqueid}"[:80], kind="callback", key=req.uniqueid[:64],
+            id=f"cb:{key}"[:80], kind="callback", key=key[:64],
             queue=req.queue, number=(number or req.callerid)[:40], variables=variables, requested_at=now,
             attempts=0, next_at=now, status=status, result=result, updated_at=now))
-        log.info("callback_requested", request=req.uniqueid, queue=req.queue,
-                 position=self.callbacks.position(req.uniqueid))
+        log.info("callback_requested", request=key, queue=req.queue,
+                 position=self.callbacks.position(key))
 
     async def _try_callbacks(self, now: float) -> None:
         if not len(self.callbacks):
