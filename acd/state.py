@@ -927,9 +927,9 @@ class CallCenter:
         return [CallChanged(call, "unheld")]
 
     def _attended_transferred(self, e: ev.AttendedTransferred) -> list[Change]:
-        """An attended transfer completed: the caller (``transferee``) now talks to the
-        operator who answered the consultation leg, a queue caller with its own Uniqueid
-        (a Local channel whose other half the event may name instead).  That visit
+        """An attended transfer completed: the caller (``transferee``) now takes the place
+        of the consultation leg, a queue caller with its own Uniqueid (a Local channel
+        whose other half the event may name instead), answered or still waiting.  That visit
         continues the caller's call: it names the caller's visit as the one before it
         (``previous``) and carries the caller's identity, so the call keeps its path."""
         first = self.calls.get(e.transferee)
@@ -939,8 +939,11 @@ class CallCenter:
         named |= {n[:-1] + ("2" if n.endswith(";1") else "1") for n in e.channels
                   if n.endswith((";1", ";2"))}  # a Local channel's other half
         uniqueids = set(e.uniqueids) - {e.transferee}
-        for vid in list(self.connected.values()):
-            leg = self.visits.get(vid)
+        # Answered by the second operator, or still waiting in the queue when the first
+        # one hung up (a "blond" transfer: the caller waits on in the leg's place).
+        legs = [self.visits.get(vid) for vid in self.connected.values()]
+        legs += [c for waiting in self.waiting.values() for c in waiting.values()]
+        for leg in legs:
             if (leg is None or leg.uniqueid == first.uniqueid or leg.previous
                     or not (leg.uniqueid in uniqueids or leg.channel in named)):
                 continue

@@ -385,6 +385,24 @@ def test_attended_transfer_links_the_consultation_leg_to_the_callers_visit() -> 
     assert c._visit("u7", Q) is None
 
 
+def test_blond_transfer_links_the_leg_still_waiting_and_a_failed_one_nothing() -> None:
+    """The first operator completes the transfer while the leg still waits in hotline-en:
+    the caller waits on in its place, linked.  A transfer naming no queue caller links
+    nothing."""
+    en = "hotline-en"
+    c = CallCenter({Q: QueueConfig(15, 0), en: QueueConfig(15, 0)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    assert c.apply(ev.AttendedTransferred(18.0, "u1", ("PJSIP/2001-0007",), ("u3",))) == []
+    c.apply(ev.CallerJoined(20.0, en, "u7", "Local/hotline-en@transfer-0002;2", "1001",
+                            "agent1001", 1))
+    c.apply(ev.AttendedTransferred(25.0, "u1", ("Local/hotline-en@transfer-0002;1",),
+                                   ("u6", "u1")))
+    leg = c.visits["u7"]
+    assert (leg.previous, leg.outcome, leg.caller_num) == ("u1", Outcome.WAITING, "13800001111")
+
+
 def test_device_idle_counts_the_call_and_the_late_complete_only_confirms_it() -> None:
     """'*' then the survey: the operator's device goes idle (counted, wrap-up), takes the
     next caller; the first call's AgentComplete comes late and must not end the second."""
