@@ -678,7 +678,8 @@ class CallCenter:
     def _caller_joined(self, e: ev.CallerJoined) -> list[Change]:
         known = self.calls.get(e.uniqueid)
         if known is not None and known.queue == e.queue and (
-                known.outcome is Outcome.WAITING or self._from_log(known, e.at)):
+                known.outcome is Outcome.WAITING or self._from_log(known, e.at)
+                or self._open_from_log(known)):
             return []  # already known (from a resync or queue_log): never count twice
         changes: list[Change] = []
         if known is not None and known.outcome is Outcome.WAITING:
@@ -770,8 +771,9 @@ class CallCenter:
     def _agent_answered(self, e: ev.AgentAnswered) -> list[Change]:
         call = self._visit(e.uniqueid, e.queue)
         changes: list[Change] = []
-        if call is not None and call.outcome is not Outcome.WAITING and self._from_log(
-                call, e.at - e.hold_time) and call.agent == e.member:
+        if call is not None and call.outcome is not Outcome.WAITING and (
+                self._from_log(call, e.at - e.hold_time) or self._open_from_log(call)
+        ) and call.agent == e.member:
             return []  # queue_log already told this answer
         if call is None or call.outcome not in (Outcome.WAITING, Outcome.EXITED):
             # joined while we were not looking
@@ -1344,6 +1346,14 @@ class CallCenter:
     def _from_log(call: Call, joined_at: float) -> bool:
         """The visit was rebuilt from queue_log and this event tells the same visit."""
         return call.settled == "queue_log" and abs(call.joined_at - joined_at) <= LOG_SLACK_S
+
+    @staticmethod
+    def _open_from_log(call: Call) -> bool:
+        """The visit was rebuilt from queue_log as still talking: a channel cannot join
+        (or be connected in) the queue it is still in, so a QueueCallerJoin or
+        AgentConnect for that queue is this visit's own, read after the rebuild however
+        late (a service starting or catching up mid-traffic), whatever its time."""
+        return call.settled == "queue_log" and call.outcome is Outcome.ANSWERED
 
     def _settled_by(self) -> str:
         return "service_restart" if self._service_restarted else "counters"

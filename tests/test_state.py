@@ -517,6 +517,26 @@ def test_queue_log_takes_a_late_read_event_for_the_same_visit() -> None:
     assert c.observed[Q].abandoned == 1
 
 
+def test_a_start_mid_traffic_counts_a_call_its_queue_log_told_once() -> None:
+    """The service starts while u1 talks: its first resync rebuilds u1 from queue_log
+    (answered), then the events of u1's join and answer, read 15 s late by a loaded
+    service, arrive: the channel cannot join the queue it is still in, so they are that
+    visit's, not a second one; its AgentComplete ends it once."""
+    c = centre()
+    c.restore([], 0.0)  # a first start: today's queue_log is rebuilt from the day's start
+    lines = ql.parse("10|u1|hotline|NONE|ENTERQUEUE||13800001111|1\n"
+                     "12|u1|hotline|agent1001|CONNECT|2|u1.2|1\n")
+    bridged = (ev.ActiveChannel("u1", "Local/s@inbound-1;2", "Queue", True, "b1"),)
+    c.apply(ev.Resync(20.0, (counters(0, 0),), (member(in_call=True),), (), bridged,
+                      queue_log=tuple(lines)))
+    join(c, "u1", 25.0)
+    answer(c, "u1", 27.0, hold=2)
+    complete(c, 40.0, hold=2, talk=28, uid="u1")
+    assert [(v.visit_id, v.outcome) for v in c.visits.values()] == [
+        ("u1", Outcome.COMPLETED)]
+    assert c.observed[Q].completed == 1 and agent(c).calls_taken == 1
+
+
 def test_queue_log_resync_counts_a_caller_its_operator_left() -> None:
     """The operator pressed '*' while the link was cut: the caller is up in the survey,
     not bridged; queue_log has no end yet.  app_queue counted it completed when the
