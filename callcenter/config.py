@@ -82,6 +82,8 @@ class Settings:
     servicelevel: int = 15
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     queue_titles: dict[str, str] = field(default_factory=dict)
+    #: [queues.X] title_en: the title in the English UI ("" = the Chinese title).
+    queue_titles_en: dict[str, str] = field(default_factory=dict)
     pause_reasons: list[str] = field(default_factory=list)
     alerts: dict[str, float] = field(default_factory=dict)
     recordings_root: Path = ROOT / "var" / "recordings"
@@ -259,6 +261,7 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
             wrapuptime=_typed(q, "wrapuptime", int, 0, where),
         )
         s.queue_titles[name] = _typed(q, "title", str, name, where)
+        s.queue_titles_en[name] = _typed(q, "title_en", str, "", where)
     s.pause_reasons = list(data.get("agents", {}).get("pause_reasons", []))
     s.alerts = {k: float(v) for k, v in data.get("alerts", {}).items()}
     rec = data.get("recordings", {})
