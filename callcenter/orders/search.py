@@ -18,7 +18,10 @@ the caller's name).  :func:`conditions` turns the box and the filters into WHERE
 clauses, each served by an index of migration 0008; :data:`SORTS` are the sortable
 columns.  Totals are counted up to :data:`COUNT_CAP` ("more than 1,000: narrow the
 search"), so a bookmarked filter that matches half a million orders still answers at
-once.
+once.  With words, a capped count of the matches also chooses how the page is read
+(SQLite: FTS5 newest first, or the sort order's index for common words; PostgreSQL:
+see :func:`find_orders`), because neither database can estimate how many orders a
+run of bigrams matches.
 """
 
 from __future__ import annotations
