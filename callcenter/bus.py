@@ -65,30 +65,141 @@ def parse_resume(stream: str | None, seq: str | int | None) -> tuple[int, int] |
     return (epoch, n) if epoch > 0 and n >= 0 else None
 
 
-class BusPublisher:
+class StreamTask:
+    """One Redis stream, ``<prefix>:<view>``, and the one task that writes or reads it:
+    the base of the four bus ends (:class:`BusPublisher`, :class:`MuxPublisher`,
+    :class:`BusFollower`, :class:`KeyedFollower`).
+
+    ``start()`` runs ``_prepare()`` then the task, which calls ``_step()`` until stopped;
+    a ``RedisError``/``OSError`` from a step calls ``_failed(exc)`` and retries after 1 s.
+    ``stop()`` lets the step in flight end for up to ``stop_grace`` s (0: cancel at once),
+    then cancels, then closes the client."""
+
+    task_name = "bus"
+    stop_grace = 0.0
+
+    def __init__(self, url: str, prefix: str, view: str, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = aioredis.from_url(url)
+        self.key = f"{prefix}:{view}"
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self._prepare()
+        self._task = asyncio.create_task(self._run(), name=f"{self.task_name}-{self.key}")
+
+    async def stop(self) -> None:
+        self._stopping = True  # (redis-py may turn a cancellation into a RedisError)
+        if self._task:
+            if self.stop_grace:
+                await asyncio.wait({self._task}, timeout=self.stop_grace)
+            if not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=2)
+        await close_redis(self.redis)
+
+    async def _prepare(self) -> None:
+        """Before the task starts (nothing by default)."""
+
+    async def _step(self) -> None:
+        raise NotImplementedError
+
+    def _failed(self, exc: Exception) -> None:
+        """Redis failed during a step (the task retries 1 s later)."""
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._step()
+            except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
+                self._failed(exc)
+                await asyncio.sleep(1.0)
+
+
+class StreamPublisher(StreamTask):
+    """A stream's writer: entry ids ``<epoch>-<n>``, the epoch after any already in the
+    stream (ids only grow, so a restarted or standby core never reuses one)."""
+
+    task_name = "bus-publisher"
+
+    def __init__(self, url: str, prefix: str, view: str, *, epoch: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(url, prefix, view, clock=clock)
+        self.epoch = epoch if epoch is not None else int(clock() * 1000)
+        self.wake = asyncio.Event()
+        self.published = 0
+        self.dropped = 0
+
+    async def _prepare(self) -> None:
+        with contextlib.suppress(RedisError, OSError):  # Redis away: the task retries
+            newest = await self.redis.xrevrange(self.key, count=1)
+            if newest:
+                self.epoch = max(self.epoch, int(newest[0][0].decode().split("-")[0]) + 1)
+
+
+class StreamFollower(StreamTask):
+    """A stream's reader: ``_catch_up()`` from what the capped stream holds, then
+    ``XREAD BLOCK`` from ``last_id`` on, each entry to ``_take(id, fields, live=True)``;
+    after a Redis error it catches up again.  ``stop()`` waits for the blocking read in
+    flight (at most ``block_ms``): redis-py may never finish a cancelled blocking read."""
+
+    task_name = "bus-follower"
+    read_count = 500
+
+    def __init__(self, url: str, prefix: str, view: str, *,
+                 clock: Callable[[], float] = time.time, block_ms: int = 1000) -> None:
+        super().__init__(url, prefix, view, clock=clock)
+        self.block_ms = block_ms
+        self.stop_grace = block_ms / 1000 + 2
+        self.last_id = "0-0"
+        self.connected = False
+
+    async def _catch_up(self) -> None:
+        raise NotImplementedError
+
+    def _take(self, raw_id: bytes, fields: dict[bytes, bytes], *, live: bool) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> None:
+        """After the catch-up and after every read (nothing by default)."""
+
+    async def _step(self) -> None:
+        await self._catch_up()
+        self.connected = True
+        self._read()
+        while not self._stopping:
+            got = await self.redis.xread({self.key: self.last_id}, block=self.block_ms,
+                                         count=self.read_count)
+            for _key, entries in got or ():
+                for raw_id, fields in entries:
+                    self._take(raw_id, fields, live=True)
+            self._read()
+
+    def _failed(self, exc: Exception) -> None:
+        self.connected = False
+        log.warning("bus read failed; catching up again", key=self.key, error=str(exc))
+
+
+class BusPublisher(StreamPublisher):
     """Publishes one view's numbered updates to ``<prefix>:<view>`` (never blocks)."""
 
     def __init__(self, url: str, prefix: str, view: str,
                  snapshot: Callable[[], tuple[int, Doc]], *,
                  epoch: int | None = None, maxlen: int = 5000, snapshot_every: float = 30.0,
                  max_backlog: int = 1000, clock: Callable[[], float] = time.time) -> None:
-        self.redis = aioredis.from_url(url)
-        self.key = f"{prefix}:{view}"
+        super().__init__(url, prefix, view, epoch=epoch, clock=clock)
         self.snapshot = snapshot
-        self.epoch = epoch if epoch is not None else int(clock() * 1000)
         self.maxlen = maxlen
         self.snapshot_every = snapshot_every
-        self.clock = clock
         self.backlog: deque[tuple[int, dict[str, str]]] = deque()
         self.max_backlog = max_backlog
-        self.wake = asyncio.Event()
         self.last_seq = -1
-        self.published = 0
-        self.dropped = 0
         self._need_snapshot = True
         self._last_snapshot = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     def update(self, seq: int, ops: list[Any]) -> None:
         """The view's update ``seq`` (patch ``ops`` turning ``seq-1`` into ``seq``);
@@ -107,35 +218,16 @@ class BusPublisher:
         self._need_snapshot = True
         self.wake.set()
 
-    async def start(self) -> None:
-        """Start publishing (an epoch after any already in the stream: ids only grow)."""
-        with contextlib.suppress(RedisError, OSError):  # Redis away: the task retries
-            newest = await self.redis.xrevrange(self.key, count=1)
-            if newest:
-                self.epoch = max(self.epoch, int(newest[0][0].decode().split("-")[0]) + 1)
-        self._task = asyncio.create_task(self._run(), name="bus-publisher")
+    async def _step(self) -> None:
+        with contextlib.suppress(TimeoutError):  # time for a periodic snapshot
+            await asyncio.wait_for(self.wake.wait(), self.snapshot_every)
+        self.wake.clear()
+        await self._send()
 
-    async def stop(self) -> None:
-        self._stopping = True  # (redis-py may turn the cancellation into a RedisError)
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await close_redis(self.redis)
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):  # time for a periodic snapshot
-                await asyncio.wait_for(self.wake.wait(), self.snapshot_every)
-            self.wake.clear()
-            try:
-                await self._send()
-            except (RedisError, OSError) as exc:
-                if self._stopping:
-                    return
-                log.warning("bus publish failed; a snapshot follows", error=str(exc))
-                self.backlog.clear()
-                self._need_snapshot = True
-                await asyncio.sleep(1.0)
+    def _failed(self, exc: Exception) -> None:
+        log.warning("bus publish failed; a snapshot follows", key=self.key, error=str(exc))
+        self.backlog.clear()
+        self._need_snapshot = True
 
     async def _send(self) -> None:
         now = self.clock()
@@ -176,7 +268,7 @@ class Entry:
     text: str  # the websocket message, as browsers get it
 
 
-class BusFollower:
+class BusFollower(StreamFollower):
     """Follows ``<prefix>:<view>``: the current document, the recent messages, and a
     callback for every new one (a web worker's fan-out)."""
 
@@ -184,37 +276,16 @@ class BusFollower:
                  on_entry: Callable[[Entry], None] | None = None,
                  on_lag: Callable[[float], None] | None = None,
                  clock: Callable[[], float] = time.time, block_ms: int = 1000) -> None:
-        self.redis = aioredis.from_url(url)
-        self.key = f"{prefix}:{view}"
+        super().__init__(url, prefix, view, clock=clock, block_ms=block_ms)
         self.keep = keep
         self.on_entry = on_entry
         self.on_lag = on_lag
-        self.clock = clock
-        self.block_ms = block_ms
         self.doc: Doc | None = None
         self.epoch = 0
         self.seq = -1
         self.at = 0.0
         self.recent: deque[Entry] = deque(maxlen=keep)
-        self.last_id = "0-0"
-        self.connected = False
         self.ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="bus-follower")
-
-    async def stop(self) -> None:
-        """Stop after the blocking read in flight (at most ``block_ms``): redis-py may
-        never finish a cancelled blocking read, so cancelling is the last resort."""
-        self._stopping = True
-        if self._task:
-            done, _ = await asyncio.wait({self._task}, timeout=self.block_ms / 1000 + 2)
-            if not done:
-                self._task.cancel()
-                await asyncio.wait({self._task}, timeout=2)
-        await close_redis(self.redis)
 
     def snapshot_message(self) -> str:
         return json.dumps({"type": "snapshot", "stream": stream_name(self.epoch),
@@ -290,27 +361,9 @@ class BusFollower:
             if self.on_entry:
                 self.on_entry(entry)
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self._catch_up()
-                self.connected = True
-                if self.doc is not None:
-                    self.ready.set()
-                while not self._stopping:
-                    got = await self.redis.xread({self.key: self.last_id}, block=self.block_ms,
-                                                 count=500)
-                    for _key, entries in got or ():
-                        for raw_id, fields in entries:
-                            self._take(raw_id, fields, live=True)
-                    if self.doc is not None:
-                        self.ready.set()
-            except (RedisError, OSError) as exc:
-                if self._stopping:
-                    return
-                self.connected = False
-                log.warning("bus read failed; catching up again", error=str(exc))
-                await asyncio.sleep(1.0)
+    def _read(self) -> None:
+        if self.doc is not None:
+            self.ready.set()
 
 
 async def close_redis(redis: aioredis.Redis) -> None:
@@ -340,7 +393,7 @@ def _apply_ops(doc: Doc, ops: list[Any]) -> None:
 # --------------------------------------------------------------------------- keyed views
 
 
-class MuxPublisher:
+class MuxPublisher(StreamPublisher):
     """Publishes many narrow views (one per operator screen) on one stream,
     ``<prefix>:<view>``: each entry carries the messages queued since the last one
     (:func:`pack`), each naming its view ``key`` and holding the message the browser gets
@@ -353,21 +406,13 @@ class MuxPublisher:
                  max_backlog: int = 20000, batch_max: int = 2000,
                  on_gap: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.redis = aioredis.from_url(url)
-        self.key = f"{prefix}:{view}"
+        super().__init__(url, prefix, view, clock=clock)
         self.maxlen = maxlen
         self.batch_max = batch_max
         self.max_backlog = max_backlog
         self.on_gap = on_gap
-        self.clock = clock
-        self.epoch = int(clock() * 1000)
         self.n = 0
         self.backlog: deque[dict[str, str]] = deque()
-        self.wake = asyncio.Event()
-        self.published = 0
-        self.dropped = 0
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     def add(self, key: str, kind: str, text: str) -> None:
         """Queue one message of view ``key`` (kind "snapshot" or "update")."""
@@ -383,43 +428,25 @@ class MuxPublisher:
         if self.on_gap is not None:
             self.on_gap()
 
-    async def start(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            newest = await self.redis.xrevrange(self.key, count=1)
-            if newest:
-                self.epoch = max(self.epoch, int(newest[0][0].decode().split("-")[0]) + 1)
-        self._task = asyncio.create_task(self._run(), name=f"bus-publisher-{self.key}")
+    async def _step(self) -> None:
+        await self.wake.wait()
+        self.wake.clear()
+        while self.backlog:
+            # One entry carries every message queued now (up to batch_max): the per-entry
+            # cost of Redis and of redis-py, not the bytes, is what limits a stream of
+            # many small messages.
+            batch = [self.backlog.popleft()
+                     for _ in range(min(self.batch_max, len(self.backlog)))]
+            self.n += 1
+            await self.redis.xadd(self.key, {"at": repr(self.clock()), "batch": pack(batch)},
+                                  id=entry_id(self.epoch, self.n), maxlen=self.maxlen,
+                                  approximate=True)
+            self.published += len(batch)
 
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await close_redis(self.redis)
-
-    async def _run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            try:
-                while self.backlog:
-                    # One entry carries every message queued now (up to batch_max): the
-                    # per-entry cost of Redis and of redis-py, not the bytes, is what
-                    # limits a stream of many small messages.
-                    batch = [self.backlog.popleft()
-                             for _ in range(min(self.batch_max, len(self.backlog)))]
-                    self.n += 1
-                    await self.redis.xadd(self.key, {"at": repr(self.clock()),
-                                                     "batch": pack(batch)},
-                                          id=entry_id(self.epoch, self.n),
-                                          maxlen=self.maxlen, approximate=True)
-                    self.published += len(batch)
-            except (RedisError, OSError) as exc:
-                if self._stopping:
-                    return
-                log.warning("bus publish failed; every view gets a snapshot", error=str(exc))
-                self._gap()
-                await asyncio.sleep(1.0)
+    def _failed(self, exc: Exception) -> None:
+        log.warning("bus publish failed; every view gets a snapshot", key=self.key,
+                    error=str(exc))
+        self._gap()
 
 
 RS, US = "\x1e", "\x1f"  # record and unit separators: JSON text never holds them raw
@@ -467,44 +494,27 @@ class KeyedView:
         return after if len(after) == self.seq - seq else None
 
 
-class KeyedFollower:
+class KeyedFollower(StreamFollower):
     """Follows a :class:`MuxPublisher`'s stream: one :class:`KeyedView` per key, rebuilt
     from its snapshots and updates; ``on_entry(key, text)`` for every message applied, and
     ``on_missing(key)`` when a key's update came without its base (the worker then asks
     the core for a snapshot).  A follower that (re)starts replays the capped stream."""
+
+    read_count = 100
 
     def __init__(self, url: str, prefix: str, view: str, *, keep: int = 32,
                  on_entry: Callable[[str, str], None] | None = None,
                  on_missing: Callable[[str], None] | None = None,
                  on_lag: Callable[[float], None] | None = None,
                  clock: Callable[[], float] = time.time, block_ms: int = 1000) -> None:
-        self.redis = aioredis.from_url(url)
-        self.key = f"{prefix}:{view}"
+        super().__init__(url, prefix, view, clock=clock, block_ms=block_ms)
         self.keep = keep
         self.on_entry = on_entry
         self.on_missing = on_missing
         self.on_lag = on_lag
-        self.clock = clock
-        self.block_ms = block_ms
         self.views: dict[str, KeyedView] = {}
         self.changed: dict[str, asyncio.Event] = {}
-        self.last_id = "0-0"
-        self.connected = False
         self.caught_up = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"bus-follower-{self.key}")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._task:
-            done, _ = await asyncio.wait({self._task}, timeout=self.block_ms / 1000 + 2)
-            if not done:
-                self._task.cancel()
-                await asyncio.wait({self._task}, timeout=2)
-        await close_redis(self.redis)
 
     async def wait_view(self, key: str, timeout: float) -> KeyedView | None:
         """The key's view, waiting up to ``timeout`` s for its first snapshot."""
@@ -550,23 +560,10 @@ class KeyedFollower:
             if self.on_entry:
                 self.on_entry(key, text)
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                if not self.caught_up.is_set():  # replay what the capped stream holds
-                    for raw_id, fields in await self.redis.xrange(self.key):
-                        self._take(raw_id, fields, live=False)
-                    self.caught_up.set()
-                self.connected = True
-                while not self._stopping:
-                    got = await self.redis.xread({self.key: self.last_id},
-                                                 block=self.block_ms, count=100)
-                    for _key, entries in got or ():
-                        for raw_id, fields in entries:
-                            self._take(raw_id, fields, live=True)
-            except (RedisError, OSError) as exc:
-                if self._stopping:
-                    return
-                self.connected = False
-                log.warning("bus read failed; reading on", error=str(exc))
-                await asyncio.sleep(1.0)
+    async def _catch_up(self) -> None:
+        """Once: replay what the capped stream holds (after an error, read on from
+        ``last_id``)."""
+        if not self.caught_up.is_set():
+            for raw_id, fields in await self.redis.xrange(self.key):
+                self._take(raw_id, fields, live=False)
+            self.caught_up.set()

@@ -25,8 +25,8 @@ from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
 from callcenter.service import Service
+from tests.queue_log_truth import assert_stored_as_logged, logged_truth
 from tests.test_end_to_end import wait_for
-from tests.test_soak import logged_truth
 
 T0 = 1_795_000_000.0
 QUEUES = ("hotline", "hotline-en")
@@ -111,7 +111,6 @@ async def test_each_flow_counts_as_asterisk_does(name: str, tmp_db: str,
                                                  tmp_path: Path) -> None:
     case = CASES[name]
     service, pbx, log_path = await play(case, tmp_db, tmp_path)
-    want_queue, want_agent = logged_truth(log_path)
     # The service's own counters move as Asterisk's did, queue by queue.
     for q in QUEUES:
         sim, mine = pbx.queues[q], service.centre.observed.get(q)
@@ -123,22 +122,9 @@ async def test_each_flow_counts_as_asterisk_does(name: str, tmp_db: str,
     store = Store(service.settings.database_url)
     rows = await store.calls_between(0, 2**40)
     await store.close()
-    got_queue: dict[str, dict[str, int]] = {}
-    got_agent: dict[tuple[str, str], list[int]] = {}
-    for r in rows:
-        g = got_queue.setdefault(r.queue, {"offered": 0, "answered": 0, "completed": 0,
-                                           "abandoned": 0})
-        g["offered"] += 1
-        if r.outcome in ("answered", "completed"):
-            g["answered"] += 1
-            got_agent.setdefault((r.queue, r.agent), [0, 0])[0] += 1
-        if r.outcome == "completed":
-            g["completed"] += 1
-            got_agent[(r.queue, r.agent)][1] += 1
-        g["abandoned"] += r.outcome == "abandoned"
-        assert not r.estimated, r.uniqueid  # seen event by event
-    assert got_queue == want_queue
-    assert got_agent == want_agent
+    assert_stored_as_logged(rows, log_path)
+    assert [r.uniqueid for r in rows if r.estimated] == []  # seen event by event
+    want_queue, _ = logged_truth(log_path)
     # What each flow is about, said once more in its own terms.
     by = {(r.channel_uniqueid, r.queue): r for r in rows}
     if name in ("blind", "redirect", "overflow"):

@@ -33,13 +33,12 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select
 
-from acd.metrics import by_queue
 from agent_console.auth import Users
 from callcenter.db import Store
 from callcenter.orders.intake import Intake
 from callcenter.orders.store import OrderRow, WorkOrders
 from callcenter.pbx.ami import AmiLink
-from tests.test_soak import logged_truth
+from tests.queue_log_truth import assert_stored_as_logged, logged_truth, stored_figures
 
 KILLS = int(os.environ.get("HOTLINE_CRASH_KILLS", "6"))
 CLI = [sys.executable, "-c", "import sys; from callcenter.cli import main; sys.exit(main())"]
@@ -291,8 +290,7 @@ async def test_kill_9_during_calls_and_orders_loses_nothing(tmp_db: str, tmp_pat
             _, _, up = await pbx_counters(pbx_port)
             return up == 0
         await until(pbx_idle, 120, "the simulator's last calls end")
-        truth_queue, truth_agent = logged_truth(log_path)
-        offered = truth_queue["hotline"]["offered"]
+        offered = logged_truth(log_path)[0]["hotline"]["offered"]
 
         async def stored() -> bool:
             store = Store(tmp_db)
@@ -337,21 +335,11 @@ async def test_kill_9_during_calls_and_orders_loses_nothing(tmp_db: str, tmp_pat
 
     # Calls: none open, one row per queue_log visit, figures equal to the PBX's own.
     assert open_rows == [], [(r.uniqueid, r.outcome) for r in open_rows]
-    assert len(rows) == len({r.uniqueid for r in rows}) == offered
-    per, _ = by_queue(rows, lambda q: 15)
-    got = {q: {"offered": f.offered, "answered": f.answered, "completed": f.completed,
-               "abandoned": f.abandoned} for q, f in per.items()}
-    assert got == truth_queue, (got, truth_queue)
-    agents: dict[tuple[str, str], list[int]] = {}
-    for r in rows:
-        if r.outcome in ("answered", "completed", "interrupted"):
-            a = agents.setdefault((r.queue, r.agent), [0, 0])
-            a[0] += 1
-            a[1] += r.outcome == "completed"
-    assert agents == truth_agent, (agents, truth_agent)
-    f = per["hotline"]
-    assert (f.completed, f.abandoned, 0) == (counters["Completed"], counters["Abandoned"],
-                                             counters["Calls"]), counters
+    assert_stored_as_logged(rows, log_path)
+    per_queue, agents = stored_figures(rows)
+    f = per_queue["hotline"]
+    assert (f["completed"], f["abandoned"], 0) == (counters["Completed"], counters["Abandoned"],
+                                                   counters["Calls"]), counters
     taken = {name: n for name, n in members.items() if n}
     ours = {agent: a[0] for (_, agent), a in agents.items()}
     assert ours == taken, (ours, taken)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from acd import queue_log
 from acd.metrics import by_queue
@@ -26,6 +26,7 @@ from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
 from callcenter.service import Service
+from tests.queue_log_truth import assert_stored_as_logged
 from tests.test_end_to_end import CuttableProxy, Until, wait_for
 
 T0 = 1_795_000_000.0
@@ -41,46 +42,6 @@ async def kill(service: Service) -> None:
     await asyncio.gather(*service._tasks, return_exceptions=True)
     await service.link.stop()
     await service.store.close()
-
-
-def logged_visits(path: Path, pbx: Pbx | None = None,
-                  stored: dict[tuple[str, str], str] | None = None
-                  ) -> list[queue_log.LoggedVisit]:
-    """The simulator's queue_log as visits.  With ``pbx``: a visit app_queue counted
-    completed when its operator left (``*``, a Redirect) whose end line a restart took
-    from queue_log (``Pbx.unlogged_completed``) is completed, as Asterisk counted it -
-    or, given the service's ``stored`` outcome of it, ``interrupted`` when that is what
-    the service has: only a service that saw the operator leave can know better than
-    queue_log."""
-    found = queue_log.visits(queue_log.parse(path.read_text(encoding="utf-8")))
-    unlogged = set(pbx.unlogged_completed) if pbx is not None else set()
-    for v in found:
-        if (v.callid, v.queue) in unlogged and v.outcome == "interrupted":
-            seen = (stored or {}).get((v.callid, v.queue))
-            v.outcome = "interrupted" if seen == "interrupted" else "completed"
-    return found
-
-
-def logged_truth(path: Path, pbx: Pbx | None = None,
-                 stored: dict[tuple[str, str], str] | None = None
-                 ) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str], list[int]]]:
-    """Per queue (offered, answered, completed, abandoned) and per (queue, operator)
-    [answered, completed] from the simulator's queue_log (see :func:`logged_visits`)."""
-    per_queue: dict[str, dict[str, int]] = {}
-    per_agent: dict[tuple[str, str], list[int]] = {}
-    for v in logged_visits(path, pbx, stored):
-        q = per_queue.setdefault(v.queue, {"offered": 0, "answered": 0, "completed": 0,
-                                           "abandoned": 0})
-        q["offered"] += 1
-        if v.outcome in ("answered", "completed", "interrupted"):
-            q["answered"] += 1
-            per_agent.setdefault((v.queue, v.agent), [0, 0])[0] += 1
-        if v.outcome == "completed":
-            q["completed"] += 1
-            per_agent[(v.queue, v.agent)][1] += 1
-        if v.outcome == "abandoned":
-            q["abandoned"] += 1
-    return per_queue, per_agent
 
 
 async def test_soak_cuts_restarts_and_kills_lose_nothing(tmp_db: str, tmp_path: Path) -> None:
@@ -153,38 +114,14 @@ async def test_soak_cuts_restarts_and_kills_lose_nothing(tmp_db: str, tmp_path: 
     rows = await store.calls_between(0, 2**40)
     open_rows = await store.open_calls()
     await store.close()
-    seen = {(r.channel_uniqueid, r.queue): r.outcome for r in rows}
-    want_queue, want_agent = logged_truth(log_path, pbx, seen)
-    assert want_queue["hotline"]["offered"] > 200  # hundreds of calls
-    assert want_queue["hotline-en"]["offered"] > 10  # overflows and transfers
+    logged = assert_stored_as_logged(rows, log_path, pbx)
+    assert open_rows == [], [(r.uniqueid, r.outcome) for r in open_rows]
+    offered = Counter(v.queue for v in logged.values())
+    assert offered["hotline"] > 200  # hundreds of calls
+    assert offered["hotline-en"] > 10  # overflows and transfers
     flows = {e.event for e in queue_log.parse(log_path.read_text(encoding="utf-8"))}
     assert len({"BLINDTRANSFER", "ATTENDEDTRANSFER", "EXITWITHTIMEOUT", "COMPLETECALLER"}
                & flows) >= 3, flows  # (whether one comes off depends on the moment)
-    logged = {(v.callid, v.queue): v for v in logged_visits(log_path, pbx, seen)}
-    mismatch = sorted((r.uniqueid, r.outcome, r.settled, r.agent,
-                       logged[(r.channel_uniqueid, r.queue)].outcome if (
-                           r.channel_uniqueid, r.queue) in logged else None)
-                      for r in rows if (r.channel_uniqueid, r.queue) not in logged
-                      or logged[(r.channel_uniqueid, r.queue)].outcome != r.outcome)
-    stored = {(r.channel_uniqueid, r.queue) for r in rows}
-    missing = sorted((k[0], v.outcome, v.entered) for k, v in logged.items() if k not in stored)
-    assert mismatch == [] and missing == [], "\n".join(map(str, mismatch + missing))
-    per, _ = by_queue(rows, lambda q: 15)
-    got: dict[str, Any] = {q: {"offered": f.offered, "answered": f.answered,
-                               "completed": f.completed, "abandoned": f.abandoned}
-                           for q, f in per.items()}
-    assert got == want_queue, (got, want_queue)
-    assert open_rows == [], [(r.uniqueid, r.outcome) for r in open_rows]
-    agents: dict[tuple[str, str], list[int]] = {}
-    for r in rows:
-        if r.outcome in ("answered", "completed", "interrupted"):
-            a = agents.setdefault((r.queue, r.agent), [0, 0])
-            a[0] += 1
-            a[1] += r.outcome == "completed"
-    assert agents == want_agent, (agents, want_agent)
-    # Nothing stored twice: one row per queue_log ENTERQUEUE.
-    assert len(rows) == len({r.uniqueid for r in rows}) == sum(
-        w["offered"] for w in want_queue.values())
     # Asterisk's counters since its last start equal ours for the same calls.
     last = max(v.run for v in logged.values())
     last_run = [r for r in rows if (r.channel_uniqueid, r.queue) in logged

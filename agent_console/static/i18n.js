@@ -122,6 +122,8 @@ const STRINGS = {
     "rep.date": "日期",
     "rep.queue": "队列",
     "rep.all": "全部",
+    "rep.pbx": "交换机",
+    "rep.all_pbxs": "全中心",
     "rep.department": "承办单位",
     "rep.xlsx": "下载 Excel",
     "rep.csv": "下载 CSV",
@@ -481,6 +483,8 @@ const STRINGS = {
     "rep.date": "Date",
     "rep.queue": "Queue",
     "rep.all": "All",
+    "rep.pbx": "PBX",
+    "rep.all_pbxs": "Whole centre",
     "rep.department": "Department",
     "rep.xlsx": "Download Excel",
     "rep.csv": "Download CSV",
@@ -789,14 +793,46 @@ export function errorText(e) {
 let ivrCategories = {};
 export function setCategoryLabels(map) { ivrCategories = map && typeof map === "object" ? map : {}; }
 
-// A category code as words in the UI's language; an unknown code, or a value that is
-// already words (an order's category), is shown as it is.
+// An order's category (the Chinese label of config/intake.toml's tree, 市政设施/路灯, or a
+// leaf's name) -> its English label, from /api/intake-form's categories (label_en).
+let categoryNamesEn = new Map();
+export function setCategoryTree(tree) {
+  categoryNamesEn = new Map();
+  const walk = (n) => {
+    if (n.name_en) categoryNamesEn.set(n.name, n.name_en);
+    if (n.label_en) categoryNamesEn.set(n.label, n.label_en);
+    for (const c of n.children || []) walk(c);
+  };
+  for (const n of Array.isArray(tree) ? tree : []) walk(n);
+}
+
+// A category code (the IVR's) or an order's category as words in the UI's language; an
+// unknown one is shown as it is (Chinese in the English UI when the config has no name_en).
 export function categoryLabel(code) {
   if (!code) return "";
   const names = Object.prototype.hasOwnProperty.call(ivrCategories, code) ? ivrCategories[code] : null;
-  if (!names) return code;
+  if (!names) return (lang === "en" && categoryNamesEn.get(code)) || code;
   return (lang === "en" ? names.en : names.zh) || code;
 }
+
+// A configured entry's name in the UI's language: its English name (name_en, title_en)
+// when the UI is in English and the config gives one, else the Chinese.
+export function localName(entry, key = "name") {
+  if (!entry) return "";
+  return (lang === "en" && entry[key + "_en"]) || entry[key] || "";
+}
+
+// District and street names (Chinese, as orders record them) -> English, from
+// /api/intake-form's districts (name_en, streets_en).
+let placeNamesEn = new Map();
+export function setPlaceNames(districts) {
+  placeNamesEn = new Map();
+  for (const d of Array.isArray(districts) ? districts : []) {
+    if (d.name_en) placeNamesEn.set(d.name, d.name_en);
+    (d.streets || []).forEach((s, i) => { if (d.streets_en && d.streets_en[i]) placeNamesEn.set(s, d.streets_en[i]); });
+  }
+}
+export function placeLabel(name) { return (lang === "en" && placeNamesEn.get(name)) || name || ""; }
 
 // The caller's way through the IVR (IVR_PATH: "direct", or the keys "2-1").
 export function ivrLabel(path) {
