@@ -207,3 +207,10 @@ async def test_a_worker_sends_an_action_again_with_its_id_when_the_core_did_not_
         await worker.http.close()
         for s in (browser_side, server_a, server_b):
             await s.close()
+
+
+def test_answer_lost_is_explained_in_both_languages() -> None:
+    from agent_console.session import STATIC
+
+    zh, en = (STATIC / "i18n.js").read_text(encoding="utf-8").split('"en": {')
+    assert '"apierr.action.answer_lost":' in zh and '"apierr.action.answer_lost":' in en
