@@ -172,6 +172,8 @@ async def action_once(request: web.Request, handler: Handler) -> web.StreamRespo
         if running[0] != who:
             raise ApiError(409, f"this {HEADER} belongs to another request",
                            zh="该操作编号已用于另一请求")
+        log.info("action repeated", action_id=action_id, path=who[2],
+                 answer=REPEAT["running"])
         return _replay(await asyncio.shield(running[1]))
     # Reserved here before the claim, so a repeat arriving meanwhile waits for this one.
     done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
