@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from datetime import datetime, timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from tests.console_fakes import CHEAP, started_service
 
 pytestmark = BROWSER_MARKS
 SHOTS = os.environ.get("HOTLINE_SCREENSHOTS")
+
+
+def history_day(service: Service) -> str:
+    """A day whose month holds the seeded history: today, or yesterday on the 1st (the
+    history is written for the days before today, from the month a week ago)."""
+    today = datetime.fromtimestamp(service.clock(), service.settings.tz).date()
+    return (today - timedelta(days=1) if today.day == 1 else today).isoformat()
 
 
 @pytest.fixture
@@ -59,7 +67,8 @@ async def shoot(page: Any, tmp_path: Path, name: str) -> None:
 
 async def test_supervisor_reads_switches_downloads_and_prints(
         site: tuple[str, Service], browser: Any, tmp_path: Path) -> None:
-    url, _ = site
+    url, service = site
+    day = history_day(service)
     page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
     await page.wait_for_url("**/wallboard")
     await page.wait_for_selector("#agent-states .count")
@@ -75,11 +84,14 @@ async def test_supervisor_reads_switches_downloads_and_prints(
     assert await page.locator("[data-table=pbxs]").count() == 0
 
     # Day -> month: a row per day of the month, and the month's history is in it.
+    await page.fill("#day", day)
+    await page.dispatch_event("#day", "change")
     await page.click("[data-period=month]")
     await page.wait_for_selector("[data-period=month][aria-pressed=true]")
     assert await page.locator("[data-table=intervals] tbody tr").count() >= 28
     assert "period=month" in page.url
-    month = await (await page.request.get(url + "/api/reports/summary?period=month")).json()
+    month = await (await page.request.get(
+        url + f"/api/reports/summary?period=month&day={day}")).json()
     offered = month["calls"]["overall"]["offered"]
     assert offered >= 3000 * 0.5
     cells = page.locator("[data-table=overall] tbody td")
@@ -136,10 +148,11 @@ async def test_supervisor_reads_switches_downloads_and_prints(
 
 async def test_a_department_sees_only_its_own_figures(
         site: tuple[str, Service], browser: Any, tmp_path: Path) -> None:
-    url, _ = site
+    url, service = site
+    day = history_day(service)
     page, problems = await sign_in(browser, url, "dept1", width=1366, height=768)
     await page.wait_for_url("**/orders")
-    await page.goto(url + "/reports?period=month")
+    await page.goto(url + f"/reports?period=month&day={day}")
     await page.wait_for_selector("[data-table=departments] tbody tr")
     tables = await page.locator("#tables section").evaluate_all(
         "els => els.map(e => e.dataset.table)")
@@ -155,7 +168,7 @@ async def test_a_department_sees_only_its_own_figures(
     assert await page.locator("#queue-box").is_hidden()
     # Asking for another department gives its own all the same.
     other = await (await page.request.get(
-        url + "/api/reports/summary?period=month&department=housing")).json()
+        url + f"/api/reports/summary?period=month&day={day}&department=housing")).json()
     assert [d["department"] for d in other["departments"]] == ["urban_management"]
     assert "calls" not in other and "agents" not in other
     await shoot(page, tmp_path, "reports-department")
@@ -197,12 +210,13 @@ async def test_with_two_pbxs_the_supervisor_picks_one_or_the_whole_centre(
     try:
         page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
         await page.wait_for_url("**/wallboard")
-        await page.goto(url + "/reports?period=month")
+        day = history_day(service)
+        await page.goto(url + f"/reports?period=month&day={day}")
         await page.wait_for_selector("[data-table=pbxs] tbody tr")
         assert await page.locator("#pbx-box").is_visible()
         assert await page.locator("#pbx").input_value() == ""  # the whole centre
         whole = await (await page.request.get(
-            url + "/api/reports/summary?period=month")).json()
+            url + f"/api/reports/summary?period=month&day={day}")).json()
         rows = whole["calls"]["pbxs"]
         assert [r["pbx"] for r in rows] == ["pbx1", "pbx2"] and all(r["offered"] for r in rows)
         assert sum(r["offered"] for r in rows) == whole["calls"]["overall"]["offered"]
@@ -215,7 +229,8 @@ async def test_with_two_pbxs_the_supervisor_picks_one_or_the_whole_centre(
         assert "pbx=pbx2" in page.url
         assert await page.locator("[data-table=pbxs] tbody tr").count() == 1
         assert "pbx=pbx2" in (await page.get_attribute("#xlsx", "href") or "")
-        bad = await page.request.get(url + "/api/reports/summary?period=month&pbx=pbx9")
+        bad = await page.request.get(
+            url + f"/api/reports/summary?period=month&day={day}&pbx=pbx9")
         assert bad.status == 400
         assert problems == []
     finally:
