@@ -28,7 +28,11 @@ no answer, no audit row         the first never reached its audit row, so nothin
 An answer of 503 means nothing was done (the audit row could not be written, or the
 PBX link was down): it is not kept, so a retry runs.  The same id with another
 account, method or path is refused (409).  Requests without the header run as before
-(a browser talking to the core directly).  Ids are 8-64 of ``A-Z a-z 0-9 _ -``.
+(a browser talking to the core directly), and so do those of no signed-in account
+(signing in and out: their answer is a cookie, and doing them twice is harmless; the
+channels' API has its own ``Idempotency-Key``).  Ids are 8-64 of ``A-Z a-z 0-9 _ -``.
+Claims are kept :data:`KEEP_S` (a day), then deleted: a retry comes within seconds, and
+an answer may hold what the account saw.
 The claim and the answer live in the shared database, so the standby that takes over
 sees them (``tests/test_action_once.py``).
 """
@@ -56,6 +60,9 @@ HEADER = "X-Action-Id"
 REPEAT_HEADER = "X-Action-Repeat"
 VALID_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_BODY = 256 * 1024  # an answer kept whole up to this (the API's are a few hundred bytes)
+KEEP_S = 86400.0  # a claim and its answer are deleted after a day
+PRUNE_EVERY_S = 600.0
+NOT_ACTIONS = frozenset({"/api/login", "/api/logout"})
 
 #: What a repeat gets, by the state of its claim (the module doc's table; log lines).
 REPEAT = {
@@ -78,6 +85,7 @@ class ActionLedger:
     #: id -> ((actor, method, path), its answer to come): the ids running on this core
     running: dict[str, tuple[tuple[str, str, str], asyncio.Future[Answer]]] = field(
         default_factory=dict)
+    pruned_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -85,6 +93,12 @@ class ActionLedger:
     async def claim(self, action_id: str, actor: str, method: str,
                     path: str) -> ForwardedActionRow | None:
         """None when the id is now ours; else the row of whoever claimed it first."""
+        now = self.clock()
+        if now - self.pruned_at >= PRUNE_EVERY_S:
+            self.pruned_at = now
+            async with self.sessions() as s, s.begin():
+                await s.execute(delete(ForwardedActionRow)
+                                .where(ForwardedActionRow.at < now - KEEP_S))
         try:
             async with self.sessions() as s, s.begin():
                 s.add(ForwardedActionRow(action_id=action_id, at=self.clock(), actor=actor,
@@ -148,15 +162,18 @@ async def action_once(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     if not VALID_ID.fullmatch(action_id):
         raise ApiError(400, f"{HEADER} must be 8-64 letters, digits, '_' or '-'")
-    ledger = request.app[LEDGER]
     session = await current_session(request)
-    who = (session.user.username if session is not None else "", request.method,
-           request.path[:200])
+    if session is None or request.path in NOT_ACTIONS:
+        return await handler(request)
+    ledger = request.app[LEDGER]
+    who = (session.user.username, request.method, request.path[:200])
     running = ledger.running.get(action_id)
     if running is not None:  # a repeat while the first runs on this core
         if running[0] != who:
             raise ApiError(409, f"this {HEADER} belongs to another request",
                            zh="该操作编号已用于另一请求")
+        log.info("action repeated", action_id=action_id, path=who[2],
+                 answer=REPEAT["running"])
         return _replay(await asyncio.shield(running[1]))
     # Reserved here before the claim, so a repeat arriving meanwhile waits for this one.
     done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from agent_console.auth import LoginThrottle
+from agent_console.once import KEEP_S, LEDGER
 from agent_console.server import make_app
 from callcenter.db import AuditRow, ForwardedActionRow
 from callcenter.web import WORKER, Worker, to_core
@@ -84,6 +85,20 @@ async def test_an_id_is_one_request_of_one_account_and_well_formed(tmp_db: str) 
             status, _ = await p.call("POST", "/api/agent/ready", headers=once(bad))
             assert status == 400, bad
         assert d.pbx.count("QueuePause") == 1
+        # Signing in is no action on the desk: its answer is a new session, each time.
+        fresh = d.person()
+        logins = [await fresh.call("POST", "/api/login", {"username": "op3", "password": "demo"},
+                                   headers=once("login-000001")) for _ in range(2)]
+        assert [s for s, _ in logins] == [200, 200] and logins[0][1]["csrf"] != logins[1][1]["csrf"]
+        # Claims are kept a day, then deleted.
+        ledger = d.app[LEDGER]
+        async with d.service.store.sessions() as s, s.begin():
+            (await s.get(ForwardedActionRow, "shared-000001")).at -= KEEP_S + 1
+        ledger.pruned_at = 0.0
+        assert (await p.call("POST", "/api/agent/ready", headers=once("after-a-day")))[0] == 200
+        async with d.service.store.sessions() as s:
+            assert await s.get(ForwardedActionRow, "shared-000001") is None
+            assert await s.get(ForwardedActionRow, "after-a-day") is not None
 
 
 async def test_the_standby_answers_a_repeat_from_the_database_and_never_twice(
@@ -192,3 +207,10 @@ async def test_a_worker_sends_an_action_again_with_its_id_when_the_core_did_not_
         await worker.http.close()
         for s in (browser_side, server_a, server_b):
             await s.close()
+
+
+def test_answer_lost_is_explained_in_both_languages() -> None:
+    from agent_console.session import STATIC
+
+    zh, en = (STATIC / "i18n.js").read_text(encoding="utf-8").split('"en": {')
+    assert '"apierr.action.answer_lost":' in zh and '"apierr.action.answer_lost":' in en
