@@ -356,7 +356,9 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
             sent = sum(r["sent"] for r in await pacing)
             done_s += step
             pops.add(await loads.ask_all(every, {"op": "marks"}))
-            progress(f"  {done_s:5.0f} s  sent {sent}  backlog max {backlog_max:.0f}  rss "
+            shown = sum(1 for k in pops.rung if k in pops.shown)
+            progress(f"  {done_s:5.0f} s  sent {sent}  backlog max {backlog_max:.0f}  rings "
+                     f"{len(pops.rung)} shown {shown}  rss "
                      + " ".join(f"{k} {v[-1][1]:.0f}" for k, v in rss.items() if v))
         elapsed = await _until_drained(http, core_url) - t0
         # The workers and the browsers may still be behind the core: a ring counts as
