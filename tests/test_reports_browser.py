@@ -15,13 +15,12 @@ from typing import Any
 
 import openpyxl
 import pytest
-from aiohttp import web
 
 from agent_console.server import make_app
 from callcenter.demo_orders import seed_demo_orders, seed_report_history
 from callcenter.service import Service
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, served, started_service
 
 pytestmark = BROWSER_MARKS
 SHOTS = os.environ.get("HOTLINE_SCREENSHOTS")
@@ -35,16 +34,8 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, Service]]:
     assert await seed_report_history(service.store, tz=tz, calls=3000, orders=400) > 0
     assert await seed_report_history(service.store, tz=tz) == 0  # once only
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", service
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, service
 
 
 async def shoot(page: Any, tmp_path: Path, name: str) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from playwright.async_api import expect
 
 from agent_console.orders_api import WORK_ORDERS
@@ -19,7 +18,7 @@ from callcenter.demo_orders import seed_demo_orders
 from callcenter.orders.lifecycle import Actor, Caller, Role
 from callcenter.orders.store import WorkOrders
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, served, started_service
 
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
@@ -31,16 +30,8 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
     service, _ = await started_service(tmp_db)
     await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, app[WORK_ORDERS]
 
 
 async def signed_in(browser: Any, url: str, user: str) -> tuple[Any, list[str]]:
@@ -113,16 +104,8 @@ async def recorded_site(tmp_db: str, tmp_path: Path) -> AsyncIterator[tuple[str,
     service, _ = await started_service(tmp_db)
     await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0, recordings=store)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, app[WORK_ORDERS]
 
 
 async def test_supervisor_plays_the_recording_of_the_orders_call(
