@@ -263,6 +263,25 @@ class Checkpoint(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RefreshAsked(Event):
+    """The service is about to ask the PBX for a QueueStatus in the middle of traffic (a
+    :class:`Refresh`): from here until the answer, the state notes every member and
+    caller an event names, so that the answer never overrides what those events said."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh(Event):
+    """A QueueStatus answer asked for in the middle of traffic because an event named a
+    member or caller the state did not know.  Applied where the answer's last event
+    (QueueStatusComplete) arrives in the event stream; it only adds members and waiting
+    callers the state does not know, with the state the PBX gives them.  Counters, known
+    visits and known members are never touched (events already account for them)."""
+
+    members: tuple[MemberInfo, ...]
+    waiting: tuple[WaitingEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Tick(Event):
     """Time passes: lets timers (wrap-up end, alert thresholds) fire without sleeping."""
 
@@ -476,6 +495,13 @@ def to_event(h: Headers, at: float) -> Event | None:
     if translate is None:
         return None
     return translate(h, at)
+
+
+def refresh_from(at: float, queue_status: list[Headers]) -> Refresh:
+    """Build a :class:`Refresh` from a QueueStatus list answer (its members and
+    waiting callers; the QueueParams counters are left out on purpose)."""
+    picture = resync_from(at, queue_status, None)
+    return Refresh(at, picture.members, picture.waiting)
 
 
 def resync_from(

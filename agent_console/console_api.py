@@ -609,9 +609,10 @@ async def _article_for_answer(request: web.Request, raw: Any, outcome: str) -> i
 
 async def api_intake(request: web.Request) -> web.Response:
     """The intake form's lists: 诉求类型, 回复方式, the category tree, districts, and the
-    IVR's category codes as names (``ivr_categories``: {code: {"zh", "en"}})."""
+    IVR's category codes as names (``ivr_categories``: {code: {"zh", "en"}}).  Configuration
+    only: departments read it too, for the names in the English UI."""
     c = request.app[CONSOLE]
-    await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN)
+    await need_session(request, Role.OPERATOR, Role.SUPERVISOR, Role.ADMIN, Role.HANDLER)
     lists = c.intake.public(request.app[WORK_ORDERS].config.directory)
     # The IVR's category codes (CATEGORY, shown in the pop and history) as names per language.
     lists["ivr_categories"] = c.ivr_categories

@@ -53,10 +53,18 @@ class CategoryNode:
     departments: tuple[str, ...]
     children: tuple[CategoryNode, ...] = ()
 
+    path_en: tuple[str, ...] = ()
+
     @property
     def label(self) -> str:
         """What the order records: the path below the top-level group, ``市政设施/路灯``."""
         return "/".join(self.path[1:]) or self.name
+
+    @property
+    def label_en(self) -> str:
+        """The label in the English UI: ``Municipal facilities/Street lights`` (each level's
+        ``name_en``, its Chinese name where it has none)."""
+        return "/".join(self.path_en[1:]) or self.name_en
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class IntakeConfig:
     categories: tuple[CategoryNode, ...]
     districts: Mapping[str, tuple[str, ...]]
     leaves: Mapping[str, CategoryNode] = field(default_factory=dict)
+    #: District and street names -> their English names (``name_en``; only those given).
+    places_en: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], directory: Directory) -> IntakeConfig:
@@ -78,17 +88,19 @@ class IntakeConfig:
             for category in d.categories:
                 owners.setdefault(category, []).append(d.id)
 
-        def node(raw: Mapping[str, Any], parent: tuple[str, ...], inherited: tuple[str, ...]
-                 ) -> CategoryNode:
+        def node(raw: Mapping[str, Any], parent: tuple[str, ...], inherited: tuple[str, ...],
+                 parent_en: tuple[str, ...] = ()) -> CategoryNode:
             name = str(raw["name"])
-            path = (*parent, name)
+            name_en = str(raw.get("name_en") or name)
+            path, path_en = (*parent, name), (*parent_en, name_en)
             explicit = tuple(raw.get("departments", ()))
             unknown = set(explicit) - known
             if unknown:
                 raise ValueError(f"category {name}: unknown departments {sorted(unknown)}")
             departments = explicit or tuple(owners.get(name, ())) or inherited
-            children = tuple(node(c, path, departments) for c in raw.get("children", ()))
-            return CategoryNode(name, str(raw.get("name_en", name)), path, departments, children)
+            children = tuple(node(c, path, departments, path_en)
+                             for c in raw.get("children", ()))
+            return CategoryNode(name, name_en, path, departments, children, path_en)
 
         tops = tuple(node(raw, (), ()) for raw in data.get("category", ()))
         leaves: dict[str, CategoryNode] = {}
@@ -103,10 +115,21 @@ class IntakeConfig:
 
         for top in tops:
             collect(top)
-        districts = {str(d["name"]): tuple(str(s) for s in d.get("streets", ()))
-                     for d in data.get("district", ())}
+        # A district or street is a name, or a table {name, name_en} for the English UI.
+        districts: dict[str, tuple[str, ...]] = {}
+        places_en: dict[str, str] = {}
+
+        def place(raw: Any) -> str:
+            if not isinstance(raw, Mapping):
+                return str(raw)
+            if raw.get("name_en"):
+                places_en[str(raw["name"])] = str(raw["name_en"])
+            return str(raw["name"])
+
+        for d in data.get("district", ()):
+            districts[place(d)] = tuple(place(s) for s in d.get("streets", ()))
         return cls(tuple(data.get("request_types", ())), tuple(data.get("reply_methods", ())),
-                   tops, districts, leaves)
+                   tops, districts, leaves, places_en)
 
     @classmethod
     def load(cls, directory: Directory, config_dir: Path = CONFIG_DIR) -> IntakeConfig:
@@ -130,13 +153,16 @@ class IntakeConfig:
 
         def tree(n: CategoryNode) -> dict[str, Any]:
             return {"name": n.name, "name_en": n.name_en, "label": n.label,
+                    "label_en": n.label_en,
                     "departments": [names[d] for d in n.departments],
                     "children": [tree(c) for c in n.children]}
 
         return {"request_types": [dict(t) for t in self.request_types],
                 "reply_methods": [dict(t) for t in self.reply_methods],
                 "categories": [tree(n) for n in self.categories],
-                "districts": [{"name": d, "streets": list(s)} for d, s in self.districts.items()]}
+                "districts": [{"name": d, "name_en": self.places_en.get(d, d), "streets": list(s),
+                               "streets_en": [self.places_en.get(x, x) for x in s]}
+                              for d, s in self.districts.items()]}
 
 
 def clean_fields(config: IntakeConfig, data: Any) -> dict[str, Any]:

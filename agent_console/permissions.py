@@ -111,7 +111,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/drafts/{id}"): Access(OPERATORS, "own drafts"),
     ("PUT", "/api/drafts/{id}"): Access(OPERATORS, "own drafts"),
     ("POST", "/api/drafts/{id}/submit"): Access(OPERATORS, "own drafts"),
-    ("GET", "/api/intake-form"): Access(CENTRE),  # the intake form's lists (config/intake.toml)
+    # The intake form's lists (config/intake.toml): departments read its names too.
+    ("GET", "/api/intake-form"): Access(STAFF),
     ("GET", "/api/callers"): Access(CENTRE),  # lookup by phone number: calls and orders
     ("GET", "/api/work-orders/{id}"): Access(STAFF, "order_visible"),
     # supervisors acting on agents and calls

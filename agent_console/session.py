@@ -48,7 +48,7 @@ from agent_console.views import (
     wall_view,
 )
 from callcenter.config import Settings
-from callcenter.db import AuditRow
+from callcenter.db import ACTION_ID, AuditRow
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.service import Service
 from ivr.values import BadValue, ami_action
@@ -91,6 +91,7 @@ class ConsoleConfig:
     colours: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: dict(DEFAULT_COLOURS))
     timezone: str = "Asia/Shanghai"  # the centre's ([metrics] timezone): pages show times in it
+    queue_titles_en: Mapping[str, str] = field(default_factory=dict)  # [queues.X] title_en
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
@@ -104,6 +105,7 @@ class ConsoleConfig:
             colours=ReportConfig.from_settings(s).colours,
             pause_reasons=tuple(s.pause_reasons or DEFAULT_PAUSE_REASONS),
             queues=queues,
+            queue_titles_en={q: t for q, t in s.queue_titles_en.items() if t},
             thresholds=Thresholds.from_settings(s.alerts),
             transfer_context=str(console.get("transfer_context", "transfer")),
             departments=tuple((str(d["number"]), str(d.get("name", d["number"])))
@@ -112,7 +114,9 @@ class ConsoleConfig:
 
     def public(self) -> dict[str, Any]:
         return {"pause_reasons": list(self.pause_reasons),
-                "queues": [{"queue": q, "title": t} for q, t in self.queues],
+                "queues": [{"queue": q, "title": t,
+                            "title_en": self.queue_titles_en.get(q, "")}
+                           for q, t in self.queues],
                 "departments": [{"number": n, "name": t} for n, t in self.departments],
                 "timezone": self.timezone,
                 "thresholds": {k: getattr(self.thresholds, k) for k in (
@@ -401,7 +405,8 @@ async def audited(c: Console, user: User, action: str, *, target: str = "", reas
             audit_id = (await conn.execute(
                 AuditRow.__table__.insert().values(
                     at=c.now(), actor=user.username, role=user.role.value, action=action,
-                    target=target[:120], reason=reason, data=record)
+                    target=target[:120], reason=reason, data=record,
+                    action_id=ACTION_ID.get())
                 .returning(AuditRow.id))).scalar_one()
     except (SQLAlchemyError, ValueError, OSError) as exc:  # ValueError: text it refuses
         log.error("audit write failed; action not taken", action=action, actor=user.username,

@@ -104,10 +104,12 @@ def agent_json(a: Agent, tracker: Tracker) -> dict[str, Any]:
     }
 
 
-def call_json(c: Call, title: str) -> dict[str, Any]:
-    """One call as its operator sees it: the full caller number, for the screen pop."""
+def call_json(c: Call, title: str, title_en: str = "") -> dict[str, Any]:
+    """One call as its operator sees it: the full caller number, for the screen pop
+    (``queue_title`` / ``queue_title_en``: its queue's title in Chinese / English)."""
     return {
         "uniqueid": c.uniqueid, "queue": c.queue, "queue_title": title,
+        "queue_title_en": title_en,
         "caller_num": c.caller_num, "caller_name": c.caller_name, "hotline": c.hotline,
         "category": c.category, "ivr_path": c.ivr_path, "joined_at": c.joined_at,
         "answered_at": c.answered_at, "hold_time": c.hold_time, "outcome": c.outcome.value,
@@ -207,7 +209,8 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
         name = q["queue"]
         waiting = centre.waiting_in(name)
         queues[name] = {
-            "queue": name, "title": q["title"], "servicelevel": q["servicelevel"],
+            "queue": name, "title": q["title"], "title_en": q.get("title_en", ""),
+            "servicelevel": q["servicelevel"],
             "waiting": len(waiting), "oldest_joined_at": _oldest(centre, name),
             "today": q["today"], "last_15min": q["last_15min"],
             "agents_logged_in": q["agents_logged_in"],
@@ -272,6 +275,7 @@ def operator_queues(snap: dict[str, Any], centre: CallCenter) -> dict[str, Any]:
     most once a second, so a caller joining does not change 1,000 screens).
     """
     return {q["queue"]: {"queue": q["queue"], "title": q["title"],
+                         "title_en": q.get("title_en", ""),
                          "waiting": len(centre.waiting_in(q["queue"])),
                          "oldest_joined_at": _oldest(centre, q["queue"])}
             for q in snap["queues"]}
@@ -289,10 +293,10 @@ def operator_view(centre: CallCenter, tracker: Tracker, user: User,
     if agent is not None:
         if agent.call and agent.call in own.calls:
             c = own.calls[agent.call]
-            call = call_json(c, _title(queues, c.queue))
+            call = call_json(c, *_title(queues, c.queue))
         if agent.last_call and agent.last_call != agent.call and agent.last_call in own.calls:
             c = own.calls[agent.last_call]
-            last = call_json(c, _title(queues, c.queue))
+            last = call_json(c, *_title(queues, c.queue))
     return {
         "me": user.public(),
         "link": {"up": own.link_up, "reason": own.link_reason,
@@ -305,9 +309,9 @@ def operator_view(centre: CallCenter, tracker: Tracker, user: User,
     }
 
 
-def _title(queues: dict[str, Any], queue: str) -> str:
+def _title(queues: dict[str, Any], queue: str) -> tuple[str, str]:
     q = queues.get(queue)
-    return q["title"] if q else queue
+    return (q["title"], q.get("title_en", "")) if q else (queue, "")
 
 
 def answered_by(user: User, agent: str | None, interface: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -39,6 +40,9 @@ class AmiSettings:
     #: This PBX's queue_log (a file or a database URL); "" = ``[metrics] queue_log`` for
     #: the home PBX, none for the others.
     queue_log: str = ""
+    #: The addresses (or networks) this PBX's FastAGI connections come from; empty =
+    #: ``host`` when that is an IP address (``ivr.fastagi.AgiPbxs``).
+    agi: tuple[str, ...] = ()
 
     def hosts(self, queue: str) -> bool:
         return not self.queues or queue in self.queues
@@ -49,7 +53,7 @@ PBX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 #: Keys an ``[[pbx]]`` table may have (``user`` and ``username`` are the same).
 PBX_KEYS = frozenset({"name", "host", "port", "user", "username", "secret", "events",
                       "queues", "queue_log", "ping_interval", "action_timeout",
-                      "backoff_max"})
+                      "backoff_max", "agi"})
 
 
 @dataclass(slots=True)
@@ -78,6 +82,8 @@ class Settings:
     servicelevel: int = 15
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     queue_titles: dict[str, str] = field(default_factory=dict)
+    #: [queues.X] title_en: the title in the English UI ("" = the Chinese title).
+    queue_titles_en: dict[str, str] = field(default_factory=dict)
     pause_reasons: list[str] = field(default_factory=list)
     alerts: dict[str, float] = field(default_factory=dict)
     recordings_root: Path = ROOT / "var" / "recordings"
@@ -149,6 +155,14 @@ def _pbx(table: dict[str, Any], where: str, defaults: dict[str, Any],
     queues = table.get("queues", [])
     if not isinstance(queues, list) or not all(isinstance(q, str) and q for q in queues):
         raise ConfigError(f"{where}.queues must be a list of queue names")
+    agi = table.get("agi", [])
+    if not isinstance(agi, list) or not all(isinstance(a, str) for a in agi):
+        raise ConfigError(f"{where}.agi must be a list of addresses")
+    for a in agi:
+        try:
+            ipaddress.ip_network(a.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}.agi: {a!r} is not an IP address or network") from None
     timing = {k: _typed(table, k, float, defaults.get(k, dflt), where)
               for k, dflt in (("ping_interval", 5.0), ("action_timeout", 10.0),
                               ("backoff_max", 30.0))}
@@ -159,7 +173,8 @@ def _pbx(table: dict[str, Any], where: str, defaults: dict[str, Any],
         name=name, host=host, port=port, username=user,
         secret=secret_env or _typed(table, "secret", str, "hotline", where),
         events=_typed(table, "events", str, "agent,call,system", where),
-        queues=tuple(queues), queue_log=_typed(table, "queue_log", str, "", where), **timing)
+        queues=tuple(queues), queue_log=_typed(table, "queue_log", str, "", where),
+        agi=tuple(a.strip() for a in agi), **timing)
 
 
 def _pbxs(data: dict[str, Any], env: dict[str, str]) -> list[AmiSettings]:
@@ -246,6 +261,7 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
             wrapuptime=_typed(q, "wrapuptime", int, 0, where),
         )
         s.queue_titles[name] = _typed(q, "title", str, name, where)
+        s.queue_titles_en[name] = _typed(q, "title_en", str, "", where)
     s.pause_reasons = list(data.get("agents", {}).get("pause_reasons", []))
     s.alerts = {k: float(v) for k, v in data.get("alerts", {}).items()}
     rec = data.get("recordings", {})

@@ -81,8 +81,9 @@ DEMO_FLOOR = 0.25
 DEMO_FIRST_CALL_S = 5.0
 DEMO_REPEAT_SHARE = 0.30
 #: Simulated background operators ring after a signed-in human (queue penalty 1 vs 0),
-#: so a ready demo operator gets the next call; in the demo their shift starts 45 s after
-#: the demo is up (PBX time), so the first callers wait for whoever signs in first.
+#: so a ready demo operator gets the next call; in the demo they sign in paused (a
+#: pre-shift meeting) and turn ready 45 s after the demo is up (PBX time), so the first
+#: callers wait for whoever signs in first while the wallboard shows every operator.
 BACKGROUND_PENALTY = 1
 DEMO_SHIFT_START_S = 45.0
 
@@ -120,19 +121,25 @@ def build_sim_pbx(settings: Settings, *, seed: int, agents: int, rate: float | N
 
 
 def staff_background(pbx: Pbx, agents: int, at: float | None = None, *,
-                     first: int = 2001) -> None:
-    """Sign the background operators (``first``, 2001+) in to every queue, now or at PBX
-    time ``at`` (an AMI QueueAdd with penalty :data:`BACKGROUND_PENALTY`, as a shift
-    would)."""
-    for queue in pbx.queues:
-        for ext in range(first, first + agents):
-            interface = f"Local/{ext}@{pbx.config.agent_context}/n"
-            if at is None:
+                     first: int = 2001, now: float | None = None) -> None:
+    """Sign the background operators (``first``, 2001+) in to every queue (an AMI
+    QueueAdd with penalty :data:`BACKGROUND_PENALTY`, as a shift would), at once.
+    With PBX times ``now`` and ``at`` they sign in at ``now`` paused in a pre-shift
+    meeting (reason ``meeting``: they take no call, and the wallboard shows each of
+    them from the start) and become ready at ``at`` (QueuePause off)."""
+    for ext in range(first, first + agents):
+        interface = f"Local/{ext}@{pbx.config.agent_context}/n"
+        if at is None or now is None:
+            for queue in pbx.queues:
                 pbx.add_member(queue, interface, f"agent{ext}", penalty=BACKGROUND_PENALTY)
-            else:
-                pbx.schedule_action(at, {"Action": "QueueAdd", "Queue": queue,
-                                         "Interface": interface, "MemberName": f"agent{ext}",
-                                         "Penalty": str(BACKGROUND_PENALTY)})
+            continue
+        for queue in pbx.queues:
+            pbx.schedule_action(now, {"Action": "QueueAdd", "Queue": queue,
+                                      "Interface": interface, "MemberName": f"agent{ext}",
+                                      "Penalty": str(BACKGROUND_PENALTY), "Paused": "true",
+                                      "Reason": "meeting"})
+        pbx.schedule_action(at, {"Action": "QueuePause", "Interface": interface,
+                                 "Paused": "false"})
 
 
 def check_options(*, speed: float, rate: float | None, agents: int, port: int,
@@ -223,7 +230,8 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         extra: dict[str, Any] = {} if citizen is None else {"citizen": citizen}
         sims.append(PbxSimServer(pbx, host="127.0.0.1", port=0, users={"hotline": secret},
                                  speed=speed, recordings_root=settings.recordings_root,
-                                 agi_secret=agi_secret, **extra))
+                                 agi_secret=agi_secret, name=f"pbx{i + 1}" if pbxs > 1 else "",
+                                 **extra))
         pbx_list.append(pbx)
         await sims[-1].start()
     sim = sims[0]
@@ -258,7 +266,7 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         # Held callers go through the IVR now; the background shift starts a little later.
         for i, (one, pbx) in enumerate(zip(sims, pbx_list, strict=True)):
             staff_background(pbx, agents, at=one.virtual_now() + DEMO_SHIFT_START_S,
-                             first=2001 + 100 * i)
+                             first=2001 + 100 * i, now=one.virtual_now())
     except (OSError, TelephonyError) as exc:
         if runner is not None:
             await runner.cleanup()

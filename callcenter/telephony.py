@@ -18,7 +18,7 @@ from aiohttp import web
 
 from callcenter.service import Service
 from ivr.dialer import Dialer, OutboundSettings
-from ivr.fastagi import AgiThread, AgiTokens, HotlineAgi, start_agi_server
+from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow, start_agi_server
 from recordings.monitor import CallRecorder
 
 log = structlog.get_logger(__name__)
@@ -84,6 +84,24 @@ def fastagi_settings(raw: dict[str, Any]) -> tuple[str, list[str]]:
     return secret, allow
 
 
+def agi_pbxs(settings: Any) -> AgiPbxs:
+    """Where each PBX's FastAGI sessions come from: its ``[[pbx]] agi`` addresses, else
+    its ``host`` when that is an IP address (a host name is not resolved: list the
+    addresses, or let the dialplan set ``HOTLINE_PBX``)."""
+    import ipaddress
+
+    addresses = {}
+    for p in settings.pbxs:
+        entries = list(p.agi)
+        if not entries:
+            try:
+                entries = [str(ipaddress.ip_address(p.host))]
+            except ValueError:
+                entries = []
+        addresses[p.name] = parse_allow(entries)
+    return AgiPbxs(home=settings.ami.name, addresses=addresses)
+
+
 def audit_refusal(service: Service, console: Any = None) -> Callable[[str, Any], Any]:
     """A FastAGI refusal as an audit row (``fastagi_refused``; supervisors read them at
     ``GET /api/fastagi/refusals``), then on the wallboard (``console.fastagi_refused``:
@@ -144,7 +162,7 @@ async def start_telephony(service: Service, app: web.Application, *,
         on_answer=dialer.visit_answered if dialer else work_orders.record_citizen_keys,
         on_no_answer=dialer.visit_no_answer if dialer else None,
         asks_department=dialer.asks_department if dialer else None,
-        tokens=tokens, on_refused=on_refused)
+        tokens=tokens, on_refused=on_refused, pbxs=agi_pbxs(service.settings))
     server: AgiThread | None = None
     bound = 0
     if agi_port is not None:

@@ -60,6 +60,9 @@ VISITING = "return_visit"
 #: Asterisk's OriginateResponse ``Reason`` codes (channel.h AST_CONTROL_*).
 REASONS = {"0": "failed", "1": "hung up", "3": "no answer", "4": "answered", "5": "busy",
            "8": "congestion"}
+#: The same as codes of callcenter.orders.reasons.OUTCOMES (a return visit's trail).
+OUTCOME_CODES = {"0": "failed", "1": "hung_up", "3": "no_answer", "4": "answered",
+                 "5": "busy", "8": "congestion"}
 
 
 class ConfigError(ValueError):
@@ -331,7 +334,7 @@ class Dialer:
 
     async def visit_no_answer(self, order_id: str, call_id: str) -> None:
         """The IVR's ``on_no_answer``: the phone was picked up but no key came."""
-        await self._inbox.put(("visit_failed", (order_id, "no keys pressed")))
+        await self._inbox.put(("visit_failed", (order_id, "no_keys")))
 
     # ---- the loop
 
@@ -363,7 +366,7 @@ class Dialer:
         await self._schedule_completed(now)
         for order_id, deadline in list(self._waiting_result.items()):
             if deadline <= now:  # answered, but the script never reported: count as no answer
-                await self._visit_failed(order_id, "no result from the IVR")
+                await self._visit_failed(order_id, "no_result")
         for dial in self.visits.due(now):
             await self._dial_visit(dial.order_id, dial.number, dial.attempt)
         await self._try_callbacks(now)
@@ -407,13 +410,14 @@ class Dialer:
 
     async def _dial_visit(self, order_id: str, number: str, attempt: int) -> None:
         from callcenter.orders.lifecycle import OrderError, State, Step
+        from callcenter.orders.reasons import SystemReason
         from callcenter.orders.store import SYSTEM, OrderConflict, OrderNotFound
 
         try:
             order = await self.orders.get(order_id)
             if order.state in (State.COMPLETED, State.RESOLVED_ON_CALL):
                 await self.orders.step(order_id, Step.START_RETURN_VISIT, SYSTEM,
-                                       reason="automatic return-visit call")
+                                       reason=SystemReason("visit_auto"))
         except (OrderError, OrderConflict, OrderNotFound) as exc:
             log.info("return_visit_dropped", order=order_id, error=str(exc))
             self.visits.cancel(order_id)
@@ -437,18 +441,24 @@ class Dialer:
                                result=f"dialling, attempt {attempt}")
         log.info("return_visit_dialled", order=order_id, attempt=attempt)
 
-    async def _visit_failed(self, order_id: str, why: str) -> None:
+    async def _visit_failed(self, order_id: str, outcome: str, detail: str = "") -> None:
+        """A return-visit call that reached nobody: ``outcome`` a code of
+        :data:`callcenter.orders.reasons.OUTCOMES`, ``detail`` the PBX's own words."""
         from callcenter.orders.lifecycle import OrderError, Step
+        from callcenter.orders.reasons import OUTCOMES, SystemReason
         from callcenter.orders.store import SYSTEM, OrderConflict, OrderNotFound
 
         self._waiting_result.pop(order_id, None)
         if self.visits.get(order_id) is None:
             return
         attempt = self.visits.get(order_id).attempts  # type: ignore[union-attr]
+        outcome = outcome if outcome in OUTCOMES else "other"
+        why = OUTCOMES[outcome][1] + (f": {detail}" if detail else "")
         handed = self.visits.result(order_id, "no_answer", self.clock())
         try:
             await self.orders.step(order_id, Step.VISIT_UNREACHABLE, SYSTEM,
-                                   reason=f"return-visit call {attempt}: {why}")
+                                   reason=SystemReason("visit_unreachable", {
+                                       "attempt": attempt, "outcome": outcome}, detail))
         except (OrderError, OrderConflict, OrderNotFound) as exc:
             log.info("visit_unreachable_not_recorded", order=order_id, error=str(exc))
         if any(isinstance(h, HandToOperator) for h in handed):
@@ -472,20 +482,22 @@ class Dialer:
         try:
             uniqueid(req.uniqueid)
             app_word(req.queue)
+            # (PBX, Uniqueid): each PBX numbers its own (ivr.fastagi.AgiPbxs.call_key)
+            key = str(getattr(req, "key", req.uniqueid))[:64]
         except BadValue as exc:
             log.warning("callback_refused", error=str(exc))
             return
         if number is None:
             status, result = "gave_up", "no number to call back"
-            log.warning("callback_impossible", request=req.uniqueid, why=result)
+            log.warning("callback_impossible", request=key, why=result)
         else:
-            self.callbacks.request(req.uniqueid, req.queue, number, now, variables)
+            self.callbacks.request(key, req.queue, number, now, variables)
         await self._save(OutboundRow(
-            id=f"cb:{req.uniqueid}"[:80], kind="callback", key=req.uniqueid[:64],
+            id=f"cb:{key}"[:80], kind="callback", key=key[:64],
             queue=req.queue, number=(number or req.callerid)[:40], variables=variables, requested_at=now,
             attempts=0, next_at=now, status=status, result=result, updated_at=now))
-        log.info("callback_requested", request=req.uniqueid, queue=req.queue,
-                 position=self.callbacks.position(req.uniqueid))
+        log.info("callback_requested", request=key, queue=req.queue,
+                 position=self.callbacks.position(key))
 
     async def _try_callbacks(self, now: float) -> None:
         if not len(self.callbacks):
@@ -559,7 +571,10 @@ class Dialer:
             why = f"{why}: {h['Message']}"[:80]
         if kind == "rv":
             if not ok:
-                await self._visit_failed(key, why)
+                outcome = OUTCOME_CODES.get(h.get("Reason", ""), "other")
+                detail = h.get("Message", "") or (
+                    "" if outcome != "other" else f"reason {h.get('Reason', '?')}")
+                await self._visit_failed(key, outcome, detail[:80])
         elif kind == "cb":
             if ok:
                 self.callbacks.answered(key)

@@ -35,6 +35,15 @@ with the secret in ``extensions.conf`` ``[globals]`` (Asterisk's ``SHA1()``).  E
 token writes once.  A refusal is logged, handed to ``on_refused`` (the service
 audits it) and the script goes on without writing.
 
+**Several PBXs** (:class:`AgiPbxs`).  Each Asterisk numbers its own Uniqueids, so two
+PBXs can send the same one.  A session carries its PBX: the one whose ``[[pbx]]``
+addresses hold the peer's address, or, when several PBXs share it (or none lists it),
+the one the dialplan names in the channel variable ``HOTLINE_PBX``.  Single-use tokens
+are spent per (PBX, Uniqueid), and the call ids handed to the service are the record
+keys the rest of the service uses (:meth:`AgiPbxs.call_key`: the bare Uniqueid on the
+home PBX, ``<pbx>:<uniqueid>`` on another).  A write from a session whose PBX is
+unknown is refused.
+
 **The edge never blocks the service's loop.**  :class:`AgiThread` runs the server on a
 thread of its own with its own event loop: accepting, reading and refusing
 connections (a burst of 500 at once, half headers, 1 MB lines) costs that loop, not
@@ -110,7 +119,10 @@ def last4(number: str) -> str:
 
 @dataclass(frozen=True)
 class CallbackRequest:
-    """A caller who pressed the call-back key, as the service needs it to call them back."""
+    """A caller who pressed the call-back key, as the service needs it to call them back.
+
+    ``pbx``: the PBX the call is on ("" with one PBX); ``call_id``: its key across the
+    PBXs (:meth:`AgiPbxs.call_key`; "" = ``uniqueid``)."""
     uniqueid: str
     callerid: str
     queue: str
@@ -118,6 +130,12 @@ class CallbackRequest:
     category: str
     lang: str
     ivr_path: str
+    pbx: str = ""
+    call_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.call_id or self.uniqueid
 
 
 class CallerHungUp(Exception):
@@ -177,9 +195,10 @@ class AgiTokens:
 
     ``issue(script, key)`` (the dialer, for an Originate's ``AGI_TOKEN``) gives a
     random token valid ``ttl_s`` for that script and key (an order id);
-    ``redeem(token, script, key, uniqueid)`` is True once for it.  An inbound call's
+    ``redeem(token, script, key, uniqueid, pbx)`` is True once for it.  An inbound call's
     token is :func:`inbound_token` of its uniqueid with the shared ``secret``; it
-    writes once per kind (``callback``, ``survey``).  An empty secret refuses every
+    writes once per kind (``callback``, ``survey``) and call, a call being (``pbx``,
+    uniqueid): each PBX numbers its own Uniqueids.  An empty secret refuses every
     inbound write.
     """
     secret: str = ""
@@ -187,7 +206,7 @@ class AgiTokens:
     clock: Callable[[], float] = time.monotonic
     max_used: int = 100_000
     _issued: dict[str, tuple[str, str, float]] = field(default_factory=dict)
-    _used: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    _used: OrderedDict[tuple[str, str, str], None] = field(default_factory=OrderedDict)
 
     def issue(self, script: str, key: str) -> str:
         now = self.clock()
@@ -197,8 +216,10 @@ class AgiTokens:
         self._issued[token] = (script, key, now + self.ttl_s)
         return token
 
-    def redeem(self, token: str, script: str, key: str, uniqueid: str) -> str | None:
-        """None when ``token`` may write ``script`` for ``key`` (and is now spent), else why not."""
+    def redeem(self, token: str, script: str, key: str, uniqueid: str,
+               pbx: str = "") -> str | None:
+        """None when ``token`` may write ``script`` for ``key`` (and is now spent), else
+        why not; ``pbx`` names the PBX whose ``uniqueid`` it is ("" with one PBX)."""
         if not token:
             return "no AGI_TOKEN"
         issued = self._issued.get(token)
@@ -215,13 +236,83 @@ class AgiTokens:
         if not self.secret or not hmac.compare_digest(token, inbound_token(self.secret,
                                                                            uniqueid)):
             return "token not issued by this service"
-        used = (script, uniqueid)
+        used = (script, pbx, uniqueid)
         if used in self._used:
             return "token already used"
         self._used[used] = None
         while len(self._used) > self.max_used:
             self._used.popitem(last=False)
         return None
+
+
+# -- which PBX --------------------------------------------------------------------------------
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+PBX_VARIABLE = "HOTLINE_PBX"  # the dialplan's name for its PBX (``[globals]``)
+
+
+@dataclass(frozen=True)
+class AgiPbxs:
+    """The PBXs a FastAGI session may come from, and which one it does.
+
+    ``addresses``: each PBX's name -> the networks its FastAGI connections come from
+    (``[[pbx]] agi``, else its ``host`` when that is an IP address; empty when unknown);
+    ``home``: the home PBX (the single ``[ami]`` or the first ``[[pbx]]``).  The rule
+    (:meth:`which`), first match wins:
+
+    ======================================  ==========================================
+    one PBX (or none configured)            the home PBX
+    the PBXs listing the peer ("claim it")  the candidates; none claim it: the PBXs
+                                            whose addresses are unknown
+    ``HOTLINE_PBX`` names a candidate       that PBX
+    ``HOTLINE_PBX`` names another           unknown (refused: a PBX naming another)
+    no ``HOTLINE_PBX``, one candidate       that candidate
+    otherwise                               unknown (refused: several could be it)
+    ======================================  ==========================================
+    """
+
+    home: str = ""
+    addresses: Mapping[str, Networks] = field(default_factory=dict)
+
+    def several(self) -> bool:
+        return len(self.addresses) > 1
+
+    def candidates(self, peer: str) -> list[str]:
+        """The PBXs the peer's address may belong to (in configuration order)."""
+        try:
+            address = ipaddress.ip_address(peer.split("%")[0])
+        except ValueError:
+            address = None
+        if address is not None:
+            address = getattr(address, "ipv4_mapped", None) or address
+            claim = [name for name, nets in self.addresses.items()
+                     if any(address in net for net in nets)]
+            if claim:
+                return claim
+        return [name for name, nets in self.addresses.items() if not nets]
+
+    def needs_variable(self, peer: str) -> bool:
+        """Whether :meth:`which` needs the dialplan's ``HOTLINE_PBX`` for this peer."""
+        return self.several() and len(self.candidates(peer)) != 1
+
+    def which(self, peer: str, variable: str = "") -> tuple[str | None, str]:
+        """(the session's PBX, or None when it cannot be told; why not)."""
+        if not self.several():
+            return self.home, ""
+        found = self.candidates(peer)
+        if variable:
+            if variable in found:
+                return variable, ""
+            return None, f"{PBX_VARIABLE} names a PBX this address is not"
+        if len(found) == 1:
+            return found[0], ""
+        return None, (f"several PBXs share this address and {PBX_VARIABLE} is not set"
+                      if found else "the address is no configured PBX's")
+
+    def call_key(self, pbx: str, uniqueid: str) -> str:
+        """A call's key across the PBXs, as the call records have it (migration 0013):
+        the bare Uniqueid on the home PBX, ``<pbx>:<uniqueid>`` on another."""
+        return uniqueid if not pbx or pbx == self.home else f"{pbx}:{uniqueid}"
 
 
 # -- one AGI conversation ---------------------------------------------------------------------
@@ -264,6 +355,9 @@ class AgiChannel:
         self.writer = writer
         self.headers = headers
         self.uniqueid = headers.get("agi_uniqueid", "")
+        self.pbx: str | None = None  # the PBX it comes from, once known (HotlineAgi.pbx_of)
+        self.pbx_why = ""  # why it is not known
+        self.pbx_asked = False
 
     async def _line(self, timeout: float) -> str:
         try:
@@ -349,9 +443,11 @@ class HotlineAgi:
         tokens: AgiTokens | None = None,
         on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None,
         run: Runner = _call,
+        pbxs: AgiPbxs | None = None,
     ) -> None:
         """``run(fn, *args)`` calls every callback and the token check; :func:`on_loop`
-        of the service's loop when the scripts run on the FastAGI thread."""
+        of the service's loop when the scripts run on the FastAGI thread.  ``pbxs``:
+        the PBXs sessions may come from (default: one)."""
         self.run = run
         self.config = config
         self.expected_wait = expected_wait
@@ -364,24 +460,49 @@ class HotlineAgi:
         self.sessions = 0  # FastAGI sessions running now (ops metrics)
         self.tokens = tokens if tokens is not None else AgiTokens()
         self.on_refused = on_refused
+        self.pbxs = pbxs if pbxs is not None else AgiPbxs()
 
     def routes(self) -> dict[str, Script]:
         return {name: self._counted(script) for name, script in (
             ("hotline", self.hotline), ("selfservice", self.selfservice),
             ("survey", self.survey), ("returnvisit", self.returnvisit))}
 
+    async def pbx_of(self, agi: AgiChannel) -> str | None:
+        """The PBX the session comes from (:meth:`AgiPbxs.which`; ``HOTLINE_PBX`` is
+        asked once, only when the address does not tell), None when it cannot be told."""
+        if not agi.pbx_asked:
+            agi.pbx_asked = True
+            peer = agi.headers.get("peer", "")
+            variable = ""
+            if self.pbxs.needs_variable(peer):
+                variable = (await agi.get_var(PBX_VARIABLE)).strip()[:32]
+            agi.pbx, agi.pbx_why = self.pbxs.which(peer, variable)
+        return agi.pbx
+
+    async def call_id(self, agi: AgiChannel, uniqueid: str) -> str:
+        """``uniqueid`` (of this session's PBX) as the service keys calls."""
+        pbx = await self.pbx_of(agi)
+        return self.pbxs.call_key(pbx or "", uniqueid)
+
     async def _may_write(self, agi: AgiChannel, script: str, key: str,
                          token: str | None = None) -> bool:
-        """Redeem the channel's ``AGI_TOKEN`` for one write; a refusal is reported."""
+        """Redeem the channel's ``AGI_TOKEN`` for one write; a refusal is reported.
+        An inbound write also needs the session's PBX (its token is spent per PBX)."""
         if token is None:
             token = await agi.get_var("AGI_TOKEN")
-        why = await self.run(self.tokens.redeem, token, script, key, agi.uniqueid)
+        pbx = await self.pbx_of(agi)
+        if pbx is None and script in INBOUND_WRITES:
+            why: str | None = f"which PBX is unknown: {agi.pbx_why}"
+        else:
+            why = await self.run(self.tokens.redeem, token, script, key, agi.uniqueid,
+                                 pbx or "")
         if why is None:
             return True
         log.warning("fastagi_write_refused", script=script, key=key, why=why,
-                    uniqueid=agi.uniqueid[:64])
+                    uniqueid=agi.uniqueid[:64], pbx=pbx or "?")
         await self.run(self.on_refused, why, {"script": script, "key": key[:64],
                                            "uniqueid": agi.uniqueid[:64],
+                                           "pbx": pbx or "?",
                                            "peer": agi.headers.get("peer", "")})
         return False
 
@@ -454,9 +575,10 @@ class HotlineAgi:
                     return None
                 case CallbackRequested():
                     if await self._may_write(agi, "callback", uniqueid):
+                        pbx = agi.pbx or ""
                         await self.run(self.on_callback, CallbackRequest(
                             uniqueid, callerid, cmd.queue, cmd.hotline, cmd.category,
-                            cmd.lang, cmd.ivr_path))
+                            cmd.lang, cmd.ivr_path, pbx, self.pbxs.call_key(pbx, uniqueid)))
                 case Hangup():
                     await agi.hangup()
         return None
@@ -478,8 +600,9 @@ class HotlineAgi:
         outcome = await self._ask(agi, survey(cfg.get("prompt", "hotline/survey")))
         score = outcome.answers.get("satisfaction")
         if await self._may_write(agi, "survey", uniqueid):
-            await self.run(self.on_survey, uniqueid, score)
-            log.info("survey_answer", call_id=uniqueid, satisfaction=score, after_call=True)
+            call_id = self.pbxs.call_key(agi.pbx or "", uniqueid)
+            await self.run(self.on_survey, call_id, score)
+            log.info("survey_answer", call_id=call_id, satisfaction=score, after_call=True)
         try:
             if isinstance(outcome, Answered):
                 await agi.play(cfg.get("thanks_prompt", "hotline/thanks"))
@@ -545,8 +668,9 @@ class HotlineAgi:
         score = outcome.answers.get("satisfaction")
         try:
             if await self._may_write(agi, "survey", call_id[:64], token):
-                await self.run(self.on_survey, call_id[:64], score)
-                log.info("survey_answer", call_id=call_id[:64], satisfaction=score)
+                call_id = self.pbxs.call_key(agi.pbx or "", call_id[:64])[:64]
+                await self.run(self.on_survey, call_id, score)
+                log.info("survey_answer", call_id=call_id, satisfaction=score)
             if isinstance(outcome, Answered):
                 await agi.play(cfg.get("thanks_prompt", "hotline/thanks"))
             await agi.hangup()
@@ -566,6 +690,7 @@ class HotlineAgi:
             if not await self._may_write(agi, "returnvisit", order_id):
                 await agi.hangup()  # no keys are asked for, nothing is written
                 return
+            call_id = await self.call_id(agi, call_id)
             await agi.send("ANSWER")
             await agi.play(cfg.get("intro_prompt", "hotline/rv-intro"))
         except CallerHungUp:

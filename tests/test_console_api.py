@@ -612,6 +612,23 @@ def test_the_shipped_intake_configuration_is_consistent() -> None:
     assert len(config.leaves) >= 40 and all(leaf.departments for leaf in config.leaves.values())
     assert config.leaves["市政设施/道路破损"].departments == ("urban_management", "transport")
     assert set(config.districts) >= {"东城区", "高新区"}
+    # English names for the English UI: every node, district and street has one.
+    assert config.leaves["市政设施/路灯"].label_en == "Municipal facilities/Street lights"
+    public = config.public(directory)
+    assert all(d["name_en"] != d["name"] and len(d["streets_en"]) == len(d["streets"])
+               and not set(d["streets_en"]) & set(d["streets"]) for d in public["districts"])
+    assert all(leaf.label_en != leaf.label for leaf in config.leaves.values())
+    # name_en is optional: the Chinese stands in; a street may be a bare name.
+    plain = IntakeConfig.from_mapping({
+        "category": [{"name": "城市管理", "children": [{"name": "路灯", "name_en": "Lights"},
+                                                      {"name": "井盖"}]}],
+        "district": [{"name": "东城区", "streets": ["东华街道", {"name": "幸福路街道",
+                                                               "name_en": "Xingfu Rd"}]}]},
+        directory).public(directory)
+    assert [n["label_en"] for n in plain["categories"][0]["children"]] == ["Lights", "井盖"]
+    assert plain["districts"] == [{"name": "东城区", "name_en": "东城区",
+                                   "streets": ["东华街道", "幸福路街道"],
+                                   "streets_en": ["东华街道", "Xingfu Rd"]}]
     with pytest.raises(ValueError):
         IntakeConfig.from_mapping({"category": [{"name": "x", "children": [
             {"name": "y", "departments": ["no_such_bureau"]}]}]}, directory)

@@ -342,7 +342,9 @@ async def test_wallboard_figures_equal_the_metrics_api(
             "connection_rate": f"{figs['connection_rate']:.2f}%",
             "answer_rate_sl": f"{figs['answer_rate_sl']:.2f}%",
             "abandon_rate": f"{figs['abandon_rate']:.2f}%",
-            "asa_s": f"{figs['asa_s']:.1f}s", "aht_s": f"{figs['aht_s']:.1f}s"}, queue
+            # A mean of no call is "—", not 0.0s: ASA over answered, AHT over completed.
+            "asa_s": f"{figs['asa_s']:.1f}s" if figs["answered"] else "—",
+            "aht_s": f"{figs['aht_s']:.1f}s" if figs["completed"] else "—"}, queue
     assert metrics["queues"]["hotline"]["offered"] == 7
     assert metrics["queues"]["hotline"]["answered"] == 5
     assert metrics["queues"]["hotline"]["answer_rate_sl"] == 80.0
@@ -383,6 +385,8 @@ async def test_wallboard_figures_equal_the_metrics_api(
     await page.reload()
     await page.wait_for_selector("[data-queue='hotline'] [data-figure='offered']")
     assert "Offered" in await page.inner_text("[data-queue='hotline'] thead")
+    # The queue's title_en (config/callcenter.toml), not its Chinese title.
+    await text_is(page, "[data-queue='hotline'] h2 span", "12345 General service")
     await text_is(page, ".tile[data-agent='agent1002'] .name", "话务员 2")  # display name
     if shots:
         await page.screenshot(path=str(shots / "wallboard-en.png"))

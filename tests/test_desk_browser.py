@@ -156,6 +156,10 @@ async def test_supervisor_searches_and_merges_three_duplicates(
     await page.wait_for_selector(f"#history li:has-text('Merged: handled with lead order {lead_number}')")
     trail = await page.inner_text("#history")
     assert f"Merge (lead order {lead_number})" in trail and "并案" not in trail
+    # The category in English too (config/intake.toml name_en), in the detail and list.
+    fields = await page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        '#detail-fields dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]))""")
+    assert fields["Category"] == "Street lights"
     assert problems == []
 
 

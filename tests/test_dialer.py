@@ -21,7 +21,7 @@ from acd import events as ev
 from acd.state import CallCenter, QueueConfig
 from callcenter.db import Store, alembic_config
 from callcenter.orders.lifecycle import Actor, Caller, Role, State
-from callcenter.orders.store import WorkOrders
+from callcenter.orders.store import WorkOrders, record_json
 from callcenter.pbx.ami import LinkDown
 from ivr.dialer import (
     ConfigError,
@@ -175,8 +175,14 @@ async def test_unanswered_visits_are_retried_then_handed_to_an_operator(rig: Rig
     assert "no answer" in row["result"] and "operator" in row["result"]
     history = await rig.orders.history(oid)
     unreachable = [r for r in history if str(r.step) == "visit_unreachable"]
-    assert [r.reason for r in unreachable] == [f"return-visit call {n}: no answer"
-                                               for n in (1, 2, 3)]
+    # Stored as codes (callcenter/orders/reasons.py), said in Chinese and English.
+    assert [r.data["reason_code"] for r in unreachable] == [
+        {"code": "visit_unreachable", "attempt": n, "outcome": "no_answer"} for n in (1, 2, 3)]
+    assert [(record_json(r)["reason"], record_json(r)["reason_en"]) for r in unreachable] == [
+        (f"第 {n} 次回访外呼未接通：无人接听", f"Return-visit call {n} not reached: no answer")
+        for n in (1, 2, 3)]
+    started = [r for r in history if str(r.step) == "start_return_visit"]
+    assert [r.data["reason_code"] for r in started] == [{"code": "visit_auto"}]
     assert (await rig.orders.get(oid)).state is State.RETURN_VISIT  # not evaluated by us
     rig.clock.now += 86400
     await rig.dialer.step()

@@ -314,7 +314,7 @@ async def test_hotline_callback_request(serve: Any) -> None:
     port = await serve(agi(CONFIG, expected_wait=lambda: {"hotline": 600.0}, on_callback=got))
     cmds = await FakeAsterisk(port, "hotline", keys=["1"]).run()
     assert got.calls == [(CallbackRequest("1700000000.42", "13800138000", "hotline", "12345",
-                                          "consult", "zh", "1"),)]
+                                          "consult", "zh", "1", "", "1700000000.42"),)]
     assert cmds[-2:] == ['STREAM FILE hotline/callback-confirm ""', "HANGUP"]
     assert not any(c.startswith("EXEC Queue") for c in cmds)
 

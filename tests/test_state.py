@@ -484,3 +484,100 @@ def test_queue_log_resync_counts_a_caller_its_operator_left() -> None:
     assert agent(c).state is not S.ON_CALL
     c.apply(ev.AgentCompleted(70.0, Q, "u1", IFACE, "agent1001", 2, 58, "caller"))
     assert c.observed[Q].completed == 1
+
+
+# ---- refresh: a QueueStatus asked mid-traffic for an unknown name (issue 11, item 5)
+
+IFACE2 = "Local/1002@agents/n"
+
+
+def live_centre() -> CallCenter:
+    """Connected and resynchronised, one member (agent1001), no gap."""
+    c = centre()
+    c.apply(ev.LinkChanged(0.1, True, "up"))
+    c.apply(ev.Resync(0.5, (counters(0, 0),), (member(),), (), ()))
+    return c
+
+
+def test_unknown_member_rung_asks_a_refresh_that_adds_her_memberships_and_pause() -> None:
+    c = live_centre()
+    join(c, "u1", 10.0)
+    changes = c.apply(ev.AgentRung(11.0, Q, "u1", IFACE2, "agent1002", "", ""))
+    wanted = [ch for ch in changes if isinstance(ch, st.ResyncWanted)]
+    assert wanted and not wanted[0].full  # a refresh, not a full resync
+    c.apply(ev.RefreshAsked(11.1))
+    # Bob (unknown, paused with a reason) and Alice's second queue are in the answer.
+    bob = member(paused=True, reason="training", iface="Local/1003@agents/n",
+                 name="agent1003")
+    alice = member(iface=IFACE2, name="agent1002", in_call=False)
+    c.apply(ev.Refresh(11.2, (member(), alice, member(iface=IFACE2, name="agent1002",
+                                                      queue="hotline-en"), bob), ()))
+    a2 = c.agents[IFACE2]
+    assert set(a2.memberships) == {Q, "hotline-en"}
+    assert a2.state is S.RINGING  # her ring goes on: the refresh does not override it
+    b = c.agents["Local/1003@agents/n"]
+    assert b.state is S.PAUSED and b.paused and b.reason == "training"
+    assert set(b.memberships) == {Q}
+    # Counters are never touched by a refresh.
+    assert c.observed[Q].completed == 0 and c.observed[Q].abandoned == 0
+
+
+def test_refresh_adds_an_unknown_waiting_caller_once_and_counts_her_once() -> None:
+    # Her QueueCallerJoin was lost (e.g. a malformed frame skipped): a leave names her.
+    changes = live_centre().apply(ev.CallerLeft(20.5, Q, "u7"))
+    assert any(isinstance(ch, st.ResyncWanted) and not ch.full for ch in changes)
+    c2 = live_centre()
+    c2.apply(ev.RefreshAsked(19.0))
+    c2.apply(ev.Refresh(19.5, (member(),), (ev.WaitingEntry(Q, "u7", "ch7", "139", "", 1, 4),)))
+    call = c2.calls["u7"]
+    assert call.outcome is Outcome.WAITING and call.estimated and call.joined_at == 15.5
+    join(c2, "u7", 19.6)  # the Join read late (stasis delivers it after the answer)
+    assert len(c2.waiting_in(Q)) == 1
+    ring(c2, "u7", 20.0)
+    answer(c2, "u7", 21.0, hold=6)
+    complete(c2, 40.0, hold=6, talk=19, uid="u7")
+    assert c2.observed[Q].completed == 1
+    assert len([v for v in c2.visits.values() if v.uniqueid == "u7"]) == 1
+
+
+def test_agentconnect_for_a_caller_never_seen_counts_once_through_the_refresh() -> None:
+    c = live_centre()
+    changes = c.apply(ev.AgentAnswered(30.0, Q, "u8", IFACE, "agent1001", 5, 2))
+    assert any(isinstance(ch, st.ResyncWanted) and not ch.full for ch in changes)
+    c.apply(ev.RefreshAsked(30.1))
+    c.apply(ev.Refresh(30.2, (member(in_call=True),), ()))  # nothing waiting: adds nothing
+    assert agent(c).state is S.ON_CALL
+    complete(c, 50.0, hold=5, talk=20, uid="u8")
+    assert c.observed[Q].completed == 1 and c.observed[Q].completed_in_sl == 1
+    assert [v.outcome for v in c.visits.values() if v.uniqueid == "u8"] == [Outcome.COMPLETED]
+
+
+def test_a_name_an_event_gave_while_the_answer_was_on_its_way_is_left_to_the_event() -> None:
+    c = live_centre()
+    c.apply(ev.RefreshAsked(40.0))
+    # After the PBX listed Bob and u5 (waiting), events say Bob left and u5 abandoned.
+    bob = member(iface=IFACE2, name="agent1002")
+    c.apply(ev.MemberRemoved(40.1, bob))
+    c.apply(ev.CallerAbandoned(40.2, Q, "u5", 9, 1))
+    changes = c.apply(ev.Refresh(40.3, (member(), bob),
+                                 (ev.WaitingEntry(Q, "u5", "ch5", "139", "", 1, 9),)))
+    # Bob is listed and still unknown to the state: one more refresh will tell.
+    assert any(isinstance(ch, st.ResyncWanted) and not ch.full for ch in changes)
+    assert not c.agents[IFACE2].memberships and c.agents[IFACE2].state is S.LOGGED_OUT
+    assert "u5" not in {x.uniqueid for x in c.waiting_in(Q)}
+    assert c.observed[Q].abandoned == 1
+    # The answer's names are forgotten with it: a later refresh starts afresh.
+    c.apply(ev.RefreshAsked(41.0))
+    c.apply(ev.Refresh(41.1, (member(), bob), ()))
+    assert Q in c.agents[IFACE2].memberships and c.agents[IFACE2].state is S.READY
+
+
+def test_refresh_without_its_marker_or_during_a_gap_changes_nothing() -> None:
+    c = live_centre()
+    bob = member(iface=IFACE2, name="agent1002")
+    c.apply(ev.Refresh(5.0, (bob,), ()))  # asked on a link that went down since
+    assert IFACE2 not in c.agents
+    c.apply(ev.RefreshAsked(6.0))
+    c.apply(ev.LinkChanged(6.1, False, "connection lost"))
+    c.apply(ev.Refresh(6.2, (bob,), ()))
+    assert IFACE2 not in c.agents

@@ -3,7 +3,7 @@
 // only when the PBX's events say so: buttons send an AMI action and wait.
 
 import {api, ApiFailure, byId, clockTime, dateTime, el, Live, orderHref, setCsrf, setText, setTimeZone} from "/static/common.js";
-import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, orderStateLabel, onLangChange, reasonLabel, setCategoryLabels, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, localName, orderStateLabel, onLangChange, placeLabel, reasonLabel, setCategoryLabels, setCategoryTree, setPlaceNames, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
 let config = null;
@@ -143,7 +143,7 @@ function renderQueues() {
   const now = live.now();
   for (const q of Object.values(view.queues)) {
     const li = el("li", {cls: q.waiting ? "busy" : ""},
-      el("span", {text: q.title}),
+      el("span", {text: localName(q, "title")}),
       el("span", {cls: "count", text: q.waiting
         ? t("queues.waiting", {n: q.waiting}) + " · " + t("queues.longest", {d: duration(now - q.oldest_joined_at)})
         : t("queues.waiting", {n: 0})}));
@@ -174,7 +174,7 @@ function renderCall() {
   setText("pop-hotline", shown.hotline || "—");
   setText("pop-ivr", ivrLabel(shown.ivr_path) || "—");
   setText("pop-category", categoryLabel(shown.category) || "—");
-  setText("pop-queue", shown.queue_title || shown.queue);
+  setText("pop-queue", (currentLang() === "en" && shown.queue_title_en) || shown.queue_title || shown.queue);
   byId("call-actions").hidden = !connected;
   byId("btn-hangup").disabled = !connected;
   byId("btn-transfer").disabled = !connected;
@@ -317,7 +317,7 @@ function buildTransferChoices() {
   qbox.replaceChildren(); dbox.replaceChildren();
   for (const q of config.queues) {
     qbox.append(el("label", {}, el("input", {attrs: {type: "radio", name: "target", value: "queue:" + q.queue}}),
-      el("span", {text: q.title})));
+      el("span", {text: localName(q, "title")})));
   }
   for (const d of config.departments) {
     dbox.append(el("label", {}, el("input", {attrs: {type: "radio", name: "target", value: "department:" + d.number}}),
@@ -364,6 +364,8 @@ async function loadIntake() {
   }
   knowledgeAvailable = !!intake.knowledge;
   setCategoryLabels(intake.ivr_categories);
+  setCategoryTree(intake.categories);
+  setPlaceNames(intake.districts);
   leaves.clear();
   const walk = (n) => { if (!n.children.length) leaves.set(n.label, n); n.children.forEach(walk); };
   intake.categories.forEach(walk);
@@ -383,7 +385,7 @@ function buildIntakeLists() {
   fillSelect(byId("draft-request-type"), intake.request_types.map((r) => [r.code, nameOf(r)]), t("draft.pick"));
   fillSelect(byId("draft-reply-method"), intake.reply_methods.map((r) => [r.code, nameOf(r)]), null);
   fillSelect(byId("draft-cat-1"), intake.categories.map((n) => [n.name, nameOf(n)]), t("draft.pick"));
-  byId("districts").replaceChildren(...intake.districts.map((d) => option(d.name, d.name)));
+  byId("districts").replaceChildren(...intake.districts.map((d) => option(d.name, placeLabel(d.name))));
   fillSelect(byId("draft-department"), departments.map((d) => [d.id, nameOf(d)]), t("draft.pick"));
   categoryChanged(false);
   districtChanged();
@@ -435,7 +437,7 @@ function setCategory(label) {
 function districtChanged() {
   if (!intake) return;
   const d = intake.districts.find((x) => x.name === byId("draft-district").value);
-  byId("streets").replaceChildren(...(d ? d.streets : []).map((s) => option(s, s)));
+  byId("streets").replaceChildren(...(d ? d.streets : []).map((s) => option(s, placeLabel(s))));
 }
 
 // Dispatch at intake: the leaf's usual department is preselected (unless one was picked).
@@ -717,7 +719,7 @@ async function openSubmit() {
     ["draft.caller", f.caller],
     ["draft.callback", f.fields.callback],
     ["draft.request_type", labelOf(intake && intake.request_types, f.fields.request_type)],
-    ["draft.category", leaf ? leaf.label : ""],
+    ["draft.category", leaf ? categoryLabel(leaf.label) : ""],
     ["draft.address", [f.fields.district, f.fields.street, f.fields.address].join("")],
     ["draft.urgency", t("urgency." + (f.fields.urgency || "normal"))],
     ["draft.reply_method", labelOf(intake && intake.reply_methods, f.fields.reply_method)],

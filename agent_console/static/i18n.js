@@ -122,6 +122,8 @@ const STRINGS = {
     "rep.date": "日期",
     "rep.queue": "队列",
     "rep.all": "全部",
+    "rep.pbx": "交换机",
+    "rep.all_pbxs": "全中心",
     "rep.department": "承办单位",
     "rep.xlsx": "下载 Excel",
     "rep.csv": "下载 CSV",
@@ -306,6 +308,7 @@ const STRINGS = {
     "apierr.pbx.bad_value": "「{action}」含有电话系统不能接受的字符（如逗号、换行或非 ASCII 数字），没有发出。请联系管理员核对话机/分机配置。",
     "apierr.transfer_target_missing": "电话系统的拨号计划里没有这个转接目标，未转接，来电仍在您这里。请联系管理员运行 callcenter check-asterisk。",
     "apierr.transfer_target_unknown": "这个转接目标不在配置的队列和承办单位名单中。",
+    "apierr.action.answer_lost": "主备切换时这个操作已被收到，可能已经执行，但结果丢失了；为免重复，没有再执行。请看屏幕上的当前状态，需要时再操作一次。",
     "wall.today": "今日",
     "wall.last15": "近15分钟",
     "wall.waiting": "排队",
@@ -481,6 +484,8 @@ const STRINGS = {
     "rep.date": "Date",
     "rep.queue": "Queue",
     "rep.all": "All",
+    "rep.pbx": "PBX",
+    "rep.all_pbxs": "Whole centre",
     "rep.department": "Department",
     "rep.xlsx": "Download Excel",
     "rep.csv": "Download CSV",
@@ -665,6 +670,7 @@ const STRINGS = {
     "apierr.pbx.bad_value": "“{action}” carried characters the phone system cannot take (a comma, a line break or a non-ASCII digit), so it was not sent. Ask the administrator to check the phone / extension settings.",
     "apierr.transfer_target_missing": "The PBX's dialplan has no such transfer target: nothing was transferred, the caller is still with you. Ask the administrator to run callcenter check-asterisk.",
     "apierr.transfer_target_unknown": "That transfer target is not one of the configured queues or departments.",
+    "apierr.action.answer_lost": "This action reached the system just before a failover and may have been done, but its answer was lost; it was not done again. Check the state on your screen and repeat it if needed.",
     "wall.today": "Today",
     "wall.last15": "15 min",
     "wall.waiting": "Waiting",
@@ -789,14 +795,46 @@ export function errorText(e) {
 let ivrCategories = {};
 export function setCategoryLabels(map) { ivrCategories = map && typeof map === "object" ? map : {}; }
 
-// A category code as words in the UI's language; an unknown code, or a value that is
-// already words (an order's category), is shown as it is.
+// An order's category (the Chinese label of config/intake.toml's tree, 市政设施/路灯, or a
+// leaf's name) -> its English label, from /api/intake-form's categories (label_en).
+let categoryNamesEn = new Map();
+export function setCategoryTree(tree) {
+  categoryNamesEn = new Map();
+  const walk = (n) => {
+    if (n.name_en) categoryNamesEn.set(n.name, n.name_en);
+    if (n.label_en) categoryNamesEn.set(n.label, n.label_en);
+    for (const c of n.children || []) walk(c);
+  };
+  for (const n of Array.isArray(tree) ? tree : []) walk(n);
+}
+
+// A category code (the IVR's) or an order's category as words in the UI's language; an
+// unknown one is shown as it is (Chinese in the English UI when the config has no name_en).
 export function categoryLabel(code) {
   if (!code) return "";
   const names = Object.prototype.hasOwnProperty.call(ivrCategories, code) ? ivrCategories[code] : null;
-  if (!names) return code;
+  if (!names) return (lang === "en" && categoryNamesEn.get(code)) || code;
   return (lang === "en" ? names.en : names.zh) || code;
 }
+
+// A configured entry's name in the UI's language: its English name (name_en, title_en)
+// when the UI is in English and the config gives one, else the Chinese.
+export function localName(entry, key = "name") {
+  if (!entry) return "";
+  return (lang === "en" && entry[key + "_en"]) || entry[key] || "";
+}
+
+// District and street names (Chinese, as orders record them) -> English, from
+// /api/intake-form's districts (name_en, streets_en).
+let placeNamesEn = new Map();
+export function setPlaceNames(districts) {
+  placeNamesEn = new Map();
+  for (const d of Array.isArray(districts) ? districts : []) {
+    if (d.name_en) placeNamesEn.set(d.name, d.name_en);
+    (d.streets || []).forEach((s, i) => { if (d.streets_en && d.streets_en[i]) placeNamesEn.set(s, d.streets_en[i]); });
+  }
+}
+export function placeLabel(name) { return (lang === "en" && placeNamesEn.get(name)) || name || ""; }
 
 // The caller's way through the IVR (IVR_PATH: "direct", or the keys "2-1").
 export function ivrLabel(path) {

@@ -4,7 +4,7 @@
 // order.  The server decides everything; text is only ever set as text.
 
 import {api, ApiFailure, byId, el, orderHref, withOrderLinks} from "/static/common.js";
-import {currentLang, t} from "/static/i18n.js";
+import {currentLang, placeLabel, setCategoryTree, setPlaceNames, t} from "/static/i18n.js";
 
 export const CHANNELS = ["phone", "web", "wechat", "app", "letter", "email", "mayor_mailbox"];
 const URGENCIES = ["emergency", "urgent", "normal"];
@@ -112,7 +112,7 @@ export function labelFilters(departments) {
   if (intake) {
     fill("find-request_type", intake.request_types.map((r) => r.code), named(intake.request_types));
     fill("find-reply_method", intake.reply_methods.map((r) => r.code), named(intake.reply_methods));
-    fill("find-district", intake.districts.map((d) => d.name), (n) => n);
+    fill("find-district", intake.districts.map((d) => d.name), placeLabel);
     fillStreets();
   }
   const due = byId("find-due");
@@ -134,16 +134,19 @@ function fillStreets() {
   const district = byId("find-district").value;
   const streets = intake.districts.filter((d) => !district || d.name === district).flatMap((d) => d.streets);
   select.replaceChildren(el("option", {text: t("find.any"), attrs: {value: ""}}),
-    ...streets.map((s) => el("option", {text: s, attrs: {value: s}})));
+    ...streets.map((s) => el("option", {text: placeLabel(s), attrs: {value: s}})));
   select.value = streets.includes(chosen) ? chosen : "";
 }
 
 // Wire the search form; reload() is called with the page to show.
 export async function setupFind({me, departments, reload, open}) {
   const form = byId("find");
-  if (me.role !== "handler") {
-    try { intake = await api("GET", "/api/intake-form"); } catch { intake = null; }
-  }
+  // Everyone reads the lists' names (categories, districts and streets in English);
+  // the intake filters are the centre's, not a department's.
+  let lists = null;
+  try { lists = await api("GET", "/api/intake-form"); } catch { lists = null; }
+  if (lists) { setCategoryTree(lists.categories); setPlaceNames(lists.districts); }
+  intake = me.role !== "handler" ? lists : null;
   for (const label of document.querySelectorAll(".intake-filter")) label.hidden = !intake;
   labelFilters(departments);
   const first = fromUrl();

@@ -5,7 +5,7 @@
 // ever set with textContent (see common.js el()).
 
 import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
-import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind, textWithLinks}
   from "/static/order_find.js";
 
@@ -43,8 +43,6 @@ const STRINGS = {
     "role.operator": "话务员", "role.supervisor": "值班长", "role.department": "承办单位",
     "role.admin": "管理员", "role.system": "系统", "role.citizen": "市民",
     "actor.timers": "系统定时", "actor.merge": "并案（主件 {n}）",
-    "why.merge_follow": "并案：随主件 {n} 办理", "why.rv_auto": "自动回访外呼",
-    "why.rv_unreachable": "第 {n} 次回访外呼未接通：{why}",
     "timer.first_response": "首次响应时限", "timer.handling": "办理时限",
     "timer.supervision": "督办期限", "actor.citizen_keys": "市民按键", "actor.dialer": "自动外呼",
  "tab.orders": "工单", "tab.returns": "退单审核", "tab.board": "督办看板",
@@ -119,8 +117,6 @@ const STRINGS = {
     "role.operator": "operator", "role.supervisor": "supervisor", "role.department": "department",
     "role.admin": "admin", "role.system": "system", "role.citizen": "citizen",
     "actor.timers": "System timer", "actor.merge": "Merge (lead order {n})",
-    "why.merge_follow": "Merged: handled with lead order {n}", "why.rv_auto": "Automatic return-visit call",
-    "why.rv_unreachable": "Return-visit call {n} not reached: {why}",
     "timer.first_response": "first response deadline",
     "timer.handling": "handling deadline", "timer.supervision": "supervision deadline", "actor.citizen_keys": "Citizen's keys", "actor.dialer": "Auto dialler",
  "tab.orders": "Orders", "tab.returns": "Returns to review",
@@ -214,19 +210,12 @@ function deptName(id) {
 
 // Who took a step, in the page's language: the system's own actors by name, people by
 // their account with their role, departments by name.
-// The reasons the code itself writes (callcenter/orders/merge.py, ivr/dialer.py), stored as
-// these exact texts, said in the UI's language; a person's reason is shown as it is.
-const SYSTEM_REASONS = [
-  [/^并案：随主件 (\S+) 办理$/, (m) => tr("why.merge_follow", {n: m[1]})],
-  [/^automatic return-visit call$/, () => tr("why.rv_auto")],
-  [/^return-visit call (\d+): (.*)$/, (m) => tr("why.rv_unreachable", {n: m[1], why: m[2]})],
-];
-function reasonText(reason) {
-  for (const [re, say] of SYSTEM_REASONS) {
-    const m = re.exec(reason);
-    if (m) return say(m);
-  }
-  return reason;
+// A trail step's reason in the page's language: the reasons the code itself writes are
+// stored as codes and come rendered by the server from its one table
+// (callcenter/orders/reasons.py: reason in Chinese, reason_en in English); a person's
+// reason is shown as it was typed.
+function reasonText(h) {
+  return currentLang() === "en" && h.reason_en ? h.reason_en : h.reason;
 }
 
 function actorLabel(h) {
@@ -329,7 +318,7 @@ function renderList(doc) {
         o.confidential ? el("span", {cls: "muted", text: " " + t("find.confidential_mark")}) : null,
         o.merged_into ? el("span", {cls: "muted", text: " " + t("merge.mark")}) : null),
       el("td", {text: tr("state." + o.state)}),
-      el("td", {text: o.category}),
+      el("td", {text: categoryLabel(o.category)}),
       el("td", {cls: "text", text: o.text, attrs: {title: o.text}}),
       el("td", {text: channelName(o.channel)}),
       el("td", {text: deptName(o.lead_department)}),
@@ -372,7 +361,7 @@ function renderDetail(doc) {
   add("field.caller", o.caller_name);
   add("field.number", o.caller_number);
   add("field.urgency", tr("urgency." + o.urgency));
-  add("col.category", o.category);
+  add("col.category", categoryLabel(o.category));
   add("col.text", o.text);
   add("field.location", o.location);
   if (o.channel) fields.append(el("dt", {text: t("find.channel")}), el("dd", {text: channelName(o.channel)}));
@@ -414,7 +403,7 @@ function renderDetail(doc) {
       el("span", {cls: "when", text: when(h.at)}),
       el("strong", {text: tr("step." + h.step) + extra}),
       el("span", {cls: "muted"}, ...textWithLinks(" " + actorLabel(h), (id) => openOrder(id))),
-      h.reason ? el("div", {}, ...textWithLinks(reasonText(h.reason), (id) => openOrder(id))) : null));
+      h.reason ? el("div", {}, ...textWithLinks(reasonText(h), (id) => openOrder(id))) : null));
   }
 }
 
@@ -556,7 +545,7 @@ function evidenceSentences(a, numberOf) {
   } else if (a.kind === "repeat_after_completion") {
     const later = e.later || {};
     out.push(tr("ev.repeat", {caller: e.caller || "", days: e.days_after_completion,
-      same: e.same_category ? tr("ev.repeat_same", {cat: later.category || ""}) : "", text: clip(later.text, 100)}));
+      same: e.same_category ? tr("ev.repeat_same", {cat: categoryLabel(later.category || "")}) : "", text: clip(later.text, 100)}));
   } else if (a.kind === "staff_entered_satisfaction") {
     const role = {operator: "role.operator", supervisor: "role.supervisor", department: "role.department", admin: "role.admin"}[e.role];
     out.push(tr("ev.staff", {actor: e.actor_id, role: role ? tr(role) : e.role}));
@@ -671,7 +660,7 @@ async function loadInbox() {
       const why = o.sent_back ? tr({refuse_return: "inbox.back_refuse_return", reject_completion: "inbox.back_reject_completion"}[o.sent_back.step] || "inbox.back_reopen") + (o.sent_back.reason ? "：" + o.sent_back.reason : "") : "";
       ul.append(el("li", {data: {order: o.id}, cls: arrived.includes(o.id) ? "fresh" : ""},
         orderLink(o.id, o.number, open), " ",
-        el("span", {cls: "muted", text: [tr("state." + o.state), o.category].filter(Boolean).join(" · ")}), " ",
+        el("span", {cls: "muted", text: [tr("state." + o.state), categoryLabel(o.category)].filter(Boolean).join(" · ")}), " ",
         due ? el("span", {cls: late ? "overdue" : "muted", text: tr(late ? "inbox.overdue" : "inbox.due", {t: when(due)})}) : null,
         el("div", {text: clip(o.text, 100)}), why ? el("div", {cls: "muted", text: why}) : null));
     }

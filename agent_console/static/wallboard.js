@@ -3,7 +3,7 @@
 // whisper / barge on a live call) need a reason and are audited by the server.
 
 import {api, byId, clockTime, el, hourMinute, Live, pct, setCsrf, setText, setTimeZone} from "/static/common.js";
-import {applyI18n, currentLang, duration, errorText, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, currentLang, duration, errorText, localName, onLangChange, reasonLabel, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let live = null;
 let view = null;
@@ -66,11 +66,14 @@ function render() {
 
 // --------------------------------------------------------------------------- queues
 
-// A rate of nothing is not 0.00 %: when no call was offered the cell says "0 calls".
+// A rate of nothing is not 0.00 %: when no call was offered the cell says "0 calls";
+// a mean of nothing is not 0.0 s: ASA with no call answered, AHT with none completed
+// (acd/metrics.py: their denominators) say "—".
 // Colours come from the server, from the one table of bounds in the config
 // (acd.reports.parse_colours), for every row and card alike; none given, none shown.
+const MEAN_OF = {asa_s: "answered", aht_s: "completed"};
 function rateCell(f, key, colours) {
-  const none = !f.offered;
+  const none = !f.offered || (key in MEAN_OF && !f[MEAN_OF[key]]);
   const colour = none ? "none" : (colours && colours[key]) || "plain";
   const seconds = key.endsWith("_s");
   const text = none ? (seconds ? "—" : t("wall.no_calls")) : seconds ? secs(f[key]) : pct(f[key]);
@@ -123,7 +126,7 @@ function renderQueues() {
   cards.push(queueCard("__all__", t("wall.all_queues"), "", waiting,
     oldest.length ? Math.min(...oldest) : null, view.today, view.last_15min, view.colours));
   for (const q of queues) {
-    cards.push(queueCard(q.queue, q.title, t("wall.logged_in", {n: q.agents_logged_in}),
+    cards.push(queueCard(q.queue, localName(q, "title"), t("wall.logged_in", {n: q.agents_logged_in}),
       q.waiting, q.oldest_joined_at, q.today, q.last_15min, q.colours));
   }
   // Several PBXs: one card each after the queues; a PBX whose link is down is greyed
@@ -374,7 +377,7 @@ function renderSpy() {
 
 function alertText(a, now) {
   let subject = a.subject;
-  if (a.kind === "longest_wait" && view.queues[a.subject]) subject = view.queues[a.subject].title;
+  if (a.kind === "longest_wait" && view.queues[a.subject]) subject = localName(view.queues[a.subject], "title");
   const agent = view.agents[a.subject];
   if (agent && agent.operator) subject = `${agent.operator} (${a.subject})`;
   const d = a.since ? duration(now - a.since) : "";

@@ -75,6 +75,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from callcenter.orders.calendar import WorkCalendar
+from callcenter.orders.reasons import SystemReason, render
 
 __all__ = [
     "ALLOWED_ROLES",
@@ -601,14 +602,20 @@ def apply(
     step: Step | str,
     actor: Actor,
     at: datetime,
-    reason: str | None = None,
+    reason: str | SystemReason | None = None,
     **data: Any,
 ) -> tuple[Order, AuditRecord]:
     """Take one step; return the new order and its audit record, or raise.
 
+    ``reason`` is a person's text, or a :class:`~callcenter.orders.reasons.SystemReason`
+    the code writes: that one is recorded as ``data["reason_code"]`` with its Chinese
+    rendering as the reason text.
     Raises :class:`IllegalStep` or :class:`NotAllowed` (with ``.attempt`` set);
     the given order is never changed.
     """
+    code = reason if isinstance(reason, SystemReason) else None
+    if code is not None:
+        reason = render(code, "zh")
     try:
         step = _known_step(step, order)
         _check_time(at, order.updated_at)
@@ -619,6 +626,8 @@ def apply(
         _check_data_keys(step, data)
         note = _check_reason(step, reason)
         changes, recorded = _EFFECTS[step](order, actor, at, note, data)
+        if code is not None:
+            recorded = {**recorded, "reason_code": code.as_dict()}
     except OrderError as err:
         err.attempt = Attempt(
             order_id=order.id,

@@ -42,6 +42,7 @@ from callcenter.orders.lifecycle import (
     State,
     Step,
 )
+from callcenter.orders.reasons import SystemReason
 from callcenter.orders.store import OrderConflict, OrderRow, WorkOrders
 from callcenter.orders.words import tokens
 
@@ -282,7 +283,8 @@ async def follow(wo: WorkOrders, lead_id: int) -> int:
                 if centre else Actor(f"merge:{lead.number}", Role.DEPARTMENT,
                                      lead.lead_department or "")
             try:
-                await wo.step(str(row.id), step, actor, reason=f"并案：随主件 {lead.number} 办理",
+                await wo.step(str(row.id), step, actor,
+                              reason=SystemReason("merge_follow", {"lead": lead.number}),
                               **data)
             except (OrderError, OrderConflict) as exc:
                 log.warning("merged order did not follow", order=row.number, step=str(step),

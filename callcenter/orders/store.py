@@ -58,7 +58,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from callcenter.db import CallRow
-from callcenter.orders import facts
+from callcenter.orders import facts, reasons
 from callcenter.orders.calendar import WorkCalendar
 from callcenter.orders.channels import CHANNELS
 from callcenter.orders.lifecycle import (
@@ -92,6 +92,7 @@ from callcenter.orders.lifecycle import (
     order_number,
     work_order_figures,
 )
+from callcenter.orders.reasons import SystemReason
 from callcenter.orders.supervision import Anomaly, detect_all
 from callcenter.orders.words import order_search_text
 
@@ -348,12 +349,21 @@ def attempt_from_row(r: AttemptRow) -> Attempt:
 
 
 def record_json(r: AuditRecord) -> dict[str, Any]:
-    """An audit record for the API (datetimes as ISO strings)."""
+    """An audit record for the API (datetimes as ISO strings).  A reason the system wrote
+    (``data["reason_code"]``, :mod:`callcenter.orders.reasons`) is rendered from its
+    code: ``reason`` in Chinese, ``reason_en`` in English; a person's reason is as typed
+    and has no ``reason_en``."""
     data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.data.items()}
-    return {"seq": r.seq, "step": str(r.step), "actor_id": r.actor_id, "role": str(r.role),
-            "unit": r.unit, "at": r.at.isoformat(),
-            "from_state": str(r.from_state) if r.from_state else None,
-            "to_state": str(r.to_state), "reason": r.reason, "data": encode_plain(data)}
+    doc = {"seq": r.seq, "step": str(r.step), "actor_id": r.actor_id, "role": str(r.role),
+           "unit": r.unit, "at": r.at.isoformat(),
+           "from_state": str(r.from_state) if r.from_state else None,
+           "to_state": str(r.to_state), "reason": r.reason, "data": encode_plain(data)}
+    # Before codes, the system's reasons were text: read as such only on its own steps.
+    system = r.actor_id == SYSTEM.id or r.actor_id.startswith("merge:")
+    said = reasons.rendered(r.data, r.reason if system else None)
+    if said is not None:
+        doc["reason"], doc["reason_en"] = said["zh"], said["en"]
+    return doc
 
 
 def encode_plain(value: Any) -> Any:
@@ -626,7 +636,8 @@ class WorkOrders:
             return False
 
     async def step(self, order_id: str, step: Step | str, actor: Actor, *,
-                   reason: str | None = None, at: datetime | None = None, **data: Any
+                   reason: str | SystemReason | None = None, at: datetime | None = None,
+                   **data: Any
                    ) -> tuple[Order, AuditRecord]:
         """Take one step in one transaction; a refusal is stored, then raised."""
         refused: OrderError | None = None

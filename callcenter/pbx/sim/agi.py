@@ -31,7 +31,8 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
                   timeout: float = 10.0, variables: Mapping[str, str] | None = None,
                   on_queue: Callable[[str, dict[str, str]], Any] | None = None,
                   alive: Callable[[], bool] | None = None,
-                  missing_prompts: Collection[str] = ()) -> AgiOutcome:
+                  missing_prompts: Collection[str] = (),
+                  source: str | None = None) -> AgiOutcome:
     """Play Asterisk's side of ``AGI(agi://host:port/script)``: send the agi_ headers,
     answer each command, press ``keys`` one per GET DATA (then time out).
 
@@ -41,7 +42,8 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
     goes on (``GET VARIABLE MEMBERINTERFACE``, the survey's GET DATA ...), on -1 the
     channel is gone.  A prompt in ``missing_prompts`` is answered as Asterisk 22 answers
     a file it cannot find: ``STREAM FILE`` -> ``200 result=-1 endpos=0`` (the channel
-    stays up), ``GET DATA`` still collects keys.  Ends at ``HANGUP`` (after its reply) or when the script closes;
+    stays up), ``GET DATA`` still collects keys.  ``source``: the local address to connect
+    from (a PBX on another address; any 127.x.y.z is this host on Linux).  Ends at ``HANGUP`` (after its reply) or when the script closes;
     once ``alive()`` is false (the channel was hung up) the next command gets
     ``200 result=-1`` and the connection is closed.
     """
@@ -49,7 +51,8 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
     hostport, _, script = rest.partition("/")
     host, _, port = hostport.partition(":")
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host or "127.0.0.1", int(port or 4573)), timeout)
+        asyncio.open_connection(host or "127.0.0.1", int(port or 4573),
+                                local_addr=(source, 0) if source else None), timeout)
     chan_vars: dict[str, str] = dict(variables or {})
     set_vars: dict[str, str] = {}
     queue: str | None = None
