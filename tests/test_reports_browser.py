@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from datetime import datetime, timedelta
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,9 @@ async def test_supervisor_reads_switches_downloads_and_prints(
     await page.dispatch_event("#day", "change")
     await page.click("[data-period=month]")
     await page.wait_for_selector("[data-period=month][aria-pressed=true]")
-    assert await page.locator("[data-table=intervals] tbody tr").count() >= 28
+    # The button is pressed before the month's figures arrive: wait for its rows.
+    await page.wait_for_function(
+        "() => document.querySelectorAll('[data-table=intervals] tbody tr').length >= 28")
     assert "period=month" in page.url
     month = await (await page.request.get(
         url + f"/api/reports/summary?period=month&day={day}")).json()
@@ -193,12 +195,7 @@ async def test_with_two_pbxs_the_supervisor_picks_one_or_the_whole_centre(
                                 "CAST(SUBSTR(uniqueid, LENGTH(uniqueid)) AS INTEGER) % 3 = 0"))
         await conn.execute(text("DELETE FROM report_days"))
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    url = f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
+    async with served(service, app) as url:
         page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
         await page.wait_for_url("**/wallboard")
         day = history_day(service)
@@ -224,6 +221,3 @@ async def test_with_two_pbxs_the_supervisor_picks_one_or_the_whole_centre(
             url + f"/api/reports/summary?period=month&day={day}&pbx=pbx9")
         assert bad.status == 400
         assert problems == []
-    finally:
-        await runner.cleanup()
-        await service.stop()
