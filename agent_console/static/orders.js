@@ -42,7 +42,7 @@ const STRINGS = {
     "ev.staff": "{actor}（{role}）试图替市民录入满意度，系统已拒绝并记录。",
     "role.operator": "话务员", "role.supervisor": "值班长", "role.department": "承办单位",
     "role.admin": "管理员", "role.system": "系统", "role.citizen": "市民",
-    "actor.timers": "系统定时", "actor.merge": "并案（主件 {n}）",
+    "actor.timers": "系统定时", "actor.merge": "并案（主件 {n}）", "unit.centre": "热线中心",
     "timer.first_response": "首次响应时限", "timer.handling": "办理时限",
     "timer.supervision": "督办期限", "actor.citizen_keys": "市民按键", "actor.dialer": "自动外呼",
  "tab.orders": "工单", "tab.returns": "退单审核", "tab.board": "督办看板",
@@ -116,7 +116,7 @@ const STRINGS = {
     "ev.staff": "{actor} ({role}) tried to enter the citizen's satisfaction; refused and recorded.",
     "role.operator": "operator", "role.supervisor": "supervisor", "role.department": "department",
     "role.admin": "admin", "role.system": "system", "role.citizen": "citizen",
-    "actor.timers": "System timer", "actor.merge": "Merge (lead order {n})",
+    "actor.timers": "System timer", "actor.merge": "Merge (lead order {n})", "unit.centre": "the hotline centre",
     "timer.first_response": "first response deadline",
     "timer.handling": "handling deadline", "timer.supervision": "supervision deadline", "actor.citizen_keys": "Citizen's keys", "actor.dialer": "Auto dialler",
  "tab.orders": "Orders", "tab.returns": "Returns to review",
@@ -203,6 +203,7 @@ let chosen = null;
 let lastList = null;
 
 function deptName(id) {
+  if (id === "centre") return tr("unit.centre");  // the centre's own unit (departments.toml [centre])
   const d = departments.find((x) => x.id === id);
   if (!d) return id || "";
   return currentLang() === "en" ? d.name_en : d.name;
@@ -540,7 +541,10 @@ function evidenceSentences(a, numberOf) {
     out.push(tr("ev.template", {dept: deptName(e.department), n: e.orders, pct: pct(e.threshold), text: clip(e.leader && e.leader.text, 120)}));
     for (const r of e.replies || []) out.push(tr("ev.template_order", {n: numberOf(r.order_id), pct: pct(r.similarity_to_leader)}));
   } else if (a.kind === "overdue") {
-    const late = e.met_at ? tr("ev.late_done", {at: when(e.met_at), h: hours(e.late_by_hours)}) : tr("ev.late_open", {h: hours(e.late_by_hours)});
+    // Still open: late by now, not by when the finding was made (0.0 h at the deadline).
+    const lateOpen = e.due ? Math.max(Number(e.late_by_hours) || 0, (Date.now() - Date.parse(e.due)) / 3600e3)
+      : e.late_by_hours;
+    const late = e.met_at ? tr("ev.late_done", {at: when(e.met_at), h: hours(e.late_by_hours)}) : tr("ev.late_open", {h: hours(lateOpen)});
     out.push(tr("ev.overdue." + (e.deadline || "handling"), {due: when(e.due), late}));
   } else if (a.kind === "repeat_after_completion") {
     const later = e.later || {};
