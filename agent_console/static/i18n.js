@@ -616,7 +616,7 @@ const STRINGS = {
     "draft.request_type": "Request type",
     "draft.urgency": "Urgency",
     "draft.reply_method": "Reply by",
-    "draft.confidential": "Confidential (hide the caller from departments)",
+    "draft.confidential": "Confidential (caller hidden)",
     "draft.address": "Where it happened",
     "draft.district": "District",
     "draft.street": "Street / town",
