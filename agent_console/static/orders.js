@@ -4,7 +4,7 @@
 // offers the steps the order's state has and shows the answer.  Text is only
 // ever set with textContent (see common.js el()).
 
-import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
+import {api, ApiFailure, byId, dateTime, el, setCsrf, setText, setTimeZone} from "/static/common.js";
 import {applyI18n, categoryLabel, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind, textWithLinks}
   from "/static/order_find.js";
@@ -229,8 +229,9 @@ function actorLabel(h) {
   return [h.actor_id, unit || (role ? tr(role) : "")].filter(Boolean).join(" · ");
 }
 
+// A time in the centre's time zone (common.js dateTime), never the browser's.
 function when(iso) {
-  return iso ? new Date(iso).toLocaleString(document.documentElement.lang, {hour12: false}) : "";
+  return iso ? dateTime(Date.parse(iso) / 1000) : "";
 }
 
 function allowedSteps() {
@@ -247,6 +248,7 @@ async function boot() {
   let who;
   try { who = await api("GET", "/api/me"); } catch { return; }
   setCsrf(who.csrf);
+  setTimeZone(who.config && who.config.timezone);
   me = who.user;
   setText("me", me.display_name);
   byId("web-signout").addEventListener("click", async () => {
