@@ -4,7 +4,8 @@
 // offers the steps the order's state has and shows the answer.  Text is only
 // ever set with textContent (see common.js el()).
 
-import {api, ApiFailure, byId, dateTime, el, setCsrf, setText, setTimeZone} from "/static/common.js";
+import {api, ApiFailure, byId, centreInputValue, dateTime, el, fromCentreInput, setCsrf, setText, setTimeZone}
+  from "/static/common.js";
 import {applyI18n, categoryLabel, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind, textWithLinks}
   from "/static/order_find.js";
@@ -481,7 +482,7 @@ async function takeStep(order, step, inputs, button) {
   for (const input of inputs) {
     const field = input.dataset.field;
     if (field === "deadline") {
-      if (input.value) body.deadline = new Date(input.value).toISOString();
+      if (input.value) body.deadline = fromCentreInput(input.value);  // the centre's wall time
     } else if (input.value.trim()) {
       body[field] = input.value;
     }
@@ -597,8 +598,7 @@ function anomalyItem(a) {
   }
   const note = el("input", {attrs: {maxlength: "500", placeholder: tr("board.note")}, data: {field: "note"}});
   const deadline = el("input", {attrs: {type: "datetime-local", title: tr("board.deadline_ph")}, data: {field: "deadline"}});
-  const local = new Date(Date.now() + 3 * 86400e3 - new Date().getTimezoneOffset() * 60e3);
-  deadline.value = local.toISOString().slice(0, 16);
+  deadline.value = centreInputValue(Date.now() / 1000 + 3 * 86400);  // on the centre's clock
   const message = el("span", {cls: "message"});
   const target = a.orders.find((o) => o.state && !["evaluated", "resolved_on_call"].includes(o.state)) || null;
   const supervise = el("button", {attrs: {type: "button"}, data: {act: "supervise"}, text: tr("board.supervise")});
@@ -607,7 +607,7 @@ function anomalyItem(a) {
     const reason = note.value.trim() || tr("kind." + a.kind);
     try {
       await api("POST", `/api/orders/${encodeURIComponent(target.id)}/steps`,
-        {step: "supervise", reason, deadline: new Date(deadline.value).toISOString()});
+        {step: "supervise", reason, deadline: fromCentreInput(deadline.value)});
       await api("POST", "/api/supervision/anomalies/ack", {key: a.key, note: tr("board.supervised", {n: numberOf(target.id)}) + (note.value.trim() ? " · " + note.value.trim() : "")});
       loadBoard();
     } catch (e) { message.className = "message error"; message.textContent = tr("failed", {e: e.message}); }
