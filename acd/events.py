@@ -190,6 +190,18 @@ class CallUnheld(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AttendedTransferred(Event):
+    """AttendedTransfer with ``Result: Success`` (Asterisk 12+, ``main/stasis_bridges.c``):
+    the operator joined the caller (``transferee``, a Uniqueid) to the consultation
+    leg, whose Uniqueid is its own (AMI-NOTES.md).  ``channels`` and ``uniqueids`` are
+    every channel the event names (transferers, target, Local halves)."""
+
+    transferee: str
+    channels: tuple[str, ...]
+    uniqueids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelHungup(Event):
     uniqueid: str
     channel: str
@@ -260,6 +272,25 @@ class Resync(Event):
 @dataclass(frozen=True, slots=True)
 class Checkpoint(Event):
     """Marks where, in the event stream, the PBX answered QueueStatus (see Resync)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshAsked(Event):
+    """The service is about to ask the PBX for a QueueStatus in the middle of traffic (a
+    :class:`Refresh`): from here until the answer, the state notes every member and
+    caller an event names, so that the answer never overrides what those events said."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh(Event):
+    """A QueueStatus answer asked for in the middle of traffic because an event named a
+    member or caller the state did not know.  Applied where the answer's last event
+    (QueueStatusComplete) arrives in the event stream; it only adds members and waiting
+    callers the state does not know, with the state the PBX gives them.  Counters, known
+    visits and known members are never touched (events already account for them)."""
+
+    members: tuple[MemberInfo, ...]
+    waiting: tuple[WaitingEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,11 +467,26 @@ def _fully_booted(h: Headers, at: float) -> PbxBooted:
     return PbxBooted(at, _optional_int(h, "Uptime"), _optional_int(h, "LastReload"))
 
 
+#: The channel snapshots an AttendedTransfer carries, by header prefix.
+TRANSFER_PARTIES = ("OrigTransferer", "SecondTransferer", "Transferee", "TransferTarget",
+                    "LocalOne", "LocalTwo", "DestTransferer")
+
+
+def _attended_transfer(h: Headers, at: float) -> AttendedTransferred | None:
+    if h.get("Result", "") != "Success":
+        return None  # a failed transfer joins nobody
+    named = [p for p in TRANSFER_PARTIES if h.get(p + "Uniqueid")]
+    return AttendedTransferred(
+        at, _req(h, "TransfereeUniqueid"),
+        tuple(h[p + "Channel"] for p in named if h.get(p + "Channel")),
+        tuple(h[p + "Uniqueid"] for p in named))
+
+
 def _hangup(h: Headers, at: float) -> ChannelHungup:
     return ChannelHungup(at, _req(h, "Uniqueid"), h.get("Channel", ""), h.get("Cause", ""))
 
 
-TRANSLATORS: dict[str, Callable[[Headers, float], Event]] = {
+TRANSLATORS: dict[str, Callable[[Headers, float], Event | None]] = {
     "QueueCallerJoin": _caller_joined,
     "QueueCallerLeave": _caller_left,
     "QueueCallerAbandon": _caller_abandoned,
@@ -460,6 +506,7 @@ TRANSLATORS: dict[str, Callable[[Headers, float], Event]] = {
     "Unhold": lambda h, at: CallUnheld(at, _req(h, "Uniqueid"), h.get("Channel", ""),
                                        h.get("Linkedid", "")),
     "FullyBooted": _fully_booted,
+    "AttendedTransfer": _attended_transfer,
 }
 
 # Event classes the service asks for; list responses (QueueMember, CoreShowChannel...)
@@ -476,6 +523,13 @@ def to_event(h: Headers, at: float) -> Event | None:
     if translate is None:
         return None
     return translate(h, at)
+
+
+def refresh_from(at: float, queue_status: list[Headers]) -> Refresh:
+    """Build a :class:`Refresh` from a QueueStatus list answer (its members and
+    waiting callers; the QueueParams counters are left out on purpose)."""
+    picture = resync_from(at, queue_status, None)
+    return Refresh(at, picture.members, picture.waiting)
 
 
 def resync_from(

@@ -182,7 +182,7 @@ def entry_of(call: Any) -> str:
 class CallReport:
     """Every call table for one window.  ``intervals`` maps the local start of each
     interval (ISO text) to its overall figures; the dimension tables map a queue,
-    hotline number or entry to figures; ``hours`` counts offered / answered /
+    hotline number, entry or PBX to figures; ``hours`` counts offered / answered /
     abandoned by hour of day (0-23); ``abandon_times`` counts abandons by wait."""
 
     start: datetime
@@ -195,6 +195,7 @@ class CallReport:
     entries: dict[str, Figures]
     hours: list[dict[str, int]]
     abandon_times: list[dict[str, Any]]
+    pbxs: dict[str, Figures] = field(default_factory=dict)
 
 
 def abandon_bucket(wait: int) -> int:
@@ -214,9 +215,11 @@ def abandon_labels() -> list[str]:
 @dataclass(slots=True)
 class Atom:
     """The figures of the calls sharing one 15-minute slice (``joined_at // 900``), queue,
-    hotline number and entry, with their abandon-time counts (:data:`ABANDON_BUCKETS`).
+    hotline number, entry and PBX, with their abandon-time counts (:data:`ABANDON_BUCKETS`).
     Every table of a report is a sum of atoms; the database edge may build atoms with
-    one grouped query (the test checks it against :func:`atoms_of`)."""
+    one grouped query (the test checks it against :func:`atoms_of`).  ``pbx`` is the
+    name of the PBX the calls were on (a record stored before several PBXs existed
+    names none: the home PBX's)."""
 
     slice: int
     queue: str
@@ -224,26 +227,32 @@ class Atom:
     entry: str
     figures: Figures
     abandons: list[int]
+    pbx: str = ""
 
 
 def atoms_of(calls: Iterable[CallLike], start: float, end: float,
              servicelevel: Callable[[str], int] = lambda q: 15, short_abandon_s: int = 0,
-             queue: str | None = None) -> list[Atom]:
+             queue: str | None = None, *, home: str = "", pbx: str | None = None
+             ) -> list[Atom]:
     """Calls that joined in ``[start, end)`` (unix seconds), grouped into atoms, each
-    computed by :func:`acd.metrics.figures` with its queue's service level."""
-    groups: dict[tuple[int, str, str, str], list[CallLike]] = defaultdict(list)
+    computed by :func:`acd.metrics.figures` with its queue's service level.  A call
+    naming no PBX is ``home``'s; ``queue`` / ``pbx`` keep only that queue's / PBX's."""
+    groups: dict[tuple[int, str, str, str, str], list[CallLike]] = defaultdict(list)
     for c in calls:
         t = c.joined_at
-        if start <= t < end and (queue is None or c.queue == queue):
+        on = getattr(c, "pbx", "") or home
+        if start <= t < end and (queue is None or c.queue == queue) and (
+                pbx is None or on == pbx):
             groups[(int(t // 900), c.queue, getattr(c, "hotline", "") or "",
-                    entry_of(c))].append(c)
+                    entry_of(c), on)].append(c)
     out = []
-    for key, cs in groups.items():
+    for (piece, q, hotline, entry, on), cs in groups.items():
         abandons = [0] * (len(ABANDON_BUCKETS) + 1)
         for c in cs:
             if str(c.outcome) == "abandoned":
                 abandons[abandon_bucket(c.hold_time or 0)] += 1
-        out.append(Atom(*key, figures(cs, servicelevel(key[1]), short_abandon_s), abandons))
+        out.append(Atom(piece, q, hotline, entry,
+                        figures(cs, servicelevel(q), short_abandon_s), abandons, on))
     return out
 
 
@@ -256,11 +265,15 @@ def call_report(
     short_abandon_s: int = 0,
     *,
     queue: str | None = None,
+    home: str = "",
+    pbx: str | None = None,
 ) -> CallReport:
     """Every call table for calls that joined in ``[start, end)`` (aware datetimes),
-    one row per ``interval`` (one of :data:`PERIODS`); only ``queue`` when given."""
+    one row per ``interval`` (one of :data:`PERIODS`); only ``queue`` / ``pbx`` when
+    given (a call naming no PBX is ``home``'s)."""
     return report_from_atoms(atoms_of(calls, start.timestamp(), end.timestamp(), servicelevel,
-                                      short_abandon_s, queue), start, end, interval)
+                                      short_abandon_s, queue, home=home, pbx=pbx),
+                             start, end, interval)
 
 
 def report_from_atoms(atoms: Iterable[Atom], start: datetime, end: datetime, interval: str
@@ -272,7 +285,7 @@ def report_from_atoms(atoms: Iterable[Atom], start: datetime, end: datetime, int
     hours = [{"hour": h, "offered": 0, "answered": 0, "abandoned": 0} for h in range(24)]
     abandons = [0] * (len(ABANDON_BUCKETS) + 1)
     slots: dict[int, tuple[str, int]] = {}  # 15-minute slice -> (interval label, local hour)
-    groups: list[dict[str, list[Figures]]] = [defaultdict(list) for _ in range(4)]
+    groups: list[dict[str, list[Figures]]] = [defaultdict(list) for _ in range(5)]
     every: list[Figures] = []
     for a in atoms:
         slot = slots.get(a.slice)
@@ -281,7 +294,7 @@ def report_from_atoms(atoms: Iterable[Atom], start: datetime, end: datetime, int
             slot = slots[a.slice] = (period_start(local, interval).isoformat(), local.hour)
         label, hour = slot
         f = a.figures
-        for i, key in enumerate((label, a.queue, a.hotline, a.entry)):
+        for i, key in enumerate((label, a.queue, a.hotline, a.entry, a.pbx)):
             groups[i][key].append(f)
         every.append(f)
         h = hours[hour]
@@ -298,7 +311,7 @@ def report_from_atoms(atoms: Iterable[Atom], start: datetime, end: datetime, int
     return CallReport(
         start=start, end=end, interval=interval, overall=combine(every),
         intervals=_all_intervals(start, end, interval, by(0)), queues=by(1), hotlines=by(2),
-        entries=by(3), hours=hours,
+        entries=by(3), pbxs=by(4), hours=hours,
         abandon_times=[{"wait": labels[i], "abandoned": n} for i, n in enumerate(abandons)],
     )
 

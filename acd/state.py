@@ -108,7 +108,7 @@ _PBX_EVENTS = frozenset({
     ev.CallerJoined, ev.CallerLeft, ev.CallerAbandoned, ev.AgentRung, ev.AgentAnswered,
     ev.AgentCompleted, ev.AgentRingNoAnswer, ev.AgentDumped, ev.MemberAdded, ev.MemberRemoved,
     ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted, ev.CallHeld,
-    ev.CallUnheld})
+    ev.CallUnheld, ev.AttendedTransferred})
 
 #: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from the time an
 #: event was read (clock skew, a busy link): the same channel rarely visits one queue twice
@@ -292,6 +292,7 @@ class Call:
 class CallChanged:
     call: Call
     what: str  # joined | answered | completed | abandoned | exited | wrap_up | resync
+    #            | confirmed | held | unheld | transferred ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,11 +338,16 @@ class PbxRestarted:
 
 @dataclass(frozen=True, slots=True)
 class ResyncWanted:
-    """The PBX named a member or caller the state does not know, or said it is booted:
-    the edge should ask for its full picture again (QueueStatus + CoreShowChannels)."""
+    """The PBX named a member or caller the state does not know, or said it is booted.
+
+    ``full``: the PBX (re)booted; the edge asks for its full picture again (QueueStatus +
+    CoreShowChannels, a :class:`~acd.events.Resync`).  Otherwise the edge asks for a
+    QueueStatus only and feeds its answer as a :class:`~acd.events.Refresh`, which only
+    adds what the state does not know (issue 11, item 5)."""
 
     at: float
     why: str
+    full: bool = False
 
 
 Change = (CallChanged | AgentChanged | QueueChanged | LinkStateChanged | Anomaly
@@ -426,6 +432,9 @@ class CallCenter:
         self._wrapping: dict[int, Agent] = {}  # agents with a wrap-up timer set
         self._wrap_due: float | None = None  # no timer is due before this (may be early)
         self._linked: dict[str, str] = {}  # Linkedid -> the queue caller's Uniqueid
+        # Between RefreshAsked and Refresh: the interfaces and Uniqueids events named
+        # (the Refresh leaves them to those events); None when no refresh is asked.
+        self._touched: tuple[set[str], set[str]] | None = None
         self._handlers = {
             ev.CallerJoined: self._caller_joined,
             ev.CallerLeft: self._caller_left,
@@ -442,9 +451,12 @@ class CallCenter:
             ev.ChannelHungup: self._channel_hungup,
             ev.CallHeld: self._call_held,
             ev.CallUnheld: self._call_unheld,
+            ev.AttendedTransferred: self._attended_transferred,
             ev.LinkChanged: self._link_changed,
             ev.Resync: self._resync,
             ev.Checkpoint: self._take_checkpoint,
+            ev.RefreshAsked: self._refresh_asked,
+            ev.Refresh: self._refresh,
             ev.PbxBooted: self._pbx_booted,
             ev.Tick: lambda e: [],
         }
@@ -459,6 +471,8 @@ class CallCenter:
         changes = self.advance(event.at)
         if type(event) in _PBX_EVENTS:
             self._last_pbx_event = event.at
+            if self._touched is not None:
+                self._note_touched(event)
         handler = self._handlers.get(type(event))
         if handler is not None:
             changes.extend(handler(event))
@@ -548,7 +562,7 @@ class CallCenter:
         """A channel's queue visits still held in memory, first to last."""
         last = self.calls.get(uniqueid)
         out: list[Call] = []
-        while last is not None:
+        while last is not None and last.uniqueid == uniqueid:
             out.append(last)
             last = self.visits.get(last.previous) if last.previous else None
         return out[::-1]
@@ -648,7 +662,7 @@ class CallCenter:
         call = self.calls.get(uniqueid)
         while call is not None and call.queue != queue:
             call = self.visits.get(call.previous) if call.previous else None
-        return call
+        return call if call is not None and call.uniqueid == uniqueid else None
 
     def _new_visit(self, uniqueid: str, queue: str, joined_at: float, **fields: object) -> Call:
         """A new record for the channel's next queue visit, linked to the one before."""
@@ -676,7 +690,8 @@ class CallCenter:
     def _caller_joined(self, e: ev.CallerJoined) -> list[Change]:
         known = self.calls.get(e.uniqueid)
         if known is not None and known.queue == e.queue and (
-                known.outcome is Outcome.WAITING or self._from_log(known, e.at)):
+                known.outcome is Outcome.WAITING or self._from_log(known, e.at)
+                or self._open_from_log(known)):
             return []  # already known (from a resync or queue_log): never count twice
         changes: list[Change] = []
         if known is not None and known.outcome is Outcome.WAITING:
@@ -753,13 +768,16 @@ class CallCenter:
     def _agent_rung(self, e: ev.AgentRung) -> list[Change]:
         agent = self._agent(e.interface, e.member)
         call = self._visit(e.uniqueid, e.queue)
+        unknown_caller: list[Change] = []
         if call is not None:
             call.rings += 1
+        else:
+            unknown_caller.append(ResyncWanted(e.at, "AgentCalled for a caller never seen"))
         if agent.state is not S.ON_CALL:  # (a ring while talking is an anomaly below)
             agent.call = e.uniqueid
         if agent.state is S.RINGING:
-            return []
-        changes: list[Change] = []
+            return unknown_caller
+        changes: list[Change] = unknown_caller
         if agent.state is S.LOGGED_OUT:  # rung before we saw them join (e.g. at connect)
             changes += self._move(agent, "login", e.at, "AgentCalled before membership")
             changes.append(ResyncWanted(e.at, f"AgentCalled for unknown member {e.member}"))
@@ -768,8 +786,9 @@ class CallCenter:
     def _agent_answered(self, e: ev.AgentAnswered) -> list[Change]:
         call = self._visit(e.uniqueid, e.queue)
         changes: list[Change] = []
-        if call is not None and call.outcome is not Outcome.WAITING and self._from_log(
-                call, e.at - e.hold_time) and call.agent == e.member:
+        if call is not None and call.outcome is not Outcome.WAITING and (
+                self._from_log(call, e.at - e.hold_time) or self._open_from_log(call)
+        ) and call.agent == e.member:
             return []  # queue_log already told this answer
         if call is None or call.outcome not in (Outcome.WAITING, Outcome.EXITED):
             # joined while we were not looking
@@ -790,6 +809,7 @@ class CallCenter:
         changes += [CallChanged(call, "answered"), QueueChanged(e.queue)]
         if agent.state is S.LOGGED_OUT:
             changes += self._move(agent, "login", e.at, "AgentConnect before membership")
+            changes.append(ResyncWanted(e.at, f"AgentConnect for unknown member {e.member}"))
         if agent.state is not S.RINGING:  # a ring we missed: go through it
             changes += self._move(agent, "ring", e.at, "AgentConnect")
         changes += self._move(agent, "answer", e.at, "AgentConnect")
@@ -924,6 +944,34 @@ class CallCenter:
         self._end_hold(call, e.at)
         return [CallChanged(call, "unheld")]
 
+    def _attended_transferred(self, e: ev.AttendedTransferred) -> list[Change]:
+        """An attended transfer completed: the caller (``transferee``) now takes the place
+        of the consultation leg, a queue caller with its own Uniqueid (a Local channel
+        whose other half the event may name instead), answered or still waiting.  That visit
+        continues the caller's call: it names the caller's visit as the one before it
+        (``previous``) and carries the caller's identity, so the call keeps its path."""
+        first = self.calls.get(e.transferee)
+        if first is None:
+            return []  # the caller's visit was not seen (a gap): nothing to link
+        named = set(e.channels)
+        named |= {n[:-1] + ("2" if n.endswith(";1") else "1") for n in e.channels
+                  if n.endswith((";1", ";2"))}  # a Local channel's other half
+        uniqueids = set(e.uniqueids) - {e.transferee}
+        # Answered by the second operator, or still waiting in the queue when the first
+        # one hung up (a "blond" transfer: the caller waits on in the leg's place).
+        legs = [self.visits.get(vid) for vid in self.connected.values()]
+        legs += [c for waiting in self.waiting.values() for c in waiting.values()]
+        for leg in legs:
+            if (leg is None or leg.uniqueid == first.uniqueid or leg.previous
+                    or not (leg.uniqueid in uniqueids or leg.channel in named)):
+                continue
+            leg.previous = first.visit_id
+            for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path"):
+                if getattr(first, name):
+                    setattr(leg, name, getattr(first, name))
+            return [CallChanged(leg, "transferred")]
+        return []
+
     def _end_hold(self, call: Call, at: float) -> None:
         """Close a hold still running (Unhold, or the call ended on hold): its time
         goes to the call and to its operator."""
@@ -990,7 +1038,8 @@ class CallCenter:
         m = e.member
         agent = self._agent(m.interface, m.name)
         if m.queue not in agent.memberships and agent.state is S.LOGGED_OUT:
-            return [Anomaly(e.at, f"pause for {m.name}, who is not in {m.queue}")]
+            return [Anomaly(e.at, f"pause for {m.name}, who is not in {m.queue}"),
+                    ResyncWanted(e.at, f"QueueMemberPause for unknown member {m.name}")]
         agent.memberships[m.queue] = m
         return [QueueChanged(m.queue)] + self._pause_from_memberships(
             agent, e.at, "QueueMemberPause")
@@ -1043,6 +1092,8 @@ class CallCenter:
     def _link_changed(self, e: ev.LinkChanged) -> list[Change]:
         self.link_up = e.up
         self.link_reason = e.reason
+        if not e.up:
+            self._touched = None  # a refresh in flight is lost with the link
         if not e.up and self._down_at is None:
             # From the last event the PBX's link delivered: frames in flight when it
             # broke were lost with it.
@@ -1054,7 +1105,7 @@ class CallCenter:
         """FullyBooted (sent after every login): when the PBX process booted.  A boot
         later than the one we knew means Asterisk restarted - its queue counters began
         again at zero and the calls it held are gone; the next resync settles them."""
-        changes: list[Change] = [ResyncWanted(e.at, "PBX fully booted")]
+        changes: list[Change] = [ResyncWanted(e.at, "PBX fully booted", full=True)]
         if e.uptime is None:
             return changes
         booted = e.at - e.uptime
@@ -1071,6 +1122,87 @@ class CallCenter:
         self.booted_at = booted
         if e.last_reload is not None:
             self.reloaded_at = e.at - e.last_reload
+        return changes
+
+    def _refresh_asked(self, e: ev.RefreshAsked) -> list[Change]:
+        """From here until the Refresh, note what the PBX's events name."""
+        self._touched = (set(), set())
+        return []
+
+    def _note_touched(self, e: ev.Event) -> None:
+        """Remember the member interface and caller Uniqueid an event names (its news is
+        at least as new as the QueueStatus answer still in flight)."""
+        assert self._touched is not None
+        members, callers = self._touched
+        interface = getattr(e, "interface", None)
+        if interface:
+            members.add(interface)
+        member = getattr(e, "member", None)
+        if isinstance(member, ev.MemberInfo):
+            members.add(member.interface)
+        uniqueid = getattr(e, "uniqueid", None)
+        if uniqueid:
+            callers.add(uniqueid)
+
+    def _refresh(self, e: ev.Refresh) -> list[Change]:
+        """A QueueStatus asked for mid-traffic, applied where its answer ended in the
+        event stream: add the members and waiting callers the state does not know, as
+        the PBX has them.  Never touches counters, known visits, or what a member we
+        know is doing; skips whatever an event named while the answer was on its way
+        (that event is at least as new).  Returns the changes (joined visits, agents'
+        new states)."""
+        if self._touched is None:
+            return []  # not asked on this link (it went down meanwhile): the resync rules
+        touched_members, touched_callers = self._touched
+        self._touched = None
+        if not self.link_up or self._down_at is not None:
+            return []  # a gap is open: the reconnect's full resync settles everything
+        at = e.at
+        changes: list[Change] = []
+        by_interface: dict[str, dict[str, ev.MemberInfo]] = {}
+        for m in e.members:
+            by_interface.setdefault(m.interface, {})[m.queue] = m
+        again = False  # a name skipped below and still unknown: ask once more
+        for interface, listed in by_interface.items():
+            if interface in touched_members:
+                known = self.agents.get(interface)
+                again |= known is None or any(q not in known.memberships for q in listed)
+                continue
+            known = self.agents.get(interface)
+            new = {q: m for q, m in listed.items()
+                   if known is None or q not in known.memberships}
+            if not new:
+                continue
+            agent = self._agent(interface, next(iter(new.values())).name)
+            agent.memberships.update(new)
+            changes += [QueueChanged(q) for q in new]
+            if agent.state is not S.LOGGED_OUT:  # logged in by a ring or an answer
+                changes += self._pause_from_memberships(agent, at, "QueueStatus")
+                continue
+            members = list(agent.memberships.values())
+            paused = all(m.paused for m in members)
+            reason = next((m.reason for m in members if m.paused and m.reason), "")
+            self._set_pause(agent, paused, reason, at)
+            target = (S.ON_CALL if any(m.in_call for m in members)
+                      else S.PAUSED if paused else S.READY)
+            changes += self._enter(agent, target, "resync", at, "QueueStatus (refresh)")
+        for w in e.waiting:
+            if w.uniqueid in touched_callers:
+                again |= self._visit(w.uniqueid, w.queue) is None
+                continue
+            known_call = self._visit(w.uniqueid, w.queue)
+            if known_call is not None and (known_call.outcome is Outcome.WAITING or (
+                    known_call.joined_at >= at - w.wait - LOG_SLACK_S)):
+                continue
+            call = self._new_visit(w.uniqueid, w.queue, at - w.wait, caller_num=w.caller_num,
+                                   caller_name=w.caller_name, channel=w.channel,
+                                   position=w.position)
+            call.estimated = True
+            self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
+            self._counters(w.queue)
+            changes += [CallChanged(call, "joined"), QueueChanged(w.queue)]
+        if again:
+            changes.append(ResyncWanted(at, "named by an event while the refresh was asked"))
         return changes
 
     def _take_checkpoint(self, e: ev.Checkpoint) -> list[Change]:
@@ -1314,6 +1446,14 @@ class CallCenter:
     def _from_log(call: Call, joined_at: float) -> bool:
         """The visit was rebuilt from queue_log and this event tells the same visit."""
         return call.settled == "queue_log" and abs(call.joined_at - joined_at) <= LOG_SLACK_S
+
+    @staticmethod
+    def _open_from_log(call: Call) -> bool:
+        """The visit was rebuilt from queue_log as still talking: a channel cannot join
+        (or be connected in) the queue it is still in, so a QueueCallerJoin or
+        AgentConnect for that queue is this visit's own, read after the rebuild however
+        late (a service starting or catching up mid-traffic), whatever its time."""
+        return call.settled == "queue_log" and call.outcome is Outcome.ANSWERED
 
     def _settled_by(self) -> str:
         return "service_restart" if self._service_restarted else "counters"

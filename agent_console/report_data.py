@@ -149,13 +149,17 @@ PERIOD_NAMES = {"day": "日报", "week": "周报", "month": "月报"}
 
 async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfig, *,
                        period: str, day: date, now: float, queue: str | None = None,
+                       pbx: str | None = None,
                        department: str | None = None, names: Mapping[str, str] | None = None,
                        sections: Sequence[str] = ("calls", "agents", "departments", "hotspots"),
                        summaries: bool = True) -> dict[str, Any]:
     """The whole report for the ``period`` (day / week / month) holding ``day``, as JSON.
 
     ``department`` limits the department tables to that department (its own view);
-    ``queue`` limits the call tables to one queue.  ``now`` ends a window still running.
+    ``queue`` limits the call tables to one queue, ``pbx`` to one PBX's calls (the whole
+    centre by default); with several PBXs configured the call tables gain one row per
+    PBX (``calls.pbxs``), which add up to the centre's.  ``now`` ends a window still
+    running.
     ``summaries``: read closed days from ``report_days`` and orders' parts from
     ``order_facts`` (:mod:`callcenter.report_days`, :mod:`callcenter.orders.facts`);
     ``False`` computes everything from the raw records - the same figures, slower.
@@ -167,7 +171,9 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
         "centre": cfg.centre_name, "period": period, "title": PERIOD_NAMES[period],
         "day": day.isoformat(), "start": start.isoformat(), "end": end.isoformat(),
         "last_day": (end - timedelta(days=1)).date().isoformat(),
-        "queue": queue, "department": department, "interval": rp.interval_for(period),
+        "queue": queue, "pbx": pbx, "department": department,
+        "interval": rp.interval_for(period),
+        "pbxs_known": [p.name for p in settings.pbxs] if len(settings.pbxs) > 1 else [],
         "definitions": {k: {"zh": d.zh, "en": d.en, "rule": d.rule, "unit": d.unit}
                         for k, d in rp.DEFINITIONS.items()}
         | {k: {"zh": z, "en": e, "rule": r, "unit": "" if k in ("received", "overdue",
@@ -176,7 +182,8 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
     }
     jobs = {}  # the sections read the database at the same time (one connection each)
     if "calls" in sections:
-        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue, summaries)
+        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue, pbx,
+                                       summaries)
     if "agents" in sections:
         jobs["agents"] = _agents_section(engine, cfg, tz, start, end, now, period, day,
                                          summaries)
@@ -191,10 +198,12 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
 
 
 async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetime,
-                         end: datetime, period: str, queue: str | None, summaries: bool
-                         ) -> dict[str, Any]:
-    atoms = await days.call_atoms(engine, settings, start, end, queue, summaries=summaries)
+                         end: datetime, period: str, queue: str | None, pbx: str | None,
+                         summaries: bool) -> dict[str, Any]:
+    atoms = await days.call_atoms(engine, settings, start, end, queue, pbx=pbx,
+                                  summaries=summaries)
     rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
+    several = len(settings.pbxs) > 1
     return {"calls": {
         "overall": _fig(rep.overall),
         "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
@@ -203,6 +212,11 @@ async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetim
                    for k, f in rep.queues.items()],
         "hotlines": [{"hotline": k or "—"} | _fig(f) for k, f in rep.hotlines.items()],
         "entries": [{"entry": k} | _fig(f) for k, f in rep.entries.items()],
+        # every configured PBX, in the config's order, one with no calls included
+        "pbxs": [{"pbx": p.name} | _fig(rep.pbxs.get(p.name, Figures()))
+                 for p in settings.pbxs if pbx is None or p.name == pbx]
+        + [{"pbx": k} | _fig(f) for k, f in rep.pbxs.items()  # a PBX since removed
+           if k not in {p.name for p in settings.pbxs}] if several else [],
         "hours": rep.hours, "abandon_times": rep.abandon_times,
     }}
 
@@ -310,7 +324,7 @@ class Table:
 LABELS = {"scope": "范围", "start": "时段起", "queue": "队列", "title": "名称",
           "hotline": "热线号码", "entry": "进线方式", "hour": "小时", "wait": "等待",
           "agent": "话务员", "shift": "班次", "rank": "排名", "name": "名称",
-          "department": "承办单位", "channel": "渠道", "this_week": "本周", "last_week": "上周",
+          "department": "承办单位", "channel": "渠道", "pbx": "交换机（PBX）", "this_week": "本周", "last_week": "上周",
           "last_year": "去年同周", "change": "环比变化"}
 ENTRY_NAMES = {"direct": "直拨", "menu": "IVR 菜单"}
 DEPARTMENT_COLUMNS = ["received", "response_rate", "on_time_rate", "resolution_rate",
@@ -344,6 +358,9 @@ def tables(report: Mapping[str, Any]) -> list[Table]:
         add("entries", "按进线方式", ["entry"], cols,
             [[ENTRY_NAMES.get(r["entry"], r["entry"])] + [r[c] for c in cols]
              for r in calls["entries"]])
+        if calls.get("pbxs"):
+            add("pbxs", "按交换机", ["pbx"], cols,
+                [[r["pbx"]] + [r[c] for c in cols] for r in calls["pbxs"]])
         add("hours", "24小时话务分布", ["hour"], ["offered", "answered", "abandoned"],
             [[h["hour"], h["offered"], h["answered"], h["abandoned"]] for h in calls["hours"]])
         add("abandon_times", "放弃等待时长分布", ["wait"], ["abandoned"],
@@ -407,6 +424,10 @@ def to_xlsx(report: Mapping[str, Any]) -> bytes:
     cover.title = "说明"
     cover.append([report["centre"]])
     cover.append([f"{report['title']}  {report['start'][:10]} — {report['last_day']}"])
+    if report.get("pbx"):  # the call tables are one PBX's, not the whole centre's
+        cover.append([f"交换机（PBX）：{report['pbx']}"])
+    if report.get("queue"):
+        cover.append([f"队列：{report['queue']}"])
     cover.append([])
     cover.append(["指标", "定义"])
     for d in report["definitions"].values():

@@ -10,8 +10,8 @@ Routes (``setup_reports``)::
     GET /api/reports/export.xlsx         every table, one sheet each
     GET /api/reports/bursts              streets with a sudden rise of new orders
 
-Query: ``period`` day | week | month, ``day`` YYYY-MM-DD (default today), ``queue``
-and ``department`` (optional).  A department handler always gets its own
+Query: ``period`` day | week | month, ``day`` YYYY-MM-DD (default today), ``queue``,
+``pbx`` (one PBX's calls; the whole centre by default) and ``department`` (optional).  A department handler always gets its own
 department's figures and nothing else (its own view of its 三率).
 """
 
@@ -113,6 +113,9 @@ async def _query(request: web.Request) -> dict[str, Any]:
     queue = q.get("queue", "") or None
     if queue is not None and queue not in c.service.settings.queues:
         raise ApiError(400, "unknown queue")
+    pbx = q.get("pbx", "") or None
+    if pbx is not None and pbx not in {p.name for p in c.service.settings.pbxs}:
+        raise ApiError(400, "unknown pbx")
     department = q.get("department", "") or None
     if department is not None and not wo.config.knows(department):
         raise ApiError(400, "unknown department")
@@ -121,9 +124,9 @@ async def _query(request: web.Request) -> dict[str, Any]:
         own = await wo.department_of(user.username)
         if not own:
             raise ApiError(403, "this handler account is not assigned to a department")
-        department, queue, sections = own, None, ("departments",)
+        department, queue, pbx, sections = own, None, None, ("departments",)
     names = {d.id: d.name for d in wo.config.directory.departments}
-    return {"period": period, "day": day, "queue": queue, "department": department,
+    return {"period": period, "day": day, "queue": queue, "pbx": pbx, "department": department,
             "sections": sections, "names": names}
 
 

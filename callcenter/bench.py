@@ -757,12 +757,110 @@ class _Steps:
             "to_state": to, "reason": reason, "data": data})
 
 
-async def month_report(url: str, calls: int, orders: int, seed: int) -> dict[str, Any]:
-    """Seconds to rebuild the 月报 (every table of the reports page) from a month of a
-    large centre written to ``url``; and the figures, printed."""
+MONTH_TABLES = ("calls", "agent_states", "work_order_events", "work_orders")
+"""The tables the month is written to: their plain indexes are dropped while it is
+written and built again after (one sort per index instead of a B-tree insert per row)."""
+
+
+async def bulk_insert(engine: Any, table: Any, rows: Sequence[dict[str, Any]],
+                      chunk: int = 50_000) -> None:
+    """Append ``rows`` (dicts keyed by column name) to ``table`` the fastest way each
+    database has: PostgreSQL's ``COPY`` (asyncpg ``copy_records_to_table``), SQLite's
+    ``executemany`` of one prepared ``INSERT`` with plain tuples.  A column a row leaves
+    out gets the model's scalar default; JSON columns are written as JSON text.  For
+    generated bench data only: no upsert, no summaries forgotten (a fresh database)."""
+    from sqlalchemy import JSON
+
+    if not rows:
+        return
+    # the rows' columns and those with a scalar default; the others are the database's
+    cols = [c for c in table.columns
+            if c.name in rows[0] or (c.default is not None and c.default.is_scalar)]
+    names = [c.name for c in cols]
+    defaults = {c.name: c.default.arg if c.default is not None else None for c in cols}
+    dumps = {c.name for c in cols if isinstance(c.type, JSON)}
+
+    def values(r: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(json.dumps(r[n], ensure_ascii=False) if n in dumps and n in r
+                     else r[n] if n in r else defaults[n] for n in names)
+
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            raw = (await conn.get_raw_connection()).driver_connection
+            for i in range(0, len(rows), chunk):
+                await raw.copy_records_to_table(
+                    table.name, columns=names, records=[values(r) for r in rows[i:i + chunk]])
+        else:
+            sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
+                   f"VALUES ({', '.join('?' * len(names))})")
+            for i in range(0, len(rows), chunk):
+                await conn.exec_driver_sql(sql, [values(r) for r in rows[i:i + chunk]])
+
+
+async def _plain_indexes(engine: Any) -> list[tuple[str, str, list[str], bool]]:
+    """(name, table, columns, unique) of the plain column indexes of :data:`MONTH_TABLES`
+    (a unique index - it may back a constraint - or one on expressions or with its own
+    method, such as a trigram GIN, is left alone)."""
+    from sqlalchemy import inspect
+
+    def read(sync: Any) -> list[tuple[str, str, list[str], bool]]:
+        insp = inspect(sync)
+        out = []
+        for t in MONTH_TABLES:
+            for ix in insp.get_indexes(t):
+                cols = ix.get("column_names") or []
+                using = str((ix.get("dialect_options") or {}).get("postgresql_using", "btree"))
+                if (not cols or any(c is None for c in cols) or ix.get("expressions")
+                        or using != "btree" or not ix.get("name") or ix.get("unique")):
+                    continue
+                out.append((ix["name"], t, list(cols), bool(ix.get("unique"))))
+        return out
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)
+
+
+async def load_month(engine: Any, parts: Sequence[tuple[Any, Sequence[dict[str, Any]]]]
+                     ) -> None:
+    """Write ``(table, rows)`` parts into empty tables: indexes dropped, rows appended
+    with :func:`bulk_insert`, indexes built again, statistics gathered."""
+    indexes = await _plain_indexes(engine)
+    async with engine.begin() as conn:
+        for name, *_ in indexes:
+            await conn.exec_driver_sql(f"DROP INDEX {name}")
+    for table, rows in parts:
+        await bulk_insert(engine, table, rows)
+    async with engine.begin() as conn:
+        for name, table, cols, unique in indexes:
+            await conn.exec_driver_sql(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} "
+                                       f"ON {table} ({', '.join(cols)})")
+        await conn.exec_driver_sql("ANALYZE")
+
+
+async def _held(engine: Any, seed: int) -> tuple[int, int]:
+    """(calls, orders) of a generated month the database already holds (0, 0 if none)."""
+    from sqlalchemy import func, select
+
+    from callcenter.db import CallRow
+    from callcenter.orders.store import OrderRow
+
+    async with engine.connect() as conn:
+        mark = (await conn.execute(select(CallRow.uniqueid).where(
+            CallRow.uniqueid == f"m{seed}.0"))).first()
+        if mark is None:
+            return 0, 0
+        calls = (await conn.execute(select(func.count()).select_from(CallRow))).scalar_one()
+        orders = (await conn.execute(select(func.count()).select_from(OrderRow))).scalar_one()
+        return int(calls), int(orders)
+
+
+async def prepare_month(url: str, calls: int, orders: int, seed: int, *, agents: int = 300
+                        ) -> dict[str, Any]:
+    """Write the month to ``url`` unless the database already holds this month (the same
+    seed, calls and orders): a kept database is measured again without writing it."""
     from datetime import datetime
 
-    from sqlalchemy import delete, insert
+    from sqlalchemy import delete
 
     from acd.reports import window
     from callcenter import report_days
@@ -775,67 +873,111 @@ async def month_report(url: str, calls: int, orders: int, seed: int) -> dict[str
     tz = settings.tz
     first = datetime.fromtimestamp(START_TIME, tz).date().replace(day=1)
     start, end = window(first, "month", tz)
-    t0 = time.perf_counter()
-    rows, states, events = synthetic_month(start.timestamp(), end.timestamp(), calls=calls,
-                                           orders=orders, agents=300, seed=seed, tz=tz)
-    # Written in time order, as a live centre appends them (rows near in time are near
-    # on disk, which is what a range scan of a month reads).
-    rows.sort(key=lambda r: r["joined_at"])
-    states.sort(key=lambda r: r["at"])
-    events.sort(key=lambda r: r["at"])
-    made = time.perf_counter() - t0
-    orders_made = order_rows(events, seed)
+    now = end.timestamp() - 36_000  # the month's last day still running (14:00)
     store = Store(url)
     await store.open()
+    out: dict[str, Any] = {"reused": False}
     try:
+        if await _held(store.engine, seed) == (calls, orders):
+            # what the writer would do after an upgrade that dropped some summaries
+            t0 = time.perf_counter()
+            out |= {"reused": True, "days_summarised": await report_days.build_due(
+                store.engine, settings, now, limit=31)}
+            out["day_summaries_s"] = round(time.perf_counter() - t0, 1)
+            return out
+        progress(f"generating the month ({calls:,} calls, {orders:,} orders)")
+        t0 = time.perf_counter()
+        rows, states, events = synthetic_month(start.timestamp(), end.timestamp(),
+                                               calls=calls, orders=orders, agents=agents,
+                                               seed=seed, tz=tz)
+        # Written in time order, as a live centre appends them (rows near in time are
+        # near on disk, which is what a range scan of a month reads).
+        rows.sort(key=lambda r: r["joined_at"])
+        states.sort(key=lambda r: r["at"])
+        events.sort(key=lambda r: r["at"])
+        orders_made = order_rows(events, seed)
+        out |= {"generate_s": round(time.perf_counter() - t0, 1), "agent_state_rows":
+                len(states), "order_events": len(events)}
         async with store.engine.begin() as conn:  # a rerun on the same database starts clean
             for table in (CallRow, AgentStateRow, OrderEventRow, OrderRow, ReportDayRow):
                 await conn.execute(delete(table))
             await conn.execute(delete(facts.FACTS))
+        progress(f"writing {len(rows) + len(states) + len(events) + len(orders_made):,} rows")
         t0 = time.perf_counter()
-        for i in range(0, len(rows), 20_000):
-            await store.save_calls(rows[i:i + 20_000])
-        async with store.engine.begin() as conn:
-            for i in range(0, len(states), 20_000):
-                await conn.execute(insert(AgentStateRow), states[i:i + 20_000])
-            for i in range(0, len(events), 20_000):
-                await conn.execute(insert(OrderEventRow), events[i:i + 20_000])
-            for i in range(0, len(orders_made), 20_000):
-                await conn.execute(insert(OrderRow), orders_made[i:i + 20_000])
-        saved = time.perf_counter() - t0
+        await load_month(store.engine, [
+            (CallRow.__table__, rows), (AgentStateRow.__table__, states),
+            (OrderEventRow.__table__, events), (OrderRow.__table__, orders_made)])
+        out["save_s"] = round(time.perf_counter() - t0, 1)
+        del rows, states, events
         # What the live writers keep as they go: each order's assessment part (the order
         # store, at every step) and each closed day's summary (the service, at day end).
+        progress("order facts and day summaries (what the live writers keep)")
         t0 = time.perf_counter()
         async with store.engine.begin() as conn:
             await facts.refresh(conn, [o["id"] for o in orders_made])
-        facts_s = time.perf_counter() - t0
-        now = end.timestamp() - 36_000  # the month's last day still running (14:00)
+        out["order_facts_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
-        closed = await report_days.build_due(store.engine, settings, now, limit=31)
-        days_s = time.perf_counter() - t0
+        out["days_summarised"] = await report_days.build_due(store.engine, settings, now,
+                                                             limit=31)
+        out["day_summaries_s"] = round(time.perf_counter() - t0, 1)
+    finally:
+        await store.close()
+    return out
+
+
+async def month_report(url: str, calls: int, orders: int, seed: int, *, raw: bool = True
+                       ) -> dict[str, Any]:
+    """Seconds to rebuild the 月报 (every table of the reports page) from a month of a
+    large centre held at ``url`` (:func:`prepare_month` first); and the figures."""
+    from datetime import datetime
+
+    from sqlalchemy import func, select
+
+    from acd.reports import window
+    from callcenter.config import Settings
+    from callcenter.db import AgentStateRow, Store
+    from callcenter.orders.store import OrderEventRow
+
+    settings = Settings()
+    tz = settings.tz
+    first = datetime.fromtimestamp(START_TIME, tz).date().replace(day=1)
+    _, end = window(first, "month", tz)
+    now = end.timestamp() - 36_000  # the month's last day still running (14:00)
+    store = Store(url)
+    await store.open()
+    try:
+        async with store.engine.connect() as conn:
+            states = (await conn.execute(select(func.count()).select_from(AgentStateRow))
+                      ).scalar_one()
+            events = (await conn.execute(select(func.count()).select_from(OrderEventRow))
+                      ).scalar_one()
+        load = [round(x, 2) for x in os.getloadavg()]
         report, rebuilt, cpu = await rebuild_month(store.engine, settings, first, now)
-        raw, raw_s, raw_cpu = await rebuild_month(store.engine, settings, first, now,
-                                                  summaries=False)
+        out: dict[str, Any] = {}
+        if raw:
+            raw_rep, raw_s, raw_cpu = await rebuild_month(store.engine, settings, first, now,
+                                                          summaries=False)
+            out = {"month_report_raw_s": round(raw_s, 2),
+                   "month_report_raw_cpu_s": round(raw_cpu, 2),
+                   "raw_equals_summaries": report == raw_rep}
     finally:
         await store.close()
     overall = report["calls"]["overall"]
     depts = report["departments"]
-    return {"database": url.split(":", 1)[0], "month": first.isoformat(), "calls": len(rows),
-            "agent_state_rows": len(states), "orders": orders, "order_events": len(events),
-            "generate_s": round(made, 1), "save_s": round(saved, 1),
-            "order_facts_s": round(facts_s, 1), "day_summaries_s": round(days_s, 1),
-            "days_summarised": closed,
-            "month_report_s": round(rebuilt, 2), "month_report_cpu_s": round(cpu, 2),
-            "month_report_raw_s": round(raw_s, 2), "month_report_raw_cpu_s": round(raw_cpu, 2),
-            "raw_equals_summaries": report == raw,
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "figures": {k: overall[k] for k in ("offered", "answered", "abandoned",
-                                                "connection_rate", "answer_rate_sl",
-                                                "servicelevel_perf", "asa_s", "aht_s")},
-            "departments": [{k: d[k] for k in ("department", "received", "response_rate",
-                                               "resolution_rate", "satisfaction_rate", "rank")}
-                            for d in depts[:5]],
-            "operators": len(report["agents"])}
+    return out | {
+        "database": url.split(":", 1)[0], "month": first.isoformat(),
+        "calls": overall["offered"], "agent_state_rows": states, "orders": orders,
+        "order_events": events,
+        "month_report_s": round(rebuilt, 2), "month_report_cpu_s": round(cpu, 2),
+        "load_average_before": load,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "figures": {k: overall[k] for k in ("offered", "answered", "abandoned",
+                                            "connection_rate", "answer_rate_sl",
+                                            "servicelevel_perf", "asa_s", "aht_s")},
+        "departments": [{k: d[k] for k in ("department", "received", "response_rate",
+                                           "resolution_rate", "satisfaction_rate", "rank")}
+                        for d in depts[:5]],
+        "operators": len(report["agents"])}
 
 
 async def rebuild_month(engine: Any, settings: Any, first: Any, now: float, *,
@@ -854,15 +996,36 @@ async def rebuild_month(engine: Any, settings: Any, first: Any, now: float, *,
 
 def month_main(args: argparse.Namespace) -> int:
     """``callcenter bench --month-report``: the monthly report on SQLite (and PostgreSQL),
-    each database's figures printed as soon as they are measured."""
+    each database's figures printed as soon as they are measured.
+
+    ``--keep FILE`` keeps the SQLite database there (a ``--postgres`` database is always
+    kept); a database that already holds the month (same seed, calls and orders) is
+    measured without being written again, so the month can be written once at low
+    priority (``--month-write-only``) and the rebuild timed on its own."""
     logs.setup("warning", "console")
     calls, orders = args.month_calls, args.month_orders
     results = []
     with tempfile.TemporaryDirectory(prefix="hotline-bench-month-") as tmp:
-        urls = [f"sqlite+aiosqlite:///{tmp}/month.db"] + list(args.postgres or [])
+        sqlite = Path(args.keep) if args.keep else Path(tmp) / "month.db"
+        urls = ([] if args.month_no_sqlite else [f"sqlite+aiosqlite:///{sqlite.resolve()}"]
+                ) + list(args.postgres or [])
         for url in urls:
-            progress(f"monthly report: {calls:,} calls, {orders:,} orders on {url.split(':')[0]}")
-            results.append(asyncio.run(month_report(url, calls, orders, args.seed)))
+            name = url.split(":")[0]
+            progress(f"monthly report: {calls:,} calls, {orders:,} orders on {name}")
+            wrote = asyncio.run(prepare_month(url, calls, orders, args.seed))
+            if wrote["reused"]:
+                progress(f"{name} already holds this month: not written again "
+                         f"({wrote['days_summarised']} missing day summaries stored)")
+            elif not args.json:
+                print(f"{name}: written: generated {wrote['generate_s']} s, saved "
+                      f"{wrote['save_s']} s; kept as written: order facts "
+                      f"{wrote['order_facts_s']} s, {wrote['days_summarised']} day summaries "
+                      f"{wrote['day_summaries_s']} s", flush=True)
+            if args.month_write_only:
+                results.append({"database": name} | wrote)
+                continue
+            results.append(asyncio.run(month_report(url, calls, orders, args.seed,
+                                                    raw=not args.month_no_raw)) | wrote)
             if not args.json:
                 _print_month(results[-1])
     if args.json:
@@ -874,13 +1037,12 @@ def _print_month(r: dict[str, Any]) -> None:
     print(f"{r['database']}: month {r['month']}: {r['calls']:,} calls, "
           f"{r['agent_state_rows']:,} agent state rows, {r['orders']:,} orders "
           f"({r['order_events']:,} audit records)")
-    print(f"  generated {r['generate_s']} s, saved {r['save_s']} s; kept as written: "
-          f"order facts {r['order_facts_s']} s, {r['days_summarised']} day summaries "
-          f"{r['day_summaries_s']} s")
+    raw = (f"from the raw records alone {r['month_report_raw_s']} s "
+           f"({r['month_report_raw_cpu_s']} s of CPU); equal: {r['raw_equals_summaries']}"
+           if "month_report_raw_s" in r else "not rebuilt from the raw records")
     print(f"  月报 rebuilt in {r['month_report_s']} s (target <= 30 s), "
-          f"{r['month_report_cpu_s']} s of CPU; from the raw records alone "
-          f"{r['month_report_raw_s']} s ({r['month_report_raw_cpu_s']} s of CPU); "
-          f"equal: {r['raw_equals_summaries']}; load average "
+          f"{r['month_report_cpu_s']} s of CPU; {raw}; load average before "
+          f"{' '.join(str(x) for x in r['load_average_before'])}, after "
           f"{' '.join(str(x) for x in r['load_average'])} (2 cores, shared)", flush=True)
     f = r["figures"]
     print(f"  offered {f['offered']:,}  answered {f['answered']:,}  abandoned "
@@ -1206,6 +1368,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this server (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--search-no-sqlite", action="store_true",
                         help="--search: PostgreSQL only")
+    parser.add_argument("--search-keep", metavar="DIR", type=Path,
+                        help="--search: keep the order databases for the next run and reuse "
+                             "them when they fit (same size, seed, schema): SQLite files in DIR, "
+                             "PostgreSQL databases hotline_keep_<DIR's name>_orders_<N>_<seed> "
+                             "(drop them yourself when done)")
+    parser.add_argument("--search-load-only", action="store_true",
+                        help="--search with --search-keep: generate the kept order databases, "
+                             "measure nothing (run it niced, then measure under the bench lock)")
     parser.add_argument("--month-report", action="store_true",
                         help="only the monthly report rebuild (issue 14): a month of a large "
                              "centre written to SQLite (and --postgres URL), the 月报 rebuilt")
@@ -1215,6 +1385,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="work orders in the month (300,000)")
     parser.add_argument("--postgres", action="append", metavar="URL",
                         help="also on this PostgreSQL database (postgresql+asyncpg://...)")
+    parser.add_argument("--keep", metavar="FILE",
+                        help="--month-report: keep the SQLite database in FILE; a database "
+                             "already holding the month is measured without writing it again")
+    parser.add_argument("--month-write-only", action="store_true",
+                        help="--month-report: write the month (and its summaries), measure "
+                             "nothing (run it at low priority, then measure under the lock)")
+    parser.add_argument("--month-no-raw", action="store_true",
+                        help="--month-report: skip the rebuild from the raw records alone")
+    parser.add_argument("--month-no-sqlite", action="store_true",
+                        help="--month-report: only the --postgres databases")
     so = parser.add_argument_group("scale-out (callcenter.bench_scaleout): with --web-workers")
     so.add_argument("--web-workers", type=int, default=0,
                     help="run the scale-out bench: a core, a standby, N web workers, "
@@ -1244,8 +1424,13 @@ def main_from_args(args: argparse.Namespace) -> int:
             print("callcenter bench: --articles and --search-orders must be >= 0",
                   file=sys.stderr)
             return 2
+        if args.search_load_only and not args.search_keep:
+            print("callcenter bench: --search-load-only needs --search-keep DIR",
+                  file=sys.stderr)
+            return 2
         return search_main(args.articles, args.search_orders, args.search_pg, args.seed,
-                           args.json, sqlite=not args.search_no_sqlite)
+                           args.json, sqlite=not args.search_no_sqlite,
+                           keep=args.search_keep, measure=not args.search_load_only)
     _raise_fd_limit()
     plan = _plan(args)
     with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:

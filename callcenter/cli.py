@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from callcenter import logs
 from callcenter.config import ConfigError, Settings, load
@@ -274,6 +275,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             datetime.now(s.tz).replace(hour=0, minute=0, second=0, microsecond=0))
     except ValueError:
         raise CliError(f"--day {args.day!r} is not a date like 2026-11-23") from None
+    if args.pbx is not None and args.pbx not in {p.name for p in s.pbxs}:
+        raise CliError(f"--pbx {args.pbx!r}: the PBXs are {', '.join(p.name for p in s.pbxs)}")
     if args.xlsx or args.csv:
         return _report_files(args, s, day)
     width = {"15m": 900, "hour": 3600, "day": 86400}[args.interval]
@@ -287,11 +290,22 @@ def cmd_report(args: argparse.Namespace) -> int:
                                              (day + timedelta(days=1)).timestamp())
         finally:
             await store.close()
-        out: dict[str, object] = {}
-        for start, (per, overall) in by_interval(rows, width, s.tz, s.servicelevel_for,
-                                                  s.short_abandon_s).items():
+        home = s.ami.name
+        if args.pbx is not None:  # a row naming no PBX (before 0013) is the home PBX's
+            rows = [r for r in rows if (r.pbx or home) == args.pbx]
+
+        def intervals(part: list[Any]) -> dict[Any, Any]:
+            return by_interval(part, width, s.tz, s.servicelevel_for, s.short_abandon_s)
+
+        out: dict[str, dict[str, object]] = {}
+        for start, (per, overall) in intervals(rows).items():
             out[start.isoformat()] = {"queues": {q: queue_json(f) for q, f in per.items()},
                                       "overall": queue_json(overall)}
+        if len(s.pbxs) > 1:  # each PBX's part of each interval; they add up to overall
+            for p in s.pbxs:
+                mine = intervals([r for r in rows if (r.pbx or home) == p.name])
+                for start, (_, overall) in mine.items():
+                    out[start.isoformat()].setdefault("pbxs", {})[p.name] = queue_json(overall)
         return out
 
     out = asyncio.run(run())
@@ -321,7 +335,7 @@ def _report_files(args: argparse.Namespace, s: Settings, day: datetime) -> int:
             await store.open()
             return await build_report(store.engine, s, ReportConfig.from_settings(s),
                                       period=args.period, day=day.date(), now=time.time(),
-                                      queue=args.queue, names=names)
+                                      queue=args.queue, pbx=args.pbx, names=names)
         finally:
             await store.close()
 
@@ -453,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--period", choices=["day", "week", "month"], default="day",
                      help="with --xlsx/--csv: the 日报, 周报 or 月报 holding --day")
     rep.add_argument("--queue", default=None, help="with --xlsx/--csv: one queue only")
+    rep.add_argument("--pbx", default=None,
+                     help="with --xlsx/--csv: one PBX's calls only (default: the whole "
+                          "centre; with several [[pbx]] the files hold a table per PBX)")
     rep.add_argument("--xlsx", metavar="FILE", help="write the whole report as XLSX (for cron)")
     rep.add_argument("--csv", metavar="TABLE=FILE", help="write one table as CSV (UTF-8, BOM)")
     rep.add_argument("--db", default=None,

@@ -67,24 +67,33 @@ def _slice(engine: AsyncEngine) -> Any:
 
 
 async def load_call_atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
-                          queue: str | None = None) -> list[rp.Atom]:
+                          queue: str | None = None, pbx: str | None = None) -> list[rp.Atom]:
     """:func:`_atoms` for ``[start, end)``; a window longer than three days is read as two
     halves at once (two connections: the database groups both in parallel)."""
     if end - start <= 3 * 86400:
-        return await _atoms(engine, settings, start, end, queue)
+        return await _atoms(engine, settings, start, end, queue, pbx)
     middle = (start + end) // 2 // 900 * 900  # on a slice boundary: the halves share no atom
-    halves = await asyncio.gather(_atoms(engine, settings, start, middle, queue),
-                                  _atoms(engine, settings, middle, end, queue))
+    halves = await asyncio.gather(_atoms(engine, settings, start, middle, queue, pbx),
+                                  _atoms(engine, settings, middle, end, queue, pbx))
     return halves[0] + halves[1]
 
 
+def pbx_is(settings: Settings, pbx: str) -> Any:
+    """The rows of PBX ``pbx``: its name, or for the home PBX also none (rows stored
+    before migration 0013)."""
+    if pbx == settings.ami.name:
+        return CallRow.pbx.in_((pbx, ""))
+    return CallRow.pbx == pbx
+
+
 async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: float,
-                 queue: str | None = None) -> list[rp.Atom]:
+                 queue: str | None = None, pbx: str | None = None) -> list[rp.Atom]:
     """:func:`acd.reports.atoms_of` as one grouped query: the sums behind every figure of
     :func:`acd.metrics.figures`, counted by the database (a month of two million calls is
     never carried into Python row by row).  The same rules, spelled in SQL:
     answered = answered or completed, wait = ``hold_time`` (0 when unknown), in SL =
-    wait <= the queue's service level, short abandon = wait < ``short_abandon_s``."""
+    wait <= the queue's service level, short abandon = wait < ``short_abandon_s``; a row
+    naming no PBX is the home PBX's (``settings.ami.name``)."""
     hold = func.coalesce(CallRow.hold_time, 0)
     talk = func.coalesce(CallRow.talk_time, 0)
     sl = case(*((CallRow.queue == q, c.servicelevel) for q, c in settings.queues.items()),
@@ -105,7 +114,7 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
     piece = _slice(engine).label("piece")
     hotline = func.coalesce(CallRow.hotline, "").label("hotline")
     q = select(
-        piece, CallRow.queue, hotline, entry.label("entry"),
+        piece, CallRow.queue, hotline, entry.label("entry"), CallRow.pbx,
         func.count().label("offered"), n(answered), n(completed), n(abandoned),
         n(CallRow.outcome == "exited"), n(CallRow.outcome == "waiting"),
         n(answered & (hold <= sl)), n(completed & (hold <= sl)), n(abandoned & (hold <= sl)),
@@ -116,14 +125,17 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
         func.max(case((answered | abandoned, hold), else_=0)),
         *buckets,
     ).where(CallRow.joined_at >= start, CallRow.joined_at < end).group_by(
-        piece, CallRow.queue, hotline, entry)
+        piece, CallRow.queue, hotline, entry, CallRow.pbx)
     if queue is not None:
         q = q.where(CallRow.queue == queue)
+    if pbx is not None:
+        q = q.where(pbx_is(settings, pbx))
+    home = settings.ami.name
     async with engine.connect() as conn:
         rows = (await conn.execute(q)).all()
     out = []
     for r in rows:
-        (piece_, queue_, hotline_, entry_, offered, ans, comp, aband, exited, waiting, in_sl,
+        (piece_, queue_, hotline_, entry_, pbx_, offered, ans, comp, aband, exited, waiting, in_sl,
          comp_sl, ab_sl, short, est, waits, talks, handles, max_wait, *ab) = r
         f = combine([Figures(
             offered=int(offered), answered=int(ans or 0), completed=int(comp or 0),
@@ -133,7 +145,8 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
             estimated=int(est or 0), wait_total_s=float(waits or 0),
             talk_total_s=float(talks or 0), handle_total_s=float(handles or 0),
             max_wait_s=int(max_wait or 0))])
-        out.append(rp.Atom(int(piece_), queue_, hotline_, entry_, f, [int(x or 0) for x in ab]))
+        out.append(rp.Atom(int(piece_), queue_, hotline_, entry_, f, [int(x or 0) for x in ab],
+                           pbx_ or home))
     return out
 
 
@@ -185,12 +198,15 @@ async def agents_raw(engine: AsyncEngine, spans: Sequence[tuple[float, float]], 
 
 def atom_to_json(a: rp.Atom) -> list[Any]:
     return [a.slice, a.queue, a.hotline, a.entry,
-            {k: getattr(a.figures, k) for k in STORED_FIELDS}, a.abandons]
+            {k: getattr(a.figures, k) for k in STORED_FIELDS}, a.abandons, a.pbx]
 
 
 def atom_from_json(j: Sequence[Any]) -> rp.Atom:
-    piece, queue, hotline, entry, figs, abandons = j
-    return rp.Atom(int(piece), queue, hotline, entry, combine([Figures(**figs)]), list(abandons))
+    """An atom as :func:`atom_to_json` stored it (migration 0018 dropped the stored days
+    whose atoms named no PBX)."""
+    piece, queue, hotline, entry, figs, abandons, pbx = j
+    return rp.Atom(int(piece), queue, hotline, entry, combine([Figures(**figs)]),
+                   list(abandons), pbx)
 
 
 async def stored(engine: AsyncEngine, section: str, start: float, end: float
@@ -215,19 +231,23 @@ def runs(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 async def call_atoms(engine: AsyncEngine, settings: Settings, start: datetime, end: datetime,
-                     queue: str | None = None, *, summaries: bool = True) -> list[rp.Atom]:
-    """Every atom of ``[start, end)``: stored days' from ``report_days``, the others'
-    grouped from the raw rows (all raw with ``summaries=False``)."""
+                     queue: str | None = None, *, pbx: str | None = None,
+                     summaries: bool = True) -> list[rp.Atom]:
+    """Every atom of ``[start, end)`` (only ``queue``'s / ``pbx``'s when given): stored
+    days' from ``report_days``, the others' grouped from the raw rows (all raw with
+    ``summaries=False``)."""
     lo, hi = start.timestamp(), end.timestamp()
     if not summaries:
-        return await load_call_atoms(engine, settings, lo, hi, queue)
+        return await load_call_atoms(engine, settings, lo, hi, queue, pbx)
     spans = day_spans(start, end)
     have = await stored(engine, "calls", lo, hi)
     out = [atom_from_json(j) for a, _ in spans if a in have for j in have[a]]
     if queue is not None:
         out = [x for x in out if x.queue == queue]
+    if pbx is not None:
+        out = [x for x in out if x.pbx == pbx]
     for a, b in runs(s for s in spans if s[0] not in have):
-        out += await load_call_atoms(engine, settings, a, b, queue)
+        out += await load_call_atoms(engine, settings, a, b, queue, pbx)
     return out
 
 

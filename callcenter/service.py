@@ -14,9 +14,12 @@ second (a visit's record is upserted, agent state changes are appended).  A
 ticker feeds :class:`~acd.events.Tick` so wrap-up timers fire without sleeping
 in the core.  On every (re)connect the link asks the PBX for its full picture
 (QueueStatus + CoreShowChannels) and feeds it as one :class:`~acd.events.Resync`;
-it asks again when the PBX says it is fully booted and whenever an event names a
-member or caller the state does not know (a QueueStatus right after an Asterisk
-restart can answer 0 members while app_queue is still reloading them).  When the
+it asks again when the PBX says it is fully booted (a QueueStatus right after an
+Asterisk restart can answer 0 members while app_queue is still reloading them).
+Whenever an event names a member or caller the state does not know, it asks for a
+QueueStatus alone and feeds its answer as a :class:`~acd.events.Refresh` at the point
+of the event stream where the answer ended (the ``on_list`` hook, in wire order): it
+only adds unknown members and waiting callers, so it never counts anything twice.  When the
 service can read Asterisk's queue_log (a file, or the realtime ``queue_log``
 table), the resync carries its lines and every gap is rebuilt from them exactly.
 
@@ -74,6 +77,12 @@ from callcenter.pbx.ami import AmiError, AmiLink
 
 log = structlog.get_logger(__name__)
 
+#: ActionID prefix of a refresh's QueueStatus (its answer is a Refresh, not a Checkpoint).
+REFRESH_ID = "refresh-"
+#: Seconds between two refreshes of one PBX at most (a burst of unknown names makes one
+#: or two QueueStatus, not one per event).
+REFRESH_EVERY_S = 1.0
+
 
 def mask_number(num: str) -> str:
     """Never log a full caller number: keep the last four digits."""
@@ -92,6 +101,12 @@ class PbxEdge:
     last_at: float = 0.0
     last_resync: float = 0.0
     resync_task: asyncio.Task[None] | None = None
+    #: The mid-traffic QueueStatus (a Refresh): one in flight, ``refresh_again`` when an
+    #: unknown name came meanwhile; ``last_refresh`` on the monotonic clock.
+    refresh_task: asyncio.Task[None] | None = None
+    refresh_again: bool = False
+    last_refresh: float = -1e9
+    refreshes: int = 0
     #: Asterisk restarts and counter resets seen (at, booted_at, what), newest last.
     restarts: list[tuple[float, float | None, str]] = field(default_factory=list)
     events_applied: int = 0
@@ -135,6 +150,7 @@ class Service:
         self.flush_observers: list[Callable[[float, int], None]] = []
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
+        self._flush_lock = asyncio.Lock()
         # rows the database refused for their own sake: (table, row, error, at), newest last
         # (the last day's; all are kept in the set_aside table, those not yet stored here)
         self.set_aside: deque[tuple[str, dict[str, Any], str, float]] = deque(maxlen=1000)
@@ -249,13 +265,17 @@ class Service:
     async def stop(self) -> None:
         for edge in self.edges.values():
             await edge.link.stop()
-            if edge.resync_task is not None:
-                edge.resync_task.cancel()
+            for task in (edge.resync_task, edge.refresh_task):
+                if task is not None:
+                    task.cancel()
         await self.drain()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.flush()
+        # The background tasks are cancelled while no write is in flight: a flush cut off
+        # part way would lose the rows it had taken (the last half second's records).
+        async with self._flush_lock:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._write_dirty()
         await self.store.close()
         for engine in self._queue_log_engines.values():
             await engine.dispose()
@@ -331,8 +351,21 @@ class Service:
 
     def _on_list_answer(self, action: str, items: list[Any], at: float,
                         edge: PbxEdge | None = None) -> None:
-        if action == "QueueStatus":  # where, in the stream, the PBX's counters were read
-            self.inbox.put_nowait((None, ev.Checkpoint(at), (edge or self.home).name))
+        edge = edge or self.home
+        if action != "QueueStatus":
+            return
+        first = items[0] if items else {}
+        if str(first.get("ActionID", "")).startswith(REFRESH_ID):
+            # A refresh's answer, applied here: in wire order with the events around it.
+            try:
+                refresh = ev.refresh_from(at, [dict(i) for i in items])
+            except ev.MalformedEvent as exc:
+                log.warning("refresh answer unreadable", error=str(exc))
+                refresh = ev.Refresh(at, (), ())  # still ends the refresh in the state
+            self.inbox.put_nowait((None, refresh, edge.name))
+            return
+        # Where, in the stream, the PBX's counters were read.
+        self.inbox.put_nowait((None, ev.Checkpoint(at), edge.name))
 
     async def _resync(self, link: AmiLink, edge: PbxEdge | None = None) -> None:
         edge = edge or self.home
@@ -394,11 +427,14 @@ class Service:
         return [e for e in queue_log.from_rows(rows) if e.at >= since]
 
     def _resync_wanted(self, c: ResyncWanted) -> None:
-        """Ask the PBX for its picture again, at most once every 2 s (one in flight), when
-        the last picture had no member at all (Asterisk still reloading them after a
-        restart).  A resync in the middle of traffic races the events that follow it, so
-        it is not asked for on every unknown name."""
+        """The PBX booted (``c.full``): ask for its full picture again, at most once every
+        2 s (one in flight), when the last picture had no member at all (Asterisk still
+        reloading them after a restart).  An event named a member or caller the state
+        does not know: a refresh (:meth:`_refresh_wanted`)."""
         edge = self._applying
+        if not c.full:
+            self._refresh_wanted(edge, c.why)
+            return
         if not edge.link.up or (edge.resync_task is not None and not edge.resync_task.done()):
             return
         if any(a.memberships for a in edge.centre.agents.values()):
@@ -416,6 +452,47 @@ class Service:
             except AmiError as exc:  # the link went down meanwhile: the reconnect resyncs
                 log.warning("resync failed", error=str(exc))
         edge.resync_task = asyncio.create_task(later(), name=f"resync-{edge.name}")
+
+    def _refresh_wanted(self, edge: PbxEdge, why: str) -> None:
+        """Ask the PBX for a QueueStatus whose answer is applied as an
+        :class:`~acd.events.Refresh` where it arrives in the event stream (only adds
+        unknown members and waiting callers; never a counter).  Debounced: one in
+        flight, names seen meanwhile make one more after it, and at most one every
+        ``REFRESH_EVERY_S`` seconds (monotonic) per PBX."""
+        if not edge.link.up:
+            return  # the reconnect's resync will see everything
+        if edge.refresh_task is not None and not edge.refresh_task.done():
+            edge.refresh_again = True
+            return
+        log.info("refreshing unknown names", why=why)
+        edge.refresh_task = asyncio.create_task(self._refresh(edge),
+                                                name=f"refresh-{edge.name}")
+
+    async def _refresh(self, edge: PbxEdge) -> None:
+        while True:
+            delay = edge.last_refresh + REFRESH_EVERY_S - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            edge.refresh_again = False
+            edge.last_refresh = time.monotonic()
+            edge.refreshes += 1
+            # The marker first: every event enqueued after it was read after the action
+            # was written, so it may be newer than the answer (the state notes its names).
+            self.inbox.put_nowait((None, ev.RefreshAsked(self.clock()), edge.name))
+            try:
+                answer = await edge.link.action(
+                    {"Action": "QueueStatus", "ActionID": f"{REFRESH_ID}{edge.refreshes}"},
+                    idempotent=True)
+            except AmiError as exc:  # the link went down: the reconnect resyncs fully
+                log.warning("refresh failed", error=str(exc))
+                answer = None
+            if not isinstance(answer, list):  # no list came (refused, timed out, down):
+                # an empty Refresh stops the state noting names
+                log.warning("refresh not answered", answer=str(answer)[:120])
+                self.inbox.put_nowait((None, ev.Refresh(self.clock(), (), ()), edge.name))
+                return
+            if not edge.refresh_again:
+                return
 
     def _pbx_restarted(self, c: PbxRestarted) -> None:
         restarts = self._applying.restarts
@@ -484,7 +561,8 @@ class Service:
     # ---- background
 
     async def flush(self) -> None:
-        """Write the changed call records and the agent-state rows.
+        """Write the changed call records and the agent-state rows (one flush at a
+        time: a later one never overtakes the rows an earlier one is writing).
 
         A row the database refuses for its own sake (a value too large for its
         column, an over-long string on PostgreSQL) is set aside with its error
@@ -493,6 +571,11 @@ class Service:
         written; when the database itself is away, every row is kept for the next
         flush, so nothing is lost meanwhile.
         """
+        async with self._flush_lock:
+            await self._write_dirty()
+
+    async def _write_dirty(self) -> None:
+        """:meth:`flush` itself; the caller holds ``_flush_lock``."""
         calls, self._dirty_calls = list(self._dirty_calls.values()), {}
         agents, self._agent_rows = self._agent_rows, []
         refused: list[tuple[str, dict[str, Any], str]] = []

@@ -154,3 +154,39 @@ async def test_the_services_writer_stores_closed_days_and_waits_after_start(tmp_
     finally:
         await service.store.close()
 
+
+
+async def test_the_month_benchs_bulk_write_is_the_month_and_is_kept_for_measuring_again(
+        tmp_db: str) -> None:
+    """``callcenter bench --month-report`` writes its month with COPY / one prepared
+    INSERT, indexes dropped and built again: the rows are all there, the indexes are
+    back, the report from the summaries equals the one from the raw records; a second
+    run on the kept database writes nothing and stores only missing day summaries."""
+    from sqlalchemy import inspect
+
+    from callcenter.bench import MONTH_TABLES, START_TIME, month_report, prepare_month
+
+    async def indexes() -> set[str]:
+        async with store.engine.connect() as conn:
+            return await conn.run_sync(lambda s: {
+                ix["name"] for t in MONTH_TABLES for ix in inspect(s).get_indexes(t)})
+
+    store = Store(tmp_db)
+    await store.open()
+    before = await indexes()
+    wrote = await prepare_month(tmp_db, 3000, 300, 5, agents=6)
+    assert not wrote["reused"] and wrote["days_summarised"] >= 29  # the 30th is running
+    assert await indexes() == before
+    async with store.engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(OrderEventRow))
+                 ).scalar_one()
+    assert count == wrote["order_events"] > 300
+    async with store.engine.begin() as conn:  # as an upgrade that drops stored days would
+        await conn.execute(ReportDayRow.__table__.delete().where(
+            ReportDayRow.section == "calls", ReportDayRow.day_start < START_TIME))
+    await store.close()
+    again = await prepare_month(tmp_db, 3000, 300, 5, agents=6)
+    assert again["reused"] and again["days_summarised"] >= 19  # 1-17 Nov, 30-31 Oct
+    got = await month_report(tmp_db, 3000, 300, 5)
+    assert got["calls"] == 3000 and got["raw_equals_summaries"] is True
+    assert got["order_events"] == wrote["order_events"]

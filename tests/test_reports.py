@@ -5,6 +5,7 @@ interval, hour and abandon time; operators' times from the state log; shifts; co
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -23,6 +24,7 @@ from callcenter.cli import main
 from callcenter.config import load
 from callcenter.pbx.replay import TraceEvents, read_queue_log, replay
 from callcenter.service import Service
+from tests.conftest import TRACES as TRACES_ROOT
 from tests.conftest import trace_dirs
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -377,3 +379,101 @@ def test_hold_time_from_the_pbxs_hold_and_unhold_goes_to_the_call_and_its_operat
     assert got.hold_s == call.on_hold_s and got.talk_s == call.talk_time - call.on_hold_s
     assert got.agent_aht_s == round(got.talk_s + got.hold_s + got.wrap_s, 2)
     assert not pbx.hold(agent.interface, True)  # no call now: nothing to hold
+
+
+PBX_TRACES = {"pbx1": TRACES_ROOT / "scenario-g", "pbx2": TRACES_ROOT / "scenario-j"}
+
+
+@pytest.mark.skipif(not all(p.is_dir() for p in PBX_TRACES.values()),
+                    reason="no recorded traces")
+async def test_reports_per_pbx_add_up_to_the_centre_and_equal_each_pbxs_replay(
+        tmp_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two PBXs, each fed its own recorded trace through its own centre: the call tables
+    gain a row per PBX whose counts add up to the centre's, each PBX's row is that PBX's
+    report (``pbx=``) and that trace's replay, from the raw rows and from a stored day
+    alike; the files carry the table; an unknown PBX is refused."""
+    from callcenter import report_days
+
+    settings = load(env={})
+    settings.database_url = tmp_db
+    settings.ami.name = "pbx1"
+    settings.more_pbxs = [type(settings.ami)(name="pbx2", port=5039)]
+    settings.queues = {q: QueueConfig(15, 3) for q in settings.queues}
+    clock = [0.0]
+    service = Service(settings, clock=lambda: clock[0])
+    await service.store.open()
+    try:
+        for name, d in PBX_TRACES.items():
+            edge = service.edges[name]
+            log = d / "queue_log"
+            events = TraceEvents(d / "trace.jsonl", read_queue_log(log) if log.is_file() else None)
+            for event in events:
+                service.dispatch(edge.centre.apply(event))
+            service.dispatch(edge.centre.advance(events.last))
+            clock[0] = max(clock[0], events.last + 1)
+        await service.flush()
+        engine = service.store.engine
+        day = datetime.fromtimestamp(clock[0], TZ).date()
+
+        async def report(**kw: object) -> dict[str, object]:
+            return await build_report(engine, settings, ReportConfig(), period="day",
+                                      day=day, now=clock[0], sections=("calls",), **kw)
+
+        whole = await report()
+        calls = whole["calls"]
+        assert whole["pbxs_known"] == ["pbx1", "pbx2"]
+        assert [r["pbx"] for r in calls["pbxs"]] == ["pbx1", "pbx2"]
+        for k in ("offered", "answered", "abandoned", "completed", "answered_within_sl",
+                  "short_abandons"):
+            assert sum(r[k] for r in calls["pbxs"]) == calls["overall"][k], k
+        assert all(r["offered"] for r in calls["pbxs"])  # both traces have calls
+        for row in calls["pbxs"]:
+            mine = await report(pbx=row["pbx"])
+            assert {k: row[k] for k in KEYS} == {k: mine["calls"]["overall"][k] for k in KEYS}
+            assert [r["pbx"] for r in mine["calls"]["pbxs"]] == [row["pbx"]]
+            replayed = replay(PBX_TRACES[row["pbx"]] / "trace.jsonl", settings.queues, None,
+                              settings.default_queue_config(), settings.short_abandon_s)
+            assert {k: row[k] for k in KEYS} == {k: replayed["overall"][k] for k in KEYS}
+        # the same from the closed day's stored summary (its atoms keep their PBX)
+        start, end = rp.window(day, "day", TZ)
+        await report_days.build_day(engine, settings, start.timestamp(), end.timestamp(),
+                                    end.timestamp() + 1)
+        stored = await build_report(engine, settings, ReportConfig(), period="day", day=day,
+                                    now=end.timestamp() + 1, sections=("calls",))
+        assert stored["calls"] == (await build_report(
+            engine, settings, ReportConfig(), period="day", day=day, now=end.timestamp() + 1,
+            sections=("calls",), summaries=False))["calls"]
+        assert stored["calls"]["pbxs"] == calls["pbxs"]
+        two = await build_report(engine, settings, ReportConfig(), period="day", day=day,
+                                 now=end.timestamp() + 1, sections=("calls",), pbx="pbx2")
+        assert {k: two["calls"]["overall"][k] for k in KEYS} == {
+            k: calls["pbxs"][1][k] for k in KEYS}
+        cover = openpyxl.load_workbook(io.BytesIO(to_xlsx(two)))["说明"]
+        assert cover["A3"].value == "交换机（PBX）：pbx2"  # a file says whose calls it holds
+    finally:
+        await service.store.close()
+    # files: the table by PBX, read back
+    sheet = {tb.key: tb for tb in tables(whole)}
+    assert [r[:2] for r in sheet["pbxs"].rows] == [
+        [r["pbx"], r["offered"]] for r in calls["pbxs"]]
+    assert to_csv(whole, "pbxs").decode("utf-8-sig").startswith("交换机（PBX）,呼入量")
+    out = tmp_path / "r.xlsx"
+    out.write_bytes(to_xlsx(whole))
+    book = openpyxl.load_workbook(out)
+    assert [c.value for c in book["按交换机"]["A"]][1:] == ["pbx1", "pbx2"]
+    # `callcenter report`: an unknown PBX is refused, a known one filters the day's rows
+    conf = tmp_path / "hotline.toml"
+    conf.write_text('[[pbx]]\nname = "pbx1"\n\n[[pbx]]\nname = "pbx2"\nport = 5039\n',
+                    encoding="utf-8")
+    monkeypatch.setenv("HOTLINE_DATABASE_URL", tmp_db)
+    args = ["--config", str(conf), "report", "--day", day.isoformat()]
+    assert await asyncio.to_thread(main, [*args, "--pbx", "pbx9"]) != 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, args) == 0
+    (day_row,) = json.loads(capsys.readouterr().out).values()
+    assert {n: f["offered"] for n, f in day_row["pbxs"].items()} == {
+        r["pbx"]: r["offered"] for r in calls["pbxs"]}
+    assert await asyncio.to_thread(main, [*args, "--pbx", "pbx2"]) == 0
+    (only,) = json.loads(capsys.readouterr().out).values()
+    assert only["overall"]["offered"] == calls["pbxs"][1]["offered"]

@@ -352,6 +352,57 @@ def test_one_channel_two_queues_keeps_two_linked_visits() -> None:
     assert c.observed[Q].completed == c.observed["hotline-en"].completed == 1
 
 
+def test_attended_transfer_links_the_consultation_leg_to_the_callers_visit() -> None:
+    """Atxfer: the consultation leg (``Local/...;2`` in hotline-en, its own Uniqueid) joins
+    while the caller waits on hold; when the transfer completes (the event names the
+    leg's ``;1`` half) its visit continues the caller's call: linked, the caller's
+    identity, each queue still counting its own visit."""
+    en, iface2 = "hotline-en", "Local/1002@agents/n"
+    c = CallCenter({Q: QueueConfig(15, 0), en: QueueConfig(15, 0)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    c.apply(ev.MemberAdded(0.0, member(queue=en, iface=iface2, name="agent1002")))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.CallerJoined(20.0, en, "u7", "Local/hotline-en@transfer-0002;2", "1001",
+                            "agent1001", 1, linkedid="u1"))
+    c.apply(ev.CallerLeft(24.0, en, "u7"))
+    c.apply(ev.AgentAnswered(24.0, en, "u7", iface2, "agent1002", 4, 2))
+    changes = c.apply(ev.AttendedTransferred(
+        30.0, "u1", ("Local/1001@agents-0001;1", "Local/hotline-en@transfer-0002;1",
+                     "Local/s@inbound-1;2", "Local/1002@agents-0003;1"),
+        ("u2", "u6", "u1", "u8")))
+    c.apply(ev.AgentCompleted(30.0, Q, "u1", IFACE, "agent1001", 2, 18, "transfer"))
+    c.apply(ev.AgentCompleted(60.0, en, "u7", iface2, "agent1002", 4, 36, "caller"))
+    first, leg = c.visits["u1"], c.visits["u7"]
+    assert [ch.call.visit_id for ch in changes if isinstance(ch, st.CallChanged)] == ["u7"]
+    assert (leg.previous, leg.caller_num, leg.caller_name, leg.hotline) == (
+        "u1", "13800001111", "王五", "12345")
+    assert (first.outcome, first.end_reason, leg.outcome) == (
+        Outcome.COMPLETED, "transfer", Outcome.COMPLETED)
+    assert c.observed[Q].completed == c.observed[en].completed == 1
+    # The leg's channel keeps its own visits: the caller's visit is not one of them.
+    assert c.visits_of("u7") == [leg] and c.visits_of("u1") == [first]
+    assert c._visit("u7", Q) is None
+
+
+def test_blond_transfer_links_the_leg_still_waiting_and_a_failed_one_nothing() -> None:
+    """The first operator completes the transfer while the leg still waits in hotline-en:
+    the caller waits on in its place, linked.  A transfer naming no queue caller links
+    nothing."""
+    en = "hotline-en"
+    c = CallCenter({Q: QueueConfig(15, 0), en: QueueConfig(15, 0)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    assert c.apply(ev.AttendedTransferred(18.0, "u1", ("PJSIP/2001-0007",), ("u3",))) == []
+    c.apply(ev.CallerJoined(20.0, en, "u7", "Local/hotline-en@transfer-0002;2", "1001",
+                            "agent1001", 1))
+    c.apply(ev.AttendedTransferred(25.0, "u1", ("Local/hotline-en@transfer-0002;1",),
+                                   ("u6", "u1")))
+    leg = c.visits["u7"]
+    assert (leg.previous, leg.outcome, leg.caller_num) == ("u1", Outcome.WAITING, "13800001111")
+
+
 def test_device_idle_counts_the_call_and_the_late_complete_only_confirms_it() -> None:
     """'*' then the survey: the operator's device goes idle (counted, wrap-up), takes the
     next caller; the first call's AgentComplete comes late and must not end the second."""
@@ -466,6 +517,26 @@ def test_queue_log_takes_a_late_read_event_for_the_same_visit() -> None:
     assert c.observed[Q].abandoned == 1
 
 
+def test_a_start_mid_traffic_counts_a_call_its_queue_log_told_once() -> None:
+    """The service starts while u1 talks: its first resync rebuilds u1 from queue_log
+    (answered), then the events of u1's join and answer, read 15 s late by a loaded
+    service, arrive: the channel cannot join the queue it is still in, so they are that
+    visit's, not a second one; its AgentComplete ends it once."""
+    c = centre()
+    c.restore([], 0.0)  # a first start: today's queue_log is rebuilt from the day's start
+    lines = ql.parse("10|u1|hotline|NONE|ENTERQUEUE||13800001111|1\n"
+                     "12|u1|hotline|agent1001|CONNECT|2|u1.2|1\n")
+    bridged = (ev.ActiveChannel("u1", "Local/s@inbound-1;2", "Queue", True, "b1"),)
+    c.apply(ev.Resync(20.0, (counters(0, 0),), (member(in_call=True),), (), bridged,
+                      queue_log=tuple(lines)))
+    join(c, "u1", 25.0)
+    answer(c, "u1", 27.0, hold=2)
+    complete(c, 40.0, hold=2, talk=28, uid="u1")
+    assert [(v.visit_id, v.outcome) for v in c.visits.values()] == [
+        ("u1", Outcome.COMPLETED)]
+    assert c.observed[Q].completed == 1 and agent(c).calls_taken == 1
+
+
 def test_queue_log_resync_counts_a_caller_its_operator_left() -> None:
     """The operator pressed '*' while the link was cut: the caller is up in the survey,
     not bridged; queue_log has no end yet.  app_queue counted it completed when the
@@ -484,3 +555,100 @@ def test_queue_log_resync_counts_a_caller_its_operator_left() -> None:
     assert agent(c).state is not S.ON_CALL
     c.apply(ev.AgentCompleted(70.0, Q, "u1", IFACE, "agent1001", 2, 58, "caller"))
     assert c.observed[Q].completed == 1
+
+
+# ---- refresh: a QueueStatus asked mid-traffic for an unknown name (issue 11, item 5)
+
+IFACE2 = "Local/1002@agents/n"
+
+
+def live_centre() -> CallCenter:
+    """Connected and resynchronised, one member (agent1001), no gap."""
+    c = centre()
+    c.apply(ev.LinkChanged(0.1, True, "up"))
+    c.apply(ev.Resync(0.5, (counters(0, 0),), (member(),), (), ()))
+    return c
+
+
+def test_unknown_member_rung_asks_a_refresh_that_adds_her_memberships_and_pause() -> None:
+    c = live_centre()
+    join(c, "u1", 10.0)
+    changes = c.apply(ev.AgentRung(11.0, Q, "u1", IFACE2, "agent1002", "", ""))
+    wanted = [ch for ch in changes if isinstance(ch, st.ResyncWanted)]
+    assert wanted and not wanted[0].full  # a refresh, not a full resync
+    c.apply(ev.RefreshAsked(11.1))
+    # Bob (unknown, paused with a reason) and Alice's second queue are in the answer.
+    bob = member(paused=True, reason="training", iface="Local/1003@agents/n",
+                 name="agent1003")
+    alice = member(iface=IFACE2, name="agent1002", in_call=False)
+    c.apply(ev.Refresh(11.2, (member(), alice, member(iface=IFACE2, name="agent1002",
+                                                      queue="hotline-en"), bob), ()))
+    a2 = c.agents[IFACE2]
+    assert set(a2.memberships) == {Q, "hotline-en"}
+    assert a2.state is S.RINGING  # her ring goes on: the refresh does not override it
+    b = c.agents["Local/1003@agents/n"]
+    assert b.state is S.PAUSED and b.paused and b.reason == "training"
+    assert set(b.memberships) == {Q}
+    # Counters are never touched by a refresh.
+    assert c.observed[Q].completed == 0 and c.observed[Q].abandoned == 0
+
+
+def test_refresh_adds_an_unknown_waiting_caller_once_and_counts_her_once() -> None:
+    # Her QueueCallerJoin was lost (e.g. a malformed frame skipped): a leave names her.
+    changes = live_centre().apply(ev.CallerLeft(20.5, Q, "u7"))
+    assert any(isinstance(ch, st.ResyncWanted) and not ch.full for ch in changes)
+    c2 = live_centre()
+    c2.apply(ev.RefreshAsked(19.0))
+    c2.apply(ev.Refresh(19.5, (member(),), (ev.WaitingEntry(Q, "u7", "ch7", "139", "", 1, 4),)))
+    call = c2.calls["u7"]
+    assert call.outcome is Outcome.WAITING and call.estimated and call.joined_at == 15.5
+    join(c2, "u7", 19.6)  # the Join read late (stasis delivers it after the answer)
+    assert len(c2.waiting_in(Q)) == 1
+    ring(c2, "u7", 20.0)
+    answer(c2, "u7", 21.0, hold=6)
+    complete(c2, 40.0, hold=6, talk=19, uid="u7")
+    assert c2.observed[Q].completed == 1
+    assert len([v for v in c2.visits.values() if v.uniqueid == "u7"]) == 1
+
+
+def test_agentconnect_for_a_caller_never_seen_counts_once_through_the_refresh() -> None:
+    c = live_centre()
+    changes = c.apply(ev.AgentAnswered(30.0, Q, "u8", IFACE, "agent1001", 5, 2))
+    assert any(isinstance(ch, st.ResyncWanted) and not ch.full for ch in changes)
+    c.apply(ev.RefreshAsked(30.1))
+    c.apply(ev.Refresh(30.2, (member(in_call=True),), ()))  # nothing waiting: adds nothing
+    assert agent(c).state is S.ON_CALL
+    complete(c, 50.0, hold=5, talk=20, uid="u8")
+    assert c.observed[Q].completed == 1 and c.observed[Q].completed_in_sl == 1
+    assert [v.outcome for v in c.visits.values() if v.uniqueid == "u8"] == [Outcome.COMPLETED]
+
+
+def test_a_name_an_event_gave_while_the_answer_was_on_its_way_is_left_to_the_event() -> None:
+    c = live_centre()
+    c.apply(ev.RefreshAsked(40.0))
+    # After the PBX listed Bob and u5 (waiting), events say Bob left and u5 abandoned.
+    bob = member(iface=IFACE2, name="agent1002")
+    c.apply(ev.MemberRemoved(40.1, bob))
+    c.apply(ev.CallerAbandoned(40.2, Q, "u5", 9, 1))
+    changes = c.apply(ev.Refresh(40.3, (member(), bob),
+                                 (ev.WaitingEntry(Q, "u5", "ch5", "139", "", 1, 9),)))
+    # Bob is listed and still unknown to the state: one more refresh will tell.
+    assert any(isinstance(ch, st.ResyncWanted) and not ch.full for ch in changes)
+    assert not c.agents[IFACE2].memberships and c.agents[IFACE2].state is S.LOGGED_OUT
+    assert "u5" not in {x.uniqueid for x in c.waiting_in(Q)}
+    assert c.observed[Q].abandoned == 1
+    # The answer's names are forgotten with it: a later refresh starts afresh.
+    c.apply(ev.RefreshAsked(41.0))
+    c.apply(ev.Refresh(41.1, (member(), bob), ()))
+    assert Q in c.agents[IFACE2].memberships and c.agents[IFACE2].state is S.READY
+
+
+def test_refresh_without_its_marker_or_during_a_gap_changes_nothing() -> None:
+    c = live_centre()
+    bob = member(iface=IFACE2, name="agent1002")
+    c.apply(ev.Refresh(5.0, (bob,), ()))  # asked on a link that went down since
+    assert IFACE2 not in c.agents
+    c.apply(ev.RefreshAsked(6.0))
+    c.apply(ev.LinkChanged(6.1, False, "connection lost"))
+    c.apply(ev.Refresh(6.2, (bob,), ()))
+    assert IFACE2 not in c.agents

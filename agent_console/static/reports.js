@@ -6,13 +6,14 @@ import {api, byId, el, setCsrf, setText, withOrderLinks} from "/static/common.js
 import {applyI18n, currentLang, localName, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 
 const printing = document.body.classList.contains("printing");
-const state = {period: "day", day: "", queue: "", department: ""};
+const state = {period: "day", day: "", queue: "", pbx: "", department: ""};
 let report = null;
 const charts = {};
 
 function query(extra = {}) {
   const q = new URLSearchParams({period: state.period, day: state.day});
   if (state.queue) q.set("queue", state.queue);
+  if (state.pbx) q.set("pbx", state.pbx);
   if (state.department) q.set("department", state.department);
   for (const [k, v] of Object.entries(extra)) q.set(k, v);
   return q.toString();
@@ -35,12 +36,14 @@ async function boot() {
   state.period = params.get("period") || "day";
   state.day = params.get("day") || "";
   state.queue = params.get("queue") || "";
+  state.pbx = params.get("pbx") || "";
   state.department = params.get("department") || "";
   for (const b of document.querySelectorAll("[data-period]")) {
     b.addEventListener("click", () => { state.period = b.dataset.period; load(); });
   }
   byId("day").addEventListener("change", () => { state.day = byId("day").value; load(); });
   byId("queue").addEventListener("change", () => { state.queue = byId("queue").value; load(); });
+  byId("pbx").addEventListener("change", () => { state.pbx = byId("pbx").value; load(); });
   byId("department").addEventListener("change", () => { state.department = byId("department").value; load(); });
   const doPrint = byId("do-print");
   if (doPrint) doPrint.addEventListener("click", () => window.print());
@@ -77,6 +80,9 @@ function render() {
   }
   byId("day").value = report.day;
   fillSelect("queue", report.queues_known.map((q) => ({...q, title: localName(q, "title")})), state.queue, "queue", "title");
+  // the PBX picker only once several PBXs are configured (the whole centre by default)
+  byId("pbx-box").hidden = !report.pbxs_known.length || !report.calls;
+  fillSelect("pbx", report.pbxs_known.map((p) => ({name: p})), state.pbx, "name", "name");
   fillSelect("department", report.departments_known, state.department, "id", "name");
   byId("xlsx").href = "/api/reports/export.xlsx?" + query();
   byId("print").href = "/reports/print?" + query();

@@ -384,9 +384,12 @@ class Pbx(OutboundCalls, AdminActions):
 
     def add_member(self, queue: str, interface: str, membername: str = "", penalty: int = 0,
                    paused: bool = False, reason: str = "", state_interface: str = "",
-                   wrapuptime: int = 0) -> str:
+                   wrapuptime: int = 0, announce: bool = True) -> str:
         """QueueAdd; returns '' or Asterisk's error text.  ``wrapuptime`` > 0 is the
-        member's own wrap-up, which wins over the queue's (app_queue ``get_wrapuptime``)."""
+        member's own wrap-up, which wins over the queue's (app_queue ``get_wrapuptime``).
+        ``announce=False``: no QueueMemberAdded reaches any client, as a service sees a
+        member whose event it never got (added while its link was cut and reloaded at
+        a boot after its picture was taken, or a frame it could not read)."""
         q = self.queues.get(queue)
         if q is None:
             return "Unable to add interface to queue: No such queue"
@@ -406,7 +409,8 @@ class Pbx(OutboundCalls, AdminActions):
         self._refresh_idle(m)
         self._cached_device(f"Queue:{q.name}_pause_{interface}",
                             "INUSE" if paused else "NOT_INUSE")
-        self._emit("QueueMemberAdded", AGENT, self._member_body(m))
+        if announce:
+            self._emit("QueueMemberAdded", AGENT, self._member_body(m))
         self._update_avail(q)
         return ""
 
