@@ -58,6 +58,7 @@ from agent_console.live import (
     websocket,
 )
 from agent_console.models import Role
+from agent_console.once import LEDGER, ActionLedger, action_once
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
 from agent_console.permissions import permission_guard
@@ -155,11 +156,14 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
         st.rate_session_per_s, st.rate_session_burst, st.rate_address_per_s,
         st.rate_address_burst, frozenset(st.trusted_proxies)), clock=service.clock)
     # Errors as JSON; the rate limit; then who may use the route
-    # (agent_console.permissions.ROUTES); then CSRF.
+    # (agent_console.permissions.ROUTES); then CSRF; then a forwarded action's id
+    # (agent_console.once: a worker's repeat gets the first answer).
     app = web.Application(middlewares=[json_errors, limiter.middleware(), slow_client_gate,
-                                       permission_guard(current_session), csrf_guard],
+                                       permission_guard(current_session), csrf_guard,
+                                       action_once],
                           client_max_size=256 * 1024)
     app[CONSOLE] = console
+    app[LEDGER] = ActionLedger(engine, service.clock)
     app[RATE_LIMITER] = limiter
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(hub_ctx)

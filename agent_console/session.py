@@ -48,7 +48,7 @@ from agent_console.views import (
     wall_view,
 )
 from callcenter.config import Settings
-from callcenter.db import AuditRow
+from callcenter.db import ACTION_ID, AuditRow
 from callcenter.pbx.ami import ActionRefused, ActionTimeout, AmiError, LinkDown
 from callcenter.service import Service
 from ivr.values import BadValue, ami_action
@@ -405,7 +405,8 @@ async def audited(c: Console, user: User, action: str, *, target: str = "", reas
             audit_id = (await conn.execute(
                 AuditRow.__table__.insert().values(
                     at=c.now(), actor=user.username, role=user.role.value, action=action,
-                    target=target[:120], reason=reason, data=record)
+                    target=target[:120], reason=reason, data=record,
+                    action_id=ACTION_ID.get())
                 .returning(AuditRow.id))).scalar_one()
     except (SQLAlchemyError, ValueError, OSError) as exc:  # ValueError: text it refuses
         log.error("audit write failed; action not taken", action=action, actor=user.username,

@@ -1368,6 +1368,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this server (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--search-no-sqlite", action="store_true",
                         help="--search: PostgreSQL only")
+    parser.add_argument("--search-keep", metavar="DIR", type=Path,
+                        help="--search: keep the order databases for the next run and reuse "
+                             "them when they fit (same size, seed, schema): SQLite files in DIR, "
+                             "PostgreSQL databases hotline_keep_<DIR's name>_orders_<N>_<seed> "
+                             "(drop them yourself when done)")
+    parser.add_argument("--search-load-only", action="store_true",
+                        help="--search with --search-keep: generate the kept order databases, "
+                             "measure nothing (run it niced, then measure under the bench lock)")
     parser.add_argument("--month-report", action="store_true",
                         help="only the monthly report rebuild (issue 14): a month of a large "
                              "centre written to SQLite (and --postgres URL), the 月报 rebuilt")
@@ -1416,8 +1424,13 @@ def main_from_args(args: argparse.Namespace) -> int:
             print("callcenter bench: --articles and --search-orders must be >= 0",
                   file=sys.stderr)
             return 2
+        if args.search_load_only and not args.search_keep:
+            print("callcenter bench: --search-load-only needs --search-keep DIR",
+                  file=sys.stderr)
+            return 2
         return search_main(args.articles, args.search_orders, args.search_pg, args.seed,
-                           args.json, sqlite=not args.search_no_sqlite)
+                           args.json, sqlite=not args.search_no_sqlite,
+                           keep=args.search_keep, measure=not args.search_load_only)
     _raise_fd_limit()
     plan = _plan(args)
     with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 log = structlog.get_logger(__name__)
+#: The forwarded request's ``X-Action-Id`` while it runs (``agent_console.once``): every
+#: audit row written meanwhile carries it.
+ACTION_ID: ContextVar[str] = ContextVar("action_id", default="")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -147,6 +151,24 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(120), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The forwarded action's ``X-Action-Id`` (migration 0019; "" when none).
+    action_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+
+
+class ForwardedActionRow(Base):
+    """A state-changing request a web worker forwarded with ``X-Action-Id`` (migration
+    0019): claimed before it runs, then its first answer (``agent_console.once``)."""
+
+    __tablename__ = "forwarded_actions"
+    action_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(80), default="")
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_type: Mapped[str] = mapped_column(String(120), default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    answered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SetAsideRow(Base):
@@ -335,7 +357,7 @@ class Store:
         async with self.engine.begin() as conn:
             await conn.execute(AuditRow.__table__.insert(), [{
                 "at": at, "actor": actor, "role": role, "action": action, "target": target,
-                "reason": reason, "data": data or {}}])
+                "reason": reason, "data": data or {}, "action_id": ACTION_ID.get()}])
 
     async def keep_set_aside(self, rows: Sequence[tuple[str, dict[str, Any], str, float]]
                              ) -> None:

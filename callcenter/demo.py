@@ -230,7 +230,8 @@ async def start_demo(settings: Settings, *, host: str = "127.0.0.1", port: int =
         extra: dict[str, Any] = {} if citizen is None else {"citizen": citizen}
         sims.append(PbxSimServer(pbx, host="127.0.0.1", port=0, users={"hotline": secret},
                                  speed=speed, recordings_root=settings.recordings_root,
-                                 agi_secret=agi_secret, **extra))
+                                 agi_secret=agi_secret, name=f"pbx{i + 1}" if pbxs > 1 else "",
+                                 **extra))
         pbx_list.append(pbx)
         await sims[-1].start()
     sim = sims[0]

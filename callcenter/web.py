@@ -20,9 +20,11 @@ rebuilds them from the capped streams, and asks the core for a snapshot of a scr
 whose base it lacks.  A worker holds no call state: it checks the browser's session
 cookie against the shared database (sessions live there, so a browser that moves to
 another worker, or whose core failed over, stays signed in).  Every other request
-(pages, API, the console's actions) it relays once, never retried, to the active
-core, whose URL that core wrote to ``<prefix>:core``; the core audits an action before
-it sends anything to the PBX, as when a browser talks to it directly.
+(pages, API, the console's actions) it relays to the active core, whose URL that core
+wrote to ``<prefix>:core``; the core audits an action before it sends anything to the
+PBX, as when a browser talks to it directly.  An action carries an id (``X-Action-Id``)
+and is sent again with it while no core answers (a failover); the core answers a repeat
+with its first answer (:mod:`agent_console.once`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +50,7 @@ from redis.exceptions import RedisError
 from agent_console.auth import User, Users
 from agent_console.http import same_origin
 from agent_console.hub import RESYNC, Client
+from agent_console.once import HEADER as ACTION_HEADER
 from agent_console.ratelimit import client_address
 from agent_console.session import COOKIE, Console
 from callcenter.bus import (
@@ -323,6 +327,9 @@ class Worker:
     core_url: str = ""
     core_url_at: float = 0.0
     proxied: int = 0
+    retried: int = 0  # actions sent again (same X-Action-Id) while the core did not answer
+    #: How long an action is sent again while no core answers (a failover: <= 10 s).
+    retry_s: float = 15.0
     #: nginx's address: its X-Forwarded-For entry names the client ([web] trusted_proxies)
     trusted_proxies: frozenset[str] = frozenset()
     _asks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -526,42 +533,61 @@ HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-author
 
 
 async def to_core(request: web.Request) -> web.StreamResponse:
-    """Everything but the live sockets: sent once to the active core (never retried, so
-    an action is done at most once, and the core audits it before acting); its answer
-    is relayed as it comes.  The browser's Host, Origin and cookies go along, so the
-    core's own checks (session, CSRF, same origin) decide."""
+    """Everything but the live sockets, relayed to the active core; its answer is
+    relayed as it comes.  The browser's Host, Origin and cookies go along, so the core's
+    own checks (session, CSRF, same origin) decide.
+
+    A state-changing request (not GET/HEAD/OPTIONS) carries an id, ``X-Action-Id`` (the
+    browser's own if it sent one, else one made here), and is sent again with that id
+    while the core does not answer, for up to ``Worker.retry_s`` (a failover: the lease
+    moves within 10 s): the core answers a repeat with the first answer and never sends
+    the PBX the same action twice (:mod:`agent_console.once`).  Nothing is sent again
+    once the core's answer has begun."""
     import aiohttp
 
     w = request.app[WORKER]
-    core = await w.core()
-    if not core:
-        return _unavailable("no active core has registered on the bus yet",
-                            "暂无可用的主服务，请稍后重试")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
     # The client as this worker saw it (behind nginx: the entry nginx appended); the
     # core trusts its workers' address and keys its rate limit and login brake on it.
     headers["X-Forwarded-For"] = client_address(request, w.trusted_proxies)
+    action = request.method not in ("GET", "HEAD", "OPTIONS")
+    if action and not any(k.lower() == ACTION_HEADER.lower() for k in headers):
+        headers[ACTION_HEADER] = uuid.uuid4().hex
     body = await request.read() if request.can_read_body else None
+    loop = asyncio.get_running_loop()
+    until = loop.time() + (w.retry_s if action else 0.0)
     w.proxied += 1
-    try:
-        async with w.http.request(request.method, core + request.rel_url.raw_path_qs,
-                                  headers=headers, data=body, allow_redirects=False,
-                                  auto_decompress=False) as r:
-            out = web.StreamResponse(status=r.status, reason=r.reason)
-            for k, v in r.headers.items():
-                if k.lower() not in HOP:
-                    out.headers.add(k, v)
-            await out.prepare(request)
-            async for chunk in r.content.iter_chunked(64 * 1024):
-                await out.write(chunk)
-            await out.write_eof()
-            return out
-    except (aiohttp.ClientError, TimeoutError):
-        w.core_url_at = 0.0  # look the active core up again next time
-        what = "the core did not answer" + ("; the action may not have been done"
-                                             if request.method != "GET" else "")
-        return _unavailable(what, "主服务无响应" + ("，操作可能未执行" if request.method != "GET"
-                                                  else ""))
+    out: web.StreamResponse | None = None
+    while True:
+        core = await w.core()
+        if core:
+            try:
+                async with w.http.request(request.method, core + request.rel_url.raw_path_qs,
+                                          headers=headers, data=body, allow_redirects=False,
+                                          auto_decompress=False) as r:
+                    out = web.StreamResponse(status=r.status, reason=r.reason)
+                    for k, v in r.headers.items():
+                        if k.lower() not in HOP:
+                            out.headers.add(k, v)
+                    await out.prepare(request)
+                    async for chunk in r.content.iter_chunked(64 * 1024):
+                        await out.write(chunk)
+                    await out.write_eof()
+                    return out
+            except (aiohttp.ClientError, TimeoutError):
+                w.core_url_at = 0.0  # look the active core up again next time
+                if out is not None:  # the answer had begun: the browser has what came
+                    return out
+        if loop.time() >= until:
+            break
+        w.retried += 1
+        await asyncio.sleep(0.5)
+    if not core:
+        return _unavailable("no active core has registered on the bus yet",
+                            "暂无可用的主服务，请稍后重试")
+    what = "the core did not answer" + ("; the action may not have been done" if action
+                                        else "")
+    return _unavailable(what, "主服务无响应" + ("，操作可能未执行" if action else ""))
 
 
 def _unavailable(en: str, zh: str) -> web.Response:

@@ -18,7 +18,10 @@ the caller's name).  :func:`conditions` turns the box and the filters into WHERE
 clauses, each served by an index of migration 0008; :data:`SORTS` are the sortable
 columns.  Totals are counted up to :data:`COUNT_CAP` ("more than 1,000: narrow the
 search"), so a bookmarked filter that matches half a million orders still answers at
-once.
+once.  With words, a capped count of the matches also chooses how the page is read
+(SQLite: FTS5 newest first, or the sort order's index for common words; PostgreSQL:
+see :func:`find_orders`), because neither database can estimate how many orders a
+run of bigrams matches.
 """
 
 from __future__ import annotations
@@ -156,8 +159,10 @@ def conditions(query: Query, wo: WorkOrders, *, department: str | None, sees_ide
 
     ``department``: a department handler's own (they only ever see its orders);
     ``sees_identity`` False: the caller's number and name match no confidential order;
-    ``common_words`` (SQLite): the words match many orders, so walk the sort order's
-    index and test each row against the match (``+id``) instead of sorting every match.
+    ``common_words``: the words match many orders, so walk the sort order's index and
+    test each row against the match instead of sorting every match (SQLite: ``+id``
+    keeps FTS5 from driving; PostgreSQL: ``coalesce(match, false)`` is no condition the
+    GIN index can serve, so the match is a filter on the walk, see :func:`find_orders`).
     """
     where: list[Any] = []
     postgres = wo.engine.dialect.name == "postgresql"
@@ -175,6 +180,11 @@ def conditions(query: Query, wo: WorkOrders, *, department: str | None, sees_ide
         if postgres:
             matched = literal_column("work_orders.search_vector").op("@@")(
                 func.to_tsquery(literal_column("'simple'"), ts_match(query.words, **marks)))
+            if common_words:
+                # Not a condition the GIN index serves, and estimated at one row in two
+                # (PostgreSQL's default for an opaque boolean), so the planner walks the
+                # sort order's index (or another filter's) and tests each row.
+                matched = func.coalesce(matched, false())
         else:
             key = literal_column("+work_orders.id") if common_words else OrderRow.id
             matched = key.in_(select(literal_column("rowid")).select_from(
@@ -227,10 +237,17 @@ def conditions(query: Query, wo: WorkOrders, *, department: str | None, sees_ide
     return where
 
 
-def order_by(sort: str) -> list[Any]:
-    """``created`` / ``-created`` ... (see :data:`SORTS`); ties by id, same direction."""
+def order_by(sort: str, *, walk: bool = True) -> list[Any]:
+    """``created`` / ``-created`` ... (see :data:`SORTS`); ties by id, same direction.
+
+    ``walk`` False: the sort key is an expression of the column (``+ 0``, ``|| ''``,
+    the same order), so no index on it can be walked for it: the matches are found
+    through the other conditions' indexes, then sorted (PostgreSQL, few matches)."""
     descending = sort.startswith("-")
     column = getattr(OrderRow, SORTS.get(sort.lstrip("-"), "created_at"))
+    if not walk:
+        column = (column + 0 if column.key in ("created_at", "handling_due")
+                  else column.concat(""))
     if descending:
         return [column.desc(), OrderRow.id.desc()]
     return [column.asc(), OrderRow.id.asc()]
@@ -241,7 +258,16 @@ async def find_orders(wo: WorkOrders, query: Query, *, department: str | None = 
                       per_page: int = 20, now: float | None = None
                       ) -> tuple[list[Found], int, bool]:
     """A page of orders matching ``query``, the count (up to :data:`COUNT_CAP`) and
-    whether the count was capped."""
+    whether the count was capped.
+
+    PostgreSQL, words in the query: the planner cannot estimate how many orders a word
+    matches (it multiplies its bigrams' frequencies as if independent, so 暖气不热,
+    in one order of 15, is taken for one in 3,000), and picked the wrong one of two
+    plans, taking up to a second at a million orders.  The count, made first through
+    the GIN index, says which: more than :data:`COUNT_CAP` matches, the page walks the
+    sort order's index testing each row (a few hundred rows read for a common word);
+    fewer, the matches are fetched through the index and sorted (``walk`` False in
+    :func:`order_by`), never a walk through the table looking for rare ones."""
     now = wo.clock() if now is None else now
     common = False
     others = (query.states, query.department, department, query.category, query.urgency,
@@ -261,10 +287,15 @@ async def find_orders(wo: WorkOrders, query: Query, *, department: str | None = 
     where = conditions(query, wo, department=department, sees_identity=sees_identity,
                        username=username, now=now, common_words=common)
     counted: Select[Any] = select(OrderRow.id).where(*where).limit(COUNT_CAP + 1)
+    walk = True
     async with wo.sessions() as s:
         total = int(await s.scalar(select(func.count()).select_from(counted.subquery())) or 0)
+        if query.words and wo.engine.dialect.name == "postgresql":
+            walk = total > COUNT_CAP
+            where = conditions(query, wo, department=department, sees_identity=sees_identity,
+                               username=username, now=now, common_words=walk)
         rows = list(await s.scalars(select(OrderRow).where(*where)
-                                    .order_by(*order_by(query.sort))
+                                    .order_by(*order_by(query.sort, walk=walk))
                                     .offset((page - 1) * per_page).limit(per_page)))
     found = [Found(wo._order(r)[0], r.channel, r.merged_into, r.created_by) for r in rows]
     return found, min(total, COUNT_CAP), total > COUNT_CAP

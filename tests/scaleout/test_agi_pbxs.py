@@ -5,6 +5,7 @@ strings).  The PBX comes from the peer's address matched to ``[[pbx]]`` (``agi``
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from callcenter.config import ConfigError, load
+from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer, QueueConfig
 from callcenter.pbx.sim.agi import QueueEnd, run_agi
+from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
 from callcenter.telephony import agi_pbxs
 from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow, start_agi_server
 from ivr.menus import load_config
@@ -122,6 +125,39 @@ async def test_pbxs_sharing_an_address_are_told_apart_by_the_dialplans_variable(
     await caller(port, source="127.0.0.3", keys=("1",))
     (req,) = service.callbacks
     assert (req.uniqueid, req.pbx, req.key) == (UID, "pbx3", f"pbx3:{UID}")
+
+
+async def test_two_pbx_simulators_on_one_host_with_the_same_uniqueids(
+        tmp_path: Path, agi_port: Any) -> None:
+    """Two simulated Asterisks started alike (as ``callcenter demo --pbxs 2`` runs them):
+    their callers get the same Uniqueids, and each asks for a call-back; each request
+    is accepted once, under its own PBX's key (the simulator sets HOTLINE_PBX)."""
+    s = settings(tmp_path, pbx_table("pbx1", 5038), pbx_table("pbx2", 5039))
+    service = Service()
+    port = await agi_port(agi_pbxs(s), service, waits=600.0)
+    t0 = 1_795_000_000.0
+    sims = []
+    for name in ("pbx1", "pbx2"):
+        pbx = Pbx(PbxConfig(queues=(QueueConfig("hotline", maxwait=0),), agents=0,
+                            agent_breaks=False),
+                  ScriptedTraffic([CallSpec(1.0, "13800001111", "A", ivr_path="1")],
+                                  origin=t0), start_time=t0, hold_arrivals=True)
+        sims.append(PbxSimServer(pbx, port=0, speed=50.0, name=name, agi_secret=SECRET,
+                                 agi_url=f"agi://127.0.0.1:{port}/hotline"))
+    try:
+        for sim in sims:
+            await sim.start()
+        for _ in range(250):
+            if len(service.callbacks) == 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        for sim in sims:
+            await sim.stop()
+    assert service.refused == []
+    a, b = sorted(service.callbacks, key=lambda r: r.pbx)
+    assert a.uniqueid == b.uniqueid  # the collision the PBX tells apart
+    assert (a.pbx, a.key, b.pbx, b.key) == ("pbx1", a.uniqueid, "pbx2", f"pbx2:{b.uniqueid}")
 
 
 @pytest.mark.parametrize("peer,variable,expected", [

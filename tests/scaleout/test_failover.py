@@ -8,6 +8,9 @@ with its outcome and its PBX, none left open, and each PBX's per-queue figures e
 queue_log's and its app_queue's own counters (0 calls lost, 0 doubled).  A web worker (a fourth process) keeps an operator's console open
 through it all: the socket stays up, the new core's screen arrives on it as a snapshot,
 and the same session cookie works against the new core (sessions live in the database).
+Actions through the worker are done once: one sent before the kill and sent again after
+it (same ``X-Action-Id``) gets its first answer from the new core, one sent in the gap
+is sent again by the worker until the new core answers; each makes one draft.
 One failover, about 12 s of calls; skipped (with the reason) only when PostgreSQL or
 Redis does not answer.
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from redis import asyncio as aioredis
+from sqlalchemy import text
 
 from agent_console.auth import Users
 from callcenter.db import make_engine
@@ -92,6 +96,12 @@ async def test_kill9_of_the_active_core_loses_and_doubles_no_call(
         async with browser.post(f"{site}/api/login", json={"username": "op9",
                                 "password": "failover-pw"}) as r:
             assert r.status == 200, await r.text()
+            csrf = (await r.json())["csrf"]
+        # An action through the worker, with the id a worker's retry would carry.
+        draft = {"json": {}, "headers": {"X-CSRF-Token": csrf, "X-Action-Id": "failover-d1"}}
+        async with browser.post(f"{site}/api/drafts", **draft) as r:
+            assert r.status == 200, await r.text()
+            first_draft = await r.json()
         ws = await browser.ws_connect(f"{site}/ws")
         first = await next_snapshot(ws)
         assert first["data"]["me"]["username"] == "op9"
@@ -104,6 +114,10 @@ async def test_kill9_of_the_active_core_loses_and_doubles_no_call(
         assert all(st["offered"] >= 2 and st["channels"] > 0 for st in before), before
         a.kill9()
         killed = time.monotonic()
+        # An action sent while no core answers: the worker sends it again, same id, until
+        # the standby does.
+        draft2 = {"json": {}, "headers": {"X-CSRF-Token": csrf, "X-Action-Id": "failover-d2"}}
+        in_the_gap = asyncio.create_task(browser.post(f"{site}/api/drafts", **draft2))
         assert await b.wait_for("lease taken", LEASE_WITHIN_S), b.tail()
         took = time.monotonic() - killed
         await b.wait_serving(120)
@@ -120,6 +134,21 @@ async def test_kill9_of_the_active_core_loses_and_doubles_no_call(
         assert again["data"]["me"]["username"] == "op9"
         async with browser.get(f"{site}/api/me") as r:  # the same cookie, the new core
             assert r.status == 200 and (await r.json())["user"]["username"] == "op9"
+        # The first action again (a worker that never saw its answer): the new core gives
+        # the first answer from the database and does not do it twice.
+        async with browser.post(f"{site}/api/drafts", **draft) as r:
+            assert (r.status, r.headers.get("X-Action-Repeat")) == (200, "first")
+            assert await r.json() == first_draft
+        gap = await in_the_gap
+        print(f"action in the gap: {gap.status} after {time.monotonic() - killed:.2f} s")
+        assert gap.status == 200, await gap.text()
+        gap.release()
+        engine = make_engine(own_pg_db)
+        async with engine.connect() as conn:
+            drafts = (await conn.execute(text(
+                "SELECT count(*) FROM drafts WHERE owner = 'op9'"))).scalar_one()
+        await engine.dispose()
+        assert drafts == 2  # each action once
         await ws.close()
 
         final = {name: await sim.idle(timeout=90) for name, sim in sims.items()}

@@ -212,7 +212,7 @@ class PbxSimServer:
                  sndbuf: int | None = None, agi_url: str | None = None,
                  citizen: CitizenModel | None = None,
                  recordings_root: Path | str | None = None, agi_secret: str = "",
-                 queue_log: Path | str | None = None) -> None:
+                 queue_log: Path | str | None = None, name: str = "") -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         if agi_url is not None and not pbx.hold_arrivals:
@@ -229,6 +229,9 @@ class PbxSimServer:
         self._write_tasks: set[asyncio.Future[Any]] = set()
         self.agi_url = agi_url
         self.agi_secret = agi_secret  # extensions.conf HOTLINE_AGI_SECRET: AGI_TOKEN's key
+        #: extensions.conf HOTLINE_PBX: this PBX's [[pbx]] name, set on every AGI channel
+        #: ("" = none; several simulators share one address, so the IVR needs it)
+        self.name = name
         self.missing_prompts: set[str] = set()  # sound files this PBX lacks (STREAM FILE -1)
         self._agi_tasks: set[asyncio.Task[None]] = set()
         self._agi_seq = 0
@@ -444,8 +447,11 @@ class PbxSimServer:
         for i, arg in enumerate(run.args, 1):
             headers[f"agi_arg_{i}"] = arg
         keys = self.pbx.citizen.keys_for(script)
+        variables = dict(run.variables)
+        if self.name:
+            variables.setdefault("HOTLINE_PBX", self.name)
         try:
-            await run_agi(run.url, headers, keys, variables=run.variables, timeout=30.0,
+            await run_agi(run.url, headers, keys, variables=variables, timeout=30.0,
                           alive=lambda: run.channel in self.pbx.channels,
                           missing_prompts=self.missing_prompts)
         except (TimeoutError, OSError, ValueError) as exc:
@@ -468,6 +474,8 @@ class PbxSimServer:
                    "agi_context": "inbound-ivr", "agi_language": "zh"}
         token = hashlib.sha1((self.agi_secret + res.uid2).encode()).hexdigest()
         dialplan_vars = {"HOTLINE": spec.hotline, "AGI_TOKEN": token}
+        if self.name:
+            dialplan_vars["HOTLINE_PBX"] = self.name
         keys = [k for k in spec.ivr_path if k in "0123456789*#"]
         joined: list[Call] = []
 
@@ -627,7 +635,8 @@ async def run_pbx_sim(host: str, port: int, *, seed: int, speed: float, agents: 
             qlog = (f"{queue_log}.pbx{i + 1}" if pbxs > 1 else queue_log) if queue_log else None
             server = PbxSimServer(pbx, host=host, port=port + i if port else 0, users=users,
                                   speed=speed, agi_url=agi_url,
-                                  recordings_root=recordings_root, queue_log=qlog)
+                                  recordings_root=recordings_root, queue_log=qlog,
+                                  name=f"pbx{i + 1}" if pbxs > 1 else "")
             await server.start()
             servers.append(server)
             print(f"pbx-sim: AMI on {host}:{server.port} user {user!r} secret {secret!r} "
