@@ -14,7 +14,7 @@ const STRINGS = {
   "zh-CN": {
     "orders.title": "工单",
     "tab.inbox": "待办", "inbox.title": "待办工单", "inbox.new": "新派单（待签收）",
-    "inbox.sent_back": "退回本单位", "inbox.supervised": "督办件", "inbox.due_soon": "即将到期（24小时内）",
+    "inbox.sent_back": "退回本单位", "inbox.supervised": "督办件", "inbox.due_soon": "已超期或24小时内到期",
     "inbox.none": "无", "inbox.due": "时限 {t}", "inbox.overdue": "已超期（时限 {t}）",
     "inbox.back_refuse_return": "中心驳回退单", "inbox.back_reject_completion": "中心退回重办",
     "inbox.back_reopen": "市民回访未解决，重新办理", "inbox.arrived": "有 {n} 件新的待办工单",
@@ -88,7 +88,7 @@ const STRINGS = {
   "en": {
     "orders.title": "Work orders",
     "tab.inbox": "Inbox", "inbox.title": "Orders waiting for us", "inbox.new": "New (to sign for)",
-    "inbox.sent_back": "Sent back to us", "inbox.supervised": "Supervised", "inbox.due_soon": "Due within 24 hours",
+    "inbox.sent_back": "Sent back to us", "inbox.supervised": "Supervised", "inbox.due_soon": "Overdue or due within 24 hours",
     "inbox.none": "none", "inbox.due": "due {t}", "inbox.overdue": "overdue (due {t})",
     "inbox.back_refuse_return": "the centre refused our return", "inbox.back_reject_completion": "the centre sent our completion back",
     "inbox.back_reopen": "the citizen says it is not solved: reopened", "inbox.arrived": "{n} new orders waiting",
