@@ -424,6 +424,10 @@ def to_xlsx(report: Mapping[str, Any]) -> bytes:
     cover.title = "说明"
     cover.append([report["centre"]])
     cover.append([f"{report['title']}  {report['start'][:10]} — {report['last_day']}"])
+    if report.get("pbx"):  # the call tables are one PBX's, not the whole centre's
+        cover.append([f"交换机（PBX）：{report['pbx']}"])
+    if report.get("queue"):
+        cover.append([f"队列：{report['queue']}"])
     cover.append([])
     cover.append(["指标", "定义"])
     for d in report["definitions"].values():

@@ -238,3 +238,25 @@ async def test_the_knowledge_base_answers_as_one_types(
         await page.screenshot(path=str(shots / f"knowledge-{width}x{height}.png"))
         assert problems == []
         await page.context.close()
+
+
+async def test_a_double_click_on_save_writes_one_article(
+        site: tuple[str, WorkOrders], browser: Any) -> None:
+    url, _ = site
+    page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
+    await page.wait_for_url(lambda u: "/login" not in u)
+    await page.goto(url + "/knowledge")
+    await page.wait_for_selector("#kb-results li")
+    before = (await (await page.request.get(url + "/api/knowledge/articles")).json())["total"]
+    await page.click("#kb-new")
+    await page.fill("#f-title", "双击保存只建一条")
+    await page.fill("#f-category", "测试/双击")
+    await page.fill("#f-body", "同一条知识，点两下保存也只有一条。")
+    await page.dblclick("#kb-save")
+    await expect(page.locator("#kb-message")).to_contain_text("已保存（第 1 版）")
+    await expect(page.locator("#kb-save")).to_be_enabled()
+    listed = (await (await page.request.get(url + "/api/knowledge/articles")).json())
+    assert listed["total"] == before + 1
+    assert [a["title"] for a in listed["articles"]].count("双击保存只建一条") == 1
+    assert problems == []
+    await page.context.close()

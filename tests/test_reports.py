@@ -5,6 +5,7 @@ interval, hour and abandon time; operators' times from the state log; shifts; co
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -448,6 +449,8 @@ async def test_reports_per_pbx_add_up_to_the_centre_and_equal_each_pbxs_replay(
                                  now=end.timestamp() + 1, sections=("calls",), pbx="pbx2")
         assert {k: two["calls"]["overall"][k] for k in KEYS} == {
             k: calls["pbxs"][1][k] for k in KEYS}
+        cover = openpyxl.load_workbook(io.BytesIO(to_xlsx(two)))["说明"]
+        assert cover["A3"].value == "交换机（PBX）：pbx2"  # a file says whose calls it holds
     finally:
         await service.store.close()
     # files: the table by PBX, read back

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from datetime import datetime, timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from tests.console_fakes import CHEAP, started_service
 
 pytestmark = BROWSER_MARKS
 SHOTS = os.environ.get("HOTLINE_SCREENSHOTS")
+
+
+def history_day(service: Service) -> str:
+    """A day whose month holds the seeded history: today, or yesterday on the 1st (the
+    history is written for the days before today, from the month a week ago)."""
+    today = datetime.fromtimestamp(service.clock(), service.settings.tz).date()
+    return (today - timedelta(days=1) if today.day == 1 else today).isoformat()
 
 
 @pytest.fixture
@@ -59,7 +67,8 @@ async def shoot(page: Any, tmp_path: Path, name: str) -> None:
 
 async def test_supervisor_reads_switches_downloads_and_prints(
         site: tuple[str, Service], browser: Any, tmp_path: Path) -> None:
-    url, _ = site
+    url, service = site
+    day = history_day(service)
     page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
     await page.wait_for_url("**/wallboard")
     await page.wait_for_selector("#agent-states .count")
@@ -70,13 +79,19 @@ async def test_supervisor_reads_switches_downloads_and_prints(
     assert await page.locator("[data-table=intervals] tbody tr").count() == 24
     for chart in ("intervals", "hours", "abandons", "departments"):
         assert await page.locator(f"#chart-{chart} canvas").count() == 1, chart
+    # one PBX: no PBX picker, no table by PBX (the whole centre is the one PBX)
+    assert await page.locator("#pbx-box").is_hidden()
+    assert await page.locator("[data-table=pbxs]").count() == 0
 
     # Day -> month: a row per day of the month, and the month's history is in it.
+    await page.fill("#day", day)
+    await page.dispatch_event("#day", "change")
     await page.click("[data-period=month]")
     await page.wait_for_selector("[data-period=month][aria-pressed=true]")
     assert await page.locator("[data-table=intervals] tbody tr").count() >= 28
     assert "period=month" in page.url
-    month = await (await page.request.get(url + "/api/reports/summary?period=month")).json()
+    month = await (await page.request.get(
+        url + f"/api/reports/summary?period=month&day={day}")).json()
     offered = month["calls"]["overall"]["offered"]
     assert offered >= 3000 * 0.5
     cells = page.locator("[data-table=overall] tbody td")
@@ -133,10 +148,11 @@ async def test_supervisor_reads_switches_downloads_and_prints(
 
 async def test_a_department_sees_only_its_own_figures(
         site: tuple[str, Service], browser: Any, tmp_path: Path) -> None:
-    url, _ = site
+    url, service = site
+    day = history_day(service)
     page, problems = await sign_in(browser, url, "dept1", width=1366, height=768)
     await page.wait_for_url("**/orders")
-    await page.goto(url + "/reports?period=month")
+    await page.goto(url + f"/reports?period=month&day={day}")
     await page.wait_for_selector("[data-table=departments] tbody tr")
     tables = await page.locator("#tables section").evaluate_all(
         "els => els.map(e => e.dataset.table)")
@@ -152,8 +168,81 @@ async def test_a_department_sees_only_its_own_figures(
     assert await page.locator("#queue-box").is_hidden()
     # Asking for another department gives its own all the same.
     other = await (await page.request.get(
-        url + "/api/reports/summary?period=month&department=housing")).json()
+        url + f"/api/reports/summary?period=month&day={day}&department=housing")).json()
     assert [d["department"] for d in other["departments"]] == ["urban_management"]
     assert "calls" not in other and "agents" not in other
     await shoot(page, tmp_path, "reports-department")
+    # The 三率 chart's legend follows the language, as the tables' headers do.
+    legend = ("() => echarts.getInstanceByDom(document.querySelector('#chart-departments'))"
+              ".getOption().series.map(s => s.name)")
+    assert await page.evaluate(legend) == ["响应率", "解决率", "满意率"]
+    await page.click("[data-lang-toggle]")
+    english = [other["definitions"][k]["en"]
+               for k in ("response_rate", "resolution_rate", "satisfaction_rate")]
+    assert english == ["Response rate", "Resolution rate", "Satisfaction rate"]
+    await page.wait_for_function(f"() => ({legend})()[0] === 'Response rate'")
+    assert await page.evaluate(legend) == english
     assert problems == []
+
+
+async def test_with_two_pbxs_the_supervisor_picks_one_or_the_whole_centre(
+        tmp_db: str, browser: Any) -> None:
+    """Several ``[[pbx]]``: the page shows the 交换机 picker (whole centre by default) and
+    the 按交换机 table; picking a PBX limits the call tables to its calls, and the rows
+    of the two PBXs add up to the centre's."""
+    from sqlalchemy import text
+
+    from agent_console.auth import seed_demo_users
+    from callcenter.config import load
+    from tests.console_fakes import FakePbx
+
+    settings = load(env={})
+    settings.database_url = tmp_db
+    settings.ami.name = "pbx1"
+    settings.more_pbxs = [type(settings.ami)(name="pbx2", port=5039)]
+    service = Service(settings)
+    for n in ("pbx1", "pbx2"):
+        service.edges[n].link = FakePbx(service, n)  # type: ignore[assignment]
+    await service.start()
+    await seed_demo_users(service.store, passwords=CHEAP)
+    tz = service.settings.tz
+    await seed_report_history(service.store, tz=tz, calls=600, orders=20)
+    async with service.store.engine.begin() as conn:  # a third of the calls on pbx2
+        await conn.execute(text("UPDATE calls SET pbx = 'pbx2' WHERE "
+                                "CAST(SUBSTR(uniqueid, LENGTH(uniqueid)) AS INTEGER) % 3 = 0"))
+        await conn.execute(text("DELETE FROM report_days"))
+    app = make_app(service, passwords=CHEAP, failure_delay=0)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    url = f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
+        await page.wait_for_url("**/wallboard")
+        day = history_day(service)
+        await page.goto(url + f"/reports?period=month&day={day}")
+        await page.wait_for_selector("[data-table=pbxs] tbody tr")
+        assert await page.locator("#pbx-box").is_visible()
+        assert await page.locator("#pbx").input_value() == ""  # the whole centre
+        whole = await (await page.request.get(
+            url + f"/api/reports/summary?period=month&day={day}")).json()
+        rows = whole["calls"]["pbxs"]
+        assert [r["pbx"] for r in rows] == ["pbx1", "pbx2"] and all(r["offered"] for r in rows)
+        assert sum(r["offered"] for r in rows) == whole["calls"]["overall"]["offered"]
+        cells = page.locator("[data-table=overall] tbody td")
+        assert await cells.nth(1).text_content() == str(whole["calls"]["overall"]["offered"])
+        await page.select_option("#pbx", "pbx2")
+        await page.wait_for_function(
+            "n => document.querySelector('[data-table=overall] tbody td:nth-child(2)')"
+            ".textContent === String(n)", arg=rows[1]["offered"])
+        assert "pbx=pbx2" in page.url
+        assert await page.locator("[data-table=pbxs] tbody tr").count() == 1
+        assert "pbx=pbx2" in (await page.get_attribute("#xlsx", "href") or "")
+        bad = await page.request.get(
+            url + f"/api/reports/summary?period=month&day={day}&pbx=pbx9")
+        assert bad.status == 400
+        assert problems == []
+    finally:
+        await runner.cleanup()
+        await service.stop()

@@ -116,9 +116,26 @@ function formFields() {
   return out;
 }
 
+// One write at a time: a double click on 保存 must not create the article twice.
+let writing = false;
+async function oneWrite(work) {
+  if (writing) return;
+  writing = true;
+  const buttons = ["kb-save", "kb-retire", "kb-restore"].map(byId);
+  for (const b of buttons) b.disabled = true;
+  try { await work(); } finally {
+    writing = false;
+    for (const b of buttons) b.disabled = false;
+  }
+}
+
 async function save(ev) {
   ev.preventDefault();
   if (!writer) return;
+  await oneWrite(saveNow);
+}
+
+async function saveNow() {
   try {
     let doc;
     if (current) doc = await api("PUT", `/api/knowledge/articles/${current.id}`, {...formFields(), version: current.version});
@@ -133,6 +150,10 @@ async function save(ev) {
 
 async function setStatus(action) {
   if (!current) return;
+  await oneWrite(() => setStatusNow(action));
+}
+
+async function setStatusNow(action) {
   try {
     await api("POST", `/api/knowledge/articles/${current.id}/${action}`, {version: current.version, note: byId("f-note").value});
     await openArticle(current.id);
