@@ -190,6 +190,18 @@ class CallUnheld(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AttendedTransferred(Event):
+    """AttendedTransfer with ``Result: Success`` (Asterisk 12+, ``main/stasis_bridges.c``):
+    the operator joined the caller (``transferee``, a Uniqueid) to the consultation
+    leg, whose Uniqueid is its own (AMI-NOTES.md).  ``channels`` and ``uniqueids`` are
+    every channel the event names (transferers, target, Local halves)."""
+
+    transferee: str
+    channels: tuple[str, ...]
+    uniqueids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelHungup(Event):
     uniqueid: str
     channel: str
@@ -455,11 +467,26 @@ def _fully_booted(h: Headers, at: float) -> PbxBooted:
     return PbxBooted(at, _optional_int(h, "Uptime"), _optional_int(h, "LastReload"))
 
 
+#: The channel snapshots an AttendedTransfer carries, by header prefix.
+TRANSFER_PARTIES = ("OrigTransferer", "SecondTransferer", "Transferee", "TransferTarget",
+                    "LocalOne", "LocalTwo", "DestTransferer")
+
+
+def _attended_transfer(h: Headers, at: float) -> AttendedTransferred | None:
+    if h.get("Result", "") != "Success" or not h.get("TransfereeUniqueid"):
+        return None  # a failed transfer, or one with no transferee, joins no caller
+    named = [p for p in TRANSFER_PARTIES if h.get(p + "Uniqueid")]
+    return AttendedTransferred(
+        at, h["TransfereeUniqueid"],
+        tuple(h[p + "Channel"] for p in named if h.get(p + "Channel")),
+        tuple(h[p + "Uniqueid"] for p in named))
+
+
 def _hangup(h: Headers, at: float) -> ChannelHungup:
     return ChannelHungup(at, _req(h, "Uniqueid"), h.get("Channel", ""), h.get("Cause", ""))
 
 
-TRANSLATORS: dict[str, Callable[[Headers, float], Event]] = {
+TRANSLATORS: dict[str, Callable[[Headers, float], Event | None]] = {
     "QueueCallerJoin": _caller_joined,
     "QueueCallerLeave": _caller_left,
     "QueueCallerAbandon": _caller_abandoned,
@@ -479,6 +506,7 @@ TRANSLATORS: dict[str, Callable[[Headers, float], Event]] = {
     "Unhold": lambda h, at: CallUnheld(at, _req(h, "Uniqueid"), h.get("Channel", ""),
                                        h.get("Linkedid", "")),
     "FullyBooted": _fully_booted,
+    "AttendedTransfer": _attended_transfer,
 }
 
 # Event classes the service asks for; list responses (QueueMember, CoreShowChannel...)

@@ -108,7 +108,7 @@ _PBX_EVENTS = frozenset({
     ev.CallerJoined, ev.CallerLeft, ev.CallerAbandoned, ev.AgentRung, ev.AgentAnswered,
     ev.AgentCompleted, ev.AgentRingNoAnswer, ev.AgentDumped, ev.MemberAdded, ev.MemberRemoved,
     ev.MemberPaused, ev.MemberStatus, ev.ChannelHungup, ev.PbxBooted, ev.CallHeld,
-    ev.CallUnheld})
+    ev.CallUnheld, ev.AttendedTransferred})
 
 #: Seconds a queue_log time (whole seconds, Asterisk's clock) may differ from the time an
 #: event was read (clock skew, a busy link): the same channel rarely visits one queue twice
@@ -292,6 +292,7 @@ class Call:
 class CallChanged:
     call: Call
     what: str  # joined | answered | completed | abandoned | exited | wrap_up | resync
+    #            | confirmed | held | unheld | transferred ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +451,7 @@ class CallCenter:
             ev.ChannelHungup: self._channel_hungup,
             ev.CallHeld: self._call_held,
             ev.CallUnheld: self._call_unheld,
+            ev.AttendedTransferred: self._attended_transferred,
             ev.LinkChanged: self._link_changed,
             ev.Resync: self._resync,
             ev.Checkpoint: self._take_checkpoint,
@@ -560,7 +562,7 @@ class CallCenter:
         """A channel's queue visits still held in memory, first to last."""
         last = self.calls.get(uniqueid)
         out: list[Call] = []
-        while last is not None:
+        while last is not None and last.uniqueid == uniqueid:
             out.append(last)
             last = self.visits.get(last.previous) if last.previous else None
         return out[::-1]
@@ -660,7 +662,7 @@ class CallCenter:
         call = self.calls.get(uniqueid)
         while call is not None and call.queue != queue:
             call = self.visits.get(call.previous) if call.previous else None
-        return call
+        return call if call is not None and call.uniqueid == uniqueid else None
 
     def _new_visit(self, uniqueid: str, queue: str, joined_at: float, **fields: object) -> Call:
         """A new record for the channel's next queue visit, linked to the one before."""
@@ -688,7 +690,8 @@ class CallCenter:
     def _caller_joined(self, e: ev.CallerJoined) -> list[Change]:
         known = self.calls.get(e.uniqueid)
         if known is not None and known.queue == e.queue and (
-                known.outcome is Outcome.WAITING or self._from_log(known, e.at)):
+                known.outcome is Outcome.WAITING or self._from_log(known, e.at)
+                or self._open_from_log(known)):
             return []  # already known (from a resync or queue_log): never count twice
         changes: list[Change] = []
         if known is not None and known.outcome is Outcome.WAITING:
@@ -783,8 +786,9 @@ class CallCenter:
     def _agent_answered(self, e: ev.AgentAnswered) -> list[Change]:
         call = self._visit(e.uniqueid, e.queue)
         changes: list[Change] = []
-        if call is not None and call.outcome is not Outcome.WAITING and self._from_log(
-                call, e.at - e.hold_time) and call.agent == e.member:
+        if call is not None and call.outcome is not Outcome.WAITING and (
+                self._from_log(call, e.at - e.hold_time) or self._open_from_log(call)
+        ) and call.agent == e.member:
             return []  # queue_log already told this answer
         if call is None or call.outcome not in (Outcome.WAITING, Outcome.EXITED):
             # joined while we were not looking
@@ -939,6 +943,34 @@ class CallCenter:
             return []
         self._end_hold(call, e.at)
         return [CallChanged(call, "unheld")]
+
+    def _attended_transferred(self, e: ev.AttendedTransferred) -> list[Change]:
+        """An attended transfer completed: the caller (``transferee``) now takes the place
+        of the consultation leg, a queue caller with its own Uniqueid (a Local channel
+        whose other half the event may name instead), answered or still waiting.  That visit
+        continues the caller's call: it names the caller's visit as the one before it
+        (``previous``) and carries the caller's identity, so the call keeps its path."""
+        first = self.calls.get(e.transferee)
+        if first is None:
+            return []  # the caller's visit was not seen (a gap): nothing to link
+        named = set(e.channels)
+        named |= {n[:-1] + ("2" if n.endswith(";1") else "1") for n in e.channels
+                  if n.endswith((";1", ";2"))}  # a Local channel's other half
+        uniqueids = set(e.uniqueids) - {e.transferee}
+        # Answered by the second operator, or still waiting in the queue when the first
+        # one hung up (a "blond" transfer: the caller waits on in the leg's place).
+        legs = [self.visits.get(vid) for vid in self.connected.values()]
+        legs += [c for waiting in self.waiting.values() for c in waiting.values()]
+        for leg in legs:
+            if (leg is None or leg.uniqueid == first.uniqueid or leg.previous
+                    or not (leg.uniqueid in uniqueids or leg.channel in named)):
+                continue
+            leg.previous = first.visit_id
+            for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path"):
+                if getattr(first, name):
+                    setattr(leg, name, getattr(first, name))
+            return [CallChanged(leg, "transferred")]
+        return []
 
     def _end_hold(self, call: Call, at: float) -> None:
         """Close a hold still running (Unhold, or the call ended on hold): its time
@@ -1414,6 +1446,14 @@ class CallCenter:
     def _from_log(call: Call, joined_at: float) -> bool:
         """The visit was rebuilt from queue_log and this event tells the same visit."""
         return call.settled == "queue_log" and abs(call.joined_at - joined_at) <= LOG_SLACK_S
+
+    @staticmethod
+    def _open_from_log(call: Call) -> bool:
+        """The visit was rebuilt from queue_log as still talking: a channel cannot join
+        (or be connected in) the queue it is still in, so a QueueCallerJoin or
+        AgentConnect for that queue is this visit's own, read after the rebuild however
+        late (a service starting or catching up mid-traffic), whatever its time."""
+        return call.settled == "queue_log" and call.outcome is Outcome.ANSWERED
 
     def _settled_by(self) -> str:
         return "service_restart" if self._service_restarted else "counters"

@@ -150,6 +150,7 @@ class Service:
         self.flush_observers: list[Callable[[float, int], None]] = []
         self._dirty_calls: dict[str, dict[str, Any]] = {}
         self._agent_rows: list[dict[str, Any]] = []
+        self._flush_lock = asyncio.Lock()
         # rows the database refused for their own sake: (table, row, error, at), newest last
         # (the last day's; all are kept in the set_aside table, those not yet stored here)
         self.set_aside: deque[tuple[str, dict[str, Any], str, float]] = deque(maxlen=1000)
@@ -268,10 +269,13 @@ class Service:
                 if task is not None:
                     task.cancel()
         await self.drain()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.flush()
+        # The background tasks are cancelled while no write is in flight: a flush cut off
+        # part way would lose the rows it had taken (the last half second's records).
+        async with self._flush_lock:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._write_dirty()
         await self.store.close()
         for engine in self._queue_log_engines.values():
             await engine.dispose()
@@ -557,7 +561,8 @@ class Service:
     # ---- background
 
     async def flush(self) -> None:
-        """Write the changed call records and the agent-state rows.
+        """Write the changed call records and the agent-state rows (one flush at a
+        time: a later one never overtakes the rows an earlier one is writing).
 
         A row the database refuses for its own sake (a value too large for its
         column, an over-long string on PostgreSQL) is set aside with its error
@@ -566,6 +571,11 @@ class Service:
         written; when the database itself is away, every row is kept for the next
         flush, so nothing is lost meanwhile.
         """
+        async with self._flush_lock:
+            await self._write_dirty()
+
+    async def _write_dirty(self) -> None:
+        """:meth:`flush` itself; the caller holds ``_flush_lock``."""
         calls, self._dirty_calls = list(self._dirty_calls.values()), {}
         agents, self._agent_rows = self._agent_rows, []
         refused: list[tuple[str, dict[str, Any], str]] = []

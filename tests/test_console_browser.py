@@ -279,6 +279,25 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
         "() => (document.querySelector('#draft-message').textContent || '').includes('dispatched')")
     last = (await site.rows(WorkOrderRow))[-1]
     assert (last.category, last.status, last.caller) == ("物业管理", "dispatched", "13900001111")
+    # The line saying what was submitted follows the language switch too.
+    await page.click("[data-lang-toggle]")
+    await text_is(page, "#draft-message span", "已受理并派单，工单号")
+    await page.click("[data-lang-toggle]")
+    await text_is(page, "#draft-message span", "Accepted and dispatched: order")
+    # Still on the call, a reload does not bring the submitted draft back as if editable ...
+    async with page.expect_response(lambda r: r.url.endswith("/api/drafts")
+                                    and r.request.method == "POST") as opened:
+        await page.reload()
+    assert (await (await opened.value).json())["status"] == "submitted"
+    await text_is(page, "#state-label", "On call")
+    assert await page.is_hidden("#draft-form")
+    # ... and F4 then opens a new draft, not tied to the call that already has its order.
+    await page.keyboard.press("F4")
+    await page.wait_for_selector("#draft-form:not([hidden])")
+    await text_is(page, "#draft-call", "no call")
+    assert await page.input_value("#draft-text") == ""
+    orders = await site.rows(WorkOrderRow)
+    assert len(orders) == 2
     assert problems == []
 
 

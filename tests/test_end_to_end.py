@@ -16,6 +16,7 @@ import pytest
 
 from acd.state import QueueConfig
 from callcenter.config import load
+from callcenter.pbx.ami import AmiError
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
@@ -73,6 +74,26 @@ async def wait_for(cond: Any, timeout: float = 10.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not reached in time")
+
+
+async def all_applied(service: Service, timeout: float = 30.0) -> None:
+    """Wait until ``service`` has applied every frame its PBX sent so far: the answer to
+    a Ping comes after them on the wire (the simulator writes its pending frames before
+    it answers an action) and drain() applies what was read.  A link that is down, or
+    drops meanwhile, is waited for: its reconnect's resync tells the rest."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await wait_for(lambda: service.centre.link_up, timeout=max(0.1, deadline - loop.time()))
+        try:
+            await service.link.action({"Action": "Ping"})
+        except AmiError:
+            if loop.time() > deadline:
+                raise
+            await service.drain()  # the link's down event, so that link_up says so
+            continue
+        await service.drain()
+        return
 
 
 def sim(seed: int, agents: int, rate: float, seconds: float) -> Pbx:

@@ -165,6 +165,16 @@ async def test_a_department_sees_only_its_own_figures(
     assert [d["department"] for d in other["departments"]] == ["urban_management"]
     assert "calls" not in other and "agents" not in other
     await shoot(page, tmp_path, "reports-department")
+    # The 三率 chart's legend follows the language, as the tables' headers do.
+    legend = ("() => echarts.getInstanceByDom(document.querySelector('#chart-departments'))"
+              ".getOption().series.map(s => s.name)")
+    assert await page.evaluate(legend) == ["响应率", "解决率", "满意率"]
+    await page.click("[data-lang-toggle]")
+    english = [other["definitions"][k]["en"]
+               for k in ("response_rate", "resolution_rate", "satisfaction_rate")]
+    assert english == ["Response rate", "Resolution rate", "Satisfaction rate"]
+    await page.wait_for_function(f"() => ({legend})()[0] === 'Response rate'")
+    assert await page.evaluate(legend) == english
     assert problems == []
 
 

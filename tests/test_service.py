@@ -7,9 +7,10 @@ import asyncio
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 from acd.metrics import by_queue
-from acd.state import QueueConfig
+from acd.state import Call, CallChanged, Outcome, QueueConfig
 from callcenter.config import load
 from callcenter.db import Store
 from callcenter.pbx.replay import parse_raw, read_trace
@@ -128,6 +129,42 @@ async def test_figures_survive_a_restart(tmp_db: str) -> None:
         await fake.close()
     assert after["offered"] == before["offered"] == 36
     assert after == before
+
+
+async def test_stop_never_drops_the_rows_a_flush_is_writing(tmp_db: str) -> None:
+    """stop() while the half-second flush is writing: the rows it took are stored (they
+    were lost when stop() cancelled the flush part way - CI's wrapup flake)."""
+    fake = FakeAmi()
+    fake.handlers["QueueStatus"] = lambda a: list_answer(a, "QueueStatusComplete")
+    fake.handlers["CoreShowChannels"] = lambda a: list_answer(a, "CoreShowChannelsComplete")
+    await fake.start()
+    service = await start_service(fake, tmp_db, ping_interval=60.0)
+    real_save = service.store.save_calls_isolating
+    writing = asyncio.Event()
+
+    async def slow_save(rows: Any) -> Any:
+        """The database answers only once stop() has begun (the link is closed)."""
+        if rows:
+            writing.set()
+            while service.link.up:
+                await asyncio.sleep(0.01)
+        return await real_save(rows)
+
+    service.store.save_calls_isolating = slow_save  # type: ignore[method-assign]
+    call = Call(uniqueid="1795000000.7", queue="hotline", joined_at=1_795_000_000.0,
+                outcome=Outcome.COMPLETED, answered_at=1_795_000_004.0, hold_time=4,
+                agent="agent1001", ended_at=1_795_000_030.0, talk_time=26)
+    service.dispatch([CallChanged(call, "completed")])
+    try:
+        await asyncio.wait_for(writing.wait(), 10)  # the flush loop took the row
+    finally:
+        await service.stop()
+        await fake.close()
+    store = Store(tmp_db)
+    rows = await store.calls_between(0, 2**40)
+    await store.close()
+    assert [(r.uniqueid, r.outcome, r.talk_time) for r in rows] == [
+        ("1795000000.7", "completed", 26)]
 
 
 async def test_link_down_is_visible_and_states_are_audited(tmp_db: str) -> None:

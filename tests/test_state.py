@@ -352,6 +352,57 @@ def test_one_channel_two_queues_keeps_two_linked_visits() -> None:
     assert c.observed[Q].completed == c.observed["hotline-en"].completed == 1
 
 
+def test_attended_transfer_links_the_consultation_leg_to_the_callers_visit() -> None:
+    """Atxfer: the consultation leg (``Local/...;2`` in hotline-en, its own Uniqueid) joins
+    while the caller waits on hold; when the transfer completes (the event names the
+    leg's ``;1`` half) its visit continues the caller's call: linked, the caller's
+    identity, each queue still counting its own visit."""
+    en, iface2 = "hotline-en", "Local/1002@agents/n"
+    c = CallCenter({Q: QueueConfig(15, 0), en: QueueConfig(15, 0)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    c.apply(ev.MemberAdded(0.0, member(queue=en, iface=iface2, name="agent1002")))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    c.apply(ev.CallerJoined(20.0, en, "u7", "Local/hotline-en@transfer-0002;2", "1001",
+                            "agent1001", 1, linkedid="u1"))
+    c.apply(ev.CallerLeft(24.0, en, "u7"))
+    c.apply(ev.AgentAnswered(24.0, en, "u7", iface2, "agent1002", 4, 2))
+    changes = c.apply(ev.AttendedTransferred(
+        30.0, "u1", ("Local/1001@agents-0001;1", "Local/hotline-en@transfer-0002;1",
+                     "Local/s@inbound-1;2", "Local/1002@agents-0003;1"),
+        ("u2", "u6", "u1", "u8")))
+    c.apply(ev.AgentCompleted(30.0, Q, "u1", IFACE, "agent1001", 2, 18, "transfer"))
+    c.apply(ev.AgentCompleted(60.0, en, "u7", iface2, "agent1002", 4, 36, "caller"))
+    first, leg = c.visits["u1"], c.visits["u7"]
+    assert [ch.call.visit_id for ch in changes if isinstance(ch, st.CallChanged)] == ["u7"]
+    assert (leg.previous, leg.caller_num, leg.caller_name, leg.hotline) == (
+        "u1", "13800001111", "王五", "12345")
+    assert (first.outcome, first.end_reason, leg.outcome) == (
+        Outcome.COMPLETED, "transfer", Outcome.COMPLETED)
+    assert c.observed[Q].completed == c.observed[en].completed == 1
+    # The leg's channel keeps its own visits: the caller's visit is not one of them.
+    assert c.visits_of("u7") == [leg] and c.visits_of("u1") == [first]
+    assert c._visit("u7", Q) is None
+
+
+def test_blond_transfer_links_the_leg_still_waiting_and_a_failed_one_nothing() -> None:
+    """The first operator completes the transfer while the leg still waits in hotline-en:
+    the caller waits on in its place, linked.  A transfer naming no queue caller links
+    nothing."""
+    en = "hotline-en"
+    c = CallCenter({Q: QueueConfig(15, 0), en: QueueConfig(15, 0)})
+    c.apply(ev.MemberAdded(0.0, member()))
+    join(c, "u1", 10.0)
+    answer(c, "u1", 12.0, hold=2)
+    assert c.apply(ev.AttendedTransferred(18.0, "u1", ("PJSIP/2001-0007",), ("u3",))) == []
+    c.apply(ev.CallerJoined(20.0, en, "u7", "Local/hotline-en@transfer-0002;2", "1001",
+                            "agent1001", 1))
+    c.apply(ev.AttendedTransferred(25.0, "u1", ("Local/hotline-en@transfer-0002;1",),
+                                   ("u6", "u1")))
+    leg = c.visits["u7"]
+    assert (leg.previous, leg.outcome, leg.caller_num) == ("u1", Outcome.WAITING, "13800001111")
+
+
 def test_device_idle_counts_the_call_and_the_late_complete_only_confirms_it() -> None:
     """'*' then the survey: the operator's device goes idle (counted, wrap-up), takes the
     next caller; the first call's AgentComplete comes late and must not end the second."""
@@ -464,6 +515,26 @@ def test_queue_log_takes_a_late_read_event_for_the_same_visit() -> None:
     c.apply(ev.Resync(50.0, (counters(0, 1),), (member(),), (), (), queue_log=tuple(lines)))
     assert [v.visit_id for v in c.visits.values() if v.uniqueid == "u1"] == ["u1"]
     assert c.observed[Q].abandoned == 1
+
+
+def test_a_start_mid_traffic_counts_a_call_its_queue_log_told_once() -> None:
+    """The service starts while u1 talks: its first resync rebuilds u1 from queue_log
+    (answered), then the events of u1's join and answer, read 15 s late by a loaded
+    service, arrive: the channel cannot join the queue it is still in, so they are that
+    visit's, not a second one; its AgentComplete ends it once."""
+    c = centre()
+    c.restore([], 0.0)  # a first start: today's queue_log is rebuilt from the day's start
+    lines = ql.parse("10|u1|hotline|NONE|ENTERQUEUE||13800001111|1\n"
+                     "12|u1|hotline|agent1001|CONNECT|2|u1.2|1\n")
+    bridged = (ev.ActiveChannel("u1", "Local/s@inbound-1;2", "Queue", True, "b1"),)
+    c.apply(ev.Resync(20.0, (counters(0, 0),), (member(in_call=True),), (), bridged,
+                      queue_log=tuple(lines)))
+    join(c, "u1", 25.0)
+    answer(c, "u1", 27.0, hold=2)
+    complete(c, 40.0, hold=2, talk=28, uid="u1")
+    assert [(v.visit_id, v.outcome) for v in c.visits.values()] == [
+        ("u1", Outcome.COMPLETED)]
+    assert c.observed[Q].completed == 1 and agent(c).calls_taken == 1
 
 
 def test_queue_log_resync_counts_a_caller_its_operator_left() -> None:

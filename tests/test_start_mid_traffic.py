@@ -1,0 +1,62 @@
+"""The service starts while calls are waiting and talking (its first deploy, or a start
+after a long stop), with the PBX's clock running - not held until it connects, as the
+other simulator tests do.  It reads the simulator's queue_log: at the end every visit
+of queue_log is stored exactly once with its outcome and operator - those that ended
+before the service started (rebuilt from queue_log), those in progress when it
+connected (its events and its first resync both tell them), and those after - with
+none left open.  Bounded for CI (about 5 s of wall time for 150 PBX seconds at 40x).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from acd.state import QueueConfig
+from callcenter.config import load
+from callcenter.db import Store
+from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import QueueConfig as SimQueue
+from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
+from callcenter.service import Service
+from tests.queue_log_truth import assert_stored_as_logged
+from tests.test_end_to_end import Until, all_applied, wait_for
+
+T0 = 1_795_000_000.0
+SECONDS = 150.0  # PBX seconds of arrivals
+
+
+async def test_start_mid_traffic_stores_every_visit_once(tmp_db: str, tmp_path: Path) -> None:
+    traffic = RandomTraffic(TrafficConfig(rate=0.8, talk_median=20.0, talk_min=5.0,
+                                          patience_median=40.0, breaks_per_hour=4.0,
+                                          first_call_after=1.0, flow_share=0.3,
+                                          flow_queue="hotline-en"), seed=17, origin=T0)
+    pbx = Pbx(PbxConfig(queues=(SimQueue(), SimQueue(name="hotline-en")), agents=6),
+              Until(traffic, T0 + SECONDS), start_time=T0, seed=17)  # type: ignore[arg-type]
+    log_path = tmp_path / "queue_log"
+    server = PbxSimServer(pbx, port=0, users={"hotline": "pw"}, speed=40.0, queue_log=log_path)
+    await server.start()  # the clock runs from here
+    settings = load(env={})
+    settings.ami.port, settings.ami.secret = server.port, "pw"
+    settings.database_url = tmp_db
+    settings.queues = {"hotline": QueueConfig(15, 3), "hotline-en": QueueConfig(15, 3)}
+    settings.queue_log = str(log_path)
+    service = Service(settings, clock=server.virtual_now)
+    try:
+        # Callers waiting and talking, some calls already over, when the service starts.
+        await wait_for(lambda: pbx.now > T0 + 40 and len(pbx.queues["hotline"].callers) >= 1
+                       and any(ch.bridge for ch in pbx.channels.values()), timeout=30)
+        await service.start()
+        await wait_for(lambda: service.centre.link_up, timeout=20)
+        started_at = pbx.now
+        await wait_for(lambda: pbx.now > T0 + SECONDS and not pbx.channels, timeout=60)
+        await all_applied(service)
+    finally:
+        await service.stop()
+        await server.stop()
+    store = Store(tmp_db)
+    rows = await store.calls_between(0, 2**40)
+    open_rows = await store.open_calls()
+    await store.close()
+    logged = assert_stored_as_logged(rows, log_path, pbx)  # 0 extra, 0 lost, 0 twice
+    assert sum(v.entered < started_at for v in logged.values()) >= 20  # before it started
+    assert [(r.uniqueid, r.outcome) for r in open_rows] == []
