@@ -83,6 +83,7 @@ const STRINGS = {
     "kind.ping_pong": "推诿（多次退单）", "kind.dispatch_cycle": "来回派单", "kind.false_completion": "假办结",
     "kind.template_reply": "模板答复", "kind.overdue": "超时", "kind.repeat_after_completion": "办结后重复来电",
     "kind.staff_entered_satisfaction": "代填满意度",
+    "unit.centre": "热线中心",
   },
   "en": {
     "orders.title": "Work orders",
@@ -163,6 +164,7 @@ const STRINGS = {
     "kind.false_completion": "False completion", "kind.template_reply": "Template replies",
     "kind.overdue": "Overdue", "kind.repeat_after_completion": "Caller back after completion",
     "kind.staff_entered_satisfaction": "Staff entered satisfaction",
+    "unit.centre": "The hotline centre",
   },
 };
 
@@ -203,6 +205,7 @@ let chosen = null;
 let lastList = null;
 
 function deptName(id) {
+  if (id === "centre") return tr("unit.centre");  // the centre's own steps (直接答复), not a department
   const d = departments.find((x) => x.id === id);
   if (!d) return id || "";
   return currentLang() === "en" ? d.name_en : d.name;
