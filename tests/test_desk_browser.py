@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
@@ -61,8 +62,10 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
 
 
 async def orders_page(browser: Any, url: str, user: str, size: tuple[int, int],
-                      path: str = "/orders") -> tuple[Any, list[str]]:
-    page, problems = await sign_in(browser, url, user, width=size[0], height=size[1])
+                      path: str = "/orders", timezone_id: str | None = None
+                      ) -> tuple[Any, list[str]]:
+    page, problems = await sign_in(browser, url, user, width=size[0], height=size[1],
+                                   timezone_id=timezone_id)
     await page.wait_for_url(lambda u: "/login" not in u)
     await page.goto(url + path)
     await page.wait_for_selector("#orders tr")
@@ -86,7 +89,9 @@ async def no_overflow(page: Any) -> None:
 async def test_supervisor_searches_and_merges_three_duplicates(
         site: tuple[str, WorkOrders], browser: Any, shots: Path) -> None:
     url, wo = site
-    page, problems = await orders_page(browser, url, "sup1", SIZES[0])
+    # A browser far from the centre: the times shown are still the centre's.
+    page, problems = await orders_page(browser, url, "sup1", SIZES[0],
+                                       timezone_id="America/New_York")
     await page.fill("#find-q", "光明路")
     await expect(page.locator("#orders tr")).to_have_count(5)
     assert "q=%E5%85%89%E6%98%8E%E8%B7%AF" in page.url  # the search is in the address
@@ -161,6 +166,11 @@ async def test_supervisor_searches_and_merges_three_duplicates(
     await page.goto(url + f"/orders?open={follower.id}")
     await page.wait_for_selector(f"#history li:has-text('{lead_number}')")
     assert f"并案：随主件 {lead_number} 办理" in await page.inner_text("#history")
+    accepted = (await wo.get(str(follower.id))).accepted_at.astimezone(ZoneInfo("Asia/Shanghai"))
+    fields = await page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        '#detail-fields dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]))""")
+    assert fields["受理时间"] == f"{accepted.year}/{accepted.month}/{accepted.day} " \
+        f"{accepted:%H:%M:%S}"
     await page.click("[data-lang-toggle]")
     await page.wait_for_selector(f"#history li:has-text('Merged: handled with lead order {lead_number}')")
     trail = await page.inner_text("#history")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from datetime import datetime, timedelta
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 

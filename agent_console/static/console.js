@@ -653,7 +653,7 @@ function renderOtherDrafts() {
   for (const d of others) {
     const b = el("button", {cls: "link-button", attrs: {type: "button"}, text: t("draft.open")});
     b.addEventListener("click", async () => { await saveDraft(); showDraft(d); });
-    ul.append(el("li", {}, el("span", {text: `${d.caller || "—"} · ${clockTime(d.updated_at)} · ${d.text.slice(0, 30)}`}), b));
+    ul.append(el("li", {}, el("span", {text: [d.caller || "—", clockTime(d.updated_at), d.text.slice(0, 30)].filter(Boolean).join(" · ")}), b));
   }
 }
 

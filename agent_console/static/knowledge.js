@@ -3,7 +3,7 @@
 // answer most calls and which searches found nothing.  The server checks every
 // rule; text is only ever set as text (common.js el()).
 
-import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
+import {api, ApiFailure, byId, dateTime, el, setCsrf, setText, setTimeZone} from "/static/common.js";
 import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
@@ -18,9 +18,7 @@ function deptName(id) {
   return currentLang() === "en" ? d.name_en : d.name;
 }
 
-function when(epoch) {
-  return new Date(epoch * 1000).toLocaleString(document.documentElement.lang, {hour12: false});
-}
+function when(epoch) { return dateTime(epoch); }  // in the centre's time zone
 
 const ACTIONS = () => ({create: t("kb.a.create"), edit: t("kb.a.edit"), retire: t("kb.a.retire"),
   restore: t("kb.a.restore")});
@@ -201,6 +199,7 @@ async function boot() {
   let who;
   try { who = await api("GET", "/api/me"); } catch { return; }
   setCsrf(who.csrf);
+  setTimeZone(who.config && who.config.timezone);
   me = who.user;
   writer = me.role === "supervisor" || me.role === "admin";
   setText("me", me.display_name);
