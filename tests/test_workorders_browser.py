@@ -296,5 +296,5 @@ async def test_the_board_names_the_centre_in_words_when_it_answered_on_the_call(
     await expect(found).to_contain_text("热线中心 于")  # never the code "centre"
     assert "centre" not in await found.inner_text()
     await page.click("[data-lang-toggle]")
-    await expect(found).to_contain_text(re.compile("the hotline centre completed it at", re.I))
+    await expect(found).to_contain_text(re.compile("the hotline centre completed it at", re.IGNORECASE))
     assert problems == []
