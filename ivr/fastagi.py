@@ -963,21 +963,3 @@ class AgiThread:
         except RuntimeError:  # already closed
             pass
         await asyncio.to_thread(thread.join, timeout)
-
-
-async def start_agi_server(agi: HotlineAgi, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                           *, allow: Iterable[str] = ("127.0.0.1", "::1"),
-                           on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None,
-                           gate: bool = True) -> AgiThread:
-    """Listen for Asterisk's FastAGI connections: in a gate process that hands each checked
-    conversation to a thread of this process (:class:`ivr.agi_gate.GateThread`), or with
-    ``gate=False`` on a thread of its own (:class:`AgiThread`); ``agi``'s callbacks and
-    ``on_refused`` run on the caller's loop.  ``await stop()`` it."""
-    from ivr.agi_gate import GateThread
-
-    run = on_loop(asyncio.get_running_loop())
-    agi.run = run
-    edge = FastAgiServer(agi.routes(), parse_allow(allow), on_refused=on_refused, run=run)
-    thread = GateThread(edge) if gate else AgiThread(edge)
-    await thread.start(host, port)
-    return thread

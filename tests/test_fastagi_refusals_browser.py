@@ -23,7 +23,8 @@ from agent_console.server import make_app
 from agent_console.session import CONSOLE
 from callcenter.service import Service
 from callcenter.telephony import audit_refusal
-from ivr.fastagi import AgiThread, AgiTokens, HotlineAgi, start_agi_server
+from ivr.agi_gate import start_agi_server
+from ivr.fastagi import AgiThread, AgiTokens, HotlineAgi
 from ivr.menus import load_config
 from tests.conftest import BROWSER_MARKS, sign_in
 from tests.console_fakes import CHEAP, served, started_service

@@ -261,3 +261,23 @@ async def test_english_orders_list_and_wallboard_fit_their_panels(
         assert tall == [] and max(over) <= 0, (lang, tall, over)
         await page.screenshot(path=str(tmp_path / f"wallboard-{lang}-{width}.png"))
     assert problems == []
+
+
+async def test_the_board_names_the_centre_in_words_when_it_answered_on_the_call(
+        site: tuple[str, WorkOrders], browser: Any) -> None:
+    url, wo = site
+    op = Actor("op1", Role.OPERATOR, "centre")
+    order, _ = await wo.create(op, caller=Caller("张三", "13812345678"), category="路灯",
+                               text="路灯不亮")
+    await wo.step(order.id, "resolve_on_call", op, answer="已告知报修渠道")
+    await wo.step(order.id, "start_return_visit", Actor("sup1", Role.SUPERVISOR, "centre"))
+    await wo.step(order.id, "reopen_at_centre", Actor("citizen", Role.CITIZEN),
+                  source="citizen_keys", resolved=False)
+    page, problems = await signed_in(browser, url, "sup1")
+    await page.click("[data-tab=board]")
+    found = page.locator("#anomalies > li[data-kind=false_completion]", has_text=order.number)
+    await expect(found).to_contain_text("热线中心 于")  # never the code "centre"
+    assert "centre" not in await found.inner_text()
+    await page.click("[data-lang-toggle]")
+    await expect(found).to_contain_text(re.compile("the hotline centre completed it at", re.IGNORECASE))
+    assert problems == []
