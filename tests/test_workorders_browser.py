@@ -60,6 +60,10 @@ async def test_department_signs_for_and_returns_supervisor_reviews(
     await page.wait_for_selector("#actions button")
     await page.locator("#actions button", has_text="签收").click()
     await page.wait_for_selector("#detail-title:has-text('办理中')")
+    # Two text boxes, each saying what it is for: the reply, and the co-handler's opinion.
+    for step, hint in (("答复", "答复内容"), ("协办意见", "协办意见")):
+        box = page.locator("#actions .row", has=page.locator("button", has_text=step))
+        assert await box.locator("textarea").get_attribute("placeholder") == hint, step
     # Return the hostile one, with a reason; its text stays text.
     await page.locator("#orders tr", has_text=HOSTILE).first.click()
     await page.wait_for_selector("#detail-title:has-text('" + hostile.number + "')")
