@@ -473,11 +473,11 @@ TRANSFER_PARTIES = ("OrigTransferer", "SecondTransferer", "Transferee", "Transfe
 
 
 def _attended_transfer(h: Headers, at: float) -> AttendedTransferred | None:
-    if h.get("Result", "") != "Success":
-        return None  # a failed transfer joins nobody
+    if h.get("Result", "") != "Success" or not h.get("TransfereeUniqueid"):
+        return None  # a failed transfer, or one with no transferee, joins no caller
     named = [p for p in TRANSFER_PARTIES if h.get(p + "Uniqueid")]
     return AttendedTransferred(
-        at, _req(h, "TransfereeUniqueid"),
+        at, h["TransfereeUniqueid"],
         tuple(h[p + "Channel"] for p in named if h.get(p + "Channel")),
         tuple(h[p + "Uniqueid"] for p in named))
 

@@ -17,8 +17,9 @@ import structlog
 from aiohttp import web
 
 from callcenter.service import Service
+from ivr.agi_gate import start_agi_server
 from ivr.dialer import Dialer, OutboundSettings
-from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow, start_agi_server
+from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow
 from recordings.monitor import CallRecorder
 
 log = structlog.get_logger(__name__)

@@ -71,6 +71,7 @@ import inspect
 import ipaddress
 import re
 import secrets
+import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -827,6 +828,48 @@ class FastAgiServer:
         except Exception:
             log.exception("fastagi_refusal_not_recorded")
 
+    async def report(self, why: str, details: Mapping[str, Any]) -> None:
+        """A refusal the gate process made (and rate-limited): kept and audited here."""
+        peer, script = str(details.get("peer", "?"))[:64], str(details.get("script", ""))[:40]
+        self.refusals.append({"peer": peer, "why": why, "script": script,
+                              "count": details.get("count", 1), "first": time.time(),
+                              "last": time.time()})
+        log.warning("fastagi_refused", peer=peer, why=why, script=script, by="gate")
+        try:
+            await self.run(self.on_refused, why, {"peer": peer, "script": script,
+                                                  "count": details.get("count", 1)})
+        except Exception:
+            log.exception("fastagi_refusal_not_recorded")
+
+    async def adopt(self, sock: socket.socket, headers: dict[str, str]) -> None:
+        """Run the script of a conversation whose headers the gate process read and
+        checked (:mod:`ivr.agi_gate`); ``headers`` include ``peer``.  The connection
+        cap and the script name are checked again here."""
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE)
+        except OSError:
+            sock.close()
+            return
+        self.clients += 1
+        peer = headers.get("peer", "?")
+        try:
+            if self.clients > self.max_clients:
+                await self.refuse("too many connections", peer)
+                return
+            script = headers.get("agi_network_script", "").split("?")[0].split(",")[0]
+            run = self.scripts.get(script)
+            if run is None:
+                await self.refuse("unknown script", peer, script)
+                return
+            await run(AgiChannel(reader, writer, headers))
+        except (CallerHungUp, ConnectionError):
+            pass
+        except Exception:
+            log.exception("fastagi_script_failed")
+        finally:
+            self.clients -= 1
+            writer.close()
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
@@ -920,17 +963,3 @@ class AgiThread:
         except RuntimeError:  # already closed
             pass
         await asyncio.to_thread(thread.join, timeout)
-
-
-async def start_agi_server(agi: HotlineAgi, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                           *, allow: Iterable[str] = ("127.0.0.1", "::1"),
-                           on_refused: Callable[[str, Mapping[str, str]], Maybe] | None = None,
-                           ) -> AgiThread:
-    """Listen for Asterisk's FastAGI connections on a thread of its own (:class:`AgiThread`);
-    ``agi``'s callbacks and ``on_refused`` run on the caller's loop.  ``await stop()`` it."""
-    run = on_loop(asyncio.get_running_loop())
-    agi.run = run
-    edge = FastAgiServer(agi.routes(), parse_allow(allow), on_refused=on_refused, run=run)
-    thread = AgiThread(edge)
-    await thread.start(host, port)
-    return thread

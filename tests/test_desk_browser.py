@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp import web
 from playwright.async_api import expect
 
 from agent_console.knowledge_api import KNOWLEDGE
@@ -29,7 +29,7 @@ from callcenter.orders.lifecycle import Actor, Caller, Role
 from callcenter.orders.merge import follow, followers_of
 from callcenter.orders.store import WorkOrders
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, served, started_service
 
 pytestmark = BROWSER_MARKS
 SIZES = ((1366, 768), (1920, 1080))
@@ -48,21 +48,15 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
     await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
     await load_demo_articles(app[KNOWLEDGE])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, app[WORK_ORDERS]
 
 
 async def orders_page(browser: Any, url: str, user: str, size: tuple[int, int],
-                      path: str = "/orders") -> tuple[Any, list[str]]:
-    page, problems = await sign_in(browser, url, user, width=size[0], height=size[1])
+                      path: str = "/orders", timezone_id: str | None = None
+                      ) -> tuple[Any, list[str]]:
+    page, problems = await sign_in(browser, url, user, width=size[0], height=size[1],
+                                   timezone_id=timezone_id)
     await page.wait_for_url(lambda u: "/login" not in u)
     await page.goto(url + path)
     await page.wait_for_selector("#orders tr")
@@ -86,7 +80,9 @@ async def no_overflow(page: Any) -> None:
 async def test_supervisor_searches_and_merges_three_duplicates(
         site: tuple[str, WorkOrders], browser: Any, shots: Path) -> None:
     url, wo = site
-    page, problems = await orders_page(browser, url, "sup1", SIZES[0])
+    # A browser far from the centre: the times shown are still the centre's.
+    page, problems = await orders_page(browser, url, "sup1", SIZES[0],
+                                       timezone_id="America/New_York")
     await page.fill("#find-q", "光明路")
     await expect(page.locator("#orders tr")).to_have_count(5)
     assert "q=%E5%85%89%E6%98%8E%E8%B7%AF" in page.url  # the search is in the address
@@ -161,6 +157,11 @@ async def test_supervisor_searches_and_merges_three_duplicates(
     await page.goto(url + f"/orders?open={follower.id}")
     await page.wait_for_selector(f"#history li:has-text('{lead_number}')")
     assert f"并案：随主件 {lead_number} 办理" in await page.inner_text("#history")
+    accepted = (await wo.get(str(follower.id))).accepted_at.astimezone(ZoneInfo("Asia/Shanghai"))
+    fields = await page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        '#detail-fields dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]))""")
+    assert fields["受理时间"] == f"{accepted.year}/{accepted.month}/{accepted.day} " \
+        f"{accepted:%H:%M:%S}"
     await page.click("[data-lang-toggle]")
     await page.wait_for_selector(f"#history li:has-text('Merged: handled with lead order {lead_number}')")
     trail = await page.inner_text("#history")
@@ -238,3 +239,25 @@ async def test_the_knowledge_base_answers_as_one_types(
         await page.screenshot(path=str(shots / f"knowledge-{width}x{height}.png"))
         assert problems == []
         await page.context.close()
+
+
+async def test_a_double_click_on_save_writes_one_article(
+        site: tuple[str, WorkOrders], browser: Any) -> None:
+    url, _ = site
+    page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
+    await page.wait_for_url(lambda u: "/login" not in u)
+    await page.goto(url + "/knowledge")
+    await page.wait_for_selector("#kb-results li")
+    before = (await (await page.request.get(url + "/api/knowledge/articles")).json())["total"]
+    await page.click("#kb-new")
+    await page.fill("#f-title", "双击保存只建一条")
+    await page.fill("#f-category", "测试/双击")
+    await page.fill("#f-body", "同一条知识，点两下保存也只有一条。")
+    await page.dblclick("#kb-save")
+    await expect(page.locator("#kb-message")).to_contain_text("已保存（第 1 版）")
+    await expect(page.locator("#kb-save")).to_be_enabled()
+    listed = (await (await page.request.get(url + "/api/knowledge/articles")).json())
+    assert listed["total"] == before + 1
+    assert [a["title"] for a in listed["articles"]].count("双击保存只建一条") == 1
+    assert problems == []
+    await page.context.close()

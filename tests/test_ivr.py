@@ -13,6 +13,7 @@ import pytest
 
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer, QueueConfig
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
+from ivr.agi_gate import start_agi_server
 from ivr.fastagi import (
     AgiThread,
     AgiTokens,
@@ -20,7 +21,6 @@ from ivr.fastagi import (
     HotlineAgi,
     inbound_token,
     last4,
-    start_agi_server,
 )
 from ivr.menus import (
     DEFAULT_CONFIG,

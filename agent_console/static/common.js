@@ -63,6 +63,29 @@ export function dateTime(epochSeconds) {
   return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, {hour12: false, timeZone});
 }
 
+// A datetime-local input's value ("2026-12-03T12:51") for an instant, on the centre's
+// clock, and back: the value typed is the centre's wall time, whatever the browser's zone.
+function wallParts(ms) {
+  const parts = new Intl.DateTimeFormat("en-GB", {year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZone}).formatToParts(new Date(ms));
+  const get = (type) => Number((parts.find((p) => p.type === type) || {value: "0"}).value);
+  return [get("year"), get("month"), get("day"), get("hour"), get("minute"), get("second")];
+}
+export function centreInputValue(epochSeconds) {
+  const [y, mo, d, h, mi] = wallParts(epochSeconds * 1000);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${y}-${two(mo)}-${two(d)}T${two(h)}:${two(mi)}`;
+}
+export function fromCentreInput(value) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(value || "");
+  if (!m) return null;
+  const wall = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5]);
+  // The zone's offset at that moment: the wall time it shows for `wall`, less `wall`.
+  const [y, mo, d, h, mi, s] = wallParts(wall);
+  const offset = Date.UTC(y, mo - 1, d, h, mi, s) - wall;
+  return new Date(wall - offset).toISOString();
+}
+
 // "09:15": hours and minutes in the centre's time zone (a chart's axis).
 export function hourMinute(epochSeconds) {
   const parts = new Intl.DateTimeFormat("en-GB", {hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone})

@@ -35,6 +35,7 @@ async function boot() {
   onLangChange(() => {
     buildPauseMenu(); render(); renderHistory(lastHistory); renderOtherDrafts();
     if (draftStatusShown) draftStatus(...draftStatusShown);
+    if (submittedShown) showSubmitted(submittedShown);
     if (draft) draftCall(draft);
     const keep = draft ? formFields() : null;
     buildIntakeLists();
@@ -256,6 +257,7 @@ function renderHistoryInto(box, h) {
 // --------------------------------------------------------------------------- agent actions
 
 function setMessage(id, text, kind = "") {
+  if (id === "draft-message") submittedShown = null;
   const m = byId(id);
   m.className = "message " + kind;
   m.textContent = text;
@@ -651,13 +653,23 @@ function renderOtherDrafts() {
   for (const d of others) {
     const b = el("button", {cls: "link-button", attrs: {type: "button"}, text: t("draft.open")});
     b.addEventListener("click", async () => { await saveDraft(); showDraft(d); });
-    ul.append(el("li", {}, el("span", {text: `${d.caller || "—"} · ${clockTime(d.updated_at)} · ${d.text.slice(0, 30)}`}), b));
+    ul.append(el("li", {}, el("span", {text: [d.caller || "—", clockTime(d.updated_at), d.text.slice(0, 30)].filter(Boolean).join(" · ")}), b));
   }
 }
 
-async function openDraft(callUniqueid) {
+// The calls whose draft is already a work order: their pushes must not show it again.
+const doneCalls = new Set();
+
+// ``orNew``: when the call's draft is already an order, open a new one without the call
+// (F4); otherwise (the automatic opening on answer) show nothing and return null.
+async function openDraft(callUniqueid, orNew = true) {
   await saveDraft();
-  const d = await api("POST", "/api/drafts", callUniqueid ? {call_uniqueid: callUniqueid} : {});
+  let d = await api("POST", "/api/drafts", callUniqueid ? {call_uniqueid: callUniqueid} : {});
+  if (d.status !== "open") {
+    doneCalls.add(callUniqueid);
+    if (!orNew) return null;
+    d = await api("POST", "/api/drafts", {});
+  }
   openDrafts = [d, ...openDrafts.filter((x) => x.id !== d.id)];
   showDraft(d);
   return d;
@@ -669,8 +681,9 @@ function maybeOpenDraftForCall() {
   const call = view.call;
   if (!a || a.state !== "on_call" || !call) return;
   if ((draft && draft.call_uniqueid === call.uniqueid) || openingFor === call.uniqueid) return;
+  if (doneCalls.has(call.uniqueid)) return;  // submitted: F4 opens a new draft
   openingFor = call.uniqueid;
-  openDraft(call.uniqueid)
+  openDraft(call.uniqueid, false)
     .catch((e) => setMessage("draft-message", errorText(e), "error"))
     .finally(() => { openingFor = null; });
 }
@@ -752,17 +765,25 @@ async function submitDraft(ev) {
     const done = await api("POST", `/api/drafts/${draft.id}/submit`, body);
     localStorage.removeItem(backupKey(draft.id));
     openDrafts = openDrafts.filter((d) => d.id !== draft.id);
+    if (draft.call_uniqueid) doneCalls.add(draft.call_uniqueid);
     hideDraft();
-    const m = byId("draft-message");
-    m.className = "message ok";
-    const link = el("a", {cls: "order-link", attrs: {href: orderHref(done.id), target: "_blank"}, text: done.number});
-    m.replaceChildren(el("span", {text: outcome === "answer" ? t("draft.submitted_answer") : outcome === "dispatch" ? t("draft.submitted_dispatch") : t("draft.submitted_accept")}), link);
-    m.dataset.number = done.number;
+    showSubmitted({outcome, id: done.id, number: done.number});
     renderOtherDrafts();
     if (historyFor) loadHistory(historyFor);
   } catch (e) {
     setMessage("draft-message", errorText(e), "error");
   }
+}
+
+// "Answered on the call, order 20261130-000013": kept as data so a language switch re-says it.
+let submittedShown = null;
+function showSubmitted(s) {
+  const m = byId("draft-message");
+  m.className = "message ok";
+  const link = el("a", {cls: "order-link", attrs: {href: orderHref(s.id), target: "_blank"}, text: s.number});
+  m.replaceChildren(el("span", {text: t("draft.submitted_" + s.outcome)}), link);
+  m.dataset.number = s.number;
+  submittedShown = s;
 }
 
 // --------------------------------------------------------------------------- lookup

@@ -3,7 +3,7 @@
 // answer most calls and which searches found nothing.  The server checks every
 // rule; text is only ever set as text (common.js el()).
 
-import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
+import {api, ApiFailure, byId, dateTime, el, setCsrf, setText, setTimeZone} from "/static/common.js";
 import {applyI18n, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
@@ -18,9 +18,7 @@ function deptName(id) {
   return currentLang() === "en" ? d.name_en : d.name;
 }
 
-function when(epoch) {
-  return new Date(epoch * 1000).toLocaleString(document.documentElement.lang, {hour12: false});
-}
+function when(epoch) { return dateTime(epoch); }  // in the centre's time zone
 
 const ACTIONS = () => ({create: t("kb.a.create"), edit: t("kb.a.edit"), retire: t("kb.a.retire"),
   restore: t("kb.a.restore")});
@@ -116,9 +114,26 @@ function formFields() {
   return out;
 }
 
+// One write at a time: a double click on 保存 must not create the article twice.
+let writing = false;
+async function oneWrite(work) {
+  if (writing) return;
+  writing = true;
+  const buttons = ["kb-save", "kb-retire", "kb-restore"].map(byId);
+  for (const b of buttons) b.disabled = true;
+  try { await work(); } finally {
+    writing = false;
+    for (const b of buttons) b.disabled = false;
+  }
+}
+
 async function save(ev) {
   ev.preventDefault();
   if (!writer) return;
+  await oneWrite(saveNow);
+}
+
+async function saveNow() {
   try {
     let doc;
     if (current) doc = await api("PUT", `/api/knowledge/articles/${current.id}`, {...formFields(), version: current.version});
@@ -133,6 +148,10 @@ async function save(ev) {
 
 async function setStatus(action) {
   if (!current) return;
+  await oneWrite(() => setStatusNow(action));
+}
+
+async function setStatusNow(action) {
   try {
     await api("POST", `/api/knowledge/articles/${current.id}/${action}`, {version: current.version, note: byId("f-note").value});
     await openArticle(current.id);
@@ -180,6 +199,7 @@ async function boot() {
   let who;
   try { who = await api("GET", "/api/me"); } catch { return; }
   setCsrf(who.csrf);
+  setTimeZone(who.config && who.config.timezone);
   me = who.user;
   writer = me.role === "supervisor" || me.role === "admin";
   setText("me", me.display_name);

@@ -4,7 +4,8 @@
 // offers the steps the order's state has and shows the answer.  Text is only
 // ever set with textContent (see common.js el()).
 
-import {api, ApiFailure, byId, el, setCsrf, setText} from "/static/common.js";
+import {api, ApiFailure, byId, centreInputValue, dateTime, el, fromCentreInput, setCsrf, setText, setTimeZone}
+  from "/static/common.js";
 import {applyI18n, categoryLabel, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind, textWithLinks}
   from "/static/order_find.js";
@@ -13,7 +14,7 @@ const STRINGS = {
   "zh-CN": {
     "orders.title": "工单",
     "tab.inbox": "待办", "inbox.title": "待办工单", "inbox.new": "新派单（待签收）",
-    "inbox.sent_back": "退回本单位", "inbox.supervised": "督办件", "inbox.due_soon": "即将到期（24小时内）",
+    "inbox.sent_back": "退回本单位", "inbox.supervised": "督办件", "inbox.due_soon": "已超期或24小时内到期",
     "inbox.none": "无", "inbox.due": "时限 {t}", "inbox.overdue": "已超期（时限 {t}）",
     "inbox.back_refuse_return": "中心驳回退单", "inbox.back_reject_completion": "中心退回重办",
     "inbox.back_reopen": "市民回访未解决，重新办理", "inbox.arrived": "有 {n} 件新的待办工单",
@@ -42,7 +43,7 @@ const STRINGS = {
     "ev.staff": "{actor}（{role}）试图替市民录入满意度，系统已拒绝并记录。",
     "role.operator": "话务员", "role.supervisor": "值班长", "role.department": "承办单位",
     "role.admin": "管理员", "role.system": "系统", "role.citizen": "市民",
-    "actor.timers": "系统定时", "actor.merge": "并案（主件 {n}）",
+    "actor.timers": "系统定时", "actor.merge": "并案（主件 {n}）", "unit.centre": "热线中心",
     "timer.first_response": "首次响应时限", "timer.handling": "办理时限",
     "timer.supervision": "督办期限", "actor.citizen_keys": "市民按键", "actor.dialer": "自动外呼",
  "tab.orders": "工单", "tab.returns": "退单审核", "tab.board": "督办看板",
@@ -63,7 +64,7 @@ const STRINGS = {
     "visit.gave_up": "放弃", "visit.cancelled": "已取消", "visit.attempts": "第 {n} 次",
     "visit.result.resolved": "市民按键：已解决", "visit.result.not resolved": "市民按键：未解决",
     "hidden": "（已隐藏）", "yes": "是",
-    "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容",
+    "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容", "in.co_reply": "协办意见",
     "citizen.title": "记录市民在回访通话中的回答（须有通话编号）", "citizen.solved": "市民说已解决",
     "citizen.unsolved": "市民说未解决", "citizen.sat_op": "对话务员满意度", "citizen.sat_dep": "对承办单位满意度",
     "citizen.call": "回访通话编号", "citizen.none": "未回答", "step.answer": "记录市民回答",
@@ -87,7 +88,7 @@ const STRINGS = {
   "en": {
     "orders.title": "Work orders",
     "tab.inbox": "Inbox", "inbox.title": "Orders waiting for us", "inbox.new": "New (to sign for)",
-    "inbox.sent_back": "Sent back to us", "inbox.supervised": "Supervised", "inbox.due_soon": "Due within 24 hours",
+    "inbox.sent_back": "Sent back to us", "inbox.supervised": "Supervised", "inbox.due_soon": "Overdue or due within 24 hours",
     "inbox.none": "none", "inbox.due": "due {t}", "inbox.overdue": "overdue (due {t})",
     "inbox.back_refuse_return": "the centre refused our return", "inbox.back_reject_completion": "the centre sent our completion back",
     "inbox.back_reopen": "the citizen says it is not solved: reopened", "inbox.arrived": "{n} new orders waiting",
@@ -116,7 +117,7 @@ const STRINGS = {
     "ev.staff": "{actor} ({role}) tried to enter the citizen's satisfaction; refused and recorded.",
     "role.operator": "operator", "role.supervisor": "supervisor", "role.department": "department",
     "role.admin": "admin", "role.system": "system", "role.citizen": "citizen",
-    "actor.timers": "System timer", "actor.merge": "Merge (lead order {n})",
+    "actor.timers": "System timer", "actor.merge": "Merge (lead order {n})", "unit.centre": "the hotline centre",
     "timer.first_response": "first response deadline",
     "timer.handling": "handling deadline", "timer.supervision": "supervision deadline", "actor.citizen_keys": "Citizen's keys", "actor.dialer": "Auto dialler",
  "tab.orders": "Orders", "tab.returns": "Returns to review",
@@ -139,7 +140,7 @@ const STRINGS = {
     "visit.manual": "handed to an operator", "visit.gave_up": "given up",
     "visit.cancelled": "cancelled", "visit.attempts": "attempt {n}",
     "visit.result.resolved": "citizen keyed: solved", "visit.result.not resolved": "citizen keyed: not solved",
-    "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer",
+    "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer", "in.co_reply": "Co-handler's opinion",
     "citizen.title": "Record the citizen's answers on the return-visit call (call id required)",
     "citizen.solved": "Citizen says solved", "citizen.unsolved": "Citizen says not solved",
     "citizen.sat_op": "Satisfaction with the operator", "citizen.sat_dep": "Satisfaction with the department",
@@ -203,6 +204,7 @@ let chosen = null;
 let lastList = null;
 
 function deptName(id) {
+  if (id === "centre") return tr("unit.centre");  // the centre's own unit (departments.toml [centre])
   const d = departments.find((x) => x.id === id);
   if (!d) return id || "";
   return currentLang() === "en" ? d.name_en : d.name;
@@ -228,8 +230,9 @@ function actorLabel(h) {
   return [h.actor_id, unit || (role ? tr(role) : "")].filter(Boolean).join(" · ");
 }
 
+// A time in the centre's time zone (common.js dateTime), never the browser's.
 function when(iso) {
-  return iso ? new Date(iso).toLocaleString(document.documentElement.lang, {hour12: false}) : "";
+  return iso ? dateTime(Date.parse(iso) / 1000) : "";
 }
 
 function allowedSteps() {
@@ -246,6 +249,7 @@ async function boot() {
   let who;
   try { who = await api("GET", "/api/me"); } catch { return; }
   setCsrf(who.csrf);
+  setTimeZone(who.config && who.config.timezone);
   me = who.user;
   setText("me", me.display_name);
   byId("web-signout").addEventListener("click", async () => {
@@ -434,7 +438,7 @@ function renderActions(order) {
       if (field === "department") input = departmentSelect(order);
       else if (field === "deadline") input = el("input", {data: {field}, attrs: {type: "datetime-local", "aria-label": tr("in.deadline")}});
       else if (field === "reason") input = el("input", {data: {field}, attrs: {maxlength: 2000, placeholder: tr("in.reason")}});
-      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: tr("in." + field)}});
+      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: tr(step === "co_reply" ? "in.co_reply" : "in." + field)}});
       inputs.push(input);
       row.append(input);
     }
@@ -478,7 +482,7 @@ async function takeStep(order, step, inputs, button) {
   for (const input of inputs) {
     const field = input.dataset.field;
     if (field === "deadline") {
-      if (input.value) body.deadline = new Date(input.value).toISOString();
+      if (input.value) body.deadline = fromCentreInput(input.value);  // the centre's wall time
     } else if (input.value.trim()) {
       body[field] = input.value;
     }
@@ -540,7 +544,10 @@ function evidenceSentences(a, numberOf) {
     out.push(tr("ev.template", {dept: deptName(e.department), n: e.orders, pct: pct(e.threshold), text: clip(e.leader && e.leader.text, 120)}));
     for (const r of e.replies || []) out.push(tr("ev.template_order", {n: numberOf(r.order_id), pct: pct(r.similarity_to_leader)}));
   } else if (a.kind === "overdue") {
-    const late = e.met_at ? tr("ev.late_done", {at: when(e.met_at), h: hours(e.late_by_hours)}) : tr("ev.late_open", {h: hours(e.late_by_hours)});
+    // Still open: late by now, not by when the finding was made (0.0 h at the deadline).
+    const lateOpen = e.due ? Math.max(Number(e.late_by_hours) || 0, (Date.now() - Date.parse(e.due)) / 3600e3)
+      : e.late_by_hours;
+    const late = e.met_at ? tr("ev.late_done", {at: when(e.met_at), h: hours(e.late_by_hours)}) : tr("ev.late_open", {h: hours(lateOpen)});
     out.push(tr("ev.overdue." + (e.deadline || "handling"), {due: when(e.due), late}));
   } else if (a.kind === "repeat_after_completion") {
     const later = e.later || {};
@@ -591,8 +598,7 @@ function anomalyItem(a) {
   }
   const note = el("input", {attrs: {maxlength: "500", placeholder: tr("board.note")}, data: {field: "note"}});
   const deadline = el("input", {attrs: {type: "datetime-local", title: tr("board.deadline_ph")}, data: {field: "deadline"}});
-  const local = new Date(Date.now() + 3 * 86400e3 - new Date().getTimezoneOffset() * 60e3);
-  deadline.value = local.toISOString().slice(0, 16);
+  deadline.value = centreInputValue(Date.now() / 1000 + 3 * 86400);  // on the centre's clock
   const message = el("span", {cls: "message"});
   const target = a.orders.find((o) => o.state && !["evaluated", "resolved_on_call"].includes(o.state)) || null;
   const supervise = el("button", {attrs: {type: "button"}, data: {act: "supervise"}, text: tr("board.supervise")});
@@ -601,7 +607,7 @@ function anomalyItem(a) {
     const reason = note.value.trim() || tr("kind." + a.kind);
     try {
       await api("POST", `/api/orders/${encodeURIComponent(target.id)}/steps`,
-        {step: "supervise", reason, deadline: new Date(deadline.value).toISOString()});
+        {step: "supervise", reason, deadline: fromCentreInput(deadline.value)});
       await api("POST", "/api/supervision/anomalies/ack", {key: a.key, note: tr("board.supervised", {n: numberOf(target.id)}) + (note.value.trim() ? " · " + note.value.trim() : "")});
       loadBoard();
     } catch (e) { message.className = "message error"; message.textContent = tr("failed", {e: e.message}); }

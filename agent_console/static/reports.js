@@ -154,7 +154,7 @@ function renderCharts() {
     }, true);
   }
   if (!report.departments) { byId("chart-departments").parentElement.hidden = true; return; }
-  const rate = (k) => ({name: report.definitions[k].zh, type: "bar", barMaxWidth: 36, data: depts.map((d) => d[k])});
+  const rate = (k) => ({name: report.definitions[k][currentLang() === "en" ? "en" : "zh"], type: "bar", barMaxWidth: 36, data: depts.map((d) => d[k])});
   chart("chart-departments")?.setOption({
     animation: !printing,
     tooltip: {trigger: "axis", renderMode: "richText"},

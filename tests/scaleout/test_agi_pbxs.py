@@ -18,7 +18,8 @@ from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer, QueueConfig
 from callcenter.pbx.sim.agi import QueueEnd, run_agi
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
 from callcenter.telephony import agi_pbxs
-from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow, start_agi_server
+from ivr.agi_gate import start_agi_server
+from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow
 from ivr.menus import load_config
 from tests.scaleout.test_pbxs import pbx_table, write
 
