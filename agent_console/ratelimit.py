@@ -55,6 +55,11 @@ class RateSettings:
     trusted_proxies: frozenset[str] = frozenset()
 
 
+
+#: No request rate limit (0 per second is off), for a rig whose many clients all come
+#: from one address: the bench's browsers and the API test rigs, all on 127.0.0.1.
+UNLIMITED = RateSettings(0, 1, 0, 1)
+
 class Buckets:
     """Token buckets by key: ``burst`` requests at once, then ``per_s`` a second (pure)."""
 

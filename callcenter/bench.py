@@ -1124,7 +1124,7 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
     from argon2 import PasswordHasher
 
     from agent_console.auth import Passwords, Role, Users
-    from agent_console.ratelimit import RateSettings
+    from agent_console.ratelimit import UNLIMITED
     from agent_console.server import make_app
     from agent_console.session import CONSOLE
     from callcenter.config import Settings
@@ -1159,7 +1159,7 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
         for name in slow:
             await users.add(name, PASSWORD, Role.SUPERVISOR)
         # No request rate limit: the bench's 1,100 browsers all sign in from 127.0.0.1.
-        app = make_app(service, passwords=passwords, rate_limit=RateSettings(0, 1, 0, 1))
+        app = make_app(service, passwords=passwords, rate_limit=UNLIMITED)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -132,7 +132,7 @@ async def reconcile(database_url: str, queue_logs: Path | str | dict[str, Path],
 async def _sim_child(args: argparse.Namespace) -> None:
     from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
     from callcenter.pbx.sim import QueueConfig as SimQueue
-    from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
+    from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
 
     queues = tuple(SimQueue(name=q, wrapuptime=1, maxwait=30) for q in args.queue)
     pbx = Pbx(PbxConfig(queues=queues, agents=args.agents), None, start_time=time.time(),
@@ -158,7 +158,7 @@ async def _sim_child(args: argparse.Namespace) -> None:
                                     ring_min=0.3, ring_max=1.5, patience_median=12.0,
                                     breaks_per_hour=0.0, first_call_after=0.2)
                 ends = pbx.now + float(cmd["seconds"])
-                pbx.traffic = _Until(RandomTraffic(cfg, seed=args.seed, origin=pbx.now), ends)
+                pbx.traffic = Until(RandomTraffic(cfg, seed=args.seed, origin=pbx.now), ends)
                 pbx._plan_arrival()  # the core asks its traffic for the first caller
                 server.reschedule()
             elif cmd.get("do") == "stop":
@@ -169,20 +169,6 @@ async def _sim_child(args: argparse.Namespace) -> None:
                                   for n, q in pbx.queues.items()}})
     finally:
         await server.stop()
-
-
-class _Until:
-    """A traffic source that sends no caller after ``end`` (PBX time)."""
-
-    def __init__(self, source: Any, end: float) -> None:
-        self.source, self.end = source, end
-
-    def next_call(self, now: float) -> Any:
-        spec = self.source.next_call(now)
-        return spec if spec is not None and spec.at < self.end else None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
 
 
 def _say(out: IO[str], obj: dict[str, Any]) -> None:

@@ -47,7 +47,7 @@ from aiohttp import WSMsgType, web
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from agent_console.auth import User, Users
+from agent_console.auth import Session, User, Users
 from agent_console.http import same_origin
 from agent_console.hub import RESYNC, Client
 from agent_console.once import HEADER as ACTION_HEADER
@@ -390,14 +390,21 @@ def _username(key: str) -> str:
 WORKER = web.AppKey("worker", Worker)
 
 
-async def wall_socket(request: web.Request) -> web.WebSocketResponse:
-    """``/ws/wall`` (and ``/ws`` for supervisors): the wallboard from the bus."""
+async def _signed_in(request: web.Request) -> tuple[Worker, Session]:
+    """The worker and the signed-in session of a websocket upgrade: 403 cross-site,
+    401 without a live session."""
     w = request.app[WORKER]
     if not same_origin(request):
         raise web.HTTPForbidden(text="cross-site websocket refused")
     session = await w.users.session(request.cookies.get(COOKIE))
     if session is None:
         raise web.HTTPUnauthorized(text="sign in first")
+    return w, session
+
+
+async def wall_socket(request: web.Request) -> web.WebSocketResponse:
+    """``/ws/wall`` (and ``/ws`` for supervisors): the wallboard from the bus."""
+    w, session = await _signed_in(request)
     if not session.user.is_supervisor:
         raise web.HTTPForbidden(text="the wallboard is for supervisors")
     return await _serve_socket(request, w, session.token_hash, WALL)
@@ -405,12 +412,7 @@ async def wall_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def live_socket(request: web.Request) -> web.WebSocketResponse:
     """``/ws``: an operator's own screen from the bus (a supervisor's: the wallboard)."""
-    w = request.app[WORKER]
-    if not same_origin(request):
-        raise web.HTTPForbidden(text="cross-site websocket refused")
-    session = await w.users.session(request.cookies.get(COOKIE))
-    if session is None:
-        raise web.HTTPUnauthorized(text="sign in first")
+    w, session = await _signed_in(request)
     user = session.user
     if user.is_supervisor:
         return await _serve_socket(request, w, session.token_hash, WALL)

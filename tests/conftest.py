@@ -28,10 +28,11 @@ def case_dirs() -> list[Path]:
 # The database pass: unset, every test runs on SQLite files; HOTLINE_TEST_DATABASE set to a
 # PostgreSQL server URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres, as
 # ./run test sets it for its second pass) runs only the tests that take a database fixture,
-# each on a new, empty PostgreSQL database created for it and dropped after (WITH FORCE, so
-# a connection a test left open cannot keep it).  The others are reported as deselected.
+# each on a new PostgreSQL database created for it (a copy of one migrated once per run, or
+# an empty one for the migration tests) and dropped after (WITH FORCE, so a connection a
+# test left open cannot keep it).  The others are reported as deselected.
 TEST_DATABASE = os.environ.get("HOTLINE_TEST_DATABASE", "")
-DATABASE_FIXTURES = {"tmp_db", "sync_db"}
+DATABASE_FIXTURES = {"tmp_db", "empty_db", "sync_db"}
 _created = itertools.count(1)
 
 
@@ -84,17 +85,30 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _admin(TEST_DATABASE, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in left))
 
 
-@pytest.fixture
-def tmp_db(tmp_path: Path) -> Iterator[str]:
-    """An empty database's async URL: a SQLite file, or (HOTLINE_TEST_DATABASE) a new
-    PostgreSQL database dropped after the test."""
+def _new_database(tmp_path: Path, template: str | None = None) -> Iterator[str]:
+    """A new database's async URL: a SQLite file in ``tmp_path``, or (HOTLINE_TEST_DATABASE)
+    a PostgreSQL database dropped after the test; a copy of ``template`` (a URL of the
+    same kind) when given, else empty."""
     if not TEST_DATABASE:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+        path = tmp_path / "hotline.db"
+        if template is not None:
+            import sqlite3
+
+            from sqlalchemy.engine import make_url
+
+            src, dst = sqlite3.connect(make_url(template).database), sqlite3.connect(path)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+                src.close()
+        yield f"sqlite+aiosqlite:///{path}"
         return
     from sqlalchemy.engine import make_url
 
     name = f"hotline_t{os.getpid()}_{next(_created)}"
-    _admin(TEST_DATABASE, f'CREATE DATABASE "{name}"')
+    copy = f' TEMPLATE "{make_url(template).database}"' if template is not None else ""
+    _admin(TEST_DATABASE, f'CREATE DATABASE "{name}"{copy}')
     try:
         yield (make_url(TEST_DATABASE).set(drivername="postgresql+asyncpg", database=name)
                .render_as_string(hide_password=False))
@@ -102,11 +116,52 @@ def tmp_db(tmp_path: Path) -> Iterator[str]:
         _admin(TEST_DATABASE, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database of this run brought to the newest schema (Alembic head, as
+    ``Store.open`` does), for :func:`tmp_db` to copy: migrating PostgreSQL takes seconds,
+    copying it a fraction of one.  Nothing connects to it after it is made."""
+    import asyncio
+
+    from callcenter.db import Store
+
+    made = _new_database(tmp_path_factory.mktemp("template"))
+    url = next(made)
+
+    async def migrate() -> None:
+        store = Store(url)
+        await store.open()
+        await store.close()
+    loop = asyncio.new_event_loop()  # not the tests' loop, and not made the current one
+    try:
+        loop.run_until_complete(migrate())
+    finally:
+        loop.close()
+    yield url
+    made.close()  # drops the PostgreSQL one
+
+
 @pytest.fixture
-def sync_db(tmp_db: str) -> str:
-    """The same empty database's synchronous URL (Alembic's command line, inspect())."""
+def tmp_db(tmp_path: Path, migrated_template: str) -> Iterator[str]:
+    """A new database at the newest schema and with no rows, as an empty one is after
+    ``Store.open`` (which still runs Alembic's ``upgrade head``, here with nothing to do):
+    a SQLite file, or (HOTLINE_TEST_DATABASE) a PostgreSQL database dropped after the
+    test; a copy of :func:`migrated_template`.  A test of migrations wants ``sync_db``."""
+    yield from _new_database(tmp_path, migrated_template)
+
+
+@pytest.fixture
+def empty_db(tmp_path: Path) -> Iterator[str]:
+    """An empty database's async URL (no tables): like :func:`tmp_db`, not migrated."""
+    yield from _new_database(tmp_path)
+
+
+@pytest.fixture
+def sync_db(empty_db: str) -> str:
+    """An empty database's synchronous URL (Alembic's command line, inspect()): for the
+    tests of migrations, which start from nothing."""
     from callcenter.db import sync_url
-    return sync_url(tmp_db)
+    return sync_url(empty_db)
 
 
 @pytest.fixture

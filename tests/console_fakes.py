@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from argon2 import PasswordHasher
 
 from acd import events as ev
 from agent_console.auth import Passwords, seed_demo_users
+from agent_console.ratelimit import UNLIMITED
 from callcenter.config import load
 from callcenter.pbx.ami import LinkDown
 from callcenter.service import Service
@@ -252,6 +254,34 @@ async def started_service(db_url: str) -> tuple[Service, FakePbx]:
     await service.start()
     await seed_demo_users(service.store, passwords=CHEAP)
     return service, pbx
+
+
+def rig_app(service: Service, **options: Any) -> web.Application:
+    """The console's real app (agent_console.server.make_app) for an API test rig: Argon2
+    at its cheapest (:data:`CHEAP`), no pause after a failed sign-in and no request rate
+    limit (ratelimit.UNLIMITED: a rig's clients all come from 127.0.0.1 and some send
+    hundreds of requests; tests/test_ratelimit.py tests the limit).  ``options`` are
+    make_app's and win over these."""
+    from agent_console.server import make_app
+
+    return make_app(service, **({"passwords": CHEAP, "failure_delay": 0,
+                                 "rate_limit": UNLIMITED} | options))
+
+
+@asynccontextmanager
+async def served(service: Service, app: web.Application) -> AsyncIterator[str]:
+    """``app`` on 127.0.0.1 at a free port, for a real browser: its URL (no trailing /).
+    On the way out the server and ``service`` are stopped, in that order."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await service.stop()
 
 
 class Person:

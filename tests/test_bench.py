@@ -11,8 +11,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from callcenter.bench import panoramisk_rate, percentile, rss_mb, synthetic_day, trace_sample
+import pytest
+
+from callcenter.bench import (
+    TABLE,
+    panoramisk_rate,
+    percentile,
+    rss_mb,
+    synthetic_day,
+    trace_sample,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,13 +33,19 @@ KEYS = {
 }
 
 
-def test_quick_run_reports_every_figure() -> None:
+@pytest.fixture(scope="module")
+def quick_run() -> tuple[dict[str, Any], str]:
+    """One tiny ``callcenter bench --quick --json`` run: its figures and its stderr."""
     out = subprocess.run(
         [sys.executable, "-m", "callcenter.cli", "bench", "--quick", "--json",
          "--operators", "3", "--wallboards", "1", "--rate", "300", "--duration", "2",
          "--blast-events", "3000", "--orders", "10", "--day-calls", "300"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    r = json.loads(out.stdout)
+    return json.loads(out.stdout), out.stderr
+
+
+def test_quick_run_reports_every_figure(quick_run: tuple[dict[str, Any], str]) -> None:
+    r, stderr = quick_run
     assert KEYS <= r.keys()
     assert (r["operators"], r["wallboards"]) == (3, 1)
     assert r["websockets_connected"] == 4 and r["websockets_failed"] == 0
@@ -44,17 +60,16 @@ def test_quick_run_reports_every_figure() -> None:
     assert 0 < r["rss_mb_end"] <= r["rss_mb_peak"] < 1000
     assert r["cpu_s_per_1000_events"] > 0
     assert r["orders_per_s"] > 0 and r["day_calls"] == 300 and r["day_rebuild_s"] >= 0
-    assert "[bench" in out.stderr  # progress lines go to stderr, the JSON alone to stdout
+    assert "[bench" in stderr  # progress lines go to stderr, the JSON alone to stdout
 
 
-def test_table_without_json() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "callcenter.cli", "bench", "--quick", "--operators", "1",
-         "--wallboards", "1", "--rate", "200", "--duration", "1", "--blast-events", "1000",
-         "--orders", "5", "--day-calls", "50"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    assert "ring-to-pop ms p50 / p99 / max" in out.stdout
-    assert "work orders/s (SQLite)" in out.stdout
+def test_table_without_json(quick_run: tuple[dict[str, Any], str]) -> None:
+    """Without --json the same figures are printed as TABLE (a second bench run would
+    only repeat the first): every row renders from a real run's figures."""
+    rows = {label: fmt(quick_run[0]) for label, fmt in TABLE}
+    assert rows["ring-to-pop ms p50 / p99 / max"].endswith(" missed)")
+    assert rows["work orders/s (SQLite)"] == f"{quick_run[0]['orders_per_s']:,.1f}"
+    assert rows["operators / wallboards connected"] == "3 / 1 (4 open, 0 failed)"
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -29,7 +29,6 @@ from agent_console.hub import RESYNC, Hub, apply_ops, diff
 from agent_console.knowledge_api import KNOWLEDGE
 from agent_console.models import DraftRow, WorkOrderRow
 from agent_console.orders_api import WORK_ORDERS
-from agent_console.ratelimit import RateSettings
 from agent_console.server import make_app
 from agent_console.session import CONSOLE, STATIC
 from agent_console.users_cli import add_arguments, main_from_args
@@ -37,7 +36,15 @@ from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.orders.lifecycle import order_view, redact
 from callcenter.service import Service
-from tests.console_fakes import CHEAP, Desk, FakePbx, Person, serving, started_service
+from tests.console_fakes import (
+    CHEAP,
+    Desk,
+    FakePbx,
+    Person,
+    rig_app,
+    serving,
+    started_service,
+)
 
 OP1 = "Local/1001@agents/n"
 OP2 = "Local/1002@agents/n"
@@ -59,10 +66,8 @@ class Rig(Desk):
 @pytest.fixture
 async def rig(tmp_db: str) -> AsyncIterator[Rig]:
     service, pbx = await started_service(tmp_db)
-    # Without the request rate limit: test_bad_input sends ~900 requests through this
-    # rig (the limit is tested in test_ratelimit).
-    app = make_app(service, passwords=CHEAP, failure_delay=0,
-                   throttle=LoginThrottle(free=3, base_s=30), rate_limit=RateSettings(0, 1, 0, 1))
+    # Without the request rate limit: test_bad_input sends ~900 requests through this rig.
+    app = rig_app(service, throttle=LoginThrottle(free=3, base_s=30))
     async with serving(service, app) as (server, people):
         r = Rig(service, pbx, server, app, people)
         await r.settle()

@@ -35,7 +35,7 @@ from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, FakePbx, started_service
+from tests.console_fakes import CHEAP, FakePbx, served, started_service
 
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
@@ -55,16 +55,8 @@ class Site:
 async def site(tmp_db: str) -> AsyncIterator[Site]:
     service, pbx = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Site(service, pbx, f"http://127.0.0.1:{port}", app)
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield Site(service, pbx, url, app)
 
 
 @pytest.fixture
@@ -449,20 +441,14 @@ async def sim_site(tmp_db: str) -> AsyncIterator[tuple[Site, Any, Any]]:
     await service.start()
     await seed_demo_users(service.store, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    deadline = time.monotonic() + 5
-    while not service.centre.link_up:
-        assert time.monotonic() < deadline, "no AMI link to the simulator"
-        await asyncio.sleep(0.05)
     try:
-        yield Site(service, None, f"http://127.0.0.1:{port}", app), sim, entered  # type: ignore[arg-type]
+        async with served(service, app) as url:
+            deadline = time.monotonic() + 5
+            while not service.centre.link_up:
+                assert time.monotonic() < deadline, "no AMI link to the simulator"
+                await asyncio.sleep(0.05)
+            yield Site(service, None, url, app), sim, entered  # type: ignore[arg-type]
     finally:
-        await runner.cleanup()
-        await service.stop()
         await sim.stop()
 
 

@@ -18,7 +18,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp import web
 from playwright.async_api import expect
 
 from agent_console.knowledge_api import KNOWLEDGE
@@ -30,7 +29,7 @@ from callcenter.orders.lifecycle import Actor, Caller, Role
 from callcenter.orders.merge import follow, followers_of
 from callcenter.orders.store import WorkOrders
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, served, started_service
 
 pytestmark = BROWSER_MARKS
 SIZES = ((1366, 768), (1920, 1080))
@@ -49,16 +48,8 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
     await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
     await load_demo_articles(app[KNOWLEDGE])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, app[WORK_ORDERS]
 
 
 async def orders_page(browser: Any, url: str, user: str, size: tuple[int, int],

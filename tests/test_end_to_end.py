@@ -19,24 +19,10 @@ from callcenter.config import load
 from callcenter.pbx.ami import AmiError
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
-from callcenter.pbx.traffic import CallSpec, RandomTraffic, TrafficConfig
+from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
 from callcenter.service import Service
 
 T0 = 1_795_000_000.0
-
-
-class Until:
-    """A traffic source that stops sending callers after ``end`` (PBX time)."""
-
-    def __init__(self, source: RandomTraffic, end: float) -> None:
-        self.source, self.end = source, end
-
-    def next_call(self, now: float) -> CallSpec | None:
-        spec = self.source.next_call(now)
-        return spec if spec is not None and spec.at < self.end else None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
 
 
 class CuttableProxy:
@@ -115,7 +101,7 @@ def sim(seed: int, agents: int, rate: float, seconds: float) -> Pbx:
         TrafficConfig(rate=rate, talk_median=25.0, talk_min=5.0, patience_median=30.0,
                       breaks_per_hour=6.0), seed=seed, origin=T0)
     cfg = PbxConfig(queues=(SimQueue(),), agents=agents)
-    return Pbx(cfg, Until(traffic, T0 + seconds), start_time=T0, seed=seed)  # type: ignore[arg-type]
+    return Pbx(cfg, Until(traffic, T0 + seconds), start_time=T0, seed=seed)
 
 
 async def run(tmp_db: str, *, cuts: int, seed: int) -> tuple[Service, Pbx, float]:

@@ -27,7 +27,7 @@ from ivr.agi_gate import start_agi_server
 from ivr.fastagi import AgiThread, AgiTokens, HotlineAgi
 from ivr.menus import load_config
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, served, started_service
 from tests.test_ivr import FakeAsterisk
 
 pytestmark = BROWSER_MARKS
@@ -43,20 +43,14 @@ class Site:
 async def site(tmp_db: str) -> AsyncIterator[Site]:
     service, _pbx = await started_service(tmp_db)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    on_refused = audit_refusal(service, app[CONSOLE])
-    agi = HotlineAgi(load_config(), tokens=AgiTokens(secret="s"), on_refused=on_refused)
-    edge = await start_agi_server(agi, "127.0.0.1", 0, on_refused=on_refused)
-    try:
-        yield Site(service, app, f"http://127.0.0.1:{port}", edge)
-    finally:
-        await edge.stop()
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        on_refused = audit_refusal(service, app[CONSOLE])
+        agi = HotlineAgi(load_config(), tokens=AgiTokens(secret="s"), on_refused=on_refused)
+        edge = await start_agi_server(agi, "127.0.0.1", 0, on_refused=on_refused)
+        try:
+            yield Site(service, app, url, edge)
+        finally:
+            await edge.stop()
 
 
 async def half_a_header_then_close(port: int) -> None:

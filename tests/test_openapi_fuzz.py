@@ -30,10 +30,8 @@ from hypothesis import HealthCheck, settings
 from agent_console.auth import LoginThrottle
 from agent_console.openapi import complete
 from agent_console.orders_api import WORK_ORDERS, openapi
-from agent_console.ratelimit import RateSettings
-from agent_console.server import make_app
 from callcenter.demo_orders import seed_handlers
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, rig_app, started_service
 from tests.test_spy import spy_support
 
 FUZZ = {"sup1": 2, "op1": 2, "dept1": 2}  # random cases per operation, per role
@@ -66,8 +64,7 @@ class Served:
     async def _start(self) -> None:
         self.service, pbx = await started_service(self.db_url)
         spy_support(pbx)
-        app = make_app(self.service, passwords=CHEAP, failure_delay=0,
-                       throttle=LoginThrottle(free=1000), rate_limit=RateSettings(0, 1, 0, 1))
+        app = rig_app(self.service, throttle=LoginThrottle(free=1000))
         await seed_handlers(self.service.store, app[WORK_ORDERS], passwords=CHEAP)
         self.runner = web.AppRunner(app)
         await self.runner.setup()

@@ -16,13 +16,12 @@ from typing import Any
 
 import openpyxl
 import pytest
-from aiohttp import web
 
 from agent_console.server import make_app
 from callcenter.demo_orders import seed_demo_orders, seed_report_history
 from callcenter.service import Service
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, served, started_service
 
 pytestmark = BROWSER_MARKS
 SHOTS = os.environ.get("HOTLINE_SCREENSHOTS")
@@ -43,16 +42,8 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, Service]]:
     assert await seed_report_history(service.store, tz=tz, calls=3000, orders=400) > 0
     assert await seed_report_history(service.store, tz=tz) == 0  # once only
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", service
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, service
 
 
 async def shoot(page: Any, tmp_path: Path, name: str) -> None:
@@ -88,7 +79,9 @@ async def test_supervisor_reads_switches_downloads_and_prints(
     await page.dispatch_event("#day", "change")
     await page.click("[data-period=month]")
     await page.wait_for_selector("[data-period=month][aria-pressed=true]")
-    assert await page.locator("[data-table=intervals] tbody tr").count() >= 28
+    # The button is pressed before the month's figures arrive: wait for its rows.
+    await page.wait_for_function(
+        "() => document.querySelectorAll('[data-table=intervals] tbody tr').length >= 28")
     assert "period=month" in page.url
     month = await (await page.request.get(
         url + f"/api/reports/summary?period=month&day={day}")).json()
@@ -212,12 +205,7 @@ async def test_with_two_pbxs_the_supervisor_picks_one_or_the_whole_centre(
                                 "CAST(SUBSTR(uniqueid, LENGTH(uniqueid)) AS INTEGER) % 3 = 0"))
         await conn.execute(text("DELETE FROM report_days"))
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    url = f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
+    async with served(service, app) as url:
         page, problems = await sign_in(browser, url, "sup1", width=1366, height=768)
         await page.wait_for_url("**/wallboard")
         day = history_day(service)
@@ -243,6 +231,3 @@ async def test_with_two_pbxs_the_supervisor_picks_one_or_the_whole_centre(
             url + f"/api/reports/summary?period=month&day={day}&pbx=pbx9")
         assert bad.status == 400
         assert problems == []
-    finally:
-        await runner.cleanup()
-        await service.stop()

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 
 from callcenter.db import AuditRow
 from callcenter.service import Service
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import FakePbx, started_service
+from tests.console_fakes import FakePbx, served, started_service
 from tests.test_spy import OP1, SUP_PHONE, spy_app, spy_support
 
 pytestmark = BROWSER_MARKS
@@ -37,16 +36,8 @@ class Site:
 @pytest.fixture
 async def site(tmp_db: str) -> AsyncIterator[Site]:
     service, pbx = await started_service(tmp_db)
-    runner = web.AppRunner(spy_app(service), access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Site(service, pbx, f"http://127.0.0.1:{port}")
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, spy_app(service)) as url:
+        yield Site(service, pbx, url)
 
 
 async def wallboard(browser: Any, site: Site) -> tuple[Any, list[str]]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from agent_console.auth import seed_demo_users
 from agent_console.server import make_app
@@ -23,7 +22,7 @@ from callcenter.config import load
 from callcenter.demo import build_sim_pbx
 from callcenter.pbx.sim import PbxSimServer
 from callcenter.service import Service
-from tests.console_fakes import CHEAP
+from tests.console_fakes import CHEAP, served
 
 
 class Live:
@@ -47,16 +46,10 @@ async def live(tmp_db: str) -> AsyncIterator[Live]:
     if not any(getattr(r.resource, "canonical", "") == "/api/supervise/spy/stop"
                for r in app.router.routes()):
         setup_spy(app)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield Live(sim, service, f"http://127.0.0.1:{port}")
+        async with served(service, app) as url:
+            yield Live(sim, service, url)
     finally:
-        await runner.cleanup()
-        await service.stop()
         await sim.stop()
 
 

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from agent_console.server import make_app
 from callcenter.pbx.sim.admin import Dialplan
 from callcenter.service import Service
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, FakePbx, started_service
+from tests.console_fakes import CHEAP, FakePbx, served, started_service
 from tests.test_transfer import OLD_TRANSFER
 
 pytestmark = BROWSER_MARKS
@@ -39,17 +38,8 @@ EN = ("The PBX's dialplan has no such transfer target: nothing was transferred, 
 @pytest.fixture
 async def site(tmp_db: str) -> AsyncIterator[tuple[Service, FakePbx, str]]:
     service, pbx = await started_service(tmp_db)
-    runner = web.AppRunner(make_app(service, passwords=CHEAP, failure_delay=0),
-                           access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield service, pbx, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, make_app(service, passwords=CHEAP, failure_delay=0)) as url:
+        yield service, pbx, url
 
 
 async def text_is(page: Any, selector: str, text: str, timeout: float = 15000) -> None:

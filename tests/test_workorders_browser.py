@@ -12,7 +12,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp import web
 from playwright.async_api import expect
 
 from agent_console.orders_api import WORK_ORDERS
@@ -21,7 +20,7 @@ from callcenter.demo_orders import seed_demo_orders
 from callcenter.orders.lifecycle import Actor, Caller, Role
 from callcenter.orders.store import WorkOrders
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, started_service
+from tests.console_fakes import CHEAP, served, started_service
 
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
@@ -33,16 +32,8 @@ async def site(tmp_db: str) -> AsyncIterator[tuple[str, WorkOrders]]:
     service, _ = await started_service(tmp_db)
     await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, app[WORK_ORDERS]
 
 
 async def signed_in(browser: Any, url: str, user: str) -> tuple[Any, list[str]]:
@@ -69,6 +60,10 @@ async def test_department_signs_for_and_returns_supervisor_reviews(
     await page.wait_for_selector("#actions button")
     await page.locator("#actions button", has_text="签收").click()
     await page.wait_for_selector("#detail-title:has-text('办理中')")
+    # Two text boxes, each saying what it is for: the reply, and the co-handler's opinion.
+    for step, hint in (("答复", "答复内容"), ("协办意见", "协办意见")):
+        box = page.locator("#actions .row", has=page.locator("button", has_text=step))
+        assert await box.locator("textarea").get_attribute("placeholder") == hint, step
     # Return the hostile one, with a reason; its text stays text.
     await page.locator("#orders tr", has_text=HOSTILE).first.click()
     await page.wait_for_selector("#detail-title:has-text('" + hostile.number + "')")
@@ -115,16 +110,8 @@ async def recorded_site(tmp_db: str, tmp_path: Path) -> AsyncIterator[tuple[str,
     service, _ = await started_service(tmp_db)
     await seed_demo_orders(service.store, tz=service.settings.tz, passwords=CHEAP)
     app = make_app(service, passwords=CHEAP, failure_delay=0, recordings=store)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WORK_ORDERS]
-    finally:
-        await runner.cleanup()
-        await service.stop()
+    async with served(service, app) as url:
+        yield url, app[WORK_ORDERS]
 
 
 async def test_supervisor_plays_the_recording_of_the_orders_call(
@@ -277,4 +264,24 @@ async def test_english_orders_list_and_wallboard_fit_their_panels(
             [...document.querySelectorAll('.qcard')].map(c => c.scrollWidth - c.clientWidth)]""")
         assert tall == [] and max(over) <= 0, (lang, tall, over)
         await page.screenshot(path=str(tmp_path / f"wallboard-{lang}-{width}.png"))
+    assert problems == []
+
+
+async def test_the_board_names_the_centre_in_words_when_it_answered_on_the_call(
+        site: tuple[str, WorkOrders], browser: Any) -> None:
+    url, wo = site
+    op = Actor("op1", Role.OPERATOR, "centre")
+    order, _ = await wo.create(op, caller=Caller("张三", "13812345678"), category="路灯",
+                               text="路灯不亮")
+    await wo.step(order.id, "resolve_on_call", op, answer="已告知报修渠道")
+    await wo.step(order.id, "start_return_visit", Actor("sup1", Role.SUPERVISOR, "centre"))
+    await wo.step(order.id, "reopen_at_centre", Actor("citizen", Role.CITIZEN),
+                  source="citizen_keys", resolved=False)
+    page, problems = await signed_in(browser, url, "sup1")
+    await page.click("[data-tab=board]")
+    found = page.locator("#anomalies > li[data-kind=false_completion]", has_text=order.number)
+    await expect(found).to_contain_text("热线中心 于")  # never the code "centre"
+    assert "centre" not in await found.inner_text()
+    await page.click("[data-lang-toggle]")
+    await expect(found).to_contain_text(re.compile("the hotline centre completed it at", re.IGNORECASE))
     assert problems == []

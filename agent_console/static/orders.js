@@ -64,7 +64,7 @@ const STRINGS = {
     "visit.gave_up": "放弃", "visit.cancelled": "已取消", "visit.attempts": "第 {n} 次",
     "visit.result.resolved": "市民按键：已解决", "visit.result.not resolved": "市民按键：未解决",
     "hidden": "（已隐藏）", "yes": "是",
-    "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容",
+    "in.reason": "理由（必填）", "in.text": "答复内容", "in.answer": "答复内容", "in.co_reply": "协办意见",
     "citizen.title": "记录市民在回访通话中的回答（须有通话编号）", "citizen.solved": "市民说已解决",
     "citizen.unsolved": "市民说未解决", "citizen.sat_op": "对话务员满意度", "citizen.sat_dep": "对承办单位满意度",
     "citizen.call": "回访通话编号", "citizen.none": "未回答", "step.answer": "记录市民回答",
@@ -140,7 +140,7 @@ const STRINGS = {
     "visit.manual": "handed to an operator", "visit.gave_up": "given up",
     "visit.cancelled": "cancelled", "visit.attempts": "attempt {n}",
     "visit.result.resolved": "citizen keyed: solved", "visit.result.not resolved": "citizen keyed: not solved",
-    "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer",
+    "in.reason": "Reason (required)", "in.text": "Reply", "in.answer": "Answer", "in.co_reply": "Co-handler's opinion",
     "citizen.title": "Record the citizen's answers on the return-visit call (call id required)",
     "citizen.solved": "Citizen says solved", "citizen.unsolved": "Citizen says not solved",
     "citizen.sat_op": "Satisfaction with the operator", "citizen.sat_dep": "Satisfaction with the department",
@@ -438,7 +438,7 @@ function renderActions(order) {
       if (field === "department") input = departmentSelect(order);
       else if (field === "deadline") input = el("input", {data: {field}, attrs: {type: "datetime-local", "aria-label": tr("in.deadline")}});
       else if (field === "reason") input = el("input", {data: {field}, attrs: {maxlength: 2000, placeholder: tr("in.reason")}});
-      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: tr("in." + field)}});
+      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: tr(step === "co_reply" ? "in.co_reply" : "in." + field)}});
       inputs.push(input);
       row.append(input);
     }

@@ -426,6 +426,34 @@ class ScriptedTraffic:
         return ""
 
 
+class Until:
+    """A traffic model (:class:`CallSource`) that sends no caller arriving at or after
+    ``end`` (absolute PBX time, seconds); the calls under way and everything else are
+    ``source``'s."""
+
+    def __init__(self, source: CallSource, end: float) -> None:
+        self.source, self.end = source, end
+
+    def next_call(self, now: float) -> CallSpec | None:
+        spec = self.source.next_call(now)
+        return spec if spec is not None and spec.at < self.end else None
+
+    def ring_delay(self, call: CallSpec) -> float | None:
+        return self.source.ring_delay(call)
+
+    def talk_time(self, call: CallSpec) -> float:
+        return self.source.talk_time(call)
+
+    def caller_ends_call(self, call: CallSpec) -> bool:
+        return self.source.caller_ends_call(call)
+
+    def next_break(self) -> tuple[float, float, str] | None:
+        return self.source.next_break()
+
+    def partial_complete(self) -> str:
+        return self.source.partial_complete()
+
+
 class CitizenModel:
     """A citizen the hotline calls (return visit 回访, call-back): answers or not, and keys.
 

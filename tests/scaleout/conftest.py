@@ -1,11 +1,13 @@
 """Redis for the bus tests: 127.0.0.1:6379 (HOTLINE_TEST_REDIS), a unique key prefix per
-test, its keys deleted after.  Redis away is a failure, not a skip: ./run test starts it."""
+test, its keys deleted after.  Redis away fails a bus test (./run test starts it) and
+skips the failover test, which also needs a PostgreSQL database of its own."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import NoReturn
 
 import pytest
 from redis import asyncio as aioredis
@@ -14,15 +16,17 @@ from redis.exceptions import RedisError
 REDIS = os.environ.get("HOTLINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture
-async def bus_prefix() -> AsyncIterator[tuple[str, str]]:
-    """(Redis URL, a key prefix of this test's own)."""
-    prefix = f"hotline-test-{uuid.uuid4().hex[:12]}"
+async def _own_prefix(when_away: Callable[[str], NoReturn]) -> AsyncIterator[tuple[str, str]]:
+    """(Redis URL, a key prefix of this test's own), its keys deleted after;
+    ``when_away`` (pytest.fail or pytest.skip) is given the reason when Redis does not
+    answer."""
     r = aioredis.from_url(REDIS)
     try:
         await r.ping()
-    except OSError as exc:  # pragma: no cover - the machine's Redis is down
-        pytest.fail(f"Redis at {REDIS} is not reachable ({exc}); ./run test starts it")
+    except (OSError, RedisError) as exc:  # pragma: no cover - the machine's Redis is down
+        await r.aclose()
+        when_away(f"Redis at {REDIS} is not reachable ({exc}); ./run test starts it")
+    prefix = f"hotline-test-{uuid.uuid4().hex[:12]}"
     try:
         yield REDIS, prefix
     finally:
@@ -30,6 +34,13 @@ async def bus_prefix() -> AsyncIterator[tuple[str, str]]:
         if keys:
             await r.delete(*keys)
         await r.aclose()
+
+
+@pytest.fixture
+async def bus_prefix() -> AsyncIterator[tuple[str, str]]:
+    """(Redis URL, a key prefix of this test's own); Redis away fails the test."""
+    async for got in _own_prefix(pytest.fail):
+        yield got
 
 
 @pytest.fixture
@@ -65,17 +76,5 @@ def own_pg_db() -> Iterator[str]:
 async def redis_or_skip() -> AsyncIterator[tuple[str, str]]:
     """(Redis URL, a key prefix of this test's own, its keys deleted after), or the test
     skipped with the reason when Redis does not answer."""
-    r = aioredis.from_url(REDIS)
-    try:
-        await r.ping()
-    except (OSError, RedisError) as exc:
-        await r.aclose()
-        pytest.skip(f"Redis at {REDIS} is not reachable ({exc}): this test needs it")
-    prefix = f"hotline-test-{uuid.uuid4().hex[:12]}"
-    try:
-        yield REDIS, prefix
-    finally:
-        keys = [k async for k in r.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await r.delete(*keys)
-        await r.aclose()
+    async for got in _own_prefix(pytest.skip):
+        yield got

@@ -42,7 +42,7 @@ def sim(seed: int) -> Pbx:
                                           patience_median=30.0, breaks_per_hour=6.0,
                                           first_call_after=1.0), seed=seed, origin=T0 + LEAD)
     return Pbx(PbxConfig(queues=(SimQueue(),), agents=4), Until(traffic, T0 + LEAD + SECONDS),
-               start_time=T0, seed=seed)  # type: ignore[arg-type]
+               start_time=T0, seed=seed)
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -56,6 +56,7 @@ from callcenter.pbx.traffic import (
     RandomTraffic,
     ScriptedTraffic,
     TrafficConfig,
+    Until,
     load_scenario,
 )
 
@@ -569,24 +570,10 @@ def build_pbx(*, seed: int, agents: int, queues: Sequence[QueueConfig | str] | N
                                               **shape),  # type: ignore[arg-type]
                                 seed=seed, origin=t0)
         if calls_for is not None:
-            traffic = _Until(traffic, t0 + calls_for)
+            traffic = Until(traffic, t0 + calls_for)
     config = PbxConfig(queues=qcfgs, agents=agents, channelvars=tuple(channelvars),
                        agent_breaks=scenario is None)
     return Pbx(config, traffic, start_time=t0, seed=seed, hold_arrivals=hold_arrivals)
-
-
-class _Until:
-    """A traffic source that sends no caller after ``end`` (PBX time)."""
-
-    def __init__(self, source: RandomTraffic, end: float) -> None:
-        self.source, self.end = source, end
-
-    def next_call(self, now: float) -> Any:
-        spec = self.source.next_call(now)
-        return spec if spec is not None and spec.at < self.end else None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
 
 
 def pregenerate(pbx: Pbx, seconds: float, step: float = 1.0) -> list[Frame]:
