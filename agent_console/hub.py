@@ -24,8 +24,21 @@ Three cadences:
   ``wide_interval``: 100 wallboards share one stream, but each update is
   sent 100 times);
 * *full*: every ``refresh_every``: every stream (alerts that depend on the
-  clock, figures shared by all screens, anything a route missed).  A full
-  refresh is done in slices, so an urgent one can go in between.
+  clock, anything a route missed).  A full refresh is done in slices, so an
+  urgent one can go in between.
+
+What every operator screen shows alike (the queue figures) is not part of any
+operator's stream: it is the hub's *shared* document (``shared_build``), rebuilt
+once per full refresh and, when it changed, sent as one ``{"type": "shared",
+"seq", "at", "data"}`` message: queued to each narrow client that asked for it
+(``attach(..., shared=True)``: the service's own sockets) and handed once to each
+``shared_listeners`` callback (the bus publisher: one entry for 5,000 screens).
+The browser merges ``data`` into its screen's document (``static/common.js``).  So a
+caller joining a queue changes no operator stream, and a full refresh of 5,000
+screens whose own state did not change sends nothing.  A shared client's
+snapshot carries the shared document merged in, and a client that resumes is sent
+the current shared message after what it missed, so a reconnecting screen is
+consistent; the operator stream's ``stream``/``seq`` stay the resume point.
 
 Each client has its own sender task: a slow socket stalls only itself.  When a
 client's queue is full it is emptied and the client is sent a fresh snapshot
@@ -135,6 +148,7 @@ class Client:
     queue: asyncio.Queue[Any]
     sent_seq: int = -1
     resyncs: int = 0
+    shared: bool = False  # also gets the hub's shared messages (merged into its snapshots)
 
 
 @dataclass(eq=False)
@@ -152,9 +166,11 @@ class Stream:
     idle_since: float | None = None
     narrow: bool = False  # rebuilt only when a change is routed to it (or on a full refresh)
 
-    def snapshot_message(self) -> str:
+    def snapshot_message(self, shared: Doc | None = None) -> str:
+        """The snapshot a browser gets; ``shared``: the hub's shared document, merged in."""
+        data = self.doc if not shared else {**self.doc, **shared}
         return dumps({"type": "snapshot", "stream": self.id, "seq": self.seq, "at": self.at,
-                      "data": self.doc})
+                      "data": data})
 
     def missed(self, stream_id: str, seq: int) -> list[tuple[int, str]] | None:
         """The updates after ``seq``, or None when they cannot all be given."""
@@ -199,6 +215,13 @@ class Hub:
         self._pending: set[str] = set()  # narrow streams routed to since their last rebuild
         self._urgent: set[str] = set()  # of those, the ones an urgent change was routed to
         self._everything = False  # a change no route could place: rebuild every stream
+        # the shared document of operator screens (see the module's docstring)
+        self.shared_build: Callable[[float], Doc] | None = None
+        self.shared_doc: Doc | None = None
+        self.shared_seq = 0
+        self.shared_text: str | None = None
+        self.shared_clients: set[Client] = set()
+        self.shared_listeners: list[Callable[[str], None]] = []
 
     # ---- called by the service's consumer: cheap and synchronous
 
@@ -222,7 +245,7 @@ class Hub:
 
     def attach(self, key: str, build: Callable[[float], Doc], stream_id: str | None = None,
                seq: int | None = None, *, narrow: bool = False,
-               queue: Any = None) -> Client:
+               queue: Any = None, shared: bool = False) -> Client:
         """A new client of stream ``key``; queued: what it missed, or a snapshot.
 
         A *narrow* stream is rebuilt only for changes routed to ``key`` (and on
@@ -230,6 +253,8 @@ class Hub:
         ``queue``: what the client's items go to instead of a bounded asyncio.Queue
         (anything with its ``put_nowait``/``get_nowait``/``full``/``empty``: the bus
         publisher of :mod:`callcenter.web` stands in for the web workers' sockets).
+        ``shared``: the client also gets the hub's shared messages (after what it
+        missed, the current one; its snapshots carry the shared document).
         """
         stream = self.streams.get(key)
         if stream is None:
@@ -243,15 +268,23 @@ class Hub:
             # Nobody watched it, so refreshes skipped it: bring it up to date soon.
             self._pending.add(key)
             self.dirty.set()
-        client = Client(stream, asyncio.Queue(self.max_queue) if queue is None else queue)
+        client = Client(stream, asyncio.Queue(self.max_queue) if queue is None else queue,
+                        shared=shared)
         missed = stream.missed(stream_id, seq) if stream_id is not None and seq is not None \
             else None
-        if missed is None or len(missed) >= self.max_queue:
-            client.queue.put_nowait(RESYNC)
+        if missed is None or len(missed) >= self.max_queue - 1:
+            client.queue.put_nowait(RESYNC)  # (its snapshot carries the shared document)
         else:
             client.sent_seq = seq if seq is not None else -1
             for n, text in missed:
                 client.queue.put_nowait((n, text))
+            if shared:
+                if self.shared_text is None:
+                    self.refresh_shared(self.clock())
+                if self.shared_text is not None:
+                    client.queue.put_nowait(Direct(self.shared_text))
+        if shared:
+            self.shared_clients.add(client)
         stream.clients.add(client)
         stream.idle_since = None
         return client
@@ -259,6 +292,7 @@ class Hub:
     def detach(self, client: Client) -> None:
         stream = client.stream
         stream.clients.discard(client)
+        self.shared_clients.discard(client)
         if not stream.clients:
             stream.idle_since = self.clock()
 
@@ -266,6 +300,10 @@ class Hub:
         """The text to send for a queued item (None: already covered by a snapshot)."""
         if item is RESYNC:
             client.sent_seq = client.stream.seq
+            if client.shared:
+                if self.shared_doc is None:
+                    self.refresh_shared(self.clock())
+                return client.stream.snapshot_message(self.shared_doc)
             return client.stream.snapshot_message()
         if isinstance(item, Direct):
             return item.text
@@ -287,7 +325,7 @@ class Hub:
                 client.queue.get_nowait()
         client.queue.put_nowait(RESYNC)
 
-    def _offer(self, client: Client, item: tuple[int, str]) -> None:
+    def _offer(self, client: Client, item: tuple[int, str] | Direct) -> None:
         if client.queue.full():  # a laggard: forget its backlog, send it a snapshot
             while not client.queue.empty():
                 client.queue.get_nowait()
@@ -296,6 +334,24 @@ class Hub:
             log.info("slow websocket client resynced", stream=client.stream.key)
             return
         client.queue.put_nowait(item)
+
+    def refresh_shared(self, now: float) -> bool:
+        """Rebuild the shared document; when it changed, one ``shared`` message to the
+        shared clients and to each listener.  True when it changed."""
+        if self.shared_build is None:
+            return False
+        new = self.shared_build(now)
+        if new == self.shared_doc:
+            return False
+        self.shared_doc = new
+        self.shared_seq += 1
+        text = self.shared_text = dumps({"type": "shared", "seq": self.shared_seq, "at": now,
+                                         "data": new})
+        for client in list(self.shared_clients):
+            self._offer(client, Direct(text))
+        for listen in self.shared_listeners:
+            listen(text)
+        return True
 
     # ---- the hub's own task
 
@@ -353,6 +409,11 @@ class Hub:
         self.full_refreshes += 1
         streams = list(self.streams.values())
         made = 0
+        self.full = True
+        try:  # the figures every operator screen shares: one message, not one per screen
+            self.refresh_shared(self.clock())
+        finally:
+            self.full = False
         for i in range(0, len(streams), self.slice_size):
             now = self.clock()
             self.full = True

@@ -75,7 +75,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         client = c.hub.attach("wall", c.wall, stream_id, seq)
     else:
         client = c.hub.attach(c.operator_key(user), c.operator(user), stream_id, seq,
-                              narrow=True)
+                              narrow=True, shared=True)
     c.sockets.add(ws)
     c.transports[ws] = request.transport
     c.socket_sessions[ws] = session.token_hash  # checked by _sessions_loop

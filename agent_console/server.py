@@ -150,6 +150,8 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     )
     if hub.route is None:  # a ring refreshes the screens of its agent, not all 1,100
         hub.route = console.route
+    if hub.shared_build is None:  # the queue figures: one message for every screen
+        hub.shared_build = console.shared
     hub.listeners.append(console.note_changes)
     st = service.settings
     limiter = RateLimiter(rate_limit or RateSettings(

@@ -259,8 +259,15 @@ class Console:
         return cached[2]
 
     def operator(self, user: User) -> Callable[[float], dict[str, Any]]:
+        """The build of an operator's live stream: their own picture, without the queue
+        figures every screen shares (those are :meth:`shared`, one message for all)."""
         return lambda now: operator_view(self.service.centre, self.tracker, user,
-                                         self.operator_queues(now))
+                                         self.operator_queues(now), with_queues=False)
+
+    def shared(self, now: float) -> dict[str, Any]:
+        """What every operator screen shows alike (the hub's ``shared_build``):
+        ``{"queues": operator_queues}``."""
+        return {"queues": self.operator_queues(now)}
 
     def operator_key(self, user: User) -> str:
         """The operator's stream, registered under the queue member it shows."""

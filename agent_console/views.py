@@ -282,10 +282,12 @@ def operator_queues(snap: dict[str, Any], centre: CallCenter) -> dict[str, Any]:
 
 
 def operator_view(centre: CallCenter, tracker: Tracker, user: User,
-                  queues: dict[str, Any]) -> dict[str, Any]:
+                  queues: dict[str, Any], *, with_queues: bool = True) -> dict[str, Any]:
     """One operator's picture: their agent, their call, how busy the queues are.
 
-    ``queues`` is :func:`operator_queues`, shared by every operator.
+    ``queues`` is :func:`operator_queues`, shared by every operator (its titles name
+    the calls).  ``with_queues=False``: the picture without ``"queues"`` (a live
+    screen gets them as the hub's shared message, :mod:`agent_console.hub`).
     """
     agent = operator_agent(centre, user)
     own = own_centre(centre, agent)  # the operator's PBX: its calls, its link
@@ -305,7 +307,7 @@ def operator_view(centre: CallCenter, tracker: Tracker, user: User,
         "agent": agent_json(agent, tracker) if agent is not None else None,
         "call": call,
         "last_call": last,
-        "queues": queues,
+        **({"queues": queues} if with_queues else {}),
     }
 
 

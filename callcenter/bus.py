@@ -467,6 +467,9 @@ class MuxPublisher(StreamPublisher):
         self._gap()
 
 
+SHARED = "*shared"
+"""The key of the messages every keyed view shares (no view key starts with ``*``)."""
+
 RS, US = "\x1e", "\x1f"  # record and unit separators: JSON text never holds them raw
 
 
@@ -499,9 +502,12 @@ class KeyedView:
     at: float
     recent: deque[tuple[int, str]]
 
-    def snapshot_message(self) -> str:
+    def snapshot_message(self, shared: Doc | None = None) -> str:
+        """The snapshot a browser gets; ``shared``: the screens' shared document (the
+        queue figures), merged in so the screen is whole at once."""
+        data = self.doc if not shared else {**self.doc, **shared}
         return json.dumps({"type": "snapshot", "stream": self.stream, "seq": self.seq,
-                           "at": self.at, "data": self.doc}, ensure_ascii=False,
+                           "at": self.at, "data": data}, ensure_ascii=False,
                           separators=(",", ":"))
 
     def missed(self, stream: str, seq: int) -> list[str] | None:
@@ -516,7 +522,11 @@ class KeyedFollower(StreamFollower):
     """Follows a :class:`MuxPublisher`'s stream: one :class:`KeyedView` per key, rebuilt
     from its snapshots and updates; ``on_entry(key, text)`` for every message applied, and
     ``on_missing(key)`` when a key's update came without its base (the worker then asks
-    the core for a snapshot).  A follower that (re)starts replays the capped stream."""
+    the core for a snapshot).  A follower that (re)starts replays the capped stream.
+
+    Messages of key :data:`SHARED` (kind ``shared``) are what every view shows alike
+    (the operators' queue figures, one message for all screens): the newest is kept
+    (``shared_doc``/``shared_text``) and handed to ``on_shared(text)``."""
 
     read_count = 100
 
@@ -531,6 +541,9 @@ class KeyedFollower(StreamFollower):
         self.on_missing = on_missing
         self.on_lag = on_lag
         self.views: dict[str, KeyedView] = {}
+        self.on_shared: Callable[[str], None] | None = None
+        self.shared_doc: Doc | None = None
+        self.shared_text: str | None = None
         self.changed: dict[str, asyncio.Event] = {}
         self.caught_up = asyncio.Event()
 
@@ -549,6 +562,9 @@ class KeyedFollower(StreamFollower):
             self._message(key, kind, at, text, live)
 
     def _message(self, key: str, kind: str, at: float, text: str, live: bool) -> None:
+        if kind == "shared":
+            self._shared(text, at, live)
+            return
         try:
             msg = json.loads(text)
             stream, seq = str(msg["stream"]), int(msg["seq"])
@@ -577,6 +593,20 @@ class KeyedFollower(StreamFollower):
                 self.on_lag(max(0.0, self.clock() - at))
             if self.on_entry:
                 self.on_entry(key, text)
+
+    def _shared(self, text: str, at: float, live: bool) -> None:
+        try:
+            data = json.loads(text)["data"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if not isinstance(data, dict):
+            return
+        self.shared_doc, self.shared_text = data, text
+        if live:
+            if self.on_lag:
+                self.on_lag(max(0.0, self.clock() - at))
+            if self.on_shared:
+                self.on_shared(text)
 
     async def _catch_up(self) -> None:
         """Once: replay what the capped stream holds (after an error, read on from

@@ -10,7 +10,11 @@ The core computes each live view once (``agent_console.hub``) and publishes it o
   stream ``<prefix>:cmd``) and puts its snapshots and updates on ``<prefix>:ops`` (in
   batches, one entry per publisher turn); each message names its screen and carries
   what the browser gets, whose ``stream``/``seq``
-  (that screen's own numbering) is the resume point.
+  (that screen's own numbering) is the resume point.  What every operator screen
+  shows alike (the queue figures) is not in any screen's messages: the hub's shared
+  message goes on ``<prefix>:ops`` once per change under the key ``*shared``
+  (:data:`callcenter.bus.SHARED`), and each worker sends it to its operator sockets
+  (and merges it into the snapshots it serves).
 
 ``callcenter web`` starts N worker processes (``--workers N``, one port shared with
 SO_REUSEPORT, or one process each behind nginx, see ``config/nginx.conf``); each follows
@@ -57,6 +61,7 @@ from callcenter.bus import (
     BusFollower,
     BusPublisher,
     Entry,
+    SHARED,
     KeyedFollower,
     MuxPublisher,
     close_redis,
@@ -199,6 +204,19 @@ class ConsolesOnBus:
             self.publisher.add(client.stream.key, "snapshot" if item is RESYNC else "update",
                                text)
 
+    def _shared(self, text: str) -> None:
+        """The hub's shared message (the queue figures): once on the stream for every
+        screen of every worker."""
+        assert self.publisher is not None
+        self.publisher.add(SHARED, "shared", text)
+
+    def _shared_again(self) -> None:
+        """The current shared message once more (a worker that just started, or whose
+        stream entry was trimmed, has it again)."""
+        text = self.console.hub.shared_text
+        if text is not None:
+            self._shared(text)
+
     def _resync_all(self) -> None:
         for client in self.clients.values():
             self.console.hub.resync(client)
@@ -238,6 +256,12 @@ class ConsolesOnBus:
     async def start(self) -> None:
         assert self.publisher is not None
         await self.publisher.start()
+        hub = self.console.hub
+        if self._shared not in hub.shared_listeners:
+            hub.shared_listeners.append(self._shared)
+        if hub.shared_text is None:
+            hub.refresh_shared(self.console.now())
+        self._shared_again()
         if self.core_url:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.set(f"{self.prefix}:core", self.core_url)
@@ -257,6 +281,7 @@ class ConsolesOnBus:
                     await self.watch_many(missing[i:i + 500])
                 for username in self.clients.keys() - wanted:
                     self.unwatch(username)
+                self._shared_again()
                 if self.core_url:
                     await self.redis.set(f"{self.prefix}:core", self.core_url)
             except (RedisError, OSError, ValueError) as exc:
@@ -298,12 +323,16 @@ class ConsolesOnBus:
             elif do == "snapshot":
                 (again if username in self.clients else watch)[username] = None
         await self.watch_many(list(watch))
+        if watch or again:  # a screen opened: its worker may lack the shared figures
+            self._shared_again()
         for username in again:
             client = self.clients.get(username)
             if client is not None:
                 self.console.hub.resync(client)
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.console.hub.shared_listeners.remove(self._shared)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -357,6 +386,13 @@ class Worker:
     def fan_out_operator(self, key: str, text: str) -> None:
         for v in list(self.operators.get(key, ())):
             _offer(v, text, self.max_queue)
+
+    def fan_out_shared(self, text: str) -> None:
+        """The operators' shared message (queue figures), parsed once, to every
+        operator socket here."""
+        for viewers in list(self.operators.values()):
+            for v in list(viewers):
+                _offer(v, text, self.max_queue)
 
     def ask(self, username: str, do: str = "watch") -> None:
         """Tell the active core this worker shows ``username``'s screen (``watch``), or
@@ -474,11 +510,13 @@ async def _serve_socket(request: web.Request, w: Worker, token_hash: str,
             missed = view.missed(stream, int(seq))
         w.operators.setdefault(key, set()).add(viewer)
         w.ask(_username(key))
-    if missed is None or len(missed) >= w.max_queue:
-        viewer.queue.put_nowait(None)
+    if missed is None or len(missed) >= w.max_queue - 1:
+        viewer.queue.put_nowait(None)  # (an operator's snapshot carries the shared figures)
     else:
         for text in missed:
             viewer.queue.put_nowait(text)
+        if key != WALL and w.consoles is not None and w.consoles.shared_text is not None:
+            viewer.queue.put_nowait(w.consoles.shared_text)  # the figures as they are now
     sender = asyncio.create_task(_send(w, viewer))
     try:
         async for msg in ws:
@@ -522,7 +560,7 @@ async def _snapshot(w: Worker, viewer: Viewer) -> str | None:
     for _ in range(10):  # asked again every 3 s: a core taking over, a command lost
         view = await w.consoles.wait_view(viewer.key, 3.0)
         if view is not None:
-            return view.snapshot_message()
+            return view.snapshot_message(w.consoles.shared_doc)
         w.ask(_username(viewer.key), "snapshot")
     return None
 
@@ -647,6 +685,7 @@ def make_worker_app(settings: Settings, redis_url: str, prefix: str, *,
     follower.on_entry = worker.fan_out
     consoles.on_entry = worker.fan_out_operator
     consoles.on_missing = worker.missing
+    consoles.on_shared = worker.fan_out_shared
     ops.watch_sockets(lambda: len(worker.viewers) + sum(map(len, worker.operators.values())))
     ops.checks["bus"] = lambda: _bus_ready(worker)
     app = web.Application(client_max_size=8 * 1024 * 1024)

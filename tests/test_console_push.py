@@ -3,7 +3,11 @@ figures (agent_console.server.Console)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from agent_console.hub import apply_ops
+from agent_console.session import CONSOLE
 from tests.test_console_api import OP2, Rig, receive, rig  # noqa: F401 - rig is a fixture
 
 
@@ -34,7 +38,65 @@ async def test_a_ring_pops_on_its_operator_and_the_queue_figures_follow(rig: Rig
         apply_ops(doc2, (await receive(ws2, "update"))["ops"])
     assert doc2["call"]["caller_num"] == "13600000006"
     while doc1["queues"]["hotline"]["waiting"] != 1:  # within the full refresh, a second
-        apply_ops(doc1, (await receive(ws1, "update"))["ops"])
+        doc1.update((await receive(ws1, "shared"))["data"])
     assert doc1["call"] is None and "13600000006" not in str(doc1)
     for ws in (ws1, ws2):
+        await ws.close()
+
+
+def _apply(doc: dict[str, Any], msg: dict[str, Any]) -> None:
+    """What the page's Live does (static/common.js): updates patch, shared replaces."""
+    if msg["type"] == "update":
+        apply_ops(doc, msg["ops"])
+    elif msg["type"] == "shared":
+        doc.update(msg["data"])
+
+
+async def test_queue_figures_alone_make_one_shared_message_not_one_per_operator(
+        rig: Rig) -> None:  # noqa: F811
+    """A caller joining changes only the figures every screen shares: the hub builds one
+    ``shared`` message (each screen gets that text), no operator stream moves, and each
+    operator's screen shows the new figures; a screen that reconnects and resumes gets
+    the figures as they are now after what it missed."""
+    c = rig.app[CONSOLE]
+    op1, op2 = await rig.as_user("op1"), await rig.as_user("op2")
+    for p in (op1, op2):
+        await p.call("POST", "/api/agent/signin")
+    await rig.settle()
+    ws1, ws2 = await op1.ws(), await op2.ws()
+    snap1, snap2 = await receive(ws1, "snapshot"), await receive(ws2, "snapshot")
+    doc1, doc2 = snap1["data"], snap2["data"]
+    assert doc1["queues"]["hotline"]["waiting"] == 0  # the snapshot carries the figures
+    ops = [st for st in c.hub.streams.values() if st.narrow]
+    assert len(ops) == 2
+    seqs = {st.key: st.seq for st in ops}
+    shared_before = c.hub.shared_seq
+    made: list[str] = []
+    c.hub.shared_listeners.append(made.append)
+
+    rig.pbx.caller_joins("7.1", "13700000007", "丙")
+    await rig.service.drain()
+    got1 = await receive(ws1, "shared", timeout=5)
+    got2 = await receive(ws2, "shared", timeout=5)
+    assert got1 == got2 and got1["data"]["queues"]["hotline"]["waiting"] == 1
+    assert c.hub.shared_seq == shared_before + 1 and len(made) == 1  # one, for both
+    assert json.loads(made[0]) == got1
+    assert {st.key: st.seq for st in ops} == seqs  # no operator stream changed
+    for doc, got in ((doc1, got1), (doc2, got2)):
+        _apply(doc, got)
+        assert doc["queues"]["hotline"]["waiting"] == 1 and doc["call"] is None
+    await ws1.close()
+
+    # Away, then resumed: nothing of its own missed, so no snapshot, but the figures.
+    rig.pbx.caller_joins("7.2", "13700000008", "丁")
+    await rig.service.drain()
+    while doc2["queues"]["hotline"]["waiting"] != 2:
+        _apply(doc2, await receive(ws2, timeout=5))
+    again = await op1.ws(f"?stream={snap1['stream']}&seq={snap1['seq']}")
+    first = await receive(again, timeout=5)
+    assert first["type"] == "shared", first
+    _apply(doc1, first)
+    assert doc1 == doc2 | {"me": doc1["me"], "agent": doc1["agent"]}
+    assert doc1["queues"]["hotline"]["waiting"] == 2
+    for ws in (again, ws2):
         await ws.close()

@@ -112,12 +112,16 @@ export function applyOps(doc, ops) {
 // The live picture: a snapshot, then numbered updates.  On a reconnect the
 // stream id and last number are sent, so the server replays what was missed
 // (or sends a fresh snapshot).  A gap in the numbers asks for a resync.
+// A "shared" message (an operator screen's queue figures, the same for every
+// operator: agent_console/hub.py) is not numbered: its data replaces those keys of
+// the document, now and after every later snapshot.
 export class Live {
   constructor(onDoc, onStatus, path = "/ws") {
     this.path = path;
     this.onDoc = onDoc;
     this.onStatus = onStatus;
     this.doc = null;
+    this.shared = {};  // the newest shared message's data
     this.stream = null;
     this.seq = null;
     this.offset = 0;  // server clock minus local clock, seconds
@@ -158,7 +162,12 @@ export class Live {
     if (typeof msg.at === "number") this.offset = msg.at - Date.now() / 1000;
     if (msg.type === "snapshot") {
       this.doc = msg.data; this.stream = msg.stream; this.seq = msg.seq;
+      for (const [k, v] of Object.entries(this.shared)) if (!(k in this.doc)) this.doc[k] = v;
       this.onDoc(this.doc, true);
+    } else if (msg.type === "shared") {
+      if (!msg.data || typeof msg.data !== "object") return;
+      this.shared = msg.data;
+      if (this.doc) { Object.assign(this.doc, msg.data); this.onDoc(this.doc, false); }
     } else if (msg.type === "update") {
       if (msg.stream !== this.stream || msg.seq !== this.seq + 1) {
         if (msg.stream === this.stream && msg.seq <= this.seq) return;  // already applied

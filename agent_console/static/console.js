@@ -142,7 +142,7 @@ function renderQueues() {
   const list = byId("queues");
   list.replaceChildren();
   const now = live.now();
-  for (const q of Object.values(view.queues)) {
+  for (const q of Object.values(view.queues || {})) {  // (from the shared message)
     const li = el("li", {cls: q.waiting ? "busy" : ""},
       el("span", {text: localName(q, "title")}),
       el("span", {cls: "count", text: q.waiting
@@ -200,7 +200,7 @@ function tick() {
       ? shown.hold_time : now - shown.joined_at;
     setText("pop-waited", duration(waited));
   }
-  if (Object.values(view.queues).some((q) => q.waiting)) renderQueues();
+  if (Object.values(view.queues || {}).some((q) => q.waiting)) renderQueues();
 }
 
 let lastHistory = null;
