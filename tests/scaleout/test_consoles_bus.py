@@ -20,6 +20,7 @@ from agent_console.hub import apply_ops
 from agent_console.server import make_app
 from agent_console.session import CONSOLE
 from callcenter.db import AuditRow
+from callcenter.bus import SHARED, unpack
 from callcenter.web import WORKER, ConsolesOnBus, make_worker_app
 from tests.console_fakes import Person, serving, started_service
 
@@ -36,6 +37,17 @@ async def until(ws: aiohttp.ClientWebSocketResponse, state: dict[str, Any],
             assert msg["stream"] == state["stream"] and msg["seq"] == state["seq"] + 1, msg
             apply_ops(state["doc"], msg["ops"])
             state["seq"] = msg["seq"]
+        elif msg["type"] == "shared":  # the figures every screen shares (common.js)
+            state["doc"].update(msg["data"])
+
+
+async def numbered(ws: aiohttp.ClientWebSocketResponse, state: dict[str, Any]) -> Any:
+    """The next numbered message (snapshot or update); shared ones on the way applied."""
+    while True:
+        msg = json.loads((await ws.receive(timeout=10)).data)
+        if msg["type"] != "shared":
+            return msg
+        state["doc"].update(msg["data"])
 
 
 async def test_operator_consoles_are_served_by_web_workers_from_the_bus(
@@ -82,6 +94,14 @@ async def consoles_on_the_bus(tmp_db: str, url: str, prefix: str) -> None:
             pbx.ring("1795000000.1", iface)
             await until(ws, state, lambda d: d["call"] is not None)
             assert state["doc"]["call"]["uniqueid"] == "1795000000.1"
+            # The caller joining changed the figures every screen shares: one shared
+            # message on the bus (not one per operator), applied by the screen.
+            await until(ws, state, lambda d: d.get("queues", {}).get("hotline", {})
+                        .get("waiting") == 1)
+            shared = [r for _id, f in await consoles.redis.xrange(f"{prefix}:ops")
+                      for r in unpack(f[b"batch"].decode()) if r[0] == SHARED]
+            assert shared and all(r[1] == "shared" for r in shared)
+            assert json.loads(shared[-1][3])["data"]["queues"]["hotline"]["waiting"] >= 1
             await ws.close()
 
             # Missed while away; resumed on the other worker with the same cookie.
@@ -89,7 +109,7 @@ async def consoles_on_the_bus(tmp_db: str, url: str, prefix: str) -> None:
             stream, seq = state["stream"], state["seq"]
             other = await op.http.ws_connect(
                 str(workers[1].make_url(f"/ws?stream={stream}&seq={seq}")))
-            first = json.loads((await other.receive(timeout=10)).data)
+            first = await numbered(other, state)
             assert first["type"] == "update" and first["seq"] == seq + 1, first
             apply_ops(state["doc"], first["ops"])
             state["seq"] = first["seq"]
@@ -104,7 +124,7 @@ async def consoles_on_the_bus(tmp_db: str, url: str, prefix: str) -> None:
             stream, seq = state["stream"], state["seq"]
             again = await op.http.ws_connect(
                 str(late.make_url(f"/ws?stream={stream}&seq={seq}")))
-            first = json.loads((await again.receive(timeout=10)).data)
+            first = await numbered(again, state)
             assert first["type"] == "update" and first["seq"] == seq + 1, first
             await again.close()
 
