@@ -404,9 +404,12 @@ class _Load:
 def _may_show_call(text: str) -> bool:
     """Whether an operator's message can change what :func:`_calls_shown` reads: a
     snapshot, or an update whose ops touch ``call`` or ``agent`` (their paths serialise
-    as ``["call"]``/``["agent"]``).  The rest (the shared queue figures, refreshed on
-    every screen each second) the load process counts without parsing: its CPU is the
-    machine's too, and the browsers it stands for run elsewhere."""
+    as ``["call"]``/``["agent"]``).  The rest (the hub's ``shared`` message of queue
+    figures, sent to every screen each time they change) the load process counts
+    without parsing: its CPU is the machine's too, and the browsers it stands for run
+    elsewhere."""
+    if text.startswith('{"type":"shared"'):
+        return False
     return '"type":"update"' not in text or '"call"' in text or '"agent"' in text
 
 

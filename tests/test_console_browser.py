@@ -133,6 +133,10 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
           f"max {max(latencies) * 1000:.0f} ms over {len(latencies)} rings")
     # The latency is a bench figure (callcenter bench), printed here, not asserted: a
     # loaded machine made this test flaky.  That the pop comes for each ring is asserted.
+    # The callers waiting show in the queue list: figures the page takes from the
+    # hub's shared message (one for every screen), merged into its view (common.js).
+    await page.wait_for_selector("#queues li.busy")
+    assert "人排队" in await page.inner_text("#queues li.busy")
 
     await text_is(page, "#pop-status", "来电振铃")
     await text_is(page, "#pop-caller", "13812345678")
