@@ -220,6 +220,7 @@ class ConsolesOnBus:
     def _resync_all(self) -> None:
         for client in self.clients.values():
             self.console.hub.resync(client)
+        self._shared_again()  # (the gap may have dropped the last shared message)
 
     async def watch_many(self, usernames: list[str]) -> set[str]:
         """Hold a hub client for each operator named not held yet (their accounts read in
