@@ -438,7 +438,7 @@ function renderActions(order) {
       if (field === "department") input = departmentSelect(order);
       else if (field === "deadline") input = el("input", {data: {field}, attrs: {type: "datetime-local", "aria-label": tr("in.deadline")}});
       else if (field === "reason") input = el("input", {data: {field}, attrs: {maxlength: 2000, placeholder: tr("in.reason")}});
-      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: tr(step === "co_reply" ? "in.co_reply" : "in." + field)}});
+      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: step === "co_reply" ? tr("in.co_reply") : tr("in." + field)}});
       inputs.push(input);
       row.append(input);
     }
