@@ -856,19 +856,28 @@ class FastAgiServer:
             if self.clients > self.max_clients:
                 await self.refuse("too many connections", peer)
                 return
+            await self._run_script(reader, writer, headers, peer)
+        finally:
+            self.clients -= 1
+            writer.close()
+
+    async def _run_script(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          headers: dict[str, str], peer: str) -> None:
+        """The script ``agi_network_script`` names, on a conversation whose headers were
+        read and checked (unknown script: refused).  A hang-up or a closed socket ends it
+        quietly; any other failure is logged, never raised."""
+        try:
             script = headers.get("agi_network_script", "").split("?")[0].split(",")[0]
             run = self.scripts.get(script)
             if run is None:
                 await self.refuse("unknown script", peer, script)
                 return
+            headers["peer"] = peer
             await run(AgiChannel(reader, writer, headers))
         except (CallerHungUp, ConnectionError):
             pass
         except Exception:
             log.exception("fastagi_script_failed")
-        finally:
-            self.clients -= 1
-            writer.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
@@ -886,13 +895,7 @@ class FastAgiServer:
             except AgiRefused as exc:
                 await self.refuse(str(exc), peer)
                 return
-            script = headers.get("agi_network_script", "").split("?")[0].split(",")[0]
-            run = self.scripts.get(script)
-            if run is None:
-                await self.refuse("unknown script", peer, script)
-                return
-            headers["peer"] = peer
-            await run(AgiChannel(reader, writer, headers))
+            await self._run_script(reader, writer, headers, peer)
         except (CallerHungUp, ConnectionError):
             pass
         except Exception:

@@ -907,13 +907,15 @@ def test_every_ui_string_exists_in_both_languages() -> None:
             text = f.read_text(encoding="utf-8")
             used |= set(re.findall(r'data-i18n(?:-\w+)?="([a-z_0-9.]+)"', text))
             used |= set(re.findall(r'\bt\("([a-z_0-9.]+)"', text))
-    dynamic = {p for p in used if p.endswith(".")}  # t("state." + state) and the like
+    # t("state." + state), t("draft.submitted_" + outcome) and the like
+    dynamic = {p for p in used if p.endswith((".", "_"))}
     # states and reasons go through i18n.js; the intake form's few closed lists here
     assert dynamic == {"outcome.", "alert.", "urgency.", "outcome_pick.", "missing.",
-                       "agi.why."}
+                       "agi.why.", "draft.submitted_"}
     used |= {f"state.{s.value}" for s in AgentState} | {f"outcome.{o.value}" for o in Outcome}
     used |= {f"urgency.{u}" for u in ("normal", "urgent", "emergency")}
-    used |= {f"outcome_pick.{o}" for o in ("accept", "answer", "dispatch")}
+    used |= {f"{p}{o}" for p in ("outcome_pick.", "draft.submitted_")
+             for o in ("accept", "answer", "dispatch")}
     used |= {f"missing.{m}" for m in ("text", "request_type", "category", "callback", "answer",
                                       "department")}
     used |= {f"ostate.{s}" for s in ("accepted", "dispatched", "in_progress", "replied",

@@ -285,3 +285,34 @@ async def test_the_board_names_the_centre_in_words_when_it_answered_on_the_call(
     await page.click("[data-lang-toggle]")
     await expect(found).to_contain_text(re.compile("the hotline centre completed it at", re.IGNORECASE))
     assert problems == []
+
+
+async def test_the_list_reddens_the_handling_deadline_only_when_that_one_was_missed(
+        site: tuple[str, WorkOrders], browser: Any) -> None:
+    """The list's 办理时限 cell shows the handling deadline: a missed first-response
+    deadline names itself in the cell's tooltip (and on the trail) without turning a
+    handling deadline days away red."""
+    from datetime import timedelta
+
+    url, wo = site
+    op, sup = Actor("op1", Role.OPERATOR, "centre"), Actor("sup1", Role.SUPERVISOR, "centre")
+    order, _ = await wo.create(op, caller=Caller("张三", "13812345678"), category="路灯",
+                               text="路灯不亮，已超首次响应时限")
+    await wo.step(order.id, "dispatch", sup, department="urban_management")
+    order = await wo.get(order.id)
+    await wo.fire_due(order.first_response_due + timedelta(minutes=1))
+    assert [str(k) for k, _ in (await wo.get(order.id)).overdue] == ["first_response_overdue"]
+    page, problems = await signed_in(browser, url, "sup1")
+    row = page.locator("#orders tr", has_text=order.number)
+    cell = row.locator("td").last
+    await expect(cell).to_have_attribute("title", "首次响应时限")
+    assert "overdue" not in (await cell.get_attribute("class") or "")
+    await row.click()
+    await expect(page.locator("#history")).to_contain_text("超时：首次响应时限")
+    # Then the handling deadline passes too: now the cell is red.
+    await wo.fire_due(order.handling_due + timedelta(minutes=1))
+    await page.reload()
+    cell = page.locator("#orders tr", has_text=order.number).locator("td").last
+    await expect(cell).to_have_class(re.compile(r"\boverdue\b"))
+    await expect(cell).to_have_attribute("title", "首次响应时限 · 办理时限")
+    assert problems == []

@@ -195,6 +195,8 @@ const STEP_FIELDS = {
 const DISPATCH_STEPS = ["dispatch", "redispatch", "accept_return", "add_co_handler"];
 // The deadline a system timer flagged (flag_overdue's data.timer).
 const TIMER_KEYS = {first_response: "timer.first_response", handling: "timer.handling", supervision: "timer.supervision"};
+// A timer as the API names it (first_response_overdue, ...) -> its string key, or undefined.
+const timerKey = (kind) => TIMER_KEYS[String(kind).replace(/_overdue$/, "")];
 
 let me = null;
 let departments = [];
@@ -316,7 +318,10 @@ function renderList(doc) {
   const body = byId("orders");
   body.replaceChildren();
   for (const o of doc.orders) {
-    const late = o.overdue.length > 0;
+    // the cell shows the handling deadline: red only when that one was missed; any other
+    // missed deadline (first response, supervision) is named in its tooltip
+    const late = o.overdue.some((k) => timerKey(k) === TIMER_KEYS.handling);
+    const missed = o.overdue.filter((k) => timerKey(k)).map((k) => tr(timerKey(k)));
     const row = el("tr", {data: {id: o.id}},
       el("td", {}, orderLink(o.id, o.number, (id) => openOrder(id)),
         o.confidential ? el("span", {cls: "muted", text: " " + t("find.confidential_mark")}) : null,
@@ -326,7 +331,8 @@ function renderList(doc) {
       el("td", {cls: "text", text: o.text, attrs: {title: o.text}}),
       el("td", {text: channelName(o.channel)}),
       el("td", {text: deptName(o.lead_department)}),
-      el("td", {cls: late ? "overdue" : "", text: when(o.handling_due)}));
+      el("td", {cls: late ? "overdue" : "", text: when(o.handling_due),
+        attrs: missed.length ? {title: missed.join(" · ")} : {}}));
     if (o.id === chosen) row.classList.add("chosen");
     row.addEventListener("click", () => openOrder(o.id));
     body.append(row);
@@ -402,7 +408,7 @@ function renderDetail(doc) {
   history.replaceChildren();
   for (const h of doc.history) {
     const extra = DISPATCH_STEPS.includes(h.step) && h.data.department ? " → " + deptName(h.data.department)
-      : h.step === "flag_overdue" && TIMER_KEYS[h.data.timer] ? "：" + tr(TIMER_KEYS[h.data.timer]) : "";
+      : h.step === "flag_overdue" && timerKey(h.data.timer) ? "：" + tr(timerKey(h.data.timer)) : "";
     history.append(el("li", {},
       el("span", {cls: "when", text: when(h.at)}),
       el("strong", {text: tr("step." + h.step) + extra}),
@@ -438,7 +444,7 @@ function renderActions(order) {
       if (field === "department") input = departmentSelect(order);
       else if (field === "deadline") input = el("input", {data: {field}, attrs: {type: "datetime-local", "aria-label": tr("in.deadline")}});
       else if (field === "reason") input = el("input", {data: {field}, attrs: {maxlength: 2000, placeholder: tr("in.reason")}});
-      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: tr(step === "co_reply" ? "in.co_reply" : "in." + field)}});
+      else input = el("textarea", {data: {field}, attrs: {maxlength: 20000, placeholder: step === "co_reply" ? tr("in.co_reply") : tr("in." + field)}});
       inputs.push(input);
       row.append(input);
     }
