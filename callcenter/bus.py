@@ -526,7 +526,8 @@ class KeyedFollower(StreamFollower):
 
     Messages of key :data:`SHARED` (kind ``shared``) are what every view shows alike
     (the operators' queue figures, one message for all screens): the newest is kept
-    (``shared_doc``/``shared_text``) and handed to ``on_shared(text)``."""
+    (``shared_doc``/``shared_text``) and handed to ``on_shared(text)`` unless it repeats
+    the one kept (the core sends it again for readers that start late)."""
 
     read_count = 100
 
@@ -601,8 +602,9 @@ class KeyedFollower(StreamFollower):
             return
         if not isinstance(data, dict):
             return
+        repeat = text == self.shared_text  # sent again for late readers: not news
         self.shared_doc, self.shared_text = data, text
-        if live:
+        if live and not repeat:
             if self.on_lag:
                 self.on_lag(max(0.0, self.clock() - at))
             if self.on_shared:

@@ -188,6 +188,7 @@ class ConsolesOnBus:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     commands_seen: int = 0
     _looking_up: set[str] = field(default_factory=set)
+    _shared_again_at: float = -1e9
 
     def __post_init__(self) -> None:
         self.publisher = MuxPublisher(self.redis_url, self.prefix, OPS,
@@ -324,7 +325,11 @@ class ConsolesOnBus:
             elif do == "snapshot":
                 (again if username in self.clients else watch)[username] = None
         await self.watch_many(list(watch))
-        if watch or again:  # a screen opened: its worker may lack the shared figures
+        now = time.monotonic()
+        if (watch or again) and now - self._shared_again_at >= 1.0:
+            # a screen opened: its worker may lack the shared figures (at most once a
+            # second: 5,000 screens opening come in hundreds of batches)
+            self._shared_again_at = now
             self._shared_again()
         for username in again:
             client = self.clients.get(username)
