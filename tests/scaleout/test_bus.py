@@ -191,3 +191,28 @@ async def a_worker_serves_the_cores_wallboard(tmp_db: str, url: str, prefix: str
         finally:
             await worker.close()
             await wall.stop()
+
+
+async def test_a_shared_message_is_fanned_out_once_and_merged_into_snapshots() -> None:
+    """The operators' shared figures on the keyed stream: kept, handed on once (the
+    core's repeats for late readers are not sent to every socket again), and merged
+    into a view's snapshot so a screen that opens is whole at once."""
+    from callcenter.bus import SHARED, KeyedFollower, pack
+
+    follower = KeyedFollower("redis://127.0.0.1:6379/0", "unused", "ops")
+    handed: list[str] = []
+    follower.on_shared = handed.append
+    shared = json.dumps({"type": "shared", "seq": 1, "at": 1.0,
+                         "data": {"queues": {"hotline": {"waiting": 3}}}})
+    snap = json.dumps({"type": "snapshot", "stream": "s.1", "seq": 4, "at": 1.0,
+                       "data": {"me": {"username": "op1"}, "call": None}})
+    batch = [{"key": SHARED, "kind": "shared", "at": "1.0", "text": shared},
+             {"key": "op:op1:x", "kind": "snapshot", "at": "1.0", "text": snap}]
+    follower._take(b"1-1", {b"batch": pack(batch).encode()}, live=True)
+    follower._take(b"1-2", {b"batch": pack(batch[:1]).encode()}, live=True)  # a repeat
+    assert handed == [shared]
+    view = follower.views["op:op1:x"]
+    assert "queues" not in view.doc  # the screen's own document stays its own
+    whole = json.loads(view.snapshot_message(follower.shared_doc))
+    assert whole["seq"] == 4 and whole["data"]["queues"]["hotline"]["waiting"] == 3
+    await follower.redis.aclose()
