@@ -58,10 +58,10 @@ from agent_console.once import HEADER as ACTION_HEADER
 from agent_console.ratelimit import client_address
 from agent_console.session import COOKIE, Console
 from callcenter.bus import (
+    SHARED,
     BusFollower,
     BusPublisher,
     Entry,
-    SHARED,
     KeyedFollower,
     MuxPublisher,
     close_redis,

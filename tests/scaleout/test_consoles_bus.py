@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from agent_console.hub import apply_ops
 from agent_console.server import make_app
 from agent_console.session import CONSOLE
-from callcenter.db import AuditRow
 from callcenter.bus import SHARED, unpack
+from callcenter.db import AuditRow
 from callcenter.web import WORKER, ConsolesOnBus, make_worker_app
 from tests.console_fakes import Person, serving, started_service
 
