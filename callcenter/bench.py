@@ -889,26 +889,34 @@ async def _held(engine: Any, seed: int) -> tuple[int, int]:
         return int(calls), int(orders)
 
 
+def _bench_month() -> tuple[Any, Any, Any, Any, float]:
+    """The month the month bench writes and rebuilds: (settings, its first day, its
+    window's start and end, and ``now``: the month's last day still running, 14:00)."""
+    from datetime import datetime
+
+    from acd.reports import window
+    from callcenter.config import Settings
+
+    settings = Settings()
+    first = datetime.fromtimestamp(START_TIME, settings.tz).date().replace(day=1)
+    start, end = window(first, "month", settings.tz)
+    return settings, first, start, end, end.timestamp() - 36_000
+
+
 async def prepare_month(url: str, calls: int, orders: int, seed: int, *, agents: int = 300
                         ) -> dict[str, Any]:
     """Write the month to ``url`` unless the database already holds this month (the same
     seed, calls and orders): a kept database is measured again without writing it."""
-    from datetime import datetime
 
     from sqlalchemy import delete
 
-    from acd.reports import window
     from callcenter import report_days
-    from callcenter.config import Settings
     from callcenter.db import AgentStateRow, CallRow, ReportDayRow, Store
     from callcenter.orders import facts
     from callcenter.orders.store import OrderEventRow, OrderRow
 
-    settings = Settings()
+    settings, _, start, end, now = _bench_month()
     tz = settings.tz
-    first = datetime.fromtimestamp(START_TIME, tz).date().replace(day=1)
-    start, end = window(first, "month", tz)
-    now = end.timestamp() - 36_000  # the month's last day still running (14:00)
     store = Store(url)
     await store.open()
     out: dict[str, Any] = {"reused": False}
@@ -964,20 +972,13 @@ async def month_report(url: str, calls: int, orders: int, seed: int, *, raw: boo
                        ) -> dict[str, Any]:
     """Seconds to rebuild the 月报 (every table of the reports page) from a month of a
     large centre held at ``url`` (:func:`prepare_month` first); and the figures."""
-    from datetime import datetime
 
     from sqlalchemy import func, select
 
-    from acd.reports import window
-    from callcenter.config import Settings
     from callcenter.db import AgentStateRow, Store
     from callcenter.orders.store import OrderEventRow
 
-    settings = Settings()
-    tz = settings.tz
-    first = datetime.fromtimestamp(START_TIME, tz).date().replace(day=1)
-    _, end = window(first, "month", tz)
-    now = end.timestamp() - 36_000  # the month's last day still running (14:00)
+    settings, first, _, _, now = _bench_month()
     store = Store(url)
     await store.open()
     try:
