@@ -154,6 +154,11 @@ def _replay(answer: Answer) -> web.Response:
     return web.Response(status=status, body=body, headers=headers)
 
 
+def _not_yours() -> ApiError:
+    """The refusal of an action id another account, method or path already used."""
+    return ApiError(409, f"this {HEADER} belongs to another request", zh="该操作编号已用于另一请求")
+
+
 @web.middleware
 async def action_once(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The rule of the module doc for requests carrying ``X-Action-Id``."""
@@ -170,8 +175,7 @@ async def action_once(request: web.Request, handler: Handler) -> web.StreamRespo
     running = ledger.running.get(action_id)
     if running is not None:  # a repeat while the first runs on this core
         if running[0] != who:
-            raise ApiError(409, f"this {HEADER} belongs to another request",
-                           zh="该操作编号已用于另一请求")
+            raise _not_yours()
         log.info("action repeated", action_id=action_id, path=who[2],
                  answer=REPEAT["running"])
         return _replay(await asyncio.shield(running[1]))
@@ -205,8 +209,7 @@ async def _once(request: web.Request, handler: Handler, ledger: ActionLedger,
                        zh="无法记录操作编号，未执行任何操作") from None
     if first is not None:
         if (first.actor, first.method, first.path) != who:
-            raise ApiError(409, f"this {HEADER} belongs to another request",
-                           zh="该操作编号已用于另一请求")
+            raise _not_yours()
         if first.status is not None:
             log.info("action repeated", action_id=action_id, path=path,
                      answer=REPEAT["answered"])
