@@ -143,11 +143,12 @@ def pbx_parts(snap: Mapping[str, Any], centre: Any, tracker: Tracker,
     for p in parts:
         up, reason = links.get(p["name"], (p["up"], p["reason"]))
         own = centre.by_pbx.get(p["name"])
-        calls = [c for w in own.waiting.values() for c in w.values()] if own is not None else []
+        # this PBX's waiting callers, when its centre is known here
+        joined = ([c.joined_at for w in own.waiting.values() for c in w.values()]
+                  if own is not None else None)
         out[p["name"]] = p | {"up": up, "reason": "" if up else reason,
-                              "waiting": len(calls) if own is not None else p["waiting"],
-                              "oldest_joined_at": min((c.joined_at for c in calls),
-                                                      default=None),
+                              "waiting": p["waiting"] if joined is None else len(joined),
+                              "oldest_joined_at": min(joined or (), default=None),
                               "since": tracker.pbx_since.get(p["name"]),
                               "colours": colours(p["today"], bounds)}
     return out
