@@ -278,11 +278,8 @@ class Hub:
             client.sent_seq = seq if seq is not None else -1
             for n, text in missed:
                 client.queue.put_nowait((n, text))
-            if shared:
-                if self.shared_text is None:
-                    self.refresh_shared(self.clock())
-                if self.shared_text is not None:
-                    client.queue.put_nowait(Direct(self.shared_text))
+            if shared and (text := self.current_shared()[1]) is not None:
+                client.queue.put_nowait(Direct(text))
         if shared:
             self.shared_clients.add(client)
         stream.clients.add(client)
@@ -301,9 +298,7 @@ class Hub:
         if item is RESYNC:
             client.sent_seq = client.stream.seq
             if client.shared:
-                if self.shared_doc is None:
-                    self.refresh_shared(self.clock())
-                return client.stream.snapshot_message(self.shared_doc)
+                return client.stream.snapshot_message(self.current_shared()[0])
             return client.stream.snapshot_message()
         if isinstance(item, Direct):
             return item.text
@@ -334,6 +329,13 @@ class Hub:
             log.info("slow websocket client resynced", stream=client.stream.key)
             return
         client.queue.put_nowait(item)
+
+    def current_shared(self) -> tuple[Doc | None, str | None]:
+        """The shared document and its ``shared`` message, built first if there is none
+        yet; (None, None) without a builder."""
+        if self.shared_text is None:
+            self.refresh_shared(self.clock())
+        return self.shared_doc, self.shared_text
 
     def refresh_shared(self, now: float) -> bool:
         """Rebuild the shared document; when it changed, one ``shared`` message to the

@@ -261,8 +261,7 @@ class ConsolesOnBus:
         hub = self.console.hub
         if self._shared not in hub.shared_listeners:
             hub.shared_listeners.append(self._shared)
-        if hub.shared_text is None:
-            hub.refresh_shared(self.console.now())
+        hub.current_shared()
         self._shared_again()
         if self.core_url:
             with contextlib.suppress(RedisError, OSError):
