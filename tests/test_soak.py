@@ -24,10 +24,10 @@ from callcenter.config import load
 from callcenter.db import Store
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
-from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
+from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
 from callcenter.service import Service
 from tests.queue_log_truth import assert_stored_as_logged
-from tests.test_end_to_end import CuttableProxy, Until, all_applied, wait_for
+from tests.test_end_to_end import CuttableProxy, all_applied, wait_for
 
 T0 = 1_795_000_000.0
 SECONDS = 300.0
@@ -53,7 +53,7 @@ async def test_soak_cuts_restarts_and_kills_lose_nothing(tmp_db: str, tmp_path: 
                             seed=16, origin=T0 + LEAD)
     # Callers come once the service is up (what happened before it ever ran is not its).
     pbx = Pbx(PbxConfig(queues=(SimQueue(), SimQueue(name="hotline-en")), agents=8),
-              Until(traffic, T0 + LEAD + SECONDS), start_time=T0, seed=16)  # type: ignore[arg-type]
+              Until(traffic, T0 + LEAD + SECONDS), start_time=T0, seed=16)
     assert "Success" in pbx.handle_action({
         "Action": "QueueAdd", "Queue": "hotline", "Interface": "Local/1009@agents/n",
         "MemberName": "agent1009", "Wrapuptime": "30"})

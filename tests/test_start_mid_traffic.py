@@ -16,10 +16,10 @@ from callcenter.config import load
 from callcenter.db import Store
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
-from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
+from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
 from callcenter.service import Service
 from tests.queue_log_truth import assert_stored_as_logged
-from tests.test_end_to_end import Until, all_applied, wait_for
+from tests.test_end_to_end import all_applied, wait_for
 
 T0 = 1_795_000_000.0
 SECONDS = 150.0  # PBX seconds of arrivals
@@ -31,7 +31,7 @@ async def test_start_mid_traffic_stores_every_visit_once(tmp_db: str, tmp_path: 
                                           first_call_after=1.0, flow_share=0.3,
                                           flow_queue="hotline-en"), seed=17, origin=T0)
     pbx = Pbx(PbxConfig(queues=(SimQueue(), SimQueue(name="hotline-en")), agents=6),
-              Until(traffic, T0 + SECONDS), start_time=T0, seed=17)  # type: ignore[arg-type]
+              Until(traffic, T0 + SECONDS), start_time=T0, seed=17)
     log_path = tmp_path / "queue_log"
     server = PbxSimServer(pbx, port=0, users={"hotline": "pw"}, speed=40.0, queue_log=log_path)
     await server.start()  # the clock runs from here

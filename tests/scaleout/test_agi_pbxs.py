@@ -5,7 +5,6 @@ strings).  The PBX comes from the peer's address matched to ``[[pbx]]`` (``agi``
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from ivr.agi_gate import start_agi_server
 from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow
 from ivr.menus import load_config
 from tests.scaleout.test_pbxs import pbx_table, write
+from tests.test_end_to_end import wait_for
 
 SECRET = "scale-agi-secret"
 UID = "1795000060.17"  # what both simulated PBXs send for their first caller
@@ -148,10 +148,7 @@ async def test_two_pbx_simulators_on_one_host_with_the_same_uniqueids(
     try:
         for sim in sims:
             await sim.start()
-        for _ in range(250):
-            if len(service.callbacks) == 2:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: len(service.callbacks) == 2, timeout=5)
     finally:
         for sim in sims:
             await sim.stop()

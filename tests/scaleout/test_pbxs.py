@@ -25,10 +25,10 @@ from callcenter.db import Store
 from callcenter.ops import Ops
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
 from callcenter.pbx.sim import QueueConfig as SimQueue
-from callcenter.pbx.traffic import RandomTraffic, TrafficConfig
+from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
 from callcenter.service import Service
 from tests.scaleout.test_ops import samples
-from tests.test_end_to_end import Until, wait_for
+from tests.test_end_to_end import wait_for
 
 T0 = 1_795_000_000.0
 LEAD = 60.0  # PBX seconds before the first caller: the service is connected by then
