@@ -1197,20 +1197,29 @@ class CallCenter:
             if w.uniqueid in touched_callers:
                 again |= self._visit(w.uniqueid, w.queue) is None
                 continue
-            known_call = self._visit(w.uniqueid, w.queue)
-            if known_call is not None and (known_call.outcome is Outcome.WAITING or (
-                    known_call.joined_at >= at - w.wait - LOG_SLACK_S)):
-                continue
-            call = self._new_visit(w.uniqueid, w.queue, at - w.wait, caller_num=w.caller_num,
-                                   caller_name=w.caller_name, channel=w.channel,
-                                   position=w.position)
-            call.estimated = True
-            self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
-            self._counters(w.queue)
-            changes += [CallChanged(call, "joined"), QueueChanged(w.queue)]
+            call = self._adopt_waiting(w, at)
+            if call is not None:
+                self._counters(w.queue)
+                changes += [CallChanged(call, "joined"), QueueChanged(w.queue)]
         if again:
             changes.append(ResyncWanted(at, "named by an event while the refresh was asked"))
         return changes
+
+    def _adopt_waiting(self, w: ev.WaitingEntry, at: float) -> Call | None:
+        """A caller QueueStatus lists as waiting that this state never saw join: a new
+        visit, waiting since ``at - w.wait``, marked estimated.  None when the visit is
+        known (waiting, or it moved on after the picture was taken: events read while
+        QueueStatus was answered come before the answer)."""
+        known = self._visit(w.uniqueid, w.queue)
+        if known is not None and (known.outcome is Outcome.WAITING
+                                  or known.joined_at >= at - w.wait - LOG_SLACK_S):
+            return None
+        call = self._new_visit(w.uniqueid, w.queue, at - w.wait, caller_num=w.caller_num,
+                               caller_name=w.caller_name, channel=w.channel,
+                               position=w.position)
+        call.estimated = True
+        self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
+        return call
 
     def _take_checkpoint(self, e: ev.Checkpoint) -> list[Change]:
         """Our counters at the point in the event stream where the PBX answered QueueStatus."""
@@ -1290,17 +1299,9 @@ class CallCenter:
                     vanished.setdefault(queue, []).append(call)
         # 2. Calls waiting that we never saw join.
         for w in e.waiting:
-            known = self._visit(w.uniqueid, w.queue)
-            if known is not None and (known.outcome is Outcome.WAITING or (
-                    known.joined_at >= at - w.wait - LOG_SLACK_S)):
-                continue  # known; or it moved on after the picture was taken (events
-                #           read while QueueStatus was answered come before the resync)
-            call = self._new_visit(w.uniqueid, w.queue, at - w.wait, caller_num=w.caller_num,
-                                   caller_name=w.caller_name, channel=w.channel,
-                                   position=w.position)
-            call.estimated = True
-            self.waiting.setdefault(w.queue, {})[w.uniqueid] = call
-            changes.append(CallChanged(call, "joined"))
+            call = self._adopt_waiting(w, at)
+            if call is not None:
+                changes.append(CallChanged(call, "joined"))
         # 3. Answered calls whose caller is no longer bridged ended while we were away
         #    (only when the PBX listed its channels: no list is no evidence).  With
         #    queue_log only a caller still up but no longer with the operator: a
