@@ -529,8 +529,10 @@ class WorkOrders:
         if last is None or reread:
             found = await s.scalar(select(func.max(OrderRow.number))
                                    .where(OrderRow.number.like(f"{day:%Y%m%d}-%")))
+            # read after the query: creates of this process running meanwhile may have
+            # numbered past what is committed (they all started from the same max)
             last = max(int(found.split("-")[1]) if found else 0,
-                       last if last is not None and not reread else 0)
+                       self._numbers.get(day) or 0)
             if len(self._numbers) > 7:  # only recent days are numbered
                 self._numbers.clear()
         self._numbers[day] = last + 1
