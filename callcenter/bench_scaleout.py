@@ -581,6 +581,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                               prefix, Path(tmp))
         finally:
             if args.logs:  # the processes' own logs, kept for a look afterwards
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
                 for f in Path(tmp).glob("*.[eo][ru][rt]"):
                     shutil.copy(f, Path(args.logs) / f.name)
             await _redis_cleanup(args.redis, prefix)
