@@ -112,11 +112,15 @@ class ConsoleConfig:
                               for d in departments if isinstance(d, dict) and "number" in d),
         )
 
+    def queue_list(self) -> list[dict[str, str]]:
+        """The queues as pages list them: ``{"queue", "title", "title_en"}`` each, in the
+        config's order (``title_en`` "" = the Chinese title)."""
+        return [{"queue": q, "title": t, "title_en": self.queue_titles_en.get(q, "")}
+                for q, t in self.queues]
+
     def public(self) -> dict[str, Any]:
         return {"pause_reasons": list(self.pause_reasons),
-                "queues": [{"queue": q, "title": t,
-                            "title_en": self.queue_titles_en.get(q, "")}
-                           for q, t in self.queues],
+                "queues": self.queue_list(),
                 "departments": [{"number": n, "name": t} for n, t in self.departments],
                 "timezone": self.timezone,
                 "thresholds": {k: getattr(self.thresholds, k) for k in (
