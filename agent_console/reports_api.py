@@ -114,7 +114,7 @@ async def _query(request: web.Request) -> dict[str, Any]:
     if queue is not None and queue not in c.service.settings.queues:
         raise ApiError(400, "unknown queue")
     pbx = q.get("pbx", "") or None
-    if pbx is not None and pbx not in {p.name for p in c.service.settings.pbxs}:
+    if pbx is not None and pbx not in c.service.settings.pbx_names:
         raise ApiError(400, "unknown pbx")
     department = q.get("department", "") or None
     if department is not None and not wo.config.knows(department):
