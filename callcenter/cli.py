@@ -266,6 +266,7 @@ def cmd_pbx_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from acd.centres import pbx_of
     from acd.metrics import by_interval, queue_json
     from callcenter.db import Store
 
@@ -291,8 +292,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         finally:
             await store.close()
         home = s.ami.name
-        if args.pbx is not None:  # a row naming no PBX (before 0013) is the home PBX's
-            rows = [r for r in rows if (r.pbx or home) == args.pbx]
+        if args.pbx is not None:
+            rows = [r for r in rows if pbx_of(r, home) == args.pbx]
 
         def intervals(part: list[Any]) -> dict[Any, Any]:
             return by_interval(part, width, s.tz, s.servicelevel_for, s.short_abandon_s)
@@ -303,7 +304,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                       "overall": queue_json(overall)}
         if len(s.pbxs) > 1:  # each PBX's part of each interval; they add up to overall
             for p in s.pbxs:
-                mine = intervals([r for r in rows if (r.pbx or home) == p.name])
+                mine = intervals([r for r in rows if pbx_of(r, home) == p.name])
                 for start, (_, overall) in mine.items():
                     out[start.isoformat()].setdefault("pbxs", {})[p.name] = queue_json(overall)
         return out
