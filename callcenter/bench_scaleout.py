@@ -374,6 +374,12 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                 break
             await asyncio.sleep(0.5)
         lat, missed = pops.latencies()
+        if args.logs:  # each pop: (s since the first ring, ms, interface), for a look after
+            Path(args.logs).mkdir(parents=True, exist_ok=True)
+            start = min(pops.rung.values(), default=0.0)
+            (Path(args.logs) / "pops.json").write_text(json.dumps(sorted(
+                (round(at - start, 3), round((pops.shown[k] - at) * 1000.0, 1), k[0])
+                for k, at in pops.rung.items() if k in pops.shown)))
         out["events_per_s"] = round(sent / elapsed, 1)
         out["backlog_max"] = int(backlog_max)
         out["pop_latency_ms"] = {"p50": round(percentile(lat, 50), 1),
