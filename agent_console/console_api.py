@@ -73,6 +73,7 @@ from agent_console.session import (
     home_for,
     need_operator,
     need_session,
+    page,
     pbx,
 )
 from agent_console.views import (
@@ -92,6 +93,22 @@ log = structlog.get_logger(__name__)
 async def root(request: web.Request) -> web.StreamResponse:
     session = await current_session(request)
     raise web.HTTPFound(home_for(session.user) if session else "/login")
+
+
+_login_form = page("login.html", None)
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """The sign-in form; a browser already signed in goes to its account's home page (the
+    back button from /console showed a sign-in form to a signed-in operator).  An account
+    with no home page (``/login?none=1``) gets the form, saying so.  Never stored: a
+    back or forward step to it asks again."""
+    session = await current_session(request)
+    if session is not None and not home_for(session.user).startswith("/login"):
+        raise web.HTTPFound(home_for(session.user), headers={"Cache-Control": "no-store"})
+    resp = await _login_form(request)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 # --------------------------------------------------------------------------- login

@@ -40,6 +40,7 @@ from agent_console.console_api import (
     api_metrics,
     api_set_aside,
     api_work_order,
+    login_page,
     root,
 )
 from agent_console.http import (
@@ -173,7 +174,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     app.on_shutdown.append(close_sockets)
     r = app.router
     r.add_get("/", root)
-    r.add_get("/login", page("login.html", None))
+    r.add_get("/login", login_page)
     r.add_get("/console", page("console.html", lambda u: bool(u.interface)))
     r.add_get("/wallboard", page("wallboard.html", None))
     r.add_post("/api/login", api_login)

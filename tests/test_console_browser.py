@@ -506,3 +506,67 @@ async def test_console_against_the_pbx_simulator(sim_site: tuple[Site, Any, Any]
     assert (figures["offered"], figures["answered"], figures["abandoned"]) == (1, 1, 0)
     assert await page.evaluate("window.__pwned") is None
     assert problems == []
+
+
+async def test_english_console_at_1366x768_reads_naturally_and_back_never_shows_the_login(
+        site: Site, browser: Any, shots: Path) -> None:
+    """The operator's laptop (1366x768), in English: the caller's history counts in words
+    ("1 work order"), the confidential box's label on one line, the transfer dialog
+    offering the other queues first and the call's own queue last, marked; the back
+    button from the console, and /login while signed in, never show the sign-in form."""
+    earlier = time.time() - 3 * 86400
+    await site.service.store.save_calls([{
+        "uniqueid": "old.8", "queue": "hotline", "joined_at": earlier, "caller_num": "13812345678",
+        "caller_name": "", "hotline": "12345", "category": "", "ivr_path": "",
+        "outcome": "completed", "left_at": earlier + 4, "answered_at": earlier + 4,
+        "hold_time": 4, "agent": "agent1003", "interface": "Local/1003@agents/n",
+        "ended_at": earlier + 95, "talk_time": 91, "wrap_s": 3.0, "rings": 1,
+        "ring_no_answer": 0, "estimated": False}])
+    async with site.service.store.sessions() as s, s.begin():
+        s.add(WorkOrderRow(number="20261127-000001", caller="13812345678", category="路灯",
+                           text="路灯不亮", created_by="op2", created_at=earlier + 60))
+    page, problems = await open_page(browser, site, "op1", 1366, 768)
+    await page.go_back()  # the sign-in form is not in the history
+    assert not page.url.split("?")[0].endswith("/login"), page.url
+    await page.goto(site.url + "/login")  # signed in: straight to the console
+    await page.wait_for_url("**/console")
+    await text_is(page, "#state-label", "未签入")
+    await page.click("#btn-signin")
+    await text_is(page, "#state-label", "空闲")
+    await page.click("[data-lang-toggle]")
+    await text_is(page, "#state-label", "Ready")
+    site.pbx.caller_joins("1795000009.1", "13812345678", "", hotline="12345")
+    site.pbx.ring("1795000009.1", OP1)
+    site.pbx.answer("1795000009.1", OP1)
+    await page.wait_for_selector("#draft-form:not([hidden])")
+    await page.wait_for_function(
+        "() => (document.querySelector('#history').textContent || '').includes('work order')")
+    counts = await page.locator("#history p.muted").first.inner_text()
+    assert "1 work order" in counts and "work orders" not in counts and ":" not in counts, counts
+    await page.screenshot(path=str(shots / "console-en-1366x768.png"))
+    assert await one_line_confidential(page)
+
+    await page.keyboard.press("F6")
+    await page.wait_for_selector("#transfer-dialog[open]")
+    offered = await page.eval_on_selector_all(
+        "#transfer-queues label", "ls => ls.map((l) => [l.querySelector('input').value, l.textContent])")
+    assert [v for v, _ in offered] == ["queue:hotline-en", "queue:hotline"], offered
+    assert offered[-1][1].endswith("(the call's own queue)") and "own queue" not in offered[0][1]
+    assert await page.evaluate("document.activeElement.value") == "queue:hotline-en"
+    await page.screenshot(path=str(shots / "console-transfer-en-1366x768.png"))
+    await page.keyboard.press("Escape")
+    await page.click("[data-lang-toggle]")
+    await text_is(page, "#state-label", "通话中")
+    assert await one_line_confidential(page)
+    await page.screenshot(path=str(shots / "console-zh-1366x768.png"))
+    assert problems == [], problems
+
+
+async def one_line_confidential(page: Any) -> bool:
+    """The confidential box's label is one line, as high as the request type's label."""
+    mine, other = await page.evaluate("""() => [
+        document.querySelector('#draft-confidential + span').getBoundingClientRect().height,
+        document.querySelector('#draft-request-type').closest('label').querySelector('span')
+          .getBoundingClientRect().height]""")
+    assert mine <= other + 1, (mine, other)
+    return True

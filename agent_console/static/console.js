@@ -30,7 +30,6 @@ async function boot() {
   me = who.user; config = who.config; setCsrf(who.csrf); setTimeZone(config.timezone);
   setText("me", `${me.display_name} · ${me.member}`);
   buildPauseMenu();
-  buildTransferChoices();
   wire();
   onLangChange(() => {
     buildPauseMenu(); render(); renderHistory(lastHistory); renderOtherDrafts();
@@ -313,13 +312,17 @@ async function hangup() {
   }
 }
 
-function buildTransferChoices() {
+// The transfer targets, in the UI's language: the other queues first, the call's own
+// queue last and marked (the caller is already waiting there).
+function buildTransferChoices(current = "") {
   const qbox = byId("transfer-queues");
   const dbox = byId("transfer-departments");
   qbox.replaceChildren(); dbox.replaceChildren();
-  for (const q of config.queues) {
-    qbox.append(el("label", {}, el("input", {attrs: {type: "radio", name: "target", value: "queue:" + q.queue}}),
-      el("span", {text: localName(q, "title")})));
+  const queues = config.queues.filter((q) => q.queue !== current).concat(config.queues.filter((q) => q.queue === current));
+  for (const q of queues) {
+    const own = q.queue === current;
+    qbox.append(el("label", {cls: own ? "current" : ""}, el("input", {attrs: {type: "radio", name: "target", value: "queue:" + q.queue}}),
+      el("span", {text: localName(q, "title") + (own ? " " + t("transfer.current") : "")})));
   }
   for (const d of config.departments) {
     dbox.append(el("label", {}, el("input", {attrs: {type: "radio", name: "target", value: "department:" + d.number}}),
@@ -329,6 +332,7 @@ function buildTransferChoices() {
 
 function openTransfer() {
   if (byId("btn-transfer").disabled || !view.call) return;
+  buildTransferChoices(view.call.queue);
   byId("transfer-dialog").showModal();
   const first = byId("transfer-form").querySelector("input");
   if (first) first.focus();

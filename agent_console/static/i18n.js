@@ -200,6 +200,7 @@ const STRINGS = {
     "transfer.title": "转接",
     "transfer.queue": "转其他队列",
     "transfer.department": "转承办单位",
+    "transfer.current": "（来电所在队列）",
     "transfer.go": "转接",
     "cancel": "取消",
     "outcome.waiting": "排队中",
@@ -556,12 +557,15 @@ const STRINGS = {
     "call.transfer": "Transfer",
     "call.history": "Earlier calls and work orders",
     "call.history_none": "No history",
-    "call.history_calls": "calls: {n}",
-    "call.history_orders": "work orders: {n}",
+    "call.history_calls": "{n} calls",
+    "call.history_calls_one": "{n} call",
+    "call.history_orders": "{n} work orders",
+    "call.history_orders_one": "{n} work order",
     "call.last": "Last call",
     "transfer.title": "Transfer",
     "transfer.queue": "To another queue",
     "transfer.department": "To a department",
+    "transfer.current": "(the call's own queue)",
     "transfer.go": "Transfer",
     "cancel": "Cancel",
     "outcome.waiting": "waiting",
@@ -605,7 +609,7 @@ const STRINGS = {
     "ostate.evaluated": "Evaluated",
     "ostate.resolved_on_call": "Answered on the call",
     "ostate.returned": "Returned",
-    "call.history_open": "open: {n}",
+    "call.history_open": "{n} open",
     "call.order_due": "due {t}",
     "call.order_overdue": "overdue (due {t})",
     "lookup.title": "Look up a number",
@@ -735,8 +739,12 @@ const listeners = [];
 
 export function currentLang() { return lang; }
 
+// A string in the UI's language, {name} filled from params.  A count of one ({n: 1})
+// takes the key's "_one" form where the language has one ("1 work order"; Chinese
+// needs none).
 export function t(key, params) {
-  let s = STRINGS[lang][key] ?? STRINGS["zh-CN"][key] ?? key;
+  const one = params && params.n === 1 && STRINGS[lang][key + "_one"] !== undefined;
+  let s = (one ? STRINGS[lang][key + "_one"] : STRINGS[lang][key]) ?? STRINGS["zh-CN"][key] ?? key;
   if (params) {
     for (const [k, v] of Object.entries(params)) s = s.split("{" + k + "}").join(String(v));
   }

@@ -23,7 +23,8 @@ byId("login-form").addEventListener("submit", async (ev) => {
     const who = await api("POST", "/api/login",
       {username: byId("username").value.trim(), password: byId("password").value},
       {redirectOn401: false});
-    location.href = who.home.startsWith("/login") ? who.home : safeNext(who.home);
+    // replace: the back button from the home page never comes back to this form
+    location.replace(who.home.startsWith("/login") ? who.home : safeNext(who.home));
   } catch (e) {
     if (e instanceof ApiFailure && e.status === 401) message.textContent = t("login.failed");
     else if (e instanceof ApiFailure && e.status === 429) message.textContent = t("login.throttled", {s: e.data?.retry_after ?? "?"});
