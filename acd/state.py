@@ -380,6 +380,14 @@ class QueueConfig:
 # --------------------------------------------------------------------------- the centre
 
 
+def call_key_prefix(pbx: str, home: str) -> str:
+    """What starts the record keys of calls on ``pbx`` (migration 0013): nothing on the
+    home PBX (or when no PBX is named), so a single PBX's keys are its bare Uniqueids;
+    ``"<pbx>:"`` on another, since each Asterisk numbers its own Uniqueids.  The one
+    rule for :class:`CallCenter`'s ``key_prefix`` and :meth:`ivr.fastagi.AgiPbxs.call_key`."""
+    return "" if not pbx or pbx == home else f"{pbx}:"
+
+
 class CallCenter:
     """Calls, queues and agents; ``apply(event) -> changes``.  No IO, no clock."""
 

@@ -82,6 +82,7 @@ from typing import Any
 
 import structlog
 
+from acd.state import call_key_prefix
 from ivr.menus import (
     Answered,
     CallbackRequested,
@@ -312,8 +313,9 @@ class AgiPbxs:
 
     def call_key(self, pbx: str, uniqueid: str) -> str:
         """A call's key across the PBXs, as the call records have it (migration 0013):
-        the bare Uniqueid on the home PBX, ``<pbx>:<uniqueid>`` on another."""
-        return uniqueid if not pbx or pbx == self.home else f"{pbx}:{uniqueid}"
+        the bare Uniqueid on the home PBX, ``<pbx>:<uniqueid>`` on another
+        (:func:`acd.state.call_key_prefix`)."""
+        return call_key_prefix(pbx, self.home) + uniqueid
 
 
 # -- one AGI conversation ---------------------------------------------------------------------
