@@ -823,12 +823,7 @@ class FastAgiServer:
         if len(self._reported) > 10_000:
             self._reported.clear()
         self._reported[key] = now
-        log.warning("fastagi_refused", peer=peer, why=why, script=script[:40])
-        try:
-            await self.run(self.on_refused, why, {"peer": peer, "script": script[:40],
-                                                  "count": entry["count"]})
-        except Exception:
-            log.exception("fastagi_refusal_not_recorded")
+        await self._audit(why, peer, script[:40], entry["count"])
 
     async def report(self, why: str, details: Mapping[str, Any]) -> None:
         """A refusal the gate process made (and rate-limited): kept and audited here."""
@@ -836,10 +831,14 @@ class FastAgiServer:
         self.refusals.append({"peer": peer, "why": why, "script": script,
                               "count": details.get("count", 1), "first": time.time(),
                               "last": time.time()})
-        log.warning("fastagi_refused", peer=peer, why=why, script=script, by="gate")
+        await self._audit(why, peer, script, details.get("count", 1), by="gate")
+
+    async def _audit(self, why: str, peer: str, script: str, count: Any, **by: str) -> None:
+        """Log a refusal and hand it to ``on_refused`` (the service audits it); a failure
+        to record it is logged, never raised into the conversation."""
+        log.warning("fastagi_refused", peer=peer, why=why, script=script, **by)
         try:
-            await self.run(self.on_refused, why, {"peer": peer, "script": script,
-                                                  "count": details.get("count", 1)})
+            await self.run(self.on_refused, why, {"peer": peer, "script": script, "count": count})
         except Exception:
             log.exception("fastagi_refusal_not_recorded")
 
