@@ -936,8 +936,7 @@ class AgiThread:
         return self.port
 
     def _run(self, host: str, port: int, ready: Future[int]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+        loop = self._new_loop()
         try:
             server = loop.run_until_complete(self.edge.start(host, port))
         except OSError as exc:  # the caller sees why it cannot listen
@@ -946,10 +945,24 @@ class AgiThread:
             return
         self.loop = loop
         ready.set_result(int(server.sockets[0].getsockname()[1]))
+        self._run_until_stopped(loop, server.close)
+
+    @staticmethod
+    def _new_loop() -> asyncio.AbstractEventLoop:
+        """A new event loop, this thread's own."""
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        return loop
+
+    @staticmethod
+    def _run_until_stopped(loop: asyncio.AbstractEventLoop, stop_listening: Callable[[], Any]
+                           ) -> None:
+        """Run this thread's ``loop`` until :meth:`stop` stops it; then ``stop_listening()``,
+        cancel every task left on it (the conversations), let them end, and close it."""
         try:
             loop.run_forever()
         finally:
-            server.close()
+            stop_listening()
             tasks = asyncio.all_tasks(loop)
             for t in tasks:
                 t.cancel()
