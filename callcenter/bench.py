@@ -832,13 +832,13 @@ async def bulk_insert(engine: Any, table: Any, rows: Sequence[dict[str, Any]],
                 await conn.exec_driver_sql(sql, [values(r) for r in rows[i:i + chunk]])
 
 
-async def _plain_indexes(engine: Any) -> list[tuple[str, str, list[str], bool]]:
-    """(name, table, columns, unique) of the plain column indexes of :data:`MONTH_TABLES`
+async def _plain_indexes(engine: Any) -> list[tuple[str, str, list[str]]]:
+    """(name, table, columns) of the plain column indexes of :data:`MONTH_TABLES`
     (a unique index - it may back a constraint - or one on expressions or with its own
     method, such as a trigram GIN, is left alone)."""
     from sqlalchemy import inspect
 
-    def read(sync: Any) -> list[tuple[str, str, list[str], bool]]:
+    def read(sync: Any) -> list[tuple[str, str, list[str]]]:
         insp = inspect(sync)
         out = []
         for t in MONTH_TABLES:
@@ -848,7 +848,7 @@ async def _plain_indexes(engine: Any) -> list[tuple[str, str, list[str], bool]]:
                 if (not cols or any(c is None for c in cols) or ix.get("expressions")
                         or using != "btree" or not ix.get("name") or ix.get("unique")):
                     continue
-                out.append((ix["name"], t, list(cols), bool(ix.get("unique"))))
+                out.append((ix["name"], t, list(cols)))
         return out
 
     async with engine.connect() as conn:
@@ -866,9 +866,8 @@ async def load_month(engine: Any, parts: Sequence[tuple[Any, Sequence[dict[str, 
     for table, rows in parts:
         await bulk_insert(engine, table, rows)
     async with engine.begin() as conn:
-        for name, table, cols, unique in indexes:
-            await conn.exec_driver_sql(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} "
-                                       f"ON {table} ({', '.join(cols)})")
+        for name, table, cols in indexes:
+            await conn.exec_driver_sql(f"CREATE INDEX {name} ON {table} ({', '.join(cols)})")
         await conn.exec_driver_sql("ANALYZE")
 
 
