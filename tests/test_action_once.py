@@ -15,12 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from agent_console.auth import LoginThrottle
 from agent_console.once import KEEP_S, LEDGER
-from agent_console.server import make_app
 from callcenter.db import AuditRow, ForwardedActionRow
 from callcenter.web import WORKER, Worker, to_core
-from tests.console_fakes import CHEAP, Person, desk, serving, started_service
+from tests.console_fakes import Person, desk
 
 
 async def signed_in(d: Any) -> Person:
@@ -123,11 +121,9 @@ async def test_the_standby_answers_a_repeat_from_the_database_and_never_twice(
             # ... or claimed and killed before its audit row: nothing reached the PBX.
             s.add(ForwardedActionRow(action_id="failover-03", at=at, actor="op1",
                                      method="POST", path="/api/agent/ready"))
-        service_b, pbx_b = await started_service(tmp_db)
-        app_b = make_app(service_b, passwords=CHEAP, failure_delay=0,
-                         throttle=LoginThrottle(free=50))
-        async with serving(service_b, app_b) as (server_b, _):
-            on_b = Person(server_b)  # the same browser (cookie, CSRF) through the worker
+        async with desk(tmp_db) as b:  # core B: the same database, a PBX of its own
+            service_b, pbx_b = b.service, b.pbx
+            on_b = Person(b.server)  # the same browser (cookie, CSRF) through the worker
             await on_b.http.close()
             on_b.http, on_b.csrf = p.http, p.csrf
             # (B's PBX has the operator as a member, as a resynchronised standby knows.)
