@@ -24,6 +24,14 @@ from acd.state import Agent, Call, CallCenter, PbxRestarted
 T = TypeVar("T")
 
 
+def pbx_of(row: object, home: str) -> str:
+    """The name of the PBX a stored record (call, visit) was on: its ``pbx``, or ``home``
+    (the home PBX) when it names none -- a record stored before migration 0013, or one
+    of a centre with a single PBX.  :func:`callcenter.report_days.pbx_name` is the same
+    rule in SQL."""
+    return getattr(row, "pbx", "") or home
+
+
 def split_key(key: str, names: Mapping[str, object]) -> tuple[str | None, str]:
     """``"pbx2:1.5"`` -> ``("pbx2", "1.5")`` when ``pbx2`` is a PBX; else ``(None, key)``
     (interfaces such as ``Local/1001@ctx`` hold no ``:``, ``SIP/x:y`` is not a PBX)."""

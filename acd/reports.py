@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any, Protocol
 
+from acd.centres import pbx_of
 from acd.metrics import ANSWERED, CallLike, Figures, combine, figures, pct
 
 PERIODS = ("15m", "hour", "day", "week", "month")
@@ -240,7 +241,7 @@ def atoms_of(calls: Iterable[CallLike], start: float, end: float,
     groups: dict[tuple[int, str, str, str, str], list[CallLike]] = defaultdict(list)
     for c in calls:
         t = c.joined_at
-        on = getattr(c, "pbx", "") or home
+        on = pbx_of(c, home)
         if start <= t < end and (queue is None or c.queue == queue) and (
                 pbx is None or on == pbx):
             groups[(int(t // 900), c.queue, getattr(c, "hotline", "") or "",

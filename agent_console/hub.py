@@ -23,9 +23,14 @@ Three cadences:
   streams routed to since the last refresh, and the wide streams (at most every
   ``wide_interval``: 100 wallboards share one stream, but each update is
   sent 100 times);
-* *full*: every ``refresh_every``: every stream (alerts that depend on the
-  clock, anything a route missed).  A full refresh is done in slices, so an
-  urgent one can go in between.
+* *full*: every ``refresh_every``: every wide stream (alerts that depend on the
+  clock) and the shared document; of the narrow streams, whose content never
+  depends on the clock, only a *sweep* slice, so that each is rebuilt once per
+  ``sweep_every`` (anything a route missed); every stream when a change no
+  route could place came (a PBX link went up or down) or :meth:`Hub.rebuild_all`
+  was called (a new shift).  A full refresh is done in slices, so an urgent one
+  can go in between.  (Rebuilding all 5,000 operator screens every second took
+  40 % of the core's CPU in the scale-out bench and delayed the pops behind it.)
 
 What every operator screen shows alike (the queue figures) is not part of any
 operator's stream: it is the hub's *shared* document (``shared_build``), rebuilt
@@ -55,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from collections import deque
@@ -191,12 +197,14 @@ class Hub:
                  urgent: Callable[[list[Change]], bool] | None = None,
                  route: Callable[[list[Change]], Iterable[str] | None] | None = None,
                  keep_updates: int = 256, keep_updates_narrow: int = 16,
-                 slice_size: int = 100, wide_interval: float | None = None) -> None:
+                 slice_size: int = 100, wide_interval: float | None = None,
+                 sweep_every: float = 30.0) -> None:
         self.clock = clock
         self.min_interval = min_interval
         self.wide_interval = min_interval if wide_interval is None else wide_interval
         self.max_queue = max_queue
         self.refresh_every = refresh_every
+        self.sweep_every = max(sweep_every, refresh_every)
         self.keep_idle_s = keep_idle_s
         self.keep_updates = keep_updates
         self.keep_updates_narrow = keep_updates_narrow
@@ -215,6 +223,11 @@ class Hub:
         self._pending: set[str] = set()  # narrow streams routed to since their last rebuild
         self._urgent: set[str] = set()  # of those, the ones an urgent change was routed to
         self._everything = False  # a change no route could place: rebuild every stream
+        self._sweep: list[str] = []  # narrow streams the sweep has still to rebuild
+        self._sweep_n = 1  # how many of them each full refresh takes
+        #: complete passes over every stream: a sweep's end, or a refresh of everything
+        #: (what a view's own cache of every agent renews itself by)
+        self.sweeps = 0
         # the shared document of operator screens (see the module's docstring)
         self.shared_build: Callable[[float], Doc] | None = None
         self.shared_doc: Doc | None = None
@@ -240,6 +253,12 @@ class Hub:
         self.dirty.set()
         if urgent:
             self.hurry.set()
+
+    def rebuild_all(self) -> None:
+        """Rebuild every stream at the next refresh (what every view shows changed
+        without a change to route: a new shift's totals)."""
+        self._everything = True
+        self.dirty.set()
 
     # ---- clients
 
@@ -402,14 +421,41 @@ class Hub:
         self._pending -= keys
         return keys
 
+    def _sweep_slice(self) -> list[Stream]:
+        """The narrow streams this full refresh rebuilds: the next of them in turn, so
+        each comes once per ``sweep_every``."""
+        if not self._sweep:
+            self._sweep = [k for k, st in self.streams.items() if st.narrow]
+            self._sweep_n = max(1, math.ceil(len(self._sweep) * self.refresh_every
+                                             / self.sweep_every))
+            if not self._sweep:
+                self.sweeps += 1
+                return []
+        keys, self._sweep = self._sweep[:self._sweep_n], self._sweep[self._sweep_n:]
+        if not self._sweep:
+            self.sweeps += 1
+        return [st for k in keys if (st := self.streams.get(k)) is not None]
+
     async def _full_refresh(self) -> int:
-        """Every stream, a slice at a time; urgent changes go in between slices."""
-        self._everything = False
-        self._pending.clear()
+        """The wide streams and a sweep slice of the narrow ones (every stream when
+        ``_everything``), a slice at a time; urgent changes go in between slices."""
+        everything, self._everything = self._everything, False
+        if everything:  # the sweep starts again after a refresh of every stream
+            self._pending.clear()
+            self._sweep = []
+            self.sweeps += 1
         self._urgent.clear()
         self.refreshes += 1
         self.full_refreshes += 1
-        streams = list(self.streams.values())
+        if everything:
+            streams = list(self.streams.values())
+        else:  # the narrow streams routed to since the last refresh come along too
+            keys, self._pending = self._pending, set()
+            swept = self._sweep_slice()
+            seen = {id(st) for st in swept}
+            streams = [st for st in self.streams.values() if not st.narrow]
+            streams += [st for k in keys if (st := self.streams.get(k)) is not None
+                        and id(st) not in seen] + swept
         made = 0
         self.full = True
         try:  # the figures every operator screen shares: one message, not one per screen

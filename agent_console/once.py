@@ -32,7 +32,9 @@ account, method or path is refused (409).  Requests without the header run as be
 (signing in and out: their answer is a cookie, and doing them twice is harmless; the
 channels' API has its own ``Idempotency-Key``).  Ids are 8-64 of ``A-Z a-z 0-9 _ -``.
 Claims are kept :data:`KEEP_S` (a day), then deleted: a retry comes within seconds, and
-an answer may hold what the account saw.
+an answer may hold what the account saw.  The deleting is a periodic task of the app
+(:func:`prune_ctx`, every :data:`PRUNE_EVERY_S`), never a request's work: a request does
+not wait for it, and a prune that fails costs no request its answer.
 The claim and the answer live in the shared database, so the standby that takes over
 sees them (``tests/test_action_once.py``).
 """
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -85,7 +87,6 @@ class ActionLedger:
     #: id -> ((actor, method, path), its answer to come): the ids running on this core
     running: dict[str, tuple[tuple[str, str, str], asyncio.Future[Answer]]] = field(
         default_factory=dict)
-    pruned_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -93,12 +94,6 @@ class ActionLedger:
     async def claim(self, action_id: str, actor: str, method: str,
                     path: str) -> ForwardedActionRow | None:
         """None when the id is now ours; else the row of whoever claimed it first."""
-        now = self.clock()
-        if now - self.pruned_at >= PRUNE_EVERY_S:
-            self.pruned_at = now
-            async with self.sessions() as s, s.begin():
-                await s.execute(delete(ForwardedActionRow)
-                                .where(ForwardedActionRow.at < now - KEEP_S))
         try:
             async with self.sessions() as s, s.begin():
                 s.add(ForwardedActionRow(action_id=action_id, at=self.clock(), actor=actor,
@@ -108,6 +103,14 @@ class ActionLedger:
         except IntegrityError:
             async with self.sessions() as s:
                 return await s.get(ForwardedActionRow, action_id)
+
+    async def prune(self) -> int:
+        """Delete the claims older than :data:`KEEP_S`; how many went.  Raises
+        SQLAlchemyError when the database is away (:func:`prune_ctx` tries again later)."""
+        async with self.sessions() as s, s.begin():
+            res = await s.execute(delete(ForwardedActionRow)
+                                  .where(ForwardedActionRow.at < self.clock() - KEEP_S))
+        return int(getattr(res, "rowcount", 0) or 0)
 
     async def audited(self, action_id: str) -> bool:
         async with self.sessions() as s:
@@ -136,6 +139,30 @@ class ActionLedger:
 
 
 LEDGER = web.AppKey("action_ledger", ActionLedger)
+PRUNE_EVERY = web.AppKey("action_prune_every", float)  # seconds; PRUNE_EVERY_S unless set
+
+
+async def prune_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The app's periodic prune of old claims (``app.cleanup_ctx``): at start, then every
+    ``app[PRUNE_EVERY]`` s (:data:`PRUNE_EVERY_S`); a failure is logged and tried again
+    at the next turn."""
+    ledger = app[LEDGER]
+    every = app.get(PRUNE_EVERY, PRUNE_EVERY_S)
+
+    async def loop() -> None:
+        while True:
+            try:
+                gone = await ledger.prune()
+                if gone:
+                    log.info("old action ids deleted", count=gone)
+            except Exception:  # the database away: the next turn tries again
+                log.exception("could not delete old action ids")
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(loop(), name="action-ids-prune")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _answer_of(resp: web.StreamResponse) -> Answer:

@@ -175,7 +175,7 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
         "last_day": (end - timedelta(days=1)).date().isoformat(),
         "queue": queue, "pbx": pbx, "department": department,
         "interval": interval,
-        "pbxs_known": [p.name for p in settings.pbxs] if len(settings.pbxs) > 1 else [],
+        "pbxs_known": list(settings.pbx_names) if len(settings.pbxs) > 1 else [],
         "definitions": {k: {"zh": d.zh, "en": d.en, "rule": d.rule, "unit": d.unit}
                         for k, d in rp.DEFINITIONS.items()}
         | {k: {"zh": z, "en": e, "rule": r, "unit": "" if k in ("received", "overdue",
@@ -205,7 +205,8 @@ async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetim
     atoms = await days.call_atoms(engine, settings, start, end, queue, pbx=pbx,
                                   summaries=summaries)
     rep = rp.report_from_atoms(atoms, start, end, interval)
-    several = len(settings.pbxs) > 1
+    known = settings.pbx_names
+    several = len(known) > 1
     return {"calls": {
         "overall": _fig(rep.overall),
         "intervals": [{"start": k} | _fig(f) for k, f in rep.intervals.items()],
@@ -218,7 +219,7 @@ async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetim
         "pbxs": [{"pbx": p.name} | _fig(rep.pbxs.get(p.name, Figures()))
                  for p in settings.pbxs if pbx is None or p.name == pbx]
         + [{"pbx": k} | _fig(f) for k, f in rep.pbxs.items()  # a PBX since removed
-           if k not in {p.name for p in settings.pbxs}] if several else [],
+           if k not in known] if several else [],
         "hours": rep.hours, "abandon_times": rep.abandon_times,
     }}
 

@@ -114,7 +114,7 @@ async def _query(request: web.Request) -> dict[str, Any]:
     if queue is not None and queue not in c.service.settings.queues:
         raise ApiError(400, "unknown queue")
     pbx = q.get("pbx", "") or None
-    if pbx is not None and pbx not in {p.name for p in c.service.settings.pbxs}:
+    if pbx is not None and pbx not in c.service.settings.pbx_names:
         raise ApiError(400, "unknown pbx")
     department = q.get("department", "") or None
     if department is not None and not wo.config.knows(department):
@@ -135,9 +135,7 @@ async def _report(request: web.Request) -> dict[str, Any]:
     c = request.app[CONSOLE]
     rep = await build_report(c.service.store.engine, c.service.settings,
                              request.app[REPORT_CONFIG], now=c.service.clock(), **args)
-    rep["queues_known"] = [{"queue": q, "title": t,
-                            "title_en": c.config.queue_titles_en.get(q, "")}
-                           for q, t in c.config.queues]
+    rep["queues_known"] = c.config.queue_list()
     rep["departments_known"] = [{"id": k, "name": v} for k, v in args["names"].items()]
     rep["tables"] = [tb.as_dict() for tb in tables(rep)]
     return rep

@@ -58,7 +58,7 @@ from agent_console.live import (
     websocket,
 )
 from agent_console.models import Role
-from agent_console.once import LEDGER, ActionLedger, action_once
+from agent_console.once import LEDGER, ActionLedger, action_once, prune_ctx
 from agent_console.orders import CallerHistory, Orders
 from agent_console.orders_api import setup_orders
 from agent_console.permissions import permission_guard
@@ -169,6 +169,7 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     app[RATE_LIMITER] = limiter
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(hub_ctx)
+    app.cleanup_ctx.append(prune_ctx)  # old X-Action-Id claims, off the request path
     app.on_shutdown.append(close_sockets)
     r = app.router
     r.add_get("/", root)

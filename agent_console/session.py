@@ -112,11 +112,15 @@ class ConsoleConfig:
                               for d in departments if isinstance(d, dict) and "number" in d),
         )
 
+    def queue_list(self) -> list[dict[str, str]]:
+        """The queues as pages list them: ``{"queue", "title", "title_en"}`` each, in the
+        config's order (``title_en`` "" = the Chinese title)."""
+        return [{"queue": q, "title": t, "title_en": self.queue_titles_en.get(q, "")}
+                for q, t in self.queues]
+
     def public(self) -> dict[str, Any]:
         return {"pause_reasons": list(self.pause_reasons),
-                "queues": [{"queue": q, "title": t,
-                            "title_en": self.queue_titles_en.get(q, "")}
-                           for q, t in self.queues],
+                "queues": self.queue_list(),
                 "departments": [{"number": n, "name": t} for n, t in self.departments],
                 "timezone": self.timezone,
                 "thresholds": {k: getattr(self.thresholds, k) for k in (
@@ -203,6 +207,7 @@ class Console:
     def wall(self, now: float) -> dict[str, Any]:
         if self.tracker.roll(now, self.service.centre.agents.values()):
             self._wall_agents = None  # every agent's shift totals start again
+            self.hub.rebuild_all()  # (on operator screens too)
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,
                          self.config.thresholds, now, self.names, self.wall_agents(),
                          self.config.colours,
@@ -211,15 +216,16 @@ class Console:
                           *fastagi_alerts(self.agi_refusals.values(), now)])
 
     def wall_agents(self) -> dict[str, Any]:
-        """The wallboard's agents: only those that changed are rebuilt (all, once a
-        full refresh).  A new dict each time: the stream diffs it against the old."""
+        """The wallboard's agents: only those that changed are rebuilt (all, once per
+        sweep of the hub: every ``sweep_every``, or when everything is rebuilt).  A new
+        dict each time: the stream diffs it against the old."""
         centre = self.service.centre
         cached = self._wall_agents
         changed, self._wall_changed = self._wall_changed, set()
         several = len(self.service.edges) > 1  # one tile per operator, not per member
         if (cached is None or (len(cached) != len(centre.agents) and not several)
-                or (self.hub.full and self._wall_gen != self.hub.full_refreshes)):
-            self._wall_gen = self.hub.full_refreshes
+                or (self.hub.full and self._wall_gen != self.hub.sweeps)):
+            self._wall_gen = self.hub.sweeps
             self._wall_agents = wall_agents(centre, self.tracker, self.names)
             return self._wall_agents
         agents = dict(cached)
@@ -238,6 +244,7 @@ class Console:
         """(A hub listener) which agents the wallboard must rebuild; a new shift."""
         if self.tracker.roll(self.service.clock(), self.service.centre.agents.values()):
             self._wall_agents = None
+            self.hub.rebuild_all()
         for c in changes:
             if isinstance(c, AgentChanged):
                 self._wall_changed.add((c.agent.pbx, c.agent.interface))

@@ -373,6 +373,12 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                 break
             await asyncio.sleep(0.5)
         lat, missed = pops.latencies()
+        if args.logs:  # each pop: (s since the first ring, ms, interface), for a look after
+            Path(args.logs).mkdir(parents=True, exist_ok=True)
+            start = min(pops.rung.values(), default=0.0)
+            (Path(args.logs) / "pops.json").write_text(json.dumps(sorted(
+                (round(at - start, 3), round((pops.shown[k] - at) * 1000.0, 1), k[0])
+                for k, at in pops.rung.items() if k in pops.shown)))
         out["events_per_s"] = round(sent / elapsed, 1)
         out["backlog_max"] = int(backlog_max)
         out["pop_latency_ms"] = {"p50": round(percentile(lat, 50), 1),
@@ -387,8 +393,14 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                                 "growth_pct": round((after[-1] - after[0]) / after[0] * 100, 1)
                                 if after[0] else 0.0}
         lags = []
-        for url in urls:
-            lags.append(histogram_p(await scrape(http, url), "hotline_bus_lag_seconds", 99))
+        out["gc_longest_ms"] = {}
+        for k, url in [("core", core_url), *((f"web{i}", u) for i, u in enumerate(urls))]:
+            m = await scrape(http, url)
+            if k != "core":
+                lags.append(histogram_p(m, "hotline_bus_lag_seconds", 99))
+            out["gc_longest_ms"][k] = round(1000 * max(
+                (v for n, v in m.items() if n.startswith("hotline_gc_longest_pause_seconds{")),
+                default=0.0), 1)
         bound = max((le * 1000 for le, _ in lags), default=0.0)  # None: past the top bucket
         out["bus_lag_p99_ms_at_most"] = None if bound == float("inf") else bound
         out["bus_entries"] = sum(n for _, n in lags)
@@ -639,9 +651,9 @@ def table(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("failovers: kill -9 -> first pop s", " ".join(map(str, f["first_pop_s"])), "-"),
             ("failovers: calls / lost / doubled", counted, "-"),
         ]
-    if one:
-        rows.append(("longest GC pause ms (full GCs)", "-",
-                     f"{one['gc_pause_ms_max']} ({one['gc_full_collections']})"))
+    gcs = " ".join(f"{k} {v}" for k, v in s.get("gc_longest_ms", {}).items()) or "-"
+    rows.append(("longest GC pause ms (full GCs)", gcs,
+                 f"{one['gc_pause_ms_max']} ({one['gc_full_collections']})" if one else "-"))
     loads = (f"{r['load_average_start']} / {r['load_average_mid']} / "
              f"{r['load_average_end']}")
     rows.append(("load average start / mid / end", loads, ""))

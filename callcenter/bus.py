@@ -559,18 +559,22 @@ class KeyedFollower(StreamFollower):
 
     def _take(self, raw_id: bytes, fields: dict[bytes, bytes], *, live: bool) -> None:
         self.last_id = raw_id.decode()
+        oldest = None
         for key, kind, at, text in unpack(fields.get(b"batch", b"").decode()):
-            self._message(key, kind, at, text, live)
+            if self._message(key, kind, at, text, live) and (oldest is None or at < oldest):
+                oldest = at
+        if oldest is not None and self.on_lag:  # once per entry: its oldest message's lag
+            self.on_lag(max(0.0, self.clock() - oldest))
 
-    def _message(self, key: str, kind: str, at: float, text: str, live: bool) -> None:
+    def _message(self, key: str, kind: str, at: float, text: str, live: bool) -> bool:
+        """Apply one message; True when it was news handed on live."""
         if kind == "shared":
-            self._shared(text, at, live)
-            return
+            return self._shared(text, live)
         try:
             msg = json.loads(text)
             stream, seq = str(msg["stream"]), int(msg["seq"])
         except (ValueError, KeyError, TypeError):
-            return
+            return False
         view = self.views.get(key)
         if kind == "snapshot":
             view = self.views[key] = KeyedView(stream, seq, msg.get("data") or {}, at,
@@ -581,34 +585,31 @@ class KeyedFollower(StreamFollower):
             view.recent.append((seq, text))
         else:
             if view is not None and view.stream == stream and seq <= view.seq:
-                return  # already applied (a snapshot taken after it came first)
+                return False  # already applied (a snapshot taken after it came first)
             self.views.pop(key, None)
             if live and self.on_missing is not None:
                 self.on_missing(key)
-            return
+            return False
         event = self.changed.pop(key, None)
         if event is not None:
             event.set()
-        if live:
-            if self.on_lag:
-                self.on_lag(max(0.0, self.clock() - at))
-            if self.on_entry:
-                self.on_entry(key, text)
+        if live and self.on_entry:
+            self.on_entry(key, text)
+        return live
 
-    def _shared(self, text: str, at: float, live: bool) -> None:
+    def _shared(self, text: str, live: bool) -> bool:
+        if text == self.shared_text:  # sent again for late readers: not news
+            return False
         try:
             data = json.loads(text)["data"]
         except (ValueError, KeyError, TypeError):
-            return
+            return False
         if not isinstance(data, dict):
-            return
-        repeat = text == self.shared_text  # sent again for late readers: not news
+            return False
         self.shared_doc, self.shared_text = data, text
-        if live and not repeat:
-            if self.on_lag:
-                self.on_lag(max(0.0, self.clock() - at))
-            if self.on_shared:
-                self.on_shared(text)
+        if live and self.on_shared:
+            self.on_shared(text)
+        return live
 
     async def _catch_up(self) -> None:
         """Once: replay what the capped stream holds (after an error, read on from

@@ -275,8 +275,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             datetime.now(s.tz).replace(hour=0, minute=0, second=0, microsecond=0))
     except ValueError:
         raise CliError(f"--day {args.day!r} is not a date like 2026-11-23") from None
-    if args.pbx is not None and args.pbx not in {p.name for p in s.pbxs}:
-        raise CliError(f"--pbx {args.pbx!r}: the PBXs are {', '.join(p.name for p in s.pbxs)}")
+    if args.pbx is not None and args.pbx not in s.pbx_names:
+        raise CliError(f"--pbx {args.pbx!r}: the PBXs are {', '.join(s.pbx_names)}")
     files = bool(args.xlsx or args.csv)
     url = args.db or s.database_url
     report = asyncio.run(_build_report(args, s, url, day, files))

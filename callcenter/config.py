@@ -96,6 +96,12 @@ class Settings:
         return [self.ami, *self.more_pbxs]
 
     @property
+    def pbx_names(self) -> tuple[str, ...]:
+        """Every PBX's name, the home one first (config order): ask once per request or
+        report, not per row."""
+        return tuple(p.name for p in self.pbxs)
+
+    @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 

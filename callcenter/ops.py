@@ -19,7 +19,9 @@ side).
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -56,9 +58,25 @@ class Ops:
             "hotline_bus_lag_seconds", "Core publish to web worker receipt of one bus entry",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+        self.gc_pause = Histogram(
+            "hotline_gc_pause_seconds", "One run of the cyclic garbage collector (the "
+            "event loop stands still meanwhile), by generation", ["generation"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+        self.gc_longest = [0.0, 0.0, 0.0]  # the longest run of each generation
         self.gauge("hotline_up_seconds", "Seconds since this process started", [],
                    lambda: [([], time.time() - self.started)])
+        self.gauge("hotline_gc_longest_pause_seconds", "The longest run of the cyclic "
+                   "garbage collector since this process started, by generation",
+                   ["generation"], lambda: [([str(g)], v) for g, v in enumerate(self.gc_longest)])
         self.registry.register(_Live(self))
+        _GC_WATCHERS.add(self)
+        if _gc_timer not in gc.callbacks:
+            gc.callbacks.append(_gc_timer)
+
+    def _gc_ran(self, generation: int, seconds: float) -> None:
+        self.gc_pause.labels(str(generation)).observe(seconds)
+        self.gc_longest[generation] = max(self.gc_longest[generation], seconds)
 
     # ---- what to watch
 
@@ -132,6 +150,20 @@ class Ops:
 
 
 OPS = web.AppKey("ops", Ops)
+
+_GC_WATCHERS: weakref.WeakSet[Ops] = weakref.WeakSet()
+_gc_started = [0.0]
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    """A ``gc.callbacks`` entry: each collection's duration to every live :class:`Ops`."""
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+        return
+    seconds = time.perf_counter() - _gc_started[0]
+    generation = min(2, max(0, int(info.get("generation", 0))))
+    for ops in list(_GC_WATCHERS):
+        ops._gc_ran(generation, seconds)
 
 
 class _Live(Collector):

@@ -78,6 +78,12 @@ async def load_call_atoms(engine: AsyncEngine, settings: Settings, start: float,
     return halves[0] + halves[1]
 
 
+def pbx_name(settings: Settings) -> Any:
+    """A row's PBX name in SQL: :func:`acd.centres.pbx_of` (a row naming none, stored
+    before migration 0013, is the home PBX's)."""
+    return case((func.coalesce(CallRow.pbx, "") == "", settings.ami.name), else_=CallRow.pbx)
+
+
 def pbx_is(settings: Settings, pbx: str) -> Any:
     """The rows of PBX ``pbx``: its name, or for the home PBX also none (rows stored
     before migration 0013)."""
@@ -93,7 +99,8 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
     never carried into Python row by row).  The same rules, spelled in SQL:
     answered = answered or completed, wait = ``hold_time`` (0 when unknown), in SL =
     wait <= the queue's service level, short abandon = wait < ``short_abandon_s``; a row
-    naming no PBX is the home PBX's (``settings.ami.name``)."""
+    naming no PBX is the home PBX's (:func:`pbx_name`: grouped by it, the home PBX's
+    rows of a slice are one atom however they name it)."""
     hold = func.coalesce(CallRow.hold_time, 0)
     talk = func.coalesce(CallRow.talk_time, 0)
     sl = case(*((CallRow.queue == q, c.servicelevel) for q, c in settings.queues.items()),
@@ -113,8 +120,9 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
     buckets.append(n(abandoned & (hold >= rp.ABANDON_BUCKETS[-1])))
     piece = _slice(engine).label("piece")
     hotline = func.coalesce(CallRow.hotline, "").label("hotline")
+    on = pbx_name(settings).label("pbx")
     q = select(
-        piece, CallRow.queue, hotline, entry.label("entry"), CallRow.pbx,
+        piece, CallRow.queue, hotline, entry.label("entry"), on,
         func.count().label("offered"), n(answered), n(completed), n(abandoned),
         n(CallRow.outcome == "exited"), n(CallRow.outcome == "waiting"),
         n(answered & (hold <= sl)), n(completed & (hold <= sl)), n(abandoned & (hold <= sl)),
@@ -125,12 +133,11 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
         func.max(case((answered | abandoned, hold), else_=0)),
         *buckets,
     ).where(CallRow.joined_at >= start, CallRow.joined_at < end).group_by(
-        piece, CallRow.queue, hotline, entry, CallRow.pbx)
+        piece, CallRow.queue, hotline, entry, on)
     if queue is not None:
         q = q.where(CallRow.queue == queue)
     if pbx is not None:
         q = q.where(pbx_is(settings, pbx))
-    home = settings.ami.name
     async with engine.connect() as conn:
         rows = (await conn.execute(q)).all()
     out = []
@@ -146,7 +153,7 @@ async def _atoms(engine: AsyncEngine, settings: Settings, start: float, end: flo
             talk_total_s=float(talks or 0), handle_total_s=float(handles or 0),
             max_wait_s=int(max_wait or 0))])
         out.append(rp.Atom(int(piece_), queue_, hotline_, entry_, f, [int(x or 0) for x in ab],
-                           pbx_ or home))
+                           pbx_))
     return out
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from acd import queue_log
+from acd.centres import pbx_of
 from acd.metrics import by_queue
 
 PYTHON = sys.executable
@@ -98,7 +99,7 @@ async def reconcile(database_url: str, queue_logs: Path | str | dict[str, Path],
         text = Path(path).read_text(encoding="utf-8")
         logged = {(v.callid, v.queue): v for v in queue_log.visits(queue_log.parse(text))}
         r.logged += len(logged)
-        mine = [row for row in rows if (getattr(row, "pbx", "") or home) == name]
+        mine = [row for row in rows if pbx_of(row, home) == name]
         seen: dict[tuple[str, str], int] = {}
         for row in mine:
             key = (row.channel_uniqueid, row.queue)
@@ -121,7 +122,7 @@ async def reconcile(database_url: str, queue_logs: Path | str | dict[str, Path],
             [(v.queue, v.outcome) for v in logged.values()]).items()})
     known = set(logs)
     r.doubled += sorted(f"{row.uniqueid} (PBX {row.pbx!r} has no queue_log here)"
-                        for row in rows if (getattr(row, "pbx", "") or home) not in known)
+                        for row in rows if pbx_of(row, home) not in known)
     r.still_open = sorted(f"{row.uniqueid} {row.outcome}" for row in open_rows)
     return r
 

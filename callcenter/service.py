@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from acd import events as ev
 from acd import queue_log
-from acd.centres import Centres
+from acd.centres import Centres, pbx_of
 from acd.metrics import MetricsBook, queue_json
 from acd.state import (
     Agent,
@@ -291,7 +291,7 @@ class Service:
         rows = await self.store.calls_between(start, float("inf"))
         today = self.day_start(self.clock())
         for row in rows:
-            edge = self.edges.get(row.pbx or self.home.name)
+            edge = self.edges.get(pbx_of(row, self.home.name))
             self.book.put(row)
             if edge is None:  # a PBX no longer configured: its calls still count
                 continue
@@ -762,7 +762,7 @@ def call_from_row(row: Any, home: str = "") -> Call:
     stored before migration 0013, is the home PBX's)."""
     call = Call(uniqueid=row.channel_uniqueid or row.uniqueid, queue=row.queue,
                 joined_at=row.joined_at, visit_id=row.uniqueid, visit=row.visit or 1,
-                previous=row.previous_visit or "", pbx=getattr(row, "pbx", "") or home)
+                previous=row.previous_visit or "", pbx=pbx_of(row, home))
     for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path", "left_at",
                  "answered_at", "hold_time", "agent", "interface", "ended_at", "talk_time",
                  "wrap_s", "rings", "ring_no_answer", "estimated", "end_reason", "settled",

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
-from agent_console.once import KEEP_S, LEDGER
+from agent_console.auth import LoginThrottle
+from agent_console.once import KEEP_S, LEDGER, PRUNE_EVERY, ActionLedger
+from agent_console.server import make_app
 from callcenter.db import AuditRow, ForwardedActionRow
+from callcenter.service import Service
 from callcenter.web import WORKER, Worker, to_core
-from tests.console_fakes import Person, desk
+from tests.console_fakes import CHEAP, Person, desk, serving, started_service
 
 
 async def signed_in(d: Any) -> Person:
@@ -88,15 +94,94 @@ async def test_an_id_is_one_request_of_one_account_and_well_formed(tmp_db: str) 
         logins = [await fresh.call("POST", "/api/login", {"username": "op3", "password": "demo"},
                                    headers=once("login-000001")) for _ in range(2)]
         assert [s for s, _ in logins] == [200, 200] and logins[0][1]["csrf"] != logins[1][1]["csrf"]
-        # Claims are kept a day, then deleted.
-        ledger = d.app[LEDGER]
-        async with d.service.store.sessions() as s, s.begin():
-            (await s.get(ForwardedActionRow, "shared-000001")).at -= KEEP_S + 1
-        ledger.pruned_at = 0.0
-        assert (await p.call("POST", "/api/agent/ready", headers=once("after-a-day")))[0] == 200
-        async with d.service.store.sessions() as s:
-            assert await s.get(ForwardedActionRow, "shared-000001") is None
-            assert await s.get(ForwardedActionRow, "after-a-day") is not None
+
+
+@asynccontextmanager
+async def ledger_app(tmp_db: str, every: float,
+                     prune: Callable[[], Awaitable[int]] | None = None
+                     ) -> AsyncIterator[tuple[Service, Person, list[float]]]:
+    """The console's app pruning old claims every ``every`` s (through ``prune`` in
+    place of the ledger's own, when given): its service, op1 signed in, and when each
+    prune began (the first at start, awaited here)."""
+    service, _pbx = await started_service(tmp_db)
+    app = make_app(service, passwords=CHEAP, failure_delay=0, throttle=LoginThrottle(free=50))
+    app[PRUNE_EVERY] = every
+    ledger = app[LEDGER]
+    real, began = prune or ledger.prune, []
+
+    async def noted() -> int:
+        began.append(time.monotonic())
+        return await real()
+
+    ledger.prune = noted  # type: ignore[method-assign]
+    async with serving(service, app) as (server, people):
+        deadline = time.monotonic() + 3
+        while not began:
+            assert time.monotonic() < deadline, "no prune at start"
+            await asyncio.sleep(0.01)
+        p = Person(server)
+        people.append(p)
+        assert (await p.login("op1"))[0] == 200
+        yield service, p, began
+
+
+async def claims(service: Service) -> set[str]:
+    async with service.store.sessions() as s:
+        return set(await s.scalars(select(ForwardedActionRow.action_id)))
+
+
+async def make_a_day_old(service: Service, action_id: str) -> None:
+    async with service.store.sessions() as s, s.begin():
+        (await s.get(ForwardedActionRow, action_id)).at -= KEEP_S + 1
+
+
+async def test_a_request_never_deletes_old_claims(tmp_db: str) -> None:
+    """Deleting old claims is no request's work (it cost a request a 503 when it
+    failed): not the first request with an id, nor any after."""
+    async with ledger_app(tmp_db, every=3600.0) as (service, p, began):
+        deletes: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("DELETE") and "forwarded_actions" in statement:
+                deletes.append(statement)
+
+        sync_engine = service.store.engine.sync_engine
+        event.listen(sync_engine, "before_cursor_execute", seen)
+        try:
+            assert (await p.call("POST", "/api/agent/signin", headers=once("signin-0001")))[0] == 200
+            await make_a_day_old(service, "signin-0001")
+            for i in range(3):
+                status, _ = await p.call("POST", "/api/agent/ready", headers=once(f"ready-000{i}"))
+                assert status == 200
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", seen)
+        assert deletes == [] and len(began) == 1  # only the app's prune at start
+        assert {"signin-0001", "ready-0000", "ready-0002"} <= await claims(service)
+
+
+async def test_the_apps_periodic_task_deletes_claims_a_day_old_and_outlives_a_failure(
+        tmp_db: str) -> None:
+    failing = [True]
+
+    async def prune() -> int:
+        if failing[0]:
+            raise OperationalError("DELETE", {}, Exception("database away"))
+        return await ledger_prune[0]()
+
+    ledger_prune: list[Callable[[], Awaitable[int]]] = []
+    async with ledger_app(tmp_db, every=0.05, prune=prune) as (service, p, began):
+        ledger_prune.append(ActionLedger(service.store.engine, service.clock).prune)
+        for action in ("signin", "ready"):
+            path = f"/api/agent/{action}"
+            assert (await p.call("POST", path, headers=once(f"{action}-0001")))[0] == 200
+        await make_a_day_old(service, "signin-0001")
+        failing[0] = False
+        turns = len(began)
+        deadline = time.monotonic() + 3
+        while "signin-0001" in await claims(service):
+            assert time.monotonic() < deadline, "the old claim was never deleted"
+            await asyncio.sleep(0.05)
+        assert len(began) > turns and await claims(service) == {"ready-0001"}
 
 
 async def test_the_standby_answers_a_repeat_from_the_database_and_never_twice(

@@ -245,6 +245,21 @@ async def test_pages_send_people_to_their_own_screen(rig: Rig) -> None:
         assert r.status == 200 and "wallboard.js" in await r.text()
 
 
+async def test_the_reports_list_the_queues_the_console_lists(rig: Rig) -> None:
+    sup = await rig.as_user("sup1")
+    status, me = await sup.call("GET", "/api/me")
+    assert status == 200
+    status, report = await sup.call("GET", "/api/reports/summary")
+    assert status == 200
+    assert report["queues_known"] == me["config"]["queues"]
+    assert {"queue": "hotline-en", "title": me["config"]["queues"][1]["title"],
+            "title_en": "12345 English service"} in report["queues_known"]
+    home = rig.service.settings.ami.name  # a PBX is checked against Settings.pbx_names
+    assert (await sup.call("GET", f"/api/reports/summary?pbx={home}"))[0] == 200
+    status, body = await sup.call("GET", "/api/reports/summary?pbx=nope")
+    assert (status, body["error"]) == (400, "unknown pbx")
+
+
 async def test_metrics_api_is_the_replay_shape_for_the_live_state(rig: Rig) -> None:
     rig.pbx.caller_joins("1.1", "13800000001", "甲")
     rig.pbx.abandon("1.1")

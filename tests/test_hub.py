@@ -202,3 +202,29 @@ async def test_a_send_stuck_on_a_client_that_stopped_reading_is_ended() -> None:
     finally:
         dog.cancel()
         await asyncio.gather(dog, return_exceptions=True)
+
+
+async def test_a_full_refresh_sweeps_the_narrow_streams_a_slice_at_a_time() -> None:
+    """The clock-driven full refresh rebuilds every wide stream, but of the narrow ones
+    (operator screens, which no clock changes) only the next slice of a sweep: each once
+    per ``sweep_every``, not all 5,000 every second; a new shift rebuilds all at once."""
+    views = Views()
+    keys = [f"op:{i}" for i in range(10)]
+    hub = Hub(clock=lambda: 1.0, min_interval=0.01, refresh_every=0.05, sweep_every=0.25,
+              route=lambda changes: set())
+    for k in keys:
+        hub.attach(k, views.build(k), narrow=True)
+    hub.attach("wall", views.build("wall"))
+    views.reset()
+    for _ in range(5):  # five full refreshes: one sweep, each screen once
+        await hub._full_refresh()
+    assert views.built["wall"] == 5
+    assert {k: views.built[k] for k in keys} == dict.fromkeys(keys, 1)
+    assert hub.sweeps == 1
+    views.reset()
+    await hub._full_refresh()
+    assert sum(views.built[k] for k in keys) == 2  # the next sweep's first slice
+    views.reset()
+    hub.rebuild_all()
+    await hub._full_refresh()
+    assert views.built == dict.fromkeys([*keys, "wall"], 1) and hub.sweeps == 2

@@ -190,3 +190,29 @@ async def test_the_month_benchs_bulk_write_is_the_month_and_is_kept_for_measurin
     got = await month_report(tmp_db, 3000, 300, 5)
     assert got["calls"] == 3000 and got["raw_equals_summaries"] is True
     assert got["order_events"] == wrote["order_events"]
+
+
+async def test_a_home_pbx_row_stored_before_0013_shares_its_atom_with_the_named_ones(
+        store: Store) -> None:
+    """Rows naming no PBX (stored before migration 0013) and rows naming the home PBX
+    are one PBX's calls: the grouped query gives one atom for them, as atoms_of does,
+    and so does a stored day."""
+    settings = load()
+    home = settings.ami.name
+    at = datetime(2026, 11, 3, 10, 0, tzinfo=settings.tz).timestamp()
+    old, new = call_row("old", at, "completed", talk=60), call_row("new", at + 5, "abandoned")
+    await store.save_calls([old | {"pbx": ""}, new | {"pbx": home}])
+    atoms = await report_days.load_call_atoms(store.engine, settings, at - 900, at + 900)
+    assert [(a.slice, a.queue, a.pbx) for a in atoms] == [(int(at // 900), "hotline", home)]
+    rows = await store.calls_between(at - 900, at + 900)
+    (expected,) = rp.atoms_of(rows, at - 900, at + 900, settings.servicelevel_for,
+                              settings.short_abandon_s, home=home)
+    assert atoms[0].figures.offered == expected.figures.offered == 2
+    assert atoms[0].abandons == expected.abandons
+    day = rp.window(date(2026, 11, 3), "day", settings.tz)
+    await report_days.build_day(store.engine, settings, day[0].timestamp(),
+                                day[1].timestamp(), day[1].timestamp() + 1)
+    async with store.engine.connect() as conn:
+        (stored,) = (await conn.execute(select(ReportDayRow).where(
+            ReportDayRow.section == "calls"))).all()
+    assert len(stored.data) == 1

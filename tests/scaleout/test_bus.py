@@ -216,3 +216,32 @@ async def test_a_shared_message_is_fanned_out_once_and_merged_into_snapshots() -
     whole = json.loads(view.snapshot_message(follower.shared_doc))
     assert whole["seq"] == 4 and whole["data"]["queues"]["hotline"]["waiting"] == 3
     await follower.redis.aclose()
+
+
+async def test_the_shared_message_goes_out_a_slice_per_turn_and_a_newer_one_replaces_it(
+) -> None:
+    """The queue figures go to a worker's 2,500 operator sockets ``shared_slice`` per
+    turn of the loop, so a screen pop that arrives meanwhile waits for a slice, not for
+    the whole fan-out; a newer message replaces one still going out."""
+    from types import SimpleNamespace
+
+    from callcenter.web import Viewer, Worker
+
+    worker = Worker(None, None, None, shared_slice=10)  # type: ignore[arg-type]
+    viewers = [Viewer(SimpleNamespace(closed=False), asyncio.Queue(), "t",  # type: ignore[arg-type]
+                      f"op:op{i}:x") for i in range(50)]
+    for v in viewers:
+        worker.operators.setdefault(v.key, set()).add(v)
+    worker.fan_out_shared("first")
+    await asyncio.sleep(0)  # the pacer's first turn: one slice
+    assert sum(v.queue.qsize() for v in viewers) == 10
+    worker.fan_out_operator("op:op49:x", "pop")  # a pop for a socket not offered yet
+    assert viewers[49].queue.get_nowait() == "pop"  # at once, ahead of the figures
+    await asyncio.sleep(0)
+    worker.fan_out_shared("second")  # replaces "first" for the sockets not offered yet
+    assert worker._shared_task is not None
+    await worker._shared_task
+    got = [[v.queue.get_nowait() for _ in range(v.queue.qsize())] for v in viewers]
+    assert got[:10] == [["first", "second"]] * 10
+    assert all(g[-1] == "second" for g in got) and ["first"] not in got
+    assert sum(g.count("first") for g in got) == 20  # two slices had gone out

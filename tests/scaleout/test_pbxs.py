@@ -74,6 +74,7 @@ def test_pbx_tables_give_several_pbxs_home_first(tmp_path: Path) -> None:
             + '[ami]\nping_interval = 2.0\n')
     s = load(write(tmp_path, text), env={"HOTLINE_AMI_SECRET_B": "from-env"})
     assert [p.name for p in s.pbxs] == ["a", "b"] and s.ami.name == "a"
+    assert s.pbx_names == ("a", "b")  # what reports and the CLI check a --pbx against
     b = s.pbxs[1]
     assert (b.port, b.username, b.secret, b.events, b.queues) == (
         5039, "hotline", "from-env", "agent", ("hotline",))
