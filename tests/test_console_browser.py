@@ -251,6 +251,7 @@ async def test_operator_takes_a_call_from_ring_to_work_order(
     await page.click("[data-lang-toggle]")
     await text_is(page, "#state-label", "On call")
     await text_is(page, "#pop-category", "Consultation")
+    await text_is(page, "#pop-queue", "12345 General service")  # the queue's title_en
     await text_is(page, "#draft-call", "call 1795000001.9")
     await page.focus("#draft-text")
     await page.keyboard.type("The estate's lift has stopped three times this week.")

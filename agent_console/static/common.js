@@ -88,10 +88,8 @@ export function fromCentreInput(value) {
 
 // "09:15": hours and minutes in the centre's time zone (a chart's axis).
 export function hourMinute(epochSeconds) {
-  const parts = new Intl.DateTimeFormat("en-GB", {hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone})
-    .formatToParts(new Date(epochSeconds * 1000));
-  const get = (type) => (parts.find((p) => p.type === type) || {value: "00"}).value;
-  return get("hour") + ":" + get("minute");
+  const [, , , h, mi] = wallParts(epochSeconds * 1000);
+  return String(h).padStart(2, "0") + ":" + String(mi).padStart(2, "0");
 }
 
 // Apply the server's patch operations (agent_console/hub.py apply_ops).

@@ -3,7 +3,7 @@
 // only when the PBX's events say so: buttons send an AMI action and wait.
 
 import {api, ApiFailure, byId, clockTime, dateTime, el, Live, orderHref, setCsrf, setText, setTimeZone} from "/static/common.js";
-import {applyI18n, categoryLabel, currentLang, duration, errorText, ivrLabel, localName, orderStateLabel, onLangChange, placeLabel, reasonLabel, setCategoryLabels, setCategoryTree, setPlaceNames, stateLabel, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, duration, errorText, ivrLabel, localName, orderStateLabel, onLangChange, placeLabel, reasonLabel, setCategoryLabels, setCategoryTree, setPlaceNames, stateLabel, t, wireLangToggle} from "/static/i18n.js";
 
 let me = null;
 let config = null;
@@ -175,7 +175,7 @@ function renderCall() {
   setText("pop-hotline", shown.hotline || "—");
   setText("pop-ivr", ivrLabel(shown.ivr_path) || "—");
   setText("pop-category", categoryLabel(shown.category) || "—");
-  setText("pop-queue", (currentLang() === "en" && shown.queue_title_en) || shown.queue_title || shown.queue);
+  setText("pop-queue", localName(shown, "queue_title") || shown.queue);
   byId("call-actions").hidden = !connected;
   byId("btn-hangup").disabled = !connected;
   byId("btn-transfer").disabled = !connected;
@@ -354,8 +354,6 @@ let intake = null;          // /api/intake: request types, reply methods, catego
 let departments = [];       // /api/departments
 const leaves = new Map();   // category label -> node
 
-function nameOf(item) { return currentLang() === "en" ? (item.name_en || item.name) : item.name; }
-
 async function loadIntake() {
   try {
     intake = await api("GET", "/api/intake-form");
@@ -384,11 +382,11 @@ function fillSelect(select, items, blank) {
 
 function buildIntakeLists() {
   if (!intake) return;
-  fillSelect(byId("draft-request-type"), intake.request_types.map((r) => [r.code, nameOf(r)]), t("draft.pick"));
-  fillSelect(byId("draft-reply-method"), intake.reply_methods.map((r) => [r.code, nameOf(r)]), null);
-  fillSelect(byId("draft-cat-1"), intake.categories.map((n) => [n.name, nameOf(n)]), t("draft.pick"));
+  fillSelect(byId("draft-request-type"), intake.request_types.map((r) => [r.code, localName(r)]), t("draft.pick"));
+  fillSelect(byId("draft-reply-method"), intake.reply_methods.map((r) => [r.code, localName(r)]), null);
+  fillSelect(byId("draft-cat-1"), intake.categories.map((n) => [n.name, localName(n)]), t("draft.pick"));
   byId("districts").replaceChildren(...intake.districts.map((d) => option(d.name, placeLabel(d.name))));
-  fillSelect(byId("draft-department"), departments.map((d) => [d.id, nameOf(d)]), t("draft.pick"));
+  fillSelect(byId("draft-department"), departments.map((d) => [d.id, localName(d)]), t("draft.pick"));
   categoryChanged(false);
   districtChanged();
 }
@@ -400,14 +398,14 @@ function categoryChanged(edited = true) {
   if (!intake) return;
   const s1 = byId("draft-cat-1"), s2 = byId("draft-cat-2"), s3 = byId("draft-cat-3");
   const top = childOf(intake.categories, s1.value);
-  fillSelect(s2, top ? top.children.map((n) => [n.name, nameOf(n)]) : [], t("draft.pick"));
+  fillSelect(s2, top ? top.children.map((n) => [n.name, localName(n)]) : [], t("draft.pick"));
   s2.hidden = !top;
   const mid = top ? childOf(top.children, s2.value) : null;
-  fillSelect(s3, mid ? mid.children.map((n) => [n.name, nameOf(n)]) : [], t("draft.pick"));
+  fillSelect(s3, mid ? mid.children.map((n) => [n.name, localName(n)]) : [], t("draft.pick"));
   s3.hidden = !(mid && mid.children.length);
   const leaf = chosenCategory();
   const hint = byId("draft-cat-hint");
-  hint.textContent = leaf ? t("draft.usual_departments", {d: leaf.departments.map(nameOf).join(t("list.sep")) || "—"}) : "";
+  hint.textContent = leaf ? t("draft.usual_departments", {d: leaf.departments.map((d) => localName(d)).join(t("list.sep")) || "—"}) : "";
   suggestDepartment(leaf);
   if (edited) draftEdited();
 }
@@ -449,7 +447,7 @@ function suggestDepartment(leaf) {
   const hint = byId("dispatch-hint");
   if (leaf && leaf.departments.length) {
     if (!departmentPicked) select.value = leaf.departments[0].id;
-    hint.textContent = t("draft.suggested", {d: nameOf(leaf.departments[0])});
+    hint.textContent = t("draft.suggested", {d: localName(leaf.departments[0])});
   } else {
     hint.textContent = "";
   }
@@ -716,7 +714,7 @@ function missingForSubmit(f, outcome) {
 
 function labelOf(list, code) {
   const item = (list || []).find((x) => x.code === code);
-  return item ? nameOf(item) : code || "—";
+  return item ? localName(item) : code || "—";
 }
 
 // Ctrl+Enter / the submit button: a confirmation with the summary; nothing is sent yet.

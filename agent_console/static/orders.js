@@ -6,7 +6,7 @@
 
 import {api, ApiFailure, byId, centreInputValue, dateTime, el, fromCentreInput, setCsrf, setText, setTimeZone}
   from "/static/common.js";
-import {applyI18n, categoryLabel, currentLang, onLangChange, t, wireLangToggle} from "/static/i18n.js";
+import {applyI18n, categoryLabel, currentLang, localName, onLangChange, t, wireLangToggle} from "/static/i18n.js";
 import {channelName, currentParams, labelFilters, markSort, orderLink, renderMerge, saveUrl, setupFind, textWithLinks}
   from "/static/order_find.js";
 
@@ -218,10 +218,6 @@ function deptName(id) {
 // stored as codes and come rendered by the server from its one table
 // (callcenter/orders/reasons.py: reason in Chinese, reason_en in English); a person's
 // reason is shown as it was typed.
-function reasonText(h) {
-  return currentLang() === "en" && h.reason_en ? h.reason_en : h.reason;
-}
-
 function actorLabel(h) {
   const own = {timers: "actor.timers", citizen_keys: "actor.citizen_keys", keys: "actor.citizen_keys", dialer: "actor.dialer"}[h.actor_id];
   if (own) return tr(own);
@@ -413,7 +409,7 @@ function renderDetail(doc) {
       el("span", {cls: "when", text: when(h.at)}),
       el("strong", {text: tr("step." + h.step) + extra}),
       el("span", {cls: "muted"}, ...textWithLinks(" " + actorLabel(h), (id) => openOrder(id))),
-      h.reason ? el("div", {}, ...textWithLinks(reasonText(h), (id) => openOrder(id))) : null));
+      h.reason ? el("div", {}, ...textWithLinks(localName(h, "reason"), (id) => openOrder(id))) : null));
   }
 }
 
