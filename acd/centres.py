@@ -121,9 +121,10 @@ class Centres:
 
     def agent_by_name(self, name: str) -> Agent | None:
         """The member of that name: the one on a call or ringing, else the one in a queue,
-        else any (an operator signed in to queues on several PBXs is one member on each)."""
-        found = [a for c in self.by_pbx.values() for a in c.agents.values() if a.name == name]
-        return best_agent(found)
+        else any (an operator signed in to queues on several PBXs is one member on each).
+        By each PBX's own index of names (:meth:`CallCenter.agents_named`), which the
+        centre's changes keep: no scan of every member of every PBX."""
+        return best_agent([a for c in self.by_pbx.values() for a in c.agents_named(name)])
 
     def agents_of(self, interface: str, name: str = "") -> list[Agent]:
         """Every PBX's member for this operator (by interface, else by member name)."""

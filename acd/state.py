@@ -380,6 +380,14 @@ class QueueConfig:
 # --------------------------------------------------------------------------- the centre
 
 
+def call_key_prefix(pbx: str, home: str) -> str:
+    """What starts the record keys of calls on ``pbx`` (migration 0013): nothing on the
+    home PBX (or when no PBX is named), so a single PBX's keys are its bare Uniqueids;
+    ``"<pbx>:"`` on another, since each Asterisk numbers its own Uniqueids.  The one
+    rule for :class:`CallCenter`'s ``key_prefix`` and :meth:`ivr.fastagi.AgiPbxs.call_key`."""
+    return "" if not pbx or pbx == home else f"{pbx}:"
+
+
 class CallCenter:
     """Calls, queues and agents; ``apply(event) -> changes``.  No IO, no clock."""
 
@@ -415,7 +423,8 @@ class CallCenter:
         self.last_restart: PbxRestarted | None = None  # the latest restart or reset seen
         self.finished: list[Call] = []  # finished calls not yet collected by the caller
         self.agents: dict[str, Agent] = {}  # by interface
-        self._named: dict[str, list[str]] = {}  # member name -> interfaces (agent_by_name)
+        #: member name -> the interfaces of that name, each once (agents_named)
+        self._named: dict[str, list[str]] = {}
         self.waiting: dict[str, dict[str, Call]] = {}  # queue -> uniqueid -> call (join order)
         self.connected: dict[tuple[str, str], str] = {}  # (queue, interface) -> visit_id
         self.observed: dict[str, Counters] = {}
@@ -516,14 +525,20 @@ class CallCenter:
         return sorted(names)
 
     def agent_by_name(self, name: str) -> Agent | None:
-        """The first member (in the order they appeared) named ``name``, or None.  By an
-        index :meth:`_agent` keeps: every operator screen asks this of every PBX its
-        member is not on, once a second, and a scan made that O(members) each."""
-        found = [a for i in self._named.get(name, ()) if (a := self.agents[i]).name == name]
+        """The first member (in the order they appeared) named ``name``, or None."""
+        found = self.agents_named(name)
+        return found[0] if found else None
+
+    def agents_named(self, name: str) -> list[Agent]:
+        """Every member named ``name``, in the order they appeared.  By an index
+        :meth:`_agent` keeps (each interface under its current name only): every
+        operator screen asks this of every PBX its member is not on, once a second, and
+        a scan made that O(members) each."""
+        found = [self.agents[i] for i in self._named.get(name, ())]
         if len(found) > 1:
             order = {iface: n for n, iface in enumerate(self.agents)}
             found.sort(key=lambda a: order[a.interface])
-        return found[0] if found else None
+        return found
 
     def collect_finished(self) -> list[Call]:
         """Hand over finished visits (for storage) and forget the old ones."""
@@ -582,6 +597,10 @@ class CallCenter:
             self.agents[interface] = agent
             self._named.setdefault(agent.name, []).append(interface)
         elif name and agent.name != name:
+            was = self._named[agent.name]
+            was.remove(interface)
+            if not was:
+                del self._named[agent.name]
             agent.name = name
             self._named.setdefault(name, []).append(interface)
         return agent

@@ -149,7 +149,7 @@ PERIOD_NAMES = {"day": "日报", "week": "周报", "month": "月报"}
 
 async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfig, *,
                        period: str, day: date, now: float, queue: str | None = None,
-                       pbx: str | None = None,
+                       pbx: str | None = None, interval: str | None = None,
                        department: str | None = None, names: Mapping[str, str] | None = None,
                        sections: Sequence[str] = ("calls", "agents", "departments", "hotspots"),
                        summaries: bool = True) -> dict[str, Any]:
@@ -159,20 +159,22 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
     ``queue`` limits the call tables to one queue, ``pbx`` to one PBX's calls (the whole
     centre by default); with several PBXs configured the call tables gain one row per
     PBX (``calls.pbxs``), which add up to the centre's.  ``now`` ends a window still
-    running.
+    running.  ``interval``: the rows of the call table by interval (``15m``, ``hour``,
+    ``day`` ...; default the period's, :func:`acd.reports.interval_for`).
     ``summaries``: read closed days from ``report_days`` and orders' parts from
     ``order_facts`` (:mod:`callcenter.report_days`, :mod:`callcenter.orders.facts`);
     ``False`` computes everything from the raw records - the same figures, slower.
     """
     tz = settings.tz
     start, end = rp.window(day, period, tz)
+    interval = interval or rp.interval_for(period)
     lo, hi = start.timestamp(), end.timestamp()
     out: dict[str, Any] = {
         "centre": cfg.centre_name, "period": period, "title": PERIOD_NAMES[period],
         "day": day.isoformat(), "start": start.isoformat(), "end": end.isoformat(),
         "last_day": (end - timedelta(days=1)).date().isoformat(),
         "queue": queue, "pbx": pbx, "department": department,
-        "interval": rp.interval_for(period),
+        "interval": interval,
         "pbxs_known": list(settings.pbx_names) if len(settings.pbxs) > 1 else [],
         "definitions": {k: {"zh": d.zh, "en": d.en, "rule": d.rule, "unit": d.unit}
                         for k, d in rp.DEFINITIONS.items()}
@@ -182,7 +184,7 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
     }
     jobs = {}  # the sections read the database at the same time (one connection each)
     if "calls" in sections:
-        jobs["calls"] = _calls_section(engine, settings, start, end, period, queue, pbx,
+        jobs["calls"] = _calls_section(engine, settings, start, end, interval, queue, pbx,
                                        summaries)
     if "agents" in sections:
         jobs["agents"] = _agents_section(engine, cfg, tz, start, end, now, period, day,
@@ -198,11 +200,11 @@ async def build_report(engine: AsyncEngine, settings: Settings, cfg: ReportConfi
 
 
 async def _calls_section(engine: AsyncEngine, settings: Settings, start: datetime,
-                         end: datetime, period: str, queue: str | None, pbx: str | None,
+                         end: datetime, interval: str, queue: str | None, pbx: str | None,
                          summaries: bool) -> dict[str, Any]:
     atoms = await days.call_atoms(engine, settings, start, end, queue, pbx=pbx,
                                   summaries=summaries)
-    rep = rp.report_from_atoms(atoms, start, end, rp.interval_for(period))
+    rep = rp.report_from_atoms(atoms, start, end, interval)
     known = settings.pbx_names
     several = len(known) > 1
     return {"calls": {

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -133,6 +133,22 @@ class _Browser:
     seen: dict[str, float] = field(default_factory=dict)
     messages: int = 0
     bytes: int = 0
+
+
+def pop_latencies(rung: Mapping[tuple[str, str], float],
+                  shown: Callable[[tuple[str, str]], float | None]) -> tuple[list[float], int]:
+    """Each ring paired with its screen pop: (ms from each ring written, ``rung``
+    (interface, uniqueid) -> ``time.time()``, to its call first shown on that operator's
+    screen, ``shown(ring)``, or None; the rings never shown).  The single-process bench
+    and the scale-out bench's :class:`~callcenter.bench_scaleout.Pops` both pair so."""
+    latencies, missed = [], 0
+    for ring, written in rung.items():
+        at = shown(ring)
+        if at is None:
+            missed += 1
+        else:
+            latencies.append((at - written) * 1000.0)
+    return latencies, missed
 
 
 class _Load:
@@ -374,13 +390,8 @@ class _Load:
     def pops(self) -> dict[str, Any]:
         """Ring-to-screen-pop latencies for the rings written since the last call."""
         by_iface = {b.interface: b for b in self.browsers if b.interface}
-        latencies, missed = [], 0
-        for (iface, uid), written in self.rung.items():
-            shown = by_iface[iface].seen.get(uid)
-            if shown is None:
-                missed += 1
-            else:
-                latencies.append((shown - written) * 1000.0)
+        latencies, missed = pop_latencies(self.rung,
+                                          lambda ring: by_iface[ring[0]].seen.get(ring[1]))
         self.rung = {}
         return {"latencies_ms": latencies, "missed": missed}
 
@@ -832,13 +843,13 @@ async def bulk_insert(engine: Any, table: Any, rows: Sequence[dict[str, Any]],
                 await conn.exec_driver_sql(sql, [values(r) for r in rows[i:i + chunk]])
 
 
-async def _plain_indexes(engine: Any) -> list[tuple[str, str, list[str], bool]]:
-    """(name, table, columns, unique) of the plain column indexes of :data:`MONTH_TABLES`
+async def _plain_indexes(engine: Any) -> list[tuple[str, str, list[str]]]:
+    """(name, table, columns) of the plain column indexes of :data:`MONTH_TABLES`
     (a unique index - it may back a constraint - or one on expressions or with its own
     method, such as a trigram GIN, is left alone)."""
     from sqlalchemy import inspect
 
-    def read(sync: Any) -> list[tuple[str, str, list[str], bool]]:
+    def read(sync: Any) -> list[tuple[str, str, list[str]]]:
         insp = inspect(sync)
         out = []
         for t in MONTH_TABLES:
@@ -848,7 +859,7 @@ async def _plain_indexes(engine: Any) -> list[tuple[str, str, list[str], bool]]:
                 if (not cols or any(c is None for c in cols) or ix.get("expressions")
                         or using != "btree" or not ix.get("name") or ix.get("unique")):
                     continue
-                out.append((ix["name"], t, list(cols), bool(ix.get("unique"))))
+                out.append((ix["name"], t, list(cols)))
         return out
 
     async with engine.connect() as conn:
@@ -866,9 +877,8 @@ async def load_month(engine: Any, parts: Sequence[tuple[Any, Sequence[dict[str, 
     for table, rows in parts:
         await bulk_insert(engine, table, rows)
     async with engine.begin() as conn:
-        for name, table, cols, unique in indexes:
-            await conn.exec_driver_sql(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} "
-                                       f"ON {table} ({', '.join(cols)})")
+        for name, table, cols in indexes:
+            await conn.exec_driver_sql(f"CREATE INDEX {name} ON {table} ({', '.join(cols)})")
         await conn.exec_driver_sql("ANALYZE")
 
 

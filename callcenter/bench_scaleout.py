@@ -252,8 +252,7 @@ class Pops:
 
     def latencies(self) -> tuple[list[float], int]:
         """(ms from each ring written to its call first shown, rings never shown)."""
-        lat = [(self.shown[k] - at) * 1000.0 for k, at in self.rung.items() if k in self.shown]
-        return lat, len(self.rung) - len(lat)
+        return bench.pop_latencies(self.rung, self.shown.get)
 
 
 async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,

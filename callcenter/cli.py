@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -266,10 +266,9 @@ def cmd_pbx_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from acd.centres import pbx_of
-    from acd.metrics import by_interval, queue_json
-    from callcenter.db import Store
-
+    """The reports page's figures for the period holding ``--day``: the call tables as
+    JSON, or (``--xlsx`` / ``--csv``) the whole report as files for cron.  Both are
+    :func:`agent_console.report_data.build_report`'s, as the page's are."""
     s = _settings(args)
     try:
         day = datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=s.tz) if args.day else (
@@ -278,69 +277,50 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(f"--day {args.day!r} is not a date like 2026-11-23") from None
     if args.pbx is not None and args.pbx not in s.pbx_names:
         raise CliError(f"--pbx {args.pbx!r}: the PBXs are {', '.join(s.pbx_names)}")
-    if args.xlsx or args.csv:
-        return _report_files(args, s, day)
-    width = {"15m": 900, "hour": 3600, "day": 86400}[args.interval]
+    files = bool(args.xlsx or args.csv)
     url = args.db or s.database_url
-
-    async def run() -> dict[str, object]:
-        store = Store(url)
-        try:
-            await store.open()
-            rows = await store.calls_between(day.timestamp(),
-                                             (day + timedelta(days=1)).timestamp())
-        finally:
-            await store.close()
-        home = s.ami.name
-        if args.pbx is not None:
-            rows = [r for r in rows if pbx_of(r, home) == args.pbx]
-
-        def intervals(part: list[Any]) -> dict[Any, Any]:
-            return by_interval(part, width, s.tz, s.servicelevel_for, s.short_abandon_s)
-
-        out: dict[str, dict[str, object]] = {}
-        for start, (per, overall) in intervals(rows).items():
-            out[start.isoformat()] = {"queues": {q: queue_json(f) for q, f in per.items()},
-                                      "overall": queue_json(overall)}
-        if len(s.pbxs) > 1:  # each PBX's part of each interval; they add up to overall
-            for p in s.pbxs:
-                mine = intervals([r for r in rows if pbx_of(r, home) == p.name])
-                for start, (_, overall) in mine.items():
-                    out[start.isoformat()].setdefault("pbxs", {})[p.name] = queue_json(overall)
-        return out
-
-    out = asyncio.run(run())
-    if not out:
+    report = asyncio.run(_build_report(args, s, url, day, files))
+    if files:
+        return _report_files(args, report)
+    if not report["calls"]["overall"]["offered"]:
         hint = ""
         if args.db is None and Path(DEMO_DB_FILE).exists():
             hint = f"; the demo's calls are in {DEMO_DB_FILE}: add --db {DEMO_DB}"
         print(f"callcenter: no calls on {day:%Y-%m-%d} in {_shown(url)}{hint}", file=sys.stderr)
         return 1
-    print(json.dumps(out, ensure_ascii=False, indent=2))
+    report.pop("definitions")  # the page's help texts: the figures are what is asked for
+    print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
 
-def _report_files(args: argparse.Namespace, s: Settings, day: datetime) -> int:
-    """The reports page's content as files (for cron): XLSX with every table, or one CSV."""
+async def _build_report(args: argparse.Namespace, s: Settings, url: str, day: datetime,
+                        whole: bool) -> dict[str, Any]:
+    """``build_report`` for the command's options on the database at ``url``: every
+    section when ``whole`` (the files), else the call tables."""
     import time
 
-    from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
+    from agent_console.report_data import ReportConfig, build_report
     from callcenter.db import Store
     from callcenter.orders.store import OrderConfig
 
-    names = {d.id: d.name for d in OrderConfig.load().directory.departments}
+    parts: dict[str, Any] = {"names": {d.id: d.name for d in
+                                       OrderConfig.load().directory.departments}
+                             } if whole else {"sections": ("calls",)}
+    store = Store(url)
+    try:
+        await store.open()
+        return await build_report(store.engine, s, ReportConfig.from_settings(s),
+                                  period=args.period, day=day.date(), now=time.time(),
+                                  queue=args.queue, pbx=args.pbx, interval=args.interval,
+                                  **parts)
+    finally:
+        await store.close()
 
-    async def run() -> dict[str, object]:
-        store = Store(args.db or s.database_url)
-        try:
-            await store.open()
-            return await build_report(store.engine, s, ReportConfig.from_settings(s),
-                                      period=args.period, day=day.date(), now=time.time(),
-                                      queue=args.queue, pbx=args.pbx, names=names)
-        finally:
-            await store.close()
 
-    report = asyncio.run(run())
+def _report_files(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    """The reports page's content as files (for cron): XLSX with every table, or one CSV."""
+    from agent_console.report_data import tables, to_csv, to_xlsx
+
     try:
         if args.xlsx:
             Path(args.xlsx).write_bytes(to_xlsx(report))
@@ -462,15 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="also replace recorded files")
     pr.set_defaults(func=cmd_prompts)
 
-    rep = sub.add_parser("report", help="figures from the database for one day")
+    rep = sub.add_parser("report", help="the reports page's figures from the database "
+                                        "(JSON: its call tables; --xlsx/--csv: files)")
     rep.add_argument("--day", help="YYYY-MM-DD (default today)")
-    rep.add_argument("--interval", choices=["15m", "hour", "day"], default="day")
+    rep.add_argument("--interval", choices=["15m", "hour", "day"], default=None,
+                     help="rows of the table by interval (default: the period's, hours "
+                          "of a day, days of a week or a month)")
     rep.add_argument("--period", choices=["day", "week", "month"], default="day",
-                     help="with --xlsx/--csv: the 日报, 周报 or 月报 holding --day")
-    rep.add_argument("--queue", default=None, help="with --xlsx/--csv: one queue only")
+                     help="the 日报, 周报 or 月报 holding --day")
+    rep.add_argument("--queue", default=None, help="one queue only")
     rep.add_argument("--pbx", default=None,
-                     help="with --xlsx/--csv: one PBX's calls only (default: the whole "
-                          "centre; with several [[pbx]] the files hold a table per PBX)")
+                     help="one PBX's calls only (default: the whole centre; with several "
+                          "[[pbx]] the call tables have a row per PBX)")
     rep.add_argument("--xlsx", metavar="FILE", help="write the whole report as XLSX (for cron)")
     rep.add_argument("--csv", metavar="TABLE=FILE", help="write one table as CSV (UTF-8, BOM)")
     rep.add_argument("--db", default=None,

@@ -69,6 +69,7 @@ from acd.state import (
     PbxRestarted,
     QueueChanged,
     ResyncWanted,
+    call_key_prefix,
 )
 from callcenter import report_days
 from callcenter.config import AmiSettings, Settings
@@ -126,9 +127,9 @@ class Service:
         self.book = MetricsBook(settings.servicelevel_for, settings.short_abandon_s)
         #: Every PBX by name, the home PBX first (its record keys are bare Uniqueids).
         self.edges: dict[str, PbxEdge] = {}
-        for i, a in enumerate(settings.pbxs):
+        for a in settings.pbxs:
             centre = CallCenter(settings.queues, settings.default_queue_config(), pbx=a.name,
-                                key_prefix="" if i == 0 else f"{a.name}:")
+                                key_prefix=call_key_prefix(a.name, settings.ami.name))
             # With one PBX its figures are the centre's: one book serves both.
             book = self.book if len(settings.pbxs) == 1 else MetricsBook(
                 settings.servicelevel_for, settings.short_abandon_s)

@@ -178,9 +178,7 @@ class GateThread(AgiThread):
         return self.port
 
     def _run_gate(self, chan: socket.socket, ready: Future[int]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.loop = loop
+        loop = self.loop = self._new_loop()
         chan.setblocking(False)
         tasks: set[asyncio.Task[None]] = set()
 
@@ -201,15 +199,7 @@ class GateThread(AgiThread):
                 self._message(data, fds, ready, tasks)
 
         loop.add_reader(chan.fileno(), receive)
-        try:
-            loop.run_forever()
-        finally:
-            loop.remove_reader(chan.fileno())
-            for t in list(tasks):
-                t.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        self._run_until_stopped(loop, lambda: loop.remove_reader(chan.fileno()))
 
     def _gate_gone(self, ready: Future[int], why: str, loop: asyncio.AbstractEventLoop) -> None:
         if not ready.done():

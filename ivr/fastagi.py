@@ -82,6 +82,7 @@ from typing import Any
 
 import structlog
 
+from acd.state import call_key_prefix
 from ivr.menus import (
     Answered,
     CallbackRequested,
@@ -312,8 +313,9 @@ class AgiPbxs:
 
     def call_key(self, pbx: str, uniqueid: str) -> str:
         """A call's key across the PBXs, as the call records have it (migration 0013):
-        the bare Uniqueid on the home PBX, ``<pbx>:<uniqueid>`` on another."""
-        return uniqueid if not pbx or pbx == self.home else f"{pbx}:{uniqueid}"
+        the bare Uniqueid on the home PBX, ``<pbx>:<uniqueid>`` on another
+        (:func:`acd.state.call_key_prefix`)."""
+        return call_key_prefix(pbx, self.home) + uniqueid
 
 
 # -- one AGI conversation ---------------------------------------------------------------------
@@ -821,12 +823,7 @@ class FastAgiServer:
         if len(self._reported) > 10_000:
             self._reported.clear()
         self._reported[key] = now
-        log.warning("fastagi_refused", peer=peer, why=why, script=script[:40])
-        try:
-            await self.run(self.on_refused, why, {"peer": peer, "script": script[:40],
-                                                  "count": entry["count"]})
-        except Exception:
-            log.exception("fastagi_refusal_not_recorded")
+        await self._audit(why, peer, script[:40], entry["count"])
 
     async def report(self, why: str, details: Mapping[str, Any]) -> None:
         """A refusal the gate process made (and rate-limited): kept and audited here."""
@@ -834,10 +831,14 @@ class FastAgiServer:
         self.refusals.append({"peer": peer, "why": why, "script": script,
                               "count": details.get("count", 1), "first": time.time(),
                               "last": time.time()})
-        log.warning("fastagi_refused", peer=peer, why=why, script=script, by="gate")
+        await self._audit(why, peer, script, details.get("count", 1), by="gate")
+
+    async def _audit(self, why: str, peer: str, script: str, count: Any, **by: str) -> None:
+        """Log a refusal and hand it to ``on_refused`` (the service audits it); a failure
+        to record it is logged, never raised into the conversation."""
+        log.warning("fastagi_refused", peer=peer, why=why, script=script, **by)
         try:
-            await self.run(self.on_refused, why, {"peer": peer, "script": script,
-                                                  "count": details.get("count", 1)})
+            await self.run(self.on_refused, why, {"peer": peer, "script": script, "count": count})
         except Exception:
             log.exception("fastagi_refusal_not_recorded")
 
@@ -935,8 +936,7 @@ class AgiThread:
         return self.port
 
     def _run(self, host: str, port: int, ready: Future[int]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+        loop = self._new_loop()
         try:
             server = loop.run_until_complete(self.edge.start(host, port))
         except OSError as exc:  # the caller sees why it cannot listen
@@ -945,10 +945,24 @@ class AgiThread:
             return
         self.loop = loop
         ready.set_result(int(server.sockets[0].getsockname()[1]))
+        self._run_until_stopped(loop, server.close)
+
+    @staticmethod
+    def _new_loop() -> asyncio.AbstractEventLoop:
+        """A new event loop, this thread's own."""
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        return loop
+
+    @staticmethod
+    def _run_until_stopped(loop: asyncio.AbstractEventLoop, stop_listening: Callable[[], Any]
+                           ) -> None:
+        """Run this thread's ``loop`` until :meth:`stop` stops it; then ``stop_listening()``,
+        cancel every task left on it (the conversations), let them end, and close it."""
         try:
             loop.run_forever()
         finally:
-            server.close()
+            stop_listening()
             tasks = asyncio.all_tasks(loop)
             for t in tasks:
                 t.cancel()

@@ -10,8 +10,10 @@ Asterisk to record the caller's channel::
 
 ``recordings.root`` must be that directory as this host sees it (the same disk,
 or a mount of it).  When Asterisk reports ``MixMonitorStop`` for the channel
-(or the call completes), the file is indexed under the call's uniqueid once it
-is on disk; a file that never appears is logged, not invented.
+(or the call completes; Asterisk sends both), the file is indexed under the call's
+uniqueid once it is on disk, by one wait per call; a file that never appears is
+counted and logged, not invented: at most one ``recording_missing`` line a minute
+(:data:`MISSING_LOG_EVERY_S`), with the number of calls missing since the last one.
 
 The channel and the uniqueid come from the PBX, so they are input
 (``ivr/values.py``): a channel name with a comma, CR, LF, quote or a non-ASCII digit
@@ -22,6 +24,7 @@ comma or CR in it would end up in ``File=``), is logged and not recorded.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -35,6 +38,7 @@ from recordings.store import RecordingStore, path_for
 log = structlog.get_logger("recordings.monitor")
 
 Send = Callable[[dict[str, Any]], Awaitable[Any]]
+MISSING_LOG_EVERY_S = 60.0  # one recording_missing line at most, carrying the count
 
 
 class CallRecorder:
@@ -47,7 +51,7 @@ class CallRecorder:
 
     def __init__(self, store: RecordingStore, send: Send, *, wait_s: float = 10.0,
                  poll_s: float = 0.25, send_to: Callable[[str], Send] | None = None,
-                 home: str = "") -> None:
+                 home: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.send = send
         self.send_to = send_to
@@ -57,6 +61,10 @@ class CallRecorder:
         # (pbx, caller channel) -> key of the call being recorded (its Uniqueid at home)
         self.started: dict[tuple[str, str], str] = {}
         self._paths: dict[str, str] = {}  # key -> file path under the store's root
+        self._indexing: set[str] = set()  # keys whose file is being waited for
+        self.clock = clock
+        self._missing_unlogged = 0  # calls whose file never came, since the last line
+        self._missing_logged_at = float("-inf")
         self.tasks: set[asyncio.Task[None]] = set()
         self.recorded = 0
         self.failed = 0
@@ -80,14 +88,14 @@ class CallRecorder:
                 self._spawn(self._start(key, call.uniqueid, call.channel, pbx))
             elif c.what == "completed" and call.outcome is Outcome.COMPLETED \
                     and key in self.started.values():
-                self._spawn(self._index(key))
+                self._index_once(key)
 
     def on_ami_event(self, headers: Mapping[str, str], at: float, pbx: str = "") -> None:
         """``MixMonitorStop`` from PBX ``pbx`` ("" or the home PBX's name: the home)."""
         if headers.get("Event") == "MixMonitorStop":
             key = self.started.get((self._off_home(pbx), headers.get("Channel", "")))
             if key is not None:
-                self._spawn(self._index(key))
+                self._index_once(key)
 
     def _off_home(self, pbx: str) -> str:
         """"" for the home PBX (and for every call with a single PBX), else the name."""
@@ -122,24 +130,45 @@ class CallRecorder:
             self._forget(key)
             log.warning("recording_refused", call=key, message=reply.get("Message", ""))
 
+    def _index_once(self, key: str) -> None:
+        """Wait for ``key``'s file unless a wait for it is running already (the call's
+        completion and its ``MixMonitorStop`` both ask)."""
+        if key not in self._indexing:
+            self._indexing.add(key)
+            self._spawn(self._index(key))
+
     async def _index(self, uniqueid: str) -> None:
-        if self.store.get(uniqueid) is not None:
-            return
-        rel = self._paths.get(uniqueid) or path_for(uniqueid)
-        path = self.store.root / rel
-        waited = 0.0
-        while not path.is_file():
-            if waited >= self.wait_s:
-                self.failed += 1
-                log.warning("recording_missing", call=uniqueid, path=rel)
-                self._forget(uniqueid)
+        try:
+            if self.store.get(uniqueid) is not None:
                 return
-            await asyncio.sleep(self.poll_s)
-            waited += self.poll_s
-        if self.store.get(uniqueid) is None:
-            self.store.add(uniqueid, rel)
-            self.recorded += 1
-        self._forget(uniqueid)
+            rel = self._paths.get(uniqueid) or path_for(uniqueid)
+            path = self.store.root / rel
+            waited = 0.0
+            while not path.is_file():
+                if waited >= self.wait_s:
+                    self._missing(uniqueid, rel)
+                    self._forget(uniqueid)
+                    return
+                await asyncio.sleep(self.poll_s)
+                waited += self.poll_s
+            if self.store.get(uniqueid) is None:
+                self.store.add(uniqueid, rel)
+                self.recorded += 1
+            self._forget(uniqueid)
+        finally:
+            self._indexing.discard(uniqueid)
+
+    def _missing(self, key: str, rel: str) -> None:
+        """Count a call whose file never came; log it, or with the others since the last
+        line once :data:`MISSING_LOG_EVERY_S` has passed (a PBX that writes no files
+        misses every call: a line each flooded the log)."""
+        self.failed += 1
+        self._missing_unlogged += 1
+        now = self.clock()
+        if now - self._missing_logged_at < MISSING_LOG_EVERY_S:
+            return
+        log.warning("recording_missing", call=key, path=rel, calls=self._missing_unlogged)
+        self._missing_logged_at, self._missing_unlogged = now, 0
 
     def _forget(self, uniqueid: str) -> None:
         for where, uid in list(self.started.items()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -371,10 +371,12 @@ class Desk:
 
 
 @asynccontextmanager
-async def desk(db_url: str, *, articles: bool = False) -> AsyncIterator[Desk]:
+async def desk(db_url: str, *, articles: bool = False,
+               setup: Callable[[web.Application], None] | None = None) -> AsyncIterator[Desk]:
     """A :class:`Desk` on ``db_url`` with the demo accounts and the departments'
-    handlers seeded (and the demo knowledge base when ``articles``); everything is
-    closed on the way out."""
+    handlers seeded (and the demo knowledge base when ``articles``); ``setup(app)`` is
+    called before the app starts (keys its start-up reads); everything is closed on
+    the way out."""
     from agent_console.auth import LoginThrottle
     from agent_console.knowledge_api import KNOWLEDGE
     from agent_console.server import make_app
@@ -384,6 +386,8 @@ async def desk(db_url: str, *, articles: bool = False) -> AsyncIterator[Desk]:
     service, pbx = await started_service(db_url)
     app = make_app(service, passwords=CHEAP, failure_delay=0,
                    throttle=LoginThrottle(free=50))
+    if setup is not None:
+        setup(app)
     d_people: list[Person]
     async with serving(service, app) as (server, d_people):
         rig = Desk(service, pbx, server, app, d_people)

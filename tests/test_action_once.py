@@ -18,13 +18,11 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from agent_console.auth import LoginThrottle
 from agent_console.once import KEEP_S, LEDGER, PRUNE_EVERY, ActionLedger
-from agent_console.server import make_app
 from callcenter.db import AuditRow, ForwardedActionRow
 from callcenter.service import Service
 from callcenter.web import WORKER, Worker, to_core
-from tests.console_fakes import CHEAP, Person, desk, serving, started_service
+from tests.console_fakes import Person, desk
 
 
 async def signed_in(d: Any) -> Person:
@@ -103,26 +101,25 @@ async def ledger_app(tmp_db: str, every: float,
     """The console's app pruning old claims every ``every`` s (through ``prune`` in
     place of the ledger's own, when given): its service, op1 signed in, and when each
     prune began (the first at start, awaited here)."""
-    service, _pbx = await started_service(tmp_db)
-    app = make_app(service, passwords=CHEAP, failure_delay=0, throttle=LoginThrottle(free=50))
-    app[PRUNE_EVERY] = every
-    ledger = app[LEDGER]
-    real, began = prune or ledger.prune, []
+    began: list[float] = []
 
-    async def noted() -> int:
-        began.append(time.monotonic())
-        return await real()
+    def setup(app: web.Application) -> None:
+        app[PRUNE_EVERY] = every
+        ledger = app[LEDGER]
+        real = prune or ledger.prune
 
-    ledger.prune = noted  # type: ignore[method-assign]
-    async with serving(service, app) as (server, people):
+        async def noted() -> int:
+            began.append(time.monotonic())
+            return await real()
+
+        ledger.prune = noted  # type: ignore[method-assign]
+
+    async with desk(tmp_db, setup=setup) as d:
         deadline = time.monotonic() + 3
         while not began:
             assert time.monotonic() < deadline, "no prune at start"
             await asyncio.sleep(0.01)
-        p = Person(server)
-        people.append(p)
-        assert (await p.login("op1"))[0] == 200
-        yield service, p, began
+        yield d.service, await d.as_user("op1"), began
 
 
 async def claims(service: Service) -> set[str]:
@@ -206,11 +203,9 @@ async def test_the_standby_answers_a_repeat_from_the_database_and_never_twice(
             # ... or claimed and killed before its audit row: nothing reached the PBX.
             s.add(ForwardedActionRow(action_id="failover-03", at=at, actor="op1",
                                      method="POST", path="/api/agent/ready"))
-        service_b, pbx_b = await started_service(tmp_db)
-        app_b = make_app(service_b, passwords=CHEAP, failure_delay=0,
-                         throttle=LoginThrottle(free=50))
-        async with serving(service_b, app_b) as (server_b, _):
-            on_b = Person(server_b)  # the same browser (cookie, CSRF) through the worker
+        async with desk(tmp_db) as b:  # core B: the same database, a PBX of its own
+            service_b, pbx_b = b.service, b.pbx
+            on_b = Person(b.server)  # the same browser (cookie, CSRF) through the worker
             await on_b.http.close()
             on_b.http, on_b.csrf = p.http, p.csrf
             # (B's PBX has the operator as a member, as a resynchronised standby knows.)

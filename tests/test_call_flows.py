@@ -18,14 +18,13 @@ from typing import Any
 
 import pytest
 
-from acd.state import QueueConfig
-from callcenter.config import load
 from callcenter.db import Store
-from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import Pbx, PbxConfig
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
 from callcenter.service import Service
 from tests.queue_log_truth import assert_stored_as_logged, logged_truth, logged_visits
+from tests.sim_service import sim_service, sim_settings, start_sim
 from tests.test_end_to_end import all_applied, wait_for
 
 T0 = 1_795_000_000.0
@@ -86,14 +85,8 @@ async def play(case: Case, tmp_db: str, tmp_path: Path,
     for action in case.actions:
         assert "Success" in pbx.handle_action(action)
     log_path = tmp_path / "queue_log"
-    server = PbxSimServer(pbx, port=0, users={"hotline": "pw"}, speed=60.0, queue_log=log_path)
-    server.hold_clock()
-    await server.start()
-    settings = load(env={})
-    settings.ami.port, settings.ami.secret = server.port, "pw"
-    settings.database_url = tmp_db
-    settings.queues = {q: QueueConfig(15, 3) for q in QUEUES}
-    service = Service(settings, clock=server.virtual_now)
+    server = await start_sim(pbx, 60.0, log_path)
+    service = sim_service(server, sim_settings(server.port, tmp_db, QUEUES))
     for event, got in (heard or {}).items():
         service.listen(event, lambda headers, at, got=got: got.append((headers, at)))
     await service.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import wave
 from collections.abc import AsyncIterator
@@ -14,8 +15,11 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
+from acd.state import Call, CallChanged, Outcome
 from recordings.http import RangeNotSatisfiable, parse_range, recording_handler
+from recordings.monitor import MISSING_LOG_EVERY_S, CallRecorder
 from recordings.store import RecordingStore, UnsafePath, path_for, write_wav
 
 DAY = 86400
@@ -33,6 +37,37 @@ def store(tmp_path: Path) -> RecordingStore:
     s = RecordingStore(root)
     s.scan()
     return s
+
+
+async def test_a_recording_that_never_comes_is_logged_once_per_call_then_counted(
+        tmp_path: Path) -> None:
+    """Asterisk wrote no file: each call is counted once (its completion and its
+    MixMonitorStop both ask for the file), and logged at most once a minute with the
+    number of calls missing since the last line."""
+    async def send(action: dict[str, Any]) -> dict[str, str]:
+        return {"Response": "Success"}
+
+    clock = [100.0]
+    recorder = CallRecorder(RecordingStore(tmp_path), send, wait_s=0.0,
+                            clock=lambda: clock[0])
+
+    async def missing(*uids: str) -> None:
+        calls = [Call(uid, "hotline", 0.0, channel=f"PJSIP/trunk-{uid}") for uid in uids]
+        recorder.changed([CallChanged(c, "answered") for c in calls])
+        await asyncio.gather(*recorder.tasks)
+        for c in calls:
+            c.outcome = Outcome.COMPLETED
+            recorder.changed([CallChanged(c, "completed")])
+            recorder.on_ami_event({"Event": "MixMonitorStop", "Channel": c.channel}, 0.0)
+        await asyncio.gather(*recorder.tasks)
+
+    with capture_logs() as logs:
+        await missing("1700000000.1", "1700000000.2", "1700000000.3")
+        clock[0] += MISSING_LOG_EVERY_S
+        await missing("1700000000.4")
+    assert [(e["call"], e["calls"]) for e in logs if e["event"] == "recording_missing"] == [
+        ("1700000000.1", 1), ("1700000000.4", 3)]
+    assert (recorder.failed, recorder.started, recorder.tasks) == (4, {}, set())
 
 
 def test_write_wav_is_a_real_wav(tmp_path: Path) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acd.state import FINAL, AgentState, QueueConfig
-from callcenter.config import load
+from acd.state import FINAL, AgentState
 from callcenter.db import Store
-from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import Pbx, PbxConfig
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
-from callcenter.service import Service
+from tests.sim_service import sim_service, sim_settings, start_sim
 from tests.test_end_to_end import wait_for
 
 T0 = 1_795_000_000.0
@@ -34,15 +33,8 @@ async def test_unknown_member_and_caller_become_known_without_double_counting(
     # agent1001 is paused: the callers can only go to a member the service does not know.
     assert "Success" in pbx.handle_action({"Action": "QueuePause", "Queue": Q, "Paused": "1",
                                            "Interface": "Local/1001@agents/n"})
-    server = PbxSimServer(pbx, port=0, users={"hotline": "pw"}, speed=20.0,
-                          queue_log=tmp_path / "queue_log")
-    server.hold_clock()
-    await server.start()
-    settings = load(env={})
-    settings.ami.port, settings.ami.secret = server.port, "pw"
-    settings.database_url = tmp_db
-    settings.queues = {Q: QueueConfig(15, 3)}
-    service = Service(settings, clock=server.virtual_now)
+    server = await start_sim(pbx, 20.0, tmp_path / "queue_log")
+    service = sim_service(server, sim_settings(server.port, tmp_db, [Q]))
     await service.start()
     try:
         centre = service.centre

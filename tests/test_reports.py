@@ -8,7 +8,7 @@ import asyncio
 import io
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,10 +22,12 @@ from acd.state import Call, CallCenter, Outcome, QueueConfig
 from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
 from callcenter.cli import main
 from callcenter.config import load
+from callcenter.demo_orders import seed_report_history
 from callcenter.pbx.replay import TraceEvents, read_queue_log, replay
 from callcenter.service import Service
 from tests.conftest import TRACES as TRACES_ROOT
 from tests.conftest import trace_dirs
+from tests.console_fakes import desk
 
 TZ = ZoneInfo("Asia/Shanghai")
 # Every shared trace, scenario-j (Asterisk killed and started again mid-session) included.
@@ -246,6 +248,29 @@ async def test_report_replay_and_wallboard_agree_and_survive_a_restart(
     assert sum(f.offered for f in per.values()) == overall["offered"]
 
 
+async def test_the_cli_prints_the_call_tables_the_page_shows(
+        tmp_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``callcenter report`` (JSON) and the reports page (``/api/reports/summary``) give
+    the same call figures for the same day, and for a week of one queue."""
+    asked = {(): "period=day", ("--period", "week", "--queue", "hotline"):
+             "period=week&queue=hotline"}
+    pages = {}
+    async with desk(tmp_db) as d:
+        tz = d.service.settings.tz
+        assert await seed_report_history(d.service.store, tz=tz, calls=900, orders=30) > 0
+        day = (datetime.now(tz) - timedelta(days=1)).date().isoformat()  # in the history
+        sup = await d.as_user("sup1")
+        for options, query in asked.items():
+            status, pages[options] = await sup.call(
+                "GET", f"/api/reports/summary?{query}&day={day}")
+            assert status == 200 and pages[options]["calls"]["overall"]["offered"] > 0
+    capsys.readouterr()  # the service's log lines
+    for options, page in pages.items():
+        assert await asyncio.to_thread(
+            main, ["report", "--db", tmp_db, "--day", day, *options]) == 0
+        assert json.loads(capsys.readouterr().out)["calls"] == page["calls"], options
+
+
 async def _rows(db: str) -> list[object]:
     from callcenter.db import Store
     s = Store(db)
@@ -462,7 +487,8 @@ async def test_reports_per_pbx_add_up_to_the_centre_and_equal_each_pbxs_replay(
     out.write_bytes(to_xlsx(whole))
     book = openpyxl.load_workbook(out)
     assert [c.value for c in book["按交换机"]["A"]][1:] == ["pbx1", "pbx2"]
-    # `callcenter report`: an unknown PBX is refused, a known one filters the day's rows
+    # `callcenter report`: an unknown PBX is refused; the call tables are the page's, the
+    # table by PBX included, and a known PBX limits them to its calls
     conf = tmp_path / "hotline.toml"
     conf.write_text('[[pbx]]\nname = "pbx1"\n\n[[pbx]]\nname = "pbx2"\nport = 5039\n',
                     encoding="utf-8")
@@ -471,9 +497,7 @@ async def test_reports_per_pbx_add_up_to_the_centre_and_equal_each_pbxs_replay(
     assert await asyncio.to_thread(main, [*args, "--pbx", "pbx9"]) != 0
     capsys.readouterr()
     assert await asyncio.to_thread(main, args) == 0
-    (day_row,) = json.loads(capsys.readouterr().out).values()
-    assert {n: f["offered"] for n, f in day_row["pbxs"].items()} == {
-        r["pbx"]: r["offered"] for r in calls["pbxs"]}
+    assert json.loads(capsys.readouterr().out)["calls"] == calls
     assert await asyncio.to_thread(main, [*args, "--pbx", "pbx2"]) == 0
-    (only,) = json.loads(capsys.readouterr().out).values()
-    assert only["overall"]["offered"] == calls["pbxs"][1]["offered"]
+    only = json.loads(capsys.readouterr().out)
+    assert only["pbx"] == "pbx2" and only["calls"]["overall"] == two["calls"]["overall"]

@@ -19,14 +19,13 @@ from pathlib import Path
 
 from acd import queue_log
 from acd.metrics import by_queue
-from acd.state import QueueConfig
-from callcenter.config import load
 from callcenter.db import Store
-from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import Pbx, PbxConfig
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
 from callcenter.service import Service
 from tests.queue_log_truth import assert_stored_as_logged
+from tests.sim_service import sim_service, sim_settings, start_sim
 from tests.test_end_to_end import CuttableProxy, all_applied, wait_for
 
 T0 = 1_795_000_000.0
@@ -58,20 +57,15 @@ async def test_soak_cuts_restarts_and_kills_lose_nothing(tmp_db: str, tmp_path: 
         "Action": "QueueAdd", "Queue": "hotline", "Interface": "Local/1009@agents/n",
         "MemberName": "agent1009", "Wrapuptime": "30"})
     log_path = tmp_path / "queue_log"
-    server = PbxSimServer(pbx, port=0, users={"hotline": "pw"}, speed=40.0, queue_log=log_path)
-    server.hold_clock()  # until the service first sees the PBX (a loaded start is slow)
-    await server.start()
+    # the clock held until the service first sees the PBX (a loaded start is slow)
+    server = await start_sim(pbx, 40.0, log_path)
     proxy = CuttableProxy(server.port)
     await proxy.start()
-    settings = load(env={})
-    settings.ami.port, settings.ami.secret = proxy.port, "pw"
+    settings = sim_settings(proxy.port, tmp_db, ("hotline", "hotline-en"), queue_log=log_path)
     settings.ami.ping_interval, settings.ami.backoff_max = 0.5, 0.3
-    settings.database_url = tmp_db
-    settings.queues = {"hotline": QueueConfig(15, 3), "hotline-en": QueueConfig(15, 3)}
-    settings.queue_log = str(log_path)
 
     def new_service() -> Service:
-        return Service(settings, clock=server.virtual_now)
+        return sim_service(server, settings)
 
     service = new_service()
     await service.start()

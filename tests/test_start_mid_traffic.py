@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acd.state import QueueConfig
-from callcenter.config import load
 from callcenter.db import Store
-from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer
+from callcenter.pbx.sim import Pbx, PbxConfig
 from callcenter.pbx.sim import QueueConfig as SimQueue
 from callcenter.pbx.traffic import RandomTraffic, TrafficConfig, Until
-from callcenter.service import Service
 from tests.queue_log_truth import assert_stored_as_logged
+from tests.sim_service import sim_service, sim_settings, start_sim
 from tests.test_end_to_end import all_applied, wait_for
 
 T0 = 1_795_000_000.0
@@ -33,14 +31,9 @@ async def test_start_mid_traffic_stores_every_visit_once(tmp_db: str, tmp_path: 
     pbx = Pbx(PbxConfig(queues=(SimQueue(), SimQueue(name="hotline-en")), agents=6),
               Until(traffic, T0 + SECONDS), start_time=T0, seed=17)
     log_path = tmp_path / "queue_log"
-    server = PbxSimServer(pbx, port=0, users={"hotline": "pw"}, speed=40.0, queue_log=log_path)
-    await server.start()  # the clock runs from here
-    settings = load(env={})
-    settings.ami.port, settings.ami.secret = server.port, "pw"
-    settings.database_url = tmp_db
-    settings.queues = {"hotline": QueueConfig(15, 3), "hotline-en": QueueConfig(15, 3)}
-    settings.queue_log = str(log_path)
-    service = Service(settings, clock=server.virtual_now)
+    server = await start_sim(pbx, 40.0, log_path, hold_clock=False)  # the clock runs from here
+    service = sim_service(server, sim_settings(server.port, tmp_db, ("hotline", "hotline-en"),
+                                               queue_log=log_path))
     try:
         # Callers waiting and talking, some calls already over, when the service starts.
         await wait_for(lambda: pbx.now > T0 + 40 and len(pbx.queues["hotline"].callers) >= 1

@@ -158,6 +158,17 @@ def test_member_paused_in_one_queue_only_is_not_paused() -> None:
     assert agent(c).state is S.PAUSED
 
 
+def test_a_member_renamed_back_and_forth_is_found_once_under_its_current_name() -> None:
+    c = centre()
+    c.apply(ev.MemberAdded(1.0, member(iface="PJSIP/1002", name="agent1002")))
+    for at, name in enumerate(["agent1009", "agent1001", "agent1009", "agent1001"], start=2):
+        c.apply(ev.MemberAdded(float(at), member(name=name)))
+    assert c.agents_named("agent1001") == [agent(c)] and c.agents_named("agent1009") == []
+    assert c.agent_by_name("agent1009") is None
+    # the index holds each interface once, under its current name (it grew on every rename)
+    assert c._named == {"agent1001": [IFACE], "agent1002": ["PJSIP/1002"]}
+
+
 def test_event_that_does_not_fit_is_an_anomaly_not_a_crash() -> None:
     c = CallCenter()
     changes = c.apply(ev.MemberPaused(1.0, member(True, "busy")))

@@ -16,6 +16,7 @@ from callcenter.config import ConfigError, load
 from callcenter.pbx.sim import Pbx, PbxConfig, PbxSimServer, QueueConfig
 from callcenter.pbx.sim.agi import QueueEnd, run_agi
 from callcenter.pbx.traffic import CallSpec, ScriptedTraffic
+from callcenter.service import Service as HotlineService
 from callcenter.telephony import agi_pbxs
 from ivr.agi_gate import start_agi_server
 from ivr.fastagi import AgiPbxs, AgiThread, AgiTokens, HotlineAgi, parse_allow
@@ -190,3 +191,11 @@ def test_a_bad_agi_address_is_refused_with_the_key_named(tmp_path: Path) -> None
                  pbx_table("pbx2", 5039, agi=["10.1.0.0/16"]))
     pbxs = agi_pbxs(s)  # a host name is not resolved: pbx1's address is unknown
     assert pbxs.which("10.1.2.3") == ("pbx2", "") and pbxs.which("10.9.9.9") == ("pbx1", "")
+
+
+def test_the_centres_and_the_fastagi_key_a_call_alike(tmp_path: Path) -> None:
+    s = settings(tmp_path, pbx_table("pbx1", 5038), pbx_table("pbx2", 5039))
+    service, pbxs = HotlineService(s), agi_pbxs(s)
+    assert {name: c.key_prefix + UID for name, c in service.centres.items()} == {
+        name: pbxs.call_key(name, UID) for name in ("pbx1", "pbx2")} == {
+        "pbx1": UID, "pbx2": f"pbx2:{UID}"}
