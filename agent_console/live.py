@@ -24,7 +24,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import fcntl
-import gc
 import json
 import struct
 import termios
@@ -42,6 +41,7 @@ from agent_console.http import (
 )
 from agent_console.hub import Client
 from agent_console.session import CONSOLE, COOKIE, Console, need_session
+from callcenter.runtime import settle_collector
 
 log = structlog.get_logger(__name__)
 
@@ -299,15 +299,7 @@ async def _names_loop(c: Console, every: float = 60.0) -> None:
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     c = app[CONSOLE]
-    # What exists once the app starts (modules, classes, the service) lives for
-    # good: take it out of the cyclic collector's full scans, which otherwise
-    # stand the loop still for 100 ms and more with 1,000 sockets open.
-    gc.freeze()
-    # Fewer, not longer, collections: the young generation is collected after
-    # 10,000 net allocations (not 700), so the full scans, which stand the loop
-    # still for ~100 ms with 1,000 sockets, come about 14 times less often.
-    threshold0, threshold1, threshold2 = gc.get_threshold()
-    gc.set_threshold(max(threshold0, 10_000), threshold1, threshold2)
+    settle_collector()
     tasks = [asyncio.create_task(c.hub.run(), name="console-hub"),
              asyncio.create_task(_names_loop(c), name="console-names"),
              asyncio.create_task(_sessions_loop(c), name="console-sessions"),

@@ -65,6 +65,52 @@ def parse_resume(stream: str | None, seq: str | int | None) -> tuple[int, int] |
     return (epoch, n) if epoch > 0 and n >= 0 else None
 
 
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class TextDoc:
+    """A follower's copy of a document, held as JSON text: the text of a base document
+    and the texts of the patches since, applied only when the whole document is asked
+    for (a screen opens) or when ``most`` patches wait (then the base is renewed).
+
+    A worker keeps every screen's document (5,000 operators, and the wallboard of
+    5,000 tiles); held as dicts, each patch made new long-lived containers, and the
+    cyclic collector's full runs over them stood the worker's loop still for 0.25-0.6 s
+    (every ~30 s in the scale-out bench).  Strings are not scanned by the collector;
+    parsing happens at the rare snapshot, and the temporary dicts die at once.
+
+    ``whole``: the patch texts are whole update messages (their ``"ops"`` is the
+    patch) rather than bare lists of patch operations."""
+
+    __slots__ = ("base", "patches", "whole")
+
+    def __init__(self, base: str, *, whole: bool = False) -> None:
+        self.base = base
+        self.patches: list[str] = []
+        self.whole = whole
+
+    def patch(self, text: str, most: int) -> None:
+        self.patches.append(text)
+        if len(self.patches) >= most:
+            self.compact()
+
+    def value(self) -> Doc:
+        """The document now (a new dict each call)."""
+        doc = json.loads(self.base)
+        for text in self.patches:
+            ops = json.loads(text)
+            _apply_ops(doc, (ops.get("ops") or []) if self.whole else ops)
+        return doc
+
+    def compact(self) -> str:
+        """The document's text, the patches folded into the base; returns the base."""
+        if self.patches:
+            self.base = _dumps(self.value())
+            self.patches = []
+        return self.base
+
+
 class StreamTask:
     """One Redis stream, ``<prefix>:<view>``, and the one task that writes or reads it:
     the base of the four bus ends (:class:`BusPublisher`, :class:`MuxPublisher`,
@@ -291,7 +337,7 @@ class BusFollower(StreamFollower):
         self.keep = keep
         self.on_entry = on_entry
         self.on_lag = on_lag
-        self.doc: Doc | None = None
+        self.text: TextDoc | None = None  # the document (see TextDoc)
         self.epoch = 0
         self.seq = -1
         self.at = 0.0
@@ -299,18 +345,24 @@ class BusFollower(StreamFollower):
         self.ready = asyncio.Event()
         self._snapshot_text: tuple[int, int, str] = (0, -1, "")
 
+    @property
+    def doc(self) -> Doc | None:
+        """The document now (a new dict each call; None before the first snapshot)."""
+        return None if self.text is None else self.text.value()
+
     def snapshot_message(self) -> str:
         """The document as a snapshot message, serialised once per (epoch, seq): every
         wallboard that (re)connects gets it, and it is megabytes with 5,000 operators."""
+        assert self.text is not None
         if self._snapshot_text[:2] != (self.epoch, self.seq):
-            self._snapshot_text = (self.epoch, self.seq, json.dumps(
-                {"type": "snapshot", "stream": stream_name(self.epoch), "seq": self.seq,
-                 "at": self.at, "data": self.doc}, ensure_ascii=False, separators=(",", ":")))
+            self._snapshot_text = (self.epoch, self.seq, _message_text(
+                "snapshot", stream_name(self.epoch), self.seq, self.at, "data",
+                self.text.compact()))
         return self._snapshot_text[2]
 
     def missed(self, epoch: int, seq: int) -> list[Entry] | None:
         """The messages after (epoch, seq), or None when a snapshot is needed."""
-        if epoch != self.epoch or seq > self.seq or self.doc is None:
+        if epoch != self.epoch or seq > self.seq or self.text is None:
             return None
         after = [e for e in self.recent if e.seq > seq]
         if len(after) != self.seq - seq:
@@ -328,9 +380,9 @@ class BusFollower(StreamFollower):
             if start is not None:
                 break
         if start is None:
-            self.last_id = "0-0" if self.doc is None else self.last_id
+            self.last_id = "0-0" if self.text is None else self.last_id
             return
-        self.doc = None
+        self.text = None
         for raw_id, fields in await self.redis.xrange(self.key, min=start):
             self._take(raw_id, fields, live=False)
 
@@ -354,22 +406,23 @@ class BusFollower(StreamFollower):
         epoch, seq = (int(p) for p in rid.split("-"))
         kind = fields.get(b"kind", b"").decode()
         at = float(fields.get(b"at", b"0"))
-        current = self.doc is not None and epoch == self.epoch and seq == self.seq + 1
+        current = self.text is not None and epoch == self.epoch and seq == self.seq + 1
         if kind == "snapshot" and not (current and b"ops" in fields):
-            self.doc = json.loads(fields[b"doc"])
+            self.text = TextDoc(fields[b"doc"].decode())
             self.epoch, self.seq, self.at = epoch, seq, at
             self.recent.clear()
             entry = Entry(epoch, seq, kind, at, self.snapshot_message())
         elif kind in ("update", "snapshot") and current:  # (a snapshot carrying its update)
-            assert self.doc is not None
+            assert self.text is not None
+            ops = fields[b"ops"].decode()
+            if kind == "snapshot":  # the document after this update, whole: a new base
+                self.text = TextDoc(fields[b"doc"].decode())
+            else:
+                self.text.patch(ops, self.keep)
             kind = "update"
-            ops = json.loads(fields[b"ops"])
-            _apply_ops(self.doc, ops)
             self.seq, self.at = seq, at
-            text = json.dumps({"type": "update", "stream": stream_name(epoch), "seq": seq,
-                               "at": at, "ops": ops}, ensure_ascii=False,
-                              separators=(",", ":"))
-            entry = Entry(epoch, seq, kind, at, text)
+            entry = Entry(epoch, seq, kind, at, _message_text(
+                "update", stream_name(epoch), seq, at, "ops", ops))
             self.recent.append(entry)
         else:
             return  # an update without its base: the next snapshot brings this reader back
@@ -380,8 +433,15 @@ class BusFollower(StreamFollower):
                 self.on_entry(entry)
 
     def _read(self) -> None:
-        if self.doc is not None:
+        if self.text is not None:
             self.ready.set()
+
+
+def _message_text(kind: str, stream: str, seq: int, at: float, field: str, body: str) -> str:
+    """``{"type": kind, "stream", "seq", "at", field: body}`` as the hub writes it, with
+    ``body`` already JSON text (not parsed and written again)."""
+    return (f'{{"type":{_dumps(kind)},"stream":{_dumps(stream)},"seq":{int(seq)},'
+            f'"at":{_dumps(at)},{_dumps(field)}:{body}}}')
 
 
 async def close_redis(redis: aioredis.Redis) -> None:
@@ -494,21 +554,28 @@ def unpack(data: str) -> list[tuple[str, str, float, str]]:
 @dataclass(slots=True)
 class KeyedView:
     """A follower's copy of one narrow view: the browser's stream id, the number of the
-    last update applied, the document, and the recent update messages."""
+    last update applied, the document (as text, :class:`TextDoc`; its patches are the
+    update messages, the newest of ``recent``), and the recent update messages."""
 
     stream: str
     seq: int
-    doc: Doc
+    text: TextDoc
     at: float
     recent: deque[tuple[int, str]]
+
+    @property
+    def doc(self) -> Doc:
+        """The document now (a new dict each call)."""
+        return self.text.value()
 
     def snapshot_message(self, shared: Doc | None = None) -> str:
         """The snapshot a browser gets; ``shared``: the screens' shared document (the
         queue figures), merged in so the screen is whole at once."""
-        data = self.doc if not shared else {**self.doc, **shared}
-        return json.dumps({"type": "snapshot", "stream": self.stream, "seq": self.seq,
-                           "at": self.at, "data": data}, ensure_ascii=False,
-                          separators=(",", ":"))
+        if not shared:
+            return _message_text("snapshot", self.stream, self.seq, self.at, "data",
+                                 self.text.compact())
+        return _dumps({"type": "snapshot", "stream": self.stream, "seq": self.seq,
+                       "at": self.at, "data": {**self.text.value(), **shared}})
 
     def missed(self, stream: str, seq: int) -> list[str] | None:
         """The update messages after ``seq`` of ``stream``, or None (a snapshot is due)."""
@@ -577,10 +644,12 @@ class KeyedFollower(StreamFollower):
             return False
         view = self.views.get(key)
         if kind == "snapshot":
-            view = self.views[key] = KeyedView(stream, seq, msg.get("data") or {}, at,
-                                               deque(maxlen=self.keep))
+            data = msg.get("data")
+            view = self.views[key] = KeyedView(
+                stream, seq, TextDoc(_dumps(data if isinstance(data, dict) else {}),
+                                     whole=True), at, deque(maxlen=self.keep))
         elif view is not None and view.stream == stream and seq == view.seq + 1:
-            _apply_ops(view.doc, msg.get("ops") or [])
+            view.text.patch(text, self.keep)  # (kept in recent too: the same string)
             view.seq, view.at = seq, at
             view.recent.append((seq, text))
         else:

@@ -70,6 +70,7 @@ from callcenter.bus import (
 from callcenter.config import Settings
 from callcenter.db import make_engine
 from callcenter.ops import Ops
+from callcenter.runtime import settle_collector
 
 log = structlog.get_logger(__name__)
 
@@ -723,6 +724,7 @@ def make_worker_app(settings: Settings, redis_url: str, prefix: str, *,
             cookie_jar=aiohttp.DummyCookieJar())
         await follower.start()
         await consoles.start()
+        settle_collector()
         sessions = asyncio.create_task(_sessions_loop(worker))
         ops.tasks["worker"] = lambda: [t for t in (follower._task, consoles._task, sessions)
                                        if t]
