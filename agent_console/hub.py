@@ -34,7 +34,7 @@ Three cadences:
 
 What every operator screen shows alike (the queue figures) is not part of any
 operator's stream: it is the hub's *shared* document (``shared_build``), rebuilt
-once per full refresh and, when it changed, sent as one ``{"type": "shared",
+at most every ``shared_every`` (a full refresh) and, when it changed, sent as one ``{"type": "shared",
 "seq", "at", "data"}`` message: queued to each narrow client that asked for it
 (``attach(..., shared=True)``: the service's own sockets) and handed once to each
 ``shared_listeners`` callback (the bus publisher: one entry for 5,000 screens).
@@ -198,13 +198,17 @@ class Hub:
                  route: Callable[[list[Change]], Iterable[str] | None] | None = None,
                  keep_updates: int = 256, keep_updates_narrow: int = 16,
                  slice_size: int = 100, wide_interval: float | None = None,
-                 sweep_every: float = 30.0) -> None:
+                 sweep_every: float = 30.0, shared_every: float | None = None) -> None:
         self.clock = clock
         self.min_interval = min_interval
         self.wide_interval = min_interval if wide_interval is None else wide_interval
         self.max_queue = max_queue
         self.refresh_every = refresh_every
         self.sweep_every = max(sweep_every, refresh_every)
+        #: at most how often the shared document is rebuilt and sent (default: each full
+        #: refresh)
+        self.shared_every = refresh_every if shared_every is None else shared_every
+        self._shared_at = -1e18
         self.keep_idle_s = keep_idle_s
         self.keep_updates = keep_updates
         self.keep_updates_narrow = keep_updates_narrow
@@ -457,11 +461,14 @@ class Hub:
             streams += [st for k in keys if (st := self.streams.get(k)) is not None
                         and id(st) not in seen] + swept
         made = 0
-        self.full = True
-        try:  # the figures every operator screen shares: one message, not one per screen
-            self.refresh_shared(self.clock())
-        finally:
-            self.full = False
+        now = self.clock()
+        if everything or now - self._shared_at >= self.shared_every - 1e-3:
+            self._shared_at = now
+            self.full = True
+            try:  # the figures every operator screen shares: one message, not one each
+                self.refresh_shared(now)
+            finally:
+                self.full = False
         for i in range(0, len(streams), self.slice_size):
             now = self.clock()
             self.full = True

@@ -137,8 +137,12 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     engine = service.store.engine
     orders = Orders(engine, service.settings.tz, clock=service.clock)
     # The wallboards' stream at most 4 times a second; operators' screens at once
-    # for a ring, else at most 10 times a second.
-    hub = hub or Hub(clock=service.clock, urgent=rings_or_connects, wide_interval=0.25)
+    # for a ring, else at most 10 times a second; the queue figures every operator
+    # screen shows (waiting, the longest wait, which the page counts on by itself) at
+    # most every 2 s: each send goes to every operator socket (5,000 at a large centre),
+    # and at every second it was the web workers' largest cost.
+    hub = hub or Hub(clock=service.clock, urgent=rings_or_connects, wide_interval=0.25,
+                     shared_every=2.0)
     cfg = ConsoleConfig.from_settings(service.settings)
     tracker = Tracker(cfg.shifts, service.settings.tz)
     hub.listeners.append(tracker.feed)

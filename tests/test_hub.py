@@ -228,3 +228,24 @@ async def test_a_full_refresh_sweeps_the_narrow_streams_a_slice_at_a_time() -> N
     hub.rebuild_all()
     await hub._full_refresh()
     assert views.built == dict.fromkeys([*keys, "wall"], 1) and hub.sweeps == 2
+
+
+async def test_the_shared_figures_go_out_at_most_every_shared_every() -> None:
+    """The queue figures every operator screen shows go to every operator socket: sent
+    at most every ``shared_every`` however often the full refresh runs (a link change,
+    which rebuilds everything, sends them at once)."""
+    now = {"t": 100.0}
+    figures = {"waiting": 0}
+    hub = Hub(clock=lambda: now["t"], refresh_every=1.0, shared_every=2.0)
+    hub.shared_build = lambda at: dict(figures)
+    sent: list[str] = []
+    hub.shared_listeners.append(sent.append)
+    for step in range(6):  # a full refresh a second, the figures changing each time
+        figures["waiting"] = step + 1
+        await hub._full_refresh()
+        now["t"] += 1.0
+    assert [json.loads(t)["data"]["waiting"] for t in sent] == [1, 3, 5]
+    figures["waiting"] = 9
+    hub.rebuild_all()
+    await hub._full_refresh()
+    assert json.loads(sent[-1])["data"]["waiting"] == 9
