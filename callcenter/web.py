@@ -112,8 +112,19 @@ class WallPublisher:
         while True:
             item = await self.client.queue.get()
             if item is RESYNC:
-                self.client.sent_seq = self.client.stream.seq
-                self.publisher.resync()
+                # Fallen behind (the hub's queue for it was full): the updates it missed,
+                # from the stream's own buffer, as updates; a bare snapshot only when they
+                # are gone (readers that are current cannot take one as an update, so it
+                # goes whole to every wallboard socket: megabytes each).
+                stream = self.client.stream
+                missed = stream.missed(stream.id, self.client.sent_seq)
+                if missed is None:
+                    self.client.sent_seq = stream.seq
+                    self.publisher.resync()
+                else:
+                    for n, text in missed:
+                        self.client.sent_seq = n
+                        self.publisher.update(n, json.loads(text)["ops"])
             elif isinstance(item, tuple):
                 n, text = item
                 if n > self.client.sent_seq:
