@@ -248,6 +248,11 @@ class Console:
         for c in changes:
             if isinstance(c, AgentChanged):
                 self._wall_changed.add((c.agent.pbx, c.agent.interface))
+            elif isinstance(c, CallChanged) and c.call.interface and \
+                    c.call.interface in self.service.centre_of(c.call.pbx).agents:
+                # a call's end counts on its operator's tile (talk time, calls taken) with
+                # no AgentChanged when they had already left the call (device not in use)
+                self._wall_changed.add((c.call.pbx, c.call.interface))
 
     async def load_names(self) -> None:
         self.names = {u.member_name: u.display_name for u in await self.users.all()

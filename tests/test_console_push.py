@@ -100,3 +100,27 @@ async def test_queue_figures_alone_make_one_shared_message_not_one_per_operator(
     assert doc1["queues"]["hotline"]["waiting"] == 2
     for ws in (again, ws2):
         await ws.close()
+
+
+async def test_a_wallboard_tile_follows_a_call_counted_without_an_agent_change(
+        rig: Rig) -> None:  # noqa: F811
+    """AgentComplete after the operator's device went not-in-use adds the call to their
+    talk time and calls taken with no AgentChanged (the state moved before): the call's
+    change alone brings the tile up to date, not the next sweep of every tile (30 s
+    later, then all 5,000 tiles at once: a megabyte to every wallboard)."""
+    from types import SimpleNamespace
+
+    from acd.state import CallChanged
+
+    op = await rig.as_user("op2")
+    await op.call("POST", "/api/agent/signin")
+    await rig.settle()
+    console = rig.app[CONSOLE]
+    agent = rig.service.centre.agents[OP2]
+    before = console.wall_agents()[agent.name]["calls_taken"]
+    agent.calls_taken += 1  # what the completion did, its AgentChanged long gone
+    agent.talk_s += 42.0
+    call = SimpleNamespace(interface=OP2, pbx=agent.pbx)
+    console.note_changes([CallChanged(call, "completed")])  # type: ignore[arg-type]
+    tile = console.wall_agents()[agent.name]
+    assert tile["calls_taken"] == before + 1 and tile["talk_s"] == agent.talk_s
