@@ -154,8 +154,13 @@ async def _accounts(db: str, operators: list[str], supervisors: list[str]
 
     from agent_console.auth import SESSION_MAX_S, Role, default_member, token_hash
     from agent_console.models import SessionRow, UserRow
-    from callcenter.db import make_engine
+    from callcenter.db import make_engine, migrate
 
+    engine = make_engine(db)
+    try:  # (the schema first: the core that migrates it starts after)
+        await migrate(engine)
+    finally:
+        await engine.dispose()
     hashed = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
     now = time.time()
     rows = []
@@ -294,12 +299,15 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
         text = text.replace('user = "hotline"', f'user = "{AMI_USER}"')
         cfg.write_text(text.replace(f'queue_log = "{no_log}"', 'queue_log = ""'),
                        encoding="utf-8")
+        # The accounts exist before the core starts, as at a centre: the core reads the
+        # operators' display names at start (read later, every wallboard tile changed
+        # at once: one 1.9 MB update to every wallboard in the middle of the run).
+        progress(f"creating {len(operators)} operator and {len(walls)} wallboard accounts")
+        tokens = await _accounts(db, operators, walls)
         core = CoreProcess(cfg, work, "load-core")
         procs.append(core)
         await core.start()
         core_url = f"http://127.0.0.1:{await core.wait_serving(180)}/"
-        progress(f"creating {len(operators)} operator and {len(walls)} wallboard accounts")
-        tokens = await _accounts(db, operators, walls)
         workers = [CoreProcess(cfg, work, f"load-web{i}", web=True)
                    for i in range(args.web_workers)]
         procs += workers
