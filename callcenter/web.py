@@ -395,8 +395,10 @@ class Worker:
     #: nginx's address: its X-Forwarded-For entry names the client ([web] trusted_proxies)
     trusted_proxies: frozenset[str] = frozenset()
     _asks: set[asyncio.Task[None]] = field(default_factory=set)
-    #: operator sockets offered the shared message per turn of the loop (fan_out_shared)
-    shared_slice: int = 100
+    #: operator sockets offered the shared message per turn of the loop (fan_out_shared),
+    #: the slices spread over shared_spread_s seconds (the figures go out every 2 s)
+    shared_slice: int = 50
+    shared_spread_s: float = 0.4
     _shared_next: str | None = None
     _shared_task: asyncio.Task[None] | None = None
 
@@ -424,13 +426,17 @@ class Worker:
         while (text := self._shared_next) is not None:
             self._shared_next = None
             viewers = [v for vs in self.operators.values() for v in vs]
-            for i in range(0, len(viewers), self.shared_slice):
+            slices = range(0, len(viewers), self.shared_slice)
+            pause = self.shared_spread_s / max(1, len(slices))
+            for i in slices:
                 if self._shared_next is not None:
                     break  # a newer one: every socket gets that instead
                 for v in viewers[i:i + self.shared_slice]:
                     if not v.ws.closed:
                         _offer(v, text, self.max_queue)
-                await asyncio.sleep(0)  # the senders of this slice, and any pop, run
+                # the senders of this slice, and any pop, run; the browsers' machines
+                # (and the bench's browser processes) get the figures spread out too
+                await asyncio.sleep(pause)
 
     def ask(self, username: str, do: str = "watch") -> None:
         """Tell the active core this worker shows ``username``'s screen (``watch``), or

@@ -227,7 +227,8 @@ async def test_the_shared_message_goes_out_a_slice_per_turn_and_a_newer_one_repl
 
     from callcenter.web import Viewer, Worker
 
-    worker = Worker(None, None, None, shared_slice=10)  # type: ignore[arg-type]
+    worker = Worker(None, None, None, shared_slice=10,  # type: ignore[arg-type]
+                    shared_spread_s=0.0)
     viewers = [Viewer(SimpleNamespace(closed=False), asyncio.Queue(), "t",  # type: ignore[arg-type]
                       f"op:op{i}:x") for i in range(50)]
     for v in viewers:
