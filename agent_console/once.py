@@ -55,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from agent_console.http import ApiError, json_errors
 from agent_console.session import SAFE_METHODS, current_session
 from callcenter.db import ACTION_ID, AuditRow, ForwardedActionRow
+from callcenter.runtime import periodic
 
 log = structlog.get_logger(__name__)
 
@@ -147,22 +148,16 @@ async def prune_ctx(app: web.Application) -> AsyncIterator[None]:
     ``app[PRUNE_EVERY]`` s (:data:`PRUNE_EVERY_S`); a failure is logged and tried again
     at the next turn."""
     ledger = app[LEDGER]
-    every = app.get(PRUNE_EVERY, PRUNE_EVERY_S)
 
-    async def loop() -> None:
-        while True:
-            try:
-                gone = await ledger.prune()
-                if gone:
-                    log.info("old action ids deleted", count=gone)
-            except Exception:  # the database away: the next turn tries again
-                log.exception("could not delete old action ids")
-            await asyncio.sleep(every)
+    async def turn() -> None:
+        gone = await ledger.prune()
+        if gone:
+            log.info("old action ids deleted", count=gone)
 
-    task = asyncio.create_task(loop(), name="action-ids-prune")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    # (the database away: logged, the next turn tries again)
+    async with periodic("action-ids-prune", app.get(PRUNE_EVERY, PRUNE_EVERY_S), turn,
+                        failed="could not delete old action ids"):
+        yield
 
 
 def _answer_of(resp: web.StreamResponse) -> Answer:

@@ -30,7 +30,6 @@ Routes::
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -96,6 +95,7 @@ from callcenter.orders.store import (
     record_json,
 )
 from callcenter.orders.supervision import anomaly_departments, anomaly_key
+from callcenter.runtime import periodic
 from ivr.dialer import STATUSES, outbound_list, return_visit_of, survey_of
 
 log = structlog.get_logger(__name__)
@@ -150,22 +150,16 @@ def setup_orders(app: web.Application, work_orders: WorkOrders | None = None, *,
 
 
 async def _timers_ctx(app: web.Application) -> AsyncIterator[None]:
-    wo, every = app[WORK_ORDERS], app[TIMER_EVERY]
+    wo = app[WORK_ORDERS]
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                fired = await wo.fire_due()
-                if fired:
-                    log.info("work-order deadlines flagged", count=len(fired))
-            except Exception:
-                log.exception("work-order timers failed")
+    async def turn() -> None:
+        fired = await wo.fire_due()
+        if fired:
+            log.info("work-order deadlines flagged", count=len(fired))
 
-    task = asyncio.create_task(loop(), name="work-order-timers")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with periodic("work-order-timers", app[TIMER_EVERY], turn,
+                        failed="work-order timers failed", first=False):
+        yield
 
 
 # --------------------------------------------------------------------------- helpers

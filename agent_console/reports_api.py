@@ -17,7 +17,6 @@ department's figures and nothing else (its own view of its 三率).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import date, datetime
@@ -41,6 +40,7 @@ from agent_console.report_data import (
 )
 from agent_console.session import CONSOLE, need_session, page
 from callcenter.orders import assessment as asm
+from callcenter.runtime import periodic
 
 log = structlog.get_logger(__name__)
 REPORT_CONFIG = web.AppKey("report_config", ReportConfig)
@@ -68,21 +68,13 @@ BURST_EVERY = web.AppKey("burst_every", float)
 async def _bursts_ctx(app: web.Application) -> AsyncIterator[None]:
     """Every minute: streets with a sudden rise become wallboard alerts (hotspot_burst)."""
     c = app[CONSOLE]
-    every = app.get(BURST_EVERY, 60.0)
 
-    async def loop() -> None:
-        while True:
-            try:
-                found = await current_bursts(app)
-                c.extra_alerts = [burst_alert(b) for b in found]
-            except Exception:
-                log.exception("hotspot bursts failed")
-            await asyncio.sleep(every)
+    async def turn() -> None:
+        c.extra_alerts = [burst_alert(b) for b in await current_bursts(app)]
 
-    task = asyncio.create_task(loop(), name="hotspot-bursts")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with periodic("hotspot-bursts", app.get(BURST_EVERY, 60.0), turn,
+                        failed="hotspot bursts failed"):
+        yield
 
 
 def burst_alert(b: asm.Burst) -> Alert:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 
 class CliError(Exception):
@@ -39,3 +41,32 @@ def settle_collector(young: int = 10_000) -> None:
     gc.freeze()
     threshold0, threshold1, threshold2 = gc.get_threshold()
     gc.set_threshold(max(threshold0, young), threshold1, threshold2)
+
+
+@asynccontextmanager
+async def periodic(name: str, every: float, turn: Callable[[], Awaitable[object]], *,
+                   failed: str, first: bool = True) -> AsyncIterator[None]:
+    """While the context is open, ``await turn()`` every ``every`` seconds in a task named
+    ``name`` (at once, then every ``every`` s; ``first=False``: only after the first
+    wait).  A turn that raises is logged with ``failed`` and the next turn runs: a
+    periodic task that died once would stay dead (prunes, deadline timers, alerts)."""
+    import structlog
+
+    log = structlog.get_logger(__name__)
+
+    async def loop() -> None:
+        if not first:
+            await asyncio.sleep(every)
+        while True:
+            try:
+                await turn()
+            except Exception:
+                log.exception(failed, task=name)
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(loop(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -87,19 +87,27 @@ async def followers_rebuild_catch_up_and_resume(url: str, prefix: str) -> None:
         await early.stop()
 
 
+def _periodic_rig(url: str, prefix: str, epoch: int) -> tuple[
+        list[float], View, BusPublisher, list[dict[str, Any]], BusFollower]:
+    """A wallboard view publishing with a clock the test moves (snapshots every 60 s),
+    and a reader that notes every message it hands on."""
+    now = [1000.0]
+    view = View()
+    pub = BusPublisher(url, prefix, "wall", lambda: (view.seq, copy.deepcopy(view.doc)),
+                       epoch=epoch, snapshot_every=60.0, clock=lambda: now[0])
+    seen: list[dict[str, Any]] = []
+    early = BusFollower(url, prefix, "wall", on_entry=lambda e: seen.append(
+        json.loads(e.text)), block_ms=100)
+    return now, view, pub, seen, early
+
+
 async def test_a_periodic_snapshot_keeps_current_readers_on_updates(
         bus_prefix: tuple[str, str]) -> None:
     """The snapshot written every ``snapshot_every`` s is for late readers; one that is
     current gets the update it stands for (a wallboard snapshot is megabytes to every
     socket), and a late one still starts from it."""
+    now, view, pub, seen, early = _periodic_rig(*bus_prefix, epoch=2_000)
     url, prefix = bus_prefix
-    now = [1000.0]
-    view = View()
-    pub = BusPublisher(url, prefix, "wall", lambda: (view.seq, copy.deepcopy(view.doc)),
-                       epoch=2_000, snapshot_every=60.0, clock=lambda: now[0])
-    seen: list[dict[str, Any]] = []
-    early = BusFollower(url, prefix, "wall", on_entry=lambda e: seen.append(
-        json.loads(e.text)), block_ms=100)
     async with asyncio.timeout(60):
         await pub.start()
         await early.start()
@@ -318,14 +326,8 @@ async def test_a_periodic_snapshot_waits_for_the_updates_it_stands_for(
     its subscriber has queued (a turn behind): sent then it would be bare (no update in
     it), which a current reader takes whole - 1.8 MB to every wallboard socket every 30 s
     at a large centre.  It waits for the update and rides with it."""
-    url, prefix = bus_prefix
-    now = [1000.0]
-    view = View()
-    pub = BusPublisher(url, prefix, "wall", lambda: (view.seq, copy.deepcopy(view.doc)),
-                       epoch=3_000, snapshot_every=60.0, clock=lambda: now[0])
-    seen: list[dict[str, Any]] = []
-    early = BusFollower(url, prefix, "wall", on_entry=lambda e: seen.append(
-        json.loads(e.text)), block_ms=100)
+    now, view, pub, seen, early = _periodic_rig(*bus_prefix, epoch=3_000)
+    prefix = bus_prefix[1]
     async with asyncio.timeout(60):
         await pub.start()
         await early.start()
