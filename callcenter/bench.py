@@ -1456,7 +1456,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "a scratch database is created on it and dropped after")
     so.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
     so.add_argument("--max-rate", type=float, default=10_000.0,
-                    help="events/s of the 10 s max phase (10000)")
+                    help="events/s of the max phase (10000)")
+    so.add_argument("--max-seconds", type=float, default=10.0,
+                    help="how long the max phase lasts, s (10; 60 and more: sustained)")
     so.add_argument("--failovers", type=int, default=3,
                     help="kill -9 of the active core, each timed (3; 0 skips)")
     so.add_argument("--logs", metavar="DIR",

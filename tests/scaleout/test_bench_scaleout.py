@@ -54,3 +54,17 @@ def test_the_load_parses_only_operator_messages_that_can_show_a_call() -> None:
     assert _may_show_call(update(old | {"agent": {"call": "1.1"}}))
     assert _may_show_call(dumps({"type": "snapshot", "stream": "s", "seq": 1, "at": 1.0,
                                  "data": old}))
+
+
+def test_every_process_shows_its_garbage_collector_pauses() -> None:
+    """A full run of the cyclic collector stands the event loop still: each process's
+    /metrics shows each run by generation and the longest (what the bench prints)."""
+    import gc
+
+    ops = Ops("web")
+    gc.collect()
+    m = parse_metrics(ops.metrics_text().decode())
+    assert m['hotline_gc_pause_seconds_count{generation="2"}'] >= 1
+    assert m['hotline_gc_longest_pause_seconds{generation="2"}'] > 0
+    assert _one(m, "hotline_gc_longest_pause_seconds") >= \
+        m['hotline_gc_longest_pause_seconds{generation="2"}']
