@@ -607,7 +607,7 @@ class KeyedFollower(StreamFollower):
 
     read_count = 100
 
-    def __init__(self, url: str, prefix: str, view: str, *, keep: int = 32,
+    def __init__(self, url: str, prefix: str, view: str, *, keep: int = 8,
                  on_entry: Callable[[str, str], None] | None = None,
                  on_missing: Callable[[str], None] | None = None,
                  on_lag: Callable[[float], None] | None = None,

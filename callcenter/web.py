@@ -207,6 +207,10 @@ class ConsolesOnBus:
                                       on_gap=self._resync_all,
                                       clock=self.console.service.clock)
         self.redis = aioredis.from_url(self.redis_url)
+        # The browsers resume from the workers' copies (KeyedFollower keeps their last
+        # updates); the core's own operator streams need none for that, and 16 updates
+        # of 5,000 screens were ~50 MB the core filled over its first half hour.
+        self.console.hub.keep_updates_narrow = min(self.console.hub.keep_updates_narrow, 2)
 
     def _publish(self, client: Client, item: Any) -> None:
         if item is not RESYNC and not isinstance(item, tuple):
