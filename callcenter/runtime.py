@@ -17,7 +17,53 @@ class CliError(Exception):
 
 
 async def run_until_signalled() -> None:
-    """Wait until the process gets SIGINT or SIGTERM (returns; never raises for them)."""
+    """Wait until the process gets SIGINT or SIGTERM (returns; never raises for them).
+
+    With ``HOTLINE_TRACEMALLOC=<path>`` in the environment (a diagnosis, not for
+    production: it slows the process several times) the process also traces its
+    memory and appends, every ``HOTLINE_TRACEMALLOC_EVERY`` s (60), what grew since the
+    first look, by source line, to ``<path>.<pid>``."""
+    import os
+
+    trace = os.environ.get("HOTLINE_TRACEMALLOC")
+    if trace:
+        every = float(os.environ.get("HOTLINE_TRACEMALLOC_EVERY", "60"))
+        tracer = asyncio.create_task(_trace_memory(f"{trace}.{os.getpid()}", every))
+    try:
+        await _until_signal()
+    finally:
+        if trace:
+            tracer.cancel()
+
+
+async def _trace_memory(path: str, every: float) -> None:
+    import time
+    import tracemalloc
+
+    tracemalloc.start(4)
+    first = None
+    while True:
+        await asyncio.sleep(every)
+        snap = tracemalloc.take_snapshot().filter_traces(
+            (tracemalloc.Filter(False, tracemalloc.__file__),))
+        if first is None:
+            first = snap
+            continue
+        grown = snap.compare_to(first, "traceback")[:15]
+        lines = [(f"== {time.strftime('%H:%M:%S')} traced "
+                 f"{tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB\n")]
+        for stat in grown:
+            lines.append(f"{stat.size_diff / 1e6:8.2f} MB {stat.count_diff:+9d}\n")
+            lines += [f"      {line.strip()[:160]}\n" for line in stat.traceback.format()[-8:]]
+        await asyncio.to_thread(_append, path, "".join(lines))
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+async def _until_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
