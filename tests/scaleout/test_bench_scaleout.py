@@ -3,6 +3,8 @@ counters and gauges by name, a histogram's quantile as the bound of its bucket."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from callcenter.bench_scaleout import _one, histogram_p, parse_metrics
 from callcenter.ops import Ops
 
@@ -68,3 +70,29 @@ def test_every_process_shows_its_garbage_collector_pauses() -> None:
     assert m['hotline_gc_longest_pause_seconds{generation="2"}'] > 0
     assert _one(m, "hotline_gc_longest_pause_seconds") >= \
         m['hotline_gc_longest_pause_seconds{generation="2"}']
+
+
+async def test_memory_tracing_names_the_lines_that_grew(tmp_path: Path) -> None:
+    """HOTLINE_TRACEMALLOC's tracer: what grew after its first look, by the line that
+    allocated it (how a process's RSS growth is traced)."""
+    import asyncio
+    import tracemalloc
+
+    from callcenter.runtime import _trace_memory
+
+    path = tmp_path / "mem.txt"
+    tracer = asyncio.create_task(_trace_memory(str(path), 0.05))
+    kept: list[str] = []
+    try:
+        await asyncio.sleep(0.08)  # its first look
+        kept += [f"grown {i}" * 10 for i in range(20_000)]
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if path.exists() and "test_bench_scaleout.py" in path.read_text():
+                break
+    finally:
+        tracer.cancel()
+        await asyncio.gather(tracer, return_exceptions=True)
+        tracemalloc.stop()
+    text = path.read_text()
+    assert text.startswith("== ") and "test_bench_scaleout.py" in text and len(kept) == 20_000
