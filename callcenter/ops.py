@@ -27,7 +27,12 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -58,11 +63,12 @@ class Ops:
             "hotline_bus_lag_seconds", "Core publish to web worker receipt of one bus entry",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
-        self.gc_pause = Histogram(
-            "hotline_gc_pause_seconds", "One run of the cyclic garbage collector (the "
-            "event loop stands still meanwhile), by generation", ["generation"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+        # The collector's pauses are noted by a gc callback, which may run inside any
+        # allocation - also inside prometheus_client holding its (non-reentrant) lock
+        # for a scrape: so the callback only adds to plain lists, read at scrape time.
+        self.gc_buckets = GC_BUCKETS
+        self.gc_counts = [[0] * (len(GC_BUCKETS) + 1) for _ in range(3)]  # per le, +Inf
+        self.gc_sums = [0.0, 0.0, 0.0]
         self.gc_longest = [0.0, 0.0, 0.0]  # the longest run of each generation
         self.gauge("hotline_up_seconds", "Seconds since this process started", [],
                    lambda: [([], time.time() - self.started)])
@@ -75,8 +81,29 @@ class Ops:
             gc.callbacks.append(_gc_timer)
 
     def _gc_ran(self, generation: int, seconds: float) -> None:
-        self.gc_pause.labels(str(generation)).observe(seconds)
+        """(From the gc callback: plain list updates only, no lock.)"""
+        counts = self.gc_counts[generation]
+        for i, le in enumerate(self.gc_buckets):
+            if seconds <= le:
+                counts[i] += 1
+                break
+        else:
+            counts[-1] += 1
+        self.gc_sums[generation] += seconds
         self.gc_longest[generation] = max(self.gc_longest[generation], seconds)
+
+    def gc_histogram(self) -> HistogramMetricFamily:
+        h = HistogramMetricFamily(
+            "hotline_gc_pause_seconds", "One run of the cyclic garbage collector (the event "
+            "loop stands still meanwhile), by generation", labels=["generation"])
+        for g in range(3):
+            running, buckets = 0, []
+            for le, n in zip([*map(str, self.gc_buckets), "+Inf"], self.gc_counts[g],
+                             strict=True):
+                running += n
+                buckets.append((le, running))
+            h.add_metric([str(g)], buckets, self.gc_sums[g])
+        return h
 
     # ---- what to watch
 
@@ -151,6 +178,8 @@ class Ops:
 
 OPS = web.AppKey("ops", Ops)
 
+GC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 _GC_WATCHERS: weakref.WeakSet[Ops] = weakref.WeakSet()
 _gc_started = [0.0]
 
@@ -173,6 +202,7 @@ class _Live(Collector):
         self.ops = ops
 
     def collect(self) -> Iterable[Metric]:
+        yield self.ops.gc_histogram()
         for name, doc, labels, read in self.ops._gauges:
             g = GaugeMetricFamily(name, doc, labels=labels)
             for values, value in read():

@@ -96,3 +96,4 @@ async def test_memory_tracing_names_the_lines_that_grew(tmp_path: Path) -> None:
         tracemalloc.stop()
     text = path.read_text()
     assert text.startswith("== ") and "test_bench_scaleout.py" in text and len(kept) == 20_000
+
