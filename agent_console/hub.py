@@ -170,7 +170,7 @@ class Stream:
     updates: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=256))
     clients: set[Client] = field(default_factory=set)
     idle_since: float | None = None
-    narrow: bool = False  # rebuilt only when a change is routed to it (or on a full refresh)
+    narrow: bool = False  # rebuilt only when a change is routed to it (or on its sweep)
 
     def snapshot_message(self, shared: Doc | None = None) -> str:
         """The snapshot a browser gets; ``shared``: the hub's shared document, merged in."""
@@ -229,6 +229,7 @@ class Hub:
         self._everything = False  # a change no route could place: rebuild every stream
         self._sweep: list[str] = []  # narrow streams the sweep has still to rebuild
         self._sweep_n = 1  # how many of them each full refresh takes
+        self._sweep_started = -math.inf  # when the current pass began (hub clock)
         #: complete passes over every stream: a sweep's end, or a refresh of everything
         #: (what a view's own cache of every agent renews itself by)
         self.sweeps = 0
@@ -272,7 +273,7 @@ class Hub:
         """A new client of stream ``key``; queued: what it missed, or a snapshot.
 
         A *narrow* stream is rebuilt only for changes routed to ``key`` (and on
-        the full refresh); it keeps ``keep_updates_narrow`` updates for resuming.
+        its sweep, once per ``sweep_every``); it keeps ``keep_updates_narrow`` updates for resuming.
         ``queue``: what the client's items go to instead of a bounded asyncio.Queue
         (anything with its ``put_nowait``/``get_nowait``/``full``/``empty``: the bus
         publisher of :mod:`callcenter.web` stands in for the web workers' sockets).
@@ -405,7 +406,11 @@ class Hub:
                         and self.streams.get(stream.key) is stream):
                     del self.streams[stream.key]
                 continue
-            new = stream.build(now)
+            try:
+                new = stream.build(now)
+            except Exception:  # one view that fails must not stop the others' refresh
+                log.exception("view refresh failed", stream=stream.key)
+                continue
             ops = diff(stream.doc, new)
             if not ops:
                 continue
@@ -425,48 +430,53 @@ class Hub:
         self._pending -= keys
         return keys
 
-    def _sweep_slice(self) -> list[Stream]:
-        """The narrow streams this full refresh rebuilds: the next of them in turn, so
-        each comes once per ``sweep_every``."""
+    def _sweep_slice(self, now: float) -> list[Stream]:
+        """The narrow streams this full refresh rebuilds: the next of them in turn.  A
+        pass over every narrow stream begins every ``sweep_every`` (by the hub's clock;
+        a clock stepped back begins one at once) and takes that long; ``sweeps`` counts
+        the passes begun."""
         if not self._sweep:
+            if self._sweep_started <= now < self._sweep_started + self.sweep_every - 1e-3:
+                return []  # this pass is done; the next begins on time
+            self._sweep_started = now
+            self.sweeps += 1
             self._sweep = [k for k, st in self.streams.items() if st.narrow]
             self._sweep_n = max(1, math.ceil(len(self._sweep) * self.refresh_every
                                              / self.sweep_every))
-            if not self._sweep:
-                self.sweeps += 1
-                return []
         keys, self._sweep = self._sweep[:self._sweep_n], self._sweep[self._sweep_n:]
-        if not self._sweep:
-            self.sweeps += 1
         return [st for k in keys if (st := self.streams.get(k)) is not None]
 
     async def _full_refresh(self) -> int:
         """The wide streams and a sweep slice of the narrow ones (every stream when
         ``_everything``), a slice at a time; urgent changes go in between slices."""
         everything, self._everything = self._everything, False
-        if everything:  # the sweep starts again after a refresh of every stream
+        now = self.clock()
+        if everything:  # a pass over every stream: the next sweep begins after it
             self._pending.clear()
             self._sweep = []
+            self._sweep_started = now
             self.sweeps += 1
         self._urgent.clear()
         self.refreshes += 1
         self.full_refreshes += 1
         if everything:
             streams = list(self.streams.values())
-        else:  # the narrow streams routed to since the last refresh come along too
+        else:  # the screens routed to since the last refresh first, then the wide ones
             keys, self._pending = self._pending, set()
-            swept = self._sweep_slice()
-            seen = {id(st) for st in swept}
-            streams = [st for st in self.streams.values() if not st.narrow]
-            streams += [st for k in keys if (st := self.streams.get(k)) is not None
-                        and id(st) not in seen] + swept
+            swept = self._sweep_slice(now)
+            routed = [st for k in keys if (st := self.streams.get(k)) is not None]
+            seen = {id(st) for st in routed}
+            streams = [*routed, *(st for st in self.streams.values() if not st.narrow),
+                       *(st for st in swept if id(st) not in seen)]
         made = 0
-        now = self.clock()
-        if everything or now - self._shared_at >= self.shared_every - 1e-3:
+        if (everything or now - self._shared_at >= self.shared_every - 1e-3
+                or now < self._shared_at):  # (a clock stepped back: not frozen meanwhile)
             self._shared_at = now
             self.full = True
             try:  # the figures every operator screen shares: one message, not one each
                 self.refresh_shared(now)
+            except Exception:  # the screens' own refresh still runs
+                log.exception("shared figures refresh failed")
             finally:
                 self.full = False
         for i in range(0, len(streams), self.slice_size):

@@ -29,11 +29,20 @@ async def run_until_signalled() -> None:
     if trace:
         every = float(os.environ.get("HOTLINE_TRACEMALLOC_EVERY", "60"))
         tracer = asyncio.create_task(_trace_memory(f"{trace}.{os.getpid()}", every))
+        tracer.add_done_callback(_tracer_ended)
     try:
         await _until_signal()
     finally:
         if trace:
             tracer.cancel()
+
+
+def _tracer_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        import structlog
+
+        structlog.get_logger(__name__).error("memory tracing stopped",
+                                             error=repr(task.exception()))
 
 
 async def _trace_memory(path: str, every: float) -> None:
@@ -84,6 +93,7 @@ def settle_collector(young: int = 10_000) -> None:
     its screens' documents as text for that reason: ``callcenter.bus.TextDoc``)."""
     import gc
 
+    gc.collect()  # (garbage alive now would be frozen for good)
     gc.freeze()
     threshold0, threshold1, threshold2 = gc.get_threshold()
     gc.set_threshold(max(threshold0, young), threshold1, threshold2)

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -427,20 +428,34 @@ class Worker:
             self._shared_task = asyncio.create_task(self._pace_shared(), name="shared-fan-out")
 
     async def _pace_shared(self) -> None:
-        while (text := self._shared_next) is not None:
-            self._shared_next = None
-            viewers = [v for vs in self.operators.values() for v in vs]
-            slices = range(0, len(viewers), self.shared_slice)
-            pause = self.shared_spread_s / max(1, len(slices))
-            for i in slices:
-                if self._shared_next is not None:
-                    break  # a newer one: every socket gets that instead
-                for v in viewers[i:i + self.shared_slice]:
-                    if not v.ws.closed:
-                        _offer(v, text, self.max_queue)
-                # the senders of this slice, and any pop, run; the browsers' machines
-                # (and the bench's browser processes) get the figures spread out too
-                await asyncio.sleep(pause)
+        try:
+            while self._shared_next is not None:
+                await self._paced_shared()
+        except Exception:  # logged; the next shared message starts the task again
+            log.exception("shared figures fan-out failed")
+
+    async def _paced_shared(self) -> None:
+        """One pass over every operator socket here.  A newer message that comes during
+        it carries every figure: the sockets not reached yet get that one, and those
+        already given the older one get it too, after them (so none waits for ever)."""
+        text = self._shared_next
+        self._shared_next = None
+        todo = deque(v for vs in self.operators.values() for v in vs)
+        given: list[Viewer] = []
+        pause = self.shared_spread_s / max(1, -(-len(todo) // self.shared_slice))
+        while todo and text is not None:
+            if self._shared_next is not None:
+                text, self._shared_next = self._shared_next, None
+                todo.extend(given)
+                given = []
+            for _ in range(min(self.shared_slice, len(todo))):
+                v = todo.popleft()
+                if not v.ws.closed:
+                    _offer(v, text, self.max_queue)
+                given.append(v)
+            # the senders of this slice, and any pop, run; the browsers' machines (and
+            # the bench's browser processes) get the figures spread out too
+            await asyncio.sleep(pause)
 
     def ask(self, username: str, do: str = "watch") -> None:
         """Tell the active core this worker shows ``username``'s screen (``watch``), or
@@ -753,6 +768,7 @@ def make_worker_app(settings: Settings, redis_url: str, prefix: str, *,
         sessions.cancel()
         if worker._shared_task is not None:
             worker._shared_task.cancel()
+            await asyncio.gather(worker._shared_task, return_exceptions=True)
         for v in [*worker.viewers, *(v for vs in worker.operators.values() for v in vs)]:
             await v.ws.close(code=1001, message=b"worker stopping")
         await follower.stop()

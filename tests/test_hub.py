@@ -206,28 +206,56 @@ async def test_a_send_stuck_on_a_client_that_stopped_reading_is_ended() -> None:
 
 async def test_a_full_refresh_sweeps_the_narrow_streams_a_slice_at_a_time() -> None:
     """The clock-driven full refresh rebuilds every wide stream, but of the narrow ones
-    (operator screens, which no clock changes) only the next slice of a sweep: each once
-    per ``sweep_every``, not all 5,000 every second; a new shift rebuilds all at once."""
+    (operator screens, which no clock changes) only the next slice of a sweep: a pass
+    over all of them begins every ``sweep_every`` and each is rebuilt once in it, not all
+    5,000 every second; a new shift (``rebuild_all``) rebuilds all at once."""
     views = Views()
     keys = [f"op:{i}" for i in range(10)]
-    hub = Hub(clock=lambda: 1.0, min_interval=0.01, refresh_every=0.05, sweep_every=0.25,
-              route=lambda changes: set())
+    now = {"t": 100.0}
+    hub = Hub(clock=lambda: now["t"], min_interval=0.01, refresh_every=0.05,
+              sweep_every=0.25, route=lambda changes: set())
     for k in keys:
         hub.attach(k, views.build(k), narrow=True)
     hub.attach("wall", views.build("wall"))
     views.reset()
-    for _ in range(5):  # five full refreshes: one sweep, each screen once
+    for _ in range(5):  # five full refreshes: one pass, each screen once
         await hub._full_refresh()
+        now["t"] += 0.05
     assert views.built["wall"] == 5
     assert {k: views.built[k] for k in keys} == dict.fromkeys(keys, 1)
     assert hub.sweeps == 1
     views.reset()
-    await hub._full_refresh()
-    assert sum(views.built[k] for k in keys) == 2  # the next sweep's first slice
+    await hub._full_refresh()  # 0.25 s after the first pass began: the next begins
+    assert sum(views.built[k] for k in keys) == 2 and hub.sweeps == 2
     views.reset()
     hub.rebuild_all()
     await hub._full_refresh()
-    assert views.built == dict.fromkeys([*keys, "wall"], 1) and hub.sweeps == 2
+    assert views.built == dict.fromkeys([*keys, "wall"], 1) and hub.sweeps == 3
+    views.reset()
+    now["t"] += 0.05
+    await hub._full_refresh()  # that pass was whole: the next one waits its turn
+    assert sum(views.built[k] for k in keys) == 0 and views.built["wall"] == 1
+
+
+async def test_a_view_that_fails_does_not_stop_the_others() -> None:
+    """One screen's build raising (a bug, a bad value) is logged; the rest of the refresh
+    goes on, the wide streams and the routed screens included."""
+    views = Views()
+    hub = Hub(clock=lambda: 1.0, route=lambda changes: set())
+
+    def broken(now: float) -> dict[str, Any]:
+        raise RuntimeError("broken view")
+
+    hub.attach("op:a", views.build("op:a"), narrow=True)
+    bad = hub.attach("op:bad", lambda now: {}, narrow=True)
+    bad.stream.build = broken
+    hub.attach("wall", views.build("wall"))
+    views.reset()
+    views.state.update({"op:a": 1, "wall": 1})
+    hub.changed(["op:a", "op:bad"])  # type: ignore[list-item]
+    hub._pending |= {"op:a", "op:bad"}
+    assert await hub._full_refresh() == 2  # op:a and the wall, op:bad logged
+    assert views.built == {"op:a": 1, "wall": 1}
 
 
 async def test_the_shared_figures_go_out_at_most_every_shared_every() -> None:
