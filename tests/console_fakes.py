@@ -395,3 +395,16 @@ async def desk(db_url: str, *, articles: bool = False,
         if articles:
             await load_demo_articles(app[KNOWLEDGE])
         yield rig
+
+
+def past_call(uniqueid: str, caller: str, at: float, *, name: str = "", hold: int = 4,
+              talk: int = 91, category: str = "general", wrap_s: float = 3.0
+              ) -> dict[str, Any]:
+    """A completed call of the past, as the store saves it (taken by agent1003 after
+    ``hold`` s, ``talk`` s long): the caller history a screen pop shows."""
+    return {"uniqueid": uniqueid, "queue": "hotline", "joined_at": at, "caller_num": caller,
+            "caller_name": name, "hotline": "12345", "category": category, "ivr_path": "",
+            "outcome": "completed", "left_at": at + hold, "answered_at": at + hold,
+            "hold_time": hold, "agent": "agent1003", "interface": "Local/1003@agents/n",
+            "ended_at": at + hold + talk, "talk_time": talk, "wrap_s": wrap_s, "rings": 1,
+            "ring_no_answer": 0, "estimated": False}

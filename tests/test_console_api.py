@@ -41,6 +41,7 @@ from tests.console_fakes import (
     Desk,
     FakePbx,
     Person,
+    past_call,
     rig_app,
     serving,
     started_service,
@@ -655,13 +656,8 @@ def test_the_shipped_intake_configuration_is_consistent() -> None:
 
 async def test_caller_history_for_the_screen_pop(rig: Rig) -> None:
     earlier = time.time() - 86400
-    await rig.service.store.save_calls([{
-        "uniqueid": "old.1", "queue": "hotline", "joined_at": earlier, "caller_num": "13600000006",
-        "caller_name": "戊", "hotline": "12345", "category": "general", "ivr_path": "",
-        "outcome": "completed", "left_at": earlier + 5, "answered_at": earlier + 5,
-        "hold_time": 5, "agent": "agent1003", "interface": "Local/1003@agents/n",
-        "ended_at": earlier + 65, "talk_time": 60, "wrap_s": 0.0, "rings": 1,
-        "ring_no_answer": 0, "estimated": False}])
+    await rig.service.store.save_calls([past_call("old.1", "13600000006", earlier, name="戊",
+                                                  hold=5, talk=60, wrap_s=0.0)])
     op1 = await rig.as_user("op1")
     op2 = await rig.as_user("op2")
     await op1.call("POST", "/api/agent/signin")

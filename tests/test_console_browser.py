@@ -35,7 +35,7 @@ from callcenter.config import load
 from callcenter.db import AuditRow
 from callcenter.service import Service
 from tests.conftest import BROWSER_MARKS, sign_in
-from tests.console_fakes import CHEAP, FakePbx, served, started_service
+from tests.console_fakes import CHEAP, FakePbx, past_call, served, started_service
 
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
@@ -87,13 +87,7 @@ OP1 = "Local/1001@agents/n"
 async def test_operator_takes_a_call_from_ring_to_work_order(
         site: Site, browser: Any, shots: Path) -> None:
     earlier = time.time() - 3 * 86400
-    await site.service.store.save_calls([{
-        "uniqueid": "old.7", "queue": "hotline", "joined_at": earlier, "caller_num": "13812345678",
-        "caller_name": "王五", "hotline": "12345", "category": "general", "ivr_path": "",
-        "outcome": "completed", "left_at": earlier + 4, "answered_at": earlier + 4,
-        "hold_time": 4, "agent": "agent1003", "interface": "Local/1003@agents/n",
-        "ended_at": earlier + 95, "talk_time": 91, "wrap_s": 3.0, "rings": 1,
-        "ring_no_answer": 0, "estimated": False}])
+    await site.service.store.save_calls([past_call("old.7", "13812345678", earlier, name="王五")])
     article = await site.app[KNOWLEDGE].create(
         {"title": "路灯不亮怎么报修", "category": "市政设施/路灯",
          "body": "路灯不亮可拨打城管热线报修，或在政务App“随手拍”上报，一般48小时内修复。"},
@@ -515,13 +509,8 @@ async def test_english_console_at_1366x768_reads_naturally_and_back_never_shows_
     offering the other queues first and the call's own queue last, marked; the back
     button from the console, and /login while signed in, never show the sign-in form."""
     earlier = time.time() - 3 * 86400
-    await site.service.store.save_calls([{
-        "uniqueid": "old.8", "queue": "hotline", "joined_at": earlier, "caller_num": "13812345678",
-        "caller_name": "", "hotline": "12345", "category": "", "ivr_path": "",
-        "outcome": "completed", "left_at": earlier + 4, "answered_at": earlier + 4,
-        "hold_time": 4, "agent": "agent1003", "interface": "Local/1003@agents/n",
-        "ended_at": earlier + 95, "talk_time": 91, "wrap_s": 3.0, "rings": 1,
-        "ring_no_answer": 0, "estimated": False}])
+    await site.service.store.save_calls([past_call("old.8", "13812345678", earlier,
+                                                   category="")])
     async with site.service.store.sessions() as s, s.begin():
         s.add(WorkOrderRow(number="20261127-000001", caller="13812345678", category="路灯",
                            text="路灯不亮", created_by="op2", created_at=earlier + 60))
