@@ -138,6 +138,13 @@ def adopt(doc: Doc, new: Doc, ops: list[Op]) -> Doc:
 
 
 _MISSING = object()
+
+
+def _due(last: float, now: float, every: float) -> bool:
+    """Whether ``every`` seconds have passed since ``last`` on the hub's clock (a timer
+    firing a millisecond early counts; a clock stepped back makes it due at once, so
+    nothing freezes until the clock catches up)."""
+    return not last <= now < last + every - 1e-3
 RESYNC = object()  # in a client's queue: "send a fresh snapshot now"
 
 
@@ -208,7 +215,7 @@ class Hub:
         #: at most how often the shared document is rebuilt and sent (default: each full
         #: refresh)
         self.shared_every = refresh_every if shared_every is None else shared_every
-        self._shared_at = -1e18
+        self._shared_at = -math.inf
         self.keep_idle_s = keep_idle_s
         self.keep_updates = keep_updates
         self.keep_updates_narrow = keep_updates_narrow
@@ -230,8 +237,8 @@ class Hub:
         self._sweep: list[str] = []  # narrow streams the sweep has still to rebuild
         self._sweep_n = 1  # how many of them each full refresh takes
         self._sweep_started = -math.inf  # when the current pass began (hub clock)
-        #: complete passes over every stream: a sweep's end, or a refresh of everything
-        #: (what a view's own cache of every agent renews itself by)
+        #: passes over every stream begun: a sweep's, or a refresh of everything (what a
+        #: view's own cache of every agent renews itself by)
         self.sweeps = 0
         # the shared document of operator screens (see the module's docstring)
         self.shared_build: Callable[[float], Doc] | None = None
@@ -436,7 +443,7 @@ class Hub:
         a clock stepped back begins one at once) and takes that long; ``sweeps`` counts
         the passes begun."""
         if not self._sweep:
-            if self._sweep_started <= now < self._sweep_started + self.sweep_every - 1e-3:
+            if not _due(self._sweep_started, now, self.sweep_every):
                 return []  # this pass is done; the next begins on time
             self._sweep_started = now
             self.sweeps += 1
@@ -469,8 +476,7 @@ class Hub:
             streams = [*routed, *(st for st in self.streams.values() if not st.narrow),
                        *(st for st in swept if id(st) not in seen)]
         made = 0
-        if (everything or now - self._shared_at >= self.shared_every - 1e-3
-                or now < self._shared_at):  # (a clock stepped back: not frozen meanwhile)
+        if everything or _due(self._shared_at, now, self.shared_every):
             self._shared_at = now
             self.full = True
             try:  # the figures every operator screen shares: one message, not one each
