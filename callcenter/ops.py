@@ -19,6 +19,7 @@ side).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import time
 import weakref
@@ -66,7 +67,6 @@ class Ops:
         # The collector's pauses are noted by a gc callback, which may run inside any
         # allocation - also inside prometheus_client holding its (non-reentrant) lock
         # for a scrape: so the callback only adds to plain lists, read at scrape time.
-        self.gc_buckets = GC_BUCKETS
         self.gc_counts = [[0] * (len(GC_BUCKETS) + 1) for _ in range(3)]  # per le, +Inf
         self.gc_sums = [0.0, 0.0, 0.0]
         self.gc_longest = [0.0, 0.0, 0.0]  # the longest run of each generation
@@ -82,13 +82,7 @@ class Ops:
 
     def _gc_ran(self, generation: int, seconds: float) -> None:
         """(From the gc callback: plain list updates only, no lock.)"""
-        counts = self.gc_counts[generation]
-        for i, le in enumerate(self.gc_buckets):
-            if seconds <= le:
-                counts[i] += 1
-                break
-        else:
-            counts[-1] += 1
+        self.gc_counts[generation][bisect.bisect_left(GC_BUCKETS, seconds)] += 1  # (le, +Inf)
         self.gc_sums[generation] += seconds
         self.gc_longest[generation] = max(self.gc_longest[generation], seconds)
 
@@ -98,7 +92,7 @@ class Ops:
             "loop stands still meanwhile), by generation", labels=["generation"])
         for g in range(3):
             running, buckets = 0, []
-            for le, n in zip([*map(str, self.gc_buckets), "+Inf"], self.gc_counts[g],
+            for le, n in zip([*map(str, GC_BUCKETS), "+Inf"], self.gc_counts[g],
                              strict=True):
                 running += n
                 buckets.append((le, running))
