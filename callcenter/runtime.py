@@ -26,45 +26,38 @@ async def run_until_signalled() -> None:
     import os
 
     trace = os.environ.get("HOTLINE_TRACEMALLOC")
-    if trace:
-        every = float(os.environ.get("HOTLINE_TRACEMALLOC_EVERY", "60"))
-        tracer = asyncio.create_task(_trace_memory(f"{trace}.{os.getpid()}", every))
-        tracer.add_done_callback(_tracer_ended)
-    try:
+    if not trace:
         await _until_signal()
-    finally:
-        if trace:
-            tracer.cancel()
+        return
+    every = float(os.environ.get("HOTLINE_TRACEMALLOC_EVERY", "60"))
+    async with periodic("memory-trace", every, _memory_tracer(f"{trace}.{os.getpid()}"),
+                        failed="memory tracing failed", first=False):
+        await _until_signal()
 
 
-def _tracer_ended(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        import structlog
-
-        structlog.get_logger(__name__).error("memory tracing stopped",
-                                             error=repr(task.exception()))
-
-
-async def _trace_memory(path: str, every: float) -> None:
+def _memory_tracer(path: str) -> Callable[[], Awaitable[None]]:
+    """A turn of the memory trace: the first notes where memory stands, each later one
+    appends to ``path`` what grew since, by call stack."""
     import time
     import tracemalloc
 
     tracemalloc.start(4)
-    first = None
-    while True:
-        await asyncio.sleep(every)
+    first: list[tracemalloc.Snapshot] = []
+
+    async def turn() -> None:
         snap = tracemalloc.take_snapshot().filter_traces(
             (tracemalloc.Filter(False, tracemalloc.__file__),))
-        if first is None:
-            first = snap
-            continue
-        grown = snap.compare_to(first, "traceback")[:15]
+        if not first:
+            first.append(snap)
+            return
+        grown = snap.compare_to(first[0], "traceback")[:15]
         lines = [(f"== {time.strftime('%H:%M:%S')} traced "
                  f"{tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB\n")]
         for stat in grown:
             lines.append(f"{stat.size_diff / 1e6:8.2f} MB {stat.count_diff:+9d}\n")
             lines += [f"      {line.strip()[:160]}\n" for line in stat.traceback.format()[-8:]]
         await asyncio.to_thread(_append, path, "".join(lines))
+    return turn
 
 
 def _append(path: str, text: str) -> None:

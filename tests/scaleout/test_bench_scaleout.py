@@ -78,21 +78,20 @@ async def test_memory_tracing_names_the_lines_that_grew(tmp_path: Path) -> None:
     import asyncio
     import tracemalloc
 
-    from callcenter.runtime import _trace_memory
+    from callcenter.runtime import _memory_tracer, periodic
 
     path = tmp_path / "mem.txt"
-    tracer = asyncio.create_task(_trace_memory(str(path), 0.05))
     kept: list[str] = []
     try:
-        await asyncio.sleep(0.08)  # its first look
-        kept += [f"grown {i}" * 10 for i in range(20_000)]
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if path.exists() and "test_bench_scaleout.py" in path.read_text():
-                break
+        async with periodic("memory-trace", 0.05, _memory_tracer(str(path)),
+                            failed="memory tracing failed", first=False):
+            await asyncio.sleep(0.08)  # its first look
+            kept += [f"grown {i}" * 10 for i in range(20_000)]
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if path.exists() and "test_bench_scaleout.py" in path.read_text():
+                    break
     finally:
-        tracer.cancel()
-        await asyncio.gather(tracer, return_exceptions=True)
         tracemalloc.stop()
     text = path.read_text()
     assert text.startswith("== ") and "test_bench_scaleout.py" in text and len(kept) == 20_000
