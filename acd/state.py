@@ -750,6 +750,7 @@ class CallCenter:
         if call.outcome is Outcome.WAITING:
             # Answered callers get AgentConnect right after; the rest exited.
             call.outcome = Outcome.EXITED
+            return [CallChanged(call, "exited"), QueueChanged(e.queue)]
         return [QueueChanged(e.queue)]
 
     def _caller_abandoned(self, e: ev.CallerAbandoned) -> list[Change]:

@@ -1,0 +1,169 @@
+"""The live book's running sums against a direct computation (acd.metrics.MetricsBook).
+
+The book adds each call's part to its interval when it is put and takes the old part
+away when the same call is put again (the state changes calls in place); whatever the
+order of puts, its figures must be :func:`acd.metrics.figures` of the calls as they
+are last."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acd.metrics import SMOOTH_TAIL, MetricsBook, figures, smoothed
+
+OUTCOMES = ("waiting", "answered", "completed", "abandoned", "exited", "interrupted",
+            "dropped")
+QUEUES = ("hotline", "hotline-en")
+SL = {"hotline": 15, "hotline-en": 20}
+
+
+@dataclass
+class FakeCall:
+    visit_id: str
+    queue: str
+    joined_at: float
+    outcome: str = "waiting"
+    hold_time: int | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    talk_time: int | None = None
+    wrap_s: float = 0.0
+    estimated: bool = False
+
+    @property
+    def uniqueid(self) -> str:
+        return self.visit_id
+
+
+def states(visit_id: str) -> st.SearchStrategy[FakeCall]:
+    """One call as it may be at one put (join time, queue and all else may change)."""
+    return st.builds(
+        FakeCall, st.just(visit_id), st.sampled_from(QUEUES),
+        st.floats(0, 4 * 900, allow_nan=False), st.sampled_from(OUTCOMES),
+        st.one_of(st.none(), st.integers(0, 40)),
+        st.one_of(st.none(), st.floats(0, 5000, allow_nan=False)),
+        st.one_of(st.none(), st.floats(0, 5000, allow_nan=False)),
+        st.one_of(st.none(), st.integers(0, 600)),
+        st.floats(0, 30, allow_nan=False), st.booleans())
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[FakeCall]:
+    """Puts in order: each a state of one of a few calls (a call put again later)."""
+    n = draw(st.integers(1, 12))
+    puts = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=40))
+    return [draw(states(f"v{i}")) for i in puts]
+
+
+def expected_tail(last: dict[str, FakeCall], order: dict[str, int], completed: bool) -> int:
+    """app_queue's smoothing over the range's last SMOOTH_TAIL samples in time order
+    (equal times in first-put order)."""
+    keep = ("completed",) if completed else ("answered", "completed", "interrupted")
+    samples = sorted(
+        ((c.ended_at or 0.0) if completed else (c.answered_at or 0.0), order[k],
+         (c.talk_time or 0) if completed else (c.hold_time or 0))
+        for k, c in last.items() if c.outcome in keep)
+    return smoothed([v for _, _, v in samples[-SMOOTH_TAIL:]], first_is_value=completed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), st.integers(0, 10))
+def test_running_sums_equal_a_direct_computation(puts: list[FakeCall], short: int) -> None:
+    book = MetricsBook(SL.__getitem__, short)
+    last: dict[str, FakeCall] = {}
+    order: dict[str, int] = {}
+    for call in puts:
+        book.put(call)
+        last[call.visit_id] = call
+        order.setdefault(call.visit_id, len(order))
+    per, overall = book.figures(0, 10 * 900)
+    assert len(book) == len(last)
+    for q in QUEUES:
+        mine = [c for c in last.values() if c.queue == q]
+        if not mine:
+            assert q not in per
+            continue
+        want = figures(mine, SL[q], short)
+        got = per[q]
+        for name, value in want.as_dict().items():
+            if name in ("asterisk_holdtime", "asterisk_talktime"):
+                continue
+            if isinstance(value, float):
+                assert abs(getattr(got, name) - value) < 1e-4, name
+            else:
+                assert getattr(got, name) == value, name
+        one = {k: c for k, c in last.items() if c.queue == q}
+        assert got.asterisk_holdtime == expected_tail(one, order, completed=False)
+        assert got.asterisk_talktime == expected_tail(one, order, completed=True)
+    assert overall.offered == len(last)
+
+
+def test_a_call_put_again_in_place_moves_its_part() -> None:
+    """The state changes a call object in place and puts it again: the old part goes."""
+    book = MetricsBook(lambda q: 15)
+    call = FakeCall("u1", "hotline", 10.0)
+    book.put(call)
+    assert book.figures(0, 900)[1].waiting == 1
+    call.outcome, call.hold_time, call.answered_at = "answered", 20, 30.0
+    book.put(call)
+    f = book.figures(0, 900)[1]
+    assert (f.waiting, f.answered, f.answered_within_sl, f.max_wait_s) == (0, 1, 0, 20)
+    call.outcome, call.ended_at, call.talk_time, call.wrap_s = "completed", 90.0, 60, 2.5
+    book.put(call)
+    f = book.figures(0, 900)[1]
+    assert (f.answered, f.completed, f.talk_total_s, f.handle_total_s) == (1, 1, 60.0, 62.5)
+    book.put(replace(call, joined_at=1000.0))  # a rebuilt visit's join time corrected
+    assert book.figures(0, 900)[1].offered == 0
+    assert book.figures(900, 1800)[1].completed == 1
+    assert book.series(0, 1800)[1][1].aht_s == 62.5
+
+
+def test_the_book_keeps_no_call() -> None:
+    """What the book holds per call is its own small record: the call object can go."""
+    import gc
+    import weakref
+
+    class Call(FakeCall):
+        pass
+
+    book = MetricsBook(lambda q: 15)
+    call = Call("u1", "hotline", 10.0, "abandoned", 4, ended_at=14.0)
+    book.put(call)
+    ref = weakref.ref(call)
+    del call
+    gc.collect()
+    assert ref() is None
+    assert book.figures(0, 900)[1].abandoned == 1
+    book.forget_before(900)
+    assert len(book) == 0 and book.figures(0, 900)[1].offered == 0
+
+
+def test_an_interval_keeps_its_last_samples_only_and_the_smoothing_is_unchanged() -> None:
+    """A busy interval lets go of samples older than its own last SMOOTH_TAIL (twice
+    that at most are held); Asterisk's smoothed figures stay those of every call, and
+    a call put again whose sample was let go still moves only its counts."""
+    book = MetricsBook(lambda q: 15)
+    calls = []
+    for i in range(3 * SMOOTH_TAIL):
+        call = FakeCall(f"u{i}", "hotline", 10.0 + i * 0.1, "completed", i % 37,
+                        answered_at=20.0 + i * 0.1, ended_at=80.0 + i * 0.1,
+                        talk_time=30 + i % 50)
+        book.put(call)
+        calls.append(call)
+    sums = book._sums[0]["hotline"]
+    assert SMOOTH_TAIL <= len(sums.answers) <= 2 * SMOOTH_TAIL
+    f = book.figures(0, 900)[0]["hotline"]
+    order = {c.visit_id: i for i, c in enumerate(calls)}
+    every = {c.visit_id: c for c in calls}
+    assert f.asterisk_holdtime == expected_tail(every, order, completed=False)
+    assert f.asterisk_talktime == expected_tail(every, order, completed=True)
+    first = calls[0]  # its samples were let go
+    first.outcome, first.ended_at, first.talk_time = "abandoned", 25.0, None
+    book.put(first)
+    f = book.figures(0, 900)[0]["hotline"]
+    assert (f.completed, f.abandoned, f.answered) == (3 * SMOOTH_TAIL - 1, 1,
+                                                      3 * SMOOTH_TAIL - 1)
+    assert f.asterisk_holdtime == expected_tail(every, order, completed=False)
