@@ -71,7 +71,7 @@ from callcenter.bus import (
 from callcenter.config import Settings
 from callcenter.db import make_engine
 from callcenter.ops import Ops
-from callcenter.runtime import settle_collector
+from callcenter.runtime import periodic, settle_collector
 
 log = structlog.get_logger(__name__)
 
@@ -778,7 +778,14 @@ def make_worker_app(settings: Settings, redis_url: str, prefix: str, *,
             await close_redis(worker.redis)
         await engine.dispose()
 
+    async def pruning(app: web.Application) -> Any:
+        async with periodic("bus-views-prune", consoles.keep_s / 2, consoles.prune,
+                            failed="could not prune the screens' update buffers",
+                            first=False):
+            yield
+
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(pruning)
     app.router.add_get("/ws/wall", wall_socket)
     app.router.add_get("/ws", live_socket)
     ops.add_routes(app)

@@ -396,3 +396,49 @@ async def test_the_wall_publisher_that_fell_behind_sends_what_it_missed_as_updat
         assert wall.task is not None
         wall.task.cancel()
         await asyncio.gather(wall.task, return_exceptions=True)
+
+
+async def test_a_workers_screens_hold_the_last_minute_not_the_last_eight_updates() -> None:
+    """What a worker keeps to resume a screen is bounded in time (``keep_s``), and the
+    prune folds quiet screens' patches: 5,000 quiet screens filling eight-update buffers
+    grew a worker ~5 MB a minute for ten minutes and more (scale-out bench)."""
+    from callcenter.bus import KeyedFollower, pack
+
+    now = [1000.0]
+    follower = KeyedFollower("redis://127.0.0.1:6379/0", "unused", "ops", keep_s=60.0,
+                             clock=lambda: now[0])
+
+    def message(key: str, kind: str, seq: int, data: dict[str, object]) -> dict[bytes, bytes]:
+        body: dict[str, object] = {"type": kind, "stream": "s.1", "seq": seq, "at": now[0]}
+        if kind == "snapshot":
+            body["data"] = data
+        else:
+            body["ops"] = [["set", ["agent"], data]]
+        return {b"batch": pack([{"key": key, "kind": kind, "at": str(now[0]),
+                                 "text": json.dumps(body)}]).encode()}
+
+    n = 0
+    for key in ("op:a:x", "op:b:y"):
+        n += 1
+        follower._take(f"1-{n}".encode(), message(key, "snapshot", 0, {"agent": {}}),
+                       live=True)
+    for seq in (1, 2, 3):  # a at 1000..1020 s
+        n += 1
+        follower._take(f"1-{n}".encode(), message("op:a:x", "update", seq, {"n": seq}),
+                       live=True)
+        now[0] += 10.0
+    a = follower.views["op:a:x"]
+    assert a.missed("s.1", 0) is not None and len(a.missed("s.1", 0) or []) == 3
+    now[0] = 1075.0  # the first update is 75 s old, the others 65 and 55
+    n += 1
+    follower._take(f"1-{n}".encode(), message("op:a:x", "update", 4, {"n": 4}), live=True)
+    assert [seq for seq, _, _ in a.recent] == [3, 4]  # older than a minute: gone
+    assert a.missed("s.1", 0) is None  # so a browser that far back gets a snapshot
+    assert a.missed("s.1", 2) is not None
+    now[0] = 1200.0  # a quiet two minutes: the prune lets go of the rest
+    assert await follower.prune(slice_size=1) == 1
+    assert not a.recent and not a.text.patches
+    assert a.doc == {"agent": {"n": 4}} and a.seq == 4
+    assert a.missed("s.1", 4) == []  # current: nothing missed
+    assert await follower.prune() == 0  # nothing more to let go of
+    await follower.redis.aclose()
