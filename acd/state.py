@@ -800,10 +800,19 @@ class CallCenter:
             call.rings += 1
         else:
             unknown_caller.append(ResyncWanted(e.at, "AgentCalled for a caller never seen"))
+        before = agent.call
         if agent.state is not S.ON_CALL:  # (a ring while talking is an anomaly below)
             agent.call = e.uniqueid
         if agent.state is S.RINGING:
-            return unknown_caller
+            if before in (None, e.uniqueid):
+                return unknown_caller
+            # Rung for another call: the last ring ended unseen (its caller left the
+            # queue, which stops the ringing with no event naming the member): end it,
+            # so the screen pops the caller ringing now, not the one gone.
+            step = "ring_end_paused" if agent.paused else "ring_end"
+            return (unknown_caller
+                    + self._move(agent, step, e.at, "AgentCalled for another call")
+                    + self._move(agent, "ring", e.at, "AgentCalled"))
         changes: list[Change] = unknown_caller
         if agent.state is S.LOGGED_OUT:  # rung before we saw them join (e.g. at connect)
             changes += self._move(agent, "login", e.at, "AgentCalled before membership")

@@ -309,6 +309,25 @@ def test_rung_before_membership_seen_logs_the_agent_in() -> None:
     assert agent(c).state is S.ON_CALL
 
 
+def test_a_ring_for_another_call_ends_the_ring_left_over_and_pops_the_new_caller() -> None:
+    """A caller who leaves the queue (a timeout, an exit key) stops the member's phone
+    ringing with no event that names the member; the member's next AgentCalled is for
+    another caller.  The screen must show that caller at once: the state ends the old
+    ring and rings again, and says so (it kept the old caller until the next change, a
+    7.5 s pop in the scale-out bench)."""
+    c = centre()
+    join(c, "u1", 1.0)
+    ring(c, "u1", 2.0)
+    c.apply(ev.CallerLeft(9.0, Q, "u1"))  # left unanswered: exited
+    assert agent(c).state is S.RINGING and agent(c).call == "u1"
+    join(c, "u2", 10.0, num="13900002222")
+    changes = c.apply(ev.AgentRung(11.0, Q, "u2", IFACE, "agent1001", "13900002222", "赵六"))
+    moves = [(ch.old, ch.new, ch.step) for ch in changes if isinstance(ch, AgentChanged)]
+    assert moves == [(S.RINGING, S.READY, "ring_end"), (S.READY, S.RINGING, "ring")]
+    assert agent(c).call == "u2"
+    assert c.apply(ev.AgentRung(11.5, Q, "u2", IFACE, "agent1001", "", "")) == []  # again
+
+
 def test_combined_intervals_equal_one_computation() -> None:
     """Day figures combined from 15-minute intervals equal a direct computation."""
     from acd.metrics import MetricsBook, figures
