@@ -133,6 +133,12 @@ def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) ->
     waiting_queues = {n for n, q in queues.items() if q.get("waiting", 0)}
     for name, a in _named(snapshot.get("agents") or {}, "name").items():
         state = a.get("state")
+        streak = int(a.get("ring_no_answer_streak") or 0)
+        if (state != "paused" and not a.get("paused_s") and a.get("paused_since") is None
+                and t.paused_share_pct >= 0
+                and (t.ring_no_answer_count <= 0 or streak < t.ring_no_answer_count)):
+            continue  # not paused this shift, rings answered: no alert can hold (most
+            #           agents; the wallboard evaluates 5,000 of them every second)
         since = float(a.get("since") or 0.0)
         if state == "paused" and now - since > t.paused_while_waiting_s:
             busy_queues = sorted(waiting_queues & set(a.get("queues") or ()))
@@ -148,7 +154,6 @@ def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) ->
                 if share > t.paused_share_pct:
                     out.append(Alert("paused_share", name, WARNING, None,
                                      {"pct": int(share)}))
-        streak = int(a.get("ring_no_answer_streak") or 0)
         if t.ring_no_answer_count > 0 and streak >= t.ring_no_answer_count:
             out.append(Alert("ring_no_answer", name, WARNING, None, {"count": streak}))
     order = {CRITICAL: 0, WARNING: 1}

@@ -98,7 +98,8 @@ def diff(old: Doc, new: Doc) -> list[Op]:
             for sub in before.keys() - value.keys():
                 ops.append(["del", [key, sub]])
             for sub, v in value.items():
-                if before.get(sub, _MISSING) != v:
+                was = before.get(sub, _MISSING)
+                if was is not v and was != v:  # (most are the very object: a tile kept)
                     ops.append(["set", [key, sub], v])
         else:
             ops.append(["set", [key], value])
