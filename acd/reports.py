@@ -25,7 +25,7 @@ Nothing here reads the clock or the database: the caller passes the window and
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -561,8 +561,8 @@ def shift_at(moment: datetime, shifts: Sequence[Shift]) -> tuple[Shift, datetime
 def agent_counts(states: Iterable[str]) -> dict[str, int]:
     """Agents by state, every state named (zero included), for the wallboard."""
     out = dict.fromkeys(("ready", "ringing", "on_call", "wrap_up", "paused", "logged_out"), 0)
-    for s in states:
-        out[s] = out.get(s, 0) + 1
+    for s, n in Counter(states).items():  # (counted in C: 5,000 tiles a second)
+        out[str(s)] = out.get(str(s), 0) + n
     return out
 
 

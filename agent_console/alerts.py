@@ -107,6 +107,17 @@ def _live(total: float, running_since: float | None, now: float) -> float:
 PBX_RESTART_SHOWN_S = 3600.0
 
 
+def may_alert(agent: Mapping[str, Any], t: Thresholds) -> bool:
+    """Whether any agent alert can hold for this agent's tile, now or later while the
+    tile stays as it is: only for one paused now or earlier this shift, or with
+    unanswered rings in a row (most agents are neither; the wallboard looks at 5,000
+    every second, so it keeps the few that may, :meth:`Console.wall`)."""
+    streak = int(agent.get("ring_no_answer_streak") or 0)
+    return bool(agent.get("state") == "paused" or agent.get("paused_s")
+                or agent.get("paused_since") is not None or t.paused_share_pct < 0
+                or 0 < t.ring_no_answer_count <= streak)
+
+
 def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) -> list[Alert]:
     """The alerts that hold at ``now``: critical first, then by kind and subject."""
     t = thresholds
@@ -132,13 +143,10 @@ def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) ->
                              {"waiting": int(q["waiting"])}))
     waiting_queues = {n for n, q in queues.items() if q.get("waiting", 0)}
     for name, a in _named(snapshot.get("agents") or {}, "name").items():
+        if not may_alert(a, t):
+            continue
         state = a.get("state")
         streak = int(a.get("ring_no_answer_streak") or 0)
-        if (state != "paused" and not a.get("paused_s") and a.get("paused_since") is None
-                and t.paused_share_pct >= 0
-                and (t.ring_no_answer_count <= 0 or streak < t.ring_no_answer_count)):
-            continue  # not paused this shift, rings answered: no alert can hold (most
-            #           agents; the wallboard evaluates 5,000 of them every second)
         since = float(a.get("since") or 0.0)
         if state == "paused" and now - since > t.paused_while_waiting_s:
             busy_queues = sorted(waiting_queues & set(a.get("queues") or ()))

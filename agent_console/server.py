@@ -139,10 +139,12 @@ def make_app(service: Service, *, passwords: Passwords | None = None,
     # The wallboards' stream at most 4 times a second; operators' screens at once
     # for a ring, else at most 10 times a second; the queue figures every operator
     # screen shows (waiting, the longest wait, which the page counts on by itself) at
-    # most every 2 s: each send goes to every operator socket (5,000 at a large centre),
-    # and at every second it was the web workers' largest cost.
+    # most every 5 s, as an ACD desktop's queue statistics: each send goes to every
+    # operator socket (5,000 at a large centre); every second, then every 2 s, it was
+    # the web workers' largest cost (a send a socket is a system call: 40 % of a
+    # worker's CPU at 2 s in the scale-out bench) and held the pops up behind it.
     hub = hub or Hub(clock=service.clock, urgent=rings_or_connects, wide_interval=0.25,
-                     shared_every=2.0)
+                     shared_every=5.0)
     cfg = ConsoleConfig.from_settings(service.settings)
     tracker = Tracker(cfg.shifts, service.settings.tz)
     hub.listeners.append(tracker.feed)

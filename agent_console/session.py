@@ -22,7 +22,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from acd.reports import DEFAULT_COLOURS, DEFAULT_SHIFTS, Shift, parse_shifts
 from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
-from agent_console.alerts import Thresholds, fastagi_alerts, login_alerts, set_aside_alerts
+from agent_console.alerts import (
+    Thresholds,
+    fastagi_alerts,
+    login_alerts,
+    may_alert,
+    set_aside_alerts,
+)
 from agent_console.auth import (
     LoginThrottle,
     Session,
@@ -167,6 +173,9 @@ class Console:
     _wall_agents: dict[str, Any] | None = None
     _wall_gen: int = -1
     _wall_changed: set[tuple[str, str]] = field(default_factory=set)  # (pbx, interface)
+    _wall_touched: set[str] | None = None  # tiles rebuilt since the alerts looked (None: all)
+    _alertable: dict[str, Any] = field(default_factory=dict)  # tiles an alert may hold for
+    _alert_thresholds: Any = None
     extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
     # (peer, why) -> {"peer", "why", "count", "last"}: what the FastAGI edge refused
     # (fastagi_refused); the wallboard shows it as alerts (alerts.fastagi_alerts)
@@ -208,12 +217,32 @@ class Console:
         if self.tracker.roll(now, self.service.centre.agents.values()):
             self._wall_agents = None  # every agent's shift totals start again
             self.hub.rebuild_all()  # (on operator screens too)
+        agents = self.wall_agents()
         return wall_view(self.snapshot(now), self.service.centre, self.tracker,
-                         self.config.thresholds, now, self.names, self.wall_agents(),
+                         self.config.thresholds, now, self.names, agents,
                          self.config.colours,
                          [*self.extra_alerts, *login_alerts(self.throttle.repeated(now)),
                           *set_aside_alerts(self.service.set_aside),
-                          *fastagi_alerts(self.agi_refusals.values(), now)])
+                          *fastagi_alerts(self.agi_refusals.values(), now)],
+                         alert_agents=self._alert_agents(agents))
+
+    def _alert_agents(self, agents: dict[str, Any]) -> dict[str, Any]:
+        """The wallboard's agents an alert may hold for (:func:`may_alert`), kept up to
+        date with the tiles :meth:`wall_agents` rebuilt (all of them after a full
+        rebuild or new thresholds)."""
+        t = self.config.thresholds
+        touched, self._wall_touched = self._wall_touched, set()
+        if touched is None or t is not self._alert_thresholds:
+            self._alert_thresholds = t
+            self._alertable = {n: a for n, a in agents.items() if may_alert(a, t)}
+            return self._alertable
+        for name in touched:
+            a = agents.get(name)
+            if a is not None and may_alert(a, t):
+                self._alertable[name] = a
+            else:
+                self._alertable.pop(name, None)
+        return self._alertable
 
     def wall_agents(self) -> dict[str, Any]:
         """The wallboard's agents: only those that changed are rebuilt (all, once per
@@ -227,16 +256,20 @@ class Console:
                 or (self.hub.full and self._wall_gen != self.hub.sweeps)):
             self._wall_gen = self.hub.sweeps
             self._wall_agents = wall_agents(centre, self.tracker, self.names)
+            self._wall_touched = None
             return self._wall_agents
         agents = dict(cached)
         for pbx, iface in changed:
             a = self.service.centre_of(pbx).agents.get(iface)
             if a is None or a.name not in agents:  # gone, new or renamed: build them all
                 self._wall_agents = wall_agents(centre, self.tracker, self.names)
+                self._wall_touched = None
                 return self._wall_agents
             agents[a.name] = wall_operator(self.service.members_of(iface, a.name),
                                            self.tracker, self.names) if several \
                 else wall_agent(a, self.tracker, self.names)
+            if self._wall_touched is not None:
+                self._wall_touched.add(a.name)
         self._wall_agents = agents
         return agents
 

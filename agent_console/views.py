@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime, tzinfo
+from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -196,11 +197,14 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
               thresholds: Thresholds, now: float, names: Mapping[str, str] | None = None,
               agents: dict[str, Any] | None = None,
               bounds: Mapping[str, Mapping[str, float]] | None = None,
-              extra_alerts: Iterable[Any] = ()) -> dict[str, Any]:
+              extra_alerts: Iterable[Any] = (),
+              alert_agents: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The supervisor's picture: every queue and agent, figures, trend and alerts.
 
     ``names`` maps a queue member name to the operator's display name;
-    ``agents`` is :func:`wall_agents` when the caller keeps it up to date itself.
+    ``agents`` is :func:`wall_agents` when the caller keeps it up to date itself, and
+    ``alert_agents`` those of them for which :func:`~agent_console.alerts.may_alert`
+    (the alerts are evaluated over those alone: the same alerts).
     The callers waiting, the link and the agents are read live; the figures come
     from ``snap`` (the console refreshes it about once a second).
     """
@@ -234,7 +238,7 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
         "thresholds": asdict(thresholds),
         "agent_counts": agent_counts(
             a.state.value for a in centre.agents.values()) if not hasattr(centre, "agents_of")
-        else agent_counts(str(a["state"]) for a in doc_agents.values()),
+        else agent_counts(map(itemgetter("state"), doc_agents.values())),
         "colours": {"today": colours(snap["today"], bounds or {}),
                     "last_15min": colours(snap["last_15min"], bounds or {})},
         "colour_bounds": {k: dict(v) for k, v in (bounds or {}).items()},
@@ -243,7 +247,8 @@ def wall_view(snap: dict[str, Any], centre: CallCenter, tracker: Tracker,
     pbxs = pbx_parts(snap, centre, tracker, bounds or {})
     if pbxs is not None:
         doc["pbxs"] = pbxs
-    alerts = evaluate(doc, thresholds, now) + list(extra_alerts)
+    looked_at = doc if alert_agents is None else {**doc, "agents": alert_agents}
+    alerts = evaluate(looked_at, thresholds, now) + list(extra_alerts)
     doc["alerts"] = {a.key: a.as_dict() for a in alerts}
     return doc
 

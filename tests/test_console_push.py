@@ -37,8 +37,8 @@ async def test_a_ring_pops_on_its_operator_and_the_queue_figures_follow(rig: Rig
     while doc2["call"] is None:
         apply_ops(doc2, (await receive(ws2, "update"))["ops"])
     assert doc2["call"]["caller_num"] == "13600000006"
-    while doc1["queues"]["hotline"]["waiting"] != 1:  # within the full refresh, a second
-        doc1.update((await receive(ws1, "shared"))["data"])
+    while doc1["queues"]["hotline"]["waiting"] != 1:  # within shared_every (5 s)
+        doc1.update((await receive(ws1, "shared", timeout=12))["data"])
     assert doc1["call"] is None and "13600000006" not in str(doc1)
     for ws in (ws1, ws2):
         await ws.close()
@@ -76,8 +76,8 @@ async def test_queue_figures_alone_make_one_shared_message_not_one_per_operator(
 
     rig.pbx.caller_joins("7.1", "13700000007", "丙")
     await rig.service.drain()
-    got1 = await receive(ws1, "shared", timeout=5)
-    got2 = await receive(ws2, "shared", timeout=5)
+    got1 = await receive(ws1, "shared", timeout=12)  # within shared_every (5 s)
+    got2 = await receive(ws2, "shared", timeout=12)
     assert got1 == got2 and got1["data"]["queues"]["hotline"]["waiting"] == 1
     assert c.hub.shared_seq == shared_before + 1 and len(made) == 1  # one, for both
     assert json.loads(made[0]) == got1
@@ -91,7 +91,7 @@ async def test_queue_figures_alone_make_one_shared_message_not_one_per_operator(
     rig.pbx.caller_joins("7.2", "13700000008", "丁")
     await rig.service.drain()
     while doc2["queues"]["hotline"]["waiting"] != 2:
-        _apply(doc2, await receive(ws2, timeout=5))
+        _apply(doc2, await receive(ws2, timeout=12))
     again = await op1.ws(f"?stream={snap1['stream']}&seq={snap1['seq']}")
     first = await receive(again, timeout=5)
     assert first["type"] == "shared", first
