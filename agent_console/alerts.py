@@ -118,6 +118,31 @@ def may_alert(agent: Mapping[str, Any], t: Thresholds) -> bool:
                 or 0 < t.ring_no_answer_count <= streak)
 
 
+class AlertTiles:
+    """The wallboard tiles an agent alert may hold for (:func:`may_alert`), kept up to
+    date as tiles are rebuilt: ``update(agents, touched, thresholds)`` with the names
+    of the tiles rebuilt since the last call (None: all of them) returns them, looking
+    at the touched tiles only (at all of them after None or new thresholds)."""
+
+    def __init__(self) -> None:
+        self.tiles: dict[str, Mapping[str, Any]] = {}
+        self._thresholds: Thresholds | None = None
+
+    def update(self, agents: Mapping[str, Mapping[str, Any]], touched: Iterable[str] | None,
+               t: Thresholds) -> dict[str, Mapping[str, Any]]:
+        if touched is None or t is not self._thresholds:
+            self._thresholds = t
+            self.tiles = {n: a for n, a in agents.items() if may_alert(a, t)}
+            return self.tiles
+        for name in touched:
+            a = agents.get(name)
+            if a is not None and may_alert(a, t):
+                self.tiles[name] = a
+            else:
+                self.tiles.pop(name, None)
+        return self.tiles
+
+
 def evaluate(snapshot: Mapping[str, Any], thresholds: Thresholds, now: float) -> list[Alert]:
     """The alerts that hold at ``now``: critical first, then by kind and subject."""
     t = thresholds

@@ -23,10 +23,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from acd.reports import DEFAULT_COLOURS, DEFAULT_SHIFTS, Shift, parse_shifts
 from acd.state import AgentChanged, CallChanged, Change, LinkStateChanged
 from agent_console.alerts import (
+    AlertTiles,
     Thresholds,
     fastagi_alerts,
     login_alerts,
-    may_alert,
     set_aside_alerts,
 )
 from agent_console.auth import (
@@ -174,8 +174,7 @@ class Console:
     _wall_gen: int = -1
     _wall_changed: set[tuple[str, str]] = field(default_factory=set)  # (pbx, interface)
     _wall_touched: set[str] | None = None  # tiles rebuilt since the alerts looked (None: all)
-    _alertable: dict[str, Any] = field(default_factory=dict)  # tiles an alert may hold for
-    _alert_thresholds: Any = None
+    _alert_tiles: AlertTiles = field(default_factory=AlertTiles)
     extra_alerts: list[Any] = field(default_factory=list)  # e.g. hotspot bursts (alerts.Alert)
     # (peer, why) -> {"peer", "why", "count", "last"}: what the FastAGI edge refused
     # (fastagi_refused); the wallboard shows it as alerts (alerts.fastagi_alerts)
@@ -227,22 +226,10 @@ class Console:
                          alert_agents=self._alert_agents(agents))
 
     def _alert_agents(self, agents: dict[str, Any]) -> dict[str, Any]:
-        """The wallboard's agents an alert may hold for (:func:`may_alert`), kept up to
-        date with the tiles :meth:`wall_agents` rebuilt (all of them after a full
-        rebuild or new thresholds)."""
-        t = self.config.thresholds
+        """The wallboard's agents an alert may hold for, with the tiles
+        :meth:`wall_agents` rebuilt since looked at again (:class:`AlertTiles`)."""
         touched, self._wall_touched = self._wall_touched, set()
-        if touched is None or t is not self._alert_thresholds:
-            self._alert_thresholds = t
-            self._alertable = {n: a for n, a in agents.items() if may_alert(a, t)}
-            return self._alertable
-        for name in touched:
-            a = agents.get(name)
-            if a is not None and may_alert(a, t):
-                self._alertable[name] = a
-            else:
-                self._alertable.pop(name, None)
-        return self._alertable
+        return self._alert_tiles.update(agents, touched, self.config.thresholds)
 
     def wall_agents(self) -> dict[str, Any]:
         """The wallboard's agents: only those that changed are rebuilt (all, once per

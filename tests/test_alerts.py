@@ -195,3 +195,33 @@ def test_fastagi_refusals_are_one_alert_per_address_worst_reason_first() -> None
                             "last": now}], now)[0].detail["why_kind"] == "header"
     assert fastagi_alerts([{"peer": "x", "why": "address not allowed", "count": 1,
                             "last": now}], now)[0].severity == "critical"
+
+
+def test_the_tiles_an_alert_may_hold_for_follow_the_rebuilt_tiles() -> None:
+    """The wallboard evaluates agent alerts over these tiles alone, so they must follow
+    every rebuilt tile: in when it pauses or misses rings, out when it no longer may."""
+    from agent_console.alerts import AlertTiles
+
+    t = Thresholds()
+    quiet = {"state": "ready", "paused_s": 0.0, "paused_since": None,
+             "ring_no_answer_streak": 0}
+    agents = {"a": dict(quiet), "b": dict(quiet), "c": {**quiet, "paused_s": 30.0}}
+    kept = AlertTiles()
+    assert set(kept.update(agents, None, t)) == {"c"}  # paused earlier this shift
+    agents["a"] = {**quiet, "state": "paused", "paused_since": 5.0}
+    agents["b"] = {**quiet, "ring_no_answer_streak": t.ring_no_answer_count}
+    assert set(kept.update(agents, {"a"}, t)) == {"a", "c"}  # only what was touched
+    assert set(kept.update(agents, {"b"}, t)) == {"a", "b", "c"}
+    agents["b"] = dict(quiet)  # answered: the streak is over
+    del agents["c"]  # signed off the wallboard
+    assert set(kept.update(agents, {"b", "c"}, t)) == {"a"}
+    assert kept.tiles["a"] is agents["a"]
+    looser = Thresholds(ring_no_answer_count=0)  # new thresholds: all looked at again
+    agents["b"] = {**quiet, "ring_no_answer_streak": 9}
+    assert set(kept.update(agents, set(), looser)) == {"a"}
+    strict = Thresholds(ring_no_answer_count=5)
+    assert set(kept.update(agents, set(), strict)) == {"a", "b"}
+    # and what they stand for: the same alerts as over every tile
+    everyone = {"agents": agents, "queues": {}, "link": {"up": True}}
+    assert evaluate(everyone, strict, 100.0) == evaluate(
+        {**everyone, "agents": kept.tiles}, strict, 100.0)

@@ -818,6 +818,38 @@ async def test_the_wallboard_stream_carries_alerts(rig: Rig) -> None:
     await ws.close()
 
 
+async def test_an_agents_alert_comes_and_goes_with_their_tile(rig: Rig) -> None:
+    """The wallboard looks for agent alerts only among the tiles that may hold one
+    (Console keeps them as tiles are rebuilt): three rings not answered bring
+    ``ring_no_answer`` for that agent, and an answered call takes it away."""
+    op1 = await rig.as_user("op1")
+    await op1.call("POST", "/api/agent/signin")
+    await rig.settle()
+    sup = await rig.as_user("sup1")
+    ws = await sup.ws()
+    doc = (await receive(ws, "snapshot"))["data"]
+
+    async def alerts_until(pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        nonlocal doc
+        while not pred(doc["alerts"]):
+            doc = apply_ops(doc, (await receive(ws, "update", timeout=5))["ops"])
+        return doc["alerts"]
+
+    for n in range(3):
+        rig.pbx.caller_joins(f"9.{n}", "13900000009", "壬")
+        rig.pbx.ring(f"9.{n}", OP1)
+        rig.pbx.ring_no_answer(f"9.{n}", OP1)
+    await rig.settle()
+    got = await alerts_until(lambda a: any(k.startswith("ring_no_answer:") for k in a))
+    (key,) = [k for k in got if k.startswith("ring_no_answer:")]
+    assert got[key]["detail"]["count"] == 3
+    rig.pbx.ring("9.2", OP1)
+    rig.pbx.answer("9.2", OP1)
+    await rig.settle()
+    await alerts_until(lambda a: key not in a)
+    await ws.close()
+
+
 # --------------------------------------------------------------------------- the hub alone
 
 
