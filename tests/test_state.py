@@ -328,6 +328,25 @@ def test_a_ring_for_another_call_ends_the_ring_left_over_and_pops_the_new_caller
     assert c.apply(ev.AgentRung(11.5, Q, "u2", IFACE, "agent1001", "", "")) == []  # again
 
 
+def test_finished_visits_kept_stay_between_keep_finished_and_a_quarter_more() -> None:
+    """A long-running core holds the last ``keep_finished`` finished visits (a rebuild
+    from queue_log must not make them again) and at most a quarter more before it
+    forgets the oldest: what its memory settles at; waiting callers are never
+    forgotten."""
+    c = CallCenter({Q: QueueConfig(15, 0)}, keep_finished=40)
+    c.apply(ev.MemberAdded(0.0, member()))
+    join(c, "waiting", 0.5)
+    most = 0
+    for i in range(200):
+        join(c, f"u{i}", 1.0 + i)
+        c.apply(ev.CallerAbandoned(1.5 + i, Q, f"u{i}", 0, 1))
+        c.collect_finished()
+        most = max(most, len(c.visits))
+    assert most <= 1 + 40 + 10
+    assert len(c.visits) >= 1 + 40 and "waiting" in c.visits
+    assert "u199" in c.visits and "u0" not in c.visits
+
+
 def test_combined_intervals_equal_one_computation() -> None:
     """Day figures combined from 15-minute intervals equal a direct computation."""
     from acd.metrics import MetricsBook, figures
