@@ -337,7 +337,10 @@ class MetricsBook:
     adds up the intervals in range, so "today" and "the last 15 minutes" stay cheap
     with a hundred thousand calls a day, and the book holds a small record per call
     (:class:`_Part`), not the call.  Same definitions as :func:`figures` (a test puts
-    random calls and changes both ways and compares)."""
+    random calls and changes both ways and compares); wrap-up is summed in whole
+    microseconds, so ``handle_total_s`` may differ from a float sum in the last digits
+    (never in ``aht_s``).  ``forget_before`` lets go of old days (the service keeps
+    today and yesterday)."""
 
     def __init__(
         self,

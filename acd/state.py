@@ -549,8 +549,13 @@ class CallCenter:
             live = {vid: c for vid, c in self.visits.items() if c.outcome not in FINAL}
             live |= {vid: self.visits[vid] for vids in self._unconfirmed.values()
                      for vid in vids if vid in self.visits}
+            # an operator's wrap-up adds to the visit it follows when it ends
+            live |= {a.last_visit: self.visits[a.last_visit] for a in self._wrapping.values()
+                     if a.last_visit and a.last_visit in self.visits}
             recent = [c for vid, c in self.visits.items() if vid not in live]
-            recent.sort(key=lambda c: c.joined_at)
+            # the last to end are kept (a long call just over, a channel's visit before the
+            # queue it was transferred to), not the last to join
+            recent.sort(key=lambda c: c.ended_at or c.left_at or c.joined_at)
             self.visits = live | {c.visit_id: c for c in recent[-self.keep_finished:]}
             self.calls = {uid: c for uid, c in self.calls.items()
                           if self.visits.get(c.visit_id) is c}
@@ -806,8 +811,10 @@ class CallCenter:
         if agent.state is not S.ON_CALL:  # (a ring while talking is an anomaly below)
             agent.call = e.uniqueid
         if agent.state is S.RINGING:
-            if before in (None, e.uniqueid):
-                return unknown_caller
+            earlier = self.calls.get(before) if before else None
+            if before in (None, e.uniqueid) or (
+                    earlier is not None and earlier.outcome is Outcome.WAITING):
+                return unknown_caller  # (ringinuse=yes: rung for two waiting callers)
             # Rung for another call: the last ring ended unseen (its caller left the
             # queue, which stops the ringing with no event naming the member): end it,
             # so the screen pops the caller ringing now, not the one gone.

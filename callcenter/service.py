@@ -173,6 +173,7 @@ class Service:
         }
         self._queue_log_engines: dict[str, AsyncEngine] = {}
         self._summaries_due = 0.0
+        self._books_day = 0.0  # the day the books last let go of older ones
 
     def _make_link(self, edge: PbxEdge) -> AmiLink:
         a = edge.settings
@@ -623,7 +624,20 @@ class Service:
             await self.flush()
             for edge in self.edges.values():
                 edge.centre.collect_finished()
+            self.forget_old_days(self.clock())
             await self.summarise()
+
+    def forget_old_days(self, now: float) -> None:
+        """Once a day: the figures' books let go of the calls before yesterday (the
+        wallboard's trend looks back 8 hours; reports read the database), so a core that
+        runs for weeks holds two days of calls, not all it ever saw."""
+        day = self.day_start(now)
+        if day == self._books_day:
+            return
+        self._books_day = day
+        for book in {id(b): b for b in (self.book, *(e.book for e in self.edges.values()))
+                     }.values():
+            book.forget_before(day - 86400)
 
     async def summarise(self) -> None:
         """The writer stores the report summary of a closed day that has none

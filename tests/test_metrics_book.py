@@ -8,6 +8,7 @@ are last."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -167,3 +168,23 @@ def test_an_interval_keeps_its_last_samples_only_and_the_smoothing_is_unchanged(
     assert (f.completed, f.abandoned, f.answered) == (3 * SMOOTH_TAIL - 1, 1,
                                                       3 * SMOOTH_TAIL - 1)
     assert f.asterisk_holdtime == expected_tail(every, order, completed=False)
+
+
+def test_the_service_keeps_today_and_yesterday_in_its_books(tmp_path: Path) -> None:
+    """A core that runs for weeks: once a day its books let go of the calls before
+    yesterday (what it shows reads today; reports read the database)."""
+    from callcenter.config import load
+    from callcenter.service import Service
+
+    settings = load()
+    settings.database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    service = Service(settings)
+    today = service.day_start(1_800_000_000.0)
+    for n, at in enumerate((today - 3 * 86400, today - 86400 + 60, today + 60)):
+        service.book.put(FakeCall(f"u{n}", "hotline", at, "abandoned", 3, ended_at=at + 3))
+    service.forget_old_days(today + 3600)
+    assert len(service.book) == 2  # yesterday's and today's
+    assert service.book.figures(today - 86400, today + 86400)[1].abandoned == 2
+    service.book.put(FakeCall("u9", "hotline", today - 5 * 86400, "abandoned", 1))
+    service.forget_old_days(today + 7200)  # the same day: once only
+    assert len(service.book) == 3

@@ -326,6 +326,10 @@ def test_a_ring_for_another_call_ends_the_ring_left_over_and_pops_the_new_caller
     assert moves == [(S.RINGING, S.READY, "ring_end"), (S.READY, S.RINGING, "ring")]
     assert agent(c).call == "u2"
     assert c.apply(ev.AgentRung(11.5, Q, "u2", IFACE, "agent1001", "", "")) == []  # again
+    # ringinuse=yes: rung for another caller while the first still waits, no ring ended
+    join(c, "u3", 12.0)
+    assert not [ch for ch in c.apply(ev.AgentRung(12.5, Q, "u3", IFACE, "agent1001", "", ""))
+                if isinstance(ch, AgentChanged)]
 
 
 def test_finished_visits_kept_stay_between_keep_finished_and_a_quarter_more() -> None:
@@ -345,6 +349,30 @@ def test_finished_visits_kept_stay_between_keep_finished_and_a_quarter_more() ->
     assert most <= 1 + 40 + 10
     assert len(c.visits) >= 1 + 40 and "waiting" in c.visits
     assert "u199" in c.visits and "u0" not in c.visits
+
+
+def test_the_visits_kept_are_the_last_to_end_and_a_wrap_up_finds_its_own() -> None:
+    """A long call that has just ended is kept however long ago it joined, and the
+    operator's wrap-up after it is added to it when it ends."""
+    c = CallCenter({Q: QueueConfig(15, 30)}, keep_finished=10)
+    c.apply(ev.MemberAdded(0.0, member()))
+    join(c, "long", 1.0)
+    ring(c, "long", 2.0)
+    answer(c, "long", 3.0, hold=2)
+    for i in range(30):  # others join and leave while it talks
+        join(c, f"u{i}", 10.0 + i)
+        c.apply(ev.CallerAbandoned(10.5 + i, Q, f"u{i}", 0, 1))
+        c.collect_finished()
+    complete(c, 100.0, hold=2, talk=97, uid="long")
+    assert agent(c).state is S.WRAP_UP
+    for i in range(30, 60):  # more leave during the wrap-up: the prune runs again
+        join(c, f"u{i}", 100.0 + i / 10)
+        c.apply(ev.CallerAbandoned(100.05 + i / 10, Q, f"u{i}", 0, 1))
+        c.collect_finished()
+    assert "long" in c.visits
+    changes = c.apply(ev.Tick(131.0))  # the 30-s wrap-up is over
+    wrapped = [ch.call for ch in changes if isinstance(ch, st.CallChanged)]
+    assert [w.visit_id for w in wrapped] == ["long"] and wrapped[0].wrap_s >= 30.0
 
 
 def test_combined_intervals_equal_one_computation() -> None:
