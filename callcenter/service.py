@@ -248,6 +248,9 @@ class Service:
         self.set_aside.extend(await self.store.set_aside_rows(
             since=self.clock() - 86400, limit=self.set_aside.maxlen or 1000))
         await self._load_recent(load_days)
+        # (what start-up put in the books stays: the first day a core lets go of is the
+        # next, however old the times a PBX's queue_log gives its rebuilt calls)
+        self._books_day = self.day_start(self.clock())
         await self._restore_open_calls()
         self._summaries_due = self.clock() + 60.0  # summaries wait until start-up is over
         # The service's tasks (and each link's, started from here) log with the PBX's name
