@@ -785,9 +785,12 @@ class CallCenter:
         changes: list[Change] = []
         for agent in self._ringing_for(call.uniqueid):
             agent.call = None
-            step = "ring_end_paused" if agent.paused else "ring_end"
-            changes += self._move(agent, step, at, "caller gone")
+            changes += self._end_ring(agent, at, "caller gone")
         return changes
+
+    def _end_ring(self, agent: Agent, at: float, cause: str) -> list[Change]:
+        """A ring over unanswered: back to ready, or to paused if the member is."""
+        return self._move(agent, "ring_end_paused" if agent.paused else "ring_end", at, cause)
 
     def _ringing_for(self, uniqueid: str) -> list[Agent]:
         """The agents whose phone rings for this call, in the agents' order."""
@@ -818,9 +821,8 @@ class CallCenter:
             # Rung for another call: the last ring ended unseen (its caller left the
             # queue, which stops the ringing with no event naming the member): end it,
             # so the screen pops the caller ringing now, not the one gone.
-            step = "ring_end_paused" if agent.paused else "ring_end"
             return (unknown_caller
-                    + self._move(agent, step, e.at, "AgentCalled for another call")
+                    + self._end_ring(agent, e.at, "AgentCalled for another call")
                     + self._move(agent, "ring", e.at, "AgentCalled"))
         changes: list[Change] = unknown_caller
         if agent.state is S.LOGGED_OUT:  # rung before we saw them join (e.g. at connect)
@@ -863,8 +865,7 @@ class CallCenter:
             if other is agent:
                 continue
             other.call = None
-            step = "ring_end_paused" if other.paused else "ring_end"
-            changes += self._move(other, step, e.at, "answered elsewhere")
+            changes += self._end_ring(other, e.at, "answered elsewhere")
         return changes
 
     def _completed_visit(self, e: ev.AgentCompleted) -> Call | None:
@@ -1038,8 +1039,7 @@ class CallCenter:
         if agent.state is not S.RINGING:
             return []
         agent.call = None
-        step = "ring_end_paused" if agent.paused else "ring_end"
-        return self._move(agent, step, e.at, "AgentRingNoAnswer")
+        return self._end_ring(agent, e.at, "AgentRingNoAnswer")
 
     def _agent_dumped(self, e: ev.AgentDumped) -> list[Change]:
         agent = self._agent(e.interface, e.member)
