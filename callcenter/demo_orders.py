@@ -287,14 +287,23 @@ async def seed_report_history(store: Store, *, tz: tzinfo, clock: Callable[[], f
     rows, states, events = synthetic_month(start.timestamp(), today.timestamp(), calls=calls,
                                            orders=orders, agents=14, seed=7, tz=tz,
                                            order_id_from=1_000_000)
+    # In short transactions: on SQLite each holds the one write lock, and the demo is
+    # already serving (one transaction of it all held a login back past the 5-s busy
+    # timeout on a loaded machine).
     for i in range(0, len(rows), 5000):
         await store.save_calls(rows[i:i + 5000])
-    async with store.engine.begin() as conn:
-        if states:
-            await conn.execute(insert(AgentStateRow), states)
-        if events:
-            await conn.execute(insert(OrderEventRow), events)
+    for i in range(0, len(states), 5000):
+        async with store.engine.begin() as conn:
+            await conn.execute(insert(AgentStateRow), states[i:i + 5000])
+    by_order: dict[int, list[dict[str, Any]]] = {}
+    for e in events:
+        by_order.setdefault(e["order_id"], []).append(e)
+    ids = sorted(by_order)
+    for i in range(0, len(ids), 250):  # an order's steps and its facts together
+        async with store.engine.begin() as conn:
+            await conn.execute(insert(OrderEventRow),
+                               [e for oid in ids[i:i + 250] for e in by_order[oid]])
             # written past the order store (no work_orders rows: history only, counted
             # as phone orders): their assessment parts are folded here
-            await facts.refresh(conn, sorted({e["order_id"] for e in events}))
+            await facts.refresh(conn, ids[i:i + 250])
     return len(rows)
