@@ -22,17 +22,41 @@ async def run_until_signalled() -> None:
     With ``HOTLINE_TRACEMALLOC=<path>`` in the environment (a diagnosis, not for
     production: it slows the process several times) the process also traces its
     memory and appends, every ``HOTLINE_TRACEMALLOC_EVERY`` s (60), what grew since the
-    first look, by source line, to ``<path>.<pid>``."""
+    first look, by source line, to ``<path>.<pid>``; with ``HOTLINE_GC_CENSUS=<path>``,
+    as often, what the cyclic collector tracks, by generation and type."""
     import os
+    from contextlib import AsyncExitStack
 
-    trace = os.environ.get("HOTLINE_TRACEMALLOC")
-    if not trace:
-        await _until_signal()
-        return
     every = float(os.environ.get("HOTLINE_TRACEMALLOC_EVERY", "60"))
-    async with periodic("memory-trace", every, _memory_tracer(f"{trace}.{os.getpid()}"),
-                        failed="memory tracing failed", first=False):
+    async with AsyncExitStack() as diagnoses:
+        if trace := os.environ.get("HOTLINE_TRACEMALLOC"):
+            await diagnoses.enter_async_context(periodic(
+                "memory-trace", every, _memory_tracer(f"{trace}.{os.getpid()}"),
+                failed="memory tracing failed", first=False))
+        if census := os.environ.get("HOTLINE_GC_CENSUS"):
+            await diagnoses.enter_async_context(periodic(
+                "gc-census", every, _gc_census(f"{census}.{os.getpid()}"),
+                failed="gc census failed", first=False))
         await _until_signal()
+
+
+def _gc_census(path: str) -> Callable[[], Awaitable[None]]:
+    """A turn of the collector's census: how many objects each generation tracks (what a
+    full collection scans, the frozen ones aside) and the 25 commonest types among the
+    oldest, appended to ``path``.  Walking the objects holds the loop for a moment."""
+    import gc
+    import time
+    from collections import Counter
+
+    async def turn() -> None:
+        sizes = [len(gc.get_objects(g)) for g in range(3)]
+        kinds = Counter(type(o).__qualname__ for o in gc.get_objects(2)).most_common(25)
+        head = (f"== {time.strftime('%H:%M:%S')} tracked {sizes} frozen "
+                f"{gc.get_freeze_count()} counts {gc.get_count()}\n")
+        lines = [head]
+        lines += [f"{n:10d} {name}\n" for name, n in kinds]
+        await asyncio.to_thread(_append, path, "".join(lines))
+    return turn
 
 
 def _memory_tracer(path: str) -> Callable[[], Awaitable[None]]:
