@@ -467,7 +467,11 @@ async def _load_loop(conn: Connection, cfg: dict[str, Any]) -> None:
 
 
 def _load_main(conn: Connection, cfg: dict[str, Any]) -> None:
-    """Entry point of the spawned load process."""
+    """Entry point of the spawned load process; ``cfg["nice"]`` (0..19, default 0): how
+    far it lowers its own CPU priority (``os.nice``), as the load stands for other
+    machines (the PBXs, the operators' PCs)."""
+    if cfg.get("nice"):
+        os.nice(int(cfg["nice"]))
     logs.setup("warning", "console")
     _raise_fd_limit()
     asyncio.run(_load_loop(conn, cfg))
@@ -1116,6 +1120,7 @@ class Plan:
     day_calls: int
     progress_every: float
     slow_clients: int = 0
+    load_nice: int = 0
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -1180,7 +1185,8 @@ async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     conn, child_end = ctx.Pipe()
     child = ctx.Process(target=_load_main, name="bench-load",
-                        args=(child_end, {"seed": plan.seed, "agents": agents}))
+                        args=(child_end, {"seed": plan.seed, "agents": agents,
+                                          "nice": plan.load_nice}))
     child.start()
     result: dict[str, Any] = {"operators": plan.operators, "wallboards": plan.wallboards,
                               "agents": agents, "rate": plan.rate, "duration_s": plan.duration}
@@ -1461,6 +1467,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="how long the max phase lasts, s (10; 60 and more: sustained)")
     so.add_argument("--failovers", type=int, default=3,
                     help="kill -9 of the active core, each timed (3; 0 skips)")
+    so.add_argument("--load-nice", type=int, default=10, metavar="N",
+                    help="the load processes (the PBX ends, the browsers) run at nice N "
+                         "(0..19; 10): on a real site they are other machines, so that the "
+                         "figures are of the measured processes, not of the load's share "
+                         "of the same 2 cores (0: all at one priority)")
     so.add_argument("--logs", metavar="DIR",
                     help="copy the core's and the workers' logs (*.out, *.err) here")
     so.add_argument("--no-single", action="store_true",

@@ -15,7 +15,11 @@ Every piece is a real process on loopback, as a large centre runs them::
    (``opN`` is ``Local/<1000+N>@agents/n`` on exactly one PBX); the core holds one AMI
    link per PBX (``[[pbx]]``).  ``--operators`` and ``--wallboards`` hold their
    websockets from ``--load-procs`` browser processes (default one per 1,000 sockets),
-   through the workers (round robin), sessions opened in the database beforehand.  Each
+   through the workers (round robin), sessions opened in the database beforehand.  The
+   load processes run at ``--load-nice`` (10): on a real site they are the PBXs and the
+   operators' PCs, other machines, and here they would otherwise take their share of
+   the same 2 cores from the processes measured (each role's cores busy are printed,
+   the load's included, so the share shows).  Each
    PBX writes ``--rate / --pbxs`` AMI events/s for ``--duration`` s.  Ring -> screen pop
    is paired across the load processes on the machine's clock (the frame with
    ``AgentCalled`` written by its PBX process -> the operator's document showing the
@@ -69,6 +73,44 @@ def rss_of(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_of(pid: int) -> float:
+    """A process's CPU time so far, user + system, s (``/proc/<pid>/stat``; 0 when it is
+    gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU time the whole machine has been busy so far, s, all cores together
+    (``/proc/stat``: user to steal, less idle and iowait)."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], seconds: float
+               ) -> dict[str, float]:
+    """CPU seconds per second of wall time (cores busy) of each role between two readings
+    of :func:`cpu_times`; ``rest`` is the machine less the roles (PostgreSQL, Redis, the
+    bench itself, the system)."""
+    used = {k: max(0.0, after[k] - before.get(k, 0.0)) / seconds for k in after}
+    machine = used.pop("machine")
+    used["rest"] = max(0.0, machine - sum(used.values()))
+    used["machine"] = machine
+    return {k: round(v, 2) for k, v in used.items()}
+
+
+def cpu_times(roles: dict[str, list[int]]) -> dict[str, float]:
+    """Each role's processes' CPU time so far, s, and the machine's (``machine``)."""
+    out = {k: sum(cpu_of(p) for p in pids) for k, pids in roles.items()}
+    out["machine"] = machine_busy_s()
+    return out
 
 
 METRIC = re.compile(r'^(\w+)(?:\{([^}]*)\})? ([-+0-9.eE]+|NaN|[+-]Inf)$')
@@ -276,12 +318,13 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
     walls = [f"sup{i}" for i in range(1, args.wallboards + 1)]
     # PBX k's members are the operators of slice k: Local/<1000+N>@agents/n for opN
     slices = split(max(args.operators, 10 * args.pbxs), args.pbxs)
+    nice = args.load_nice
     pbx_conns = [loads.spawn(f"bench-pbx{k + 1}", {
         "seed": args.seed + k, "agents": size, "first_extension": 1001 + first,
-        "watch_all": True}) for k, (first, size) in enumerate(slices)]
+        "watch_all": True, "nice": nice}) for k, (first, size) in enumerate(slices)]
     n_browsers = args.load_procs or max(1, -(-(len(operators) + len(walls)) // 1000))
-    browser_conns = [loads.spawn(f"bench-browsers{j + 1}", {"seed": args.seed, "agents": 1})
-                     for j in range(n_browsers)]
+    browser_conns = [loads.spawn(f"bench-browsers{j + 1}", {
+        "seed": args.seed, "agents": 1, "nice": nice}) for j in range(n_browsers)]
     procs: list[CoreProcess] = []
     http = aiohttp.ClientSession()
     try:
@@ -333,7 +376,7 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                 for error in signed.get("errors", ()):
                     progress(f"  a websocket failed: {error}")
         out["websockets_connected"], out["websockets_failed"] = connected, failed
-        out["load_processes"] = {"pbx": args.pbxs, "browsers": n_browsers}
+        out["load_processes"] = {"pbx": args.pbxs, "browsers": n_browsers, "nice": nice}
         progress(f"{connected} websockets open, {failed} failed")
         pids = {"core": core.proc.pid, **{f"web{i}": w.proc.pid  # type: ignore[union-attr]
                                           for i, w in enumerate(workers)}}
@@ -344,6 +387,11 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
         backlog_max = 0.0
         pops = Pops()
         await loads.ask_all(every, {"op": "marks"})  # rings before the phase: not timed
+        roles = {"core": [pids["core"]],
+                 **{f"web{i}": [w.proc.pid] for i, w in enumerate(workers)},  # type: ignore[union-attr]
+                 "pbx_load": [c.pid for c in loads.children[:args.pbxs]],
+                 "browser_load": [c.pid for c in loads.children[args.pbxs:]]}
+        cpu_before = cpu_times(roles)
         t0 = time.perf_counter()
         chunk = min(30.0, args.duration)
         done_s, sent = 0.0, 0
@@ -369,6 +417,7 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                      f"{len(pops.rung)} shown {shown}  rss "
                      + " ".join(f"{k} {v[-1][1]:.0f}" for k, v in rss.items() if v))
         elapsed = await _until_drained(http, core_url) - t0
+        out["cpu_cores"] = cores_used(cpu_before, cpu_times(roles), elapsed)
         # The workers and the browsers may still be behind the core: a ring counts as
         # missed only if its call has not shown once nothing new showed for 5 s (60 s at
         # most), so the late pops are in the latencies, not left out of them.
@@ -617,7 +666,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         progress("single process on SQLite: the same operators, wallboards, rate, duration")
         plan = Plan(operators=args.operators, wallboards=args.wallboards, rate=args.rate,
                     duration=args.duration, seed=args.seed, blast_events=20_000, orders=200,
-                    day_calls=10_000, progress_every=10.0)
+                    day_calls=10_000, progress_every=10.0, load_nice=args.load_nice)
         with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp:
             result["single"] = await bench.run(plan, Path(tmp))
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -667,6 +716,10 @@ def table(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("failovers: kill -9 -> first pop s", " ".join(map(str, f["first_pop_s"])), "-"),
             ("failovers: calls / lost / doubled", counted, "-"),
         ]
+    if "cpu_cores" in s:
+        used = " ".join(f"{k} {v}" for k, v in s["cpu_cores"].items())
+        rows.append((f"cores busy, sustained (load nice {s['load_processes'].get('nice', 0)})",
+                     used, ""))
     gcs = " ".join(f"{k} {v}" for k, v in s.get("gc_longest_ms", {}).items()) or "-"
     rows.append(("longest GC pause ms (full GCs)", gcs,
                  f"{one['gc_pause_ms_max']} ({one['gc_full_collections']})" if one else "-"))
@@ -692,6 +745,9 @@ def main(args: argparse.Namespace) -> int:
             setattr(args, name, default)
     if not 1 <= args.pbxs <= 8:
         print("callcenter bench: --pbxs must be 1..8", flush=True)
+        return 2
+    if not 0 <= args.load_nice <= 19:
+        print("callcenter bench: --load-nice must be 0..19", flush=True)
         return 2
     if not 0 <= args.load_procs <= 32:
         print("callcenter bench: --load-procs must be 0..32 (0: one per 1,000 sockets)",

@@ -96,3 +96,46 @@ async def test_memory_tracing_names_the_lines_that_grew(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("== ") and "test_bench_scaleout.py" in text and len(kept) == 20_000
 
+
+
+def test_a_load_process_lowers_its_own_cpu_priority() -> None:
+    """``--load-nice``: the load stands for other machines (PBXs, operators' PCs), so its
+    processes yield the CPU to the processes measured."""
+    import multiprocessing as mp
+    import os
+
+    from callcenter.bench import _load_main
+
+    conn, child_end = mp.get_context("spawn").Pipe()
+    child = mp.get_context("spawn").Process(
+        target=_load_main, args=(child_end, {"seed": 1, "agents": 1, "nice": 7}), daemon=True)
+    child.start()
+    try:
+        assert conn.poll(60) and "port" in conn.recv()
+        with open(f"/proc/{child.pid}/stat", encoding="ascii") as fh:
+            nice = int(fh.read().rsplit(")", 1)[1].split()[16])
+        assert nice == min(19, os.nice(0) + 7)
+    finally:
+        conn.send({"op": "stop"})
+        child.join(10)
+        if child.is_alive():
+            child.terminate()
+
+
+def test_cores_busy_per_role_and_the_rest_of_the_machine() -> None:
+    import os
+    import time
+
+    from callcenter.bench_scaleout import cores_used, cpu_of, cpu_times
+
+    before = cpu_of(os.getpid())
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    assert cpu_of(os.getpid()) - before >= 0.2
+    assert cpu_of(2 ** 22 + 12345) == 0.0  # no such process
+    assert cores_used({"core": 10.0, "web0": 5.0, "machine": 100.0},
+                      {"core": 16.0, "web0": 8.0, "machine": 120.0}, 10.0) == {
+        "core": 0.6, "web0": 0.3, "rest": 1.1, "machine": 2.0}
+    now = cpu_times({"me": [os.getpid()]})
+    assert now["me"] > 0 and now["machine"] > 0
