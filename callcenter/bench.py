@@ -1467,11 +1467,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="how long the max phase lasts, s (10; 60 and more: sustained)")
     so.add_argument("--failovers", type=int, default=3,
                     help="kill -9 of the active core, each timed (3; 0 skips)")
-    so.add_argument("--load-nice", type=int, default=10, metavar="N",
+    so.add_argument("--load-nice", type=int, default=0, metavar="N",
                     help="the load processes (the PBX ends, the browsers) run at nice N "
-                         "(0..19; 10): on a real site they are other machines, so that the "
-                         "figures are of the measured processes, not of the load's share "
-                         "of the same 2 cores (0: all at one priority)")
+                         "(0..19; 0): on a real site they are other machines; N > 0 gives "
+                         "the processes measured the CPU first when the machine is short "
+                         "of it (the cores busy per role are printed either way)")
     so.add_argument("--logs", metavar="DIR",
                     help="copy the core's and the workers' logs (*.out, *.err) here")
     so.add_argument("--no-single", action="store_true",

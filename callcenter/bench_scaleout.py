@@ -15,11 +15,10 @@ Every piece is a real process on loopback, as a large centre runs them::
    (``opN`` is ``Local/<1000+N>@agents/n`` on exactly one PBX); the core holds one AMI
    link per PBX (``[[pbx]]``).  ``--operators`` and ``--wallboards`` hold their
    websockets from ``--load-procs`` browser processes (default one per 1,000 sockets),
-   through the workers (round robin), sessions opened in the database beforehand.  The
-   load processes run at ``--load-nice`` (10): on a real site they are the PBXs and the
-   operators' PCs, other machines, and here they would otherwise take their share of
-   the same 2 cores from the processes measured (each role's cores busy are printed,
-   the load's included, so the share shows).  Each
+   through the workers (round robin), sessions opened in the database beforehand.  On a
+   real site the load is other machines (the PBXs, the operators' PCs); here it shares
+   the cores, so each role's cores busy are printed, the load's included, and
+   ``--load-nice N`` lowers the load's priority (0: the same as the rest).  Each
    PBX writes ``--rate / --pbxs`` AMI events/s for ``--duration`` s.  Ring -> screen pop
    is paired across the load processes on the machine's clock (the frame with
    ``AgentCalled`` written by its PBX process -> the operator's document showing the

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 
 class CliError(Exception):
@@ -23,7 +23,9 @@ async def run_until_signalled() -> None:
     production: it slows the process several times) the process also traces its
     memory and appends, every ``HOTLINE_TRACEMALLOC_EVERY`` s (60), what grew since the
     first look, by source line, to ``<path>.<pid>``; with ``HOTLINE_GC_CENSUS=<path>``,
-    as often, what the cyclic collector tracks, by generation and type."""
+    as often, what the cyclic collector tracks, by generation and type; with
+    ``HOTLINE_STALL_PROBE=<path>``, each time the event loop stands still longer than
+    ``HOTLINE_STALL_MS`` (100), where it stands (:func:`stall_probe`)."""
     import os
     from contextlib import AsyncExitStack
 
@@ -37,7 +39,70 @@ async def run_until_signalled() -> None:
             await diagnoses.enter_async_context(periodic(
                 "gc-census", every, _gc_census(f"{census}.{os.getpid()}"),
                 failed="gc census failed", first=False))
+        if stalls := os.environ.get("HOTLINE_STALL_PROBE"):
+            diagnoses.enter_context(stall_probe(
+                f"{stalls}.{os.getpid()}", float(os.environ.get("HOTLINE_STALL_MS", "100")) / 1e3))
         await _until_signal()
+
+
+@contextmanager
+def stall_probe(path: str, threshold_s: float = 0.1, *, every_s: float = 0.01
+                ) -> Iterator[None]:
+    """While open (in a running event loop), note in ``path`` each time the loop has not
+    turned for ``threshold_s``: the main thread's stack where it stands (sampled again
+    each ``threshold_s`` while it stands still), and each collection of the cyclic
+    collector that took half of ``threshold_s`` or more (the main thread holds the GIL
+    through one, so no stack is taken during it).  Lines: ``stall <clock> <ms> ms``
+    and the stack, ``gc <clock> gen <n> <ms> ms``.  A thread samples; the loop's only
+    cost is a callback every ``every_s``."""
+    import gc
+    import sys
+    import threading
+    import time
+    import traceback
+
+    loop = asyncio.get_running_loop()
+    main = threading.get_ident()
+    beat = [time.monotonic()]
+    stop = threading.Event()
+    started: list[float] = [0.0]
+
+    def tick() -> None:
+        beat[0] = time.monotonic()
+        handle[0] = loop.call_later(every_s, tick)
+
+    handle = [loop.call_later(every_s, tick)]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.monotonic()
+        elif (took := time.monotonic() - started[0]) >= threshold_s / 2:
+            _append(path, f"gc {time.strftime('%H:%M:%S')} gen {info.get('generation')} "
+                          f"{took * 1e3:.0f} ms\n")
+
+    def watch() -> None:
+        sampled = 0.0
+        while not stop.wait(threshold_s / 4):
+            now = time.monotonic()
+            if now - beat[0] < threshold_s or now - sampled < threshold_s:
+                continue
+            frame = sys._current_frames().get(main)
+            stack = traceback.format_stack(frame)[-14:] if frame is not None else []
+            sampled = now
+            _append(path, f"stall {time.strftime('%H:%M:%S')} {(now - beat[0]) * 1e3:.0f} ms\n"
+                    + "".join("    " + line.strip().replace("\n", "\n    ") + "\n"
+                              for line in stack))
+
+    gc.callbacks.append(on_gc)
+    watcher = threading.Thread(target=watch, name="stall-probe", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        gc.callbacks.remove(on_gc)
+        handle[0].cancel()
 
 
 def _gc_census(path: str) -> Callable[[], Awaitable[None]]:

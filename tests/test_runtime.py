@@ -29,3 +29,43 @@ async def test_the_gc_census_counts_what_the_collector_tracks_by_type(tmp_path: 
     assert "tracked [" in head and "frozen" in head
     counts = {line.split()[1]: int(line.split()[0]) for line in kinds}
     assert counts["_Kept"] >= 30_000 and len(kept) == 30_000
+
+
+def _stand_still(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)  # the event loop's thread, blocked
+
+
+async def test_the_stall_probe_shows_where_the_loop_stood_still(tmp_path: Path) -> None:
+    """HOTLINE_STALL_PROBE: a blocked loop is noted with the stack that blocked it; a
+    loop that keeps turning notes nothing."""
+    from callcenter.runtime import stall_probe
+
+    quiet, stuck = tmp_path / "quiet.txt", tmp_path / "stuck.txt"
+    with stall_probe(str(quiet), 0.05):
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+    assert not quiet.exists()
+    with stall_probe(str(stuck), 0.05):
+        await asyncio.sleep(0.02)
+        _stand_still(0.3)
+        await asyncio.sleep(0.02)
+    text = stuck.read_text()
+    assert text.startswith("stall ") and "_stand_still" in text and "time.sleep" in text
+    first_ms = int(text.split()[2])
+    assert 50 <= first_ms <= 300
+
+
+async def test_the_stall_probe_notes_a_long_collection(tmp_path: Path) -> None:
+    import gc
+
+    from callcenter.runtime import stall_probe
+
+    kept = [[i] for i in range(300_000)]  # a full collection walks them all
+    path = tmp_path / "gc.txt"
+    with stall_probe(str(path), 0.002):
+        gc.collect()
+        await asyncio.sleep(0.01)
+    assert any(line.startswith("gc ") and " gen 2 " in line
+               for line in path.read_text().splitlines()) and len(kept) == 300_000
