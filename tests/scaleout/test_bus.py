@@ -442,3 +442,13 @@ async def test_a_workers_screens_hold_the_last_minute_not_the_last_eight_updates
     assert a.missed("s.1", 4) == []  # current: nothing missed
     assert await follower.prune() == 0  # nothing more to let go of
     await follower.redis.aclose()
+
+
+def test_redis_replies_are_parsed_by_hiredis() -> None:
+    """redis-py parses replies in Python unless hiredis (>= 3.2) is there, and then falls
+    back silently: the core's read of the 5,000-entry watch table took 73 ms of its loop
+    in Python, 6.5 ms with hiredis, and every worker parses every bus entry."""
+    from redis._parsers import _AsyncHiredisParser
+    from redis.asyncio.connection import DefaultParser
+
+    assert DefaultParser is _AsyncHiredisParser
