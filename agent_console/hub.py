@@ -241,6 +241,7 @@ class Hub:
         #: passes over every stream begun: a sweep's, or a refresh of everything (what a
         #: view's own cache of every agent renews itself by)
         self.sweeps = 0
+        self.rebuilds = 0  # full refreshes of every stream (a link change, rebuild_all)
         # the shared document of operator screens (see the module's docstring)
         self.shared_build: Callable[[float], Doc] | None = None
         self.shared_doc: Doc | None = None
@@ -464,6 +465,7 @@ class Hub:
             self._sweep = []
             self._sweep_started = now
             self.sweeps += 1
+            self.rebuilds += 1
         self._urgent.clear()
         self.refreshes += 1
         self.full_refreshes += 1

@@ -124,3 +124,35 @@ async def test_a_wallboard_tile_follows_a_call_counted_without_an_agent_change(
     console.note_changes([CallChanged(call, "completed")])  # type: ignore[arg-type]
     tile = console.wall_agents()[agent.name]
     assert tile["calls_taken"] == before + 1 and tile["talk_s"] == agent.talk_s
+
+
+async def test_the_wallboard_tiles_are_swept_a_slice_at_a_time(rig: Rig) -> None:  # noqa: F811
+    """Every tile is rebuilt once per the hub's ``sweep_every`` (what a change missed),
+    a ``refresh_every`` share of them per build, never all at once after the first
+    build (5,000 tiles rebuilt and diffed at once held the core ~200 ms every 30 s)."""
+    import itertools
+    import math
+
+    for name in ("op1", "op2"):
+        await (await rig.as_user(name)).call("POST", "/api/agent/signin")
+    await rig.settle()
+    console = rig.app[CONSOLE]
+    hub = console.hub
+    console._wall_agents = None
+    t0 = 1_000_000.0
+    tiles = console.wall_agents(t0)  # the first build: every tile
+    n = len(tiles)
+    assert n >= 2
+    per_build = math.ceil(n * hub.refresh_every / hub.sweep_every)
+    rebuilt: list[set[str]] = []
+    period = round(hub.sweep_every / hub.refresh_every)
+    for step in range(1, 3 * period + 1):
+        now = t0 + step * hub.refresh_every
+        new = console.wall_agents(now)
+        assert new == tiles  # nothing changed: the same tiles, rebuilt or not
+        rebuilt.append({k for k in new if new[k] is not tiles[k]})
+        tiles = new
+    assert max(len(r) for r in rebuilt) <= per_build
+    for name in tiles:  # each tile rebuilt once per period, on a steady beat
+        steps = [i for i, r in enumerate(rebuilt, 1) if name in r]
+        assert len(steps) >= 2 and {b - a for a, b in itertools.pairwise(steps)} == {period}

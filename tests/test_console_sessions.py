@@ -60,3 +60,17 @@ async def test_a_session_seen_but_not_yet_written_is_not_idle(store: Store) -> N
     clock.now += SESSION_IDLE_S + 1  # then nothing for longer than the idle limit
     assert await users.session(token) is None
     assert await users.alive([session.token_hash]) == set()
+
+
+async def test_the_wallboards_names_are_every_members_display_name(store: Store) -> None:
+    """``display_names`` (two columns, read every minute) names each member as the
+    accounts read whole do: the display name, else the username; no member, no name."""
+    users = Users(store.engine, CHEAP)
+    await users.add("op1", "pw-123456", Role.OPERATOR, display_name="王芳",
+                    member_name="agent1001", interface="PJSIP/1001")
+    await users.add("op2", "pw-123456", Role.OPERATOR, member_name="agent1002",
+                    interface="PJSIP/1002")
+    await users.add("sup1", "pw-123456", Role.SUPERVISOR)
+    names = await users.display_names()
+    assert names == {"agent1001": "王芳", "agent1002": "op2"}
+    assert names == {u.member_name: u.display_name for u in await users.all() if u.member_name}
