@@ -70,6 +70,54 @@ async def test_a_recording_that_never_comes_is_logged_once_per_call_then_counted
     assert (recorder.failed, recorder.started, recorder.tasks) == (4, {}, set())
 
 
+async def test_a_missing_file_is_looked_for_less_often_as_the_wait_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first look after ``poll_s``, then each pause twice the last up to 2 s, to
+    ``wait_s`` in all: ~8 looks in 10 s, not 40 (a PBX writing no files, or the bench,
+    had every answered call poll 4 times a second)."""
+    from recordings import monitor
+
+    async def send(action: dict[str, Any]) -> dict[str, str]:
+        return {"Response": "Success"}
+
+    pauses: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(monitor.asyncio, "sleep", no_sleep)
+    recorder = CallRecorder(RecordingStore(tmp_path), send, wait_s=10.0, poll_s=0.25)
+    await recorder._index("1700000000.9")
+    assert pauses == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 0.25] and recorder.failed == 1
+
+
+async def test_the_recordings_waited_for_are_found_by_call_and_by_channel(
+        tmp_path: Path) -> None:
+    """Each call's recording is known by its (PBX, channel) and back; a channel that
+    records a later call no longer names the first; all forgotten once indexed."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(action: dict[str, Any]) -> dict[str, str]:
+        sent.append(action)
+        return {"Response": "Success"}
+
+    recorder = CallRecorder(RecordingStore(tmp_path), send, wait_s=0.0)
+    first = Call("1700000000.1", "hotline", 0.0, channel="PJSIP/trunk-1")
+    again = Call("1700000000.2", "hotline", 0.0, channel="PJSIP/trunk-1")  # same channel
+    recorder.changed([CallChanged(first, "answered")])
+    recorder.changed([CallChanged(first, "answered")])  # once only
+    await asyncio.gather(*recorder.tasks)
+    assert recorder.started == {("", "PJSIP/trunk-1"): first.uniqueid} and len(sent) == 1
+    recorder.changed([CallChanged(again, "answered")])
+    await asyncio.gather(*recorder.tasks)
+    assert recorder.started == {("", "PJSIP/trunk-1"): again.uniqueid}
+    assert recorder._started_where == {again.uniqueid: {("", "PJSIP/trunk-1")}}
+    again.outcome = Outcome.COMPLETED
+    recorder.changed([CallChanged(again, "completed")])
+    await asyncio.gather(*recorder.tasks)
+    assert (recorder.started, recorder._started_where, recorder.failed) == ({}, {}, 1)
+
+
 def test_write_wav_is_a_real_wav(tmp_path: Path) -> None:
     p = write_wav(tmp_path / "a" / "t.wav", 1.25, 425)
     with wave.open(str(p)) as w:
