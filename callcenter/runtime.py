@@ -7,6 +7,7 @@ Imported by ``callcenter.cli``, ``callcenter.demo`` and the sub-commands of othe
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -40,9 +41,23 @@ async def run_until_signalled() -> None:
                 "gc-census", every, _gc_census(f"{census}.{os.getpid()}"),
                 failed="gc census failed", first=False))
         if stalls := os.environ.get("HOTLINE_STALL_PROBE"):
-            diagnoses.enter_context(stall_probe(
-                f"{stalls}.{os.getpid()}", float(os.environ.get("HOTLINE_STALL_MS", "100")) / 1e3))
+            diagnoses.enter_context(stall_probe(f"{stalls}.{os.getpid()}", _stall_ms() / 1e3))
         await _until_signal()
+
+
+def _stall_ms() -> float:
+    """``HOTLINE_STALL_MS`` (1..60,000; 100 when unset); anything else is refused with a
+    one-line error, as a diagnosis that quietly watched for something else would mislead."""
+    import os
+
+    text = os.environ.get("HOTLINE_STALL_MS", "100")
+    try:
+        ms = float(text)
+    except ValueError:
+        ms = math.nan
+    if not 1 <= ms <= 60_000:
+        raise CliError(f"HOTLINE_STALL_MS must be 1..60000 (ms), not {text[:20]!r}")
+    return ms
 
 
 @contextmanager
@@ -84,12 +99,13 @@ def stall_probe(path: str, threshold_s: float = 0.1, *, every_s: float = 0.01
         sampled = 0.0
         while not stop.wait(threshold_s / 4):
             now = time.monotonic()
-            if now - beat[0] < threshold_s or now - sampled < threshold_s:
+            late = now - beat[0]  # (read once: the loop may turn while this looks)
+            if late < threshold_s or now - sampled < threshold_s:
                 continue
             frame = sys._current_frames().get(main)
             stack = traceback.format_stack(frame)[-14:] if frame is not None else []
             sampled = now
-            _append(path, f"stall {time.strftime('%H:%M:%S')} {(now - beat[0]) * 1e3:.0f} ms\n"
+            _append(path, f"stall {time.strftime('%H:%M:%S')} {late * 1e3:.0f} ms\n"
                     + "".join("    " + line.strip().replace("\n", "\n    ") + "\n"
                               for line in stack))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 
 class _Kept:
     """A type of this test only, to be found in the census by name."""
@@ -69,3 +71,17 @@ async def test_the_stall_probe_notes_a_long_collection(tmp_path: Path) -> None:
         await asyncio.sleep(0.01)
     assert any(line.startswith("gc ") and " gen 2 " in line
                for line in path.read_text().splitlines()) and len(kept) == 300_000
+
+
+def test_a_stall_threshold_that_is_not_a_number_of_ms_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from callcenter.runtime import CliError, _stall_ms
+
+    monkeypatch.delenv("HOTLINE_STALL_MS", raising=False)
+    assert _stall_ms() == 100
+    monkeypatch.setenv("HOTLINE_STALL_MS", "40")
+    assert _stall_ms() == 40
+    for bad in ("", "fast", "0", "-5", "nan", "1e9"):
+        monkeypatch.setenv("HOTLINE_STALL_MS", bad)
+        with pytest.raises(CliError, match="HOTLINE_STALL_MS"):
+            _stall_ms()
