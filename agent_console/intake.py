@@ -4,15 +4,18 @@ The lists come from ``config/intake.toml`` (诉求类型, 回复方式, the cate
 事项分类 with the departments that usually handle each leaf, the districts and
 streets of 事发地址).  A draft keeps its structured fields as one JSON object
 (:data:`DRAFT_KEYS`); :func:`clean_fields` checks what a browser sends on every
-save (types, lengths, codes; half-typed is fine), :func:`problems_for_submit` what
-must be there before a draft becomes an order, and :func:`order_parts` turns the
+save (types, lengths, codes, a call-back number's characters; half-typed is fine),
+:func:`problems_for_submit` what must be there before a draft becomes an order (a
+call-back number one can dial among them), and :func:`order_parts` turns the
 fields into the order's caller, category, location and :class:`Intake`.
 Pure: no IO besides :meth:`IntakeConfig.load` reading the file.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +42,27 @@ DRAFT_KEYS: dict[str, tuple[str, int]] = {
 }
 
 
+#: What a 回复号码 may hold while it is typed: digits, a leading +, separators, and 转
+#: before an extension (010-12345678转123).
+CALLBACK_CHARS = re.compile(r"\+?[0-9()\- ]*(?:转[0-9]*)?")
+
+
+def callback_complete(number: str) -> bool:
+    """A 回复号码 one can dial: :data:`CALLBACK_CHARS`, and 5 to 20 digits before any
+    extension (a mobile has 11, a landline with its area code 10-12, a short service
+    number 5)."""
+    if not CALLBACK_CHARS.fullmatch(number):
+        return False
+    digits = sum(ch.isdigit() for ch in number.split("转", 1)[0])
+    return 5 <= digits <= 20
+
+
 class IntakeError(ValueError):
-    """A field value the form cannot take (400)."""
+    """A field value the form cannot take (400); ``zh`` says it in Chinese."""
+
+    def __init__(self, message: str, zh: str = "") -> None:
+        super().__init__(message)
+        self.zh = zh
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +213,12 @@ def clean_fields(config: IntakeConfig, data: Any) -> dict[str, Any]:
             raise IntakeError(f"'{key}' is longer than {max_len} characters")
         if any(ord(ch) < 32 for ch in value):
             raise IntakeError(f"'{key}' contains control characters")
+        if key == "callback":  # full-width digits and signs from a Chinese IME: plain
+            value = unicodedata.normalize("NFKC", value)
+        if key == "callback" and not CALLBACK_CHARS.fullmatch(value):
+            raise IntakeError("'callback' is a phone number: digits, a leading +, -, (), "
+                              "spaces, and 转 before an extension",
+                              zh="回复号码只能填数字、开头的+、-、括号、空格，分机号前加“转”")
         if kind == "code" and value not in config.codes(key):
             raise IntakeError(f"'{key}' must be one of {', '.join(config.codes(key)[1:])}")
         out[key] = value
@@ -206,7 +234,9 @@ def problems_for_submit(fields: Mapping[str, Any], text: str, caller: str) -> li
         problems.append("request_type")
     if not fields.get("category"):
         problems.append("category")
-    if not (fields.get("callback") or caller) and fields.get("reply_method", "phone") != "none":
+    callback = str(fields.get("callback", ""))
+    if ((not (callback or caller) and fields.get("reply_method", "phone") != "none")
+            or (callback and not callback_complete(callback))):
         problems.append("callback")
     return problems
 

@@ -623,6 +623,51 @@ async def test_an_answer_on_the_call_from_a_knowledge_base_article(rig: Rig) -> 
     assert await kb.uses_of_order(int(done["id"])) == [article.id]
 
 
+def test_a_call_back_number_is_one_that_can_be_dialled() -> None:
+    """回复号码: digits, a leading +, separators and 转 before an extension are taken as
+    typed (full-width ones from a Chinese IME made plain); letters never; and an order
+    needs 5 to 20 digits before any extension."""
+    from agent_console.intake import (
+        IntakeConfig,
+        IntakeError,
+        callback_complete,
+        clean_fields,
+        problems_for_submit,
+    )
+    from callcenter.orders.store import OrderConfig
+
+    config = IntakeConfig.load(OrderConfig.load().directory)
+    for typed in ("1", "138", "+86 138-0000-1234", "(010) 1234 5678转12", "010-1234转"):
+        assert clean_fields(config, {"callback": typed}) == {"callback": typed}
+    assert clean_fields(config, {"callback": "１３８００００１２３４"}) == {
+        "callback": "13800001234"}
+    for bad in ("138abc", "13800001234 ext 5", "+86+138", "1;DROP", "转123转4"):
+        with pytest.raises(IntakeError) as refused:
+            clean_fields(config, {"callback": bad})
+        assert "回复号码" in refused.value.zh
+    for number, good in (("13800001234", True), ("010-12345678转123", True),
+                         ("12345", True), ("1234", False), ("1" * 21, False),
+                         ("转12345", False), ("", False)):
+        assert callback_complete(number) is good, number
+    base = {"request_type": "consult", "category": "其他"}
+    assert problems_for_submit(base | {"callback": "138"}, "问", "13700000007") == ["callback"]
+    assert problems_for_submit(base | {"callback": "13800001234"}, "问", "") == []
+    assert problems_for_submit(base, "问", "13700000007") == []
+
+
+async def test_a_draft_refuses_letters_in_the_call_back_number(rig: Rig) -> None:
+    op1 = await rig.as_user("op1")
+    _, d = await op1.call("POST", "/api/drafts", {})
+    status, body = await op1.call("PUT", f"/api/drafts/{d['id']}",
+                                  {"fields": {"callback": "138 call me"}})
+    assert status == 400 and "'callback'" in body["error"] and "回复号码" in body["error_zh"]
+    await op1.call("PUT", f"/api/drafts/{d['id']}", {
+        "caller": "13700000007", "text": "咨询",
+        "fields": {"request_type": "consult", "category": "其他", "callback": "138"}})
+    status, body = await op1.call("POST", f"/api/drafts/{d['id']}/submit", {})
+    assert status == 400 and body["missing"] == ["callback"]
+
+
 def test_the_shipped_intake_configuration_is_consistent() -> None:
     from agent_console.intake import IntakeConfig
     from callcenter.orders.store import OrderConfig

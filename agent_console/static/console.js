@@ -540,6 +540,15 @@ function fillForm(f) {
   districtChanged();
 }
 
+// A 回复号码 one can dial (agent_console/intake.py callback_complete): digits, a leading
+// +, separators, 转 before an extension; 5 to 20 digits before it.
+function callbackComplete(number) {
+  const n = number.normalize("NFKC");
+  if (!/^\+?[0-9()\- ]*(?:转[0-9]*)?$/.test(n)) return false;
+  const digits = (n.split("转")[0].match(/[0-9]/g) || []).length;
+  return digits >= 5 && digits <= 20;
+}
+
 // Every keystroke is kept on this computer at once; the server copy follows.
 function backup() {
   if (!draft) return;
@@ -710,7 +719,8 @@ function missingForSubmit(f, outcome) {
   if (!f.text.trim()) missing.push("text");
   if (!f.fields.request_type) missing.push("request_type");
   if (!f.fields.category) missing.push("category");
-  if (f.fields.reply_method !== "none" && !(f.fields.callback || f.caller.trim())) missing.push("callback");
+  if ((f.fields.reply_method !== "none" && !(f.fields.callback || f.caller.trim()))
+      || (f.fields.callback && !callbackComplete(f.fields.callback))) missing.push("callback");
   if (outcome === "answer" && !byId("draft-answer").value.trim()) missing.push("answer");
   if (outcome === "dispatch" && !byId("draft-department").value) missing.push("department");
   return missing;
