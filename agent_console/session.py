@@ -78,7 +78,8 @@ def transfer_departments(path: Path | None = None) -> list[dict[str, str]]:
 
     with open(path or CONFIG_DIR / "departments.toml", "rb") as f:
         data = tomllib.load(f)
-    return [{"number": str(d["line"]), "name": str(d.get("name", d["line"])), "id": str(d["id"])}
+    return [{"number": str(d["line"]), "name": str(d.get("name", d["line"])), "id": str(d["id"]),
+             "name_en": str(d.get("name_en", ""))}
             for d in data.get("department", []) if isinstance(d, dict) and d.get("line")]
 
 
@@ -99,6 +100,7 @@ class ConsoleConfig:
         default_factory=lambda: dict(DEFAULT_COLOURS))
     timezone: str = "Asia/Shanghai"  # the centre's ([metrics] timezone): pages show times in it
     queue_titles_en: Mapping[str, str] = field(default_factory=dict)  # [queues.X] title_en
+    department_names_en: Mapping[str, str] = field(default_factory=dict)  # line -> name_en
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConsoleConfig:
@@ -117,6 +119,8 @@ class ConsoleConfig:
             transfer_context=str(console.get("transfer_context", "transfer")),
             departments=tuple((str(d["number"]), str(d.get("name", d["number"])))
                               for d in departments if isinstance(d, dict) and "number" in d),
+            department_names_en={str(d["number"]): str(d["name_en"]) for d in departments
+                                 if isinstance(d, dict) and d.get("name_en")},
         )
 
     def queue_list(self) -> list[dict[str, str]]:
@@ -128,7 +132,9 @@ class ConsoleConfig:
     def public(self) -> dict[str, Any]:
         return {"pause_reasons": list(self.pause_reasons),
                 "queues": self.queue_list(),
-                "departments": [{"number": n, "name": t} for n, t in self.departments],
+                "departments": [{"number": n, "name": t,
+                                 "name_en": self.department_names_en.get(n, "")}
+                                for n, t in self.departments],
                 "timezone": self.timezone,
                 "thresholds": {k: getattr(self.thresholds, k) for k in (
                     "paused_while_waiting_s", "paused_share_pct", "ring_no_answer_count",

@@ -92,6 +92,9 @@ async def test_departments_offered_are_the_work_order_departments(rig: Rig) -> N
     config = me.get("config") or (await op1.call("GET", "/api/config"))[1]
     names = [d["name"] for d in config["departments"]]
     assert "市城市管理局" in names and "市燃气集团" in names and len(names) == 18
+    # and in English for the English page (the dialog showed Chinese names there)
+    english = {d["name"]: d["name_en"] for d in config["departments"]}
+    assert english["市城市管理局"] == "Urban Management Bureau" and all(english.values())
 
 
 async def test_fastagi_refusals_are_audited_and_shown_to_supervisors(rig: Rig) -> None:

@@ -78,6 +78,8 @@ async def test_a_transfer_the_dialplan_cannot_take_is_an_error_in_zh_and_en(
 
     await page.click("[data-lang-toggle]")
     await page.keyboard.press("F6")
+    departments = await page.inner_text("#transfer-departments")
+    assert "Urban Management Bureau" in departments and "市城市管理局" not in departments
     await page.check("input[name=target][value='queue:hotline']")
     await page.click("#transfer-form button[type=submit]")
     await text_is(page, "#call-message", EN)

@@ -326,7 +326,7 @@ function buildTransferChoices(current = "") {
   }
   for (const d of config.departments) {
     dbox.append(el("label", {}, el("input", {attrs: {type: "radio", name: "target", value: "department:" + d.number}}),
-      el("span", {text: `${d.name} (${d.number})`})));
+      el("span", {text: `${localName(d)} (${d.number})`})));
   }
 }
 
