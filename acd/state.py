@@ -1103,7 +1103,9 @@ class CallCenter:
     def _member_status(self, e: ev.MemberStatus) -> list[Change]:
         """QueueMemberStatus.  A member whose device goes not-in-use while connected to
         a caller of this queue has left that call: app_queue's ``update_status()`` counts
-        it completed now (``update_queue``), before any AgentComplete."""
+        it completed now (``update_queue``), before any AgentComplete.  A member still
+        ringing for a caller who no longer waits has stopped ringing: ready again (or
+        paused)."""
         m = e.member
         agent = self.agents.get(m.interface)
         if agent is None:
@@ -1112,6 +1114,15 @@ class CallCenter:
         if before is not None:
             agent.memberships[m.queue] = m
         changes: list[Change] = []
+        if (m.status == DEVICE_NOT_INUSE and agent.state is S.RINGING
+                and agent.call is not None
+                and ((rung := self.calls.get(agent.call)) is None
+                     or rung.outcome is not Outcome.WAITING)):
+            # The phone stopped ringing because its caller left the queue unanswered
+            # (QueueCallerLeave: a timeout, an exit key), which names no member: over.
+            # (While the caller still waits, the ring's own end is AgentRingNoAnswer.)
+            agent.call = None
+            changes += self._end_ring(agent, e.at, "caller gone")
         key = (m.queue, m.interface)
         vid = self.connected.get(key)
         if m.status == DEVICE_NOT_INUSE and vid is not None and (

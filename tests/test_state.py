@@ -332,6 +332,30 @@ def test_a_ring_for_another_call_ends_the_ring_left_over_and_pops_the_new_caller
                 if isinstance(ch, AgentChanged)]
 
 
+def test_a_ring_whose_caller_left_ends_when_the_phone_stops_ringing() -> None:
+    """The caller leaves the queue unanswered (QueueCallerLeave names no member), and the
+    member's device goes not-in-use: the operator is ready again at once, not only at
+    the next AgentCalled (at a quiet hour, minutes of a gone caller on the screen and
+    one ready operator fewer on the wallboard).  While the caller still waits, a device
+    going not-in-use leaves the ring to its own end (AgentRingNoAnswer)."""
+    c = centre()
+    join(c, "u1", 1.0)
+    ring(c, "u1", 2.0)
+    idle = ev.MemberInfo(Q, "agent1001", IFACE, False, "", False, 1, 0)
+    assert not [ch for ch in c.apply(ev.MemberStatus(3.0, idle)) if isinstance(ch, AgentChanged)]
+    assert agent(c).state is S.RINGING  # still waiting: not this rule's to end
+    c.apply(ev.CallerLeft(9.0, Q, "u1"))  # left unanswered: exited
+    assert agent(c).state is S.RINGING and agent(c).call == "u1"
+    changes = c.apply(ev.MemberStatus(9.01, idle))
+    moves = [(ch.old, ch.new, ch.step) for ch in changes if isinstance(ch, AgentChanged)]
+    assert moves == [(S.RINGING, S.READY, "ring_end")]
+    assert agent(c).call is None
+    assert c.apply(ev.MemberStatus(9.02, idle)) == []  # the next queue's status: nothing
+    join(c, "u2", 10.0)  # and the next ring pops as ever
+    ring(c, "u2", 11.0)
+    assert agent(c).state is S.RINGING and agent(c).call == "u2"
+
+
 def test_finished_visits_kept_stay_between_keep_finished_and_a_quarter_more() -> None:
     """A long-running core holds the last ``keep_finished`` finished visits (a rebuild
     from queue_log must not make them again) and at most a quarter more before it
