@@ -264,8 +264,9 @@ class Users:
         async with self.sessions() as s:
             rows = await s.execute(select(UserRow.member_name, UserRow.display_name,
                                           UserRow.username)
-                                   .where(UserRow.member_name.is_not(None)))
-            return {m: d or u for m, d, u in rows if m}  # as User.from_row names them
+                                   .where(UserRow.member_name.is_not(None))
+                                   .order_by(UserRow.username))  # (a shared member name:
+            return {m: d or u for m, d, u in rows if m}  # the last username, as before)
 
     async def all(self) -> list[User]:
         async with self.sessions() as s:

@@ -44,7 +44,17 @@ DRAFT_KEYS: dict[str, tuple[str, int]] = {
 
 #: What a 回复号码 may hold while it is typed: digits, a leading +, separators, and 转
 #: before an extension (010-12345678转123).
-CALLBACK_CHARS = re.compile(r"\+?[0-9()\- ]*(?:转[0-9]*)?")
+CALLBACK_CHARS = re.compile(r"\+?[0-9()\- ]*(?:转[0-9 ]*)?")
+
+
+def plain_number(text: str) -> str:
+    """A number as a Chinese input method may type it, made plain: full-width digits and
+    signs (NFKC), and the dashes ‐ ‒ – — ― − as "-"."""
+    return unicodedata.normalize("NFKC", text).translate(DASHES)
+
+
+DASHES = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-",
+                        "\u2014": "-", "\u2015": "-", "\u2212": "-"})
 
 
 def callback_complete(number: str) -> bool:
@@ -208,13 +218,13 @@ def clean_fields(config: IntakeConfig, data: Any) -> dict[str, Any]:
             continue
         if not isinstance(value, str):
             raise IntakeError(f"'{key}' must be a string")
+        if key == "callback":  # full-width digits and signs from a Chinese IME: plain
+            value = plain_number(value)
         value = value.strip()
         if len(value) > max_len:
             raise IntakeError(f"'{key}' is longer than {max_len} characters")
         if any(ord(ch) < 32 for ch in value):
             raise IntakeError(f"'{key}' contains control characters")
-        if key == "callback":  # full-width digits and signs from a Chinese IME: plain
-            value = unicodedata.normalize("NFKC", value)
         if key == "callback" and not CALLBACK_CHARS.fullmatch(value):
             raise IntakeError("'callback' is a phone number: digits, a leading +, -, (), "
                               "spaces, and 转 before an extension",

@@ -181,7 +181,7 @@ class Console:
     _wall_gen: int = -1
     _wall_sweep: list[tuple[str, str]] = field(default_factory=list)  # (pbx, interface)
     _wall_sweep_at: float = -math.inf
-    _wall_sweep_n: int = 1
+    _wall_sweep_n: int = 0  # members in the pass under way
     _wall_changed: set[tuple[str, str]] = field(default_factory=set)  # (pbx, interface)
     _wall_touched: set[str] | None = None  # tiles rebuilt since the alerts looked (None: all)
     _alert_tiles: AlertTiles = field(default_factory=AlertTiles)
@@ -279,16 +279,24 @@ class Console:
 
     def _wall_sweep_slice(self, now: float) -> set[tuple[str, str]]:
         """The tiles this build rebuilds in turn: a pass over every member begins every
-        ``sweep_every`` and takes one ``refresh_every`` share of them per build."""
+        ``sweep_every`` and is paced by the clock, not by the builds (the board is
+        built every second, every 0.25 s while things change, and for ``/api/live``):
+        by ``now`` the share ``(now - start + refresh_every) / sweep_every`` is done."""
+        at, every = self._wall_sweep_at, self.hub.sweep_every
         if not self._wall_sweep:
-            if now - self._wall_sweep_at < self.hub.sweep_every and now >= self._wall_sweep_at:
+            if now - at < every and now >= at:
                 return set()  # this pass is done; the next begins on time
-            self._wall_sweep_at = now
+            self._wall_sweep_at = at = now
             self._wall_sweep = [(a.pbx, a.interface) for a in self.service.agents()]
-            self._wall_sweep_n = max(1, math.ceil(
-                len(self._wall_sweep) * self.hub.refresh_every / self.hub.sweep_every))
-        part = self._wall_sweep[:self._wall_sweep_n]
-        del self._wall_sweep[:self._wall_sweep_n]
+            self._wall_sweep_n = len(self._wall_sweep)  # the pass's size
+        if now < at:  # the clock stepped back: the rest of the pass now
+            due = len(self._wall_sweep)
+        else:
+            share = min(1.0, (now - at + self.hub.refresh_every) / every)
+            done = self._wall_sweep_n - len(self._wall_sweep)
+            due = max(0, math.ceil(self._wall_sweep_n * share) - done)
+        part = self._wall_sweep[:due]
+        del self._wall_sweep[:due]
         return set(part)
 
     def note_changes(self, changes: list[Change]) -> None:

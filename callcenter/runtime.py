@@ -30,34 +30,45 @@ async def run_until_signalled() -> None:
     import os
     from contextlib import AsyncExitStack
 
-    every = float(os.environ.get("HOTLINE_TRACEMALLOC_EVERY", "60"))
     async with AsyncExitStack() as diagnoses:
-        if trace := os.environ.get("HOTLINE_TRACEMALLOC"):
+        trace, census = os.environ.get("HOTLINE_TRACEMALLOC"), os.environ.get("HOTLINE_GC_CENSUS")
+        every = _env_number("HOTLINE_TRACEMALLOC_EVERY", 60.0, 1.0, 86_400.0) \
+            if trace or census else 60.0
+        if trace:
             await diagnoses.enter_async_context(periodic(
                 "memory-trace", every, _memory_tracer(f"{trace}.{os.getpid()}"),
                 failed="memory tracing failed", first=False))
-        if census := os.environ.get("HOTLINE_GC_CENSUS"):
+        if census:
             await diagnoses.enter_async_context(periodic(
                 "gc-census", every, _gc_census(f"{census}.{os.getpid()}"),
                 failed="gc census failed", first=False))
         if stalls := os.environ.get("HOTLINE_STALL_PROBE"):
-            diagnoses.enter_context(stall_probe(f"{stalls}.{os.getpid()}", _stall_ms() / 1e3))
+            ms = _env_number("HOTLINE_STALL_MS", 100.0, 1.0, 60_000.0)
+            diagnoses.enter_context(stall_probe(f"{stalls}.{os.getpid()}", ms / 1e3))
         await _until_signal()
 
 
-def _stall_ms() -> float:
-    """``HOTLINE_STALL_MS`` (1..60,000; 100 when unset); anything else is refused with a
-    one-line error, as a diagnosis that quietly watched for something else would mislead."""
+def _env_number(name: str, default: float, low: float, high: float) -> float:
+    """A diagnosis's number from the environment, ``default`` when unset; out of
+    ``[low, high]`` or not a number: ``default``, and an error line says so (the process
+    runs on: a diagnosis's typo must not stop a core)."""
     import os
 
-    text = os.environ.get("HOTLINE_STALL_MS", "100")
+    import structlog
+
+    text = os.environ.get(name)
+    if text is None:
+        return default
     try:
-        ms = float(text)
+        value = float(text)
     except ValueError:
-        ms = math.nan
-    if not 1 <= ms <= 60_000:
-        raise CliError(f"HOTLINE_STALL_MS must be 1..60000 (ms), not {text[:20]!r}")
-    return ms
+        value = math.nan
+    if not low <= value <= high:
+        structlog.get_logger(__name__).error(
+            "diagnosis setting ignored", setting=name, value=text[:20], used=default,
+            allowed=f"{low:g}..{high:g}")
+        return default
+    return value
 
 
 @contextmanager

@@ -641,6 +641,11 @@ def test_a_call_back_number_is_one_that_can_be_dialled() -> None:
         assert clean_fields(config, {"callback": typed}) == {"callback": typed}
     assert clean_fields(config, {"callback": "１３８００００１２３４"}) == {
         "callback": "13800001234"}
+    assert clean_fields(config, {"callback": "138—0000—1234"}) == {"callback": "138-0000-1234"}
+    assert clean_fields(config, {"callback": "010-12345678 转 123"}) == {
+        "callback": "010-12345678 转 123"}
+    with pytest.raises(IntakeError, match="longer than 40"):  # measured once made plain
+        clean_fields(config, {"callback": "⑳" * 25})
     for bad in ("138abc", "13800001234 ext 5", "+86+138", "1;DROP", "转123转4"):
         with pytest.raises(IntakeError) as refused:
             clean_fields(config, {"callback": bad})

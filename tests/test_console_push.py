@@ -156,3 +156,13 @@ async def test_the_wallboard_tiles_are_swept_a_slice_at_a_time(rig: Rig) -> None
     for name in tiles:  # each tile rebuilt once per period, on a steady beat
         steps = [i for i, r in enumerate(rebuilt, 1) if name in r]
         assert len(steps) >= 2 and {b - a for a, b in itertools.pairwise(steps)} == {period}
+    # Built four times a second (the board while things change): the pace is the
+    # clock's, so still each tile once per period, not once per four builds' worth.
+    start = t0 + (3 * period + 1) * hub.refresh_every
+    counts = dict.fromkeys(tiles, 0)
+    for quarter in range(4 * 2 * period):
+        new = console.wall_agents(start + quarter * hub.refresh_every / 4)
+        for k in new:
+            counts[k] += new[k] is not tiles[k]
+        tiles = new
+    assert set(counts.values()) == {2}, counts
