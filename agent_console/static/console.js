@@ -544,8 +544,8 @@ function fillForm(f) {
 // +, separators, 转 before an extension; 5 to 20 digits before it.
 function callbackComplete(number) {
   const n = number.normalize("NFKC").replace(/[\u2010-\u2015\u2212]/g, "-").trim();
-  if (!/^\+?[0-9()\- ]*(?:转[0-9 ]*)?$/.test(n)) return false;
-  const digits = (n.split("转")[0].match(/[0-9]/g) || []).length;
+  if (!/^\+?[0-9()\- ]*(?:\u8f6c[0-9 ]*)?$/.test(n)) return false;  // \u8f6c: 转
+  const digits = (n.split("\u8f6c")[0].match(/[0-9]/g) || []).length;
   return digits >= 5 && digits <= 20;
 }
 
