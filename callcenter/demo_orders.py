@@ -266,9 +266,11 @@ async def _seed_other_channels(wo: WorkOrders, now: datetime) -> list[str]:
 async def seed_report_history(store: Store, *, tz: tzinfo, clock: Callable[[], float] = time.time,
                               calls: int = 12_000, orders: int = 1_500) -> int:
     """This month's history before today, for the reports page: synthetic calls, agent
-    state changes and work-order steps (:func:`callcenter.bench.synthetic_month`), written
-    once (when no call before today is stored).  Today's figures stay the live ones.
-    Returns the calls written."""
+    state changes and work-order steps (:func:`callcenter.bench.synthetic_month`), each
+    part written once (the calls when no call before today is stored, the state changes
+    when none before today is, the steps when no history order's is): a start cut off
+    between parts writes the parts still missing next time, and none twice.  Today's figures stay
+    the live ones.  Returns the calls written."""
     from sqlalchemy import func, insert, select
 
     from acd.reports import window
@@ -280,13 +282,22 @@ async def seed_report_history(store: Store, *, tz: tzinfo, clock: Callable[[], f
     now = datetime.fromtimestamp(clock(), tz)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     start = window((today - timedelta(days=7)).date(), "month", tz)[0]  # a week at least
+    before, first_order = today.timestamp(), 1_000_000
     async with store.engine.connect() as conn:
-        if (await conn.execute(select(func.count()).select_from(CallRow).where(
-                CallRow.joined_at < today.timestamp()))).scalar_one():
-            return 0
-    rows, states, events = synthetic_month(start.timestamp(), today.timestamp(), calls=calls,
+        have_calls = bool((await conn.execute(select(func.count()).select_from(CallRow).where(
+            CallRow.joined_at < before))).scalar_one())
+        have_states = (await conn.execute(select(AgentStateRow.id).where(
+            AgentStateRow.at < before).limit(1))).first() is not None
+        have_events = (await conn.execute(select(OrderEventRow.id).where(
+            OrderEventRow.order_id >= first_order).limit(1))).first() is not None
+    if have_calls and have_states and have_events:
+        return 0
+    rows, states, events = synthetic_month(start.timestamp(), before, calls=calls,
                                            orders=orders, agents=14, seed=7, tz=tz,
-                                           order_id_from=1_000_000)
+                                           order_id_from=first_order)
+    rows = [] if have_calls else rows
+    states = [] if have_states else states
+    events = [] if have_events else events
     # In short transactions: on SQLite each holds the one write lock, and the demo is
     # already serving (one transaction of it all held a login back past the 5-s busy
     # timeout on a loaded machine).

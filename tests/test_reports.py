@@ -22,6 +22,7 @@ from acd.state import Call, CallCenter, Outcome, QueueConfig
 from agent_console.report_data import ReportConfig, build_report, tables, to_csv, to_xlsx
 from callcenter.cli import main
 from callcenter.config import load
+from callcenter.db import Store
 from callcenter.demo_orders import seed_report_history
 from callcenter.pbx.replay import TraceEvents, read_queue_log, replay
 from callcenter.service import Service
@@ -271,8 +272,34 @@ async def test_the_cli_prints_the_call_tables_the_page_shows(
         assert json.loads(capsys.readouterr().out)["calls"] == page["calls"], options
 
 
+async def test_the_demo_history_cut_off_after_its_calls_is_finished_next_time(
+        store: Store) -> None:
+    """A demo start cut off after the history's calls were written (a crash, Ctrl+C):
+    the next start writes the state changes and the order steps still missing, and the
+    calls not again."""
+    from sqlalchemy import delete, func, select
+
+    from callcenter.db import AgentStateRow, CallRow
+    from callcenter.orders.store import OrderEventRow
+
+    async def counts() -> tuple[int, int, int]:
+        async with store.engine.connect() as conn:
+            return tuple([(await conn.execute(select(func.count()).select_from(t))).scalar_one()
+                          for t in (CallRow, AgentStateRow, OrderEventRow)])
+
+    assert await seed_report_history(store, tz=TZ, calls=300, orders=20) == 300
+    whole = await counts()
+    assert all(whole)
+    async with store.engine.begin() as conn:  # the cut: only the calls were written
+        await conn.execute(delete(AgentStateRow))
+        await conn.execute(delete(OrderEventRow))
+    assert await seed_report_history(store, tz=TZ, calls=300, orders=20) == 0
+    assert await counts() == whole
+    assert await seed_report_history(store, tz=TZ, calls=300, orders=20) == 0  # done
+    assert await counts() == whole
+
+
 async def _rows(db: str) -> list[object]:
-    from callcenter.db import Store
     s = Store(db)
     try:
         return list(await s.calls_between(0, 2**40))
