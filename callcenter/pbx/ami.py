@@ -75,6 +75,7 @@ EOL = b"\r\n"
 END_OF_FRAME = b"\r\n\r\n"
 BANNER_PREFIX = b"Asterisk Call Manager/"
 MAX_LINE = 64 * 1024
+STOP_WAIT_S = 5.0  # how long stop() waits for the connection task to end
 MAX_FRAME = 4 * 1024 * 1024
 
 #: Actions whose second execution would do something a second time (ring a
@@ -589,14 +590,26 @@ class AmiLink:
         await self._connected(session)
 
     async def stop(self) -> None:
-        """Stop reconnecting, close the connection, fail whatever is pending."""
+        """Stop reconnecting, close the connection, fail whatever is pending.
+
+        The session is dropped before the connection task is cancelled and awaited: a
+        cancellation lost on the way (Python 3.11's ``wait_for`` drops one that comes
+        as its connect completes, gh-86296) left the task waiting for the session's end,
+        which came only after the task had ended: ``stop`` never returned (a test's
+        teardown standing still for its 300 s under load).  The task is given
+        ``STOP_WAIT_S`` at most."""
         self._stopping = True
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
         if self._session is not None:
             self._drop(self._session, "stopped", abort=False)
+        if runner is not None:
+            runner.cancel()
+            done, _ = await asyncio.wait({runner}, timeout=STOP_WAIT_S)
+            if not done:
+                log.error("ami.stop_gave_up_waiting", where=self.where, after_s=STOP_WAIT_S)
+            elif not runner.cancelled() and runner.exception() is not None:
+                log.error("ami.runner_failed", where=self.where,
+                          error=_one_line(repr(runner.exception())))
 
     async def action(self, action: Mapping[str, Any], *, idempotent: bool | None = None,
                      timeout: float | None = None) -> dict[str, str] | list[dict[str, str]]:
@@ -798,7 +811,12 @@ class AmiLink:
                     log.warning("ami.connect_failed", error=str(exc), retry_in_s=round(delay, 2))
                     await asyncio.sleep(delay)
                     continue
+                if self._stopping:  # stop() came while it connected (and its cancel was lost)
+                    self._drop(session, "stopped", abort=False)
+                    break
                 await self._connected(session)
+                if self._stopping:
+                    break
             reason = await session.lost
             if loop.time() - session.up_since >= self.backoff_max:
                 attempt = 0

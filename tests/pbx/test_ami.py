@@ -648,3 +648,28 @@ def test_fast_path_with_repeated_keys_equals_the_careful_path(
     assert dict(fast) == dict(careful)
     assert dict(fast.multi) == dict(careful.multi)
     assert fast.problems == careful.problems and fast.loose == careful.loose
+
+
+async def test_stop_returns_though_a_cancellation_is_lost_on_the_way(server: FakeAmi) -> None:
+    """Python 3.11's ``wait_for`` drops a cancellation that comes as its connect completes
+    (gh-86296); then the connection task went on to wait for its session's end, which
+    ``stop`` brought only after the task had ended: ``stop`` never returned (a test's
+    teardown stood still for its 300 s).  Here the connected callback swallows the
+    cancellation, as that ``wait_for`` does: ``stop`` still returns at once."""
+    rec = Recorder()
+    entered = asyncio.Event()
+
+    async def connected(link: AmiLink) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # lost on the way
+
+    link = AmiLink("127.0.0.1", server.port, "hotline", "s3cret", on_event=rec.on_event,
+                   on_link=rec.on_link, on_connected=connected, action_timeout=2.0,
+                   backoff_initial=0.02, backoff_max=0.2, ping_interval=5.0)
+    await link.start()
+    await asyncio.wait_for(entered.wait(), 5)
+    await asyncio.wait_for(link.stop(), 3)
+    assert not link.up and rec.links[-1][0] is False
