@@ -523,7 +523,8 @@ async def api_draft_save(request: web.Request) -> web.Response:
         try:
             fields["fields"] = clean_fields(c.intake, data["fields"])
         except IntakeError as exc:
-            raise ApiError(400, str(exc), zh=exc.zh) from None
+            raise ApiError(400, str(exc), zh=exc.zh,
+                           **({"code": exc.code} if exc.code else {})) from None
     try:
         draft = await c.orders.save_draft(user.username, draft_id, fields)
     except LookupError:

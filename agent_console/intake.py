@@ -68,11 +68,12 @@ def callback_complete(number: str) -> bool:
 
 
 class IntakeError(ValueError):
-    """A field value the form cannot take (400); ``zh`` says it in Chinese."""
+    """A field value the form cannot take (400); ``zh`` says it in Chinese, ``code`` (when
+    set) names it for the pages' dictionary (``apierr.<code>`` in static/i18n.js)."""
 
-    def __init__(self, message: str, zh: str = "") -> None:
+    def __init__(self, message: str, zh: str = "", code: str = "") -> None:
         super().__init__(message)
-        self.zh = zh
+        self.zh, self.code = zh, code
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +229,8 @@ def clean_fields(config: IntakeConfig, data: Any) -> dict[str, Any]:
         if key == "callback" and not CALLBACK_CHARS.fullmatch(value):
             raise IntakeError("'callback' is a phone number: digits, a leading +, -, (), "
                               "spaces, and 转 before an extension",
-                              zh="回复号码只能填数字、开头的+、-、括号、空格，分机号前加“转”")
+                              zh="回复号码只能填数字、开头的+、-、括号、空格，分机号前加“转”",
+                              code="intake.callback")
         if kind == "code" and value not in config.codes(key):
             raise IntakeError(f"'{key}' must be one of {', '.join(config.codes(key)[1:])}")
         out[key] = value

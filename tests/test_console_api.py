@@ -666,6 +666,7 @@ async def test_a_draft_refuses_letters_in_the_call_back_number(rig: Rig) -> None
     status, body = await op1.call("PUT", f"/api/drafts/{d['id']}",
                                   {"fields": {"callback": "138 call me"}})
     assert status == 400 and "'callback'" in body["error"] and "回复号码" in body["error_zh"]
+    assert body["code"] == "intake.callback"  # the page's own words, in its language
     await op1.call("PUT", f"/api/drafts/{d['id']}", {
         "caller": "13700000007", "text": "咨询",
         "fields": {"request_type": "consult", "category": "其他", "callback": "138"}})
