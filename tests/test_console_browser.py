@@ -304,6 +304,11 @@ async def test_wallboard_figures_equal_the_metrics_api(
         site: Site, browser: Any, shots: Path) -> None:
     pbx = site.pbx
     now = time.time()
+    local = datetime.fromtimestamp(now, site.service.settings.tz)
+    since_midnight = (local - local.replace(hour=0, minute=0, second=0, microsecond=0))
+    if since_midnight.total_seconds() < 1000:  # (it failed at 00:01 and 00:13 in CI)
+        pytest.skip("the last 15 minutes' calls would straddle the centre's midnight: "
+                    "'today' would hold only some of them")
     for n in range(1, 7):
         await pbx.action({"Action": "QueueAdd", "Queue": "hotline",
                           "Interface": f"Local/100{n}@agents/n", "MemberName": f"agent100{n}"})
