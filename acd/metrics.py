@@ -35,7 +35,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, KeysView
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import NamedTuple, Protocol
@@ -340,7 +340,9 @@ class MetricsBook:
     random calls and changes both ways and compares); wrap-up is summed in whole
     microseconds, so ``handle_total_s`` may differ from a float sum in the last digits
     (never in ``aht_s``).  ``forget_before`` lets go of old days (the service keeps
-    today and yesterday)."""
+    today and yesterday); ``seal`` lets go of the records of calls that can no longer
+    change (the state has let go of them), keeping their sums, so a long-running
+    core's book holds a record only per call the state still holds."""
 
     def __init__(
         self,
@@ -477,7 +479,25 @@ class MetricsBook:
             del self._sums[b]
             self._cache.pop(b, None)
 
+    def seal(self, keys: Iterable[str]) -> int:
+        """These calls (visit keys, as ``put`` reads them) can no longer change: their
+        records go and their parts stay in the sums.  Returns how many records went
+        (an unknown or sealed key is skipped).  A sealed call put again would count
+        twice, so only the caller that puts knows what to seal: the service seals the
+        visits the state has let go of (:meth:`acd.state.CallCenter.collect_finished`),
+        which no event can change any more."""
+        parts, gone = self._parts, 0
+        for key in keys:
+            if parts.pop(key, None) is not None:
+                gone += 1
+        return gone
+
+    def keys(self) -> KeysView[str]:
+        """The visit keys the book holds a record of (not yet sealed or forgotten)."""
+        return self._parts.keys()
+
     def __len__(self) -> int:
+        """Records held: calls put and not yet sealed or forgotten."""
         return len(self._parts)
 
 

@@ -422,6 +422,10 @@ class CallCenter:
         self._last_pbx_event = float("inf")  # time of the last event the PBX sent
         self.last_restart: PbxRestarted | None = None  # the latest restart or reset seen
         self.finished: list[Call] = []  # finished calls not yet collected by the caller
+        #: Visit keys the prunes of :meth:`collect_finished` let go of, not yet taken by
+        #: the caller (no event can change those visits any more: the figures' books
+        #: seal their records).
+        self.let_go: list[str] = []
         self.agents: dict[str, Agent] = {}  # by interface
         #: member name -> the interfaces of that name, each once (agents_named)
         self._named: dict[str, list[str]] = {}
@@ -541,7 +545,8 @@ class CallCenter:
         return found
 
     def collect_finished(self) -> list[Call]:
-        """Hand over finished visits (for storage) and forget the old ones."""
+        """Hand over finished visits (for storage) and forget the old ones (their keys
+        are added to :attr:`let_go`)."""
         done, self.finished = self.finished, []
         if len(self.visits) > self.keep_finished + self.keep_finished // 4:
             # (pruned at 1.25x, not 2x: the peak is what a long-running core's memory
@@ -556,7 +561,9 @@ class CallCenter:
             # the last to end are kept (a long call just over, a channel's visit before the
             # queue it was transferred to), not the last to join
             recent.sort(key=lambda c: c.ended_at or c.left_at or c.joined_at)
-            self.visits = live | {c.visit_id: c for c in recent[-self.keep_finished:]}
+            kept = recent[-self.keep_finished:]
+            self.let_go += [c.visit_id for c in recent[:len(recent) - len(kept)]]
+            self.visits = live | {c.visit_id: c for c in kept}
             self.calls = {uid: c for uid, c in self.calls.items()
                           if self.visits.get(c.visit_id) is c}
         return done

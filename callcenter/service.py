@@ -627,20 +627,43 @@ class Service:
             await self.flush()
             for edge in self.edges.values():
                 edge.centre.collect_finished()
+            self.seal_let_go()
             self.forget_old_days(self.clock())
             await self.summarise()
+
+    def _books(self) -> list[MetricsBook]:
+        """The centre's book and each PBX's, each once (one PBX: one book)."""
+        return list({id(b): b for b in (self.book, *(e.book for e in self.edges.values()))
+                     }.values())
+
+    def seal_let_go(self) -> None:
+        """The books drop their records of the visits the states have let go of (their
+        sums stay; no event can change those visits any more), so a core's books hold
+        a record per visit its states hold, not one per call of two days: flat memory
+        at any call rate (:meth:`acd.metrics.MetricsBook.seal`)."""
+        let_go: list[str] = []
+        for edge in self.edges.values():
+            let_go += edge.centre.let_go
+            edge.centre.let_go = []
+        if let_go:
+            for book in self._books():
+                book.seal(let_go)
 
     def forget_old_days(self, now: float) -> None:
         """Once a day: the figures' books let go of the calls before yesterday (the
         wallboard's trend looks back 8 hours; reports read the database), so a core that
-        runs for weeks holds two days of calls, not all it ever saw."""
+        runs for weeks holds two days of sums, not all it ever saw.  The records that
+        start-up read back from the database are sealed then too, all but the visits a
+        state still holds (left until now: a rebuild after start-up may put them
+        again)."""
         day = self.day_start(now)
         if day == self._books_day:
             return
         self._books_day = day
-        for book in {id(b): b for b in (self.book, *(e.book for e in self.edges.values()))
-                     }.values():
+        held = {vid for e in self.edges.values() for vid in e.centre.visits}
+        for book in self._books():
             book.forget_before(day - 86400)
+            book.seal([k for k in book.keys() if k not in held])
 
     async def summarise(self) -> None:
         """The writer stores the report summary of a closed day that has none

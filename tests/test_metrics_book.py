@@ -13,7 +13,13 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pytest
+
 from acd.metrics import SMOOTH_TAIL, MetricsBook, figures, smoothed
+from tests.conftest import TRACES
+
+PBX_TRACES = {"pbx1": TRACES / "scenario-g", "pbx2": TRACES / "scenario-j"}
+PBX_TRACES_THERE = all((d / "trace.jsonl").is_file() for d in PBX_TRACES.values())
 
 OUTCOMES = ("waiting", "answered", "completed", "abandoned", "exited", "interrupted",
             "dropped")
@@ -183,8 +189,74 @@ def test_the_service_keeps_today_and_yesterday_in_its_books(tmp_path: Path) -> N
     for n, at in enumerate((today - 3 * 86400, today - 86400 + 60, today + 60)):
         service.book.put(FakeCall(f"u{n}", "hotline", at, "abandoned", 3, ended_at=at + 3))
     service.forget_old_days(today + 3600)
-    assert len(service.book) == 2  # yesterday's and today's
+    # yesterday's and today's sums stay; their records are sealed (no state holds them)
     assert service.book.figures(today - 86400, today + 86400)[1].abandoned == 2
+    assert service.book.figures(today - 4 * 86400, today + 86400)[1].abandoned == 2
+    assert len(service.book) == 0
     service.book.put(FakeCall("u9", "hotline", today - 5 * 86400, "abandoned", 1))
     service.forget_old_days(today + 7200)  # the same day: once only
-    assert len(service.book) == 3
+    assert len(service.book) == 1
+    assert service.book.figures(today - 6 * 86400, today + 86400)[1].abandoned == 3
+
+
+def test_a_sealed_call_keeps_its_part_and_loses_its_record() -> None:
+    """Sealing drops the records of calls that can no longer change; the sums, the
+    samples and the other calls' records stay, and other calls still move."""
+    book = MetricsBook(lambda q: 15)
+    calls = [FakeCall(f"u{i}", "hotline", 10.0 + i, "completed", i, answered_at=20.0 + i,
+                      ended_at=60.0 + i, talk_time=40) for i in range(5)]
+    for c in calls:
+        book.put(c)
+    before = book.figures(0, 900)[0]["hotline"]
+    assert book.seal(["u0", "u1", "nobody", "u1"]) == 2
+    assert len(book) == 3 and set(book.keys()) == {"u2", "u3", "u4"}
+    assert book.figures(0, 900)[0]["hotline"] == before
+    calls[4].outcome, calls[4].talk_time = "interrupted", None
+    book.put(calls[4])  # a held call still moves its part
+    f = book.figures(0, 900)[0]["hotline"]
+    assert (f.offered, f.completed, f.interrupted) == (5, 4, 1)
+
+
+@pytest.mark.skipif(not PBX_TRACES_THERE, reason="no recorded traces")
+def test_a_core_that_seals_what_its_states_let_go_shows_the_same_figures(
+        tmp_path: Path) -> None:
+    """Two real traces through a two-PBX service whose states keep only 8 finished
+    visits each, its books sealing what they let go of after every event: the books hold
+    a record per visit the states hold (not one per call) and every figure, per PBX and
+    for the centre, equals that of a service that seals nothing."""
+    from acd.state import QueueConfig
+    from callcenter.config import load
+    from callcenter.pbx.replay import TraceEvents, read_queue_log
+    from callcenter.service import Service
+
+    def run(seal: bool) -> tuple[Service, int]:
+        settings = load(env={})
+        settings.database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+        settings.ami.name = "pbx1"
+        settings.more_pbxs = [type(settings.ami)(name="pbx2", port=5039)]
+        settings.queues = {q: QueueConfig(15, 3) for q in settings.queues}
+        service = Service(settings)
+        most = 0
+        for name, d in PBX_TRACES.items():
+            edge = service.edges[name]
+            edge.centre.keep_finished = 8
+            events = TraceEvents(d / "trace.jsonl", read_queue_log(d / "queue_log"))
+            for event in events:
+                service.dispatch(edge.centre.apply(event))
+                if seal:
+                    edge.centre.collect_finished()
+                    service.seal_let_go()
+                    held = sum(len(e.centre.visits) for e in service.edges.values())
+                    assert len(service.book) <= held
+                    most = max(most, len(service.book))
+            service.dispatch(edge.centre.advance(events.last))
+        return service, most
+
+    plain, _ = run(False)
+    sealed, most = run(True)
+    calls = len(plain.book)
+    assert calls > 4 * 8 and most < calls / 2, (calls, most)
+    for name in ("", *PBX_TRACES):
+        a = plain.book if not name else plain.edges[name].book
+        b = sealed.book if not name else sealed.edges[name].book
+        assert a.figures(0, 4e9) == b.figures(0, 4e9)
