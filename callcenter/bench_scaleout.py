@@ -131,6 +131,37 @@ async def scrape(http: Any, url: str) -> dict[str, float]:
         return parse_metrics(await r.text())
 
 
+#: The least warm-up (s): sign-ins, first screens, the allocators' first heaps.
+WARMUP_MIN_S = 60.0
+
+
+def warmup(full_at: float | None, duration: float) -> tuple[float, bool]:
+    """(seconds, over): when the sustained phase's warm-up ends.  It is over when the
+    core's bounded buffers are full: every PBX's state has let go of finished visits
+    (``hotline_visits_let_go_total``; it holds the last ``keep_finished``, 5,000, and
+    the figures' books a record per visit held), at ``full_at`` s into the phase, but
+    never before :data:`WARMUP_MIN_S`.  A phase too short for that (the buffers not
+    full, or full with less than a third of it left) measures from
+    :data:`WARMUP_MIN_S` (or a fifth of a shorter phase), and ``over`` is False."""
+    if full_at is not None and full_at <= duration * 2 / 3:
+        return max(WARMUP_MIN_S, full_at), True
+    return min(WARMUP_MIN_S, duration * 0.2), False
+
+
+def rss_growth(samples: list[tuple[float, float]], warm_s: float) -> dict[str, float]:
+    """RSS (MB) at the first sample at or after ``warm_s`` s and at the end, the growth
+    between (%), and the growth from :data:`WARMUP_MIN_S` on as well (what the buffers'
+    filling adds), from (s into the phase, MB) samples."""
+    def grown(first: float, last: float) -> float:
+        return round((last - first) / first * 100, 1) if first else 0.0
+
+    after = [r for t, r in samples if t >= warm_s] or [r for _, r in samples] or [0.0]
+    early = [r for t, r in samples if t >= WARMUP_MIN_S] or after
+    return {"after_warmup": round(after[0], 1), "end": round(after[-1], 1),
+            "growth_pct": grown(after[0], after[-1]),
+            "from_60s": round(early[0], 1), "growth_from_60s_pct": grown(early[0], after[-1])}
+
+
 def _one(metrics: dict[str, float], name: str) -> float:
     return sum(v for k, v in metrics.items() if k.startswith(name + "{"))
 
@@ -384,6 +415,7 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
         # ---- sustained
         rss: dict[str, list[tuple[float, float]]] = {k: [] for k in pids}
         backlog_max = 0.0
+        full_at: float | None = None  # when every PBX's state first let go of visits
         pops = Pops()
         await loads.ask_all(every, {"op": "marks"})  # rings before the phase: not timed
         roles = {"core": [pids["core"]],
@@ -408,6 +440,10 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                     rss[k].append((now, rss_of(pid)))
                 m = await scrape(http, core_url)
                 backlog_max = max(backlog_max, _one(m, "hotline_consumer_backlog"))
+                let_go = [v for k, v in m.items()
+                          if k.startswith("hotline_visits_let_go_total{")]
+                if full_at is None and len(let_go) == args.pbxs and all(let_go):
+                    full_at = now
             sent = sum(r["sent"] for r in await pacing)
             done_s += step
             pops.add(await loads.ask_all(every, {"op": "marks"}))
@@ -442,13 +478,8 @@ async def load_phase(args: argparse.Namespace, db: str, redis: str, prefix: str,
                                  "p99": round(percentile(lat, 99), 1),
                                  "max": round(max(lat, default=0.0), 1)}
         out["pops"], out["pops_missed"] = len(lat), missed
-        warm = min(60.0, args.duration * 0.2)
-        out["rss_mb"] = {}
-        for k, samples in rss.items():
-            after = [r for t, r in samples if t >= warm] or [r for _, r in samples] or [0.0]
-            out["rss_mb"][k] = {"after_warmup": round(after[0], 1), "end": round(after[-1], 1),
-                                "growth_pct": round((after[-1] - after[0]) / after[0] * 100, 1)
-                                if after[0] else 0.0}
+        out["warmup_s"], out["warmup_over"] = warmup(full_at, args.duration)
+        out["rss_mb"] = {k: rss_growth(samples, out["warmup_s"]) for k, samples in rss.items()}
         lags = []
         out["gc_longest_ms"] = {}
         for k, url in [("core", core_url), *((f"web{i}", u) for i, u in enumerate(urls))]:
@@ -701,11 +732,16 @@ def table(r: dict[str, Any]) -> list[tuple[str, str, str]]:
          _pops(one) if one else "-"),
         ("bus lag core -> worker p99 ms", lag, "-"),
     ]
+    warm = s.get("warmup_s")
+    warm_text = ("" if warm is None else f" {warm:.0f} s" if s.get("warmup_over")
+                 else f" {warm:.0f} s, buffers not full")
     for k, v in s.get("rss_mb", {}).items():
         mine = f"{v['after_warmup']} -> {v['end']} ({v['growth_pct']:+} %)"
+        if "from_60s" in v and v["from_60s"] != v["after_warmup"]:
+            mine += f"; from 60 s {v['from_60s']} ({v['growth_from_60s_pct']:+} %)"
         theirs = (f"{one['rss_mb_after_warmup']} -> {one['rss_mb_end']} "
                   f"({one['rss_growth_pct']:+} %)") if one and k == "core" else ""
-        rows.append((f"RSS MB {k}: after warm-up -> end", mine, theirs))
+        rows.append((f"RSS MB {k}: after warm-up{warm_text} -> end", mine, theirs))
     if f:
         counted = (f"{f.get('calls')} / {f.get('lost')} / {f.get('doubled')} (wrong "
                    f"{f.get('wrong_outcome')}, open {f.get('left_open')}, figures equal "

@@ -128,6 +128,19 @@ class Ops:
                    lambda: [([shared], float(service.inbox.qsize()))])
         self.gauge("hotline_pbx_link_up", "1 while the AMI link is up", ["pbx"],
                    lambda: [([n], 1.0 if e.centre.link_up else 0.0) for n, e in edges.items()])
+        # What the core's memory settles at: the visits each state holds (live ones and
+        # its last keep_finished finished ones), the ones it has let go of, and the
+        # figures' books' records (one per visit held, once the buffers are full).
+        self.gauge("hotline_visits_held", "Visits the state holds (live and recently "
+                   "finished)", ["pbx"],
+                   lambda: [([n], float(len(e.centre.visits))) for n, e in edges.items()])
+        self.counter("hotline_visits_let_go", "Finished visits the state let go of (its "
+                     "buffer is full once this moves)", ["pbx"],
+                     lambda: [([n], float(e.visits_let_go)) for n, e in edges.items()])
+        self.gauge("hotline_book_records", "Call records the figures' books hold", ["pbx"],
+                   lambda: [([shared], float(len(service.book)))] + (
+                       [([n], float(len(e.book))) for n, e in edges.items()]
+                       if len(edges) > 1 else []))
         flush = self.flush_seconds.labels(shared)
         service.flush_observers.append(lambda seconds, _rows: flush.observe(seconds))
         self.checks["database"] = lambda: database_answers(service)

@@ -112,6 +112,9 @@ class PbxEdge:
     restarts: list[tuple[float, float | None, str]] = field(default_factory=list)
     events_applied: int = 0
     events_skipped: int = 0
+    #: Finished visits its centre let go of (its buffer of finished visits is full once
+    #: this has moved: :meth:`Service.seal_let_go`).
+    visits_let_go: int = 0
 
     @property
     def name(self) -> str:
@@ -644,6 +647,7 @@ class Service:
         let_go: list[str] = []
         for edge in self.edges.values():
             let_go += edge.centre.let_go
+            edge.visits_let_go += len(edge.centre.let_go)
             edge.centre.let_go = []
         if let_go:
             for book in self._books():

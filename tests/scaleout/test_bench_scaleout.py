@@ -139,3 +139,20 @@ def test_cores_busy_per_role_and_the_rest_of_the_machine() -> None:
         "core": 0.6, "web0": 0.3, "rest": 1.1, "machine": 2.0}
     now = cpu_times({"me": [os.getpid()]})
     assert now["me"] > 0 and now["machine"] > 0
+
+
+def test_the_warm_up_ends_when_the_cores_buffers_are_full() -> None:
+    """RSS growth is measured from when every PBX's state first let go of visits (its
+    bounded buffers full), at least 60 s in; a phase too short for that says so and
+    measures from 60 s; the growth from 60 s is shown beside it."""
+    from callcenter.bench_scaleout import rss_growth, warmup
+
+    assert warmup(780.0, 1800.0) == (780.0, True)
+    assert warmup(20.0, 1800.0) == (60.0, True)
+    assert warmup(1500.0, 1800.0) == (60.0, False)  # less than a third left
+    assert warmup(None, 1800.0) == (60.0, False)
+    assert warmup(None, 90.0) == (18.0, False)
+    samples = [(t, 100.0 + (t if t < 600 else 600) / 10) for t in range(0, 1801, 5)]
+    g = rss_growth(samples, 780.0)
+    assert (g["after_warmup"], g["end"], g["growth_pct"]) == (160.0, 160.0, 0.0)
+    assert (g["from_60s"], g["growth_from_60s_pct"]) == (106.0, 50.9)

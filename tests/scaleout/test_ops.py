@@ -114,3 +114,21 @@ async def test_log_lines_of_the_service_carry_the_pbx_name(core: Any) -> None:
     link_lines = [e for e in captured.entries if e["event"] in ("PBX link up", "ami.link_up")]
     assert link_lines and all(e.get("pbx") == "pbx-east" for e in link_lines)
     assert "pbx" not in structlog.contextvars.get_contextvars()  # the caller's own stays clean
+
+
+async def test_what_the_cores_memory_settles_at_is_on_the_metrics_page(core: Any) -> None:
+    """The visits each state holds, those it has let go of, and the books' records: a
+    state that keeps 3 finished visits lets go of the rest, its books seal them, and the
+    page shows it (the scale-out bench reads the let-go counter for its warm-up)."""
+    service, _, client, _ = core
+    service.home.centre.keep_finished = 3
+    await service.start()
+    await wait_for(lambda: service.home.visits_let_go > 0, timeout=30.0)
+    m = samples(await (await client.get("/metrics")).text())
+    pbx = (("pbx", "pbx-east"),)
+    held = m[("hotline_visits_held", pbx)]
+    assert m[("hotline_visits_let_go_total", pbx)] >= 1
+    assert held >= 3  # the kept finished ones and the live ones
+    assert m[("hotline_book_records", pbx)] <= held
+    figures = service.book.figures(0, 4e9)[1]
+    assert figures.offered >= held + m[("hotline_visits_let_go_total", pbx)] - 1
