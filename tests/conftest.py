@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,90 @@ def trace_dirs() -> list[Path]:
 
 def case_dirs() -> list[Path]:
     return sorted(p for p in CASES.glob("*/") if (p / "expected.json").exists())
+
+
+#: Seconds a test may take, fixtures' set-up and teardown included, before every running
+#: event loop's tasks are printed (pytest-timeout stops it at 300 s, with the threads'
+#: stacks only: an idle loop's stack says nothing of what the tasks wait for).
+STUCK_DUMP_S = float(os.environ.get("HOTLINE_TEST_STUCK_S", "240"))
+
+
+def await_chain(coro: Any) -> list[str]:
+    """Where a coroutine stands: each frame of its chain of awaits, outermost first,
+    then what the innermost waits on."""
+    out: list[str] = []
+    for _ in range(64):
+        frame = (getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                 or getattr(coro, "ag_frame", None))
+        if frame is not None:
+            out.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} "
+                       f"in {frame.f_code.co_name}")
+        inner = (getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+                 or getattr(coro, "ag_await", None))
+        if inner is None:
+            break
+        if not any(hasattr(inner, a) for a in ("cr_frame", "gi_frame", "ag_frame")):
+            out.append(f"    awaits {inner!r:.300}")
+            break
+        coro = inner
+    return out
+
+
+def dump_loops(title: str, file: Any = None, wait_s: float = 5.0) -> int:
+    """Print every running event loop's tasks with their await chains (on the loop's
+    own thread, so an idle loop answers), and the threads' stacks if a loop does not
+    answer in ``wait_s``; returns how many loops were found.  For a test that stands
+    still: which await never ends."""
+    import asyncio
+    import gc
+    import traceback
+
+    out = file or sys.stderr
+    loops = [o for o in gc.get_objects()
+             if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+    print(f"\n===== {title}: {len(loops)} running event loop(s) =====", file=out)
+
+    def tasks_of(loop: asyncio.AbstractEventLoop, answered: threading.Event) -> None:
+        try:
+            for task in sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name()):
+                waiter = getattr(task, "_fut_waiter", None)
+                print(f"  task {task.get_name()} waits on {waiter!r:.300}", file=out)
+                print("\n".join(await_chain(task.get_coro())), file=out)
+        finally:
+            answered.set()
+
+    silent = False
+    for loop in loops:
+        answered = threading.Event()
+        print(f"--- loop {loop!r:.120}", file=out)
+        try:
+            loop.call_soon_threadsafe(tasks_of, loop, answered)
+        except RuntimeError:
+            continue
+        if not answered.wait(wait_s):
+            print("  (busy: it did not answer)", file=out)
+            silent = True
+    if silent or not loops:
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            print(f"--- thread {names.get(ident, ident)}", file=out)
+            print("".join(traceback.format_stack(frame)), file=out)
+    out.flush()
+    return len(loops)
+
+
+@pytest.fixture(autouse=True)
+def _stuck_test_dump(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After :data:`STUCK_DUMP_S`, :func:`dump_loops` (into the test's captured output,
+    shown with its timeout failure)."""
+    timer = threading.Timer(STUCK_DUMP_S, dump_loops,
+                            (f"{request.node.nodeid} still running after {STUCK_DUMP_S:g} s",))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 # The database pass: unset, every test runs on SQLite files; HOTLINE_TEST_DATABASE set to a
