@@ -492,7 +492,7 @@ class MetricsBook:
                 gone += 1
         return gone
 
-    def keys(self) -> KeysView[str]:
+    def records(self) -> KeysView[str]:
         """The visit keys the book holds a record of (not yet sealed or forgotten)."""
         return self._parts.keys()
 

@@ -71,6 +71,7 @@ from typing import Any
 import structlog
 
 from acd.state import Change
+from callcenter.runtime import wait_within
 
 log = structlog.get_logger(__name__)
 
@@ -507,9 +508,8 @@ class Hub:
         wide_due = False  # something changed since the wide streams were last rebuilt
         while True:
             try:
-                await asyncio.wait_for(self.dirty.wait(),
-                                       timeout=max(0.0, last_full + self.refresh_every
-                                                   - loop.time()))
+                await wait_within(self.dirty.wait(),
+                                  max(0.0, last_full + self.refresh_every - loop.time()))
             except TimeoutError:
                 pass
             changed = self.dirty.is_set()
@@ -541,6 +541,6 @@ class Hub:
             wait = last_normal + self.min_interval - loop.time()
             if wait > 0 and not self._urgent:
                 try:
-                    await asyncio.wait_for(self.hurry.wait(), timeout=wait)
+                    await wait_within(self.hurry.wait(), wait)
                 except TimeoutError:
                     pass

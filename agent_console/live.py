@@ -41,7 +41,7 @@ from agent_console.http import (
 )
 from agent_console.hub import Client
 from agent_console.session import CONSOLE, COOKIE, Console, need_session
-from callcenter.runtime import settle_collector
+from callcenter.runtime import settle_collector, wait_within
 
 log = structlog.get_logger(__name__)
 
@@ -250,7 +250,7 @@ async def _cut(c: Console, ws: web.WebSocketResponse) -> None:
     transport, whatever it still holds (a graceful close waits for a reader)."""
     transport = c.transports.get(ws)
     try:
-        await asyncio.wait_for(ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect"),
+        await wait_within(ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect"),
                                1.0)
     except (TimeoutError, ConnectionError, RuntimeError):
         pass

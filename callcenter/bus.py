@@ -40,6 +40,8 @@ import structlog
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from callcenter.runtime import wait_within
+
 log = structlog.get_logger(__name__)
 
 Doc = dict[str, Any]
@@ -266,7 +268,7 @@ class BusPublisher(StreamPublisher):
 
     async def _step(self) -> None:
         with contextlib.suppress(TimeoutError):  # time for a periodic snapshot
-            await asyncio.wait_for(self.wake.wait(), self.snapshot_every)
+            await wait_within(self.wake.wait(), self.snapshot_every)
         self.wake.clear()
         await self._send()
 
@@ -646,7 +648,7 @@ class KeyedFollower(StreamFollower):
             return self.views[key]
         event = self.changed.setdefault(key, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await wait_within(event.wait(), timeout)
         return self.views.get(key)
 
     async def prune(self, slice_size: int = 250) -> int:

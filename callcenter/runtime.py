@@ -11,6 +11,9 @@ import math
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -190,6 +193,19 @@ async def _until_signal() -> None:
         except (NotImplementedError, RuntimeError):
             pass
     await stop.wait()
+
+
+async def wait_within(aw: Awaitable[T], timeout_s: float | None) -> T:
+    """``await aw`` for at most ``timeout_s`` seconds (None: no limit), then
+    ``TimeoutError``: ``asyncio.wait_for`` without its lost cancellation.  Python
+    3.11's ``wait_for`` runs ``aw`` as a task of its own and, when the caller's task is
+    cancelled in the very turn that task ends, returns its result instead of raising
+    (gh-86296, fixed in 3.12), so a ``while True`` loop around it goes on after
+    ``cancel()`` and the ``stop()`` awaiting it never returns: the rare shutdown hangs
+    of the demo's tests.  Here ``aw`` runs in the caller's task under
+    ``asyncio.timeout``, where a cancellation is always delivered."""
+    async with asyncio.timeout(timeout_s):
+        return await aw
 
 
 def settle_collector(young: int = 10_000) -> None:

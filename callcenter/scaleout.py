@@ -37,6 +37,7 @@ from typing import IO, Any
 from acd import queue_log
 from acd.centres import pbx_of
 from acd.metrics import by_queue
+from callcenter.runtime import wait_within
 
 PYTHON = sys.executable
 
@@ -241,7 +242,7 @@ async def _end(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), grace)
+            await wait_within(proc.wait(), grace)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -667,7 +667,7 @@ class Service:
         held = {vid for e in self.edges.values() for vid in e.centre.visits}
         for book in self._books():
             book.forget_before(day - 86400)
-            book.seal([k for k in book.keys() if k not in held])
+            book.seal([k for k in book.records() if k not in held])
 
     async def summarise(self) -> None:
         """The writer stores the report summary of a closed day that has none

@@ -40,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from callcenter.runtime import wait_within
 from ivr.fastagi import (
     DEFAULT_PORT,
     HEADER_TIMEOUT_S,
@@ -256,7 +257,7 @@ class GateThread(AgiThread):
         proc, self.proc = self.proc, None
         if proc is not None:
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await wait_within(proc.wait(), timeout)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from acd.state import AgentChanged, AgentState, CallCenter, Change
+from callcenter.runtime import wait_within
 from ivr.callbacks import (
     CallbackEntry,
     CallbackGaveUp,
@@ -347,7 +348,7 @@ class Dialer:
             except Exception:  # a database hiccup must not stop call-backs for good
                 log.exception("dialer_step_failed")
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+                await wait_within(self._wake.wait(), self.settings.poll_s)
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -83,6 +83,7 @@ from typing import Any
 import structlog
 
 from acd.state import call_key_prefix
+from callcenter.runtime import wait_within
 from ivr.menus import (
     Answered,
     CallbackRequested,
@@ -364,7 +365,7 @@ class AgiChannel:
 
     async def _line(self, timeout: float) -> str:
         try:
-            raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout)
+            raw = await wait_within(self.reader.readuntil(b"\n"), timeout)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError,
                 asyncio.LimitOverrunError) as exc:
             raise CallerHungUp(type(exc).__name__) from None

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from acd.metrics import SMOOTH_TAIL, MetricsBook, figures, smoothed
 from tests.conftest import TRACES
@@ -209,7 +208,7 @@ def test_a_sealed_call_keeps_its_part_and_loses_its_record() -> None:
         book.put(c)
     before = book.figures(0, 900)[0]["hotline"]
     assert book.seal(["u0", "u1", "nobody", "u1"]) == 2
-    assert len(book) == 3 and set(book.keys()) == {"u2", "u3", "u4"}
+    assert len(book) == 3 and set(book.records()) == {"u2", "u3", "u4"}
     assert book.figures(0, 900)[0]["hotline"] == before
     calls[4].outcome, calls[4].talk_time = "interrupted", None
     book.put(calls[4])  # a held call still moves its part

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +95,45 @@ def test_a_diagnosis_setting_that_is_not_a_number_in_range_is_ignored_and_said(
             assert _env_number("HOTLINE_STALL_MS", 100.0, 1.0, 60_000.0) == 100
         assert [(e["event"], e["setting"]) for e in logs] == [
             ("diagnosis setting ignored", "HOTLINE_STALL_MS")]
+
+
+async def _loop_until_cancelled(wait: Any, event: asyncio.Event, turns: list[int]) -> None:
+    """A service task's shape: wait for a wake-up or a timeout, do a turn, forever."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await wait(event.wait(), 30.0)
+        event.clear()
+        turns.append(1)
+
+
+@pytest.mark.parametrize("waiting", ["wait_within", "asyncio.wait_for"])
+async def test_a_cancel_in_the_turn_the_wait_ends_stops_the_loop(waiting: str) -> None:
+    """The wake-up and ``cancel()`` in one turn of the loop (a ready operator wakes the
+    dialer as the demo stops): ``wait_within`` delivers the cancellation and the task
+    ends; Python 3.11's ``asyncio.wait_for`` returns the wake-up instead, so the loop
+    goes on and a ``stop()`` awaiting it would wait for ever (the demo's rare shutdown
+    hang).  Fixed in Python 3.12, where ``wait_for`` is built on ``asyncio.timeout``."""
+    from callcenter.runtime import wait_within
+
+    wait = wait_within if waiting == "wait_within" else asyncio.wait_for
+    event, turns = asyncio.Event(), []
+    task = asyncio.create_task(_loop_until_cancelled(wait, event, turns))
+    await asyncio.sleep(0.01)  # it waits
+    event.set()
+    task.cancel()
+    await asyncio.sleep(0.05)
+    loses_it = waiting == "asyncio.wait_for" and sys.version_info < (3, 12)
+    assert task.done() is not loses_it
+    if loses_it:  # the loop went on: a turn, then waiting again
+        assert turns == [1]
+        task.cancel()
+        await asyncio.sleep(0.01)
+    assert task.cancelled()
+
+
+async def test_wait_within_times_out_and_returns_what_it_awaited() -> None:
+    from callcenter.runtime import wait_within
+
+    assert await wait_within(asyncio.sleep(0, "done"), 1.0) == "done"
+    with pytest.raises(TimeoutError):
+        await wait_within(asyncio.Event().wait(), 0.01)

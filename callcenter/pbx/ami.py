@@ -54,6 +54,8 @@ from typing import Any
 import structlog
 from panoramisk.ami_protocol import AMIProtocol
 
+from callcenter.runtime import wait_within
+
 log = structlog.get_logger(__name__)
 
 __all__ = [
@@ -837,7 +839,7 @@ class AmiLink:
         loop = asyncio.get_running_loop()
         protocol = _AmiProtocol(self)
         try:
-            await asyncio.wait_for(
+            await wait_within(
                 loop.create_connection(lambda: protocol, self.host, self.port),
                 self.action_timeout)
         except (OSError, TimeoutError) as exc:

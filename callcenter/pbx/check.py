@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callcenter.pbx.ami import AmiError, AmiLink
+from callcenter.runtime import wait_within
 
 REQUIRED_MODULES = ("app_queue", "res_agi", "app_mixmonitor", "app_chanspy", "res_musiconhold")
 NEEDED_READ = ("agent", "call", "system", "reporting")
@@ -163,7 +164,7 @@ async def _agi_port(exp: Expected) -> Check | None:
         return None
     host, port = exp.agi
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 3.0)
+        _, writer = await wait_within(asyncio.open_connection(host, port), 3.0)
         writer.close()
         return Check("FastAGI port", True, f"{host}:{port} accepts connections")
     except (OSError, TimeoutError) as exc:

@@ -152,7 +152,7 @@ def test_the_warm_up_ends_when_the_cores_buffers_are_full() -> None:
     assert warmup(1500.0, 1800.0) == (60.0, False)  # less than a third left
     assert warmup(None, 1800.0) == (60.0, False)
     assert warmup(None, 90.0) == (18.0, False)
-    samples = [(t, 100.0 + (t if t < 600 else 600) / 10) for t in range(0, 1801, 5)]
+    samples = [(t, 100.0 + min(600, t) / 10) for t in range(0, 1801, 5)]
     g = rss_growth(samples, 780.0)
     assert (g["after_warmup"], g["end"], g["growth_pct"]) == (160.0, 160.0, 0.0)
     assert (g["from_60s"], g["growth_from_60s_pct"]) == (106.0, 50.9)

@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from callcenter.runtime import wait_within
+
 log = structlog.get_logger(__name__)
 
 
@@ -50,7 +52,7 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
     rest = url.removeprefix("agi://")
     hostport, _, script = rest.partition("/")
     host, _, port = hostport.partition(":")
-    reader, writer = await asyncio.wait_for(
+    reader, writer = await wait_within(
         asyncio.open_connection(host or "127.0.0.1", int(port or 4573),
                                 local_addr=(source, 0) if source else None), timeout)
     chan_vars: dict[str, str] = dict(variables or {})
@@ -63,7 +65,7 @@ async def run_agi(url: str, headers: Mapping[str, str], keys: Sequence[str], *,
                 **headers}
         writer.write("".join(f"{k}: {v}\n" for k, v in head.items()).encode() + b"\n")
         await writer.drain()
-        while line := await asyncio.wait_for(reader.readline(), timeout):
+        while line := await wait_within(reader.readline(), timeout):
             command = line.decode().strip()
             if not command:
                 continue
