@@ -58,7 +58,8 @@ import heapq
 import random
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import structlog
 
@@ -374,7 +375,8 @@ class Pbx(OutboundCalls, AdminActions):
                 self._emit("QueueMemberStatus", AGENT, self._member_body(m))
 
     #: What a phone sets its ``Custom:`` device to in each of its states (custom_states).
-    PHONE_DEVICE_STATES = {IDLE: "NOT_INUSE", RINGING: "RINGING", TALKING: "INUSE"}
+    PHONE_DEVICE_STATES: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {IDLE: "NOT_INUSE", RINGING: "RINGING", TALKING: "INUSE"})
 
     def _phone_custom(self, phone: Phone, state: str) -> None:
         """With ``custom_states``: the phone sets the ``Custom:`` devices its members
