@@ -101,6 +101,10 @@ AGENT_TRANSITIONS: dict[tuple[AgentState, str], AgentState] = {
 
 #: QueueMemberStatus ``Status`` of a device that is not in use (AST_DEVICE_NOT_INUSE).
 DEVICE_NOT_INUSE = 1
+#: Seconds after a QueueCallerLeave with a member still ringing for that caller before
+#: the ring counts as over: an answered caller's AgentConnect follows its leave in the
+#: same millisecond (traces g and j), read in the same socket read as a rule.
+LEFT_RING_GRACE_S = 1.0
 
 
 #: Events that come from the PBX itself (not the service's own link, resync or clock).
@@ -445,6 +449,10 @@ class CallCenter:
         self._ringing: dict[int, Agent] = {}  # agents in RINGING (an answer stops the others)
         self._wrapping: dict[int, Agent] = {}  # agents with a wrap-up timer set
         self._wrap_due: float | None = None  # no timer is due before this (may be early)
+        #: uniqueid -> (the visit, when it left): callers who left the queue unanswered
+        #: (QueueCallerLeave) while a member's phone rang for them; unless AgentConnect
+        #: follows within LEFT_RING_GRACE_S, those rings are over (see advance()).
+        self._left_ringing: dict[str, tuple[Call, float]] = {}
         self._linked: dict[str, str] = {}  # Linkedid -> the queue caller's Uniqueid
         # Between RefreshAsked and Refresh: the interfaces and Uniqueids events named
         # (the Refresh leaves them to those events); None when no refresh is asked.
@@ -493,16 +501,17 @@ class CallCenter:
         return changes
 
     def advance(self, at: float) -> list[Change]:
-        """Move the clock to ``at`` and fire the wrap-up timers that are due."""
+        """Move the clock to ``at`` and fire the timers that are due: wrap-ups over, and
+        rings for callers who left the queue unanswered."""
         self.now = max(self.now, at)
+        changes = self._left_rings_over() if self._left_ringing else []
         if self._wrap_due is None or self._wrap_due > self.now:
-            return []  # no wrap-up timer is due (the earliest is kept, not searched for)
+            return changes  # no wrap-up timer is due (the earliest is kept, not searched for)
         due = [a for a in self._wrapping.values()
                if a.wrap_until is not None and a.wrap_until <= self.now]
         if len(due) > 1:  # in the agents' own order, as a scan of all agents would give
             rank = {id(a): i for i, a in enumerate(self.agents.values())}
             due.sort(key=lambda a: rank.get(id(a), 0))
-        changes: list[Change] = []
         for agent in due:
             end = agent.wrap_until
             assert end is not None
@@ -512,6 +521,24 @@ class CallCenter:
                 changes += self._move(agent, "wrap_end", end, "wrap-up over")
         self._wrap_due = min((a.wrap_until for a in self._wrapping.values()
                               if a.wrap_until is not None), default=None)
+        return changes
+
+    def _left_rings_over(self) -> list[Change]:
+        """The rings for callers who left the queue unanswered (an exit key, the
+        queue's timeout) more than :data:`LEFT_RING_GRACE_S` ago: over, at the time the
+        caller left.  QueueCallerLeave names no member and comes before AgentConnect for
+        an answered caller too (DialEnd ANSWER, QueueCallerLeave, AgentConnect in the same
+        millisecond in traces g and j), so only a leave that no AgentConnect followed is
+        a ring's end.  Where the member's StateInterface rings (traces g and j) its
+        QueueMemberStatus 1 ends the ring at once (:meth:`_member_status`); a Local
+        channel's own state (trace a) says nothing of a ring, so this is its only end."""
+        changes: list[Change] = []
+        for uid, (call, left_at) in list(self._left_ringing.items()):
+            if left_at + LEFT_RING_GRACE_S > self.now:
+                continue
+            del self._left_ringing[uid]
+            if self.calls.get(uid) is call and call.outcome is Outcome.EXITED:
+                changes += self._stop_ringing_for(call, left_at)
         return changes
 
     def waiting_in(self, queue: str) -> list[Call]:
@@ -764,6 +791,8 @@ class CallCenter:
         if call.outcome is Outcome.WAITING:
             # Answered callers get AgentConnect right after; the rest exited.
             call.outcome = Outcome.EXITED
+            if self._ringing_for(call.uniqueid):
+                self._left_ringing[call.uniqueid] = (call, e.at)
             return [CallChanged(call, "exited"), QueueChanged(e.queue)]
         return [QueueChanged(e.queue)]
 

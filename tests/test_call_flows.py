@@ -76,11 +76,14 @@ Heard = dict[str, list[tuple[dict[str, str], float]]]
 
 
 async def play(case: Case, tmp_db: str, tmp_path: Path,
-               heard: Heard | None = None) -> tuple[Service, Pbx, Path]:
+               heard: Heard | None = None, *, custom_states: bool = False
+               ) -> tuple[Service, Pbx, Path]:
     """Play ``case`` to a live service at 60x; with ``heard``, each event named in it is
-    appended there as the service received it."""
+    appended there as the service received it.  ``custom_states``: the operators' phones
+    set the ``Custom:`` devices their members watch (QueueMemberStatus 6, 2, 1 around
+    each ring, as in traces g and j; otherwise as in trace a)."""
     cfg = PbxConfig(queues=tuple(SimQueue(name=q) for q in QUEUES), agents=case.agents,
-                    agent_breaks=False)
+                    agent_breaks=False, custom_states=custom_states)
     pbx = Pbx(cfg, ScriptedTraffic(case.calls), start_time=T0, seed=16)
     for action in case.actions:
         assert "Success" in pbx.handle_action(action)
@@ -103,12 +106,19 @@ async def play(case: Case, tmp_db: str, tmp_path: Path,
     return service, pbx, log_path
 
 
+@pytest.mark.parametrize("devices", ["local", "custom"])
 @pytest.mark.parametrize("name", list(CASES))
-async def test_each_flow_counts_as_asterisk_does(name: str, tmp_db: str,
+async def test_each_flow_counts_as_asterisk_does(name: str, devices: str, tmp_db: str,
                                                  tmp_path: Path) -> None:
+    """Each flow, with members watching their Local interfaces (trace a) and watching
+    ``Custom:`` devices their phones set (traces g and j: a device back to not-in-use
+    while on a call counts it completed at once, before its AgentComplete)."""
     case = CASES[name]
     heard: Heard = {"QueueMemberStatus": []}
-    service, pbx, log_path = await play(case, tmp_db, tmp_path, heard)
+    service, pbx, log_path = await play(case, tmp_db, tmp_path, heard,
+                                        custom_states=devices == "custom")
+    statuses = {h.get("Status") for h, _ in heard["QueueMemberStatus"]}
+    assert ("6" in statuses) is (devices == "custom" and name != "wrapup")
     # The service's own counters move as Asterisk's did, queue by queue.
     for q in QUEUES:
         sim, mine = pbx.queues[q], service.centre.observed.get(q)
@@ -197,3 +207,31 @@ def star_talk(first: Any, heard: Heard, log_path: Path) -> int:
     late_departure = int(read_at) - departed
     assert 0 <= late_answer and 0 <= late_departure, (late_answer, late_departure)
     return departed - int(logged.answered_at) + late_departure - late_answer
+
+
+@pytest.mark.parametrize("devices", ["local", "custom"])
+@pytest.mark.parametrize("leaves", ["abandons", "exit_key"])
+async def test_an_operator_rung_for_a_caller_who_left_is_ready_again(
+        leaves: str, devices: str, tmp_db: str, tmp_path: Path) -> None:
+    """The caller leaves while her operator's phone rings: she hangs up
+    (QueueCallerAbandon) or presses the queue's exit key (QueueCallerLeave); neither
+    names the member.  The operator is ready again, not left ringing for a caller who is
+    gone; with ``Custom:`` devices the member's status 1 says the ring is over (traces g
+    and j)."""
+    from acd.state import AgentState
+
+    how: dict[str, Any] = {"patience": 4.0} if leaves == "abandons" else {
+        "exit_key_after": 4.0}
+    case = Case("", agents=1, calls=[CallSpec(at=T0 + 5, number="13800000001",
+                                              name="市民1", ring=60.0, **how)])
+    heard: Heard = {"QueueMemberStatus": [], "QueueCallerAbandon": [], "AgentCalled": []}
+    service, pbx, _ = await play(case, tmp_db, tmp_path, heard,
+                                 custom_states=devices == "custom")
+    assert len(heard["AgentCalled"]) == 1
+    assert len(heard["QueueCallerAbandon"]) == pbx.queues["hotline"].abandoned == (
+        leaves == "abandons")
+    agent = service.centre.agent_by_name("agent1001")
+    assert agent is not None and agent.state is AgentState.READY, agent.state
+    statuses = [h["Status"] for h, _ in heard["QueueMemberStatus"]
+                if h.get("Queue") == "hotline"]
+    assert statuses == (["6", "1"] if devices == "custom" else [])

@@ -320,16 +320,46 @@ def test_a_ring_for_another_call_ends_the_ring_left_over_and_pops_the_new_caller
     ring(c, "u1", 2.0)
     c.apply(ev.CallerLeft(9.0, Q, "u1"))  # left unanswered: exited
     assert agent(c).state is S.RINGING and agent(c).call == "u1"
-    join(c, "u2", 10.0, num="13900002222")
-    changes = c.apply(ev.AgentRung(11.0, Q, "u2", IFACE, "agent1001", "13900002222", "赵六"))
+    # (rung again within LEFT_RING_GRACE_S of the leave, before its own end of the ring)
+    join(c, "u2", 9.2, num="13900002222")
+    changes = c.apply(ev.AgentRung(9.4, Q, "u2", IFACE, "agent1001", "13900002222", "赵六"))
     moves = [(ch.old, ch.new, ch.step) for ch in changes if isinstance(ch, AgentChanged)]
     assert moves == [(S.RINGING, S.READY, "ring_end"), (S.READY, S.RINGING, "ring")]
     assert agent(c).call == "u2"
-    assert c.apply(ev.AgentRung(11.5, Q, "u2", IFACE, "agent1001", "", "")) == []  # again
+    assert c.apply(ev.AgentRung(9.5, Q, "u2", IFACE, "agent1001", "", "")) == []  # again
     # ringinuse=yes: rung for another caller while the first still waits, no ring ended
     join(c, "u3", 12.0)
     assert not [ch for ch in c.apply(ev.AgentRung(12.5, Q, "u3", IFACE, "agent1001", "", ""))
                 if isinstance(ch, AgentChanged)]
+
+
+def test_a_ring_whose_caller_left_ends_a_moment_after_the_leave_when_no_answer_follows(
+        ) -> None:
+    """A member watching its own Local interface (trace a) hears no status of a ring:
+    a caller who leaves unanswered (an exit key, the queue's timeout; QueueCallerLeave
+    names no member) ends the rings for her once LEFT_RING_GRACE_S has passed without
+    AgentConnect, at the time she left.  An answered caller's leave, followed by
+    AgentConnect at once, ends nothing."""
+    from acd.state import LEFT_RING_GRACE_S
+
+    c = centre()
+    join(c, "u1", 1.0)
+    ring(c, "u1", 2.0)
+    answer(c, "u1", 5.0, hold=4)  # leave, then AgentConnect in the same moment
+    changes = c.apply(ev.Tick(5.0 + 2 * LEFT_RING_GRACE_S))
+    assert agent(c).state is S.ON_CALL and not [
+        ch for ch in changes if isinstance(ch, AgentChanged)]
+    complete(c, 20.0, hold=4, talk=15, uid="u1")
+    c.apply(ev.Tick(30.0))  # the 3-s wrap-up is over
+    join(c, "u2", 31.0)
+    ring(c, "u2", 32.0)
+    c.apply(ev.CallerLeft(36.0, Q, "u2"))  # the exit key while her phone rings
+    assert agent(c).state is S.RINGING  # AgentConnect may still follow
+    assert not c.apply(ev.Tick(36.0 + LEFT_RING_GRACE_S / 2))
+    changes = c.apply(ev.Tick(36.0 + LEFT_RING_GRACE_S))
+    moves = [(ch.old, ch.new, ch.step, ch.at) for ch in changes if isinstance(ch, AgentChanged)]
+    assert moves == [(S.RINGING, S.READY, "ring_end", 36.0)]
+    assert agent(c).call is None and c.calls["u2"].outcome is Outcome.EXITED
 
 
 def test_a_ring_whose_caller_left_ends_when_the_phone_stops_ringing() -> None:

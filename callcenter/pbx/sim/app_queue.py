@@ -58,7 +58,8 @@ import heapq
 import random
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import structlog
 
@@ -187,7 +188,8 @@ class Pbx(OutboundCalls, AdminActions):
             for q in self.queues.values():
                 for phone in own:
                     self.add_member(q.name, f"Local/{phone.ext}@{phone.context}/n",
-                                    f"agent{phone.ext}")
+                                    f"agent{phone.ext}", state_interface=(
+                                        f"Custom:agent{phone.ext}" if c.custom_states else ""))
         if c.agent_breaks and traffic is not None:
             for phone in own:
                 self._plan_break(phone)
@@ -366,8 +368,26 @@ class Pbx(OutboundCalls, AdminActions):
             self._cached_device(f"Queue:{q.name}_avail", state)
 
     def _member_statuses(self, phone: Phone) -> None:
+        """The phone's own device changed: ``QueueMemberStatus`` for each member that
+        watches it (one watching a ``Custom:`` device hears of that device instead)."""
         for m in phone.memberships.values():
-            self._emit("QueueMemberStatus", AGENT, self._member_body(m))
+            if not m.custom_state:
+                self._emit("QueueMemberStatus", AGENT, self._member_body(m))
+
+    #: What a phone sets its ``Custom:`` device to in each of its states (custom_states).
+    PHONE_DEVICE_STATES: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {IDLE: "NOT_INUSE", RINGING: "RINGING", TALKING: "INUSE"})
+
+    def _phone_custom(self, phone: Phone, state: str) -> None:
+        """With ``custom_states``: the phone sets the ``Custom:`` devices its members
+        watch to ``state`` (a device name state), each only when it changes."""
+        if not self.config.custom_states:
+            return
+        value = DEVSTATE_NAMES[state]
+        for device in sorted({m.state_interface for m in phone.memberships.values()
+                              if m.custom_state}):
+            if self._custom.get(device) != value:
+                self.set_device_state(device, state)
 
     @staticmethod
     def _refresh_idle(m: Member) -> None:
@@ -377,10 +397,22 @@ class Pbx(OutboundCalls, AdminActions):
         else:
             m.queue.idle[m.interface] = m
 
-    def _set_phone(self, phone: Phone, state: str) -> None:
+    def _set_phone(self, phone: Phone, state: str, *, device_now: bool = True) -> None:
+        """The phone's state; its ``Custom:`` device follows at once (the phone itself
+        rang, answered or hung up), or with ``device_now=False`` after the step that
+        changed it (app_queue hung up a ring: the device state reaches the queue through
+        Asterisk's device-state task, after the step's own events; trace g's abandons
+        show QueueCallerLeave before the member's status 1)."""
         phone.state = state
         for m in phone.memberships.values():
             self._refresh_idle(m)
+        if device_now:
+            self._phone_custom(phone, self.PHONE_DEVICE_STATES[state])
+        elif self.config.custom_states:
+            self._at(self.now, self._phone_device_follows, phone)
+
+    def _phone_device_follows(self, phone: Phone) -> None:
+        self._phone_custom(phone, self.PHONE_DEVICE_STATES[phone.state])
 
     def add_member(self, queue: str, interface: str, membername: str = "", penalty: int = 0,
                    paused: bool = False, reason: str = "", state_interface: str = "",
@@ -399,6 +431,9 @@ class Pbx(OutboundCalls, AdminActions):
         m = Member(q, membername or interface, interface, state_interface or interface, penalty,
                    int(self.now), phone, max(0, wrapuptime))
         m.custom = self._custom
+        if m.custom_state and self.config.custom_states:
+            # the phone set its device before signing in (trace g's members join at 1)
+            self._custom.setdefault(m.state_interface, NOT_INUSE)
         m.qpos = len(q.members)
         q.members[interface] = m
         q.order.append(m)
@@ -814,7 +849,7 @@ class Pbx(OutboundCalls, AdminActions):
         phone = att.phone
         att.live = False
         if phone.attempt is att:
-            self._set_phone(phone, IDLE)
+            self._set_phone(phone, IDLE, device_now=False)
             phone.attempt = None
             self._device(phone.device, "NOT_INUSE")
             self._device(phone.device, "NOT_INUSE")
@@ -852,6 +887,8 @@ class Pbx(OutboundCalls, AdminActions):
                 self._legs_down_first(other)
                 self._legs_down_second(other)
         att.live = False
+        # the phone is answered before app_queue hears of it: its device first (trace g)
+        self._phone_custom(phone, "INUSE")
         if a2 is not None:
             a2.set(state=6, priority=2)
             self._chan("Newstate", a2)

@@ -67,6 +67,14 @@ class PbxConfig:
     supervisors: tuple[str, ...] = ("1901", "1902", "1903", "1904")
     spy_ring: float = SPY_RING
     spy_wait: float = SPY_WAIT
+    #: The operators' members watch ``Custom:agent<ext>`` (``StateInterface``) and their
+    #: phones set it: RINGING when rung, INUSE on answering, NOT_INUSE when down, so each
+    #: ring shows ``QueueMemberStatus`` 6, then 2 or 1, as the Asterisk of traces g and j
+    #: did (its README: "the simulated phone sets RINGING → INUSE → NOT_INUSE").  Off, a
+    #: member watches its own Local interface, as in trace a: no 6, and no status at all
+    #: for a ring that ends unanswered.  A member added by ``QueueAdd`` with a ``Custom:``
+    #: StateInterface follows its phone the same way while this is on.
+    custom_states: bool = False
 
     def __post_init__(self) -> None:
         if not self.queues:
