@@ -177,6 +177,7 @@ class Service:
         self._queue_log_engines: dict[str, AsyncEngine] = {}
         self._summaries_due = 0.0
         self._books_day = 0.0  # the day the books last let go of older ones
+        self._samples_interval = 0  # the interval the books last let go of old samples in
 
     def _make_link(self, edge: PbxEdge) -> AmiLink:
         a = edge.settings
@@ -632,6 +633,7 @@ class Service:
                 edge.centre.collect_finished()
             self.seal_let_go()
             self.forget_old_days(self.clock())
+            self.drop_old_samples(self.clock())
             await self.summarise()
 
     def _books(self) -> list[MetricsBook]:
@@ -652,6 +654,16 @@ class Service:
         if let_go:
             for book in self._books():
                 book.seal(let_go)
+
+    def drop_old_samples(self, now: float) -> None:
+        """Once per 15-minute interval: the books let go of the smoothing samples no
+        figure shown can read any more (:meth:`acd.metrics.MetricsBook.drop_old_samples`)."""
+        interval = self.book.bucket(now)
+        if interval == self._samples_interval:
+            return
+        self._samples_interval = interval
+        for book in self._books():
+            book.drop_old_samples()
 
     def forget_old_days(self, now: float) -> None:
         """Once a day: the figures' books let go of the calls before yesterday (the

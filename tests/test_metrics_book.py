@@ -259,3 +259,61 @@ def test_a_core_that_seals_what_its_states_let_go_shows_the_same_figures(
         a = plain.book if not name else plain.edges[name].book
         b = sealed.book if not name else sealed.edges[name].book
         assert a.figures(0, 4e9) == b.figures(0, 4e9)
+
+
+def test_old_samples_go_and_the_figures_of_today_and_the_last_15_minutes_stay() -> None:
+    """A day of calls at 2 a second: the smoothing samples that no range ending now can
+    read are let go (most of the day's), and "today" and "the last 15 minutes" are the
+    same figures as before, Asterisk's smoothed ones included; calls put afterwards
+    still move them as they would have."""
+    import random
+
+    rng = random.Random(7)
+    book, kept = MetricsBook(lambda q: 15), MetricsBook(lambda q: 15)
+    calls = []
+    for i in range(40 * 900):  # 10 hours at 1 call a second
+        t = 10.0 + i
+        c = FakeCall(f"u{i}", rng.choice(QUEUES), t, rng.choice(("completed", "abandoned")),
+                     rng.randint(0, 60), answered_at=t + 5, ended_at=t + 60,
+                     talk_time=rng.randint(10, 300))
+        book.put(c)
+        kept.put(replace(c))
+        calls.append(c)
+    now = calls[-1].joined_at + 1
+    ranges = [(0, now + 1), (book.bucket(now), now + 1), (book.bucket(now) - 3600, now + 1)]
+    before = [book.figures(*r) for r in ranges]
+    held = sum(len(s.answers) + len(s.completions)
+               for per in book._sums.values() for s in per.values())
+    dropped = book.drop_old_samples()
+    assert dropped > held * 0.8  # 40 intervals: all but the newest few let go
+    assert [book.figures(*r) for r in ranges] == before
+    assert book.drop_old_samples() == 0
+    late = calls[-50]  # a call of the newest interval changes after
+    late.outcome, late.talk_time = "completed", 999
+    for b in (book, kept):
+        b.put(replace(late))
+    assert book.figures(*ranges[0]) == kept.figures(*ranges[0])
+
+
+def test_the_service_lets_go_of_old_samples_once_an_interval(tmp_path: Path) -> None:
+    from callcenter.config import load
+    from callcenter.service import Service
+
+    settings = load()
+    settings.database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    service = Service(settings)
+    start = 1_800_000_000.0 - 1_800_000_000.0 % 900
+    for i in range(3000):  # 4 hours, one call each 5 s
+        t = start + 5 * i
+        service.book.put(FakeCall(f"u{i}", "hotline", t, "completed", 3, answered_at=t + 3,
+                                  ended_at=t + 30, talk_time=27))
+    now = start + 15_000
+    service.drop_old_samples(now)
+    first = service.book.bucket(start)
+    assert service.book._sums[first]["hotline"].answers == []
+    newest = service.book._sums[service.book.bucket(now - 1)]["hotline"]
+    assert newest.answers and newest.completions
+    service.book.put(FakeCall("x", "hotline", start + 1, "completed", 3, answered_at=start + 4,
+                              ended_at=start + 30, talk_time=27))
+    service.drop_old_samples(now + 60)  # the same interval: not again
+    assert len(service.book._sums[first]["hotline"].answers) == 1
