@@ -103,8 +103,10 @@ AGENT_TRANSITIONS: dict[tuple[AgentState, str], AgentState] = {
 DEVICE_NOT_INUSE = 1
 #: Seconds after a QueueCallerLeave with a member still ringing for that caller before
 #: the ring counts as over: an answered caller's AgentConnect follows its leave in the
-#: same millisecond (traces g and j), read in the same socket read as a rule.
-LEFT_RING_GRACE_S = 1.0
+#: same millisecond in traces g and j.  A member macro or gosub, or an AGI of Queue()'s,
+#: runs between the two (app_queue's try_calling): one longer than this shows the
+#: operator a ring end and a new ring before the answer.
+LEFT_RING_GRACE_S = 2.0
 
 
 #: Events that come from the PBX itself (not the service's own link, resync or clock).
@@ -430,6 +432,11 @@ class CallCenter:
         #: the caller (no event can change those visits any more: the figures' books
         #: seal their records).
         self.let_go: list[str] = []
+        #: uniqueid -> its last visit number, of channels whose visits were let go of
+        #: (the newest 4 x keep_finished): a channel back in a queue after that gets the
+        #: next visit key, not its first one again (the figures' books have sealed that
+        #: key: a visit under it would count twice, and its row would overwrite the first).
+        self._gone: dict[str, int] = {}
         self.agents: dict[str, Agent] = {}  # by interface
         #: member name -> the interfaces of that name, each once (agents_named)
         self._named: dict[str, list[str]] = {}
@@ -449,10 +456,11 @@ class CallCenter:
         self._ringing: dict[int, Agent] = {}  # agents in RINGING (an answer stops the others)
         self._wrapping: dict[int, Agent] = {}  # agents with a wrap-up timer set
         self._wrap_due: float | None = None  # no timer is due before this (may be early)
-        #: uniqueid -> (the visit, when it left): callers who left the queue unanswered
-        #: (QueueCallerLeave) while a member's phone rang for them; unless AgentConnect
-        #: follows within LEFT_RING_GRACE_S, those rings are over (see advance()).
-        self._left_ringing: dict[str, tuple[Call, float]] = {}
+        #: uniqueid -> (when it left, the agents ringing for it then): callers who left
+        #: the queue unanswered (QueueCallerLeave) while members' phones rang for them;
+        #: unless AgentConnect follows within LEFT_RING_GRACE_S, those rings are over
+        #: (see advance(); in the order they left, so the first not due ends the look).
+        self._left_ringing: dict[str, tuple[float, list[Agent]]] = {}
         self._linked: dict[str, str] = {}  # Linkedid -> the queue caller's Uniqueid
         # Between RefreshAsked and Refresh: the interfaces and Uniqueids events named
         # (the Refresh leaves them to those events); None when no refresh is asked.
@@ -524,21 +532,27 @@ class CallCenter:
         return changes
 
     def _left_rings_over(self) -> list[Change]:
-        """The rings for callers who left the queue unanswered (an exit key, the
-        queue's timeout) more than :data:`LEFT_RING_GRACE_S` ago: over, at the time the
-        caller left.  QueueCallerLeave names no member and comes before AgentConnect for
+        """The rings for callers who left the queue unanswered (an exit key; a queue's
+        timeout comes as QueueCallerAbandon, as trace g shows) more than
+        :data:`LEFT_RING_GRACE_S` ago: over, at the time the caller left, for the agents
+        that rang for it then and were not rung again since (a caller back in a queue
+        with the same Uniqueid).  QueueCallerLeave names no member and comes before AgentConnect for
         an answered caller too (DialEnd ANSWER, QueueCallerLeave, AgentConnect in the same
         millisecond in traces g and j), so only a leave that no AgentConnect followed is
         a ring's end.  Where the member's StateInterface rings (traces g and j) its
         QueueMemberStatus 1 ends the ring at once (:meth:`_member_status`); a Local
         channel's own state (trace a) says nothing of a ring, so this is its only end."""
         changes: list[Change] = []
-        for uid, (call, left_at) in list(self._left_ringing.items()):
+        while self._left_ringing:
+            uid, (left_at, agents) = next(iter(self._left_ringing.items()))
             if left_at + LEFT_RING_GRACE_S > self.now:
-                continue
+                break
             del self._left_ringing[uid]
-            if self.calls.get(uid) is call and call.outcome is Outcome.EXITED:
-                changes += self._stop_ringing_for(call, left_at)
+            for agent in agents:  # still ringing for it, and not rung again since it left
+                if (agent.state is S.RINGING and agent.call == uid
+                        and agent.since <= left_at):
+                    agent.call = None
+                    changes += self._end_ring(agent, left_at, "caller gone")
         return changes
 
     def waiting_in(self, queue: str) -> list[Call]:
@@ -589,10 +603,18 @@ class CallCenter:
             # queue it was transferred to), not the last to join
             recent.sort(key=lambda c: c.ended_at or c.left_at or c.joined_at)
             kept = recent[-self.keep_finished:]
-            self.let_go += [c.visit_id for c in recent[:len(recent) - len(kept)]]
+            gone = recent[:len(recent) - len(kept)]
+            self.let_go += [c.visit_id for c in gone]
             self.visits = live | {c.visit_id: c for c in kept}
-            self.calls = {uid: c for uid, c in self.calls.items()
-                          if self.visits.get(c.visit_id) is c}
+            calls = {uid: c for uid, c in self.calls.items()
+                     if self.visits.get(c.visit_id) is c}
+            for c in gone:
+                if c.uniqueid not in calls:
+                    self._gone.pop(c.uniqueid, None)  # (re-inserted: the newest last)
+                    self._gone[c.uniqueid] = max(c.visit, self._gone.get(c.uniqueid, 0))
+            for uid in list(self._gone)[:max(0, len(self._gone) - 4 * self.keep_finished)]:
+                del self._gone[uid]
+            self.calls = calls
         return done
 
     def restore(self, calls: Iterable[Call], last_seen: float) -> None:
@@ -734,7 +756,13 @@ class CallCenter:
     def _new_visit(self, uniqueid: str, queue: str, joined_at: float, **fields: object) -> Call:
         """A new record for the channel's next queue visit, linked to the one before."""
         before = self.calls.get(uniqueid)
-        if before is None:
+        last = self._gone.pop(uniqueid, 0) if before is None else 0
+        if before is None and last:  # its earlier visits were let go of: the next key
+            n = last + 1
+            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
+                        visit_id=f"{self.key_prefix}{uniqueid}#{n}", visit=n,
+                        previous=self.key_prefix + uniqueid + (f"#{last}" if last > 1 else ""))
+        elif before is None:
             call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
                         visit_id=self.key_prefix + uniqueid)
         else:
@@ -791,8 +819,9 @@ class CallCenter:
         if call.outcome is Outcome.WAITING:
             # Answered callers get AgentConnect right after; the rest exited.
             call.outcome = Outcome.EXITED
-            if self._ringing_for(call.uniqueid):
-                self._left_ringing[call.uniqueid] = (call, e.at)
+            if ringing := self._ringing_for(call.uniqueid):
+                self._left_ringing.pop(call.uniqueid, None)  # (the newest last)
+                self._left_ringing[call.uniqueid] = (e.at, ringing)
             return [CallChanged(call, "exited"), QueueChanged(e.queue)]
         return [QueueChanged(e.queue)]
 
@@ -867,6 +896,7 @@ class CallCenter:
         return changes + self._move(agent, "ring", e.at, "AgentCalled")
 
     def _agent_answered(self, e: ev.AgentAnswered) -> list[Change]:
+        self._left_ringing.pop(e.uniqueid, None)  # its leave was an answer
         call = self._visit(e.uniqueid, e.queue)
         changes: list[Change] = []
         if call is not None and call.outcome is not Outcome.WAITING and (

@@ -178,6 +178,7 @@ class Service:
         self._summaries_due = 0.0
         self._books_day = 0.0  # the day the books last let go of older ones
         self._samples_interval = 0  # the interval the books last let go of old samples in
+        self._startup_sealed = False  # start-up's records sealed (after the first resyncs)
 
     def _make_link(self, edge: PbxEdge) -> AmiLink:
         a = edge.settings
@@ -654,6 +655,18 @@ class Service:
         if let_go:
             for book in self._books():
                 book.seal(let_go)
+        if not self._startup_sealed and all(e.last_resync for e in self.edges.values()) \
+                and self.clock() >= max(e.last_resync for e in self.edges.values()) + 30.0:
+            # What start-up read back (today's calls) once every PBX's first resync and
+            # its queue_log rebuild are applied: no later event can put those again.
+            self._startup_sealed = True
+            self._seal_unheld()
+
+    def _seal_unheld(self) -> None:
+        """Seal every record no state holds a visit of."""
+        held = {vid for e in self.edges.values() for vid in e.centre.visits}
+        for book in self._books():
+            book.seal([k for k in book.records() if k not in held])
 
     def drop_old_samples(self, now: float) -> None:
         """Once per 15-minute interval: the books let go of the smoothing samples no
@@ -668,18 +681,16 @@ class Service:
     def forget_old_days(self, now: float) -> None:
         """Once a day: the figures' books let go of the calls before yesterday (the
         wallboard's trend looks back 8 hours; reports read the database), so a core that
-        runs for weeks holds two days of sums, not all it ever saw.  The records that
-        start-up read back from the database are sealed then too, all but the visits a
-        state still holds (left until now: a rebuild after start-up may put them
-        again)."""
+        runs for weeks holds two days of sums, not all it ever saw; and the records no
+        state holds a visit of are sealed (start-up's are sealed sooner, once every PBX's
+        first resync is applied: :meth:`seal_let_go`)."""
         day = self.day_start(now)
         if day == self._books_day:
             return
         self._books_day = day
-        held = {vid for e in self.edges.values() for vid in e.centre.visits}
         for book in self._books():
             book.forget_before(day - 86400)
-            book.seal([k for k in book.records() if k not in held])
+        self._seal_unheld()
 
     async def summarise(self) -> None:
         """The writer stores the report summary of a closed day that has none

@@ -317,3 +317,61 @@ def test_the_service_lets_go_of_old_samples_once_an_interval(tmp_path: Path) -> 
                               ended_at=start + 30, talk_time=27))
     service.drop_old_samples(now + 60)  # the same interval: not again
     assert len(service.book._sums[first]["hotline"].answers) == 1
+
+
+def test_a_long_call_of_a_cleared_interval_still_moves_its_counts() -> None:
+    """A call that joined in an interval whose samples were let go of completes later:
+    its counts move, and its sample, taken away from an emptied list, is simply not
+    there (nothing raises, the newest intervals' smoothing is unchanged)."""
+    book, kept = MetricsBook(lambda q: 15), MetricsBook(lambda q: 15)
+    long_call = FakeCall("long", "hotline", 5.0, "answered", 4, answered_at=9.0)
+    for b in (book, kept):
+        b.put(replace(long_call))
+    for i in range(20 * 900):
+        t = 900.0 + i
+        c = FakeCall(f"u{i}", "hotline", t, "completed", 3, answered_at=t + 3,
+                     ended_at=t + 30, talk_time=27)
+        for b in (book, kept):
+            b.put(replace(c))
+    assert book.drop_old_samples() > 0 and book._sums[0]["hotline"].answers == []
+    done = replace(long_call, outcome="completed", ended_at=19_000.0, talk_time=18_991)
+    for b in (book, kept):
+        b.put(replace(done))
+    now = 19_000.0
+    today, last15 = book.figures(0, now + 1), book.figures(book.bucket(now), now + 1)
+    assert today[1].completed == 20 * 900 + 1 and today[1].talk_total_s == kept.figures(
+        0, now + 1)[1].talk_total_s
+    assert (today, last15) == (kept.figures(0, now + 1),
+                               kept.figures(kept.bucket(now), now + 1))
+
+
+def test_start_up_records_are_sealed_once_the_first_resyncs_are_applied(
+        tmp_path: Path) -> None:
+    """A core (a standby taking over late in the day) reads the day's calls back into
+    its books: their records are sealed once every PBX's first resync has been applied
+    (30 s after it began), all but the visits a state holds; not before, and once."""
+    from callcenter.config import load
+    from callcenter.service import Service
+
+    settings = load()
+    settings.database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    clock = [1_800_000_000.0]
+    service = Service(settings, clock=lambda: clock[0])
+    for i in range(50):  # what _load_recent put: the day's calls
+        service.book.put(FakeCall(f"old{i}", "hotline", clock[0] - 3600 + i, "abandoned", 2))
+    join = FakeCall("held", "hotline", clock[0] - 5, "waiting")
+    service.book.put(join)
+    service.home.centre.visits["held"] = join  # type: ignore[assignment]
+    service.seal_let_go()
+    assert len(service.book) == 51  # no resync yet: kept
+    service.home.last_resync = clock[0]
+    clock[0] += 10
+    service.seal_let_go()
+    assert len(service.book) == 51  # its rebuild may still put them
+    clock[0] += 30
+    service.seal_let_go()
+    assert set(service.book.records()) == {"held"}
+    assert service.book.figures(0, 4e9)[1].abandoned == 50
+    service.book.put(FakeCall("new", "hotline", clock[0], "waiting"))
+    service.seal_let_go()  # once only
+    assert set(service.book.records()) == {"held", "new"}

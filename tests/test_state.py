@@ -783,3 +783,22 @@ def test_refresh_without_its_marker_or_during_a_gap_changes_nothing() -> None:
     c.apply(ev.LinkChanged(6.1, False, "connection lost"))
     c.apply(ev.Refresh(6.2, (bob,), ()))
     assert IFACE2 not in c.agents
+
+
+def test_a_channel_back_after_its_visits_were_let_go_of_gets_the_next_visit_key() -> None:
+    """The state let go of a channel's visit (its buffer of finished visits full); the
+    same channel joins a queue again later (a long IVR, the survey): its new visit has
+    the next key, not the first one again, which the figures' books have sealed (a
+    visit under it would count twice, and its row would overwrite the first)."""
+    c = CallCenter({Q: QueueConfig(15, 0)}, keep_finished=5)
+    c.apply(ev.MemberAdded(0.0, member()))
+    join(c, "back", 1.0)
+    c.apply(ev.CallerAbandoned(2.0, Q, "back", 1, 1))
+    for i in range(20):
+        join(c, f"u{i}", 3.0 + i)
+        c.apply(ev.CallerAbandoned(3.5 + i, Q, f"u{i}", 0, 1))
+        c.collect_finished()
+    assert "back" in c.let_go and "back" not in c.visits
+    join(c, "back", 40.0)
+    again = c.calls["back"]
+    assert (again.visit_id, again.visit, again.previous) == ("back#2", 2, "back")
