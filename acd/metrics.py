@@ -430,7 +430,9 @@ class MetricsBook:
     def figures(self, start: float, end: float) -> tuple[dict[str, Figures], Figures]:
         """Per queue and overall for calls that joined in [start, end) (interval-aligned).
         Asterisk's smoothed Holdtime/TalkTime are run over the range's last
-        :data:`SMOOTH_TAIL` samples (older ones no longer move the integer result)."""
+        :data:`SMOOTH_TAIL` samples (older ones no longer move the integer result); for a
+        range ending in the past they are approximate once :meth:`drop_old_samples` has
+        run (the service asks only for ranges ending now)."""
         per_queue: dict[str, list[Figures]] = defaultdict(list)
         buckets = [b for b in sorted(self._sums) if start <= b < end]
         for b in buckets:
