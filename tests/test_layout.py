@@ -88,9 +88,9 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "callcenter": (),  # the package itself; its modules are listed below
     "callcenter.config": ("acd",),
     "callcenter.logs": (),
-    "callcenter.runtime": (),
+    "callcenter.runtime": (),  # process plumbing with no project import: any wing may use it
     "callcenter.db": ("acd", "callcenter.config"),
-    "callcenter.pbx": ("acd", "callcenter.config", "callcenter.logs",
+    "callcenter.pbx": ("acd", "callcenter.config", "callcenter.logs", "callcenter.runtime",
                        "recordings.store"),  # the simulator writes MixMonitor WAVs with it
     "callcenter.orders": ("callcenter.db", "callcenter.config"),
     # per-day report summaries: built by the service's writer, read by the reports
@@ -98,15 +98,16 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "callcenter.service": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
                            "callcenter.report_days"),
     "callcenter.ops": ("callcenter.service",),
-    "callcenter.bus": (),
+    "callcenter.bus": ("callcenter.runtime",),
     "callcenter.ha": (),
     # the scale-out rig (simulator child, core processes, queue_log truth): tests and bench
-    "callcenter.scaleout": ("acd", "callcenter.db", "callcenter.logs", "callcenter.pbx"),
+    "callcenter.scaleout": ("acd", "callcenter.db", "callcenter.logs", "callcenter.pbx",
+                            "callcenter.runtime"),
     "recordings": ("acd", "callcenter.config", "callcenter.db", "callcenter.runtime",
                    "callcenter.pbx.ami", "callcenter.orders",
                    "ivr.values"),  # a pure leaf: values from the PBX on their way back
     "ivr": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
-            "callcenter.orders"),
+            "callcenter.orders", "callcenter.runtime"),
     "agent_console": ("acd", "callcenter.config", "callcenter.db", "callcenter.pbx.ami",
                       "callcenter.ops", "callcenter.report_days",
                       "callcenter.orders", "callcenter.service", "callcenter.runtime",
