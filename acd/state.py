@@ -610,8 +610,8 @@ class CallCenter:
                      if self.visits.get(c.visit_id) is c}
             for c in gone:
                 if c.uniqueid not in calls:
-                    self._gone.pop(c.uniqueid, None)  # (re-inserted: the newest last)
-                    self._gone[c.uniqueid] = max(c.visit, self._gone.get(c.uniqueid, 0))
+                    # (re-inserted, so the newest are last; the highest visit number kept)
+                    self._gone[c.uniqueid] = max(c.visit, self._gone.pop(c.uniqueid, 0))
             for uid in list(self._gone)[:max(0, len(self._gone) - 4 * self.keep_finished)]:
                 del self._gone[uid]
             self.calls = calls
@@ -756,20 +756,18 @@ class CallCenter:
     def _new_visit(self, uniqueid: str, queue: str, joined_at: float, **fields: object) -> Call:
         """A new record for the channel's next queue visit, linked to the one before."""
         before = self.calls.get(uniqueid)
-        last = self._gone.pop(uniqueid, 0) if before is None else 0
-        if before is None and last:  # its earlier visits were let go of: the next key
-            n = last + 1
-            call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
-                        visit_id=f"{self.key_prefix}{uniqueid}#{n}", visit=n,
-                        previous=self.key_prefix + uniqueid + (f"#{last}" if last > 1 else ""))
-        elif before is None:
+        # the visit before: the one held, or one let go of (its number only)
+        last = before.visit if before is not None else self._gone.pop(uniqueid, 0)
+        if not last:
             call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
                         visit_id=self.key_prefix + uniqueid)
         else:
-            n = before.visit + 1
+            n = last + 1
             call = Call(uniqueid=uniqueid, queue=queue, joined_at=joined_at, pbx=self.pbx,
                         visit_id=f"{self.key_prefix}{uniqueid}#{n}", visit=n,
-                        previous=before.visit_id)
+                        previous=before.visit_id if before is not None else
+                        self.key_prefix + uniqueid + (f"#{last}" if last > 1 else ""))
+        if before is not None:
             for name in ("caller_num", "caller_name", "hotline", "category", "ivr_path",
                          "channel"):
                 setattr(call, name, getattr(before, name))
